@@ -1,0 +1,317 @@
+"""The store on a real SQLite file, and on PostgreSQL when MCPFORGE_TEST_POSTGRES_URL is set."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from generator.runtime import store as st
+from generator.runtime.crypto import (
+    CredentialCipher,
+    CredentialKeyError,
+    generate_key,
+    load_cipher,
+    secret_key_env,
+)
+from generator.runtime.store import Store, make_engine
+
+SECRET = "xoxb-super-secret-token-123"
+
+
+def test_migrate_is_idempotent_and_creates_file(tmp_path: Path, gateway, cipher) -> None:
+    path = tmp_path / "sub" / "gw.db"
+    s = Store(make_engine(str(path)), gateway, cipher)
+    s.migrate()
+    s.migrate()
+    assert path.exists()
+    with s.engine.connect() as conn:
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+    assert mode == "wal"
+    s.dispose()
+
+
+def test_newer_schema_is_refused(sqlite_store: Store) -> None:
+    with sqlite_store.write() as conn:
+        conn.execute(st.schema_info.update().values(version=st.SCHEMA_VERSION + 1))
+    with pytest.raises(st.StoreError, match="newer"):
+        sqlite_store.migrate()
+
+
+def test_tenants(store: Store) -> None:
+    a = store.create_tenant("acme")
+    assert a.plan == "starter"
+    with pytest.raises(st.Conflict):
+        store.create_tenant("acme")
+    with pytest.raises(st.StoreError, match="unknown plan"):
+        store.create_tenant("other", plan="platinum")
+    b = store.ensure_tenant("beta", plan="growth")
+    assert store.ensure_tenant("beta").id == b.id
+    assert [t.name for t in store.list_tenants()] == ["acme", "beta"]
+    assert store.get_tenant(a.id) == store.get_tenant("acme")
+
+
+def test_keys_lifecycle(store: Store) -> None:
+    t = store.create_tenant("acme")
+    store.register_user(t.id, "ash")
+    issued = store.issue_key(t.id, scopes=["read"], user="ash", name="bot")
+    assert issued.token.startswith("gwk_") and len(issued.token) > 40
+    assert issued.info.prefix == issued.token[:12]
+    # only the hash is stored
+    with store.read() as conn:
+        row = conn.execute(sa.select(st.api_keys)).one()
+    assert issued.token not in [str(v) for v in row]
+    assert row.key_hash == st.hash_key(issued.token)
+
+    rec = store.lookup_key(issued.token)
+    assert rec is not None
+    assert rec.info.scopes == ("read",)
+    assert rec.info.user_external_id == "ash"
+    assert rec.tenant_name == "acme"
+    assert store.lookup_key(issued.token + "x") is None
+
+    rotated = store.rotate_key(issued.info.id)
+    assert rotated.token != issued.token
+    assert rotated.info.scopes == ("read",) and rotated.info.user_external_id == "ash"
+    old = store.get_key(issued.info.id)
+    assert old is not None and old.revoked_at is not None
+    with pytest.raises(st.Conflict):
+        store.rotate_key(issued.info.id)
+    revoked = store.revoke_key(rotated.info.id)
+    assert revoked.status(st.now_us()) == "revoked"
+    assert [k.id for k in store.list_keys(t.id)] == [issued.info.id, rotated.info.id]
+
+
+def test_key_validation(store: Store) -> None:
+    t = store.create_tenant("acme")
+    with pytest.raises(st.StoreError):
+        store.issue_key(t.id, scopes=["admin"])
+    with pytest.raises(st.StoreError):
+        store.issue_key(t.id, scopes=[])
+    with pytest.raises(st.NotFound):
+        store.issue_key(t.id, user="nobody")
+    issued = store.issue_key(t.id, ttl_days=1)
+    assert issued.info.expires_at - issued.info.created_at == st.DAY_US
+    default = store.issue_key(t.id)
+    assert default.info.expires_at - default.info.created_at == 90 * st.DAY_US
+
+
+def test_credentials_encrypted_at_rest(store: Store, cipher: CredentialCipher) -> None:
+    t = store.create_tenant("acme")
+    gen0 = store.require_tenant(t.id).generation
+    rec = store.connect(t.id, "slack", {"bot_token": SECRET})
+    assert rec.state == "active"
+    assert store.require_tenant(t.id).generation == gen0 + 1
+    with store.read() as conn:
+        raw = conn.execute(sa.select(st.connections.c.credentials)).scalar_one()
+    assert SECRET not in raw
+    assert store.open_credentials(rec) == {"bot_token": SECRET}
+    other = Store(store.engine, store.gateway, CredentialCipher([generate_key()]))
+    with pytest.raises(CredentialKeyError):
+        other.open_credentials(rec)
+    # a cipher holding the old key among others still decrypts (rotation)
+    rotated = CredentialCipher([generate_key(), *[]])
+    assert rotated is not None
+
+
+def test_connect_validates_fields(store: Store) -> None:
+    t = store.create_tenant("acme")
+    with pytest.raises(st.StoreError, match="needs credential"):
+        store.connect(t.id, "shopify", {"shop": "demo"})
+    with pytest.raises(st.StoreError, match="no credential field"):
+        store.connect(t.id, "slack", {"bot_token": "x", "extra": "y"})
+    with pytest.raises(st.NotFound):
+        store.connect(t.id, "salesforce", {})
+
+
+def test_connection_states_and_events(store: Store) -> None:
+    t = store.create_tenant("acme")
+    store.connect(t.id, "slack", {"bot_token": SECRET})
+    store.connect(t.id, "shopify", {"shop": "demo", "access_token": "shpat_x"})
+    assert store.snapshot(t.id).active == {"slack", "shopify"}
+    assert store.mark_needs_reauth(t.id, "slack", "upstream_auth_failed")
+    assert not store.mark_needs_reauth(t.id, "slack", "upstream_auth_failed")
+    snap = store.snapshot(t.id)
+    assert snap.active == {"shopify"}
+    assert snap.connections["slack"].state == "needs_reauth"
+    assert snap.connections["slack"].last_error == "upstream_auth_failed"
+    d = store.disconnect(t.id, "shopify")
+    assert d.state == "disconnected" and d.sealed_credentials is None
+    with pytest.raises(st.NotFound):
+        store.disconnect(t.id, "shopify")
+    # reconnect clears the error
+    again = store.connect(t.id, "slack", {"bot_token": "new"})
+    assert again.state == "active" and again.last_error is None
+    types = [e.type for e in store.query_events(t.id)]
+    assert types == ["connect", "disconnect", "connect", "connect"]
+
+
+def test_refreshed_credentials(store: Store) -> None:
+    t = store.create_tenant("acme")
+    store.connect(
+        t.id,
+        "hubspot",
+        {"access_token": "a", "refresh_token": "r", "client_id": "c", "client_secret": "s"},
+    )
+    store.update_credentials(
+        t.id,
+        "hubspot",
+        {"access_token": "b", "refresh_token": "r2", "client_id": "c", "client_secret": "s"},
+    )
+    rec = store.get_connection(t.id, "hubspot")
+    assert rec is not None
+    assert store.open_credentials(rec)["access_token"] == "b"
+
+
+def test_flows_are_versioned(store: Store) -> None:
+    t = store.create_tenant("acme")
+    f1 = store.create_flow(t.id, "nightly", {"steps": [{"tool": "a"}]})
+    f2 = store.create_flow(t.id, "nightly", {"steps": [{"tool": "b"}]})
+    f3 = store.create_flow(t.id, "other", {"steps": []})
+    assert (f1.version, f2.version, f3.version) == (1, 2, 1)
+    assert f1.flow_id == f2.flow_id != f3.flow_id
+    assert [f.definition["steps"] for f in store.list_flows(t.id) if f.name == "nightly"] == [
+        [{"tool": "a"}],
+        [{"tool": "b"}],
+    ]
+
+
+def test_events_filter_and_paginate(store: Store) -> None:
+    a = store.create_tenant("a")
+    b = store.create_tenant("b")
+    base = st.now_us()
+    recs = [
+        st.make_event(
+            a.id,
+            "tool_call",
+            "ok" if i % 3 else "error",
+            at=base + i,
+            connector="slack",
+            tool="slack_x",
+        )
+        for i in range(25)
+    ]
+    recs.append(st.make_event(b.id, "tool_call", at=base, connector="slack"))
+    store.write_batch(recs)
+    page1 = store.query_events(a.id, limit=10)
+    assert len(page1) == 10
+    assert [e.at for e in page1] == sorted((e.at for e in page1), reverse=True)
+    page2 = store.query_events(a.id, limit=10, before_id=page1[-1].id)
+    page3 = store.query_events(a.id, limit=10, before_id=page2[-1].id)
+    seen = [e.id for e in page1 + page2 + page3]
+    assert len(seen) == len(set(seen)) == 25
+    errors = store.query_events(a.id, status="error", limit=100)
+    assert len(errors) == 9
+    window = store.query_events(a.id, since=base + 5, until=base + 9, limit=100)
+    assert sorted(e.at - base for e in window) == [5, 6, 7, 8, 9]
+    assert store.call_stats(a.id, "slack", base) == (25, 9)
+    assert all(e.tenant_id == b.id for e in store.query_events(b.id))
+
+
+def test_usage_counters_accumulate(store: Store) -> None:
+    t = store.create_tenant("acme")
+    d = st.UsageDelta(t.id, "2026-05", "slack_send_message", "slack", 3, 1)
+    store.write_batch([], [d, st.UsageDelta(t.id, "2026-05", "fastn_list_integrations", "", 2, 0)])
+    store.write_batch([], [d])
+    total, per = store.usage_totals(t.id, "2026-05")
+    assert total == 8 and per == {"slack": 6}
+    rows = {r.tool: r for r in store.usage_rows(t.id, "2026-05")}
+    assert rows["slack_send_message"].errors == 2
+    assert store.usage_totals(t.id, "2026-06") == (0, {})
+
+
+def test_health_batch(store: Store) -> None:
+    t = store.create_tenant("acme")
+    store.connect(t.id, "slack", {"bot_token": "x"})
+    store.write_batch([], [], [st.HealthDelta(t.id, "slack", 100, None, None)])
+    store.write_batch([], [], [st.HealthDelta(t.id, "slack", 50, 60, "upstream_error")])
+    rec = store.get_connection(t.id, "slack")
+    assert rec is not None
+    assert (
+        rec.last_success_at == 100
+        and rec.last_error_at == 60
+        and rec.last_error == "upstream_error"
+    )
+
+
+def test_users(store: Store) -> None:
+    t = store.create_tenant("acme")
+    o = store.create_tenant("other")
+    u, created = store.register_user(t.id, "ash@example.com")
+    assert created
+    u2, created2 = store.register_user(t.id, "ash@example.com")
+    assert u2.id == u.id and not created2
+    assert store.get_user(o.id, "ash@example.com") is None
+    with pytest.raises(st.StoreError):
+        store.register_user(t.id, "  ")
+
+
+def test_period_bounds() -> None:
+    at = st.parse_iso("2026-12-31T23:59:59Z")
+    key, start, end = st.period_bounds("month", at)
+    assert key == "2026-12"
+    assert st.iso(start) == "2026-12-01T00:00:00.000000Z"
+    assert st.iso(end) == "2027-01-01T00:00:00.000000Z"
+    key, start, end = st.period_bounds("day", at)
+    assert key == "2026-12-31" and end - start == st.DAY_US
+    assert st.parse_iso("2026-01-01T00:00:00") == st.parse_iso("2026-01-01T01:00:00+01:00")
+
+
+def test_key_file_created_owner_only(tmp_path: Path) -> None:
+    key_file = tmp_path / "var" / "gw.db.key"
+    c1 = load_cipher("fastn_gateway", {}, key_file=key_file)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    c2 = load_cipher("fastn_gateway", {}, key_file=key_file)
+    assert c2.decrypt(c1.encrypt({"a": "b"})) == {"a": "b"}
+    key_file.chmod(0o644)
+    with pytest.raises(CredentialKeyError, match="chmod 600"):
+        load_cipher("fastn_gateway", {}, key_file=key_file)
+
+
+def test_env_key_wins_and_supports_rotation(tmp_path: Path) -> None:
+    old, new = generate_key(), generate_key()
+    env = secret_key_env("fastn_gateway")
+    assert env == "FASTN_GATEWAY_SECRET_KEY"
+    sealed = load_cipher("fastn_gateway", {env: old}, key_file=None).encrypt({"k": "v"})
+    rotated = load_cipher("fastn_gateway", {env: f"{new},{old}"}, key_file=tmp_path / "unused")
+    assert rotated.decrypt(sealed) == {"k": "v"}
+    assert not (tmp_path / "unused").exists()
+    with pytest.raises(CredentialKeyError, match=env):
+        load_cipher("fastn_gateway", {}, key_file=None)
+    with pytest.raises(CredentialKeyError, match="malformed"):
+        load_cipher("fastn_gateway", {env: "not-a-key"}, key_file=None)
+
+
+def test_sqlite_concurrent_writers(tmp_path: Path, gateway, cipher) -> None:
+    """Two engines (as two processes would) writing at once never fail with 'locked'."""
+    import threading
+
+    path = str(tmp_path / "gw.db")
+    s1 = Store(make_engine(path), gateway, cipher)
+    s1.migrate()
+    s2 = Store(make_engine(path), gateway, cipher)
+    t = s1.create_tenant("acme")
+    errors: list[BaseException] = []
+
+    def work(s: Store) -> None:
+        try:
+            for i in range(40):
+                s.write_batch(
+                    [st.make_event(t.id, "tool_call")], [st.UsageDelta(t.id, "p", "x", "", 1, 0)]
+                )
+                s.create_flow(t.id, "f", {"i": i})
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (s1, s2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert s1.usage_totals(t.id, "p")[0] == 80
+    assert max(f.version for f in s1.list_flows(t.id)) == 80
+    s1.dispose()
+    s2.dispose()
