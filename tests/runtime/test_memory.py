@@ -1,0 +1,577 @@
+"""Personalization memory on a real SQLite file, and on PostgreSQL when MCPFORGE_TEST_POSTGRES_URL
+is set (the `db_url` fixture of conftest.py runs each test on both).
+
+What a user of the gateway relies on: facts learnt in conversation are found again, a correction
+wins over the fact it corrects without erasing it, one user's memory never reaches another user
+or tenant, nothing is half-written, and every answer fits the tool's declared output schema.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import jsonschema
+import pytest
+import sqlalchemy as sa
+
+from generator.runtime import catalog as c
+from generator.runtime.answer import NOTHING_FOUND, Answer, Answerer, ExtractiveAnswerer
+from generator.runtime.errors import (
+    CONFLICT,
+    INTERNAL_ERROR,
+    INVALID_ARGUMENTS,
+    NOT_FOUND,
+    GatewayError,
+)
+from generator.runtime.memory import (
+    MemoryStore,
+    fts5_match_expression,
+    query_terms,
+    tsquery_expression,
+)
+from generator.runtime.store import make_engine
+
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.engine.Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def memory(engine: sa.engine.Engine) -> MemoryStore:
+    store = MemoryStore(engine)
+    store.migrate()
+    return store
+
+
+def check_output(gateway: c.GatewaySpec, tool: str, value: Mapping[str, Any]) -> None:
+    """`value` validates against the tool's output schema from manifests/ (formats checked)."""
+    schema = gateway.tools[tool].output_schema
+    jsonschema.validate(value, schema, format_checker=jsonschema.FormatChecker())
+    for chunk in value.get("chunks", value.get("citations", [])):
+        assert RFC3339.match(chunk["observed_at"]), chunk["observed_at"]
+
+
+def remember(memory: MemoryStore, text: str, tenant: str = "acme", user: str = "ash", **kw: Any):
+    return memory.update_memory(tenant, user, [{"text": text, **kw}])["stored"][0]
+
+
+def texts(result: Mapping[str, Any]) -> list[str]:
+    return [chunk["text"] for chunk in result.get("chunks", result.get("citations", []))]
+
+
+# ------------------------------------------------------------------------------ conversation
+
+
+def test_conversation_learns_corrects_and_answers_from_the_corrected_fact(
+    memory: MemoryStore, gateway: c.GatewaySpec
+) -> None:
+    # Turn 1: the agent learns two preferences.
+    first = memory.update_memory(
+        "acme",
+        "ash",
+        [
+            {
+                "text": "Prefers concise async replies; no calls before lunch.",
+                "source": "chat",
+                "topic": "reply_style",
+                "tags": ["communication"],
+                "observed_at": "2026-10-01T09:00:00Z",
+            },
+            {
+                "text": "Takes meetings in the morning, 9 to 11 AM.",
+                "source": "chat",
+                "topic": "meeting_time",
+                "tags": ["schedule"],
+                "observed_at": "2026-10-01T09:01:00Z",
+            },
+        ],
+    )
+    check_output(gateway, "update_memory", first)
+    assert [s["version"] for s in first["stored"]] == [1, 2]
+    old_id = first["stored"][1]["id"]
+
+    asked = memory.search_or_ask("acme", "ash", "When does Ash usually take meetings?")
+    check_output(gateway, "search_or_ask", asked)
+    assert asked["found"] is True
+    assert "9 to 11 AM" in asked["answer"]
+    assert [c["id"] for c in asked["citations"]] == [old_id]
+
+    # Turn 2: the user corrects it; same topic, so the old fact is superseded.
+    second = memory.update_memory(
+        "acme",
+        "ash",
+        [
+            {
+                "text": "Moved meetings to 2 PM; mornings are now for deep work.",
+                "source": "chat",
+                "topic": "meeting_time",
+                "observed_at": "2026-11-02T10:00:00Z",
+            }
+        ],
+    )
+    check_output(gateway, "update_memory", second)
+    new = second["stored"][0]
+    assert new["version"] == 3 and new["superseded"] == [old_id]
+
+    # Turn 3: the question is answered from the corrected fact, not the old one.
+    asked = memory.search_or_ask("acme", "ash", "When does Ash take meetings?")
+    check_output(gateway, "search_or_ask", asked)
+    assert asked["found"] is True
+    assert "2 PM" in asked["answer"] and "9 to 11" not in asked["answer"]
+    assert "(noted 2026-11-02)" in asked["answer"]
+    assert [c["id"] for c in asked["citations"]] == [new["id"]]
+
+    chunks = memory.retrieve_relevant_chunks("acme", "ash", "meetings morning")
+    check_output(gateway, "retrieve_relevant_chunks", chunks)
+    assert old_id not in [c["id"] for c in chunks["chunks"]]
+    assert texts(chunks)[0].startswith("Moved meetings to 2 PM")
+
+    # The old fact is still in the log, marked superseded by the new one.
+    log = memory.log("acme", "ash")
+    assert [e["version"] for e in log["entries"]] == [1, 2, 3]
+    old = log["entries"][1]
+    assert old["id"] == old_id and old["active"] is False
+    assert old["superseded_by"] == new["id"] and RFC3339.match(old["superseded_at"])
+    assert log["entries"][2]["active"] is True and log["entries"][2]["superseded_by"] is None
+
+    profile = memory.profile("acme", "ash")
+    assert profile["items"] == {"active": 2, "superseded": 1, "total": 3}
+    assert profile["last_version"] == 3 and RFC3339.match(profile["last_updated"])
+    facts = {f["topic"]: f["text"] for f in profile["facts"]}
+    assert facts == {
+        "meeting_time": "Moved meetings to 2 PM; mornings are now for deep work.",
+        "reply_style": "Prefers concise async replies; no calls before lunch.",
+    }
+    assert profile["tags"] == [{"tag": "communication", "items": 1}]  # "schedule" went with v2
+    assert [r["version"] for r in profile["recent"]] == [3, 1]
+
+
+def test_explicit_supersedes_corrects_a_fact_without_topic(memory: MemoryStore) -> None:
+    wrong = remember(memory, "Allergic to shellfish.")
+    other = remember(memory, "Allergic to cats as well.")
+    fixed = memory.update_memory(
+        "acme",
+        "ash",
+        [{"text": "Allergic to peanuts, not shellfish.", "supersedes": [wrong["id"]]}],
+    )["stored"][0]
+    assert fixed["superseded"] == [wrong["id"]]
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "allergic shellfish")) == [
+        "Allergic to peanuts, not shellfish.",
+        "Allergic to cats as well.",
+    ]
+    assert memory.log("acme", "ash")["entries"][0]["superseded_by"] == fixed["id"]
+    assert other["id"] in [e["id"] for e in memory.log("acme", "ash")["entries"] if e["active"]]
+
+
+def test_topic_correction_is_case_and_space_insensitive(memory: MemoryStore) -> None:
+    old = remember(memory, "Home airport is LIS.", topic="Home Airport")
+    new = remember(memory, "Home airport is OPO now.", topic="  home   airport ")
+    assert new["superseded"] == [old["id"]]
+
+
+def test_same_topic_twice_in_one_call_keeps_the_later(memory: MemoryStore) -> None:
+    out = memory.update_memory(
+        "acme",
+        "ash",
+        [
+            {"text": "Drinks black coffee.", "topic": "coffee"},
+            {"text": "Drinks oat flat whites.", "topic": "coffee"},
+        ],
+    )["stored"]
+    assert out[0]["superseded"] == [] and out[1]["superseded"] == [out[0]["id"]]
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "coffee")) == [
+        "Drinks oat flat whites."
+    ]
+
+
+# ------------------------------------------------------------------ errors: all or nothing
+
+
+def log_versions(
+    memory: MemoryStore, tenant: str = "acme", user: str = "ash"
+) -> list[tuple[int, bool]]:
+    return [(e["version"], e["active"]) for e in memory.log(tenant, user)["entries"]]
+
+
+def test_supersedes_foreign_or_unknown_ids_is_not_found_and_writes_nothing(
+    memory: MemoryStore,
+) -> None:
+    mine = remember(memory, "Likes window seats.")
+    other_user = remember(memory, "Likes aisle seats.", user="bo")
+    other_tenant = remember(memory, "Likes exit rows.", tenant="globex")
+    before = log_versions(memory)
+    for foreign in (other_user["id"], other_tenant["id"], "mem_doesnotexist"):
+        with pytest.raises(GatewayError) as err:
+            memory.update_memory(
+                "acme",
+                "ash",
+                [
+                    {"text": "A fact written first in the same call.", "topic": "x"},
+                    {"text": "Likes middle seats.", "supersedes": [mine["id"], foreign]},
+                ],
+            )
+        assert err.value.code == NOT_FOUND
+        assert err.value.details == {"ids": [foreign]}
+        # The same message whether the id is unknown or someone else's: nothing leaks.
+        assert "bo" not in err.value.message and "globex" not in err.value.message
+    assert log_versions(memory) == before
+    # The failed calls did not consume versions either.
+    assert remember(memory, "Next fact.")["version"] == 2
+    assert log_versions(memory, user="bo") == [(1, True)]
+    assert log_versions(memory, tenant="globex") == [(1, True)]
+
+
+def test_superseding_an_already_corrected_fact_is_a_conflict(memory: MemoryStore) -> None:
+    v1 = remember(memory, "Lives in Porto.")
+    v2 = memory.update_memory(
+        "acme", "ash", [{"text": "Lives in Lisbon.", "supersedes": [v1["id"]]}]
+    )
+    with pytest.raises(GatewayError) as err:
+        memory.update_memory("acme", "ash", [{"text": "Lives in Braga.", "supersedes": [v1["id"]]}])
+    assert err.value.code == CONFLICT
+    assert err.value.details["superseded_by"] == v2["stored"][0]["id"]
+    assert len(memory.log("acme", "ash")["entries"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("observations", "fragment"),
+    [
+        ([], "at least one"),
+        ([{"text": "   "}], "non-empty"),
+        ([{"text": "x" * 101}], "longer than 100"),
+        ([{"text": "ok", "colour": "red"}], "unknown fields"),
+        ([{"text": "ok", "observed_at": "yesterday"}], "RFC 3339"),
+        ([{"text": "ok", "tags": "not-a-list"}], "tags"),
+        ([{"text": "ok", "tags": ["t" * 61]}], "tag over 60"),
+        ([{"text": "ok", "supersedes": ["a", "a"]}], "twice"),
+        ([{"text": "nul\x00byte"}], "NUL"),
+        ([{"text": "ok", "topic": "t" * 121}], "longer than 120"),
+        ("text", "list"),
+    ],
+)
+def test_invalid_observations_are_refused_and_nothing_is_written(
+    engine: sa.engine.Engine, observations: Any, fragment: str
+) -> None:
+    memory = MemoryStore(engine, settings=c.MemorySettings(max_observation_chars=100))
+    memory.migrate()
+    memory.update_memory("acme", "ash", [{"text": "x" * 100}])  # exactly the limit is fine
+    with pytest.raises(GatewayError) as err:
+        memory.update_memory("acme", "ash", observations)
+    assert err.value.code == INVALID_ARGUMENTS
+    assert fragment in err.value.message
+    assert log_versions(memory) == [(1, True)]
+
+
+@pytest.mark.parametrize("top_k", [0, 51, -1, True, "5"])
+def test_top_k_out_of_range_is_invalid(memory: MemoryStore, top_k: Any) -> None:
+    with pytest.raises(GatewayError) as err:
+        memory.retrieve_relevant_chunks("acme", "ash", "coffee", top_k=top_k)
+    assert err.value.code == INVALID_ARGUMENTS
+
+
+# ------------------------------------------------------------------------------ isolation
+
+
+def test_memory_is_isolated_between_users_and_tenants(memory: MemoryStore) -> None:
+    remember(memory, "Ash's locker code is 4471.", topic="locker")
+    # Same user id in another tenant, and another user of the same tenant.
+    remember(memory, "Prefers email.", tenant="globex", user="ash")
+    remember(memory, "Prefers phone calls.", user="bo")
+
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "locker code")) == [
+        "Ash's locker code is 4471."
+    ]
+    for tenant, user in (("globex", "ash"), ("acme", "bo"), ("acme", "nobody"), ("globex", "bo")):
+        assert memory.retrieve_relevant_chunks(tenant, user, "locker code") == {"chunks": []}
+        asked = memory.search_or_ask(tenant, user, "What is Ash's locker code?")
+        assert asked == {"answer": NOTHING_FOUND, "found": False, "citations": []}
+        assert all("4471" not in e["text"] for e in memory.log(tenant, user)["entries"])
+        assert "locker" not in str(memory.profile(tenant, user))
+    # Tenant and user are not confused when concatenated differently.
+    remember(memory, "Secret plan A.", tenant="ab", user="c")
+    assert memory.retrieve_relevant_chunks("a", "bc", "secret plan") == {"chunks": []}
+    assert memory.profile("acme", "nobody")["items"] == {"active": 0, "superseded": 0, "total": 0}
+
+
+def test_versions_are_per_user_and_monotonic(memory: MemoryStore) -> None:
+    got = []
+    for n in range(3):
+        got.append(remember(memory, f"Ash fact {n}.")["version"])
+        got.append(remember(memory, f"Bo fact {n}.", user="bo")["version"])
+    assert got == [1, 1, 2, 2, 3, 3]
+    batch = memory.update_memory("acme", "ash", [{"text": "a"}, {"text": "b"}, {"text": "c"}])
+    assert [s["version"] for s in batch["stored"]] == [4, 5, 6]
+
+
+# ------------------------------------------------------------------------------ retrieval
+
+
+def test_partial_matches_rank_below_fuller_matches(memory: MemoryStore) -> None:
+    remember(memory, "Enjoys hiking in the Alps in summer.")
+    remember(memory, "Vegetarian; enjoys Italian food, especially pizza.")
+    remember(memory, "Italian lessons on Wednesday evenings.")
+    got = memory.retrieve_relevant_chunks("acme", "ash", "favourite Italian food?")["chunks"]
+    assert [c["text"] for c in got] == [
+        "Vegetarian; enjoys Italian food, especially pizza.",
+        "Italian lessons on Wednesday evenings.",
+    ]
+    assert got[0]["score"] > got[1]["score"] > 0
+
+
+def test_recency_breaks_ties(memory: MemoryStore) -> None:
+    older = remember(memory, "Uses the standing desk.", observed_at="2026-01-01T00:00:00Z")
+    newer = remember(memory, "Uses the standing desk.", observed_at="2026-06-01T00:00:00Z")
+    same_time = remember(memory, "Uses the standing desk.", observed_at="2026-06-01T00:00:00Z")
+    got = memory.retrieve_relevant_chunks("acme", "ash", "standing desk")["chunks"]
+    assert [c["id"] for c in got] == [same_time["id"], newer["id"], older["id"]]
+    assert len({c["score"] for c in got}) == 1
+
+
+def test_top_k_and_default(engine: sa.engine.Engine) -> None:
+    memory = MemoryStore(engine, settings=c.MemorySettings(default_top_k=2))
+    memory.migrate()
+    memory.update_memory(
+        "acme", "ash", [{"text": f"Book number {n} about sailing."} for n in range(8)]
+    )
+    assert len(memory.retrieve_relevant_chunks("acme", "ash", "sailing")["chunks"]) == 2
+    assert len(memory.retrieve_relevant_chunks("acme", "ash", "sailing", top_k=6)["chunks"]) == 6
+
+
+def test_tags_filter_requires_every_tag(memory: MemoryStore) -> None:
+    remember(memory, "Flies TAP to Berlin.", tags=["Travel", "work"])
+    remember(memory, "Flies Ryanair to Berlin on holidays.", tags=["travel"])
+    remember(memory, "Berlin office is in Mitte.", tags=["work"])
+    query = "Berlin"
+    assert len(memory.retrieve_relevant_chunks("acme", "ash", query)["chunks"]) == 3
+    got = memory.retrieve_relevant_chunks("acme", "ash", query, tags=["travel"])
+    assert sorted(texts(got)) == ["Flies Ryanair to Berlin on holidays.", "Flies TAP to Berlin."]
+    got = memory.retrieve_relevant_chunks("acme", "ash", query, tags=["work", "TRAVEL"])
+    assert texts(got) == ["Flies TAP to Berlin."]
+    assert got["chunks"][0]["tags"] == ["Travel", "work"]  # returned as given
+    assert memory.retrieve_relevant_chunks("acme", "ash", query, tags=["travel", "x"]) == {
+        "chunks": []
+    }
+
+
+def test_topic_and_tags_are_searchable(memory: MemoryStore) -> None:
+    remember(memory, "Size EU 43.", topic="shoe_size", tags=["clothing"])
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "shoe")) == ["Size EU 43."]
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "clothing")) == ["Size EU 43."]
+
+
+def test_stemming_matches_word_forms(memory: MemoryStore) -> None:
+    remember(memory, "Runs along the river before work.")
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "running")) == [
+        "Runs along the river before work."
+    ]
+
+
+HOSTILE = [
+    '"',
+    '""',
+    "'",
+    "'; DROP TABLE memory_items; --",
+    '" OR 1=1 --',
+    'meeting" OR "x',
+    "NEAR(meeting time)",
+    "NEAR/3",
+    "meeting AND",
+    "OR",
+    "AND OR NOT",
+    "NOT meeting",
+    "*",
+    "meet*",
+    "^meeting",
+    "text:meeting",
+    "{text topic}: meeting",
+    "((meeting",
+    "meeting))",
+    "-meeting",
+    "+meeting",
+    ":",
+    "\\",
+    "\x00",
+    "\u200b",
+    "🙂🙂",
+    "a & b | !c <-> d",
+    "meeting:*",
+    "'meeting':A",
+    "%_%",
+    "m" * 1000,
+    " ".join(["meeting"] * 400),
+    " ".join(f"w{n}" for n in range(300)),
+]
+
+
+@pytest.mark.parametrize("query", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_queries_never_raise(
+    memory: MemoryStore, gateway: c.GatewaySpec, query: str
+) -> None:
+    remember(memory, "Takes meetings after 2 PM.", topic="meeting_time")
+    result = memory.retrieve_relevant_chunks("acme", "ash", query)
+    check_output(gateway, "retrieve_relevant_chunks", result)
+    if "meeting" in query and query != "m" * 1000:
+        assert texts(result) == ["Takes meetings after 2 PM."], query
+    asked = memory.search_or_ask("acme", "ash", query)
+    check_output(gateway, "search_or_ask", asked)
+
+
+def test_query_sanitising_emits_only_quoted_words() -> None:
+    terms = query_terms('What "is" NEAR(x y) the user\'s time_zone? AND OR NOT café ß 🙂 x:*')
+    assert terms == ["near", "x", "y", "user", "time", "zone", "café", "ss"]
+    assert fts5_match_expression(terms) == (
+        '"near" OR "x" OR "y" OR "user" OR "time" OR "zone" OR "café" OR "ss"'
+    )
+    assert tsquery_expression(terms) == "near | x | y | user | time | zone | café | ss"
+    # Anything that is not a plain word is dropped rather than passed on.
+    assert fts5_match_expression(['a"b', "ok", "x y", ""]) == '"ok"'
+    assert query_terms("the and of what") == []
+
+
+def test_only_stop_words_find_nothing(memory: MemoryStore) -> None:
+    remember(memory, "What it is, is what it was.")
+    assert memory.retrieve_relevant_chunks("acme", "ash", "what is it?") == {"chunks": []}
+
+
+# ------------------------------------------------------------------------------ answers
+
+
+def test_search_or_ask_says_plainly_when_memory_has_nothing(memory: MemoryStore) -> None:
+    assert memory.search_or_ask("acme", "ash", "What is Ash's favourite colour?") == {
+        "answer": NOTHING_FOUND,
+        "found": False,
+        "citations": [],
+    }
+    remember(memory, "Prefers window seats on long flights.")
+    remember(memory, "Prefers tea to coffee.")
+    # Only question-framing words ("prefer", "user") match: not an answer.
+    asked = memory.search_or_ask("acme", "ash", "What music does the user prefer?")
+    assert asked["found"] is False and asked["citations"] == []
+    assert "nothing" in asked["answer"].lower()
+    # But a question that is only framing words still gets an answer.
+    asked = memory.search_or_ask("acme", "ash", "What does the user prefer?")
+    assert asked["found"] is True and len(asked["citations"]) >= 1
+
+
+def test_a_term_in_most_items_is_not_evidence(memory: MemoryStore) -> None:
+    memory.update_memory(
+        "acme",
+        "ash",
+        [{"text": f"Ash said fact number {n} about gardening."} for n in range(10)]
+        + [{"text": "Ash drives an electric Renault."}],
+    )
+    # "ash" is in every item: on its own it does not make an item relevant.
+    asked = memory.search_or_ask("acme", "ash", "What is Ash's blood type?")
+    assert asked["found"] is False
+    asked = memory.search_or_ask("acme", "ash", "What car does Ash drive?")
+    assert asked["found"] is True
+    assert asked["citations"][0]["text"] == "Ash drives an electric Renault."
+
+
+def test_answer_quotes_the_matching_sentences_of_a_long_item() -> None:
+    answerer = ExtractiveAnswerer()
+    chunk = {
+        "id": "mem_1",
+        "text": "Lives in Lisbon. Has a dog called Pixel. The dog walker comes at noon. Likes jazz",
+        "score": 3.0,
+        "observed_at": "2026-05-01T10:00:00Z",
+    }
+    answer = answerer.answer("When does the dog walker come?", [chunk])
+    quoted = "Has a dog called Pixel. The dog walker comes at noon (noted 2026-05-01)."
+    assert answer == Answer(
+        text="From memory: " + quoted,
+        found=True,
+        used=("mem_1",),
+    )
+    weak = {**chunk, "id": "mem_2", "text": "Weak.", "score": 1.0}
+    strong = {**chunk, "id": "mem_3", "text": "Also strong.", "score": 2.5}
+    answer = answerer.answer("dog", [chunk, strong, weak])
+    assert answer.used == ("mem_1", "mem_3")
+    assert "Also noted: Also strong (noted 2026-05-01)." in answer.text
+    assert answerer.answer("anything", []) == Answer(text=NOTHING_FOUND, found=False)
+
+
+class RecordingAnswerer:
+    """A stand-in for a language-model answerer: records what it was given."""
+
+    def __init__(self, reply: Answer | Exception) -> None:
+        self.reply = reply
+        self.calls: list[tuple[str, list[Mapping[str, Any]]]] = []
+
+    def answer(self, question: str, chunks: Sequence[Mapping[str, Any]]) -> Answer:
+        self.calls.append((question, list(chunks)))
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply
+
+
+def test_a_plugged_answerer_gets_relevant_chunks_and_can_only_cite_them(
+    engine: sa.engine.Engine, gateway: c.GatewaySpec
+) -> None:
+    plugged = RecordingAnswerer(Answer(text="x", found=True))
+    assert isinstance(plugged, Answerer)
+    memory = MemoryStore(engine, answerer=plugged)
+    memory.migrate()
+    coffee = remember(memory, "Coffee: oat flat white.")
+    remember(memory, "Tea: green, afternoons only.")
+
+    plugged.reply = Answer(text="Oat flat white.", found=True, used=(coffee["id"], "mem_forged"))
+    asked = memory.search_or_ask("acme", "ash", "How does Ash take coffee?")
+    check_output(gateway, "search_or_ask", asked)
+    assert asked["answer"] == "Oat flat white."
+    assert [c["id"] for c in asked["citations"]] == [coffee["id"]]  # the forged id is dropped
+    question, chunks = plugged.calls[-1]
+    assert question == "How does Ash take coffee?"
+    assert [c["id"] for c in chunks] == [coffee["id"]]
+
+    # Claiming an answer without citing a memory item is not an answer.
+    plugged.reply = Answer(text="Probably espresso.", found=True, used=("mem_forged",))
+    asked = memory.search_or_ask("acme", "ash", "How does Ash take coffee?")
+    assert asked == {"answer": NOTHING_FOUND, "found": False, "citations": []}
+
+    # A failing answerer becomes the opaque internal error.
+    plugged.reply = RuntimeError("model endpoint said: token sk-secret expired")
+    with pytest.raises(GatewayError) as err:
+        memory.search_or_ask("acme", "ash", "How does Ash take coffee?")
+    assert err.value.code == INTERNAL_ERROR and "sk-secret" not in err.value.message
+
+
+# ------------------------------------------------------------------------------ resources
+
+
+def test_log_pages_oldest_first(memory: MemoryStore) -> None:
+    memory.update_memory("acme", "ash", [{"text": f"Fact {n}."} for n in range(7)])
+    page = memory.log("acme", "ash", limit=3)
+    assert [e["version"] for e in page["entries"]] == [1, 2, 3]
+    assert page["next_after_version"] == 3
+    page = memory.log("acme", "ash", after_version=6, limit=3)
+    assert [e["version"] for e in page["entries"]] == [7]
+    assert page["next_after_version"] is None
+
+
+def test_migrate_is_idempotent_and_keeps_data(memory: MemoryStore) -> None:
+    remember(memory, "Keeps bees.")
+    memory.migrate()
+    memory.migrate()
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "bees")) == ["Keeps bees."]
+
+
+def test_observed_at_accepts_offsets_and_datetimes(memory: MemoryStore) -> None:
+    from datetime import UTC, datetime
+
+    remember(memory, "Offset time.", observed_at="2026-03-01T10:00:00+02:00")
+    remember(memory, "Datetime object.", observed_at=datetime(2026, 3, 2, 8, 30, tzinfo=UTC))
+    remember(memory, "Fractional.", observed_at="2026-03-03T08:30:00.250Z")
+    got = {e["text"]: e["observed_at"] for e in memory.log("acme", "ash")["entries"]}
+    assert got == {
+        "Offset time.": "2026-03-01T08:00:00Z",
+        "Datetime object.": "2026-03-02T08:30:00Z",
+        "Fractional.": "2026-03-03T08:30:00.25Z",
+    }
