@@ -1,0 +1,33 @@
+# Every target bootstraps its own virtual environment from the package registry.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: build check test serve bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+build: $(STAMP)  ## compile manifests/ into generated/
+	$(BIN)/gen build
+
+check: $(STAMP)  ## fail when generated/ is out of date
+	$(BIN)/gen build --check
+
+test: $(STAMP)  ## every test, plus the freshness gate
+	$(BIN)/gen build --check
+	$(BIN)/python -m pytest -q
+
+serve: $(STAMP)  ## build, then serve the gateway on SQLite with a demo tenant
+	$(BIN)/gen build
+	$(BIN)/python -m generated_launcher
+
+bench: $(STAMP)
+	$(BIN)/python bench/build.py
+
+clean:
+	rm -rf $(VENV) .mcpforge-cache .pytest_cache .mypy_cache

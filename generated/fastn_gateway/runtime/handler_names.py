@@ -1,0 +1,32 @@
+"""Names of the runtime handlers manifests may bind tools and resources to.
+
+The compiler checks manifests against these sets (GEN206); the server's dispatch tables must
+implement exactly these names (a test holds the two together).
+"""
+
+from __future__ import annotations
+
+TOOL_HANDLERS: frozenset[str] = frozenset(
+    {
+        "native.list_integrations",
+        "native.get_integration_status",
+        "native.create_flow",
+        "native.get_event_history",
+        "native.get_usage_summary",
+        "native.search_entities",
+        "memory.retrieve_relevant_chunks",
+        "memory.search_or_ask",
+        "memory.update_memory",
+    }
+)
+
+RESOURCE_HANDLERS: frozenset[str] = frozenset(
+    {
+        "resources.integrations",
+        "resources.integration_status",
+        "resources.usage",
+        "resources.recent_events",
+        "resources.memory_profile",
+        "resources.memory_log",
+    }
+)

@@ -1,0 +1,125 @@
+"""`gen`: the command line. Translates flags into options, calls the api, renders diagnostics,
+maps outcomes to exit codes: 0 ok, 1 diagnostics or drift, 2 usage."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import api
+from .diagnostics import ErrorFormat, has_errors, render, summary
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+_project = click.option(
+    "--project", "root", type=click.Path(file_okay=False, path_type=Path), default=".",
+    show_default=True, help="Project root; diagnostics are relative to it.",
+)
+_manifests = click.option(
+    "--manifests", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Manifest directory [default: <project>/manifests].",
+)
+_error_format = click.option(
+    "--error-format", type=click.Choice(["text", "json", "github"]), default="text",
+    show_default=True, help="How to print diagnostics.",
+)
+
+
+def _options(root: Path, manifests: Path | None, out: Path | None = None,
+             cache: bool = True, jobs: int | None = None) -> api.Options:
+    return api.Options.for_project(root, manifests=manifests, out=out, cache=cache, jobs=jobs)
+
+
+def _report(diagnostics: Any, fmt: ErrorFormat) -> None:
+    if fmt == "json":
+        click.echo(render(diagnostics, "json"), nl=False)
+        return
+    if diagnostics:
+        click.echo(render(diagnostics, fmt), nl=False, err=True)
+        if fmt == "text":
+            click.echo(summary(diagnostics), err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mcpforge", prog_name="gen")
+def main() -> None:
+    """mcpforge: compile MCP tool manifests into a multi-tenant gateway package."""
+
+
+@main.command()
+@_project
+@_manifests
+@_error_format
+def validate(root: Path, manifests: Path | None, error_format: ErrorFormat) -> None:
+    """Check the manifests; write nothing."""
+    result = api.compile_manifests(_options(root, manifests))
+    _report(result.diagnostics, error_format)
+    if not result.ok:
+        sys.exit(EXIT_FAIL)
+    if error_format == "text":
+        assert result.project is not None
+        click.echo(f"ok: {len(result.project.tools)} tools, "
+                   f"{len(result.project.connectors)} connectors", err=True)
+
+
+@main.command()
+@_project
+@_manifests
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory [default: <project>/generated].")
+@click.option("--check", is_flag=True, help="Compare with the output directory; write nothing; "
+              "exit 1 with a diff when it is out of date.")
+@click.option("--no-cache", is_flag=True, help="Ignore and do not fill .mcpforge-cache/.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes for model generation [default: CPU count].")
+@_error_format
+def build(root: Path, manifests: Path | None, out: Path | None, check: bool, no_cache: bool,
+          jobs: int | None, error_format: ErrorFormat) -> None:
+    """Compile the manifests into the generated package."""
+    started = time.perf_counter()
+    options = _options(root, manifests, out, cache=not no_cache, jobs=jobs)
+    result = api.build(options, check=check)
+    _report(result.diagnostics, error_format)
+    if has_errors(result.diagnostics):
+        sys.exit(EXIT_FAIL)
+    assert result.plan is not None
+    p = result.plan
+    elapsed = time.perf_counter() - started
+    out_name = options.out.name
+    if check:
+        if not p.clean:
+            click.echo(result.diff, nl=False)
+            click.echo(f"{out_name}/ is out of date: {len(p.changed)} changed, {len(p.added)} "
+                       f"missing, {len(p.stale)} stale. Run `gen build`.", err=True)
+            sys.exit(EXIT_FAIL)
+        if error_format == "text":
+            click.echo(f"{out_name}/ is up to date ({len(p.unchanged)} files, {elapsed:.2f}s)",
+                       err=True)
+        return
+    if error_format == "text":
+        click.echo(f"wrote {out_name}/: {len(p.added)} added, {len(p.changed)} changed, "
+                   f"{len(p.stale)} removed, {len(p.unchanged)} unchanged ({elapsed:.2f}s)",
+                   err=True)
+
+
+@main.command(name="ir")
+@_project
+@_manifests
+@click.option("--spans", is_flag=True, help="Include file:line:col of each node.")
+@_error_format
+def ir_command(root: Path, manifests: Path | None, spans: bool, error_format: ErrorFormat) -> None:
+    """Print the compiled IR as sorted JSON."""
+    data, diags = api.ir_data(_options(root, manifests), spans=spans)
+    if data is None:
+        _report(diags, error_format)
+        sys.exit(EXIT_FAIL)
+    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,594 @@
+"""Stage 3, compile: schema-valid manifests -> `ir.Project`, checking meaning across files.
+
+Every check reports a located diagnostic and compilation goes on, so one run shows every
+problem. The IR is only returned when there is no error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from . import ir
+from .diagnostics import Diagnostic, Span, error, has_errors
+from .load import JsonPath, Loaded
+from .names import MAX_TOOL_NAME, ClassName, PyIdent, is_valid_tool_name
+from .runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
+
+TYPE_REF_PREFIX = "#/types/"
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+CURSOR_INPUT = {"type": "string", "description": "Opaque cursor from a previous call's next_cursor."}
+CURSOR_OUTPUT = {
+    "type": ["string", "null"],
+    "description": "Pass as cursor to get the next page; null when there is no more.",
+}
+RESERVED_GROUPS = {"native", "personalization"}
+
+
+@dataclass
+class _SharedType:
+    name: str
+    schema: Any
+    doc: Loaded
+    path: JsonPath
+
+
+@dataclass
+class _Ctx:
+    diags: list[Diagnostic] = field(default_factory=list)
+    types: dict[str, _SharedType] = field(default_factory=dict)
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+    def err(self, code: str, span: Span, message: str, hint: str | None = None) -> None:
+        self.diags.append(error(code, span, message, hint))
+
+
+def compile_project(
+    docs: list[Loaded], *, partial: bool = False
+) -> tuple[ir.Project | None, list[Diagnostic]]:
+    """`partial` is set when some manifests failed earlier stages: checks that need the whole
+    project (a gateway exists, referenced connectors exist) are then skipped, so the user is
+    not shown errors that are only echoes of the first ones."""
+    ctx = _Ctx()
+    by_kind: dict[str, list[Loaded]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc.data["kind"], []).append(doc)
+
+    _collect_types(ctx, by_kind.get("types", []))
+    gateways = by_kind.get("gateway", [])
+    gateway_doc = gateways[0] if gateways else None
+    if len(gateways) > 1:
+        for extra in gateways[1:]:
+            ctx.err("GEN210", extra.span(("kind",)),
+                    f"a project has one gateway manifest; {gateway_doc.path if gateway_doc else ''}"
+                    " is already one")
+    elif not gateways and not partial:
+        first = docs[0].path if docs else "manifests"
+        ctx.err("GEN210", Span(file=first), "no gateway manifest (`kind: gateway`) found",
+                "add manifests/gateway.yaml with the package and server settings")
+    entity_types = _entity_types(gateway_doc)
+
+    tools: list[ir.Tool] = []
+    connectors: list[ir.Connector] = []
+    groups: dict[str, dict[str, Any]] = {}
+    memory = ir.Memory()
+    for kind in ("native", "personalization"):
+        for doc in by_kind.get(kind, []):
+            if kind == "personalization" and "memory" in doc.data:
+                memory = ir.Memory(**doc.data["memory"])
+            for i, raw in enumerate(doc.data["tools"]):
+                tool = _handler_tool(ctx, doc, ("tools", i), raw, kind)
+                if tool is not None:
+                    tools.append(tool)
+                    _add_to_group(groups, tool, doc.path)
+    seen_connectors: dict[str, Loaded] = {}
+    for doc in by_kind.get("connector", []):
+        name = doc.data["name"]
+        if name in seen_connectors:
+            ctx.err("GEN211", doc.span(("name",)),
+                    f"connector {name!r} is also declared in {seen_connectors[name].path}")
+            continue
+        if name in RESERVED_GROUPS:
+            ctx.err("GEN211", doc.span(("name",)), f"connector name {name!r} is reserved")
+            continue
+        seen_connectors[name] = doc
+        connector, conn_tools = _connector(ctx, doc, entity_types)
+        connectors.append(connector)
+        for tool in conn_tools:
+            tools.append(tool)
+            _add_to_group(groups, tool, doc.path)
+
+    _check_tool_names(ctx, tools)
+    tools_by_name = {t.name: t for t in tools}
+    for t in tools:
+        if t.deprecated and t.deprecated.replacement and t.deprecated.replacement not in tools_by_name:
+            ctx.err("GEN218", t.span, f"tool {t.name!r} names replacement "
+                    f"{t.deprecated.replacement!r}, which is not a tool of this project")
+
+    gateway = None
+    if gateway_doc is not None:
+        gateway = _gateway(ctx, gateway_doc, {c.name for c in connectors}, partial)
+
+    if has_errors(ctx.diags) or gateway is None:
+        return None, ctx.diags
+    project = ir.Project(
+        gateway=gateway,
+        tools=tuple(sorted(tools, key=lambda t: t.name)),
+        connectors=tuple(sorted(connectors, key=lambda c: c.name)),
+        groups=tuple(
+            ir.Group(
+                name=PyIdent(name),
+                family=g["family"],
+                sources=tuple(sorted(g["sources"])),
+                tools=tuple(sorted(g["tools"])),
+            )
+            for name, g in sorted(groups.items())
+        ),
+        memory=memory,
+        sources=tuple(sorted((ir.Source(path=d.path, sha256=d.sha256) for d in docs),
+                             key=lambda s: s.path)),
+    )
+    return project, ctx.diags
+
+
+def _add_to_group(groups: dict[str, dict[str, Any]], tool: ir.Tool, source: str) -> None:
+    g = groups.setdefault(tool.group, {"family": tool.family, "sources": set(), "tools": []})
+    g["sources"].add(source)
+    g["tools"].append(tool.name)
+
+
+# ---------------------------------------------------------------------------- shared types
+
+
+def _collect_types(ctx: _Ctx, docs: list[Loaded]) -> None:
+    for doc in docs:
+        for name, schema in doc.data["types"].items():
+            path = ("types", name)
+            if name in ctx.types:
+                other = ctx.types[name]
+                ctx.err("GEN215", doc.key_span(path),
+                        f"shared type {name!r} is also defined at {other.doc.key_span(other.path)}")
+                continue
+            _check_meta(ctx, doc, path, schema)
+            ctx.types[name] = _SharedType(name, schema, doc, path)
+
+
+def _inline(ctx: _Ctx, value: Any, doc: Loaded, path: JsonPath, stack: tuple[str, ...]) -> Any:
+    """Replace `$ref: '#/types/Name'` by the type's (recursively inlined) schema. Sibling
+    keywords of the `$ref` (a description, say) override the type's own."""
+    if isinstance(value, list):
+        return [_inline(ctx, v, doc, (*path, i), stack) for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    ref = value.get("$ref")
+    if isinstance(ref, str) and ref.startswith(TYPE_REF_PREFIX):
+        name = ref[len(TYPE_REF_PREFIX):]
+        shared = ctx.types.get(name)
+        rest = {k: _inline(ctx, v, doc, (*path, k), stack) for k, v in value.items() if k != "$ref"}
+        if shared is None:
+            known = ", ".join(sorted(ctx.types)) or "none declared"
+            ctx.err("GEN205", doc.span((*path, "$ref")), f"unknown shared type {name!r}",
+                    f"shared types: {known}")
+            return rest
+        if name in stack:
+            ctx.err("GEN215", doc.span((*path, "$ref")),
+                    "shared types refer to each other in a cycle: " + " -> ".join((*stack, name)))
+            return rest
+        if name not in ctx.resolved:
+            ctx.resolved[name] = _inline(ctx, shared.schema, shared.doc, shared.path, (*stack, name))
+        resolved = ctx.resolved[name]
+        return {**resolved, **rest} if isinstance(resolved, dict) else resolved
+    return {k: _inline(ctx, v, doc, (*path, k), stack) for k, v in value.items()}
+
+
+def _check_meta(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
+    ok = True
+    for err in _META.iter_errors(schema):
+        ok = False
+        where = (*path, *err.absolute_path)
+        ctx.err("GEN203", doc.span(where),
+                f"{'/'.join(map(str, where))} is not valid JSON Schema 2020-12: {err.message}")
+    return ok
+
+
+# ---------------------------------------------------------------------------- tools
+
+
+def _schema(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: Any, what: str) -> dict[str, Any] | None:
+    if not _check_meta(ctx, doc, path, raw):
+        return None
+    before = len(ctx.diags)
+    schema = _inline(ctx, raw, doc, path, ())
+    if len(ctx.diags) > before:  # an unresolved type: checking the rest would only echo it
+        return None
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        got = schema.get("type") if isinstance(schema, dict) else None
+        ctx.err("GEN204", doc.span(path),
+                f"the {what} schema's root must be `type: object` (got {got!r})",
+                "MCP clients need an object at the root: wrap the value in a property")
+        return None
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        if combinator in schema:
+            ctx.err("GEN204", doc.key_span((*path, combinator)),
+                    f"the {what} schema's root may not use {combinator}",
+                    "several clients reject top-level combinators: move it into a property")
+            return None
+    return schema
+
+
+def _annotations(raw: dict[str, Any] | None) -> ir.Annotations:
+    return ir.Annotations(**(raw or {}))
+
+
+def _deprecation(raw: dict[str, Any] | None) -> ir.Deprecation | None:
+    return ir.Deprecation(**raw) if raw else None
+
+
+def _bind(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, str] | None,
+          input_schema: dict[str, Any] | None) -> ir.Pairs:
+    pairs = tuple(sorted((raw or {}).items()))
+    props = (input_schema or {}).get("properties", {})
+    for param, _source in pairs:
+        if param in props:
+            ctx.err("GEN209", doc.key_span((*path, "bind", param)),
+                    f"{param!r} is bound from the session, so it must not appear in the input schema",
+                    "remove it from input.properties: the model must never fill it")
+    return pairs
+
+
+def _common(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], name: str,
+            family: str, group: str, connector: str | None) -> dict[str, Any] | None:
+    span = doc.span((*path, "name"))
+    if not is_valid_tool_name(name):
+        hint = None
+        if len(name) > MAX_TOOL_NAME:
+            hint = f"{len(name)} characters; the limit is {MAX_TOOL_NAME} including the prefix"
+        ctx.err("GEN202", span,
+                f"tool name {name!r} does not match ^[A-Za-z0-9_-]{{1,64}}$", hint)
+    input_schema = _schema(ctx, doc, (*path, "input"), raw["input"], "input")
+    output_schema = _schema(ctx, doc, (*path, "output"), raw["output"], "output")
+    bind = _bind(ctx, doc, path, raw.get("bind"), input_schema)
+    if input_schema is not None:
+        _check_property_names(ctx, doc, (*path, "input"), input_schema)
+    return {
+        "name": name,
+        "family": family,
+        "group": PyIdent(group),
+        "connector": connector,
+        "title": raw.get("title"),
+        "description": raw["description"].strip(),
+        "scope": raw["scope"],
+        "annotations": _annotations(raw.get("annotations")),
+        "bind": bind,
+        "tags": tuple(raw.get("tags", ())),
+        "deprecated": _deprecation(raw.get("deprecated")),
+        "py_name": PyIdent(name),
+        "input_model": ClassName(f"{name}_input"),
+        "output_model": ClassName(f"{name}_output"),
+        "source": doc.path,
+        "span": span,
+        "_input": input_schema,
+        "_output": output_schema,
+    }
+
+
+def _snake(name: str) -> str:
+    return PyIdent(_CAMEL.sub("_", name).lower())
+
+
+def _check_property_names(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: dict[str, Any]) -> None:
+    seen: dict[str, str] = {}
+    for prop in schema.get("properties", {}):
+        py = _snake(prop)
+        if py in seen:
+            ctx.err("GEN208", doc.key_span((*path, "properties", prop)),
+                    f"input properties {seen[py]!r} and {prop!r} both become the Python name {py!r}")
+        seen[py] = prop
+
+
+def _finish(common: dict[str, Any], **extra: Any) -> ir.Tool | None:
+    input_schema, output_schema = common.pop("_input"), common.pop("_output")
+    if input_schema is None or output_schema is None:
+        return None
+    return ir.Tool(input_schema=ir.Json.of(input_schema), output_schema=ir.Json.of(output_schema),
+                   **common, **extra)
+
+
+def _handler_tool(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any],
+                  kind: str) -> ir.Tool | None:
+    common = _common(ctx, doc, path, raw, raw["name"], kind, kind, None)
+    if raw["handler"] not in TOOL_HANDLERS:
+        prefix = raw["handler"].split(".")[0] + "."
+        options = sorted(h for h in TOOL_HANDLERS if h.startswith(prefix)) or sorted(TOOL_HANDLERS)
+        ctx.err("GEN206", doc.span((*path, "handler")), f"unknown handler {raw['handler']!r}",
+                "available: " + ", ".join(options))
+    if common is None:
+        return None
+    return _finish(common, handler=raw["handler"], http=None, entities=())
+
+
+def _check_tool_names(ctx: _Ctx, tools: list[ir.Tool]) -> None:
+    by_name: dict[str, ir.Tool] = {}
+    by_py: dict[str, ir.Tool] = {}
+    by_class: dict[str, ir.Tool] = {}
+    for t in sorted(tools, key=lambda t: (t.span.file, t.span.line, t.span.col)):
+        if t.name in by_name:
+            ctx.err("GEN201", t.span, f"tool {t.name!r} is also defined at {by_name[t.name].span}")
+            continue
+        by_name[t.name] = t
+        for table, key, what in ((by_py, t.py_name, "Python name"),
+                                 (by_class, t.input_model, "model class")):
+            other = table.get(key)
+            if other is not None:
+                ctx.err("GEN208", t.span,
+                        f"tools {other.name!r} ({other.span}) and {t.name!r} both get the {what} "
+                        f"{key!r}", "rename one of them")
+                break  # one collision report per pair of tools
+            table[key] = t
+
+
+# ---------------------------------------------------------------------------- connectors
+
+
+def _placeholders(value: Any) -> Iterator[tuple[JsonPath, str]]:
+    if isinstance(value, str):
+        for m in _PLACEHOLDER.finditer(value):
+            yield (), m.group(1)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            for sub, name in _placeholders(v):
+                yield (k, *sub), name
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            for sub, name in _placeholders(v):
+                yield (i, *sub), name
+
+
+def _connector(ctx: _Ctx, doc: Loaded,
+               entity_types: dict[str, ir.EntityType]) -> tuple[ir.Connector, list[ir.Tool]]:
+    data = doc.data
+    name = data["name"]
+    auth = _auth(ctx, doc, data["auth"])
+    public_fields = {f.name for f in auth.fields if not f.secret}
+    for _sub, ph in _placeholders(data["base_url"]):
+        if ph not in public_fields:
+            ctx.err("GEN207", doc.span(("base_url",)),
+                    f"base_url placeholder {{{ph}}} names no non-secret credential field",
+                    "declare it under auth.fields with `secret: false`")
+    tools: list[ir.Tool] = []
+    for i, raw in enumerate(data["capabilities"]):
+        path: JsonPath = ("capabilities", i)
+        tool_name = f"{name}_{raw['name']}"
+        common = _common(ctx, doc, path, raw, tool_name, "connector", name, name)
+        if common is None:
+            continue
+        input_schema, output_schema = common["_input"], common["_output"]
+        http = _http(ctx, doc, (*path, "http"), raw["http"], input_schema, output_schema,
+                     dict(common["bind"]))
+        entities = tuple(
+            _entity(ctx, doc, (*path, "entities", j), e, output_schema, entity_types)
+            for j, e in enumerate(raw.get("entities", []))
+        )
+        tool = _finish(common, handler=None, http=http, entities=entities)
+        if tool is not None:
+            tools.append(tool)
+    errors = data.get("errors", {})
+    connector = ir.Connector(
+        name=name,
+        title=data["title"],
+        description=data["description"].strip(),
+        base_url=data["base_url"],
+        auth=auth,
+        errors=ir.ErrorShape(
+            ok_field=errors.get("ok_field"),
+            message_field=errors.get("message_field"),
+            auth_errors=tuple(errors.get("auth_errors", ())),
+        ),
+        timeout_seconds=float(data.get("timeout_seconds", 20)),
+        retries=int(data.get("retries", 2)),
+        tools=tuple(sorted(t.name for t in tools)),
+        source=doc.path,
+        span=doc.span(("name",)),
+    )
+    return connector, tools
+
+
+_AUTH_NEEDS = {
+    "bearer": ("token_field",),
+    "api_key": ("header", "key_field"),
+    "basic": ("username_field", "password_field"),
+    "oauth2": ("token_field",),
+    "none": (),
+}
+_FIELD_REFS = ("token_field", "key_field", "username_field", "password_field",
+               "refresh_token_field", "client_id_field", "client_secret_field")
+
+
+def _auth(ctx: _Ctx, doc: Loaded, raw: dict[str, Any]) -> ir.ConnectorAuth:
+    fields = tuple(
+        ir.AuthField(name=f["name"], title=f.get("title"), description=f.get("description"),
+                     secret=f.get("secret", True), required=f.get("required", True))
+        for f in raw.get("fields", [])
+    )
+    names = {f.name for f in fields}
+    kind = raw["type"]
+    for need in _AUTH_NEEDS[kind]:
+        if need not in raw:
+            ctx.err("GEN217", doc.span(("auth",)), f"auth type {kind!r} needs `{need}`")
+    for ref in _FIELD_REFS:
+        if ref in raw and raw[ref] not in names:
+            ctx.err("GEN217", doc.span(("auth", ref)),
+                    f"auth.{ref} names {raw[ref]!r}, which is not one of auth.fields",
+                    "declared fields: " + (", ".join(sorted(names)) or "none"))
+    if "token_url" in raw:
+        for need in ("refresh_token_field", "client_id_field", "client_secret_field"):
+            if need not in raw:
+                ctx.err("GEN217", doc.span(("auth", "token_url")), f"token_url needs `{need}` too")
+    return ir.ConnectorAuth(type=kind, fields=fields,
+                            **{k: raw.get(k) for k in (*_FIELD_REFS, "header", "token_url")})
+
+
+def _http(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any],
+          input_schema: dict[str, Any] | None, output_schema: dict[str, Any] | None,
+          bind: dict[str, str]) -> ir.HttpBinding:
+    params = set((input_schema or {}).get("properties", {})) | set(bind)
+    pagination = None
+    if "pagination" in raw:
+        p = raw["pagination"]
+        pagination = ir.Pagination(style=p["style"], param=p.get("param"), next=p.get("next"))
+        needs = {"cursor": ("param", "next"), "page": ("param",), "link": ()}[p["style"]]
+        for need in needs:
+            if need not in p:
+                ctx.err("GEN213", doc.span((*path, "pagination")),
+                        f"{p['style']} pagination needs `{need}`")
+        # Replace (never mutate) `properties`: it may be shared with an inlined type.
+        for schema, prop, default in ((input_schema, "cursor", CURSOR_INPUT),
+                                      (output_schema, "next_cursor", CURSOR_OUTPUT)):
+            if schema is not None:
+                props = dict(schema.get("properties", {}))
+                props.setdefault(prop, default)
+                schema["properties"] = props
+        params.add("cursor")
+    if input_schema is not None:
+        for part in ("path", "query", "headers", "body"):
+            for sub, ph in _placeholders(raw.get(part)):
+                if ph not in params:
+                    ctx.err("GEN207", doc.span((*path, part, *sub)),
+                            f"placeholder {{{ph}}} in http.{part} names no input property or "
+                            "bound parameter",
+                            "known: " + (", ".join(sorted(params)) or "none"))
+    response = raw.get("response", {})
+    fields = tuple(response.get("fields", {}).items())
+    out_props = (output_schema or {}).get("properties", {})
+    if output_schema is not None:
+        for prop, _where in fields:
+            if prop not in out_props:
+                ctx.err("GEN213", doc.key_span((*path, "response", "fields", prop)),
+                        f"response field {prop!r} is not a property of the output schema")
+    return ir.HttpBinding(
+        method=raw["method"],
+        path=raw["path"],
+        query=ir.Json.of(raw.get("query", {})),
+        headers=tuple(raw.get("headers", {}).items()),
+        body=ir.Json.of(raw.get("body")),
+        body_encoding=raw.get("body_encoding", "json"),
+        select=response.get("select"),
+        fields=fields,
+        pagination=pagination,
+        span=doc.span(path),
+    )
+
+
+def _entity(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any],
+            output_schema: dict[str, Any] | None,
+            entity_types: dict[str, ir.EntityType]) -> ir.EntityMapping:
+    etype = entity_types.get(raw["type"])
+    if etype is None:
+        ctx.err("GEN212", doc.span((*path, "type")), f"unknown entity type {raw['type']!r}",
+                "entity types of the gateway manifest: " + (", ".join(sorted(entity_types)) or "none"))
+    else:
+        allowed = {f for f, _t in etype.fields}
+        for f in raw["fields"]:
+            if f not in allowed:
+                ctx.err("GEN212", doc.key_span((*path, "fields", f)),
+                        f"entity type {etype.name!r} has no field {f!r}",
+                        "fields: " + ", ".join(sorted(allowed)))
+    items = raw.get("items", "")
+    if items and output_schema is not None:
+        head = items.split(".")[0]
+        if head not in output_schema.get("properties", {}):
+            ctx.err("GEN213", doc.span((*path, "items")),
+                    f"entity items path {items!r} does not start at an output property")
+    return ir.EntityMapping(type=raw["type"], items=items, args=ir.Json.of(raw.get("args", {})),
+                            fields=tuple(raw["fields"].items()), span=doc.span(path))
+
+
+# ---------------------------------------------------------------------------- gateway
+
+
+def _entity_types(doc: Loaded | None) -> dict[str, ir.EntityType]:
+    if doc is None:
+        return {}
+    return {
+        name: ir.EntityType(name=name, description=e.get("description"),
+                            fields=tuple(e["fields"].items()))
+        for name, e in sorted(doc.data.get("entities", {}).items())
+    }
+
+
+def _gateway(ctx: _Ctx, doc: Loaded, connectors: set[str], partial: bool) -> ir.Gateway:
+    d = doc.data
+    pkg, server = d["package"], d["server"]
+    quotas = d.get("quotas", {"default_plan": "default", "plans": {"default": {"period": "month"}}})
+    plans = tuple(
+        ir.QuotaPlan(name=name, period=p["period"], calls=p.get("calls"),
+                     per_connector=tuple(sorted(p.get("per_connector", {}).items())))
+        for name, p in sorted(quotas["plans"].items())
+    )
+    if quotas["default_plan"] not in {p.name for p in plans}:
+        ctx.err("GEN214", doc.span(("quotas", "default_plan")),
+                f"default plan {quotas['default_plan']!r} is not one of the plans",
+                "plans: " + ", ".join(p.name for p in plans))
+    if not partial:
+        for plan in plans:
+            for conn, _limit in plan.per_connector:
+                if conn not in connectors:
+                    ctx.err("GEN211", doc.key_span(("quotas", "plans", plan.name, "per_connector",
+                                                    conn)), f"unknown connector {conn!r}")
+    resources = []
+    seen_res: dict[str, Span] = {}
+    for i, r in enumerate(d.get("resources", [])):
+        span = doc.span(("resources", i, "name"))
+        key_uri = r.get("uri") or r.get("uri_template")
+        for key in (r["name"], key_uri):
+            if key in seen_res:
+                ctx.err("GEN216", span, f"resource {key!r} is also declared at {seen_res[key]}")
+            seen_res[key] = span
+        if r["handler"] not in RESOURCE_HANDLERS:
+            ctx.err("GEN206", doc.span(("resources", i, "handler")),
+                    f"unknown resource handler {r['handler']!r}",
+                    "available: " + ", ".join(sorted(RESOURCE_HANDLERS)))
+        resources.append(ir.Resource(
+            name=r["name"], uri=r.get("uri"), uri_template=r.get("uri_template"),
+            title=r.get("title"), description=r["description"].strip(),
+            mime_type=r.get("mime_type", "application/json"), handler=r["handler"], span=span))
+    tenants = []
+    for i, t in enumerate(d.get("tenants", [])):
+        if not partial:
+            for j, conn in enumerate(t["connectors"]):
+                if conn not in connectors:
+                    ctx.err("GEN211", doc.span(("tenants", i, "connectors", j)),
+                            f"tenant {t['name']!r} names unknown connector {conn!r}")
+        tenants.append(ir.Tenant(name=t["name"], connectors=tuple(t["connectors"]),
+                                 scopes=tuple(t.get("scopes", ("read", "write"))),
+                                 span=doc.span(("tenants", i))))
+    auth = d.get("auth", {})
+    lint = d.get("lint", {})
+    return ir.Gateway(
+        package_name=pkg["name"],
+        import_name=PyIdent(pkg["import_name"]),
+        version=pkg["version"],
+        summary=pkg.get("summary", f"MCP gateway {server['name']}"),
+        license=pkg.get("license"),
+        authors=tuple(pkg.get("authors", ())),
+        server_name=server["name"],
+        title=server.get("title"),
+        instructions=server.get("instructions", "").strip() or None,
+        scopes=tuple(sorted(auth.get("scopes", {"read": "Read", "write": "Write"}).items())),
+        key_ttl_days=auth.get("key_ttl_days", 90),
+        default_plan=quotas["default_plan"],
+        plans=plans,
+        entity_types=tuple(_entity_types(doc).values()),
+        resources=tuple(sorted(resources, key=lambda r: r.name)),
+        tenants=tuple(sorted(tenants, key=lambda t: t.name)),
+        lint_profiles=tuple(lint.get("profiles", ())),
+        token_budget=lint.get("token_budget"),
+        source=doc.path,
+        span=doc.span(("kind",)),
+    )

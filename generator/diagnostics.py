@@ -1,0 +1,160 @@
+"""Diagnostics as data: every stage reports problems as `Diagnostic` values, never by raising.
+
+Codes are stable: a code keeps its meaning forever once released (retired codes are not reused).
+`CODES` is the single registry; `docs/diagnostics.md` is generated from it and a test keeps the
+two in sync.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class Span:
+    """A position in a manifest: path relative to the project root, 1-based line and column."""
+
+    file: str
+    line: int = 1
+    col: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Code:
+    code: str
+    title: str
+    stage: Literal["load", "validate", "compile", "emit", "write"]
+
+
+CODES: dict[str, Code] = {
+    c.code: c
+    for c in [
+        # load: reading files and YAML
+        Code(code="GEN001", title="manifest file cannot be read", stage="load"),
+        Code(code="GEN002", title="YAML syntax error", stage="load"),
+        Code(code="GEN003", title="duplicate key in a YAML mapping", stage="load"),
+        Code(code="GEN004", title="manifest is not a single YAML mapping", stage="load"),
+        Code(code="GEN005", title="no manifests found", stage="load"),
+        # validate: the published JSON Schema
+        Code(code="GEN101", title="required property missing", stage="validate"),
+        Code(code="GEN102", title="unknown property", stage="validate"),
+        Code(code="GEN103", title="value has the wrong type", stage="validate"),
+        Code(code="GEN104", title="value not allowed here", stage="validate"),
+        Code(code="GEN105", title="value does not match the expected format", stage="validate"),
+        Code(code="GEN106", title="value out of range (length, size or bounds)", stage="validate"),
+        Code(code="GEN107", title="manifest violates the schema", stage="validate"),
+        # compile: meaning across files
+        Code(code="GEN201", title="duplicate tool name", stage="compile"),
+        Code(code="GEN202", title="invalid MCP tool name", stage="compile"),
+        Code(code="GEN203", title="tool schema is not valid JSON Schema 2020-12", stage="compile"),
+        Code(code="GEN204", title="schema root is not `type: object`", stage="compile"),
+        Code(code="GEN205", title="unknown shared type", stage="compile"),
+        Code(code="GEN206", title="unknown runtime handler", stage="compile"),
+        Code(code="GEN207", title="template placeholder names no parameter", stage="compile"),
+        Code(code="GEN208", title="Python names collide after sanitising", stage="compile"),
+        Code(code="GEN209", title="session-bound parameter misdeclared", stage="compile"),
+        Code(code="GEN210", title="gateway manifest missing or repeated", stage="compile"),
+        Code(code="GEN211", title="unknown or duplicate connector", stage="compile"),
+        Code(code="GEN212", title="unknown entity type or field", stage="compile"),
+        Code(code="GEN213", title="invalid pagination or response mapping", stage="compile"),
+        Code(code="GEN214", title="unknown quota plan", stage="compile"),
+        Code(code="GEN215", title="duplicate or cyclic shared type", stage="compile"),
+        Code(code="GEN216", title="duplicate resource", stage="compile"),
+        Code(code="GEN217", title="invalid connector auth declaration", stage="compile"),
+        Code(code="GEN218", title="invalid deprecation", stage="compile"),
+        # emit / write
+        Code(code="GEN301", title="model generation failed", stage="emit"),
+        Code(code="GEN302", title="formatting generated code failed", stage="emit"),
+        Code(code="GEN303", title="two emitters produce the same file", stage="emit"),
+        Code(code="GEN304", title="output directory cannot be written", stage="write"),
+    ]
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Diagnostic:
+    code: str
+    severity: Severity
+    span: Span
+    message: str
+    hint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:  # a programming error, caught by tests
+            raise ValueError(f"unregistered diagnostic code {self.code}")
+
+    @property
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        return (self.span.file, self.span.line, self.span.col, self.code, self.message)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "severity": self.severity.value,
+            "file": self.span.file,
+            "line": self.span.line,
+            "col": self.span.col,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+def error(code: str, span: Span, message: str, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(code=code, severity=Severity.ERROR, span=span, message=message, hint=hint)
+
+
+def warning(code: str, span: Span, message: str, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(code=code, severity=Severity.WARNING, span=span, message=message, hint=hint)
+
+
+def normalise(diagnostics: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
+    """Sorted by location, duplicates removed: the one order every renderer uses."""
+    return tuple(sorted(set(diagnostics), key=lambda d: d.sort_key))
+
+
+def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
+    return any(d.severity is Severity.ERROR for d in diagnostics)
+
+
+ErrorFormat = Literal["text", "json", "github"]
+
+
+def render(diagnostics: Iterable[Diagnostic], fmt: ErrorFormat = "text") -> str:
+    items = normalise(diagnostics)
+    if fmt == "json":
+        return json.dumps([d.as_dict() for d in items], indent=2, ensure_ascii=False) + "\n"
+    lines: list[str] = []
+    for d in items:
+        if fmt == "github":
+            # https://docs.github.com/actions/reference/workflow-commands-for-github-actions
+            level = "error" if d.severity is Severity.ERROR else "warning"
+            msg = d.message + (f" ({d.hint})" if d.hint else "")
+            msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            lines.append(
+                f"::{level} file={d.span.file},line={d.span.line},col={d.span.col},"
+                f"title={d.code}::{msg}"
+            )
+        else:
+            lines.append(f"{d.span}: {d.severity.value}[{d.code}] {d.message}")
+            if d.hint:
+                lines.append(f"  hint: {d.hint}")
+    return "".join(line + "\n" for line in lines)
+
+
+def summary(diagnostics: Iterable[Diagnostic]) -> str:
+    items = normalise(diagnostics)
+    errors = sum(d.severity is Severity.ERROR for d in items)
+    warnings = len(items) - errors
+    return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"

@@ -1,0 +1,91 @@
+"""Reference pages generated from the code that defines them: the diagnostic codes and the
+manifest schema. `python -m generator.docs` rewrites docs/; a test keeps them in sync."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from .diagnostics import CODES
+from .validate import manifest_schema
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+_STAGES = {
+    "load": "Reading files and YAML",
+    "validate": "The manifest JSON Schema",
+    "compile": "Meaning across manifests",
+    "emit": "Generating code",
+    "write": "Writing the output",
+}
+
+
+def diagnostics_markdown() -> str:
+    lines = [
+        "# Diagnostic codes",
+        "",
+        "Every problem `gen` finds is reported as `file:line:col: severity[CODE] message`, with an",
+        "optional `hint:` line. Codes are stable: a released code never changes meaning. This page",
+        "is generated from `generator/diagnostics.py` (`python -m generator.docs`).",
+        "",
+    ]
+    for stage, title in _STAGES.items():
+        lines += [f"## {title} ({stage})", "", "| code | meaning |", "|---|---|"]
+        lines += [f"| `{c.code}` | {c.title} |" for c in CODES.values() if c.stage == stage]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _type_text(s: dict[str, Any]) -> str:
+    if "$ref" in s:
+        return f"[{s['$ref'].split('/')[-1]}](#{s['$ref'].split('/')[-1].lower()})"
+    if "enum" in s:
+        return " \\| ".join(f"`{v}`" for v in s["enum"])
+    if "const" in s:
+        return f"`{s['const']}`"
+    t = s.get("type", "any")
+    if t == "array" and isinstance(s.get("items"), dict):
+        return f"array of {_type_text(s['items'])}"
+    return " \\| ".join(t) if isinstance(t, list) else str(t)
+
+
+def manifest_markdown() -> str:
+    schema = manifest_schema()
+    lines = [
+        "# Manifest reference (version 1)",
+        "",
+        f"Generated from `generator/schema/manifest.v1.schema.json` (`$id` {schema['$id']}).",
+        "Point your editor's YAML language server at that file for completion:",
+        "`# yaml-language-server: $schema=<path>/manifest.v1.schema.json`.",
+        "",
+        schema["description"],
+        "",
+    ]
+    for name, d in schema["$defs"].items():
+        props = d.get("properties")
+        if not isinstance(props, dict) or not props:
+            continue
+        required = set(d.get("required", []))
+        lines += [f"## {name}", "", "| property | type | required | description |", "|---|---|---|---|"]
+        for prop, s in props.items():
+            if s is True:
+                continue
+            desc = s.get("description", "").replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| `{prop}` | {_type_text(s)} | {'yes' if prop in required else ''} | {desc} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+PAGES = {"diagnostics.md": diagnostics_markdown, "manifest.md": manifest_markdown}
+
+
+def main() -> int:
+    DOCS.mkdir(exist_ok=True)
+    for name, fn in PAGES.items():
+        (DOCS / name).write_text(fn(), encoding="utf-8")
+    print(f"wrote {', '.join(PAGES)} to {DOCS}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""The catalog modules: every tool, connector and setting as `runtime.catalog` data."""
+
+from __future__ import annotations
+
+from .. import ir
+from ..names import PyIdent
+from ..render import literal, python_header, render
+from . import FileSet, Output
+
+
+_CATALOG_NAMES = ("Annotations", "AuthField", "ConnectorAuth", "ConnectorSpec", "Deprecation",
+                  "EntityMapping", "ErrorShape", "HttpBinding", "Pagination", "ToolSpec")
+
+
+def _call(callee: str, /, **kwargs: str) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    return f"{callee}({args})"
+
+
+def _pairs(pairs: ir.Pairs | tuple[tuple[str, int], ...]) -> str:
+    return literal(dict(pairs))
+
+
+def _annotations(a: ir.Annotations) -> str:
+    return _call("Annotations", read_only=literal(a.read_only), destructive=literal(a.destructive),
+                 idempotent=literal(a.idempotent), open_world=literal(a.open_world))
+
+
+def _http(h: ir.HttpBinding) -> str:
+    pagination = "None"
+    if h.pagination is not None:
+        p = h.pagination
+        pagination = _call("Pagination", style=literal(p.style), param=literal(p.param),
+                           next=literal(p.next))
+    return _call(
+        "HttpBinding", method=literal(h.method), path=literal(h.path),
+        query=literal(h.query.value), headers=_pairs(h.headers), body=literal(h.body.value),
+        body_encoding=literal(h.body_encoding), select=literal(h.select),
+        fields=_pairs(h.fields), pagination=pagination,
+    )
+
+
+def tool_expr(t: ir.Tool) -> str:
+    kwargs = {
+        "name": literal(t.name),
+        "title": literal(t.title),
+        "description": literal(t.description),
+        "family": literal(t.family),
+        "group": literal(str(t.group)),
+        "connector": literal(t.connector),
+        "scope": literal(t.scope),
+        "annotations": _annotations(t.annotations),
+        "input_schema": literal(t.input_schema.value),
+        "output_schema": literal(t.output_schema.value),
+        "handler": literal(t.handler),
+        "bind": _pairs(t.bind),
+        "http": _http(t.http) if t.http else "None",
+        "entities": literal(()) if not t.entities else "(" + "".join(
+            _call("EntityMapping", type=literal(e.type), items=literal(e.items),
+                  args=literal(e.args.value), fields=_pairs(e.fields)) + ", "
+            for e in t.entities) + ")",
+        "input_model": literal(str(t.input_model)),
+        "output_model": literal(str(t.output_model)),
+        "tags": literal(t.tags),
+        "deprecated": "None" if t.deprecated is None else _call(
+            "Deprecation", reason=literal(t.deprecated.reason),
+            replacement=literal(t.deprecated.replacement), sunset=literal(t.deprecated.sunset)),
+    }
+    return _call("ToolSpec", **kwargs)
+
+
+def connector_expr(c: ir.Connector) -> str:
+    a = c.auth
+    auth = _call(
+        "ConnectorAuth", type=literal(a.type),
+        fields="(" + "".join(
+            _call("AuthField", name=literal(f.name), title=literal(f.title),
+                  description=literal(f.description), secret=literal(f.secret),
+                  required=literal(f.required)) + ", " for f in a.fields) + ")",
+        **{k: literal(getattr(a, k)) for k in (
+            "token_field", "header", "key_field", "username_field", "password_field",
+            "token_url", "refresh_token_field", "client_id_field", "client_secret_field")},
+    )
+    errors = _call("ErrorShape", ok_field=literal(c.errors.ok_field),
+                   message_field=literal(c.errors.message_field),
+                   auth_errors=literal(c.errors.auth_errors))
+    return _call("ConnectorSpec", name=literal(c.name), title=literal(c.title),
+                 description=literal(c.description), base_url=literal(c.base_url), auth=auth,
+                 errors=errors, timeout_seconds=literal(c.timeout_seconds),
+                 retries=literal(c.retries), tools=literal(c.tools))
+
+
+def group_catalog(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
+    connector = next((c for c in project.connectors if PyIdent(c.name) == group.name), None)
+    tools = [tool_expr(t) for t in project.group_tools(group)]
+    connector_text = connector_expr(connector) if connector else None
+    body = "".join(tools) + (connector_text or "")
+    imports = sorted({"ToolSpec", *(n for n in _CATALOG_NAMES if f"{n}(" in body)}
+                     | ({"ConnectorSpec"} if connector_text else set()))
+    text = render(
+        "catalog_group.py.j2",
+        header=python_header(out.sources_text(group.sources)),
+        group=str(group.name),
+        imports=imports,
+        tools=tools,
+        connector=connector_text,
+    )
+    return {out.pkg(f"catalog/{group.name}.py"): text}
+
+
+def catalog_index(project: ir.Project, out: Output) -> FileSet:
+    g = project.gateway
+    plans = {
+        p.name: _call("QuotaPlan", name=literal(p.name), period=literal(p.period),
+                      calls=literal(p.calls), per_connector=_pairs(p.per_connector))
+        for p in g.plans
+    }
+    entity_types = {
+        e.name: _call("EntityType", name=literal(e.name), description=literal(e.description),
+                      fields=_pairs(e.fields))
+        for e in g.entity_types
+    }
+    resources = [
+        _call("ResourceSpec", name=literal(r.name), description=literal(r.description),
+              handler=literal(r.handler), uri=literal(r.uri), uri_template=literal(r.uri_template),
+              title=literal(r.title), mime_type=literal(r.mime_type))
+        for r in g.resources
+    ]
+    text = render(
+        "catalog_index.py.j2",
+        header=python_header(out.all_sources_text()),
+        groups=[str(gr.name) for gr in project.groups],
+        connector_groups=[str(PyIdent(c.name)) for c in project.connectors],
+        g=g,
+        lit=literal,
+        scopes=_pairs(g.scopes),
+        plans=plans,
+        entity_types=entity_types,
+        resources=resources,
+        memory=_call("MemorySettings", default_top_k=literal(project.memory.default_top_k),
+                     max_observation_chars=literal(project.memory.max_observation_chars)),
+    )
+    return {out.pkg("catalog/__init__.py"): text}

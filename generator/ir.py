@@ -1,0 +1,272 @@
+"""The compiled project: frozen, slotted, keyword-only dataclasses holding tuples.
+
+Built only by `compile.compile_project`. Every node that came from a manifest carries the `Span`
+it came from. JSON values (schemas, request templates) are stored as canonical JSON text
+(`Json`), which is immutable and compares by value; `.value` parses it back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, Literal
+
+from .diagnostics import Span
+from .names import ClassName, PyIdent
+
+
+class Json(str):
+    """Canonical JSON text of a value (manifest key order kept: it carries meaning)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, value: Any) -> Json:
+        return cls(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+    @property
+    def value(self) -> Any:
+        return json.loads(self)
+
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+def _ir(cls: type) -> type:
+    return dataclass(frozen=True, slots=True, kw_only=True)(cls)
+
+
+@_ir
+class Source:
+    path: str
+    sha256: str
+
+
+@_ir
+class Annotations:
+    read_only: bool = False
+    destructive: bool = False
+    idempotent: bool = False
+    open_world: bool = False
+
+
+@_ir
+class Deprecation:
+    reason: str
+    replacement: str | None = None
+    sunset: str | None = None
+
+
+@_ir
+class Pagination:
+    style: Literal["cursor", "page", "link"]
+    param: str | None = None
+    next: str | None = None
+
+
+@_ir
+class HttpBinding:
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+    path: str
+    query: Json
+    headers: Pairs
+    body: Json  # JSON `null` when there is no body
+    body_encoding: Literal["json", "form"]
+    select: str | None
+    fields: Pairs
+    pagination: Pagination | None
+    span: Span
+
+
+@_ir
+class EntityMapping:
+    type: str
+    items: str
+    args: Json
+    fields: Pairs
+    span: Span
+
+
+@_ir
+class Tool:
+    name: str
+    family: Literal["native", "connector", "personalization"]
+    group: PyIdent
+    connector: str | None
+    title: str | None
+    description: str
+    scope: Literal["read", "write"]
+    annotations: Annotations
+    input_schema: Json  # model-visible, shared types inlined
+    output_schema: Json
+    handler: str | None
+    bind: Pairs  # (parameter, "session.tenant" | "session.user")
+    http: HttpBinding | None
+    entities: tuple[EntityMapping, ...]
+    tags: tuple[str, ...]
+    deprecated: Deprecation | None
+    py_name: PyIdent  # client method name
+    input_model: ClassName
+    output_model: ClassName
+    source: str
+    span: Span
+
+
+@_ir
+class AuthField:
+    name: str
+    title: str | None
+    description: str | None
+    secret: bool
+    required: bool
+
+
+@_ir
+class ConnectorAuth:
+    type: Literal["none", "bearer", "api_key", "basic", "oauth2"]
+    fields: tuple[AuthField, ...]
+    token_field: str | None = None
+    header: str | None = None
+    key_field: str | None = None
+    username_field: str | None = None
+    password_field: str | None = None
+    token_url: str | None = None
+    refresh_token_field: str | None = None
+    client_id_field: str | None = None
+    client_secret_field: str | None = None
+
+
+@_ir
+class ErrorShape:
+    ok_field: str | None = None
+    message_field: str | None = None
+    auth_errors: tuple[str, ...] = ()
+
+
+@_ir
+class Connector:
+    name: str
+    title: str
+    description: str
+    base_url: str
+    auth: ConnectorAuth
+    errors: ErrorShape
+    timeout_seconds: float
+    retries: int
+    tools: tuple[str, ...]
+    source: str
+    span: Span
+
+
+@_ir
+class Resource:
+    name: str
+    uri: str | None
+    uri_template: str | None
+    title: str | None
+    description: str
+    mime_type: str
+    handler: str
+    span: Span
+
+
+@_ir
+class QuotaPlan:
+    name: str
+    period: Literal["day", "month"]
+    calls: int | None
+    per_connector: tuple[tuple[str, int], ...]
+
+
+@_ir
+class EntityType:
+    name: str
+    description: str | None
+    fields: Pairs
+
+
+@_ir
+class Tenant:
+    name: str
+    connectors: tuple[str, ...]
+    scopes: tuple[str, ...]
+    span: Span
+
+
+@_ir
+class Memory:
+    default_top_k: int = 5
+    max_observation_chars: int = 4000
+
+
+@_ir
+class Gateway:
+    package_name: str
+    import_name: PyIdent
+    version: str
+    summary: str
+    license: str | None
+    authors: tuple[str, ...]
+    server_name: str
+    title: str | None
+    instructions: str | None
+    scopes: Pairs
+    key_ttl_days: int
+    default_plan: str
+    plans: tuple[QuotaPlan, ...]
+    entity_types: tuple[EntityType, ...]
+    resources: tuple[Resource, ...]
+    tenants: tuple[Tenant, ...]
+    lint_profiles: tuple[str, ...]
+    token_budget: int | None
+    source: str
+    span: Span
+
+
+@_ir
+class Group:
+    """Tools emitted together (one models module, one catalog module, one cache entry)."""
+
+    name: PyIdent
+    family: Literal["native", "connector", "personalization"]
+    sources: tuple[str, ...]
+    tools: tuple[str, ...]
+
+
+@_ir
+class Project:
+    gateway: Gateway
+    tools: tuple[Tool, ...]  # sorted by name
+    connectors: tuple[Connector, ...]  # sorted by name
+    groups: tuple[Group, ...]  # sorted by name
+    memory: Memory
+    sources: tuple[Source, ...]  # sorted by path
+
+    def tool(self, name: str) -> Tool:
+        for t in self.tools:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def group_tools(self, group: Group) -> tuple[Tool, ...]:
+        wanted = set(group.tools)
+        return tuple(t for t in self.tools if t.name in wanted)
+
+
+def to_data(node: Any, *, spans: bool = False) -> Any:
+    """The IR as plain JSON data (for `gen ir`, golden tests and cache keys)."""
+    if isinstance(node, Json):
+        return node.value
+    if isinstance(node, Span):
+        return str(node) if spans else None
+    if is_dataclass(node) and not isinstance(node, type):
+        out = {}
+        for f in fields(node):
+            value = getattr(node, f.name)
+            if isinstance(value, Span) and not spans:
+                continue
+            out[f.name] = to_data(value, spans=spans)
+        return out
+    if isinstance(node, tuple | list):
+        return [to_data(v, spans=spans) for v in node]
+    return node

@@ -1,0 +1,71 @@
+"""Names are types, minted here and nowhere else.
+
+`PyIdent` and `ClassName` are `str` subclasses whose constructors sanitise: whatever a manifest
+says, the result is a valid, non-reserved Python name. Sanitising can make two different inputs
+equal; the compiler reports that as GEN208 instead of inventing a `_2` suffix.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_TOOL_NAME = 64
+
+# Names a generated identifier must not take: keywords, builtins, pydantic BaseModel attributes,
+# and names the generated modules and runtime use themselves.
+_RESERVED = (
+    set(keyword.kwlist)
+    | set(keyword.softkwlist)
+    | set(dir(builtins))
+    | {
+        "model_config", "model_fields", "model_computed_fields", "model_extra",
+        "model_fields_set", "model_construct", "model_copy", "model_dump",
+        "model_dump_json", "model_json_schema", "model_parametrized_name",
+        "model_post_init", "model_rebuild", "model_validate", "model_validate_json",
+        "model_validate_strings", "dict", "json", "copy", "parse_obj", "parse_raw",
+        "parse_file", "from_orm", "construct", "schema", "schema_json", "validate",
+        "update_forward_refs", "fields",
+        # generated client / runtime
+        "self", "cls", "call_tool", "list_tools", "read_resource", "close", "session",
+        "annotations", "typing", "pydantic", "runtime", "models", "catalog", "client",
+    }
+)
+_NON_IDENT = re.compile(r"[^0-9A-Za-z_]+")
+_WORDS = re.compile(r"[0-9A-Za-z]+")
+
+
+class PyIdent(str):
+    """A snake_case Python identifier that is safe as a module, function or argument name."""
+
+    __slots__ = ()
+
+    def __new__(cls, raw: str) -> PyIdent:
+        name = _NON_IDENT.sub("_", raw).strip("_") or "x"
+        if name[0].isdigit():
+            name = "n_" + name
+        if name in _RESERVED:
+            name += "_"
+        return super().__new__(cls, name)
+
+
+class ClassName(str):
+    """A PascalCase class name built from the words of a raw name (`slack_send_message` ->
+    `SlackSendMessage`), matching datamodel-code-generator's naming of MCP tool models."""
+
+    __slots__ = ()
+
+    def __new__(cls, raw: str) -> ClassName:
+        words = _WORDS.findall(raw)
+        name = "".join(w[:1].upper() + w[1:] for w in words) or "X"
+        if name[0].isdigit():
+            name = "N" + name
+        if name in _RESERVED:
+            name += "_"
+        return super().__new__(cls, name)
+
+
+def is_valid_tool_name(name: str) -> bool:
+    return bool(TOOL_NAME_RE.match(name))

@@ -1,0 +1,191 @@
+"""The gateway's catalog: every tool, connector, resource and plan, as immutable data.
+
+The generated package builds one `GatewaySpec` from the manifests (see `catalog/` in the
+generated package); every other runtime module reads it. Nothing here imports the MCP SDK,
+so the catalog can be loaded cheaply by tools that only need the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Scope = Literal["read", "write"]
+Family = Literal["native", "connector", "personalization"]
+SessionSource = Literal["session.tenant", "session.user"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Annotations:
+    read_only: bool = False
+    destructive: bool = False
+    idempotent: bool = False
+    open_world: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pagination:
+    """How an upstream list endpoint pages. Model-facing: `cursor` in, `next_cursor` out."""
+
+    style: Literal["cursor", "page", "link"]
+    param: str | None = None  # cursor / page: upstream query parameter receiving it
+    next: str | None = None  # cursor style: dotted path of the next cursor in the body
+    # link style: the cursor is the rel=next URL of the Link header (same origin only)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpBinding:
+    """A capability's HTTP request, as templates over the validated arguments.
+
+    Template rules (query, headers, body): a string that is exactly `{name}` takes the
+    argument's JSON value and is dropped when the argument is absent; other strings are
+    interpolated. `path` placeholders are always percent-encoded.
+    """
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+    path: str
+    query: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+    body_encoding: Literal["json", "form"] = "json"
+    select: str | None = None  # dotted path of the result in the response body
+    fields: Mapping[str, str] = field(default_factory=dict)  # output property -> dotted path
+    pagination: Pagination | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityMapping:
+    """How records returned by a capability map onto a common-data-model entity type."""
+
+    type: str
+    items: str  # dotted path of the record list in the tool's output; "" = one record
+    args: Mapping[str, Any]  # arguments for the search call; {query} and {limit} are filled in
+    fields: Mapping[str, str]  # entity field -> dotted path in one record
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deprecation:
+    reason: str
+    replacement: str | None = None
+    sunset: str | None = None  # ISO date
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolSpec:
+    name: str
+    title: str | None
+    description: str
+    family: Family
+    group: str  # module the tool's models live in: "native", "personalization", or a connector
+    connector: str | None
+    scope: Scope
+    annotations: Annotations
+    input_schema: Mapping[str, Any]  # model-visible: session-bound parameters are not in it
+    output_schema: Mapping[str, Any]
+    handler: str | None = None  # native / personalization: runtime handler name
+    bind: Mapping[str, SessionSource] = field(default_factory=dict)
+    http: HttpBinding | None = None  # connector tools
+    entities: tuple[EntityMapping, ...] = ()
+    input_model: str = ""  # class names in models/<group>.py
+    output_model: str = ""
+    tags: tuple[str, ...] = ()
+    deprecated: Deprecation | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthField:
+    name: str
+    title: str | None = None
+    description: str | None = None
+    secret: bool = True
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorAuth:
+    type: Literal["none", "bearer", "api_key", "basic", "oauth2"]
+    fields: tuple[AuthField, ...] = ()
+    token_field: str | None = None
+    header: str | None = None
+    key_field: str | None = None
+    username_field: str | None = None
+    password_field: str | None = None
+    token_url: str | None = None
+    refresh_token_field: str | None = None
+    client_id_field: str | None = None
+    client_secret_field: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorShape:
+    ok_field: str | None = None
+    message_field: str | None = None
+    auth_errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorSpec:
+    name: str
+    title: str
+    description: str
+    base_url: str
+    auth: ConnectorAuth
+    errors: ErrorShape = ErrorShape()
+    timeout_seconds: float = 20.0
+    retries: int = 2
+    tools: tuple[str, ...] = ()  # tool names, sorted
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceSpec:
+    name: str
+    description: str
+    handler: str
+    uri: str | None = None
+    uri_template: str | None = None
+    title: str | None = None
+    mime_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuotaPlan:
+    name: str
+    period: Literal["day", "month"]
+    calls: int | None = None  # None = unlimited
+    per_connector: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityType:
+    name: str
+    description: str | None
+    fields: Mapping[str, str]  # field -> JSON type name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemorySettings:
+    default_top_k: int = 5
+    max_observation_chars: int = 4000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewaySpec:
+    package_name: str
+    import_name: str
+    version: str
+    server_name: str
+    title: str | None
+    instructions: str | None
+    scopes: Mapping[str, str]
+    key_ttl_days: int
+    default_plan: str
+    plans: Mapping[str, QuotaPlan]
+    entity_types: Mapping[str, EntityType]
+    resources: tuple[ResourceSpec, ...]
+    connectors: Mapping[str, ConnectorSpec]
+    tools: Mapping[str, ToolSpec]  # by name, sorted
+    memory: MemorySettings = MemorySettings()
+
+    def connector_tools(self, connector: str) -> tuple[ToolSpec, ...]:
+        return tuple(self.tools[name] for name in self.connectors[connector].tools)

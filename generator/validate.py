@@ -1,0 +1,186 @@
+"""Stage 2, validate: each loaded manifest against the published JSON Schema.
+
+Every violation becomes a located diagnostic: the instance path of a jsonschema error is looked
+up in the document's source map, so the user sees `file:line:col` of the offending value (or of
+the offending key, for unknown properties).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from .diagnostics import Diagnostic, error
+from .load import Loaded
+
+SCHEMA_PATH = Path(__file__).parent / "schema" / "manifest.v1.schema.json"
+
+_KEYWORD_CODES = {
+    "required": "GEN101",
+    "additionalProperties": "GEN102",
+    "unevaluatedProperties": "GEN102",
+    "type": "GEN103",
+    "enum": "GEN104",
+    "const": "GEN104",
+    "propertyNames": "GEN105",
+    "pattern": "GEN105",
+    "format": "GEN105",
+    "minimum": "GEN106",
+    "maximum": "GEN106",
+    "exclusiveMinimum": "GEN106",
+    "exclusiveMaximum": "GEN106",
+    "minLength": "GEN106",
+    "maxLength": "GEN106",
+    "minItems": "GEN106",
+    "maxItems": "GEN106",
+    "minProperties": "GEN106",
+    "uniqueItems": "GEN106",
+}
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
+
+
+@functools.cache
+def manifest_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _validator() -> jsonschema.protocols.Validator:
+    schema = manifest_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def validate(docs: Iterable[Loaded]) -> list[Diagnostic]:
+    diags: list[Diagnostic] = []
+    for doc in docs:
+        diags.extend(validate_one(doc))
+    return diags
+
+
+def validate_one(doc: Loaded) -> list[Diagnostic]:
+    return [d for err in _leaf_errors(_validator().iter_errors(doc.data)) for d in _convert(doc, err)]
+
+
+def _leaf_errors(errors: Iterable[ValidationError]) -> Iterator[ValidationError]:
+    """Replace combinator errors (allOf/oneOf/if-then) by the specific errors inside them."""
+    for err in errors:
+        if err.validator in {"allOf", "anyOf", "oneOf", "if", "then", "$ref"} and err.context:
+            # oneOf/anyOf: the branch that got furthest explains the problem best
+            if err.validator in {"oneOf", "anyOf"}:
+                yield err
+            else:
+                yield from _leaf_errors(err.context)
+        else:
+            yield err
+
+
+def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
+    path = tuple(err.absolute_path)
+    keyword = str(err.validator)
+    code = _KEYWORD_CODES.get(keyword, "GEN107")
+    where = "/".join(str(p) for p in path) or "manifest root"
+
+    if "propertyNames" in err.absolute_schema_path and isinstance(err.instance, str):
+        return [error(code, doc.key_span((*path, err.instance)),
+                      f"{where}: invalid name {err.instance!r}: {err.message}")]
+    if keyword in {"additionalProperties", "unevaluatedProperties"}:
+        extras = _QUOTED.findall(err.message)
+        allowed = _allowed_properties(err.schema)
+        out = []
+        for name in extras:
+            hint = None
+            close = difflib.get_close_matches(name, allowed, n=1)
+            if close:
+                hint = f"did you mean {close[0]!r}?"
+            elif allowed:
+                hint = "allowed here: " + ", ".join(sorted(allowed))
+            out.append(
+                error(code, doc.key_span((*path, name)), f"unknown property {name!r} in {where}", hint)
+            )
+        return out
+    if keyword == "required":
+        missing = _QUOTED.findall(err.message)[:1] or ["?"]
+        return [
+            error(code, doc.key_span(path) if path else doc.span(path),
+                  f"{where} is missing required property {missing[0]!r}")
+        ]
+    if keyword in {"enum", "const"}:
+        options = err.validator_value if keyword == "enum" else [err.validator_value]
+        shown = ", ".join(json.dumps(o) for o in options)
+        hint = None
+        if isinstance(err.instance, str):
+            close = difflib.get_close_matches(err.instance, [str(o) for o in options], n=1)
+            hint = f"did you mean {close[0]!r}?" if close else None
+        return [
+            error(code, doc.span(path),
+                  f"{where}: {json.dumps(err.instance)} is not one of {shown}", hint)
+        ]
+    if keyword == "type":
+        expected = err.validator_value
+        expected_text = " or ".join(expected) if isinstance(expected, list) else expected
+        return [
+            error(code, doc.span(path),
+                  f"{where}: expected {expected_text}, got {_json_type(err.instance)}")
+        ]
+    if keyword == "propertyNames":
+        # the error sits on the object; point at the key that failed
+        bad = err.instance if isinstance(err.instance, str) else None
+        span = doc.key_span((*path, bad)) if bad else doc.span(path)
+        return [error(code, span, f"{where}: invalid name: {err.message}")]
+    if keyword == "oneOf" and path and isinstance(err.instance, dict):
+        return [error(code, doc.span(path), f"{where}: {_one_of_message(err)}")]
+    return [error(code, doc.span(path), f"{where}: {err.message}")]
+
+
+def _one_of_message(err: ValidationError) -> str:
+    required = [
+        v for sub in err.validator_value if isinstance(sub, dict) for v in sub.get("required", [])
+    ]
+    if required:
+        return "exactly one of " + ", ".join(repr(r) for r in required) + " is required"
+    return err.message
+
+
+def _allowed_properties(schema: Any) -> list[str]:
+    names: set[str] = set()
+
+    def walk(s: Any) -> None:
+        if not isinstance(s, dict):
+            return
+        names.update(k for k, v in s.get("properties", {}).items() if v is not True)
+        for sub in s.get("allOf", []):
+            walk(_resolve(sub))
+
+    walk(schema)
+    return sorted(names)
+
+
+def _resolve(s: Any) -> Any:
+    if isinstance(s, dict) and "$ref" in s and s["$ref"].startswith("#/$defs/"):
+        return manifest_schema()["$defs"][s["$ref"].split("/")[-1]]
+    return s
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"

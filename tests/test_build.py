@@ -1,0 +1,247 @@
+"""`gen build` end to end, through the api (and a few CLI runs for wiring and exit codes)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from generator import api
+from generator.diagnostics import Severity
+from helpers import ROOT, make_project, options, tree
+
+CASES = ROOT / "tests" / "cases"
+
+
+def test_committed_generated_package_is_fresh() -> None:
+    result = api.build(api.Options.for_project(ROOT, cache=False), check=True)
+    assert result.ok, result.diagnostics
+    assert result.plan is not None and result.plan.clean, result.diff[:4000]
+
+
+def test_ten_mistakes_give_ten_located_diagnostics_and_write_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = api.build(api.Options.for_project(CASES / "ten_mistakes", out=out, cache=False))
+    errors = [d for d in result.diagnostics if d.severity is Severity.ERROR]
+    assert len(errors) == 10
+    assert len({d.code for d in errors}) == 10  # ten different mistakes
+    assert all(d.span.line > 1 and d.span.col >= 1 for d in errors)
+    assert all(d.span.file.startswith("manifests/") for d in errors)
+    assert not out.exists()
+
+
+def test_failed_build_leaves_previous_output_untouched(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    before = tree(root / "generated")
+    slack = root / "manifests" / "connectors" / "slack.yaml"
+    slack.write_text(slack.read_text().replace("scope: write", "scope: admin", 1))
+    result = api.build(options(root))
+    assert not result.ok
+    assert [d.code for d in result.diagnostics] == ["GEN104"]
+    assert tree(root / "generated") == before
+
+
+def test_adding_a_connector_is_one_yaml_file(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    (root / "manifests" / "connectors" / "notion.yaml").write_text(textwrap.dedent("""\
+        version: 1
+        kind: connector
+        name: notion
+        title: Notion
+        description: Workspace pages.
+        base_url: https://api.notion.com/v1
+        auth: {type: bearer, token_field: token, fields: [{name: token}]}
+        capabilities:
+          - name: search_pages
+            description: Search pages by title.
+            scope: read
+            annotations: {read_only: true, idempotent: true}
+            input:
+              type: object
+              required: [query]
+              properties: {query: {type: string}}
+            output:
+              type: object
+              required: [results]
+              properties:
+                results: {type: array, items: {type: object}}
+            http:
+              method: POST
+              path: /search
+              body: {query: "{query}"}
+              response: {fields: {results: results}}
+        """))
+    result = api.build(options(root))
+    assert result.ok, result.diagnostics
+    out = root / "generated"
+    tools = json.loads((out / "tools.json").read_text())["tools"]
+    assert "notion_search_pages" in [t["name"] for t in tools]
+    assert (out / "fastn_gateway" / "models" / "notion.py").is_file()
+    assert "notion_search_pages" in (out / "fastn_gateway" / "catalog" / "notion.py").read_text()
+    # the new package imports and exposes the tool
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from fastn_gateway.catalog import GATEWAY;"
+            "print(GATEWAY.connectors['notion'].tools)")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True,
+                          check=True)
+    assert "notion_search_pages" in proc.stdout
+
+
+def _build_in_subprocess(root: Path, seed: str) -> None:
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    subprocess.run([sys.executable, "-m", "generator.cli", "build", "--project", str(root),
+                    "--no-cache"], check=True, env=env, cwd=ROOT, capture_output=True)
+
+
+def test_builds_are_byte_identical_whatever_the_input_order(tmp_path: Path) -> None:
+    # Same manifests, written to disk in opposite orders, built with different hash seeds.
+    sources = sorted((ROOT / "manifests").rglob("*.yaml"))
+    roots = []
+    for name, order in (("a", sources), ("b", list(reversed(sources)))):
+        root = tmp_path / name
+        for src in order:
+            dst = root / src.relative_to(ROOT)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(src.read_bytes())
+        roots.append(root)
+    _build_in_subprocess(roots[0], "1")
+    _build_in_subprocess(roots[1], "4242")
+    assert tree(roots[0] / "generated") == tree(roots[1] / "generated")
+
+
+def test_reordering_tools_in_a_manifest_only_changes_source_digests(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    first = tree(root / "generated")
+    native = root / "manifests" / "native.yaml"
+    data = native.read_text()
+    doc = yaml.safe_load(data)
+    doc["tools"].reverse()
+    native.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    assert api.build(options(root)).ok
+    second = tree(root / "generated")
+    assert first.keys() == second.keys()
+    for rel in first:
+        a = [ln for ln in first[rel].splitlines() if b"sha256" not in ln]
+        b = [ln for ln in second[rel].splitlines() if b"sha256" not in ln]
+        assert a == b, rel
+
+
+def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    result = api.build(options(root))
+    assert result.plan is not None
+    assert not result.plan.added and not result.plan.changed
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+
+def test_stale_owned_files_are_removed_and_user_files_kept(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    (out / "NOTES.md").write_text("mine")
+    (out / "fastn_gateway" / "extra.py").write_text("# mine\n")
+    (root / "manifests" / "connectors" / "github.yaml").unlink()
+    tenants_fix = root / "manifests" / "gateway.yaml"
+    tenants_fix.write_text(tenants_fix.read_text().replace("[slack, shopify, github, hubspot]",
+                                                           "[slack, shopify, hubspot]"))
+    result = api.build(options(root))
+    assert result.ok, result.diagnostics
+    assert result.plan is not None
+    assert "fastn_gateway/models/github.py" in result.plan.stale
+    assert not (out / "fastn_gateway" / "models" / "github.py").exists()
+    assert (out / "NOTES.md").read_text() == "mine"
+    assert (out / "fastn_gateway" / "extra.py").exists()
+
+
+def test_check_reports_drift_without_writing(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    target = out / "fastn_gateway" / "catalog" / "slack.py"
+    target.write_text(target.read_text() + "# edited by hand\n")
+    (out / "tools.json").unlink()
+    before = tree(out)
+    result = api.build(options(root), check=True)
+    assert result.plan is not None and not result.plan.clean
+    assert "fastn_gateway/catalog/slack.py" in result.plan.changed
+    assert "tools.json" in result.plan.added
+    assert "-# edited by hand" in result.diff and "missing: generated/tools.json" in result.diff
+    assert tree(out) == before
+
+
+def test_manifest_text_cannot_break_generated_code(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = api.build(api.Options.for_project(CASES / "escaping", out=out, cache=False))
+    assert result.ok, result.diagnostics
+    manifest = yaml.safe_load((CASES / "escaping" / "manifests" / "native.yaml").read_text())
+    gateway = yaml.safe_load((CASES / "escaping" / "manifests" / "gateway.yaml").read_text())
+    sys.path.insert(0, str(out))
+    try:
+        catalog = importlib.import_module("esc_gateway.catalog")
+        models = importlib.import_module("esc_gateway.models.native")
+        tool = catalog.GATEWAY.tools["fastn_list_integrations"]
+        assert tool.description == manifest["tools"][0]["description"].strip()
+        assert tool.title == manifest["tools"][0]["title"]
+        assert catalog.GATEWAY.instructions == gateway["server"]["instructions"].strip()
+        weird = manifest["tools"][0]["input"]["properties"]["weird"]
+        assert tool.input_schema["properties"]["weird"] == weird
+        model = models.FastnListIntegrationsInput
+        assert model.model_validate({"weird": 'a"b'}).weird == 'a"b'
+        out_model = models.FastnListIntegrationsOutput.model_validate(
+            {"class": "x", "model_config": 3})
+        assert out_model.model_dump(by_alias=True) == {"class": "x", "model_config": 3}
+    finally:
+        sys.path.remove(str(out))
+        for name in [m for m in sys.modules if m.startswith("esc_gateway")]:
+            del sys.modules[name]
+
+
+def _gen(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "generator.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, check=False)
+
+
+def test_cli_exit_codes_and_formats() -> None:
+    ok = _gen("validate")
+    assert ok.returncode == 0, ok.stderr
+    bad = _gen("validate", "--project", str(CASES / "ten_mistakes"))
+    assert bad.returncode == 1
+    assert "manifests/native.yaml:34:14: error[GEN206]" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    js = _gen("validate", "--project", str(CASES / "ten_mistakes"), "--error-format", "json")
+    assert js.returncode == 1
+    assert {d["code"] for d in json.loads(js.stdout)} >= {"GEN201", "GEN202", "GEN003"}
+    gh = _gen("build", "--check", "--project", str(CASES / "yaml_syntax"),
+              "--error-format", "github")
+    assert gh.returncode == 1
+    assert "::error file=manifests/types.yaml,line=5,col=4,title=GEN002::" in gh.stderr
+    usage = _gen("build", "--bogus-flag")
+    assert usage.returncode == 2
+    check = _gen("build", "--check")
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr
+
+
+def test_ir_is_sorted_json() -> None:
+    proc = _gen("ir")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    names = [t["name"] for t in data["tools"]]
+    assert names == sorted(names)
+    assert {"fastn_list_integrations", "slack_send_message", "update_memory"} <= set(names)
+
+
+@pytest.mark.parametrize("missing", ["manifests"])
+def test_no_manifests_is_a_located_error(tmp_path: Path, missing: str) -> None:
+    result = api.build(api.Options.for_project(tmp_path, cache=False))
+    assert [d.code for d in result.diagnostics] == ["GEN005"]

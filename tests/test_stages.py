@@ -1,0 +1,142 @@
+"""Unit tests per stage: load (source map), validate (located schema errors), compile, names,
+render (escaping), diagnostics rendering, and docs freshness."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import pytest
+
+from generator import docs
+from generator.compile import compile_project
+from generator.diagnostics import CODES, Span, error, normalise, render
+from generator.load import load_text
+from generator.names import ClassName, PyIdent, is_valid_tool_name
+from generator.render import docstring, literal
+from generator.validate import validate_one
+
+
+def test_source_map_points_at_values_and_keys() -> None:
+    doc, diags = load_text("m.yaml", b"version: 1\nkind: types\ntypes:\n  A:\n    type: object\n")
+    assert doc is not None and not diags
+    assert doc.span(("types", "A", "type")) == Span(file="m.yaml", line=5, col=11)
+    assert doc.key_span(("types", "A")) == Span(file="m.yaml", line=4, col=3)
+    # an unknown path falls back to its nearest known ancestor
+    assert doc.span(("types", "A", "nope", 3)) == Span(file="m.yaml", line=5, col=5)
+
+
+def test_yaml_scalars_stay_json_scalars() -> None:
+    doc, _ = load_text("m.yaml", b"a: 2026-12-31\nb: yes\nc: 1.5\nd: ~\ne: .nan\n")
+    assert doc is not None
+    assert doc.data == {"a": "2026-12-31", "b": True, "c": 1.5, "d": None, "e": ".nan"}
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "line"),
+    [
+        (b"a: [1,\n", "GEN002", 2),
+        (b"a: 1\na: 2\n", "GEN003", 2),
+        (b"- 1\n- 2\n", "GEN004", 1),
+        (b"a: 1\n---\nb: 2\n", "GEN004", 3),
+        (b"\xff\xfe", "GEN001", 1),
+    ],
+)
+def test_load_errors_are_located(text: bytes, code: str, line: int) -> None:
+    _doc, diags = load_text("m.yaml", text)
+    assert [(d.code, d.span.line) for d in diags] == [(code, line)]
+
+
+def _validate(text: str) -> list[tuple[str, int, int]]:
+    doc, diags = load_text("m.yaml", text.encode())
+    assert doc is not None and not diags
+    return [(d.code, d.span.line, d.span.col) for d in validate_one(doc)]
+
+
+def test_schema_errors_map_to_lines_and_columns() -> None:
+    assert _validate("version: 2\nkind: types\ntypes: {A: {}}\n") == [("GEN104", 1, 10)]
+    assert _validate("version: 1\nkind: nope\n") == [("GEN104", 2, 7)]
+    assert _validate("version: 1\nkind: types\n") == [("GEN101", 1, 1)]
+    assert _validate("version: 1\nkind: types\ntypes: {a: {}}\n") == [("GEN105", 3, 9)]
+    got = _validate("version: 1\nkind: types\ntypes: {A: {}}\nextra: 1\n")
+    assert got == [("GEN102", 4, 1)]
+
+
+def _compile(*files: tuple[str, str]) -> list[str]:
+    docs = []
+    for name, text in files:
+        doc, _ = load_text(name, text.encode())
+        assert doc is not None and not validate_one(doc), validate_one(doc)
+        docs.append(doc)
+    _project, diags = compile_project(docs)
+    return [f"{d.span}:{d.code}" for d in normalise(diags)]
+
+
+GATEWAY = ("g.yaml", "version: 1\nkind: gateway\npackage: {name: p, import_name: p, version: '1'}\n"
+           "server: {name: s}\n")
+
+
+def test_missing_gateway_is_reported() -> None:
+    assert _compile(("t.yaml", "version: 1\nkind: types\ntypes: {A: {type: object}}\n")) == [
+        "t.yaml:1:1:GEN210"]
+
+
+def test_shared_type_cycles_are_reported() -> None:
+    types = ("t.yaml", "version: 1\nkind: types\ntypes:\n  A: {$ref: '#/types/B'}\n"
+             "  B: {$ref: '#/types/A'}\n")
+    native = ("n.yaml", "version: 1\nkind: native\ntools:\n  - name: t\n    description: d\n"
+              "    scope: read\n    handler: native.list_integrations\n    input: {type: object}\n"
+              "    output: {$ref: '#/types/A'}\n")
+    assert any(d.endswith("GEN215") for d in _compile(GATEWAY, types, native))
+
+
+def test_connector_auth_and_base_url_checks() -> None:
+    conn = ("c.yaml", "version: 1\nkind: connector\nname: c\ntitle: C\ndescription: d\n"
+            "base_url: https://{tenant}.example\nauth: {type: bearer, fields: [{name: k}]}\n"
+            "capabilities:\n  - name: x\n    description: d\n    scope: read\n"
+            "    input: {type: object}\n    output: {type: object}\n"
+            "    http: {method: GET, path: /x, pagination: {style: cursor}}\n")
+    codes = {d.split(":")[-1] for d in _compile(GATEWAY, conn)}
+    assert codes == {"GEN207", "GEN217", "GEN213"}
+
+
+def test_names_are_sanitised() -> None:
+    assert PyIdent("class") == "class_"
+    assert PyIdent("model_config") == "model_config_"
+    assert PyIdent("9lives") == "n_9lives"
+    assert PyIdent("slack-send.message") == "slack_send_message"
+    assert ClassName("slack_send-message_input") == "SlackSendMessageInput"
+    assert is_valid_tool_name("a" * 64) and not is_valid_tool_name("a" * 65)
+    assert not is_valid_tool_name("has space")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['ends with "', 'has """ inside', "back\\slash\\", "{{ jinja }} {% x %}", "multi\nline\n",
+     "ünïcödé 🚀", "'''", "\\", '"'],
+)
+def test_docstring_and_literal_escape_everything(text: str) -> None:
+    source = f"def f():\n    {docstring(text, '    ')}\n\nx = {literal({'k': [text, 1, None]})}\n"
+    tree = ast.parse(source)
+    fn = tree.body[0]
+    assert isinstance(fn, ast.FunctionDef)
+    assert ast.get_docstring(fn) == inspect.cleandoc(text)
+    namespace: dict[str, object] = {}
+    exec(compile(source, "<t>", "exec"), namespace)
+    assert namespace["x"] == {"k": [text, 1, None]}
+
+
+def test_diagnostics_render_sorted_and_deduplicated() -> None:
+    a = error("GEN201", Span(file="b.yaml", line=2, col=1), "second")
+    b = error("GEN202", Span(file="a.yaml", line=9, col=3), "first", "a hint")
+    text = render([a, b, a])
+    assert text == ("a.yaml:9:3: error[GEN202] first\n  hint: a hint\n"
+                    "b.yaml:2:1: error[GEN201] second\n")
+
+
+def test_every_code_is_documented_and_docs_are_fresh() -> None:
+    for name, fn in docs.PAGES.items():
+        path = docs.DOCS / name
+        assert path.read_text(encoding="utf-8") == fn(), f"run python -m generator.docs ({name})"
+    text = (docs.DOCS / "diagnostics.md").read_text(encoding="utf-8")
+    assert all(f"`{code}`" in text for code in CODES)
