@@ -1,0 +1,1239 @@
+"""Connector execution against real HTTP stand-ins of Slack, Shopify, GitHub and HubSpot.
+
+Each test calls `ConnectorExecutor` the way the gateway server does (validated arguments, the
+calling tenant's stored credentials, the session context) and checks both what the upstream
+received and what the caller got back. Backoff sleeps are recorded instead of slept, so retry
+tests are fast; everything else (HTTP, timeouts, the token endpoint) is real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Any
+
+import pytest
+from upstreams import (
+    GH_A,
+    GH_B,
+    HS_APP,
+    HS_REFRESH_A,
+    HS_REFRESH_B,
+    SECRETS,
+    SHOP_A,
+    SHOP_B,
+    SLACK_A,
+    SLACK_B,
+    Fault,
+    GitHubUpstream,
+    HubSpotUpstream,
+    ShopifyUpstream,
+    SlackUpstream,
+    StandIns,
+    hubspot_creds,
+)
+
+from generator.runtime import catalog as c
+from generator.runtime.errors import (
+    INVALID_ARGUMENTS,
+    RATE_LIMITED,
+    UNAUTHENTICATED,
+    UPSTREAM_AUTH_FAILED,
+    UPSTREAM_ERROR,
+    UPSTREAM_INVALID_RESPONSE,
+    UPSTREAM_TIMEOUT,
+)
+from generator.runtime.executor import (
+    CallContext,
+    ConnectorCallError,
+    ConnectorExecutor,
+    ExecResult,
+    base_urls_from_env,
+    token_urls_from_env,
+)
+
+A = CallContext(tenant_id="tenant-a", user_id="user-a1")
+B = CallContext(tenant_id="tenant-b", user_id="user-b1")
+
+
+class Sleeps:
+    """Records backoff waits instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def stand_ins() -> Iterator[StandIns]:
+    with StandIns() as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def slack_server(stand_ins: StandIns) -> SlackUpstream:
+    return stand_ins.slack
+
+
+@pytest.fixture(scope="module")
+def shopify_server(stand_ins: StandIns) -> ShopifyUpstream:
+    return stand_ins.shopify
+
+
+@pytest.fixture(scope="module")
+def github_server(stand_ins: StandIns) -> GitHubUpstream:
+    return stand_ins.github
+
+
+@pytest.fixture(scope="module")
+def hubspot_server(stand_ins: StandIns) -> HubSpotUpstream:
+    return stand_ins.hubspot
+
+
+@pytest.fixture
+def slack(slack_server: SlackUpstream) -> SlackUpstream:
+    slack_server.reset()
+    return slack_server
+
+
+@pytest.fixture
+def shopify(shopify_server: ShopifyUpstream) -> ShopifyUpstream:
+    shopify_server.reset()
+    return shopify_server
+
+
+@pytest.fixture
+def github(github_server: GitHubUpstream) -> GitHubUpstream:
+    github_server.reset()
+    github_server.link_headers = True
+    return github_server
+
+
+@pytest.fixture
+def hubspot(hubspot_server: HubSpotUpstream) -> HubSpotUpstream:
+    hubspot_server.reset()
+    return hubspot_server
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+async def executor(
+    gateway: c.GatewaySpec,
+    stand_ins: StandIns,
+    slack: SlackUpstream,
+    shopify: ShopifyUpstream,
+    github: GitHubUpstream,
+    hubspot: HubSpotUpstream,
+    sleeps: Sleeps,
+) -> AsyncIterator[ConnectorExecutor]:
+    ex = ConnectorExecutor(
+        gateway,
+        base_urls=stand_ins.base_urls(),
+        token_urls=stand_ins.token_urls(),
+        sleep=sleeps,
+    )
+    yield ex
+    await ex.aclose()
+
+
+def with_connector(gateway: c.GatewaySpec, name: str, **changes: Any) -> c.GatewaySpec:
+    connectors = dict(gateway.connectors)
+    connectors[name] = dataclasses.replace(connectors[name], **changes)
+    return dataclasses.replace(gateway, connectors=connectors)
+
+
+def with_tool(gateway: c.GatewaySpec, tool: c.ToolSpec) -> c.GatewaySpec:
+    tools = {**gateway.tools, tool.name: tool}
+    connectors = dict(gateway.connectors)
+    assert tool.connector is not None
+    conn = connectors[tool.connector]
+    connectors[tool.connector] = dataclasses.replace(
+        conn, tools=tuple(sorted({*conn.tools, tool.name}))
+    )
+    return dataclasses.replace(gateway, tools=tools, connectors=connectors)
+
+
+async def fails(call: Awaitable[ExecResult]) -> ConnectorCallError:
+    with pytest.raises(ConnectorCallError) as info:
+        await call
+    return info.value
+
+
+def assert_no_secrets(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text
+
+
+def envelope_text(exc: ConnectorCallError) -> str:
+    return json.dumps(exc.envelope())
+
+
+# -------------------------------------------------------------------------------- Slack
+
+
+async def test_slack_send_message_sends_the_calling_tenants_token_and_body(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream
+) -> None:
+    tool = gateway.tools["slack_send_message"]
+    result = await executor.call(
+        tool, {"channel": "#general", "text": "Deploy done"}, credentials=SLACK_A, ctx=A
+    )
+
+    (sent,) = slack.requests("POST", "/chat.postMessage")
+    assert sent.raw_path == "/api/chat.postMessage"
+    assert sent.headers["authorization"] == "Bearer " + SLACK_A["bot_token"]
+    assert sent.headers["content-type"].startswith("application/json")
+    # Absent optional arguments are dropped, not sent as null.
+    assert sent.json() == {"channel": "#general", "text": "Deploy done"}
+    assert result.status == 200 and result.attempts == 1
+    assert result.refreshed_credentials is None
+    assert result.output["channel"] == "CTA000"
+    assert result.output["message"]["text"] == "Deploy done"
+    assert set(result.output) == {"channel", "ts", "message"}
+    assert [m["text"] for m in slack.posted["TA"]] == ["Deploy done"]
+    assert slack.posted["TB"] == []
+
+    # Tenant B's call uses B's token only, and A's never appears in B's request.
+    await executor.call(
+        tool,
+        {"channel": "CTB001", "text": "Hi B", "thread_ts": "1.2", "unfurl_links": False},
+        credentials=SLACK_B,
+        ctx=B,
+    )
+    sent_b = slack.requests("POST", "/chat.postMessage")[1]
+    assert sent_b.headers["authorization"] == "Bearer " + SLACK_B["bot_token"]
+    assert sent_b.json() == {
+        "channel": "CTB001",
+        "text": "Hi B",
+        "thread_ts": "1.2",
+        "unfurl_links": False,
+    }
+    assert [m["text"] for m in slack.posted["TB"]] == ["Hi B"]
+    assert [m["text"] for m in slack.posted["TA"]] == ["Deploy done"]
+    for request in slack.received:
+        token = request.headers["authorization"].removeprefix("Bearer ")
+        assert token == (SLACK_A if request is sent else SLACK_B)["bot_token"]
+
+
+async def test_slack_ok_false_is_an_upstream_error_with_its_code(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream
+) -> None:
+    exc = await fails(
+        executor.call(
+            gateway.tools["slack_send_message"],
+            {"channel": "#nope", "text": "x"},
+            credentials=SLACK_A,
+            ctx=A,
+        )
+    )
+    assert exc.code == UPSTREAM_ERROR
+    assert exc.retryable is False
+    assert exc.status == 200
+    assert exc.details == {
+        "connector": "slack",
+        "status": 200,
+        "upstream_error": "channel_not_found",
+    }
+    assert "channel_not_found" in exc.message
+    assert len(slack.requests()) == 1
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{"bot_token": "xoxb-unknown-token"}, {"bot_token": SLACK_A["bot_token"] + "x"}],
+)
+async def test_slack_invalid_auth_is_upstream_auth_failed(
+    executor: ConnectorExecutor,
+    gateway: c.GatewaySpec,
+    slack: SlackUpstream,
+    credentials: dict[str, str],
+) -> None:
+    exc = await fails(
+        executor.call(gateway.tools["slack_list_channels"], {}, credentials=credentials, ctx=A)
+    )
+    assert exc.code == UPSTREAM_AUTH_FAILED
+    assert exc.retryable is False
+    assert exc.details["upstream_error"] == "invalid_auth"
+    assert credentials["bot_token"] not in envelope_text(exc)
+    assert len(slack.requests()) == 1  # an auth failure is never retried
+
+
+async def test_slack_revoked_token_is_an_auth_error_code(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream
+) -> None:
+    slack.revoked.add(SLACK_B["bot_token"])
+    try:
+        exc = await fails(
+            executor.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_B, ctx=B)
+        )
+    finally:
+        slack.revoked.clear()
+    assert exc.code == UPSTREAM_AUTH_FAILED
+    assert exc.details["upstream_error"] == "token_revoked"
+
+
+async def test_slack_429_is_retried_after_retry_after(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream, sleeps: Sleeps
+) -> None:
+    slack.fail_next(
+        "GET",
+        "/conversations.list",
+        Fault(429, {"ok": False, "error": "ratelimited"}, headers={"Retry-After": "2"}),
+    )
+    result = await executor.call(
+        gateway.tools["slack_list_channels"], {"limit": 2}, credentials=SLACK_A, ctx=A
+    )
+    assert sleeps.calls == [2.0]
+    assert result.attempts == 2 and result.status == 200
+    assert [ch["id"] for ch in result.output["channels"]] == ["CTA000", "CTA001"]
+    sent = slack.requests("GET", "/conversations.list")
+    assert len(sent) == 2
+    assert all(r.headers["authorization"] == "Bearer " + SLACK_A["bot_token"] for r in sent)
+
+
+async def test_slack_429_exhausting_retries_surfaces_rate_limited_with_hint(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream, sleeps: Sleeps
+) -> None:
+    limited = Fault(429, {"ok": False, "error": "ratelimited"}, headers={"Retry-After": "3"})
+    slack.fail_next("GET", "/conversations.list", limited, limited, limited, limited)
+    exc = await fails(
+        executor.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
+    )
+    retries = gateway.connectors["slack"].retries
+    assert exc.code == RATE_LIMITED
+    assert exc.retryable is True
+    assert exc.retry_after == 3.0
+    assert exc.envelope()["error"]["retry_after_seconds"] == 3.0
+    assert exc.attempts == retries + 1
+    assert sleeps.calls == [3.0] * retries
+    assert len(slack.requests()) == retries + 1
+
+
+async def test_retry_after_beyond_the_cap_is_surfaced_not_waited(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream, sleeps: Sleeps
+) -> None:
+    slack.fail_next(
+        "GET",
+        "/conversations.list",
+        Fault(429, {"ok": False, "error": "ratelimited"}, headers={"Retry-After": "120"}),
+    )
+    exc = await fails(
+        executor.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
+    )
+    assert exc.code == RATE_LIMITED and exc.retry_after == 120.0
+    assert sleeps.calls == []
+    assert len(slack.requests()) == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(429, {"ok": False, "error": "ratelimited"}, headers={"Retry-After": "1"}),
+        Fault(503, raw=b"upstream unavailable", headers={"content-type": "text/plain"}),
+    ],
+)
+async def test_non_idempotent_send_message_is_never_retried(
+    executor: ConnectorExecutor,
+    gateway: c.GatewaySpec,
+    slack: SlackUpstream,
+    sleeps: Sleeps,
+    fault: Fault,
+) -> None:
+    slack.fail_next("POST", "/chat.postMessage", fault)
+    exc = await fails(
+        executor.call(
+            gateway.tools["slack_send_message"],
+            {"channel": "#general", "text": "once"},
+            credentials=SLACK_A,
+            ctx=A,
+        )
+    )
+    assert len(slack.requests("POST", "/chat.postMessage")) == 1
+    assert sleeps.calls == []
+    assert exc.attempts == 1
+    assert slack.posted["TA"] == []
+    if fault.status == 429:
+        assert exc.code == RATE_LIMITED and exc.retry_after == 1.0 and exc.retryable
+    else:
+        assert exc.code == UPSTREAM_ERROR and exc.status == 503 and exc.retryable
+        assert exc.details == {"connector": "slack", "status": 503}
+
+
+async def test_slack_cursor_pagination_walks_every_page(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream
+) -> None:
+    tool = gateway.tools["slack_list_channels"]
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        args: dict[str, Any] = {"limit": 2}
+        if cursor is not None:
+            args["cursor"] = cursor
+        result = await executor.call(tool, args, credentials=SLACK_A, ctx=A)
+        pages += 1
+        seen += [ch["id"] for ch in result.output["channels"]]
+        cursor = result.output["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == [f"CTA{i:03d}" for i in range(5)]
+    sent = slack.requests("GET", "/conversations.list")
+    # Schema defaults are applied; the model's cursor goes to the declared parameter.
+    assert sent[0].args == {"limit": "2", "types": "public_channel", "exclude_archived": "true"}
+    assert "cursor" in sent[1].args and sent[1].args["limit"] == "2"
+    assert sent[2].args["cursor"] != sent[1].args["cursor"]
+
+
+async def test_slack_history_reads_what_was_posted(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream
+) -> None:
+    await executor.call(
+        gateway.tools["slack_send_message"],
+        {"channel": "CTA002", "text": "hello history"},
+        credentials=SLACK_A,
+        ctx=A,
+    )
+    result = await executor.call(
+        gateway.tools["slack_get_channel_history"],
+        {"channel": "CTA002", "oldest": "1700000000"},
+        credentials=SLACK_A,
+        ctx=A,
+    )
+    assert [m["text"] for m in result.output["messages"]] == ["hello history"]
+    assert result.output["has_more"] is False and result.output["next_cursor"] is None
+    sent = slack.requests("GET", "/conversations.history")[0]
+    assert sent.args == {"channel": "CTA002", "limit": "50", "oldest": "1700000000"}
+
+
+# ------------------------------------------------------------------------------ Shopify
+
+
+async def test_shopify_uses_the_api_key_header_and_the_tenants_shop(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream
+) -> None:
+    tool = gateway.tools["shopify_list_orders"]
+    result_a = await executor.call(tool, {"limit": 3}, credentials=SHOP_A, ctx=A)
+    result_b = await executor.call(tool, {"limit": 3}, credentials=SHOP_B, ctx=B)
+
+    sent_a, sent_b = shopify.requests("GET", "/orders.json")
+    assert sent_a.path == "/acme/admin/api/2024-10/orders.json"
+    assert sent_a.headers["x-shopify-access-token"] == SHOP_A["access_token"]
+    assert "authorization" not in sent_a.headers
+    assert sent_a.args == {"status": "any", "limit": "3"}
+    assert sent_b.path == "/globex/admin/api/2024-10/orders.json"
+    assert sent_b.headers["x-shopify-access-token"] == SHOP_B["access_token"]
+    assert [o["name"] for o in result_a.output["orders"]] == ["#1005", "#1004", "#1003"]
+    ids_a = {o["id"] for o in result_a.output["orders"]}
+    ids_b = {o["id"] for o in result_b.output["orders"]}
+    assert ids_a.isdisjoint(ids_b)
+
+
+async def test_shopify_link_header_pagination(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream
+) -> None:
+    tool = gateway.tools["shopify_list_orders"]
+    first = await executor.call(tool, {"limit": 2}, credentials=SHOP_A, ctx=A)
+    cursor = first.output["next_cursor"]
+    assert cursor is not None and cursor.startswith(shopify.url + "/acme/admin/api/2024-10/")
+    second = await executor.call(tool, {"limit": 2, "cursor": cursor}, credentials=SHOP_A, ctx=A)
+    third = await executor.call(
+        tool, {"limit": 2, "cursor": second.output["next_cursor"]}, credentials=SHOP_A, ctx=A
+    )
+    names = [o["name"] for r in (first, second, third) for o in r.output["orders"]]
+    assert names == ["#1005", "#1004", "#1003", "#1002", "#1001"]
+    assert third.output["next_cursor"] is None
+    followed = shopify.requests("GET", "/orders.json")[1]
+    # The Link URL is followed as is: Shopify rejects other filters beside page_info.
+    assert set(followed.args) == {"limit", "page_info"}
+    assert followed.headers["x-shopify-access-token"] == SHOP_A["access_token"]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "http://evil.example/acme/admin/api/2024-10/orders.json?page_info=x",
+        "https://attacker.test/steal",
+        "{base_other_shop}/orders.json?page_info=x",
+        "{base_root}/other/api/orders.json",
+        "not a url",
+    ],
+)
+async def test_a_link_cursor_off_the_connections_base_url_is_refused(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream, cursor: str
+) -> None:
+    cursor = cursor.format(
+        base_other_shop=shopify.url + "/globex/admin/api/2024-10", base_root=shopify.url
+    )
+    exc = await fails(
+        executor.call(
+            gateway.tools["shopify_list_orders"],
+            {"cursor": cursor},
+            credentials=SHOP_A,
+            ctx=A,
+        )
+    )
+    assert exc.code == INVALID_ARGUMENTS
+    assert exc.details == {"argument": "cursor"}
+    assert shopify.requests() == []
+
+
+@pytest.mark.parametrize(
+    "shop", ["evil.example", "acme/../globex", "attacker.test#", "a b", "x@y", "-bad", ""]
+)
+async def test_a_shop_that_is_not_a_dns_label_never_redirects_the_request(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream, shop: str
+) -> None:
+    exc = await fails(
+        executor.call(
+            gateway.tools["shopify_list_orders"],
+            {},
+            credentials={"shop": shop, "access_token": SHOP_A["access_token"]},
+            ctx=A,
+        )
+    )
+    assert exc.code == UPSTREAM_AUTH_FAILED and exc.retryable is False
+    assert shopify.requests() == []
+    assert SHOP_A["access_token"] not in envelope_text(exc)
+
+
+async def test_shopify_5xx_then_success_is_retried_with_backoff(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream, sleeps: Sleeps
+) -> None:
+    shopify.fail_next(
+        "GET",
+        "/customers/1001.json",
+        Fault(502, raw=b"<html>Bad Gateway</html>", headers={"content-type": "text/html"}),
+        Fault(500, {"errors": "Internal Server Error"}),
+    )
+    result = await executor.call(
+        gateway.tools["shopify_get_customer"], {"customer_id": 1001}, credentials=SHOP_A, ctx=A
+    )
+    assert result.attempts == 3 and result.status == 200
+    assert result.output["email"] == "grace@acme.example"  # `select: customer`
+    assert "customer" not in result.output
+    assert len(sleeps.calls) == 2
+    assert 0.125 <= sleeps.calls[0] <= 0.25 and 0.25 <= sleeps.calls[1] <= 0.5
+
+
+async def test_shopify_5xx_on_every_attempt_is_an_upstream_error(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream, sleeps: Sleeps
+) -> None:
+    retries = gateway.connectors["shopify"].retries
+    shopify.fail_next(
+        "GET", "/customers/1001.json", *[Fault(500, {"errors": "Internal Server Error"})] * 9
+    )
+    exc = await fails(
+        executor.call(
+            gateway.tools["shopify_get_customer"], {"customer_id": 1001}, credentials=SHOP_A, ctx=A
+        )
+    )
+    assert exc.code == UPSTREAM_ERROR and exc.retryable is True
+    assert exc.details == {
+        "connector": "shopify",
+        "status": 500,
+        "upstream_error": "Internal Server Error",
+    }
+    assert exc.attempts == retries + 1 == len(shopify.requests())
+
+
+async def test_shopify_error_bodies_are_mapped(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream
+) -> None:
+    tool = gateway.tools["shopify_get_customer"]
+    missing = await fails(executor.call(tool, {"customer_id": 999}, credentials=SHOP_A, ctx=A))
+    assert missing.code == UPSTREAM_ERROR and missing.retryable is False
+    assert missing.details == {"connector": "shopify", "status": 404, "upstream_error": "Not Found"}
+    assert "404" in missing.message
+
+    bad = await fails(
+        executor.call(
+            tool,
+            {"customer_id": 1001},
+            credentials={"shop": "acme", "access_token": "shpat_wrong_0000"},
+            ctx=A,
+        )
+    )
+    assert bad.code == UPSTREAM_AUTH_FAILED and bad.status == 401
+    assert bad.details["upstream_error"].startswith("[API] Invalid API key")
+    assert "shpat_wrong_0000" not in envelope_text(bad)
+
+    shopify.fail_next(
+        "GET",
+        "/orders.json",
+        Fault(422, {"errors": {"created_at_min": ["is invalid"]}}),
+    )
+    invalid = await fails(
+        executor.call(gateway.tools["shopify_list_orders"], {}, credentials=SHOP_A, ctx=A)
+    )
+    assert invalid.code == UPSTREAM_ERROR and invalid.status == 422
+    assert invalid.details["upstream_error"] == '{"created_at_min":["is invalid"]}'
+
+
+# ------------------------------------------------------------------------------- GitHub
+
+
+async def test_github_page_pagination_follows_the_link_header(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream
+) -> None:
+    tool = gateway.tools["github_list_issues"]
+    args = {"owner": "acme", "repo": "api", "per_page": 2}
+    first = await executor.call(tool, args, credentials=GH_A, ctx=A)
+    assert first.output["next_cursor"] == "2"
+    second = await executor.call(tool, {**args, "cursor": "2"}, credentials=GH_A, ctx=A)
+    third = await executor.call(tool, {**args, "cursor": "3"}, credentials=GH_A, ctx=A)
+    assert second.output["next_cursor"] == "3"
+    assert third.output["next_cursor"] is None  # Link has no rel=next on the last page
+    numbers = [i["number"] for r in (first, second, third) for i in r.output["issues"]]
+    assert numbers == [5, 4, 3, 2, 1]
+    sent = github.requests("GET", "/issues")
+    assert "page" not in sent[0].args
+    assert sent[1].args == {"state": "open", "per_page": "2", "page": "2"}
+    assert all(r.headers["authorization"] == "Bearer " + GH_A["token"] for r in sent)
+    assert sent[0].headers["accept"] == "application/vnd.github+json"
+    assert sent[0].headers["x-github-api-version"] == "2022-11-28"
+
+
+async def test_github_page_pagination_without_link_header_stops_at_an_empty_page(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream
+) -> None:
+    github.link_headers = False
+    tool = gateway.tools["github_list_issues"]
+    args = {"owner": "acme", "repo": "api", "per_page": 3}
+    cursors = []
+    cursor = None
+    total = 0
+    while True:
+        result = await executor.call(
+            tool, {**args, **({"cursor": cursor} if cursor else {})}, credentials=GH_A, ctx=A
+        )
+        total += len(result.output["issues"])
+        cursor = result.output["next_cursor"]
+        cursors.append(cursor)
+        if cursor is None:
+            break
+    assert total == 5
+    assert cursors == ["2", "3", None]
+
+
+@pytest.mark.parametrize("cursor", ["0", "-1", "abc", "2.5"])
+async def test_a_page_cursor_must_be_a_page_number(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream, cursor: str
+) -> None:
+    exc = await fails(
+        executor.call(
+            gateway.tools["github_list_issues"],
+            {"owner": "acme", "repo": "api", "cursor": cursor},
+            credentials=GH_A,
+            ctx=A,
+        )
+    )
+    assert exc.code == INVALID_ARGUMENTS and github.requests() == []
+
+
+async def test_github_path_placeholders_are_percent_encoded(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream
+) -> None:
+    exc = await fails(
+        executor.call(
+            gateway.tools["github_list_issues"],
+            {"owner": "acme/../../admin", "repo": "a b?c#d"},
+            credentials=GH_A,
+            ctx=A,
+        )
+    )
+    (sent,) = github.requests()
+    assert sent.raw_path == "/repos/acme%2F..%2F..%2Fadmin/a%20b%3Fc%23d/issues"
+    assert exc.code == UPSTREAM_ERROR and exc.status == 404
+    assert exc.details["upstream_error"] == "Not Found"
+
+
+async def test_github_create_issue_sends_only_given_fields_and_is_not_retried(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream, sleeps: Sleeps
+) -> None:
+    tool = gateway.tools["github_create_issue"]
+    result = await executor.call(
+        tool,
+        {"owner": "acme", "repo": "web", "title": "Login broken", "labels": ["bug", "p1"]},
+        credentials=GH_A,
+        ctx=A,
+    )
+    assert result.status == 201
+    assert result.output["title"] == "Login broken"
+    assert result.output["user"] == {"login": "alice"}
+    (sent,) = github.requests("POST")
+    assert sent.json() == {"title": "Login broken", "labels": ["bug", "p1"]}
+
+    github.fail_next("POST", "/acme/web/issues", Fault(502, {"message": "Server Error"}))
+    exc = await fails(
+        executor.call(
+            tool, {"owner": "acme", "repo": "web", "title": "Again"}, credentials=GH_A, ctx=A
+        )
+    )
+    assert exc.code == UPSTREAM_ERROR and exc.status == 502 and exc.retryable is True
+    assert len(github.requests("POST")) == 2 and sleeps.calls == []
+
+
+async def test_github_bad_credentials_and_foreign_repos(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream
+) -> None:
+    tool = gateway.tools["github_list_issues"]
+    exc = await fails(
+        executor.call(
+            tool, {"owner": "acme", "repo": "api"}, credentials={"token": "ghp_revoked_1"}, ctx=A
+        )
+    )
+    assert exc.code == UPSTREAM_AUTH_FAILED and exc.status == 401
+    assert exc.details["upstream_error"] == "Bad credentials"
+    # Tenant B's token cannot see tenant A's repository: the upstream decides, B's token is sent.
+    exc_b = await fails(
+        executor.call(tool, {"owner": "acme", "repo": "api"}, credentials=GH_B, ctx=B)
+    )
+    assert exc_b.code == UPSTREAM_ERROR and exc_b.status == 404
+    assert github.requests()[-1].headers["authorization"] == "Bearer " + GH_B["token"]
+
+
+async def test_github_rate_limit_403_is_rate_limited_not_auth_failed(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream, sleeps: Sleeps
+) -> None:
+    limited = Fault(
+        403,
+        {"message": "API rate limit exceeded for user ID 1."},
+        headers={"X-RateLimit-Remaining": "0", "Retry-After": "60"},
+    )
+    github.fail_next("GET", "/search/issues", limited)
+    exc = await fails(
+        executor.call(
+            gateway.tools["github_search_issues"], {"query": "crash"}, credentials=GH_A, ctx=A
+        )
+    )
+    assert exc.code == RATE_LIMITED and exc.retry_after == 60.0
+
+
+async def test_github_search_maps_fields(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream
+) -> None:
+    result = await executor.call(
+        gateway.tools["github_search_issues"],
+        {"query": "repo:acme/web module 3"},
+        credentials=GH_A,
+        ctx=A,
+    )
+    assert result.output["total_count"] == 1
+    assert [i["title"] for i in result.output["issues"]] == ["Crash in module 3"]
+    assert set(result.output) == {"total_count", "issues"}
+    assert github.requests()[0].args == {"q": "repo:acme/web module 3", "per_page": "30"}
+
+
+# ------------------------------------------------------------------------------ HubSpot
+
+
+async def test_hubspot_expired_token_is_refreshed_at_the_token_url_and_retried(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, hubspot: HubSpotUpstream
+) -> None:
+    old = hubspot.issue("portalA")
+    hubspot.expire(old)
+    result = await executor.call(
+        gateway.tools["hubspot_list_contacts"], {"limit": 2}, credentials=hubspot_creds(old), ctx=A
+    )
+    assert result.status == 200 and result.attempts == 2
+    assert result.refreshed_credentials is not None
+    new = result.refreshed_credentials["access_token"]
+    assert new != old and hubspot.access[new] == "portalA"
+    assert result.refreshed_credentials == {"access_token": new, "refresh_token": HS_REFRESH_A}
+    assert [ct["properties"]["email"] for ct in result.output["contacts"]] == [
+        "ada@portalA.example",
+        "grace@portalA.example",
+    ]
+    assert result.output["next_cursor"] == "2"
+
+    first, token_call, retry = hubspot.received
+    assert first.headers["authorization"] == "Bearer " + old
+    assert token_call.path == "/oauth/v1/token"
+    assert token_call.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert token_call.form() == {
+        "grant_type": "refresh_token",
+        "refresh_token": HS_REFRESH_A,
+        "client_id": HS_APP.client_id,
+        "client_secret": HS_APP.client_secret,
+    }
+    assert "authorization" not in token_call.headers
+    assert retry.headers["authorization"] == "Bearer " + new
+    assert (
+        retry.args
+        == first.args
+        == {
+            "limit": "2",
+            "properties": "email,firstname,lastname,phone,company",
+        }
+    )
+
+    # The stored token now works without a refresh; the cursor goes to `after`.
+    page2 = await executor.call(
+        gateway.tools["hubspot_list_contacts"],
+        {"limit": 2, "cursor": "2"},
+        credentials=hubspot_creds(new),
+        ctx=A,
+    )
+    assert page2.refreshed_credentials is None and page2.attempts == 1
+    assert page2.output["next_cursor"] is None
+    assert hubspot.received[-1].args["after"] == "2"
+
+
+async def test_hubspot_refresh_also_retries_a_non_idempotent_create_once(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, hubspot: HubSpotUpstream
+) -> None:
+    old = hubspot.issue("portalB")
+    hubspot.expire(old)
+    result = await executor.call(
+        gateway.tools["hubspot_create_contact"],
+        {"email": "new@portalB.example", "first_name": "Neo"},
+        credentials=hubspot_creds(old, HS_REFRESH_B),
+        ctx=B,
+    )
+    assert result.status == 201 and result.attempts == 2
+    posts = hubspot.requests("POST", "/crm/v3/objects/contacts")
+    assert len(posts) == 2
+    assert posts[1].json() == {"properties": {"email": "new@portalB.example", "firstname": "Neo"}}
+    assert result.output["properties"]["email"] == "new@portalB.example"
+    assert any(
+        ct["properties"]["email"] == "new@portalB.example" for ct in hubspot.contacts["portalB"]
+    )
+    assert all(
+        ct["properties"]["email"] != "new@portalB.example" for ct in hubspot.contacts["portalA"]
+    )
+
+
+async def test_hubspot_failed_refresh_is_upstream_auth_failed(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, hubspot: HubSpotUpstream
+) -> None:
+    creds = hubspot_creds("hs-access-stale", "hs-refresh-unknown-0000")
+    exc = await fails(
+        executor.call(gateway.tools["hubspot_list_contacts"], {}, credentials=creds, ctx=A)
+    )
+    assert exc.code == UPSTREAM_AUTH_FAILED and exc.retryable is False
+    assert exc.details == {"connector": "hubspot", "status": 401, "reason": "token_refresh_failed"}
+    assert exc.refreshed_credentials is None
+    assert "hs-refresh-unknown-0000" not in envelope_text(exc)
+    assert [r.path for r in hubspot.received] == ["/crm/v3/objects/contacts", "/oauth/v1/token"]
+
+
+async def test_hubspot_rotated_refresh_token_is_returned_even_when_the_retry_fails(
+    gateway: c.GatewaySpec, sleeps: Sleeps
+) -> None:
+    grants = {"hs-refresh-rot-1234": "portalR"}
+    with HubSpotUpstream(HS_APP, grants, rotate_refresh_tokens=True) as hs:
+        ex = ConnectorExecutor(
+            gateway,
+            base_urls={"hubspot": hs.url},
+            token_urls={"hubspot": hs.url + "/oauth/v1/token"},
+            sleep=sleeps,
+        )
+        try:
+            hs.fail_next(
+                "POST",
+                "/crm/v3/objects/contacts/search",
+                Fault(None),
+                Fault(
+                    400,
+                    {"status": "error", "message": "bad filter", "category": "VALIDATION_ERROR"},
+                ),
+            )
+            old = hs.issue("portalR")
+            hs.expire(old)
+            exc = await fails(
+                ex.call(
+                    gateway.tools["hubspot_search_contacts"],
+                    {"query": "ada"},
+                    credentials=hubspot_creds(old, "hs-refresh-rot-1234"),
+                    ctx=A,
+                )
+            )
+        finally:
+            await ex.aclose()
+    assert exc.code == UPSTREAM_ERROR and exc.status == 400
+    assert exc.details["upstream_error"] == "bad filter"
+    assert exc.refreshed_credentials is not None
+    new_refresh = exc.refreshed_credentials["refresh_token"]
+    assert new_refresh != "hs-refresh-rot-1234" and hs.grants == {new_refresh: "portalR"}
+    assert "refreshed_credentials" not in envelope_text(exc)
+    assert new_refresh not in envelope_text(exc)
+
+
+async def test_concurrent_calls_with_one_expired_token_refresh_once(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, hubspot: HubSpotUpstream
+) -> None:
+    import anyio
+
+    old = hubspot.issue("portalA")
+    hubspot.expire(old)
+    before = hubspot.refreshes
+    results: list[ExecResult] = []
+
+    async def one() -> None:
+        results.append(
+            await executor.call(
+                gateway.tools["hubspot_list_contacts"], {}, credentials=hubspot_creds(old), ctx=A
+            )
+        )
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(one)
+    assert hubspot.refreshes - before == 1
+    tokens = {r.refreshed_credentials["access_token"] for r in results if r.refreshed_credentials}
+    assert len(tokens) == 1
+
+    # Another tenant with the same stale token value is refreshed with its own grant.
+    other = await executor.call(
+        gateway.tools["hubspot_list_contacts"],
+        {},
+        credentials=hubspot_creds(old, HS_REFRESH_B),
+        ctx=B,
+    )
+    assert other.refreshed_credentials is not None
+    assert hubspot.access[other.refreshed_credentials["access_token"]] == "portalB"
+    assert other.output["contacts"][0]["properties"]["email"].endswith("@portalB.example")
+
+
+async def test_hubspot_conflict_message_is_in_details(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, hubspot: HubSpotUpstream
+) -> None:
+    token = hubspot.issue("portalA")
+    exc = await fails(
+        executor.call(
+            gateway.tools["hubspot_create_contact"],
+            {"email": "ada@portalA.example"},
+            credentials=hubspot_creds(token),
+            ctx=A,
+        )
+    )
+    assert exc.code == UPSTREAM_ERROR and exc.status == 409 and not exc.retryable
+    assert exc.details["upstream_error"] == "Contact already exists. Existing ID: 100"
+    assert "Contact already exists" not in exc.message  # free text stays in details
+
+
+# ------------------------------------------------------------------------ faults, shapes
+
+
+async def test_a_slow_upstream_times_out(
+    gateway: c.GatewaySpec, slack: SlackUpstream, sleeps: Sleeps
+) -> None:
+    fast = with_connector(gateway, "slack", timeout_seconds=0.3)
+    ex = ConnectorExecutor(fast, base_urls={"slack": slack.url + "/api"}, sleep=sleeps)
+    try:
+        slack.fail_next("GET", "/conversations.list", Fault(None, delay=1.5))
+        exc = await fails(
+            ex.call(fast.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
+        )
+    finally:
+        await ex.aclose()
+    assert exc.code == UPSTREAM_TIMEOUT and exc.retryable is True
+    assert exc.status is None and exc.attempts == 1
+    assert "0.3 s" in exc.message
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(
+            200,
+            raw=b"<html><body>Service page</body></html>",
+            headers={"content-type": "text/html"},
+        ),
+        Fault(200, raw=b'{"ok": true, "channels": [', headers={"content-type": "application/json"}),
+        Fault(200, raw=b"", headers={"content-type": "application/json"}),
+        Fault(200, {"ok": True, "channels": [{"name": "no-id"}]}),
+        Fault(200, {"ok": True, "channels": "not a list"}),
+        Fault(200, ["ok"]),
+    ],
+)
+async def test_malformed_or_mismatching_bodies_are_invalid_responses(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream, fault: Fault
+) -> None:
+    slack.fail_next("GET", "/conversations.list", fault)
+    exc = await fails(
+        executor.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
+    )
+    assert exc.code == UPSTREAM_INVALID_RESPONSE
+    assert exc.status == 200
+    assert len(slack.requests()) == 1
+    if fault.body and isinstance(fault.body, dict) and fault.body["channels"] != "not a list":
+        assert exc.details["path"] == "channels/0" and exc.details["rule"] == "required"
+        assert "no-id" not in envelope_text(exc)  # upstream data is not echoed
+
+
+async def test_a_missing_select_path_is_an_invalid_response(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream
+) -> None:
+    shopify.fail_next("GET", "/customers/1001.json", Fault(200, {"client": {"id": 1}}))
+    exc = await fails(
+        executor.call(
+            gateway.tools["shopify_get_customer"], {"customer_id": 1001}, credentials=SHOP_A, ctx=A
+        )
+    )
+    assert exc.code == UPSTREAM_INVALID_RESPONSE and exc.details["missing"] == "customer"
+
+
+async def test_connection_errors_are_retried_for_idempotent_tools_only(
+    gateway: c.GatewaySpec, sleeps: Sleeps
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    ex = ConnectorExecutor(gateway, base_urls={"slack": dead}, sleep=sleeps)
+    try:
+        exc = await fails(
+            ex.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
+        )
+        assert exc.code == UPSTREAM_ERROR and exc.retryable is True
+        assert exc.details == {"connector": "slack", "reason": "connection_failed"}
+        assert exc.attempts == gateway.connectors["slack"].retries + 1
+        assert len(sleeps.calls) == gateway.connectors["slack"].retries
+
+        sleeps.calls.clear()
+        exc = await fails(
+            ex.call(
+                gateway.tools["slack_send_message"],
+                {"channel": "#general", "text": "x"},
+                credentials=SLACK_A,
+                ctx=A,
+            )
+        )
+        assert exc.attempts == 1 and sleeps.calls == []
+    finally:
+        await ex.aclose()
+
+
+async def test_missing_credentials_fail_before_any_request(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream
+) -> None:
+    exc = await fails(
+        executor.call(gateway.tools["slack_list_channels"], {}, credentials={}, ctx=A)
+    )
+    assert exc.code == UPSTREAM_AUTH_FAILED and slack.requests() == []
+
+
+async def test_credentials_never_reach_errors_or_logs(
+    executor: ConnectorExecutor,
+    gateway: c.GatewaySpec,
+    slack: SlackUpstream,
+    shopify: ShopifyUpstream,
+    hubspot: HubSpotUpstream,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    errors: list[ConnectorCallError] = []
+    # An upstream that echoes the token back in its error text.
+    slack.fail_next(
+        "GET",
+        "/conversations.list",
+        Fault(200, {"ok": False, "error": f"invalid token {SLACK_A['bot_token']} for team"}),
+    )
+    errors.append(
+        await fails(
+            executor.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
+        )
+    )
+    assert errors[-1].details["upstream_error"] == "invalid token [redacted] for team"
+    assert "invalid token" not in errors[-1].message
+
+    slack.fail_next(
+        "GET",
+        "/conversations.list",
+        *[Fault(500, {"ok": False, "error": SLACK_B["bot_token"]})] * 3,
+    )
+    errors.append(
+        await fails(
+            executor.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_B, ctx=B)
+        )
+    )
+    errors.append(
+        await fails(
+            executor.call(
+                gateway.tools["shopify_list_orders"],
+                {},
+                credentials={"shop": "acme", "access_token": SHOP_B["access_token"]},
+                ctx=B,
+            )
+        )
+    )
+    errors.append(
+        await fails(
+            executor.call(
+                gateway.tools["hubspot_list_contacts"],
+                {},
+                credentials=hubspot_creds("hs-stale-token", HS_REFRESH_B + "-wrong"),
+                ctx=B,
+            )
+        )
+    )
+    ok = await executor.call(
+        gateway.tools["hubspot_list_contacts"],
+        {},
+        credentials=hubspot_creds("hs-stale-token-2"),
+        ctx=A,
+    )
+    assert ok.refreshed_credentials is not None
+    new_token = ok.refreshed_credentials["access_token"]
+    for exc in errors:
+        assert_no_secrets(envelope_text(exc), repr(exc), str(exc))
+    assert_no_secrets(caplog.text)
+    assert new_token not in caplog.text
+    assert "hs-stale-token" not in caplog.text
+    assert any("connector call failed" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------- session binding, form bodies, config
+
+
+def _bound_tool(gateway: c.GatewaySpec, **http_changes: Any) -> c.ToolSpec:
+    """A Slack capability whose text carries the session user (not a model argument)."""
+    base = gateway.tools["slack_send_message"]
+    assert base.http is not None
+    http = dataclasses.replace(
+        base.http,
+        body={"channel": "{channel}", "text": "{text} (for {user_id})", "unfurl_links": "{unfurl}"},
+        **http_changes,
+    )
+    return dataclasses.replace(
+        base,
+        name="slack_send_note",
+        bind={"user_id": "session.user"},
+        http=http,
+        input_schema={
+            "type": "object",
+            "properties": {
+                "channel": {"type": "string"},
+                "text": {"type": "string"},
+                "unfurl": {"type": "boolean"},
+            },
+        },
+    )
+
+
+async def test_session_bound_parameters_come_from_the_context_only(
+    gateway: c.GatewaySpec, slack: SlackUpstream, sleeps: Sleeps
+) -> None:
+    tool = _bound_tool(gateway)
+    gw = with_tool(gateway, tool)
+    ex = ConnectorExecutor(gw, base_urls={"slack": slack.url + "/api"}, sleep=sleeps)
+    try:
+        await ex.call(
+            tool,
+            {"channel": "#general", "text": "Standup", "user_id": "someone-else"},
+            credentials=SLACK_A,
+            ctx=A,
+        )
+        assert slack.requests()[-1].json() == {
+            "channel": "#general",
+            "text": "Standup (for user-a1)",
+        }
+
+        exc = await fails(
+            ex.call(
+                tool,
+                {"channel": "#general", "text": "x", "user_id": "forged"},
+                credentials=SLACK_A,
+                ctx=CallContext(tenant_id="tenant-a", user_id=None),
+            )
+        )
+        assert exc.code == UNAUTHENTICATED
+        assert len(slack.requests()) == 1
+    finally:
+        await ex.aclose()
+
+
+async def test_form_encoded_bodies(
+    gateway: c.GatewaySpec, slack: SlackUpstream, sleeps: Sleeps
+) -> None:
+    tool = _bound_tool(gateway, body_encoding="form")
+    gw = with_tool(gateway, tool)
+    ex = ConnectorExecutor(gw, base_urls={"slack": slack.url + "/api"}, sleep=sleeps)
+    try:
+        result = await ex.call(
+            tool,
+            {"channel": "#random", "text": "a&b=c ü", "unfurl": True},
+            credentials=SLACK_A,
+            ctx=A,
+        )
+    finally:
+        await ex.aclose()
+    sent = slack.requests()[-1]
+    assert sent.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert sent.form() == {
+        "channel": "#random",
+        "text": "a&b=c ü (for user-a1)",
+        "unfurl_links": "true",
+    }
+    assert result.output["message"]["text"] == "a&b=c ü (for user-a1)"
+
+
+async def test_overrides_from_the_environment(
+    gateway: c.GatewaySpec, shopify: ShopifyUpstream, hubspot: HubSpotUpstream, sleeps: Sleeps
+) -> None:
+    environ = {
+        "FASTN_GATEWAY_BASE_URL_SHOPIFY": shopify.url + "/{shop}/admin/api/2024-10/",
+        "FASTN_GATEWAY_BASE_URL_HUBSPOT": hubspot.url,
+        "FASTN_GATEWAY_TOKEN_URL_HUBSPOT": hubspot.url + "/oauth/v1/token",
+        "FASTN_GATEWAY_BASE_URL_NOPE": "http://127.0.0.1:1",
+        "OTHER_BASE_URL_SLACK": "http://127.0.0.1:1",
+    }
+    assert base_urls_from_env(gateway, environ) == {
+        "shopify": shopify.url + "/{shop}/admin/api/2024-10",
+        "hubspot": hubspot.url,
+    }
+    assert token_urls_from_env(gateway, environ) == {"hubspot": hubspot.url + "/oauth/v1/token"}
+    with pytest.raises(ValueError, match="FASTN_GATEWAY_BASE_URL_SLACK"):
+        base_urls_from_env(gateway, {"FASTN_GATEWAY_BASE_URL_SLACK": "ftp://x"})
+
+    ex = ConnectorExecutor.from_env(gateway, environ, sleep=sleeps)
+    try:
+        result = await ex.call(
+            gateway.tools["shopify_search_customers"], {"query": "ada"}, credentials=SHOP_A, ctx=A
+        )
+        assert [cu["email"] for cu in result.output["customers"]] == ["ada@acme.example"]
+        old = hubspot.issue("portalA")
+        hubspot.expire(old)
+        refreshed = await ex.call(
+            gateway.tools["hubspot_search_contacts"],
+            {"query": "grace"},
+            credentials=hubspot_creds(old),
+            ctx=A,
+        )
+        assert refreshed.output["total"] == 1 and refreshed.refreshed_credentials
+        search = hubspot.requests("POST", "/search")[-1]
+        assert search.json() == {
+            "query": "grace",
+            "limit": 10,
+            "properties": ["email", "firstname", "lastname", "phone", "company"],
+        }
+    finally:
+        await ex.aclose()
+
+
+async def test_a_borrowed_client_is_not_closed(
+    gateway: c.GatewaySpec, slack: SlackUpstream
+) -> None:
+    import httpx2
+
+    async with httpx2.AsyncClient() as client:
+        ex = ConnectorExecutor(gateway, base_urls={"slack": slack.url + "/api"}, client=client)
+        await ex.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
+        await ex.aclose()
+        response = await client.get(slack.url + "/api/conversations.list")
+        assert response.json() == {"ok": False, "error": "not_authed"}
