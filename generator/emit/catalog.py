@@ -95,8 +95,8 @@ def group_catalog(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
     tools = [tool_expr(t) for t in project.group_tools(group)]
     connector_text = connector_expr(connector) if connector else None
     body = "".join(tools) + (connector_text or "")
-    imports = sorted({"ToolSpec", *(n for n in _CATALOG_NAMES if f"{n}(" in body)}
-                     | ({"ConnectorSpec"} if connector_text else set()))
+    # ToolSpec and ConnectorSpec annotate the module's two names, so they are always imported
+    imports = sorted({"ToolSpec", "ConnectorSpec", *(n for n in _CATALOG_NAMES if f"{n}(" in body)})
     text = render(
         "catalog_group.py.j2",
         header=python_header(out.sources_text(group.sources)),

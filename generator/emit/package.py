@@ -14,7 +14,7 @@ RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 # Dependencies of the generated server, as compatible ranges.
 SERVER_DEPENDENCIES = (
     "mcp>=2.3,<3",
-    "pydantic>=2.9,<3",
+    "pydantic[email]>=2.9,<3",
     "jsonschema>=4.23,<5",
     "sqlalchemy>=2.0,<3",
     "cryptography>=43",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..runtime.catalog import (
     Annotations,
+    ConnectorSpec,
     ToolSpec,
 )
 
