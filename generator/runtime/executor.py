@@ -19,9 +19,11 @@ Pagination (the model sees `cursor` in, `next_cursor` out; null when there is no
 * ``cursor``: `next` is a dotted path in the body; an empty string or null ends.
 * ``page``: the cursor is a page number (the first page is sent without the parameter). When the
   response carries a ``Link`` header, there is a next page exactly when it has ``rel="next"``
-  (GitHub). Otherwise the next page is ``page + 1`` whenever this page held at least one record
-  (the records are the selected body when it is a list, else the first list in the output), so
-  the last page costs one extra, empty request but no page is ever skipped.
+  (GitHub). Otherwise the records (the selected body when it is a list, else the first list in
+  the output) decide: an empty page ends; a page shorter than the page size the request sent
+  (a query parameter named per_page, limit, page_size, pagesize, size or count) ends; any
+  other page is followed by ``page + 1``. When the page size is unknown and the last page is
+  exactly full, that costs one extra, empty request, but no page is ever skipped.
 * ``link``: the cursor is the ``rel="next"`` URL of the Link header; a cursor is only followed
   when it stays on the connector's base URL (same origin and path prefix), so a cursor cannot
   send a tenant's credentials elsewhere.
@@ -89,6 +91,8 @@ _SAFE_CODE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]+")
 _HEADER_BAD: Final = re.compile(r"[\r\n\x00]")
 MAX_ERROR_TEXT: Final = 200
+# Page-style pagination: a query parameter with one of these names is taken as the page size.
+PAGE_SIZE_PARAMS: Final = frozenset({"per_page", "limit", "page_size", "pagesize", "size", "count"})
 _REDACTED: Final = "[redacted]"
 _REFRESH_REUSE_SECONDS: Final = 60.0
 
@@ -1040,7 +1044,7 @@ class ConnectorExecutor:
                         status=status,
                         connector=name,
                     )
-                output = self._shape(plan, body, reply, cursor, status)
+                output = self._shape(plan, body, reply, cursor, status, params)
                 return ExecResult(
                     output=output, refreshed_credentials=refreshed, status=status, attempts=attempts
                 )
@@ -1111,6 +1115,7 @@ class ConnectorExecutor:
         reply: _Reply,
         cursor: str | None,
         status: int,
+        params: list[tuple[str, str]],
     ) -> dict[str, Any]:
         conn = plan.conn
         data = body
@@ -1142,7 +1147,9 @@ class ConnectorExecutor:
             )
 
         if plan.pagination is not None:
-            output["next_cursor"] = self._next_cursor(plan, body, data, output, reply, cursor)
+            output["next_cursor"] = self._next_cursor(
+                plan, body, data, output, reply, cursor, params
+            )
 
         error = next(iter(plan.output_validator.iter_errors(output)), None)
         if error is not None:
@@ -1167,6 +1174,7 @@ class ConnectorExecutor:
         output: Mapping[str, Any],
         reply: _Reply,
         cursor: str | None,
+        params: list[tuple[str, str]],
     ) -> str | None:
         if plan.pagination == "cursor":
             if plan.next_path is None:
@@ -1184,7 +1192,12 @@ class ConnectorExecutor:
         if has_link:
             return str(page + 1) if url is not None else None
         records = _first_list(data, output)
-        return str(page + 1) if records else None
+        if not records:
+            return None
+        for key, value in params:
+            if key.lower() in PAGE_SIZE_PARAMS and value.isdigit() and len(records) < int(value):
+                return None  # a short page is the last one
+        return str(page + 1)
 
     async def _refresh(
         self, conn: _ConnectorPlan, creds: Mapping[str, str], ctx: CallContext

@@ -625,7 +625,20 @@ async def test_github_page_pagination_without_link_header_stops_at_an_empty_page
         if cursor is None:
             break
     assert total == 5
-    assert cursors == ["2", "3", None]
+    assert cursors == ["2", None]  # the second page (2 of 3) is short: the last one
+
+    # Without a page size, only an empty page ends the walk.
+    github.fail_next("GET", "/acme/api/issues", Fault(200, []))
+    http = gateway.tools["github_list_issues"].http
+    assert http is not None
+    no_size = dataclasses.replace(
+        gateway.tools["github_list_issues"],
+        http=dataclasses.replace(http, query={"state": "{state}"}),
+    )
+    last = await executor.call(no_size, {**args, "cursor": "7"}, credentials=GH_A, ctx=A)
+    assert last.output == {"issues": [], "next_cursor": None}
+    full = await executor.call(no_size, {**args, "cursor": "1"}, credentials=GH_A, ctx=A)
+    assert len(full.output["issues"]) == 5 and full.output["next_cursor"] == "2"
 
 
 @pytest.mark.parametrize("cursor", ["0", "-1", "abc", "2.5"])
@@ -1237,3 +1250,79 @@ async def test_a_borrowed_client_is_not_closed(
         await ex.aclose()
         response = await client.get(slack.url + "/api/conversations.list")
         assert response.json() == {"ok": False, "error": "not_authed"}
+
+
+# ------------------------------------------------------------- the compiler's own catalog
+
+
+def _generated_gateway() -> Any:
+    """`GATEWAY` of the generated package, when `gen build` has produced it."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "generated"
+    if not (root / "fastn_gateway" / "catalog" / "__init__.py").exists():
+        pytest.skip("generated/fastn_gateway not built")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from fastn_gateway.catalog import GATEWAY
+
+    return GATEWAY
+
+
+async def test_the_generated_catalog_runs_against_the_stand_ins(
+    stand_ins: StandIns, sleeps: Sleeps
+) -> None:
+    generated = _generated_gateway()
+    stand_ins.reset()
+    ex = ConnectorExecutor(
+        generated,
+        base_urls=base_urls_from_env(generated, stand_ins.environ(generated.import_name)),
+        token_urls=token_urls_from_env(generated, stand_ins.environ(generated.import_name)),
+        sleep=sleeps,
+    )
+    tools = generated.tools
+    try:
+        sent = await ex.call(
+            tools["slack_send_message"],
+            {"channel": "#general", "text": "gen"},
+            credentials=SLACK_A,
+            ctx=A,
+        )
+        assert sent.output["channel"] == "CTA000"
+        first = await ex.call(tools["shopify_list_orders"], {"limit": 4}, credentials=SHOP_B, ctx=B)
+        rest = await ex.call(
+            tools["shopify_list_orders"],
+            {"limit": 4, "cursor": first.output["next_cursor"]},
+            credentials=SHOP_B,
+            ctx=B,
+        )
+        assert len(first.output["orders"]) + len(rest.output["orders"]) == 5
+        assert rest.output["next_cursor"] is None
+        issues = await ex.call(
+            tools["github_list_issues"], {"owner": "acme", "repo": "web"}, credentials=GH_A, ctx=A
+        )
+        assert len(issues.output["issues"]) == 5 and issues.output["next_cursor"] is None
+        old = stand_ins.hubspot.issue("portalA")
+        stand_ins.hubspot.expire(old)
+        contacts = await ex.call(
+            tools["hubspot_search_contacts"],
+            {"query": "alan"},
+            credentials=hubspot_creds(old),
+            ctx=A,
+        )
+        assert contacts.output["total"] == 1 and contacts.refreshed_credentials is not None
+        found = await ex.search_entities(
+            entity_type="contact",
+            query="grace",
+            limit=5,
+            connectors=stand_ins.credentials("B"),
+            ctx=B,
+        )
+        assert [s["status"] for s in found["sources"]] == ["ok", "ok"]
+        assert {e["fields"]["email"] for e in found["entities"]} == {
+            "grace@portalB.example",
+            "grace@globex.example",
+        }
+    finally:
+        await ex.aclose()

@@ -494,7 +494,7 @@ class ShopifyUpstream(Upstream):
         if route == "/customers/search.json":
             query = args.get("query", "").lower()
             needle = query.split(":", 1)[-1]
-            found = [
+            matches = [
                 c
                 for c in self.customers[shop]
                 if any(
@@ -502,7 +502,7 @@ class ShopifyUpstream(Upstream):
                     for k in ("email", "first_name", "last_name")
                 )
             ]
-            return Reply(200, {"customers": found[: _int(args.get("limit"), 50)]})
+            return Reply(200, {"customers": matches[: _int(args.get("limit"), 50)]})
         if route.startswith("/customers/") and route.endswith(".json"):
             ident = route.removeprefix("/customers/").removesuffix(".json")
             for customer in self.customers[shop]:

@@ -1,0 +1,147 @@
+"""Template rules, Retry-After parsing and Link headers: the pure parts of the executor."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx2
+import pytest
+
+from generator.runtime.executor import _link_next, _same_base, _sanitise, parse_retry_after
+from generator.runtime.templating import (
+    MISSING,
+    MissingPlaceholder,
+    TextTemplate,
+    compile_value,
+    get_path,
+    pairs,
+)
+
+
+def render(template: object, **ns: object) -> object:
+    return compile_value(template).render(ns)
+
+
+def test_an_exact_placeholder_keeps_the_json_type_and_is_dropped_when_absent() -> None:
+    template = {"n": "{n}", "flag": "{flag}", "tags": "{tags}", "obj": "{obj}", "gone": "{gone}"}
+    assert render(template, n=3, flag=False, tags=["a", "b"], obj={"k": None}) == {
+        "n": 3,
+        "flag": False,
+        "tags": ["a", "b"],
+        "obj": {"k": None},
+    }
+    # An explicit null is a value (the schema allowed it); absence drops the key.
+    assert render({"x": "{x}"}, x=None) == {"x": None}
+    assert render({"x": "{x}"}) == {}
+
+
+def test_interpolated_strings_drop_when_a_placeholder_is_absent() -> None:
+    assert render({"q": "repo:{owner}/{repo} is:open"}, owner="a", repo="b") == {
+        "q": "repo:a/b is:open"
+    }
+    assert render({"q": "repo:{owner}/{repo}"}, owner="a") == {}
+    assert render({"q": "n={n} on={on}"}, n=2, on=True) == {"q": "n=2 on=true"}
+
+
+def test_nested_objects_and_lists_recurse_and_constants_stay() -> None:
+    template = {
+        "properties": {"email": "{email}", "firstname": "{first}"},
+        "list": ["{a}", "const", "{b}", 7],
+        "fixed": {"x": [1, {"y": True}]},
+        "json_text": '{"not": "a placeholder"}',
+    }
+    assert render(template, email="e@x", a=1) == {
+        "properties": {"email": "e@x"},
+        "list": [1, "const", 7],
+        "fixed": {"x": [1, {"y": True}]},
+        "json_text": '{"not": "a placeholder"}',
+    }
+
+
+def test_placeholder_names_are_collected() -> None:
+    assert compile_value({"a": "{x}", "b": ["{y} and {z}"], "c": 1}).names() == {"x", "y", "z"}
+
+
+def test_path_placeholders_are_required_and_percent_encoded() -> None:
+    path = TextTemplate("/repos/{owner}/{repo}/issues/{n}", encode=True)
+    assert path.render({"owner": "a/b", "repo": "ü ?#%", "n": 12}) == (
+        "/repos/a%2Fb/%C3%BC%20%3F%23%25/issues/12"
+    )
+    with pytest.raises(MissingPlaceholder) as info:
+        path.render({"owner": "a", "n": 1})
+    assert info.value.name == "repo"
+
+
+def test_query_pairs_repeat_lists_and_drop_null() -> None:
+    assert pairs({"a": 1, "b": True, "c": None, "d": ["x", "y"], "e": {"k": 1}, "f": "s"}) == [
+        ("a", "1"),
+        ("b", "true"),
+        ("d", "x"),
+        ("d", "y"),
+        ("e", '{"k":1}'),
+        ("f", "s"),
+    ]
+
+
+def test_dotted_paths() -> None:
+    body = {"paging": {"next": {"after": "20"}}, "items": [{"id": 1}, {"id": 2}], "x": None}
+    assert get_path(body, "paging.next.after") == "20"
+    assert get_path(body, "items.1.id") == 2
+    assert get_path(body, "") is body
+    assert get_path(body, "x") is None
+    assert get_path(body, "paging.prev") is MISSING
+    assert get_path(body, "items.5") is MISSING
+    assert get_path(body, "x.y") is MISSING
+
+
+def test_retry_after_in_seconds_or_as_an_http_date() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("-3") == 0.0
+    now = time.time()
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(date, now=now) == pytest.approx(30, abs=1)
+    past = email.utils.formatdate(now - 30, usegmt=True)
+    assert parse_retry_after(past, now=now) == 0.0
+    for junk in (None, "", "soon", "nan", "inf"):
+        assert parse_retry_after(junk) is None
+
+
+def test_link_header_parsing() -> None:
+    both = httpx2.Headers(
+        {
+            "link": '<https://x.test/a?page_info=p>; rel="previous", '
+            '<https://x.test/a?page_info=n>; rel="next"'
+        }
+    )
+    assert _link_next(both) == (True, "https://x.test/a?page_info=n")
+    assert _link_next(httpx2.Headers({"link": '<https://x.test/last>; rel="last"'})) == (True, None)
+    assert _link_next(httpx2.Headers({})) == (False, None)
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://acme.myshopify.com/admin/api/2024-10/orders.json?page_info=x", True),
+        ("https://acme.myshopify.com/admin/api/2024-10", True),
+        ("https://globex.myshopify.com/admin/api/2024-10/orders.json", False),
+        ("http://acme.myshopify.com/admin/api/2024-10/orders.json", False),
+        ("https://acme.myshopify.com:444/admin/api/2024-10/orders.json", False),
+        ("https://acme.myshopify.com/admin/api/2024-100/orders.json", False),
+        ("https://acme.myshopify.com/admin/other", False),
+        ("https://user:pw@acme.myshopify.com/admin/api/2024-10/x", False),
+        ("/admin/api/2024-10/orders.json", False),
+    ],
+)
+def test_link_cursors_must_stay_under_the_base_url(url: str, ok: bool) -> None:
+    assert _same_base(url, "https://acme.myshopify.com/admin/api/2024-10") is ok
+
+
+def test_upstream_error_text_is_scrubbed_and_shortened() -> None:
+    secret = "xoxb-very-secret"
+    text = f"token {secret}\r\ninvalid\x00 " + "x" * 500
+    clean = _sanitise(text, (secret,))
+    assert secret not in clean and "\n" not in clean and "\x00" not in clean
+    assert clean.startswith("token [redacted] invalid ")
+    assert len(clean) == 200
