@@ -691,6 +691,18 @@ class Store:
             rows = conn.execute(sa.select(tenants).order_by(tenants.c.name)).all()
         return [_tenant(r) for r in rows]
 
+    def generations(self, tenant_ids: Sequence[str]) -> dict[str, int]:
+        """Current `generation` of each tenant (to detect connection changes cheaply)."""
+        if not tenant_ids:
+            return {}
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(tenants.c.id, tenants.c.generation).where(
+                    tenants.c.id.in_(list(tenant_ids))
+                )
+            ).all()
+        return {r.id: int(r.generation) for r in rows}
+
     def set_plan(self, tenant_id: str, plan: str) -> Tenant:
         if plan not in self.gateway.plans:
             raise StoreError(f"unknown plan {plan!r}")

@@ -385,3 +385,180 @@ def leaf_exception(exc: BaseException) -> BaseException:
 
 
 TOKEN_RE = re.compile(r"gwk_[A-Za-z0-9_-]{20,}")
+
+
+# ----------------------------------------------------------------------------- fake upstream APIs
+
+
+class FakeUpstream:
+    """Real HTTP endpoints on 127.0.0.1 standing in for Slack and Shopify.
+
+    Valid credentials: Slack bot tokens in `slack_tokens`, Shopify tokens in `shopify_tokens`.
+    Every request's path and credential are logged in `requests`.
+    """
+
+    def __init__(self) -> None:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        self.slack_tokens: set[str] = set()
+        self.shopify_tokens: set[str] = set()
+        self.requests: list[tuple[str, str | None]] = []
+
+        def slack_auth(request: Request) -> JSONResponse | None:
+            token = (request.headers.get("authorization") or "").removeprefix("Bearer ")
+            self.requests.append((request.url.path, token))
+            if token not in self.slack_tokens:
+                return JSONResponse({"ok": False, "error": "invalid_auth"})
+            return None
+
+        async def post_message(request: Request) -> JSONResponse:
+            denied = slack_auth(request)
+            if denied:
+                return denied
+            body = await request.json()
+            return JSONResponse(
+                {
+                    "ok": True,
+                    "channel": body["channel"],
+                    "ts": "1700000000.000100",
+                    "message": {"text": body["text"], "ts": "1700000000.000100"},
+                }
+            )
+
+        async def list_channels(request: Request) -> JSONResponse:
+            denied = slack_auth(request)
+            if denied:
+                return denied
+            return JSONResponse(
+                {
+                    "ok": True,
+                    "channels": [
+                        {
+                            "id": "C1",
+                            "name": "general",
+                            "is_private": False,
+                            "topic": {"value": "all hands"},
+                        }
+                    ],
+                    "response_metadata": {"next_cursor": ""},
+                }
+            )
+
+        async def history(request: Request) -> JSONResponse:
+            denied = slack_auth(request)
+            if denied:
+                return denied
+            return JSONResponse(
+                {"ok": True, "messages": [{"ts": "1.0", "text": "hi"}], "has_more": False}
+            )
+
+        async def orders(request: Request) -> JSONResponse:
+            token = request.headers.get("x-shopify-access-token")
+            self.requests.append((request.url.path, token))
+            if token not in self.shopify_tokens:
+                return JSONResponse(
+                    {"errors": "[API] Invalid API key or access token"}, status_code=401
+                )
+            return JSONResponse(
+                {
+                    "orders": [
+                        {
+                            "id": 1,
+                            "name": "#1001",
+                            "created_at": "2026-01-01T00:00:00Z",
+                            "total_price": "10.00",
+                            "currency": "EUR",
+                            "email": "ash@example.com",
+                            "financial_status": "paid",
+                        }
+                    ]
+                }
+            )
+
+        self.app = Starlette(
+            routes=[
+                Route("/slack/chat.postMessage", post_message, methods=["POST"]),
+                Route("/slack/conversations.list", list_channels),
+                Route("/slack/conversations.history", history),
+                Route("/shopify/orders.json", orders),
+            ]
+        )
+        self.server = UvicornThread(self.app)
+
+    def base_urls(self) -> dict[str, str]:
+        return {"slack": f"{self.server.url}/slack", "shopify": f"{self.server.url}/shopify"}
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream()
+    with fake.server:
+        yield fake
+
+
+# ----------------------------------------------------------------------------- a two-tenant world
+
+from dataclasses import dataclass  # noqa: E402
+
+
+@dataclass
+class World:
+    runtime: Any
+    a: Any
+    b: Any
+    a_rw: str  # tenant A, read+write, bound to user "ash"
+    a_read: str  # tenant A, read only, no user
+    a_write: str  # tenant A, write only
+    a_host: str  # tenant A, host application key (may name users)
+    b_rw: str  # tenant B, read+write, bound to user "bo"
+
+    def server(self, key: str, **kw: Any) -> Any:
+        return self.runtime.build_server(api_key=key, **kw)
+
+
+def make_runtime(store: Store, gateway: c.GatewaySpec, upstream: FakeUpstream, **kw: Any) -> Any:
+    from generator.runtime.executor import ConnectorExecutor
+    from generator.runtime.memory import MemoryStore
+    from generator.runtime.server import GatewayRuntime
+
+    memory = MemoryStore(store.engine, settings=gateway.memory)
+    memory.migrate()
+    executor = ConnectorExecutor(
+        gateway, base_urls=upstream.base_urls(), backoff_base=0.01, backoff_max=0.05
+    )
+    kw.setdefault("recorder_interval", 0.05)
+    return GatewayRuntime(gateway, store, executor=executor, memory=memory, **kw)
+
+
+def populate(store: Store, upstream: FakeUpstream, runtime: Any) -> World:
+    a = store.create_tenant("acme")
+    b = store.create_tenant("bravo")
+    upstream.slack_tokens |= {"xoxb-acme", "xoxb-bravo"}
+    upstream.shopify_tokens |= {"shpat-acme"}
+    store.connect(a.id, "slack", {"bot_token": "xoxb-acme"})
+    store.connect(a.id, "shopify", {"shop": "acme", "access_token": "shpat-acme"})
+    store.connect(b.id, "slack", {"bot_token": "xoxb-bravo"})
+    store.register_user(a.id, "ash")
+    store.register_user(a.id, "alex")
+    store.register_user(b.id, "bo")
+    return World(
+        runtime=runtime,
+        a=a,
+        b=b,
+        a_rw=store.issue_key(a.id, scopes=["read", "write"], user="ash").token,
+        a_read=store.issue_key(a.id, scopes=["read"]).token,
+        a_write=store.issue_key(a.id, scopes=["write"]).token,
+        a_host=store.issue_key(a.id, scopes=["read", "write"], host_app=True).token,
+        b_rw=store.issue_key(b.id, scopes=["read", "write"], user="bo").token,
+    )
+
+
+@pytest.fixture
+async def world(sqlite_store: Store, gateway: c.GatewaySpec, upstream: FakeUpstream) -> Any:
+    runtime = make_runtime(sqlite_store, gateway, upstream)
+    w = populate(sqlite_store, upstream, runtime)
+    yield w
+    await runtime.aclose()

@@ -1,0 +1,449 @@
+"""The gateway server through the real SDK client, in-process (both protocol eras)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, MCPError
+
+from generator.runtime import native
+from generator.runtime.store import Store
+
+MODES = ["auto", "legacy"]
+BASE_TOOLS = {
+    "fastn_list_integrations",
+    "fastn_get_integration_status",
+    "fastn_create_flow",
+    "fastn_get_event_history",
+    "fastn_get_usage_summary",
+    "fastn_search_entities",
+    "retrieve_relevant_chunks",
+    "search_or_ask",
+    "update_memory",
+}
+
+
+def envelope(result: Any) -> dict[str, Any]:
+    assert result.is_error, result
+    assert result.structured_content is None
+    return json.loads(result.content[0].text)["error"]
+
+
+async def all_tools(client: Client) -> list[str]:
+    names: list[str] = []
+    cursor = None
+    while True:
+        page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+        names.extend(t.name for t in page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            return names
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_tenants_see_their_own_tools(world, mode: str) -> None:
+    async with Client(world.server(world.a_rw), mode=mode) as ca:
+        a = set(await all_tools(ca))
+    async with Client(world.server(world.b_rw), mode=mode) as cb:
+        b = set(await all_tools(cb))
+    assert a >= BASE_TOOLS and b >= BASE_TOOLS
+    assert {"slack_send_message", "shopify_list_orders"} <= a
+    assert "slack_send_message" in b
+    assert not any(n.startswith(("shopify_", "github_", "hubspot_")) for n in b)
+    assert not any(n.startswith(("github_", "hubspot_")) for n in a)
+    assert a - b == {n for n in world.runtime.gateway.tools if n.startswith("shopify_")}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_scopes_filter_listing_and_calls(world, mode: str) -> None:
+    async with Client(world.server(world.a_read), mode=mode) as c:
+        names = set(await all_tools(c))
+        specs = world.runtime.gateway.tools
+        assert names and all(specs[n].scope == "read" for n in names)
+        assert "slack_send_message" not in names and "fastn_create_flow" not in names
+        with pytest.raises(MCPError) as hidden:
+            await c.call_tool("slack_send_message", {"channel": "C1", "text": "hi"})
+        with pytest.raises(MCPError) as unknown:
+            await c.call_tool("no_such_tool", {"channel": "C1", "text": "hi"})
+    assert hidden.value.code == unknown.value.code == -32602
+    assert hidden.value.message == "Unknown tool: slack_send_message"
+    assert unknown.value.message == "Unknown tool: no_such_tool"
+    assert hidden.value.error.data["error"]["code"] == "unknown_tool"
+    assert set(hidden.value.error.data["error"]) == {"code", "message", "details", "retryable"}
+    async with Client(world.server(world.a_write), mode=mode) as c:
+        names = set(await all_tools(c))
+        assert names and all(world.runtime.gateway.tools[n].scope == "write" for n in names)
+        assert "slack_send_message" in names
+
+
+async def test_other_tenants_connector_is_unknown(world) -> None:
+    async with Client(world.server(world.b_rw)) as c:
+        with pytest.raises(MCPError) as exc:
+            await c.call_tool("shopify_list_orders", {})
+    assert exc.value.message == "Unknown tool: shopify_list_orders"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_invalid_arguments_envelope(world, mode: str) -> None:
+    async with Client(world.server(world.a_rw), mode=mode) as c:
+        r = await c.call_tool("slack_send_message", {"channel": "", "text": 5, "bogus": True})
+    err = envelope(r)
+    assert err["code"] == "invalid_arguments"
+    assert err["retryable"] is False
+    paths = {e["path"] for e in err["details"]["errors"]}
+    assert {"/channel", "/text", "/"} <= paths
+
+
+async def test_invalid_arguments_do_no_work(world, upstream) -> None:
+    before = len(upstream.requests)
+    async with Client(world.server(world.a_rw)) as c:
+        r = await c.call_tool("slack_send_message", {"channel": "C1"})
+    assert envelope(r)["code"] == "invalid_arguments"
+    assert len(upstream.requests) == before
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_connector_call_uses_the_tenants_own_credentials(world, upstream, mode: str) -> None:
+    async with Client(world.server(world.a_rw), mode=mode) as c:
+        r = await c.call_tool("slack_send_message", {"channel": "C1", "text": "hello"})
+        assert not r.is_error, r.content
+        assert r.structured_content["channel"] == "C1"
+        assert json.loads(r.content[0].text) == r.structured_content
+    assert upstream.requests[-1] == ("/slack/chat.postMessage", "xoxb-acme")
+    async with Client(world.server(world.b_rw), mode=mode) as c:
+        r = await c.call_tool("slack_list_channels", {})
+        assert not r.is_error
+    assert upstream.requests[-1] == ("/slack/conversations.list", "xoxb-bravo")
+
+
+async def test_upstream_auth_failure_marks_needs_reauth_and_hides_tools(world, upstream) -> None:
+    upstream.shopify_tokens.discard("shpat-acme")
+    try:
+        async with Client(world.server(world.a_rw)) as c:
+            r = await c.call_tool("shopify_list_orders", {})
+            err = envelope(r)
+            assert err["code"] == "upstream_auth_failed"
+            assert "shpat-acme" not in r.content[0].text
+            names = set(await all_tools(c))
+            assert not any(n.startswith("shopify_") for n in names)
+            with pytest.raises(MCPError, match="Unknown tool"):
+                await c.call_tool("shopify_list_orders", {})
+            status = await c.call_tool("fastn_get_integration_status", {"connector": "shopify"})
+            assert status.structured_content["state"] == "needs_reauth"
+            assert status.structured_content["last_error"] == "upstream_auth_failed"
+            assert status.structured_content["errors_24h"] == 1
+    finally:
+        upstream.shopify_tokens.add("shpat-acme")
+
+
+async def test_quota_refusal(world, sqlite_store: Store) -> None:
+    with sqlite_store.write() as conn:
+        from generator.runtime.store import tenants
+
+        conn.execute(tenants.update().where(tenants.c.id == world.a.id).values(plan="tiny"))
+    async with Client(world.server(world.a_rw)) as c:
+        for _ in range(3):
+            r = await c.call_tool("fastn_list_integrations", {})
+            assert not r.is_error
+        r = await c.call_tool("fastn_list_integrations", {})
+        err = json.loads(r.content[0].text)["error"]
+        assert r.is_error and err["code"] == "quota_exceeded"
+        assert err["retryable"] is True
+        assert 0 < err["retry_after_seconds"] <= 86400
+        assert err["details"]["limit"] == 3
+    # the refusal is an event, and tenant B is unaffected
+    world.runtime.recorder.flush()
+    events = sqlite_store.query_events(world.a.id, type_="quota_exceeded")
+    assert len(events) == 1
+    async with Client(world.server(world.b_rw)) as c:
+        for _ in range(5):
+            assert not (await c.call_tool("fastn_list_integrations", {})).is_error
+
+
+async def test_per_connector_quota(world, sqlite_store: Store) -> None:
+    sqlite_store.set_plan(world.a.id, "tiny_slack")
+    async with Client(world.server(world.a_rw)) as c:
+        assert not (await c.call_tool("slack_list_channels", {})).is_error
+        r = await c.call_tool("slack_list_channels", {})
+        assert envelope(r)["code"] == "quota_exceeded"
+        assert envelope(r)["details"]["connector"] == "slack"
+        assert not (await c.call_tool("shopify_list_orders", {})).is_error
+        usage = (await c.call_tool("fastn_get_usage_summary", {})).structured_content
+    assert usage["plan"] == "tiny_slack"
+    slack = next(x for x in usage["by_connector"] if x["connector"] == "slack")
+    assert slack == {"connector": "slack", "calls": 1, "errors": 0, "limit": 1}
+
+
+async def test_quota_counts_survive_a_restart(
+    world, sqlite_store: Store, gateway, upstream
+) -> None:
+    from tests.runtime.conftest import make_runtime
+
+    sqlite_store.set_plan(world.a.id, "tiny")
+    async with Client(world.server(world.a_rw)) as c:
+        for _ in range(2):
+            assert not (await c.call_tool("fastn_list_integrations", {})).is_error
+    await world.runtime.aclose()
+    rt2 = make_runtime(sqlite_store, gateway, upstream)
+    try:
+        async with Client(rt2.build_server(api_key=world.a_rw)) as c:
+            assert not (await c.call_tool("fastn_list_integrations", {})).is_error
+            r = await c.call_tool("fastn_list_integrations", {})
+            assert envelope(r)["code"] == "quota_exceeded"
+    finally:
+        await rt2.aclose()
+
+
+async def test_native_tools_end_to_end(world) -> None:
+    async with Client(world.server(world.a_rw)) as c:
+        r = await c.call_tool("fastn_list_integrations", {})
+        integ = r.structured_content["integrations"]
+        assert [i["connector"] for i in integ] == ["shopify", "slack"]
+        assert all(i["state"] == "active" and i["tool_count"] > 0 for i in integ)
+        await c.call_tool("slack_send_message", {"channel": "C1", "text": "x"})
+        st = (
+            await c.call_tool("fastn_get_integration_status", {"connector": "slack"})
+        ).structured_content
+        assert st["calls_24h"] == 1 and st["errors_24h"] == 0 and st["error_rate_24h"] == 0
+        assert st["last_success_at"] is not None and st["connected_since"] is not None
+        missing = await c.call_tool("fastn_get_integration_status", {"connector": "github"})
+        assert envelope(missing)["code"] == "not_found"
+
+        flow = {
+            "name": "notify",
+            "trigger": {"type": "schedule", "cron": "0 9 * * 1"},
+            "steps": [
+                {"tool": "shopify_list_orders"},
+                {"tool": "slack_send_message", "arguments": {"channel": "C1"}},
+            ],
+        }
+        f1 = (await c.call_tool("fastn_create_flow", flow)).structured_content
+        f2 = (await c.call_tool("fastn_create_flow", flow)).structured_content
+        assert (f1["version"], f2["version"]) == (1, 2) and f1["flow_id"] == f2["flow_id"]
+        bad = await c.call_tool(
+            "fastn_create_flow",
+            {**flow, "steps": [{"tool": "github_create_issue"}], "trigger": {"type": "schedule"}},
+        )
+        err = envelope(bad)
+        assert err["code"] == "invalid_arguments"
+        assert {e["path"] for e in err["details"]["errors"]} == {"/steps/0/tool", "/trigger/cron"}
+
+        usage = (await c.call_tool("fastn_get_usage_summary", {})).structured_content
+        assert usage["plan"] == "starter" and usage["limit"] == 10000
+        # list_integrations, send_message, status x2, create_flow x3 (the invalid one counts);
+        # the summary reports the calls completed before it
+        assert usage["calls"] == 7
+        assert usage["remaining"] == 10000 - 7
+        by_tool = {t["tool"]: t for t in usage["by_tool"]}
+        assert by_tool["fastn_create_flow"] == {
+            "tool": "fastn_create_flow",
+            "calls": 3,
+            "errors": 1,
+        }
+
+        hist = (await c.call_tool("fastn_get_event_history", {"limit": 3})).structured_content
+        assert len(hist["events"]) == 3 and hist["next_cursor"]
+        types_seen = []
+        cursor = None
+        while True:
+            args: dict[str, Any] = {"limit": 4}
+            if cursor:
+                args["cursor"] = cursor
+            page = (await c.call_tool("fastn_get_event_history", args)).structured_content
+            types_seen.extend(e["type"] for e in page["events"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert types_seen.count("connect") == 2
+        assert types_seen.count("flow_created") == 2
+        assert "tool_call" in types_seen
+        only = (
+            await c.call_tool(
+                "fastn_get_event_history", {"type": "tool_call", "connector": "slack"}
+            )
+        ).structured_content["events"]
+        assert [e["tool"] for e in only] == ["slack_send_message"]
+        bad_cursor = await c.call_tool("fastn_get_event_history", {"cursor": "nope"})
+        assert envelope(bad_cursor)["code"] == "invalid_arguments"
+
+
+async def test_events_and_usage_are_tenant_scoped(world) -> None:
+    async with Client(world.server(world.a_rw)) as c:
+        await c.call_tool("slack_send_message", {"channel": "C1", "text": "secret plans"})
+    async with Client(world.server(world.b_rw)) as c:
+        hist = (await c.call_tool("fastn_get_event_history", {"limit": 200})).structured_content
+        usage = (await c.call_tool("fastn_get_usage_summary", {})).structured_content
+        integ = (await c.call_tool("fastn_list_integrations", {})).structured_content
+    assert all(e["tool"] != "slack_send_message" for e in hist["events"])
+    assert [e["type"] for e in hist["events"]].count("connect") == 1
+    assert {t["tool"] for t in usage["by_tool"]} <= {
+        "fastn_get_event_history",
+        "fastn_get_usage_summary",
+    }
+    assert [i["connector"] for i in integ["integrations"]] == ["slack"]
+
+
+async def test_search_entities(world) -> None:
+    async with Client(world.server(world.a_rw)) as c:
+        r = await c.call_tool("fastn_search_entities", {"entity_type": "order", "query": "1001"})
+        assert not r.is_error, r.content
+        out = r.structured_content
+        assert [e["connector"] for e in out["entities"]] == ["shopify"]
+        assert out["entities"][0]["fields"]["number"] == "#1001"
+        r = await c.call_tool(
+            "fastn_search_entities",
+            {"entity_type": "channel", "query": "gen", "connectors": ["slack", "github"]},
+        )
+        srcs = {s["connector"]: s for s in r.structured_content["sources"]}
+        assert srcs["slack"]["status"] == "ok" and srcs["github"]["error"] == "not_connected"
+        bad = await c.call_tool("fastn_search_entities", {"entity_type": "spaceship", "query": "x"})
+        assert envelope(bad)["code"] == "invalid_arguments"
+    async with Client(world.server(world.b_rw)) as c:
+        r = await c.call_tool("fastn_search_entities", {"entity_type": "order", "query": "1001"})
+        assert r.structured_content["entities"] == []
+
+
+async def test_memory_tools_need_a_user(world) -> None:
+    obs = {"observations": [{"text": "Ash takes meetings after 2pm", "topic": "meeting_time"}]}
+    async with Client(world.server(world.a_rw)) as c:
+        stored = await c.call_tool("update_memory", obs)
+        assert not stored.is_error, stored.content
+        found = await c.call_tool("retrieve_relevant_chunks", {"query": "meetings"})
+        assert found.structured_content["chunks"][0]["text"] == "Ash takes meetings after 2pm"
+    async with Client(world.server(world.a_read)) as c:
+        r = await c.call_tool("retrieve_relevant_chunks", {"query": "meetings"})
+        assert envelope(r)["code"] == "forbidden"
+    # a host key names the user; another user's memory stays separate
+    async with Client(world.server(world.a_host, asserted_user="alex")) as c:
+        r = await c.call_tool("retrieve_relevant_chunks", {"query": "meetings"})
+        assert r.structured_content["chunks"] == []
+    async with Client(world.server(world.a_host, asserted_user="ash")) as c:
+        r = await c.call_tool("retrieve_relevant_chunks", {"query": "meetings"})
+        assert len(r.structured_content["chunks"]) == 1
+    async with Client(world.server(world.a_host, asserted_user="bo")) as c:  # B's user
+        r = await c.call_tool("retrieve_relevant_chunks", {"query": "meetings"})
+        assert envelope(r)["code"] == "forbidden"
+    async with Client(world.server(world.a_read, asserted_user="ash")) as c:  # not a host key
+        r = await c.call_tool("retrieve_relevant_chunks", {"query": "meetings"})
+        assert envelope(r)["code"] == "forbidden"
+    async with Client(world.server(world.b_rw)) as c:
+        r = await c.call_tool("retrieve_relevant_chunks", {"query": "meetings"})
+        assert r.structured_content["chunks"] == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_handler_exceptions_never_leak(world, monkeypatch, mode: str) -> None:
+    async def boom(call: Any, args: Any) -> dict[str, Any]:
+        raise ValueError("secret-internal-detail xoxb-acme")
+
+    async def bad_shape(call: Any, args: Any) -> dict[str, Any]:
+        return {"integrations": "not-a-list"}
+
+    monkeypatch.setitem(native.HANDLERS, "native.get_usage_summary", boom)
+    monkeypatch.setitem(native.HANDLERS, "native.list_integrations", bad_shape)
+    async with Client(world.server(world.a_rw), mode=mode) as c:
+        r = await c.call_tool("fastn_get_usage_summary", {})
+        assert envelope(r)["code"] == "internal_error"
+        assert "secret" not in r.content[0].text and "xoxb" not in r.content[0].text
+        r = await c.call_tool("fastn_list_integrations", {})
+        assert envelope(r)["code"] == "internal_error"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_protocol_handler_exceptions_never_leak(world, monkeypatch, mode: str) -> None:
+    def boom(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("db password=hunter2")
+
+    monkeypatch.setattr(world.runtime.index, "listing", boom)
+    async with Client(world.server(world.a_rw), mode=mode) as c:
+        with pytest.raises(MCPError) as exc:
+            await c.list_tools(cache_mode="bypass")
+    assert "hunter2" not in exc.value.message
+    assert exc.value.error.data["error"]["code"] == "internal_error"
+
+
+async def test_revoked_key_stops_working_mid_session(world, sqlite_store: Store) -> None:
+    key_id = sqlite_store.lookup_key(world.a_read).info.id
+    async with Client(world.server(world.a_read)) as c:
+        assert (await c.list_tools()).tools
+        sqlite_store.revoke_key(key_id)
+        with pytest.raises(MCPError) as exc:
+            await c.list_tools(cache_mode="bypass")
+    assert exc.value.error.data["error"]["code"] == "unauthenticated"
+
+
+async def test_listing_pages_with_cursor(world) -> None:
+    world.runtime.page_size = 4
+    async with Client(world.server(world.a_rw)) as c:
+        first = await c.list_tools(cache_mode="bypass")
+        assert len(first.tools) == 4 and first.next_cursor
+        names = await all_tools(c)
+        with pytest.raises(MCPError) as exc:
+            await c.list_tools(cursor="!!garbage!!", cache_mode="bypass")
+    assert len(names) == len(set(names)) > 8
+    assert names == sorted(names)
+    assert exc.value.error.data["error"]["code"] == "invalid_arguments"
+
+
+async def test_connect_and_disconnect_change_the_next_listing(world) -> None:
+    rt = world.runtime
+    async with Client(world.server(world.b_rw)) as c:
+        assert "shopify_list_orders" not in await all_tools(c)
+        await rt.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "shpat-b"})
+        assert "shopify_list_orders" in await all_tools(c)
+        await rt.disconnect(world.b.id, "shopify")
+        assert "shopify_list_orders" not in await all_tools(c)
+
+
+async def test_changes_from_another_process_are_seen(world, sqlite_store: Store) -> None:
+    """The admin CLI writes the database directly; the generation counter exposes it."""
+    async with Client(world.server(world.b_rw)) as c:
+        assert "shopify_list_orders" not in await all_tools(c)
+        sqlite_store.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "t"})
+        assert "shopify_list_orders" in await all_tools(c)
+
+
+async def test_list_changed_notification_legacy(world) -> None:
+    got: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        method = getattr(getattr(message, "root", message), "method", None)
+        if method:
+            got.append(method)
+
+    async with Client(world.server(world.b_rw), mode="legacy", message_handler=on_message) as c:
+        caps = c.server_capabilities
+        assert caps.tools is not None and caps.tools.list_changed
+        await c.list_tools()
+        await world.runtime.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "t"})
+        with anyio.fail_after(5):
+            while "notifications/tools/list_changed" not in got:
+                await anyio.sleep(0.01)
+    assert "notifications/resources/list_changed" in got
+
+
+async def test_list_changed_notification_modern(world) -> None:
+    async with Client(world.server(world.b_rw)) as c, c.listen(tools_list_changed=True) as sub:
+        await world.runtime.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "t"})
+        with anyio.fail_after(5):
+            async for event in sub:
+                assert type(event).__name__ == "ToolsListChanged"
+                break
+
+
+async def test_other_tenant_gets_no_notification(world) -> None:
+    got: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        method = getattr(getattr(message, "root", message), "method", None)
+        if method:
+            got.append(method)
+
+    async with Client(world.server(world.a_rw), mode="legacy", message_handler=on_message) as c:
+        await c.list_tools()
+        await world.runtime.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "t"})
+        await anyio.sleep(0.2)
+    assert "notifications/tools/list_changed" not in got
