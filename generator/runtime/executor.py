@@ -62,6 +62,7 @@ from .errors import (
     UPSTREAM_TIMEOUT,
     GatewayError,
 )
+from .fastschema import Check, compile_check
 from .templating import (
     MISSING,
     MissingPlaceholder,
@@ -237,6 +238,7 @@ class _ToolPlan:
     next_path: tuple[str, ...] | None
     defaults: Mapping[str, Any]
     output_validator: Draft202012Validator
+    output_check: Check | None  # fast "valid?" for the common schema subset
     max_attempts: int
 
 
@@ -298,6 +300,7 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
         next_path=split_path(pagination.next) if pagination and pagination.next else None,
         defaults=defaults,
         output_validator=Draft202012Validator(dict(tool.output_schema)),
+        output_check=compile_check(tool.output_schema),
         max_attempts=1 + max(0, conn.spec.retries) if idempotent else 1,
     )
 
@@ -1151,7 +1154,12 @@ class ConnectorExecutor:
                 plan, body, data, output, reply, cursor, params
             )
 
-        error = next(iter(plan.output_validator.iter_errors(output)), None)
+        check = plan.output_check
+        error = (
+            None
+            if check is not None and check(output)
+            else next(iter(plan.output_validator.iter_errors(output)), None)
+        )
         if error is not None:
             raise self._fail(
                 UPSTREAM_INVALID_RESPONSE,

@@ -15,25 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 import pytest
-from upstreams import (
-    GH_A,
-    GH_B,
-    HS_APP,
-    HS_REFRESH_A,
-    HS_REFRESH_B,
-    SECRETS,
-    SHOP_A,
-    SHOP_B,
-    SLACK_A,
-    SLACK_B,
-    Fault,
-    GitHubUpstream,
-    HubSpotUpstream,
-    ShopifyUpstream,
-    SlackUpstream,
-    StandIns,
-    hubspot_creds,
-)
 
 from generator.runtime import catalog as c
 from generator.runtime.errors import (
@@ -52,6 +33,25 @@ from generator.runtime.executor import (
     ExecResult,
     base_urls_from_env,
     token_urls_from_env,
+)
+from tests.runtime.upstreams import (
+    GH_A,
+    GH_B,
+    HS_APP,
+    HS_REFRESH_A,
+    HS_REFRESH_B,
+    SECRETS,
+    SHOP_A,
+    SHOP_B,
+    SLACK_A,
+    SLACK_B,
+    Fault,
+    GitHubUpstream,
+    HubSpotUpstream,
+    ShopifyUpstream,
+    SlackUpstream,
+    StandIns,
+    hubspot_creds,
 )
 
 A = CallContext(tenant_id="tenant-a", user_id="user-a1")

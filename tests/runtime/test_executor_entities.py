@@ -7,11 +7,11 @@ from typing import Any
 
 import jsonschema
 import pytest
-from upstreams import SHOP_A, SLACK_A, Fault, StandIns, hubspot_creds
 
 from generator.runtime import catalog as c
 from generator.runtime.errors import INVALID_ARGUMENTS, GatewayError
 from generator.runtime.executor import CallContext, ConnectorExecutor
+from tests.runtime.upstreams import SHOP_A, SLACK_A, Fault, StandIns, hubspot_creds
 
 A = CallContext(tenant_id="tenant-a", user_id="user-a1")
 

@@ -1,0 +1,195 @@
+"""The executor's fast output check agrees with jsonschema (Draft 2020-12).
+
+Differential test: every input and output schema of the default manifests, checked against
+valid instances built from the schema and hundreds of mutations of them (wrong types, missing
+required properties, extra properties, out-of-range numbers, strings off the enum, bools where
+integers belong). The fast check may only ever say "valid" when jsonschema does; for these
+schemas it must also agree on "invalid" (so jsonschema's slow path runs only for bad data).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import pytest
+
+from generator.runtime import catalog as c
+from generator.runtime.fastschema import compile_check
+
+
+def sample(schema: Any, rng: random.Random, depth: int = 0) -> Any:
+    """A valid instance (mostly) of a schema of the supported subset."""
+    if schema is True or not isinstance(schema, dict):
+        return "anything"
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = rng.choice(kind)
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    if kind == "object" or (kind is None and "properties" in schema):
+        props = schema.get("properties", {})
+        required = set(schema.get("required", ()))
+        out = {}
+        for name, sub in props.items():
+            if name in required or rng.random() < 0.7:
+                out[name] = sample(sub, rng, depth + 1)
+        return out
+    if kind == "array":
+        n = max(schema.get("minItems", 0), rng.randint(0, 3))
+        return [sample(schema.get("items", True), rng, depth + 1) for _ in range(n)]
+    if kind == "integer":
+        lo = schema.get("minimum", 0)
+        hi = schema.get("maximum", lo + 100)
+        return rng.randint(int(lo), int(hi))
+    if kind == "number":
+        lo = schema.get("minimum", 0)
+        hi = schema.get("maximum", 1)
+        return rng.uniform(lo, hi)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    n = max(schema.get("minLength", 0), 3)
+    return "x" * min(n, schema.get("maxLength", n))
+
+
+def paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from paths(v, (*prefix, i))
+
+
+REPLACEMENTS: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    10**9,
+    "",
+    "zz-not-in-enum",
+    [],
+    [1],
+    {},
+    {"unexpected": 1},
+]
+
+
+def mutations(instance: Any, rng: random.Random, count: int) -> Iterator[Any]:
+    spots = list(paths(instance))
+    for _ in range(count):
+        mutant = copy.deepcopy(instance)
+        where = rng.choice(spots)
+        action = rng.random()
+        if not where:
+            yield rng.choice(REPLACEMENTS)
+            continue
+        parent: Any = mutant
+        for key in where[:-1]:
+            parent = parent[key]
+        last = where[-1]
+        if action < 0.6:
+            parent[last] = copy.deepcopy(rng.choice(REPLACEMENTS))
+        elif action < 0.8 and isinstance(parent, dict):
+            del parent[last]
+        elif isinstance(parent, dict):
+            parent["zz_extra"] = 1
+        else:
+            parent.append(copy.deepcopy(rng.choice(REPLACEMENTS)))
+        yield mutant
+
+
+def tool_schemas(gateway: c.GatewaySpec) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for tool in gateway.tools.values():
+        out.append((tool.name + ":input", dict(tool.input_schema)))
+        out.append((tool.name + ":output", dict(tool.output_schema)))
+    return out
+
+
+def test_every_default_schema_is_in_the_fast_subset(gateway: c.GatewaySpec) -> None:
+    unsupported = [name for name, schema in tool_schemas(gateway) if compile_check(schema) is None]
+    assert unsupported == []
+
+
+def test_fast_check_agrees_with_jsonschema_on_every_tool_schema(gateway: c.GatewaySpec) -> None:
+    rng = random.Random(20240611)
+    compared = invalid = 0
+    for name, schema in tool_schemas(gateway):
+        check = compile_check(schema)
+        assert check is not None, name
+        reference = jsonschema.Draft202012Validator(schema)
+        for _ in range(10):
+            base = sample(schema, rng)
+            for instance in [base, *mutations(base, rng, 40)]:
+                expected = reference.is_valid(instance)
+                assert check(instance) is expected, (name, instance)
+                compared += 1
+                invalid += not expected
+    assert compared > 5000 and invalid > 1000  # the mutations do produce invalid data
+
+
+@pytest.mark.parametrize(
+    ("schema", "good", "bad"),
+    [
+        ({"type": "integer"}, [1, 2.0, -3], [True, 1.5, "1", None]),
+        ({"type": "number", "minimum": 0, "exclusiveMaximum": 1}, [0, 0.5], [1, -0.1, False]),
+        ({"type": ["string", "null"], "maxLength": 2}, [None, "ab", "ü"], ["abc", 1]),
+        ({"enum": ["a", "b"]}, ["a"], ["c", None, 1]),
+        ({"const": "x"}, ["x"], ["y"]),
+        ({"pattern": "^C[0-9]+$"}, ["C12", 5], ["c12", "C"]),
+        (
+            {"type": "object", "required": ["a"], "additionalProperties": {"type": "integer"}},
+            [{"a": 1}, {"a": 2, "b": 3}],
+            [{}, {"a": "x"}, []],
+        ),
+        (
+            {"properties": {"a": {"type": "string"}}, "additionalProperties": False},
+            [{"a": "x"}, {}, "not an object"],
+            [{"a": 1}, {"b": 1}],
+        ),
+        (
+            {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2},
+            [["a"], ["a", "b"]],
+            [[], ["a", "b", "c"], [1]],
+        ),
+        ({"minProperties": 1, "maxProperties": 1}, [{"a": 1}, 3], [{}, {"a": 1, "b": 2}]),
+        ({"type": "string", "e.g. slack.": None, "x-vendor": {}}, ["a"], [1]),  # ignored keys
+        (True, [1, None], []),
+        (False, [], [1, None]),
+    ],
+)
+def test_keywords(schema: Any, good: list[Any], bad: list[Any]) -> None:
+    check = compile_check(schema)
+    assert check is not None
+    reference = jsonschema.Draft202012Validator(schema)
+    for value in good:
+        assert reference.is_valid(value) and check(value), value
+    for value in bad:
+        assert not reference.is_valid(value) and not check(value), value
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"anyOf": [{"type": "string"}]},
+        {"$ref": "#/$defs/x"},
+        {"enum": [1, True]},
+        {"const": 1},
+        {"type": "decimal"},
+        {"properties": {"a": {"oneOf": []}}},
+        {"items": [{"type": "string"}]},
+        {"multipleOf": 2},
+        {"pattern": "("},
+    ],
+)
+def test_anything_else_falls_back_to_jsonschema(schema: Any) -> None:
+    assert compile_check(schema) is None
