@@ -219,6 +219,7 @@ class _ConnectorPlan:
     ok_path: tuple[str, ...] | None
     message_path: tuple[str, ...] | None
     auth_errors: frozenset[str]
+    auth_header: str | None  # lower-case name of the header carrying the credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +269,13 @@ def _compile_connector(spec: ConnectorSpec, base_url: str, token_url: str | None
         ok_path=split_path(spec.errors.ok_field) if spec.errors.ok_field else None,
         message_path=split_path(spec.errors.message_field) if spec.errors.message_field else None,
         auth_errors=frozenset(spec.errors.auth_errors),
+        auth_header=(
+            None
+            if auth.type == "none"
+            else (auth.header or "X-API-Key").lower()
+            if auth.type == "api_key"
+            else "authorization"
+        ),
     )
 
 
@@ -913,8 +921,8 @@ class ConnectorExecutor:
             cursor = raw_cursor if isinstance(raw_cursor, str) and raw_cursor else None
             url, params, headers, content = self._build(plan, ns, base, cursor)
             # Auth headers win over anything the binding declares.
-            auth_names = {k.lower() for k in self._auth_headers(conn, creds)}
-            headers = {k: v for k, v in headers.items() if k.lower() not in auth_names}
+            if conn.auth_header is not None:
+                headers = {k: v for k, v in headers.items() if k.lower() != conn.auth_header}
             retries = 0
             timeout = conn.spec.timeout_seconds
             while True:

@@ -1326,3 +1326,66 @@ async def test_the_generated_catalog_runs_against_the_stand_ins(
         }
     finally:
         await ex.aclose()
+
+
+async def test_a_binding_header_cannot_replace_the_tenants_credentials(
+    gateway: c.GatewaySpec, slack: SlackUpstream, sleeps: Sleeps
+) -> None:
+    base = gateway.tools["slack_list_channels"]
+    assert base.http is not None
+    tool = dataclasses.replace(
+        base,
+        name="slack_list_channels_as",
+        http=dataclasses.replace(
+            base.http, headers={"authorization": "Bearer {token}", "X-Trace": "t-{token}"}
+        ),
+        input_schema={"type": "object", "properties": {"token": {"type": "string"}}},
+    )
+    gw = with_tool(gateway, tool)
+    ex = ConnectorExecutor(gw, base_urls={"slack": slack.url + "/api"}, sleep=sleeps)
+    try:
+        await ex.call(tool, {"token": SLACK_B["bot_token"]}, credentials=SLACK_A, ctx=A)
+    finally:
+        await ex.aclose()
+    (sent,) = slack.requests()
+    assert sent.headers["authorization"] == "Bearer " + SLACK_A["bot_token"]
+    assert sent.headers["x-trace"] == "t-" + SLACK_B["bot_token"]  # other headers do interpolate
+
+
+async def test_retry_after_as_an_http_date_on_a_503(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream, sleeps: Sleeps
+) -> None:
+    import email.utils
+    import time
+
+    when = email.utils.formatdate(time.time() + 4, usegmt=True)
+    shopify.fail_next(
+        "GET", "/customers/1002.json", Fault(503, {"errors": "busy"}, headers={"Retry-After": when})
+    )
+    result = await executor.call(
+        gateway.tools["shopify_get_customer"], {"customer_id": 1002}, credentials=SHOP_A, ctx=A
+    )
+    assert result.attempts == 2
+    (waited,) = sleeps.calls
+    assert 2.0 <= waited <= 4.0
+
+
+async def test_a_refreshed_token_that_is_still_refused_is_an_auth_failure(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, hubspot: HubSpotUpstream
+) -> None:
+    old = hubspot.issue("portalA")
+    hubspot.expire(old)
+    denied = Fault(
+        401, {"status": "error", "message": "missing scopes", "category": "MISSING_SCOPES"}
+    )
+    hubspot.fail_next("GET", "/crm/v3/objects/contacts", Fault(None), denied)
+    exc = await fails(
+        executor.call(
+            gateway.tools["hubspot_list_contacts"], {}, credentials=hubspot_creds(old), ctx=A
+        )
+    )
+    assert exc.code == UPSTREAM_AUTH_FAILED and exc.attempts == 2
+    assert exc.details["upstream_error"] == "missing scopes"
+    assert exc.refreshed_credentials is not None  # stored by the caller even so
+    assert hubspot.access[exc.refreshed_credentials["access_token"]] == "portalA"
+    assert [r.path for r in hubspot.received].count("/oauth/v1/token") == 1
