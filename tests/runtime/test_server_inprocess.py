@@ -180,7 +180,7 @@ async def test_per_connector_quota(world, sqlite_store: Store) -> None:
 async def test_quota_counts_survive_a_restart(
     world, sqlite_store: Store, gateway, upstream
 ) -> None:
-    from tests.runtime.conftest import make_runtime
+    from tests.runtime.support import make_runtime
 
     sqlite_store.set_plan(world.a.id, "tiny")
     async with Client(world.server(world.a_rw)) as c:

@@ -1,0 +1,345 @@
+"""The command line: admin commands in-process, `serve` over stdio and HTTP as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from generator.runtime.cli import main
+from generator.runtime.crypto import generate_key
+from generator.runtime.store import Store, make_engine
+from tests.runtime.support import GENERATED, ROOT, TOKEN_RE, FakeUpstream, free_port
+
+LAUNCHER = str(ROOT / "tests" / "runtime" / "launcher.py")
+
+
+def run(gateway, capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(gateway, list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_admin_workflow(gateway, tmp_path: Path, capsys) -> None:
+    db = str(tmp_path / "gw.db")
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "tenant", "create", "acme")
+    assert code == 0 and "acme" in out and "plan=starter" in out
+    code, _, err = run(gateway, capsys, "admin", "--db", db, "tenant", "create", "acme")
+    assert code == 1 and "already exists" in err
+    assert stat.S_IMODE((tmp_path / "gw.db.key").stat().st_mode) == 0o600
+
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "user", "register", "acme", "ash")
+    assert code == 0 and "registered" in out
+    code, out, _ = run(
+        gateway,
+        capsys,
+        "admin",
+        "--db",
+        db,
+        "key",
+        "issue",
+        "acme",
+        "--scopes",
+        "read",
+        "--user",
+        "ash",
+        "--ttl-days",
+        "7",
+    )
+    assert code == 0
+    token = TOKEN_RE.search(out)
+    assert token is not None and "scopes=read" in out and "user=ash" in out
+    key_id = out.split()[0]
+
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "key", "list", "acme")
+    assert key_id in out and token.group(0) not in out and "active" in out
+
+    secret_file = tmp_path / "token.txt"
+    secret_file.write_text("xoxb-from-file\n")
+    code, out, _ = run(
+        gateway,
+        capsys,
+        "admin",
+        "--db",
+        db,
+        "connect",
+        "acme",
+        "slack",
+        "--field",
+        f"bot_token=@{secret_file}",
+    )
+    assert code == 0 and "slack  active" in out and "xoxb" not in out
+    code, _, err = run(
+        gateway, capsys, "admin", "--db", db, "connect", "acme", "shopify", "--field", "shop=x"
+    )
+    assert code == 1 and "access_token" in err
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "connections", "acme")
+    assert "slack  active" in out
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "tenant", "list")
+    assert "active_connections=1" in out
+
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "key", "rotate", key_id)
+    assert code == 0 and f"revoked {key_id}" in out
+    new_token = TOKEN_RE.search(out)
+    assert new_token is not None and new_token.group(0) != token.group(0)
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "key", "list", "acme")
+    assert "revoked" in out and out.count("user=ash") == 2
+    new_id = [line.split()[0] for line in out.splitlines() if "active" in line][0]
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "key", "revoke", new_id)
+    assert code == 0 and "revoked" in out
+
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "disconnect", "acme", "slack")
+    assert code == 0 and "disconnected" in out
+    code, _, err = run(gateway, capsys, "admin", "--db", db, "disconnect", "acme", "slack")
+    assert code == 1 and "not connected" in err
+
+    store = Store(make_engine(db), gateway)
+    assert store.get_connection(store.require_tenant("acme").id, "slack").sealed_credentials is None
+    store.dispose()
+
+
+def test_admin_errors(gateway, tmp_path: Path, capsys) -> None:
+    db = str(tmp_path / "gw.db")
+    code, _, err = run(gateway, capsys, "admin", "--db", db, "key", "issue", "nobody")
+    assert code == 1 and "no tenant" in err
+    with pytest.raises(SystemExit) as exc:
+        main(gateway, ["admin", "--db", db, "tenant", "create", "x", "--plan", "platinum"])
+    assert exc.value.code == 2
+    run(gateway, capsys, "admin", "--db", db, "tenant", "create", "acme")
+    code, _, err = run(
+        gateway, capsys, "admin", "--db", db, "connect", "acme", "slack", "--field", "oops"
+    )
+    assert code == 2 and "NAME=VALUE" in err
+    code, _, err = run(
+        gateway, capsys, "admin", "--db", db, "key", "issue", "acme", "--scopes", "admin"
+    )
+    assert code == 1 and "scopes" in err
+    code, _, err = run(
+        gateway, capsys, "admin", "--db", db, "key", "issue", "acme", "--user", "ghost"
+    )
+    assert code == 1 and "register it first" in err
+
+
+def test_env_secret_key_is_used(gateway, tmp_path: Path, capsys, monkeypatch) -> None:
+    db = str(tmp_path / "gw.db")
+    monkeypatch.setenv("FASTN_GATEWAY_SECRET_KEY", generate_key())
+    run(gateway, capsys, "admin", "--db", db, "tenant", "create", "acme")
+    code, _, _ = run(
+        gateway, capsys, "admin", "--db", db, "connect", "acme", "slack", "--field", "bot_token=x"
+    )
+    assert code == 0
+    assert not (tmp_path / "gw.db.key").exists()
+    monkeypatch.setenv("FASTN_GATEWAY_SECRET_KEY", generate_key())  # wrong key now
+    code, _, err = run(gateway, capsys, "admin", "--db", db, "connections", "acme")
+    assert code == 0  # listing needs no decryption
+
+
+# ----------------------------------------------------------------------------- stdio
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTN_GATEWAY_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def _setup(gateway, db: str, upstream: FakeUpstream) -> tuple[str, str, str]:
+    from generator.runtime.server import open_store
+
+    store = open_store(gateway, db, environ={})
+    a = store.create_tenant("acme")
+    b = store.create_tenant("bravo")
+    upstream.slack_tokens |= {"xoxb-acme", "xoxb-bravo"}
+    upstream.shopify_tokens |= {"shpat-acme"}
+    store.connect(a.id, "slack", {"bot_token": "xoxb-acme"})
+    store.connect(a.id, "shopify", {"shop": "acme", "access_token": "shpat-acme"})
+    store.connect(b.id, "slack", {"bot_token": "xoxb-bravo"})
+    ka = store.issue_key(a.id).token
+    kb = store.issue_key(b.id).token
+    store.dispose()
+    return ka, kb, a.id
+
+
+def _stdio(args: list[str], env: dict[str, str]) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=args, env=env)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_stdio_two_tenants(
+    gateway, tmp_path: Path, upstream: FakeUpstream, mode: str
+) -> None:
+    db = str(tmp_path / "gw.db")
+    ka, kb, tenant_a = _setup(gateway, db, upstream)
+    base = [
+        LAUNCHER,
+        "serve",
+        "--transport",
+        "stdio",
+        "--db",
+        db,
+        "--base-url",
+        f"slack={upstream.base_urls()['slack']}",
+    ]
+    async with Client(_stdio(base, _env(FASTN_GATEWAY_API_KEY=ka)), mode=mode) as c:
+        a = {t.name for t in (await c.list_tools()).tools}
+        r = await c.call_tool("slack_send_message", {"channel": "C1", "text": "via stdio"})
+        assert not r.is_error, r.content
+    assert upstream.requests[-1] == ("/slack/chat.postMessage", "xoxb-acme")
+    async with Client(_stdio(base, _env(FASTN_GATEWAY_API_KEY=kb)), mode=mode) as c:
+        b = {t.name for t in (await c.list_tools()).tools}
+    assert "shopify_list_orders" in a and "shopify_list_orders" not in b
+    # the stdio process flushed its records when stdin closed
+    store = Store(make_engine(db), gateway)
+    events = store.query_events(tenant_a, type_="tool_call")
+    assert [e.tool for e in events] == ["slack_send_message"]
+    store.dispose()
+
+
+def test_stdio_refuses_a_bad_key(gateway, tmp_path: Path) -> None:
+    db = str(tmp_path / "gw.db")
+    for env in (_env(), _env(FASTN_GATEWAY_API_KEY="gwk_wrong")):
+        proc = subprocess.run(
+            [sys.executable, LAUNCHER, "serve", "--transport", "stdio", "--db", db],
+            env=env,
+            input=b"",
+            capture_output=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1
+        assert b"FASTN_GATEWAY_API_KEY" in proc.stderr
+        assert proc.stdout == b""
+
+
+# ----------------------------------------------------------------------------- serve --demo (HTTP)
+
+
+def _start_demo(db: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        [sys.executable, LAUNCHER, "serve", "--demo", "--port", str(port), "--db", db],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    banner = b""
+    deadline = time.time() + 60
+    while b"Connect an app" not in banner:
+        line = proc.stderr.readline()
+        if not line or time.time() > deadline:
+            proc.kill()
+            raise AssertionError(banner.decode(errors="replace"))
+        banner += line
+    import socket
+
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise AssertionError("demo server did not start") from None
+            time.sleep(0.05)
+    return proc, banner.decode()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return err.decode(errors="replace")
+
+
+async def test_serve_demo_over_http(gateway, tmp_path: Path) -> None:
+    db = str(tmp_path / "var" / "demo.db")
+    port = free_port()
+    proc, banner = _start_demo(db, port)
+    try:
+        token = TOKEN_RE.search(banner)
+        assert token is not None
+        assert f"http://127.0.0.1:{port}/mcp" in banner and '"Authorization": "Bearer ' in banner
+        assert "FASTN_GATEWAY_API_KEY" in banner
+        headers = {"Authorization": f"Bearer {token.group(0)}"}
+        async with (
+            httpx2.AsyncClient(headers=headers) as h,
+            Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=h)) as c,
+        ):
+            tools = {t.name for t in (await c.list_tools()).tools}
+            assert "fastn_list_integrations" in tools and "update_memory" in tools
+            r = await c.call_tool(
+                "update_memory", {"observations": [{"text": "demo user likes demos"}]}
+            )
+            assert not r.is_error
+            for _ in range(5):
+                assert not (await c.call_tool("fastn_list_integrations", {})).is_error
+    finally:
+        _stop(proc)
+    assert stat.S_IMODE(Path(db + ".demo-key").stat().st_mode) == 0o600
+    store = Store(make_engine(db), gateway)
+    demo = store.require_tenant("demo")
+    assert len(store.query_events(demo.id, type_="tool_call")) == 6  # all flushed on SIGTERM
+    store.dispose()
+    # a restart is idempotent and prints the same key
+    proc, banner2 = _start_demo(db, free_port())
+    _stop(proc)
+    assert TOKEN_RE.search(banner2).group(0) == token.group(0)  # type: ignore[union-attr]
+
+
+# ----------------------------------------------------------------- the generated package
+
+
+def _generated_ready() -> bool:
+    runtime = GENERATED / "fastn_gateway" / "runtime"
+    return all((runtime / f).exists() for f in ("server.py", "cli.py", "app.py", "resources.py"))
+
+
+@pytest.mark.skipif(
+    not _generated_ready(),
+    reason="generated/fastn_gateway has no serving runtime yet (run gen build)",
+)
+async def test_generated_package_over_stdio(tmp_path: Path) -> None:
+    sys.path.insert(0, str(GENERATED))
+    try:
+        from fastn_gateway.catalog import GATEWAY  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(GENERATED))
+    db = str(tmp_path / "gw.db")
+    env = _env()
+    env["PYTHONPATH"] = str(GENERATED)
+    admin = [sys.executable, "-m", "fastn_gateway", "admin", "--db", db]
+    subprocess.run([*admin, "tenant", "create", "acme"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [*admin, "connect", "acme", "slack", "--field", "bot_token=x"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [*admin, "key", "issue", "acme"], env=env, check=True, capture_output=True
+    ).stdout.decode()
+    token = TOKEN_RE.search(out)
+    assert token is not None
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "fastn_gateway", "serve", "--transport", "stdio", "--db", db],
+        env={**env, "FASTN_GATEWAY_API_KEY": token.group(0)},
+    )
+    async with Client(params) as c:
+        names = {t.name for t in (await c.list_tools()).tools}
+        r = await c.call_tool("fastn_list_integrations", {})
+    assert {n for n in names if n.startswith("slack_")} == set(GATEWAY.connectors["slack"].tools)
+    assert not any(n.startswith("shopify_") for n in names)
+    assert [i["connector"] for i in r.structured_content["integrations"]] == ["slack"]

@@ -1,0 +1,272 @@
+"""The gateway over streamable HTTP on 127.0.0.1 (uvicorn in a thread), through the SDK client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
+
+from generator.runtime.app import build_http_app
+from generator.runtime.store import Store, api_keys, now_us
+from tests.runtime.support import UvicornThread, leaf_exception
+
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+
+
+@pytest.fixture(params=["stateful", "stateless"])
+def http(request: pytest.FixtureRequest, world) -> Iterator[str]:
+    app = build_http_app(world.runtime, stateless=request.param == "stateless", watch_interval=0.1)
+    with UvicornThread(app) as srv:
+        yield srv.url
+
+
+@pytest.fixture
+def stateful(world) -> Iterator[str]:
+    app = build_http_app(world.runtime, stateless=False, json_response=False, watch_interval=0.1)
+    with UvicornThread(app) as srv:
+        yield srv.url
+
+
+@asynccontextmanager
+async def connect(
+    base: str, key: str | None, *, mode: str = "auto", user: str | None = None, **kw: Any
+) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if user:
+        headers["X-Gateway-User"] = user
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as h,
+        Client(streamable_http_client(f"{base}/mcp", http_client=h), mode=mode, **kw) as c,
+    ):
+        yield c
+
+
+async def names(c: Client) -> set[str]:
+    out: set[str] = set()
+    cursor = None
+    while True:
+        page = await c.list_tools(cursor=cursor, cache_mode="bypass")
+        out |= {t.name for t in page.tools}
+        cursor = page.next_cursor
+        if not cursor:
+            return out
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_two_tenants_over_http(http: str, world, upstream, mode: str) -> None:
+    async with connect(http, world.a_rw, mode=mode) as c:
+        a = await names(c)
+        r = await c.call_tool("slack_send_message", {"channel": "C9", "text": "over http"})
+        assert not r.is_error and r.structured_content["channel"] == "C9"
+        assert upstream.requests[-1] == ("/slack/chat.postMessage", "xoxb-acme")
+    async with connect(http, world.b_rw, mode=mode) as c:
+        b = await names(c)
+        with pytest.raises(MCPError) as exc:
+            await c.call_tool("shopify_list_orders", {})
+        assert exc.value.message == "Unknown tool: shopify_list_orders"
+        r = await c.call_tool("fastn_get_event_history", {"limit": 200})
+        assert all(e["tool"] != "slack_send_message" for e in r.structured_content["events"])
+    assert "shopify_list_orders" in a and "shopify_list_orders" not in b
+
+
+async def test_auth_failures_are_http_401(http: str, world, sqlite_store: Store) -> None:
+    revoked = sqlite_store.issue_key(world.a.id)
+    sqlite_store.revoke_key(revoked.info.id)
+    expired = sqlite_store.issue_key(world.a.id)
+    with sqlite_store.write() as conn:
+        conn.execute(
+            api_keys.update()
+            .where(api_keys.c.id == expired.info.id)
+            .values(expires_at=now_us() - 1)
+        )
+    cases = {
+        "missing": {},
+        "unknown": {"Authorization": "Bearer gwk_not-a-real-key"},
+        "expired": {"Authorization": f"Bearer {expired.token}"},
+        "revoked": {"Authorization": f"Bearer {revoked.token}"},
+        "not bearer": {"Authorization": f"Basic {world.a_rw}"},
+    }
+    async with httpx2.AsyncClient() as h:
+        for label, headers in cases.items():
+            r = await h.post(f"{http}/mcp", json=LIST, headers={**ACCEPT, **headers})
+            assert r.status_code == 401, label
+            assert r.headers["www-authenticate"].startswith("Bearer"), label
+            assert "gwk_" not in r.text
+        ok = await h.post(
+            f"{http}/mcp",
+            json=LIST,
+            headers={
+                **ACCEPT,
+                "Authorization": f"Bearer {world.a_rw}",
+                "MCP-Protocol-Version": "2025-11-25",
+            },
+        )
+        assert ok.status_code != 401  # stateful mode wants an initialize first (400)
+    with pytest.raises(BaseException) as exc:  # noqa: B017 - the SDK raises an ExceptionGroup
+        async with connect(http, revoked.token) as c:
+            await c.list_tools()
+    assert isinstance(leaf_exception(exc.value), MCPError)
+
+
+async def test_scopes_over_http(http: str, world) -> None:
+    async with connect(http, world.a_read) as c:
+        visible = await names(c)
+        with pytest.raises(MCPError, match="Unknown tool: fastn_create_flow"):
+            await c.call_tool(
+                "fastn_create_flow",
+                {
+                    "name": "x",
+                    "trigger": {"type": "manual"},
+                    "steps": [{"tool": "fastn_list_integrations"}],
+                },
+            )
+    assert "fastn_create_flow" not in visible and "fastn_list_integrations" in visible
+
+
+async def test_invalid_arguments_and_quota_over_http(http: str, world, sqlite_store: Store) -> None:
+    sqlite_store.set_plan(world.a.id, "tiny")
+    async with connect(http, world.a_rw, mode="legacy") as c:
+        r = await c.call_tool("fastn_get_event_history", {"limit": 0})
+        err = json.loads(r.content[0].text)["error"]
+        assert r.is_error and err["code"] == "invalid_arguments"
+        assert err["details"]["errors"][0]["path"] == "/limit"
+        for _ in range(3):
+            assert not (await c.call_tool("fastn_list_integrations", {})).is_error
+        r = await c.call_tool("fastn_list_integrations", {})
+        err = json.loads(r.content[0].text)["error"]
+        assert (
+            err["code"] == "quota_exceeded" and err["retryable"] and err["retry_after_seconds"] > 0
+        )
+
+
+async def test_register_and_assert_user(http: str, world) -> None:
+    async with httpx2.AsyncClient() as h:
+        r = await h.post(f"{http}/register", json={"user": "newbie"})
+        assert r.status_code == 401
+        r = await h.post(
+            f"{http}/register",
+            json={"user": "newbie"},
+            headers={"Authorization": f"Bearer {world.a_read}"},
+        )
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+        auth = {"Authorization": f"Bearer {world.a_host}"}
+        r = await h.post(f"{http}/register", json={"nope": 1}, headers=auth)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_arguments"
+        r = await h.post(f"{http}/register", json={"user": "newbie"}, headers=auth)
+        assert (
+            r.status_code == 201 and r.json()["user"] == "newbie" and r.json()["tenant"] == "acme"
+        )
+        r = await h.post(f"{http}/register", json={"user": "newbie"}, headers=auth)
+        assert r.status_code == 200 and r.json()["created"] is False
+        health = await h.get(f"{http}/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+    obs = {"observations": [{"text": "Newbie prefers email over calls", "topic": "channel"}]}
+    async with connect(http, world.a_host, user="newbie") as c:
+        assert not (await c.call_tool("update_memory", obs)).is_error
+        r = await c.call_tool("search_or_ask", {"question": "Does the user prefer email?"})
+        assert r.structured_content["found"] is True
+    async with connect(http, world.a_host, user="ghost") as c:
+        r = await c.call_tool("retrieve_relevant_chunks", {"query": "email"})
+        assert json.loads(r.content[0].text)["error"]["code"] == "forbidden"
+    async with connect(http, world.b_rw, user="newbie") as c:  # B's key may not name users
+        r = await c.call_tool("retrieve_relevant_chunks", {"query": "email"})
+        assert json.loads(r.content[0].text)["error"]["code"] == "forbidden"
+
+
+async def test_resources_are_tenant_scoped(http: str, world) -> None:
+    async with connect(http, world.a_rw) as c:
+        await c.call_tool("update_memory", {"observations": [{"text": "Ash likes tea"}]})
+        listed = {r.uri for r in (await c.list_resources()).resources}
+        assert {"gateway://integrations", "gateway://usage", "gateway://events/recent"} <= listed
+        assert {"gateway://integrations/slack", "gateway://integrations/shopify"} <= listed
+        assert "memory://users/ash/profile" in listed
+        templates = {t.uri_template for t in (await c.list_resource_templates()).resource_templates}
+        assert "gateway://integrations/{connector}" in templates
+        integ = json.loads((await c.read_resource("gateway://integrations")).contents[0].text)
+        assert [i["connector"] for i in integ["integrations"]] == ["shopify", "slack"]
+        status = json.loads(
+            (await c.read_resource("gateway://integrations/shopify")).contents[0].text
+        )
+        assert status["state"] == "active"
+        profile = json.loads((await c.read_resource("memory://users/ash/profile")).contents[0].text)
+        assert profile["items"]["active"] == 1
+        log = json.loads((await c.read_resource("memory://users/ash/log")).contents[0].text)
+        assert [e["text"] for e in log["entries"]] == ["Ash likes tea"]
+        recent = json.loads((await c.read_resource("gateway://events/recent")).contents[0].text)
+        assert any(e["tool"] == "update_memory" for e in recent["events"])
+        usage = json.loads((await c.read_resource("gateway://usage")).contents[0].text)
+        assert usage["calls"] >= 1
+        with pytest.raises(MCPError) as other_user:
+            await c.read_resource("memory://users/alex/profile")
+    async with connect(http, world.b_rw) as c:
+        errors = []
+        for uri in (
+            "gateway://integrations/shopify",  # A's connector
+            "memory://users/ash/profile",  # A's user
+            "memory://users/ash/log",
+            "gateway://nope",
+        ):
+            with pytest.raises(MCPError) as exc:
+                await c.read_resource(uri)
+            errors.append(exc.value)
+        recent = json.loads((await c.read_resource("gateway://events/recent")).contents[0].text)
+        assert all(e["tool"] != "update_memory" for e in recent["events"])
+    for e in [other_user.value, *errors]:
+        assert e.error.data["error"]["code"] == "not_found"
+        assert e.message.startswith("Resource not found: ")
+    async with connect(http, world.a_host) as c:  # a host key reads any user of its tenant
+        profile = json.loads((await c.read_resource("memory://users/ash/profile")).contents[0].text)
+        assert profile["items"]["active"] == 1
+
+
+async def test_clean_shutdown_writes_every_record(world, sqlite_store: Store) -> None:
+    world.runtime.recorder.interval = 3600  # no background flush: only shutdown can write
+    app = build_http_app(world.runtime, stateless=True)
+    with UvicornThread(app) as srv:
+        async with connect(srv.url, world.b_rw) as c:
+            for _ in range(25):
+                assert not (await c.call_tool("slack_list_channels", {})).is_error
+    events = sqlite_store.query_events(world.b.id, type_="tool_call", limit=100)
+    assert len(events) == 25
+    assert sqlite_store.usage_totals(world.b.id, _period())[0] == 25
+
+
+def _period() -> str:
+    from generator.runtime.store import period_bounds
+
+    return period_bounds("month", now_us())[0]
+
+
+async def test_list_changed_over_stateful_http(stateful: str, world, sqlite_store: Store) -> None:
+    got: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        method = getattr(getattr(message, "root", message), "method", None)
+        if method:
+            got.append(method)
+
+    async with connect(stateful, world.b_rw, mode="legacy", message_handler=on_message) as c:
+        assert "shopify_list_orders" not in await names(c)
+        # as the admin CLI would: another writer, straight to the database
+        sqlite_store.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "t"})
+        with anyio.fail_after(10):
+            while "notifications/tools/list_changed" not in got:
+                await anyio.sleep(0.05)
+        assert "shopify_list_orders" in await names(c)
+
+
+async def test_list_changed_over_http_listen(stateful: str, world, sqlite_store: Store) -> None:
+    async with connect(stateful, world.b_rw) as c, c.listen(tools_list_changed=True) as sub:
+        sqlite_store.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "t"})
+        with anyio.fail_after(10):
+            async for event in sub:
+                assert type(event).__name__ == "ToolsListChanged"
+                break
