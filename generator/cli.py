@@ -121,5 +121,109 @@ def ir_command(root: Path, manifests: Path | None, spans: bool, error_format: Er
     click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
 
 
+# ---------------------------------------------------------------------------- quality gates
+
+_today = click.option(
+    "--today", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+    help="Date for sunset checks, YYYY-MM-DD [default: today].",
+)
+
+
+@main.command(name="breaking")
+@_project
+@_manifests
+@click.option("--against", required=True, metavar="REF",
+              help="A git ref (main, HEAD~1, v1.2.0) or a directory of manifests to compare with.")
+@_today
+@_error_format
+def breaking_command(root: Path, manifests: Path | None, against: str, today: Any,
+                     error_format: ErrorFormat) -> None:
+    """Report changes that break agents using the tools (exit 1 unless allowed)."""
+    from . import breaking
+
+    try:
+        result = breaking.breaking(_options(root, manifests), against,
+                                   today=today.date() if today else None)
+    except breaking.BreakingError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(breaking.render(result, error_format), nl=False)
+    if error_format == "text":
+        click.echo(breaking.summary(result), err=True)
+    if not result.ok:
+        sys.exit(EXIT_FAIL)
+
+
+def _profiles_option() -> Any:
+    from .profiles import known_names
+
+    return click.option(
+        "--profile", "profiles", multiple=True, type=click.Choice(known_names()),
+        help="Client profile to check (repeatable) [default: the gateway's lint.profiles].",
+    )
+
+
+@main.command(name="lint")
+@_project
+@_manifests
+@_profiles_option()
+@click.option("--token-budget", type=click.IntRange(min=1), default=None,
+              help="Tokens one tenant's tools/list may take [default: lint.token_budget].")
+@_today
+@_error_format
+def lint_command(root: Path, manifests: Path | None, profiles: tuple[str, ...],
+                 token_budget: int | None, today: Any, error_format: ErrorFormat) -> None:
+    """Check the catalog against client profiles and each tenant's token budget."""
+    from . import lint, tokens
+
+    result = lint.lint(_options(root, manifests), profiles=profiles or None,
+                       token_budget=token_budget, today=today.date() if today else None)
+    if error_format == "json":
+        click.echo(json.dumps({
+            "profiles": [p.name for p in result.profiles],
+            "diagnostics": [d.as_dict() for d in result.diagnostics],
+            "suppressed": [{**s.diagnostic.as_dict(), "reason": s.reason}
+                           for s in result.suppressed],
+            "tokens": tokens.as_data(result.tokens),
+        }, indent=2, ensure_ascii=False))
+    else:
+        if result.tokens:
+            click.echo(tokens.render_report(result.tokens), nl=False)
+        _report(result.diagnostics, error_format)
+        if error_format == "text" and result.profiles:
+            click.echo(f"lint: profiles {', '.join(p.name for p in result.profiles)}; "
+                       f"{len(result.suppressed)} finding(s) disabled in manifests", err=True)
+    if not result.ok:
+        sys.exit(EXIT_FAIL)
+
+
+@main.command(name="tokens")
+@_project
+@_manifests
+@_profiles_option()
+@click.option("--token-budget", type=click.IntRange(min=1), default=None,
+              help="Tokens one tenant's tools/list may take [default: lint.token_budget].")
+@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Savings to suggest per tenant.")
+@_error_format
+def tokens_command(root: Path, manifests: Path | None, profiles: tuple[str, ...],
+                   token_budget: int | None, top: int, error_format: ErrorFormat) -> None:
+    """Print each representative tenant's tools/list size in tokens (exit 1 over budget)."""
+    from . import lint, tokens
+
+    result = lint.lint(_options(root, manifests), profiles=profiles or None,
+                       token_budget=token_budget)
+    if not result.tokens:  # the manifests do not compile
+        _report(result.diagnostics, error_format)
+        sys.exit(EXIT_FAIL)
+    over = [d for d in result.diagnostics if d.code == "LNT020"]
+    if error_format == "json":
+        click.echo(json.dumps(tokens.as_data(result.tokens), indent=2, ensure_ascii=False))
+    else:
+        click.echo(tokens.render_report(result.tokens, top=top), nl=False)
+        _report(over, error_format)
+    if over:
+        sys.exit(EXIT_FAIL)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -230,6 +230,64 @@ def _deprecation(raw: dict[str, Any] | None) -> ir.Deprecation | None:
     return ir.Deprecation(**raw) if raw else None
 
 
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def deprecation_note(reason: str | None, replacement: str | None, sunset: str | None) -> str:
+    """What the model reads about a deprecated tool or property (appended to its description):
+    `Deprecated: use X instead (sunset 2027-01-31). <reason>`."""
+    when = f" (sunset {sunset})" if sunset else ""
+    note = f"Deprecated: use {replacement} instead{when}." if replacement else f"Deprecated{when}."
+    reason = (reason or "").strip()
+    if reason:
+        note += " " + reason + ("" if reason.endswith((".", "!", "?")) else ".")
+    return note
+
+
+def _with_note(description: str, deprecated: dict[str, Any] | None) -> str:
+    if not deprecated:
+        return description
+    note = deprecation_note(deprecated.get("reason"), deprecated.get("replacement"),
+                            deprecated.get("sunset"))
+    return f"{description}\n\n{note}" if description else note
+
+
+def _property_deprecations(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> Any:
+    """A copy of an input schema in which each property marked `deprecated: true` (JSON Schema
+    2020-12) has the deprecation note appended to its description; `x-replacement` names the
+    sibling property to use instead, `x-sunset` the date after which it may be removed. The
+    schema may share nodes with inlined shared types, so nothing is mutated."""
+    if isinstance(schema, list):
+        return [_property_deprecations(ctx, doc, (*path, i), v) for i, v in enumerate(schema)]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _property_deprecations(ctx, doc, (*path, k), v) for k, v in schema.items()}
+    props = out.get("properties")
+    if not isinstance(props, dict):
+        return out
+    new_props = {}
+    for name, prop in props.items():
+        if isinstance(prop, dict) and prop.get("deprecated") is True:
+            where = (*path, "properties", name)
+            repl, sunset = prop.get("x-replacement"), prop.get("x-sunset")
+            if repl is not None and (not isinstance(repl, str) or repl not in props
+                                     or repl == name):
+                ctx.err("GEN218", doc.span((*where, "x-replacement")),
+                        f"property {name!r} names replacement {repl!r}, which is not another "
+                        "property of the same object")
+            if sunset is not None and not (isinstance(sunset, str) and _DATE.match(sunset)):
+                ctx.err("GEN218", doc.span((*where, "x-sunset")),
+                        f"x-sunset of property {name!r} must be a date YYYY-MM-DD")
+            note = deprecation_note(prop.get("x-deprecation-reason"),
+                                    repl if isinstance(repl, str) else None,
+                                    sunset if isinstance(sunset, str) else None)
+            text = str(prop.get("description", "")).strip()
+            prop = {**prop, "description": f"{text} {note}" if text else note}
+        new_props[name] = prop
+    out["properties"] = new_props
+    return out
+
+
 def _bind(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, str] | None,
           input_schema: dict[str, Any] | None) -> ir.Pairs:
     pairs = tuple(sorted((raw or {}).items()))
@@ -252,6 +310,8 @@ def _common(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], name: s
         ctx.err("GEN202", span,
                 f"tool name {name!r} does not match ^[A-Za-z0-9_-]{{1,64}}$", hint)
     input_schema = _schema(ctx, doc, (*path, "input"), raw["input"], "input")
+    if input_schema is not None:
+        input_schema = _property_deprecations(ctx, doc, (*path, "input"), input_schema)
     output_schema = _schema(ctx, doc, (*path, "output"), raw["output"], "output")
     bind = _bind(ctx, doc, path, raw.get("bind"), input_schema)
     if input_schema is not None:
@@ -262,7 +322,7 @@ def _common(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], name: s
         "group": PyIdent(group),
         "connector": connector,
         "title": raw.get("title"),
-        "description": raw["description"].strip(),
+        "description": _with_note(raw["description"].strip(), raw.get("deprecated")),
         "scope": raw["scope"],
         "annotations": _annotations(raw.get("annotations")),
         "bind": bind,

@@ -17,6 +17,8 @@ _STAGES = {
     "compile": "Meaning across manifests",
     "emit": "Generating code",
     "write": "Writing the output",
+    "breaking": "Breaking changes, `gen breaking` (docs/breaking.md)",
+    "lint": "Client compatibility and budgets, `gen lint` (docs/lint.md)",
 }
 
 
@@ -76,7 +78,20 @@ def manifest_markdown() -> str:
     return "\n".join(lines)
 
 
-PAGES = {"diagnostics.md": diagnostics_markdown, "manifest.md": manifest_markdown}
+def breaking_markdown() -> str:
+    from .breaking import rules_markdown
+
+    return rules_markdown()
+
+
+def lint_markdown() -> str:
+    from .lint import rules_markdown
+
+    return rules_markdown()
+
+
+PAGES = {"diagnostics.md": diagnostics_markdown, "manifest.md": manifest_markdown,
+         "breaking.md": breaking_markdown, "lint.md": lint_markdown}
 
 
 def main() -> int:

@@ -1,0 +1,659 @@
+"""`gen breaking`: which changes to the manifests break agents already using the tools?
+
+Both sides are compiled to IR and compared, like buf's breaking rules but for MCP tools. Each
+change has a stable rule ID (BRK0xx break callers, BRK1xx are safe), a location (in the new
+manifests; for a removal, where the old manifests had it) and a hint.
+
+The rules follow who is hurt. An agent *sends* inputs, so an input may accept more but not
+less: a removed property, a narrower type, a removed enum value, a tighter constraint or a
+new required property break calls that worked. An agent *reads* outputs, so an output may
+promise more but not less: a removed property, a property made optional, a type or an enum
+that now allows values the agent never saw break the code that reads them.
+
+A breaking change is allowed (reported, exit 0) by an exception in the new manifests:
+
+    breaking:
+      allow:
+        - {rule: BRK003, target: "slack_send_message.input.unfurl_links", reason: "..."}
+
+or when it removes a tool or property whose deprecation's sunset date has passed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import json
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import api, ir
+from .diagnostics import CODES, Diagnostic, ErrorFormat, Span, error, has_errors, normalise, warning
+from .diagnostics import render as render_diagnostics
+from .load import discover
+from .locate import Pointer, Sources
+
+
+class BreakingError(Exception):
+    """The comparison cannot start (an unknown git ref, git missing...): a usage error."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    rule: str
+    span: Span
+    target: str  # what changed, as exceptions name it: tool, tool.input.a.b, resource:x
+    message: str
+    hint: str | None = None
+    allowed: str | None = None  # why a breaking change is accepted
+
+    @property
+    def breaking(self) -> bool:
+        return self.rule.startswith("BRK0")
+
+    @property
+    def severity(self) -> str:
+        return "breaking" if self.breaking else "safe"
+
+    @property
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        return (self.span.file, self.span.line, self.span.col, self.rule, self.message)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"rule": self.rule, "severity": self.severity, "allowed": self.allowed,
+                "target": self.target, "file": self.span.file, "line": self.span.line,
+                "col": self.span.col, "message": self.message, "hint": self.hint}
+
+
+@dataclass(frozen=True, slots=True)
+class BreakingResult:
+    changes: tuple[Change, ...]
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+    @property
+    def unallowed(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.breaking and not c.allowed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unallowed and not has_errors(self.diagnostics)
+
+
+@dataclass
+class _Side:
+    project: ir.Project | None
+    sources: Sources
+    label: str = ""  # "REF:" for a git ref: old locations then read REF:manifests/x.yaml
+
+    def span(self, span: Span | None) -> Span:
+        span = span or Span(file="?")
+        return replace(span, file=self.label + span.file) if self.label else span
+
+
+@dataclass
+class _Ctx:
+    old: _Side
+    new: _Side
+    today: dt.date
+    changes: list[Change] = field(default_factory=list)
+
+    def add(self, rule: str, span: Span, target: str, message: str, hint: str | None = None,
+            allowed: str | None = None) -> None:
+        assert rule in CODES, rule
+        self.changes.append(Change(rule=rule, span=span, target=target, message=message,
+                                   hint=hint, allowed=allowed))
+
+
+# ---------------------------------------------------------------------------- schemas
+
+_WIDER = {"number": {"integer"}}
+_UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
+_LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
+_EXACT = ("pattern", "format", "multipleOf", "const")
+
+
+def _types(s: Any) -> set[str] | None:
+    """The JSON types a schema allows (None: any)."""
+    if not isinstance(s, dict):
+        return None
+    t = s.get("type")
+    if t is None:
+        return None
+    names = {t} if isinstance(t, str) else set(t)
+    for wide, narrow in _WIDER.items():
+        if wide in names:
+            names |= narrow
+    return names
+
+
+def _show(t: set[str] | None) -> str:
+    if t is None:
+        return "any"
+    return "|".join(sorted(t - ({"integer"} if "number" in t else set())))
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    out = ""
+    for p in path:
+        out += p if p == "[]" else (f".{p}" if out else p)
+    return out
+
+
+def _sunset_passed(schema: Any, today: dt.date) -> str | None:
+    if isinstance(schema, dict) and schema.get("deprecated") is True:
+        sunset = schema.get("x-sunset")
+        if isinstance(sunset, str) and sunset <= today.isoformat():
+            return f"deprecated, sunset {sunset} has passed"
+    return None
+
+
+class _Compare:
+    """Compares one tool's input (or output) schemas, recursing into properties and items."""
+
+    def __init__(self, ctx: _Ctx, tool: str, which: str) -> None:
+        self.ctx, self.tool, self.which = ctx, tool, which
+
+    def target(self, path: tuple[str, ...]) -> str:
+        return f"{self.tool}.{self.which}" + (f".{_dotted(path)}" if path else "")
+
+    def new_span(self, pointer: Pointer) -> Span:
+        side = self.ctx.new
+        return side.span(side.sources.schema_span(self.tool, self.which, pointer)
+                         or side.sources.tool_span(self.tool))
+
+    def old_span(self, pointer: Pointer) -> Span:
+        side = self.ctx.old
+        return side.span(side.sources.schema_span(self.tool, self.which, pointer)
+                         or side.sources.tool_span(self.tool))
+
+    def where(self, path: tuple[str, ...]) -> str:
+        return f"{self.tool}: {self.which}" + (f" {_dotted(path)!r}" if path else " root")
+
+    def run(self, old: Any, new: Any, path: tuple[str, ...] = (),
+            pointer: Pointer = ()) -> None:
+        if not isinstance(old, dict) or not isinstance(new, dict):
+            return
+        if self.which == "input":
+            self.input_node(old, new, path, pointer)
+        else:
+            self.output_node(old, new, path, pointer)
+        self.properties(old, new, path, pointer)
+        if isinstance(old.get("items"), dict) and isinstance(new.get("items"), dict):
+            self.run(old["items"], new["items"], (*path, "[]"), (*pointer, "items"))
+
+    # -- inputs: may accept more, never less
+    def input_node(self, old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...],
+                   pointer: Pointer) -> None:
+        add, span, target, where = self.ctx.add, self.new_span(pointer), self.target(path), \
+            self.where(path)
+        ot, nt = _types(old), _types(new)
+        if ot != nt:
+            if nt is not None and (ot is None or not ot <= nt):
+                add("BRK004", self.new_span((*pointer, "type")), target,
+                    f"{where} type narrowed from {_show(ot)} to {_show(nt)}",
+                    "accept the old type too (a type list), or add a new property")
+            else:
+                add("BRK104", span, target, f"{where} type widened from {_show(ot)} to "
+                    f"{_show(nt)}")
+        oe, ne = old.get("enum"), new.get("enum")
+        if isinstance(ne, list):
+            gone = [v for v in oe if v not in ne] if isinstance(oe, list) else None
+            if gone is None:
+                add("BRK005", self.new_span((*pointer, "enum")), target,
+                    f"{where} is now restricted to {ne}", "accept every value it accepted")
+            elif gone:
+                add("BRK005", self.new_span((*pointer, "enum")), target,
+                    f"{where} no longer accepts {', '.join(json.dumps(v) for v in gone)}",
+                    "keep the value and map it to its replacement in the handler, or "
+                    "deprecate it first")
+            added = [v for v in ne if isinstance(oe, list) and v not in oe]
+            if added:
+                add("BRK105", self.new_span((*pointer, "enum")), target,
+                    f"{where} accepts {', '.join(json.dumps(v) for v in added)} too")
+        elif isinstance(oe, list):
+            add("BRK104", span, target, f"{where} accepts any value, not only {oe}")
+        tightened, relaxed = [], []
+        for kw in _UPPER + _LOWER + _EXACT:
+            a, b = old.get(kw), new.get(kw)
+            if a == b:
+                continue
+            if b is None:
+                relaxed.append(f"{kw} {a!r} dropped")
+            elif a is None or kw in _EXACT:
+                tightened.append(f"{kw} {b!r}" + (f" (was {a!r})" if a is not None else " added"))
+            elif (kw in _UPPER) == (b < a):
+                tightened.append(f"{kw} {a!r} -> {b!r}")
+            else:
+                relaxed.append(f"{kw} {a!r} -> {b!r}")
+        if old.get("additionalProperties", True) is not False \
+                and new.get("additionalProperties") is False:
+            tightened.append("additionalProperties: false added")
+        elif old.get("additionalProperties") is False \
+                and new.get("additionalProperties", True) is not False:
+            relaxed.append("additionalProperties opened")
+        if tightened:
+            add("BRK013", span, target, f"{where} constraint tightened: {'; '.join(tightened)}",
+                "calls that passed the old constraint now fail: relax it, or version the tool")
+        if relaxed:
+            add("BRK104", span, target, f"{where} constraint relaxed: {'; '.join(relaxed)}")
+
+    # -- outputs: may promise more, never less
+    def output_node(self, old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...],
+                    pointer: Pointer) -> None:
+        add, target, where = self.ctx.add, self.target(path), self.where(path)
+        ot, nt = _types(old), _types(new)
+        if ot != nt:
+            if ot is not None and (nt is None or not nt <= ot):
+                add("BRK008", self.new_span((*pointer, "type")), target,
+                    f"{where} type changed from {_show(ot)} to {_show(nt)}",
+                    "readers of the old type break: add a new property with the new type")
+            else:
+                add("BRK110", self.new_span((*pointer, "type")), target,
+                    f"{where} type narrowed from {_show(ot)} to {_show(nt)}")
+        oe, ne = old.get("enum"), new.get("enum")
+        if isinstance(oe, list):
+            added = [v for v in ne if v not in oe] if isinstance(ne, list) else None
+            if added is None:
+                add("BRK014", self.new_span(pointer), target,
+                    f"{where} is no longer limited to {oe}",
+                    "readers that switch on the value break: keep the enum")
+            elif added:
+                add("BRK014", self.new_span((*pointer, "enum")), target,
+                    f"{where} may now be {', '.join(json.dumps(v) for v in added)}",
+                    "readers that switch on the value break: add a new property, or make "
+                    "sure readers have a default branch and allow it")
+            gone = [v for v in oe if isinstance(ne, list) and v not in ne]
+            if gone:
+                add("BRK110", self.new_span((*pointer, "enum")), target,
+                    f"{where} is no longer {', '.join(json.dumps(v) for v in gone)}")
+
+    def properties(self, old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...],
+                   pointer: Pointer) -> None:
+        op, np_ = old.get("properties") or {}, new.get("properties") or {}
+        if not isinstance(op, dict) or not isinstance(np_, dict):
+            return
+        oreq, nreq = set(old.get("required") or ()), set(new.get("required") or ())
+        inp = self.which == "input"
+        for name in op:
+            sub, subp = (*path, name), (*pointer, "properties", name)
+            target, where = self.target(sub), self.where(sub)
+            if name not in np_:
+                self.ctx.add(
+                    "BRK003" if inp else "BRK006", self.old_span(subp), target,
+                    f"{where} removed",
+                    "keep it (deprecated, with x-replacement and x-sunset) until its sunset "
+                    "date" if inp else "keep returning it (deprecated) until its sunset date",
+                    allowed=_sunset_passed(op[name], self.ctx.today))
+                continue
+            if name in nreq and name not in oreq:
+                if inp:
+                    self.ctx.add("BRK002", self.new_span(subp), target,
+                                 f"{where} is now required",
+                                 "give it a default and keep it optional, or add a new tool")
+                else:
+                    self.ctx.add("BRK110", self.new_span(subp), target,
+                                 f"{where} is now always present")
+            elif name in oreq and name not in nreq:
+                if inp:
+                    self.ctx.add("BRK104", self.new_span(subp), target,
+                                 f"{where} is now optional")
+                else:
+                    self.ctx.add("BRK007", self.new_span(subp), target,
+                                 f"{where} is no longer always present",
+                                 "readers that rely on it break: keep it required")
+            if isinstance(np_[name], dict) and np_[name].get("deprecated") is True and not (
+                    isinstance(op[name], dict) and op[name].get("deprecated") is True):
+                repl = np_[name].get("x-replacement")
+                self.ctx.add("BRK107", self.new_span(subp), target, f"{where} deprecated"
+                             + (f" in favour of {repl!r}" if repl else ""))
+            self.run(op[name], np_[name], sub, subp)
+        for name in np_:
+            if name in op:
+                continue
+            sub, subp = (*path, name), (*pointer, "properties", name)
+            target, where = self.target(sub), self.where(sub)
+            if not inp:
+                self.ctx.add("BRK103", self.new_span(subp), target, f"{where} added")
+            elif name in nreq:
+                self.ctx.add("BRK002", self.new_span(subp), target, f"{where} added as required",
+                             "make it optional with a default, or add a new tool")
+            else:
+                self.ctx.add("BRK102", self.new_span(subp), target, f"{where} added (optional)")
+
+
+# ---------------------------------------------------------------------------- tools
+
+
+def _tool_changes(ctx: _Ctx, old: ir.Tool, new: ir.Tool) -> None:
+    nsrc = ctx.new.sources
+    name = new.name
+
+    def at(*keys: str) -> Span:
+        return ctx.new.span(nsrc.tool_span(name, *keys) or new.span)
+
+    oa, na = old.annotations, new.annotations
+    flips = [(f, o, n) for f, o, n in (("read_only", oa.read_only, na.read_only),
+                                       ("destructive", oa.destructive, na.destructive),
+                                       ("idempotent", oa.idempotent, na.idempotent))]
+    worse = [f"{f} {json.dumps(o)} -> {json.dumps(n)}" for f, o, n in flips
+             if (f == "destructive" and n and not o) or (f != "destructive" and o and not n)]
+    better = [f"{f} {json.dumps(o)} -> {json.dumps(n)}" for f, o, n in flips
+              if o != n and f"{f} {json.dumps(o)} -> {json.dumps(n)}" not in worse]
+    if worse:
+        ctx.add("BRK009", at("annotations"), name, f"{name}: {', '.join(worse)}",
+                "clients that run it without confirmation, or retry it, now risk data: "
+                "add a new tool instead")
+    if better:
+        ctx.add("BRK109", at("annotations"), name, f"{name}: {', '.join(better)}")
+    if old.scope != new.scope:
+        if new.scope == "write":
+            ctx.add("BRK010", at("scope"), name, f"{name}: scope raised from read to write",
+                    "read-only API keys lose the tool: add a new write tool instead")
+        else:
+            ctx.add("BRK109", at("scope"), name, f"{name}: scope lowered from write to read")
+    if new.deprecated is not None and old.deprecated is None:
+        d = new.deprecated
+        ctx.add("BRK107", ctx.new.span(nsrc.tool_span(name, "deprecated", key=True) or new.span),
+                name, f"{name}: deprecated" + (f" in favour of {d.replacement}"
+                                               if d.replacement else "")
+                + (f", sunset {d.sunset}" if d.sunset else ""))
+    _Compare(ctx, name, "input").run(old.input_schema.value, new.input_schema.value)
+    _Compare(ctx, name, "output").run(old.output_schema.value, new.output_schema.value)
+
+
+def _removed_tool(ctx: _Ctx, old: ir.Tool, added: list[ir.Tool]) -> None:
+    hint = "keep it deprecated (deprecated: {reason, replacement, sunset}) until its sunset"
+    twins = [t.name for t in added if t.input_schema == old.input_schema
+             and t.output_schema == old.output_schema]
+    if twins:
+        hint = f"renamed to {twins[0]}? A rename breaks callers: keep the old name deprecated"
+    allowed = None
+    d = old.deprecated
+    if d is not None and d.sunset is not None and d.sunset <= ctx.today.isoformat():
+        allowed = f"deprecated, sunset {d.sunset} has passed"
+    elif d is not None:
+        hint = (f"deprecated with sunset {d.sunset}: removal is allowed from then on"
+                if d.sunset else "deprecated without a sunset date: add one")
+    span = ctx.old.span(ctx.old.sources.tool_span(old.name) or old.span)
+    ctx.add("BRK001", span, old.name, f"{old.name}: tool removed", hint, allowed)
+
+
+# ---------------------------------------------------------------------------- connectors
+
+
+def _auth_changes(old: ir.ConnectorAuth, new: ir.ConnectorAuth) -> list[str]:
+    out = []
+    if old.type != new.type:
+        out.append(f"auth type {old.type} -> {new.type}")
+    for attr in ("token_field", "header", "key_field", "username_field", "password_field",
+                 "token_url"):
+        a, b = getattr(old, attr), getattr(new, attr)
+        if a != b and old.type == new.type:
+            out.append(f"{attr} {a!r} -> {b!r}")
+    of = {f.name: f for f in old.fields}
+    nf = {f.name: f for f in new.fields}
+    for name, f in nf.items():
+        if f.required and (name not in of or not of[name].required):
+            out.append(f"credential field {name!r} now required")
+    out.extend(f"credential field {name!r} removed" for name in of if name not in nf)
+    return out
+
+
+def _connector_changes(ctx: _Ctx, old: ir.Project | None, new: ir.Project) -> None:
+    olds = {c.name: c for c in (old.connectors if old else ())}
+    for c in new.connectors:
+        span = ctx.new.span(ctx.new.sources.connector_span(c.name) or c.span)
+        if c.name not in olds:
+            ctx.add("BRK108", span, f"connector:{c.name}", f"connector {c.name!r} added")
+            continue
+        diffs = _auth_changes(olds[c.name].auth, c.auth)
+        if diffs:
+            auth_span = ctx.new.span(ctx.new.sources.connector_span(c.name, "auth") or c.span)
+            ctx.add("BRK011", auth_span, f"connector:{c.name}",
+                    f"connector {c.name!r}: {'; '.join(diffs)}",
+                    "every tenant's stored credentials stop working: they must reconnect")
+
+
+def _resource_changes(ctx: _Ctx, old: ir.Project | None, new: ir.Project) -> None:
+    olds = {r.name: r for r in (old.gateway.resources if old else ())}
+    news = {r.name: r for r in new.gateway.resources}
+    for name, r in olds.items():
+        if name not in news:
+            ctx.add("BRK012", ctx.old.span(r.span), f"resource:{name}",
+                    f"resource {name!r} ({r.uri or r.uri_template}) removed",
+                    "clients that read it break: keep serving it")
+        elif (r.uri, r.uri_template) != (news[name].uri, news[name].uri_template):
+            n = news[name]
+            ctx.add("BRK012", ctx.new.span(n.span), f"resource:{name}",
+                    f"resource {name!r} moved from {r.uri or r.uri_template} to "
+                    f"{n.uri or n.uri_template}", "clients address resources by URI: keep the "
+                    "old one")
+    for name, r in news.items():
+        if name not in olds:
+            ctx.add("BRK106", ctx.new.span(r.span), f"resource:{name}",
+                    f"resource {name!r} added")
+
+
+# ---------------------------------------------------------------------------- exceptions
+
+
+def _exceptions(ctx: _Ctx) -> tuple[list[Change], list[Diagnostic]]:
+    entries: list[tuple[dict[str, Any], Span]] = []
+    for path in ctx.new.sources.docs:
+        entries.extend(ctx.new.sources.file_settings(path, "breaking", "allow"))
+    diags: list[Diagnostic] = []
+    used: set[Span] = set()
+    out = []
+    for c in ctx.changes:
+        if c.breaking and not c.allowed:
+            for e, span in entries:
+                pattern = e.get("target")
+                if e.get("rule") == c.rule and (pattern is None
+                                                or fnmatch.fnmatchcase(c.target, pattern)):
+                    used.add(span)
+                    c = replace(c, allowed=f"exception at {span}: {e.get('reason')}")
+                    break
+        out.append(c)
+    for e, span in entries:
+        if e.get("rule") not in CODES:
+            diags.append(error("BRK201", span, f"breaking.allow names unknown rule "
+                               f"{e.get('rule')!r}", "rules: see docs/breaking.md"))
+        elif span not in used:
+            diags.append(warning("BRK201", span, f"breaking.allow entry ({e.get('rule')}"
+                                 + (f", {e['target']}" if e.get("target") else "")
+                                 + ") matches no change", "remove it once the change landed"))
+    return out, diags
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def compare(old: ir.Project | None, new: ir.Project, *, old_sources: Sources,
+            new_sources: Sources, today: dt.date | None = None,
+            old_label: str = "") -> BreakingResult:
+    """Compare two compiled projects (`old` None: nothing existed). Locations of removed things
+    are prefixed with `old_label` (e.g. `main:` for a git ref)."""
+    ctx = _Ctx(_Side(old, old_sources, old_label), _Side(new, new_sources),
+               today or dt.date.today())
+    olds = {t.name: t for t in (old.tools if old else ())}
+    news = {t.name: t for t in new.tools}
+    added = [t for n, t in news.items() if n not in olds]
+    for name, t in olds.items():
+        if name in news:
+            _tool_changes(ctx, t, news[name])
+        else:
+            _removed_tool(ctx, t, added)
+    for t in added:
+        ctx.add("BRK101", ctx.new.span(new_sources.tool_span(t.name) or t.span), t.name,
+                f"{t.name}: tool added")
+    _connector_changes(ctx, old, new)
+    _resource_changes(ctx, old, new)
+    changes, diags = _exceptions(ctx)
+    return BreakingResult(tuple(sorted(changes, key=lambda c: c.sort_key)), normalise(diags))
+
+
+def _git(cwd: Path, *args: str) -> bytes:
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False)
+    except OSError as exc:
+        raise BreakingError(f"cannot run git: {exc}") from exc
+    if proc.returncode != 0:
+        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise BreakingError(f"git {' '.join(args)}: {msg[-1] if msg else 'failed'}")
+    return proc.stdout
+
+
+def materialise_ref(options: api.Options, ref: str, dest: Path) -> api.Options:
+    """Write the manifests as they are at git `ref` under `dest` (same relative paths) and
+    return options that compile them."""
+    top = Path(_git(options.root, "rev-parse", "--show-toplevel").decode().strip()).resolve()
+    try:
+        _git(top, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except BreakingError as exc:
+        raise BreakingError(f"{ref!r} is neither a directory nor a git ref of {top}") from exc
+    try:
+        rel = options.manifests.relative_to(top).as_posix()
+        root_rel = options.root.relative_to(top)
+    except ValueError as exc:
+        raise BreakingError(f"{options.manifests} is not inside the git work tree {top}") from exc
+    listing = _git(top, "ls-tree", "-r", "-z", "--name-only", ref, "--", rel or ".")
+    for name in filter(None, listing.decode("utf-8").split("\0")):
+        if not name.endswith((".yaml", ".yml")):
+            continue
+        target = dest / Path(name).relative_to(root_rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(_git(top, "show", f"{ref}:{name}"))
+    return api.Options(root=dest, manifests=dest / options.manifests.relative_to(options.root),
+                       out=dest / "generated", cache=False)
+
+
+def _against_dir(options: api.Options, against: str) -> Path | None:
+    for base in (Path.cwd(), options.root):
+        p = (base / against).resolve()
+        if p.is_dir():
+            return p
+    return None
+
+
+def breaking(options: api.Options, against: str, *, today: dt.date | None = None) -> BreakingResult:
+    """Compare the manifests of `options` with `against`: a directory of manifests, or a git
+    ref of the repository holding the project. Raises BreakingError when `against` is neither."""
+    new = api.compile_manifests(options)
+    if new.project is None:
+        return BreakingResult((), new.diagnostics)
+    new_sources = Sources.of(options)
+    directory = _against_dir(options, against)
+    with tempfile.TemporaryDirectory(prefix="mcpforge-breaking-") as tmp:
+        if directory is not None:
+            inside = directory.is_relative_to(options.root)
+            old_opts = api.Options(root=options.root if inside else directory.parent,
+                                   manifests=directory, out=Path(tmp) / "out", cache=False)
+            # outside the project, old locations carry the directory so they cannot be
+            # mistaken for the project's own files
+            label = "" if inside else f"{directory.parent.as_posix()}/"
+        else:
+            old_opts = materialise_ref(options, against, Path(tmp).resolve())
+            label = f"{against}:"
+        if not discover(old_opts.root, old_opts.manifests):
+            return compare(None, new.project, old_sources=Sources(()), new_sources=new_sources,
+                           today=today, old_label=label)
+        old = api.compile_manifests(old_opts)
+        if old.project is None:
+            diags = tuple(replace(d, span=replace(d.span, file=label + d.span.file))
+                          for d in old.diagnostics)
+            return BreakingResult((), normalise((*diags, *new.diagnostics)))
+        result = compare(old.project, new.project, old_sources=Sources.of(old_opts),
+                         new_sources=new_sources, today=today, old_label=label)
+    return replace(result, diagnostics=normalise((*new.diagnostics, *result.diagnostics)))
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _lines(changes: tuple[Change, ...], fmt: ErrorFormat) -> Iterator[str]:
+    for c in changes:
+        if fmt == "github":
+            level = ("error" if c.breaking and not c.allowed else
+                     "warning" if c.breaking else "notice")
+            msg = c.message + (f" ({c.hint})" if c.hint and not c.allowed else "")
+            msg += f" [allowed: {c.allowed}]" if c.allowed else ""
+            msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            yield (f"::{level} file={c.span.file},line={c.span.line},col={c.span.col},"
+                   f"title={c.rule}::{msg}")
+        else:
+            yield f"{c.span}: {c.severity}[{c.rule}] {c.message}"
+            if c.allowed:
+                yield f"  allowed: {c.allowed}"
+            elif c.hint and c.breaking:
+                yield f"  hint: {c.hint}"
+
+
+def summary(result: BreakingResult) -> str:
+    broken = sum(c.breaking for c in result.changes)
+    allowed = sum(c.breaking and c.allowed is not None for c in result.changes)
+    safe = len(result.changes) - broken
+    return f"{broken} breaking ({allowed} allowed), {safe} safe"
+
+
+def render(result: BreakingResult, fmt: ErrorFormat = "text") -> str:
+    if fmt == "json":
+        doc = {"changes": [c.as_dict() for c in result.changes],
+               "diagnostics": [d.as_dict() for d in result.diagnostics],
+               "summary": summary(result), "ok": result.ok}
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    text = "".join(line + "\n" for line in _lines(result.changes, fmt))
+    return text + render_diagnostics(result.diagnostics, fmt)
+
+
+def rules_markdown() -> str:
+    """docs/breaking.md, generated from the code registry."""
+    lines = [
+        "# `gen breaking`: rules",
+        "",
+        "`gen breaking --against REF` compiles the manifests at REF (a git ref, or a directory",
+        "of manifests) and the current ones, and reports every change with a stable rule ID.",
+        "BRK0xx changes break agents already using the tools (exit 1 unless allowed); BRK1xx",
+        "are safe. Generated from `generator/diagnostics.py` (`python -m generator.docs`).",
+        "",
+        "Inputs may accept more, never less (agents send them); outputs may promise more, never",
+        "less (agents read them). Locations point at the new manifests; a removal points at the",
+        "old ones (`REF:path:line:col` for a git ref).",
+        "",
+        "| rule | severity | meaning |",
+        "|---|---|---|",
+    ]
+    for c in CODES.values():
+        if c.stage == "breaking" and c.code != "BRK201":
+            sev = "breaking" if c.code.startswith("BRK0") else "safe"
+            lines.append(f"| `{c.code}` | {sev} | {c.title} |")
+    lines += [
+        "",
+        "## Allowing a breaking change",
+        "",
+        "Any manifest may carry exceptions; each needs a reason (`BRK201` reports an entry",
+        "that matches nothing):",
+        "",
+        "```yaml",
+        "breaking:",
+        "  allow:",
+        "    - rule: BRK003",
+        "      target: slack_send_message.input.unfurl_links  # globs: slack_*",
+        "      reason: the upstream API dropped the option; it was ignored since March",
+        "```",
+        "",
+        "Targets read `tool`, `tool.input.a.b`, `tool.output.items[].id`, `connector:name`,",
+        "`resource:name`, as `gen breaking` prints them.",
+        "",
+        "## Deprecation lifecycle",
+        "",
+        "Mark a tool `deprecated: {reason, replacement, sunset}`, or an input property",
+        "`deprecated: true` with `x-replacement` and `x-sunset`. It keeps being served, its",
+        "description tells the model what to use instead, `gen lint` warns (LNT015), and once",
+        "the sunset date has passed `gen breaking` allows its removal.",
+        "",
+    ]
+    return "\n".join(lines)

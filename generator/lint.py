@@ -1,0 +1,471 @@
+"""`gen lint`: does the compiled catalog fit the clients and context windows it is meant for?
+
+Checks the compiled IR against client profiles (`profiles.py`): tool names (with the prefix a
+client adds), schema features a client rejects, tool counts per representative tenant, plus
+quality rules (descriptions, annotations, deprecations) and each tenant's token budget
+(`tokens.py`). Every finding is a located `Diagnostic` with an LNT code and a fix hint.
+
+A file may switch a rule off for the findings located in it, with a reason:
+
+    lint:
+      disable:
+        - {rule: LNT013, reason: "annotations are set by the upstream's own MCP server"}
+
+An entry that suppresses nothing is reported (LNT018), so suppressions do not outlive their
+cause. Schema checks look at input schemas only: clients hand those to the model; output
+schemas are validated by the client SDK, not shown to the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import api, ir
+from .diagnostics import CODES, Diagnostic, Severity, Span, error, has_errors, normalise, warning
+from .locate import Pointer, Sources
+from .profiles import DEFAULT_PROFILES, PROFILES, Profile, known_names, profile
+from .tokens import TenantTokens, measure
+
+MIN_DESCRIPTION = 40  # characters; below this a model cannot tell when to pick the tool
+DUPLICATE_RATIO = 0.9  # difflib ratio of two descriptions in different connectors
+_CONFIRM = re.compile(
+    r"\b(confirm\w*|irreversibl\w*|cannot be undone|can't be undone|permanent\w*|ask the user)\b",
+    re.IGNORECASE,
+)
+_COMBINATORS = ("anyOf", "oneOf", "allOf", "not")
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    diagnostic: Diagnostic
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LintResult:
+    diagnostics: tuple[Diagnostic, ...]
+    profiles: tuple[Profile, ...] = ()
+    tokens: tuple[TenantTokens, ...] = ()
+    suppressed: tuple[Suppressed, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.diagnostics)
+
+
+@dataclass
+class _Findings:
+    """Collects findings; the same finding from several profiles becomes one diagnostic that
+    names them all."""
+
+    items: dict[tuple[str, Span, str], tuple[Severity, str | None, list[str]]] = field(
+        default_factory=dict)
+
+    def add(self, code: str, span: Span, message: str, hint: str | None = None, *,
+            profile: Profile | None = None, severity: Severity = Severity.ERROR) -> None:
+        key = (code, span, message)
+        sev, old_hint, names = self.items.setdefault(key, (severity, hint, []))
+        if profile is not None and profile.name not in names:
+            names.append(profile.name)
+
+    def diagnostics(self) -> list[Diagnostic]:
+        out = []
+        for (code, span, message), (sev, hint, names) in self.items.items():
+            text = f"{message} [{', '.join(names)}]" if names else message
+            out.append(Diagnostic(code=code, severity=sev, span=span, message=text, hint=hint))
+        return out
+
+
+# ---------------------------------------------------------------------------- profiles
+
+
+def resolve_profiles(project: ir.Project, sources: Sources, names: tuple[str, ...] | None,
+                     f: _Findings) -> tuple[Profile, ...]:
+    """Profiles to check: `names` (CLI) or the gateway's `lint.profiles`, with the gateway's
+    `lint.limits` overrides applied. Unknown names are LNT017."""
+    g = project.gateway
+    gdoc = sources.gateway
+    chosen = names if names is not None else (g.lint_profiles or DEFAULT_PROFILES)
+    known = ", ".join(known_names())
+    out: list[Profile] = []
+    for i, name in enumerate(chosen):
+        p = profile(name)
+        if p is None:
+            span = gdoc.span(("lint", "profiles", i)) if gdoc and names is None else g.span
+            f.add("LNT017", span, f"unknown client profile {name!r}", f"known profiles: {known}")
+        elif p not in out:
+            out.append(p)
+    raw = ((gdoc.data.get("lint") or {}).get("limits") or {}) if gdoc else {}
+    for key, limits in raw.items():
+        p = profile(key)
+        if p is None:
+            assert gdoc is not None
+            f.add("LNT017", gdoc.key_span(("lint", "limits", key)),
+                  f"lint.limits names unknown client profile {key!r}", f"known profiles: {known}")
+            continue
+        out = [dataclasses.replace(q, **limits) if q.name == p.name else q for q in out]
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------- schema walk
+
+
+def _walk(schema: Any, pointer: Pointer = ()) -> Iterator[tuple[Pointer, dict[str, Any]]]:
+    """Every subschema of a JSON Schema with its pointer (keywords and property names)."""
+    if not isinstance(schema, dict):
+        return
+    yield pointer, schema
+    for key in ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas"):
+        sub = schema.get(key)
+        if isinstance(sub, dict):
+            for name, s in sub.items():
+                yield from _walk(s, (*pointer, key, name))
+    for key in ("items", "additionalProperties", "not", "if", "then", "else", "contains",
+                "propertyNames", "unevaluatedProperties", "unevaluatedItems"):
+        yield from _walk(schema.get(key), (*pointer, key))
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        sub = schema.get(key)
+        if isinstance(sub, list):
+            for i, s in enumerate(sub):
+                yield from _walk(s, (*pointer, key, i))
+
+
+def _is_object(schema: dict[str, Any]) -> bool:
+    t = schema.get("type")
+    return t == "object" or (isinstance(t, list) and "object" in t) or "properties" in schema
+
+
+def _nullable(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return schema is True
+    t = schema.get("type")
+    if t == "null" or (isinstance(t, list) and "null" in t):
+        return True
+    if None in (schema.get("enum") or ()):
+        return True
+    return any(_nullable(s) for s in schema.get("anyOf") or ())
+
+
+def _where(pointer: Pointer) -> str:
+    return "/" + "/".join(map(str, pointer)) if pointer else "the root"
+
+
+def _schema_checks(t: ir.Tool, sources: Sources, profiles: tuple[Profile, ...],
+                   f: _Findings) -> None:
+    schema = t.input_schema.value
+
+    def at(pointer: Pointer) -> Span:
+        return sources.schema_span(t.name, "input", pointer) or t.span
+
+    for pointer, s in _walk(schema):
+        for p in profiles:
+            if p.rejects_refs:
+                for key in ("$ref", "$defs", "definitions"):
+                    if key in s:
+                        f.add("LNT003", at((*pointer, key)),
+                              f"{t.name}: input schema uses {key} at {_where(pointer)}",
+                              "inline the definition (shared types `#/types/Name` are inlined "
+                              "by the compiler)", profile=p)
+            for key in p.rejects_combinators:
+                if key in s:
+                    f.add("LNT004", at((*pointer, key)),
+                          f"{t.name}: input schema uses {key} at {_where(pointer)}",
+                          "flatten the alternatives into one object with optional properties "
+                          "(or anyOf, where accepted), and explain the choice in descriptions",
+                          profile=p)
+            if p.rejects_type_arrays and isinstance(s.get("type"), list):
+                f.add("LNT005", at((*pointer, "type")),
+                      f"{t.name}: input schema has a type array {s['type']} at {_where(pointer)}",
+                      "use one type; make the property optional instead of accepting null",
+                      profile=p)
+            ap = s.get("additionalProperties")
+            if p.additional_properties == "boolean" and isinstance(ap, dict):
+                f.add("LNT006", at((*pointer, "additionalProperties")),
+                      f"{t.name}: schema-valued additionalProperties at {_where(pointer)}",
+                      "declare the known keys under properties, or take a list of "
+                      "{key, value} objects", profile=p)
+            if p.strict and _is_object(s):
+                if ap is not False:
+                    f.add("LNT007", at(pointer),
+                          f"{t.name}: object at {_where(pointer)} is not closed",
+                          "add `additionalProperties: false`", profile=p)
+                required = set(s.get("required") or ())
+                for name, prop in (s.get("properties") or {}).items():
+                    if name not in required:
+                        nullable = "" if _nullable(prop) else " and make it nullable"
+                        f.add("LNT008", at((*pointer, "properties", name)),
+                              f"{t.name}: property {name!r} at {_where(pointer)} is not "
+                              "in required",
+                              f"list it in required{nullable} (e.g. type: [string, 'null'])",
+                              profile=p)
+
+
+# ---------------------------------------------------------------------------- per tool
+
+
+def _name_checks(t: ir.Tool, server: str, profiles: tuple[Profile, ...], f: _Findings) -> None:
+    for p in profiles:
+        if not p.name_pattern.match(t.name):
+            f.add("LNT001", t.span, f"tool name {t.name!r} ({len(t.name)} characters) does not "
+                  f"match {p.name_rule}", "rename the tool (for a connector tool: its "
+                  "capability name)", profile=p)
+        if p.prefix and p.max_prefixed_name is not None:
+            shown = p.prefix.format(server=server, tool=t.name)
+            if len(shown) > p.max_prefixed_name:
+                f.add("LNT002", t.span,
+                      f"{shown!r} is {len(shown)} characters; the client allows "
+                      f"{p.max_prefixed_name} for server prefix + tool name",
+                      f"shorten the tool name by {len(shown) - p.max_prefixed_name} characters "
+                      "or the server name (server.name in the gateway manifest)", profile=p)
+
+
+def _quality_checks(t: ir.Tool, sources: Sources, today: dt.date, f: _Findings) -> None:
+    raw = sources.raw_tool(t.name)
+    own = str(raw.get("description", t.description)).strip()
+    if not own:
+        f.add("LNT011", sources.tool_span(t.name, "description") or t.span,
+              f"{t.name}: description is empty",
+              "say what the tool does, when to use it and what it returns")
+    elif len(own) < MIN_DESCRIPTION:
+        f.add("LNT011", sources.tool_span(t.name, "description") or t.span,
+              f"{t.name}: description is {len(own)} characters; models pick tools by it",
+              "say what the tool does, when to use it and what it returns",
+              severity=Severity.WARNING)
+    ann: dict[str, Any] = raw.get("annotations") or {}
+    if raw and not ann:
+        f.add("LNT013", t.span, f"{t.name}: no annotations; clients show it as "
+              "non-read-only and non-destructive", "add annotations: {read_only: ..., "
+              "destructive: ..., idempotent: ..., open_world: ...}", severity=Severity.WARNING)
+    elif raw:
+        key = "read_only" if t.scope == "read" else "destructive"
+        if key not in ann and not (key == "destructive" and ann.get("read_only")):
+            f.add("LNT013", sources.tool_span(t.name, "annotations") or t.span,
+                  f"{t.name}: annotations do not say {key}; it is sent as false",
+                  f"state `{key}: true` or `{key}: false` explicitly", severity=Severity.WARNING)
+    a = t.annotations
+    if a.destructive and not _CONFIRM.search(t.description):
+        f.add("LNT014", t.span, f"{t.name} is destructive but its description asks for no "
+              "confirmation", "say what is lost and that the user should confirm first "
+              "(e.g. 'Deletes permanently; confirm with the user before calling')",
+              severity=Severity.WARNING)
+    if a.read_only and a.destructive:
+        f.add("LNT016", sources.tool_span(t.name, "annotations") or t.span,
+              f"{t.name} is annotated both read_only and destructive",
+              "a read-only tool cannot destroy anything: drop one of them")
+    elif a.read_only and t.scope == "write":
+        f.add("LNT016", sources.tool_span(t.name, "scope") or t.span,
+              f"{t.name} is read_only but needs the write scope",
+              "use scope: read, or drop read_only", severity=Severity.WARNING)
+    elif t.scope == "read" and not a.read_only and (a.destructive or raw.get("annotations")):
+        f.add("LNT016", sources.tool_span(t.name, "scope") or t.span,
+              f"{t.name} has the read scope but is not read_only: read-only API keys could "
+              "change data through it", "use scope: write, or annotate read_only: true",
+              severity=Severity.WARNING)
+    if t.deprecated is not None:
+        d = t.deprecated
+        past = d.sunset is not None and d.sunset <= today.isoformat()
+        when = (f"its sunset {d.sunset} has passed: remove it" if past else
+                f"sunset {d.sunset}" if d.sunset else "no sunset date")
+        f.add("LNT015", sources.tool_span(t.name, "deprecated", key=True) or t.span,
+              f"{t.name} is deprecated and still served ({when})",
+              f"move callers to {d.replacement}" if d.replacement else
+              "name a replacement and a sunset date", severity=Severity.WARNING)
+    for pointer, s in _walk(t.input_schema.value):
+        for name, prop in (s.get("properties") or {}).items():
+            if isinstance(prop, dict) and prop.get("deprecated") is True:
+                sunset = prop.get("x-sunset")
+                past = isinstance(sunset, str) and sunset <= today.isoformat()
+                req = " and still required" if name in (s.get("required") or ()) else ""
+                when = (f"sunset {sunset} has passed: remove it" if past else
+                        f"sunset {sunset}" if sunset else "no x-sunset")
+                f.add("LNT015", sources.schema_span(t.name, "input",
+                                                    (*pointer, "properties", name)) or t.span,
+                      f"{t.name}: input property {name!r} is deprecated{req} ({when})",
+                      f"move callers to {prop['x-replacement']!r}" if prop.get("x-replacement")
+                      else "name a replacement with x-replacement", severity=Severity.WARNING)
+
+
+def _duplicates(tools: tuple[ir.Tool, ...], sources: Sources, f: _Findings) -> None:
+    """Near-identical descriptions in different connectors make models pick at random."""
+    texts = [(t, sources.raw_tool(t.name).get("description", t.description)) for t in tools]
+    texts = [(t, " ".join(str(d).lower().split())) for t, d in texts]
+    for i, (a, da) in enumerate(texts):
+        for b, db in texts[i + 1:]:
+            if (a.connector or a.family) == (b.connector or b.family):
+                continue
+            m = difflib.SequenceMatcher(None, da, db, autojunk=False)
+            if (m.real_quick_ratio() >= DUPLICATE_RATIO and m.quick_ratio() >= DUPLICATE_RATIO
+                    and m.ratio() >= DUPLICATE_RATIO):
+                first, second = sorted((a, b), key=lambda t: (t.span.file, t.span.line))
+                f.add("LNT012", second.span,
+                      f"{second.name}'s description is {m.ratio():.0%} like {first.name}'s "
+                      f"({first.span})", "say what differs: the app, the records, when to pick "
+                      "this one", severity=Severity.WARNING)
+
+
+# ---------------------------------------------------------------------------- tenants
+
+
+def _tenant_checks(project: ir.Project, profiles: tuple[Profile, ...], f: _Findings) -> None:
+    from .tokens import tenant_tools
+
+    tenants: tuple[ir.Tenant | None, ...] = project.gateway.tenants or (None,)
+    for tenant in tenants:
+        n = len(tenant_tools(project, tenant))
+        who = f"tenant {tenant.name!r}" if tenant else "a tenant with every connector"
+        span = tenant.span if tenant else project.gateway.span
+        for p in profiles:
+            if p.max_tools is not None and n > p.max_tools:
+                f.add("LNT009", span, f"{who} sees {n} tools; {p.title} accepts at most "
+                      f"{p.max_tools}", "split the catalog into toolsets or servers, or give "
+                      "this tenant fewer connectors or scopes", profile=p)
+            elif p.warn_tools is not None and n > p.warn_tools:
+                f.add("LNT010", span, f"{who} sees {n} tools; tool selection degrades above "
+                      f"{p.warn_tools}", "3-15 tools per session is considered ideal: trim or "
+                      "split the catalog", profile=p, severity=Severity.WARNING)
+
+
+def _budget(project: ir.Project, profiles: tuple[Profile, ...], override: int | None) -> int:
+    if override is not None:
+        return override
+    if project.gateway.token_budget is not None:
+        return project.gateway.token_budget
+    return min((p.token_budget for p in profiles), default=PROFILES["claude"].token_budget)
+
+
+def _token_checks(results: tuple[TenantTokens, ...], f: _Findings) -> None:
+    for r in results:
+        if not r.over:
+            continue
+        biggest = ", ".join(f"{g.group} {g.tokens:,}" for g in r.groups[:3])
+        hints = "; ".join(s.text for s in r.savings[:2])
+        f.add("LNT020", r.span, f"tenant {r.tenant!r}: tools/list takes {r.tokens:,} tokens, "
+              f"over the budget of {r.budget:,} (largest: {biggest})",
+              hints or "give the tenant fewer connectors or trim descriptions")
+
+
+# ---------------------------------------------------------------------------- suppression
+
+
+def _suppress(diags: list[Diagnostic], sources: Sources) -> tuple[list[Diagnostic],
+                                                                  list[Suppressed]]:
+    kept: list[Diagnostic] = []
+    suppressed: list[Suppressed] = []
+    entries: dict[str, list[tuple[dict[str, Any], Span]]] = {}
+    for path in sources.docs:
+        section = sources.file_settings(path, "lint", "disable")
+        if section:
+            entries[path] = section
+    used: set[Span] = set()
+    for d in diags:
+        match = next(((e, s) for e, s in entries.get(d.span.file, ())
+                      if e.get("rule") == d.code), None)
+        if match is None or not d.code.startswith("LNT"):
+            kept.append(d)
+        else:
+            used.add(match[1])
+            suppressed.append(Suppressed(d, str(match[0].get("reason", ""))))
+    for _path, section in entries.items():
+        for e, span in section:
+            rule = e.get("rule")
+            if rule not in CODES or not str(rule).startswith("LNT") or rule == "LNT018":
+                kept.append(error("LNT018", span, f"lint.disable names unknown rule {rule!r}",
+                                  "rules: see docs/lint.md"))
+            elif span not in used:
+                kept.append(warning("LNT018", span, f"lint.disable of {rule} suppresses no "
+                                    "finding in this file", "remove the entry"))
+    return kept, suppressed
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def lint_project(project: ir.Project, sources: Sources, *,
+                 profiles: tuple[str, ...] | None = None, token_budget: int | None = None,
+                 today: dt.date | None = None) -> LintResult:
+    """Lint a compiled project. `profiles` / `token_budget` override the gateway manifest's."""
+    today = today or dt.date.today()
+    f = _Findings()
+    chosen = resolve_profiles(project, sources, profiles, f)
+    server = project.gateway.server_name
+    for t in project.tools:
+        _name_checks(t, server, chosen, f)
+        _schema_checks(t, sources, chosen, f)
+        _quality_checks(t, sources, today, f)
+    _duplicates(project.tools, sources, f)
+    _tenant_checks(project, chosen, f)
+    results = measure(project, _budget(project, chosen, token_budget))
+    _token_checks(results, f)
+    kept, suppressed = _suppress(f.diagnostics(), sources)
+    return LintResult(normalise(kept), chosen, results, tuple(suppressed))
+
+
+def lint(options: api.Options, *, profiles: tuple[str, ...] | None = None,
+         token_budget: int | None = None, today: dt.date | None = None) -> LintResult:
+    """Compile the manifests and lint them; compile errors are returned as they are."""
+    result = api.compile_manifests(options)
+    if result.project is None:
+        return LintResult(result.diagnostics)
+    linted = lint_project(result.project, Sources.of(options), profiles=profiles,
+                          token_budget=token_budget, today=today)
+    return dataclasses.replace(linted, diagnostics=normalise((*result.diagnostics,
+                                                              *linted.diagnostics)))
+
+
+def rules_markdown() -> str:
+    """docs/lint.md: the profiles as a table, generated from `profiles.PROFILES`."""
+    lines = [
+        "# `gen lint`: client profiles and rules",
+        "",
+        "`gen lint` compiles the manifests and checks the catalog against the client profiles",
+        "the gateway manifest selects (`lint.profiles`; `--profile` overrides), then measures",
+        "each representative tenant's `tools/list` payload in tokens. Generated from",
+        "`generator/profiles.py` and `generator/diagnostics.py` (`python -m generator.docs`).",
+        "",
+        "## Profiles",
+        "",
+        "Numbers are defaults: override them per profile in the gateway manifest's",
+        "`lint.limits` (`warn_tools`, `max_tools`, `max_prefixed_name`, `token_budget`).",
+        "",
+        "| profile | client | tool name | prefixed name | tools warn / max | rejects | budget |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in PROFILES.values():
+        rejects = [x for x, on in (("$ref/$defs", p.rejects_refs),
+                                   ("type arrays", p.rejects_type_arrays),
+                                   ("schema additionalProperties",
+                                    p.additional_properties == "boolean"),
+                                   ("non-strict objects", p.strict)) if on]
+        rejects += list(p.rejects_combinators)
+        names = ", ".join(f"`{n}`" for n in (p.name, *p.aliases))
+        prefixed = (f"`{p.prefix}` <= {p.max_prefixed_name}" if p.prefix else "")
+        tools = f"{p.warn_tools or '-'} / {p.max_tools or '-'}"
+        lines.append(f"| {names} | {p.title} | `{p.name_rule}` | {prefixed} | {tools} | "
+                     f"{', '.join(rejects)} | {p.token_budget:,} |")
+    lines += ["", "## Rules", "", "| rule | meaning |", "|---|---|"]
+    lines += [f"| `{c.code}` | {c.title} |" for c in CODES.values() if c.stage == "lint"]
+    lines += [
+        "",
+        "Top-level `anyOf`/`oneOf`/`allOf` and a root that is not `type: object` are compile",
+        "errors (GEN204) for every client, so `gen lint` reports them before any profile runs.",
+        "",
+        "## Disabling a rule for one file",
+        "",
+        "```yaml",
+        "lint:",
+        "  disable:",
+        "    - rule: LNT013",
+        "      reason: annotations come from the upstream's own MCP server",
+        "```",
+        "",
+        "The entry applies to findings located in that file. An entry that suppresses nothing",
+        "is a warning (LNT018); an unknown rule is an error.",
+        "",
+    ]
+    return "\n".join(lines)

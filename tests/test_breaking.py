@@ -1,0 +1,182 @@
+"""`gen breaking`: one before/after fixture pair per rule (tests/breaking/<case>/), a real git
+repository for `--against REF`, exceptions, the deprecation lifecycle and the CLI.
+
+Each fixture's expected report is tests/breaking/<case>/expected.txt; regenerate with
+`pytest tests/test_breaking.py --update-golden` (refused when CI is set).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from generator import api, breaking
+from generator.diagnostics import CODES
+from helpers import ROOT
+
+FIXTURES = ROOT / "tests" / "breaking"
+CASES = sorted(p for p in FIXTURES.iterdir() if p.is_dir())
+TODAY = dt.date(2026, 1, 1)  # fixtures' sunset dates are on both sides of it
+
+
+def _run(case: Path) -> breaking.BreakingResult:
+    options = api.Options(root=case, manifests=case / "after", out=case / "out", cache=False)
+    return breaking.breaking(options, str(case / "before"), today=TODAY)
+
+
+def test_every_rule_has_a_fixture_pair() -> None:
+    rules = {c for c, code in CODES.items() if code.stage == "breaking" and c != "BRK201"}
+    assert rules <= {p.name for p in CASES}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_fixture_pair(case: Path, update_golden: bool) -> None:
+    result = _run(case)
+    actual = breaking.render(result) + breaking.summary(result) + "\n"
+    expected_file = case / "expected.txt"
+    if update_golden:
+        expected_file.write_text(actual, encoding="utf-8")
+    assert actual == expected_file.read_text(encoding="utf-8")
+    if case.name.startswith("BRK"):
+        # the rule the fixture is named after is reported, located in after/ or (removals)
+        # in before/, and decides the outcome on its own
+        hits = [c for c in result.changes if c.rule == case.name]
+        assert hits, result.changes
+        assert all(c.span.file.split("/")[0] in {"after", "before"} for c in hits)
+        assert result.ok is case.name.startswith("BRK1")
+
+
+def test_required_output_removed_and_required_input_added_are_located() -> None:
+    """The issue's acceptance case, spelled out."""
+    removed = _run(FIXTURES / "BRK006")
+    [c] = removed.unallowed
+    assert (c.rule, str(c.span), c.target) == ("BRK006", "before/crm.yaml:29:9",
+                                               "crm_find_contact.output.total")
+    added = _run(FIXTURES / "BRK002")
+    [c] = added.unallowed
+    assert (c.rule, str(c.span), c.target) == ("BRK002", "after/crm.yaml:24:9",
+                                               "crm_find_contact.input.owner")
+
+
+def test_sunset_decides_whether_removal_is_allowed() -> None:
+    case = FIXTURES / "sunset_tool_removed"
+    options = api.Options(root=case, manifests=case / "after", out=case / "out", cache=False)
+    before_sunset = breaking.breaking(options, str(case / "before"), today=dt.date(2025, 6, 29))
+    on_sunset = breaking.breaking(options, str(case / "before"), today=dt.date(2025, 6, 30))
+    assert not before_sunset.ok and [c.rule for c in before_sunset.unallowed] == ["BRK001"]
+    assert on_sunset.ok and on_sunset.changes[0].allowed
+
+
+def test_exception_needs_matching_rule_and_target(tmp_path: Path) -> None:
+    case = tmp_path / "case"
+    shutil.copytree(FIXTURES / "exception_allows", case)
+    crm = case / "after" / "crm.yaml"
+    crm.write_text(crm.read_text().replace("target: crm_find_contact.input.status",
+                                           "target: crm_find_contact.input.limit"))
+    result = _run(case)
+    assert [c.rule for c in result.unallowed] == ["BRK003"]
+    assert sorted(d.message for d in result.diagnostics) == [
+        "breaking.allow entry (BRK001, crm_merge_*) matches no change",
+        "breaking.allow entry (BRK003, crm_find_contact.input.limit) matches no change",
+    ]
+
+
+def test_exception_without_reason_is_a_schema_error(tmp_path: Path) -> None:
+    case = tmp_path / "case"
+    shutil.copytree(FIXTURES / "BRK003", case)
+    crm = case / "after" / "crm.yaml"
+    crm.write_text(crm.read_text() + "breaking:\n  allow:\n    - {rule: BRK003}\n")
+    result = _run(case)
+    assert not result.ok and [d.code for d in result.diagnostics] == ["GEN101"]
+
+
+def test_identical_manifests_have_no_changes() -> None:
+    options = api.Options.for_project(ROOT, cache=False)
+    result = breaking.breaking(options, str(ROOT / "manifests"), today=TODAY)
+    assert result.ok and result.changes == ()
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                   cwd=cwd, check=True, capture_output=True)
+
+
+def _gen(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "generator.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, check=False,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+def test_against_a_git_ref(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "project" / "manifests").mkdir(parents=True)
+    for f in ("gateway.yaml", "crm.yaml"):
+        shutil.copy(FIXTURES / "BRK006" / "before" / f, repo / "project" / "manifests" / f)
+    (repo / "project" / "manifests" / "notes.txt").write_text("not a manifest\n")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "v1")
+    _git(repo, "tag", "v1")
+    shutil.copy(FIXTURES / "BRK006" / "after" / "crm.yaml", repo / "project/manifests/crm.yaml")
+    (repo / "project" / "manifests" / "desk.yaml").write_text(
+        (FIXTURES / "BRK108" / "after" / "desk.yaml").read_text())
+
+    project = repo / "project"
+    result = breaking.breaking(api.Options.for_project(project, cache=False), "v1", today=TODAY)
+    got = {(c.rule, str(c.span)) for c in result.changes}
+    assert ("BRK006", "v1:manifests/crm.yaml:29:9") in got  # removal: where v1 had it
+    assert ("BRK108", "manifests/desk.yaml:3:7") in got  # addition: in the work tree
+    assert not result.ok
+
+    proc = _gen(project, "breaking", "--against", "v1", "--error-format", "github")
+    assert proc.returncode == 1, proc.stderr
+    assert ("::error file=v1:manifests/crm.yaml,line=29,col=9,title=BRK006::"
+            in proc.stdout)
+    assert "::notice file=manifests/desk.yaml,line=3,col=7,title=BRK108::" in proc.stdout
+
+    # committing the change makes HEAD the same as the work tree
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "v2")
+    same = _gen(project, "breaking", "--against", "HEAD")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "0 breaking (0 allowed), 0 safe" in same.stderr
+
+    unknown = _gen(project, "breaking", "--against", "no-such-ref")
+    assert unknown.returncode == 2
+    assert "neither a directory nor a git ref" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+def test_ref_without_manifests_reports_everything_as_added(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README").write_text("x\n")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "empty")
+    shutil.copytree(FIXTURES / "BRK001" / "before", repo / "manifests")
+    result = breaking.breaking(api.Options.for_project(repo, cache=False), "HEAD", today=TODAY)
+    assert result.ok
+    assert {c.rule for c in result.changes} == {"BRK101", "BRK106", "BRK108"}
+
+
+def test_cli_json_and_exit_codes() -> None:
+    case = FIXTURES / "BRK002"
+    proc = _gen(ROOT, "breaking", "--project", str(case), "--manifests", str(case / "after"),
+                "--against", str(case / "before"), "--error-format", "json")
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is False
+    assert [(c["rule"], c["file"], c["line"], c["col"], c["severity"]) for c in doc["changes"]] \
+        == [("BRK002", "after/crm.yaml", 24, 9, "breaking")]
+    safe = FIXTURES / "BRK102"
+    ok = _gen(ROOT, "breaking", "--project", str(safe), "--manifests", str(safe / "after"),
+              "--against", str(safe / "before"))
+    assert ok.returncode == 0, ok.stderr
+    assert "safe[BRK102]" in ok.stdout
