@@ -56,14 +56,16 @@ ProjectEmitter = Callable[[ir.Project, Output], FileSet]
 
 
 def _registries() -> tuple[Sequence[GroupEmitter], Sequence[ProjectEmitter]]:
-    from . import catalog, models, package
+    from . import artifacts, catalog, client, models, package
 
-    group: list[GroupEmitter] = [models.group_models, catalog.group_catalog]
+    group: list[GroupEmitter] = [models.group_models, catalog.group_catalog, client.group_client]
     project: list[ProjectEmitter] = [
         catalog.catalog_index,
+        client.client_module,
         package.package_files,
         package.runtime_files,
         package.tools_json,
+        artifacts.artifacts,
     ]
     return group, project
 

@@ -8,19 +8,31 @@ from pathlib import Path
 from .. import ir
 from ..render import literal, python_header, render, text_header
 from . import FileSet, Output
+from .artifacts import env_prefix, md_cell, md_text
+from .client import CLIENT_CLASS, client_example, session_example
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 
-# Dependencies of the generated server, as compatible ranges.
+# Dependencies of the generated package: every distribution its code imports, as compatible
+# ranges (lower bound: the oldest release the runtime is known to work with; upper bound: the
+# next major). cryptography bumps its major version for every few deprecations, so its range
+# admits the next one too. A test keeps this list in step with the runtime's imports.
 SERVER_DEPENDENCIES = (
     "mcp>=2.3,<3",
-    "pydantic[email]>=2.9,<3",
+    "mcp-types>=2.3,<3",
+    "pydantic[email]>=2.12,<3",
     "jsonschema>=4.23,<5",
     "sqlalchemy>=2.0,<3",
-    "cryptography>=43",
-    "uvicorn>=0.30",
+    "cryptography>=43,<52",
+    "uvicorn>=0.31,<1",
+    "starlette>=0.40,<2",
+    "anyio>=4.9,<5",
+    "httpx2>=2.10,<3",
 )
 POSTGRES_EXTRA = ("psycopg[binary]>=3.2,<4",)
+# Files of the distribution besides the package (sdist only; the wheel holds the package).
+SDIST_FILES = ("README.md", "TOOLS.md", "tools.json", "claude_desktop_config.stdio.json",
+               "claude_desktop_config.http.json")
 
 
 def runtime_files(project: ir.Project, out: Output) -> FileSet:
@@ -39,11 +51,14 @@ def package_files(project: ir.Project, out: Output) -> FileSet:
         "pyproject.toml": render(
             "pyproject.toml.j2", header=text_header(out.all_sources_text()), g=g,
             script=script, dependencies=SERVER_DEPENDENCIES, postgres=POSTGRES_EXTRA,
-            json=json.dumps,
+            json=json.dumps, sdist=SDIST_FILES + (str(g.import_name),),
         ),
         "README.md": render(
             "package_readme.md.j2", header=text_header(out.all_sources_text(), "<!--").rstrip("\n")
             + " -->\n", g=g, project=project, script=script,
+            title=md_cell(g.title or g.server_name), summary=md_text(g.summary),
+            env_prefix=env_prefix(str(g.import_name)), client_class=CLIENT_CLASS,
+            example=client_example(project), session_example=session_example(project),
         ),
         out.pkg("__init__.py"): render("package_init.py.j2", header=header, g=g, lit=literal),
         out.pkg("__main__.py"): render("package_main.py.j2", header=header, g=g),

@@ -1,0 +1,410 @@
+"""The typed client: `<package>/client.py` and one methods module per tool group.
+
+Method signatures are read from the generated models, not re-derived from the JSON Schemas:
+the group's models module (datamodel-code-generator's output) is parsed with `ast`, and each
+keyword argument takes its input-model field's annotation and default verbatim, so the client
+can never disagree with the models it validates with. Names those annotations use are imported
+the way the models module imports or defines them.
+
+Per group (cached and parallel like the models): `client_methods/<group>.py` holds a
+`<Group>Tools(ClientBase)` class with one async method per tool. Per project: `client.py`
+combines them into `GatewayClient`, adds one reader per declared resource, and checks that no
+method name collides with another or with `ClientBase`'s own.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .. import ir
+from ..diagnostics import Span
+from ..names import ClassName, PyIdent
+from ..render import docstring, literal, python_header, render
+from . import EmitError, FileSet, Output
+
+# Public attributes of runtime/client_base.ClientBase (a test keeps this list exact).
+BASE_NAMES = frozenset({
+    "PACKAGE", "TOOL_METHODS", "call_tool", "close", "connect", "connect_to", "connected",
+    "http", "list_resources", "list_tools", "read_resource", "stdio",
+})
+CLIENT_CLASS = "GatewayClient"
+METHODS_PACKAGE = "client_methods"
+_BUILTINS = frozenset(dir(builtins))
+_DOC_WIDTH = 88
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+# ---------------------------------------------------------------------------- models source
+
+
+@dataclass(frozen=True, slots=True)
+class ModelField:
+    name: str  # Python attribute name
+    wire: str  # JSON name (the alias, or the attribute name)
+    annotation: ast.expr  # without Annotated[...] metadata
+    default: ast.expr | None  # None: required, or filled by a default factory
+    factory: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsModule:
+    fields: dict[str, tuple[ModelField, ...]]  # class name -> fields, in declaration order
+    imports: dict[str, str]  # name -> the import statement that binds it
+    defined: frozenset[str]  # module-level names (classes, aliases)
+
+
+def _field_call(node: ast.expr) -> ast.Call | None:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Field":
+        return node
+    return None
+
+
+def _parse_field(stmt: ast.AnnAssign) -> ModelField | None:
+    if not isinstance(stmt.target, ast.Name):
+        return None
+    annotation = stmt.annotation
+    if (isinstance(annotation, ast.Subscript) and isinstance(annotation.value, ast.Name)
+            and annotation.value.id == "ClassVar"):
+        return None
+    calls: list[ast.Call] = []
+    if (isinstance(annotation, ast.Subscript) and isinstance(annotation.value, ast.Name)
+            and annotation.value.id == "Annotated" and isinstance(annotation.slice, ast.Tuple)):
+        elts = annotation.slice.elts
+        annotation = elts[0]
+        calls += [c for c in map(_field_call, elts[1:]) if c is not None]
+    default = stmt.value
+    if default is not None and (call := _field_call(default)) is not None:
+        calls.append(call)
+        default = call.args[0] if call.args else None
+        if isinstance(default, ast.Constant) and default.value is Ellipsis:
+            default = None
+    wire = stmt.target.id
+    factory = False
+    for call in calls:
+        for kw in call.keywords:
+            if kw.arg == "alias" and isinstance(kw.value, ast.Constant):
+                wire = str(kw.value.value)
+            elif kw.arg == "default":
+                default = kw.value
+            elif kw.arg == "default_factory":
+                factory = True
+    return ModelField(name=stmt.target.id, wire=wire, annotation=annotation,
+                      default=None if factory else default, factory=factory)
+
+
+def parse_models(source: str) -> ModelsModule:
+    tree = ast.parse(source)
+    fields: dict[str, tuple[ModelField, ...]] = {}
+    imports: dict[str, str] = {}
+    defined: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module != "__future__":
+            for alias in node.names:
+                bound = alias.asname or alias.name
+                as_ = f" as {alias.asname}" if alias.asname else ""
+                imports[bound] = f"from {'.' * node.level}{node.module} import {alias.name}{as_}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                bound = alias.asname or alias.name.split(".")[0]
+                imports[bound] = (f"import {alias.name} as {alias.asname}" if alias.asname
+                                  else f"import {alias.name}")
+        elif isinstance(node, ast.ClassDef):
+            defined.add(node.name)
+            fields[node.name] = tuple(
+                f for f in (_parse_field(s) for s in node.body if isinstance(s, ast.AnnAssign))
+                if f is not None
+            )
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined.update(t.id for t in targets if isinstance(t, ast.Name))
+    return ModelsModule(fields=fields, imports=imports, defined=frozenset(defined))
+
+
+def _names(nodes: Iterable[ast.expr | None]) -> set[str]:
+    out: set[str] = set()
+    for node in nodes:
+        if node is not None:
+            out.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
+    return out
+
+
+def _admits_none(node: ast.expr) -> bool:
+    if isinstance(node, ast.Constant) and node.value is None:
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _admits_none(node.left) or _admits_none(node.right)
+    return False
+
+
+# ---------------------------------------------------------------------------- views
+
+
+def _doc(text: str, indent: str) -> str:
+    """`render.docstring`, without the indentation it puts on blank lines."""
+    return re.sub(r"(?m)^[ \t]+$", "", docstring(text, indent=indent))
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Long lines wrapped at `width`; indented lines (code, lists) kept as they are."""
+    lines: list[str] = []
+    for line in text.strip().splitlines() or [""]:
+        if len(line) <= width or line[:1].isspace():
+            lines.append(line.rstrip())
+        else:
+            lines.extend(textwrap.wrap(line, width, break_long_words=False,
+                                       break_on_hyphens=False) or [""])
+    return lines
+
+
+def _annotation_words(a: ir.Annotations) -> str:
+    words = [w for w, on in (("read-only", a.read_only), ("destructive", a.destructive),
+                             ("idempotent", a.idempotent), ("open world", a.open_world)) if on]
+    return ", ".join(words) or "none"
+
+
+def _method_doc(t: ir.Tool, fields: tuple[ModelField, ...], params: dict[str, str]) -> str:
+    width = _DOC_WIDTH - 8
+    lines = _wrap(t.description, width)
+    if t.deprecated is not None:
+        note = f"Deprecated: {t.deprecated.reason}"
+        if t.deprecated.replacement:
+            note += f" Use {t.deprecated.replacement} instead."
+        if t.deprecated.sunset:
+            note += f" Removed after {t.deprecated.sunset}."
+        lines += ["", *_wrap(note, width)]
+    props = t.input_schema.value.get("properties", {})
+    described = []
+    for f in fields:
+        prop = props.get(f.wire)
+        text = prop.get("description") if isinstance(prop, dict) else None
+        described.append((params[f.name], text if isinstance(text, str) and text.strip() else ""))
+    if described:
+        lines += ["", "Args:"]
+        for name, text in described:
+            wrapped = _wrap(f"{name}: {text}".rstrip(": ") if text else name, width - 4)
+            lines += ["    " + wrapped[0], *("        " + w for w in wrapped[1:])]
+    lines += ["", *_wrap(f"Returns {t.output_model}. Scope: {t.scope}. "
+                         f"Annotations: {_annotation_words(t.annotations)}.", width)]
+    return _doc("\n".join(lines), "        ")
+
+
+@dataclass(frozen=True, slots=True)
+class MethodView:
+    name: str
+    tool: str  # literal
+    params: tuple[str, ...]  # "name: annotation = default"
+    arguments: str  # dict literal source: field name -> parameter
+    input_model: str
+    output_model: str
+    doc: str
+
+
+def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
+    fields = module.fields[t.input_model]
+    params: dict[str, str] = {}
+    rendered: list[str] = []
+    used: set[str] = set()
+    for f in fields:
+        pname = f.name if f.name not in ("self", "cls") else f.name + "_"
+        params[f.name] = pname
+        annotation = ast.unparse(f.annotation)
+        if f.factory:
+            if not _admits_none(f.annotation):
+                annotation += " | None"
+            rendered.append(f"{pname}: {annotation} = None")
+        elif f.default is not None:
+            rendered.append(f"{pname}: {annotation} = {ast.unparse(f.default)}")
+        else:
+            rendered.append(f"{pname}: {annotation}")
+        used |= _names([f.annotation, f.default])
+    arguments = "{" + ", ".join(f"{literal(f.name)}: {params[f.name]}" for f in fields) + "}"
+    view = MethodView(name=str(t.py_name), tool=literal(t.name), params=tuple(rendered),
+                      arguments=arguments, input_model=str(t.input_model),
+                      output_model=str(t.output_model), doc=_method_doc(t, fields, params))
+    return view, used
+
+
+def mixin_name(group: ir.Group) -> str:
+    return f"{ClassName(group.name)}Tools"
+
+
+def _group_doc(project: ir.Project, group: ir.Group) -> str:
+    connector = next((c for c in project.connectors if PyIdent(c.name) == group.name), None)
+    if connector is not None:
+        what = f"Tools of the {connector.title} connector ({connector.name})"
+        text = f"{what}: visible once the workspace has connected it."
+    elif group.family == "personalization":
+        text = "Memory tools: they read and update what is known about the current user."
+    else:
+        text = "Built-in tools of the gateway, available to every workspace."
+    return _doc("\n".join(_wrap(text, _DOC_WIDTH - 4)), "    ")
+
+
+def group_client(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
+    from .models import group_models
+
+    tools = project.group_tools(group)
+    source = next(iter(group_models(project, group, out).values()))
+    module = parse_models(source)
+    methods: list[MethodView] = []
+    used: set[str] = set()
+    for t in tools:
+        view, names = _method(t, module)
+        methods.append(view)
+        used |= names
+    model_names = {str(t.input_model) for t in tools} | {str(t.output_model) for t in tools}
+    from_models = sorted(model_names | {n for n in used if n in module.defined})
+    imports = sorted({module.imports[n] for n in used
+                      if n not in module.defined and n in module.imports})
+    unknown = sorted(n for n in used
+                     if n not in module.defined and n not in module.imports and n not in _BUILTINS)
+    if unknown:
+        raise EmitError("GEN301", tools[0].span if tools else None,
+                        f"client methods of group {group.name!r} use names the models module "
+                        f"does not bind: {', '.join(unknown)}")
+    text = render(
+        "client_methods.py.j2",
+        header=python_header(out.sources_text(group.sources)),
+        group=str(group.name),
+        class_name=mixin_name(group),
+        class_doc=_group_doc(project, group),
+        imports=imports,
+        from_models=from_models,
+        methods=methods,
+    )
+    return {out.pkg(f"{METHODS_PACKAGE}/{group.name}.py"): text}
+
+
+# ---------------------------------------------------------------------------- client.py
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderView:
+    name: str
+    params: tuple[str, ...]
+    uri: str  # Python expression
+    json: bool
+    doc: str
+
+
+def _is_json(mime: str) -> bool:
+    base = mime.split(";")[0].strip().lower()
+    return base == "application/json" or base.endswith("+json")
+
+
+def _reader(r: ir.Resource) -> ReaderView:
+    template = r.uri_template or r.uri or ""
+    placeholders = list(dict.fromkeys(_PLACEHOLDER.findall(template)))
+    params = {p: str(PyIdent(p)) for p in placeholders}
+    seen: dict[str, str] = {}
+    for raw, py in params.items():
+        if py in seen:
+            raise EmitError("GEN208", r.span, f"placeholders {{{seen[py]}}} and {{{raw}}} of "
+                                              f"resource {r.name!r} both become parameter {py!r}")
+        seen[py] = raw
+    if r.uri_template and placeholders:
+        mapping = "{" + ", ".join(f"{literal(raw)}: {py}" for raw, py in params.items()) + "}"
+        uri = f"expand_uri({literal(template)}, {mapping})"
+    else:
+        uri = literal(template)
+    is_json = _is_json(r.mime_type)
+    text = r.description.strip()
+    if r.title:
+        text = f"{r.title}: {text}"
+    text += f"\n\nReads {template}" + (" and returns the parsed JSON." if is_json else ".")
+    return ReaderView(name=f"read_{PyIdent(r.name)}", params=tuple(f"{p}: str" for p in seen),
+                      uri=uri, json=is_json,
+                      doc=_doc("\n".join(_wrap(text, _DOC_WIDTH - 8)), "        "))
+
+
+def _check_names(project: ir.Project, readers: list[tuple[ReaderView, Span]]) -> None:
+    owners: dict[str, tuple[str, Span | None]] = {n: ("ClientBase", None) for n in BASE_NAMES}
+    entries = [(str(t.py_name), f"tool {t.name!r}", t.span) for t in project.tools]
+    entries += [(v.name, f"resource {v.name.removeprefix('read_')!r}", s) for v, s in readers]
+    for name, what, span in entries:
+        if name in owners:
+            other, other_span = owners[name]
+            where = f" ({other_span})" if other_span else ""
+            raise EmitError("GEN208", span, f"client method {name!r} of {what} collides with "
+                                            f"{other}{where}; rename one of them")
+        owners[name] = (what, span)
+
+
+def client_module(project: ir.Project, out: Output) -> FileSet:
+    g = project.gateway
+    readers = [(_reader(r), r.span) for r in g.resources]
+    _check_names(project, readers)
+    mixins = [(str(gr.name), mixin_name(gr)) for gr in project.groups]
+    tool_methods = {t.name: str(t.py_name) for t in project.tools}
+    title = g.title or g.server_name
+    module_intro = (f"Typed async client of {title}. See {CLIENT_CLASS}; a call made outside "
+                    "`async with` opens and closes its own connection.")
+    intro = (f"Typed async client of {title}: one method per tool (keyword arguments typed from "
+             "the tool's input model, returning its validated output model) and one reader per "
+             "resource. Every failure raises GatewayClientError with the gateway's error "
+             "envelope: code, message, details, retryable, retry_after. A tool the caller "
+             "cannot see raises code unknown_tool, exactly like an unknown one.")
+    header = python_header(out.all_sources_text())
+    files = {
+        out.pkg("client.py"): render(
+            "client.py.j2",
+            header=header,
+            module_doc=docstring("\n".join(_wrap(module_intro, _DOC_WIDTH)) + "\n\nExample::\n\n"
+                                 + "\n".join("    " + line for line in
+                                             client_example(project).splitlines())),
+            class_doc=_doc("\n".join(_wrap(intro, _DOC_WIDTH - 4)) + "\n\nExample::\n\n"
+                           + "\n".join("    " + line for line in
+                                       session_example(project).splitlines()), "    "),
+            class_name=CLIENT_CLASS,
+            mixins=mixins,
+            package=literal(str(g.import_name)),
+            tool_methods=[(literal(k), literal(v)) for k, v in tool_methods.items()],
+            readers=[v for v, _ in readers],
+            any_json=any(v.json for v, _ in readers),
+            any_template=any("expand_uri(" in v.uri for v, _ in readers),
+        ),
+        out.pkg(f"{METHODS_PACKAGE}/__init__.py"): render(
+            "client_methods_init.py.j2", header=header,
+            groups=[str(gr.name) for gr in project.groups],
+        ),
+    }
+    return files
+
+
+def example_tool(project: ir.Project) -> ir.Tool | None:
+    """The tool the examples call: a read-only tool without required arguments, preferring
+    built-in ones (they work without any connected app)."""
+    def required(t: ir.Tool) -> bool:
+        return bool(t.input_schema.value.get("required"))
+
+    ranked = sorted(project.tools, key=lambda t: (
+        t.family != "native", required(t), not t.annotations.read_only,
+        len(t.input_schema.value.get("properties", {})), t.name))
+    return ranked[0] if ranked else None
+
+
+def session_example(project: ir.Project, url: str = "http://127.0.0.1:8000/mcp",
+                    key: str = "gwk_...") -> str:
+    """Several calls over one connection."""
+    t = example_tool(project)
+    method = str(t.py_name) if t and not t.input_schema.value.get("required") else "list_tools"
+    return (f'async with {CLIENT_CLASS}.http("{url}", api_key="{key}") as gw:\n'
+            f"    tools = await gw.list_tools()\n"
+            f"    result = await gw.{method}()\n")
+
+
+def client_example(project: ir.Project, url: str = "http://127.0.0.1:8000/mcp",
+                   key: str = "gwk_...") -> str:
+    """Three lines that work as written, in a script or a REPL (a call without `async with`
+    opens and closes its own connection)."""
+    g = project.gateway
+    t = example_tool(project)
+    method = str(t.py_name) if t and not t.input_schema.value.get("required") else "list_tools"
+    return (f"import asyncio\n"
+            f"from {g.import_name}.client import {CLIENT_CLASS}\n"
+            f'print(asyncio.run({CLIENT_CLASS}.http("{url}", api_key="{key}").{method}()))\n')

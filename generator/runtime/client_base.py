@@ -1,0 +1,558 @@
+"""Connection logic of the generated typed client (`<package>.client.GatewayClient`).
+
+The generated client subclasses `ClientBase` with one typed method per tool and one reader per
+declared resource; everything that does not vary with the manifests lives here:
+
+* transports: streamable HTTP (`ClientBase.http(url, api_key)`, the key sent as a bearer token
+  by an httpx2 client) and stdio (`ClientBase.stdio(api_key=...)` spawns
+  `python -m <package> serve --transport stdio` with the key in `<PACKAGE>_API_KEY`), or any
+  server object or transport the SDK's `mcp.Client` accepts (`ClientBase.connect_to(...)`);
+* use as an async context manager (one connection for many calls), or without one (each call
+  opens and closes its own connection);
+* one error type, `GatewayClientError`, carrying the gateway's error envelope (code, message,
+  details, retryable, retry_after) for tool errors, for protocol errors such as an unknown
+  tool, and for failures on this side (arguments that do not fit the input model, a result
+  that does not fit the output model, a connection that cannot be made).
+
+A connection must be opened and closed by the same task (the SDK's transports hold anyio
+task groups); `async with` guarantees that.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Literal, Self, TypeVar
+from urllib.parse import quote
+
+import httpx2
+import mcp.types as types
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from pydantic import BaseModel, ValidationError
+
+from .errors import INVALID_ARGUMENTS, UNAUTHENTICATED
+
+OutputT = TypeVar("OutputT", bound=BaseModel)
+
+# Codes raised by the client itself (the server's codes are in `errors.py`).
+INVALID_RESPONSE = "invalid_response"  # a result that does not fit the tool's output model
+CONNECTION_FAILED = "connection_failed"  # the server could not be reached or went away
+TIMEOUT = "timeout"  # no answer within the read timeout
+PROTOCOL_ERROR = "protocol_error"  # a JSON-RPC error without the gateway's envelope
+TOOL_ERROR = "tool_error"  # a tool error without the gateway's envelope
+
+USER_HEADER = "X-Gateway-User"  # lets a host-application key name the end user of a call
+MAX_MESSAGE = 500
+
+
+def env_prefix(package: str) -> str:
+    """`fastn_gateway` -> `FASTN_GATEWAY` (same rule as the server's `auth.api_key_env`)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", package).upper()
+
+
+class GatewayClientError(Exception):
+    """A failed call, with the gateway's error envelope.
+
+    `code` is one of the gateway's stable codes (`unknown_tool`, `invalid_arguments`,
+    `not_connected`, `quota_exceeded`, `upstream_error`, ...) or one raised by the client
+    (`invalid_response`, `connection_failed`, `timeout`, `protocol_error`, `tool_error`).
+    `retry_after` is in seconds when the gateway knows when to retry.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_envelope(cls, envelope: Any) -> GatewayClientError | None:
+        """The error an envelope `{"error": {...}}` describes, or None if it is not one."""
+        body = envelope.get("error") if isinstance(envelope, Mapping) else None
+        if not isinstance(body, Mapping):
+            return None
+        code, message = body.get("code"), body.get("message")
+        if not isinstance(code, str) or not isinstance(message, str):
+            return None
+        details = body.get("details")
+        retry_after = body.get("retry_after_seconds")
+        return cls(
+            code,
+            message,
+            details=details if isinstance(details, Mapping) else None,
+            retryable=body.get("retryable") is True,
+            retry_after=float(retry_after)
+            if isinstance(retry_after, int | float) and not isinstance(retry_after, bool)
+            else None,
+        )
+
+    def envelope(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "details": self.details,
+            "retryable": self.retryable,
+        }
+        if self.retry_after is not None:
+            body["retry_after_seconds"] = self.retry_after
+        return {"error": body}
+
+    def __repr__(self) -> str:
+        return f"GatewayClientError({self.code!r}, {self.message!r})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolInfo:
+    """A tool the caller can see, as `tools/list` reports it."""
+
+    name: str
+    title: str | None
+    description: str | None
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    open_world: bool
+    scope: str | None  # "read" / "write"
+    connector: str | None  # None for built-in and memory tools
+    deprecated: dict[str, Any] | None
+    method: str | None  # the client method calling it (None: unknown to this client)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceInfo:
+    uri: str
+    name: str
+    title: str | None
+    description: str | None
+    mime_type: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceContent:
+    uri: str
+    mime_type: str | None
+    text: str | None = None
+    blob: bytes | None = None
+
+    def json(self) -> Any:
+        """The content parsed as JSON."""
+        raw = self.text if self.text is not None else (self.blob or b"").decode("utf-8")
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise GatewayClientError(
+                INVALID_RESPONSE,
+                f"Resource {self.uri} is not valid JSON.",
+                details={"uri": self.uri},
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _HttpTarget:
+    url: str
+    headers: Mapping[str, str]
+    timeout: float | None
+
+
+_Mode = Literal["auto", "legacy"]
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"path": "/" + "/".join(str(p) for p in e["loc"]), "message": _short(e["msg"])}
+        for e in exc.errors(include_url=False, include_input=False)[:20]
+    ]
+
+
+def _same(value: Any, default: Any) -> bool:
+    try:
+        return type(value) is type(default) and bool(value == default)
+    except Exception:  # a value that cannot be compared is simply sent
+        return False
+
+
+def expand_uri(template: str, values: Mapping[str, str]) -> str:
+    """Fill `{name}` placeholders, each value percent-encoded as one path segment."""
+    out = template
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", quote(value, safe=""))
+    return out
+
+
+class ClientBase:
+    """Async client of one generated gateway. Subclassed by the generated `GatewayClient`."""
+
+    PACKAGE: ClassVar[str] = ""  # import name of the generated package
+    TOOL_METHODS: ClassVar[Mapping[str, str]] = {}  # tool name -> method name
+
+    def __init__(
+        self,
+        target: Any,
+        *,
+        timeout: float | None = 60.0,
+        mode: _Mode = "auto",
+    ) -> None:
+        """Connect to `target`: anything `mcp.Client` accepts (an URL, `StdioServerParameters`,
+        a transport, an in-process server). Prefer the `http` and `stdio` constructors."""
+        self._target = target
+        self._timeout = timeout
+        self._mode: _Mode = mode
+        self._client: Client | None = None
+        self._stack: AsyncExitStack | None = None
+        self._rejected_key = False
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def http(
+        cls,
+        url: str,
+        api_key: str | None = None,
+        *,
+        user: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = 60.0,
+        mode: _Mode = "auto",
+    ) -> Self:
+        """A client of the gateway served over streamable HTTP at `url` (e.g.
+        `http://127.0.0.1:8000/mcp`), authenticated with `api_key` as a bearer token. `user`
+        names the end user (only host-application keys may do so)."""
+        all_headers = dict(headers or {})
+        if api_key is not None:
+            all_headers["Authorization"] = f"Bearer {api_key}"
+        if user is not None:
+            all_headers[USER_HEADER] = user
+        return cls(_HttpTarget(url, all_headers, timeout), timeout=timeout, mode=mode)
+
+    @classmethod
+    def stdio(
+        cls,
+        api_key: str | None = None,
+        *,
+        user: str | None = None,
+        command: str | None = None,
+        args: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        timeout: float | None = 60.0,
+        mode: _Mode = "auto",
+    ) -> Self:
+        """A client that starts the gateway as a subprocess and talks to it over stdio.
+
+        By default it runs `<this python> -m <package> serve --transport stdio`; `api_key`
+        (and `user`) reach the server as `<PACKAGE>_API_KEY` (`<PACKAGE>_USER`). `env` adds
+        variables (e.g. `<PACKAGE>_DATABASE_URL`); the SDK passes on only a few of the
+        parent's (PATH, HOME, ...).
+        """
+        prefix = env_prefix(cls.PACKAGE)
+        all_env = dict(env or {})
+        if api_key is not None:
+            all_env[f"{prefix}_API_KEY"] = api_key
+        if user is not None:
+            all_env[f"{prefix}_USER"] = user
+        params = StdioServerParameters(
+            command=command or sys.executable,
+            args=list(args)
+            if args is not None
+            else ["-m", cls.PACKAGE, "serve", "--transport", "stdio"],
+            env=all_env or None,
+            cwd=cwd,
+        )
+        return cls(params, timeout=timeout, mode=mode)
+
+    @classmethod
+    def connect_to(cls, target: Any, *, timeout: float | None = 60.0, mode: _Mode = "auto") -> Self:
+        """A client of any target `mcp.Client` accepts (e.g. an in-process SDK `Server`)."""
+        return cls(target, timeout=timeout, mode=mode)
+
+    # ------------------------------------------------------------------ connection
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    async def connect(self) -> None:
+        """Open the connection (done by `async with`). Raises GatewayClientError."""
+        if self._client is not None:
+            raise RuntimeError("the client is already connected")
+        stack = AsyncExitStack()
+        try:
+            self._client = await self._open(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def close(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def _open(self, stack: AsyncExitStack) -> Client:
+        target = self._target
+        self._rejected_key = False
+        try:
+            if isinstance(target, _HttpTarget):
+                http = await stack.enter_async_context(
+                    httpx2.AsyncClient(
+                        headers=dict(target.headers),
+                        timeout=httpx2.Timeout(30.0, read=max(target.timeout or 300.0, 30.0)),
+                        event_hooks={"response": [self._on_response]},
+                    )
+                )
+                target = streamable_http_client(target.url, http_client=http)
+            client = Client(target, read_timeout_seconds=self._timeout, mode=self._mode)
+            return await stack.enter_async_context(client)
+        except Exception as exc:
+            raise self._failure(exc, connecting=True) from None
+
+    async def _on_response(self, response: httpx2.Response) -> None:
+        if response.status_code == 401:
+            self._rejected_key = True
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[Client]:
+        """The open connection, or a connection for this one call."""
+        if self._client is not None:
+            yield self._client
+            return
+        async with AsyncExitStack() as stack:
+            yield await self._open(stack)
+
+    def _failure(self, exc: BaseException, *, connecting: bool = False) -> GatewayClientError:
+        """Translate anything the SDK or transport raised into one GatewayClientError."""
+        leaf = _leaf(exc)
+        if isinstance(leaf, GatewayClientError):
+            return leaf
+        if self._rejected_key:
+            self._rejected_key = False
+            return GatewayClientError(
+                UNAUTHENTICATED,
+                "The gateway rejected the API key (missing, unknown, expired or revoked).",
+            )
+        if isinstance(leaf, MCPError):
+            found = GatewayClientError.from_envelope(leaf.data)
+            if found is not None:
+                return found
+            if leaf.code == types.REQUEST_TIMEOUT:
+                return GatewayClientError(
+                    TIMEOUT,
+                    _short(leaf.message) or "The gateway did not answer in time.",
+                    retryable=True,
+                )
+            if leaf.code == types.CONNECTION_CLOSED:
+                return GatewayClientError(
+                    CONNECTION_FAILED, "The connection to the gateway was closed.", retryable=True
+                )
+            return GatewayClientError(
+                PROTOCOL_ERROR, _short(leaf.message), details={"jsonrpc_code": leaf.code}
+            )
+        what = "connect to" if connecting else "talk to"
+        return GatewayClientError(
+            CONNECTION_FAILED,
+            _short(f"Could not {what} the gateway: {type(leaf).__name__}: {leaf}"),
+            retryable=True,
+        )
+
+    # ------------------------------------------------------------------ tools
+
+    async def list_tools(self) -> list[ToolInfo]:
+        """Every tool the caller can see (all pages), in the server's order."""
+        out: list[ToolInfo] = []
+        cursor: str | None = None
+        async with self._session() as client:
+            while True:
+                try:
+                    page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+                except Exception as exc:
+                    raise self._failure(exc) from None
+                out.extend(self._tool_info(t) for t in page.tools)
+                cursor = page.next_cursor
+                if not cursor:
+                    return out
+
+    def _tool_info(self, tool: types.Tool) -> ToolInfo:
+        a = tool.annotations
+        meta = tool.meta or {}
+        scope = meta.get("io.mcpforge/scope")
+        connector = meta.get("io.mcpforge/connector")
+        deprecated = meta.get("io.mcpforge/deprecated")
+        return ToolInfo(
+            name=tool.name,
+            title=tool.title,
+            description=tool.description,
+            input_schema=dict(tool.input_schema),
+            output_schema=dict(tool.output_schema) if tool.output_schema is not None else None,
+            read_only=bool(a and a.read_only_hint),
+            destructive=bool(a and a.destructive_hint),
+            idempotent=bool(a and a.idempotent_hint),
+            open_world=bool(a and a.open_world_hint),
+            scope=scope if isinstance(scope, str) else None,
+            connector=connector if isinstance(connector, str) else None,
+            deprecated=dict(deprecated) if isinstance(deprecated, Mapping) else None,
+            method=self.TOOL_METHODS.get(tool.name),
+        )
+
+    async def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None) -> Any:
+        """Call any tool by name with wire arguments; returns its structured result as JSON
+        data. The typed methods of the generated client are usually the better choice."""
+        return await self._call(name, dict(arguments or {}))
+
+    async def _call_tool(
+        self,
+        name: str,
+        input_model: type[BaseModel],
+        output_model: type[OutputT],
+        arguments: Mapping[str, Any],
+    ) -> OutputT:
+        """Validate keyword arguments (by field name) with the input model, call the tool with
+        what was given, validate the result with the output model.
+
+        An optional argument that is None or equal to its default is not sent (the server
+        applies the same default); to send an explicit null there, use `call_tool`.
+        """
+        fields = input_model.model_fields
+        given: dict[str, Any] = {}
+        for key, value in arguments.items():
+            field = fields[key]
+            if not field.is_required():
+                if value is None:  # None stands for "not given" for an optional argument
+                    continue
+                if field.default_factory is None and _same(value, field.default):
+                    continue  # not sent: the server applies the same default
+            given[field.alias or key] = value
+        try:
+            model = input_model.model_validate(given)
+        except ValidationError as exc:
+            raise GatewayClientError(
+                INVALID_ARGUMENTS,
+                f"Arguments do not match the input schema of {name}.",
+                details={"errors": _errors(exc)},
+            ) from None
+        payload = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        data = await self._call(name, payload)
+        try:
+            return output_model.model_validate(data)
+        except ValidationError as exc:
+            raise GatewayClientError(
+                INVALID_RESPONSE,
+                f"The result of {name} does not match its output model.",
+                details={"errors": _errors(exc)},
+            ) from None
+
+    async def _call(self, name: str, payload: dict[str, Any]) -> Any:
+        async with self._session() as client:
+            try:
+                result = await client.call_tool(name, payload)
+            except RuntimeError as exc:  # the SDK's output-schema check
+                raise GatewayClientError(
+                    INVALID_RESPONSE, _short(str(exc)), details={"tool": name}
+                ) from None
+            except Exception as exc:
+                raise self._failure(exc) from None
+        text = next((c.text for c in result.content if isinstance(c, types.TextContent)), None)
+        if result.is_error:
+            found = None
+            if text is not None:
+                try:
+                    found = GatewayClientError.from_envelope(json.loads(text))
+                except ValueError:
+                    found = None
+            raise found or GatewayClientError(
+                TOOL_ERROR, _short(text or f"{name} failed."), details={"tool": name}
+            )
+        if result.structured_content is not None:
+            return result.structured_content
+        try:
+            return json.loads(text) if text is not None else None
+        except ValueError:
+            raise GatewayClientError(
+                INVALID_RESPONSE, f"{name} returned no structured result.", details={"tool": name}
+            ) from None
+
+    # ------------------------------------------------------------------ resources
+
+    async def list_resources(self) -> list[ResourceInfo]:
+        """The concrete resources the caller can read (all pages)."""
+        out: list[ResourceInfo] = []
+        cursor: str | None = None
+        async with self._session() as client:
+            while True:
+                try:
+                    page = await client.list_resources(cursor=cursor, cache_mode="bypass")
+                except Exception as exc:
+                    raise self._failure(exc) from None
+                out.extend(
+                    ResourceInfo(
+                        uri=r.uri,
+                        name=r.name,
+                        title=r.title,
+                        description=r.description,
+                        mime_type=r.mime_type,
+                    )
+                    for r in page.resources
+                )
+                cursor = page.next_cursor
+                if not cursor:
+                    return out
+
+    async def read_resource(self, uri: str) -> ResourceContent:
+        """Read one resource; an unknown or forbidden URI raises `not_found`."""
+        async with self._session() as client:
+            try:
+                result = await client.read_resource(uri, cache_mode="bypass")
+            except Exception as exc:
+                raise self._failure(exc) from None
+        if not result.contents:
+            raise GatewayClientError(INVALID_RESPONSE, f"Resource {uri} has no content.")
+        first = result.contents[0]
+        if isinstance(first, types.TextResourceContents):
+            return ResourceContent(uri=first.uri, mime_type=first.mime_type, text=first.text)
+        return ResourceContent(
+            uri=first.uri, mime_type=first.mime_type, blob=base64.b64decode(first.blob)
+        )
+
+    async def _read_json(self, uri: str) -> Any:
+        return (await self.read_resource(uri)).json()
