@@ -22,9 +22,12 @@ test: $(STAMP)  ## every test, plus the freshness gate
 	$(BIN)/gen build --check
 	$(BIN)/python -m pytest -q
 
-serve: $(STAMP)  ## build, then serve the gateway on SQLite with a demo tenant
+GATEWAY_PKG ?= fastn_gateway
+PORT        ?= 8000
+
+serve: $(STAMP)  ## build, then serve the gateway on SQLite (./var/) with a demo tenant
 	$(BIN)/gen build
-	$(BIN)/python -m generated_launcher
+	PYTHONPATH=generated $(BIN)/python -m $(GATEWAY_PKG) serve --transport http --port $(PORT) --demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/build.py
