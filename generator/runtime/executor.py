@@ -1040,7 +1040,9 @@ class ConnectorExecutor:
                     )
                     raise self._fail(
                         UPSTREAM_ERROR,
-                        f"{conn.spec.title} refused the request with HTTP {status}{shown}.",
+                        f"{conn.spec.title} reported an error{shown}."
+                        if status < 300
+                        else f"{conn.spec.title} refused the request with HTTP {status}{shown}.",
                         status=status,
                         connector=name,
                         details=self._upstream_detail(error_code, creds, credentials),
@@ -1062,15 +1064,13 @@ class ConnectorExecutor:
         except ConnectorCallError as exc:
             exc.attempts = attempts
             exc.refreshed_credentials = refreshed
-            if exc.status is None:
-                exc.status = status
             raise
         except GatewayError as exc:
-            raise self._convert(exc, attempts, refreshed, status) from None
+            raise self._convert(exc, attempts, refreshed) from None
 
     @staticmethod
     def _convert(
-        exc: GatewayError, attempts: int, refreshed: dict[str, str] | None, status: int | None
+        exc: GatewayError, attempts: int, refreshed: dict[str, str] | None
     ) -> ConnectorCallError:
         out = ConnectorCallError(
             exc.code,
@@ -1078,7 +1078,6 @@ class ConnectorExecutor:
             details=exc.details,
             retryable=exc.retryable,
             retry_after=exc.retry_after,
-            status=status,
         )
         out.attempts = attempts
         out.refreshed_credentials = refreshed
