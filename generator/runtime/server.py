@@ -84,6 +84,7 @@ from .errors import (
     internal_error,
 )
 from .executor import CallContext, ConnectorExecutor, base_urls_from_env, token_urls_from_env
+from .fastschema import Check, compile_check
 from .memory import MemoryStore
 from .quota import QuotaTracker
 from .recorder import Recorder
@@ -102,6 +103,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 100
+_UNCOMPILED: Any = object()
 MAX_ERRORS = 20
 MAX_MESSAGE = 300
 
@@ -176,6 +178,8 @@ class ToolIndex:
         self._cache_size = cache_size
         self._inputs: dict[str, Draft202012Validator] = {}
         self._outputs: dict[str, Draft202012Validator] = {}
+        self._fast_in: dict[str, Check | None] = {}
+        self._fast_out: dict[str, Check | None] = {}
 
     def tool_visible(self, name: str, active: frozenset[str], scopes: frozenset[str]) -> bool:
         spec = self.specs.get(name)
@@ -224,6 +228,11 @@ class ToolIndex:
         return v
 
     def input_errors(self, spec: ToolSpec, arguments: Any) -> list[dict[str, str]]:
+        check = self._fast_in.get(spec.name, _UNCOMPILED)
+        if check is _UNCOMPILED:
+            check = self._fast_in[spec.name] = compile_check(dict(spec.input_schema))
+        if check is not None and check(arguments):
+            return []
         v = self._validator(self._inputs, spec.name, spec.input_schema)
         errors = sorted(v.iter_errors(arguments), key=lambda e: list(map(str, e.absolute_path)))
         return [
@@ -232,6 +241,11 @@ class ToolIndex:
         ]
 
     def output_error(self, spec: ToolSpec, output: Any) -> str | None:
+        check = self._fast_out.get(spec.name, _UNCOMPILED)
+        if check is _UNCOMPILED:
+            check = self._fast_out[spec.name] = compile_check(dict(spec.output_schema))
+        if check is not None and check(output):
+            return None
         v = self._validator(self._outputs, spec.name, spec.output_schema)
         err = next(iter(v.iter_errors(output)), None)
         return None if err is None else f"{_pointer(err.absolute_path)}: {err.validator}"

@@ -21,16 +21,20 @@ calls the slow ones from a worker thread. Write transactions on SQLite start wit
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
+import random
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -80,8 +84,12 @@ def now_us() -> int:
 def iso(us: int | None) -> str | None:
     if us is None:
         return None
-    dt = datetime.fromtimestamp(us / US, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{us % US:06d}Z"
+    return _iso_seconds(us // US) + f".{us % US:06d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_seconds(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parse_iso(value: str) -> int:
@@ -96,8 +104,19 @@ def parse_iso(value: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
 
 
+_PERIODS: dict[str, tuple[str, int, int]] = {}
+
+
 def period_bounds(period: str, at_us: int) -> tuple[str, int, int]:
     """(period key, start, end) of the quota period containing `at_us` (UTC calendar)."""
+    cached = _PERIODS.get(period)
+    if cached is not None and cached[1] <= at_us < cached[2]:
+        return cached
+    found = _PERIODS[period] = _period_bounds(period, at_us)
+    return found
+
+
+def _period_bounds(period: str, at_us: int) -> tuple[str, int, int]:
     dt = datetime.fromtimestamp(at_us / US, tz=UTC)
     if period == "day":
         start = dt.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -118,8 +137,9 @@ def new_id(prefix: str) -> str:
 
 
 def event_id(at_us: int) -> str:
-    """Ids that sort by time (fixed-width hex microseconds) with a random suffix."""
-    return f"ev_{at_us:014x}{secrets.token_hex(4)}"
+    """Ids that sort by time (fixed-width hex microseconds) with a random suffix (uniqueness
+    only, not secrecy: the fast non-cryptographic generator is enough)."""
+    return f"ev_{at_us:014x}{random.getrandbits(32):08x}"
 
 
 def hash_key(token: str) -> str:
@@ -540,6 +560,31 @@ _KEY_COLUMNS = (
 )
 
 
+class _KeyRow(NamedTuple):
+    """A row of `Store._key_lookup`, in its column order."""
+
+    id: str
+    tenant_id: str
+    name: str | None
+    prefix: str
+    scopes: str
+    user_id: str | None
+    user_external_id: str | None
+    can_assert_user: Any
+    created_at: int
+    expires_at: int
+    revoked_at: int | None
+    tenant_name: str
+    plan: str
+    generation: int
+
+
+def _key_record(row: Any) -> KeyRecord | None:
+    if row is None:
+        return None
+    return KeyRecord(_key_info(row), row.tenant_name, row.plan, row.generation)
+
+
 def _key_info(row: Any) -> ApiKeyInfo:
     return ApiKeyInfo(
         id=row.id,
@@ -587,6 +632,14 @@ class Store:
             .where(api_keys.c.key_hash == sa.bindparam("h"))
         )
 
+        self._local = threading.local()
+        self._held: list[Any] = []
+        self._held_lock = threading.Lock()
+        compiled = self._key_lookup.compile(dialect=engine.dialect)
+        self._key_lookup_sql = str(compiled)
+        if self._dialect == "sqlite" and list(compiled.positiontup or ()) != ["h"]:
+            raise StoreError("unexpected key lookup statement")  # pragma: no cover
+
     @property
     def is_sqlite(self) -> bool:
         return self._dialect == "sqlite"
@@ -620,6 +673,11 @@ class Store:
                 )
 
     def dispose(self) -> None:
+        with self._held_lock:
+            held, self._held = self._held, []
+        for conn in held:
+            with contextlib.suppress(Exception):
+                conn.close()
         self.engine.dispose()
 
     def _upsert(self, table: sa.Table) -> Any:
@@ -868,13 +926,49 @@ class Store:
         return issued
 
     def lookup_key(self, token: str) -> KeyRecord | None:
-        """The key whose hash matches `token` (revoked and expired ones included)."""
+        """The key whose hash matches `token` (revoked and expired ones included).
+
+        This runs on every request. On SQLite it uses a connection kept by the calling
+        thread and a precompiled statement (autocommit: each SELECT sees the latest commit),
+        which costs a fraction of a SQLAlchemy round trip; elsewhere it is a plain query.
+        """
+        if self.is_sqlite:
+            return self._lookup_key_raw(hash_key(token))
         with self.engine.connect() as conn:
             row = conn.execute(self._key_lookup, {"h": hash_key(token)}).first()
             conn.rollback()
-        if row is None:
-            return None
-        return KeyRecord(_key_info(row), row.tenant_name, row.plan, row.generation)
+        return _key_record(row)
+
+    def _lookup_key_raw(self, key_hash: str) -> Any:
+        """SQLite: rows are cached per thread until the database changes.
+
+        `PRAGMA data_version` changes whenever another connection (any thread or process)
+        commits, so a revocation or a new key is seen on the very next lookup, while lookups
+        between commits cost one pragma instead of a query."""
+        local = self._local
+        cur = getattr(local, "cursor", None)
+        if cur is None:
+            fairy = self.engine.raw_connection()
+            with self._held_lock:
+                self._held.append(fairy)
+            driver: Any = fairy.driver_connection
+            cur = local.cursor = driver.cursor()
+            local.cache = {}
+            local.version = None
+        # fetchall() runs each statement to completion, so no read snapshot stays open.
+        version = cur.execute("PRAGMA data_version").fetchall()[0][0]
+        cache: dict[str, KeyRecord | None] = local.cache
+        if version != local.version:
+            cache.clear()
+            local.version = version
+        elif key_hash in cache:
+            return cache[key_hash]
+        rows = cur.execute(self._key_lookup_sql, (key_hash,)).fetchall()
+        record = _key_record(_KeyRow(*rows[0]) if rows else None)
+        if len(cache) >= 10_000:
+            cache.clear()
+        cache[key_hash] = record
+        return record
 
     # ------------------------------------------------------------------ connections
 

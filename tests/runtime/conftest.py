@@ -109,3 +109,16 @@ async def world(sqlite_store: Store, gateway: c.GatewaySpec, upstream: FakeUpstr
     w = populate(sqlite_store, upstream, runtime)
     yield w
     await runtime.aclose()
+
+
+@pytest.fixture
+async def pg_world(
+    pg_url: str, gateway: c.GatewaySpec, cipher: CredentialCipher, upstream: FakeUpstream
+) -> Any:
+    store = Store(make_engine(pg_url), gateway, cipher)
+    store.migrate()
+    runtime = make_runtime(store, gateway, upstream)
+    w = populate(store, upstream, runtime)
+    yield w
+    await runtime.aclose()
+    store.dispose()

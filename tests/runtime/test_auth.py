@@ -79,3 +79,26 @@ def test_only_hashes_in_database(sqlite_store: Store) -> None:
     with sqlite_store.read() as conn:
         dump = [tuple(r) for r in conn.execute(sa.select(st.api_keys)).all()]
     assert issued.token not in repr(dump)
+
+
+async def test_cached_lookups_see_other_writers_at_once(
+    sqlite_store: Store, gateway, cipher
+) -> None:
+    """Key lookups are cached until the database changes; a change made through another
+    engine (as the admin CLI in another process does) is seen on the next lookup."""
+    from generator.runtime.store import make_engine
+
+    t = sqlite_store.create_tenant("acme")
+    issued = sqlite_store.issue_key(t.id)
+    v = KeyVerifier(sqlite_store)
+    for _ in range(3):
+        assert await v.verify(issued.token) is not None
+    other = Store(make_engine(str(sqlite_store.engine.url.database)), gateway, cipher)
+    fresh = other.issue_key(t.id)
+    assert await v.verify(fresh.token) is not None
+    other.revoke_key(issued.info.id)
+    assert await v.verify(issued.token) is None
+    other.connect(t.id, "slack", {"bot_token": "x"})
+    p = await v.verify(fresh.token)
+    assert p is not None and p.generation == 1
+    other.dispose()

@@ -447,3 +447,35 @@ async def test_other_tenant_gets_no_notification(world) -> None:
         await world.runtime.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "t"})
         await anyio.sleep(0.2)
     assert "notifications/tools/list_changed" not in got
+
+
+async def test_whole_runtime_on_postgres(pg_world) -> None:
+    w = pg_world
+    async with Client(w.server(w.a_rw)) as c:
+        a = set(await all_tools(c))
+        r = await c.call_tool("slack_send_message", {"channel": "C1", "text": "pg"})
+        assert not r.is_error, r.content
+        r = await c.call_tool("update_memory", {"observations": [{"text": "Ash drinks green tea"}]})
+        assert not r.is_error, r.content
+        r = await c.call_tool("retrieve_relevant_chunks", {"query": "tea"})
+        assert r.structured_content["chunks"][0]["text"] == "Ash drinks green tea"
+        hist = (
+            await c.call_tool("fastn_get_event_history", {"type": "tool_call"})
+        ).structured_content
+        assert {e["tool"] for e in hist["events"]} >= {"slack_send_message", "update_memory"}
+        usage = (await c.call_tool("fastn_get_usage_summary", {})).structured_content
+        assert usage["calls"] >= 4
+        st = (
+            await c.call_tool("fastn_get_integration_status", {"connector": "slack"})
+        ).structured_content
+        assert st["calls_24h"] == 1 and st["last_success_at"]
+    async with Client(w.server(w.b_rw)) as c:
+        b = set(await all_tools(c))
+        hist = (await c.call_tool("fastn_get_event_history", {})).structured_content
+        assert all(e["tool"] != "slack_send_message" for e in hist["events"])
+    assert "shopify_list_orders" in a - b
+    w.runtime.store.set_plan(w.b.id, "tiny")
+    async with Client(w.server(w.b_rw)) as c:
+        results = [await c.call_tool("fastn_list_integrations", {}) for _ in range(4)]
+    # the tiny plan counts per day: earlier calls this month were under the monthly plan
+    assert [r.is_error for r in results] == [False, False, False, True]
