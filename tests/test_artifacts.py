@@ -1,0 +1,215 @@
+"""Wiring artifacts and package metadata: Claude Desktop snippets, TOOLS.md, pyproject.toml.
+
+Their exact text is pinned by the golden cases (tests/cases/*/expected); these tests check what
+the text must mean: the snippets name the real command, variables and endpoint; TOOLS.md has
+every tool and argument and example calls that validate; the package declares what it imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from helpers import ROOT, make_project, options
+from packaging.requirements import Requirement
+
+from generator import api
+from generator.emit import artifacts
+from generator.emit.package import SERVER_DEPENDENCIES
+
+GENERATED = ROOT / "generated"
+PKG = "fastn_gateway"
+CASES = ROOT / "tests" / "cases"
+
+
+@pytest.fixture(scope="module")
+def catalog(generated_on_path: Path) -> Any:
+    return importlib.import_module(f"{PKG}.catalog").GATEWAY
+
+
+def _json(name: str) -> Any:
+    return json.loads((GENERATED / name).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------- Claude Desktop
+
+
+def test_stdio_snippet_runs_the_installed_server(catalog: Any) -> None:
+    from fastn_gateway.runtime.auth import api_key_env
+    from fastn_gateway.runtime.cli import build_parser
+
+    entry = _json("claude_desktop_config.stdio.json")["mcpServers"][catalog.server_name]
+    pyproject = tomllib.loads((GENERATED / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["scripts"][entry["command"]] == f"{PKG}.__main__:main"
+    args = build_parser(catalog).parse_args(entry["args"])
+    assert (args.command, args.transport) == ("serve", "stdio")
+    assert args.db and os.path.isabs(args.db)
+    assert entry["env"] == {api_key_env(PKG): artifacts.API_KEY_PLACEHOLDER}
+
+
+def test_http_snippet_sends_the_key_as_a_bearer_header(catalog: Any) -> None:
+    entry = _json("claude_desktop_config.http.json")["mcpServers"][catalog.server_name]
+    assert entry["command"] == "npx"
+    assert entry["args"][:2] == ["-y", "mcp-remote"]
+    url = entry["args"][2]
+    assert url.endswith("/mcp") and url.startswith("http://localhost:")
+    header = entry["args"][entry["args"].index("--header") + 1]
+    name, _, value = header.partition(":")
+    var = re.fullmatch(r"\$\{(\w+)\}", value)
+    assert name == "Authorization" and var is not None
+    assert entry["env"] == {var.group(1): f"Bearer {artifacts.API_KEY_PLACEHOLDER}"}
+
+
+# ---------------------------------------------------------------------------- TOOLS.md
+
+
+def _cells(row: str) -> list[str]:
+    return re.split(r"(?<!\\)\|", row.strip())[1:-1]
+
+
+def _tables_are_well_formed(text: str) -> None:
+    width = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            width = None
+            continue
+        cells = _cells(line)
+        if width is None:
+            width = len(cells)
+        assert len(cells) == width, line
+
+
+def _sections(text: str) -> dict[str, str]:
+    parts = re.split(r'<a id="tool-([^"]+)"></a>', text)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def test_tools_md_documents_every_tool(catalog: Any) -> None:
+    text = (GENERATED / "TOOLS.md").read_text(encoding="utf-8")
+    _tables_are_well_formed(text)
+    sections = _sections(text)
+    assert sorted(sections) == sorted(catalog.tools)
+    for name, spec in catalog.tools.items():
+        body = sections[name]
+        assert f"### `{name}`" in body
+        assert f"| Scope | `{spec.scope}` |" in body
+        for row in artifacts.rows(dict(spec.input_schema)) + artifacts.rows(
+                dict(spec.output_schema)):
+            assert f"| {row.name} |" in body
+        example = json.loads(re.search(r"```json\n(.*?)\n```", body, re.S).group(1))
+        assert example["name"] == name
+        jsonschema.Draft202012Validator(dict(spec.input_schema)).validate(example["arguments"])
+    # grouped: built-in, memory, then one section per connector
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    assert headings[:2] == ["Built-in tools", "Memory tools"]
+    assert headings[2:] == [f"{c.title} connector" for c in catalog.connectors.values()]
+
+
+def test_readme_and_tools_md_links_resolve() -> None:
+    readme = (GENERATED / "README.md").read_text(encoding="utf-8")
+    tools = (GENERATED / "TOOLS.md").read_text(encoding="utf-8")
+    anchors = set(re.findall(r'<a id="([^"]+)"></a>', tools))
+    links = re.findall(r"\(TOOLS\.md#([^)]+)\)", readme) + re.findall(r"\(#([^)]+)\)", tools)
+    assert links and set(links) <= anchors
+
+
+def test_hostile_text_cannot_break_tools_md_tables() -> None:
+    text = (CASES / "escaping" / "expected" / "TOOLS.md").read_text(encoding="utf-8")
+    _tables_are_well_formed(text)
+    assert "<script" not in text
+    hostile = {"description": "a | b <script>x</script> `tick` *not bold*",
+               "type": "string", "enum": ["p|q", "`"]}
+    row = artifacts.rows({"type": "object", "properties": {"x|y": hostile}})[0]
+    line = f"| {row.name} | {row.type} | {row.required} | {row.default} | {row.description} |"
+    assert len(_cells(line)) == 5
+    assert "<script>" not in line and "\\*not bold\\*" in line
+
+
+def test_markdown_code_spans_hold_any_text() -> None:
+    assert artifacts.md_code("a`b") == "``a`b``"
+    assert artifacts.md_code("`x") == "`` `x ``"
+    assert artifacts.md_code("p|q") == "`p\\|q`"
+
+
+# ---------------------------------------------------------------------------- determinism
+
+
+def test_artifacts_are_deterministic_and_gated_by_check(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    names = ["TOOLS.md", "claude_desktop_config.stdio.json", "claude_desktop_config.http.json",
+             "README.md", "pyproject.toml", f"{PKG}/client.py"]
+    script = ("import sys; from generator import api; from pathlib import Path; "
+              "r=api.build(api.Options.for_project(Path(sys.argv[1]), cache=False)); "
+              "sys.exit(0 if r.ok else 1)")
+    outputs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", script, str(root)], check=True, env=env, cwd=ROOT)
+        outputs.append({n: (root / "generated" / n).read_bytes() for n in names})
+    assert outputs[0] == outputs[1]
+    assert outputs[0]["TOOLS.md"] == (GENERATED / "TOOLS.md").read_bytes()
+    check = api.build(options(root), check=True)
+    assert check.ok and check.plan is not None and check.plan.clean
+    (root / "generated" / "TOOLS.md").write_text("edited\n", encoding="utf-8")
+    (root / "generated" / "claude_desktop_config.http.json").unlink()
+    drift = api.build(options(root), check=True)
+    assert drift.plan is not None and not drift.plan.clean
+    assert "TOOLS.md" in drift.diff and "claude_desktop_config.http.json" in drift.diff
+
+
+# ---------------------------------------------------------------------------- package metadata
+
+
+def test_pyproject_comes_from_the_gateway_manifest(catalog: Any) -> None:
+    meta = tomllib.loads((GENERATED / "pyproject.toml").read_text(encoding="utf-8"))
+    project = meta["project"]
+    assert meta["build-system"]["build-backend"] == "hatchling.build"
+    assert (project["name"], project["version"]) == (catalog.package_name, catalog.version)
+    assert project["license"] == "Apache-2.0" and project["readme"] == "README.md"
+    assert project["scripts"] == {catalog.package_name: f"{PKG}.__main__:main"}
+    for dep in project["dependencies"]:
+        spec = Requirement(dep).specifier
+        assert any(s.operator == ">=" for s in spec) and any(s.operator == "<" for s in spec), dep
+    include = meta["tool"]["hatch"]["build"]["targets"]["sdist"]["include"]
+    assert all((GENERATED / path).exists() for path in include)
+
+
+_DISTRIBUTIONS = {"mcp_types": "mcp-types", "yaml": "pyyaml"}
+
+
+def _third_party_imports(paths: list[Path]) -> set[str]:
+    stdlib = set(sys.stdlib_module_names)
+    found: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in stdlib and m != "__future__"}
+
+
+def test_dependencies_cover_every_import_of_the_package() -> None:
+    declared = {Requirement(d).name for d in SERVER_DEPENDENCIES}
+    modules = _third_party_imports(sorted((GENERATED / PKG).rglob("*.py")))
+    needed = {_DISTRIBUTIONS.get(m, m) for m in modules}
+    assert needed <= declared, needed - declared
+    assert "email" in Requirement(next(d for d in SERVER_DEPENDENCIES
+                                       if d.startswith("pydantic"))).extras
+
+
+def test_minimal_gateway_without_license_omits_the_field() -> None:
+    text = (CASES / "minimal" / "expected" / "pyproject.toml").read_text(encoding="utf-8")
+    meta = tomllib.loads(text)
+    assert "license" not in meta["project"]
+    assert (meta["project"]["name"], meta["project"]["version"]) == ("tiny-gateway", "1.2.3")

@@ -1,0 +1,271 @@
+"""The generated typed client, statically: its methods mirror the models and the catalog, it is
+mypy --strict clean (and catches misuse), names cannot collide, manifest text stays inert.
+End-to-end calls are in test_client_e2e.py."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import ROOT, make_project, options
+
+from generator import api
+from generator.emit import client as client_emit
+from generator.runtime import client_base
+from generator.runtime.auth import api_key_env
+
+GENERATED = ROOT / "generated"
+PKG = "fastn_gateway"
+CASES = ROOT / "tests" / "cases"
+
+
+@pytest.fixture(scope="module")
+def gateway_client(generated_on_path: Path) -> Any:
+    return importlib.import_module(f"{PKG}.client").GatewayClient
+
+
+@pytest.fixture(scope="module")
+def catalog(generated_on_path: Path) -> Any:
+    return importlib.import_module(f"{PKG}.catalog").GATEWAY
+
+
+# ---------------------------------------------------------------------------- shape
+
+
+def test_one_method_per_catalog_tool_typed_from_the_models(gateway_client: Any,
+                                                          catalog: Any) -> None:
+    assert dict(gateway_client.TOOL_METHODS) == {n: n for n in catalog.tools}
+    for name, spec in catalog.tools.items():
+        method = getattr(gateway_client, gateway_client.TOOL_METHODS[name])
+        assert inspect.iscoroutinefunction(method)
+        models = importlib.import_module(f"{PKG}.models.{spec.group}")
+        model = getattr(models, spec.input_model)
+        params = list(inspect.signature(method).parameters.values())[1:]
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params)
+        assert [p.name for p in params] == list(model.model_fields)
+        required = {p.name for p in params if p.default is inspect.Parameter.empty}
+        assert required == {k for k, f in model.model_fields.items() if f.is_required()}
+        wire_required = {model.model_fields[p].alias or p for p in required}
+        assert wire_required == set(spec.input_schema.get("required", ()))
+        for p in params:
+            if p.name not in required:
+                assert p.default == model.model_fields[p.name].default
+        assert inspect.signature(method).return_annotation == spec.output_model
+        doc = inspect.getdoc(method) or ""
+        assert " ".join(doc.split()).startswith(" ".join(spec.description.split())[:60])
+
+
+def test_resource_readers_follow_the_declared_resources(gateway_client: Any,
+                                                        catalog: Any) -> None:
+    for r in catalog.resources:
+        reader = getattr(gateway_client, f"read_{r.name}")
+        params = list(inspect.signature(reader).parameters)[1:]
+        template = r.uri_template or r.uri
+        assert params == [p for p in ("connector", "user") if "{" + p + "}" in template]
+
+
+def test_base_names_list_is_exact() -> None:
+    public = {n for n in vars(client_base.ClientBase) if not n.startswith("_")}
+    assert public == set(client_emit.BASE_NAMES)
+
+
+def test_client_reads_the_same_env_names_as_the_server() -> None:
+    assert f"{client_base.env_prefix('fastn_gateway')}_API_KEY" == api_key_env("fastn_gateway")
+    params = client_base.ClientBase.stdio.__func__(  # type: ignore[attr-defined]
+        type("C", (client_base.ClientBase,), {"PACKAGE": "fastn_gateway"}), api_key="k",
+        user="u", env={"X": "1"})._target
+    assert params.env == {"X": "1", "FASTN_GATEWAY_API_KEY": "k", "FASTN_GATEWAY_USER": "u"}
+    assert params.args == ["-m", "fastn_gateway", "serve", "--transport", "stdio"]
+
+
+def test_error_envelope_parsing() -> None:
+    parse = client_base.GatewayClientError.from_envelope
+    err = parse({"error": {"code": "rate_limited", "message": "later", "details": {"a": 1},
+                           "retryable": True, "retry_after_seconds": 2.5}})
+    assert err is not None
+    assert (err.code, err.message, err.details, err.retryable, err.retry_after) == (
+        "rate_limited", "later", {"a": 1}, True, 2.5)
+    assert err.envelope()["error"]["retry_after_seconds"] == 2.5
+    for junk in (None, "x", {"error": "x"}, {"error": {"code": 1, "message": "m"}}, []):
+        assert parse(junk) is None
+
+
+# ---------------------------------------------------------------------------- typing
+
+
+USER_CODE_OK = """\
+from datetime import UTC, datetime
+
+from fastn_gateway.client import GatewayClient, GatewayClientError
+from fastn_gateway.models.native import FastnCreateFlowInputStep, FastnCreateFlowInputTrigger
+from fastn_gateway.models.slack import SlackSendMessageOutput
+
+
+async def main(key: str) -> str:
+    async with GatewayClient.http("http://127.0.0.1:8000/mcp", api_key=key) as gw:
+        sent: SlackSendMessageOutput = await gw.slack_send_message(channel="C1", text="hi")
+        await gw.fastn_get_event_history(since=datetime.now(UTC), limit=10)
+        await gw.fastn_create_flow(
+            name="x", trigger=FastnCreateFlowInputTrigger(type="manual"),
+            steps=[FastnCreateFlowInputStep(tool="fastn_get_usage_summary")],
+        )
+        status: object = await gw.read_integration_status("slack")
+        try:
+            await gw.fastn_list_integrations(status="active")
+        except GatewayClientError as err:
+            return err.code + str(err.retry_after)
+        return sent.ts + str(status)
+"""
+
+USER_CODE_BAD = """\
+from fastn_gateway.client import GatewayClient
+
+
+async def main(gw: GatewayClient) -> None:
+    await gw.slack_send_message(channel="C1")  # text missing
+    await gw.slack_send_message(channel=1, text="x")  # wrong type
+    await gw.fastn_list_integrations(status="sometimes")  # not in the Literal
+    await gw.slack_send_message("C1", "x")  # positional
+    out = await gw.slack_list_channels()
+    out.no_such_field
+"""
+
+
+def _mypy(*targets: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
+         "--no-error-summary", "--cache-dir", str(ROOT / ".mypy_cache"), *targets],
+        cwd=cwd, capture_output=True, text=True, check=False,
+    )
+
+
+def test_generated_client_is_mypy_strict_clean() -> None:
+    targets = [f"{PKG}/client.py", f"{PKG}/runtime/client_base.py",
+               *sorted(str(p.relative_to(GENERATED))
+                       for p in (GENERATED / PKG / "client_methods").glob("*.py"))]
+    proc = _mypy(*targets, cwd=GENERATED)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+
+
+def test_mypy_checks_user_code_against_the_client(tmp_path: Path) -> None:
+    (tmp_path / "ok.py").write_text(USER_CODE_OK)
+    (tmp_path / "bad.py").write_text(USER_CODE_BAD)
+    env_cwd = GENERATED
+    ok = _mypy(str(tmp_path / "ok.py"), cwd=env_cwd)
+    assert ok.returncode == 0, ok.stdout[-5000:]
+    bad = _mypy(str(tmp_path / "bad.py"), cwd=env_cwd)
+    lines = [line for line in bad.stdout.splitlines() if "bad.py" in line and "error" in line]
+    assert {int(line.split(":")[1]) for line in lines} == {5, 6, 7, 8, 10}, bad.stdout
+
+
+# ---------------------------------------------------------------------------- emitter
+
+
+def test_signatures_come_from_the_models_source() -> None:
+    source = textwrap.dedent("""\
+        from __future__ import annotations
+        from typing import Annotated, Literal
+        from datetime import date
+        from pydantic import BaseModel, ConfigDict, Field
+        import decimal
+
+        class Nested(BaseModel):
+            x: int
+
+        class ToolInput(BaseModel):
+            model_config = ConfigDict(populate_by_name=True)
+            plain: str
+            aliased: Annotated[str | None, Field(alias="aliasedName")] = None
+            old_style: int = Field(3, alias="oldStyle")
+            required_field: int = Field(..., alias="requiredField")
+            listed: Annotated[list[Nested], Field(default_factory=list)]
+            when: date | None = None
+            kind: Literal["a", "b"] = "a"
+            amount: decimal.Decimal | None = None
+        """)
+    module = client_emit.parse_models(source)
+    fields = {f.name: f for f in module.fields["ToolInput"]}
+    assert list(fields) == ["plain", "aliased", "old_style", "required_field", "listed", "when",
+                            "kind", "amount"]
+    assert fields["aliased"].wire == "aliasedName"
+    assert ast.unparse(fields["aliased"].annotation) == "str | None"
+    assert fields["old_style"].wire == "oldStyle"
+    assert ast.unparse(fields["old_style"].default) == "3"  # type: ignore[arg-type]
+    assert fields["required_field"].default is None and not fields["required_field"].factory
+    assert fields["listed"].factory and fields["listed"].default is None
+    assert module.imports["date"] == "from datetime import date"
+    assert module.imports["decimal"] == "import decimal"
+    assert module.defined == {"Nested", "ToolInput"}
+
+
+def _project(tmp_path: Path, native: str, gateway_extra: str = "") -> Path:
+    gateway = textwrap.dedent("""\
+        version: 1
+        kind: gateway
+        package: {name: t-gw, import_name: t_gw, version: 0.1.0}
+        server: {name: t}
+        quotas: {default_plan: free, plans: {free: {period: day, calls: 10}}}
+        """) + gateway_extra
+    return make_project(tmp_path, {"gateway.yaml": gateway, "native.yaml": native})
+
+
+def _native_tool(name: str) -> str:
+    return textwrap.dedent(f"""\
+        version: 1
+        kind: native
+        tools:
+          - name: {name}
+            description: A tool.
+            scope: read
+            handler: native.get_usage_summary
+            input: {{type: object, properties: {{}}}}
+            output: {{type: object, properties: {{calls: {{type: integer}}}}}}
+        """)
+
+
+def test_a_tool_named_like_a_client_method_is_a_located_error(tmp_path: Path) -> None:
+    root = _project(tmp_path, _native_tool("connect"))
+    _result, files, diags = api.generate(options(root))
+    assert [d.code for d in diags] == ["GEN208"] and not files
+    assert diags[0].span.file == "manifests/native.yaml" and diags[0].span.line > 1
+    assert "'connect'" in diags[0].message and "ClientBase" in diags[0].message
+
+
+def test_a_resource_reader_colliding_with_a_tool_is_a_located_error(tmp_path: Path) -> None:
+    resources = textwrap.dedent("""\
+        resources:
+          - {name: usage, uri: "gateway://usage", description: Usage., handler: resources.usage}
+        """)
+    root = _project(tmp_path / "a", _native_tool("read_usage"), resources)
+    _result, _files, diags = api.generate(options(root))
+    assert [d.code for d in diags] == ["GEN208"]
+    assert "read_usage" in diags[0].message and "resource 'usage'" in diags[0].message
+    ok = _project(tmp_path / "b", _native_tool("usage_now"), resources)
+    assert api.generate(options(ok))[2] == ()
+
+
+def test_hostile_manifest_text_stays_inert_in_the_client(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = api.build(api.Options.for_project(CASES / "escaping", out=out, cache=False))
+    assert result.ok, result.diagnostics
+    sys.path.insert(0, str(out))
+    try:
+        mod = importlib.import_module("esc_gateway.client")
+        method = mod.GatewayClient.fastn_list_integrations
+        doc = inspect.getdoc(method) or ""
+        assert '"""' in doc and "{{ template }}" in doc and "a \\n" in doc
+        assert "a closing quote\"" in doc and "日本語, emoji 🚀" in doc
+        assert "os.system('rm -rf /')" in doc  # text in the docstring, not code
+        hint = inspect.signature(method).parameters["weird"].annotation
+        assert hint == "Literal['a\"b', 'c\\\\d', '{{e}}'] | None"
+    finally:
+        sys.path.remove(str(out))
+        for name in [n for n in sys.modules if n == "esc_gateway" or n.startswith("esc_gateway.")]:
+            del sys.modules[name]

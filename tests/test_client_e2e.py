@@ -1,0 +1,324 @@
+"""The generated typed client against the generated server, end to end.
+
+The committed package in generated/ (rebuild with `gen build`) is served over streamable HTTP
+by uvicorn on 127.0.0.1, with a real SQLite file, the connectors pointed at the loopback
+stand-ins of tests/runtime/upstreams.py; the client is `fastn_gateway.client.GatewayClient`.
+Every tool family is driven through its typed methods: native, connector, personalization.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from helpers import ROOT
+from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.runtime.support import UvicornThread
+from tests.runtime.upstreams import Fault, StandIns
+
+GENERATED = ROOT / "generated"
+
+
+@dataclass
+class Gateway:
+    url: str  # the MCP endpoint
+    db: Path
+    environ: dict[str, str]  # what points a gateway process at the stand-ins
+    rw: str  # tenant acme, read+write, bound to user "ash"; slack connected
+    read: str  # tenant acme, read only
+    bravo: str  # tenant bravo (nothing connected), read+write, user "bo"
+    upstreams: StandIns
+
+
+@pytest.fixture(scope="module")
+def gw(generated_on_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    from fastn_gateway.catalog import GATEWAY
+    from fastn_gateway.runtime.app import build_http_app
+    from fastn_gateway.runtime.server import GatewayRuntime
+
+    db = tmp_path_factory.mktemp("gateway") / "gateway.db"
+    with StandIns() as ups:
+        environ = ups.environ("fastn_gateway")
+        runtime = GatewayRuntime.open(GATEWAY, str(db), environ=environ, recorder_interval=0.05)
+        store = runtime.store
+        acme = store.create_tenant("acme")
+        bravo = store.create_tenant("bravo")
+        store.register_user(acme.id, "ash")
+        store.register_user(bravo.id, "bo")
+        store.connect(acme.id, "slack", ups.credentials("A")["slack"])
+        keys = {
+            "rw": store.issue_key(acme.id, scopes=["read", "write"], user="ash").token,
+            "read": store.issue_key(acme.id, scopes=["read"]).token,
+            "bravo": store.issue_key(bravo.id, scopes=["read", "write"], user="bo").token,
+        }
+        app = build_http_app(runtime, watch_interval=0.2)
+        with UvicornThread(app) as srv:
+            yield Gateway(url=f"{srv.url}/mcp", db=db, environ=environ, upstreams=ups, **keys)
+
+
+def client(gw: Gateway, key: str | None = None, **kw: Any) -> Any:
+    from fastn_gateway.client import GatewayClient
+
+    return GatewayClient.http(gw.url, api_key=gw.rw if key is None else key, **kw)
+
+
+# ---------------------------------------------------------------------------- tool families
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_native_tools(gw: Gateway, mode: str) -> None:
+    from fastn_gateway.models import native as m
+
+    async with client(gw, mode=mode) as c:
+        usage = await c.fastn_get_usage_summary()
+        assert isinstance(usage, m.FastnGetUsageSummaryOutput)
+        assert usage.plan == "starter" and usage.limit == 10000
+        listed = await c.fastn_list_integrations(status="active")
+        assert [(i.connector, i.state) for i in listed.integrations] == [("slack", "active")]
+        assert listed.integrations[0].tool_count == 3
+        name = f"digest-{mode}"
+        flow = await c.fastn_create_flow(
+            name=name,
+            trigger=m.FastnCreateFlowInputTrigger(type="schedule", cron="0 9 * * 1"),
+            steps=[m.FastnCreateFlowInputStep(tool="slack_send_message",
+                                              arguments={"channel": "general", "text": "hi"})],
+        )
+        again = await c.fastn_create_flow(
+            name=name, trigger=m.FastnCreateFlowInputTrigger(type="manual"),
+            steps=[m.FastnCreateFlowInputStep(tool="fastn_get_usage_summary")],
+        )
+        assert (flow.version, again.version) == (1, 2) and flow.flow_id == again.flow_id
+        assert flow.created_at.tzinfo is not None
+        since = datetime.now(UTC) - timedelta(minutes=10)
+        history = await c.fastn_get_event_history(type="flow_created", since=since, limit=5)
+        assert isinstance(history, m.FastnGetEventHistoryOutput)
+        assert history.events and all(e.type == "flow_created" for e in history.events)
+
+
+async def test_connector_tools(gw: Gateway) -> None:
+    from fastn_gateway.models import slack as m
+
+    async with client(gw) as c:
+        sent = await c.slack_send_message(channel="general", text="Deployed *v2*")
+        assert isinstance(sent, m.SlackSendMessageOutput)
+        assert sent.channel == "CTA000" and sent.message is not None
+        assert sent.message.text == "Deployed *v2*"
+        posted = gw.upstreams.slack.requests("POST", "chat.postMessage")[-1]
+        assert posted.headers["authorization"] == "Bearer xoxb-tenant-a-secret-1111"
+        assert posted.json()["text"] == "Deployed *v2*"
+        # pagination: cursor in, next_cursor out
+        first = await c.slack_list_channels(limit=2)
+        assert [ch.id for ch in first.channels] == ["CTA000", "CTA001"]
+        assert first.next_cursor
+        second = await c.slack_list_channels(limit=2, cursor=first.next_cursor)
+        assert [ch.id for ch in second.channels] == ["CTA002", "CTA003"]
+        history = await c.slack_get_channel_history(channel="CTA000")
+        assert history.messages[0].text == "Deployed *v2*"
+
+
+async def test_connector_errors_carry_the_envelope(gw: Gateway) -> None:
+    from fastn_gateway.client import GatewayClientError
+
+    async with client(gw) as c:
+        gw.upstreams.slack.fail_next("POST", "chat.postMessage", Fault(
+            status=429, body={"ok": False, "error": "ratelimited"}, headers={"Retry-After": "30"}))
+        with pytest.raises(GatewayClientError) as limited:
+            await c.slack_send_message(channel="general", text="again")
+        with pytest.raises(GatewayClientError) as missing:
+            await c.slack_send_message(channel="no-such-channel", text="x")
+    assert limited.value.code == "rate_limited"
+    assert limited.value.retryable is True and limited.value.retry_after == 30
+    assert missing.value.code == "upstream_error" and missing.value.retryable is False
+    assert missing.value.details.get("connector", "slack") == "slack"
+    assert "xoxb" not in json.dumps(missing.value.envelope())
+
+
+async def test_personalization_tools(gw: Gateway) -> None:
+    from fastn_gateway.models import personalization as m
+
+    async with client(gw) as c:
+        stored = await c.update_memory(observations=[
+            m.UpdateMemoryInputObservation(text="Ash takes meetings after 2pm on weekdays",
+                                           topic="meeting_time"),
+            m.UpdateMemoryInputObservation(text="Ash prefers oat milk in coffee", topic="coffee"),
+        ])
+        assert isinstance(stored, m.UpdateMemoryOutput) and len(stored.stored) == 2
+        chunks = await c.retrieve_relevant_chunks(query="when can I schedule a meeting?", top_k=1)
+        assert [ch.text for ch in chunks.chunks] == ["Ash takes meetings after 2pm on weekdays"]
+        answer = await c.search_or_ask(question="What milk does Ash take in coffee?")
+        assert answer.found and "oat milk" in answer.answer
+        profile = await c.read_memory_profile("ash")
+        assert profile["items"]["active"] >= 2
+    async with client(gw, gw.bravo) as c:  # another tenant's user remembers nothing of it
+        other = await c.search_or_ask(question="What milk does Ash take in coffee?")
+    assert other.found is False and other.citations == []
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+async def _raw_error(gw: Gateway, key: str, tool: str, args: dict[str, Any]) -> MCPError:
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http,
+        Client(streamable_http_client(gw.url, http_client=http)) as raw,
+    ):
+        with pytest.raises(MCPError) as exc:
+            await raw.call_tool(tool, args)
+    return exc.value
+
+
+@pytest.mark.parametrize(("key", "tool"), [
+    ("bravo", "slack_send_message"),  # a connector the tenant did not connect
+    ("read", "slack_send_message"),  # a write tool behind a read-only key
+    ("rw", "shopify_list_orders"),  # another connector, not connected
+])
+async def test_invisible_tools_raise_the_servers_unknown_tool_error(
+    gw: Gateway, key: str, tool: str
+) -> None:
+    from fastn_gateway.client import GatewayClient, GatewayClientError
+
+    assert tool in GatewayClient.TOOL_METHODS  # the method exists for every catalog tool
+    args = {"channel": "general", "text": "hi"} if tool.startswith("slack") else {}
+    async with client(gw, getattr(gw, key)) as c:
+        with pytest.raises(GatewayClientError) as typed:
+            await getattr(c, tool)(**args)
+        with pytest.raises(GatewayClientError) as unknown:
+            await c.call_tool("no_such_tool", {})
+    raw = await _raw_error(gw, getattr(gw, key), tool, args)
+    assert typed.value.envelope() == raw.data
+    assert typed.value.code == "unknown_tool" and typed.value.message == f"Unknown tool: {tool}"
+    assert unknown.value.code == "unknown_tool"
+    assert set(unknown.value.envelope()["error"]) == set(raw.data["error"])
+
+
+async def test_arguments_are_checked_by_the_input_model_before_sending(gw: Gateway) -> None:
+    from fastn_gateway.client import GatewayClientError
+
+    before = len(gw.upstreams.slack.requests())
+    async with client(gw) as c:
+        with pytest.raises(GatewayClientError) as exc:
+            await c.slack_send_message(channel="", text="x")
+    assert exc.value.code == "invalid_arguments" and exc.value.retryable is False
+    assert [e["path"] for e in exc.value.details["errors"]] == ["/channel"]
+    assert len(gw.upstreams.slack.requests()) == before
+
+
+async def test_defaults_and_none_are_not_sent(gw: Gateway) -> None:
+    async with client(gw) as c:
+        await c.slack_list_channels(limit=100, types=None)
+        await c.slack_list_channels(limit=3)
+    sent = gw.upstreams.slack.requests("GET", "conversations.list")
+    assert sent[-2].args == {"limit": "100", "types": "public_channel", "exclude_archived": "true"}
+    assert sent[-1].args["limit"] == "3"
+
+
+async def test_bad_key_and_unreachable_server(gw: Gateway) -> None:
+    from fastn_gateway.client import GatewayClient, GatewayClientError
+
+    with pytest.raises(GatewayClientError) as bad:
+        async with client(gw, "gwk_not_a_key"):
+            pass
+    with pytest.raises(GatewayClientError) as one_shot:
+        await client(gw, "gwk_not_a_key").fastn_get_usage_summary()
+    with pytest.raises(GatewayClientError) as down:
+        await GatewayClient.http("http://127.0.0.1:9/mcp", api_key=gw.rw).list_tools()
+    assert bad.value.code == one_shot.value.code == "unauthenticated"
+    assert down.value.code == "connection_failed" and down.value.retryable
+
+
+# ---------------------------------------------------------------------------- listing, resources
+
+
+async def test_list_tools_is_typed_and_matches_the_server(gw: Gateway) -> None:
+    from fastn_gateway.client import GatewayClient, ToolInfo
+
+    async with client(gw, gw.read) as c:
+        tools = await c.list_tools()
+    assert all(isinstance(t, ToolInfo) for t in tools)
+    assert {t.scope for t in tools} == {"read"}
+    names = {t.name for t in tools}
+    assert {"fastn_get_usage_summary", "slack_list_channels", "search_or_ask"} <= names
+    assert "slack_send_message" not in names and "fastn_create_flow" not in names
+    for t in tools:
+        assert t.method is not None and callable(getattr(GatewayClient, t.method))
+        assert t.input_schema["type"] == "object" and t.output_schema is not None
+    slack = next(t for t in tools if t.name == "slack_list_channels")
+    assert (slack.connector, slack.read_only, slack.open_world) == ("slack", True, True)
+
+
+async def test_resources(gw: Gateway) -> None:
+    from fastn_gateway.client import GatewayClientError, ResourceInfo
+
+    async with client(gw) as c:
+        integrations = await c.read_integrations()
+        status = await c.read_integration_status("slack")
+        usage = await c.read_usage()
+        events = await c.read_recent_events()
+        listed = await c.list_resources()
+        with pytest.raises(GatewayClientError) as hidden:
+            await c.read_integration_status("shopify")
+        with pytest.raises(GatewayClientError) as odd:
+            await c.read_integration_status("a/b?c")
+    assert [i["connector"] for i in integrations["integrations"]] == ["slack"]
+    assert status["connector"] == "slack" and status["state"] == "active"
+    assert usage["plan"] == "starter"
+    assert isinstance(events, dict | list)
+    assert all(isinstance(r, ResourceInfo) for r in listed)
+    assert "gateway://integrations/slack" in {r.uri for r in listed}
+    assert hidden.value.code == odd.value.code == "not_found"
+    assert odd.value.details["uri"] == "gateway://integrations/a%2Fb%3Fc"
+
+
+# ---------------------------------------------------------------------------- connection modes
+
+
+async def test_calls_without_a_context_manager_and_concurrent_calls(gw: Gateway) -> None:
+    c = client(gw)
+    assert (await c.fastn_get_usage_summary()).plan == "starter"
+    assert not c.connected
+    async with c:
+        results = await asyncio.gather(*(c.slack_list_channels(limit=1) for _ in range(5)))
+    assert [r.channels[0].id for r in results] == ["CTA000"] * 5
+
+
+def _child_env(gw: Gateway) -> dict[str, str]:
+    return {"PYTHONPATH": str(GENERATED), "FASTN_GATEWAY_DATABASE_URL": str(gw.db), **gw.environ}
+
+
+async def test_stdio_transport(gw: Gateway) -> None:
+    from fastn_gateway.client import GatewayClient, GatewayClientError
+
+    async with GatewayClient.stdio(api_key=gw.rw, env=_child_env(gw)) as c:
+        usage = await c.fastn_get_usage_summary()
+        sent = await c.slack_send_message(channel="random", text="over stdio")
+        with pytest.raises(GatewayClientError) as hidden:
+            await c.shopify_list_orders()
+    assert usage.plan == "starter" and sent.channel == "CTA001"
+    assert hidden.value.code == "unknown_tool"
+
+
+def test_readme_example_works_as_written(gw: Gateway) -> None:
+    readme = (GENERATED / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    example = blocks[0]
+    assert len(example.strip().splitlines()) == 3
+    assert "http://127.0.0.1:8000/mcp" in example and "gwk_..." in example
+    code = example.replace("http://127.0.0.1:8000/mcp", gw.url).replace("gwk_...", gw.rw)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(GENERATED)},
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "plan='starter'" in proc.stdout
