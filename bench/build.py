@@ -1,0 +1,400 @@
+"""Build benchmark: wall time and peak memory of `gen build` on synthetic catalogs.
+
+    .venv/bin/python bench/build.py              # 10, 100, 1,000 and 5,000 tools
+    .venv/bin/python bench/build.py --quick      # 10 and 100 only
+    .venv/bin/python bench/build.py --sizes 1000,2000
+
+For each size N a scratch project holds N synthetic connector tools (bench/synthetic.py) plus
+the default gateway, native and personalization manifests, and `gen build` runs as a
+subprocess in these states:
+
+  cold      empty cache and empty output directory
+  no-op     nothing changed since the previous build
+  edit      one capability description of one connector changed
+  check     `gen build --check` on a fresh output
+
+The baseline, in the same run, is datamodel-code-generator alone (its Python API, builtin
+formatter, the options of generator/emit/models.py) on the same compiled schemas (the tools of
+the generated tools.json) in ONE call, in its own process. A no-op rebuild of the default
+manifests is measured too.
+
+Memory is the peak of the whole process tree: a sampler sums the resident set (RSS) of the
+process and all its descendants (worker processes, ruff) every few milliseconds; the kernel's
+own high-water mark of the largest single process (wait4 ru_maxrss) is a floor. RSS counts a
+page shared by a forked worker and its parent twice, so it is the pessimistic figure; the
+proportional set size (PSS, shared pages split between sharers) is recorded in the JSON too.
+
+Prints a Markdown table (for the README) and writes JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import synthetic  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MB = 1024 * 1024
+
+# The generator's own model options (generator/emit/models.py), for the baseline.
+BASELINE_CODE = r"""
+import json, sys
+from datamodel_code_generator import (DataModelType, Formatter, InputFileType, LiteralType,
+                                      PythonVersion, generate)
+payload = json.loads(open(sys.argv[1], encoding="utf-8").read())
+source = generate(
+    payload,
+    input_file_type=InputFileType.MCPTools,
+    output_model_type=DataModelType.PydanticV2BaseModel,
+    target_python_version=PythonVersion.PY_311,
+    use_annotated=True,
+    field_constraints=True,
+    snake_case_field=True,
+    allow_population_by_field_name=True,
+    parent_scoped_naming=True,
+    enum_field_as_literal=LiteralType.All,
+    disable_timestamp=True,
+    formatters=[Formatter.BUILTIN],
+)
+open(sys.argv[2], "w", encoding="utf-8").write(source)
+"""
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Run:
+    wall: float  # seconds
+    rss_mb: float  # peak of the summed RSS of the process tree (or the largest process)
+    pss_mb: float  # peak of the summed PSS of the process tree
+    max_single_mb: float  # largest single process (kernel high-water mark)
+    processes: int  # distinct processes seen in the tree
+    returncode: int
+    stderr: str = field(default="", repr=False)
+
+
+def _proc_children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def _tree(root: int) -> list[int]:
+    children = _proc_children()
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def _rss_pss(pid: int) -> tuple[int, int]:
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            rss = int(fh.read().split()[1]) * PAGE
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    pss = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    return rss, pss
+
+
+def measure(cmd: list[str], *, cwd: Path = REPO, interval: float = 0.005) -> Run:
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("CI", None)
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    peak = {"rss": 0, "pss": 0}
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            rss_total = pss_total = 0
+            for pid in _tree(proc.pid):
+                seen.add(pid)
+                rss, pss = _rss_pss(pid)
+                rss_total += rss
+                pss_total += pss
+            peak["rss"] = max(peak["rss"], rss_total)
+            peak["pss"] = max(peak["pss"], pss_total)
+            done.wait(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode("utf-8", errors="replace")  # until the process closes it
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    done.set()
+    sampler.join()
+    single = usage.ru_maxrss * 1024  # KiB on Linux: the child or its largest waited descendant
+    return Run(wall=wall, rss_mb=max(peak["rss"], single) / MB,
+               pss_mb=max(peak["pss"], single if len(seen) <= 1 else 0) / MB,
+               max_single_mb=single / MB, processes=len(seen), returncode=proc.returncode,
+               stderr=err)
+
+
+def gen_cmd(*args: str) -> list[str]:
+    script = Path(sys.executable).with_name("gen")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "generator.cli", *args]
+
+
+def run_ok(cmd: list[str], what: str, expect: int = 0) -> Run:
+    run = measure(cmd)
+    if run.returncode != expect:
+        sys.stderr.write(f"{what} exited {run.returncode}:\n{run.stderr[-4000:]}\n")
+        raise SystemExit(1)
+    return run
+
+
+def median_run(runs: list[Run]) -> dict[str, Any]:
+    return {
+        "wall_s": statistics.median(r.wall for r in runs),
+        "rss_mb": statistics.median(r.rss_mb for r in runs),
+        "pss_mb": statistics.median(r.pss_mb for r in runs),
+        "max_single_mb": statistics.median(r.max_single_mb for r in runs),
+        "processes": max(r.processes for r in runs),
+        "runs": [round(r.wall, 3) for r in runs],
+    }
+
+
+# ---------------------------------------------------------------------------- scenarios
+
+
+def bench_size(work: Path, size: int, args: argparse.Namespace) -> dict[str, Any]:
+    root = work / f"tools-{size}"
+    catalog = synthetic.write_project(root, tools=size, per_connector=args.per_connector,
+                                      seed=args.seed)
+    build = gen_cmd("build", "--project", str(root), *(["--jobs", str(args.jobs)] if args.jobs
+                                                       else []))
+    print(f"[{size} tools, {len(catalog.connectors)} connectors]", file=sys.stderr, flush=True)
+
+    cold_runs = []
+    for _ in range(args.cold_repeat):
+        shutil.rmtree(root / ".mcpforge-cache", ignore_errors=True)
+        shutil.rmtree(root / "generated", ignore_errors=True)
+        cold_runs.append(run_ok(build, "cold build"))
+    print(f"  cold   {cold_runs[-1].wall:7.2f} s", file=sys.stderr, flush=True)
+    noop_runs = [run_ok(build, "no-op build") for _ in range(args.repeat)]
+    print(f"  no-op  {noop_runs[-1].wall:7.2f} s", file=sys.stderr, flush=True)
+    check_runs = [run_ok([*build, "--check"], "build --check") for _ in range(args.repeat)]
+    print(f"  check  {check_runs[-1].wall:7.2f} s", file=sys.stderr, flush=True)
+    edit_runs = []
+    for i in range(args.repeat):
+        synthetic.edit_one_connector(catalog, round=i + 1)
+        edit_runs.append(run_ok(build, "build after an edit"))
+    print(f"  edit   {edit_runs[-1].wall:7.2f} s", file=sys.stderr, flush=True)
+
+    result: dict[str, Any] = {
+        "tools": catalog.tools,
+        "connector_tools": catalog.connector_tools,
+        "connectors": len(catalog.connectors),
+        "manifest_bytes": sum(p.stat().st_size for p in (root / "manifests").rglob("*.yaml")),
+        "cold": median_run(cold_runs),
+        "noop": median_run(noop_runs),
+        "check": median_run(check_runs),
+        "edit": median_run(edit_runs),
+    }
+    if not args.no_baseline:
+        tools_json = json.loads((root / "generated" / "tools.json").read_text(encoding="utf-8"))
+        payload = {"tools": [{"name": t["name"], "inputSchema": t["inputSchema"],
+                              "outputSchema": t["outputSchema"]} for t in tools_json["tools"]]}
+        payload_path = root / "baseline-input.json"
+        payload_path.write_text(json.dumps(payload), encoding="utf-8")
+        base_runs = [run_ok([sys.executable, "-c", BASELINE_CODE, str(payload_path),
+                             str(root / "baseline-models.py")], "datamodel-codegen")
+                     for _ in range(args.cold_repeat)]
+        result["baseline"] = median_run(base_runs)
+        print(f"  dmcg   {base_runs[-1].wall:7.2f} s", file=sys.stderr, flush=True)
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def bench_defaults(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """No-op rebuild of the repository's default manifests (in a scratch copy)."""
+    root = work / "defaults"
+    shutil.copytree(REPO / "manifests", root / "manifests")
+    build = gen_cmd("build", "--project", str(root))
+    cold = run_ok(build, "default cold build")
+    noop = [run_ok(build, "default no-op build") for _ in range(args.repeat)]
+    check = [run_ok([*build, "--check"], "default build --check") for _ in range(args.repeat)]
+    print(f"[defaults] cold {cold.wall:.2f} s, no-op {noop[-1].wall:.2f} s", file=sys.stderr)
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"cold": median_run([cold]), "noop": median_run(noop), "check": median_run(check)}
+
+
+# ---------------------------------------------------------------------------- report
+
+TARGET_EDIT_S = 3.0
+TARGET_NOOP_DEFAULT_S = 1.5
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [
+        "| tools | connectors | cold build | no-op | edit one connector | `--check` "
+        "| datamodel-codegen alone | cold time / dmcg | cold memory / dmcg |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["sizes"]:
+        base = r.get("baseline")
+        cold = r["cold"]
+        cells = [
+            f"{r['tools']:,}", f"{r['connectors']:,}",
+            f"{cold['wall_s']:.2f} s, {cold['rss_mb']:.0f} MB",
+            f"{r['noop']['wall_s']:.2f} s", f"{r['edit']['wall_s']:.2f} s",
+            f"{r['check']['wall_s']:.2f} s",
+        ]
+        if base:
+            cells += [f"{base['wall_s']:.2f} s, {base['rss_mb']:.0f} MB",
+                      f"{cold['wall_s'] / base['wall_s']:.2f}x",
+                      f"{cold['rss_mb'] / base['rss_mb']:.2f}x"]
+        else:
+            cells += ["-", "-", "-"]
+        rows.append("| " + " | ".join(cells) + " |")
+    d = results.get("defaults")
+    lines = ["\n".join(rows), ""]
+    if d:
+        lines.append(f"Default manifests ({REPO.name}/manifests): no-op rebuild "
+                     f"{d['noop']['wall_s']:.2f} s, `--check` {d['check']['wall_s']:.2f} s, "
+                     f"cold {d['cold']['wall_s']:.2f} s.")
+    m = results["machine"]
+    lines.append(f"Measured on {m['cpus']} CPUs, Python {m['python']}, datamodel-code-generator "
+                 f"{m['datamodel_code_generator']}, ruff {m['ruff']}; memory is the peak RSS of "
+                 "the whole process tree (workers and ruff included); times are medians of "
+                 f"{results['args']['repeat']} runs (cold: {results['args']['cold_repeat']}).")
+    return "\n".join(lines) + "\n"
+
+
+def verdicts(results: dict[str, Any]) -> list[str]:
+    out = []
+    for r in results["sizes"]:
+        base = r.get("baseline")
+        if base:
+            t = r["cold"]["wall_s"] <= base["wall_s"]
+            m = r["cold"]["rss_mb"] < base["rss_mb"] / 2
+            out.append(f"{'PASS' if t else 'MISS'} cold {r['tools']:,} tools no slower than "
+                       f"datamodel-codegen ({r['cold']['wall_s']:.2f} s vs {base['wall_s']:.2f} s)")
+            out.append(f"{'PASS' if m else 'MISS'} cold {r['tools']:,} tools under half its peak "
+                       f"memory ({r['cold']['rss_mb']:.0f} MB vs {base['rss_mb']:.0f} MB)")
+        if r["connector_tools"] >= 5000:
+            ok = r["edit"]["wall_s"] < TARGET_EDIT_S
+            out.append(f"{'PASS' if ok else 'MISS'} edit one connector of {r['tools']:,} tools "
+                       f"under {TARGET_EDIT_S:.0f} s ({r['edit']['wall_s']:.2f} s)")
+    d = results.get("defaults")
+    if d:
+        ok = d["noop"]["wall_s"] < TARGET_NOOP_DEFAULT_S
+        out.append(f"{'PASS' if ok else 'MISS'} no-op rebuild of the default manifests under "
+                   f"{TARGET_NOOP_DEFAULT_S} s ({d['noop']['wall_s']:.2f} s)")
+    return out
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "datamodel_code_generator": version("datamodel-code-generator"),
+        "ruff": version("ruff"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="sizes 10 and 100 only")
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated connector tool counts [default: 10,100,1000,5000]")
+    parser.add_argument("--per-connector", type=int, default=20,
+                        help="capabilities per synthetic connector [default: 20]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each warm scenario; the median is reported [default: 3]")
+    parser.add_argument("--cold-repeat", type=int, default=1,
+                        help="runs of each cold build and baseline [default: 1]")
+    parser.add_argument("--jobs", type=int, default=None, help="passed to gen build --jobs")
+    parser.add_argument("--no-baseline", action="store_true", help="skip datamodel-codegen")
+    parser.add_argument("--no-defaults", action="store_true",
+                        help="skip the default-manifest no-op rebuild")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="scratch directory [default: a new temporary directory]")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch projects")
+    args = parser.parse_args(argv)
+    if args.sizes:
+        sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    elif args.quick:
+        sizes = [10, 100]
+    else:
+        sizes = [10, 100, 1000, 5000]
+
+    own_tmp = args.workdir is None
+    work = Path(tempfile.mkdtemp(prefix="mcpforge-bench-")) if own_tmp else args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "sizes": [],
+    }
+    results["args"]["sizes"] = sizes
+    try:
+        if not args.no_defaults:
+            results["defaults"] = bench_defaults(work, args)
+        for size in sizes:
+            results["sizes"].append(bench_size(work, size, args))
+    finally:
+        if own_tmp and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    text = json.dumps(results, indent=2) + "\n"
+    (RESULTS / f"build-{stamp}.json").write_text(text, encoding="utf-8")
+    (RESULTS / "build-latest.json").write_text(text, encoding="utf-8")
+    print(table(results))
+    for line in verdicts(results):
+        print(f"- {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
