@@ -186,7 +186,8 @@ class _Gen:
         plural = f"{res}s"
         extra = " ".join(self.sentence(res=res, app=app.title()) for _ in range(r.randint(1, 3)))
         noun = plural if verb in ("list", "search") else res
-        cap: dict[str, Any] = {"name": f"{verb}_{noun}", "title": f"{verb.title()} {app.title()} {noun}"}
+        cap: dict[str, Any] = {"name": f"{verb}_{noun}",
+                               "title": f"{verb.title()} {app.title()} {noun}"}
         entity = _RESOURCES[res]
         if verb == "list":
             cap["description"] = (
