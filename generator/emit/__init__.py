@@ -58,7 +58,8 @@ ProjectEmitter = Callable[[ir.Project, Output], FileSet]
 def _registries() -> tuple[Sequence[GroupEmitter], Sequence[ProjectEmitter]]:
     from . import artifacts, catalog, client, models, package
 
-    group: list[GroupEmitter] = [models.group_models, catalog.group_catalog, client.group_client]
+    group: list[GroupEmitter] = [client.shares_models(models.group_models), catalog.group_catalog,
+                                 client.group_client]
     project: list[ProjectEmitter] = [
         catalog.catalog_index,
         client.client_module,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import re
 import textwrap
 from collections.abc import Iterable
@@ -25,7 +26,7 @@ from .. import ir
 from ..diagnostics import Span
 from ..names import ClassName, PyIdent
 from ..render import docstring, literal, python_header, render
-from . import EmitError, FileSet, Output
+from . import EmitError, FileSet, GroupEmitter, Output
 
 # Public attributes of runtime/client_base.ClientBase (a test keeps this list exact).
 BASE_NAMES = frozenset({
@@ -245,11 +246,37 @@ def _group_doc(project: ir.Project, group: ir.Group) -> str:
     return _doc("\n".join(_wrap(text, _DOC_WIDTH - 4)), "    ")
 
 
-def group_client(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
+# The models emitter's latest output per group, kept until the client emitter (which runs next,
+# in the same process) takes it: datamodel-code-generator is the costliest step of a cold build
+# and must not run twice per group. Entries match only the very same project object.
+_MODELS_SEEN: dict[str, tuple[ir.Project, Output, FileSet]] = {}
+
+
+def shares_models(emitter: GroupEmitter) -> GroupEmitter:
+    """Wrap the models emitter in the registry so `group_client` can reuse its output."""
+
+    @functools.wraps(emitter)
+    def wrapper(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
+        files = emitter(project, group, out)
+        _MODELS_SEEN[str(group.name)] = (project, out, files)
+        return files
+
+    return wrapper
+
+
+def _models_files(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
+    seen = _MODELS_SEEN.pop(str(group.name), None)
+    if seen is not None and seen[0] is project and seen[1] == out:
+        return seen[2]
     from .models import group_models
 
+    return group_models(project, group, out)
+
+
+def group_client(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
     tools = project.group_tools(group)
-    source = next(iter(group_models(project, group, out).values()))
+    models_path = out.pkg(f"models/{group.name}.py")
+    source = _models_files(project, group, out)[models_path]
     module = parse_models(source)
     methods: list[MethodView] = []
     used: set[str] = set()
