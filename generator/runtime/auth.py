@@ -16,12 +16,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from mcp.server.auth.provider import AccessToken
 
 from .store import KeyRecord, Store, now_us
+
+if TYPE_CHECKING:  # the SDK is imported lazily so the admin CLI starts fast
+    from mcp.server.auth.provider import AccessToken
 
 USER_HEADER = "x-gateway-user"
 
@@ -129,6 +131,8 @@ class GatewayTokenVerifier:
         self.verifier = verifier
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        from mcp.server.auth.provider import AccessToken
+
         principal = await self.verifier.verify(token)
         if principal is None:
             return None

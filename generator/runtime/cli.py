@@ -35,7 +35,17 @@ import anyio
 from .auth import KeyVerifier, api_key_env, key_from_environ, user_env
 from .catalog import GatewaySpec
 from .crypto import CredentialKeyError, secret_key_env
-from .store import SCOPES, IssuedKey, Store, StoreError, iso, now_us, sqlite_path
+from .store import (
+    SCOPES,
+    IssuedKey,
+    Store,
+    StoreError,
+    default_database_url,
+    iso,
+    now_us,
+    open_store,
+    sqlite_path,
+)
 
 DEMO_TENANT = "demo"
 DEMO_USER = "demo-user"
@@ -131,8 +141,6 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
 
 
 def _db_url(gateway: GatewaySpec, arg: str | None, environ: Mapping[str, str]) -> str:
-    from .server import default_database_url
-
     return arg or default_database_url(gateway, environ)
 
 
@@ -166,8 +174,6 @@ def _read_field(value: str) -> str:
 
 
 def _admin(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from .server import open_store
-
     store = open_store(gateway, _db_url(gateway, args.db, environ), environ=environ)
     try:
         return _admin_with(gateway, store, args)

@@ -48,7 +48,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -72,7 +71,6 @@ from pydantic import ValidationError
 from . import native, resources
 from .auth import USER_HEADER, KeyVerifier, Principal, principal_from_access_token
 from .catalog import GatewaySpec, ToolSpec
-from .crypto import load_cipher
 from .errors import (
     FORBIDDEN,
     INTERNAL_ERROR,
@@ -91,11 +89,11 @@ from .recorder import Recorder
 from .store import (
     Store,
     TenantSnapshot,
-    make_engine,
+    default_database_url,
     make_event,
     now_us,
+    open_store,
     period_bounds,
-    sqlite_path,
 )
 
 logger = logging.getLogger(__name__)
@@ -326,11 +324,6 @@ class ChangeNotifier:
 # ============================================================================ runtime
 
 
-def default_database_url(gateway: GatewaySpec, environ: Mapping[str, str]) -> str:
-    env = gateway.import_name.upper() + "_DATABASE_URL"
-    return environ.get(env) or str(Path("var") / f"{gateway.import_name}.db")
-
-
 class GatewayRuntime:
     """Process-wide state of one gateway. See the module docstring."""
 
@@ -529,16 +522,6 @@ class GatewayRuntime:
 
 def _states(snap: TenantSnapshot) -> dict[str, str]:
     return {name: rec.state for name, rec in snap.connections.items()}
-
-
-def open_store(gateway: GatewaySpec, url: str, *, environ: Mapping[str, str]) -> Store:
-    """The store at `url` (created and migrated), with the deployment's credential key."""
-    path = sqlite_path(url)
-    key_file = path.with_name(path.name + ".key") if path is not None else None
-    cipher = load_cipher(gateway.import_name, environ, key_file=key_file)
-    store = Store(make_engine(url), gateway, cipher)
-    store.migrate()
-    return store
 
 
 # ============================================================================ SDK server

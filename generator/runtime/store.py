@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from .catalog import ConnectorSpec, GatewaySpec
-from .crypto import CredentialCipher
+from .crypto import CredentialCipher, load_cipher
 
 SCHEMA_VERSION = 1
 KEY_PREFIX = "gwk"
@@ -1317,3 +1317,20 @@ class Store:
             if row.connector:
                 per[row.connector] = per.get(row.connector, 0) + row.calls
         return total, per
+
+
+def default_database_url(gateway: GatewaySpec, environ: Mapping[str, str]) -> str:
+    """`<IMPORT_NAME>_DATABASE_URL`, else the embedded SQLite file ./var/<import_name>.db."""
+    env = gateway.import_name.upper() + "_DATABASE_URL"
+    return environ.get(env) or str(Path("var") / f"{gateway.import_name}.db")
+
+
+def open_store(gateway: GatewaySpec, url: str, *, environ: Mapping[str, str]) -> Store:
+    """The store at `url` (created and migrated), with the deployment's credential key: the
+    environment's, else (SQLite) a key file next to the database."""
+    path = sqlite_path(url)
+    key_file = path.with_name(path.name + ".key") if path is not None else None
+    cipher = load_cipher(gateway.import_name, environ, key_file=key_file)
+    store = Store(make_engine(url), gateway, cipher)
+    store.migrate()
+    return store

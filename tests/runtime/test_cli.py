@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import stat
@@ -314,6 +316,7 @@ async def test_generated_package_over_stdio(tmp_path: Path) -> None:
     sys.path.insert(0, str(GENERATED))
     try:
         from fastn_gateway.catalog import GATEWAY  # type: ignore[import-not-found]
+        from fastn_gateway.runtime.cli import main as generated_main  # type: ignore[import-not-found]
     finally:
         sys.path.remove(str(GENERATED))
     db = str(tmp_path / "gw.db")
@@ -321,16 +324,16 @@ async def test_generated_package_over_stdio(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(GENERATED)
     admin = [sys.executable, "-m", "fastn_gateway", "admin", "--db", db]
     subprocess.run([*admin, "tenant", "create", "acme"], env=env, check=True, capture_output=True)
-    subprocess.run(
-        [*admin, "connect", "acme", "slack", "--field", "bot_token=x"],
-        env=env,
-        check=True,
-        capture_output=True,
+    assert (
+        generated_main(
+            GATEWAY, ["admin", "--db", db, "connect", "acme", "slack", "--field", "bot_token=x"]
+        )
+        == 0
     )
-    out = subprocess.run(
-        [*admin, "key", "issue", "acme"], env=env, check=True, capture_output=True
-    ).stdout.decode()
-    token = TOKEN_RE.search(out)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert generated_main(GATEWAY, ["admin", "--db", db, "key", "issue", "acme"]) == 0
+    token = TOKEN_RE.search(out.getvalue())
     assert token is not None
     params = StdioServerParameters(
         command=sys.executable,

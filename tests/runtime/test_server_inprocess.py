@@ -479,3 +479,12 @@ async def test_whole_runtime_on_postgres(pg_world) -> None:
         results = [await c.call_tool("fastn_list_integrations", {}) for _ in range(4)]
     # the tiny plan counts per day: earlier calls this month were under the monthly plan
     assert [r.is_error for r in results] == [False, False, False, True]
+
+
+def test_dispatch_tables_match_the_handler_names_the_compiler_accepts() -> None:
+    from generator.runtime import resources
+    from generator.runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
+    from generator.runtime.server import TOOL_HANDLER_NAMES
+
+    assert set(TOOL_HANDLER_NAMES) == set(TOOL_HANDLERS)
+    assert set(resources.READERS) == set(RESOURCE_HANDLERS)
