@@ -112,7 +112,10 @@ def test_tools_md_documents_every_tool(catalog: Any) -> None:
     # grouped: built-in, memory, then one section per connector
     headings = re.findall(r"^## (.+)$", text, re.M)
     assert headings[:2] == ["Built-in tools", "Memory tools"]
-    assert headings[2:] == [f"{c.title} connector" for c in catalog.connectors.values()]
+    assert headings[2:] == [*(f"{c.title} connector" for c in catalog.connectors.values()),
+                            "Resources"]
+    for r in catalog.resources:
+        assert f"| `{r.uri_template or r.uri}` |" in text and f"gw.read_{r.name}(" in text
 
 
 def test_readme_and_tools_md_links_resolve() -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ir
+from ..names import PyIdent
 from ..render import render, text_header
 from . import FileSet, Output
 from .client import CLIENT_CLASS, client_example
@@ -304,6 +305,28 @@ def sections(project: ir.Project) -> list[Section]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class ResourceDoc:
+    uri: str  # inline code
+    title: str
+    description: str
+    mime: str
+    reader: str  # inline code
+
+
+def resource_docs(project: ir.Project) -> list[ResourceDoc]:
+    out = []
+    for r in project.gateway.resources:
+        template = r.uri_template or r.uri or ""
+        params = ", ".join(PyIdent(p) for p in dict.fromkeys(re.findall(r"\{(\w+)\}", template)))
+        out.append(ResourceDoc(
+            uri=md_code(template), title=md_cell(r.title or r.name),
+            description=md_cell(r.description), mime=md_code(r.mime_type),
+            reader=md_code(f"await gw.read_{PyIdent(r.name)}({params})"),
+        ))
+    return out
+
+
 def tools_md(project: ir.Project, out: Output) -> FileSet:
     g = project.gateway
     header = text_header(out.all_sources_text(), "<!--").rstrip("\n") + " -->\n"
@@ -313,6 +336,7 @@ def tools_md(project: ir.Project, out: Output) -> FileSet:
         title=md_cell(g.title or g.server_name),
         count=len(project.tools),
         sections=sections(project),
+        resources=resource_docs(project),
         client_class=CLIENT_CLASS,
         import_name=str(g.import_name),
         example=client_example(project),
