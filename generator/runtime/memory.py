@@ -7,17 +7,22 @@ keeps every version, retrieval only sees active items.
 
 Ranking is the database's own full-text search:
 
-* SQLite: an external-content FTS5 table (`porter unicode61`) over text, topic and tags, whose
-  rowid is the item's integer primary key. It indexes ACTIVE items only (a superseded item is
-  removed from the index when it is superseded), so a search never pays for old versions.
-  Score = -bm25() (text weighs 1, topic and tags 0.5), higher is better.
+* SQLite: an external-content FTS5 table (`porter unicode61`) over text, topic and tags whose
+  content is the view of ACTIVE items (a superseded item leaves the index when it is
+  superseded, so a search never pays for old versions). Its rowid is the item's integer key,
+  `owner << 32 | version` with a small integer per (tenant, user): one user's items are one
+  rowid range, which FTS5 applies inside the index, so a search needs no join to scope it.
+  Score = -bm25() (text weighs 1, topic and tags 0.5), higher is better; only the rows that
+  can reach the top k are scored (see MemoryStore._search_sqlite), with results identical to
+  scoring every match.
 * PostgreSQL: a stored generated `tsvector` column (text weight A, topic and tags B) with a
   partial GIN index over active items; score = ts_rank_cd(vector, query, 1).
 
-Both scope every query by tenant AND user, break score ties by recency (observed_at, then
-version) and OR the query's terms so partial matches rank. The user's query never reaches the
-engine's query syntax: it is cut into plain words, which are quoted (FTS5) or `|`-joined words
-(tsquery), so quotes, operators and punctuation cannot raise.
+Both scope every query by tenant AND user (SQLite: the rowid range, and every returned row is
+checked against tenant_id/user_id), break score ties by recency (observed_at, then version) and
+OR the query's terms so partial matches rank. The user's query never reaches the engine's query
+syntax: it is cut into plain words, which are quoted (FTS5) or `|`-joined (tsquery), so quotes,
+operators and punctuation cannot raise.
 
 Known limit: ranking statistics (bm25's IDF) are computed over the whole index, all tenants
 included; a score reveals nothing about other tenants' text, but is not tenant-isolated maths.
@@ -34,17 +39,19 @@ versions. All checks run inside that transaction; a failed check writes nothing.
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from .answer import NOTHING_FOUND, Answerer, ExtractiveAnswerer
 from .catalog import MemorySettings
@@ -53,6 +60,7 @@ from .errors import CONFLICT, INVALID_ARGUMENTS, NOT_FOUND, GatewayError, intern
 __all__ = [
     "MAX_TOP_K",
     "MemoryStore",
+    "porter_stem",
     "fts5_match_expression",
     "query_terms",
     "tsquery_expression",
@@ -76,6 +84,16 @@ ANSWER_CANDIDATES: Final = 8
 # relevance on its own (e.g. the user's name in every item). Applied from this many items on.
 COMMON_TERM_SHARE: Final = 0.5
 COMMON_TERM_MIN_ITEMS: Final = 8
+# SQLite retrieval pruning (see MemoryStore._search_sqlite): term counts stop at
+# max(PRUNE_COUNT_MIN, rows / 10); no pruning when the terms match PRUNE_MIN_ROWS rows or fewer;
+# the probe reads up to PRUNE_PROBE_ROWS rows.
+PRUNE_COUNT_MIN: Final = 2000
+PRUNE_MIN_ROWS: Final = 2000
+PRUNE_PROBE_ROWS: Final = 200
+# SQLite retrieval fetches this many rows beyond top_k so ties on the k-th score can be
+# ordered by recency (see MemoryStore._search).
+TIE_MARGIN: Final = 16
+_WRITE_ATTEMPTS: Final = 5
 
 _DEFAULT_SETTINGS: Final = MemorySettings()
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -129,18 +147,194 @@ def query_terms(text: str) -> list[str]:
     return terms
 
 
-def fts5_match_expression(terms: Iterable[str]) -> str:
-    """An FTS5 MATCH expression ORing `terms` (plain words) as quoted strings.
+def fts5_match_expression(terms: Iterable[str], operator: Literal["OR", "AND"] = "OR") -> str:
+    """An FTS5 MATCH expression joining `terms` (plain words), as quoted strings, with OR/AND.
 
     Each term is re-checked to be a plain word, so nothing but `"word" OR "word"` is emitted.
     """
     words = [t for t in terms if _WORD.fullmatch(t)]
-    return " OR ".join(f'"{w}"' for w in words)
+    return f" {operator} ".join(f'"{w}"' for w in words)
 
 
 def tsquery_expression(terms: Iterable[str]) -> str:
     """A to_tsquery() expression ORing `terms` (plain words): `word | word`."""
     return " | ".join(t for t in terms if _WORD.fullmatch(t))
+
+
+# ---------------------------------------------------------------------------------------------
+# The FTS5 "porter" stemmer, in Python
+# ---------------------------------------------------------------------------------------------
+# Retrieval pruning looks terms up in the FTS5 vocabulary, which holds stems. This follows the
+# Porter (1980) algorithm the way SQLite's FTS5 applies it (its suffix lists include "logi" and
+# "bli"; one rule per step, chosen by the last-but-one letter, first listed suffix wins).
+# tests/runtime/test_memory.py checks it against the SQLite in use. A word it stems differently
+# only loses the pruning shortcut (the vocabulary lookup then misses); results never change.
+
+_STEP2: Final = (
+    ("ational", "ate"),
+    ("tional", "tion"),
+    ("enci", "ence"),
+    ("anci", "ance"),
+    ("izer", "ize"),
+    ("logi", "log"),
+    ("bli", "ble"),
+    ("alli", "al"),
+    ("entli", "ent"),
+    ("eli", "e"),
+    ("ousli", "ous"),
+    ("ization", "ize"),
+    ("ation", "ate"),
+    ("ator", "ate"),
+    ("alism", "al"),
+    ("iveness", "ive"),
+    ("fulness", "ful"),
+    ("ousness", "ous"),
+    ("aliti", "al"),
+    ("iviti", "ive"),
+    ("biliti", "ble"),
+)
+_STEP3: Final = (
+    ("ical", "ic"),
+    ("ness", ""),
+    ("icate", "ic"),
+    ("iciti", "ic"),
+    ("ful", ""),
+    ("ative", ""),
+    ("alize", "al"),
+)
+_STEP4: Final = (
+    "al",
+    "ance",
+    "ence",
+    "er",
+    "ic",
+    "able",
+    "ible",
+    "ant",
+    "ement",
+    "ment",
+    "ent",
+    "ion",
+    "ou",
+    "ism",
+    "ate",
+    "iti",
+    "ous",
+    "ive",
+    "ize",
+)
+
+
+def _is_vowel(c: str, y_is_vowel: bool) -> bool:
+    return c in "aeiou" or (y_is_vowel and c == "y")
+
+
+def _consonant_flags(stem: str) -> list[bool]:
+    flags: list[bool] = []
+    cons = False
+    for c in stem:
+        cons = not _is_vowel(c, cons)
+        flags.append(cons)
+    return flags
+
+
+def _measure(stem: str) -> int:
+    """Porter's m: the number of vowel-consonant sequences in the stem."""
+    m = 0
+    prev_vowel = False
+    for cons in _consonant_flags(stem):
+        if cons and prev_vowel:
+            m += 1
+        prev_vowel = not cons
+    return m
+
+
+def _has_vowel(stem: str) -> bool:
+    return any(_is_vowel(c, i > 0) for i, c in enumerate(stem))
+
+
+def _ends_cvc(stem: str) -> bool:
+    if not stem or stem[-1] in "wxy":
+        return False
+    flags = _consonant_flags(stem)
+    return len(flags) >= 3 and flags[-3] and not flags[-2] and flags[-1]
+
+
+def _by_last_but_one(rules: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    table: dict[str, list[str]] = {}
+    for suffix in rules:
+        table.setdefault(suffix[-2], []).append(suffix)
+    return {k: tuple(v) for k, v in table.items()}
+
+
+_STEP2_MAP: Final = dict(_STEP2)
+_STEP3_MAP: Final = dict(_STEP3)
+_STEP2_BY: Final = _by_last_but_one([s for s, _ in _STEP2])
+_STEP3_BY: Final = _by_last_but_one([s for s, _ in _STEP3])
+_STEP4_BY: Final = _by_last_but_one(_STEP4)
+
+
+def _replace(word: str, by: Mapping[str, tuple[str, ...]], out: Mapping[str, str], m: int) -> str:
+    """Steps 2-4: the first listed suffix for the last-but-one letter, if its stem has m > `m`."""
+    for suffix in by.get(word[-2], ()):
+        if len(word) > len(suffix) and word.endswith(suffix):
+            stem = word[: -len(suffix)]
+            if _measure(stem) > m and (suffix != "ion" or stem[-1] in "st"):
+                return stem + out.get(suffix, "")
+            return word
+    return word
+
+
+def porter_stem(word: str) -> str:
+    """The stem FTS5's porter tokenizer gives a lower-case ASCII word of 3 to 64 letters."""
+    if not 3 <= len(word) <= 64:
+        return word
+    w = word
+    # Step 1a
+    if w.endswith("s"):
+        cut = 0
+        if w[-2] == "e":
+            sses_or_ies = (len(w) > 4 and w[-4:-2] == "ss") or (len(w) > 3 and w[-3] == "i")
+            cut = 2 if sses_or_ies else 1
+        elif w[-2] != "s":
+            cut = 1
+        w = w[: len(w) - cut]
+    # Step 1b
+    undone = False
+    if w[-2] == "e" and len(w) > 3 and w.endswith("eed"):
+        if _measure(w[:-3]) > 0:
+            w = w[:-1]
+    elif w[-2] == "e" and len(w) > 2 and w.endswith("ed") and _has_vowel(w[:-2]):
+        w, undone = w[:-2], True
+    elif w[-2] == "n" and len(w) > 3 and w.endswith("ing") and _has_vowel(w[:-3]):
+        w, undone = w[:-3], True
+    if undone:
+        if len(w) > 2 and w[-2:] in ("at", "bl", "iz"):
+            w += "e"
+        elif len(w) > 1 and not _is_vowel(w[-1], False) and w[-1] not in "lsz" and w[-1] == w[-2]:
+            w = w[:-1]
+        elif _measure(w) == 1 and _ends_cvc(w):
+            w += "e"
+    # Step 1c
+    if w.endswith("y") and _has_vowel(w[:-1]):
+        w = w[:-1] + "i"
+    # Steps 2 to 4
+    if len(w) > 1:
+        w = _replace(w, _STEP2_BY, _STEP2_MAP, 0)
+    if len(w) > 1:
+        w = _replace(w, _STEP3_BY, _STEP3_MAP, 0)
+    if len(w) > 1:
+        w = _replace(w, _STEP4_BY, {}, 1)
+    # Step 5a
+    if w.endswith("e"):
+        stem = w[:-1]
+        m = _measure(stem)
+        if m > 1 or (m == 1 and not _ends_cvc(stem)):
+            w = stem
+    # Step 5b
+    if len(w) > 1 and w.endswith("ll") and _measure(w[:-1]) > 1:
+        w = w[:-1]
+    return w
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,13 +344,24 @@ def tsquery_expression(terms: Iterable[str]) -> str:
 
 _PK_TYPE: Final = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
+# pk = owner << 32 | version: one user's items form one contiguous range of integer keys, so
+# SQLite's FTS5 (keyed by rowid = pk) can restrict a search to one user by a rowid range.
+_OWNER_SHIFT: Final = 32
+_MAX_VERSION: Final = (1 << _OWNER_SHIFT) - 1
+_MAX_OWNER: Final = (1 << 31) - 1
+
+
+def _pk(owner: int, version: int) -> int:
+    return (owner << _OWNER_SHIFT) | version
+
+
 metadata: Final = sa.MetaData()
 
 items_table: Final = sa.Table(
     "memory_items",
     metadata,
-    # Integer primary key: SQLite's rowid, which keys the FTS5 index to the row.
-    sa.Column("pk", _PK_TYPE, primary_key=True, autoincrement=True),
+    # Integer primary key (SQLite's rowid, which keys the FTS5 index to the row): _pk().
+    sa.Column("pk", _PK_TYPE, primary_key=True, autoincrement=False),
     sa.Column("id", sa.String(32), nullable=False, unique=True),
     sa.Column("tenant_id", sa.String(255), nullable=False),
     sa.Column("user_id", sa.String(255), nullable=False),
@@ -195,17 +400,35 @@ state_table: Final = sa.Table(
     metadata,
     sa.Column("tenant_id", sa.String(255), primary_key=True),
     sa.Column("user_id", sa.String(255), primary_key=True),
-    sa.Column("last_version", sa.Integer, nullable=False),
+    sa.Column("owner_id", sa.Integer, nullable=False, unique=True),  # see _pk()
+    sa.Column("last_version", sa.BigInteger, nullable=False),
     sa.Column("active_items", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
 
 _FTS: Final = "memory_items_fts"
+# Score: text weighs 1, topic and tags 0.5 each; negated so that higher is better.
+_BM25: Final = f"-bm25({_FTS}, 1.0, 0.5, 0.5)"
+_BM25_K1: Final = 1.2  # the constants of FTS5's bm25()
+_BM25_B: Final = 0.75
 
+_FTS_VOCAB: Final = "memory_items_fts_vocab"
+_FTS_ROWS: Final = "memory_items_fts_rows"
 _SQLITE_DDL: Final = (
+    # The index's content is the active items only: superseded items leave the index (see
+    # _supersede) and this view, so FTS5's 'rebuild' and 'integrity-check' agree with it.
+    "CREATE VIEW IF NOT EXISTS memory_items_active AS SELECT pk, text, topic, tags "
+    "FROM memory_items WHERE superseded_by IS NULL",
     f"CREATE VIRTUAL TABLE IF NOT EXISTS {_FTS} USING fts5("
-    "text, topic, tags, content='memory_items', content_rowid='pk', "
+    "text, topic, tags, content='memory_items_active', content_rowid='pk', "
     "tokenize='porter unicode61')",
+    # Per stem: rows holding it and occurrences in all (bounds a term's frequency in a row).
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS {_FTS_VOCAB} USING fts5vocab({_FTS}, 'row')",
+    # How many rows the FTS5 index holds (bm25's N), kept by update_memory.
+    f"CREATE TABLE IF NOT EXISTS {_FTS_ROWS} (id INTEGER PRIMARY KEY CHECK (id = 1), "
+    "n INTEGER NOT NULL)",
+    f"INSERT OR IGNORE INTO {_FTS_ROWS} (id, n) "
+    "SELECT 1, count(*) FROM memory_items WHERE superseded_by IS NULL",
 )
 
 _PG_VECTOR: Final = (
@@ -402,6 +625,17 @@ def _parse_observations(
     return parsed
 
 
+def _tf_bound(most: float | None) -> float:
+    """An upper bound of bm25's term-frequency factor f(k1+1) / (f + k1(1 - b + b D/avgdl)).
+
+    It grows with the weighted frequency f (at most `most` occurrences of weight 1 in a row, when
+    known) and shrinks with the row's length D; D -> 0 gives f(k1+1) / (f + k1(1 - b)).
+    """
+    if most is None:
+        return _BM25_K1 + 1.0
+    return most * (_BM25_K1 + 1.0) / (most + _BM25_K1 * (1.0 - _BM25_B))
+
+
 def _chunk(row: _Row, score: float) -> dict[str, Any]:
     """One MemoryChunk (manifests/types.yaml)."""
     return {
@@ -462,9 +696,22 @@ class MemoryStore:
         now = _now_us()
         # gateway_write: the gateway's SQLite engine then opens the transaction with BEGIN
         # IMMEDIATE (any other engine ignores the option).
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                return self._update(tenant_id, user_id, parsed, now)
+            except IntegrityError:
+                # PostgreSQL: two users written for the first time at once drew the same
+                # owner id; the loser retries. Anything else that collides is retried too.
+                if attempt == _WRITE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _update(
+        self, tenant_id: str, user_id: str, parsed: Sequence[_Observation], now: int
+    ) -> dict[str, Any]:
         with self.engine.connect().execution_options(gateway_write=True) as conn, conn.begin():
             # First statement: takes the write lock / the user's row lock (see module doc).
-            first = self._allocate_versions(conn, tenant_id, user_id, len(parsed), now)
+            owner, first = self._allocate_versions(conn, tenant_id, user_id, len(parsed), now)
             explicit = self._resolve_targets(
                 conn, tenant_id, user_id, [t for obs in parsed for t in obs.supersedes]
             )
@@ -480,7 +727,8 @@ class MemoryStore:
                 if obs.topic_key is not None:
                     for row in self._active_on_topic(conn, tenant_id, user_id, obs.topic_key):
                         targets.setdefault(row["pk"], row)
-                self._insert_item(conn, tenant_id, user_id, item_id, version, obs, now)
+                pk = _pk(owner, version)
+                self._insert_item(conn, tenant_id, user_id, pk, item_id, version, obs, now)
                 marked = self._supersede(conn, list(targets.values()), item_id, now)
                 superseded_total += len(marked)
                 stored.append({"id": item_id, "version": version, "superseded": marked})
@@ -490,17 +738,24 @@ class MemoryStore:
                     .where(state_table.c.tenant_id == tenant_id, state_table.c.user_id == user_id)
                     .values(active_items=state_table.c.active_items - superseded_total)
                 )
+            if self._sqlite:
+                conn.execute(
+                    sa.text(f"UPDATE {_FTS_ROWS} SET n = n + :delta WHERE id = 1"),
+                    {"delta": len(parsed) - superseded_total},
+                )
         return {"stored": stored}
 
     def _allocate_versions(
         self, conn: Connection, tenant_id: str, user_id: str, count: int, now: int
-    ) -> int:
-        """Reserve `count` consecutive versions for the user; returns the first one."""
+    ) -> tuple[int, int]:
+        """Reserve `count` consecutive versions for the user: (owner id, first version)."""
         t = state_table
         insert_fn = sqlite_dialect.insert if self._sqlite else pg_dialect.insert
+        next_owner = sa.select(sa.func.coalesce(sa.func.max(t.c.owner_id), 0) + 1)
         values = insert_fn(t).values(
             tenant_id=tenant_id,
             user_id=user_id,
+            owner_id=next_owner.scalar_subquery(),
             last_version=count,
             active_items=count,
             updated_at=now,
@@ -512,9 +767,11 @@ class MemoryStore:
                 "active_items": t.c.active_items + count,
                 "updated_at": now,
             },
-        ).returning(t.c.last_version)
-        last = int(conn.execute(stmt).scalar_one())
-        return last - count + 1
+        ).returning(t.c.owner_id, t.c.last_version)
+        owner, last = (int(v) for v in conn.execute(stmt).one())
+        if last > _MAX_VERSION or owner > _MAX_OWNER:
+            raise GatewayError(CONFLICT, "This user's memory is full.")
+        return owner, last - count + 1
 
     def _resolve_targets(
         self, conn: Connection, tenant_id: str, user_id: str, ids: Sequence[str]
@@ -573,31 +830,29 @@ class MemoryStore:
         conn: Connection,
         tenant_id: str,
         user_id: str,
+        pk: int,
         item_id: str,
         version: int,
         obs: _Observation,
         now: int,
-    ) -> int:
+    ) -> None:
         i = items_table
         tags_json = json.dumps(obs.tags, ensure_ascii=False)
-        pk = int(
-            conn.execute(
-                i.insert()
-                .values(
-                    id=item_id,
-                    tenant_id=tenant_id,
-                    user_id=user_id,
-                    version=version,
-                    text=obs.text,
-                    source=obs.source,
-                    topic=obs.topic,
-                    topic_key=obs.topic_key,
-                    tags=tags_json,
-                    observed_at=obs.observed_at or now,
-                    recorded_at=now,
-                )
-                .returning(i.c.pk)
-            ).scalar_one()
+        conn.execute(
+            i.insert().values(
+                pk=pk,
+                id=item_id,
+                tenant_id=tenant_id,
+                user_id=user_id,
+                version=version,
+                text=obs.text,
+                source=obs.source,
+                topic=obs.topic,
+                topic_key=obs.topic_key,
+                tags=tags_json,
+                observed_at=obs.observed_at or now,
+                recorded_at=now,
+            )
         )
         if obs.tags:
             conn.execute(
@@ -612,7 +867,6 @@ class MemoryStore:
                 ),
                 {"pk": pk, "text": obs.text, "topic": obs.topic, "tags": tags_json},
             )
-        return pk
 
     def _supersede(self, conn: Connection, rows: Sequence[_Row], by: str, now: int) -> list[str]:
         if not rows:
@@ -682,56 +936,235 @@ class MemoryStore:
         terms: Sequence[str],
         k: int,
         tag_keys: Sequence[str],
+        counts: dict[str, int] | None = None,
     ) -> list[dict[str, Any]]:
+        """The top k chunks for `terms` (ORed), best first, recency breaking ties.
+
+        `counts`, when given, receives the number of rows of the whole index holding each term,
+        for the terms where the search learnt it exactly (SQLite).
+        """
         if not terms:
             return []
-        params: dict[str, Any] = {"tenant": tenant_id, "user": user_id, "k": k}
-        tag_sql = ""
-        if tag_keys:
-            names = []
-            for n, key in enumerate(tag_keys):
-                params[f"tag{n}"] = key
-                names.append(f":tag{n}")
-            params["ntags"] = len(tag_keys)
-            tag_sql = (
-                " AND (SELECT count(*) FROM memory_item_tags t WHERE t.item_pk = memory_items.pk"
-                f" AND t.tag_key IN ({', '.join(names)})) = :ntags"
-            )
         if self._sqlite:
-            params["match"] = fts5_match_expression(terms)
-            # CROSS JOIN pins the join order: search the index first, then look rows up by pk.
-            sql = (
-                f"SELECT memory_items.pk AS pk, -bm25({_FTS}, 1.0, 0.5, 0.5) AS score "
-                f"FROM {_FTS} CROSS JOIN memory_items ON memory_items.pk = {_FTS}.rowid "
-                f"WHERE {_FTS} MATCH :match AND memory_items.tenant_id = :tenant "
-                "AND memory_items.user_id = :user AND memory_items.superseded_by IS NULL"
-                f"{tag_sql} "
-                "ORDER BY score DESC, memory_items.observed_at DESC, memory_items.version DESC "
-                "LIMIT :k"
-            )
+            owner = self._owner(conn, tenant_id, user_id)
+            if owner is None:
+                return []
+            hits = self._search_sqlite(conn, owner, tag_keys, terms, k, counts)
         else:
-            params["match"] = tsquery_expression(terms)
-            sql = (
-                "SELECT memory_items.pk AS pk, "
-                "ts_rank_cd(memory_items.search_vector, q.query, 1) AS score "
-                "FROM memory_items, to_tsquery('english'::regconfig, :match) AS q(query) "
-                "WHERE memory_items.tenant_id = :tenant AND memory_items.user_id = :user "
-                "AND memory_items.superseded_by IS NULL "
-                f"AND memory_items.search_vector @@ q.query{tag_sql} "
-                "ORDER BY score DESC, memory_items.observed_at DESC, memory_items.version DESC "
-                "LIMIT :k"
-            )
-        hits = [(int(r[0]), float(r[1])) for r in conn.execute(sa.text(sql), params)]
+            hits = self._search_postgres(conn, tenant_id, user_id, tag_keys, terms, k)
         if not hits:
             return []
         i = items_table
         rows = {
             int(row["pk"]): row
             for row in conn.execute(
-                sa.select(*_CHUNK_COLUMNS).where(i.c.pk.in_([pk for pk, _ in hits]))
+                sa.select(*_CHUNK_COLUMNS).where(
+                    i.c.pk.in_([pk for pk, _ in hits]),
+                    # The index is keyed by user already; the rows must agree.
+                    i.c.tenant_id == tenant_id,
+                    i.c.user_id == user_id,
+                    i.c.superseded_by.is_(None),
+                )
             ).mappings()
         }
-        return [_chunk(rows[pk], score) for pk, score in hits if pk in rows]
+        ranked = sorted(
+            ((score, rows[pk]) for pk, score in hits if pk in rows),
+            key=lambda hit: (-hit[0], -hit[1]["observed_at"], -hit[1]["version"]),
+        )
+        return [_chunk(row, score) for score, row in ranked[:k]]
+
+    @staticmethod
+    def _owner(conn: Connection, tenant_id: str, user_id: str) -> int | None:
+        s = state_table
+        owner = conn.execute(
+            sa.select(s.c.owner_id).where(s.c.tenant_id == tenant_id, s.c.user_id == user_id)
+        ).scalar()
+        return None if owner is None else int(owner)
+
+    @staticmethod
+    def _tag_sql(tag_keys: Sequence[str], pk_column: str, params: dict[str, Any]) -> str:
+        """` AND <the row holds every tag>`, binding the tags into `params`."""
+        if not tag_keys:
+            return ""
+        names = []
+        for n, key in enumerate(tag_keys):
+            params[f"tag{n}"] = key
+            names.append(f":tag{n}")
+        params["ntags"] = len(tag_keys)
+        return (
+            f" AND (SELECT count(*) FROM memory_item_tags t WHERE t.item_pk = {pk_column}"
+            f" AND t.tag_key IN ({', '.join(names)})) = :ntags"
+        )
+
+    def _search_postgres(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        user_id: str,
+        tag_keys: Sequence[str],
+        terms: Sequence[str],
+        k: int,
+    ) -> list[tuple[int, float]]:
+        params: dict[str, Any] = {
+            "tenant": tenant_id,
+            "user": user_id,
+            "match": tsquery_expression(terms),
+            "k": k,
+        }
+        tag_sql = self._tag_sql(tag_keys, "memory_items.pk", params)
+        sql = (
+            "SELECT memory_items.pk AS pk, "
+            "ts_rank_cd(memory_items.search_vector, q.query, 1) AS score "
+            "FROM memory_items, to_tsquery('english'::regconfig, :match) AS q(query) "
+            "WHERE memory_items.tenant_id = :tenant AND memory_items.user_id = :user "
+            "AND memory_items.superseded_by IS NULL "
+            f"AND memory_items.search_vector @@ q.query{tag_sql} "
+            "ORDER BY score DESC, memory_items.observed_at DESC, memory_items.version DESC "
+            "LIMIT :k"
+        )
+        return [(int(r[0]), float(r[1])) for r in conn.execute(sa.text(sql), params)]
+
+    def _search_sqlite(
+        self,
+        conn: Connection,
+        owner: int,
+        tag_keys: Sequence[str],
+        terms: Sequence[str],
+        k: int,
+        counts: dict[str, int] | None,
+    ) -> list[tuple[int, float]]:
+        """(pk, score) of at least the top k rows (all rows tied with the k-th included).
+
+        The index holds active items only, and the user's rows are one rowid range, so the
+        search needs no join. bm25 costs about a microsecond per row it scores, and an OR of
+        common words matches much of a large memory, so the search scores only the rows that
+        can reach the top k (MaxScore): a term adds less than idf * tf_bound to bm25; if the
+        k-th best score L of some rows exceeds the summed bounds of the most common terms, a
+        row holding only those cannot enter the top k, and only rows holding one of the other
+        ("essential") terms are scored: `E AND R` and `E NOT R`, whose bm25 is the full query's
+        (every term appears once, in the same order). L comes from a cheap probe: up to
+        PRUNE_PROBE_ROWS rows holding all of the most common terms. The result equals the
+        unpruned query's, scores bit for bit.
+        """
+        params: dict[str, Any] = {
+            "lo": _pk(owner, 0),
+            "hi": _pk(owner, _MAX_VERSION),
+        }
+        where = f"rowid BETWEEN :lo AND :hi{self._tag_sql(tag_keys, f'{_FTS}.rowid', params)}"
+        total = conn.execute(sa.text(f"SELECT n FROM {_FTS_ROWS} WHERE id = 1")).scalar()
+        n_rows = int(total or 0)
+        cap = max(PRUNE_COUNT_MIN, n_rows // 10)
+        df: list[tuple[str, int]] = []  # (term, rows of the whole index holding it; maybe capped)
+        most: dict[str, float] = {}  # term -> most occurrences of it in one row, where known
+        for term in terms:
+            stats = None
+            if term.isascii():  # the vocabulary holds stems; porter_stem matches FTS5's
+                stats = conn.execute(
+                    sa.text(f"SELECT doc, cnt FROM {_FTS_VOCAB} WHERE term = :t"),
+                    {"t": porter_stem(term)},
+                ).first()
+            if stats is not None:
+                n = int(stats[0])
+                most[term] = float(int(stats[1]) - n + 1)
+            else:  # not in the vocabulary under that stem: count (up to `cap`) what MATCH finds
+                n = int(
+                    conn.execute(
+                        sa.text(
+                            f"SELECT count(*) FROM (SELECT 1 FROM {_FTS} WHERE {_FTS} MATCH :m "
+                            "LIMIT :cap)"
+                        ),
+                        {"m": fts5_match_expression([term]), "cap": cap},
+                    ).scalar_one()
+                )
+            if counts is not None and (stats is not None or n < cap):  # exact counts only
+                counts[term] = n
+            if n:  # a term found nowhere adds nothing to any score
+                df.append((term, n))
+        if not df:
+            return []
+        df.sort(key=lambda tn: (tn[1], tn[0]))  # rarest first: the order of the phrases
+        essential = self._essential_terms(conn, where, params, df, most, k, n_rows)
+        if essential is None:
+            arms = [fts5_match_expression(t for t, _ in df)]
+        else:
+            rest = fts5_match_expression(t for t, _ in df[len(essential) :])
+            head = fts5_match_expression(essential)
+            arms = [f"({head}) AND ({rest})", f"({head}) NOT ({rest})"]
+        inner = " UNION ALL ".join(
+            f"SELECT rowid AS pk, {_BM25} AS score FROM {_FTS} "
+            f"WHERE {_FTS} MATCH :arm{n} AND {where}"
+            for n in range(len(arms))
+        )
+        params.update({f"arm{n}": arm for n, arm in enumerate(arms)})
+        limit = k + TIE_MARGIN
+        hits = [
+            (int(r[0]), float(r[1]))
+            for r in conn.execute(
+                sa.text(f"SELECT pk, score FROM ({inner}) ORDER BY score DESC LIMIT :limit"),
+                {**params, "limit": limit},
+            )
+        ]
+        if len(hits) == limit and hits[-1][1] >= hits[k - 1][1]:
+            # More rows may tie with the k-th than were fetched: fetch them all.
+            hits = [
+                (int(r[0]), float(r[1]))
+                for r in conn.execute(
+                    sa.text(f"SELECT pk, score FROM ({inner}) WHERE score >= :least"),
+                    {**params, "least": hits[k - 1][1]},
+                )
+            ]
+        return hits
+
+    @staticmethod
+    def _essential_terms(
+        conn: Connection,
+        where: str,
+        params: Mapping[str, Any],
+        df: Sequence[tuple[str, int]],
+        most: Mapping[str, float],
+        k: int,
+        n_rows: int,
+    ) -> list[str] | None:
+        """The rarest terms, one of which a top-k row must hold; None when pruning would not
+        pay or could not be proven safe. `df` is sorted rarest first."""
+        if len(df) < 2 or sum(n for _, n in df) <= PRUNE_MIN_ROWS:
+            return None
+        common_first = df[::-1]
+        floor: float | None = None
+        for size in range(len(common_first), 1, -1):
+            probe = fts5_match_expression((t for t, _ in common_first[:size]), "AND")
+            scores = sorted(
+                (
+                    float(r[0])
+                    for r in conn.execute(
+                        sa.text(
+                            f"SELECT {_BM25} FROM {_FTS} WHERE {_FTS} MATCH :probe AND {where} "
+                            "LIMIT :probe_rows"
+                        ),
+                        {**params, "probe": probe, "probe_rows": PRUNE_PROBE_ROWS},
+                    )
+                ),
+                reverse=True,
+            )
+            if len(scores) >= k:
+                floor = scores[k - 1]
+                break
+        if floor is None:
+            return None
+        bound = 0.0
+        skipped = 0
+        for _term, n in common_first:
+            # FTS5: idf = ln((N - n + 0.5) / (n + 0.5)), at least 1e-6; with n at most the
+            # true count (a capped count is lower) this is at least the idf bm25 uses.
+            idf = max(1e-6, math.log((n_rows - n + 0.5) / (n + 0.5)))
+            term_bound = idf * _tf_bound(most.get(_term))
+            if bound + term_bound >= floor:
+                break
+            bound += term_bound
+            skipped += 1
+        if skipped == 0 or skipped == len(df):
+            return None
+        return [t for t, _ in df[: len(df) - skipped]]
 
     # -- answers -----------------------------------------------------------------------------
 
@@ -741,8 +1174,11 @@ class MemoryStore:
             raise _invalid("question must be a string.")
         terms = query_terms(question)
         with self.engine.connect() as conn:
-            candidates = self._search(conn, tenant_id, user_id, terms, ANSWER_CANDIDATES, [])
-            relevant = self._above_floor(conn, tenant_id, user_id, terms, candidates)
+            counts: dict[str, int] = {}
+            candidates = self._search(
+                conn, tenant_id, user_id, terms, ANSWER_CANDIDATES, [], counts
+            )
+            relevant = self._above_floor(conn, tenant_id, user_id, terms, candidates, counts)
         try:
             answer = self.answerer.answer(question, relevant)
         except GatewayError:
@@ -767,6 +1203,7 @@ class MemoryStore:
         user_id: str,
         terms: Sequence[str],
         candidates: list[dict[str, Any]],
+        counts: Mapping[str, int],
     ) -> list[dict[str, Any]]:
         """The candidates that match at least one informative question term.
 
@@ -786,7 +1223,10 @@ class MemoryStore:
                 continue
             if active >= COMMON_TERM_MIN_ITEMS:
                 cap = int(active * COMMON_TERM_SHARE) + 1
-                if self._term_count(conn, tenant_id, user_id, term, cap) >= cap:
+                # The index-wide count (when known) bounds the user's: skip the count if it can.
+                if counts.get(term, cap) >= cap and (
+                    self._term_count(conn, tenant_id, user_id, term, cap) >= cap
+                ):
                     continue
             evidence.update(item_id for item_id, pk in pks.items() if pk in matched)
         return [c for c in candidates if c["id"] in evidence]
@@ -826,12 +1266,17 @@ class MemoryStore:
         """How many of the user's active items hold `term`, counting no further than `cap`."""
         params: dict[str, Any] = {"tenant": tenant_id, "user": user_id, "cap": cap}
         if self._sqlite:
-            params["match"] = fts5_match_expression([term])
+            owner = self._owner(conn, tenant_id, user_id)
+            if owner is None:
+                return 0
+            params.update(
+                match=fts5_match_expression([term]),
+                lo=_pk(owner, 0),
+                hi=_pk(owner, _MAX_VERSION),
+            )
             sql = (
-                f"SELECT count(*) FROM (SELECT 1 FROM {_FTS} CROSS JOIN memory_items "
-                f"ON memory_items.pk = {_FTS}.rowid WHERE {_FTS} MATCH :match "
-                "AND memory_items.tenant_id = :tenant AND memory_items.user_id = :user "
-                "LIMIT :cap)"
+                f"SELECT count(*) FROM (SELECT 1 FROM {_FTS} WHERE {_FTS} MATCH :match "
+                "AND rowid BETWEEN :lo AND :hi LIMIT :cap)"
             )
         else:
             params["match"] = tsquery_expression([term])

@@ -575,3 +575,150 @@ def test_observed_at_accepts_offsets_and_datetimes(memory: MemoryStore) -> None:
         "Datetime object.": "2026-03-02T08:30:00Z",
         "Fractional.": "2026-03-03T08:30:00.25Z",
     }
+
+
+# ------------------------------------------------------------------------------ SQLite pruning
+
+
+def test_pruned_ranking_equals_the_full_ranking(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MaxScore-style pruning of SQLite retrieval never changes the result."""
+    import random
+
+    from generator.runtime import memory as mem
+
+    # Small thresholds so that a few hundred items exercise pruning and capped counts.
+    monkeypatch.setattr(mem, "PRUNE_MIN_ROWS", 10)
+    monkeypatch.setattr(mem, "PRUNE_COUNT_MIN", 40)
+    pruned_plans: list[list[str]] = []
+    real = mem.MemoryStore._essential_terms
+
+    def spy(*args: Any) -> list[str] | None:
+        plan = real(*args)
+        if plan is not None:
+            pruned_plans.append(plan)
+        return plan
+
+    monkeypatch.setattr(mem.MemoryStore, "_essential_terms", staticmethod(spy))
+    engine = make_engine(str(tmp_path / "prune.db"))
+    memory = MemoryStore(engine)
+    memory.migrate()
+    r = random.Random(3)
+    common = ["meeting", "lunch", "prefers", "project", "office"]
+    rare = [f"{name}{n}" for name in ("ramen", "berlin", "priya", "apollo") for n in range(10)]
+
+    def text() -> str:
+        words = [w for w in common if r.random() < 0.3] + r.sample(rare, r.randint(1, 2))
+        words += [r.choice(["a", "the", "with", "notes", "later"]) for _ in range(r.randint(0, 6))]
+        r.shuffle(words)
+        return " ".join(words)
+
+    for user in ("ash", "bo"):
+        for _ in range(15):
+            memory.update_memory(
+                "acme",
+                user,
+                [
+                    {"text": text(), "tags": r.sample(["x", "y"], r.randint(0, 2))}
+                    for _ in range(20)
+                ],
+            )
+    queries = [
+        " ".join(r.sample(common, r.randint(1, 3)) + r.sample(rare, r.randint(0, 2)))
+        for _ in range(60)
+    ]
+    for query in queries:
+        for k, tags in ((5, None), (1, None), (12, ["x"])):
+            got = memory.retrieve_relevant_chunks("acme", "ash", query, top_k=k, tags=tags)
+            expected = full_ranking(engine, query, k, tags or [])
+            assert [c["id"] for c in got["chunks"]] == [e[0] for e in expected], query
+            # Same terms, summed in another order: equal to the last bits of a double.
+            for chunk, (_, score) in zip(got["chunks"], expected, strict=True):
+                assert chunk["score"] == pytest.approx(score, rel=1e-12, abs=0)
+    assert len(pruned_plans) >= 10  # pruning did happen, and often
+
+
+def full_ranking(
+    engine: sa.engine.Engine, query: str, k: int, tags: list[str]
+) -> list[tuple[str, float]]:
+    """The unpruned reference: every matching row of ash scored, then sorted."""
+    tag_sql = "".join(
+        " AND EXISTS (SELECT 1 FROM memory_item_tags t "
+        f"WHERE t.item_pk = m.pk AND t.tag_key = '{t}')"
+        for t in tags
+    )
+    sql = (
+        "SELECT m.id, -bm25(memory_items_fts, 1.0, 0.5, 0.5) AS score FROM memory_items_fts "
+        "CROSS JOIN memory_items m ON m.pk = memory_items_fts.rowid "
+        "WHERE memory_items_fts MATCH :q AND m.tenant_id = 'acme' AND m.user_id = 'ash' "
+        f"AND m.superseded_by IS NULL{tag_sql} "
+        "ORDER BY score DESC, m.observed_at DESC, m.version DESC LIMIT :k"
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(sql), {"q": fts5_match_expression(query_terms(query)), "k": k}
+        ).all()
+    return [(str(row[0]), float(row[1])) for row in rows]
+
+
+def test_many_ties_are_ordered_by_observed_at_then_version(memory: MemoryStore) -> None:
+    # 40 identical items (one score), observed in shuffled order: the newest observations win,
+    # however many rows share the k-th score.
+    import random
+
+    days = list(range(1, 41))
+    random.Random(5).shuffle(days)
+    memory.update_memory(
+        "acme",
+        "ash",
+        [
+            {
+                "text": "Waters the orchids.",
+                "observed_at": f"2026-01-{(d - 1) % 28 + 1:02d}T0{d // 28}:00:00Z",
+            }
+            for d in days[:20]
+        ],
+    )
+    memory.update_memory(
+        "acme",
+        "ash",
+        [
+            {
+                "text": "Waters the orchids.",
+                "observed_at": f"2026-01-{(d - 1) % 28 + 1:02d}T0{d // 28}:00:00Z",
+            }
+            for d in days[20:]
+        ],
+    )
+    got = memory.retrieve_relevant_chunks("acme", "ash", "orchids", top_k=5)["chunks"]
+    stamps = [c["observed_at"] for c in got]
+    everything = [e["observed_at"] for e in memory.log("acme", "ash")["entries"]]
+    assert stamps == sorted(everything, reverse=True)[:5]
+
+
+def test_fts_row_count_follows_writes(tmp_path: Any) -> None:
+    """bm25's N, kept by the store for pruning, always equals the rows in the index."""
+    engine = make_engine(str(tmp_path / "n.db"))
+    memory = MemoryStore(engine)
+    memory.migrate()
+    a = remember(memory, "One.", topic="t")
+    remember(memory, "Two.", topic="t")
+    memory.update_memory("acme", "bo", [{"text": "Three."}, {"text": "Four.", "topic": "u"}])
+    memory.update_memory("acme", "bo", [{"text": "Five.", "topic": "u"}])
+    with pytest.raises(GatewayError):
+        memory.update_memory("acme", "ash", [{"text": "x", "supersedes": [a["id"]]}])
+    memory.migrate()
+    with engine.begin() as conn:
+        # FTS5's own check of the index against its content (the active items), row count
+        # included: raises if they disagree.
+        conn.execute(
+            sa.text(
+                "INSERT INTO memory_items_fts(memory_items_fts, rank) VALUES ('integrity-check', 1)"
+            )
+        )
+        kept = conn.execute(sa.text("SELECT n FROM memory_items_fts_rows")).scalar()
+        active = conn.execute(
+            sa.text("SELECT count(*) FROM memory_items WHERE superseded_by IS NULL")
+        ).scalar()
+    assert kept == active == 3
