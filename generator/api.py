@@ -7,14 +7,15 @@ Each function returns diagnostics as data; nothing here prints.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ir
-from .compile import compile_project
+from .compile import ConnectorUnit, compile_project, connector_context
 from .diagnostics import Diagnostic, Span, error, has_errors, normalise
-from .emit import FileSet, emit
-from .load import discover, load_files
+from .emit import Cache, FileSet, emit, generator_fingerprint
+from .load import Loaded, discover, load_files, load_text
 from .validate import validate_one
 from .write import Plan, diff, plan, write
 
@@ -66,31 +67,102 @@ def _rel(root: Path, path: Path) -> str:
         return path.as_posix()
 
 
-def compile_manifests(options: Options) -> CompileResult:
+@dataclass(frozen=True, slots=True)
+class _CachedUnit:
+    context: str  # `connector_context` it was compiled in
+    unit: ConnectorUnit
+
+
+def _unit_key(rel: str, sha256: str) -> str:
+    return hashlib.sha256(f"{generator_fingerprint()}\0{rel}\0{sha256}".encode()).hexdigest()
+
+
+def compile_manifests(options: Options, *, cache_dir: Path | None = None) -> CompileResult:
+    """load -> validate -> compile. With `cache_dir` (builds), connector manifests whose bytes
+    compiled cleanly before in the same context are taken from the cache as compiled units;
+    results and diagnostics are the same as without it."""
     files = discover(options.root, options.manifests)
     if not files:
         where = _rel(options.root, options.manifests)
         return CompileResult(None, (error("GEN005", Span(file=where),
                                           f"no *.yaml manifests under {where}"),))
-    docs, diags = load_files(options.root, files)
-    valid = []
-    for doc in docs:
-        problems = validate_one(doc)
-        diags.extend(problems)
-        if not has_errors(problems):
-            valid.append(doc)
-    partial = len(valid) != len(files)
-    project, compile_diags = compile_project(valid, partial=partial)
+    cache = Cache(cache_dir)
+    pending: list[Path] = []
+    candidates: list[tuple[_CachedUnit, str, bytes]] = []  # (entry, rel path, bytes)
+    if cache_dir is not None:
+        for path in files:
+            rel = _rel(options.root, path)
+            try:
+                raw = path.read_bytes()
+            except OSError:
+                pending.append(path)  # load_files reports it
+                continue
+            entry = cache.load("unit", _unit_key(rel, hashlib.sha256(raw).hexdigest()),
+                               _CachedUnit)
+            if entry is not None and entry.unit.path == rel:
+                candidates.append((entry, rel, raw))
+            else:
+                pending.append(path)
+    else:
+        pending = files
+    docs, diags = load_files(options.root, pending)
+    valid: list[Loaded] = []
+
+    def check(new_docs: list[Loaded]) -> None:
+        for doc in new_docs:
+            problems = validate_one(doc)
+            diags.extend(problems)
+            if not has_errors(problems):
+                valid.append(doc)
+
+    check(docs)
+    units: list[ConnectorUnit] = []
+    if candidates:
+        context = connector_context(valid)
+        stale: list[Loaded] = []
+        for entry, rel, raw in candidates:
+            if entry.context == context:
+                units.append(entry.unit)
+                continue
+            doc, problems = load_text(rel, raw)
+            diags.extend(problems)
+            if doc is not None:
+                stale.append(doc)
+        check(stale)
+        valid.sort(key=lambda d: d.path)
+    partial = len(valid) + len(units) != len(files)
+    project, compile_diags = compile_project(valid, partial=partial, units=units)
     diags.extend(compile_diags)
     all_diags = normalise(diags)
+    if cache_dir is not None and project is not None and not all_diags:
+        _store_units(cache, project, valid)
     return CompileResult(project if not has_errors(all_diags) else None, all_diags)
 
 
+def _store_units(cache: Cache, project: ir.Project, docs: list[Loaded]) -> None:
+    """Cache the connectors of a clean compile that were compiled from their manifests."""
+    fresh = {d.data["name"]: d for d in docs if d.data["kind"] == "connector"}
+    if not fresh:
+        return
+    context = connector_context(docs)
+    by_connector: dict[str, list[ir.Tool]] = {}
+    for t in project.tools:
+        if t.connector in fresh:
+            by_connector.setdefault(t.connector, []).append(t)
+    for c in project.connectors:
+        doc = fresh.get(c.name)
+        if doc is None or doc.path != c.source:
+            continue
+        unit = ConnectorUnit(source=ir.Source(path=doc.path, sha256=doc.sha256), name=c.name,
+                             connector=c, tools=tuple(by_connector.get(c.name, ())))
+        cache.store("unit", _unit_key(doc.path, doc.sha256), _CachedUnit(context, unit))
+
+
 def generate(options: Options) -> tuple[CompileResult, FileSet, tuple[Diagnostic, ...]]:
-    result = compile_manifests(options)
+    cache_dir = options.root / CACHE_DIR if options.cache else None
+    result = compile_manifests(options, cache_dir=cache_dir)
     if not result.ok or result.project is None:
         return result, {}, result.diagnostics
-    cache_dir = options.root / CACHE_DIR if options.cache else None
     files, emit_diags = emit(result.project, cache_dir=cache_dir, jobs=options.jobs)
     return result, files, normalise((*result.diagnostics, *emit_diags))
 

@@ -6,8 +6,10 @@ problem. The IR is only returned when there is no error.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,16 +51,55 @@ class _Ctx:
         self.diags.append(error(code, span, message, hint))
 
 
-def compile_project(
-    docs: list[Loaded], *, partial: bool = False
-) -> tuple[ir.Project | None, list[Diagnostic]]:
-    """`partial` is set when some manifests failed earlier stages: checks that need the whole
-    project (a gateway exists, referenced connectors exist) are then skipped, so the user is
-    not shown errors that are only echoes of the first ones."""
-    ctx = _Ctx()
+@dataclass(frozen=True, slots=True)
+class ConnectorUnit:
+    """What compiling one connector manifest yields: a function of its bytes, of the generator
+    and of `connector_context` only. A build stores the units of a clean compile in its cache
+    and passes them back for unchanged files, which then are not loaded, validated or compiled
+    again (only the checks across files run, on the IR)."""
+
+    source: ir.Source
+    name: str
+    connector: ir.Connector
+    tools: tuple[ir.Tool, ...]
+
+    @property
+    def path(self) -> str:
+        return self.source.path
+
+
+def _by_kind(docs: Sequence[Loaded]) -> dict[str, list[Loaded]]:
     by_kind: dict[str, list[Loaded]] = {}
     for doc in docs:
         by_kind.setdefault(doc.data["kind"], []).append(doc)
+    return by_kind
+
+
+def connector_context(docs: Sequence[Loaded]) -> str:
+    """Digest of what other manifests contribute to compiling a connector: the shared types
+    (first definition of each name wins, as in `_collect_types`) and the entity types of the
+    first gateway manifest. `docs` are the schema-valid manifests given to `compile_project`."""
+    by_kind = _by_kind(docs)
+    types: dict[str, Any] = {}
+    for doc in by_kind.get("types", []):
+        for name, schema in doc.data["types"].items():
+            types.setdefault(name, schema)
+    gateways = by_kind.get("gateway", [])
+    entities = gateways[0].data.get("entities", {}) if gateways else {}
+    text = json.dumps([types, entities], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def compile_project(
+    docs: list[Loaded], *, partial: bool = False, units: Sequence[ConnectorUnit] = ()
+) -> tuple[ir.Project | None, list[Diagnostic]]:
+    """`partial` is set when some manifests failed earlier stages: checks that need the whole
+    project (a gateway exists, referenced connectors exist) are then skipped, so the user is
+    not shown errors that are only echoes of the first ones. `units` are connectors compiled
+    by an earlier build from the same bytes in the same `connector_context` (never also in
+    `docs`)."""
+    ctx = _Ctx()
+    by_kind = _by_kind(docs)
 
     _collect_types(ctx, by_kind.get("types", []))
     gateways = by_kind.get("gateway", [])
@@ -69,7 +110,7 @@ def compile_project(
                     f"a project has one gateway manifest; {gateway_doc.path if gateway_doc else ''}"
                     " is already one")
     elif not gateways and not partial:
-        first = docs[0].path if docs else "manifests"
+        first = min([d.path for d in docs[:1]] + [u.path for u in units], default="manifests")
         ctx.err("GEN210", Span(file=first), "no gateway manifest (`kind: gateway`) found",
                 "add manifests/gateway.yaml with the package and server settings")
     entity_types = _entity_types(gateway_doc)
@@ -87,22 +128,29 @@ def compile_project(
                 if tool is not None:
                     tools.append(tool)
                     _add_to_group(groups, tool, doc.path)
-    seen_connectors: dict[str, Loaded] = {}
-    for doc in by_kind.get("connector", []):
-        name = doc.data["name"]
+    seen_connectors: dict[str, str] = {}  # name -> path of the manifest declaring it
+    entries: list[Loaded | ConnectorUnit] = [*by_kind.get("connector", []), *units]
+    for entry in sorted(entries, key=lambda e: e.path):
+        if isinstance(entry, ConnectorUnit):
+            name, name_span = entry.name, entry.connector.span
+        else:
+            name, name_span = entry.data["name"], entry.span(("name",))
         if name in seen_connectors:
-            ctx.err("GEN211", doc.span(("name",)),
-                    f"connector {name!r} is also declared in {seen_connectors[name].path}")
+            ctx.err("GEN211", name_span,
+                    f"connector {name!r} is also declared in {seen_connectors[name]}")
             continue
         if name in RESERVED_GROUPS:
-            ctx.err("GEN211", doc.span(("name",)), f"connector name {name!r} is reserved")
+            ctx.err("GEN211", name_span, f"connector name {name!r} is reserved")
             continue
-        seen_connectors[name] = doc
-        connector, conn_tools = _connector(ctx, doc, entity_types)
+        seen_connectors[name] = entry.path
+        if isinstance(entry, ConnectorUnit):
+            connector, conn_tools = entry.connector, list(entry.tools)
+        else:
+            connector, conn_tools = _connector(ctx, entry, entity_types)
         connectors.append(connector)
         for tool in conn_tools:
             tools.append(tool)
-            _add_to_group(groups, tool, doc.path)
+            _add_to_group(groups, tool, entry.path)
 
     _check_tool_names(ctx, tools)
     tools_by_name = {t.name: t for t in tools}
@@ -131,8 +179,8 @@ def compile_project(
             for name, g in sorted(groups.items())
         ),
         memory=memory,
-        sources=tuple(sorted((ir.Source(path=d.path, sha256=d.sha256) for d in docs),
-                             key=lambda s: s.path)),
+        sources=tuple(sorted([*(ir.Source(path=d.path, sha256=d.sha256) for d in docs),
+                              *(u.source for u in units)], key=lambda s: s.path)),
     )
     return project, ctx.diags
 

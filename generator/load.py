@@ -29,6 +29,14 @@ _JSON_SCALAR_TAGS = {
 }
 
 
+# Source maps are recorded while loading for paths of at most this many parts: everything the
+# compiler and the IR point at on a clean build (a capability's name, its http binding, an entity
+# mapping). Deeper positions (a property inside a schema) are only needed for diagnostics; the
+# first question about one re-reads the file's text once and completes the map. Answers are the
+# same either way; only the cost of loading a large manifest changes (about half of it).
+SPAN_DEPTH = 4
+
+
 @dataclass(frozen=True, slots=True)
 class Loaded:
     """One manifest file: its bytes' digest, its data, and where each value came from."""
@@ -38,10 +46,23 @@ class Loaded:
     data: Any
     value_spans: dict[JsonPath, Span] = field(repr=False)
     key_spans: dict[JsonPath, Span] = field(repr=False)
+    # the text, while the maps above hold only paths of at most SPAN_DEPTH parts
+    _text: str | None = field(default=None, repr=False, compare=False)
+
+    def _complete(self, p: JsonPath, spans: dict[JsonPath, Span]) -> None:
+        if len(p) <= SPAN_DEPTH or self._text is None or p in spans:
+            return
+        node = yaml.compose(self._text, Loader=_Loader)
+        builder = _Builder(self.path, depth=None)
+        builder.build(node, ())
+        self.value_spans.update(builder.value_spans)
+        self.key_spans.update(builder.key_spans)
+        object.__setattr__(self, "_text", None)
 
     def span(self, path: Iterable[str | int] = ()) -> Span:
         """Position of the value at `path`, or of its nearest ancestor that has one."""
         p = tuple(path)
+        self._complete(p, self.value_spans)
         while p:
             if p in self.value_spans:
                 return self.value_spans[p]
@@ -51,6 +72,7 @@ class Loaded:
     def key_span(self, path: Iterable[str | int]) -> Span:
         """Position of the mapping key that ends `path` (falls back to the value)."""
         p = tuple(path)
+        self._complete(p, self.key_spans)
         return self.key_spans.get(p) or self.span(p)
 
 
@@ -104,6 +126,7 @@ def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic
         data=data,
         value_spans=builder.value_spans,
         key_spans=builder.key_spans,
+        _text=text,
     )
     return loaded, builder.diagnostics
 
@@ -125,9 +148,16 @@ def load_files(root: Path, files: Sequence[Path]) -> tuple[list[Loaded], list[Di
     return docs, diags
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 class _Builder:
-    def __init__(self, file: str) -> None:
+    """Nodes -> JSON data, recording the position of every value and key up to `depth` parts
+    (every one when depth is None)."""
+
+    def __init__(self, file: str, depth: int | None = SPAN_DEPTH) -> None:
         self.file = file
+        self.depth = depth
         self.value_spans: dict[JsonPath, Span] = {}
         self.key_spans: dict[JsonPath, Span] = {}
         self.diagnostics: list[Diagnostic] = []
@@ -136,36 +166,79 @@ class _Builder:
     def _span(self, node: yaml.Node) -> Span:
         return Span(file=self.file, line=node.start_mark.line + 1, col=node.start_mark.column + 1)
 
+    def _key(self, key_node: yaml.Node) -> str | None:
+        """The mapping key as a string (None, with a diagnostic, when it is not a plain scalar)."""
+        key = self._scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+        if not isinstance(key, str | int | float | bool) or key is None:
+            self.diagnostics.append(
+                error("GEN004", self._span(key_node), "mapping keys must be plain scalars")
+            )
+            return None
+        return str(key).lower() if isinstance(key, bool) else str(key)
+
+    def _duplicate(self, key_node: yaml.Node, key: str, first: Span) -> None:
+        self.diagnostics.append(
+            error(
+                "GEN003",
+                self._span(key_node),
+                f"duplicate key {key!r} (first defined at line {first.line})",
+            )
+        )
+
     def build(self, node: yaml.Node, path: JsonPath) -> Any:
+        if self.depth is not None and len(path) > self.depth:
+            return self._plain(node)
         self.value_spans[path] = self._span(node)
         if isinstance(node, yaml.MappingNode):
             self._constructor.flatten_mapping(node)  # YAML merge keys (<<)
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                key = self._scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
-                if not isinstance(key, str | int | float | bool) or key is None:
-                    self.diagnostics.append(
-                        error("GEN004", self._span(key_node), "mapping keys must be plain scalars")
-                    )
+                key = self._key(key_node)
+                if key is None:
                     continue
-                key = str(key).lower() if isinstance(key, bool) else str(key)
                 child = (*path, key)
                 if key in out:
-                    first = self.key_spans[child]
-                    self.diagnostics.append(
-                        error(
-                            "GEN003",
-                            self._span(key_node),
-                            f"duplicate key {key!r} (first defined at line {first.line})",
-                        )
-                    )
+                    self._duplicate(key_node, key, self._first_key(node, key, child))
                     continue
-                self.key_spans[child] = self._span(key_node)
+                if self.depth is None or len(child) <= self.depth:
+                    self.key_spans[child] = self._span(key_node)
                 out[key] = self.build(value_node, child)
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         return self._scalar(node)
+
+    def _first_key(self, node: yaml.MappingNode, key: str, child: JsonPath) -> Span:
+        if child in self.key_spans:
+            return self.key_spans[child]
+        for key_node, _value in node.value:  # an untracked (deep) mapping: find it again
+            if isinstance(key_node, yaml.ScalarNode):
+                k = self._scalar(key_node)
+                if isinstance(k, str | int | float | bool) and (
+                        str(k).lower() if isinstance(k, bool) else str(k)) == key:
+                    return self._span(key_node)
+        raise AssertionError("a duplicate key has a first occurrence")  # pragma: no cover
+
+    def _plain(self, node: yaml.Node) -> Any:
+        """`build` without source maps (same data, same diagnostics)."""
+        if isinstance(node, yaml.ScalarNode):
+            return node.value if node.tag == _STR_TAG else self._scalar(node)
+        if isinstance(node, yaml.MappingNode):
+            self._constructor.flatten_mapping(node)
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR_TAG:
+                    key: str | None = key_node.value
+                else:
+                    key = self._key(key_node)
+                    if key is None:
+                        continue
+                if key in out:
+                    self._duplicate(key_node, key, self._first_key(node, key, ()))
+                    continue
+                out[key] = self._plain(value_node)
+            return out
+        return [self._plain(item) for item in node.value]
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:
         if node.tag in _JSON_SCALAR_TAGS:

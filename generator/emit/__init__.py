@@ -7,16 +7,20 @@ one path is an error. Nothing here touches the output directory.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import pickle
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import ir
 from ..diagnostics import Diagnostic, Span, error
+from ..names import PyIdent
 
 FileSet = dict[str, str]
 
@@ -83,16 +87,27 @@ def _merge(into: FileSet, files: FileSet, owner: str, owners: dict[str, str]) ->
 # ---------------------------------------------------------------------------- cache
 
 
+# generator/runtime/ is copied into the output verbatim and never cached, so editing it must not
+# invalidate the cache; the compiler imports these of its modules, though.
+_RUNTIME_IMPORTED_BY_GENERATOR = frozenset({"handler_names.py"})
+
+
+@functools.cache
 def generator_fingerprint() -> str:
-    """Changes whenever the generator's code, templates or pinned tools change."""
+    """Changes whenever the generator's code, templates or pinned tools change (computed once
+    per process: a build runs with the code it started with)."""
     from ..render import templates_dir
 
     root = Path(__file__).resolve().parent.parent
+    runtime = root / "runtime"
     digest = hashlib.sha256()
     files = sorted([*root.rglob("*.py"), *root.rglob("*.json"), *templates_dir().rglob("*")])
     for path in files:
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        if not path.is_file() or "__pycache__" in path.parts:
+            continue
+        if path.parent == runtime and path.name not in _RUNTIME_IMPORTED_BY_GENERATOR:
+            continue
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     try:
         from importlib.metadata import version
 
@@ -131,17 +146,73 @@ class Cache:
         except OSError:  # a cache that cannot be written only costs time
             pass
 
+    def load(self, kind: str, key: str, of_type: type) -> Any:
+        """A pickled object stored by `store`, or None (missing, unreadable or not `of_type`).
+        The cache lives in the project (the same trust as its manifests and code)."""
+        if self.directory is None:
+            return None
+        try:
+            value = pickle.loads((self.directory / kind / key[:2] / f"{key}.pickle").read_bytes())
+        except Exception:  # a damaged entry is a miss
+            return None
+        return value if isinstance(value, of_type) else None
 
-def _group_key(fingerprint: str, project: ir.Project, group: ir.Group, out: Output) -> str:
-    data = {
-        "fingerprint": fingerprint,
-        "import_name": out.import_name,
-        "group": ir.to_data(group),
-        "tools": [ir.to_data(t) for t in project.group_tools(group)],
-        "connectors": [ir.to_data(c) for c in project.connectors if c.name == group.name],
-        "sources": out.sources_text(group.sources),
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    def store(self, kind: str, key: str, value: object) -> None:
+        if self.directory is None:
+            return
+        path = self.directory / kind / key[:2] / f"{key}.pickle"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+            os.replace(tmp, path)
+        except (OSError, pickle.PicklingError):
+            pass
+
+
+@functools.cache
+def _ir_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _canonical(node: Any, parts: list[str]) -> None:
+    """Append an unambiguous text of `node`: what `ir.to_data` holds (spans left out), with
+    JSON values kept as their canonical text instead of being parsed and dumped again."""
+    if isinstance(node, str):  # Json, names and plain strings
+        parts.append(f"s{len(node)}:")
+        parts.append(node)
+    elif node is None or isinstance(node, bool | int | float):
+        parts.append(f"{node!r};")
+    elif isinstance(node, tuple | list):
+        parts.append(f"[{len(node)}")
+        for value in node:
+            _canonical(value, parts)
+        parts.append("]")
+    elif is_dataclass(node) and not isinstance(node, type):
+        parts.append(f"{type(node).__name__}{{")
+        for name in _ir_fields(type(node)):
+            value = getattr(node, name)
+            if not isinstance(value, Span):
+                parts.append(f"{name}=")
+                _canonical(value, parts)
+        parts.append("}")
+    else:  # pragma: no cover - the IR holds nothing else
+        raise TypeError(f"unexpected IR value {type(node).__name__}")
+
+
+def _group_keys(fingerprint: str, project: ir.Project, out: Output) -> dict[str, str]:
+    """Cache key of each group: everything a group emitter reads (the group, its tools, its
+    connector, the package name and the group's sources)."""
+    tools = {t.name: t for t in project.tools}
+    connectors = {PyIdent(c.name): c for c in project.connectors}
+    keys = {}
+    for group in project.groups:
+        parts = [fingerprint, "\0", out.import_name, "\0", out.sources_text(group.sources), "\0"]
+        _canonical(group, parts)
+        _canonical(tuple(tools[n] for n in sorted(group.tools) if n in tools), parts)
+        _canonical(connectors.get(group.name), parts)
+        keys[group.name] = hashlib.sha256("".join(parts).encode()).hexdigest()
+    return keys
 
 
 # ---------------------------------------------------------------------------- emit
@@ -200,7 +271,7 @@ def emit(project: ir.Project, *, cache_dir: Path | None = None,
     files: FileSet = {}
     owners: dict[str, str] = {}
     try:
-        keys = {g.name: _group_key(fingerprint, project, g, out) for g in project.groups}
+        keys = _group_keys(fingerprint, project, out)
         hits: dict[str, FileSet] = {}
         misses: list[ir.Group] = []
         for g in project.groups:

@@ -1,0 +1,206 @@
+"""The build's speed-ups change nothing but speed: builds from the cache equal builds without
+it, cached connector units give the same IR and diagnostics, the metaschema pre-check never
+accepts what the metaschema rejects, and lazily completed source maps give the same spans."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema_specifications
+import yaml
+from helpers import ROOT, make_project, tree
+
+from generator import api, ir
+from generator.compile import _META, _META_KEYWORDS, _meta_valid
+from generator.load import SPAN_DEPTH, _Builder, _Loader, load_text
+
+
+def _cached(root: Path) -> api.Options:
+    return api.Options.for_project(root, cache=True)
+
+
+def _compile(root: Path, *, cache: bool) -> api.CompileResult:
+    options = api.Options.for_project(root, cache=False)
+    return api.compile_manifests(options, cache_dir=root / api.CACHE_DIR if cache else None)
+
+
+def _same_compile(root: Path) -> api.CompileResult:
+    """Compile with the cache (filling it) and without; both must agree exactly."""
+    with_cache = _compile(root, cache=True)
+    without = _compile(root, cache=False)
+    assert with_cache.diagnostics == without.diagnostics
+    assert with_cache.project == without.project
+    if without.project is not None:
+        assert with_cache.project is not None
+        assert ir.to_data(with_cache.project, spans=True) == ir.to_data(without.project, spans=True)
+    return with_cache
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_builds_from_the_cache_equal_builds_without_it(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(_cached(root)).ok  # cold: fills the cache
+    assert api.build(_cached(root)).ok  # everything from the cache
+    slack = root / "manifests" / "connectors" / "slack.yaml"
+    _edit(slack, "Post a message to a Slack channel", "Post one message to a Slack channel")
+    result = api.build(_cached(root))
+    assert result.ok and result.plan is not None
+    assert any("slack" in p for p in result.plan.changed)
+    fresh = api.build(api.Options.for_project(root, out=tmp_path / "fresh", cache=False))
+    assert fresh.ok
+    assert tree(root / "generated") == tree(tmp_path / "fresh")
+
+
+def test_cached_units_give_the_same_ir_and_diagnostics(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    manifests = root / "manifests"
+    assert _same_compile(root).ok
+    assert list((root / api.CACHE_DIR / "unit").rglob("*.pickle"))
+    assert _same_compile(root).ok  # connectors now come from the cache
+
+    # a shared type changes: connectors using it are compiled again
+    _edit(manifests / "types.yaml", "  ShopifyCustomer:\n    type: object\n",
+          "  ShopifyCustomer:\n    type: object\n    description: A customer of the shop.\n")
+    assert _same_compile(root).ok
+    # an entity type loses a field an (unchanged, cached) connector maps
+    gateway = (manifests / "gateway.yaml").read_text(encoding="utf-8")
+    _edit(manifests / "gateway.yaml", ", customer_email: string}", "}")
+    assert [d.code for d in _same_compile(root).diagnostics] == ["GEN212"]
+    (manifests / "gateway.yaml").write_text(gateway, encoding="utf-8")
+    assert _same_compile(root).ok
+
+    # a new file declares the name of a cached connector, and sorts before it
+    text = (manifests / "connectors" / "slack.yaml").read_text(encoding="utf-8")
+    (manifests / "connectors" / "a_slack.yaml").write_text(text, encoding="utf-8")
+    codes = {d.code for d in _same_compile(root).diagnostics}
+    assert "GEN211" in codes
+    (manifests / "connectors" / "a_slack.yaml").unlink()
+
+    # a broken file next to cached ones: the same located diagnostics
+    _edit(manifests / "connectors" / "github.yaml", "scope: write", "scope: admin")
+    assert [d.code for d in _same_compile(root).diagnostics] == ["GEN104"]
+    _edit(manifests / "connectors" / "github.yaml", "scope: admin", "scope: write")
+
+    # no gateway: the error points at the first manifest, cached or not
+    (manifests / "gateway.yaml").unlink()
+    assert {d.code for d in _same_compile(root).diagnostics} >= {"GEN210"}
+
+
+def test_damaged_cache_entries_are_misses(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    assert _same_compile(root).ok
+    entries = list((root / api.CACHE_DIR).rglob("*.pickle"))
+    assert entries
+    for i, entry in enumerate(entries):
+        entry.write_bytes(b"not a pickle" if i % 2 else b"\x80\x05K\x01.")  # junk, an int
+    assert _same_compile(root).ok
+
+
+# ---------------------------------------------------------------------------- metaschema
+
+
+def _metaschema_keywords() -> set[str]:
+    base = "https://json-schema.org/draft/2020-12/"
+    uris = [f"{base}schema", *(f"{base}meta/{v}" for v in (
+        "core", "applicator", "unevaluated", "validation", "meta-data", "format-annotation",
+        "content"))]
+    names: set[str] = set()
+    for uri in uris:
+        names |= set(jsonschema_specifications.REGISTRY.contents(uri).get("properties", {}))
+    return names
+
+
+def test_the_precheck_transcribes_every_metaschema_keyword() -> None:
+    assert set(_META_KEYWORDS) == _metaschema_keywords()
+
+
+def _default_schemas() -> list[Any]:
+    schemas: list[Any] = []
+    for path in sorted((ROOT / "manifests").rglob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for tool in [*data.get("tools", []), *data.get("capabilities", [])]:
+            schemas += [tool["input"], tool["output"]]
+        schemas += list(data.get("types", {}).values())
+    return schemas
+
+
+_BAD_VALUES: list[Any] = [None, True, 0, -1, 1.5, 1.0, "", "strin", [], ["string", "string"],
+                          ["a", 1], {}, {"type": "bogus"}, [{}], [{"type": 3}], "#x",
+                          {"a": ["x", "x"]}, {"a": {"type": 1}}]
+
+
+def _variants(schema: Any) -> list[Any]:
+    """The schema with each metaschema keyword set, in turn, to each odd value, at the root and
+    inside its first property."""
+    out = []
+    keywords = sorted(_META_KEYWORDS)
+    for value in _BAD_VALUES:
+        for keyword in keywords:
+            out.append({**schema, keyword: value})
+            props = schema.get("properties") if isinstance(schema, dict) else None
+            if props:
+                first = next(iter(props))
+                if isinstance(props[first], dict):
+                    out.append({**schema, "properties": {
+                        **props, first: {**props[first], keyword: value}}})
+    return out
+
+
+def test_the_precheck_accepts_the_default_schemas() -> None:
+    for schema in _default_schemas():
+        assert _meta_valid(schema) and _META.is_valid(schema)
+
+
+def test_the_precheck_never_accepts_an_invalid_schema() -> None:
+    small = sorted(_default_schemas(), key=lambda s: len(json.dumps(s)))
+    bases = [{"type": "object", "properties": {"a": {"type": "string"}}}, small[0], small[10]]
+    checked = 0
+    for schema in bases:
+        for variant in _variants(schema):
+            if _meta_valid(variant):
+                checked += 1
+                assert _META.is_valid(variant), json.dumps(variant)[:500]
+    assert checked > 100
+
+
+# ---------------------------------------------------------------------------- source maps
+
+
+def test_lazily_completed_source_maps_equal_full_ones() -> None:
+    paths = sorted([*(ROOT / "manifests").rglob("*.yaml"), *(ROOT / "tests" / "cases").rglob(
+        "*.yaml")])
+    deep = 0
+    for path in paths:
+        raw = path.read_bytes()
+        doc, diags = load_text(path.name, raw)
+        if doc is None:
+            continue
+        full = _Builder(path.name, depth=None)
+        assert full.build(yaml.compose(raw.decode(), Loader=_Loader), ()) == doc.data
+        assert [str(d) for d in full.diagnostics] == [str(d) for d in diags]
+        shallow = [p for p in full.value_spans if len(p) <= SPAN_DEPTH]
+        for p in shallow:  # answered from the map recorded while loading
+            assert doc.span(p) == full.value_spans[p]
+            assert doc.span((*p, "missing", 0)) == full.value_spans[p]
+        for p, span in full.key_spans.items():
+            assert doc.key_span(p) == span
+        for p, span in full.value_spans.items():
+            deep += len(p) > SPAN_DEPTH
+            assert doc.span(p) == span
+    assert deep > 1000
+
+
+def test_duplicate_keys_deep_inside_a_manifest_are_located() -> None:
+    text = b"a:\n  b:\n    c:\n      d:\n        e: 1\n        e: 2\n        f: {x: 1, x: 2}\n"
+    _doc, diags = load_text("m.yaml", text)
+    assert [(d.code, str(d.span), d.message) for d in diags] == [
+        ("GEN003", "m.yaml:6:9", "duplicate key 'e' (first defined at line 5)"),
+        ("GEN003", "m.yaml:7:19", "duplicate key 'x' (first defined at line 7)"),
+    ]
