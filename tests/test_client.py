@@ -269,3 +269,66 @@ def test_hostile_manifest_text_stays_inert_in_the_client(tmp_path: Path) -> None
         sys.path.remove(str(out))
         for name in [n for n in sys.modules if n == "esc_gateway" or n.startswith("esc_gateway.")]:
             del sys.modules[name]
+
+
+FREE_FORM = textwrap.dedent("""\
+    version: 1
+    kind: native
+    tools:
+      - name: tag_things
+        description: Free-form labels.
+        scope: write
+        handler: native.get_usage_summary
+        input:
+          type: object
+          additionalProperties: {type: string}
+        output: {type: object}
+      - name: open_things
+        description: Declared properties plus any others.
+        scope: write
+        handler: native.get_usage_summary
+        input:
+          type: object
+          additionalProperties: true
+          required: [self]
+          properties:
+            self: {type: string}
+            userName: {type: string}
+            limit: {type: integer, default: 10}
+        output: {type: object}
+    """)
+
+
+def test_free_form_and_open_inputs(tmp_path: Path) -> None:
+    """`additionalProperties` objects become `**arguments` / `**extra`; names are kept safe."""
+    from pydantic import BaseModel
+
+    root = _project(tmp_path, FREE_FORM)
+    result = api.build(options(root))
+    assert result.ok, result.diagnostics
+    out = root / "generated"
+    proc = _mypy("t_gw/client.py", *sorted(str(p.relative_to(out))
+                                            for p in (out / "t_gw/client_methods").glob("*.py")),
+                 cwd=out)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    sys.path.insert(0, str(out))
+    try:
+        mod = importlib.import_module("t_gw.client")
+        models = importlib.import_module("t_gw.models.native")
+        tag = inspect.signature(mod.GatewayClient.tag_things)
+        assert [(p.name, p.kind.name, p.annotation) for p in tag.parameters.values()][1:] == [
+            ("arguments", "VAR_KEYWORD", "str")]
+        open_ = inspect.signature(mod.GatewayClient.open_things).parameters
+        assert list(open_)[1:] == ["self_", "user_name", "limit", "extra"]
+        assert open_["extra"].kind is inspect.Parameter.VAR_KEYWORD
+        wire = client_base._wire_arguments
+        sent = wire(models.OpenThingsInput, {"self": "me", "user_name": "ash", "limit": 10,
+                                             "color-code": "red"})
+        assert sent == {"self": "me", "userName": "ash", "color-code": "red"}
+        model: BaseModel = models.OpenThingsInput.model_validate(sent)
+        assert model.model_dump(mode="json", by_alias=True, exclude_unset=True) == sent
+        assert wire(models.TagThingsInput, {"env": "prod"}) == {"env": "prod"}
+    finally:
+        sys.path.remove(str(out))
+        for name in [n for n in sys.modules if n == "t_gw" or n.startswith("t_gw.")]:
+            del sys.modules[name]

@@ -36,6 +36,7 @@ BASE_NAMES = frozenset({
 CLIENT_CLASS = "GatewayClient"
 METHODS_PACKAGE = "client_methods"
 _BUILTINS = frozenset(dir(builtins))
+_TYPING = {"Any": "from typing import Any"}  # used by the client itself
 _DOC_WIDTH = 88
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -55,6 +56,7 @@ class ModelField:
 @dataclass(frozen=True, slots=True)
 class ModelsModule:
     fields: dict[str, tuple[ModelField, ...]]  # class name -> fields, in declaration order
+    kinds: dict[str, str]  # class name -> "fields", "extra" (extra="allow") or "root" (RootModel)
     imports: dict[str, str]  # name -> the import statement that binds it
     defined: frozenset[str]  # module-level names (classes, aliases)
 
@@ -98,9 +100,25 @@ def _parse_field(stmt: ast.AnnAssign) -> ModelField | None:
                       default=None if factory else default, factory=factory)
 
 
+def _kind(node: ast.ClassDef) -> str:
+    for base in node.bases:
+        if (isinstance(base, ast.Subscript) and isinstance(base.value, ast.Name)
+                and base.value.id == "RootModel"):
+            return "root"
+    for stmt in node.body:
+        if (isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "model_config"
+                                                 for t in stmt.targets)
+                and isinstance(stmt.value, ast.Call)):
+            for kw in stmt.value.keywords:
+                if kw.arg == "extra" and isinstance(kw.value, ast.Constant):
+                    return "extra" if kw.value.value == "allow" else "fields"
+    return "fields"
+
+
 def parse_models(source: str) -> ModelsModule:
     tree = ast.parse(source)
     fields: dict[str, tuple[ModelField, ...]] = {}
+    kinds: dict[str, str] = {}
     imports: dict[str, str] = {}
     defined: set[str] = set()
     for node in tree.body:
@@ -120,10 +138,11 @@ def parse_models(source: str) -> ModelsModule:
                 f for f in (_parse_field(s) for s in node.body if isinstance(s, ast.AnnAssign))
                 if f is not None
             )
+            kinds[node.name] = _kind(node)
         elif isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             defined.update(t.id for t in targets if isinstance(t, ast.Name))
-    return ModelsModule(fields=fields, imports=imports, defined=frozenset(defined))
+    return ModelsModule(fields=fields, kinds=kinds, imports=imports, defined=frozenset(defined))
 
 
 def _names(nodes: Iterable[ast.expr | None]) -> set[str]:
@@ -168,7 +187,8 @@ def _annotation_words(a: ir.Annotations) -> str:
     return ", ".join(words) or "none"
 
 
-def _method_doc(t: ir.Tool, fields: tuple[ModelField, ...], params: dict[str, str]) -> str:
+def _method_doc(t: ir.Tool, fields: tuple[ModelField, ...], params: dict[str, str],
+                rest: str | None) -> str:
     width = _DOC_WIDTH - 8
     lines = _wrap(t.description, width)
     if t.deprecated is not None:
@@ -184,6 +204,9 @@ def _method_doc(t: ir.Tool, fields: tuple[ModelField, ...], params: dict[str, st
         prop = props.get(f.wire)
         text = prop.get("description") if isinstance(prop, dict) else None
         described.append((params[f.name], text if isinstance(text, str) and text.strip() else ""))
+    if rest is not None:
+        what = "the arguments" if rest == "**arguments" else "further arguments"
+        described.append((rest, f"{what}, sent by their JSON names."))
     if described:
         lines += ["", "Args:"]
         for name, text in described:
@@ -198,35 +221,67 @@ def _method_doc(t: ir.Tool, fields: tuple[ModelField, ...], params: dict[str, st
 class MethodView:
     name: str
     tool: str  # literal
-    params: tuple[str, ...]  # "name: annotation = default"
-    arguments: str  # dict literal source: field name -> parameter
+    signature: str  # after `self`: ", *, name: annotation = default, ..."
+    arguments: str  # source of the mapping passed to `_call_tool`
     input_model: str
     output_model: str
     doc: str
 
 
+def _dict_value(node: ast.expr) -> ast.expr | None:
+    """X of `dict[str, X]`."""
+    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+            and node.value.id == "dict" and isinstance(node.slice, ast.Tuple)
+            and len(node.slice.elts) == 2):
+        return node.slice.elts[1]
+    return None
+
+
 def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
+    kind = module.kinds[t.input_model]
     fields = module.fields[t.input_model]
     params: dict[str, str] = {}
     rendered: list[str] = []
     used: set[str] = set()
-    for f in fields:
-        pname = f.name if f.name not in ("self", "cls") else f.name + "_"
-        params[f.name] = pname
-        annotation = ast.unparse(f.annotation)
-        if f.factory:
-            if not _admits_none(f.annotation):
-                annotation += " | None"
-            rendered.append(f"{pname}: {annotation} = None")
-        elif f.default is not None:
-            rendered.append(f"{pname}: {annotation} = {ast.unparse(f.default)}")
+    rest: str | None = None
+    if kind == "root":  # an object of free-form properties: **arguments
+        value = _dict_value(fields[0].annotation) if fields else None
+        rest = "**arguments"
+        if value is not None:
+            rendered.append(f"**arguments: {ast.unparse(value)}")
+            used |= _names([value])
         else:
-            rendered.append(f"{pname}: {annotation}")
-        used |= _names([f.annotation, f.default])
-    arguments = "{" + ", ".join(f"{literal(f.name)}: {params[f.name]}" for f in fields) + "}"
-    view = MethodView(name=str(t.py_name), tool=literal(t.name), params=tuple(rendered),
+            rendered.append("**arguments: Any")
+            used.add("Any")
+        fields = ()
+        arguments = "arguments"
+    else:
+        for f in fields:
+            pname = f.name if f.name not in ("self", "cls", "extra") else f.name + "_"
+            params[f.name] = pname
+            annotation = ast.unparse(f.annotation)
+            if f.factory:
+                if not _admits_none(f.annotation):
+                    annotation += " | None"
+                rendered.append(f"{pname}: {annotation} = None")
+            elif f.default is not None:
+                rendered.append(f"{pname}: {annotation} = {ast.unparse(f.default)}")
+            else:
+                rendered.append(f"{pname}: {annotation}")
+            used |= _names([f.annotation, f.default])
+        items = [f"{literal(f.name)}: {params[f.name]}" for f in fields]
+        if kind == "extra":
+            rest = "**extra"
+            rendered.append("**extra: Any")
+            used.add("Any")
+            items.append("**extra")
+        arguments = "{" + ", ".join(items) + "}"
+    named = [r for r in rendered if not r.startswith("**")]
+    signature = "".join([", *" if named else "", *(f", {r}" for r in rendered)])
+    view = MethodView(name=str(t.py_name), tool=literal(t.name), signature=signature,
                       arguments=arguments, input_model=str(t.input_model),
-                      output_model=str(t.output_model), doc=_method_doc(t, fields, params))
+                      output_model=str(t.output_model),
+                      doc=_method_doc(t, fields, params, rest))
     return view, used
 
 
@@ -286,10 +341,10 @@ def group_client(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
         used |= names
     model_names = {str(t.input_model) for t in tools} | {str(t.output_model) for t in tools}
     from_models = sorted(model_names | {n for n in used if n in module.defined})
-    imports = sorted({module.imports[n] for n in used
-                      if n not in module.defined and n in module.imports})
-    unknown = sorted(n for n in used
-                     if n not in module.defined and n not in module.imports and n not in _BUILTINS)
+    imports = sorted({module.imports.get(n, _TYPING.get(n, "")) for n in used
+                      if n not in module.defined and (n in module.imports or n in _TYPING)})
+    unknown = sorted(n for n in used if n not in module.defined and n not in module.imports
+                     and n not in _TYPING and n not in _BUILTINS)
     if unknown:
         raise EmitError("GEN301", tools[0].span if tools else None,
                         f"client methods of group {group.name!r} use names the models module "

@@ -36,7 +36,7 @@ import httpx2
 import mcp.types as types
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from .errors import INVALID_ARGUMENTS, UNAUTHENTICATED
 
@@ -199,6 +199,26 @@ def _same(value: Any, default: Any) -> bool:
         return type(value) is type(default) and bool(value == default)
     except Exception:  # a value that cannot be compared is simply sent
         return False
+
+
+def _wire_arguments(input_model: type[BaseModel], arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Method arguments (field names) as the JSON object to validate and send."""
+    if issubclass(input_model, RootModel):  # free-form properties, already by their JSON names
+        return dict(arguments)
+    fields = input_model.model_fields
+    given: dict[str, Any] = {}
+    for key, value in arguments.items():
+        field = fields.get(key)
+        if field is None:  # an extra property (the model allows them), by its JSON name
+            given[key] = value
+            continue
+        if not field.is_required():
+            if value is None:  # None stands for "not given" for an optional argument
+                continue
+            if field.default_factory is None and _same(value, field.default):
+                continue  # not sent: the server applies the same default
+        given[field.alias or key] = value
+    return given
 
 
 def expand_uri(template: str, values: Mapping[str, str]) -> str:
@@ -453,16 +473,7 @@ class ClientBase:
         An optional argument that is None or equal to its default is not sent (the server
         applies the same default); to send an explicit null there, use `call_tool`.
         """
-        fields = input_model.model_fields
-        given: dict[str, Any] = {}
-        for key, value in arguments.items():
-            field = fields[key]
-            if not field.is_required():
-                if value is None:  # None stands for "not given" for an optional argument
-                    continue
-                if field.default_factory is None and _same(value, field.default):
-                    continue  # not sent: the server applies the same default
-            given[field.alias or key] = value
+        given = _wire_arguments(input_model, arguments)
         try:
             model = input_model.model_validate(given)
         except ValidationError as exc:
