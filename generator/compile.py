@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import difflib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -336,7 +337,52 @@ def _meta_valid(schema: Any) -> bool:
     return True
 
 
+_ANNOTATION_KEYWORDS = frozenset({
+    "$schema", "$id", "$anchor", "$dynamicAnchor", "$comment", "$defs", "$vocabulary", "title",
+    "description", "default", "examples", "deprecated", "readOnly", "writeOnly", "format",
+    "contentEncoding", "contentMediaType", "contentSchema",
+})
+SCHEMA_KEYWORDS = frozenset(jsonschema.Draft202012Validator.VALIDATORS) | _ANNOTATION_KEYWORDS
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_SUBSCHEMAS = ("items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems",
+               "contains", "propertyNames", "not", "if", "then", "else", "contentSchema")
+
+
+def _check_keywords(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
+    """Unknown keywords are legal JSON Schema but almost always a mistake: a typo
+    (`minLenght`), or YAML splitting an unquoted flow-mapping value at a comma
+    (`{description: Name, e.g. slack}` makes a key `e.g. slack`). Extensions use `x-`."""
+    if not isinstance(schema, dict):
+        return True
+    ok = True
+    for key, value in schema.items():
+        if key not in SCHEMA_KEYWORDS and not key.startswith("x-"):
+            ok = False
+            if value is None:  # `{description: a, b}` parses as {description: a, b: null}
+                hint = "a comma inside {...} splits the value: quote the whole string"
+            else:
+                close = difflib.get_close_matches(key, sorted(SCHEMA_KEYWORDS), n=1)
+                hint = (f"did you mean {close[0]!r}? " if close else "") + \
+                    "extension keywords start with x-"
+            ctx.err("GEN219", doc.key_span((*path, key)),
+                    f"unknown JSON Schema keyword {key!r} at {'/'.join(map(str, path))}", hint)
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(schema.get(key), dict):
+            for name, sub in schema[key].items():
+                ok &= _check_keywords(ctx, doc, (*path, key, name), sub)
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            for i, sub in enumerate(schema[key]):
+                ok &= _check_keywords(ctx, doc, (*path, key, i), sub)
+    for key in _SUBSCHEMAS:
+        ok &= _check_keywords(ctx, doc, (*path, key), schema.get(key))
+    return ok
+
+
 def _check_meta(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
+    if not _check_keywords(ctx, doc, path, schema):
+        return False
     if _meta_valid(schema):
         return True
     ok = True

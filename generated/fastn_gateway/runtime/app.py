@@ -1,0 +1,224 @@
+"""Transports: streamable HTTP (a Starlette app) and stdio.
+
+HTTP routes:
+    /mcp        streamable HTTP, both protocol revisions the SDK speaks; bearer API key
+                required (missing, unknown, expired or revoked -> 401 before any handler)
+    /register   POST {"user": "<external id>"}: registers an end user in the key's tenant
+                (keys with the write scope or host-application keys); idempotent
+    /healthz    GET: 200 {"status": "ok"} when the database answers, else 503
+
+The app's lifespan runs the SDK session manager, the connection-change watcher, and on
+shutdown flushes every buffered event and usage record (`GatewayRuntime.aclose`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .auth import GatewayTokenVerifier, principal_from_access_token
+from .errors import FORBIDDEN, INVALID_ARGUMENTS, UNAUTHENTICATED, GatewayError
+from .server import GatewayRuntime
+from .store import StoreError, iso
+
+logger = logging.getLogger(__name__)
+
+MAX_REGISTER_BODY = 16 * 1024
+LOCAL_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+LOCAL_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+
+def _error(status: int, err: GatewayError, **headers: str) -> JSONResponse:
+    return JSONResponse(err.envelope(), status_code=status, headers=headers or None)
+
+
+def transport_security(
+    host: str, allowed_hosts: Sequence[str], allowed_origins: Sequence[str]
+) -> TransportSecuritySettings | None:
+    """DNS-rebinding protection: on for loopback (SDK default) and whenever hosts are given."""
+    if not allowed_hosts and not allowed_origins:
+        if host in ("127.0.0.1", "localhost", "::1"):
+            return TransportSecuritySettings(
+                enable_dns_rebinding_protection=True,
+                allowed_hosts=list(LOCAL_HOSTS),
+                allowed_origins=list(LOCAL_ORIGINS),
+            )
+        return None
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[*LOCAL_HOSTS, *allowed_hosts],
+        allowed_origins=[*LOCAL_ORIGINS, *allowed_origins],
+    )
+
+
+def build_http_app(
+    runtime: GatewayRuntime,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    stateless: bool = False,
+    json_response: bool = True,
+    allowed_hosts: Sequence[str] = (),
+    allowed_origins: Sequence[str] = (),
+    watch_interval: float = 2.0,
+) -> Starlette:
+    server = runtime.build_server()
+    verifier = GatewayTokenVerifier(runtime.verifier)
+    security = transport_security(host, allowed_hosts, allowed_origins)
+    if security is None:
+        logger.warning(
+            "serving on %s without --allowed-host: DNS-rebinding protection is off; "
+            "pass the public host name(s) clients use",
+            host,
+        )
+
+    async def register(request: Request) -> Response:
+        user = request.scope.get("user")
+        principal = (
+            principal_from_access_token(user.access_token)
+            if isinstance(user, AuthenticatedUser)
+            else None
+        )
+        if principal is None:
+            return _error(
+                401,
+                GatewayError(UNAUTHENTICATED, "A valid API key is required."),
+                **{"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        if not (principal.has_scope("write") or principal.can_assert_user):
+            return _error(
+                403,
+                GatewayError(FORBIDDEN, "Registering users needs a write or host application key."),
+            )
+        body = await request.body()
+        external: Any = None
+        if len(body) <= MAX_REGISTER_BODY:
+            try:
+                data = json.loads(body or b"null")
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                external = data.get("user", data.get("external_id"))
+        if not isinstance(external, str) or not external.strip() or len(external) > 200:
+            return _error(
+                400,
+                GatewayError(
+                    INVALID_ARGUMENTS,
+                    'Send a JSON body {"user": "<id of the user in your application>"} '
+                    "(1-200 characters).",
+                ),
+            )
+        try:
+            record, created = await runtime.run_db(
+                runtime.store.register_user, principal.tenant_id, external
+            )
+        except StoreError as exc:
+            return _error(400, GatewayError(INVALID_ARGUMENTS, str(exc)))
+        return JSONResponse(
+            {
+                "user": record.external_id,
+                "id": record.id,
+                "tenant": principal.tenant_name,
+                "created_at": iso(record.created_at),
+                "created": created,
+            },
+            status_code=201 if created else 200,
+        )
+
+    async def healthz(request: Request) -> Response:
+        def ping() -> None:
+            with runtime.store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+
+        try:
+            await runtime.run_db(ping)
+        except Exception:
+            logger.exception("health check: database unavailable")
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok", "version": runtime.gateway.version})
+
+    app = server.streamable_http_app(
+        streamable_http_path="/mcp",
+        stateless_http=stateless,
+        json_response=json_response,
+        host=host,
+        transport_security=security,
+        auth=AuthSettings(
+            issuer_url=f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}",  # type: ignore[arg-type]
+            resource_server_url=None,
+            required_scopes=[],
+        ),
+        token_verifier=verifier,
+        custom_starlette_routes=[
+            Route("/register", register, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            async with server.session_manager.run(), anyio.create_task_group() as tg:
+                tg.start_soon(runtime.watch_changes, watch_interval)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            await runtime.aclose()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+async def serve_stdio(
+    runtime: GatewayRuntime,
+    *,
+    api_key: str,
+    asserted_user: str | None = None,
+    watch_interval: float = 2.0,
+    exit_on_signal: bool = False,
+) -> None:
+    """Serve one client on stdin/stdout as the owner of `api_key` until stdin closes.
+
+    With `exit_on_signal` (the CLI), SIGTERM and SIGINT flush every buffered record and then
+    end the process at once: the SDK reads stdin in a worker thread that cannot be
+    interrupted, so waiting for a graceful unwind would hang until the client closes stdin.
+    """
+    server = runtime.build_server(api_key=api_key, asserted_user=asserted_user)
+    try:
+        async with stdio_server() as (read, write), anyio.create_task_group() as tg:
+            tg.start_soon(runtime.watch_changes, watch_interval)
+            if exit_on_signal:
+                tg.start_soon(_exit_on_signal, runtime)
+            await server.run(read, write, server.create_initialization_options())
+            tg.cancel_scope.cancel()
+    finally:
+        await runtime.aclose()
+
+
+async def _exit_on_signal(runtime: GatewayRuntime) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("signal %d: flushing records and exiting", signum)
+            with anyio.CancelScope(shield=True):
+                await runtime.aclose()
+            sys.stderr.flush()
+            os._exit(0)

@@ -1,0 +1,447 @@
+"""Command line of a generated gateway: `python -m <package> serve|admin ...`.
+
+    serve [--transport http|stdio] [--host H] [--port P] [--stateless] [--sse]
+          [--allowed-host HOST ...] [--allowed-origin ORIGIN ...] [--db URL]
+          [--base-url CONNECTOR=URL ...] [--demo]
+    admin [--db URL] tenant create NAME [--plan PLAN] | tenant list | tenant set-plan NAME PLAN
+    admin [--db URL] key issue TENANT [--scopes read,write] [--user USER] [--ttl-days N]
+                                      [--host-app] [--name LABEL]
+    admin [--db URL] key list TENANT | key rotate KEY_ID [--ttl-days N] | key revoke KEY_ID
+    admin [--db URL] connect TENANT CONNECTOR --field NAME=VALUE ... (VALUE @file reads a file)
+    admin [--db URL] disconnect TENANT CONNECTOR
+    admin [--db URL] connections TENANT
+    admin [--db URL] user register TENANT USER | user list TENANT
+
+The database is `--db`, else `<IMPORT_NAME>_DATABASE_URL`, else `./var/<import_name>.db`.
+stdio serving takes its API key from `<IMPORT_NAME>_API_KEY` (and a host key's user from
+`<IMPORT_NAME>_USER`). Exit codes: 0 ok, 1 refused or failed, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import anyio
+
+from .auth import KeyVerifier, api_key_env, key_from_environ, user_env
+from .catalog import GatewaySpec
+from .crypto import CredentialKeyError, secret_key_env
+from .store import (
+    SCOPES,
+    IssuedKey,
+    Store,
+    StoreError,
+    default_database_url,
+    iso,
+    now_us,
+    open_store,
+    sqlite_path,
+)
+
+DEMO_TENANT = "demo"
+DEMO_USER = "demo-user"
+
+
+class UsageError(Exception):
+    """Bad command-line input found after parsing (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"{what} must look like NAME=VALUE")
+        out[name.strip()] = value
+    return out
+
+
+def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
+    prog = f"python -m {gateway.import_name}"
+    p = _Parser(prog=prog, description=gateway.title or gateway.server_name)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("serve", help="serve the gateway over streamable HTTP or stdio")
+    s.add_argument("--transport", choices=["http", "stdio"], default="http")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--stateless", action="store_true", help="no MCP sessions (HTTP)")
+    s.add_argument("--sse", action="store_true", help="answer POSTs with SSE streams (HTTP)")
+    s.add_argument("--allowed-host", action="append", default=[], metavar="HOST[:PORT]")
+    s.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN")
+    s.add_argument("--db", help="SQLite file path or database URL")
+    s.add_argument("--base-url", action="append", default=[], metavar="CONNECTOR=URL")
+    s.add_argument("--demo", action="store_true", help="create a demo tenant and print its key")
+    s.add_argument("--log-level", default="warning")
+
+    a = sub.add_parser("admin", help="manage tenants, keys, connections and users")
+    a.add_argument("--db", help="SQLite file path or database URL")
+    asub = a.add_subparsers(dest="admin_command", required=True, parser_class=_Parser)
+
+    t = asub.add_parser("tenant").add_subparsers(dest="action", required=True)
+    tc = t.add_parser("create")
+    tc.add_argument("name")
+    tc.add_argument("--plan", choices=sorted(gateway.plans))
+    t.add_parser("list")
+    tp = t.add_parser("set-plan")
+    tp.add_argument("tenant")
+    tp.add_argument("plan", choices=sorted(gateway.plans))
+
+    k = asub.add_parser("key").add_subparsers(dest="action", required=True)
+    ki = k.add_parser("issue")
+    ki.add_argument("tenant")
+    ki.add_argument("--scopes", default="read,write", help="comma-separated: read,write")
+    ki.add_argument("--user", help="bind the key to this registered user")
+    ki.add_argument("--ttl-days", type=float, help=f"default {gateway.key_ttl_days}")
+    ki.add_argument("--host-app", action="store_true", help="may name users (X-Gateway-User)")
+    ki.add_argument("--name", help="a label for the key")
+    kl = k.add_parser("list")
+    kl.add_argument("tenant")
+    kr = k.add_parser("rotate")
+    kr.add_argument("key_id")
+    kr.add_argument("--ttl-days", type=float)
+    kv = k.add_parser("revoke")
+    kv.add_argument("key_id")
+
+    c = asub.add_parser("connect")
+    c.add_argument("tenant")
+    c.add_argument("connector", choices=sorted(gateway.connectors))
+    c.add_argument("--field", action="append", default=[], metavar="NAME=VALUE")
+    d = asub.add_parser("disconnect")
+    d.add_argument("tenant")
+    d.add_argument("connector")
+    cl = asub.add_parser("connections")
+    cl.add_argument("tenant")
+
+    u = asub.add_parser("user").add_subparsers(dest="action", required=True)
+    ur = u.add_parser("register")
+    ur.add_argument("tenant")
+    ur.add_argument("user")
+    ul = u.add_parser("list")
+    ul.add_argument("tenant")
+    return p
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _db_url(gateway: GatewaySpec, arg: str | None, environ: Mapping[str, str]) -> str:
+    return arg or default_database_url(gateway, environ)
+
+
+def _print(*parts: Any) -> None:
+    print(*parts, flush=True)
+
+
+def _key_line(info: Any) -> str:
+    at = now_us()
+    user = f" user={info.user_external_id}" if info.user_external_id else ""
+    host = " host-app" if info.can_assert_user else ""
+    name = f" name={info.name}" if info.name else ""
+    return (
+        f"{info.id}  {info.prefix}...  scopes={','.join(info.scopes)}{user}{host}{name}  "
+        f"{info.status(at)}  expires={iso(info.expires_at)}"
+    )
+
+
+def _print_issued(issued: IssuedKey) -> None:
+    _print(_key_line(issued.info))
+    _print(f"API key (shown once, store it now): {issued.token}")
+
+
+def _read_field(value: str) -> str:
+    if value.startswith("@"):
+        return Path(value[1:]).expanduser().read_text(encoding="utf-8").strip()
+    return value
+
+
+# --------------------------------------------------------------------------- admin
+
+
+def _admin(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    store = open_store(gateway, _db_url(gateway, args.db, environ), environ=environ)
+    try:
+        return _admin_with(gateway, store, args)
+    finally:
+        store.dispose()
+
+
+def _admin_with(gateway: GatewaySpec, store: Store, args: argparse.Namespace) -> int:
+    cmd = args.admin_command
+    action = getattr(args, "action", None)
+    if cmd == "tenant" and action == "create":
+        t = store.create_tenant(args.name, plan=args.plan)
+        _print(f"{t.id}  {t.name}  plan={t.plan}")
+    elif cmd == "tenant" and action == "list":
+        for t in store.list_tenants():
+            active = sum(1 for c in store.list_connections(t.id) if c.state == "active")
+            _print(f"{t.id}  {t.name}  plan={t.plan}  active_connections={active}")
+    elif cmd == "tenant" and action == "set-plan":
+        t = store.set_plan(store.require_tenant(args.tenant).id, args.plan)
+        _print(f"{t.id}  {t.name}  plan={t.plan}")
+    elif cmd == "key" and action == "issue":
+        scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+        tenant = store.require_tenant(args.tenant)
+        _print_issued(
+            store.issue_key(
+                tenant.id,
+                scopes=scopes,
+                user=args.user,
+                ttl_days=args.ttl_days,
+                host_app=args.host_app,
+                name=args.name,
+            )
+        )
+    elif cmd == "key" and action == "list":
+        for info in store.list_keys(store.require_tenant(args.tenant).id):
+            _print(_key_line(info))
+    elif cmd == "key" and action == "rotate":
+        issued = store.rotate_key(args.key_id, ttl_days=args.ttl_days)
+        _print(f"revoked {args.key_id}")
+        _print_issued(issued)
+    elif cmd == "key" and action == "revoke":
+        _print(_key_line(store.revoke_key(args.key_id)))
+    elif cmd == "connect":
+        tenant = store.require_tenant(args.tenant)
+        fields = {k: _read_field(v) for k, v in _pairs(args.field, "--field").items()}
+        spec = gateway.connectors[args.connector]
+        for f in spec.auth.fields:
+            if f.name not in fields and f.required and sys.stdin.isatty():
+                prompt = f"{spec.title} {f.title or f.name}: "
+                fields[f.name] = getpass.getpass(prompt) if f.secret else input(prompt)
+        rec = store.connect(tenant.id, args.connector, fields)
+        _print(f"{tenant.name}  {rec.connector}  {rec.state}  connected_at={iso(rec.connected_at)}")
+    elif cmd == "disconnect":
+        tenant = store.require_tenant(args.tenant)
+        rec = store.disconnect(tenant.id, args.connector)
+        _print(f"{tenant.name}  {rec.connector}  {rec.state}")
+    elif cmd == "connections":
+        tenant = store.require_tenant(args.tenant)
+        for rec in store.list_connections(tenant.id):
+            err = f"  last_error={rec.last_error}" if rec.last_error else ""
+            _print(
+                f"{rec.connector}  {rec.state}  connected_at={iso(rec.connected_at)}  "
+                f"last_success_at={iso(rec.last_success_at)}{err}"
+            )
+    elif cmd == "user" and action == "register":
+        tenant = store.require_tenant(args.tenant)
+        user, created = store.register_user(tenant.id, args.user)
+        _print(
+            f"{user.id}  {user.external_id}  {'registered' if created else 'already registered'}"
+        )
+    elif cmd == "user" and action == "list":
+        for user in store.list_users(store.require_tenant(args.tenant).id):
+            _print(f"{user.id}  {user.external_id}  created_at={iso(user.created_at)}")
+    else:  # pragma: no cover - argparse enforces the choices
+        return 2
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def ensure_demo(store: Store, db_url: str) -> str:
+    """Create (idempotently) the demo tenant and user; return a live read+write key.
+
+    On SQLite the key is kept next to the database (mode 0600) so a restart prints the same
+    key and client configs keep working; otherwise a new key is issued each start.
+    """
+    tenant = store.ensure_tenant(DEMO_TENANT)
+    store.register_user(tenant.id, DEMO_USER)
+    path = sqlite_path(db_url)
+    key_file = path.with_name(path.name + ".demo-key") if path is not None else None
+    if key_file is not None and key_file.exists():
+        token = key_file.read_text(encoding="ascii").strip()
+        principal = KeyVerifier(store).verify_sync(token)
+        if principal is not None and principal.tenant_id == tenant.id:
+            return token
+    issued = store.issue_key(tenant.id, scopes=SCOPES, user=DEMO_USER, name="demo")
+    if key_file is not None:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(issued.token + "\n")
+    return issued.token
+
+
+def _package_root(gateway: GatewaySpec) -> str | None:
+    """The directory holding the generated package, when it is not installed."""
+    if __package__ != f"{gateway.import_name}.runtime":
+        return None
+    root = Path(__file__).resolve().parents[2]
+    if "site-packages" in root.parts or "dist-packages" in root.parts:
+        return None
+    return str(root)
+
+
+def demo_banner(gateway: GatewaySpec, token: str, db_url: str, *, transport: str, url: str) -> str:
+    path = sqlite_path(db_url)
+    db_arg = str(path) if path is not None else db_url
+    http_cfg = {
+        "mcpServers": {
+            gateway.server_name: {
+                "type": "http",
+                "url": url,
+                "headers": {"Authorization": f"Bearer {token}"},
+            }
+        }
+    }
+    stdio_env: dict[str, str] = {api_key_env(gateway.import_name): token}
+    root = _package_root(gateway)
+    if root is not None:
+        stdio_env["PYTHONPATH"] = root
+    stdio_cfg = {
+        "mcpServers": {
+            gateway.server_name: {
+                "command": sys.executable,
+                "args": [
+                    "-m",
+                    gateway.import_name,
+                    "serve",
+                    "--transport",
+                    "stdio",
+                    "--db",
+                    db_arg,
+                ],
+                "env": stdio_env,
+            }
+        }
+    }
+    prog = f"python -m {gateway.import_name}"
+    example = "slack" if "slack" in gateway.connectors else next(iter(gateway.connectors), None)
+    fields = ""
+    if example is not None:
+        fields = " ".join(
+            f"--field {f.name}=<{(f.title or f.name).lower()}>"
+            for f in gateway.connectors[example].auth.fields
+        )
+    lines = [
+        f'Demo workspace "{DEMO_TENANT}" with user "{DEMO_USER}", database {db_arg}',
+        f"API key (read+write): {token}",
+    ]
+    if transport == "http":
+        lines += [
+            f"MCP endpoint (streamable HTTP): {url}",
+            "",
+            "Client config (HTTP):",
+            json.dumps(http_cfg, indent=2),
+        ]
+    lines += [
+        "",
+        "Client config (stdio):",
+        json.dumps(stdio_cfg, indent=2),
+        "",
+        "Connect an app so its tools appear, e.g.:",
+        f"  {prog} admin --db {db_arg} connect {DEMO_TENANT} {example} {fields}",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from .server import GatewayRuntime
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    db_url = _db_url(gateway, args.db, environ)
+    base_urls = _pairs(args.base_url, "--base-url")
+    unknown = sorted(set(base_urls) - set(gateway.connectors))
+    if unknown:
+        print(f"error: --base-url for unknown connector(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    runtime = GatewayRuntime.open(gateway, db_url, environ=environ, base_urls=base_urls)
+    demo_token: str | None = None
+    if args.demo:
+        demo_token = ensure_demo(runtime.store, db_url)
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        print(
+            demo_banner(
+                gateway,
+                demo_token,
+                db_url,
+                transport=args.transport,
+                url=f"http://{host}:{args.port}/mcp",
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+    if args.transport == "stdio":
+        return _serve_stdio(gateway, runtime, environ, demo_token)
+    import uvicorn
+
+    from .app import build_http_app
+
+    app = build_http_app(
+        runtime,
+        host=args.host,
+        port=args.port,
+        stateless=args.stateless,
+        json_response=not args.sse,
+        allowed_hosts=args.allowed_host,
+        allowed_origins=args.allowed_origin,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    return 0
+
+
+def _serve_stdio(
+    gateway: GatewaySpec, runtime: Any, environ: Mapping[str, str], demo_token: str | None
+) -> int:
+    from .app import serve_stdio
+
+    key = key_from_environ(gateway.import_name, environ) or demo_token
+    if key is None or runtime.verifier.verify_sync(key) is None:
+        runtime.close_sync()
+        print(
+            f"error: set {api_key_env(gateway.import_name)} to a valid API key of a tenant "
+            f"(issue one with: python -m {gateway.import_name} admin key issue <tenant>)",
+            file=sys.stderr,
+        )
+        return 1
+    user = environ.get(user_env(gateway.import_name)) or None
+    try:
+        anyio.run(
+            lambda: serve_stdio(runtime, api_key=key, asserted_user=user, exit_on_signal=True)
+        )
+    finally:
+        runtime.close_sync()
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(gateway: GatewaySpec, argv: Sequence[str] | None = None) -> int:
+    args = build_parser(gateway).parse_args(list(sys.argv[1:] if argv is None else argv))
+    environ = os.environ
+    try:
+        if args.command == "admin":
+            return _admin(gateway, args, environ)
+        return _serve(gateway, args, environ)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (StoreError, CredentialKeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, CredentialKeyError):
+            print(
+                f"hint: the key comes from {secret_key_env(gateway.import_name)}", file=sys.stderr
+            )
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,1297 @@
+"""Runs connector capabilities: a tool's declared HTTP binding against the connector's API.
+
+One `ConnectorExecutor` per gateway process. It owns (or borrows) one pooled HTTP client and
+compiles each tool's binding lazily, once. A call:
+
+1. fills the binding's templates from the validated arguments (top-level schema defaults
+   applied), the session-bound parameters (`tool.bind`, from the `CallContext` only) and, for
+   list capabilities, the model's `cursor`;
+2. authenticates with the calling tenant's own credentials (bearer, API key header, basic, or an
+   OAuth2 access token that is refreshed once at the token URL when the upstream answers 401);
+3. sends it under the connector's timeout, retrying idempotent capabilities on 429, 5xx and
+   connection errors with jittered exponential backoff (honouring `Retry-After`);
+4. maps failures onto the gateway's error envelope and successes onto the tool's output:
+   `select`, then `fields`, then `next_cursor`, then JSON Schema validation. A body that does
+   not match the output schema is `upstream_invalid_response`, never passed through.
+
+Pagination (the model sees `cursor` in, `next_cursor` out; null when there is no more):
+
+* ``cursor``: `next` is a dotted path in the body; an empty string or null ends.
+* ``page``: the cursor is a page number (the first page is sent without the parameter). When the
+  response carries a ``Link`` header, there is a next page exactly when it has ``rel="next"``
+  (GitHub). Otherwise the records (the selected body when it is a list, else the first list in
+  the output) decide: an empty page ends; a page shorter than the page size the request sent
+  (a query parameter named per_page, limit, page_size, pagesize, size or count) ends; any
+  other page is followed by ``page + 1``. When the page size is unknown and the last page is
+  exactly full, that costs one extra, empty request, but no page is ever skipped.
+* ``link``: the cursor is the ``rel="next"`` URL of the Link header; a cursor is only followed
+  when it stays on the connector's base URL (same origin and path prefix), so a cursor cannot
+  send a tenant's credentials elsewhere.
+
+Nothing here logs or returns credentials: upstream error text is shortened and scrubbed of every
+credential value before it goes into `details`, and request headers never leave this module.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlencode, urlsplit
+
+import anyio
+import httpx2
+from jsonschema import Draft202012Validator
+
+from .catalog import ConnectorSpec, EntityMapping, GatewaySpec, ToolSpec
+from .errors import (
+    INVALID_ARGUMENTS,
+    RATE_LIMITED,
+    UNAUTHENTICATED,
+    UPSTREAM_AUTH_FAILED,
+    UPSTREAM_ERROR,
+    UPSTREAM_INVALID_RESPONSE,
+    UPSTREAM_TIMEOUT,
+    GatewayError,
+)
+from .fastschema import Check, compile_check
+from .templating import (
+    MISSING,
+    MissingPlaceholder,
+    Node,
+    TextTemplate,
+    compile_value,
+    get_path,
+    pairs,
+    scalar_text,
+    split_path,
+)
+
+__all__ = [
+    "CallContext",
+    "ConnectorCallError",
+    "ConnectorExecutor",
+    "ExecResult",
+    "base_urls_from_env",
+    "parse_retry_after",
+    "token_urls_from_env",
+]
+
+logger = logging.getLogger(__name__)
+
+DNS_LABEL: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_SAFE_CODE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]+")
+_HEADER_BAD: Final = re.compile(r"[\r\n\x00]")
+MAX_ERROR_TEXT: Final = 200
+# Page-style pagination: a query parameter with one of these names is taken as the page size.
+PAGE_SIZE_PARAMS: Final = frozenset({"per_page", "limit", "page_size", "pagesize", "size", "count"})
+_REDACTED: Final = "[redacted]"
+_REFRESH_REUSE_SECONDS: Final = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    tenant_id: str
+    user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    output: dict[str, Any]  # validated against tool.output_schema
+    refreshed_credentials: dict[str, str] | None  # OAuth2: new token(s) to store; else None
+    status: int  # final upstream HTTP status
+    attempts: int
+
+
+class ConnectorCallError(GatewayError):
+    """A failed connector call. Its envelope is a plain `GatewayError` envelope.
+
+    The extra attributes are for the caller only (events, storage), never for the client:
+    `status` (last upstream HTTP status, None when no response), `attempts`, and
+    `refreshed_credentials` when an OAuth2 refresh succeeded before the call failed anyway
+    (store them: the old refresh token may have been rotated away).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(
+            code, message, details=details, retryable=retryable, retry_after=retry_after
+        )
+        self.status = status
+        self.attempts = 0
+        self.refreshed_credentials: dict[str, str] | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+def _env_key(gateway: GatewaySpec, kind: str, connector: str) -> str:
+    prefix = re.sub(r"[^A-Z0-9]", "_", gateway.import_name.upper())
+    return f"{prefix}_{kind}_{re.sub(r'[^A-Z0-9]', '_', connector.upper())}"
+
+
+def _check_url(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{name} must be an absolute http(s) URL")
+    return url.rstrip("/")
+
+
+def base_urls_from_env(gateway: GatewaySpec, environ: Mapping[str, str]) -> dict[str, str]:
+    """Base URL overrides: `<IMPORT_NAME>_BASE_URL_<CONNECTOR>=http://127.0.0.1:1234`.
+
+    An override may keep `{field}` placeholders of the manifest's base URL (e.g.
+    `http://127.0.0.1:8001/{shop}`); they are filled and checked like the original.
+    """
+    out: dict[str, str] = {}
+    for name in gateway.connectors:
+        key = _env_key(gateway, "BASE_URL", name)
+        value = environ.get(key, "").strip()
+        if value:
+            out[name] = _check_url(value, key)
+    return out
+
+
+def token_urls_from_env(gateway: GatewaySpec, environ: Mapping[str, str]) -> dict[str, str]:
+    """OAuth2 token URL overrides: `<IMPORT_NAME>_TOKEN_URL_<CONNECTOR>=http://...`."""
+    out: dict[str, str] = {}
+    for name, connector in gateway.connectors.items():
+        if connector.auth.type != "oauth2":
+            continue
+        key = _env_key(gateway, "TOKEN_URL", name)
+        value = environ.get(key, "").strip()
+        if value:
+            out[name] = _check_url(value, key)
+    return out
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date); None if absent."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled plans
+
+
+@dataclass(frozen=True, slots=True)
+class _ConnectorPlan:
+    spec: ConnectorSpec
+    base: TextTemplate  # placeholders: non-secret credential fields
+    static_base: str | None  # the base URL when it has no placeholders
+    token_url: str | None
+    can_refresh: bool
+    ok_path: tuple[str, ...] | None
+    message_path: tuple[str, ...] | None
+    auth_errors: frozenset[str]
+    auth_header: str | None  # lower-case name of the header carrying the credentials
+
+
+@dataclass(frozen=True, slots=True)
+class _ToolPlan:
+    tool: ToolSpec
+    conn: _ConnectorPlan
+    method: str
+    path: TextTemplate
+    query: Node
+    headers: Node
+    body: Node | None
+    form: bool
+    select: tuple[str, ...] | None
+    fields: tuple[tuple[str, tuple[str, ...]], ...]
+    pagination: str | None
+    page_param: str | None
+    next_path: tuple[str, ...] | None
+    defaults: Mapping[str, Any]
+    output_validator: Draft202012Validator
+    output_check: Check | None  # fast "valid?" for the common schema subset
+    max_attempts: int
+
+
+@dataclass(slots=True)
+class _Reply:
+    status: int
+    headers: httpx2.Headers
+    body: bytes
+
+
+def _compile_connector(spec: ConnectorSpec, base_url: str, token_url: str | None) -> _ConnectorPlan:
+    base = TextTemplate(base_url.rstrip("/"), encode=False)
+    auth = spec.auth
+    can_refresh = bool(
+        auth.type == "oauth2"
+        and token_url
+        and auth.refresh_token_field
+        and auth.client_id_field
+        and auth.client_secret_field
+    )
+    return _ConnectorPlan(
+        spec=spec,
+        base=base,
+        static_base=None if base.names() else base_url.rstrip("/"),
+        token_url=token_url,
+        can_refresh=can_refresh,
+        ok_path=split_path(spec.errors.ok_field) if spec.errors.ok_field else None,
+        message_path=split_path(spec.errors.message_field) if spec.errors.message_field else None,
+        auth_errors=frozenset(spec.errors.auth_errors),
+        auth_header=(
+            None
+            if auth.type == "none"
+            else (auth.header or "X-API-Key").lower()
+            if auth.type == "api_key"
+            else "authorization"
+        ),
+    )
+
+
+def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
+    http = tool.http
+    if http is None:
+        raise ValueError(f"tool {tool.name} has no HTTP binding")
+    props = tool.input_schema.get("properties", {})
+    defaults = {
+        name: prop["default"]
+        for name, prop in props.items()
+        if isinstance(prop, Mapping) and "default" in prop
+    }
+    pagination = http.pagination
+    body: Node | None = None if http.body is None else compile_value(http.body)
+    idempotent = tool.annotations.idempotent
+    return _ToolPlan(
+        tool=tool,
+        conn=conn,
+        method=http.method,
+        path=TextTemplate(http.path, encode=True),
+        query=compile_value(dict(http.query)),
+        headers=compile_value(dict(http.headers)),
+        body=body,
+        form=http.body_encoding == "form",
+        select=split_path(http.select) if http.select else None,
+        fields=tuple((name, split_path(path)) for name, path in http.fields.items()),
+        pagination=pagination.style if pagination else None,
+        page_param=pagination.param if pagination else None,
+        next_path=split_path(pagination.next) if pagination and pagination.next else None,
+        defaults=defaults,
+        output_validator=Draft202012Validator(dict(tool.output_schema)),
+        output_check=compile_check(tool.output_schema),
+        max_attempts=1 + max(0, conn.spec.retries) if idempotent else 1,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _sanitise(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, _REDACTED)
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    if len(text) > MAX_ERROR_TEXT:
+        text = text[: MAX_ERROR_TEXT - 1] + "…"
+    return text
+
+
+def _secret_values(*credential_maps: Mapping[str, str] | None) -> tuple[str, ...]:
+    values: set[str] = set()
+    for creds in credential_maps:
+        if creds:
+            values.update(v for v in creds.values() if isinstance(v, str) and len(v) >= 4)
+    # Longest first, so a secret containing another is redacted whole.
+    return tuple(sorted(values, key=len, reverse=True))
+
+
+def _decode_json(body: bytes) -> Any:
+    if not body.strip():
+        return None
+    return json.loads(body)
+
+
+def _link_next(headers: httpx2.Headers) -> tuple[bool, str | None]:
+    """(has a Link header, the rel=next URL or None)."""
+    header = headers.get("link")
+    if header is None:
+        return False, None
+    for part in header.split(","):
+        url_part, _, params = part.partition(";")
+        url = url_part.strip().strip("<>").strip()
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "rel" and "next" in value.strip().strip('"').split():
+                return True, url or None
+    return True, None
+
+
+def _same_base(url: str, base: str) -> bool:
+    target, root = urlsplit(url), urlsplit(base)
+    if (target.scheme, target.netloc.lower()) != (root.scheme, root.netloc.lower()):
+        return False
+    if target.username or target.password:
+        return False
+    prefix = root.path.rstrip("/")
+    return target.path == prefix or target.path.startswith(prefix + "/")
+
+
+def _header_text(value: Any) -> str:
+    text = scalar_text(value)
+    if _HEADER_BAD.search(text):
+        raise GatewayError(
+            INVALID_ARGUMENTS, "An argument used in a request header contains a line break."
+        )
+    return text
+
+
+def _first_list(data: Any, output: Mapping[str, Any]) -> list[Any] | None:
+    if isinstance(data, list):
+        return data
+    for value in output.values():
+        if isinstance(value, list):
+            return value
+    return None
+
+
+def _uses_name(value: Any, name: str) -> bool:
+    return name in compile_value(value).names()
+
+
+# --------------------------------------------------------------------------------------------
+# The executor
+
+
+class ConnectorExecutor:
+    """Calls connector tools for tenants. Safe to share between concurrent calls."""
+
+    def __init__(
+        self,
+        gateway: GatewaySpec,
+        *,
+        base_urls: Mapping[str, str] | None = None,
+        client: httpx2.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        token_urls: Mapping[str, str] | None = None,
+        max_retry_after: float = 10.0,
+        backoff_base: float = 0.25,
+        backoff_max: float = 8.0,
+        max_response_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.gateway = gateway
+        self._base_urls = {k: v.rstrip("/") for k, v in (base_urls or {}).items()}
+        self._token_urls = dict(token_urls or {})
+        self._owns_client = client is None
+        self._client = client if client is not None else self._new_client()
+        self._sleep: Callable[[float], Awaitable[None]] = sleep or anyio.sleep
+        self._max_retry_after = max_retry_after
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._max_response_bytes = max_response_bytes
+        self._user_agent = f"{gateway.package_name}/{gateway.version}"
+        self._connectors: dict[str, _ConnectorPlan] = {}
+        self._plans: dict[str, _ToolPlan] = {}
+        self._input_validators: dict[str, Draft202012Validator] = {}
+        self._refresh_locks: dict[tuple[str, str], anyio.Lock] = {}
+        self._refreshed: dict[tuple[str, str, str], tuple[float, dict[str, str]]] = {}
+
+    @classmethod
+    def from_env(
+        cls, gateway: GatewaySpec, environ: Mapping[str, str], **kwargs: Any
+    ) -> ConnectorExecutor:
+        """An executor with the base URL and token URL overrides of `environ` applied."""
+        return cls(
+            gateway,
+            base_urls=base_urls_from_env(gateway, environ),
+            token_urls=token_urls_from_env(gateway, environ),
+            **kwargs,
+        )
+
+    @staticmethod
+    def _new_client() -> httpx2.AsyncClient:
+        from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+        # Tenants share the client: it must never keep cookies from one call for the next.
+        jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+        return httpx2.AsyncClient(
+            cookies=jar,
+            follow_redirects=False,
+            limits=httpx2.Limits(
+                max_connections=256, max_keepalive_connections=64, keepalive_expiry=30.0
+            ),
+        )
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    # -- compilation ---------------------------------------------------------------------
+
+    def _connector_plan(self, name: str) -> _ConnectorPlan:
+        plan = self._connectors.get(name)
+        if plan is None:
+            spec = self.gateway.connectors[name]
+            base = self._base_urls.get(name, spec.base_url)
+            token_url = self._token_urls.get(name, spec.auth.token_url)
+            plan = self._connectors[name] = _compile_connector(spec, base, token_url)
+        return plan
+
+    def _plan(self, tool: ToolSpec) -> _ToolPlan:
+        plan = self._plans.get(tool.name)
+        if plan is None or plan.tool is not tool:
+            if tool.connector is None or tool.http is None:
+                raise ValueError(f"tool {tool.name} is not a connector tool")
+            plan = self._plans[tool.name] = _compile_tool(
+                tool, self._connector_plan(tool.connector)
+            )
+        return plan
+
+    # -- public API ----------------------------------------------------------------------
+
+    async def call(
+        self,
+        tool: ToolSpec,
+        arguments: Mapping[str, Any],
+        *,
+        credentials: Mapping[str, str],
+        ctx: CallContext,
+    ) -> ExecResult:
+        """Run `tool` for the tenant of `ctx` with that tenant's `credentials`.
+
+        Raises `ConnectorCallError` (a `GatewayError`) with a safe envelope on any failure.
+        """
+        plan = self._plan(tool)
+        started = time.perf_counter()
+        try:
+            result = await self._call(plan, arguments, credentials, ctx)
+        except ConnectorCallError as exc:
+            logger.warning(
+                "connector call failed: tool=%s code=%s status=%s attempts=%d",
+                tool.name,
+                exc.code,
+                exc.status,
+                exc.attempts,
+            )
+            raise
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "connector call ok: tool=%s status=%d attempts=%d ms=%.1f",
+                tool.name,
+                result.status,
+                result.attempts,
+                (time.perf_counter() - started) * 1000,
+            )
+        return result
+
+    async def search_entities(
+        self,
+        *,
+        entity_type: str,
+        query: str,
+        limit: int,
+        connectors: Mapping[str, Mapping[str, str]],
+        ctx: CallContext,
+        per_connector_timeout: float = 5.0,
+    ) -> dict[str, Any]:
+        """Search `entity_type` records across `connectors` (name -> that tenant's credentials).
+
+        Output matches `fastn_search_entities`' output schema: `entities` interleaved across
+        connectors (at most `limit`), and one `sources` entry per connector that can hold the
+        type, with `ok`, `error` or `timeout`. A failing connector never fails the search.
+        """
+        if entity_type not in self.gateway.entity_types:
+            known = ", ".join(sorted(self.gateway.entity_types))
+            raise GatewayError(
+                INVALID_ARGUMENTS,
+                f"Unknown entity type {entity_type!r}; known types: {known}.",
+                details={"entity_type": entity_type},
+            )
+        targets: list[tuple[str, ToolSpec, EntityMapping]] = []
+        for name in sorted(connectors):
+            if name not in self.gateway.connectors:
+                continue
+            choice = self._entity_source(name, entity_type)
+            if choice is not None:
+                targets.append((name, *choice))
+
+        results: dict[str, list[dict[str, Any]]] = {}
+        sources: dict[str, dict[str, Any]] = {}
+
+        async def one(name: str, tool: ToolSpec, mapping: EntityMapping) -> None:
+            try:
+                with anyio.fail_after(per_connector_timeout):
+                    records = await self._search_one(
+                        name, tool, mapping, query, limit, connectors[name], ctx
+                    )
+            except TimeoutError:
+                sources[name] = {
+                    "connector": name,
+                    "status": "timeout",
+                    "count": 0,
+                    "error": f"No answer within {per_connector_timeout:g} s.",
+                }
+            except GatewayError as exc:
+                sources[name] = {
+                    "connector": name,
+                    "status": "timeout" if exc.code == UPSTREAM_TIMEOUT else "error",
+                    "count": 0,
+                    "error": f"{exc.code}: {exc.message}",
+                }
+            except Exception:
+                logger.exception("entity search failed unexpectedly: connector=%s", name)
+                sources[name] = {
+                    "connector": name,
+                    "status": "error",
+                    "count": 0,
+                    "error": "internal_error: The search of this connector failed.",
+                }
+            else:
+                results[name] = records
+                sources[name] = {"connector": name, "status": "ok", "count": 0, "error": None}
+
+        async with anyio.create_task_group() as tg:
+            for name, tool, mapping in targets:
+                tg.start_soon(one, name, tool, mapping)
+
+        # Round-robin across connectors so one app cannot crowd the others out.
+        entities: list[dict[str, Any]] = []
+        queues = [results[name] for name, _, _ in targets if name in results]
+        index = 0
+        while len(entities) < limit and any(index < len(q) for q in queues):
+            for queue in queues:
+                if index < len(queue) and len(entities) < limit:
+                    entity = queue[index]
+                    entities.append(entity)
+                    sources[entity["connector"]]["count"] += 1
+            index += 1
+        return {
+            "entities": entities,
+            "sources": [sources[name] for name, _, _ in targets],
+        }
+
+    # -- entity search internals ---------------------------------------------------------
+
+    def _entity_source(
+        self, connector: str, entity_type: str
+    ) -> tuple[ToolSpec, EntityMapping] | None:
+        """The capability that searches `entity_type`; one that queries server-side wins."""
+        fallback: tuple[ToolSpec, EntityMapping] | None = None
+        for tool in self.gateway.connector_tools(connector):
+            if tool.http is None:
+                continue
+            for mapping in tool.entities:
+                if mapping.type != entity_type:
+                    continue
+                if _uses_name(dict(mapping.args), "query"):
+                    return tool, mapping
+                if fallback is None:
+                    fallback = (tool, mapping)
+        return fallback
+
+    def _search_args(
+        self, tool: ToolSpec, mapping: EntityMapping, query: str, limit: int
+    ) -> dict[str, Any]:
+        node = compile_value(dict(mapping.args))
+        args = node.render({"query": query, "limit": limit})
+        props = tool.input_schema.get("properties", {})
+        for key, value in list(args.items()):
+            prop = props.get(key)
+            if isinstance(prop, Mapping) and isinstance(value, int) and not isinstance(value, bool):
+                if "maximum" in prop:
+                    value = min(value, int(prop["maximum"]))
+                if "minimum" in prop:
+                    value = max(value, int(prop["minimum"]))
+                args[key] = value
+        validator = self._input_validators.get(tool.name)
+        if validator is None:
+            validator = self._input_validators[tool.name] = Draft202012Validator(
+                dict(tool.input_schema)
+            )
+        error = next(iter(validator.iter_errors(args)), None)
+        if error is not None:
+            raise GatewayError(
+                INVALID_ARGUMENTS,
+                f"The entity mapping of {tool.name} produced invalid arguments.",
+                details={"path": "/".join(str(p) for p in error.absolute_path)},
+            )
+        return args
+
+    async def _search_one(
+        self,
+        name: str,
+        tool: ToolSpec,
+        mapping: EntityMapping,
+        query: str,
+        limit: int,
+        credentials: Mapping[str, str],
+        ctx: CallContext,
+    ) -> list[dict[str, Any]]:
+        args = self._search_args(tool, mapping, query, limit)
+        result = await self.call(tool, args, credentials=credentials, ctx=ctx)
+        items = get_path(result.output, mapping.items)
+        if items is MISSING or items is None:
+            records: list[Any] = []
+        elif mapping.items == "" or not isinstance(items, list):
+            records = [items]
+        else:
+            records = items
+        field_types = self.gateway.entity_types[mapping.type].fields
+        server_side = _uses_name(dict(mapping.args), "query")
+        needle = query.casefold()
+        out: list[dict[str, Any]] = []
+        for record in records:
+            if not isinstance(record, Mapping):
+                continue
+            mapped: dict[str, Any] = {}
+            for field_name, path in mapping.fields.items():
+                value = get_path(record, path)
+                if value is MISSING:
+                    continue
+                if (
+                    field_types.get(field_name) == "string"
+                    and isinstance(value, int | float)
+                    and not isinstance(value, bool)
+                ):
+                    value = str(value)
+                mapped[field_name] = value
+            raw_id = mapped.pop("id", None)
+            if raw_id is None:
+                continue
+            if not server_side and not any(
+                isinstance(v, str | int | float) and needle in str(v).casefold()
+                for v in (raw_id, *mapped.values())
+            ):
+                continue
+            out.append(
+                {"type": mapping.type, "connector": name, "id": str(raw_id), "fields": mapped}
+            )
+            if len(out) >= limit:
+                break
+        return out
+
+    # -- the call ------------------------------------------------------------------------
+
+    def _fail(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        details: Mapping[str, Any] | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        connector: str,
+    ) -> ConnectorCallError:
+        info: dict[str, Any] = {"connector": connector}
+        if status is not None:
+            info["status"] = status
+        info.update(details or {})
+        return ConnectorCallError(
+            code,
+            message,
+            details=info,
+            retryable=retryable,
+            retry_after=retry_after,
+            status=status,
+        )
+
+    def _base_url(self, conn: _ConnectorPlan, credentials: Mapping[str, str]) -> str:
+        if conn.static_base is not None:
+            return conn.static_base
+        values: dict[str, str] = {}
+        for field_name in conn.base.names():
+            value = credentials.get(field_name)
+            if not isinstance(value, str) or not value:
+                raise self._fail(
+                    UPSTREAM_AUTH_FAILED,
+                    f"The stored connection to {conn.spec.title} lacks {field_name!r}; "
+                    "reconnect it.",
+                    connector=conn.spec.name,
+                    retryable=False,
+                )
+            if not DNS_LABEL.match(value):
+                raise self._fail(
+                    UPSTREAM_AUTH_FAILED,
+                    f"The stored {field_name!r} of the {conn.spec.title} connection is not a "
+                    "valid host name label; reconnect it.",
+                    connector=conn.spec.name,
+                    retryable=False,
+                )
+            values[field_name] = value
+        return conn.base.render(values)
+
+    def _auth_headers(self, conn: _ConnectorPlan, credentials: Mapping[str, str]) -> dict[str, str]:
+        auth = conn.spec.auth
+
+        def need(field_name: str | None, what: str) -> str:
+            value = credentials.get(field_name) if field_name else None
+            if not isinstance(value, str) or not value:
+                raise self._fail(
+                    UPSTREAM_AUTH_FAILED,
+                    f"The stored connection to {conn.spec.title} has no {what}; reconnect it.",
+                    connector=conn.spec.name,
+                    retryable=False,
+                )
+            if _HEADER_BAD.search(value):
+                raise self._fail(
+                    UPSTREAM_AUTH_FAILED,
+                    f"The stored {what} of {conn.spec.title} is malformed; reconnect it.",
+                    connector=conn.spec.name,
+                    retryable=False,
+                )
+            return value
+
+        if auth.type in ("bearer", "oauth2"):
+            return {"Authorization": "Bearer " + need(auth.token_field, "access token")}
+        if auth.type == "api_key":
+            return {auth.header or "X-API-Key": need(auth.key_field, "API key")}
+        if auth.type == "basic":
+            import base64
+
+            user = need(auth.username_field, "user name")
+            password = need(auth.password_field, "password")
+            raw = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            return {"Authorization": "Basic " + raw}
+        return {}
+
+    def _namespace(
+        self, plan: _ToolPlan, arguments: Mapping[str, Any], ctx: CallContext
+    ) -> dict[str, Any]:
+        ns = dict(plan.defaults)
+        ns.update(arguments)
+        if plan.pagination is not None:
+            ns.pop("cursor", None)
+        for param, source in plan.tool.bind.items():
+            value = ctx.tenant_id if source == "session.tenant" else ctx.user_id
+            if value is None:
+                raise GatewayError(
+                    UNAUTHENTICATED,
+                    f"{plan.tool.name} acts for a user, and this session has none.",
+                )
+            ns[param] = value
+        return ns
+
+    def _build(
+        self,
+        plan: _ToolPlan,
+        ns: Mapping[str, Any],
+        base: str,
+        cursor: str | None,
+    ) -> tuple[str, list[tuple[str, str]], dict[str, str], bytes | None]:
+        """URL, query pairs, binding headers and body of the request (no auth yet)."""
+        headers = {"Accept": "application/json", "User-Agent": self._user_agent}
+        rendered_headers = plan.headers.render(ns)
+        for key, value in rendered_headers.items():
+            if value is not None:
+                headers[key] = _header_text(value)
+
+        if plan.pagination == "link" and cursor is not None:
+            if not _same_base(cursor, base):
+                raise GatewayError(
+                    INVALID_ARGUMENTS,
+                    "The cursor does not belong to this connection; pass a next_cursor "
+                    "returned by this tool.",
+                    details={"argument": "cursor"},
+                )
+            return cursor, [], headers, None
+
+        try:
+            url = base + plan.path.render(ns)
+        except MissingPlaceholder as exc:
+            raise GatewayError(
+                INVALID_ARGUMENTS,
+                f"Argument {exc.name!r} is required by {plan.tool.name}.",
+                details={"argument": exc.name},
+            ) from None
+        query = pairs(plan.query.render(ns))
+        if cursor is not None and plan.page_param:
+            if plan.pagination == "page" and not (cursor.isdigit() and int(cursor) >= 1):
+                raise GatewayError(
+                    INVALID_ARGUMENTS,
+                    "The cursor is not a page number from this tool's next_cursor.",
+                    details={"argument": "cursor"},
+                )
+            query = [pair for pair in query if pair[0] != plan.page_param]
+            query.append((plan.page_param, cursor))
+
+        content: bytes | None = None
+        if plan.body is not None:
+            body = plan.body.render(ns)
+            if body is not MISSING:
+                if plan.form:
+                    if not isinstance(body, Mapping):
+                        raise ValueError(f"form body of {plan.tool.name} is not an object")
+                    content = urlencode(pairs(body)).encode("ascii")
+                    headers["Content-Type"] = "application/x-www-form-urlencoded"
+                else:
+                    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+                    headers["Content-Type"] = "application/json; charset=utf-8"
+        return url, query, headers, content
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        params: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        content: bytes | None,
+        timeout: float,
+    ) -> _Reply:
+        request = httpx2.Request(
+            method,
+            url,
+            params=httpx2.QueryParams(tuple(params)) if params else None,
+            headers=headers,
+            content=content,
+            extensions={"timeout": httpx2.Timeout(timeout).as_dict()},
+        )
+        with anyio.fail_after(timeout):
+            response = await self._client.send(request, stream=True)
+            try:
+                declared = response.headers.get("content-length")
+                if (
+                    declared is not None
+                    and declared.isdigit()
+                    and int(declared) > self._max_response_bytes
+                ):
+                    raise _TooLarge
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self._max_response_bytes:
+                        raise _TooLarge
+                    chunks.append(chunk)
+            finally:
+                await response.aclose()
+        return _Reply(response.status_code, response.headers, b"".join(chunks))
+
+    def _backoff(self, retry_index: int) -> float:
+        ceiling = min(self._backoff_max, self._backoff_base * (2**retry_index))
+        return ceiling * (0.5 + random.random() / 2)
+
+    async def _call(
+        self,
+        plan: _ToolPlan,
+        arguments: Mapping[str, Any],
+        credentials: Mapping[str, str],
+        ctx: CallContext,
+    ) -> ExecResult:
+        conn = plan.conn
+        name = conn.spec.name
+        creds: dict[str, str] = dict(credentials)
+        refreshed: dict[str, str] | None = None
+        attempts = 0
+        status: int | None = None
+        try:
+            base = self._base_url(conn, creds)
+            ns = self._namespace(plan, arguments, ctx)
+            raw_cursor = arguments.get("cursor") if plan.pagination else None
+            cursor = raw_cursor if isinstance(raw_cursor, str) and raw_cursor else None
+            url, params, headers, content = self._build(plan, ns, base, cursor)
+            # Auth headers win over anything the binding declares.
+            if conn.auth_header is not None:
+                headers = {k: v for k, v in headers.items() if k.lower() != conn.auth_header}
+            retries = 0
+            timeout = conn.spec.timeout_seconds
+            while True:
+                attempts += 1
+                send_headers = {**headers, **self._auth_headers(conn, creds)}
+                can_retry = attempts < plan.max_attempts + (1 if refreshed else 0)
+                try:
+                    reply = await self._send(
+                        plan.method, url, params, send_headers, content, timeout
+                    )
+                except (TimeoutError, httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout):
+                    raise self._fail(
+                        UPSTREAM_TIMEOUT,
+                        f"{conn.spec.title} did not answer within {timeout:g} s.",
+                        connector=name,
+                    ) from None
+                except _TooLarge:
+                    raise self._fail(
+                        UPSTREAM_INVALID_RESPONSE,
+                        f"{conn.spec.title} sent a response larger than the gateway accepts.",
+                        connector=name,
+                    ) from None
+                except httpx2.DecodingError:
+                    raise self._fail(
+                        UPSTREAM_INVALID_RESPONSE,
+                        f"{conn.spec.title} sent a response that could not be decoded.",
+                        connector=name,
+                    ) from None
+                except (httpx2.TransportError, httpx2.InvalidURL, OSError):
+                    if can_retry:
+                        await self._sleep(self._backoff(retries))
+                        retries += 1
+                        continue
+                    raise self._fail(
+                        UPSTREAM_ERROR,
+                        f"Could not connect to {conn.spec.title}.",
+                        connector=name,
+                        details={"reason": "connection_failed"},
+                        retryable=True,
+                    ) from None
+                status = reply.status
+
+                body: Any = MISSING
+                if status >= 300 or conn.ok_path is not None:
+                    body = self._try_json(reply.body)
+                error_code = self._error_code(conn, status, body)
+
+                rate_limited = status == 429 or (
+                    status == 403
+                    and (
+                        "retry-after" in reply.headers
+                        or reply.headers.get("x-ratelimit-remaining") == "0"
+                    )
+                )
+                auth_failed = not rate_limited and (
+                    status in (401, 403)
+                    or (error_code is not None and error_code in conn.auth_errors)
+                )
+                if auth_failed:
+                    if conn.can_refresh and refreshed is None and status != 403:
+                        refreshed = await self._refresh(conn, creds, ctx)
+                        creds.update(refreshed)
+                        continue
+                    raise self._fail(
+                        UPSTREAM_AUTH_FAILED,
+                        f"{conn.spec.title} rejected the stored credentials; the connection "
+                        "needs to be re-authorised.",
+                        status=status,
+                        connector=name,
+                        details=self._upstream_detail(error_code, creds, credentials),
+                        retryable=False,
+                    )
+                if rate_limited:
+                    wait = parse_retry_after(reply.headers.get("retry-after"))
+                    if wait is None and reply.headers.get("x-ratelimit-reset", "").isdigit():
+                        wait = max(0.0, int(reply.headers["x-ratelimit-reset"]) - time.time())
+                    if can_retry and (wait is None or wait <= self._max_retry_after):
+                        await self._sleep(wait if wait is not None else self._backoff(retries))
+                        retries += 1
+                        continue
+                    raise self._fail(
+                        RATE_LIMITED,
+                        f"{conn.spec.title} is rate limiting this workspace; retry later.",
+                        status=status,
+                        connector=name,
+                        details=self._upstream_detail(error_code, creds, credentials),
+                        retryable=True,
+                        retry_after=wait,
+                    )
+                if status >= 500:
+                    wait = parse_retry_after(reply.headers.get("retry-after"))
+                    if can_retry and (wait is None or wait <= self._max_retry_after):
+                        await self._sleep(wait if wait is not None else self._backoff(retries))
+                        retries += 1
+                        continue
+                    raise self._fail(
+                        UPSTREAM_ERROR,
+                        f"{conn.spec.title} failed with HTTP {status}.",
+                        status=status,
+                        connector=name,
+                        details=self._upstream_detail(error_code, creds, credentials),
+                        retryable=True,
+                        retry_after=wait,
+                    )
+                if status >= 300 or error_code is not None:
+                    # A short code (Slack's channel_not_found) helps the model; free text and
+                    # anything that had to be redacted stay in details only.
+                    secrets = _secret_values(creds, credentials)
+                    shown = (
+                        f" ({error_code})"
+                        if error_code
+                        and _SAFE_CODE.match(error_code)
+                        and _sanitise(error_code, secrets) == error_code
+                        else ""
+                    )
+                    raise self._fail(
+                        UPSTREAM_ERROR,
+                        f"{conn.spec.title} reported an error{shown}."
+                        if status < 300
+                        else f"{conn.spec.title} refused the request with HTTP {status}{shown}.",
+                        status=status,
+                        connector=name,
+                        details=self._upstream_detail(error_code, creds, credentials),
+                        retryable=False,
+                    )
+                if body is MISSING:
+                    body = self._try_json(reply.body)
+                if body is MISSING:
+                    raise self._fail(
+                        UPSTREAM_INVALID_RESPONSE,
+                        f"{conn.spec.title} answered with a body that is not JSON.",
+                        status=status,
+                        connector=name,
+                    )
+                output = self._shape(plan, body, reply, cursor, status, params)
+                return ExecResult(
+                    output=output, refreshed_credentials=refreshed, status=status, attempts=attempts
+                )
+        except ConnectorCallError as exc:
+            exc.attempts = attempts
+            exc.refreshed_credentials = refreshed
+            raise
+        except GatewayError as exc:
+            raise self._convert(exc, attempts, refreshed) from None
+
+    @staticmethod
+    def _convert(
+        exc: GatewayError, attempts: int, refreshed: dict[str, str] | None
+    ) -> ConnectorCallError:
+        out = ConnectorCallError(
+            exc.code,
+            exc.message,
+            details=exc.details,
+            retryable=exc.retryable,
+            retry_after=exc.retry_after,
+        )
+        out.attempts = attempts
+        out.refreshed_credentials = refreshed
+        return out
+
+    @staticmethod
+    def _try_json(body: bytes) -> Any:
+        try:
+            return _decode_json(body)
+        except (ValueError, UnicodeDecodeError):
+            return MISSING
+
+    @staticmethod
+    def _error_code(conn: _ConnectorPlan, status: int, body: Any) -> str | None:
+        """The upstream's own error code or message, when the body reports a failure."""
+        if not isinstance(body, Mapping):
+            return None
+        failed = status >= 300
+        if conn.ok_path is not None and get_path(body, conn.ok_path) is False:
+            failed = True
+        if not failed:
+            return None
+        if conn.message_path is not None:
+            value = get_path(body, conn.message_path)
+        else:
+            value = body.get("error", body.get("message", MISSING))
+        if value is MISSING or value is None:
+            return "" if status < 300 else None
+        if isinstance(value, str):
+            return value
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+    @staticmethod
+    def _upstream_detail(
+        error_code: str | None, creds: Mapping[str, str], original: Mapping[str, str]
+    ) -> dict[str, Any]:
+        if not error_code:
+            return {}
+        return {"upstream_error": _sanitise(error_code, _secret_values(creds, original))}
+
+    def _shape(
+        self,
+        plan: _ToolPlan,
+        body: Any,
+        reply: _Reply,
+        cursor: str | None,
+        status: int,
+        params: list[tuple[str, str]],
+    ) -> dict[str, Any]:
+        conn = plan.conn
+        data = body
+        if plan.select is not None:
+            data = get_path(body, plan.select)
+            if data is MISSING:
+                raise self._fail(
+                    UPSTREAM_INVALID_RESPONSE,
+                    f"{conn.spec.title} answered without the expected result.",
+                    status=status,
+                    connector=conn.spec.name,
+                    details={"missing": ".".join(plan.select)},
+                )
+        output: dict[str, Any]
+        if plan.fields:
+            output = {}
+            for prop, path in plan.fields:
+                value = get_path(data, path)
+                if value is not MISSING:
+                    output[prop] = value
+        elif isinstance(data, dict):
+            output = data
+        else:
+            raise self._fail(
+                UPSTREAM_INVALID_RESPONSE,
+                f"{conn.spec.title} answered with a result that is not an object.",
+                status=status,
+                connector=conn.spec.name,
+            )
+
+        if plan.pagination is not None:
+            output["next_cursor"] = self._next_cursor(
+                plan, body, data, output, reply, cursor, params
+            )
+
+        check = plan.output_check
+        error = (
+            None
+            if check is not None and check(output)
+            else next(iter(plan.output_validator.iter_errors(output)), None)
+        )
+        if error is not None:
+            raise self._fail(
+                UPSTREAM_INVALID_RESPONSE,
+                f"{conn.spec.title} answered with data that does not match the output schema "
+                f"of {plan.tool.name}.",
+                status=status,
+                connector=conn.spec.name,
+                details={
+                    "path": "/".join(str(p) for p in error.absolute_path),
+                    "rule": str(error.validator),
+                },
+            )
+        return output
+
+    @staticmethod
+    def _next_cursor(
+        plan: _ToolPlan,
+        body: Any,
+        data: Any,
+        output: Mapping[str, Any],
+        reply: _Reply,
+        cursor: str | None,
+        params: list[tuple[str, str]],
+    ) -> str | None:
+        if plan.pagination == "cursor":
+            if plan.next_path is None:
+                return None
+            value = get_path(body, plan.next_path)
+            if value is MISSING or value is None or value == "" or isinstance(value, bool):
+                return None
+            return value if isinstance(value, str) else scalar_text(value)
+        if plan.pagination == "link":
+            _, url = _link_next(reply.headers)
+            return url
+        # page
+        page = int(cursor) if cursor is not None else 1
+        has_link, url = _link_next(reply.headers)
+        if has_link:
+            return str(page + 1) if url is not None else None
+        records = _first_list(data, output)
+        if not records:
+            return None
+        for key, value in params:
+            if key.lower() in PAGE_SIZE_PARAMS and value.isdigit() and len(records) < int(value):
+                return None  # a short page is the last one
+        return str(page + 1)
+
+    async def _refresh(
+        self, conn: _ConnectorPlan, creds: Mapping[str, str], ctx: CallContext
+    ) -> dict[str, str]:
+        """New OAuth2 tokens from the token URL; coalesced per tenant and access token."""
+        auth = conn.spec.auth
+        assert conn.token_url and auth.refresh_token_field and auth.token_field
+        assert auth.client_id_field and auth.client_secret_field
+        name = conn.spec.name
+        old = creds.get(auth.token_field, "")
+        cache_key = (name, ctx.tenant_id, hashlib.sha256(old.encode()).hexdigest())
+        lock = self._refresh_locks.setdefault((name, ctx.tenant_id), anyio.Lock())
+        async with lock:
+            now = time.monotonic()
+            cached = self._refreshed.get(cache_key)
+            if cached is not None and now - cached[0] < _REFRESH_REUSE_SECONDS:
+                return dict(cached[1])
+            stale = [
+                k for k, (at, _) in self._refreshed.items() if now - at >= _REFRESH_REUSE_SECONDS
+            ]
+            for key in stale:
+                del self._refreshed[key]
+
+            def field(field_name: str) -> str:
+                value = creds.get(field_name)
+                if not isinstance(value, str) or not value:
+                    raise self._fail(
+                        UPSTREAM_AUTH_FAILED,
+                        f"{conn.spec.title} rejected the access token and the stored connection "
+                        "cannot refresh it; re-authorise the connection.",
+                        status=401,
+                        connector=name,
+                        retryable=False,
+                    )
+                return value
+
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": field(auth.refresh_token_field),
+                "client_id": field(auth.client_id_field),
+                "client_secret": field(auth.client_secret_field),
+            }
+            failure = self._fail(
+                UPSTREAM_AUTH_FAILED,
+                f"{conn.spec.title} rejected the access token and refreshing it failed; "
+                "re-authorise the connection.",
+                status=401,
+                connector=name,
+                details={"reason": "token_refresh_failed"},
+                retryable=False,
+            )
+            try:
+                reply = await self._send(
+                    "POST",
+                    conn.token_url,
+                    [],
+                    {
+                        "Accept": "application/json",
+                        "Content-Type": "application/x-www-form-urlencoded",
+                        "User-Agent": self._user_agent,
+                    },
+                    urlencode(form).encode("ascii"),
+                    conn.spec.timeout_seconds,
+                )
+            except (TimeoutError, httpx2.HTTPError, httpx2.InvalidURL, OSError, _TooLarge):
+                raise failure from None
+            parsed = self._try_json(reply.body) if reply.status == 200 else MISSING
+            tokens: Mapping[str, Any] = parsed if isinstance(parsed, Mapping) else {}
+            access = tokens.get("access_token")
+            if not isinstance(access, str) or not access or _HEADER_BAD.search(access):
+                raise failure
+            new: dict[str, str] = {auth.token_field: access}
+            rotated = tokens.get("refresh_token")
+            if isinstance(rotated, str) and rotated:
+                new[auth.refresh_token_field] = rotated
+            self._refreshed[cache_key] = (now, new)
+            logger.info("refreshed OAuth2 access token: connector=%s", name)
+            return dict(new)
+
+
+class _TooLarge(Exception):
+    pass

@@ -1,0 +1,1405 @@
+"""Per-user personalization memory: versioned observations, full-text retrieval, answers.
+
+Every observation is stored as a new row with a per-user version (1, 2, 3...). A correction
+(explicit `supersedes` ids, or a new observation on the topic of an active item) marks the
+earlier rows superseded (`superseded_by`, `superseded_at`) and never deletes them: the log
+keeps every version, retrieval only sees active items.
+
+Ranking is the database's own full-text search:
+
+* SQLite: an external-content FTS5 table (`porter unicode61`) over text, topic and tags whose
+  content is the view of ACTIVE items (a superseded item leaves the index when it is
+  superseded, so a search never pays for old versions). Its rowid is the item's integer key,
+  `owner << 32 | version` with a small integer per (tenant, user): one user's items are one
+  rowid range, which FTS5 applies inside the index, so a search needs no join to scope it.
+  Score = -bm25() (text weighs 1, topic and tags 0.5), higher is better; only the rows that
+  can reach the top k are scored (see MemoryStore._search_sqlite), with results identical to
+  scoring every match.
+* PostgreSQL: a stored generated `tsvector` column (text weight A, topic and tags B) with a
+  partial GIN index over active items; score = ts_rank_cd(vector, query, 1).
+
+Both scope every query by tenant AND user (SQLite: the rowid range, and every returned row is
+checked against tenant_id/user_id), break score ties by recency (observed_at, then version) and
+OR the query's terms so partial matches rank. The user's query never reaches the engine's query
+syntax: it is cut into plain words, which are quoted (FTS5) or `|`-joined (tsquery), so quotes,
+operators and punctuation cannot raise.
+
+Known limit: ranking statistics (bm25's IDF) are computed over the whole index, all tenants
+included; a score reveals nothing about other tenants' text, but is not tenant-isolated maths.
+
+Timestamps are integers of microseconds since the Unix epoch (UTC), as in the gateway's main
+store: they sort and compare the same way on both backends.
+
+Concurrency: a write transaction starts by bumping the user's version counter (an upsert on
+`memory_user_state`), so its first statement takes the write lock (SQLite) or the user's row
+lock (PostgreSQL): concurrent updates for one user serialise, lose nothing and get unique
+versions. All checks run inside that transaction; a failed check writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from .answer import NOTHING_FOUND, Answerer, ExtractiveAnswerer
+from .catalog import MemorySettings
+from .errors import CONFLICT, INVALID_ARGUMENTS, NOT_FOUND, GatewayError, internal_error
+
+__all__ = [
+    "MAX_TOP_K",
+    "MemoryStore",
+    "porter_stem",
+    "fts5_match_expression",
+    "query_terms",
+    "tsquery_expression",
+]
+
+MAX_TOP_K: Final = 50
+MAX_OBSERVATIONS_PER_CALL: Final = 100
+MAX_SOURCE_CHARS: Final = 200
+MAX_TOPIC_CHARS: Final = 120
+MAX_TAG_CHARS: Final = 60
+MAX_TAGS: Final = 20
+MAX_QUERY_TERMS: Final = 24
+MAX_TERM_CHARS: Final = 64
+LOG_PAGE_LIMIT: Final = 1000
+PROFILE_FACTS_LIMIT: Final = 200
+PROFILE_RECENT_LIMIT: Final = 20
+PROFILE_TAGS_LIMIT: Final = 50
+# search_or_ask considers this many candidates before applying its relevance floor.
+ANSWER_CANDIDATES: Final = 8
+# A question term found in more than this share of the user's active items is not evidence of
+# relevance on its own (e.g. the user's name in every item). Applied from this many items on.
+COMMON_TERM_SHARE: Final = 0.5
+COMMON_TERM_MIN_ITEMS: Final = 8
+# SQLite retrieval pruning (see MemoryStore._search_sqlite): term counts stop at
+# max(PRUNE_COUNT_MIN, rows / 10); no pruning when the terms match PRUNE_MIN_ROWS rows or fewer;
+# the probe reads up to PRUNE_PROBE_ROWS rows.
+PRUNE_COUNT_MIN: Final = 2000
+PRUNE_MIN_ROWS: Final = 2000
+PRUNE_PROBE_ROWS: Final = 200
+# SQLite retrieval fetches this many rows beyond top_k so ties on the k-th score can be
+# ordered by recency (see MemoryStore._search).
+TIE_MARGIN: Final = 16
+_WRITE_ATTEMPTS: Final = 5
+
+_DEFAULT_SETTINGS: Final = MemorySettings()
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# A database row as a mapping (SQLAlchemy RowMapping keys are str or Column).
+_Row = Mapping[Any, Any]
+_OBSERVATION_KEYS: Final = frozenset(
+    {"text", "source", "topic", "tags", "observed_at", "supersedes"}
+)
+
+# ---------------------------------------------------------------------------------------------
+# Query sanitising
+# ---------------------------------------------------------------------------------------------
+
+# Plain words: letters and digits only (underscore and all punctuation separate words), the same
+# split FTS5's unicode61 tokenizer makes. A word can never carry query syntax.
+_WORD: Final = re.compile(r"[^\W_]+")
+
+# Function words dropped from queries: they match nearly every item and cost the most to rank.
+_STOPWORD_TEXT: Final = """
+    a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had
+    has have having he her here hers herself him himself his how i if in into is it its itself just
+    me more most my myself no nor not now of off on once only or other our ours ourselves out over
+    own same she should so some such than that the their theirs them themselves then there these
+    they this those through to too under until up very was we were what when where which while who
+    whom why will with would you your yours yourself yourselves s t don"""
+STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
+
+# Words that frame a question about a person rather than name its subject. They still take part
+# in retrieval, but matching only them is not enough for search_or_ask to claim an answer.
+_FRAMING_TEXT: Final = """
+    user users person people someone they prefer prefers preferred preference preferences like
+    likes liked usually typically normally generally often always never tell know known remember
+    remembered memory anything something thing things favorite favourite favorites favourites
+    kind sort type want wants wanted think thinks say says said ask asks asked get gets
+    much many"""
+FRAMING_WORDS: Final = frozenset(_FRAMING_TEXT.split())
+
+
+def query_terms(text: str) -> list[str]:
+    """The content words of `text`, casefolded, de-duplicated, in order; stop words removed."""
+    terms: list[str] = []
+    seen: set[str] = set()
+    for word in _WORD.findall(text.casefold()):
+        if word in STOPWORDS or word in seen or len(word) > MAX_TERM_CHARS:
+            continue
+        seen.add(word)
+        terms.append(word)
+        if len(terms) >= MAX_QUERY_TERMS:
+            break
+    return terms
+
+
+def fts5_match_expression(terms: Iterable[str], operator: Literal["OR", "AND"] = "OR") -> str:
+    """An FTS5 MATCH expression joining `terms` (plain words), as quoted strings, with OR/AND.
+
+    Each term is re-checked to be a plain word, so nothing but `"word" OR "word"` is emitted.
+    """
+    words = [t for t in terms if _WORD.fullmatch(t)]
+    return f" {operator} ".join(f'"{w}"' for w in words)
+
+
+def tsquery_expression(terms: Iterable[str]) -> str:
+    """A to_tsquery() expression ORing `terms` (plain words): `word | word`."""
+    return " | ".join(t for t in terms if _WORD.fullmatch(t))
+
+
+# ---------------------------------------------------------------------------------------------
+# The FTS5 "porter" stemmer, in Python
+# ---------------------------------------------------------------------------------------------
+# Retrieval pruning looks terms up in the FTS5 vocabulary, which holds stems. This follows the
+# Porter (1980) algorithm the way SQLite's FTS5 applies it (its suffix lists include "logi" and
+# "bli"; one rule per step, chosen by the last-but-one letter, first listed suffix wins).
+# tests/runtime/test_memory.py checks it against the SQLite in use. A word it stems differently
+# only loses the pruning shortcut (the vocabulary lookup then misses); results never change.
+
+_STEP2: Final = (
+    ("ational", "ate"),
+    ("tional", "tion"),
+    ("enci", "ence"),
+    ("anci", "ance"),
+    ("izer", "ize"),
+    ("logi", "log"),
+    ("bli", "ble"),
+    ("alli", "al"),
+    ("entli", "ent"),
+    ("eli", "e"),
+    ("ousli", "ous"),
+    ("ization", "ize"),
+    ("ation", "ate"),
+    ("ator", "ate"),
+    ("alism", "al"),
+    ("iveness", "ive"),
+    ("fulness", "ful"),
+    ("ousness", "ous"),
+    ("aliti", "al"),
+    ("iviti", "ive"),
+    ("biliti", "ble"),
+)
+_STEP3: Final = (
+    ("ical", "ic"),
+    ("ness", ""),
+    ("icate", "ic"),
+    ("iciti", "ic"),
+    ("ful", ""),
+    ("ative", ""),
+    ("alize", "al"),
+)
+_STEP4: Final = (
+    "al",
+    "ance",
+    "ence",
+    "er",
+    "ic",
+    "able",
+    "ible",
+    "ant",
+    "ement",
+    "ment",
+    "ent",
+    "ion",
+    "ou",
+    "ism",
+    "ate",
+    "iti",
+    "ous",
+    "ive",
+    "ize",
+)
+
+
+def _is_vowel(c: str, y_is_vowel: bool) -> bool:
+    return c in "aeiou" or (y_is_vowel and c == "y")
+
+
+def _consonant_flags(stem: str) -> list[bool]:
+    flags: list[bool] = []
+    cons = False
+    for c in stem:
+        cons = not _is_vowel(c, cons)
+        flags.append(cons)
+    return flags
+
+
+def _measure(stem: str) -> int:
+    """Porter's m: the number of vowel-consonant sequences in the stem."""
+    m = 0
+    prev_vowel = False
+    for cons in _consonant_flags(stem):
+        if cons and prev_vowel:
+            m += 1
+        prev_vowel = not cons
+    return m
+
+
+def _has_vowel(stem: str) -> bool:
+    return any(_is_vowel(c, i > 0) for i, c in enumerate(stem))
+
+
+def _ends_cvc(stem: str) -> bool:
+    if not stem or stem[-1] in "wxy":
+        return False
+    flags = _consonant_flags(stem)
+    return len(flags) >= 3 and flags[-3] and not flags[-2] and flags[-1]
+
+
+def _by_last_but_one(rules: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    table: dict[str, list[str]] = {}
+    for suffix in rules:
+        table.setdefault(suffix[-2], []).append(suffix)
+    return {k: tuple(v) for k, v in table.items()}
+
+
+_STEP2_MAP: Final = dict(_STEP2)
+_STEP3_MAP: Final = dict(_STEP3)
+_STEP2_BY: Final = _by_last_but_one([s for s, _ in _STEP2])
+_STEP3_BY: Final = _by_last_but_one([s for s, _ in _STEP3])
+_STEP4_BY: Final = _by_last_but_one(_STEP4)
+
+
+def _replace(word: str, by: Mapping[str, tuple[str, ...]], out: Mapping[str, str], m: int) -> str:
+    """Steps 2-4: the first listed suffix for the last-but-one letter, if its stem has m > `m`."""
+    for suffix in by.get(word[-2], ()):
+        if len(word) > len(suffix) and word.endswith(suffix):
+            stem = word[: -len(suffix)]
+            if _measure(stem) > m and (suffix != "ion" or stem[-1] in "st"):
+                return stem + out.get(suffix, "")
+            return word
+    return word
+
+
+def porter_stem(word: str) -> str:
+    """The stem FTS5's porter tokenizer gives a lower-case ASCII word of 3 to 64 letters."""
+    if not 3 <= len(word) <= 64:
+        return word
+    w = word
+    # Step 1a
+    if w.endswith("s"):
+        cut = 0
+        if w[-2] == "e":
+            sses_or_ies = (len(w) > 4 and w[-4:-2] == "ss") or (len(w) > 3 and w[-3] == "i")
+            cut = 2 if sses_or_ies else 1
+        elif w[-2] != "s":
+            cut = 1
+        w = w[: len(w) - cut]
+    # Step 1b
+    undone = False
+    if w[-2] == "e" and len(w) > 3 and w.endswith("eed"):
+        if _measure(w[:-3]) > 0:
+            w = w[:-1]
+    elif w[-2] == "e" and len(w) > 2 and w.endswith("ed") and _has_vowel(w[:-2]):
+        w, undone = w[:-2], True
+    elif w[-2] == "n" and len(w) > 3 and w.endswith("ing") and _has_vowel(w[:-3]):
+        w, undone = w[:-3], True
+    if undone:
+        if len(w) > 2 and w[-2:] in ("at", "bl", "iz"):
+            w += "e"
+        elif len(w) > 1 and not _is_vowel(w[-1], False) and w[-1] not in "lsz" and w[-1] == w[-2]:
+            w = w[:-1]
+        elif _measure(w) == 1 and _ends_cvc(w):
+            w += "e"
+    # Step 1c
+    if w.endswith("y") and _has_vowel(w[:-1]):
+        w = w[:-1] + "i"
+    # Steps 2 to 4
+    if len(w) > 1:
+        w = _replace(w, _STEP2_BY, _STEP2_MAP, 0)
+    if len(w) > 1:
+        w = _replace(w, _STEP3_BY, _STEP3_MAP, 0)
+    if len(w) > 1:
+        w = _replace(w, _STEP4_BY, {}, 1)
+    # Step 5a
+    if w.endswith("e"):
+        stem = w[:-1]
+        m = _measure(stem)
+        if m > 1 or (m == 1 and not _ends_cvc(stem)):
+            w = stem
+    # Step 5b
+    if len(w) > 1 and w.endswith("ll") and _measure(w[:-1]) > 1:
+        w = w[:-1]
+    return w
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables (own MetaData; the engine is shared with the gateway's main store)
+# ---------------------------------------------------------------------------------------------
+
+
+_PK_TYPE: Final = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# pk = owner << 32 | version: one user's items form one contiguous range of integer keys, so
+# SQLite's FTS5 (keyed by rowid = pk) can restrict a search to one user by a rowid range.
+_OWNER_SHIFT: Final = 32
+_MAX_VERSION: Final = (1 << _OWNER_SHIFT) - 1
+_MAX_OWNER: Final = (1 << 31) - 1
+
+
+def _pk(owner: int, version: int) -> int:
+    return (owner << _OWNER_SHIFT) | version
+
+
+metadata: Final = sa.MetaData()
+
+items_table: Final = sa.Table(
+    "memory_items",
+    metadata,
+    # Integer primary key (SQLite's rowid, which keys the FTS5 index to the row): _pk().
+    sa.Column("pk", _PK_TYPE, primary_key=True, autoincrement=False),
+    sa.Column("id", sa.String(32), nullable=False, unique=True),
+    sa.Column("tenant_id", sa.String(255), nullable=False),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("source", sa.String(MAX_SOURCE_CHARS)),
+    sa.Column("topic", sa.String(MAX_TOPIC_CHARS)),
+    sa.Column("topic_key", sa.String(MAX_TOPIC_CHARS)),
+    sa.Column("tags", sa.Text, nullable=False, default="[]"),  # JSON array, as given
+    sa.Column("observed_at", sa.BigInteger, nullable=False),  # µs since epoch, UTC
+    sa.Column("recorded_at", sa.BigInteger, nullable=False),  # µs since epoch, UTC
+    sa.Column("superseded_by", sa.String(32)),
+    sa.Column("superseded_at", sa.BigInteger),
+    sa.UniqueConstraint("tenant_id", "user_id", "version", name="memory_items_user_version"),
+    sa.Index(
+        "memory_items_active_topic",
+        "tenant_id",
+        "user_id",
+        "topic_key",
+        sqlite_where=sa.text("superseded_by IS NULL"),
+        postgresql_where=sa.text("superseded_by IS NULL"),
+    ),
+)
+
+tags_table: Final = sa.Table(
+    "memory_item_tags",
+    metadata,
+    sa.Column(
+        "item_pk", _PK_TYPE, sa.ForeignKey("memory_items.pk", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("tag_key", sa.String(MAX_TAG_CHARS), primary_key=True),  # casefolded
+)
+
+state_table: Final = sa.Table(
+    "memory_user_state",
+    metadata,
+    sa.Column("tenant_id", sa.String(255), primary_key=True),
+    sa.Column("user_id", sa.String(255), primary_key=True),
+    sa.Column("owner_id", sa.Integer, nullable=False, unique=True),  # see _pk()
+    sa.Column("last_version", sa.BigInteger, nullable=False),
+    sa.Column("active_items", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+_FTS: Final = "memory_items_fts"
+# Score: text weighs 1, topic and tags 0.5 each; negated so that higher is better.
+_BM25: Final = f"-bm25({_FTS}, 1.0, 0.5, 0.5)"
+_BM25_K1: Final = 1.2  # the constants of FTS5's bm25()
+_BM25_B: Final = 0.75
+
+_FTS_VOCAB: Final = "memory_items_fts_vocab"
+_FTS_ROWS: Final = "memory_items_fts_rows"
+_SQLITE_DDL: Final = (
+    # The index's content is the active items only: superseded items leave the index (see
+    # _supersede) and this view, so FTS5's 'rebuild' and 'integrity-check' agree with it.
+    "CREATE VIEW IF NOT EXISTS memory_items_active AS SELECT pk, text, topic, tags "
+    "FROM memory_items WHERE superseded_by IS NULL",
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS {_FTS} USING fts5("
+    "text, topic, tags, content='memory_items_active', content_rowid='pk', "
+    "tokenize='porter unicode61')",
+    # Per stem: rows holding it and occurrences in all (bounds a term's frequency in a row).
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS {_FTS_VOCAB} USING fts5vocab({_FTS}, 'row')",
+    # How many rows the FTS5 index holds (bm25's N), kept by update_memory.
+    f"CREATE TABLE IF NOT EXISTS {_FTS_ROWS} (id INTEGER PRIMARY KEY CHECK (id = 1), "
+    "n INTEGER NOT NULL)",
+    f"INSERT OR IGNORE INTO {_FTS_ROWS} (id, n) "
+    "SELECT 1, count(*) FROM memory_items WHERE superseded_by IS NULL",
+)
+
+_PG_VECTOR: Final = (
+    "setweight(to_tsvector('english'::regconfig, text), 'A') || "
+    "setweight(to_tsvector('english'::regconfig, coalesce(topic, '')), 'B') || "
+    "setweight(to_tsvector('english'::regconfig, tags), 'B')"
+)
+_PG_DDL: Final = (
+    "ALTER TABLE memory_items ADD COLUMN IF NOT EXISTS search_vector tsvector "
+    f"GENERATED ALWAYS AS ({_PG_VECTOR}) STORED",
+    "CREATE INDEX IF NOT EXISTS memory_items_search ON memory_items USING GIN (search_vector) "
+    "WHERE superseded_by IS NULL",
+    "CREATE INDEX IF NOT EXISTS memory_items_user_active ON memory_items "
+    "(tenant_id, user_id) WHERE superseded_by IS NULL",
+)
+
+_CHUNK_COLUMNS: Final = (
+    items_table.c.pk,
+    items_table.c.id,
+    items_table.c.version,
+    items_table.c.text,
+    items_table.c.source,
+    items_table.c.topic,
+    items_table.c.tags,
+    items_table.c.observed_at,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _to_us(value: datetime) -> int:
+    delta = value.astimezone(UTC) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _iso(us: int) -> str:
+    """RFC 3339 in UTC with a Z, to the second unless there are sub-second digits."""
+    value = _EPOCH + timedelta(microseconds=int(us))
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _new_id() -> str:
+    return "mem_" + secrets.token_hex(10)
+
+
+def _invalid(message: str, **details: Any) -> GatewayError:
+    return GatewayError(INVALID_ARGUMENTS, message, details=details)
+
+
+def _topic_key(topic: str) -> str:
+    return " ".join(topic.casefold().split())
+
+
+def _tag_key(tag: str) -> str:
+    return " ".join(tag.casefold().split())
+
+
+def _parse_time(value: Any, index: int) -> int:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise _invalid(
+                f"observations[{index}].observed_at is not an RFC 3339 timestamp.",
+                field=f"observations[{index}].observed_at",
+            ) from None
+    else:
+        raise _invalid(
+            f"observations[{index}].observed_at must be a string.",
+            field=f"observations[{index}].observed_at",
+        )
+    return _to_us(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
+
+
+class _Observation:
+    __slots__ = ("text", "source", "topic", "topic_key", "tags", "observed_at", "supersedes")
+
+    def __init__(
+        self,
+        *,
+        text: str,
+        source: str | None,
+        topic: str | None,
+        tags: list[str],
+        observed_at: int | None,
+        supersedes: list[str],
+    ) -> None:
+        self.text = text
+        self.source = source
+        self.topic = topic
+        self.topic_key = _topic_key(topic) if topic else None
+        self.tags = tags
+        self.observed_at = observed_at
+        self.supersedes = supersedes
+
+
+def _optional_str(obs: Mapping[str, Any], key: str, index: int, limit: int) -> str | None:
+    value = obs.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid(f"observations[{index}].{key} must be a string.")
+    value = value.strip()
+    if len(value) > limit:
+        raise _invalid(f"observations[{index}].{key} is longer than {limit} characters.")
+    if "\x00" in value:
+        raise _invalid(f"observations[{index}].{key} contains a NUL character.")
+    return value or None
+
+
+def _parse_observations(
+    observations: Sequence[Mapping[str, Any]], max_chars: int
+) -> list[_Observation]:
+    if isinstance(observations, (str, bytes)) or not isinstance(observations, Sequence):
+        raise _invalid("observations must be a list of objects.")
+    if not observations:
+        raise _invalid("observations must hold at least one observation.")
+    if len(observations) > MAX_OBSERVATIONS_PER_CALL:
+        raise _invalid(f"At most {MAX_OBSERVATIONS_PER_CALL} observations per call.")
+    parsed: list[_Observation] = []
+    targets: set[str] = set()
+    for index, obs in enumerate(observations):
+        if not isinstance(obs, Mapping):
+            raise _invalid(f"observations[{index}] must be an object.")
+        unknown = sorted(set(obs) - _OBSERVATION_KEYS)
+        if unknown:
+            raise _invalid(
+                f"observations[{index}] has unknown fields: {', '.join(map(str, unknown))}."
+            )
+        text = obs.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise _invalid(f"observations[{index}].text must be a non-empty string.")
+        text = text.strip()
+        if len(text) > max_chars:
+            raise _invalid(
+                f"observations[{index}].text is longer than {max_chars} characters.",
+                field=f"observations[{index}].text",
+                max_chars=max_chars,
+            )
+        if "\x00" in text:
+            raise _invalid(f"observations[{index}].text contains a NUL character.")
+        raw_tags = obs.get("tags") or []
+        if isinstance(raw_tags, str) or not isinstance(raw_tags, Sequence):
+            raise _invalid(f"observations[{index}].tags must be a list of strings.")
+        if len(raw_tags) > MAX_TAGS:
+            raise _invalid(f"observations[{index}] has more than {MAX_TAGS} tags.")
+        tags: list[str] = []
+        tag_keys: set[str] = set()
+        for tag in raw_tags:
+            if not isinstance(tag, str) or not tag.strip() or "\x00" in tag:
+                raise _invalid(f"observations[{index}].tags must be non-empty strings.")
+            tag = tag.strip()
+            if len(tag) > MAX_TAG_CHARS:
+                raise _invalid(f"observations[{index}] has a tag over {MAX_TAG_CHARS} characters.")
+            if _tag_key(tag) not in tag_keys:
+                tag_keys.add(_tag_key(tag))
+                tags.append(tag)
+        raw_supersedes = obs.get("supersedes") or []
+        if isinstance(raw_supersedes, str) or not isinstance(raw_supersedes, Sequence):
+            raise _invalid(f"observations[{index}].supersedes must be a list of ids.")
+        supersedes: list[str] = []
+        for target in raw_supersedes:
+            if not isinstance(target, str) or not target:
+                raise _invalid(f"observations[{index}].supersedes must hold memory item ids.")
+            if target in targets:
+                raise _invalid(
+                    f"Memory item {target[:40]} is superseded twice in one call.",
+                    id=target[:40],
+                )
+            targets.add(target)
+            supersedes.append(target)
+        observed_at = obs.get("observed_at")
+        parsed.append(
+            _Observation(
+                text=text,
+                source=_optional_str(obs, "source", index, MAX_SOURCE_CHARS),
+                topic=_optional_str(obs, "topic", index, MAX_TOPIC_CHARS),
+                tags=tags,
+                observed_at=None if observed_at is None else _parse_time(observed_at, index),
+                supersedes=supersedes,
+            )
+        )
+    return parsed
+
+
+def _tf_bound(most: float | None) -> float:
+    """An upper bound of bm25's term-frequency factor f(k1+1) / (f + k1(1 - b + b D/avgdl)).
+
+    It grows with the weighted frequency f (at most `most` occurrences of weight 1 in a row, when
+    known) and shrinks with the row's length D; D -> 0 gives f(k1+1) / (f + k1(1 - b)).
+    """
+    if most is None:
+        return _BM25_K1 + 1.0
+    return most * (_BM25_K1 + 1.0) / (most + _BM25_K1 * (1.0 - _BM25_B))
+
+
+def _chunk(row: _Row, score: float) -> dict[str, Any]:
+    """One MemoryChunk (manifests/types.yaml)."""
+    return {
+        "id": row["id"],
+        "text": row["text"],
+        "score": float(score),
+        "source": row["source"],
+        "topic": row["topic"],
+        "tags": list(json.loads(row["tags"] or "[]")),
+        "observed_at": _iso(row["observed_at"]),
+        "version": int(row["version"]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+# ---------------------------------------------------------------------------------------------
+
+
+class MemoryStore:
+    """Personalization memory for the users of every tenant, on SQLite or PostgreSQL.
+
+    Every method takes the tenant and user from the authenticated session and scopes every
+    statement by both. Methods are synchronous (run them in a worker thread).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        settings: MemorySettings = _DEFAULT_SETTINGS,
+        answerer: Answerer | None = None,
+    ) -> None:
+        dialect = engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"memory store supports sqlite and postgresql, not {dialect}")
+        self.engine = engine
+        self.settings = settings
+        self.answerer: Answerer = answerer if answerer is not None else ExtractiveAnswerer()
+        self._sqlite = dialect == "sqlite"
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create the memory tables and the full-text index; safe to run again."""
+        metadata.create_all(self.engine, checkfirst=True)
+        with self.engine.begin() as conn:
+            for statement in _SQLITE_DDL if self._sqlite else _PG_DDL:
+                conn.execute(sa.text(statement))
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def update_memory(
+        self, tenant_id: str, user_id: str, observations: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """Append observations; returns {"stored": [{"id", "version", "superseded"}]}."""
+        parsed = _parse_observations(observations, self.settings.max_observation_chars)
+        now = _now_us()
+        # gateway_write: the gateway's SQLite engine then opens the transaction with BEGIN
+        # IMMEDIATE (any other engine ignores the option).
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                return self._update(tenant_id, user_id, parsed, now)
+            except IntegrityError:
+                # PostgreSQL: two users written for the first time at once drew the same
+                # owner id; the loser retries. Anything else that collides is retried too.
+                if attempt == _WRITE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _update(
+        self, tenant_id: str, user_id: str, parsed: Sequence[_Observation], now: int
+    ) -> dict[str, Any]:
+        with self.engine.connect().execution_options(gateway_write=True) as conn, conn.begin():
+            # First statement: takes the write lock / the user's row lock (see module doc).
+            owner, first = self._allocate_versions(conn, tenant_id, user_id, len(parsed), now)
+            explicit = self._resolve_targets(
+                conn, tenant_id, user_id, [t for obs in parsed for t in obs.supersedes]
+            )
+            stored: list[dict[str, Any]] = []
+            superseded_total = 0
+            for offset, obs in enumerate(parsed):
+                item_id = _new_id()
+                version = first + offset
+                targets: dict[int, _Row] = {}
+                for target in obs.supersedes:
+                    row = explicit[target]
+                    targets[row["pk"]] = row
+                if obs.topic_key is not None:
+                    for row in self._active_on_topic(conn, tenant_id, user_id, obs.topic_key):
+                        targets.setdefault(row["pk"], row)
+                pk = _pk(owner, version)
+                self._insert_item(conn, tenant_id, user_id, pk, item_id, version, obs, now)
+                marked = self._supersede(conn, list(targets.values()), item_id, now)
+                superseded_total += len(marked)
+                stored.append({"id": item_id, "version": version, "superseded": marked})
+            if superseded_total:
+                conn.execute(
+                    state_table.update()
+                    .where(state_table.c.tenant_id == tenant_id, state_table.c.user_id == user_id)
+                    .values(active_items=state_table.c.active_items - superseded_total)
+                )
+            if self._sqlite:
+                conn.execute(
+                    sa.text(f"UPDATE {_FTS_ROWS} SET n = n + :delta WHERE id = 1"),
+                    {"delta": len(parsed) - superseded_total},
+                )
+        return {"stored": stored}
+
+    def _allocate_versions(
+        self, conn: Connection, tenant_id: str, user_id: str, count: int, now: int
+    ) -> tuple[int, int]:
+        """Reserve `count` consecutive versions for the user: (owner id, first version)."""
+        t = state_table
+        insert_fn = sqlite_dialect.insert if self._sqlite else pg_dialect.insert
+        next_owner = sa.select(sa.func.coalesce(sa.func.max(t.c.owner_id), 0) + 1)
+        values = insert_fn(t).values(
+            tenant_id=tenant_id,
+            user_id=user_id,
+            owner_id=next_owner.scalar_subquery(),
+            last_version=count,
+            active_items=count,
+            updated_at=now,
+        )
+        stmt = values.on_conflict_do_update(
+            index_elements=[t.c.tenant_id, t.c.user_id],
+            set_={
+                "last_version": t.c.last_version + count,
+                "active_items": t.c.active_items + count,
+                "updated_at": now,
+            },
+        ).returning(t.c.owner_id, t.c.last_version)
+        owner, last = (int(v) for v in conn.execute(stmt).one())
+        if last > _MAX_VERSION or owner > _MAX_OWNER:
+            raise GatewayError(CONFLICT, "This user's memory is full.")
+        return owner, last - count + 1
+
+    def _resolve_targets(
+        self, conn: Connection, tenant_id: str, user_id: str, ids: Sequence[str]
+    ) -> dict[str, _Row]:
+        if not ids:
+            return {}
+        i = items_table
+        rows = (
+            conn.execute(
+                sa.select(i.c.pk, i.c.id, i.c.text, i.c.topic, i.c.tags, i.c.superseded_by).where(
+                    i.c.tenant_id == tenant_id, i.c.user_id == user_id, i.c.id.in_(list(ids))
+                )
+            )
+            .mappings()
+            .all()
+        )
+        found: dict[str, _Row] = {row["id"]: row for row in rows}
+        missing = [target for target in ids if target not in found]
+        if missing:
+            # Same answer for an unknown id and another user's id: nothing leaks.
+            raise GatewayError(
+                NOT_FOUND,
+                "No memory item with that id for this user: " + ", ".join(m[:40] for m in missing),
+                details={"ids": [m[:40] for m in missing]},
+            )
+        for target in ids:
+            row = found[target]
+            if row["superseded_by"] is not None:
+                raise GatewayError(
+                    CONFLICT,
+                    f"Memory item {target} was already corrected by {row['superseded_by']}; "
+                    "supersede that item instead.",
+                    details={"id": target, "superseded_by": row["superseded_by"]},
+                )
+        return found
+
+    def _active_on_topic(
+        self, conn: Connection, tenant_id: str, user_id: str, topic_key: str
+    ) -> Sequence[_Row]:
+        i = items_table
+        return (
+            conn.execute(
+                sa.select(i.c.pk, i.c.id, i.c.text, i.c.topic, i.c.tags).where(
+                    i.c.tenant_id == tenant_id,
+                    i.c.user_id == user_id,
+                    i.c.topic_key == topic_key,
+                    i.c.superseded_by.is_(None),
+                )
+            )
+            .mappings()
+            .all()
+        )
+
+    def _insert_item(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        user_id: str,
+        pk: int,
+        item_id: str,
+        version: int,
+        obs: _Observation,
+        now: int,
+    ) -> None:
+        i = items_table
+        tags_json = json.dumps(obs.tags, ensure_ascii=False)
+        conn.execute(
+            i.insert().values(
+                pk=pk,
+                id=item_id,
+                tenant_id=tenant_id,
+                user_id=user_id,
+                version=version,
+                text=obs.text,
+                source=obs.source,
+                topic=obs.topic,
+                topic_key=obs.topic_key,
+                tags=tags_json,
+                observed_at=obs.observed_at or now,
+                recorded_at=now,
+            )
+        )
+        if obs.tags:
+            conn.execute(
+                tags_table.insert(),
+                [{"item_pk": pk, "tag_key": key} for key in {_tag_key(t) for t in obs.tags}],
+            )
+        if self._sqlite:
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {_FTS}(rowid, text, topic, tags) "
+                    "VALUES (:pk, :text, :topic, :tags)"
+                ),
+                {"pk": pk, "text": obs.text, "topic": obs.topic, "tags": tags_json},
+            )
+
+    def _supersede(self, conn: Connection, rows: Sequence[_Row], by: str, now: int) -> list[str]:
+        if not rows:
+            return []
+        i = items_table
+        conn.execute(
+            i.update()
+            .where(i.c.pk.in_([row["pk"] for row in rows]), i.c.superseded_by.is_(None))
+            .values(superseded_by=by, superseded_at=now)
+        )
+        if self._sqlite:
+            # External-content FTS5: removing a row needs the values it was indexed with.
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {_FTS}({_FTS}, rowid, text, topic, tags) "
+                    "VALUES ('delete', :pk, :text, :topic, :tags)"
+                ),
+                [
+                    {"pk": r["pk"], "text": r["text"], "topic": r["topic"], "tags": r["tags"]}
+                    for r in rows
+                ],
+            )
+        return [str(row["id"]) for row in rows]
+
+    # -- retrieval ---------------------------------------------------------------------------
+
+    def retrieve_relevant_chunks(
+        self,
+        tenant_id: str,
+        user_id: str,
+        query: str,
+        top_k: int | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """The top_k active items for `query`, best first: {"chunks": [MemoryChunk]}."""
+        if not isinstance(query, str):
+            raise _invalid("query must be a string.")
+        k = self.settings.default_top_k if top_k is None else top_k
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TOP_K:
+            raise _invalid(f"top_k must be an integer from 1 to {MAX_TOP_K}.")
+        tag_keys = self._tag_filter(tags)
+        with self.engine.connect() as conn:
+            return {
+                "chunks": self._search(conn, tenant_id, user_id, query_terms(query), k, tag_keys)
+            }
+
+    @staticmethod
+    def _tag_filter(tags: Sequence[str] | None) -> list[str]:
+        if tags is None:
+            return []
+        if isinstance(tags, str) or not isinstance(tags, Sequence):
+            raise _invalid("tags must be a list of strings.")
+        keys: list[str] = []
+        for tag in tags:
+            if not isinstance(tag, str):
+                raise _invalid("tags must be a list of strings.")
+            key = _tag_key(tag)
+            if key and key not in keys:
+                keys.append(key)
+        return keys
+
+    def _search(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        user_id: str,
+        terms: Sequence[str],
+        k: int,
+        tag_keys: Sequence[str],
+        counts: dict[str, int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The top k chunks for `terms` (ORed), best first, recency breaking ties.
+
+        `counts`, when given, receives the number of rows of the whole index holding each term,
+        for the terms where the search learnt it exactly (SQLite).
+        """
+        if not terms:
+            return []
+        if self._sqlite:
+            owner = self._owner(conn, tenant_id, user_id)
+            if owner is None:
+                return []
+            hits = self._search_sqlite(conn, owner, tag_keys, terms, k, counts)
+        else:
+            hits = self._search_postgres(conn, tenant_id, user_id, tag_keys, terms, k)
+        if not hits:
+            return []
+        i = items_table
+        rows = {
+            int(row["pk"]): row
+            for row in conn.execute(
+                sa.select(*_CHUNK_COLUMNS).where(
+                    i.c.pk.in_([pk for pk, _ in hits]),
+                    # The index is keyed by user already; the rows must agree.
+                    i.c.tenant_id == tenant_id,
+                    i.c.user_id == user_id,
+                    i.c.superseded_by.is_(None),
+                )
+            ).mappings()
+        }
+        ranked = sorted(
+            ((score, rows[pk]) for pk, score in hits if pk in rows),
+            key=lambda hit: (-hit[0], -hit[1]["observed_at"], -hit[1]["version"]),
+        )
+        return [_chunk(row, score) for score, row in ranked[:k]]
+
+    @staticmethod
+    def _owner(conn: Connection, tenant_id: str, user_id: str) -> int | None:
+        s = state_table
+        owner = conn.execute(
+            sa.select(s.c.owner_id).where(s.c.tenant_id == tenant_id, s.c.user_id == user_id)
+        ).scalar()
+        return None if owner is None else int(owner)
+
+    @staticmethod
+    def _tag_sql(tag_keys: Sequence[str], pk_column: str, params: dict[str, Any]) -> str:
+        """` AND <the row holds every tag>`, binding the tags into `params`."""
+        if not tag_keys:
+            return ""
+        names = []
+        for n, key in enumerate(tag_keys):
+            params[f"tag{n}"] = key
+            names.append(f":tag{n}")
+        params["ntags"] = len(tag_keys)
+        return (
+            f" AND (SELECT count(*) FROM memory_item_tags t WHERE t.item_pk = {pk_column}"
+            f" AND t.tag_key IN ({', '.join(names)})) = :ntags"
+        )
+
+    def _search_postgres(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        user_id: str,
+        tag_keys: Sequence[str],
+        terms: Sequence[str],
+        k: int,
+    ) -> list[tuple[int, float]]:
+        params: dict[str, Any] = {
+            "tenant": tenant_id,
+            "user": user_id,
+            "match": tsquery_expression(terms),
+            "k": k,
+        }
+        tag_sql = self._tag_sql(tag_keys, "memory_items.pk", params)
+        sql = (
+            "SELECT memory_items.pk AS pk, "
+            "ts_rank_cd(memory_items.search_vector, q.query, 1) AS score "
+            "FROM memory_items, to_tsquery('english'::regconfig, :match) AS q(query) "
+            "WHERE memory_items.tenant_id = :tenant AND memory_items.user_id = :user "
+            "AND memory_items.superseded_by IS NULL "
+            f"AND memory_items.search_vector @@ q.query{tag_sql} "
+            "ORDER BY score DESC, memory_items.observed_at DESC, memory_items.version DESC "
+            "LIMIT :k"
+        )
+        return [(int(r[0]), float(r[1])) for r in conn.execute(sa.text(sql), params)]
+
+    def _search_sqlite(
+        self,
+        conn: Connection,
+        owner: int,
+        tag_keys: Sequence[str],
+        terms: Sequence[str],
+        k: int,
+        counts: dict[str, int] | None,
+    ) -> list[tuple[int, float]]:
+        """(pk, score) of at least the top k rows (all rows tied with the k-th included).
+
+        The index holds active items only, and the user's rows are one rowid range, so the
+        search needs no join. bm25 costs about a microsecond per row it scores, and an OR of
+        common words matches much of a large memory, so the search scores only the rows that
+        can reach the top k (MaxScore): a term adds less than idf * tf_bound to bm25; if the
+        k-th best score L of some rows exceeds the summed bounds of the most common terms, a
+        row holding only those cannot enter the top k, and only rows holding one of the other
+        ("essential") terms are scored: `E AND R` and `E NOT R`, whose bm25 is the full query's
+        (every term appears once, in the same order). L comes from a cheap probe: up to
+        PRUNE_PROBE_ROWS rows holding all of the most common terms. The result equals the
+        unpruned query's, scores bit for bit.
+        """
+        params: dict[str, Any] = {
+            "lo": _pk(owner, 0),
+            "hi": _pk(owner, _MAX_VERSION),
+        }
+        where = f"rowid BETWEEN :lo AND :hi{self._tag_sql(tag_keys, f'{_FTS}.rowid', params)}"
+        total = conn.execute(sa.text(f"SELECT n FROM {_FTS_ROWS} WHERE id = 1")).scalar()
+        n_rows = int(total or 0)
+        cap = max(PRUNE_COUNT_MIN, n_rows // 10)
+        df: list[tuple[str, int]] = []  # (term, rows of the whole index holding it; maybe capped)
+        most: dict[str, float] = {}  # term -> most occurrences of it in one row, where known
+        for term in terms:
+            stats = None
+            if term.isascii():  # the vocabulary holds stems; porter_stem matches FTS5's
+                stats = conn.execute(
+                    sa.text(f"SELECT doc, cnt FROM {_FTS_VOCAB} WHERE term = :t"),
+                    {"t": porter_stem(term)},
+                ).first()
+            if stats is not None:
+                n = int(stats[0])
+                most[term] = float(int(stats[1]) - n + 1)
+            else:  # not in the vocabulary under that stem: count (up to `cap`) what MATCH finds
+                n = int(
+                    conn.execute(
+                        sa.text(
+                            f"SELECT count(*) FROM (SELECT 1 FROM {_FTS} WHERE {_FTS} MATCH :m "
+                            "LIMIT :cap)"
+                        ),
+                        {"m": fts5_match_expression([term]), "cap": cap},
+                    ).scalar_one()
+                )
+            if counts is not None and (stats is not None or n < cap):  # exact counts only
+                counts[term] = n
+            if n:  # a term found nowhere adds nothing to any score
+                df.append((term, n))
+        if not df:
+            return []
+        df.sort(key=lambda tn: (tn[1], tn[0]))  # rarest first: the order of the phrases
+        essential = self._essential_terms(conn, where, params, df, most, k, n_rows)
+        if essential is None:
+            arms = [fts5_match_expression(t for t, _ in df)]
+        else:
+            rest = fts5_match_expression(t for t, _ in df[len(essential) :])
+            head = fts5_match_expression(essential)
+            arms = [f"({head}) AND ({rest})", f"({head}) NOT ({rest})"]
+        inner = " UNION ALL ".join(
+            f"SELECT rowid AS pk, {_BM25} AS score FROM {_FTS} "
+            f"WHERE {_FTS} MATCH :arm{n} AND {where}"
+            for n in range(len(arms))
+        )
+        params.update({f"arm{n}": arm for n, arm in enumerate(arms)})
+        limit = k + TIE_MARGIN
+        hits = [
+            (int(r[0]), float(r[1]))
+            for r in conn.execute(
+                sa.text(f"SELECT pk, score FROM ({inner}) ORDER BY score DESC LIMIT :limit"),
+                {**params, "limit": limit},
+            )
+        ]
+        if len(hits) == limit and hits[-1][1] >= hits[k - 1][1]:
+            # More rows may tie with the k-th than were fetched: order them all by recency.
+            hits = [
+                (int(r[0]), float(r[1]))
+                for r in conn.execute(
+                    sa.text(
+                        f"SELECT s.pk, s.score FROM ({inner}) AS s CROSS JOIN memory_items "
+                        "ON memory_items.pk = s.pk WHERE s.score >= :least "
+                        "ORDER BY s.score DESC, memory_items.observed_at DESC, "
+                        "memory_items.version DESC LIMIT :k"
+                    ),
+                    {**params, "least": hits[k - 1][1], "k": k},
+                )
+            ]
+        return hits
+
+    @staticmethod
+    def _essential_terms(
+        conn: Connection,
+        where: str,
+        params: Mapping[str, Any],
+        df: Sequence[tuple[str, int]],
+        most: Mapping[str, float],
+        k: int,
+        n_rows: int,
+    ) -> list[str] | None:
+        """The rarest terms, one of which a top-k row must hold; None when pruning would not
+        pay or could not be proven safe. `df` is sorted rarest first."""
+        if len(df) < 2 or sum(n for _, n in df) <= PRUNE_MIN_ROWS:
+            return None
+        common_first = df[::-1]
+        floor: float | None = None
+        for size in range(len(common_first), 1, -1):
+            probe = fts5_match_expression((t for t, _ in common_first[:size]), "AND")
+            scores = sorted(
+                (
+                    float(r[0])
+                    for r in conn.execute(
+                        sa.text(
+                            f"SELECT {_BM25} FROM {_FTS} WHERE {_FTS} MATCH :probe AND {where} "
+                            "LIMIT :probe_rows"
+                        ),
+                        {**params, "probe": probe, "probe_rows": PRUNE_PROBE_ROWS},
+                    )
+                ),
+                reverse=True,
+            )
+            if len(scores) >= k:
+                floor = scores[k - 1]
+                break
+        if floor is None:
+            return None
+        bound = 0.0
+        skipped = 0
+        for _term, n in common_first:
+            # FTS5: idf = ln((N - n + 0.5) / (n + 0.5)), at least 1e-6; with n at most the
+            # true count (a capped count is lower) this is at least the idf bm25 uses.
+            idf = max(1e-6, math.log((n_rows - n + 0.5) / (n + 0.5)))
+            term_bound = idf * _tf_bound(most.get(_term))
+            if bound + term_bound >= floor:
+                break
+            bound += term_bound
+            skipped += 1
+        if skipped == 0 or skipped == len(df):
+            return None
+        return [t for t, _ in df[: len(df) - skipped]]
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def search_or_ask(self, tenant_id: str, user_id: str, question: str) -> dict[str, Any]:
+        """{"answer", "found", "citations": [MemoryChunk]} from the user's memory."""
+        if not isinstance(question, str):
+            raise _invalid("question must be a string.")
+        terms = query_terms(question)
+        with self.engine.connect() as conn:
+            counts: dict[str, int] = {}
+            candidates = self._search(
+                conn, tenant_id, user_id, terms, ANSWER_CANDIDATES, [], counts
+            )
+            relevant = self._above_floor(conn, tenant_id, user_id, terms, candidates, counts)
+        try:
+            answer = self.answerer.answer(question, relevant)
+        except GatewayError:
+            raise
+        except Exception as exc:  # a plugged-in answerer failed: nothing about it leaks
+            raise internal_error() from exc
+        by_id = {chunk["id"]: chunk for chunk in relevant}
+        citations: list[dict[str, Any]] = []
+        for used in answer.used:
+            chunk = by_id.pop(used, None)
+            if chunk is not None:
+                citations.append(chunk)
+        if not answer.found or not citations:
+            text = answer.text if not answer.found and answer.text else NOTHING_FOUND
+            return {"answer": text, "found": False, "citations": []}
+        return {"answer": answer.text, "found": True, "citations": citations}
+
+    def _above_floor(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        user_id: str,
+        terms: Sequence[str],
+        candidates: list[dict[str, Any]],
+        counts: Mapping[str, int],
+    ) -> list[dict[str, Any]]:
+        """The candidates that match at least one informative question term.
+
+        Informative: not a question-framing word ("prefer", "usually", "user"...) unless the
+        question has nothing else, and (once the user has enough items) not present in more
+        than COMMON_TERM_SHARE of them, like the user's own name.
+        """
+        if not candidates:
+            return []
+        key_terms = [t for t in terms if t not in FRAMING_WORDS] or list(terms)
+        active = self._active_count(conn, tenant_id, user_id)
+        pks = self._pks(conn, [c["id"] for c in candidates])
+        evidence: set[str] = set()
+        for term in key_terms:
+            matched = self._matching(conn, term, list(pks.values()))
+            if not matched:
+                continue
+            if active >= COMMON_TERM_MIN_ITEMS:
+                cap = int(active * COMMON_TERM_SHARE) + 1
+                # The index-wide count (when known) bounds the user's: skip the count if it can.
+                if counts.get(term, cap) >= cap and (
+                    self._term_count(conn, tenant_id, user_id, term, cap) >= cap
+                ):
+                    continue
+            evidence.update(item_id for item_id, pk in pks.items() if pk in matched)
+        return [c for c in candidates if c["id"] in evidence]
+
+    def _active_count(self, conn: Connection, tenant_id: str, user_id: str) -> int:
+        s = state_table
+        value = conn.execute(
+            sa.select(s.c.active_items).where(s.c.tenant_id == tenant_id, s.c.user_id == user_id)
+        ).scalar()
+        return int(value or 0)
+
+    @staticmethod
+    def _pks(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+        i = items_table
+        rows = conn.execute(sa.select(i.c.id, i.c.pk).where(i.c.id.in_(list(ids))))
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def _matching(self, conn: Connection, term: str, pks: Sequence[int]) -> set[int]:
+        if not pks:
+            return set()
+        params: dict[str, Any] = {f"p{n}": pk for n, pk in enumerate(pks)}
+        in_list = ", ".join(f":p{n}" for n in range(len(pks)))
+        if self._sqlite:
+            params["match"] = fts5_match_expression([term])
+            sql = f"SELECT rowid FROM {_FTS} WHERE {_FTS} MATCH :match AND rowid IN ({in_list})"
+        else:
+            params["match"] = tsquery_expression([term])
+            sql = (
+                f"SELECT pk FROM memory_items WHERE pk IN ({in_list}) "
+                "AND search_vector @@ to_tsquery('english'::regconfig, :match)"
+            )
+        return {int(r[0]) for r in conn.execute(sa.text(sql), params)}
+
+    def _term_count(
+        self, conn: Connection, tenant_id: str, user_id: str, term: str, cap: int
+    ) -> int:
+        """How many of the user's active items hold `term`, counting no further than `cap`."""
+        params: dict[str, Any] = {"tenant": tenant_id, "user": user_id, "cap": cap}
+        if self._sqlite:
+            owner = self._owner(conn, tenant_id, user_id)
+            if owner is None:
+                return 0
+            params.update(
+                match=fts5_match_expression([term]),
+                lo=_pk(owner, 0),
+                hi=_pk(owner, _MAX_VERSION),
+            )
+            sql = (
+                f"SELECT count(*) FROM (SELECT 1 FROM {_FTS} WHERE {_FTS} MATCH :match "
+                "AND rowid BETWEEN :lo AND :hi LIMIT :cap)"
+            )
+        else:
+            params["match"] = tsquery_expression([term])
+            sql = (
+                "SELECT count(*) FROM (SELECT 1 FROM memory_items WHERE tenant_id = :tenant "
+                "AND user_id = :user AND superseded_by IS NULL "
+                "AND search_vector @@ to_tsquery('english'::regconfig, :match) LIMIT :cap) s"
+            )
+        return int(conn.execute(sa.text(sql), params).scalar_one())
+
+    # -- resources ---------------------------------------------------------------------------
+
+    def profile(self, tenant_id: str, user_id: str) -> dict[str, Any]:
+        """What is known about the user: facts by topic, tag counts, recent items, counts."""
+        i, s = items_table, state_table
+        mine = (i.c.tenant_id == tenant_id, i.c.user_id == user_id)
+        active = (*mine, i.c.superseded_by.is_(None))
+        with self.engine.connect() as conn:
+            state = (
+                conn.execute(
+                    sa.select(s.c.last_version, s.c.active_items, s.c.updated_at).where(
+                        s.c.tenant_id == tenant_id, s.c.user_id == user_id
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            facts = [
+                _profile_item(row)
+                for row in conn.execute(
+                    sa.select(*_CHUNK_COLUMNS)
+                    .where(*active, i.c.topic_key.is_not(None))
+                    .order_by(i.c.topic_key, i.c.version.desc())
+                    .limit(PROFILE_FACTS_LIMIT + 1)
+                ).mappings()
+            ]
+            recent = [
+                _profile_item(row)
+                for row in conn.execute(
+                    sa.select(*_CHUNK_COLUMNS)
+                    .where(*active)
+                    .order_by(i.c.version.desc())
+                    .limit(PROFILE_RECENT_LIMIT)
+                ).mappings()
+            ]
+            tag_count = sa.func.count().label("items")
+            tag_rows = conn.execute(
+                sa.select(tags_table.c.tag_key, tag_count)
+                .select_from(tags_table.join(i, i.c.pk == tags_table.c.item_pk))
+                .where(*active)
+                .group_by(tags_table.c.tag_key)
+                .order_by(tag_count.desc(), tags_table.c.tag_key)
+                .limit(PROFILE_TAGS_LIMIT)
+            ).all()
+        last_version = int(state["last_version"]) if state else 0
+        active_items = int(state["active_items"]) if state else 0
+        return {
+            "user_id": user_id,
+            "items": {
+                "active": active_items,
+                "superseded": last_version - active_items,
+                "total": last_version,
+            },
+            "last_version": last_version,
+            "last_updated": _iso(state["updated_at"]) if state else None,
+            "facts": facts[:PROFILE_FACTS_LIMIT],
+            "facts_truncated": len(facts) > PROFILE_FACTS_LIMIT,
+            "tags": [{"tag": str(row[0]), "items": int(row[1])} for row in tag_rows],
+            "recent": recent,
+        }
+
+    def log(
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        after_version: int = 0,
+        limit: int = LOG_PAGE_LIMIT,
+    ) -> dict[str, Any]:
+        """Every version, oldest first, with superseded markers; pages of `limit` entries."""
+        limit = max(1, min(int(limit), LOG_PAGE_LIMIT))
+        i = items_table
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    sa.select(
+                        *_CHUNK_COLUMNS, i.c.recorded_at, i.c.superseded_by, i.c.superseded_at
+                    )
+                    .where(
+                        i.c.tenant_id == tenant_id,
+                        i.c.user_id == user_id,
+                        i.c.version > int(after_version),
+                    )
+                    .order_by(i.c.version)
+                    .limit(limit + 1)
+                )
+                .mappings()
+                .all()
+            )
+        entries = []
+        for row in rows[:limit]:
+            entry = _profile_item(row)
+            entry["recorded_at"] = _iso(row["recorded_at"])
+            entry["active"] = row["superseded_by"] is None
+            entry["superseded_by"] = row["superseded_by"]
+            entry["superseded_at"] = (
+                _iso(row["superseded_at"]) if row["superseded_at"] is not None else None
+            )
+            entries.append(entry)
+        more = len(rows) > limit
+        return {
+            "user_id": user_id,
+            "entries": entries,
+            "next_after_version": entries[-1]["version"] if more and entries else None,
+        }
+
+
+def _profile_item(row: _Row) -> dict[str, Any]:
+    item = _chunk(row, 0.0)
+    del item["score"]
+    return item

@@ -1,0 +1,379 @@
+"""The six built-in `fastn_*` tools, implemented on the store.
+
+Each handler takes the call's `NativeCall` (runtime, verified principal, tenant snapshot) and
+the already-validated arguments, and returns a dict matching the tool's output schema in
+manifests/native.yaml (the server validates it again before it leaves). Failures are
+`GatewayError`s with stable codes. Tenant and user come from the principal only.
+
+Handlers that report on calls (`get_integration_status`, `get_event_history`,
+`get_usage_summary`) first flush the recorder, so a caller always sees its own calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .auth import Principal
+from .errors import INVALID_ARGUMENTS, NOT_FOUND, GatewayError
+from .store import (
+    DAY_US,
+    ConnectionRecord,
+    TenantSnapshot,
+    iso,
+    now_us,
+    parse_iso,
+    period_bounds,
+)
+
+if TYPE_CHECKING:
+    from .server import GatewayRuntime
+
+
+@dataclass(frozen=True, slots=True)
+class NativeCall:
+    runtime: GatewayRuntime
+    principal: Principal
+    snapshot: TenantSnapshot
+
+
+Handler = Callable[[NativeCall, Mapping[str, Any]], Awaitable[dict[str, Any]]]
+
+_EVENT_ID = re.compile(r"^ev_[0-9a-f]{14}[0-9a-f]{8}$")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def encode_cursor(kind: str, value: str) -> str:
+    raw = json.dumps({"k": kind, "v": value}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str) -> str:
+    """The value of a cursor made by `encode_cursor(kind, ...)`; invalid_arguments otherwise."""
+    try:
+        pad = "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(cursor + pad))
+        if isinstance(data, dict) and data.get("k") == kind and isinstance(data.get("v"), str):
+            return str(data["v"])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        pass
+    raise GatewayError(
+        INVALID_ARGUMENTS,
+        "The cursor is not valid here; pass next_cursor from the previous call unchanged.",
+        details={"errors": [{"path": "/cursor", "message": "invalid cursor"}]},
+    )
+
+
+def _arg_error(path: str, message: str) -> GatewayError:
+    return GatewayError(
+        INVALID_ARGUMENTS,
+        f"Invalid arguments: {path}: {message}",
+        details={"errors": [{"path": path, "message": message}]},
+    )
+
+
+def _timestamp(args: Mapping[str, Any], name: str) -> int | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_iso(str(value))
+    except ValueError:
+        raise _arg_error(f"/{name}", "not an RFC 3339 timestamp") from None
+
+
+def _title(call: NativeCall, connector: str) -> str:
+    spec = call.runtime.gateway.connectors.get(connector)
+    return spec.title if spec else connector
+
+
+def _tool_count(call: NativeCall, connector: str) -> int:
+    spec = call.runtime.gateway.connectors.get(connector)
+    return len(spec.tools) if spec else 0
+
+
+def _integration(call: NativeCall, rec: ConnectionRecord) -> dict[str, Any]:
+    return {
+        "connector": rec.connector,
+        "title": _title(call, rec.connector),
+        "state": rec.state,
+        "connected_at": iso(rec.connected_at),
+        "tool_count": _tool_count(call, rec.connector),
+    }
+
+
+def _known_connections(call: NativeCall) -> list[ConnectionRecord]:
+    """The tenant's connections whose connector this gateway still ships, by name."""
+    gw = call.runtime.gateway
+    return [rec for name, rec in sorted(call.snapshot.connections.items()) if name in gw.connectors]
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+async def list_integrations(call: NativeCall, args: Mapping[str, Any]) -> dict[str, Any]:
+    wanted = args.get("status", "all")
+    items = [
+        _integration(call, rec)
+        for rec in _known_connections(call)
+        if wanted == "all" or rec.state == wanted
+    ]
+    return {"integrations": items}
+
+
+def integration_status_data(
+    call: NativeCall, rec: ConnectionRecord, calls: int, errors: int
+) -> dict[str, Any]:
+    return {
+        "connector": rec.connector,
+        "title": _title(call, rec.connector),
+        "state": rec.state,
+        "connected_since": iso(rec.connected_at) if rec.state != "disconnected" else None,
+        "last_success_at": iso(rec.last_success_at),
+        "last_error_at": iso(rec.last_error_at),
+        "last_error": rec.last_error,
+        "calls_24h": calls,
+        "errors_24h": errors,
+        "error_rate_24h": round(errors / calls, 4) if calls else 0.0,
+        "tool_count": _tool_count(call, rec.connector),
+    }
+
+
+async def integration_status(call: NativeCall, connector: str) -> dict[str, Any]:
+    """Shared by the tool and the gateway://integrations/{connector} resource."""
+    rt = call.runtime
+    tenant_id = call.principal.tenant_id
+    if connector not in rt.gateway.connectors or connector not in call.snapshot.connections:
+        raise GatewayError(
+            NOT_FOUND,
+            f"This workspace has no integration named {connector!r}.",
+            details={"connector": connector},
+        )
+    await rt.flush_records()
+    rec = await rt.run_db(rt.store.get_connection, tenant_id, connector)
+    if rec is None:  # pragma: no cover - rows are never deleted
+        raise GatewayError(NOT_FOUND, f"This workspace has no integration named {connector!r}.")
+    calls, errors = await rt.run_db(rt.store.call_stats, tenant_id, connector, now_us() - DAY_US)
+    return integration_status_data(call, rec, calls, errors)
+
+
+async def get_integration_status(call: NativeCall, args: Mapping[str, Any]) -> dict[str, Any]:
+    return await integration_status(call, str(args["connector"]))
+
+
+async def create_flow(call: NativeCall, args: Mapping[str, Any]) -> dict[str, Any]:
+    rt = call.runtime
+    visible = rt.index.visible_names(call.snapshot.active, call.principal.scopes)
+    problems: list[dict[str, str]] = []
+    trigger = dict(args["trigger"])
+    kind = trigger["type"]
+    if kind == "schedule":
+        cron = trigger.get("cron")
+        if not isinstance(cron, str) or len(cron.split()) != 5:
+            problems.append(
+                {"path": "/trigger/cron", "message": "a schedule trigger needs a 5-field cron"}
+            )
+    if kind == "event" and not trigger.get("event"):
+        problems.append({"path": "/trigger/event", "message": "an event trigger needs an event"})
+    if kind != "event" and (trigger.get("event") or trigger.get("tool")):
+        problems.append(
+            {"path": "/trigger", "message": "event and tool apply to event triggers only"}
+        )
+    tool = trigger.get("tool")
+    if tool is not None and tool not in visible:
+        problems.append(
+            {"path": "/trigger/tool", "message": f"{tool!r} is not a tool this workspace can use"}
+        )
+    for i, step in enumerate(args["steps"]):
+        if step["tool"] not in visible:
+            problems.append(
+                {
+                    "path": f"/steps/{i}/tool",
+                    "message": f"{step['tool']!r} is not a tool this workspace can use",
+                }
+            )
+    if problems:
+        raise GatewayError(
+            INVALID_ARGUMENTS,
+            "The flow is invalid: " + "; ".join(f"{p['path']}: {p['message']}" for p in problems),
+            details={"errors": problems},
+        )
+    definition = {
+        "description": args.get("description"),
+        "trigger": trigger,
+        "steps": [dict(s) for s in args["steps"]],
+    }
+    record = await rt.run_db(
+        lambda: rt.store.create_flow(
+            call.principal.tenant_id,
+            str(args["name"]),
+            definition,
+            created_by=call.principal.key_id,
+        )
+    )
+    return {
+        "flow_id": record.flow_id,
+        "name": record.name,
+        "version": record.version,
+        "created_at": iso(record.created_at),
+    }
+
+
+async def event_history(
+    call: NativeCall,
+    *,
+    type_: str | None = None,
+    status: str | None = None,
+    connector: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> dict[str, Any]:
+    rt = call.runtime
+    before: str | None = None
+    if cursor is not None:
+        before = decode_cursor("events", cursor)
+        if not _EVENT_ID.match(before):
+            raise _arg_error("/cursor", "invalid cursor")
+    await rt.flush_records()
+    rows = await rt.run_db(
+        lambda: rt.store.query_events(
+            call.principal.tenant_id,
+            type_=type_,
+            status=status,
+            connector=connector,
+            since=since,
+            until=until,
+            before_id=before,
+            limit=limit + 1,
+        )
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "events": [r.to_wire() for r in rows],
+        "next_cursor": encode_cursor("events", rows[-1].id) if more and rows else None,
+    }
+
+
+async def get_event_history(call: NativeCall, args: Mapping[str, Any]) -> dict[str, Any]:
+    since = _timestamp(args, "since")
+    until = _timestamp(args, "until")
+    if since is not None and until is not None and since > until:
+        raise _arg_error("/until", "until is before since")
+    return await event_history(
+        call,
+        type_=args.get("type"),
+        status=args.get("status"),
+        connector=args.get("connector"),
+        since=since,
+        until=until,
+        cursor=args.get("cursor"),
+        limit=int(args.get("limit", 50)),
+    )
+
+
+async def usage_summary(call: NativeCall) -> dict[str, Any]:
+    rt = call.runtime
+    plan = rt.quota.plan(call.principal.plan)
+    period_key, start, end = period_bounds(plan.period, now_us())
+    await rt.flush_records()
+    rows = await rt.run_db(rt.store.usage_rows, call.principal.tenant_id, period_key)
+    total = sum(r.calls for r in rows)
+    by_connector: dict[str, list[int]] = {}
+    for r in rows:
+        if r.connector:
+            acc = by_connector.setdefault(r.connector, [0, 0])
+            acc[0] += r.calls
+            acc[1] += r.errors
+    for name in plan.per_connector:
+        by_connector.setdefault(name, [0, 0])
+    return {
+        "plan": plan.name,
+        "period": plan.period,
+        "period_start": iso(start),
+        "period_end": iso(end),
+        "calls": total,
+        "limit": plan.calls,
+        "remaining": max(0, plan.calls - total) if plan.calls is not None else None,
+        "by_tool": [{"tool": r.tool, "calls": r.calls, "errors": r.errors} for r in rows],
+        "by_connector": [
+            {
+                "connector": name,
+                "calls": v[0],
+                "errors": v[1],
+                "limit": plan.per_connector.get(name),
+            }
+            for name, v in sorted(by_connector.items())
+        ],
+    }
+
+
+async def get_usage_summary(call: NativeCall, args: Mapping[str, Any]) -> dict[str, Any]:
+    return await usage_summary(call)
+
+
+async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str, Any]:
+    rt = call.runtime
+    entity_type = str(args["entity_type"])
+    if entity_type not in rt.gateway.entity_types:
+        known = ", ".join(sorted(rt.gateway.entity_types))
+        raise GatewayError(
+            INVALID_ARGUMENTS,
+            f"Unknown entity type {entity_type!r}; known types: {known}.",
+            details={"errors": [{"path": "/entity_type", "message": f"one of {known}"}]},
+        )
+    active = call.snapshot.active
+    wanted = args.get("connectors")
+    names = sorted(active if wanted is None else set(wanted) & active)
+    missing = sorted(set(wanted or ()) - active)
+    # Only connectors whose tools this key may use (entity search reads with read tools).
+    scoped = [
+        n
+        for n in names
+        if any(rt.index.tool_visible(t, active, call.principal.scopes) for t in _tools_of(call, n))
+    ]
+    credentials = {n: await rt.credentials(call.snapshot, n) for n in scoped}
+    result: dict[str, Any]
+    if credentials:
+        result = await rt.executor_for_search().search_entities(
+            entity_type=entity_type,
+            query=str(args["query"]),
+            limit=int(args.get("limit", 20)),
+            connectors=credentials,
+            ctx=rt.call_context(call.principal, None),
+        )
+    else:
+        result = {"entities": [], "sources": []}
+    for src in result.get("sources", []):
+        err = src.get("error") or ""
+        if isinstance(err, str) and err.startswith("upstream_auth_failed"):
+            await rt.mark_needs_reauth(call.principal.tenant_id, src["connector"])
+    sources = list(result.get("sources", []))
+    sources.extend(
+        {"connector": n, "status": "error", "count": 0, "error": "not_connected"} for n in missing
+    )
+    return {"entities": list(result.get("entities", [])), "sources": sources}
+
+
+def _tools_of(call: NativeCall, connector: str) -> tuple[str, ...]:
+    spec = call.runtime.gateway.connectors.get(connector)
+    return spec.tools if spec else ()
+
+
+HANDLERS: dict[str, Handler] = {
+    "native.list_integrations": list_integrations,
+    "native.get_integration_status": get_integration_status,
+    "native.create_flow": create_flow,
+    "native.get_event_history": get_event_history,
+    "native.get_usage_summary": get_usage_summary,
+    "native.search_entities": search_entities,
+}

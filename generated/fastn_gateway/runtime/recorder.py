@@ -1,0 +1,279 @@
+"""Events, usage counters and connection health, recorded without a database write per call.
+
+`record_*` only appends to in-memory buffers (a lock-protected list and dicts: no I/O, no
+await). A daemon thread writes the buffers in one transaction every `interval` seconds, or
+sooner when `max_pending` records are waiting. `flush()` writes synchronously (readers call it
+first so they see their own calls), and `close()` stops the thread and writes whatever is left,
+so a clean shutdown never loses a record; an `atexit` hook is a last safety net.
+
+A batch that fails to write is put back and retried on the next flush; after `close()` gives
+up, the number of lost records is logged (never their content).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .quota import QuotaTracker
+from .store import EventRecord, HealthDelta, Store, UsageDelta, make_event, now_us
+
+logger = logging.getLogger(__name__)
+
+UsageKey = tuple[str, str, str]  # tenant, period, tool
+
+
+@dataclass(slots=True)
+class _Usage:
+    connector: str
+    calls: int = 0
+    errors: int = 0
+
+
+@dataclass(slots=True)
+class _Health:
+    last_success_at: int | None = None
+    last_error_at: int | None = None
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class _Batch:
+    events: list[EventRecord] = field(default_factory=list)
+    usage: dict[UsageKey, _Usage] = field(default_factory=dict)
+    health: dict[tuple[str, str], _Health] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.usage) + len(self.health)
+
+    def merge_back(self, newer: _Batch) -> None:
+        """Put a failed batch (self) in front of what arrived since (newer)."""
+        self.events.extend(newer.events)
+        for key, u in newer.usage.items():
+            mine = self.usage.get(key)
+            if mine is None:
+                self.usage[key] = u
+            else:
+                mine.calls += u.calls
+                mine.errors += u.errors
+        for hkey, h in newer.health.items():
+            mine_h = self.health.get(hkey)
+            if mine_h is None:
+                self.health[hkey] = h
+            else:
+                if h.last_success_at is not None:
+                    mine_h.last_success_at = h.last_success_at
+                if h.last_error_at is not None:
+                    mine_h.last_error_at, mine_h.last_error = h.last_error_at, h.last_error
+
+
+_live: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all_at_exit() -> None:
+    for rec in list(_live):
+        try:
+            rec.close()
+        except Exception:  # pragma: no cover - last resort at interpreter exit
+            logger.exception("recorder: final flush at exit failed")
+
+
+class Recorder:
+    def __init__(
+        self,
+        store: Store,
+        quota: QuotaTracker | None = None,
+        *,
+        interval: float = 0.25,
+        max_pending: int = 2000,
+        on_flushed: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.quota = quota
+        self.interval = interval
+        self.max_pending = max_pending
+        self._on_flushed = on_flushed
+        self._batch = _Batch()
+        self._lock = threading.Lock()  # guards _batch
+        self._write_lock = threading.Lock()  # one writer at a time
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._close_lock = threading.Lock()  # a second close() waits for the first
+        self._close_done = False
+        self.flushes = 0
+        self.written = 0
+        _live.add(self)
+
+    # ------------------------------------------------------------------ recording
+
+    def record_event(self, event: EventRecord) -> None:
+        with self._lock:
+            self._batch.events.append(event)
+            pending = len(self._batch.events)
+        self._after_record(pending)
+
+    def record_call(
+        self,
+        *,
+        tenant_id: str,
+        tool: str,
+        connector: str | None,
+        period: str,
+        status: str,
+        duration_ms: float,
+        error_code: str | None = None,
+        details: dict[str, Any] | None = None,
+        at: int | None = None,
+        count_usage: bool = True,
+    ) -> None:
+        """One tool call: an event, a usage increment and (connector tools) health."""
+        when = now_us() if at is None else at
+        event = make_event(
+            tenant_id,
+            "tool_call",
+            status,
+            at=when,
+            connector=connector,
+            tool=tool,
+            duration_ms=round(duration_ms, 3),
+            error_code=error_code,
+            details=details,
+        )
+        with self._lock:
+            batch = self._batch
+            batch.events.append(event)
+            if count_usage:
+                key = (tenant_id, period, tool)
+                u = batch.usage.get(key)
+                if u is None:
+                    u = batch.usage[key] = _Usage(connector or "")
+                u.calls += 1
+                if status == "error":
+                    u.errors += 1
+            if connector and (status == "ok" or _is_upstream(error_code)):
+                h = batch.health.get((tenant_id, connector))
+                if h is None:
+                    h = batch.health[(tenant_id, connector)] = _Health()
+                if status == "ok":
+                    h.last_success_at = when
+                else:
+                    h.last_error_at, h.last_error = when, error_code
+            pending = len(batch.events)
+        self._after_record(pending)
+
+    def _after_record(self, pending: int) -> None:
+        if self._thread is None and not self._closed:
+            self.start()
+        if pending >= self.max_pending:
+            self._wake.set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._closed:
+                return
+            self._thread = threading.Thread(target=self._run, name="gateway-recorder", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.flush()
+            except Exception:
+                logger.exception("recorder: background flush failed; will retry")
+
+    def close(self) -> None:
+        """Stop the background thread and write everything still buffered. Idempotent; a
+        concurrent second call returns only once the first has finished writing."""
+        with self._close_lock:
+            if self._close_done:
+                return
+            self._closed = True
+            self._stop.set()
+            self._wake.set()
+            if self._thread is not None:
+                self._thread.join(30)
+            for _attempt in range(3):
+                try:
+                    self.flush()
+                    break
+                except Exception:
+                    logger.exception("recorder: final flush failed")
+            lost = self.pending()
+            if lost:
+                logger.error("recorder: %d records could not be written at shutdown", lost)
+            self._close_done = True
+            _live.discard(self)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._batch)
+
+    def settled(self) -> bool:
+        """True when everything recorded so far is in the database (nothing buffered and no
+        batch being written)."""
+        return not self._write_lock.locked() and not self.pending()
+
+    # ------------------------------------------------------------------ writing
+
+    def flush(self) -> int:
+        """Write everything buffered now (blocking). Returns the number of records written."""
+        with self._write_lock:
+            with self._lock:
+                batch, self._batch = self._batch, _Batch()
+            if not len(batch):
+                return 0
+            usage = [
+                UsageDelta(t, p, tool, u.connector, u.calls, u.errors)
+                for (t, p, tool), u in batch.usage.items()
+            ]
+            health = [
+                HealthDelta(t, c, h.last_success_at, h.last_error_at, h.last_error)
+                for (t, c), h in batch.health.items()
+            ]
+            try:
+                self.store.write_batch(batch.events, usage, health)
+            except BaseException:
+                with self._lock:
+                    batch.merge_back(self._batch)
+                    self._batch = batch
+                raise
+            self.flushes += 1
+            self.written += len(batch.events)
+            if self.quota is not None and usage:
+                self._settle(usage)
+        if self._on_flushed is not None:
+            self._on_flushed()
+        return len(batch.events)
+
+    def _settle(self, usage: list[UsageDelta]) -> None:
+        assert self.quota is not None
+        written: dict[tuple[str, str], dict[str | None, int]] = {}
+        for d in usage:
+            per = written.setdefault((d.tenant_id, d.period), {})
+            per[d.connector or None] = per.get(d.connector or None, 0) + d.calls
+        for (tenant_id, period), per in written.items():
+            try:
+                fresh = self.store.usage_totals(tenant_id, period)
+            except Exception:
+                logger.exception("recorder: reading usage totals failed")
+                continue
+            self.quota.settle(tenant_id, period, per, fresh)
+
+
+def _is_upstream(code: str | None) -> bool:
+    """Outcomes that say something about the connection's health."""
+    return code is not None and (code.startswith("upstream_") or code == "rate_limited")

@@ -1,0 +1,232 @@
+"""Tenant-scoped MCP resources declared in the gateway manifest.
+
+Handlers (by the manifest's `handler` name):
+
+    resources.integrations        gateway://integrations              the tenant's connections
+    resources.integration_status  gateway://integrations/{connector}  one connection's health
+    resources.usage               gateway://usage                     quota period usage
+    resources.recent_events       gateway://events/recent             50 newest events
+    resources.memory_profile      memory://users/{user}/profile       what memory holds
+    resources.memory_log          memory://users/{user}/log           every memory version
+
+Everything is read for the caller's tenant only. A memory resource is readable by the user
+itself (the key's bound user, or the user a host key names with X-Gateway-User) or by a host
+application key of the same tenant for any registered user. Whatever the reason a read is
+refused (another tenant's connector or user, no access, unknown URI), the answer is the same
+`not_found`, so nothing about other tenants leaks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+import mcp.types as types
+
+from .catalog import GatewaySpec, ResourceSpec
+from .errors import NOT_FOUND, GatewayError
+from .native import NativeCall, event_history, integration_status, list_integrations, usage_summary
+
+UserFn = Callable[[], Awaitable[str | None]]
+Reader = Callable[[NativeCall, dict[str, str], UserFn], Awaitable[Any]]
+
+RECENT_EVENTS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    spec: ResourceSpec
+    pattern: re.Pattern[str]
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    out = ""
+    pos = 0
+    for m in re.finditer(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", template):
+        out += re.escape(template[pos : m.start()]) + f"(?P<{m.group(1)}>[^/?#]+)"
+        pos = m.end()
+    return re.compile("^" + out + re.escape(template[pos:]) + "$")
+
+
+_routes_cache: dict[int, tuple[dict[str, ResourceSpec], list[_Route]]] = {}
+
+
+def _routes(gateway: GatewaySpec) -> tuple[dict[str, ResourceSpec], list[_Route]]:
+    found = _routes_cache.get(id(gateway))
+    if found is None:
+        static = {r.uri: r for r in gateway.resources if r.uri}
+        templated = [
+            _Route(r, _compile(r.uri_template)) for r in gateway.resources if r.uri_template
+        ]
+        found = _routes_cache[id(gateway)] = (static, templated)
+    return found
+
+
+def not_found(uri: str) -> GatewayError:
+    shown = uri if len(uri) <= 200 else uri[:197] + "..."
+    return GatewayError(NOT_FOUND, f"Resource not found: {shown}", details={"uri": shown})
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+async def _integrations(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
+    return await list_integrations(call, {"status": "all"})
+
+
+async def _integration_status(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
+    return await integration_status(call, params["connector"])
+
+
+async def _usage(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
+    return await usage_summary(call)
+
+
+async def _recent_events(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
+    return await event_history(call, limit=RECENT_EVENTS)
+
+
+async def _memory_user(call: NativeCall, wanted: str, user: UserFn) -> str:
+    """`wanted` if the caller may read that user's memory; NotFound otherwise."""
+    principal = call.principal
+    rt = call.runtime
+    try:
+        current = await user()
+    except GatewayError:
+        current = None
+    if current is not None and current == wanted:
+        return wanted
+    if principal.can_assert_user:
+        known = await rt.run_db(rt.store.get_user, principal.tenant_id, wanted)
+        if known is not None:
+            return wanted
+    raise GatewayError(NOT_FOUND, "no such user")
+
+
+async def _memory_profile(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
+    who = await _memory_user(call, params["user"], user)
+    memory = call.runtime.memory
+    if memory is None:
+        raise GatewayError(NOT_FOUND, "memory is not enabled")
+    return await call.runtime.run_db(memory.profile, call.principal.tenant_id, who)
+
+
+async def _memory_log(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
+    who = await _memory_user(call, params["user"], user)
+    memory = call.runtime.memory
+    if memory is None:
+        raise GatewayError(NOT_FOUND, "memory is not enabled")
+    return await call.runtime.run_db(memory.log, call.principal.tenant_id, who)
+
+
+READERS: dict[str, Reader] = {
+    "resources.integrations": _integrations,
+    "resources.integration_status": _integration_status,
+    "resources.usage": _usage,
+    "resources.recent_events": _recent_events,
+    "resources.memory_profile": _memory_profile,
+    "resources.memory_log": _memory_log,
+}
+
+
+# --------------------------------------------------------------------------- MCP surface
+
+
+def list_templates(gateway: GatewaySpec) -> list[types.ResourceTemplate]:
+    return [
+        types.ResourceTemplate(
+            name=r.name,
+            title=r.title,
+            uri_template=r.uri_template,
+            description=r.description,
+            mime_type=r.mime_type,
+        )
+        for r in gateway.resources
+        if r.uri_template
+    ]
+
+
+def _expand(template: str, **values: str) -> str:
+    out = template
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", quote(value, safe=""))
+    return out
+
+
+async def list_resources(call: NativeCall, user: UserFn) -> list[types.Resource]:
+    """Static resources, plus the concrete resources of this caller: one status resource
+    per connection of the tenant and the caller's own memory resources."""
+    out: list[types.Resource] = []
+    gw = call.runtime.gateway
+    try:
+        me = await user()
+    except GatewayError:
+        me = None
+    for r in gw.resources:
+        if r.uri:
+            out.append(
+                types.Resource(
+                    name=r.name,
+                    title=r.title,
+                    uri=r.uri,
+                    description=r.description,
+                    mime_type=r.mime_type,
+                )
+            )
+            continue
+        template = r.uri_template or ""
+        if "{connector}" in template:
+            for name in sorted(call.snapshot.connections):
+                if name in gw.connectors:
+                    out.append(
+                        types.Resource(
+                            name=f"{r.name}:{name}",
+                            title=f"{r.title or r.name}: {gw.connectors[name].title}",
+                            uri=_expand(template, connector=name),
+                            description=r.description,
+                            mime_type=r.mime_type,
+                        )
+                    )
+        elif "{user}" in template and me is not None:
+            out.append(
+                types.Resource(
+                    name=f"{r.name}:{me}",
+                    title=r.title,
+                    uri=_expand(template, user=me),
+                    description=r.description,
+                    mime_type=r.mime_type,
+                )
+            )
+    return out
+
+
+async def read_resource(call: NativeCall, uri: str, user: UserFn) -> tuple[str, str]:
+    """(text, mime type) of `uri` for the caller; GatewayError not_found otherwise."""
+    static, templated = _routes(call.runtime.gateway)
+    spec = static.get(uri)
+    params: dict[str, str] = {}
+    if spec is None:
+        for route in templated:
+            m = route.pattern.match(uri)
+            if m:
+                spec = route.spec
+                params = {k: unquote(v) for k, v in m.groupdict().items()}
+                break
+    reader = READERS.get(spec.handler) if spec is not None else None
+    if spec is None or reader is None:
+        raise not_found(uri)
+    try:
+        data = await reader(call, params, user)
+    except GatewayError as exc:
+        if exc.code == NOT_FOUND:
+            raise not_found(uri) from None
+        raise
+    return _json(data), spec.mime_type

@@ -1,0 +1,914 @@
+"""The gateway's MCP server: the low-level `mcp.server.Server` with per-tenant tools.
+
+`GatewayRuntime` holds everything shared by every connection of one process (store, key
+verifier, tool index, quota tracker, recorder, connector executor, memory, change
+notifier). `GatewayRuntime.build_server()` returns the SDK `Server` whose handlers:
+
+* identify the caller from its API key (HTTP: the bearer token the SDK's middleware verified
+  for this request; stdio / in-process: the key the server was built with, re-verified on
+  every request), so revocation and expiry apply at once;
+* list the native and personalization tools plus the tools of the tenant's ACTIVE
+  connections, filtered by the key's scopes (a tool is visible iff its scope is one of the
+  key's scopes), cursor-paginated, from prebuilt `types.Tool` objects indexed by connector;
+* call a tool only if the caller could list it (otherwise it is reported exactly like an
+  unknown tool), after validating the arguments (JSON Schema 2020-12, cached validators) and
+  the quota, and validate every structured result against the tool's output schema;
+* report every failure as the one JSON error envelope of `errors.py`: a tool error
+  (`is_error`) for tool failures, a JSON-RPC error carrying the envelope as `data` for
+  protocol errors (unknown tool, unknown resource, bad cursor). No exception text, stack
+  trace or secret reaches the client, on either protocol era;
+* record an event and a usage increment per call through the `Recorder` (no database write
+  on the call path).
+
+Change notifications (a connection connected, disconnected or marked needs_reauth):
+
+* 2025-11-25 (handshake era) connections that have a standalone channel (stdio, in-process,
+  stateful streamable HTTP with its GET stream) get `notifications/tools/list_changed` and
+  `notifications/resources/list_changed`; the server advertises `listChanged` for both.
+* 2026-07-28 clients get `ToolsListChanged` / `ResourcesListChanged` events on their
+  `subscriptions/listen` streams (one bus per tenant, so tenants never see each other's).
+* Stateless HTTP on 2025-11-25 has no channel to the client: nothing can be sent; the next
+  `tools/list` is correct and a tool that disappeared is refused when called.
+* Changes made by another process (the admin CLI) are noticed by `watch_changes()` (a cheap
+  poll of the tenants' generation counters, run by the HTTP app and the stdio runner) or by
+  the tenant's next request, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import json
+import logging
+import os
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import mcp.types as types
+from jsonschema import Draft202012Validator
+from mcp import MCPError
+from mcp.server import Server, ServerRequestContext
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    ResourcesListChanged,
+    ToolsListChanged,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
+
+from . import native, resources
+from .auth import USER_HEADER, KeyVerifier, Principal, principal_from_access_token
+from .catalog import GatewaySpec, ToolSpec
+from .errors import (
+    FORBIDDEN,
+    INTERNAL_ERROR,
+    INVALID_ARGUMENTS,
+    UNAUTHENTICATED,
+    UNKNOWN_TOOL,
+    UPSTREAM_AUTH_FAILED,
+    GatewayError,
+    internal_error,
+)
+from .executor import CallContext, ConnectorExecutor, base_urls_from_env, token_urls_from_env
+from .fastschema import Check, compile_check
+from .memory import MemoryStore
+from .quota import QuotaTracker
+from .recorder import Recorder
+from .store import (
+    Store,
+    TenantSnapshot,
+    default_database_url,
+    make_event,
+    now_us,
+    open_store,
+    period_bounds,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_PAGE_SIZE = 100
+_UNCOMPILED: Any = object()
+MAX_ERRORS = 20
+MAX_MESSAGE = 300
+
+
+# ============================================================================ tool index
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    tools: tuple[types.Tool, ...]
+    names: tuple[str, ...]  # sorted; same order as tools
+
+
+def _mcp_tool(spec: ToolSpec) -> types.Tool:
+    a = spec.annotations
+    meta: dict[str, Any] = {"io.mcpforge/scope": spec.scope}
+    if spec.connector:
+        meta["io.mcpforge/connector"] = spec.connector
+    if spec.deprecated is not None:
+        meta["io.mcpforge/deprecated"] = {
+            "reason": spec.deprecated.reason,
+            "replacement": spec.deprecated.replacement,
+            "sunset": spec.deprecated.sunset,
+        }
+    return types.Tool(
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        input_schema=dict(spec.input_schema),
+        output_schema=dict(spec.output_schema),
+        annotations=types.ToolAnnotations(
+            title=spec.title,
+            read_only_hint=a.read_only,
+            destructive_hint=a.destructive,
+            idempotent_hint=a.idempotent,
+            open_world_hint=a.open_world,
+        ),
+        _meta=meta,
+    )
+
+
+def _pointer(path: Any) -> str:
+    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
+    return "/" + "/".join(parts) if parts else "/"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+class ToolIndex:
+    """Prebuilt `types.Tool` objects and validators, indexed for per-caller listings.
+
+    A listing is the concatenation of a few prebuilt groups (base tools per scope, each
+    active connector's tools per scope), sorted once and cached per (active connectors,
+    scopes), so its cost depends on what the caller sees, never on the catalog size.
+    """
+
+    def __init__(self, gateway: GatewaySpec, *, cache_size: int = 1024) -> None:
+        self.gateway = gateway
+        self.specs: Mapping[str, ToolSpec] = gateway.tools
+        self.tools: dict[str, types.Tool] = {n: _mcp_tool(s) for n, s in gateway.tools.items()}
+        self._base: dict[str, tuple[str, ...]] = {}
+        self._by_connector: dict[tuple[str, str], tuple[str, ...]] = {}
+        for name, spec in sorted(gateway.tools.items()):
+            if spec.connector is None:
+                self._base[spec.scope] = (*self._base.get(spec.scope, ()), name)
+            else:
+                key = (spec.connector, spec.scope)
+                self._by_connector[key] = (*self._by_connector.get(key, ()), name)
+        self._cache: OrderedDict[tuple[frozenset[str], frozenset[str]], Listing] = OrderedDict()
+        self._cache_size = cache_size
+        self._inputs: dict[str, Draft202012Validator] = {}
+        self._outputs: dict[str, Draft202012Validator] = {}
+        self._fast_in: dict[str, Check | None] = {}
+        self._fast_out: dict[str, Check | None] = {}
+
+    def tool_visible(self, name: str, active: frozenset[str], scopes: frozenset[str]) -> bool:
+        spec = self.specs.get(name)
+        return (
+            spec is not None
+            and spec.scope in scopes
+            and (spec.connector is None or spec.connector in active)
+        )
+
+    def visible_spec(
+        self, name: str, active: frozenset[str], scopes: frozenset[str]
+    ) -> ToolSpec | None:
+        return self.specs[name] if self.tool_visible(name, active, scopes) else None
+
+    def listing(self, active: frozenset[str], scopes: frozenset[str]) -> Listing:
+        key = (active, scopes)
+        found = self._cache.get(key)
+        if found is not None:
+            self._cache.move_to_end(key)
+            return found
+        names: list[str] = []
+        for scope in sorted(scopes):
+            names.extend(self._base.get(scope, ()))
+            for connector in active:
+                names.extend(self._by_connector.get((connector, scope), ()))
+        names.sort()
+        listing = Listing(tuple(self.tools[n] for n in names), tuple(names))
+        self._cache[key] = listing
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return listing
+
+    def visible_names(self, active: frozenset[str], scopes: frozenset[str]) -> frozenset[str]:
+        return frozenset(self.listing(active, scopes).names)
+
+    def input_schema(self, name: str) -> Mapping[str, Any] | None:
+        spec = self.specs.get(name)
+        return spec.input_schema if spec is not None else None
+
+    def _validator(
+        self, cache: dict[str, Draft202012Validator], name: str, schema: Mapping[str, Any]
+    ) -> Draft202012Validator:
+        v = cache.get(name)
+        if v is None:
+            v = cache[name] = Draft202012Validator(dict(schema))
+        return v
+
+    def input_errors(self, spec: ToolSpec, arguments: Any) -> list[dict[str, str]]:
+        check = self._fast_in.get(spec.name, _UNCOMPILED)
+        if check is _UNCOMPILED:
+            check = self._fast_in[spec.name] = compile_check(dict(spec.input_schema))
+        if check is not None and check(arguments):
+            return []
+        v = self._validator(self._inputs, spec.name, spec.input_schema)
+        errors = sorted(v.iter_errors(arguments), key=lambda e: list(map(str, e.absolute_path)))
+        return [
+            {"path": _pointer(e.absolute_path), "message": _short(e.message)}
+            for e in errors[:MAX_ERRORS]
+        ]
+
+    def output_error(self, spec: ToolSpec, output: Any) -> str | None:
+        check = self._fast_out.get(spec.name, _UNCOMPILED)
+        if check is _UNCOMPILED:
+            check = self._fast_out[spec.name] = compile_check(dict(spec.output_schema))
+        if check is not None and check(output):
+            return None
+        v = self._validator(self._outputs, spec.name, spec.output_schema)
+        err = next(iter(v.iter_errors(output)), None)
+        return None if err is None else f"{_pointer(err.absolute_path)}: {err.validator}"
+
+
+# ============================================================================ notifications
+
+
+class ChangeNotifier:
+    """Per-tenant fan-out of list-changed notifications to open sessions (see module doc)."""
+
+    def __init__(self) -> None:
+        self._legacy: dict[str, weakref.WeakSet[Any]] = {}
+        self._buses: dict[str, InMemorySubscriptionBus] = {}
+        self._listen: dict[str, ListenHandler] = {}
+        self._listeners: dict[str, int] = {}
+
+    def register(self, tenant_id: str, ctx: ServerRequestContext[Any, Any]) -> None:
+        """Remember a handshake-era connection that can receive notifications."""
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return
+        # The SDK gives handlers a per-message session proxy; the connection behind it
+        # lives as long as the client's session and owns the standalone channel.
+        connection = getattr(ctx.session, "_connection", None)
+        if connection is None or not getattr(connection, "has_standalone_channel", False):
+            return
+        group = self._legacy.get(tenant_id)
+        if group is None:
+            group = self._legacy[tenant_id] = weakref.WeakSet()
+        group.add(connection)
+
+    async def listen(
+        self,
+        tenant_id: str,
+        ctx: ServerRequestContext[Any, Any],
+        params: types.SubscriptionsListenRequestParams,
+    ) -> types.SubscriptionsListenResult:
+        handler = self._listen.get(tenant_id)
+        if handler is None:
+            bus = self._buses[tenant_id] = InMemorySubscriptionBus()
+            handler = self._listen[tenant_id] = ListenHandler(bus, max_subscriptions=256)
+        self._listeners[tenant_id] = self._listeners.get(tenant_id, 0) + 1
+        try:
+            return await handler(ctx, params)
+        finally:
+            self._listeners[tenant_id] -= 1
+
+    def watched_tenants(self) -> list[str]:
+        legacy = [t for t, group in self._legacy.items() if len(group)]
+        modern = [t for t, n in self._listeners.items() if n > 0]
+        return sorted(set(legacy) | set(modern))
+
+    async def changed(self, tenant_id: str) -> int:
+        """Tell the tenant's open sessions that its tools and resources changed.
+        Returns the number of deliveries attempted."""
+        sent = 0
+        bus = self._buses.get(tenant_id)
+        if bus is not None:
+            await bus.publish(ToolsListChanged())
+            await bus.publish(ResourcesListChanged())
+            sent += self._listeners.get(tenant_id, 0)
+        for connection in list(self._legacy.get(tenant_id, ())):
+            try:
+                with anyio.fail_after(5):
+                    await connection.send_tool_list_changed()
+                    await connection.send_resource_list_changed()
+                sent += 1
+            except Exception:
+                # Closed or stuck session: forget it (the weak set drops it once collected).
+                self._legacy[tenant_id].discard(connection)
+        return sent
+
+    def close(self) -> None:
+        for handler in self._listen.values():
+            handler.close()
+
+
+# ============================================================================ runtime
+
+
+class GatewayRuntime:
+    """Process-wide state of one gateway. See the module docstring."""
+
+    def __init__(
+        self,
+        gateway: GatewaySpec,
+        store: Store,
+        *,
+        executor: ConnectorExecutor | None = None,
+        memory: MemoryStore | None = None,
+        recorder_interval: float = 0.25,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
+        self.gateway = gateway
+        self.store = store
+        self.index = ToolIndex(gateway)
+        self.verifier = KeyVerifier(store)
+        self.quota = QuotaTracker(gateway, store.usage_totals)
+        self.recorder = Recorder(store, self.quota, interval=recorder_interval)
+        self._executor = executor
+        self.memory = memory
+        self.notifier = ChangeNotifier()
+        self.page_size = page_size
+        self._snapshots: dict[str, TenantSnapshot] = {}
+        self._known_users: set[tuple[str, str]] = set()
+        self._closed = False
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def open(
+        cls,
+        gateway: GatewaySpec,
+        database_url: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        base_urls: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> GatewayRuntime:
+        """Open (creating and migrating) the store at `database_url` and wire everything."""
+        env = os.environ if environ is None else environ
+        url = database_url or default_database_url(gateway, env)
+        store = open_store(gateway, url, environ=env)
+        memory = MemoryStore(store.engine, settings=gateway.memory)
+        memory.migrate()
+        executor = ConnectorExecutor(
+            gateway,
+            base_urls={**base_urls_from_env(gateway, env), **dict(base_urls or {})},
+            token_urls=token_urls_from_env(gateway, env),
+        )
+        return cls(gateway, store, executor=executor, memory=memory, **kwargs)
+
+    @property
+    def executor(self) -> ConnectorExecutor:
+        if self._executor is None:
+            self._executor = ConnectorExecutor(self.gateway)
+        return self._executor
+
+    def executor_for_search(self) -> ConnectorExecutor:
+        return self.executor
+
+    async def aclose(self) -> None:
+        """Flush every record and release resources (clean shutdown)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.notifier.close()
+        await anyio.to_thread.run_sync(self.recorder.close)
+        if self._executor is not None:
+            await self._executor.aclose()
+
+    def close_sync(self) -> None:
+        """`aclose` for code without an event loop (the executor's client is left to GC).
+        Safe after an interrupted `aclose`: the recorder's close waits for or redoes the
+        final flush."""
+        self._closed = True
+        self.notifier.close()
+        self.recorder.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call in a worker thread."""
+        return await anyio.to_thread.run_sync(partial(fn, *args))
+
+    async def flush_records(self) -> None:
+        """Make every call recorded so far visible to queries (waits for a batch that the
+        background thread is writing)."""
+        if not self.recorder.settled():
+            await anyio.to_thread.run_sync(self.recorder.flush)
+
+    def call_context(self, principal: Principal, user: str | None) -> CallContext:
+        return CallContext(tenant_id=principal.tenant_id, user_id=user)
+
+    async def tenant_state(self, principal: Principal) -> TenantSnapshot:
+        """The tenant's connections, reloaded only when its generation moved."""
+        snap = self._snapshots.get(principal.tenant_id)
+        if snap is not None and snap.tenant.generation >= principal.generation:
+            return snap
+        fresh = await self.run_db(self.store.snapshot, principal.tenant_id)
+        await self._install(fresh)
+        return fresh
+
+    async def _install(self, fresh: TenantSnapshot) -> None:
+        old = self._snapshots.get(fresh.tenant.id)
+        if old is not None and old.tenant.generation >= fresh.tenant.generation:
+            return
+        self._snapshots[fresh.tenant.id] = fresh
+        if old is not None and _states(old) != _states(fresh):
+            await self.notifier.changed(fresh.tenant.id)
+
+    async def refresh_tenant(self, tenant_id: str) -> TenantSnapshot:
+        """Reload a tenant after a change made in this process, notifying its sessions."""
+        fresh = await self.run_db(self.store.snapshot, tenant_id)
+        old = self._snapshots.get(tenant_id)
+        self._snapshots[tenant_id] = fresh
+        if old is None or _states(old) != _states(fresh):
+            await self.notifier.changed(tenant_id)
+        return fresh
+
+    async def poll_changes(self) -> None:
+        """Detect connection changes made by other processes for tenants with open sessions."""
+        watched = self.notifier.watched_tenants()
+        if not watched:
+            return
+        generations = await self.run_db(self.store.generations, watched)
+        for tenant_id, generation in generations.items():
+            snap = self._snapshots.get(tenant_id)
+            if snap is None or snap.tenant.generation < generation:
+                fresh = await self.run_db(self.store.snapshot, tenant_id)
+                await self._install(fresh)
+
+    async def watch_changes(self, interval: float = 2.0) -> None:
+        """Run `poll_changes` forever (cancel to stop)."""
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.poll_changes()
+            except Exception:
+                logger.exception("polling for connection changes failed")
+
+    async def credentials(self, snapshot: TenantSnapshot, connector: str) -> dict[str, str]:
+        record = snapshot.connections[connector]
+        return self.store.open_credentials(record)
+
+    async def mark_needs_reauth(self, tenant_id: str, connector: str) -> None:
+        changed = await self.run_db(
+            self.store.mark_needs_reauth, tenant_id, connector, UPSTREAM_AUTH_FAILED
+        )
+        if changed:
+            await self.refresh_tenant(tenant_id)
+
+    # admin operations performed in-process (tests, embedding applications) notify at once
+    async def connect(self, tenant_id: str, connector: str, credentials: Mapping[str, str]) -> None:
+        await self.run_db(self.store.connect, tenant_id, connector, dict(credentials))
+        await self.refresh_tenant(tenant_id)
+
+    async def disconnect(self, tenant_id: str, connector: str) -> None:
+        await self.run_db(self.store.disconnect, tenant_id, connector)
+        await self.refresh_tenant(tenant_id)
+
+    async def session_user(self, principal: Principal, asserted: str | None) -> str | None:
+        """The end user of a request: the key's bound user, or the user a host-application
+        key names (must be registered in the key's tenant)."""
+        if asserted is None:
+            return principal.user
+        asserted = asserted.strip()
+        if not principal.can_assert_user:
+            raise GatewayError(
+                FORBIDDEN,
+                "This API key may not name a user; X-Gateway-User needs a host application key.",
+            )
+        if principal.user is not None and asserted != principal.user:
+            raise GatewayError(FORBIDDEN, "This API key is bound to another user.")
+        key = (principal.tenant_id, asserted)
+        if key not in self._known_users:
+            user = await self.run_db(self.store.get_user, principal.tenant_id, asserted)
+            if user is None:
+                raise GatewayError(
+                    FORBIDDEN,
+                    "The user named by X-Gateway-User is not registered in this workspace; "
+                    "register it first (POST /register).",
+                )
+            self._known_users.add(key)
+        return asserted
+
+    # ------------------------------------------------------------------ server
+
+    def build_server(
+        self, *, api_key: str | None = None, asserted_user: str | None = None
+    ) -> GatewayServer:
+        """An SDK `Server` over this runtime.
+
+        `api_key` identifies the caller when the transport carries no bearer token (stdio,
+        in-process); `asserted_user` plays the X-Gateway-User header there.
+        """
+        return _Handlers(self, api_key=api_key, asserted_user=asserted_user).server
+
+
+def _states(snap: TenantSnapshot) -> dict[str, str]:
+    return {name: rec.state for name, rec in snap.connections.items()}
+
+
+# ============================================================================ SDK server
+
+
+class GatewayServer(Server[Any]):
+    """The low-level SDK server, advertising list-changed notifications on the handshake era."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True, resources_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
+
+
+def _unauthenticated() -> MCPError:
+    err = GatewayError(UNAUTHENTICATED, "A valid API key is required.")
+    return MCPError(code=types.INVALID_REQUEST, message=err.message, data=err.envelope())
+
+
+def unknown_tool_error(name: str) -> MCPError:
+    shown = name if len(name) <= 100 else name[:97] + "..."
+    err = GatewayError(UNKNOWN_TOOL, f"Unknown tool: {shown}", details={"tool": shown})
+    return MCPError(code=types.INVALID_PARAMS, message=err.message, data=err.envelope())
+
+
+def tool_error(err: GatewayError) -> types.CallToolResult:
+    text = json.dumps(err.envelope(), ensure_ascii=False, separators=(",", ":"))
+    return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+
+
+def tool_result(output: dict[str, Any]) -> types.CallToolResult:
+    text = json.dumps(output, ensure_ascii=False, separators=(",", ":"))
+    return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=output)
+
+
+def _encode_list_cursor(name: str) -> str:
+    return base64.urlsafe_b64encode(b"t:" + name.encode()).decode().rstrip("=")
+
+
+def _decode_list_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if raw.startswith(b"t:"):
+            return raw[2:].decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        pass
+    err = GatewayError(INVALID_ARGUMENTS, "Invalid cursor.", details={"cursor": cursor[:100]})
+    raise MCPError(code=types.INVALID_PARAMS, message=err.message, data=err.envelope())
+
+
+async def _envelope_middleware(
+    ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]
+) -> Any:
+    """Last line of defence: no handler exception text ever reaches the client."""
+    try:
+        return await call_next(ctx)
+    except (MCPError, ValidationError):
+        raise
+    except GatewayError as exc:
+        code = types.INTERNAL_ERROR if exc.code == INTERNAL_ERROR else types.INVALID_PARAMS
+        raise MCPError(code=code, message=exc.message, data=exc.envelope()) from None
+    except Exception:
+        logger.exception("unhandled error in %s", ctx.method)
+        err = internal_error()
+        raise MCPError(
+            code=types.INTERNAL_ERROR, message=err.message, data=err.envelope()
+        ) from None
+
+
+_MEMORY_CALLS: dict[str, Callable[[MemoryStore, str, str, Mapping[str, Any]], dict[str, Any]]] = {
+    "memory.retrieve_relevant_chunks": lambda m, t, u, a: m.retrieve_relevant_chunks(
+        t, u, str(a["query"]), a.get("top_k"), a.get("tags")
+    ),
+    "memory.search_or_ask": lambda m, t, u, a: m.search_or_ask(t, u, str(a["question"])),
+    "memory.update_memory": lambda m, t, u, a: m.update_memory(t, u, list(a["observations"])),
+}
+
+TOOL_HANDLER_NAMES = frozenset(native.HANDLERS) | frozenset(_MEMORY_CALLS)
+
+
+class _Handlers:
+    def __init__(
+        self, runtime: GatewayRuntime, *, api_key: str | None, asserted_user: str | None
+    ) -> None:
+        self.rt = runtime
+        self.api_key = api_key
+        self.asserted_user = asserted_user
+        gw = runtime.gateway
+        self.server = GatewayServer(
+            gw.server_name,
+            version=gw.version,
+            title=gw.title,
+            instructions=gw.instructions,
+            get_tool_input_schema=runtime.index.input_schema,
+            on_list_tools=self.list_tools,
+            on_call_tool=self.call_tool,
+            on_list_resources=self.list_resources,
+            on_list_resource_templates=self.list_resource_templates,
+            on_read_resource=self.read_resource,
+            on_subscriptions_listen=self.listen,
+        )
+        self.server.middleware.insert(0, _envelope_middleware)
+
+    # ------------------------------------------------------------------ identity
+
+    async def principal(self) -> Principal:
+        principal = principal_from_access_token(get_access_token())
+        if principal is None and self.api_key is not None:
+            principal = await self.rt.verifier.verify(self.api_key)
+        if principal is None:
+            raise _unauthenticated()
+        return principal
+
+    def asserted(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
+        request = ctx.request
+        headers = getattr(request, "headers", None)
+        if headers is not None:
+            value = headers.get(USER_HEADER)
+            return str(value) if value is not None else None
+        return self.asserted_user
+
+    # ------------------------------------------------------------------ tools
+
+    async def list_tools(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        principal = await self.principal()
+        snap = await self.rt.tenant_state(principal)
+        self.rt.notifier.register(principal.tenant_id, ctx)
+        listing = self.rt.index.listing(snap.active, principal.scopes)
+        start = 0
+        if params is not None and params.cursor:
+            start = bisect.bisect_right(listing.names, _decode_list_cursor(params.cursor))
+        end = start + self.rt.page_size
+        page = listing.tools[start:end]
+        more = end < len(listing.tools)
+        return types.ListToolsResult(
+            tools=list(page), next_cursor=_encode_list_cursor(page[-1].name) if more else None
+        )
+
+    async def call_tool(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        rt = self.rt
+        principal = await self.principal()
+        snap = await rt.tenant_state(principal)
+        name = params.name
+        spec = rt.index.visible_spec(name, snap.active, principal.scopes)
+        started = time.perf_counter()
+        at = now_us()
+        if spec is None:
+            rt.recorder.record_event(
+                make_event(
+                    principal.tenant_id,
+                    "tool_call",
+                    "error",
+                    at=at,
+                    tool=name[:64],
+                    error_code=UNKNOWN_TOOL,
+                )
+            )
+            raise unknown_tool_error(name)
+        rt.notifier.register(principal.tenant_id, ctx)
+        args: dict[str, Any] = dict(params.arguments or {})
+        errors = rt.index.input_errors(spec, args)
+        if errors:
+            err = GatewayError(
+                INVALID_ARGUMENTS,
+                "Invalid arguments: "
+                + "; ".join(f"{e['path']}: {e['message']}" for e in errors[:3]),
+                details={"errors": errors},
+            )
+            self._record(principal, spec, at, started, err, count_usage=False)
+            return tool_error(err)
+
+        plan = rt.quota.plan(principal.plan)
+        period_key = period_bounds(plan.period, at)[0]
+        try:
+            load = rt.quota.needs_load(principal.tenant_id, principal.plan, at)
+            if load is not None:
+                await rt.run_db(rt.quota.load, principal.tenant_id, load)
+            rt.quota.check_and_count(principal.tenant_id, principal.plan, spec.connector, at)
+        except GatewayError as exc:
+            rt.recorder.record_event(
+                make_event(
+                    principal.tenant_id,
+                    "quota_exceeded",
+                    "error",
+                    at=at,
+                    connector=spec.connector,
+                    tool=spec.name,
+                    error_code=exc.code,
+                    details={"plan": plan.name, "limit": exc.details.get("limit")},
+                )
+            )
+            return tool_error(exc)
+
+        failure: GatewayError | None = None
+        extra: dict[str, Any] = {}
+        try:
+            output = await self.dispatch(ctx, principal, snap, spec, args, extra)
+            problem = rt.index.output_error(spec, output)
+            if problem is not None:
+                logger.error("tool %s returned output violating its schema at %s", name, problem)
+                raise internal_error()
+            return tool_result(output)
+        except GatewayError as exc:
+            failure = exc
+            return tool_error(exc)
+        except Exception:
+            logger.exception("tool %s failed", name)
+            failure = internal_error()
+            return tool_error(failure)
+        finally:
+            rt.recorder.record_call(
+                tenant_id=principal.tenant_id,
+                tool=spec.name,
+                connector=spec.connector,
+                period=period_key,
+                status="ok" if failure is None else "error",
+                duration_ms=(time.perf_counter() - started) * 1000,
+                error_code=failure.code if failure is not None else None,
+                details=extra or None,
+                at=at,
+            )
+
+    def _record(
+        self,
+        principal: Principal,
+        spec: ToolSpec,
+        at: int,
+        started: float,
+        err: GatewayError,
+        *,
+        count_usage: bool,
+    ) -> None:
+        plan = self.rt.quota.plan(principal.plan)
+        self.rt.recorder.record_call(
+            tenant_id=principal.tenant_id,
+            tool=spec.name,
+            connector=spec.connector,
+            period=period_bounds(plan.period, at)[0],
+            status="error",
+            duration_ms=(time.perf_counter() - started) * 1000,
+            error_code=err.code,
+            at=at,
+            count_usage=count_usage,
+        )
+
+    async def dispatch(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        principal: Principal,
+        snap: TenantSnapshot,
+        spec: ToolSpec,
+        args: dict[str, Any],
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        rt = self.rt
+        if spec.family == "native":
+            handler = native.HANDLERS.get(spec.handler or "")
+            if handler is None:
+                raise internal_error()
+            return await handler(native.NativeCall(rt, principal, snap), args)
+        if spec.family == "personalization":
+            call = _MEMORY_CALLS.get(spec.handler or "")
+            if call is None or rt.memory is None:
+                raise internal_error()
+            user = await self.require_user(ctx, principal)
+            result = await rt.run_db(call, rt.memory, principal.tenant_id, user, args)
+            if spec.handler == "memory.update_memory":
+                rt.recorder.record_event(
+                    make_event(
+                        principal.tenant_id,
+                        "memory_update",
+                        details={"items": len(result.get("stored", []))},
+                    )
+                )
+            return result
+        return await self.call_connector(ctx, principal, snap, spec, args, extra)
+
+    async def require_user(self, ctx: ServerRequestContext[Any, Any], principal: Principal) -> str:
+        user = await self.rt.session_user(principal, self.asserted(ctx))
+        if user is None:
+            raise GatewayError(
+                FORBIDDEN,
+                "This tool needs a user: use an API key bound to a user, or a host application "
+                "key with the X-Gateway-User header.",
+            )
+        return user
+
+    async def call_connector(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        principal: Principal,
+        snap: TenantSnapshot,
+        spec: ToolSpec,
+        args: dict[str, Any],
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        rt = self.rt
+        assert spec.connector is not None
+        needs_user = "session.user" in spec.bind.values()
+        user = await self.require_user(ctx, principal) if needs_user else principal.user
+        credentials = await rt.credentials(snap, spec.connector)
+        try:
+            result = await rt.executor.call(
+                spec, args, credentials=credentials, ctx=rt.call_context(principal, user)
+            )
+        except GatewayError as exc:
+            status = getattr(exc, "status", None)
+            if status is not None:
+                extra["upstream_status"] = status
+            refreshed = getattr(exc, "refreshed_credentials", None)
+            if refreshed:
+                await rt.run_db(
+                    rt.store.update_credentials, principal.tenant_id, spec.connector, refreshed
+                )
+            if exc.code == UPSTREAM_AUTH_FAILED:
+                await rt.mark_needs_reauth(principal.tenant_id, spec.connector)
+            raise
+        extra["upstream_status"] = result.status
+        if result.attempts > 1:
+            extra["attempts"] = result.attempts
+        if result.refreshed_credentials:
+            await rt.run_db(
+                rt.store.update_credentials,
+                principal.tenant_id,
+                spec.connector,
+                result.refreshed_credentials,
+            )
+        return result.output
+
+    # ------------------------------------------------------------------ resources
+
+    async def _resource_call(
+        self, ctx: ServerRequestContext[Any, Any]
+    ) -> tuple[native.NativeCall, Callable[[], Awaitable[str | None]]]:
+        principal = await self.principal()
+        snap = await self.rt.tenant_state(principal)
+        self.rt.notifier.register(principal.tenant_id, ctx)
+
+        async def user() -> str | None:
+            return await self.rt.session_user(principal, self.asserted(ctx))
+
+        return native.NativeCall(self.rt, principal, snap), user
+
+    async def list_resources(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        call, user = await self._resource_call(ctx)
+        return types.ListResourcesResult(resources=await resources.list_resources(call, user))
+
+    async def list_resource_templates(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        await self.principal()
+        return types.ListResourceTemplatesResult(
+            resource_templates=resources.list_templates(self.rt.gateway)
+        )
+
+    async def read_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        call, user = await self._resource_call(ctx)
+        text, mime = await resources.read_resource(call, params.uri, user)
+        return types.ReadResourceResult(
+            contents=[types.TextResourceContents(uri=params.uri, text=text, mime_type=mime)]
+        )
+
+    # ------------------------------------------------------------------ notifications
+
+    async def listen(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        params: types.SubscriptionsListenRequestParams,
+    ) -> types.SubscriptionsListenResult:
+        principal = await self.principal()
+        await self.rt.tenant_state(principal)
+        return await self.rt.notifier.listen(principal.tenant_id, ctx, params)

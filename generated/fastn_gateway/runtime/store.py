@@ -1,0 +1,1336 @@
+"""The gateway's storage: one interface over SQLite (embedded default) and PostgreSQL.
+
+SQLAlchemy Core only. Every timestamp is an integer of microseconds since the Unix epoch
+(UTC), which sorts and compares the same way on every backend; `iso()` renders it.
+
+Tables
+    tenants      workspace, quota plan, `generation` (bumped whenever the tenant's
+                 connections change, so caches keyed on it are never stale)
+    users        end users of a tenant, by the host application's external id
+    api_keys     sha256 of the key only, display prefix, scopes, bound user, host-app flag,
+                 expiry, revocation
+    connections  tenant x connector: state, Fernet-sealed credentials, health timestamps
+    flows        automation flows, one row per version
+    events       append-only log (tool calls, connects, ...), ids sort by time
+    usage        call / error counters per tenant, quota period and tool
+
+All methods are synchronous and thread-safe (the engine pools connections): the server
+calls the slow ones from a worker thread. Write transactions on SQLite start with
+`BEGIN IMMEDIATE` so concurrent writers wait on the busy timeout instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import random
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from .catalog import ConnectorSpec, GatewaySpec
+from .crypto import CredentialCipher, load_cipher
+
+SCHEMA_VERSION = 1
+KEY_PREFIX = "gwk"
+SCOPES = ("read", "write")
+STATES = ("active", "needs_reauth", "disconnected")
+EVENT_TYPES = (
+    "tool_call",
+    "connect",
+    "disconnect",
+    "flow_created",
+    "memory_update",
+    "quota_exceeded",
+)
+
+US = 1_000_000
+DAY_US = 86_400 * US
+
+
+class StoreError(Exception):
+    """A store operation was refused; the message is safe to show to an operator."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    pass
+
+
+# --------------------------------------------------------------------------- time helpers
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def iso(us: int | None) -> str | None:
+    if us is None:
+        return None
+    return _iso_seconds(us // US) + f".{us % US:06d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_seconds(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def parse_iso(value: str) -> int:
+    """RFC 3339 -> microseconds. Naive timestamps are taken as UTC."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
+
+
+_PERIODS: dict[str, tuple[str, int, int]] = {}
+
+
+def period_bounds(period: str, at_us: int) -> tuple[str, int, int]:
+    """(period key, start, end) of the quota period containing `at_us` (UTC calendar)."""
+    cached = _PERIODS.get(period)
+    if cached is not None and cached[1] <= at_us < cached[2]:
+        return cached
+    found = _PERIODS[period] = _period_bounds(period, at_us)
+    return found
+
+
+def _period_bounds(period: str, at_us: int) -> tuple[str, int, int]:
+    dt = datetime.fromtimestamp(at_us / US, tz=UTC)
+    if period == "day":
+        start = dt.replace(hour=0, minute=0, second=0, microsecond=0)
+        key = start.strftime("%Y-%m-%d")
+        end_us = int(start.timestamp()) * US + DAY_US
+        return key, int(start.timestamp()) * US, end_us
+    start = dt.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    nxt = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start.strftime("%Y-%m"), int(start.timestamp()) * US, int(nxt.timestamp()) * US
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def event_id(at_us: int) -> str:
+    """Ids that sort by time (fixed-width hex microseconds) with a random suffix (uniqueness
+    only, not secrecy: the fast non-cryptographic generator is enough)."""
+    return f"ev_{at_us:014x}{random.getrandbits(32):08x}"
+
+
+def hash_key(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- schema
+
+metadata = sa.MetaData()
+
+schema_info = sa.Table(
+    "gateway_schema",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("plan", sa.String(64), nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("external_id", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("tenant_id", "external_id", name="uq_users_tenant_external"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("scopes", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("users.id"), nullable=True),
+    sa.Column("can_assert_user", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+    sa.Column("replaced_by", sa.String(40), nullable=True),
+    sa.Index("ix_api_keys_tenant", "tenant_id"),
+)
+
+connections = sa.Table(
+    "connections",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("connector", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("credentials", sa.Text, nullable=True),
+    sa.Column("connected_at", sa.BigInteger, nullable=True),
+    sa.Column("disconnected_at", sa.BigInteger, nullable=True),
+    sa.Column("last_success_at", sa.BigInteger, nullable=True),
+    sa.Column("last_error_at", sa.BigInteger, nullable=True),
+    sa.Column("last_error", sa.String(64), nullable=True),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+flows = sa.Table(
+    "flows",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("flow_id", sa.String(40), nullable=False),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.String(120), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(40), nullable=True),
+    sa.UniqueConstraint("tenant_id", "name", "version", name="uq_flows_tenant_name_version"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("connector", sa.String(64), nullable=True),
+    sa.Column("tool", sa.String(64), nullable=True),
+    sa.Column("duration_ms", sa.Float, nullable=True),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("details", sa.Text, nullable=True),
+    sa.Index("ix_events_tenant_id", "tenant_id", "id"),
+    sa.Index("ix_events_tenant_connector_at", "tenant_id", "connector", "at"),
+)
+
+usage = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("period", sa.String(10), primary_key=True),
+    sa.Column("tool", sa.String(64), primary_key=True),
+    sa.Column("connector", sa.String(64), nullable=False, default=""),
+    sa.Column("calls", sa.BigInteger, nullable=False, default=0),
+    sa.Column("errors", sa.BigInteger, nullable=False, default=0),
+)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def normalise_url(url: str) -> str:
+    """Accept a SQLAlchemy URL, a postgres URL, or a plain SQLite file path."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if "://" in url:
+        return url
+    return "sqlite:///" + str(Path(url).expanduser().resolve())
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other backends and in-memory SQLite)."""
+    parsed = sa.engine.make_url(normalise_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database or "")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url` (SQLite file path or URL, or PostgreSQL URL).
+
+    SQLite: the parent directory is created, WAL journal, foreign keys on, 30 s busy
+    timeout, and write transactions use BEGIN IMMEDIATE (see `Store.write`).
+    """
+    full = normalise_url(url)
+    parsed = sa.engine.make_url(full)
+    if parsed.get_backend_name() == "sqlite":
+        path = sqlite_path(full)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            full, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            if path is not None:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("gateway_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    return sa.create_engine(full, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    plan: str
+    generation: int
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    tenant_id: str
+    external_id: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    """Everything about a key except the key itself."""
+
+    id: str
+    tenant_id: str
+    name: str | None
+    prefix: str
+    scopes: tuple[str, ...]
+    user_id: str | None
+    user_external_id: str | None
+    can_assert_user: bool
+    created_at: int
+    expires_at: int
+    revoked_at: int | None
+
+    def status(self, at_us: int) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= at_us:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    token: str  # shown once, never stored
+    info: ApiKeyInfo
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A key looked up by its hash, with what a request needs about its tenant."""
+
+    info: ApiKeyInfo
+    tenant_name: str
+    plan: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRecord:
+    tenant_id: str
+    connector: str
+    state: str
+    sealed_credentials: str | None
+    connected_at: int | None
+    disconnected_at: int | None
+    last_success_at: int | None
+    last_error_at: int | None
+    last_error: str | None
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSnapshot:
+    tenant: Tenant
+    connections: Mapping[str, ConnectionRecord]
+
+    @property
+    def active(self) -> frozenset[str]:
+        return frozenset(n for n, c in self.connections.items() if c.state == "active")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    id: str
+    flow_id: str
+    tenant_id: str
+    name: str
+    version: int
+    definition: Mapping[str, Any]
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: str
+    tenant_id: str
+    type: str
+    status: str
+    at: int
+    connector: str | None = None
+    tool: str | None = None
+    duration_ms: float | None = None
+    error_code: str | None = None
+    details: Mapping[str, Any] | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenant_id": self.tenant_id,
+            "type": self.type,
+            "status": self.status,
+            "at": self.at,
+            "connector": self.connector,
+            "tool": self.tool,
+            "duration_ms": self.duration_ms,
+            "error_code": self.error_code,
+            "details": json.dumps(dict(self.details), sort_keys=True) if self.details else None,
+        }
+
+    def to_wire(self) -> dict[str, Any]:
+        """The `Event` shape of the manifests' types."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "status": self.status,
+            "at": iso(self.at),
+            "connector": self.connector,
+            "tool": self.tool,
+            "duration_ms": self.duration_ms,
+            "error_code": self.error_code,
+            "details": dict(self.details or {}),
+        }
+
+
+def make_event(
+    tenant_id: str,
+    type_: str,
+    status: str = "ok",
+    *,
+    at: int | None = None,
+    connector: str | None = None,
+    tool: str | None = None,
+    duration_ms: float | None = None,
+    error_code: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> EventRecord:
+    when = now_us() if at is None else at
+    return EventRecord(
+        id=event_id(when),
+        tenant_id=tenant_id,
+        type=type_,
+        status=status,
+        at=when,
+        connector=connector,
+        tool=tool,
+        duration_ms=duration_ms,
+        error_code=error_code,
+        details=details,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    tool: str
+    connector: str
+    calls: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDelta:
+    """Counters accumulated in memory, added to the `usage` table in one batch."""
+
+    tenant_id: str
+    period: str
+    tool: str
+    connector: str
+    calls: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class HealthDelta:
+    """Latest outcome of calls through one connection, written in one batch."""
+
+    tenant_id: str
+    connector: str
+    last_success_at: int | None
+    last_error_at: int | None
+    last_error: str | None
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def _tenant(row: Any) -> Tenant:
+    return Tenant(row.id, row.name, row.plan, row.generation, row.created_at)
+
+
+def _user(row: Any) -> User:
+    return User(row.id, row.tenant_id, row.external_id, row.created_at)
+
+
+def _connection(row: Any) -> ConnectionRecord:
+    return ConnectionRecord(
+        tenant_id=row.tenant_id,
+        connector=row.connector,
+        state=row.state,
+        sealed_credentials=row.credentials,
+        connected_at=row.connected_at,
+        disconnected_at=row.disconnected_at,
+        last_success_at=row.last_success_at,
+        last_error_at=row.last_error_at,
+        last_error=row.last_error,
+        updated_at=row.updated_at,
+    )
+
+
+def _event(row: Any) -> EventRecord:
+    return EventRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        type=row.type,
+        status=row.status,
+        at=row.at,
+        connector=row.connector,
+        tool=row.tool,
+        duration_ms=row.duration_ms,
+        error_code=row.error_code,
+        details=json.loads(row.details) if row.details else None,
+    )
+
+
+_KEY_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.tenant_id,
+    api_keys.c.name,
+    api_keys.c.prefix,
+    api_keys.c.scopes,
+    api_keys.c.user_id,
+    users.c.external_id.label("user_external_id"),
+    api_keys.c.can_assert_user,
+    api_keys.c.created_at,
+    api_keys.c.expires_at,
+    api_keys.c.revoked_at,
+)
+
+
+class _KeyRow(NamedTuple):
+    """A row of `Store._key_lookup`, in its column order."""
+
+    id: str
+    tenant_id: str
+    name: str | None
+    prefix: str
+    scopes: str
+    user_id: str | None
+    user_external_id: str | None
+    can_assert_user: Any
+    created_at: int
+    expires_at: int
+    revoked_at: int | None
+    tenant_name: str
+    plan: str
+    generation: int
+
+
+def _key_record(row: Any) -> KeyRecord | None:
+    if row is None:
+        return None
+    return KeyRecord(_key_info(row), row.tenant_name, row.plan, row.generation)
+
+
+def _key_info(row: Any) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        prefix=row.prefix,
+        scopes=tuple(s for s in row.scopes.split(",") if s),
+        user_id=row.user_id,
+        user_external_id=row.user_external_id,
+        can_assert_user=bool(row.can_assert_user),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def generate_token() -> tuple[str, str]:
+    """A new API key and its display prefix. 32 random bytes, url-safe."""
+    token = f"{KEY_PREFIX}_{secrets.token_urlsafe(32)}"
+    return token, token[:12]
+
+
+class Store:
+    """The gateway's persistent state. See the module docstring."""
+
+    def __init__(
+        self, engine: Engine, gateway: GatewaySpec, cipher: CredentialCipher | None = None
+    ) -> None:
+        self.engine = engine
+        self.gateway = gateway
+        self._cipher = cipher
+        self._dialect = engine.dialect.name
+        self._key_lookup = (
+            sa.select(
+                *_KEY_COLUMNS,
+                tenants.c.name.label("tenant_name"),
+                tenants.c.plan,
+                tenants.c.generation,
+            )
+            .select_from(
+                api_keys.join(tenants, tenants.c.id == api_keys.c.tenant_id).outerjoin(
+                    users, users.c.id == api_keys.c.user_id
+                )
+            )
+            .where(api_keys.c.key_hash == sa.bindparam("h"))
+        )
+
+        self._local = threading.local()
+        self._held: list[Any] = []
+        self._held_lock = threading.Lock()
+        compiled = self._key_lookup.compile(dialect=engine.dialect)
+        self._key_lookup_sql = str(compiled)
+        if self._dialect == "sqlite" and list(compiled.positiontup or ()) != ["h"]:
+            raise StoreError("unexpected key lookup statement")  # pragma: no cover
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self._dialect == "sqlite"
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(gateway_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def migrate(self) -> None:
+        """Create missing tables; refuse a database written by a newer schema."""
+        with self.write() as conn:
+            metadata.create_all(conn, checkfirst=True)
+            current = conn.execute(sa.select(schema_info.c.version)).scalar()
+            if current is None:
+                conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION))
+            elif current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database schema version {current} is newer than this gateway "
+                    f"({SCHEMA_VERSION}); upgrade the gateway"
+                )
+
+    def dispose(self) -> None:
+        with self._held_lock:
+            held, self._held = self._held, []
+        for conn in held:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self.engine.dispose()
+
+    def _upsert(self, table: sa.Table) -> Any:
+        if self._dialect == "postgresql":
+            return pg_dialect.insert(table)
+        return sqlite_dialect.insert(table)
+
+    def _bump(self, conn: Connection, tenant_id: str) -> None:
+        conn.execute(
+            tenants.update()
+            .where(tenants.c.id == tenant_id)
+            .values(generation=tenants.c.generation + 1)
+        )
+
+    # ------------------------------------------------------------------ tenants
+
+    def create_tenant(self, name: str, *, plan: str | None = None) -> Tenant:
+        name = name.strip()
+        if not name:
+            raise StoreError("tenant name must not be empty")
+        plan_name = plan or self.gateway.default_plan
+        if plan_name not in self.gateway.plans:
+            raise StoreError(
+                f"unknown plan {plan_name!r}; plans: {', '.join(sorted(self.gateway.plans))}"
+            )
+        tenant = Tenant(new_id("tn"), name, plan_name, 0, now_us())
+        try:
+            with self.write() as conn:
+                conn.execute(
+                    tenants.insert().values(
+                        id=tenant.id,
+                        name=tenant.name,
+                        plan=tenant.plan,
+                        generation=0,
+                        created_at=tenant.created_at,
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(f"a tenant named {name!r} already exists") from None
+        return tenant
+
+    def ensure_tenant(self, name: str, *, plan: str | None = None) -> Tenant:
+        existing = self.get_tenant(name)
+        if existing is not None:
+            return existing
+        try:
+            return self.create_tenant(name, plan=plan)
+        except Conflict:
+            found = self.get_tenant(name)
+            assert found is not None
+            return found
+
+    def get_tenant(self, ref: str) -> Tenant | None:
+        """A tenant by id or by name."""
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(tenants).where(sa.or_(tenants.c.id == ref, tenants.c.name == ref))
+            ).first()
+        return _tenant(row) if row is not None else None
+
+    def require_tenant(self, ref: str) -> Tenant:
+        tenant = self.get_tenant(ref)
+        if tenant is None:
+            raise NotFound(f"no tenant {ref!r}")
+        return tenant
+
+    def list_tenants(self) -> list[Tenant]:
+        with self.read() as conn:
+            rows = conn.execute(sa.select(tenants).order_by(tenants.c.name)).all()
+        return [_tenant(r) for r in rows]
+
+    def generations(self, tenant_ids: Sequence[str]) -> dict[str, int]:
+        """Current `generation` of each tenant (to detect connection changes cheaply)."""
+        if not tenant_ids:
+            return {}
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(tenants.c.id, tenants.c.generation).where(
+                    tenants.c.id.in_(list(tenant_ids))
+                )
+            ).all()
+        return {r.id: int(r.generation) for r in rows}
+
+    def set_plan(self, tenant_id: str, plan: str) -> Tenant:
+        if plan not in self.gateway.plans:
+            raise StoreError(f"unknown plan {plan!r}")
+        with self.write() as conn:
+            conn.execute(tenants.update().where(tenants.c.id == tenant_id).values(plan=plan))
+            self._bump(conn, tenant_id)
+        return self.require_tenant(tenant_id)
+
+    # ------------------------------------------------------------------ users
+
+    def register_user(self, tenant_id: str, external_id: str) -> tuple[User, bool]:
+        """Register (idempotently) a user; returns (user, created)."""
+        external_id = external_id.strip()
+        if not external_id or len(external_id) > 200:
+            raise StoreError("user id must be 1-200 characters")
+        existing = self.get_user(tenant_id, external_id)
+        if existing is not None:
+            return existing, False
+        user = User(new_id("usr"), tenant_id, external_id, now_us())
+        try:
+            with self.write() as conn:
+                conn.execute(
+                    users.insert().values(
+                        id=user.id,
+                        tenant_id=tenant_id,
+                        external_id=external_id,
+                        created_at=user.created_at,
+                    )
+                )
+        except IntegrityError:
+            again = self.get_user(tenant_id, external_id)
+            if again is None:
+                raise NotFound(f"no tenant {tenant_id!r}") from None
+            return again, False
+        return user, True
+
+    def get_user(self, tenant_id: str, external_id: str) -> User | None:
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(users).where(
+                    users.c.tenant_id == tenant_id, users.c.external_id == external_id
+                )
+            ).first()
+        return _user(row) if row is not None else None
+
+    def list_users(self, tenant_id: str) -> list[User]:
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(users).where(users.c.tenant_id == tenant_id).order_by(users.c.external_id)
+            ).all()
+        return [_user(r) for r in rows]
+
+    # ------------------------------------------------------------------ API keys
+
+    def issue_key(
+        self,
+        tenant_id: str,
+        *,
+        scopes: Sequence[str] = SCOPES,
+        user: str | None = None,
+        ttl_days: float | None = None,
+        host_app: bool = False,
+        name: str | None = None,
+    ) -> IssuedKey:
+        """Issue a key. `user` is the external id of a registered user of the tenant."""
+        clean = tuple(s for s in SCOPES if s in set(scopes))
+        unknown = set(scopes) - set(SCOPES)
+        if unknown or not clean:
+            raise StoreError(f"scopes must be a non-empty subset of {', '.join(SCOPES)}")
+        ttl = self.gateway.key_ttl_days if ttl_days is None else ttl_days
+        if ttl <= 0:
+            raise StoreError("ttl must be positive")
+        self.require_tenant(tenant_id)
+        user_row: User | None = None
+        if user is not None:
+            user_row = self.get_user(tenant_id, user)
+            if user_row is None:
+                raise NotFound(f"no user {user!r} in this tenant; register it first")
+        token, prefix = generate_token()
+        created = now_us()
+        info = ApiKeyInfo(
+            id=new_id("key"),
+            tenant_id=tenant_id,
+            name=name,
+            prefix=prefix,
+            scopes=clean,
+            user_id=user_row.id if user_row else None,
+            user_external_id=user_row.external_id if user_row else None,
+            can_assert_user=host_app,
+            created_at=created,
+            expires_at=created + int(ttl * DAY_US),
+            revoked_at=None,
+        )
+        with self.write() as conn:
+            conn.execute(
+                api_keys.insert().values(
+                    id=info.id,
+                    tenant_id=tenant_id,
+                    name=name,
+                    prefix=prefix,
+                    key_hash=hash_key(token),
+                    scopes=",".join(clean),
+                    user_id=info.user_id,
+                    can_assert_user=host_app,
+                    created_at=created,
+                    expires_at=info.expires_at,
+                )
+            )
+        return IssuedKey(token, info)
+
+    def _key_query(self) -> sa.Select[Any]:
+        return sa.select(*_KEY_COLUMNS).select_from(
+            api_keys.outerjoin(users, users.c.id == api_keys.c.user_id)
+        )
+
+    def get_key(self, key_id: str) -> ApiKeyInfo | None:
+        with self.read() as conn:
+            row = conn.execute(self._key_query().where(api_keys.c.id == key_id)).first()
+        return _key_info(row) if row is not None else None
+
+    def list_keys(self, tenant_id: str) -> list[ApiKeyInfo]:
+        with self.read() as conn:
+            rows = conn.execute(
+                self._key_query()
+                .where(api_keys.c.tenant_id == tenant_id)
+                .order_by(api_keys.c.created_at)
+            ).all()
+        return [_key_info(r) for r in rows]
+
+    def revoke_key(self, key_id: str) -> ApiKeyInfo:
+        with self.write() as conn:
+            conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now_us())
+            )
+        info = self.get_key(key_id)
+        if info is None:
+            raise NotFound(f"no key {key_id!r}")
+        return info
+
+    def rotate_key(self, key_id: str, *, ttl_days: float | None = None) -> IssuedKey:
+        """Issue a replacement with the same tenant, scopes, user and flags; revoke the old."""
+        old = self.get_key(key_id)
+        if old is None:
+            raise NotFound(f"no key {key_id!r}")
+        if old.revoked_at is not None:
+            raise Conflict(f"key {key_id} is revoked; issue a new key instead")
+        issued = self.issue_key(
+            old.tenant_id,
+            scopes=old.scopes,
+            user=old.user_external_id,
+            ttl_days=ttl_days,
+            host_app=old.can_assert_user,
+            name=old.name,
+        )
+        with self.write() as conn:
+            conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id)
+                .values(revoked_at=now_us(), replaced_by=issued.info.id)
+            )
+        return issued
+
+    def lookup_key(self, token: str) -> KeyRecord | None:
+        """The key whose hash matches `token` (revoked and expired ones included).
+
+        This runs on every request. On SQLite it uses a connection kept by the calling
+        thread and a precompiled statement (autocommit: each SELECT sees the latest commit),
+        which costs a fraction of a SQLAlchemy round trip; elsewhere it is a plain query.
+        """
+        if self.is_sqlite:
+            return self._lookup_key_raw(hash_key(token))
+        with self.engine.connect() as conn:
+            row = conn.execute(self._key_lookup, {"h": hash_key(token)}).first()
+            conn.rollback()
+        return _key_record(row)
+
+    def _lookup_key_raw(self, key_hash: str) -> Any:
+        """SQLite: rows are cached per thread until the database changes.
+
+        `PRAGMA data_version` changes whenever another connection (any thread or process)
+        commits, so a revocation or a new key is seen on the very next lookup, while lookups
+        between commits cost one pragma instead of a query."""
+        local = self._local
+        cur = getattr(local, "cursor", None)
+        if cur is None:
+            fairy = self.engine.raw_connection()
+            with self._held_lock:
+                self._held.append(fairy)
+            driver: Any = fairy.driver_connection
+            cur = local.cursor = driver.cursor()
+            local.cache = {}
+            local.version = None
+        # fetchall() runs each statement to completion, so no read snapshot stays open.
+        version = cur.execute("PRAGMA data_version").fetchall()[0][0]
+        cache: dict[str, KeyRecord | None] = local.cache
+        if version != local.version:
+            cache.clear()
+            local.version = version
+        elif key_hash in cache:
+            return cache[key_hash]
+        rows = cur.execute(self._key_lookup_sql, (key_hash,)).fetchall()
+        record = _key_record(_KeyRow(*rows[0]) if rows else None)
+        if len(cache) >= 10_000:
+            cache.clear()
+        cache[key_hash] = record
+        return record
+
+    # ------------------------------------------------------------------ connections
+
+    def _connector(self, name: str) -> ConnectorSpec:
+        spec = self.gateway.connectors.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self.gateway.connectors))
+            raise NotFound(f"unknown connector {name!r}; connectors: {known}")
+        return spec
+
+    def _check_fields(self, spec: ConnectorSpec, credentials: Mapping[str, str]) -> dict[str, str]:
+        known = {f.name for f in spec.auth.fields}
+        unknown = sorted(set(credentials) - known)
+        if unknown:
+            raise StoreError(
+                f"{spec.name} has no credential field(s) {', '.join(unknown)}; "
+                f"fields: {', '.join(sorted(known)) or '(none)'}"
+            )
+        missing = [f.name for f in spec.auth.fields if f.required and not credentials.get(f.name)]
+        if missing:
+            raise StoreError(f"{spec.name} needs credential field(s) {', '.join(missing)}")
+        return {k: str(v) for k, v in credentials.items()}
+
+    @property
+    def cipher(self) -> CredentialCipher:
+        if self._cipher is None:
+            raise StoreError("no credential encryption key configured")
+        return self._cipher
+
+    def connect(
+        self, tenant_id: str, connector: str, credentials: Mapping[str, str]
+    ) -> ConnectionRecord:
+        """Connect (or reconnect) a connector with its credentials; logs a `connect` event."""
+        spec = self._connector(connector)
+        creds = self._check_fields(spec, credentials)
+        sealed = self.cipher.encrypt(creds) if creds else None
+        self.require_tenant(tenant_id)
+        at = now_us()
+        values = {
+            "state": "active",
+            "credentials": sealed,
+            "connected_at": at,
+            "disconnected_at": None,
+            "last_error": None,
+            "last_error_at": None,
+            "updated_at": at,
+        }
+        stmt = self._upsert(connections).values(tenant_id=tenant_id, connector=connector, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["tenant_id", "connector"], set_=values)
+        event = make_event(tenant_id, "connect", connector=connector, at=at)
+        with self.write() as conn:
+            conn.execute(stmt)
+            conn.execute(events.insert().values(**event.to_row()))
+            self._bump(conn, tenant_id)
+        record = self.get_connection(tenant_id, connector)
+        assert record is not None
+        return record
+
+    def disconnect(self, tenant_id: str, connector: str) -> ConnectionRecord:
+        """Disconnect: credentials are erased, the row stays for history."""
+        at = now_us()
+        with self.write() as conn:
+            result = conn.execute(
+                connections.update()
+                .where(
+                    connections.c.tenant_id == tenant_id,
+                    connections.c.connector == connector,
+                    connections.c.state != "disconnected",
+                )
+                .values(state="disconnected", credentials=None, disconnected_at=at, updated_at=at)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"{connector} is not connected for this tenant")
+            event = make_event(tenant_id, "disconnect", connector=connector, at=at)
+            conn.execute(events.insert().values(**event.to_row()))
+            self._bump(conn, tenant_id)
+        record = self.get_connection(tenant_id, connector)
+        assert record is not None
+        return record
+
+    def mark_needs_reauth(self, tenant_id: str, connector: str, error_code: str) -> bool:
+        """Mark an active connection as needing new credentials. True if it changed."""
+        at = now_us()
+        with self.write() as conn:
+            result = conn.execute(
+                connections.update()
+                .where(
+                    connections.c.tenant_id == tenant_id,
+                    connections.c.connector == connector,
+                    connections.c.state == "active",
+                )
+                .values(
+                    state="needs_reauth",
+                    last_error=error_code,
+                    last_error_at=at,
+                    updated_at=at,
+                )
+            )
+            if result.rowcount:
+                self._bump(conn, tenant_id)
+        return bool(result.rowcount)
+
+    def update_credentials(
+        self, tenant_id: str, connector: str, credentials: Mapping[str, str]
+    ) -> None:
+        """Store refreshed credentials (e.g. a new OAuth access token) of an active connection."""
+        sealed = self.cipher.encrypt({k: str(v) for k, v in credentials.items()})
+        with self.write() as conn:
+            result = conn.execute(
+                connections.update()
+                .where(
+                    connections.c.tenant_id == tenant_id,
+                    connections.c.connector == connector,
+                    connections.c.state == "active",
+                )
+                .values(credentials=sealed, updated_at=now_us())
+            )
+            if result.rowcount:
+                self._bump(conn, tenant_id)
+
+    def get_connection(self, tenant_id: str, connector: str) -> ConnectionRecord | None:
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(connections).where(
+                    connections.c.tenant_id == tenant_id, connections.c.connector == connector
+                )
+            ).first()
+        return _connection(row) if row is not None else None
+
+    def list_connections(self, tenant_id: str) -> list[ConnectionRecord]:
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(connections)
+                .where(connections.c.tenant_id == tenant_id)
+                .order_by(connections.c.connector)
+            ).all()
+        return [_connection(r) for r in rows]
+
+    def snapshot(self, tenant_id: str) -> TenantSnapshot:
+        """The tenant and all its connections, read in one transaction."""
+        with self.read() as conn:
+            trow = conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id)).first()
+            if trow is None:
+                raise NotFound(f"no tenant {tenant_id!r}")
+            rows = conn.execute(
+                sa.select(connections).where(connections.c.tenant_id == tenant_id)
+            ).all()
+        return TenantSnapshot(_tenant(trow), {r.connector: _connection(r) for r in rows})
+
+    def open_credentials(self, record: ConnectionRecord) -> dict[str, str]:
+        if record.sealed_credentials is None:
+            return {}
+        return self.cipher.decrypt(record.sealed_credentials)
+
+    # ------------------------------------------------------------------ flows
+
+    def create_flow(
+        self,
+        tenant_id: str,
+        name: str,
+        definition: Mapping[str, Any],
+        *,
+        created_by: str | None = None,
+    ) -> FlowRecord:
+        """Store a flow; a name already used by the tenant gets the next version."""
+        body = json.dumps(dict(definition), sort_keys=True)
+        for _attempt in range(5):
+            at = now_us()
+            try:
+                with self.write() as conn:
+                    latest = conn.execute(
+                        sa.select(flows.c.flow_id, flows.c.version)
+                        .where(flows.c.tenant_id == tenant_id, flows.c.name == name)
+                        .order_by(flows.c.version.desc())
+                        .limit(1)
+                    ).first()
+                    flow_id = latest.flow_id if latest is not None else new_id("flow")
+                    version = latest.version + 1 if latest is not None else 1
+                    record = FlowRecord(
+                        new_id("fv"), flow_id, tenant_id, name, version, dict(definition), at
+                    )
+                    conn.execute(
+                        flows.insert().values(
+                            id=record.id,
+                            flow_id=flow_id,
+                            tenant_id=tenant_id,
+                            name=name,
+                            version=version,
+                            definition=body,
+                            created_at=at,
+                            created_by=created_by,
+                        )
+                    )
+                    event = make_event(
+                        tenant_id,
+                        "flow_created",
+                        at=at,
+                        details={"flow_id": flow_id, "name": name, "version": version},
+                    )
+                    conn.execute(events.insert().values(**event.to_row()))
+                return record
+            except IntegrityError:
+                continue  # a concurrent writer took this version number
+        raise Conflict(f"could not store flow {name!r}: too many concurrent versions")
+
+    def list_flows(self, tenant_id: str) -> list[FlowRecord]:
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(flows)
+                .where(flows.c.tenant_id == tenant_id)
+                .order_by(flows.c.name, flows.c.version)
+            ).all()
+        return [
+            FlowRecord(
+                r.id,
+                r.flow_id,
+                r.tenant_id,
+                r.name,
+                r.version,
+                json.loads(r.definition),
+                r.created_at,
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ events & usage
+
+    def write_batch(
+        self,
+        event_records: Sequence[EventRecord],
+        usage_deltas: Sequence[UsageDelta] = (),
+        health: Sequence[HealthDelta] = (),
+    ) -> None:
+        """Persist what the recorder accumulated, in one transaction."""
+        if not event_records and not usage_deltas and not health:
+            return
+        with self.write() as conn:
+            if event_records:
+                conn.execute(events.insert(), [e.to_row() for e in event_records])
+            for d in usage_deltas:
+                stmt = self._upsert(usage).values(
+                    tenant_id=d.tenant_id,
+                    period=d.period,
+                    tool=d.tool,
+                    connector=d.connector,
+                    calls=d.calls,
+                    errors=d.errors,
+                )
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["tenant_id", "period", "tool"],
+                    set_={
+                        "calls": usage.c.calls + stmt.excluded.calls,
+                        "errors": usage.c.errors + stmt.excluded.errors,
+                    },
+                )
+                conn.execute(stmt)
+            for h in health:
+                values: dict[str, Any] = {}
+                if h.last_success_at is not None:
+                    values["last_success_at"] = (
+                        sa.func.max(
+                            sa.func.coalesce(connections.c.last_success_at, 0), h.last_success_at
+                        )
+                        if self._dialect == "sqlite"
+                        else sa.func.greatest(
+                            sa.func.coalesce(connections.c.last_success_at, 0), h.last_success_at
+                        )
+                    )
+                if h.last_error_at is not None:
+                    values["last_error_at"] = h.last_error_at
+                    values["last_error"] = h.last_error
+                if values:
+                    conn.execute(
+                        connections.update()
+                        .where(
+                            connections.c.tenant_id == h.tenant_id,
+                            connections.c.connector == h.connector,
+                        )
+                        .values(**values)
+                    )
+
+    def append_events(self, event_records: Sequence[EventRecord]) -> None:
+        self.write_batch(event_records)
+
+    def query_events(
+        self,
+        tenant_id: str,
+        *,
+        type_: str | None = None,
+        status: str | None = None,
+        connector: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        before_id: str | None = None,
+        limit: int = 50,
+    ) -> list[EventRecord]:
+        """Events of a tenant, newest first."""
+        q = sa.select(events).where(events.c.tenant_id == tenant_id)
+        if type_ is not None:
+            q = q.where(events.c.type == type_)
+        if status is not None:
+            q = q.where(events.c.status == status)
+        if connector is not None:
+            q = q.where(events.c.connector == connector)
+        if since is not None:
+            q = q.where(events.c.at >= since)
+        if until is not None:
+            q = q.where(events.c.at <= until)
+        if before_id is not None:
+            q = q.where(events.c.id < before_id)
+        q = q.order_by(events.c.id.desc()).limit(limit)
+        with self.read() as conn:
+            rows = conn.execute(q).all()
+        return [_event(r) for r in rows]
+
+    def call_stats(self, tenant_id: str, connector: str, since: int) -> tuple[int, int]:
+        """(tool calls, failed tool calls) through `connector` since `since`."""
+        q = sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((events.c.status == "error", 1), else_=0)), 0),
+        ).where(
+            events.c.tenant_id == tenant_id,
+            events.c.connector == connector,
+            events.c.type == "tool_call",
+            events.c.at >= since,
+        )
+        with self.read() as conn:
+            row = conn.execute(q).one()
+        return int(row[0]), int(row[1])
+
+    def usage_rows(self, tenant_id: str, period: str) -> list[UsageRow]:
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(usage.c.tool, usage.c.connector, usage.c.calls, usage.c.errors)
+                .where(usage.c.tenant_id == tenant_id, usage.c.period == period)
+                .order_by(usage.c.tool)
+            ).all()
+        return [UsageRow(r.tool, r.connector, int(r.calls), int(r.errors)) for r in rows]
+
+    def usage_totals(self, tenant_id: str, period: str) -> tuple[int, dict[str, int]]:
+        """(calls in the period, calls per connector) from the persisted counters."""
+        total = 0
+        per: dict[str, int] = {}
+        for row in self.usage_rows(tenant_id, period):
+            total += row.calls
+            if row.connector:
+                per[row.connector] = per.get(row.connector, 0) + row.calls
+        return total, per
+
+
+def default_database_url(gateway: GatewaySpec, environ: Mapping[str, str]) -> str:
+    """`<IMPORT_NAME>_DATABASE_URL`, else the embedded SQLite file ./var/<import_name>.db."""
+    env = gateway.import_name.upper() + "_DATABASE_URL"
+    return environ.get(env) or str(Path("var") / f"{gateway.import_name}.db")
+
+
+def open_store(gateway: GatewaySpec, url: str, *, environ: Mapping[str, str]) -> Store:
+    """The store at `url` (created and migrated), with the deployment's credential key: the
+    environment's, else (SQLite) a key file next to the database."""
+    path = sqlite_path(url)
+    key_file = path.with_name(path.name + ".key") if path is not None else None
+    cipher = load_cipher(gateway.import_name, environ, key_file=key_file)
+    store = Store(make_engine(url), gateway, cipher)
+    store.migrate()
+    return store
