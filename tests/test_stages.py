@@ -140,3 +140,13 @@ def test_every_code_is_documented_and_docs_are_fresh() -> None:
         assert path.read_text(encoding="utf-8") == fn(), f"run python -m generator.docs ({name})"
     text = (docs.DOCS / "diagnostics.md").read_text(encoding="utf-8")
     assert all(f"`{code}`" in text for code in CODES)
+
+
+def test_unknown_schema_keywords_and_yaml_comma_splits_are_errors() -> None:
+    native = ("n.yaml", "version: 1\nkind: native\ntools:\n  - name: t\n    description: d\n"
+              "    scope: read\n    handler: native.list_integrations\n"
+              "    input:\n      type: object\n      properties:\n"
+              "        a: {type: string, description: Name, e.g. slack.}\n"
+              "        b: {type: string, minLenght: 1, x-ui: wide}\n"
+              "    output: {type: object}\n")
+    assert _compile(GATEWAY, native) == ["n.yaml:11:46:GEN219", "n.yaml:12:27:GEN219"]
