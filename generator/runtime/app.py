@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -78,6 +81,13 @@ def build_http_app(
 ) -> Starlette:
     server = runtime.build_server()
     verifier = GatewayTokenVerifier(runtime.verifier)
+    security = transport_security(host, allowed_hosts, allowed_origins)
+    if security is None:
+        logger.warning(
+            "serving on %s without --allowed-host: DNS-rebinding protection is off; "
+            "pass the public host name(s) clients use",
+            host,
+        )
 
     async def register(request: Request) -> Response:
         user = request.scope.get("user")
@@ -149,7 +159,7 @@ def build_http_app(
         stateless_http=stateless,
         json_response=json_response,
         host=host,
-        transport_security=transport_security(host, allowed_hosts, allowed_origins),
+        transport_security=security,
         auth=AuthSettings(
             issuer_url=f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}",  # type: ignore[arg-type]
             resource_server_url=None,
@@ -184,13 +194,31 @@ async def serve_stdio(
     api_key: str,
     asserted_user: str | None = None,
     watch_interval: float = 2.0,
+    exit_on_signal: bool = False,
 ) -> None:
-    """Serve one client on stdin/stdout as the owner of `api_key` until stdin closes."""
+    """Serve one client on stdin/stdout as the owner of `api_key` until stdin closes.
+
+    With `exit_on_signal` (the CLI), SIGTERM and SIGINT flush every buffered record and then
+    end the process at once: the SDK reads stdin in a worker thread that cannot be
+    interrupted, so waiting for a graceful unwind would hang until the client closes stdin.
+    """
     server = runtime.build_server(api_key=api_key, asserted_user=asserted_user)
     try:
         async with stdio_server() as (read, write), anyio.create_task_group() as tg:
             tg.start_soon(runtime.watch_changes, watch_interval)
+            if exit_on_signal:
+                tg.start_soon(_exit_on_signal, runtime)
             await server.run(read, write, server.create_initialization_options())
             tg.cancel_scope.cancel()
     finally:
         await runtime.aclose()
+
+
+async def _exit_on_signal(runtime: GatewayRuntime) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("signal %d: flushing records and exiting", signum)
+            with anyio.CancelScope(shield=True):
+                await runtime.aclose()
+            sys.stderr.flush()
+            os._exit(0)

@@ -24,7 +24,6 @@ import getpass
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -414,17 +413,12 @@ def _serve_stdio(
         )
         return 1
     user = environ.get(user_env(gateway.import_name)) or None
-
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        anyio.run(lambda: serve_stdio(runtime, api_key=key, asserted_user=user))
-    except KeyboardInterrupt:
-        runtime.close_sync()
+        anyio.run(
+            lambda: serve_stdio(runtime, api_key=key, asserted_user=user, exit_on_signal=True)
+        )
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        runtime.close_sync()
     return 0
 
 

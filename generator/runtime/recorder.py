@@ -106,6 +106,8 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._close_lock = threading.Lock()  # a second close() waits for the first
+        self._close_done = False
         self.flushes = 0
         self.written = 0
         _live.add(self)
@@ -194,28 +196,36 @@ class Recorder:
                 logger.exception("recorder: background flush failed; will retry")
 
     def close(self) -> None:
-        """Stop the background thread and write everything still buffered."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(30)
-        for _attempt in range(3):
-            try:
-                self.flush()
-                break
-            except Exception:
-                logger.exception("recorder: final flush failed")
-        lost = self.pending()
-        if lost:
-            logger.error("recorder: %d records could not be written at shutdown", lost)
-        _live.discard(self)
+        """Stop the background thread and write everything still buffered. Idempotent; a
+        concurrent second call returns only once the first has finished writing."""
+        with self._close_lock:
+            if self._close_done:
+                return
+            self._closed = True
+            self._stop.set()
+            self._wake.set()
+            if self._thread is not None:
+                self._thread.join(30)
+            for _attempt in range(3):
+                try:
+                    self.flush()
+                    break
+                except Exception:
+                    logger.exception("recorder: final flush failed")
+            lost = self.pending()
+            if lost:
+                logger.error("recorder: %d records could not be written at shutdown", lost)
+            self._close_done = True
+            _live.discard(self)
 
     def pending(self) -> int:
         with self._lock:
             return len(self._batch)
+
+    def settled(self) -> bool:
+        """True when everything recorded so far is in the database (nothing buffered and no
+        batch being written)."""
+        return not self._write_lock.locked() and not self.pending()
 
     # ------------------------------------------------------------------ writing
 

@@ -396,11 +396,12 @@ class GatewayRuntime:
             await self._executor.aclose()
 
     def close_sync(self) -> None:
-        """`aclose` for code without an event loop (the executor's client is left to GC)."""
-        if not self._closed:
-            self._closed = True
-            self.notifier.close()
-            self.recorder.close()
+        """`aclose` for code without an event loop (the executor's client is left to GC).
+        Safe after an interrupted `aclose`: the recorder's close waits for or redoes the
+        final flush."""
+        self._closed = True
+        self.notifier.close()
+        self.recorder.close()
 
     # ------------------------------------------------------------------ helpers
 
@@ -409,7 +410,9 @@ class GatewayRuntime:
         return await anyio.to_thread.run_sync(partial(fn, *args))
 
     async def flush_records(self) -> None:
-        if self.recorder.pending():
+        """Make every call recorded so far visible to queries (waits for a batch that the
+        background thread is writing)."""
+        if not self.recorder.settled():
             await anyio.to_thread.run_sync(self.recorder.flush)
 
     def call_context(self, principal: Principal, user: str | None) -> CallContext:

@@ -346,3 +346,61 @@ async def test_generated_package_over_stdio(tmp_path: Path) -> None:
     assert {n for n in names if n.startswith("slack_")} == set(GATEWAY.connectors["slack"].tools)
     assert not any(n.startswith("shopify_") for n in names)
     assert [i["connector"] for i in r.structured_content["integrations"]] == ["slack"]
+
+
+def test_stdio_sigterm_flushes_records(gateway, tmp_path: Path, upstream: FakeUpstream) -> None:
+    """Raw JSON-RPC over the pipes (2025-11-25 handshake), then SIGTERM: nothing is lost."""
+    import json
+
+    db = str(tmp_path / "gw.db")
+    ka, _, tenant_a = _setup(gateway, db, upstream)
+    proc = subprocess.Popen(
+        [sys.executable, LAUNCHER, "serve", "--transport", "stdio", "--db", db],
+        env=_env(FASTN_GATEWAY_API_KEY=ka),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def send(msg: dict[str, object]) -> None:
+        proc.stdin.write((json.dumps(msg) + "\n").encode())  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+
+    def reply() -> dict[str, object]:
+        return json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+
+    try:
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "0"},
+                },
+            }
+        )
+        assert "result" in reply()
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        for i in range(1, 8):
+            send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": i,
+                    "method": "tools/call",
+                    "params": {"name": "fastn_list_integrations", "arguments": {}},
+                }
+            )
+            answer = reply()
+            assert answer["id"] == i and "result" in answer
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    store = Store(make_engine(db), gateway)
+    assert len(store.query_events(tenant_a, type_="tool_call")) == 7
+    store.dispose()

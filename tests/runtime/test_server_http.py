@@ -28,9 +28,11 @@ def http(request: pytest.FixtureRequest, world) -> Iterator[str]:
         yield srv.url
 
 
-@pytest.fixture
-def stateful(world) -> Iterator[str]:
-    app = build_http_app(world.runtime, stateless=False, json_response=False, watch_interval=0.1)
+@pytest.fixture(params=["json", "sse"])
+def stateful(request: pytest.FixtureRequest, world) -> Iterator[str]:
+    app = build_http_app(
+        world.runtime, stateless=False, json_response=request.param == "json", watch_interval=0.1
+    )
     with UvicornThread(app) as srv:
         yield srv.url
 

@@ -1,0 +1,143 @@
+"""The batching recorder and the quota tracker on a real SQLite file."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from generator.runtime.errors import GatewayError
+from generator.runtime.quota import QuotaTracker
+from generator.runtime.recorder import Recorder
+from generator.runtime.store import Store, make_event, now_us, period_bounds
+
+
+def _call(rec: Recorder, tenant: str, tool: str = "slack_send_message", status: str = "ok") -> None:
+    rec.record_call(
+        tenant_id=tenant,
+        tool=tool,
+        connector="slack" if tool.startswith("slack_") else None,
+        period="2026-05",
+        status=status,
+        duration_ms=1.5,
+        error_code=None if status == "ok" else "upstream_error",
+    )
+
+
+def test_nothing_is_written_per_call_and_flush_writes_everything(sqlite_store: Store) -> None:
+    t = sqlite_store.create_tenant("acme")
+    sqlite_store.connect(t.id, "slack", {"bot_token": "x"})
+    rec = Recorder(sqlite_store, interval=3600)
+    for i in range(10):
+        _call(rec, t.id, status="error" if i == 3 else "ok")
+    rec.record_event(make_event(t.id, "memory_update"))
+    assert sqlite_store.query_events(t.id, type_="tool_call") == []
+    assert rec.flush() == 11
+    assert len(sqlite_store.query_events(t.id, type_="tool_call", limit=100)) == 10
+    rows = sqlite_store.usage_rows(t.id, "2026-05")
+    assert [(r.tool, r.connector, r.calls, r.errors) for r in rows] == [
+        ("slack_send_message", "slack", 10, 1)
+    ]
+    conn = sqlite_store.get_connection(t.id, "slack")
+    assert conn is not None and conn.last_success_at and conn.last_error == "upstream_error"
+    assert rec.flush() == 0
+    rec.close()
+
+
+def test_background_thread_flushes(sqlite_store: Store) -> None:
+    t = sqlite_store.create_tenant("acme")
+    rec = Recorder(sqlite_store, interval=0.02)
+    _call(rec, t.id, tool="fastn_list_integrations")
+    deadline = time.time() + 10
+    while not sqlite_store.query_events(t.id):
+        assert time.time() < deadline
+        time.sleep(0.01)
+    assert rec.settled()
+    rec.close()
+
+
+def test_failed_write_is_retried_and_close_writes_the_rest(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = sqlite_store.create_tenant("acme")
+    rec = Recorder(sqlite_store, interval=3600)
+    real = sqlite_store.write_batch
+    calls = {"n": 0}
+
+    def flaky(*args: object, **kw: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database is locked")
+        real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_store, "write_batch", flaky)
+    for _ in range(3):
+        _call(rec, t.id)
+    with pytest.raises(RuntimeError):
+        rec.flush()
+    assert rec.pending() > 0
+    for _ in range(2):
+        _call(rec, t.id)
+    rec.close()
+    assert len(sqlite_store.query_events(t.id, limit=100)) == 5
+    assert sqlite_store.usage_totals(t.id, "2026-05")[0] == 5
+
+
+def test_concurrent_close_waits_for_the_final_flush(sqlite_store: Store) -> None:
+    t = sqlite_store.create_tenant("acme")
+    rec = Recorder(sqlite_store, interval=3600)
+    for _ in range(500):
+        _call(rec, t.id)
+    closers = [threading.Thread(target=rec.close) for _ in range(3)]
+    for th in closers:
+        th.start()
+    rec.close()
+    assert len(sqlite_store.query_events(t.id, limit=1000)) == 500
+    for th in closers:
+        th.join()
+
+
+def test_quota_counts_local_calls_and_settles_after_flush(sqlite_store: Store, gateway) -> None:
+    t = sqlite_store.create_tenant("acme", plan="tiny")  # 3 calls a day
+    quota = QuotaTracker(gateway, sqlite_store.usage_totals)
+    rec = Recorder(sqlite_store, quota, interval=3600)
+    at = now_us()
+    day = period_bounds("day", at)[0]
+    assert quota.needs_load(t.id, "tiny", at) == day
+    quota.load(t.id, day)
+    assert quota.needs_load(t.id, "tiny", at) is None
+    for _ in range(2):
+        quota.check_and_count(t.id, "tiny", None, at)
+        rec.record_call(
+            tenant_id=t.id,
+            tool="fastn_list_integrations",
+            connector=None,
+            period=day,
+            status="ok",
+            duration_ms=1,
+        )
+    rec.flush()  # base := 2 from the database, nothing unsettled
+    # another process used the last call of the day
+    sqlite_store.write_batch([], [_delta(t.id, day)])
+    quota.check_and_count(t.id, "tiny", None, at)  # base 2 + 1 local = 3: allowed
+    quota.load(t.id, day)  # the refreshed base (3) counts the other process's call
+    with pytest.raises(GatewayError) as exc:
+        quota.check_and_count(t.id, "tiny", None, at)
+    assert exc.value.code == "quota_exceeded" and exc.value.retryable
+    assert exc.value.retry_after is not None and 0 < exc.value.retry_after <= 86400
+    rec.close()
+
+
+def _delta(tenant: str, period: str):  # type: ignore[no-untyped-def]
+    from generator.runtime.store import UsageDelta
+
+    return UsageDelta(tenant, period, "fastn_get_usage_summary", "", 1, 0)
+
+
+def test_unlimited_plan_never_loads(sqlite_store: Store, gateway) -> None:
+    t = sqlite_store.create_tenant("big", plan="enterprise")
+    quota = QuotaTracker(gateway, sqlite_store.usage_totals)
+    assert quota.needs_load(t.id, "enterprise", now_us()) is None
+    for _ in range(1000):
+        quota.check_and_count(t.id, "enterprise", "slack", now_us())
