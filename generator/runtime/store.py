@@ -1074,20 +1074,25 @@ class Store:
     def update_credentials(
         self, tenant_id: str, connector: str, credentials: Mapping[str, str]
     ) -> None:
-        """Store refreshed credentials (e.g. a new OAuth access token) of an active connection."""
-        sealed = self.cipher.encrypt({k: str(v) for k, v in credentials.items()})
+        """Merge refreshed credentials (e.g. a new OAuth access token, perhaps a rotated
+        refresh token) into an active connection's stored ones, in one transaction."""
         with self.write() as conn:
-            result = conn.execute(
-                connections.update()
-                .where(
+            sealed = conn.execute(
+                sa.select(connections.c.credentials).where(
                     connections.c.tenant_id == tenant_id,
                     connections.c.connector == connector,
                     connections.c.state == "active",
                 )
-                .values(credentials=sealed, updated_at=now_us())
+            ).scalar()
+            if sealed is None:
+                return
+            merged = {**self.cipher.decrypt(sealed), **{k: str(v) for k, v in credentials.items()}}
+            conn.execute(
+                connections.update()
+                .where(connections.c.tenant_id == tenant_id, connections.c.connector == connector)
+                .values(credentials=self.cipher.encrypt(merged), updated_at=now_us())
             )
-            if result.rowcount:
-                self._bump(conn, tenant_id)
+            self._bump(conn, tenant_id)
 
     def get_connection(self, tenant_id: str, connector: str) -> ConnectionRecord | None:
         with self.read() as conn:

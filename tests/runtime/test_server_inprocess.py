@@ -488,3 +488,42 @@ def test_dispatch_tables_match_the_handler_names_the_compiler_accepts() -> None:
 
     assert set(TOOL_HANDLER_NAMES) == set(TOOL_HANDLERS)
     assert set(resources.READERS) == set(RESOURCE_HANDLERS)
+
+
+async def test_refreshed_oauth_credentials_are_stored_back(sqlite_store: Store, gateway) -> None:
+    """HubSpot answers 401 to an expired token; the executor refreshes it at the token URL and
+    the server stores the new token (encrypted), so the next call needs no refresh."""
+    from generator.runtime.executor import ConnectorExecutor
+    from generator.runtime.server import GatewayRuntime
+    from tests.runtime.upstreams import HS_APP, HS_REFRESH_A, HubSpotUpstream, hubspot_creds
+
+    hub = HubSpotUpstream(HS_APP, {HS_REFRESH_A: "portalA"})
+    hub.start()
+    try:
+        executor = ConnectorExecutor(
+            gateway,
+            base_urls={"hubspot": hub.url},
+            token_urls={"hubspot": f"{hub.url}/oauth/v1/token"},
+        )
+        rt = GatewayRuntime(gateway, sqlite_store, executor=executor, recorder_interval=0.05)
+        t = sqlite_store.create_tenant("acme")
+        old = hub.issue("portalA")
+        hub.expire(old)
+        sqlite_store.connect(t.id, "hubspot", hubspot_creds(old))
+        key = sqlite_store.issue_key(t.id).token
+        async with Client(rt.build_server(api_key=key)) as c:
+            r = await c.call_tool("hubspot_list_contacts", {"limit": 2})
+            assert not r.is_error, r.content
+            assert hub.refreshes == 1
+            rec = sqlite_store.get_connection(t.id, "hubspot")
+            assert rec is not None and rec.state == "active"
+            stored = sqlite_store.open_credentials(rec)
+            assert (
+                stored["access_token"] not in (old, "") and stored["client_id"] == HS_APP.client_id
+            )
+            assert stored["access_token"] not in (rec.sealed_credentials or "")
+            r = await c.call_tool("hubspot_list_contacts", {"limit": 2})
+            assert not r.is_error and hub.refreshes == 1
+        await rt.aclose()
+    finally:
+        hub.stop()
