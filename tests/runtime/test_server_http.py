@@ -272,3 +272,32 @@ async def test_list_changed_over_http_listen(stateful: str, world, sqlite_store:
             async for event in sub:
                 assert type(event).__name__ == "ToolsListChanged"
                 break
+
+
+async def test_allowed_hosts(world) -> None:
+    app = build_http_app(world.runtime, host="0.0.0.0", allowed_hosts=["gw.example.com"])
+    with UvicornThread(app) as srv:
+        headers = {
+            **ACCEPT,
+            "Authorization": f"Bearer {world.a_rw}",
+            "MCP-Protocol-Version": "2025-11-25",
+        }
+        init = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        }
+        async with httpx2.AsyncClient() as h:
+            good = await h.post(
+                f"{srv.url}/mcp", json=init, headers={**headers, "Host": "gw.example.com"}
+            )
+            evil = await h.post(
+                f"{srv.url}/mcp", json=init, headers={**headers, "Host": "evil.example"}
+            )
+    assert good.status_code == 200
+    assert evil.status_code == 421
