@@ -26,8 +26,11 @@ Modes (all in the same run, rounds interleaved):
              Skipped (and said so) when that interpreter is missing.
 
 Each mode runs sequentially (concurrency 1: latency percentiles) and with 8 concurrent callers
-(throughput). Reported per mode: calls/s, p50/p95 latency; then the p50 overhead over `direct`
-and the gateway's calls/s relative to FastMCP. Prints a Markdown table and writes JSON to
+(throughput). Reported per mode: calls/s, p50/p95 latency, and the CPU time the calling
+process spent per call (time.process_time: the upstream process is excluded; the gateway's
+recorder thread is included). Wall-clock numbers move with other load on the machine; the CPU
+figure much less, so it is the one to compare on a busy host. Then the p50 overhead over
+`direct` and the gateway's calls/s relative to FastMCP. Prints a Markdown table and writes JSON to
 bench/results/dynamic_calls.json.
 """
 
@@ -82,8 +85,10 @@ async def measure(
             latencies.append(time.perf_counter() - start)
 
     started = time.perf_counter()
+    cpu_started = time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     latencies.sort()
     return {
         "calls": calls,
@@ -92,6 +97,7 @@ async def measure(
         "calls_per_s": round(calls / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 3),
         "p95_ms": round(latencies[int(len(latencies) * 0.95) - 1] * 1000, 3),
+        "cpu_us_per_call": round(cpu / calls * 1e6, 1),
     }
 
 
@@ -346,7 +352,7 @@ def fastmcp_version(python: str) -> str | None:
 def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per metric, the median over rounds."""
     out = dict(rows[0])
-    for key in ("seconds", "calls_per_s", "p50_ms", "p95_ms"):
+    for key in ("seconds", "calls_per_s", "p50_ms", "p95_ms", "cpu_us_per_call"):
         out[key] = round(statistics.median(r[key] for r in rows), 3)
     out["rounds"] = len(rows)
     return out
@@ -365,6 +371,7 @@ def main() -> int:
         args.calls, args.warmup, args.rounds = 500, 50, 1
     levels = [int(x) for x in args.concurrency.split(",") if x]
 
+    load_before = os.getloadavg()
     upstream = UpstreamProcess()
     gateway_label = _import_gateway()[4]
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -396,13 +403,17 @@ def main() -> int:
     finally:
         upstream.close()
 
+    load_after = os.getloadavg()
     rows = {key: _median_row(value) for key, value in results.items()}
     lines = [
         f"Dynamic-tool calls, {args.calls} calls x {args.rounds} round(s) per cell "
-        "(median of rounds), Slack stand-in upstream in its own process.",
+        "(median of rounds), Slack stand-in upstream in its own process; "
+        f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after.",
         "",
-        "| mode | concurrency | calls/s | p50 ms | p95 ms | p50 overhead vs direct |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| mode | concurrency | calls/s | p50 ms | p95 ms | p50 overhead vs direct "
+        "| client CPU µs/call | CPU overhead vs direct |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for level in levels:
         direct = rows.get(("direct", level))
@@ -410,12 +421,13 @@ def main() -> int:
             row = rows.get((mode, level))
             if row is None:
                 continue
-            overhead = (
-                f"{row['p50_ms'] - direct['p50_ms']:+.3f} ms" if direct and mode != "direct" else ""
-            )
+            overhead = cpu_over = ""
+            if direct and mode != "direct":
+                overhead = f"{row['p50_ms'] - direct['p50_ms']:+.3f} ms"
+                cpu_over = f"{row['cpu_us_per_call'] - direct['cpu_us_per_call']:+.0f} µs"
             lines.append(
                 f"| {mode} | {level} | {row['calls_per_s']:.0f} | {row['p50_ms']:.3f} | "
-                f"{row['p95_ms']:.3f} | {overhead} |"
+                f"{row['p95_ms']:.3f} | {overhead} | {row['cpu_us_per_call']:.0f} | {cpu_over} |"
             )
     summary: dict[str, Any] = {}
     lines.append("")
@@ -425,6 +437,12 @@ def main() -> int:
             ratio = gw["calls_per_s"] / fm["calls_per_s"]
             summary[f"gateway_vs_fastmcp_c{level}"] = round(ratio, 2)
             lines.append(f"- c={level}: gateway serves {ratio:.2f}x FastMCP's calls/s")
+            cpu_ratio = fm["cpu_us_per_call"] / gw["cpu_us_per_call"]
+            summary[f"fastmcp_cpu_over_gateway_cpu_c{level}"] = round(cpu_ratio, 2)
+            lines.append(
+                f"- c={level}: FastMCP spends {cpu_ratio:.2f}x the gateway's client-process CPU "
+                "per call"
+            )
         direct, gw = rows.get(("direct", level)), rows.get(("gateway", level))
         if direct and gw:
             over = gw["p50_ms"] - direct["p50_ms"]
@@ -440,6 +458,8 @@ def main() -> int:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
         "gateway": gateway_label,
         "fastmcp": fastmcp_version(args.fastmcp_python),
         "calls": args.calls,
