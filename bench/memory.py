@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sqlite3
@@ -288,17 +289,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for fn in candidates.values():  # warm caches evenly
             for q in queries[:20]:
                 fn(q)
-        results: dict[str, tuple[float, float]] = {}
+        results: dict[str, tuple[float, float, float]] = {}
         hits = 0
         for name, fn in candidates.items():
             samples = []
+            cpu = []
             for q in queries:
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.thread_time()
                 out = fn(q)
+                cpu.append((time.thread_time() - start_cpu) * 1000)
                 samples.append((time.perf_counter() - start) * 1000)
                 if fn is store_retrieve and isinstance(out, dict) and out["chunks"]:
                     hits += 1
-            results[name] = stats(samples)
+            results[name] = (*stats(samples), statistics.median(cpu))
         raw.close()
         recall = recall_on_labelled_set(tmp)
         size_mb = db.stat().st_size / 1e6 if db.exists() else 0.0
@@ -307,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     store_p50 = results["retrieve_relevant_chunks (store)"][0]
     fts_p50 = results["raw FTS5 MATCH + bm25, unscoped (baseline)"][0]
     like_p50 = results["LIKE scan of the user's rows, ranked by terms matched (baseline)"][0]
+    loadavg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print()
     print(f"### Memory retrieval, SQLite, {total_items:,} active items for one user")
     print()
@@ -314,13 +318,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.noise_users} other users x {args.noise_items:,} items as noise; "
         f"{len(queries)} varied queries (top_k={k}, {hits} with hits); "
         f"database {size_mb:.0f} MB; Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}, {platform.machine()}."
+        f"SQLite {sqlite3.sqlite_version}, {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {loadavg:.1f} at the end (CPU p50: time on the measuring thread's CPU, "
+        "which a busy machine inflates less than wall time)."
     )
     print()
-    print("| query path | p50 ms | p95 ms |")
-    print("|---|---:|---:|")
-    for name, (p50, p95) in results.items():
-        print(f"| {name} | {p50:.2f} | {p95:.2f} |")
+    print("| query path | p50 ms | p95 ms | CPU p50 ms |")
+    print("|---|---:|---:|---:|")
+    for name, (p50, p95, cpu_p50) in results.items():
+        print(f"| {name} | {p50:.2f} | {p95:.2f} | {cpu_p50:.2f} |")
     print()
     print(
         f"Store p50 / raw FTS5 p50 = {store_p50 / fts_p50:.2f} (the store scopes by tenant and "

@@ -958,14 +958,15 @@ class MemoryStore:
         rows = {
             int(row["pk"]): row
             for row in conn.execute(
-                sa.select(*_CHUNK_COLUMNS).where(
-                    i.c.pk.in_([pk for pk, _ in hits]),
-                    # The index is keyed by user already; the rows must agree.
-                    i.c.tenant_id == tenant_id,
-                    i.c.user_id == user_id,
-                    i.c.superseded_by.is_(None),
+                sa.select(*_CHUNK_COLUMNS, i.c.tenant_id, i.c.user_id, i.c.superseded_by).where(
+                    i.c.pk.in_([pk for pk, _ in hits])
                 )
             ).mappings()
+            # The search is keyed by user already; the rows must agree. (Checked here rather
+            # than in SQL, where SQLite would rather scan the user's index than look up pks.)
+            if row["tenant_id"] == tenant_id
+            and row["user_id"] == user_id
+            and row["superseded_by"] is None
         }
         ranked = sorted(
             ((score, rows[pk]) for pk, score in hits if pk in rows),
@@ -1105,12 +1106,17 @@ class MemoryStore:
             )
         ]
         if len(hits) == limit and hits[-1][1] >= hits[k - 1][1]:
-            # More rows may tie with the k-th than were fetched: fetch them all.
+            # More rows may tie with the k-th than were fetched: order them all by recency.
             hits = [
                 (int(r[0]), float(r[1]))
                 for r in conn.execute(
-                    sa.text(f"SELECT pk, score FROM ({inner}) WHERE score >= :least"),
-                    {**params, "least": hits[k - 1][1]},
+                    sa.text(
+                        f"SELECT s.pk, s.score FROM ({inner}) AS s CROSS JOIN memory_items "
+                        "ON memory_items.pk = s.pk WHERE s.score >= :least "
+                        "ORDER BY s.score DESC, memory_items.observed_at DESC, "
+                        "memory_items.version DESC LIMIT :k"
+                    ),
+                    {**params, "least": hits[k - 1][1], "k": k},
                 )
             ]
         return hits
