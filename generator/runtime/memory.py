@@ -877,6 +877,8 @@ class MemoryStore:
             .where(i.c.pk.in_([row["pk"] for row in rows]), i.c.superseded_by.is_(None))
             .values(superseded_by=by, superseded_at=now)
         )
+        # Tag rows serve filtering and counting active items only; the item keeps its tags.
+        conn.execute(tags_table.delete().where(tags_table.c.item_pk.in_([r["pk"] for r in rows])))
         if self._sqlite:
             # External-content FTS5: removing a row needs the values it was indexed with.
             conn.execute(
@@ -1303,9 +1305,9 @@ class MemoryStore:
         with self.engine.connect() as conn:
             state = (
                 conn.execute(
-                    sa.select(s.c.last_version, s.c.active_items, s.c.updated_at).where(
-                        s.c.tenant_id == tenant_id, s.c.user_id == user_id
-                    )
+                    sa.select(
+                        s.c.owner_id, s.c.last_version, s.c.active_items, s.c.updated_at
+                    ).where(s.c.tenant_id == tenant_id, s.c.user_id == user_id)
                 )
                 .mappings()
                 .first()
@@ -1328,15 +1330,18 @@ class MemoryStore:
                     .limit(PROFILE_RECENT_LIMIT)
                 ).mappings()
             ]
-            tag_count = sa.func.count().label("items")
-            tag_rows = conn.execute(
-                sa.select(tags_table.c.tag_key, tag_count)
-                .select_from(tags_table.join(i, i.c.pk == tags_table.c.item_pk))
-                .where(*active)
-                .group_by(tags_table.c.tag_key)
-                .order_by(tag_count.desc(), tags_table.c.tag_key)
-                .limit(PROFILE_TAGS_LIMIT)
-            ).all()
+            tag_rows: Sequence[Any] = []
+            if state is not None:
+                # The tags of the user's active items: one range of the tag table's key.
+                owner = int(state["owner_id"])
+                tag_count = sa.func.count().label("items")
+                tag_rows = conn.execute(
+                    sa.select(tags_table.c.tag_key, tag_count)
+                    .where(tags_table.c.item_pk.between(_pk(owner, 0), _pk(owner, _MAX_VERSION)))
+                    .group_by(tags_table.c.tag_key)
+                    .order_by(tag_count.desc(), tags_table.c.tag_key)
+                    .limit(PROFILE_TAGS_LIMIT)
+                ).all()
         last_version = int(state["last_version"]) if state else 0
         active_items = int(state["active_items"]) if state else 0
         return {
