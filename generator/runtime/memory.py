@@ -84,9 +84,9 @@ ANSWER_CANDIDATES: Final = 8
 # relevance on its own (e.g. the user's name in every item). Applied from this many items on.
 COMMON_TERM_SHARE: Final = 0.5
 COMMON_TERM_MIN_ITEMS: Final = 8
-# SQLite retrieval pruning (see MemoryStore._search_sqlite): term counts stop at
-# max(PRUNE_COUNT_MIN, rows / 10); no pruning when the terms match PRUNE_MIN_ROWS rows or fewer;
-# the probe reads up to PRUNE_PROBE_ROWS rows.
+# SQLite retrieval pruning (see MemoryStore._search_sqlite): counting a term the vocabulary
+# lacks stops at max(PRUNE_COUNT_MIN, rows / 10); no pruning when the terms match
+# PRUNE_MIN_ROWS rows or fewer; the probe reads up to PRUNE_PROBE_ROWS rows.
 PRUNE_COUNT_MIN: Final = 2000
 PRUNE_MIN_ROWS: Final = 2000
 PRUNE_PROBE_ROWS: Final = 200

@@ -722,3 +722,114 @@ def test_fts_row_count_follows_writes(tmp_path: Any) -> None:
             sa.text("SELECT count(*) FROM memory_items WHERE superseded_by IS NULL")
         ).scalar()
     assert kept == active == 3
+
+
+def test_porter_stem_matches_the_fts5_tokenizer_in_use() -> None:
+    """Pruning reads FTS5's vocabulary by stem: porter_stem must stem as SQLite does."""
+    import random
+    import sqlite3
+
+    from generator.runtime.memory import porter_stem
+
+    suffixes = [
+        "",
+        "s",
+        "es",
+        "ies",
+        "sses",
+        "ed",
+        "eed",
+        "ing",
+        "ational",
+        "tional",
+        "enci",
+        "anci",
+        "izer",
+        "logi",
+        "bli",
+        "alli",
+        "entli",
+        "eli",
+        "ousli",
+        "ization",
+        "ation",
+        "ator",
+        "alism",
+        "iveness",
+        "fulness",
+        "ousness",
+        "aliti",
+        "iviti",
+        "biliti",
+        "icate",
+        "ative",
+        "alize",
+        "iciti",
+        "ical",
+        "ful",
+        "ness",
+        "al",
+        "ance",
+        "ence",
+        "er",
+        "ic",
+        "able",
+        "ible",
+        "ant",
+        "ement",
+        "ment",
+        "ent",
+        "ion",
+        "ou",
+        "ism",
+        "ate",
+        "iti",
+        "ous",
+        "ive",
+        "ize",
+        "y",
+        "e",
+        "ll",
+        "at",
+        "bl",
+        "iz",
+    ]
+    r = random.Random(11)
+    words = {
+        "".join(r.choice("aeiouybcdlmnrstgpzxw") for _ in range(r.randint(1, 7)))
+        + r.choice(suffixes)
+        for _ in range(6000)
+    }
+    words |= set(
+        [
+            "meetings",
+            "running",
+            "happiness",
+            "relational",
+            "conditional",
+            "generalizations",
+            "oscillators",
+            "lunches",
+            "goes",
+            "cases",
+            "agreed",
+            "plastered",
+            "motoring",
+            "hopping",
+            "falling",
+            "filing",
+            "sky",
+            "ponies",
+            "caresses",
+        ]
+    )
+    ordered = sorted(words)
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE VIRTUAL TABLE t USING fts5(w, tokenize='porter unicode61')")
+    conn.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'instance')")
+    conn.executemany("INSERT INTO t(rowid, w) VALUES (?, ?)", enumerate(ordered, 1))
+    fts5 = {doc: term for term, doc in conn.execute("SELECT term, doc FROM v")}
+    wrong = [
+        (w, fts5[n], porter_stem(w)) for n, w in enumerate(ordered, 1) if fts5[n] != porter_stem(w)
+    ]
+    assert wrong == []
