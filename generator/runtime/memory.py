@@ -39,6 +39,7 @@ versions. All checks run inside that transaction; a failed check writes nothing.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import secrets
@@ -95,6 +96,7 @@ PRUNE_PROBE_ROWS: Final = 200
 TIE_MARGIN: Final = 16
 _WRITE_ATTEMPTS: Final = 5
 
+_log: Final = logging.getLogger(__name__)
 _DEFAULT_SETTINGS: Final = MemorySettings()
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # A database row as a mapping (SQLAlchemy RowMapping keys are str or Column).
@@ -1192,6 +1194,7 @@ class MemoryStore:
         except GatewayError:
             raise
         except Exception as exc:  # a plugged-in answerer failed: nothing about it leaks
+            _log.exception("memory answerer %s failed", type(self.answerer).__name__)
             raise internal_error() from exc
         by_id = {chunk["id"]: chunk for chunk in relevant}
         citations: list[dict[str, Any]] = []
