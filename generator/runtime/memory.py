@@ -718,7 +718,7 @@ class MemoryStore:
                 conn, tenant_id, user_id, [t for obs in parsed for t in obs.supersedes]
             )
             stored: list[dict[str, Any]] = []
-            superseded_total = 0
+            done: set[int] = set()  # pks superseded by this call so far
             for offset, obs in enumerate(parsed):
                 item_id = _new_id()
                 version = first + offset
@@ -729,11 +729,15 @@ class MemoryStore:
                 if obs.topic_key is not None:
                     for row in self._active_on_topic(conn, tenant_id, user_id, obs.topic_key):
                         targets.setdefault(row["pk"], row)
+                # An earlier observation of this call may have superseded a target already
+                # (by topic): it stays superseded by that one.
+                rows = [row for pk, row in targets.items() if pk not in done]
+                done.update(row["pk"] for row in rows)
                 pk = _pk(owner, version)
                 self._insert_item(conn, tenant_id, user_id, pk, item_id, version, obs, now)
-                marked = self._supersede(conn, list(targets.values()), item_id, now)
-                superseded_total += len(marked)
+                marked = self._supersede(conn, rows, item_id, now)
                 stored.append({"id": item_id, "version": version, "superseded": marked})
+            superseded_total = len(done)
             if superseded_total:
                 conn.execute(
                     state_table.update()

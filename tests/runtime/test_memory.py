@@ -833,3 +833,31 @@ def test_porter_stem_matches_the_fts5_tokenizer_in_use() -> None:
         (w, fts5[n], porter_stem(w)) for n, w in enumerate(ordered, 1) if fts5[n] != porter_stem(w)
     ]
     assert wrong == []
+
+
+def test_a_fact_corrected_twice_in_one_call_stays_with_the_first_correction(
+    memory: MemoryStore,
+) -> None:
+    old = remember(memory, "Gym on Mondays.", topic="gym")
+    out = memory.update_memory(
+        "acme",
+        "ash",
+        [
+            {"text": "Gym on Tuesdays.", "topic": "gym"},
+            {"text": "Gym on Tuesdays, at 7.", "supersedes": [old["id"]]},
+        ],
+    )["stored"]
+    assert out[0]["superseded"] == [old["id"]] and out[1]["superseded"] == []
+    log = {e["id"]: e for e in memory.log("acme", "ash")["entries"]}
+    assert log[old["id"]]["superseded_by"] == out[0]["id"]
+    assert memory.profile("acme", "ash")["items"] == {"active": 2, "superseded": 1, "total": 3}
+    got = texts(memory.retrieve_relevant_chunks("acme", "ash", "gym"))
+    assert sorted(got) == ["Gym on Tuesdays, at 7.", "Gym on Tuesdays."]
+    if memory.engine.dialect.name == "sqlite":
+        with memory.engine.begin() as conn:  # raises if the index lost count
+            conn.execute(
+                sa.text(
+                    "INSERT INTO memory_items_fts(memory_items_fts, rank) "
+                    "VALUES ('integrity-check', 1)"
+                )
+            )
