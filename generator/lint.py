@@ -23,6 +23,7 @@ import datetime as dt
 import difflib
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,8 @@ from .profiles import DEFAULT_PROFILES, PROFILES, Profile, known_names, profile
 from .tokens import TenantTokens, measure
 
 MIN_DESCRIPTION = 40  # characters; below this a model cannot tell when to pick the tool
-DUPLICATE_RATIO = 0.9  # difflib ratio of two descriptions in different connectors
+DUPLICATE_RATIO = 0.85  # difflib ratio of two descriptions' words, different connectors
+_WORD = re.compile(r"[a-z0-9]+")
 _CONFIRM = re.compile(
     r"\b(confirm\w*|irreversibl\w*|cannot be undone|can't be undone|permanent\w*|ask the user)\b",
     re.IGNORECASE,
@@ -294,21 +296,33 @@ def _quality_checks(t: ir.Tool, sources: Sources, today: dt.date, f: _Findings) 
 
 
 def _duplicates(tools: tuple[ir.Tool, ...], sources: Sources, f: _Findings) -> None:
-    """Near-identical descriptions in different connectors make models pick at random."""
-    texts = [(t, sources.raw_tool(t.name).get("description", t.description)) for t in tools]
-    texts = [(t, " ".join(str(d).lower().split())) for t, d in texts]
-    for i, (a, da) in enumerate(texts):
-        for b, db in texts[i + 1:]:
+    """Near-identical descriptions in different connectors make models pick at random.
+
+    Similarity is difflib's ratio over the descriptions' words (case and punctuation folded).
+    Two cheap upper bounds of that ratio (lengths, then shared words) skip most pairs, so a
+    catalog of hundreds of templated tools stays fast; each tool is reported once, against the
+    first earlier tool (in manifest order) it duplicates."""
+    items = []
+    for t in sorted(tools, key=lambda t: (t.span.file, t.span.line, t.span.col)):
+        text = str(sources.raw_tool(t.name).get("description", t.description)).lower()
+        words = _WORD.findall(text)
+        items.append((t, words, Counter(words)))
+    for j, (b, wb, cb) in enumerate(items):
+        for a, wa, ca in items[:j]:
             if (a.connector or a.family) == (b.connector or b.family):
                 continue
-            m = difflib.SequenceMatcher(None, da, db, autojunk=False)
-            if (m.real_quick_ratio() >= DUPLICATE_RATIO and m.quick_ratio() >= DUPLICATE_RATIO
-                    and m.ratio() >= DUPLICATE_RATIO):
-                first, second = sorted((a, b), key=lambda t: (t.span.file, t.span.line))
-                f.add("LNT012", second.span,
-                      f"{second.name}'s description is {m.ratio():.0%} like {first.name}'s "
-                      f"({first.span})", "say what differs: the app, the records, when to pick "
-                      "this one", severity=Severity.WARNING)
+            total = len(wa) + len(wb)
+            if not total or 2 * min(len(wa), len(wb)) < DUPLICATE_RATIO * total:
+                continue
+            if 2 * sum((ca & cb).values()) < DUPLICATE_RATIO * total:
+                continue
+            ratio = difflib.SequenceMatcher(None, wa, wb, autojunk=False).ratio()
+            if ratio >= DUPLICATE_RATIO:
+                f.add("LNT012", b.span,
+                      f"{b.name}'s description is {ratio:.0%} like {a.name}'s ({a.span})",
+                      "say what differs: the app, the records, when to pick this one",
+                      severity=Severity.WARNING)
+                break
 
 
 # ---------------------------------------------------------------------------- tenants
