@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from generator import api, breaking
 from generator.diagnostics import CODES
-from helpers import ROOT
 
 FIXTURES = ROOT / "tests" / "breaking"
 CASES = sorted(p for p in FIXTURES.iterdir() if p.is_dir())
