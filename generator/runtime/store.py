@@ -431,6 +431,21 @@ class EventRecord:
             "details": json.dumps(dict(self.details), sort_keys=True) if self.details else None,
         }
 
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The row in `_EVENT_COLUMNS` order."""
+        return (
+            self.id,
+            self.tenant_id,
+            self.type,
+            self.status,
+            self.at,
+            self.connector,
+            self.tool,
+            self.duration_ms,
+            self.error_code,
+            json.dumps(dict(self.details), sort_keys=True) if self.details else None,
+        )
+
     def to_wire(self) -> dict[str, Any]:
         """The `Event` shape of the manifests' types."""
         return {
@@ -444,6 +459,24 @@ class EventRecord:
             "error_code": self.error_code,
             "details": dict(self.details or {}),
         }
+
+
+_EVENT_COLUMNS = (
+    "id",
+    "tenant_id",
+    "type",
+    "status",
+    "at",
+    "connector",
+    "tool",
+    "duration_ms",
+    "error_code",
+    "details",
+)
+_SQLITE_EVENT_INSERT = (
+    f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS)})"
+)
 
 
 def make_event(
@@ -1211,7 +1244,10 @@ class Store:
         if not event_records and not usage_deltas and not health:
             return
         with self.write() as conn:
-            if event_records:
+            if event_records and self.is_sqlite:
+                # executemany on the driver: a fraction of the per-row cost of Core inserts
+                conn.exec_driver_sql(_SQLITE_EVENT_INSERT, [e.to_tuple() for e in event_records])
+            elif event_records:
                 conn.execute(events.insert(), [e.to_row() for e in event_records])
             for d in usage_deltas:
                 stmt = self._upsert(usage).values(
