@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -387,10 +387,11 @@ class ConnectionRecord:
 class TenantSnapshot:
     tenant: Tenant
     connections: Mapping[str, ConnectionRecord]
+    active: frozenset[str] = field(init=False)  # connectors whose connection is active
 
-    @property
-    def active(self) -> frozenset[str]:
-        return frozenset(n for n, c in self.connections.items() if c.state == "active")
+    def __post_init__(self) -> None:
+        active = frozenset(n for n, c in self.connections.items() if c.state == "active")
+        object.__setattr__(self, "active", active)
 
 
 @dataclass(frozen=True, slots=True)
