@@ -61,6 +61,8 @@ REAL_CONNECTORS = ("github", "hubspot", "shopify", "slack")
 
 
 def _generated_ready() -> bool:
+    if os.environ.get("BENCH_SOURCE") == "source":
+        return False
     rt = GENERATED / "fastn_gateway" / "runtime"
     return all((rt / f).exists() for f in ("server.py", "app.py", "cli.py"))
 
@@ -156,48 +158,44 @@ def serve(kind: str, transport: str, db: str, port: int, filler: int) -> None:
     rt = runtime_module()
     import importlib
 
-    server_mod = importlib.import_module(rt.__name__ + ".server")
-    app_mod = importlib.import_module(rt.__name__ + ".app")
     if kind == "gateway":
-        runtime = server_mod.GatewayRuntime.open(gateway, db, environ=os.environ)
-        if transport == "stdio":
-            key = os.environ["FASTN_GATEWAY_API_KEY"]
-            anyio.run(lambda: app_mod.serve_stdio(runtime, api_key=key))
-            return
-        app = app_mod.build_http_app(runtime, stateless=True, port=port)
-    else:
-        visible = json.loads(os.environ["BENCH_VISIBLE"])
-        tools, output = floor_fixture(gateway, visible)
-        server = floor_server(tools, output)
-        if transport == "stdio":
-            from mcp.server.stdio import stdio_server
+        # exactly what `python -m <package> serve` does (HTTP: stateless, JSON responses)
+        cli = importlib.import_module(rt.__name__ + ".cli")
+        argv = ["serve", "--transport", transport, "--db", db, "--port", str(port)]
+        cli.main(gateway, [*argv, "--stateless"] if transport == "http" else argv)
+        return
+    visible = json.loads(os.environ["BENCH_VISIBLE"])
+    tools, output = floor_fixture(gateway, visible)
+    server = floor_server(tools, output)
+    if transport == "stdio":
+        from mcp.server.stdio import stdio_server
 
-            async def run() -> None:
-                async with stdio_server() as (r, w):
-                    await server.run(r, w, server.create_initialization_options())
+        async def run() -> None:
+            async with stdio_server() as (r, w):
+                await server.run(r, w, server.create_initialization_options())
 
-            anyio.run(run)
-            return
-        from mcp.server.auth.provider import AccessToken
-        from mcp.server.auth.settings import AuthSettings
+        anyio.run(run)
+        return
+    from mcp.server.auth.provider import AccessToken
+    from mcp.server.auth.settings import AuthSettings
 
-        class Static:
-            async def verify_token(self, token: str) -> AccessToken | None:
-                if token != FLOOR_TOKEN:
-                    return None
-                return AccessToken(token=token, client_id="floor", scopes=["read"])
+    class Static:
+        async def verify_token(self, token: str) -> AccessToken | None:
+            if token != FLOOR_TOKEN:
+                return None
+            return AccessToken(token=token, client_id="floor", scopes=["read"])
 
-        app = server.streamable_http_app(
-            streamable_http_path="/mcp",
-            stateless_http=True,
-            json_response=True,
-            auth=AuthSettings(
-                issuer_url="http://127.0.0.1",  # type: ignore[arg-type]
-                resource_server_url=None,
-                required_scopes=[],
-            ),
-            token_verifier=Static(),
-        )
+    app = server.streamable_http_app(
+        streamable_http_path="/mcp",
+        stateless_http=True,
+        json_response=True,
+        auth=AuthSettings(
+            issuer_url="http://127.0.0.1",  # type: ignore[arg-type]
+            resource_server_url=None,
+            required_scopes=[],
+        ),
+        token_verifier=Static(),
+    )
     import uvicorn
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -217,13 +215,42 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def find_pid(*markers: str) -> int:
+    """The pid of the child process whose command line holds `markers` in order."""
+    needle = "\0".join(markers).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+            except OSError:
+                continue
+    return -1
+
+
 async def interleaved(
-    clients: dict[str, Client], n: int, rounds: int, op: str
+    clients: dict[str, Client], n: int, rounds: int, op: str, pids: dict[str, int]
 ) -> dict[str, dict[str, float]]:
     """Run `n` sequential requests per client in `rounds` alternating batches, so both
-    servers see the same machine load. calls/s is the median over rounds."""
+    servers see the same machine load. calls/s is the median over rounds. CPU time per call
+    of the server process and of this (client) process is measured too: unlike wall-clock
+    rates it barely depends on what else the machine is doing."""
     lat: dict[str, list[float]] = {k: [] for k in clients}
     rates: dict[str, list[float]] = {k: [] for k in clients}
+    server_cpu: dict[str, float] = {k: 0.0 for k in clients}
+    client_cpu: dict[str, float] = {k: 0.0 for k in clients}
     count: dict[str, int] = {}
     for c in clients.values():  # warm-up: schemas cached, validators built, pools open
         await c.list_tools()
@@ -234,6 +261,7 @@ async def interleaved(
     for i in range(rounds):
         for kind in order if i % 2 == 0 else order[::-1]:
             c = clients[kind]
+            cpu0, own0 = proc_cpu(pids[kind]), time.process_time()
             t0 = time.perf_counter()
             for _ in range(per):
                 s = time.perf_counter()
@@ -245,15 +273,21 @@ async def interleaved(
                     count[kind] = len(res.tools)
                 lat[kind].append(time.perf_counter() - s)
             rates[kind].append(per / (time.perf_counter() - t0))
+            server_cpu[kind] += proc_cpu(pids[kind]) - cpu0
+            client_cpu[kind] += time.process_time() - own0
     out: dict[str, dict[str, float]] = {}
     for kind in clients:
-        row = {
+        total = per * rounds
+        row: dict[str, float] = {
             "calls_per_s": round(statistics.median(rates[kind]), 1),
             "p50_ms": round(statistics.median(lat[kind]) * 1000, 3),
             "p99_ms": round(pct(lat[kind], 0.99) * 1000, 3),
+            "server_cpu_us": round(server_cpu[kind] / total * 1e6, 1),
+            "client_cpu_us": round(client_cpu[kind] / total * 1e6, 1),
         }
         if op == "list":
-            row = {"tools": count[kind], "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"]}
+            row["tools"] = count[kind]
+            del row["calls_per_s"]
         out[kind] = row
     return out
 
@@ -389,8 +423,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     env={**env, "FASTN_GATEWAY_API_KEY": key},
                 )
                 clients[kind] = await stack.enter_async_context(Client(params, mode=mode))
-            calls = await interleaved(clients, args.calls, args.rounds, "call")
-            lists = await interleaved(clients, args.list_reps, args.rounds, "list")
+            pids = {kind: find_pid("_serve", kind, "stdio", db) for kind in clients}
+            calls = await interleaved(clients, args.calls, args.rounds, "call", pids)
+            lists = await interleaved(clients, args.list_reps, args.rounds, "list", pids)
         for kind in clients:
             row(transport="stdio", mode=mode, server=kind, bench="tools/call", **calls[kind])
             row(transport="stdio", mode=mode, server=kind, bench="tools/list", **lists[kind])
@@ -412,8 +447,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     clients[kind] = await stack.enter_async_context(
                         Client(streamable_http_client(srv.url, http_client=h), mode=mode)
                     )
-                calls = await interleaved(clients, args.calls, args.rounds, "call")
-                lists = await interleaved(clients, args.list_reps, args.rounds, "list")
+                pids = {kind: srv.proc.pid for kind, srv in servers.items()}
+                calls = await interleaved(clients, args.calls, args.rounds, "call", pids)
+                lists = await interleaved(clients, args.list_reps, args.rounds, "list", pids)
             for kind in clients:
                 row(transport="http", mode=mode, server=kind, bench="tools/call", **calls[kind])
                 row(transport="http", mode=mode, server=kind, bench="tools/list", **lists[kind])
@@ -435,6 +471,10 @@ def render(report: dict[str, Any]) -> str:
         return next(r for r in rows if all(r[k] == v for k, v in kw.items()))
 
     lines = [
+        "CPU model: sequential calls spend client CPU + server CPU per call, so on an idle "
+        "machine throughput(gateway)/throughput(floor) ~ (c + f) / (c + g); CPU time is "
+        "measured from /proc and barely depends on the machine's load, unlike calls/s.",
+        "",
         f"Python {report['python']}, {report['cpus']} CPUs; catalog {report['catalog_tools']} "
         f"tools ({report['catalog']}); tenant sees {report['visible_tools']}; "
         f"{report['calls']} sequential calls per server in alternating rounds; load average "
@@ -455,6 +495,14 @@ def render(report: dict[str, Any]) -> str:
             f"| {transport} | {mode} | tools/call p50 / p99 ms | {f['p50_ms']:.2f} / "
             f"{f['p99_ms']:.2f} | {g['p50_ms']:.2f} / {g['p99_ms']:.2f} | "
             f"{g['p50_ms'] / f['p50_ms']:.2f}x p50 |"
+        )
+        cpu_ratio = (f["client_cpu_us"] + f["server_cpu_us"]) / (
+            g["client_cpu_us"] + g["server_cpu_us"]
+        )
+        lines.append(
+            f"| {transport} | {mode} | tools/call CPU us per call, server + client | "
+            f"{f['server_cpu_us']:.0f} + {f['client_cpu_us']:.0f} | "
+            f"{g['server_cpu_us']:.0f} + {g['client_cpu_us']:.0f} | {cpu_ratio:.2f}x (CPU model) |"
         )
         fl = find(transport=transport, mode=mode, server="floor", bench="tools/list")
         gl = find(transport=transport, mode=mode, server="gateway", bench="tools/list")
@@ -486,7 +534,18 @@ def main() -> None:
     ap.add_argument("--modes", default="auto,legacy")
     ap.add_argument("--rounds", type=int, default=6, help="alternating floor/gateway batches")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "serve.json"))
+    ap.add_argument(
+        "--source",
+        choices=["auto", "generated", "source"],
+        default="auto",
+        help="runtime + catalog: the generated package (auto when built) or generator/runtime "
+        "with the catalog of tests/runtime/support.py",
+    )
     args = ap.parse_args()
+    if args.source == "source":
+        os.environ["BENCH_SOURCE"] = "source"
+    elif args.source == "generated" and not _generated_ready():
+        ap.error("generated/fastn_gateway has no serving runtime: run gen build first")
     report = anyio.run(run_all, args)
     table = render(report)
     print()
