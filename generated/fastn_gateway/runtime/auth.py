@@ -100,6 +100,9 @@ class KeyVerifier:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # key id -> (the record it was built from, principal): the store hands back the same
+        # record object until the database changes, so the principal can be reused.
+        self._memo: dict[str, tuple[KeyRecord, Principal]] = {}
 
     def verify_sync(self, token: str) -> Principal | None:
         token = token.strip()
@@ -111,7 +114,14 @@ class KeyVerifier:
         info = record.info
         if info.revoked_at is not None or info.expires_at <= now_us():
             return None
-        return Principal.from_record(record)
+        memo = self._memo.get(info.id)
+        if memo is not None and memo[0] is record:
+            return memo[1]
+        principal = Principal.from_record(record)
+        if len(self._memo) > 10_000:
+            self._memo.clear()
+        self._memo[info.id] = (record, principal)
+        return principal
 
     async def verify(self, token: str) -> Principal | None:
         if self.store.is_sqlite:
@@ -129,6 +139,7 @@ class GatewayTokenVerifier:
 
     def __init__(self, verifier: KeyVerifier) -> None:
         self.verifier = verifier
+        self._memo: dict[str, tuple[Principal, AccessToken]] = {}
 
     async def verify_token(self, token: str) -> AccessToken | None:
         from mcp.server.auth.provider import AccessToken
@@ -136,18 +147,33 @@ class GatewayTokenVerifier:
         principal = await self.verifier.verify(token)
         if principal is None:
             return None
-        return AccessToken(
+        memo = self._memo.get(principal.key_id)
+        if memo is not None and memo[0] is principal:
+            return memo[1]
+        access = AccessToken(
             token="",  # never keep the secret around longer than needed
             client_id=principal.key_id,
             scopes=sorted(principal.scopes),
             expires_at=principal.expires_at // 1_000_000,
             subject=principal.tenant_id,
-            claims=principal.to_claims(),
+            claims={**principal.to_claims(), PRINCIPAL_CLAIM: principal},
         )
+        if len(self._memo) > 10_000:
+            self._memo.clear()
+        self._memo[principal.key_id] = (principal, access)
+        return access
+
+
+PRINCIPAL_CLAIM = "io.mcpforge/principal"
 
 
 def principal_from_access_token(token: AccessToken | None) -> Principal | None:
-    if token is None or not token.claims or "tenant_id" not in token.claims:
+    if token is None or not token.claims:
+        return None
+    found = token.claims.get(PRINCIPAL_CLAIM)
+    if isinstance(found, Principal):
+        return found
+    if "tenant_id" not in token.claims:
         return None
     return Principal.from_claims(token.claims, token.scopes)
 

@@ -20,6 +20,7 @@ stdio serving takes its API key from `<IMPORT_NAME>_API_KEY` (and a host key's u
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import json
 import logging
@@ -379,6 +380,10 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
             file=sys.stderr,
             flush=True,
         )
+    # The catalog and the prebuilt tool objects live as long as the process: keep the
+    # garbage collector from walking them again and again.
+    gc.collect()
+    gc.freeze()
     if args.transport == "stdio":
         return _serve_stdio(gateway, runtime, environ, demo_token)
     import uvicorn

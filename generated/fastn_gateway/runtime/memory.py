@@ -39,6 +39,7 @@ versions. All checks run inside that transaction; a failed check writes nothing.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import secrets
@@ -84,9 +85,9 @@ ANSWER_CANDIDATES: Final = 8
 # relevance on its own (e.g. the user's name in every item). Applied from this many items on.
 COMMON_TERM_SHARE: Final = 0.5
 COMMON_TERM_MIN_ITEMS: Final = 8
-# SQLite retrieval pruning (see MemoryStore._search_sqlite): term counts stop at
-# max(PRUNE_COUNT_MIN, rows / 10); no pruning when the terms match PRUNE_MIN_ROWS rows or fewer;
-# the probe reads up to PRUNE_PROBE_ROWS rows.
+# SQLite retrieval pruning (see MemoryStore._search_sqlite): counting a term the vocabulary
+# lacks stops at max(PRUNE_COUNT_MIN, rows / 10); no pruning when the terms match
+# PRUNE_MIN_ROWS rows or fewer; the probe reads up to PRUNE_PROBE_ROWS rows.
 PRUNE_COUNT_MIN: Final = 2000
 PRUNE_MIN_ROWS: Final = 2000
 PRUNE_PROBE_ROWS: Final = 200
@@ -95,6 +96,7 @@ PRUNE_PROBE_ROWS: Final = 200
 TIE_MARGIN: Final = 16
 _WRITE_ATTEMPTS: Final = 5
 
+_log: Final = logging.getLogger(__name__)
 _DEFAULT_SETTINGS: Final = MemorySettings()
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # A database row as a mapping (SQLAlchemy RowMapping keys are str or Column).
@@ -716,7 +718,7 @@ class MemoryStore:
                 conn, tenant_id, user_id, [t for obs in parsed for t in obs.supersedes]
             )
             stored: list[dict[str, Any]] = []
-            superseded_total = 0
+            done: set[int] = set()  # pks superseded by this call so far
             for offset, obs in enumerate(parsed):
                 item_id = _new_id()
                 version = first + offset
@@ -727,11 +729,15 @@ class MemoryStore:
                 if obs.topic_key is not None:
                     for row in self._active_on_topic(conn, tenant_id, user_id, obs.topic_key):
                         targets.setdefault(row["pk"], row)
+                # An earlier observation of this call may have superseded a target already
+                # (by topic): it stays superseded by that one.
+                rows = [row for pk, row in targets.items() if pk not in done]
+                done.update(row["pk"] for row in rows)
                 pk = _pk(owner, version)
                 self._insert_item(conn, tenant_id, user_id, pk, item_id, version, obs, now)
-                marked = self._supersede(conn, list(targets.values()), item_id, now)
-                superseded_total += len(marked)
+                marked = self._supersede(conn, rows, item_id, now)
                 stored.append({"id": item_id, "version": version, "superseded": marked})
+            superseded_total = len(done)
             if superseded_total:
                 conn.execute(
                     state_table.update()
@@ -877,6 +883,8 @@ class MemoryStore:
             .where(i.c.pk.in_([row["pk"] for row in rows]), i.c.superseded_by.is_(None))
             .values(superseded_by=by, superseded_at=now)
         )
+        # Tag rows serve filtering and counting active items only; the item keeps its tags.
+        conn.execute(tags_table.delete().where(tags_table.c.item_pk.in_([r["pk"] for r in rows])))
         if self._sqlite:
             # External-content FTS5: removing a row needs the values it was indexed with.
             conn.execute(
@@ -958,14 +966,15 @@ class MemoryStore:
         rows = {
             int(row["pk"]): row
             for row in conn.execute(
-                sa.select(*_CHUNK_COLUMNS).where(
-                    i.c.pk.in_([pk for pk, _ in hits]),
-                    # The index is keyed by user already; the rows must agree.
-                    i.c.tenant_id == tenant_id,
-                    i.c.user_id == user_id,
-                    i.c.superseded_by.is_(None),
+                sa.select(*_CHUNK_COLUMNS, i.c.tenant_id, i.c.user_id, i.c.superseded_by).where(
+                    i.c.pk.in_([pk for pk, _ in hits])
                 )
             ).mappings()
+            # The search is keyed by user already; the rows must agree. (Checked here rather
+            # than in SQL, where SQLite would rather scan the user's index than look up pks.)
+            if row["tenant_id"] == tenant_id
+            and row["user_id"] == user_id
+            and row["superseded_by"] is None
         }
         ranked = sorted(
             ((score, rows[pk]) for pk, score in hits if pk in rows),
@@ -1189,6 +1198,7 @@ class MemoryStore:
         except GatewayError:
             raise
         except Exception as exc:  # a plugged-in answerer failed: nothing about it leaks
+            _log.exception("memory answerer %s failed", type(self.answerer).__name__)
             raise internal_error() from exc
         by_id = {chunk["id"]: chunk for chunk in relevant}
         citations: list[dict[str, Any]] = []
@@ -1302,9 +1312,9 @@ class MemoryStore:
         with self.engine.connect() as conn:
             state = (
                 conn.execute(
-                    sa.select(s.c.last_version, s.c.active_items, s.c.updated_at).where(
-                        s.c.tenant_id == tenant_id, s.c.user_id == user_id
-                    )
+                    sa.select(
+                        s.c.owner_id, s.c.last_version, s.c.active_items, s.c.updated_at
+                    ).where(s.c.tenant_id == tenant_id, s.c.user_id == user_id)
                 )
                 .mappings()
                 .first()
@@ -1327,15 +1337,18 @@ class MemoryStore:
                     .limit(PROFILE_RECENT_LIMIT)
                 ).mappings()
             ]
-            tag_count = sa.func.count().label("items")
-            tag_rows = conn.execute(
-                sa.select(tags_table.c.tag_key, tag_count)
-                .select_from(tags_table.join(i, i.c.pk == tags_table.c.item_pk))
-                .where(*active)
-                .group_by(tags_table.c.tag_key)
-                .order_by(tag_count.desc(), tags_table.c.tag_key)
-                .limit(PROFILE_TAGS_LIMIT)
-            ).all()
+            tag_rows: Sequence[Any] = []
+            if state is not None:
+                # The tags of the user's active items: one range of the tag table's key.
+                owner = int(state["owner_id"])
+                tag_count = sa.func.count().label("items")
+                tag_rows = conn.execute(
+                    sa.select(tags_table.c.tag_key, tag_count)
+                    .where(tags_table.c.item_pk.between(_pk(owner, 0), _pk(owner, _MAX_VERSION)))
+                    .group_by(tags_table.c.tag_key)
+                    .order_by(tag_count.desc(), tags_table.c.tag_key)
+                    .limit(PROFILE_TAGS_LIMIT)
+                ).all()
         last_version = int(state["last_version"]) if state else 0
         active_items = int(state["active_items"]) if state else 0
         return {
