@@ -188,3 +188,13 @@ def ir_data(options: Options, *, spans: bool = False) -> tuple[object | None, tu
     if result.project is None:
         return None, result.diagnostics
     return ir.to_data(result.project, spans=spans), result.diagnostics
+
+
+def gateway_spec(options: Options) -> tuple[GatewaySpec | None, tuple[Diagnostic, ...]]:
+    """The compiled catalog as the runtime's `GatewaySpec`, without writing anything."""
+    from .emit.catalog import runtime_gateway
+
+    result = compile_manifests(options)
+    if result.project is None:
+        return None, result.diagnostics
+    return runtime_gateway(result.project), result.diagnostics

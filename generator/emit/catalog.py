@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import ir
 from ..names import PyIdent
+from ..runtime.catalog import GatewaySpec
 from ..render import literal, python_header, render
 from . import FileSet, Output
 
@@ -108,7 +109,13 @@ def group_catalog(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
     return {out.pkg(f"catalog/{group.name}.py"): text}
 
 
-def catalog_index(project: ir.Project, out: Output) -> FileSet:
+def _mapping(items: dict[str, str]) -> str:
+    """A dict display of ready expressions (the trailing comma keeps one entry per line)."""
+    return "{" + "".join(f"{literal(k)}: {v}, " for k, v in items.items()) + "}"
+
+
+def gateway_settings(project: ir.Project) -> dict[str, str]:
+    """`GatewaySpec` keyword arguments (all but tools and connectors) as Python expressions."""
     g = project.gateway
     plans = {
         p.name: _call("QuotaPlan", name=literal(p.name), period=literal(p.period),
@@ -126,18 +133,42 @@ def catalog_index(project: ir.Project, out: Output) -> FileSet:
               title=literal(r.title), mime_type=literal(r.mime_type))
         for r in g.resources
     ]
+    return {
+        "package_name": literal(g.package_name),
+        "import_name": literal(str(g.import_name)),
+        "version": literal(g.version),
+        "server_name": literal(g.server_name),
+        "title": literal(g.title),
+        "instructions": literal(g.instructions),
+        "scopes": _pairs(g.scopes),
+        "key_ttl_days": literal(g.key_ttl_days),
+        "default_plan": literal(g.default_plan),
+        "plans": _mapping(plans),
+        "entity_types": _mapping(entity_types),
+        "resources": "(" + "".join(f"{r}, " for r in resources) + ")",
+        "memory": _call("MemorySettings", default_top_k=literal(project.memory.default_top_k),
+                        max_observation_chars=literal(project.memory.max_observation_chars)),
+    }
+
+
+def catalog_index(project: ir.Project, out: Output) -> FileSet:
     text = render(
         "catalog_index.py.j2",
         header=python_header(out.all_sources_text()),
         groups=[str(gr.name) for gr in project.groups],
         connector_groups=[str(PyIdent(c.name)) for c in project.connectors],
-        g=g,
-        lit=literal,
-        scopes=_pairs(g.scopes),
-        plans=plans,
-        entity_types=entity_types,
-        resources=resources,
-        memory=_call("MemorySettings", default_top_k=literal(project.memory.default_top_k),
-                     max_observation_chars=literal(project.memory.max_observation_chars)),
+        settings=gateway_settings(project),
     )
     return {out.pkg("catalog/__init__.py"): text}
+
+
+def runtime_gateway(project: ir.Project) -> GatewaySpec:
+    """The catalog as runtime objects, evaluated from the very expressions the emitted catalog
+    modules hold, so in-process users (tests, benchmarks) run exactly what a build writes."""
+    from ..runtime import catalog as rc
+
+    namespace = dict(vars(rc))
+    tools = {t.name: eval(tool_expr(t), namespace) for t in project.tools}  # noqa: S307
+    connectors = {c.name: eval(connector_expr(c), namespace) for c in project.connectors}  # noqa: S307
+    settings = {k: eval(v, namespace) for k, v in gateway_settings(project).items()}  # noqa: S307
+    return rc.GatewaySpec(**settings, connectors=connectors, tools=dict(sorted(tools.items())))

@@ -3,19 +3,15 @@ uvicorn in a thread, and a two-tenant world. Used by conftest.py and launcher.py
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
 import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -28,197 +24,26 @@ from generator.runtime import catalog as c  # noqa: E402
 from generator.runtime.store import Store  # noqa: E402
 
 
-def _load(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def _inline(node: Any, types: Mapping[str, Any]) -> Any:
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/types/"):
-            base = _inline(copy.deepcopy(types[ref.removeprefix("#/types/")]), types)
-            extra = {k: _inline(v, types) for k, v in node.items() if k != "$ref"}
-            return {**base, **extra}
-        return {k: _inline(v, types) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_inline(v, types) for v in node]
-    return node
-
-
-def _annotations(raw: Mapping[str, Any] | None) -> c.Annotations:
-    raw = raw or {}
-    return c.Annotations(
-        read_only=bool(raw.get("read_only", False)),
-        destructive=bool(raw.get("destructive", False)),
-        idempotent=bool(raw.get("idempotent", False)),
-        open_world=bool(raw.get("open_world", False)),
-    )
-
-
-def _http(raw: Mapping[str, Any]) -> c.HttpBinding:
-    response = raw.get("response") or {}
-    pag = raw.get("pagination")
-    return c.HttpBinding(
-        method=raw["method"],
-        path=raw["path"],
-        query=raw.get("query") or {},
-        headers=raw.get("headers") or {},
-        body=raw.get("body"),
-        body_encoding=raw.get("body_encoding", "json"),
-        select=response.get("select"),
-        fields=response.get("fields") or {},
-        pagination=c.Pagination(style=pag["style"], param=pag.get("param"), next=pag.get("next"))
-        if pag
-        else None,
-    )
-
-
 def build_gateway(
     connectors: tuple[str, ...] = ("slack", "shopify", "github", "hubspot"),
 ) -> c.GatewaySpec:
-    types = _load(MANIFESTS / "types.yaml")["types"]
-    gw = _load(MANIFESTS / "gateway.yaml")
-    tools: dict[str, c.ToolSpec] = {}
-    for kind in ("native", "personalization"):
-        doc = _load(MANIFESTS / f"{kind}.yaml")
-        for t in doc["tools"]:
-            tools[t["name"]] = c.ToolSpec(
-                name=t["name"],
-                title=t.get("title"),
-                description=t["description"],
-                family=kind,  # type: ignore[arg-type]
-                group=kind,
-                connector=None,
-                scope=t["scope"],
-                annotations=_annotations(t.get("annotations")),
-                input_schema=_inline(t["input"], types),
-                output_schema=_inline(t["output"], types),
-                handler=t["handler"],
-                bind=t.get("bind") or {},
-            )
-    conns: dict[str, c.ConnectorSpec] = {}
-    for name in connectors:
-        doc = _load(MANIFESTS / "connectors" / f"{name}.yaml")
-        names = []
-        for cap in doc["capabilities"]:
-            tname = f"{name}_{cap['name']}"
-            names.append(tname)
-            inp = _inline(cap["input"], types)
-            out = _inline(cap["output"], types)
-            if cap.get("http", {}).get("pagination"):
-                inp = {
-                    **inp,
-                    "properties": {**inp.get("properties", {}), "cursor": {"type": "string"}},
-                }
-                out = {
-                    **out,
-                    "properties": {
-                        **out.get("properties", {}),
-                        "next_cursor": {"type": ["string", "null"]},
-                    },
-                }
-            tools[tname] = c.ToolSpec(
-                name=tname,
-                title=cap.get("title"),
-                description=cap["description"],
-                family="connector",
-                group=name,
-                connector=name,
-                scope=cap["scope"],
-                annotations=_annotations(cap.get("annotations")),
-                input_schema=inp,
-                output_schema=out,
-                http=_http(cap["http"]),
-                entities=tuple(
-                    c.EntityMapping(
-                        type=e["type"],
-                        items=e["items"],
-                        args=e.get("args") or {},
-                        fields=e["fields"],
-                    )
-                    for e in cap.get("entities") or ()
-                ),
-            )
-        auth = doc["auth"]
-        conns[name] = c.ConnectorSpec(
-            name=name,
-            title=doc["title"],
-            description=doc["description"],
-            base_url=doc["base_url"],
-            auth=c.ConnectorAuth(
-                type=auth["type"],
-                fields=tuple(
-                    c.AuthField(
-                        name=f["name"],
-                        title=f.get("title"),
-                        description=f.get("description"),
-                        secret=f.get("secret", True),
-                        required=f.get("required", True),
-                    )
-                    for f in auth.get("fields") or ()
-                ),
-                token_field=auth.get("token_field"),
-                header=auth.get("header"),
-                key_field=auth.get("key_field"),
-                token_url=auth.get("token_url"),
-                refresh_token_field=auth.get("refresh_token_field"),
-                client_id_field=auth.get("client_id_field"),
-                client_secret_field=auth.get("client_secret_field"),
-            ),
-            errors=c.ErrorShape(
-                ok_field=(doc.get("errors") or {}).get("ok_field"),
-                message_field=(doc.get("errors") or {}).get("message_field"),
-                auth_errors=tuple((doc.get("errors") or {}).get("auth_errors") or ()),
-            ),
-            timeout_seconds=float(doc.get("timeout_seconds", 20)),
-            retries=int(doc.get("retries", 2)),
-            tools=tuple(sorted(names)),
-        )
+    """The catalog of manifests/ compiled by the real compiler (the same expressions a build
+    writes into generated/), restricted to `connectors`, plus two tiny quota plans that the
+    refusal tests use."""
+    from generator import api
+
+    full, diagnostics = api.gateway_spec(api.Options.for_project(ROOT, cache=False))
+    assert full is not None, diagnostics
+    keep = {name: spec for name, spec in full.connectors.items() if name in connectors}
+    tools = {n: t for n, t in full.tools.items() if t.connector is None or t.connector in keep}
     plans = {
-        n: c.QuotaPlan(
-            name=n,
-            period=p["period"],
-            calls=p.get("calls"),
-            per_connector=p.get("per_connector") or {},
-        )
-        for n, p in gw["quotas"]["plans"].items()
+        **full.plans,
+        "tiny": c.QuotaPlan(name="tiny", period="day", calls=3),
+        "tiny_slack": c.QuotaPlan(
+            name="tiny_slack", period="month", calls=100, per_connector={"slack": 1}
+        ),
     }
-    plans["tiny"] = c.QuotaPlan(name="tiny", period="day", calls=3)
-    plans["tiny_slack"] = c.QuotaPlan(
-        name="tiny_slack", period="month", calls=100, per_connector={"slack": 1}
-    )
-    resources = tuple(
-        c.ResourceSpec(
-            name=r["name"],
-            description=r["description"],
-            handler=r["handler"],
-            uri=r.get("uri"),
-            uri_template=r.get("uri_template"),
-            title=r.get("title"),
-        )
-        for r in gw["resources"]
-    )
-    memory = _load(MANIFESTS / "personalization.yaml").get("memory") or {}
-    return c.GatewaySpec(
-        package_name=gw["package"]["name"],
-        import_name=gw["package"]["import_name"],
-        version=gw["package"]["version"],
-        server_name=gw["server"]["name"],
-        title=gw["server"].get("title"),
-        instructions=gw["server"].get("instructions"),
-        scopes=gw["auth"]["scopes"],
-        key_ttl_days=gw["auth"]["key_ttl_days"],
-        default_plan=gw["quotas"]["default_plan"],
-        plans=plans,
-        entity_types={
-            n: c.EntityType(name=n, description=e.get("description"), fields=e["fields"])
-            for n, e in gw["entities"].items()
-        },
-        resources=resources,
-        connectors=dict(sorted(conns.items())),
-        tools=dict(sorted(tools.items())),
-        memory=c.MemorySettings(**memory),
-    )
+    return dataclasses.replace(full, connectors=keep, tools=tools, plans=plans)
 
 
 def with_filler_tools(gateway: c.GatewaySpec, count: int, per_connector: int = 50) -> c.GatewaySpec:

@@ -150,6 +150,7 @@ GATEWAY = GatewaySpec(
             mime_type="application/json",
         ),
     ),
+    memory=MemorySettings(default_top_k=5, max_observation_chars=4000),
     connectors={
         github.CONNECTOR.name: github.CONNECTOR,
         hubspot.CONNECTOR.name: hubspot.CONNECTOR,
@@ -157,5 +158,4 @@ GATEWAY = GatewaySpec(
         slack.CONNECTOR.name: slack.CONNECTOR,
     },
     tools=_TOOLS,
-    memory=MemorySettings(default_top_k=5, max_observation_chars=4000),
 )

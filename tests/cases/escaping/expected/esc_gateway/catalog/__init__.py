@@ -34,7 +34,7 @@ GATEWAY = GatewaySpec(
     },
     entity_types={},
     resources=(),
+    memory=MemorySettings(default_top_k=5, max_observation_chars=4000),
     connectors={},
     tools=_TOOLS,
-    memory=MemorySettings(default_top_k=5, max_observation_chars=4000),
 )

@@ -55,9 +55,9 @@ GATEWAY = GatewaySpec(
             mime_type="application/json",
         ),
     ),
+    memory=MemorySettings(default_top_k=5, max_observation_chars=4000),
     connectors={
         crm.CONNECTOR.name: crm.CONNECTOR,
     },
     tools=_TOOLS,
-    memory=MemorySettings(default_top_k=5, max_observation_chars=4000),
 )
