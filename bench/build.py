@@ -82,6 +82,7 @@ open(sys.argv[2], "w", encoding="utf-8").write(source)
 @dataclass
 class Run:
     wall: float  # seconds
+    cpu: float  # user + system seconds of the process and its descendants
     rss_mb: float  # peak of the summed RSS of the process tree (or the largest process)
     pss_mb: float  # peak of the summed PSS of the process tree
     max_single_mb: float  # largest single process (kernel high-water mark)
@@ -90,28 +91,27 @@ class Run:
     stderr: str = field(default="", repr=False)
 
 
-def _proc_children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
         try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                out.extend(int(c) for c in fh.read().split())
         except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    return children
+            pass
+    return out
 
 
 def _tree(root: int) -> list[int]:
-    children = _proc_children()
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
         out.append(pid)
-        todo.extend(children.get(pid, ()))
+        todo.extend(_children(pid))
     return out
 
 
@@ -130,8 +130,9 @@ def _rss_pss(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def measure(cmd: list[str], *, cwd: Path = REPO, interval: float = 0.005) -> Run:
-    env = {**os.environ, "NO_COLOR": "1"}
+def measure(cmd: list[str], *, cwd: Path = REPO, interval: float = 0.01,
+            env: dict[str, str] | None = None) -> Run:
+    env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     env.pop("CI", None)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
@@ -162,21 +163,33 @@ def measure(cmd: list[str], *, cwd: Path = REPO, interval: float = 0.005) -> Run
     done.set()
     sampler.join()
     single = usage.ru_maxrss * 1024  # KiB on Linux: the child or its largest waited descendant
-    return Run(wall=wall, rss_mb=max(peak["rss"], single) / MB,
+    return Run(wall=wall, cpu=usage.ru_utime + usage.ru_stime, rss_mb=max(peak["rss"], single) / MB,
                pss_mb=max(peak["pss"], single if len(seen) <= 1 else 0) / MB,
                max_single_mb=single / MB, processes=len(seen), returncode=proc.returncode,
                stderr=err)
 
 
+GEN_ENV: dict[str, str] = {}  # PYTHONPATH of the generator snapshot, when one is used
+
+
+def snapshot_generator(work: Path) -> Path:
+    """Copy generator/ and templates/ so that edits others make to the working tree while the
+    benchmark runs (which change the generator's fingerprint, hence every cache key) cannot
+    disturb it. The copy is byte-compiled before anything is measured."""
+    snap = work / "generator-snapshot"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "generator", snap / "generator", ignore=ignore)
+    shutil.copytree(REPO / "templates", snap / "templates", ignore=ignore)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(snap)], check=True)
+    return snap
+
+
 def gen_cmd(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("gen")
-    if script.exists():
-        return [str(script), *args]
     return [sys.executable, "-m", "generator.cli", *args]
 
 
 def run_ok(cmd: list[str], what: str, expect: int = 0) -> Run:
-    run = measure(cmd)
+    run = measure(cmd, env=GEN_ENV if cmd[:3] == gen_cmd() else None)
     if run.returncode != expect:
         sys.stderr.write(f"{what} exited {run.returncode}:\n{run.stderr[-4000:]}\n")
         raise SystemExit(1)
@@ -186,6 +199,7 @@ def run_ok(cmd: list[str], what: str, expect: int = 0) -> Run:
 def median_run(runs: list[Run]) -> dict[str, Any]:
     return {
         "wall_s": statistics.median(r.wall for r in runs),
+        "cpu_s": statistics.median(r.cpu for r in runs),
         "rss_mb": statistics.median(r.rss_mb for r in runs),
         "pss_mb": statistics.median(r.pss_mb for r in runs),
         "max_single_mb": statistics.median(r.max_single_mb for r in runs),
@@ -225,6 +239,7 @@ def bench_size(work: Path, size: int, args: argparse.Namespace) -> dict[str, Any
         "tools": catalog.tools,
         "connector_tools": catalog.connector_tools,
         "connectors": len(catalog.connectors),
+        "load_average": os.getloadavg(),
         "manifest_bytes": sum(p.stat().st_size for p in (root / "manifests").rglob("*.yaml")),
         "cold": median_run(cold_runs),
         "noop": median_run(noop_runs),
@@ -270,21 +285,23 @@ TARGET_NOOP_DEFAULT_S = 1.5
 def table(results: dict[str, Any]) -> str:
     rows = [
         "| tools | connectors | cold build | no-op | edit one connector | `--check` "
-        "| datamodel-codegen alone | cold time / dmcg | cold memory / dmcg |",
+        "| datamodel-codegen alone | cold / dmcg: time | memory |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def cell(run: dict[str, Any]) -> str:
+        return f"{run['wall_s']:.2f} s (CPU {run['cpu_s']:.1f} s), {run['rss_mb']:.0f} MB"
+
     for r in results["sizes"]:
         base = r.get("baseline")
         cold = r["cold"]
         cells = [
-            f"{r['tools']:,}", f"{r['connectors']:,}",
-            f"{cold['wall_s']:.2f} s, {cold['rss_mb']:.0f} MB",
+            f"{r['tools']:,}", f"{r['connectors']:,}", cell(cold),
             f"{r['noop']['wall_s']:.2f} s", f"{r['edit']['wall_s']:.2f} s",
             f"{r['check']['wall_s']:.2f} s",
         ]
         if base:
-            cells += [f"{base['wall_s']:.2f} s, {base['rss_mb']:.0f} MB",
-                      f"{cold['wall_s'] / base['wall_s']:.2f}x",
+            cells += [cell(base), f"{cold['wall_s'] / base['wall_s']:.2f}x",
                       f"{cold['rss_mb'] / base['rss_mb']:.2f}x"]
         else:
             cells += ["-", "-", "-"]
@@ -292,14 +309,16 @@ def table(results: dict[str, Any]) -> str:
     d = results.get("defaults")
     lines = ["\n".join(rows), ""]
     if d:
-        lines.append(f"Default manifests ({REPO.name}/manifests): no-op rebuild "
-                     f"{d['noop']['wall_s']:.2f} s, `--check` {d['check']['wall_s']:.2f} s, "
-                     f"cold {d['cold']['wall_s']:.2f} s.")
+        lines.append(f"Default manifests: no-op rebuild {d['noop']['wall_s']:.2f} s, `--check` "
+                     f"{d['check']['wall_s']:.2f} s, cold {d['cold']['wall_s']:.2f} s.")
     m = results["machine"]
-    lines.append(f"Measured on {m['cpus']} CPUs, Python {m['python']}, datamodel-code-generator "
-                 f"{m['datamodel_code_generator']}, ruff {m['ruff']}; memory is the peak RSS of "
-                 "the whole process tree (workers and ruff included); times are medians of "
-                 f"{results['args']['repeat']} runs (cold: {results['args']['cold_repeat']}).")
+    lines.append(
+        f"Measured on {m['cpus']} CPUs (load average {m['load_average'][0]:.1f} at the start), "
+        f"Python {m['python']}, datamodel-code-generator {m['datamodel_code_generator']}, ruff "
+        f"{m['ruff']}. Memory: peak RSS of the whole process tree (workers and ruff included). "
+        f"Times: medians of {results['args']['repeat']} runs (cold builds and datamodel-codegen: "
+        f"{results['args']['cold_repeat']}). Tools include the 9 native and personalization "
+        "tools.")
     return "\n".join(lines) + "\n"
 
 
@@ -326,6 +345,15 @@ def verdicts(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def git_state() -> dict[str, Any]:
+    def git(*a: str) -> str:
+        proc = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=False)
+        return proc.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"),
+            "generator_dirty": bool(git("status", "--porcelain", "--", "generator", "templates"))}
+
+
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -333,6 +361,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "load_average": os.getloadavg(),
         "datamodel_code_generator": version("datamodel-code-generator"),
         "ruff": version("ruff"),
     }
@@ -358,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="scratch directory [default: a new temporary directory]")
     parser.add_argument("--keep", action="store_true", help="keep the scratch projects")
+    parser.add_argument("--live", action="store_true",
+                        help="run the working tree's generator instead of a snapshot of it")
     args = parser.parse_args(argv)
     if args.sizes:
         sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
@@ -375,7 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": [],
     }
     results["args"]["sizes"] = sizes
+    results["git"] = git_state()
     try:
+        if not args.live:
+            GEN_ENV["PYTHONPATH"] = str(snapshot_generator(work))
         if not args.no_defaults:
             results["defaults"] = bench_defaults(work, args)
         for size in sizes:

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema_specifications
+import pytest
 import yaml
 from helpers import ROOT, make_project, tree
 
-from generator import api, ir
+from generator import api, emit, ir
 from generator.compile import _META, _META_KEYWORDS, _meta_valid
 from generator.load import SPAN_DEPTH, _Builder, _Loader, load_text
 
@@ -91,6 +92,19 @@ def test_cached_units_give_the_same_ir_and_diagnostics(tmp_path: Path) -> None:
     # no gateway: the error points at the first manifest, cached or not
     (manifests / "gateway.yaml").unlink()
     assert {d.code for d in _same_compile(root).diagnostics} >= {"GEN210"}
+
+
+def test_building_groups_in_worker_processes_gives_the_same_files(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    result = api.compile_manifests(api.Options.for_project(ROOT, cache=False))
+    assert result.project is not None
+    serial, diags = emit.emit(result.project, jobs=1)
+    assert not diags
+    monkeypatch.setattr(emit, "PARALLEL_THRESHOLD", 1)
+    monkeypatch.setattr(emit, "BATCH_TOOLS", 4)  # several batches: this process takes some
+    parallel, diags = emit.emit(result.project, jobs=2)
+    assert not diags
+    assert parallel == serial
 
 
 def test_damaged_cache_entries_are_misses(tmp_path: Path) -> None:

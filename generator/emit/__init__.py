@@ -10,11 +10,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import pickle
+import sys
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, fields, is_dataclass
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,9 @@ class EmitError(Exception):
         self.code = code
         self.span = span
         self.message = message
+
+    def __reduce__(self) -> tuple[type, tuple[str, Span | None, str]]:  # crosses processes
+        return (type(self), (self.code, self.span, self.message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,9 @@ class Output:
         return f"{n} manifest{'s' * (n != 1)} (combined sha256 {digest.hexdigest()})"
 
 
+# A group emitter reads only the group, its tools, its connector and `out`: its output is
+# cached under a key of exactly those (`_group_keys`), and worker processes run it on a project
+# that holds only the groups they build.
 GroupEmitter = Callable[[ir.Project, ir.Group, Output], FileSet]
 ProjectEmitter = Callable[[ir.Project, Output], FileSet]
 
@@ -236,31 +245,142 @@ def _format(files: FileSet) -> FileSet:
     return {**files, **format_python(py)}
 
 
-def _emit_and_format_groups(
-    project: ir.Project, groups: Sequence[ir.Group], out: Output
-) -> list[FileSet]:
-    emitted = _emit_groups(project, groups, out)
+def _format_groups(emitted: Sequence[FileSet]) -> list[FileSet]:
+    """Format the files of many groups in one ruff run."""
     merged = {f"{i}\0{p}": t for i, files in enumerate(emitted) for p, t in files.items()}
     formatted = _format(merged)
-    results: list[FileSet] = [{} for _ in groups]
+    results: list[FileSet] = [{} for _ in emitted]
     for key, text in formatted.items():
         i, path = key.split("\0", 1)
         results[int(i)][path] = text
     return results
 
 
-def _chunks(groups: Sequence[ir.Group], n: int) -> list[list[ir.Group]]:
-    """Spread groups over n workers, balancing tool counts (largest first)."""
-    bins: list[list[ir.Group]] = [[] for _ in range(n)]
-    loads = [0] * n
-    for g in sorted(groups, key=lambda g: -len(g.tools)):
-        i = loads.index(min(loads))
-        bins[i].append(g)
-        loads[i] += len(g.tools)
-    return [b for b in bins if b]
+def _subproject(project: ir.Project, groups: Sequence[ir.Group]) -> ir.Project:
+    """The project cut down to `groups` (what their emitters read), to send to a worker."""
+    names = {n for g in groups for n in g.tools}
+    wanted = {g.name for g in groups}
+    return replace(project, groups=tuple(groups),
+                   tools=tuple(t for t in project.tools if t.name in names),
+                   connectors=tuple(c for c in project.connectors if PyIdent(c.name) in wanted))
+
+
+def _batches(groups: Sequence[ir.Group], tools: int) -> list[list[ir.Group]]:
+    """Consecutive groups in batches of about `tools` tools."""
+    batches: list[list[ir.Group]] = []
+    current: list[ir.Group] = []
+    size = 0
+    for g in groups:
+        current.append(g)
+        size += len(g.tools)
+        if size >= tools:
+            batches.append(current)
+            current, size = [], 0
+    if current:
+        batches.append(current)
+    return batches
 
 
 PARALLEL_THRESHOLD = 150  # tools to rebuild before worker processes pay for themselves
+BATCH_TOOLS = 40  # tools per task of the worker pool
+# Workers start fresh ("spawn") instead of forking the build process: they do not inherit (and
+# count again) its memory, and they receive only the groups they build.
+START_METHOD = "spawn"
+
+
+def _can_spawn() -> bool:
+    """Spawned workers re-import the main module: not possible for a script read from stdin."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.exists(main_file)
+
+
+def _build_groups(project: ir.Project, misses: Sequence[ir.Group], out: Output,
+                  jobs: int | None) -> dict[str, FileSet]:
+    """Emit (unformatted) the files of the groups to rebuild: in this process, or shared with
+    worker processes when there is much to do (this process takes batches from the end of the
+    queue while the workers take them from the front). When groups fail, the error raised is
+    the one of the first failing group in order, as when building in one process."""
+    workers = min(jobs or os.cpu_count() or 1, len(misses))
+    pending_tools = sum(len(g.tools) for g in misses)
+    if workers <= 1 or pending_tools < PARALLEL_THRESHOLD or not _can_spawn():
+        return {g.name: files for g, files in
+                zip(misses, _emit_groups(project, misses, out), strict=True)}
+    batches = _batches(misses, BATCH_TOOLS)
+    results: list[list[FileSet] | BaseException | None] = [None] * len(batches)
+    pool = ProcessPoolExecutor(max_workers=workers - 1,
+                               mp_context=multiprocessing.get_context(START_METHOD))
+    try:
+        futures: list[Future[list[FileSet]]] = [
+            pool.submit(_emit_groups, _subproject(project, b), b, out) for b in batches]
+        for i in reversed(range(len(batches))):
+            if not futures[i].cancel():
+                break  # a worker has it, and so every batch before it
+            try:
+                results[i] = _emit_groups(project, batches[i], out)
+            except EmitError as exc:
+                results[i] = exc
+        for i, fut in enumerate(futures):
+            if results[i] is None:
+                exc = fut.exception()
+                results[i] = exc if exc is not None else fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    for i, result in enumerate(results):
+        if isinstance(result, BrokenProcessPool):  # workers could not run: build here instead
+            try:
+                results[i] = _emit_groups(project, batches[i], out)
+            except EmitError as exc:
+                results[i] = exc
+    built: dict[str, FileSet] = {}
+    for batch, result in zip(batches, results, strict=True):
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None
+        for g, files in zip(batch, result, strict=True):
+            built[g.name] = files
+    return built
+
+
+def _runtime_digest() -> str:
+    """The runtime modules are copied verbatim and left out of the fingerprint (so editing
+    them does not invalidate the group cache); project files depend on them."""
+    digest = hashlib.sha256()
+    runtime = Path(__file__).resolve().parent.parent / "runtime"
+    for path in sorted(runtime.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            digest.update(path.relative_to(runtime).as_posix().encode() + b"\0"
+                          + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _project_key(fingerprint: str, project: ir.Project, out: Output,
+                 group_keys: dict[str, str]) -> str:
+    """Key of every project emitter's (formatted) output: the whole IR (its tools through the
+    group keys), the runtime modules and the sources."""
+    parts = [fingerprint, "\0", _runtime_digest(), "\0", out.import_name, "\0",
+             out.all_sources_text(), "\0"]
+    _canonical((project.gateway, project.memory, project.connectors, project.groups,
+                project.sources), parts)
+    parts.extend(f"{name}={key};" for name, key in sorted(group_keys.items()))
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def _project_files(project: ir.Project, out: Output, cache: Cache, fingerprint: str,
+                   owners: dict[str, str]) -> FileSet:
+    _, project_emitters = _registries()
+    project_files: FileSet = {}
+    for emitter in project_emitters:
+        _merge(project_files, emitter(project, out), emitter.__name__, owners)
+    verbatim = {p: t for p, t in project_files.items() if p.startswith(out.pkg("runtime/"))}
+    to_format = {p: t for p, t in project_files.items()
+                 if p not in verbatim and p.endswith(".py")}
+    fmt_key = hashlib.sha256(
+        (fingerprint + json.dumps(to_format, sort_keys=True)).encode()).hexdigest()
+    formatted = cache.get("project", fmt_key)
+    if formatted is None:
+        formatted = _format(to_format)
+        cache.put("project", fmt_key, formatted)
+    return {**project_files, **formatted}
 
 
 def emit(project: ir.Project, *, cache_dir: Path | None = None,
@@ -282,38 +402,21 @@ def emit(project: ir.Project, *, cache_dir: Path | None = None,
                 misses.append(g)
         built: dict[str, FileSet] = {}
         if misses:
-            workers = min(jobs or os.cpu_count() or 1, len(misses))
-            pending_tools = sum(len(g.tools) for g in misses)
-            if workers > 1 and pending_tools >= PARALLEL_THRESHOLD:
-                chunks = _chunks(misses, workers)
-                with ProcessPoolExecutor(max_workers=len(chunks)) as pool:
-                    futures = [pool.submit(_emit_and_format_groups, project, c, out) for c in chunks]
-                    for chunk, fut in zip(chunks, futures, strict=True):
-                        for g, result in zip(chunk, fut.result(), strict=True):
-                            built[g.name] = result
-            else:
-                for g, result in zip(misses, _emit_and_format_groups(project, misses, out),
-                                     strict=True):
-                    built[g.name] = result
-            for name, result in built.items():
-                cache.put("group", keys[name], result)
+            emitted = _build_groups(project, misses, out, jobs)
+            for g, result in zip(misses, _format_groups([emitted[g.name] for g in misses]),
+                                 strict=True):
+                built[g.name] = result
+                cache.put("group", keys[g.name], result)
         for g in project.groups:
             _merge(files, hits.get(g.name) or built[g.name], f"group {g.name}", owners)
 
-        _, project_emitters = _registries()
-        project_files: FileSet = {}
-        for emitter in project_emitters:
-            _merge(project_files, emitter(project, out), emitter.__name__, owners)
-        verbatim = {p: t for p, t in project_files.items() if p.startswith(out.pkg("runtime/"))}
-        to_format = {p: t for p, t in project_files.items() if p not in verbatim}
-        fmt_key = hashlib.sha256(
-            (fingerprint + json.dumps(to_format, sort_keys=True)).encode()).hexdigest()
-        formatted = cache.get("project", fmt_key)
-        if formatted is None:
-            formatted = _format(to_format)
-            cache.put("project", fmt_key, formatted)
-        files.update(formatted)
-        files.update(verbatim)
+        # Project files: from the cache when nothing they are made of has changed.
+        project_key = _project_key(fingerprint, project, out, keys) if cache_dir else ""
+        project_files = cache.get("project-files", project_key) if cache_dir else None
+        if project_files is None:
+            project_files = _project_files(project, out, cache, fingerprint, owners)
+            cache.put("project-files", project_key, project_files)
+        files.update(project_files)
     except EmitError as exc:
         span = exc.span or Span(file=project.gateway.source)
         return {}, [error(exc.code, span, exc.message)]
