@@ -16,6 +16,7 @@ from .compile import ConnectorUnit, compile_project, connector_context
 from .diagnostics import Diagnostic, Span, error, has_errors, normalise
 from .emit import Cache, FileSet, emit, generator_fingerprint
 from .load import Loaded, discover, load_files, load_text
+from .runtime.catalog import GatewaySpec
 from .validate import validate_one
 from .write import Plan, diff, plan, write
 
