@@ -94,12 +94,14 @@ def test_cached_units_give_the_same_ir_and_diagnostics(tmp_path: Path) -> None:
     assert {d.code for d in _same_compile(root).diagnostics} >= {"GEN210"}
 
 
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_building_groups_in_worker_processes_gives_the_same_files(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, start_method: str) -> None:
     result = api.compile_manifests(api.Options.for_project(ROOT, cache=False))
     assert result.project is not None
     serial, diags = emit.emit(result.project, jobs=1)
     assert not diags
+    monkeypatch.setattr(emit, "START_METHOD", start_method)
     monkeypatch.setattr(emit, "PARALLEL_THRESHOLD", 1)
     monkeypatch.setattr(emit, "BATCH_TOOLS", 4)  # several batches: this process takes some
     parallel, diags = emit.emit(result.project, jobs=2)
