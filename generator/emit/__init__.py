@@ -7,6 +7,7 @@ one path is an error. Nothing here touches the output directory.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import gc
 import hashlib
@@ -21,7 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from .. import ir
 from ..diagnostics import Diagnostic, Span, error
@@ -206,6 +207,41 @@ def _canonical(node: Any, parts: list[str]) -> None:
         parts.append("}")
     else:  # pragma: no cover - the IR holds nothing else
         raise TypeError(f"unexpected IR value {type(node).__name__}")
+
+
+_T = TypeVar("_T")
+
+
+class Fragments:
+    """Pieces of project files derived from single IR nodes (one tool's JSON, one tool's docs),
+    reused from the previous build when the node is unchanged, so editing one connector does
+    not re-render every tool of a big catalog. Only the pieces a build uses are kept."""
+
+    def __init__(self, previous: dict[str, Any] | None = None) -> None:
+        self.previous = previous or {}
+        self.used: dict[str, Any] = {}
+
+    def get(self, kind: str, node: Any, make: Callable[[], _T]) -> _T:
+        parts = [kind, "\0"]
+        _canonical(node, parts)
+        key = hashlib.sha256("".join(parts).encode()).hexdigest()
+        if key in self.used:
+            return cast(_T, self.used[key])
+        value = self.previous[key] if key in self.previous else make()
+        self.used[key] = value
+        return cast(_T, value)
+
+
+_FRAGMENTS: contextvars.ContextVar[Fragments | None] = contextvars.ContextVar(
+    "mcpforge_fragments", default=None
+)
+
+
+def fragment(kind: str, node: Any, make: Callable[[], _T]) -> _T:
+    """`make()`, or its result from the previous build when `node` (an IR value) and the
+    generator are unchanged. Project emitters call this for per-tool pieces."""
+    memo = _FRAGMENTS.get()
+    return make() if memo is None else memo.get(kind, node, make)
 
 
 def _group_keys(fingerprint: str, project: ir.Project, out: Output) -> dict[str, str]:
@@ -436,8 +472,16 @@ def emit(project: ir.Project, *, cache_dir: Path | None = None,
         project_key = _project_key(fingerprint, project, out, keys) if cache_dir else ""
         project_files = cache.get("project-files", project_key) if cache_dir else None
         if project_files is None:
-            project_files = _project_files(project, out, cache, fingerprint, owners)
+            previous = cache.load("fragments", fingerprint, dict) if cache_dir else None
+            memo = Fragments(previous)
+            token = _FRAGMENTS.set(memo)
+            try:
+                project_files = _project_files(project, out, cache, fingerprint, owners)
+            finally:
+                _FRAGMENTS.reset(token)
             cache.put("project-files", project_key, project_files, only=True)
+            if cache_dir:
+                cache.store("fragments", fingerprint, memo.used)
         files.update(project_files)
     except EmitError as exc:
         span = exc.span or Span(file=project.gateway.source)

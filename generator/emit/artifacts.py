@@ -15,6 +15,7 @@ output depends on the manifests only. Manifest text reaching Markdown goes throu
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 from .. import ir
 from ..names import PyIdent
 from ..render import render, text_header
-from . import FileSet, Output
+from . import FileSet, Output, fragment
 from .client import CLIENT_CLASS, client_example
 
 API_KEY_PLACEHOLDER = "<your API key>"
@@ -286,6 +287,10 @@ def _tool_doc(t: ir.Tool, connector: ir.Connector | None) -> ToolDoc:
                    fence="`" * max(3, longest + 1))
 
 
+def _memo_doc(t: ir.Tool, connector: ir.Connector | None) -> ToolDoc:
+    return fragment("TOOLS.md", (t, connector), functools.partial(_tool_doc, t, connector))
+
+
 def sections(project: ir.Project) -> list[Section]:
     out: list[Section] = []
     for family in ("native", "personalization"):
@@ -295,13 +300,13 @@ def sections(project: ir.Project) -> list[Section]:
                      "Read and update what is known about the current user; the user comes "
                      "from the caller's API key, never from arguments.")
             out.append(Section(anchor=family, title=_FAMILY_TITLES[family], intro=intro,
-                               tools=tuple(_tool_doc(t, None) for t in tools)))
+                               tools=tuple(_memo_doc(t, None) for t in tools)))
     for c in project.connectors:
         tools = [t for t in project.tools if t.connector == c.name]
         intro = (f"{md_text(c.description)}\n\nThese tools are listed only to workspaces that "
                  f"connected {md_cell(c.title)}; authentication: {md_code(c.auth.type)}.")
         out.append(Section(anchor=f"connector-{c.name}", title=f"{md_cell(c.title)} connector",
-                           intro=intro, tools=tuple(_tool_doc(t, c) for t in tools)))
+                           intro=intro, tools=tuple(_memo_doc(t, c) for t in tools)))
     return out
 
 

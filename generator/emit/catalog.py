@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from .. import ir
 from ..names import PyIdent
-from ..runtime.catalog import GatewaySpec
 from ..render import literal, python_header, render
+from ..runtime.catalog import GatewaySpec
 from . import FileSet, Output
-
 
 _CATALOG_NAMES = ("Annotations", "AuthField", "ConnectorAuth", "ConnectorSpec", "Deprecation",
                   "EntityMapping", "ErrorShape", "HttpBinding", "Pagination", "ToolSpec")
