@@ -213,18 +213,19 @@ _T = TypeVar("_T")
 
 
 class Fragments:
-    """Pieces of project files derived from single IR nodes (one tool's JSON, one tool's docs),
-    reused from the previous build when the node is unchanged, so editing one connector does
-    not re-render every tool of a big catalog. Only the pieces a build uses are kept."""
+    """Pieces of project files derived from one tool (its JSON, its docs), reused from the
+    previous build when the tool's group is unchanged, so editing one connector does not
+    re-render every tool of a big catalog. A group's cache key covers its tools and its
+    connector, so it identifies the piece without hashing the tool again. Only the pieces a
+    build uses are kept."""
 
-    def __init__(self, previous: dict[str, Any] | None = None) -> None:
+    def __init__(self, group_keys: dict[str, str], previous: dict[str, Any] | None) -> None:
+        self.group_keys = group_keys
         self.previous = previous or {}
         self.used: dict[str, Any] = {}
 
-    def get(self, kind: str, node: Any, make: Callable[[], _T]) -> _T:
-        parts = [kind, "\0"]
-        _canonical(node, parts)
-        key = hashlib.sha256("".join(parts).encode()).hexdigest()
+    def get(self, kind: str, tool: ir.Tool, make: Callable[[], _T]) -> _T:
+        key = f"{kind}\0{self.group_keys[tool.group]}\0{tool.name}"
         if key in self.used:
             return cast(_T, self.used[key])
         value = self.previous[key] if key in self.previous else make()
@@ -237,11 +238,12 @@ _FRAGMENTS: contextvars.ContextVar[Fragments | None] = contextvars.ContextVar(
 )
 
 
-def fragment(kind: str, node: Any, make: Callable[[], _T]) -> _T:
-    """`make()`, or its result from the previous build when `node` (an IR value) and the
-    generator are unchanged. Project emitters call this for per-tool pieces."""
+def fragment(kind: str, tool: ir.Tool, make: Callable[[], _T]) -> _T:
+    """`make()`, or its result from the previous build when the tool's group (tools and
+    connector) and the generator are unchanged. `make` may read only the tool and its
+    connector. Project emitters call this for per-tool pieces."""
     memo = _FRAGMENTS.get()
-    return make() if memo is None else memo.get(kind, node, make)
+    return make() if memo is None else memo.get(kind, tool, make)
 
 
 def _group_keys(fingerprint: str, project: ir.Project, out: Output) -> dict[str, str]:
@@ -473,7 +475,7 @@ def emit(project: ir.Project, *, cache_dir: Path | None = None,
         project_files = cache.get("project-files", project_key) if cache_dir else None
         if project_files is None:
             previous = cache.load("fragments", fingerprint, dict) if cache_dir else None
-            memo = Fragments(previous)
+            memo = Fragments(keys, previous)
             token = _FRAGMENTS.set(memo)
             try:
                 project_files = _project_files(project, out, cache, fingerprint, owners)

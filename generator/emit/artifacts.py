@@ -288,7 +288,7 @@ def _tool_doc(t: ir.Tool, connector: ir.Connector | None) -> ToolDoc:
 
 
 def _memo_doc(t: ir.Tool, connector: ir.Connector | None) -> ToolDoc:
-    return fragment("TOOLS.md", (t, connector), functools.partial(_tool_doc, t, connector))
+    return fragment("TOOLS.md", t, functools.partial(_tool_doc, t, connector))
 
 
 def sections(project: ir.Project) -> list[Section]:
