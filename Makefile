@@ -18,7 +18,9 @@ build: $(STAMP)  ## compile manifests/ into generated/
 check: $(STAMP)  ## fail when generated/ is out of date
 	$(BIN)/gen build --check
 
-test: $(STAMP)  ## every test, plus the freshness gate
+test: $(STAMP)  ## lint, the freshness gate, then every test
+	$(BIN)/ruff check generator tests bench
+	$(BIN)/ruff format --check generator tests bench
 	$(BIN)/gen build --check
 	$(BIN)/python -m pytest -q
 

@@ -130,13 +130,15 @@ def _rss_pss(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def measure(cmd: list[str], *, cwd: Path = REPO, interval: float = 0.01,
-            env: dict[str, str] | None = None) -> Run:
+def measure(
+    cmd: list[str], *, cwd: Path = REPO, interval: float = 0.01, env: dict[str, str] | None = None
+) -> Run:
     env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     env.pop("CI", None)
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     peak = {"rss": 0, "pss": 0}
     seen: set[int] = set()
     done = threading.Event()
@@ -163,10 +165,16 @@ def measure(cmd: list[str], *, cwd: Path = REPO, interval: float = 0.01,
     done.set()
     sampler.join()
     single = usage.ru_maxrss * 1024  # KiB on Linux: the child or its largest waited descendant
-    return Run(wall=wall, cpu=usage.ru_utime + usage.ru_stime, rss_mb=max(peak["rss"], single) / MB,
-               pss_mb=max(peak["pss"], single if len(seen) <= 1 else 0) / MB,
-               max_single_mb=single / MB, processes=len(seen), returncode=proc.returncode,
-               stderr=err)
+    return Run(
+        wall=wall,
+        cpu=usage.ru_utime + usage.ru_stime,
+        rss_mb=max(peak["rss"], single) / MB,
+        pss_mb=max(peak["pss"], single if len(seen) <= 1 else 0) / MB,
+        max_single_mb=single / MB,
+        processes=len(seen),
+        returncode=proc.returncode,
+        stderr=err,
+    )
 
 
 GEN_ENV: dict[str, str] = {}  # PYTHONPATH of the generator snapshot, when one is used
@@ -213,10 +221,12 @@ def median_run(runs: list[Run]) -> dict[str, Any]:
 
 def bench_size(work: Path, size: int, args: argparse.Namespace) -> dict[str, Any]:
     root = work / f"tools-{size}"
-    catalog = synthetic.write_project(root, tools=size, per_connector=args.per_connector,
-                                      seed=args.seed)
-    build = gen_cmd("build", "--project", str(root), *(["--jobs", str(args.jobs)] if args.jobs
-                                                       else []))
+    catalog = synthetic.write_project(
+        root, tools=size, per_connector=args.per_connector, seed=args.seed
+    )
+    build = gen_cmd(
+        "build", "--project", str(root), *(["--jobs", str(args.jobs)] if args.jobs else [])
+    )
     print(f"[{size} tools, {len(catalog.connectors)} connectors]", file=sys.stderr, flush=True)
 
     cold_runs = []
@@ -248,13 +258,31 @@ def bench_size(work: Path, size: int, args: argparse.Namespace) -> dict[str, Any
     }
     if not args.no_baseline:
         tools_json = json.loads((root / "generated" / "tools.json").read_text(encoding="utf-8"))
-        payload = {"tools": [{"name": t["name"], "inputSchema": t["inputSchema"],
-                              "outputSchema": t["outputSchema"]} for t in tools_json["tools"]]}
+        payload = {
+            "tools": [
+                {
+                    "name": t["name"],
+                    "inputSchema": t["inputSchema"],
+                    "outputSchema": t["outputSchema"],
+                }
+                for t in tools_json["tools"]
+            ]
+        }
         payload_path = root / "baseline-input.json"
         payload_path.write_text(json.dumps(payload), encoding="utf-8")
-        base_runs = [run_ok([sys.executable, "-c", BASELINE_CODE, str(payload_path),
-                             str(root / "baseline-models.py")], "datamodel-codegen")
-                     for _ in range(args.cold_repeat)]
+        base_runs = [
+            run_ok(
+                [
+                    sys.executable,
+                    "-c",
+                    BASELINE_CODE,
+                    str(payload_path),
+                    str(root / "baseline-models.py"),
+                ],
+                "datamodel-codegen",
+            )
+            for _ in range(args.cold_repeat)
+        ]
         result["baseline"] = median_run(base_runs)
         print(f"  dmcg   {base_runs[-1].wall:7.2f} s", file=sys.stderr, flush=True)
     if not args.keep:
@@ -296,21 +324,29 @@ def table(results: dict[str, Any]) -> str:
         base = r.get("baseline")
         cold = r["cold"]
         cells = [
-            f"{r['tools']:,}", f"{r['connectors']:,}", cell(cold),
-            f"{r['noop']['wall_s']:.2f} s", f"{r['edit']['wall_s']:.2f} s",
+            f"{r['tools']:,}",
+            f"{r['connectors']:,}",
+            cell(cold),
+            f"{r['noop']['wall_s']:.2f} s",
+            f"{r['edit']['wall_s']:.2f} s",
             f"{r['check']['wall_s']:.2f} s",
         ]
         if base:
-            cells += [cell(base), f"{cold['wall_s'] / base['wall_s']:.2f}x",
-                      f"{cold['rss_mb'] / base['rss_mb']:.2f}x"]
+            cells += [
+                cell(base),
+                f"{cold['wall_s'] / base['wall_s']:.2f}x",
+                f"{cold['rss_mb'] / base['rss_mb']:.2f}x",
+            ]
         else:
             cells += ["-", "-", "-"]
         rows.append("| " + " | ".join(cells) + " |")
     d = results.get("defaults")
     lines = ["\n".join(rows), ""]
     if d:
-        lines.append(f"Default manifests: no-op rebuild {d['noop']['wall_s']:.2f} s, `--check` "
-                     f"{d['check']['wall_s']:.2f} s, cold {d['cold']['wall_s']:.2f} s.")
+        lines.append(
+            f"Default manifests: no-op rebuild {d['noop']['wall_s']:.2f} s, `--check` "
+            f"{d['check']['wall_s']:.2f} s, cold {d['cold']['wall_s']:.2f} s."
+        )
     m = results["machine"]
     lines.append(
         f"Measured on {m['cpus']} CPUs (load average {m['load_average'][0]:.1f} at the start), "
@@ -318,7 +354,8 @@ def table(results: dict[str, Any]) -> str:
         f"{m['ruff']}. Memory: peak RSS of the whole process tree (workers and ruff included). "
         f"Times: medians of {results['args']['repeat']} runs (cold builds and datamodel-codegen: "
         f"{results['args']['cold_repeat']}). Tools include the 9 native and personalization "
-        "tools.")
+        "tools."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -329,19 +366,27 @@ def verdicts(results: dict[str, Any]) -> list[str]:
         if base:
             t = r["cold"]["wall_s"] <= base["wall_s"]
             m = r["cold"]["rss_mb"] < base["rss_mb"] / 2
-            out.append(f"{'PASS' if t else 'MISS'} cold {r['tools']:,} tools no slower than "
-                       f"datamodel-codegen ({r['cold']['wall_s']:.2f} s vs {base['wall_s']:.2f} s)")
-            out.append(f"{'PASS' if m else 'MISS'} cold {r['tools']:,} tools under half its peak "
-                       f"memory ({r['cold']['rss_mb']:.0f} MB vs {base['rss_mb']:.0f} MB)")
+            out.append(
+                f"{'PASS' if t else 'MISS'} cold {r['tools']:,} tools no slower than "
+                f"datamodel-codegen ({r['cold']['wall_s']:.2f} s vs {base['wall_s']:.2f} s)"
+            )
+            out.append(
+                f"{'PASS' if m else 'MISS'} cold {r['tools']:,} tools under half its peak "
+                f"memory ({r['cold']['rss_mb']:.0f} MB vs {base['rss_mb']:.0f} MB)"
+            )
         if r["connector_tools"] >= 5000:
             ok = r["edit"]["wall_s"] < TARGET_EDIT_S
-            out.append(f"{'PASS' if ok else 'MISS'} edit one connector of {r['tools']:,} tools "
-                       f"under {TARGET_EDIT_S:.0f} s ({r['edit']['wall_s']:.2f} s)")
+            out.append(
+                f"{'PASS' if ok else 'MISS'} edit one connector of {r['tools']:,} tools "
+                f"under {TARGET_EDIT_S:.0f} s ({r['edit']['wall_s']:.2f} s)"
+            )
     d = results.get("defaults")
     if d:
         ok = d["noop"]["wall_s"] < TARGET_NOOP_DEFAULT_S
-        out.append(f"{'PASS' if ok else 'MISS'} no-op rebuild of the default manifests under "
-                   f"{TARGET_NOOP_DEFAULT_S} s ({d['noop']['wall_s']:.2f} s)")
+        out.append(
+            f"{'PASS' if ok else 'MISS'} no-op rebuild of the default manifests under "
+            f"{TARGET_NOOP_DEFAULT_S} s ({d['noop']['wall_s']:.2f} s)"
+        )
     return out
 
 
@@ -350,8 +395,10 @@ def git_state() -> dict[str, Any]:
         proc = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=False)
         return proc.stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD"),
-            "generator_dirty": bool(git("status", "--porcelain", "--", "generator", "templates"))}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "generator_dirty": bool(git("status", "--porcelain", "--", "generator", "templates")),
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -368,27 +415,51 @@ def machine() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="sizes 10 and 100 only")
-    parser.add_argument("--sizes", default=None,
-                        help="comma-separated connector tool counts [default: 10,100,1000,5000]")
-    parser.add_argument("--per-connector", type=int, default=20,
-                        help="capabilities per synthetic connector [default: 20]")
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help="comma-separated connector tool counts [default: 10,100,1000,5000]",
+    )
+    parser.add_argument(
+        "--per-connector",
+        type=int,
+        default=20,
+        help="capabilities per synthetic connector [default: 20]",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of each warm scenario; the median is reported [default: 3]")
-    parser.add_argument("--cold-repeat", type=int, default=1,
-                        help="runs of each cold build and baseline [default: 1]")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each warm scenario; the median is reported [default: 3]",
+    )
+    parser.add_argument(
+        "--cold-repeat",
+        type=int,
+        default=1,
+        help="runs of each cold build and baseline [default: 1]",
+    )
     parser.add_argument("--jobs", type=int, default=None, help="passed to gen build --jobs")
     parser.add_argument("--no-baseline", action="store_true", help="skip datamodel-codegen")
-    parser.add_argument("--no-defaults", action="store_true",
-                        help="skip the default-manifest no-op rebuild")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="scratch directory [default: a new temporary directory]")
+    parser.add_argument(
+        "--no-defaults", action="store_true", help="skip the default-manifest no-op rebuild"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="scratch directory [default: a new temporary directory]",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch projects")
-    parser.add_argument("--live", action="store_true",
-                        help="run the working tree's generator instead of a snapshot of it")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="run the working tree's generator instead of a snapshot of it",
+    )
     args = parser.parse_args(argv)
     if args.sizes:
         sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
@@ -431,4 +502,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

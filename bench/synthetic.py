@@ -28,23 +28,77 @@ DEFAULT_MANIFESTS = REPO / "manifests"
 FIXED_MANIFESTS = ("native.yaml", "personalization.yaml", "types.yaml")
 
 _APPS = (
-    "acme", "bolt", "cobalt", "delta", "ember", "falcon", "garnet", "harbor", "iris", "juniper",
-    "kepler", "lumen", "maple", "nimbus", "onyx", "pioneer", "quartz", "raven", "summit", "tundra",
-    "umbra", "vertex", "willow", "xenon", "yarrow", "zephyr",
+    "acme",
+    "bolt",
+    "cobalt",
+    "delta",
+    "ember",
+    "falcon",
+    "garnet",
+    "harbor",
+    "iris",
+    "juniper",
+    "kepler",
+    "lumen",
+    "maple",
+    "nimbus",
+    "onyx",
+    "pioneer",
+    "quartz",
+    "raven",
+    "summit",
+    "tundra",
+    "umbra",
+    "vertex",
+    "willow",
+    "xenon",
+    "yarrow",
+    "zephyr",
 )
 _KINDS = (
-    "crm", "helpdesk", "commerce", "billing", "chat", "project", "marketing", "storage", "hr",
+    "crm",
+    "helpdesk",
+    "commerce",
+    "billing",
+    "chat",
+    "project",
+    "marketing",
+    "storage",
+    "hr",
     "analytics",
 )
 # resource -> (common-data-model entity or None, kind-ish flavour words)
 _RESOURCES: dict[str, str | None] = {
-    "contact": "contact", "company": None, "deal": None, "lead": "contact", "ticket": "ticket",
-    "conversation": "channel", "article": None, "order": "order", "product": None,
-    "customer": "contact", "invoice": None, "subscription": None, "payment": None,
-    "refund": None, "channel": "channel", "message": None, "project": None, "task": "ticket",
-    "milestone": None, "campaign": None, "list": None, "segment": None, "file": None,
-    "folder": None, "employee": "contact", "shipment": None, "event": None, "report": None,
-    "comment": None, "webhook": None,
+    "contact": "contact",
+    "company": None,
+    "deal": None,
+    "lead": "contact",
+    "ticket": "ticket",
+    "conversation": "channel",
+    "article": None,
+    "order": "order",
+    "product": None,
+    "customer": "contact",
+    "invoice": None,
+    "subscription": None,
+    "payment": None,
+    "refund": None,
+    "channel": "channel",
+    "message": None,
+    "project": None,
+    "task": "ticket",
+    "milestone": None,
+    "campaign": None,
+    "list": None,
+    "segment": None,
+    "file": None,
+    "folder": None,
+    "employee": "contact",
+    "shipment": None,
+    "event": None,
+    "report": None,
+    "comment": None,
+    "webhook": None,
 }
 _VERBS = ("list", "get", "create", "update", "delete", "search")
 _STATUSES = (
@@ -55,10 +109,36 @@ _STATUSES = (
     ("queued", "sent", "delivered", "failed", "bounced"),
 )
 _FIELD_WORDS = (
-    "priority", "source", "channel", "category", "region", "locale", "timezone", "reference",
-    "external_id", "label", "notes", "score", "rating", "quantity", "weight", "duration",
-    "position", "stage", "owner_email", "phone", "website", "industry", "language", "summary",
-    "color", "visibility", "revision", "sequence", "probability", "discount",
+    "priority",
+    "source",
+    "channel",
+    "category",
+    "region",
+    "locale",
+    "timezone",
+    "reference",
+    "external_id",
+    "label",
+    "notes",
+    "score",
+    "rating",
+    "quantity",
+    "weight",
+    "duration",
+    "position",
+    "stage",
+    "owner_email",
+    "phone",
+    "website",
+    "industry",
+    "language",
+    "summary",
+    "color",
+    "visibility",
+    "revision",
+    "sequence",
+    "probability",
+    "discount",
 )
 _PHRASES = (
     "Use it when the user asks about {res}s by name, status or date.",
@@ -106,8 +186,9 @@ class _Gen:
         r = self.r
         int_id = r.random() < 0.3
         props: dict[str, Any] = {
-            "id": {"type": "integer", "minimum": 1} if int_id else
-            {"type": "string", "description": f"{app.title()} id of the {res}."},
+            "id": {"type": "integer", "minimum": 1}
+            if int_id
+            else {"type": "string", "description": f"{app.title()} id of the {res}."},
             "name": {"type": "string", "maxLength": 255},
             "status": {"type": "string", "enum": list(self.pick(_STATUSES))},
             "created_at": {"$ref": "#/types/Timestamp"},
@@ -129,8 +210,9 @@ class _Gen:
             else:
                 schema = {"type": "string", "enum": [f"{word}_{i}" for i in range(r.randint(2, 6))]}
             if r.random() < 0.5:
-                schema["description"] = (f"The {res}'s {word.replace('_', ' ')} as shown in "
-                                         f"{app.title()}.")
+                schema["description"] = (
+                    f"The {res}'s {word.replace('_', ' ')} as shown in {app.title()}."
+                )
             props[word] = schema
             writable.append(word)
         if r.random() < 0.6:
@@ -143,23 +225,33 @@ class _Gen:
         if r.random() < 0.6:
             item = self.record_item(res)
             props[f"{res}_items" if r.random() < 0.5 else "lines"] = {
-                "type": "array", "items": item,
+                "type": "array",
+                "items": item,
                 "description": f"Line items of the {res}, in display order.",
             }
         if r.random() < 0.5:
             props["tags"] = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
             writable.append("tags")
         if r.random() < 0.4:
-            props["metadata"] = {"type": "object", "additionalProperties": {"type": "string"},
-                                 "description": "Free-form key/value pairs set by integrations."}
+            props["metadata"] = {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Free-form key/value pairs set by integrations.",
+            }
         if r.random() < 0.3:
             props["stats"] = {
                 "type": ["object", "null"],
-                "properties": {"views": {"type": "integer"}, "replies": {"type": "integer"},
-                               "last_activity_at": {"$ref": "#/types/Timestamp"}},
+                "properties": {
+                    "views": {"type": "integer"},
+                    "replies": {"type": "integer"},
+                    "last_activity_at": {"$ref": "#/types/Timestamp"},
+                },
             }
-        return {"type": "object", "required": ["id", "name", "created_at"],
-                "properties": props}, writable
+        return {
+            "type": "object",
+            "required": ["id", "name", "created_at"],
+            "properties": props,
+        }, writable
 
     def record_item(self, res: str) -> dict[str, Any]:
         r = self.r
@@ -177,8 +269,9 @@ class _Gen:
 
     # ------------------------------------------------------------------ capabilities
 
-    def capability(self, app: str, kind: str, res: str, verb: str,
-                   record: dict[str, Any], writable: list[str]) -> dict[str, Any]:
+    def capability(
+        self, app: str, kind: str, res: str, verb: str, record: dict[str, Any], writable: list[str]
+    ) -> dict[str, Any]:
         r = self.r
         id_name = f"{res}_id"
         id_schema: dict[str, Any] = dict(record["properties"]["id"])
@@ -186,24 +279,41 @@ class _Gen:
         plural = f"{res}s"
         extra = " ".join(self.sentence(res=res, app=app.title()) for _ in range(r.randint(1, 3)))
         noun = plural if verb in ("list", "search") else res
-        cap: dict[str, Any] = {"name": f"{verb}_{noun}",
-                               "title": f"{verb.title()} {app.title()} {noun}"}
+        cap: dict[str, Any] = {
+            "name": f"{verb}_{noun}",
+            "title": f"{verb.title()} {app.title()} {noun}",
+        }
         entity = _RESOURCES[res]
         if verb == "list":
             cap["description"] = (
                 f"List the {plural} of the connected {app.title()} {kind} account, newest first, "
                 f"with their status, owner and timestamps. Filter by status or creation date. "
-                f"{extra} Returns one page of {plural}; pass next_cursor back as cursor for more.")
-            inp = {"type": "object", "additionalProperties": False, "properties": {
-                "status": {"type": "string", "enum": record["properties"]["status"]["enum"],
-                           "description": f"Only {plural} in this status."},
-                "created_after": {"$ref": "#/types/Timestamp"},
-                "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 25},
-            }}
-            out = {"type": "object", "required": [plural], "properties": {
-                plural: {"type": "array", "items": record},
-                "total": {"type": ["integer", "null"], "description": "Total matches, if known."},
-            }}
+                f"{extra} Returns one page of {plural}; pass next_cursor back as cursor for more."
+            )
+            inp = {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "status": {
+                        "type": "string",
+                        "enum": record["properties"]["status"]["enum"],
+                        "description": f"Only {plural} in this status.",
+                    },
+                    "created_after": {"$ref": "#/types/Timestamp"},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 25},
+                },
+            }
+            out = {
+                "type": "object",
+                "required": [plural],
+                "properties": {
+                    plural: {"type": "array", "items": record},
+                    "total": {
+                        "type": ["integer", "null"],
+                        "description": "Total matches, if known.",
+                    },
+                },
+            }
             style = self.pick(("cursor", "page", "link"))
             pagination: dict[str, Any] = {"style": style}
             if style == "cursor":
@@ -211,9 +321,13 @@ class _Gen:
             elif style == "page":
                 pagination["param"] = "page"
             http: dict[str, Any] = {
-                "method": "GET", "path": f"/{plural}",
-                "query": {"status": "{status}", "created_after": "{created_after}",
-                          "limit": "{limit}"},
+                "method": "GET",
+                "path": f"/{plural}",
+                "query": {
+                    "status": "{status}",
+                    "created_after": "{created_after}",
+                    "limit": "{limit}",
+                },
                 "response": {"fields": {plural: "data", "total": "meta.total"}},
                 "pagination": pagination,
             }
@@ -222,28 +336,47 @@ class _Gen:
         elif verb == "search":
             cap["description"] = (
                 f"Search {app.title()} {plural} by free text (name, email, reference) and return "
-                f"the best matches with their key fields. {extra} Returns up to limit {plural}.")
-            inp = {"type": "object", "additionalProperties": False, "required": ["query"],
-                   "properties": {
-                       "query": {"type": "string", "minLength": 1, "maxLength": 500},
-                       "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
-                   }}
-            out = {"type": "object", "required": ["results"], "properties": {
-                "results": {"type": "array", "items": record}}}
-            http = {"method": "POST", "path": f"/{plural}/search",
-                    "body": {"query": "{query}", "limit": "{limit}"},
-                    "response": {"fields": {"results": "results"}}}
+                f"the best matches with their key fields. {extra} Returns up to limit {plural}."
+            )
+            inp = {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["query"],
+                "properties": {
+                    "query": {"type": "string", "minLength": 1, "maxLength": 500},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
+                },
+            }
+            out = {
+                "type": "object",
+                "required": ["results"],
+                "properties": {"results": {"type": "array", "items": record}},
+            }
+            http = {
+                "method": "POST",
+                "path": f"/{plural}/search",
+                "body": {"query": "{query}", "limit": "{limit}"},
+                "response": {"fields": {"results": "results"}},
+            }
             annotations = {"read_only": True, "idempotent": True, "open_world": True}
             scope = "read"
         elif verb == "get":
             cap["description"] = (
                 f"Get one {app.title()} {res} by id with all its fields. {extra} Returns the "
-                f"{res}, or a not_found error when the id is unknown.")
-            inp = {"type": "object", "additionalProperties": False, "required": [id_name],
-                   "properties": {id_name: id_schema}}
+                f"{res}, or a not_found error when the id is unknown."
+            )
+            inp = {
+                "type": "object",
+                "additionalProperties": False,
+                "required": [id_name],
+                "properties": {id_name: id_schema},
+            }
             out = record
-            http = {"method": "GET", "path": f"/{plural}/{{{id_name}}}",
-                    "response": {"select": "data"}}
+            http = {
+                "method": "GET",
+                "path": f"/{plural}/{{{id_name}}}",
+                "response": {"select": "data"},
+            }
             annotations = {"read_only": True, "idempotent": True, "open_world": True}
             scope = "read"
         elif verb in ("create", "update"):
@@ -257,29 +390,56 @@ class _Gen:
             cap["description"] = (
                 f"{'Create a new' if verb == 'create' else 'Change an existing'} {app.title()} "
                 f"{res}. Only the fields given are {'set' if verb == 'create' else 'changed'}. "
-                f"{extra} Returns the {res} as stored.")
+                f"{extra} Returns the {res} as stored."
+            )
             required = [id_name] if verb == "update" else ["name"]
-            inp = {"type": "object", "additionalProperties": False, "required": required,
-                   "properties": props}
+            inp = {
+                "type": "object",
+                "additionalProperties": False,
+                "required": required,
+                "properties": props,
+            }
             out = record
             body = {f: f"{{{f}}}" for f in fields}
-            http = {"method": "POST" if verb == "create" else "PATCH",
-                    "path": f"/{plural}" if verb == "create" else f"/{plural}/{{{id_name}}}",
-                    "body": body, "response": {"select": "data"}}
-            annotations = {"read_only": False, "destructive": False,
-                           "idempotent": verb == "update", "open_world": True}
+            http = {
+                "method": "POST" if verb == "create" else "PATCH",
+                "path": f"/{plural}" if verb == "create" else f"/{plural}/{{{id_name}}}",
+                "body": body,
+                "response": {"select": "data"},
+            }
+            annotations = {
+                "read_only": False,
+                "destructive": False,
+                "idempotent": verb == "update",
+                "open_world": True,
+            }
             scope = "write"
         else:  # delete
             cap["description"] = (
                 f"Delete a {app.title()} {res} permanently. It cannot be undone: confirm with the "
-                f"user first. {extra} Returns the id of the deleted {res}.")
-            inp = {"type": "object", "additionalProperties": False, "required": [id_name],
-                   "properties": {id_name: id_schema}}
-            out = {"type": "object", "required": ["deleted"], "properties": {
-                "deleted": {"type": "boolean"}, "id": {"type": ["string", "integer"]}}}
+                f"user first. {extra} Returns the id of the deleted {res}."
+            )
+            inp = {
+                "type": "object",
+                "additionalProperties": False,
+                "required": [id_name],
+                "properties": {id_name: id_schema},
+            }
+            out = {
+                "type": "object",
+                "required": ["deleted"],
+                "properties": {
+                    "deleted": {"type": "boolean"},
+                    "id": {"type": ["string", "integer"]},
+                },
+            }
             http = {"method": "DELETE", "path": f"/{plural}/{{{id_name}}}"}
-            annotations = {"read_only": False, "destructive": True, "idempotent": True,
-                           "open_world": True}
+            annotations = {
+                "read_only": False,
+                "destructive": True,
+                "idempotent": True,
+                "open_world": True,
+            }
             scope = "write"
         cap.update(scope=scope, annotations=annotations, input=inp, output=out, http=http)
         if entity and verb in ("list", "search"):
@@ -290,14 +450,22 @@ class _Gen:
     def entity(self, entity: str, items: str) -> dict[str, Any]:
         fields = {
             "contact": {"id": "id", "first_name": "name", "email": "owner.email"},
-            "order": {"id": "id", "number": "name", "status": "status",
-                      "created_at": "created_at", "total": "amount.value"},
+            "order": {
+                "id": "id",
+                "number": "name",
+                "status": "status",
+                "created_at": "created_at",
+                "total": "amount.value",
+            },
             "channel": {"id": "id", "name": "name"},
-            "ticket": {"id": "id", "title": "name", "state": "status",
-                       "created_at": "created_at"},
+            "ticket": {"id": "id", "title": "name", "state": "status", "created_at": "created_at"},
         }[entity]
-        return {"type": entity, "items": items, "args": {"query": "{query}", "limit": "{limit}"},
-                "fields": fields}
+        return {
+            "type": entity,
+            "items": items,
+            "args": {"query": "{query}", "limit": "{limit}"},
+            "fields": fields,
+        }
 
     def connector(self, index: int, capabilities: int) -> dict[str, Any]:
         r = self.r
@@ -312,46 +480,106 @@ class _Gen:
                     caps.append(self.capability(app, kind, res, verb, record, writable))
         auth_type = self.pick(("bearer", "api_key", "basic"))
         if auth_type == "bearer":
-            auth = {"type": "bearer", "token_field": "access_token", "fields": [
-                {"name": "access_token", "title": "Access token",
-                 "description": f"Personal or app token of the {app.title()} account."}]}
+            auth = {
+                "type": "bearer",
+                "token_field": "access_token",
+                "fields": [
+                    {
+                        "name": "access_token",
+                        "title": "Access token",
+                        "description": f"Personal or app token of the {app.title()} account.",
+                    }
+                ],
+            }
         elif auth_type == "api_key":
-            auth = {"type": "api_key", "header": "X-Api-Key", "key_field": "api_key", "fields": [
-                {"name": "api_key", "title": "API key"},
-                {"name": "region", "title": "Region", "secret": False,
-                 "description": "Data region of the account (us, eu)."}]}
+            auth = {
+                "type": "api_key",
+                "header": "X-Api-Key",
+                "key_field": "api_key",
+                "fields": [
+                    {"name": "api_key", "title": "API key"},
+                    {
+                        "name": "region",
+                        "title": "Region",
+                        "secret": False,
+                        "description": "Data region of the account (us, eu).",
+                    },
+                ],
+            }
         else:
-            auth = {"type": "basic", "username_field": "email", "password_field": "api_token",
-                    "fields": [{"name": "email", "secret": False},
-                               {"name": "api_token", "title": "API token"}]}
-        base = (f"https://{{region}}.api.{app}.example/v2" if auth_type == "api_key"
-                else f"https://api.{app}.example/v1")
+            auth = {
+                "type": "basic",
+                "username_field": "email",
+                "password_field": "api_token",
+                "fields": [
+                    {"name": "email", "secret": False},
+                    {"name": "api_token", "title": "API token"},
+                ],
+            }
+        base = (
+            f"https://{{region}}.api.{app}.example/v2"
+            if auth_type == "api_key"
+            else f"https://api.{app}.example/v1"
+        )
         return {
-            "version": 1, "kind": "connector", "name": app,
+            "version": 1,
+            "kind": "connector",
+            "name": app,
             "title": f"{app.title()} {kind.upper()}",
-            "description": (f"{app.title()} {kind}: read and change {', '.join(resources[:3])} "
-                            f"records of the workspace's {app.title()} account."),
-            "base_url": base, "timeout_seconds": 20, "retries": 2, "auth": auth,
+            "description": (
+                f"{app.title()} {kind}: read and change {', '.join(resources[:3])} "
+                f"records of the workspace's {app.title()} account."
+            ),
+            "base_url": base,
+            "timeout_seconds": 20,
+            "retries": 2,
+            "auth": auth,
             "errors": {"message_field": "error.message", "auth_errors": ["unauthorized"]},
             "capabilities": caps,
         }
 
 
 SHARED_TYPES: dict[str, Any] = {
-    "version": 1, "kind": "types", "types": {
-        "SynthMoney": {"type": "object", "required": ["value", "currency"], "properties": {
-            "value": {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
-                      "description": "Decimal amount as a string."},
-            "currency": {"type": "string", "minLength": 3, "maxLength": 3,
-                         "description": "ISO 4217 code."}}},
-        "SynthAddress": {"type": ["object", "null"], "properties": {
-            "line1": {"type": "string"}, "line2": {"type": ["string", "null"]},
-            "city": {"type": "string"}, "postal_code": {"type": ["string", "null"]},
-            "country": {"type": "string", "minLength": 2, "maxLength": 2}}},
-        "SynthPerson": {"type": ["object", "null"], "required": ["id"], "properties": {
-            "id": {"type": "string"}, "email": {"type": ["string", "null"], "format": "email"},
-            "display_name": {"type": ["string", "null"]},
-            "role": {"type": "string", "enum": ["owner", "admin", "member", "guest"]}}},
+    "version": 1,
+    "kind": "types",
+    "types": {
+        "SynthMoney": {
+            "type": "object",
+            "required": ["value", "currency"],
+            "properties": {
+                "value": {
+                    "type": "string",
+                    "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
+                    "description": "Decimal amount as a string.",
+                },
+                "currency": {
+                    "type": "string",
+                    "minLength": 3,
+                    "maxLength": 3,
+                    "description": "ISO 4217 code.",
+                },
+            },
+        },
+        "SynthAddress": {
+            "type": ["object", "null"],
+            "properties": {
+                "line1": {"type": "string"},
+                "line2": {"type": ["string", "null"]},
+                "city": {"type": "string"},
+                "postal_code": {"type": ["string", "null"]},
+                "country": {"type": "string", "minLength": 2, "maxLength": 2},
+            },
+        },
+        "SynthPerson": {
+            "type": ["object", "null"],
+            "required": ["id"],
+            "properties": {
+                "id": {"type": "string"},
+                "email": {"type": ["string", "null"], "format": "email"},
+                "display_name": {"type": ["string", "null"]},
+                "role": {"type": "string", "enum": ["owner", "admin", "member", "guest"]},
+            },
+        },
     },
 }
 

@@ -32,11 +32,23 @@ class Options:
     jobs: int | None = None
 
     @classmethod
-    def for_project(cls, root: Path, *, manifests: Path | None = None, out: Path | None = None,
-                    cache: bool = True, jobs: int | None = None) -> Options:
+    def for_project(
+        cls,
+        root: Path,
+        *,
+        manifests: Path | None = None,
+        out: Path | None = None,
+        cache: bool = True,
+        jobs: int | None = None,
+    ) -> Options:
         root = root.resolve()
-        return cls(root=root, manifests=(manifests or root / "manifests").resolve(),
-                   out=(out or root / "generated").resolve(), cache=cache, jobs=jobs)
+        return cls(
+            root=root,
+            manifests=(manifests or root / "manifests").resolve(),
+            out=(out or root / "generated").resolve(),
+            cache=cache,
+            jobs=jobs,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +97,9 @@ def compile_manifests(options: Options, *, cache_dir: Path | None = None) -> Com
     files = discover(options.root, options.manifests)
     if not files:
         where = _rel(options.root, options.manifests)
-        return CompileResult(None, (error("GEN005", Span(file=where),
-                                          f"no *.yaml manifests under {where}"),))
+        return CompileResult(
+            None, (error("GEN005", Span(file=where), f"no *.yaml manifests under {where}"),)
+        )
     cache = Cache(cache_dir)
     pending: list[Path] = []
     candidates: list[tuple[_CachedUnit, str, bytes]] = []  # (entry, rel path, bytes)
@@ -98,8 +111,7 @@ def compile_manifests(options: Options, *, cache_dir: Path | None = None) -> Com
             except OSError:
                 pending.append(path)  # load_files reports it
                 continue
-            entry = cache.load("unit", _unit_key(rel, hashlib.sha256(raw).hexdigest()),
-                               _CachedUnit)
+            entry = cache.load("unit", _unit_key(rel, hashlib.sha256(raw).hexdigest()), _CachedUnit)
             if entry is not None and entry.unit.path == rel:
                 candidates.append((entry, rel, raw))
             else:
@@ -154,8 +166,12 @@ def _store_units(cache: Cache, project: ir.Project, docs: list[Loaded]) -> None:
         doc = fresh.get(c.name)
         if doc is None or doc.path != c.source:
             continue
-        unit = ConnectorUnit(source=ir.Source(path=doc.path, sha256=doc.sha256), name=c.name,
-                             connector=c, tools=tuple(by_connector.get(c.name, ())))
+        unit = ConnectorUnit(
+            source=ir.Source(path=doc.path, sha256=doc.sha256),
+            name=c.name,
+            connector=c,
+            tools=tuple(by_connector.get(c.name, ())),
+        )
         cache.store("unit", _unit_key(doc.path, doc.sha256), _CachedUnit(context, unit))
 
 
@@ -184,7 +200,9 @@ def build(options: Options, *, check: bool = False) -> BuildResult:
     return BuildResult(diags, the_plan, "", files)
 
 
-def ir_data(options: Options, *, spans: bool = False) -> tuple[object | None, tuple[Diagnostic, ...]]:
+def ir_data(
+    options: Options, *, spans: bool = False
+) -> tuple[object | None, tuple[Diagnostic, ...]]:
     result = compile_manifests(options)
     if result.project is None:
         return None, result.diagnostics

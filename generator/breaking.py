@@ -64,9 +64,17 @@ class Change:
         return (self.span.file, self.span.line, self.span.col, self.rule, self.message)
 
     def as_dict(self) -> dict[str, object]:
-        return {"rule": self.rule, "severity": self.severity, "allowed": self.allowed,
-                "target": self.target, "file": self.span.file, "line": self.span.line,
-                "col": self.span.col, "message": self.message, "hint": self.hint}
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "allowed": self.allowed,
+            "target": self.target,
+            "file": self.span.file,
+            "line": self.span.line,
+            "col": self.span.col,
+            "message": self.message,
+            "hint": self.hint,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +109,19 @@ class _Ctx:
     today: dt.date
     changes: list[Change] = field(default_factory=list)
 
-    def add(self, rule: str, span: Span, target: str, message: str, hint: str | None = None,
-            allowed: str | None = None) -> None:
+    def add(
+        self,
+        rule: str,
+        span: Span,
+        target: str,
+        message: str,
+        hint: str | None = None,
+        allowed: str | None = None,
+    ) -> None:
         assert rule in CODES, rule
-        self.changes.append(Change(rule=rule, span=span, target=target, message=message,
-                                   hint=hint, allowed=allowed))
+        self.changes.append(
+            Change(rule=rule, span=span, target=target, message=message, hint=hint, allowed=allowed)
+        )
 
 
 # ---------------------------------------------------------------------------- schemas
@@ -162,19 +178,22 @@ class _Compare:
 
     def new_span(self, pointer: Pointer) -> Span:
         side = self.ctx.new
-        return side.span(side.sources.schema_span(self.tool, self.which, pointer)
-                         or side.sources.tool_span(self.tool))
+        return side.span(
+            side.sources.schema_span(self.tool, self.which, pointer)
+            or side.sources.tool_span(self.tool)
+        )
 
     def old_span(self, pointer: Pointer) -> Span:
         side = self.ctx.old
-        return side.span(side.sources.schema_span(self.tool, self.which, pointer)
-                         or side.sources.tool_span(self.tool))
+        return side.span(
+            side.sources.schema_span(self.tool, self.which, pointer)
+            or side.sources.tool_span(self.tool)
+        )
 
     def where(self, path: tuple[str, ...]) -> str:
         return f"{self.tool}: {self.which}" + (f" {_dotted(path)!r}" if path else " root")
 
-    def run(self, old: Any, new: Any, path: tuple[str, ...] = (),
-            pointer: Pointer = ()) -> None:
+    def run(self, old: Any, new: Any, path: tuple[str, ...] = (), pointer: Pointer = ()) -> None:
         if not isinstance(old, dict) or not isinstance(new, dict):
             return
         if self.which == "input":
@@ -186,34 +205,55 @@ class _Compare:
             self.run(old["items"], new["items"], (*path, "[]"), (*pointer, "items"))
 
     # -- inputs: may accept more, never less
-    def input_node(self, old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...],
-                   pointer: Pointer) -> None:
-        add, span, target, where = self.ctx.add, self.new_span(pointer), self.target(path), \
-            self.where(path)
+    def input_node(
+        self, old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...], pointer: Pointer
+    ) -> None:
+        add, span, target, where = (
+            self.ctx.add,
+            self.new_span(pointer),
+            self.target(path),
+            self.where(path),
+        )
         ot, nt = _types(old), _types(new)
         if ot != nt:
             if nt is not None and (ot is None or not ot <= nt):
-                add("BRK004", self.new_span((*pointer, "type")), target,
+                add(
+                    "BRK004",
+                    self.new_span((*pointer, "type")),
+                    target,
                     f"{where} type narrowed from {_show(ot)} to {_show(nt)}",
-                    "accept the old type too (a type list), or add a new property")
+                    "accept the old type too (a type list), or add a new property",
+                )
             else:
-                add("BRK104", span, target, f"{where} type widened from {_show(ot)} to "
-                    f"{_show(nt)}")
+                add("BRK104", span, target, f"{where} type widened from {_show(ot)} to {_show(nt)}")
         oe, ne = old.get("enum"), new.get("enum")
         if isinstance(ne, list):
             gone = [v for v in oe if v not in ne] if isinstance(oe, list) else None
             if gone is None:
-                add("BRK005", self.new_span((*pointer, "enum")), target,
-                    f"{where} is now restricted to {ne}", "accept every value it accepted")
+                add(
+                    "BRK005",
+                    self.new_span((*pointer, "enum")),
+                    target,
+                    f"{where} is now restricted to {ne}",
+                    "accept every value it accepted",
+                )
             elif gone:
-                add("BRK005", self.new_span((*pointer, "enum")), target,
+                add(
+                    "BRK005",
+                    self.new_span((*pointer, "enum")),
+                    target,
                     f"{where} no longer accepts {', '.join(json.dumps(v) for v in gone)}",
                     "keep the value and map it to its replacement in the handler, or "
-                    "deprecate it first")
+                    "deprecate it first",
+                )
             added = [v for v in ne if isinstance(oe, list) and v not in oe]
             if added:
-                add("BRK105", self.new_span((*pointer, "enum")), target,
-                    f"{where} accepts {', '.join(json.dumps(v) for v in added)} too")
+                add(
+                    "BRK105",
+                    self.new_span((*pointer, "enum")),
+                    target,
+                    f"{where} accepts {', '.join(json.dumps(v) for v in added)} too",
+                )
         elif isinstance(oe, list):
             add("BRK104", span, target, f"{where} accepts any value, not only {oe}")
         tightened, relaxed = [], []
@@ -229,50 +269,81 @@ class _Compare:
                 tightened.append(f"{kw} {a!r} -> {b!r}")
             else:
                 relaxed.append(f"{kw} {a!r} -> {b!r}")
-        if old.get("additionalProperties", True) is not False \
-                and new.get("additionalProperties") is False:
+        if (
+            old.get("additionalProperties", True) is not False
+            and new.get("additionalProperties") is False
+        ):
             tightened.append("additionalProperties: false added")
-        elif old.get("additionalProperties") is False \
-                and new.get("additionalProperties", True) is not False:
+        elif (
+            old.get("additionalProperties") is False
+            and new.get("additionalProperties", True) is not False
+        ):
             relaxed.append("additionalProperties opened")
         if tightened:
-            add("BRK013", span, target, f"{where} constraint tightened: {'; '.join(tightened)}",
-                "calls that passed the old constraint now fail: relax it, or version the tool")
+            add(
+                "BRK013",
+                span,
+                target,
+                f"{where} constraint tightened: {'; '.join(tightened)}",
+                "calls that passed the old constraint now fail: relax it, or version the tool",
+            )
         if relaxed:
             add("BRK104", span, target, f"{where} constraint relaxed: {'; '.join(relaxed)}")
 
     # -- outputs: may promise more, never less
-    def output_node(self, old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...],
-                    pointer: Pointer) -> None:
+    def output_node(
+        self, old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...], pointer: Pointer
+    ) -> None:
         add, target, where = self.ctx.add, self.target(path), self.where(path)
         ot, nt = _types(old), _types(new)
         if ot != nt:
             if ot is not None and (nt is None or not nt <= ot):
-                add("BRK008", self.new_span((*pointer, "type")), target,
+                add(
+                    "BRK008",
+                    self.new_span((*pointer, "type")),
+                    target,
                     f"{where} type changed from {_show(ot)} to {_show(nt)}",
-                    "readers of the old type break: add a new property with the new type")
+                    "readers of the old type break: add a new property with the new type",
+                )
             else:
-                add("BRK110", self.new_span((*pointer, "type")), target,
-                    f"{where} type narrowed from {_show(ot)} to {_show(nt)}")
+                add(
+                    "BRK110",
+                    self.new_span((*pointer, "type")),
+                    target,
+                    f"{where} type narrowed from {_show(ot)} to {_show(nt)}",
+                )
         oe, ne = old.get("enum"), new.get("enum")
         if isinstance(oe, list):
             added = [v for v in ne if v not in oe] if isinstance(ne, list) else None
             if added is None:
-                add("BRK014", self.new_span(pointer), target,
+                add(
+                    "BRK014",
+                    self.new_span(pointer),
+                    target,
                     f"{where} is no longer limited to {oe}",
-                    "readers that switch on the value break: keep the enum")
+                    "readers that switch on the value break: keep the enum",
+                )
             elif added:
-                add("BRK014", self.new_span((*pointer, "enum")), target,
+                add(
+                    "BRK014",
+                    self.new_span((*pointer, "enum")),
+                    target,
                     f"{where} may now be {', '.join(json.dumps(v) for v in added)}",
                     "readers that switch on the value break: add a new property, or make "
-                    "sure readers have a default branch and allow it")
+                    "sure readers have a default branch and allow it",
+                )
             gone = [v for v in oe if isinstance(ne, list) and v not in ne]
             if gone:
-                add("BRK110", self.new_span((*pointer, "enum")), target,
-                    f"{where} is no longer {', '.join(json.dumps(v) for v in gone)}")
+                add(
+                    "BRK110",
+                    self.new_span((*pointer, "enum")),
+                    target,
+                    f"{where} is no longer {', '.join(json.dumps(v) for v in gone)}",
+                )
 
-    def properties(self, old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...],
-                   pointer: Pointer) -> None:
+    def properties(
+        self, old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...], pointer: Pointer
+    ) -> None:
         op, np_ = old.get("properties") or {}, new.get("properties") or {}
         if not isinstance(op, dict) or not isinstance(np_, dict):
             return
@@ -283,33 +354,52 @@ class _Compare:
             target, where = self.target(sub), self.where(sub)
             if name not in np_:
                 self.ctx.add(
-                    "BRK003" if inp else "BRK006", self.old_span(subp), target,
+                    "BRK003" if inp else "BRK006",
+                    self.old_span(subp),
+                    target,
                     f"{where} removed",
-                    "keep it (deprecated, with x-replacement and x-sunset) until its sunset "
-                    "date" if inp else "keep returning it (deprecated) until its sunset date",
-                    allowed=_sunset_passed(op[name], self.ctx.today))
+                    "keep it (deprecated, with x-replacement and x-sunset) until its sunset date"
+                    if inp
+                    else "keep returning it (deprecated) until its sunset date",
+                    allowed=_sunset_passed(op[name], self.ctx.today),
+                )
                 continue
             if name in nreq and name not in oreq:
                 if inp:
-                    self.ctx.add("BRK002", self.new_span(subp), target,
-                                 f"{where} is now required",
-                                 "give it a default and keep it optional, or add a new tool")
+                    self.ctx.add(
+                        "BRK002",
+                        self.new_span(subp),
+                        target,
+                        f"{where} is now required",
+                        "give it a default and keep it optional, or add a new tool",
+                    )
                 else:
-                    self.ctx.add("BRK110", self.new_span(subp), target,
-                                 f"{where} is now always present")
+                    self.ctx.add(
+                        "BRK110", self.new_span(subp), target, f"{where} is now always present"
+                    )
             elif name in oreq and name not in nreq:
                 if inp:
-                    self.ctx.add("BRK104", self.new_span(subp), target,
-                                 f"{where} is now optional")
+                    self.ctx.add("BRK104", self.new_span(subp), target, f"{where} is now optional")
                 else:
-                    self.ctx.add("BRK007", self.new_span(subp), target,
-                                 f"{where} is no longer always present",
-                                 "readers that rely on it break: keep it required")
-            if isinstance(np_[name], dict) and np_[name].get("deprecated") is True and not (
-                    isinstance(op[name], dict) and op[name].get("deprecated") is True):
+                    self.ctx.add(
+                        "BRK007",
+                        self.new_span(subp),
+                        target,
+                        f"{where} is no longer always present",
+                        "readers that rely on it break: keep it required",
+                    )
+            if (
+                isinstance(np_[name], dict)
+                and np_[name].get("deprecated") is True
+                and not (isinstance(op[name], dict) and op[name].get("deprecated") is True)
+            ):
                 repl = np_[name].get("x-replacement")
-                self.ctx.add("BRK107", self.new_span(subp), target, f"{where} deprecated"
-                             + (f" in favour of {repl!r}" if repl else ""))
+                self.ctx.add(
+                    "BRK107",
+                    self.new_span(subp),
+                    target,
+                    f"{where} deprecated" + (f" in favour of {repl!r}" if repl else ""),
+                )
             self.run(op[name], np_[name], sub, subp)
         for name in np_:
             if name in op:
@@ -319,8 +409,13 @@ class _Compare:
             if not inp:
                 self.ctx.add("BRK103", self.new_span(subp), target, f"{where} added")
             elif name in nreq:
-                self.ctx.add("BRK002", self.new_span(subp), target, f"{where} added as required",
-                             "make it optional with a default, or add a new tool")
+                self.ctx.add(
+                    "BRK002",
+                    self.new_span(subp),
+                    target,
+                    f"{where} added as required",
+                    "make it optional with a default, or add a new tool",
+                )
             else:
                 self.ctx.add("BRK102", self.new_span(subp), target, f"{where} added (optional)")
 
@@ -336,39 +431,67 @@ def _tool_changes(ctx: _Ctx, old: ir.Tool, new: ir.Tool) -> None:
         return ctx.new.span(nsrc.tool_span(name, *keys) or new.span)
 
     oa, na = old.annotations, new.annotations
-    flips = [(f, o, n) for f, o, n in (("read_only", oa.read_only, na.read_only),
-                                       ("destructive", oa.destructive, na.destructive),
-                                       ("idempotent", oa.idempotent, na.idempotent))]
-    worse = [f"{f} {json.dumps(o)} -> {json.dumps(n)}" for f, o, n in flips
-             if (f == "destructive" and n and not o) or (f != "destructive" and o and not n)]
-    better = [f"{f} {json.dumps(o)} -> {json.dumps(n)}" for f, o, n in flips
-              if o != n and f"{f} {json.dumps(o)} -> {json.dumps(n)}" not in worse]
+    flips = [
+        (f, o, n)
+        for f, o, n in (
+            ("read_only", oa.read_only, na.read_only),
+            ("destructive", oa.destructive, na.destructive),
+            ("idempotent", oa.idempotent, na.idempotent),
+        )
+    ]
+    worse = [
+        f"{f} {json.dumps(o)} -> {json.dumps(n)}"
+        for f, o, n in flips
+        if (f == "destructive" and n and not o) or (f != "destructive" and o and not n)
+    ]
+    better = [
+        f"{f} {json.dumps(o)} -> {json.dumps(n)}"
+        for f, o, n in flips
+        if o != n and f"{f} {json.dumps(o)} -> {json.dumps(n)}" not in worse
+    ]
     if worse:
-        ctx.add("BRK009", at("annotations"), name, f"{name}: {', '.join(worse)}",
-                "clients that run it without confirmation, or retry it, now risk data: "
-                "add a new tool instead")
+        ctx.add(
+            "BRK009",
+            at("annotations"),
+            name,
+            f"{name}: {', '.join(worse)}",
+            "clients that run it without confirmation, or retry it, now risk data: "
+            "add a new tool instead",
+        )
     if better:
         ctx.add("BRK109", at("annotations"), name, f"{name}: {', '.join(better)}")
     if old.scope != new.scope:
         if new.scope == "write":
-            ctx.add("BRK010", at("scope"), name, f"{name}: scope raised from read to write",
-                    "read-only API keys lose the tool: add a new write tool instead")
+            ctx.add(
+                "BRK010",
+                at("scope"),
+                name,
+                f"{name}: scope raised from read to write",
+                "read-only API keys lose the tool: add a new write tool instead",
+            )
         else:
             ctx.add("BRK109", at("scope"), name, f"{name}: scope lowered from write to read")
     if new.deprecated is not None and old.deprecated is None:
         d = new.deprecated
-        ctx.add("BRK107", ctx.new.span(nsrc.tool_span(name, "deprecated", key=True) or new.span),
-                name, f"{name}: deprecated" + (f" in favour of {d.replacement}"
-                                               if d.replacement else "")
-                + (f", sunset {d.sunset}" if d.sunset else ""))
+        ctx.add(
+            "BRK107",
+            ctx.new.span(nsrc.tool_span(name, "deprecated", key=True) or new.span),
+            name,
+            f"{name}: deprecated"
+            + (f" in favour of {d.replacement}" if d.replacement else "")
+            + (f", sunset {d.sunset}" if d.sunset else ""),
+        )
     _Compare(ctx, name, "input").run(old.input_schema.value, new.input_schema.value)
     _Compare(ctx, name, "output").run(old.output_schema.value, new.output_schema.value)
 
 
 def _removed_tool(ctx: _Ctx, old: ir.Tool, added: list[ir.Tool]) -> None:
     hint = "keep it deprecated (deprecated: {reason, replacement, sunset}) until its sunset"
-    twins = [t.name for t in added if t.input_schema == old.input_schema
-             and t.output_schema == old.output_schema]
+    twins = [
+        t.name
+        for t in added
+        if t.input_schema == old.input_schema and t.output_schema == old.output_schema
+    ]
     if twins:
         hint = f"renamed to {twins[0]}? A rename breaks callers: keep the old name deprecated"
     allowed = None
@@ -376,8 +499,11 @@ def _removed_tool(ctx: _Ctx, old: ir.Tool, added: list[ir.Tool]) -> None:
     if d is not None and d.sunset is not None and d.sunset <= ctx.today.isoformat():
         allowed = f"deprecated, sunset {d.sunset} has passed"
     elif d is not None:
-        hint = (f"deprecated with sunset {d.sunset}: removal is allowed from then on"
-                if d.sunset else "deprecated without a sunset date: add one")
+        hint = (
+            f"deprecated with sunset {d.sunset}: removal is allowed from then on"
+            if d.sunset
+            else "deprecated without a sunset date: add one"
+        )
     span = ctx.old.span(ctx.old.sources.tool_span(old.name) or old.span)
     ctx.add("BRK001", span, old.name, f"{old.name}: tool removed", hint, allowed)
 
@@ -389,8 +515,14 @@ def _auth_changes(old: ir.ConnectorAuth, new: ir.ConnectorAuth) -> list[str]:
     out = []
     if old.type != new.type:
         out.append(f"auth type {old.type} -> {new.type}")
-    for attr in ("token_field", "header", "key_field", "username_field", "password_field",
-                 "token_url"):
+    for attr in (
+        "token_field",
+        "header",
+        "key_field",
+        "username_field",
+        "password_field",
+        "token_url",
+    ):
         a, b = getattr(old, attr), getattr(new, attr)
         if a != b and old.type == new.type:
             out.append(f"{attr} {a!r} -> {b!r}")
@@ -413,9 +545,13 @@ def _connector_changes(ctx: _Ctx, old: ir.Project | None, new: ir.Project) -> No
         diffs = _auth_changes(olds[c.name].auth, c.auth)
         if diffs:
             auth_span = ctx.new.span(ctx.new.sources.connector_span(c.name, "auth") or c.span)
-            ctx.add("BRK011", auth_span, f"connector:{c.name}",
-                    f"connector {c.name!r}: {'; '.join(diffs)}",
-                    "every tenant's stored credentials stop working: they must reconnect")
+            ctx.add(
+                "BRK011",
+                auth_span,
+                f"connector:{c.name}",
+                f"connector {c.name!r}: {'; '.join(diffs)}",
+                "every tenant's stored credentials stop working: they must reconnect",
+            )
 
 
 def _resource_changes(ctx: _Ctx, old: ir.Project | None, new: ir.Project) -> None:
@@ -423,19 +559,26 @@ def _resource_changes(ctx: _Ctx, old: ir.Project | None, new: ir.Project) -> Non
     news = {r.name: r for r in new.gateway.resources}
     for name, r in olds.items():
         if name not in news:
-            ctx.add("BRK012", ctx.old.span(r.span), f"resource:{name}",
-                    f"resource {name!r} ({r.uri or r.uri_template}) removed",
-                    "clients that read it break: keep serving it")
+            ctx.add(
+                "BRK012",
+                ctx.old.span(r.span),
+                f"resource:{name}",
+                f"resource {name!r} ({r.uri or r.uri_template}) removed",
+                "clients that read it break: keep serving it",
+            )
         elif (r.uri, r.uri_template) != (news[name].uri, news[name].uri_template):
             n = news[name]
-            ctx.add("BRK012", ctx.new.span(n.span), f"resource:{name}",
-                    f"resource {name!r} moved from {r.uri or r.uri_template} to "
-                    f"{n.uri or n.uri_template}", "clients address resources by URI: keep the "
-                    "old one")
+            ctx.add(
+                "BRK012",
+                ctx.new.span(n.span),
+                f"resource:{name}",
+                f"resource {name!r} moved from {r.uri or r.uri_template} to "
+                f"{n.uri or n.uri_template}",
+                "clients address resources by URI: keep the old one",
+            )
     for name, r in news.items():
         if name not in olds:
-            ctx.add("BRK106", ctx.new.span(r.span), f"resource:{name}",
-                    f"resource {name!r} added")
+            ctx.add("BRK106", ctx.new.span(r.span), f"resource:{name}", f"resource {name!r} added")
 
 
 # ---------------------------------------------------------------------------- exceptions
@@ -452,33 +595,54 @@ def _exceptions(ctx: _Ctx) -> tuple[list[Change], list[Diagnostic]]:
         if c.breaking and not c.allowed:
             for e, span in entries:
                 pattern = e.get("target")
-                if e.get("rule") == c.rule and (pattern is None
-                                                or fnmatch.fnmatchcase(c.target, pattern)):
+                if e.get("rule") == c.rule and (
+                    pattern is None or fnmatch.fnmatchcase(c.target, pattern)
+                ):
                     used.add(span)
                     c = replace(c, allowed=f"exception at {span}: {e.get('reason')}")
                     break
         out.append(c)
     for e, span in entries:
         if e.get("rule") not in CODES:
-            diags.append(error("BRK201", span, f"breaking.allow names unknown rule "
-                               f"{e.get('rule')!r}", "rules: see docs/breaking.md"))
+            diags.append(
+                error(
+                    "BRK201",
+                    span,
+                    f"breaking.allow names unknown rule {e.get('rule')!r}",
+                    "rules: see docs/breaking.md",
+                )
+            )
         elif span not in used:
-            diags.append(warning("BRK201", span, f"breaking.allow entry ({e.get('rule')}"
-                                 + (f", {e['target']}" if e.get("target") else "")
-                                 + ") matches no change", "remove it once the change landed"))
+            diags.append(
+                warning(
+                    "BRK201",
+                    span,
+                    f"breaking.allow entry ({e.get('rule')}"
+                    + (f", {e['target']}" if e.get("target") else "")
+                    + ") matches no change",
+                    "remove it once the change landed",
+                )
+            )
     return out, diags
 
 
 # ---------------------------------------------------------------------------- entry points
 
 
-def compare(old: ir.Project | None, new: ir.Project, *, old_sources: Sources,
-            new_sources: Sources, today: dt.date | None = None,
-            old_label: str = "") -> BreakingResult:
+def compare(
+    old: ir.Project | None,
+    new: ir.Project,
+    *,
+    old_sources: Sources,
+    new_sources: Sources,
+    today: dt.date | None = None,
+    old_label: str = "",
+) -> BreakingResult:
     """Compare two compiled projects (`old` None: nothing existed). Locations of removed things
     are prefixed with `old_label` (e.g. `main:` for a git ref)."""
-    ctx = _Ctx(_Side(old, old_sources, old_label), _Side(new, new_sources),
-               today or dt.date.today())
+    ctx = _Ctx(
+        _Side(old, old_sources, old_label), _Side(new, new_sources), today or dt.date.today()
+    )
     olds = {t.name: t for t in (old.tools if old else ())}
     news = {t.name: t for t in new.tools}
     added = [t for n, t in news.items() if n not in olds]
@@ -488,8 +652,12 @@ def compare(old: ir.Project | None, new: ir.Project, *, old_sources: Sources,
         else:
             _removed_tool(ctx, t, added)
     for t in added:
-        ctx.add("BRK101", ctx.new.span(new_sources.tool_span(t.name) or t.span), t.name,
-                f"{t.name}: tool added")
+        ctx.add(
+            "BRK101",
+            ctx.new.span(new_sources.tool_span(t.name) or t.span),
+            t.name,
+            f"{t.name}: tool added",
+        )
     _connector_changes(ctx, old, new)
     _resource_changes(ctx, old, new)
     changes, diags = _exceptions(ctx)
@@ -527,8 +695,12 @@ def materialise_ref(options: api.Options, ref: str, dest: Path) -> api.Options:
         target = dest / Path(name).relative_to(root_rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(_git(top, "show", f"{ref}:{name}"))
-    return api.Options(root=dest, manifests=dest / options.manifests.relative_to(options.root),
-                       out=dest / "generated", cache=False)
+    return api.Options(
+        root=dest,
+        manifests=dest / options.manifests.relative_to(options.root),
+        out=dest / "generated",
+        cache=False,
+    )
 
 
 def _against_dir(options: api.Options, against: str) -> Path | None:
@@ -550,8 +722,12 @@ def breaking(options: api.Options, against: str, *, today: dt.date | None = None
     with tempfile.TemporaryDirectory(prefix="mcpforge-breaking-") as tmp:
         if directory is not None:
             inside = directory.is_relative_to(options.root)
-            old_opts = api.Options(root=options.root if inside else directory.parent,
-                                   manifests=directory, out=Path(tmp) / "out", cache=False)
+            old_opts = api.Options(
+                root=options.root if inside else directory.parent,
+                manifests=directory,
+                out=Path(tmp) / "out",
+                cache=False,
+            )
             # outside the project, old locations carry the directory so they cannot be
             # mistaken for the project's own files
             label = "" if inside else f"{directory.parent.as_posix()}/"
@@ -559,15 +735,28 @@ def breaking(options: api.Options, against: str, *, today: dt.date | None = None
             old_opts = materialise_ref(options, against, Path(tmp).resolve())
             label = f"{against}:"
         if not discover(old_opts.root, old_opts.manifests):
-            return compare(None, new.project, old_sources=Sources(()), new_sources=new_sources,
-                           today=today, old_label=label)
+            return compare(
+                None,
+                new.project,
+                old_sources=Sources(()),
+                new_sources=new_sources,
+                today=today,
+                old_label=label,
+            )
         old = api.compile_manifests(old_opts)
         if old.project is None:
-            diags = tuple(replace(d, span=replace(d.span, file=label + d.span.file))
-                          for d in old.diagnostics)
+            diags = tuple(
+                replace(d, span=replace(d.span, file=label + d.span.file)) for d in old.diagnostics
+            )
             return BreakingResult((), normalise((*diags, *new.diagnostics)))
-        result = compare(old.project, new.project, old_sources=Sources.of(old_opts),
-                         new_sources=new_sources, today=today, old_label=label)
+        result = compare(
+            old.project,
+            new.project,
+            old_sources=Sources.of(old_opts),
+            new_sources=new_sources,
+            today=today,
+            old_label=label,
+        )
     return replace(result, diagnostics=normalise((*new.diagnostics, *result.diagnostics)))
 
 
@@ -577,13 +766,16 @@ def breaking(options: api.Options, against: str, *, today: dt.date | None = None
 def _lines(changes: tuple[Change, ...], fmt: ErrorFormat) -> Iterator[str]:
     for c in changes:
         if fmt == "github":
-            level = ("error" if c.breaking and not c.allowed else
-                     "warning" if c.breaking else "notice")
+            level = (
+                "error" if c.breaking and not c.allowed else "warning" if c.breaking else "notice"
+            )
             msg = c.message + (f" ({c.hint})" if c.hint and not c.allowed else "")
             msg += f" [allowed: {c.allowed}]" if c.allowed else ""
             msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-            yield (f"::{level} file={c.span.file},line={c.span.line},col={c.span.col},"
-                   f"title={c.rule}::{msg}")
+            yield (
+                f"::{level} file={c.span.file},line={c.span.line},col={c.span.col},"
+                f"title={c.rule}::{msg}"
+            )
         else:
             yield f"{c.span}: {c.severity}[{c.rule}] {c.message}"
             if c.allowed:
@@ -601,9 +793,12 @@ def summary(result: BreakingResult) -> str:
 
 def render(result: BreakingResult, fmt: ErrorFormat = "text") -> str:
     if fmt == "json":
-        doc = {"changes": [c.as_dict() for c in result.changes],
-               "diagnostics": [d.as_dict() for d in result.diagnostics],
-               "summary": summary(result), "ok": result.ok}
+        doc = {
+            "changes": [c.as_dict() for c in result.changes],
+            "diagnostics": [d.as_dict() for d in result.diagnostics],
+            "summary": summary(result),
+            "ok": result.ok,
+        }
         return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     text = "".join(line + "\n" for line in _lines(result.changes, fmt))
     return text + render_diagnostics(result.diagnostics, fmt)

@@ -17,21 +17,35 @@ from .diagnostics import ErrorFormat, has_errors, render, summary
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 _project = click.option(
-    "--project", "root", type=click.Path(file_okay=False, path_type=Path), default=".",
-    show_default=True, help="Project root; diagnostics are relative to it.",
+    "--project",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Project root; diagnostics are relative to it.",
 )
 _manifests = click.option(
-    "--manifests", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--manifests",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Manifest directory [default: <project>/manifests].",
 )
 _error_format = click.option(
-    "--error-format", type=click.Choice(["text", "json", "github"]), default="text",
-    show_default=True, help="How to print diagnostics.",
+    "--error-format",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+    help="How to print diagnostics.",
 )
 
 
-def _options(root: Path, manifests: Path | None, out: Path | None = None,
-             cache: bool = True, jobs: int | None = None) -> api.Options:
+def _options(
+    root: Path,
+    manifests: Path | None,
+    out: Path | None = None,
+    cache: bool = True,
+    jobs: int | None = None,
+) -> api.Options:
     return api.Options.for_project(root, manifests=manifests, out=out, cache=cache, jobs=jobs)
 
 
@@ -63,23 +77,44 @@ def validate(root: Path, manifests: Path | None, error_format: ErrorFormat) -> N
         sys.exit(EXIT_FAIL)
     if error_format == "text":
         assert result.project is not None
-        click.echo(f"ok: {len(result.project.tools)} tools, "
-                   f"{len(result.project.connectors)} connectors", err=True)
+        click.echo(
+            f"ok: {len(result.project.tools)} tools, {len(result.project.connectors)} connectors",
+            err=True,
+        )
 
 
 @main.command()
 @_project
 @_manifests
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output directory [default: <project>/generated].")
-@click.option("--check", is_flag=True, help="Compare with the output directory; write nothing; "
-              "exit 1 with a diff when it is out of date.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output directory [default: <project>/generated].",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Compare with the output directory; write nothing; "
+    "exit 1 with a diff when it is out of date.",
+)
 @click.option("--no-cache", is_flag=True, help="Ignore and do not fill .mcpforge-cache/.")
-@click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Worker processes for model generation [default: CPU count].")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes for model generation [default: CPU count].",
+)
 @_error_format
-def build(root: Path, manifests: Path | None, out: Path | None, check: bool, no_cache: bool,
-          jobs: int | None, error_format: ErrorFormat) -> None:
+def build(
+    root: Path,
+    manifests: Path | None,
+    out: Path | None,
+    check: bool,
+    no_cache: bool,
+    jobs: int | None,
+    error_format: ErrorFormat,
+) -> None:
     """Compile the manifests into the generated package."""
     started = time.perf_counter()
     options = _options(root, manifests, out, cache=not no_cache, jobs=jobs)
@@ -94,17 +129,23 @@ def build(root: Path, manifests: Path | None, out: Path | None, check: bool, no_
     if check:
         if not p.clean:
             click.echo(result.diff, nl=False)
-            click.echo(f"{out_name}/ is out of date: {len(p.changed)} changed, {len(p.added)} "
-                       f"missing, {len(p.stale)} stale. Run `gen build`.", err=True)
+            click.echo(
+                f"{out_name}/ is out of date: {len(p.changed)} changed, {len(p.added)} "
+                f"missing, {len(p.stale)} stale. Run `gen build`.",
+                err=True,
+            )
             sys.exit(EXIT_FAIL)
         if error_format == "text":
-            click.echo(f"{out_name}/ is up to date ({len(p.unchanged)} files, {elapsed:.2f}s)",
-                       err=True)
+            click.echo(
+                f"{out_name}/ is up to date ({len(p.unchanged)} files, {elapsed:.2f}s)", err=True
+            )
         return
     if error_format == "text":
-        click.echo(f"wrote {out_name}/: {len(p.added)} added, {len(p.changed)} changed, "
-                   f"{len(p.stale)} removed, {len(p.unchanged)} unchanged ({elapsed:.2f}s)",
-                   err=True)
+        click.echo(
+            f"wrote {out_name}/: {len(p.added)} added, {len(p.changed)} changed, "
+            f"{len(p.stale)} removed, {len(p.unchanged)} unchanged ({elapsed:.2f}s)",
+            err=True,
+        )
 
 
 @main.command(name="ir")
@@ -124,7 +165,9 @@ def ir_command(root: Path, manifests: Path | None, spans: bool, error_format: Er
 # ---------------------------------------------------------------------------- quality gates
 
 _today = click.option(
-    "--today", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+    "--today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
     help="Date for sunset checks, YYYY-MM-DD [default: today].",
 )
 
@@ -132,18 +175,24 @@ _today = click.option(
 @main.command(name="breaking")
 @_project
 @_manifests
-@click.option("--against", required=True, metavar="REF",
-              help="A git ref (main, HEAD~1, v1.2.0) or a directory of manifests to compare with.")
+@click.option(
+    "--against",
+    required=True,
+    metavar="REF",
+    help="A git ref (main, HEAD~1, v1.2.0) or a directory of manifests to compare with.",
+)
 @_today
 @_error_format
-def breaking_command(root: Path, manifests: Path | None, against: str, today: Any,
-                     error_format: ErrorFormat) -> None:
+def breaking_command(
+    root: Path, manifests: Path | None, against: str, today: Any, error_format: ErrorFormat
+) -> None:
     """Report changes that break agents using the tools (exit 1 unless allowed)."""
     from . import breaking
 
     try:
-        result = breaking.breaking(_options(root, manifests), against,
-                                   today=today.date() if today else None)
+        result = breaking.breaking(
+            _options(root, manifests), against, today=today.date() if today else None
+        )
     except breaking.BreakingError as exc:
         raise click.UsageError(str(exc)) from exc
     click.echo(breaking.render(result, error_format), nl=False)
@@ -157,7 +206,10 @@ def _profiles_option() -> Any:
     from .profiles import known_names
 
     return click.option(
-        "--profile", "profiles", multiple=True, type=click.Choice(known_names()),
+        "--profile",
+        "profiles",
+        multiple=True,
+        type=click.Choice(known_names()),
         help="Client profile to check (repeatable) [default: the gateway's lint.profiles].",
     )
 
@@ -166,32 +218,56 @@ def _profiles_option() -> Any:
 @_project
 @_manifests
 @_profiles_option()
-@click.option("--token-budget", type=click.IntRange(min=1), default=None,
-              help="Tokens one tenant's tools/list may take [default: lint.token_budget].")
+@click.option(
+    "--token-budget",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tokens one tenant's tools/list may take [default: lint.token_budget].",
+)
 @_today
 @_error_format
-def lint_command(root: Path, manifests: Path | None, profiles: tuple[str, ...],
-                 token_budget: int | None, today: Any, error_format: ErrorFormat) -> None:
+def lint_command(
+    root: Path,
+    manifests: Path | None,
+    profiles: tuple[str, ...],
+    token_budget: int | None,
+    today: Any,
+    error_format: ErrorFormat,
+) -> None:
     """Check the catalog against client profiles and each tenant's token budget."""
     from . import lint, tokens
 
-    result = lint.lint(_options(root, manifests), profiles=profiles or None,
-                       token_budget=token_budget, today=today.date() if today else None)
+    result = lint.lint(
+        _options(root, manifests),
+        profiles=profiles or None,
+        token_budget=token_budget,
+        today=today.date() if today else None,
+    )
     if error_format == "json":
-        click.echo(json.dumps({
-            "profiles": [p.name for p in result.profiles],
-            "diagnostics": [d.as_dict() for d in result.diagnostics],
-            "suppressed": [{**s.diagnostic.as_dict(), "reason": s.reason}
-                           for s in result.suppressed],
-            "tokens": tokens.as_data(result.tokens),
-        }, indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {
+                    "profiles": [p.name for p in result.profiles],
+                    "diagnostics": [d.as_dict() for d in result.diagnostics],
+                    "suppressed": [
+                        {**s.diagnostic.as_dict(), "reason": s.reason} for s in result.suppressed
+                    ],
+                    "tokens": tokens.as_data(result.tokens),
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     else:
         if result.tokens:
             click.echo(tokens.render_report(result.tokens), nl=False)
         _report(result.diagnostics, error_format)
         if error_format == "text" and result.profiles:
-            click.echo(f"lint: profiles {', '.join(p.name for p in result.profiles)}; "
-                       f"{len(result.suppressed)} finding(s) disabled in manifests", err=True)
+            click.echo(
+                f"lint: profiles {', '.join(p.name for p in result.profiles)}; "
+                f"{len(result.suppressed)} finding(s) disabled in manifests",
+                err=True,
+            )
     if not result.ok:
         sys.exit(EXIT_FAIL)
 
@@ -200,18 +276,34 @@ def lint_command(root: Path, manifests: Path | None, profiles: tuple[str, ...],
 @_project
 @_manifests
 @_profiles_option()
-@click.option("--token-budget", type=click.IntRange(min=1), default=None,
-              help="Tokens one tenant's tools/list may take [default: lint.token_budget].")
-@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
-              help="Savings to suggest per tenant.")
+@click.option(
+    "--token-budget",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tokens one tenant's tools/list may take [default: lint.token_budget].",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Savings to suggest per tenant.",
+)
 @_error_format
-def tokens_command(root: Path, manifests: Path | None, profiles: tuple[str, ...],
-                   token_budget: int | None, top: int, error_format: ErrorFormat) -> None:
+def tokens_command(
+    root: Path,
+    manifests: Path | None,
+    profiles: tuple[str, ...],
+    token_budget: int | None,
+    top: int,
+    error_format: ErrorFormat,
+) -> None:
     """Print each representative tenant's tools/list size in tokens (exit 1 over budget)."""
     from . import lint, tokens
 
-    result = lint.lint(_options(root, manifests), profiles=profiles or None,
-                       token_budget=token_budget)
+    result = lint.lint(
+        _options(root, manifests), profiles=profiles or None, token_budget=token_budget
+    )
     if not result.tokens:  # the manifests do not compile
         _report(result.diagnostics, error_format)
         sys.exit(EXIT_FAIL)

@@ -6,9 +6,9 @@ problem. The IR is only returned when there is no error.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-import difflib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +26,10 @@ TYPE_REF_PREFIX = "#/types/"
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-CURSOR_INPUT = {"type": "string", "description": "Opaque cursor from a previous call's next_cursor."}
+CURSOR_INPUT = {
+    "type": "string",
+    "description": "Opaque cursor from a previous call's next_cursor.",
+}
 CURSOR_OUTPUT = {
     "type": ["string", "null"],
     "description": "Pass as cursor to get the next page; null when there is no more.",
@@ -107,13 +110,20 @@ def compile_project(
     gateway_doc = gateways[0] if gateways else None
     if len(gateways) > 1:
         for extra in gateways[1:]:
-            ctx.err("GEN210", extra.span(("kind",)),
-                    f"a project has one gateway manifest; {gateway_doc.path if gateway_doc else ''}"
-                    " is already one")
+            ctx.err(
+                "GEN210",
+                extra.span(("kind",)),
+                f"a project has one gateway manifest; {gateway_doc.path if gateway_doc else ''}"
+                " is already one",
+            )
     elif not gateways and not partial:
         first = min([d.path for d in docs[:1]] + [u.path for u in units], default="manifests")
-        ctx.err("GEN210", Span(file=first), "no gateway manifest (`kind: gateway`) found",
-                "add manifests/gateway.yaml with the package and server settings")
+        ctx.err(
+            "GEN210",
+            Span(file=first),
+            "no gateway manifest (`kind: gateway`) found",
+            "add manifests/gateway.yaml with the package and server settings",
+        )
     entity_types = _entity_types(gateway_doc)
 
     tools: list[ir.Tool] = []
@@ -137,8 +147,11 @@ def compile_project(
         else:
             name, name_span = entry.data["name"], entry.span(("name",))
         if name in seen_connectors:
-            ctx.err("GEN211", name_span,
-                    f"connector {name!r} is also declared in {seen_connectors[name]}")
+            ctx.err(
+                "GEN211",
+                name_span,
+                f"connector {name!r} is also declared in {seen_connectors[name]}",
+            )
             continue
         if name in RESERVED_GROUPS:
             ctx.err("GEN211", name_span, f"connector name {name!r} is reserved")
@@ -156,9 +169,17 @@ def compile_project(
     _check_tool_names(ctx, tools)
     tools_by_name = {t.name: t for t in tools}
     for t in tools:
-        if t.deprecated and t.deprecated.replacement and t.deprecated.replacement not in tools_by_name:
-            ctx.err("GEN218", t.span, f"tool {t.name!r} names replacement "
-                    f"{t.deprecated.replacement!r}, which is not a tool of this project")
+        if (
+            t.deprecated
+            and t.deprecated.replacement
+            and t.deprecated.replacement not in tools_by_name
+        ):
+            ctx.err(
+                "GEN218",
+                t.span,
+                f"tool {t.name!r} names replacement "
+                f"{t.deprecated.replacement!r}, which is not a tool of this project",
+            )
 
     gateway = None
     if gateway_doc is not None:
@@ -180,8 +201,15 @@ def compile_project(
             for name, g in sorted(groups.items())
         ),
         memory=memory,
-        sources=tuple(sorted([*(ir.Source(path=d.path, sha256=d.sha256) for d in docs),
-                              *(u.source for u in units)], key=lambda s: s.path)),
+        sources=tuple(
+            sorted(
+                [
+                    *(ir.Source(path=d.path, sha256=d.sha256) for d in docs),
+                    *(u.source for u in units),
+                ],
+                key=lambda s: s.path,
+            )
+        ),
     )
     return project, ctx.diags
 
@@ -201,8 +229,11 @@ def _collect_types(ctx: _Ctx, docs: list[Loaded]) -> None:
             path = ("types", name)
             if name in ctx.types:
                 other = ctx.types[name]
-                ctx.err("GEN215", doc.key_span(path),
-                        f"shared type {name!r} is also defined at {other.doc.key_span(other.path)}")
+                ctx.err(
+                    "GEN215",
+                    doc.key_span(path),
+                    f"shared type {name!r} is also defined at {other.doc.key_span(other.path)}",
+                )
                 continue
             _check_meta(ctx, doc, path, schema)
             ctx.types[name] = _SharedType(name, schema, doc, path)
@@ -217,20 +248,29 @@ def _inline(ctx: _Ctx, value: Any, doc: Loaded, path: JsonPath, stack: tuple[str
         return value
     ref = value.get("$ref")
     if isinstance(ref, str) and ref.startswith(TYPE_REF_PREFIX):
-        name = ref[len(TYPE_REF_PREFIX):]
+        name = ref[len(TYPE_REF_PREFIX) :]
         shared = ctx.types.get(name)
         rest = {k: _inline(ctx, v, doc, (*path, k), stack) for k, v in value.items() if k != "$ref"}
         if shared is None:
             known = ", ".join(sorted(ctx.types)) or "none declared"
-            ctx.err("GEN205", doc.span((*path, "$ref")), f"unknown shared type {name!r}",
-                    f"shared types: {known}")
+            ctx.err(
+                "GEN205",
+                doc.span((*path, "$ref")),
+                f"unknown shared type {name!r}",
+                f"shared types: {known}",
+            )
             return rest
         if name in stack:
-            ctx.err("GEN215", doc.span((*path, "$ref")),
-                    "shared types refer to each other in a cycle: " + " -> ".join((*stack, name)))
+            ctx.err(
+                "GEN215",
+                doc.span((*path, "$ref")),
+                "shared types refer to each other in a cycle: " + " -> ".join((*stack, name)),
+            )
             return rest
         if name not in ctx.resolved:
-            ctx.resolved[name] = _inline(ctx, shared.schema, shared.doc, shared.path, (*stack, name))
+            ctx.resolved[name] = _inline(
+                ctx, shared.schema, shared.doc, shared.path, (*stack, name)
+            )
         resolved = ctx.resolved[name]
         return {**resolved, **rest} if isinstance(resolved, dict) else resolved
     return {k: _inline(ctx, v, doc, (*path, k), stack) for k, v in value.items()}
@@ -267,8 +307,12 @@ def _is_string_array(v: Any) -> bool:
 def _is_type(v: Any) -> bool:
     if isinstance(v, str):
         return v in _SIMPLE_TYPES
-    return (isinstance(v, list) and len(v) >= 1 and all(isinstance(x, str) and x in _SIMPLE_TYPES
-                                                        for x in v) and len(set(v)) == len(v))
+    return (
+        isinstance(v, list)
+        and len(v) >= 1
+        and all(isinstance(x, str) and x in _SIMPLE_TYPES for x in v)
+        and len(set(v)) == len(v)
+    )
 
 
 def _is_schema_map(v: Any) -> bool:
@@ -289,37 +333,72 @@ def _anything(v: Any) -> bool:
 
 _META_KEYWORDS: dict[str, Any] = {
     # core
-    "$id": _unsure, "$schema": _is_str, "$ref": _is_str, "$anchor": _unsure,
-    "$dynamicRef": _is_str, "$dynamicAnchor": _unsure, "$vocabulary": _unsure,
-    "$comment": _is_str, "$defs": _is_schema_map,
+    "$id": _unsure,
+    "$schema": _is_str,
+    "$ref": _is_str,
+    "$anchor": _unsure,
+    "$dynamicRef": _is_str,
+    "$dynamicAnchor": _unsure,
+    "$vocabulary": _unsure,
+    "$comment": _is_str,
+    "$defs": _is_schema_map,
     # applicator
-    "prefixItems": _is_schema_array, "items": lambda v: _meta_valid(v),
-    "contains": lambda v: _meta_valid(v), "additionalProperties": lambda v: _meta_valid(v),
-    "properties": _is_schema_map, "patternProperties": _is_schema_map,
-    "dependentSchemas": _is_schema_map, "propertyNames": lambda v: _meta_valid(v),
-    "if": lambda v: _meta_valid(v), "then": lambda v: _meta_valid(v),
-    "else": lambda v: _meta_valid(v), "allOf": _is_schema_array, "anyOf": _is_schema_array,
-    "oneOf": _is_schema_array, "not": lambda v: _meta_valid(v),
+    "prefixItems": _is_schema_array,
+    "items": lambda v: _meta_valid(v),
+    "contains": lambda v: _meta_valid(v),
+    "additionalProperties": lambda v: _meta_valid(v),
+    "properties": _is_schema_map,
+    "patternProperties": _is_schema_map,
+    "dependentSchemas": _is_schema_map,
+    "propertyNames": lambda v: _meta_valid(v),
+    "if": lambda v: _meta_valid(v),
+    "then": lambda v: _meta_valid(v),
+    "else": lambda v: _meta_valid(v),
+    "allOf": _is_schema_array,
+    "anyOf": _is_schema_array,
+    "oneOf": _is_schema_array,
+    "not": lambda v: _meta_valid(v),
     # unevaluated
-    "unevaluatedItems": lambda v: _meta_valid(v), "unevaluatedProperties": lambda v: _meta_valid(v),
+    "unevaluatedItems": lambda v: _meta_valid(v),
+    "unevaluatedProperties": lambda v: _meta_valid(v),
     # validation
-    "type": _is_type, "const": _anything, "enum": lambda v: isinstance(v, list),
-    "multipleOf": lambda v: _is_number(v) and v > 0, "maximum": _is_number,
-    "exclusiveMaximum": _is_number, "minimum": _is_number, "exclusiveMinimum": _is_number,
-    "maxLength": _is_nni, "minLength": _is_nni, "pattern": _is_str, "maxItems": _is_nni,
-    "minItems": _is_nni, "uniqueItems": lambda v: isinstance(v, bool), "maxContains": _is_nni,
-    "minContains": _is_nni, "maxProperties": _is_nni, "minProperties": _is_nni,
+    "type": _is_type,
+    "const": _anything,
+    "enum": lambda v: isinstance(v, list),
+    "multipleOf": lambda v: _is_number(v) and v > 0,
+    "maximum": _is_number,
+    "exclusiveMaximum": _is_number,
+    "minimum": _is_number,
+    "exclusiveMinimum": _is_number,
+    "maxLength": _is_nni,
+    "minLength": _is_nni,
+    "pattern": _is_str,
+    "maxItems": _is_nni,
+    "minItems": _is_nni,
+    "uniqueItems": lambda v: isinstance(v, bool),
+    "maxContains": _is_nni,
+    "minContains": _is_nni,
+    "maxProperties": _is_nni,
+    "minProperties": _is_nni,
     "required": _is_string_array,
     "dependentRequired": lambda v: isinstance(v, dict) and all(map(_is_string_array, v.values())),
     # meta-data
-    "title": _is_str, "description": _is_str, "default": _anything,
-    "deprecated": lambda v: isinstance(v, bool), "readOnly": lambda v: isinstance(v, bool),
-    "writeOnly": lambda v: isinstance(v, bool), "examples": lambda v: isinstance(v, list),
+    "title": _is_str,
+    "description": _is_str,
+    "default": _anything,
+    "deprecated": lambda v: isinstance(v, bool),
+    "readOnly": lambda v: isinstance(v, bool),
+    "writeOnly": lambda v: isinstance(v, bool),
+    "examples": lambda v: isinstance(v, list),
     # format-annotation, content
-    "format": _is_str, "contentEncoding": _is_str, "contentMediaType": _is_str,
+    "format": _is_str,
+    "contentEncoding": _is_str,
+    "contentMediaType": _is_str,
     "contentSchema": lambda v: _meta_valid(v),
     # the metaschema's own legacy keywords
-    "definitions": _is_schema_map, "dependencies": _unsure, "$recursiveAnchor": _unsure,
+    "definitions": _is_schema_map,
+    "dependencies": _unsure,
+    "$recursiveAnchor": _unsure,
     "$recursiveRef": _unsure,
 }
 
@@ -337,16 +416,44 @@ def _meta_valid(schema: Any) -> bool:
     return True
 
 
-_ANNOTATION_KEYWORDS = frozenset({
-    "$schema", "$id", "$anchor", "$dynamicAnchor", "$comment", "$defs", "$vocabulary", "title",
-    "description", "default", "examples", "deprecated", "readOnly", "writeOnly", "format",
-    "contentEncoding", "contentMediaType", "contentSchema",
-})
+_ANNOTATION_KEYWORDS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$anchor",
+        "$dynamicAnchor",
+        "$comment",
+        "$defs",
+        "$vocabulary",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "format",
+        "contentEncoding",
+        "contentMediaType",
+        "contentSchema",
+    }
+)
 SCHEMA_KEYWORDS = frozenset(jsonschema.Draft202012Validator.VALIDATORS) | _ANNOTATION_KEYWORDS
 _SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
 _SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
-_SUBSCHEMAS = ("items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems",
-               "contains", "propertyNames", "not", "if", "then", "else", "contentSchema")
+_SUBSCHEMAS = (
+    "items",
+    "additionalProperties",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "contains",
+    "propertyNames",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contentSchema",
+)
 
 
 def _check_keywords(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
@@ -363,10 +470,15 @@ def _check_keywords(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool
                 hint = "a comma inside {...} splits the value: quote the whole string"
             else:
                 close = difflib.get_close_matches(key, sorted(SCHEMA_KEYWORDS), n=1)
-                hint = (f"did you mean {close[0]!r}? " if close else "") + \
-                    "extension keywords start with x-"
-            ctx.err("GEN219", doc.key_span((*path, key)),
-                    f"unknown JSON Schema keyword {key!r} at {'/'.join(map(str, path))}", hint)
+                hint = (
+                    f"did you mean {close[0]!r}? " if close else ""
+                ) + "extension keywords start with x-"
+            ctx.err(
+                "GEN219",
+                doc.key_span((*path, key)),
+                f"unknown JSON Schema keyword {key!r} at {'/'.join(map(str, path))}",
+                hint,
+            )
     for key in _SUBSCHEMA_MAPS:
         if isinstance(schema.get(key), dict):
             for name, sub in schema[key].items():
@@ -389,8 +501,11 @@ def _check_meta(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
     for err in _META.iter_errors(schema):
         ok = False
         where = (*path, *err.absolute_path)
-        ctx.err("GEN203", doc.span(where),
-                f"{'/'.join(map(str, where))} is not valid JSON Schema 2020-12: {err.message}")
+        ctx.err(
+            "GEN203",
+            doc.span(where),
+            f"{'/'.join(map(str, where))} is not valid JSON Schema 2020-12: {err.message}",
+        )
     return ok
 
 
@@ -406,15 +521,21 @@ def _schema(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: Any, what: str) -> dict
         return None
     if not isinstance(schema, dict) or schema.get("type") != "object":
         got = schema.get("type") if isinstance(schema, dict) else None
-        ctx.err("GEN204", doc.span(path),
-                f"the {what} schema's root must be `type: object` (got {got!r})",
-                "MCP clients need an object at the root: wrap the value in a property")
+        ctx.err(
+            "GEN204",
+            doc.span(path),
+            f"the {what} schema's root must be `type: object` (got {got!r})",
+            "MCP clients need an object at the root: wrap the value in a property",
+        )
         return None
     for combinator in ("anyOf", "oneOf", "allOf"):
         if combinator in schema:
-            ctx.err("GEN204", doc.key_span((*path, combinator)),
-                    f"the {what} schema's root may not use {combinator}",
-                    "several clients reject top-level combinators: move it into a property")
+            ctx.err(
+                "GEN204",
+                doc.key_span((*path, combinator)),
+                f"the {what} schema's root may not use {combinator}",
+                "several clients reject top-level combinators: move it into a property",
+            )
             return None
     return schema
 
@@ -444,8 +565,9 @@ def deprecation_note(reason: str | None, replacement: str | None, sunset: str | 
 def _with_note(description: str, deprecated: dict[str, Any] | None) -> str:
     if not deprecated:
         return description
-    note = deprecation_note(deprecated.get("reason"), deprecated.get("replacement"),
-                            deprecated.get("sunset"))
+    note = deprecation_note(
+        deprecated.get("reason"), deprecated.get("replacement"), deprecated.get("sunset")
+    )
     return f"{description}\n\n{note}" if description else note
 
 
@@ -467,17 +589,26 @@ def _property_deprecations(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) 
         if isinstance(prop, dict) and prop.get("deprecated") is True:
             where = (*path, "properties", name)
             repl, sunset = prop.get("x-replacement"), prop.get("x-sunset")
-            if repl is not None and (not isinstance(repl, str) or repl not in props
-                                     or repl == name):
-                ctx.err("GEN218", doc.span((*where, "x-replacement")),
-                        f"property {name!r} names replacement {repl!r}, which is not another "
-                        "property of the same object")
+            if repl is not None and (
+                not isinstance(repl, str) or repl not in props or repl == name
+            ):
+                ctx.err(
+                    "GEN218",
+                    doc.span((*where, "x-replacement")),
+                    f"property {name!r} names replacement {repl!r}, which is not another "
+                    "property of the same object",
+                )
             if sunset is not None and not (isinstance(sunset, str) and _DATE.match(sunset)):
-                ctx.err("GEN218", doc.span((*where, "x-sunset")),
-                        f"x-sunset of property {name!r} must be a date YYYY-MM-DD")
-            note = deprecation_note(prop.get("x-deprecation-reason"),
-                                    repl if isinstance(repl, str) else None,
-                                    sunset if isinstance(sunset, str) else None)
+                ctx.err(
+                    "GEN218",
+                    doc.span((*where, "x-sunset")),
+                    f"x-sunset of property {name!r} must be a date YYYY-MM-DD",
+                )
+            note = deprecation_note(
+                prop.get("x-deprecation-reason"),
+                repl if isinstance(repl, str) else None,
+                sunset if isinstance(sunset, str) else None,
+            )
             text = str(prop.get("description", "")).strip()
             prop = {**prop, "description": f"{text} {note}" if text else note}
         new_props[name] = prop
@@ -485,27 +616,42 @@ def _property_deprecations(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) 
     return out
 
 
-def _bind(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, str] | None,
-          input_schema: dict[str, Any] | None) -> ir.Pairs:
+def _bind(
+    ctx: _Ctx,
+    doc: Loaded,
+    path: JsonPath,
+    raw: dict[str, str] | None,
+    input_schema: dict[str, Any] | None,
+) -> ir.Pairs:
     pairs = tuple(sorted((raw or {}).items()))
     props = (input_schema or {}).get("properties", {})
     for param, _source in pairs:
         if param in props:
-            ctx.err("GEN209", doc.key_span((*path, "bind", param)),
-                    f"{param!r} is bound from the session, so it must not appear in the input schema",
-                    "remove it from input.properties: the model must never fill it")
+            ctx.err(
+                "GEN209",
+                doc.key_span((*path, "bind", param)),
+                f"{param!r} is bound from the session, so it must not appear in the input schema",
+                "remove it from input.properties: the model must never fill it",
+            )
     return pairs
 
 
-def _common(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], name: str,
-            family: str, group: str, connector: str | None) -> dict[str, Any] | None:
+def _common(
+    ctx: _Ctx,
+    doc: Loaded,
+    path: JsonPath,
+    raw: dict[str, Any],
+    name: str,
+    family: str,
+    group: str,
+    connector: str | None,
+) -> dict[str, Any] | None:
     span = doc.span((*path, "name"))
     if not is_valid_tool_name(name):
         hint = None
         if len(name) > MAX_TOOL_NAME:
             hint = f"{len(name)} characters; the limit is {MAX_TOOL_NAME} including the prefix"
-        ctx.err("GEN202", span,
-                f"tool name {name!r} does not match ^[A-Za-z0-9_-]{{1,64}}$", hint)
+        ctx.err("GEN202", span, f"tool name {name!r} does not match ^[A-Za-z0-9_-]{{1,64}}$", hint)
     input_schema = _schema(ctx, doc, (*path, "input"), raw["input"], "input")
     if input_schema is not None:
         input_schema = _property_deprecations(ctx, doc, (*path, "input"), input_schema)
@@ -544,8 +690,11 @@ def _check_property_names(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: dict[s
     for prop in schema.get("properties", {}):
         py = _snake(prop)
         if py in seen:
-            ctx.err("GEN208", doc.key_span((*path, "properties", prop)),
-                    f"input properties {seen[py]!r} and {prop!r} both become the Python name {py!r}")
+            ctx.err(
+                "GEN208",
+                doc.key_span((*path, "properties", prop)),
+                f"input properties {seen[py]!r} and {prop!r} both become the Python name {py!r}",
+            )
         seen[py] = prop
 
 
@@ -553,18 +702,27 @@ def _finish(common: dict[str, Any], **extra: Any) -> ir.Tool | None:
     input_schema, output_schema = common.pop("_input"), common.pop("_output")
     if input_schema is None or output_schema is None:
         return None
-    return ir.Tool(input_schema=ir.Json.of(input_schema), output_schema=ir.Json.of(output_schema),
-                   **common, **extra)
+    return ir.Tool(
+        input_schema=ir.Json.of(input_schema),
+        output_schema=ir.Json.of(output_schema),
+        **common,
+        **extra,
+    )
 
 
-def _handler_tool(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any],
-                  kind: str) -> ir.Tool | None:
+def _handler_tool(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], kind: str
+) -> ir.Tool | None:
     common = _common(ctx, doc, path, raw, raw["name"], kind, kind, None)
     if raw["handler"] not in TOOL_HANDLERS:
         prefix = raw["handler"].split(".")[0] + "."
         options = sorted(h for h in TOOL_HANDLERS if h.startswith(prefix)) or sorted(TOOL_HANDLERS)
-        ctx.err("GEN206", doc.span((*path, "handler")), f"unknown handler {raw['handler']!r}",
-                "available: " + ", ".join(options))
+        ctx.err(
+            "GEN206",
+            doc.span((*path, "handler")),
+            f"unknown handler {raw['handler']!r}",
+            "available: " + ", ".join(options),
+        )
     if common is None:
         return None
     return _finish(common, handler=raw["handler"], http=None, entities=())
@@ -579,13 +737,19 @@ def _check_tool_names(ctx: _Ctx, tools: list[ir.Tool]) -> None:
             ctx.err("GEN201", t.span, f"tool {t.name!r} is also defined at {by_name[t.name].span}")
             continue
         by_name[t.name] = t
-        for table, key, what in ((by_py, t.py_name, "Python name"),
-                                 (by_class, t.input_model, "model class")):
+        for table, key, what in (
+            (by_py, t.py_name, "Python name"),
+            (by_class, t.input_model, "model class"),
+        ):
             other = table.get(key)
             if other is not None:
-                ctx.err("GEN208", t.span,
-                        f"tools {other.name!r} ({other.span}) and {t.name!r} both get the {what} "
-                        f"{key!r}", "rename one of them")
+                ctx.err(
+                    "GEN208",
+                    t.span,
+                    f"tools {other.name!r} ({other.span}) and {t.name!r} both get the {what} "
+                    f"{key!r}",
+                    "rename one of them",
+                )
                 break  # one collision report per pair of tools
             table[key] = t
 
@@ -607,17 +771,21 @@ def _placeholders(value: Any) -> Iterator[tuple[JsonPath, str]]:
                 yield (i, *sub), name
 
 
-def _connector(ctx: _Ctx, doc: Loaded,
-               entity_types: dict[str, ir.EntityType]) -> tuple[ir.Connector, list[ir.Tool]]:
+def _connector(
+    ctx: _Ctx, doc: Loaded, entity_types: dict[str, ir.EntityType]
+) -> tuple[ir.Connector, list[ir.Tool]]:
     data = doc.data
     name = data["name"]
     auth = _auth(ctx, doc, data["auth"])
     public_fields = {f.name for f in auth.fields if not f.secret}
     for _sub, ph in _placeholders(data["base_url"]):
         if ph not in public_fields:
-            ctx.err("GEN207", doc.span(("base_url",)),
-                    f"base_url placeholder {{{ph}}} names no non-secret credential field",
-                    "declare it under auth.fields with `secret: false`")
+            ctx.err(
+                "GEN207",
+                doc.span(("base_url",)),
+                f"base_url placeholder {{{ph}}} names no non-secret credential field",
+                "declare it under auth.fields with `secret: false`",
+            )
     tools: list[ir.Tool] = []
     for i, raw in enumerate(data["capabilities"]):
         path: JsonPath = ("capabilities", i)
@@ -626,8 +794,15 @@ def _connector(ctx: _Ctx, doc: Loaded,
         if common is None:
             continue
         input_schema, output_schema = common["_input"], common["_output"]
-        http = _http(ctx, doc, (*path, "http"), raw["http"], input_schema, output_schema,
-                     dict(common["bind"]))
+        http = _http(
+            ctx,
+            doc,
+            (*path, "http"),
+            raw["http"],
+            input_schema,
+            output_schema,
+            dict(common["bind"]),
+        )
         entities = tuple(
             _entity(ctx, doc, (*path, "entities", j), e, output_schema, entity_types)
             for j, e in enumerate(raw.get("entities", []))
@@ -663,14 +838,26 @@ _AUTH_NEEDS = {
     "oauth2": ("token_field",),
     "none": (),
 }
-_FIELD_REFS = ("token_field", "key_field", "username_field", "password_field",
-               "refresh_token_field", "client_id_field", "client_secret_field")
+_FIELD_REFS = (
+    "token_field",
+    "key_field",
+    "username_field",
+    "password_field",
+    "refresh_token_field",
+    "client_id_field",
+    "client_secret_field",
+)
 
 
 def _auth(ctx: _Ctx, doc: Loaded, raw: dict[str, Any]) -> ir.ConnectorAuth:
     fields = tuple(
-        ir.AuthField(name=f["name"], title=f.get("title"), description=f.get("description"),
-                     secret=f.get("secret", True), required=f.get("required", True))
+        ir.AuthField(
+            name=f["name"],
+            title=f.get("title"),
+            description=f.get("description"),
+            secret=f.get("secret", True),
+            required=f.get("required", True),
+        )
         for f in raw.get("fields", [])
     )
     names = {f.name for f in fields}
@@ -680,20 +867,30 @@ def _auth(ctx: _Ctx, doc: Loaded, raw: dict[str, Any]) -> ir.ConnectorAuth:
             ctx.err("GEN217", doc.span(("auth",)), f"auth type {kind!r} needs `{need}`")
     for ref in _FIELD_REFS:
         if ref in raw and raw[ref] not in names:
-            ctx.err("GEN217", doc.span(("auth", ref)),
-                    f"auth.{ref} names {raw[ref]!r}, which is not one of auth.fields",
-                    "declared fields: " + (", ".join(sorted(names)) or "none"))
+            ctx.err(
+                "GEN217",
+                doc.span(("auth", ref)),
+                f"auth.{ref} names {raw[ref]!r}, which is not one of auth.fields",
+                "declared fields: " + (", ".join(sorted(names)) or "none"),
+            )
     if "token_url" in raw:
         for need in ("refresh_token_field", "client_id_field", "client_secret_field"):
             if need not in raw:
                 ctx.err("GEN217", doc.span(("auth", "token_url")), f"token_url needs `{need}` too")
-    return ir.ConnectorAuth(type=kind, fields=fields,
-                            **{k: raw.get(k) for k in (*_FIELD_REFS, "header", "token_url")})
+    return ir.ConnectorAuth(
+        type=kind, fields=fields, **{k: raw.get(k) for k in (*_FIELD_REFS, "header", "token_url")}
+    )
 
 
-def _http(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any],
-          input_schema: dict[str, Any] | None, output_schema: dict[str, Any] | None,
-          bind: dict[str, str]) -> ir.HttpBinding:
+def _http(
+    ctx: _Ctx,
+    doc: Loaded,
+    path: JsonPath,
+    raw: dict[str, Any],
+    input_schema: dict[str, Any] | None,
+    output_schema: dict[str, Any] | None,
+    bind: dict[str, str],
+) -> ir.HttpBinding:
     params = set((input_schema or {}).get("properties", {})) | set(bind)
     pagination = None
     if "pagination" in raw:
@@ -702,11 +899,16 @@ def _http(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any],
         needs = {"cursor": ("param", "next"), "page": ("param",), "link": ()}[p["style"]]
         for need in needs:
             if need not in p:
-                ctx.err("GEN213", doc.span((*path, "pagination")),
-                        f"{p['style']} pagination needs `{need}`")
+                ctx.err(
+                    "GEN213",
+                    doc.span((*path, "pagination")),
+                    f"{p['style']} pagination needs `{need}`",
+                )
         # Replace (never mutate) `properties`: it may be shared with an inlined type.
-        for schema, prop, default in ((input_schema, "cursor", CURSOR_INPUT),
-                                      (output_schema, "next_cursor", CURSOR_OUTPUT)):
+        for schema, prop, default in (
+            (input_schema, "cursor", CURSOR_INPUT),
+            (output_schema, "next_cursor", CURSOR_OUTPUT),
+        ):
             if schema is not None:
                 props = dict(schema.get("properties", {}))
                 props.setdefault(prop, default)
@@ -716,18 +918,24 @@ def _http(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any],
         for part in ("path", "query", "headers", "body"):
             for sub, ph in _placeholders(raw.get(part)):
                 if ph not in params:
-                    ctx.err("GEN207", doc.span((*path, part, *sub)),
-                            f"placeholder {{{ph}}} in http.{part} names no input property or "
-                            "bound parameter",
-                            "known: " + (", ".join(sorted(params)) or "none"))
+                    ctx.err(
+                        "GEN207",
+                        doc.span((*path, part, *sub)),
+                        f"placeholder {{{ph}}} in http.{part} names no input property or "
+                        "bound parameter",
+                        "known: " + (", ".join(sorted(params)) or "none"),
+                    )
     response = raw.get("response", {})
     fields = tuple(response.get("fields", {}).items())
     out_props = (output_schema or {}).get("properties", {})
     if output_schema is not None:
         for prop, _where in fields:
             if prop not in out_props:
-                ctx.err("GEN213", doc.key_span((*path, "response", "fields", prop)),
-                        f"response field {prop!r} is not a property of the output schema")
+                ctx.err(
+                    "GEN213",
+                    doc.key_span((*path, "response", "fields", prop)),
+                    f"response field {prop!r} is not a property of the output schema",
+                )
     return ir.HttpBinding(
         method=raw["method"],
         path=raw["path"],
@@ -742,28 +950,48 @@ def _http(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any],
     )
 
 
-def _entity(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any],
-            output_schema: dict[str, Any] | None,
-            entity_types: dict[str, ir.EntityType]) -> ir.EntityMapping:
+def _entity(
+    ctx: _Ctx,
+    doc: Loaded,
+    path: JsonPath,
+    raw: dict[str, Any],
+    output_schema: dict[str, Any] | None,
+    entity_types: dict[str, ir.EntityType],
+) -> ir.EntityMapping:
     etype = entity_types.get(raw["type"])
     if etype is None:
-        ctx.err("GEN212", doc.span((*path, "type")), f"unknown entity type {raw['type']!r}",
-                "entity types of the gateway manifest: " + (", ".join(sorted(entity_types)) or "none"))
+        ctx.err(
+            "GEN212",
+            doc.span((*path, "type")),
+            f"unknown entity type {raw['type']!r}",
+            "entity types of the gateway manifest: " + (", ".join(sorted(entity_types)) or "none"),
+        )
     else:
         allowed = {f for f, _t in etype.fields}
         for f in raw["fields"]:
             if f not in allowed:
-                ctx.err("GEN212", doc.key_span((*path, "fields", f)),
-                        f"entity type {etype.name!r} has no field {f!r}",
-                        "fields: " + ", ".join(sorted(allowed)))
+                ctx.err(
+                    "GEN212",
+                    doc.key_span((*path, "fields", f)),
+                    f"entity type {etype.name!r} has no field {f!r}",
+                    "fields: " + ", ".join(sorted(allowed)),
+                )
     items = raw.get("items", "")
     if items and output_schema is not None:
         head = items.split(".")[0]
         if head not in output_schema.get("properties", {}):
-            ctx.err("GEN213", doc.span((*path, "items")),
-                    f"entity items path {items!r} does not start at an output property")
-    return ir.EntityMapping(type=raw["type"], items=items, args=ir.Json.of(raw.get("args", {})),
-                            fields=tuple(raw["fields"].items()), span=doc.span(path))
+            ctx.err(
+                "GEN213",
+                doc.span((*path, "items")),
+                f"entity items path {items!r} does not start at an output property",
+            )
+    return ir.EntityMapping(
+        type=raw["type"],
+        items=items,
+        args=ir.Json.of(raw.get("args", {})),
+        fields=tuple(raw["fields"].items()),
+        span=doc.span(path),
+    )
 
 
 # ---------------------------------------------------------------------------- gateway
@@ -773,8 +1001,9 @@ def _entity_types(doc: Loaded | None) -> dict[str, ir.EntityType]:
     if doc is None:
         return {}
     return {
-        name: ir.EntityType(name=name, description=e.get("description"),
-                            fields=tuple(e["fields"].items()))
+        name: ir.EntityType(
+            name=name, description=e.get("description"), fields=tuple(e["fields"].items())
+        )
         for name, e in sorted(doc.data.get("entities", {}).items())
     }
 
@@ -784,20 +1013,30 @@ def _gateway(ctx: _Ctx, doc: Loaded, connectors: set[str], partial: bool) -> ir.
     pkg, server = d["package"], d["server"]
     quotas = d.get("quotas", {"default_plan": "default", "plans": {"default": {"period": "month"}}})
     plans = tuple(
-        ir.QuotaPlan(name=name, period=p["period"], calls=p.get("calls"),
-                     per_connector=tuple(sorted(p.get("per_connector", {}).items())))
+        ir.QuotaPlan(
+            name=name,
+            period=p["period"],
+            calls=p.get("calls"),
+            per_connector=tuple(sorted(p.get("per_connector", {}).items())),
+        )
         for name, p in sorted(quotas["plans"].items())
     )
     if quotas["default_plan"] not in {p.name for p in plans}:
-        ctx.err("GEN214", doc.span(("quotas", "default_plan")),
-                f"default plan {quotas['default_plan']!r} is not one of the plans",
-                "plans: " + ", ".join(p.name for p in plans))
+        ctx.err(
+            "GEN214",
+            doc.span(("quotas", "default_plan")),
+            f"default plan {quotas['default_plan']!r} is not one of the plans",
+            "plans: " + ", ".join(p.name for p in plans),
+        )
     if not partial:
         for plan in plans:
             for conn, _limit in plan.per_connector:
                 if conn not in connectors:
-                    ctx.err("GEN211", doc.key_span(("quotas", "plans", plan.name, "per_connector",
-                                                    conn)), f"unknown connector {conn!r}")
+                    ctx.err(
+                        "GEN211",
+                        doc.key_span(("quotas", "plans", plan.name, "per_connector", conn)),
+                        f"unknown connector {conn!r}",
+                    )
     resources = []
     seen_res: dict[str, Span] = {}
     for i, r in enumerate(d.get("resources", [])):
@@ -808,23 +1047,42 @@ def _gateway(ctx: _Ctx, doc: Loaded, connectors: set[str], partial: bool) -> ir.
                 ctx.err("GEN216", span, f"resource {key!r} is also declared at {seen_res[key]}")
             seen_res[key] = span
         if r["handler"] not in RESOURCE_HANDLERS:
-            ctx.err("GEN206", doc.span(("resources", i, "handler")),
-                    f"unknown resource handler {r['handler']!r}",
-                    "available: " + ", ".join(sorted(RESOURCE_HANDLERS)))
-        resources.append(ir.Resource(
-            name=r["name"], uri=r.get("uri"), uri_template=r.get("uri_template"),
-            title=r.get("title"), description=r["description"].strip(),
-            mime_type=r.get("mime_type", "application/json"), handler=r["handler"], span=span))
+            ctx.err(
+                "GEN206",
+                doc.span(("resources", i, "handler")),
+                f"unknown resource handler {r['handler']!r}",
+                "available: " + ", ".join(sorted(RESOURCE_HANDLERS)),
+            )
+        resources.append(
+            ir.Resource(
+                name=r["name"],
+                uri=r.get("uri"),
+                uri_template=r.get("uri_template"),
+                title=r.get("title"),
+                description=r["description"].strip(),
+                mime_type=r.get("mime_type", "application/json"),
+                handler=r["handler"],
+                span=span,
+            )
+        )
     tenants = []
     for i, t in enumerate(d.get("tenants", [])):
         if not partial:
             for j, conn in enumerate(t["connectors"]):
                 if conn not in connectors:
-                    ctx.err("GEN211", doc.span(("tenants", i, "connectors", j)),
-                            f"tenant {t['name']!r} names unknown connector {conn!r}")
-        tenants.append(ir.Tenant(name=t["name"], connectors=tuple(t["connectors"]),
-                                 scopes=tuple(t.get("scopes", ("read", "write"))),
-                                 span=doc.span(("tenants", i))))
+                    ctx.err(
+                        "GEN211",
+                        doc.span(("tenants", i, "connectors", j)),
+                        f"tenant {t['name']!r} names unknown connector {conn!r}",
+                    )
+        tenants.append(
+            ir.Tenant(
+                name=t["name"],
+                connectors=tuple(t["connectors"]),
+                scopes=tuple(t.get("scopes", ("read", "write"))),
+                span=doc.span(("tenants", i)),
+            )
+        )
     auth = d.get("auth", {})
     lint = d.get("lint", {})
     return ir.Gateway(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 
@@ -26,7 +26,7 @@ class Span:
         return f"{self.file}:{self.line}:{self.col}"
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
 
@@ -82,16 +82,23 @@ CODES: dict[str, Code] = {
         Code(code="GEN304", title="output directory cannot be written", stage="write"),
         # gen breaking: BRK0xx break agents already using the tools, BRK1xx are safe
         Code(code="BRK001", title="tool removed", stage="breaking"),
-        Code(code="BRK002", title="required input added (or an optional input made required)",
-             stage="breaking"),
+        Code(
+            code="BRK002",
+            title="required input added (or an optional input made required)",
+            stage="breaking",
+        ),
         Code(code="BRK003", title="input property removed", stage="breaking"),
         Code(code="BRK004", title="input type narrowed", stage="breaking"),
         Code(code="BRK005", title="input enum value removed", stage="breaking"),
         Code(code="BRK006", title="output property removed", stage="breaking"),
         Code(code="BRK007", title="output property made optional", stage="breaking"),
         Code(code="BRK008", title="output type changed", stage="breaking"),
-        Code(code="BRK009", title="annotation flipped toward danger (read-only -> writes, "
-             "non-destructive -> destructive, idempotent -> not)", stage="breaking"),
+        Code(
+            code="BRK009",
+            title="annotation flipped toward danger (read-only -> writes, "
+            "non-destructive -> destructive, idempotent -> not)",
+            stage="breaking",
+        ),
         Code(code="BRK010", title="scope raised from read to write", stage="breaking"),
         Code(code="BRK011", title="connector auth changed", stage="breaking"),
         Code(code="BRK012", title="resource removed", stage="breaking"),
@@ -100,33 +107,44 @@ CODES: dict[str, Code] = {
         Code(code="BRK101", title="tool added (safe)", stage="breaking"),
         Code(code="BRK102", title="optional input added (safe)", stage="breaking"),
         Code(code="BRK103", title="output property added (safe)", stage="breaking"),
-        Code(code="BRK104", title="input accepts more: type widened, constraint relaxed or "
-             "required input made optional (safe)", stage="breaking"),
+        Code(
+            code="BRK104",
+            title="input accepts more: type widened, constraint relaxed or "
+            "required input made optional (safe)",
+            stage="breaking",
+        ),
         Code(code="BRK105", title="input enum value added (safe)", stage="breaking"),
         Code(code="BRK106", title="resource added (safe)", stage="breaking"),
         Code(code="BRK107", title="tool or property deprecated (safe)", stage="breaking"),
         Code(code="BRK108", title="connector added (safe)", stage="breaking"),
         Code(code="BRK109", title="annotation or scope relaxed (safe)", stage="breaking"),
-        Code(code="BRK110", title="output narrowed: property made required, type or enum "
-             "narrowed (safe)", stage="breaking"),
+        Code(
+            code="BRK110",
+            title="output narrowed: property made required, type or enum narrowed (safe)",
+            stage="breaking",
+        ),
         Code(code="BRK201", title="invalid breaking-change exception", stage="breaking"),
         # gen lint: client compatibility, quality and token budgets
         Code(code="LNT001", title="tool name not accepted by a client profile", stage="lint"),
-        Code(code="LNT002", title="server prefix + tool name too long for a client",
-             stage="lint"),
+        Code(code="LNT002", title="server prefix + tool name too long for a client", stage="lint"),
         Code(code="LNT003", title="input schema uses $ref/$defs", stage="lint"),
-        Code(code="LNT004", title="input schema uses a combinator the client rejects",
-             stage="lint"),
+        Code(
+            code="LNT004", title="input schema uses a combinator the client rejects", stage="lint"
+        ),
         Code(code="LNT005", title="input schema uses a `type` array", stage="lint"),
         Code(code="LNT006", title="`additionalProperties` form the client rejects", stage="lint"),
-        Code(code="LNT007", title="strict mode: object not closed with "
-             "`additionalProperties: false`", stage="lint"),
+        Code(
+            code="LNT007",
+            title="strict mode: object not closed with `additionalProperties: false`",
+            stage="lint",
+        ),
         Code(code="LNT008", title="strict mode: property not in `required`", stage="lint"),
         Code(code="LNT009", title="tenant sees more tools than the client accepts", stage="lint"),
         Code(code="LNT010", title="tenant sees more tools than clients select well", stage="lint"),
         Code(code="LNT011", title="tool description empty or too short", stage="lint"),
-        Code(code="LNT012", title="near-duplicate tool descriptions across connectors",
-             stage="lint"),
+        Code(
+            code="LNT012", title="near-duplicate tool descriptions across connectors", stage="lint"
+        ),
         Code(code="LNT013", title="tool annotations missing", stage="lint"),
         Code(code="LNT014", title="destructive tool without a confirmation hint", stage="lint"),
         Code(code="LNT015", title="deprecated tool or input property still served", stage="lint"),

@@ -68,12 +68,19 @@ def manifest_markdown() -> str:
         if not isinstance(props, dict) or not props:
             continue
         required = set(d.get("required", []))
-        lines += [f"## {name}", "", "| property | type | required | description |", "|---|---|---|---|"]
+        lines += [
+            f"## {name}",
+            "",
+            "| property | type | required | description |",
+            "|---|---|---|---|",
+        ]
         for prop, s in props.items():
             if s is True:
                 continue
             desc = s.get("description", "").replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| `{prop}` | {_type_text(s)} | {'yes' if prop in required else ''} | {desc} |")
+            lines.append(
+                f"| `{prop}` | {_type_text(s)} | {'yes' if prop in required else ''} | {desc} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -90,8 +97,12 @@ def lint_markdown() -> str:
     return rules_markdown()
 
 
-PAGES = {"diagnostics.md": diagnostics_markdown, "manifest.md": manifest_markdown,
-         "breaking.md": breaking_markdown, "lint.md": lint_markdown}
+PAGES = {
+    "diagnostics.md": diagnostics_markdown,
+    "manifest.md": manifest_markdown,
+    "breaking.md": breaking_markdown,
+    "lint.md": lint_markdown,
+}
 
 
 def main() -> int:

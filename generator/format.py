@@ -46,8 +46,18 @@ def format_python(files: Mapping[str, str]) -> dict[str, str]:
         env = {**os.environ, "NO_COLOR": "1"}
         env.pop("RUFF_CACHE_DIR", None)
         cmds = [
-            [ruff_bin(), "check", *RUFF_OPTIONS, "--no-cache", "--select", "I", "--fix",
-             "--exit-zero", "--quiet", tmp],
+            [
+                ruff_bin(),
+                "check",
+                *RUFF_OPTIONS,
+                "--no-cache",
+                "--select",
+                "I",
+                "--fix",
+                "--exit-zero",
+                "--quiet",
+                tmp,
+            ],
             [ruff_bin(), "format", *RUFF_OPTIONS, "--no-cache", "--quiet", tmp],
         ]
         for cmd in cmds:

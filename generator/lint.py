@@ -68,10 +68,19 @@ class _Findings:
     names them all."""
 
     items: dict[tuple[str, Span, str], tuple[Severity, str | None, list[str]]] = field(
-        default_factory=dict)
+        default_factory=dict
+    )
 
-    def add(self, code: str, span: Span, message: str, hint: str | None = None, *,
-            profile: Profile | None = None, severity: Severity = Severity.ERROR) -> None:
+    def add(
+        self,
+        code: str,
+        span: Span,
+        message: str,
+        hint: str | None = None,
+        *,
+        profile: Profile | None = None,
+        severity: Severity = Severity.ERROR,
+    ) -> None:
         key = (code, span, message)
         sev, old_hint, names = self.items.setdefault(key, (severity, hint, []))
         if profile is not None and profile.name not in names:
@@ -88,8 +97,9 @@ class _Findings:
 # ---------------------------------------------------------------------------- profiles
 
 
-def resolve_profiles(project: ir.Project, sources: Sources, names: tuple[str, ...] | None,
-                     f: _Findings) -> tuple[Profile, ...]:
+def resolve_profiles(
+    project: ir.Project, sources: Sources, names: tuple[str, ...] | None, f: _Findings
+) -> tuple[Profile, ...]:
     """Profiles to check: `names` (CLI) or the gateway's `lint.profiles`, with the gateway's
     `lint.limits` overrides applied. Unknown names are LNT017."""
     g = project.gateway
@@ -109,8 +119,12 @@ def resolve_profiles(project: ir.Project, sources: Sources, names: tuple[str, ..
         p = profile(key)
         if p is None:
             assert gdoc is not None
-            f.add("LNT017", gdoc.key_span(("lint", "limits", key)),
-                  f"lint.limits names unknown client profile {key!r}", f"known profiles: {known}")
+            f.add(
+                "LNT017",
+                gdoc.key_span(("lint", "limits", key)),
+                f"lint.limits names unknown client profile {key!r}",
+                f"known profiles: {known}",
+            )
             continue
         out = [dataclasses.replace(q, **limits) if q.name == p.name else q for q in out]
     return tuple(out)
@@ -129,8 +143,18 @@ def _walk(schema: Any, pointer: Pointer = ()) -> Iterator[tuple[Pointer, dict[st
         if isinstance(sub, dict):
             for name, s in sub.items():
                 yield from _walk(s, (*pointer, key, name))
-    for key in ("items", "additionalProperties", "not", "if", "then", "else", "contains",
-                "propertyNames", "unevaluatedProperties", "unevaluatedItems"):
+    for key in (
+        "items",
+        "additionalProperties",
+        "not",
+        "if",
+        "then",
+        "else",
+        "contains",
+        "propertyNames",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+    ):
         yield from _walk(schema.get(key), (*pointer, key))
     for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
         sub = schema.get(key)
@@ -159,8 +183,9 @@ def _where(pointer: Pointer) -> str:
     return "/" + "/".join(map(str, pointer)) if pointer else "the root"
 
 
-def _schema_checks(t: ir.Tool, sources: Sources, profiles: tuple[Profile, ...],
-                   f: _Findings) -> None:
+def _schema_checks(
+    t: ir.Tool, sources: Sources, profiles: tuple[Profile, ...], f: _Findings
+) -> None:
     schema = t.input_schema.value
 
     def at(pointer: Pointer) -> Span:
@@ -171,43 +196,63 @@ def _schema_checks(t: ir.Tool, sources: Sources, profiles: tuple[Profile, ...],
             if p.rejects_refs:
                 for key in ("$ref", "$defs", "definitions"):
                     if key in s:
-                        f.add("LNT003", at((*pointer, key)),
-                              f"{t.name}: input schema uses {key} at {_where(pointer)}",
-                              "inline the definition (shared types `#/types/Name` are inlined "
-                              "by the compiler)", profile=p)
+                        f.add(
+                            "LNT003",
+                            at((*pointer, key)),
+                            f"{t.name}: input schema uses {key} at {_where(pointer)}",
+                            "inline the definition (shared types `#/types/Name` are inlined "
+                            "by the compiler)",
+                            profile=p,
+                        )
             for key in p.rejects_combinators:
                 if key in s:
-                    f.add("LNT004", at((*pointer, key)),
-                          f"{t.name}: input schema uses {key} at {_where(pointer)}",
-                          "flatten the alternatives into one object with optional properties "
-                          "(or anyOf, where accepted), and explain the choice in descriptions",
-                          profile=p)
+                    f.add(
+                        "LNT004",
+                        at((*pointer, key)),
+                        f"{t.name}: input schema uses {key} at {_where(pointer)}",
+                        "flatten the alternatives into one object with optional properties "
+                        "(or anyOf, where accepted), and explain the choice in descriptions",
+                        profile=p,
+                    )
             if p.rejects_type_arrays and isinstance(s.get("type"), list):
-                f.add("LNT005", at((*pointer, "type")),
-                      f"{t.name}: input schema has a type array {json.dumps(s['type'])} at "
-                      f"{_where(pointer)}",
-                      "use one type; make the property optional instead of accepting null",
-                      profile=p)
+                f.add(
+                    "LNT005",
+                    at((*pointer, "type")),
+                    f"{t.name}: input schema has a type array {json.dumps(s['type'])} at "
+                    f"{_where(pointer)}",
+                    "use one type; make the property optional instead of accepting null",
+                    profile=p,
+                )
             ap = s.get("additionalProperties")
             if p.additional_properties == "boolean" and isinstance(ap, dict):
-                f.add("LNT006", at((*pointer, "additionalProperties")),
-                      f"{t.name}: schema-valued additionalProperties at {_where(pointer)}",
-                      "declare the known keys under properties, or take a list of "
-                      "{key, value} objects", profile=p)
+                f.add(
+                    "LNT006",
+                    at((*pointer, "additionalProperties")),
+                    f"{t.name}: schema-valued additionalProperties at {_where(pointer)}",
+                    "declare the known keys under properties, or take a list of "
+                    "{key, value} objects",
+                    profile=p,
+                )
             if p.strict and _is_object(s):
                 if ap is not False:
-                    f.add("LNT007", at(pointer),
-                          f"{t.name}: object at {_where(pointer)} is not closed",
-                          "add `additionalProperties: false`", profile=p)
+                    f.add(
+                        "LNT007",
+                        at(pointer),
+                        f"{t.name}: object at {_where(pointer)} is not closed",
+                        "add `additionalProperties: false`",
+                        profile=p,
+                    )
                 required = set(s.get("required") or ())
                 for name, prop in (s.get("properties") or {}).items():
                     if name not in required:
                         nullable = "" if _nullable(prop) else " and make it nullable"
-                        f.add("LNT008", at((*pointer, "properties", name)),
-                              f"{t.name}: property {name!r} at {_where(pointer)} is not "
-                              "in required",
-                              f"list it in required{nullable} (e.g. type: [string, 'null'])",
-                              profile=p)
+                        f.add(
+                            "LNT008",
+                            at((*pointer, "properties", name)),
+                            f"{t.name}: property {name!r} at {_where(pointer)} is not in required",
+                            f"list it in required{nullable} (e.g. type: [string, 'null'])",
+                            profile=p,
+                        )
 
 
 # ---------------------------------------------------------------------------- per tool
@@ -216,83 +261,139 @@ def _schema_checks(t: ir.Tool, sources: Sources, profiles: tuple[Profile, ...],
 def _name_checks(t: ir.Tool, server: str, profiles: tuple[Profile, ...], f: _Findings) -> None:
     for p in profiles:
         if not p.name_pattern.match(t.name):
-            f.add("LNT001", t.span, f"tool name {t.name!r} ({len(t.name)} characters) does not "
-                  f"match {p.name_rule}", "rename the tool (for a connector tool: its "
-                  "capability name)", profile=p)
+            f.add(
+                "LNT001",
+                t.span,
+                f"tool name {t.name!r} ({len(t.name)} characters) does not match {p.name_rule}",
+                "rename the tool (for a connector tool: its capability name)",
+                profile=p,
+            )
         if p.prefix and p.max_prefixed_name is not None:
             shown = p.prefix.format(server=server, tool=t.name)
             if len(shown) > p.max_prefixed_name:
-                f.add("LNT002", t.span,
-                      f"{shown!r} is {len(shown)} characters; the client allows "
-                      f"{p.max_prefixed_name} for server prefix + tool name",
-                      f"shorten the tool name by {len(shown) - p.max_prefixed_name} characters "
-                      "or the server name (server.name in the gateway manifest)", profile=p)
+                f.add(
+                    "LNT002",
+                    t.span,
+                    f"{shown!r} is {len(shown)} characters; the client allows "
+                    f"{p.max_prefixed_name} for server prefix + tool name",
+                    f"shorten the tool name by {len(shown) - p.max_prefixed_name} characters "
+                    "or the server name (server.name in the gateway manifest)",
+                    profile=p,
+                )
 
 
 def _quality_checks(t: ir.Tool, sources: Sources, today: dt.date, f: _Findings) -> None:
     raw = sources.raw_tool(t.name)
     own = str(raw.get("description", t.description)).strip()
     if not own:
-        f.add("LNT011", sources.tool_span(t.name, "description") or t.span,
-              f"{t.name}: description is empty",
-              "say what the tool does, when to use it and what it returns")
+        f.add(
+            "LNT011",
+            sources.tool_span(t.name, "description") or t.span,
+            f"{t.name}: description is empty",
+            "say what the tool does, when to use it and what it returns",
+        )
     elif len(own) < MIN_DESCRIPTION:
-        f.add("LNT011", sources.tool_span(t.name, "description") or t.span,
-              f"{t.name}: description is {len(own)} characters; models pick tools by it",
-              "say what the tool does, when to use it and what it returns",
-              severity=Severity.WARNING)
+        f.add(
+            "LNT011",
+            sources.tool_span(t.name, "description") or t.span,
+            f"{t.name}: description is {len(own)} characters; models pick tools by it",
+            "say what the tool does, when to use it and what it returns",
+            severity=Severity.WARNING,
+        )
     ann: dict[str, Any] = raw.get("annotations") or {}
     if raw and not ann:
-        f.add("LNT013", t.span, f"{t.name}: no annotations; clients show it as "
-              "non-read-only and non-destructive", "add annotations: {read_only: ..., "
-              "destructive: ..., idempotent: ..., open_world: ...}", severity=Severity.WARNING)
+        f.add(
+            "LNT013",
+            t.span,
+            f"{t.name}: no annotations; clients show it as non-read-only and non-destructive",
+            "add annotations: {read_only: ..., destructive: ..., idempotent: ..., open_world: ...}",
+            severity=Severity.WARNING,
+        )
     elif raw:
         key = "read_only" if t.scope == "read" else "destructive"
         if key not in ann and not (key == "destructive" and ann.get("read_only")):
-            f.add("LNT013", sources.tool_span(t.name, "annotations") or t.span,
-                  f"{t.name}: annotations do not say {key}; it is sent as false",
-                  f"state `{key}: true` or `{key}: false` explicitly", severity=Severity.WARNING)
+            f.add(
+                "LNT013",
+                sources.tool_span(t.name, "annotations") or t.span,
+                f"{t.name}: annotations do not say {key}; it is sent as false",
+                f"state `{key}: true` or `{key}: false` explicitly",
+                severity=Severity.WARNING,
+            )
     a = t.annotations
     if a.destructive and not _CONFIRM.search(t.description):
-        f.add("LNT014", t.span, f"{t.name} is destructive but its description asks for no "
-              "confirmation", "say what is lost and that the user should confirm first "
-              "(e.g. 'Deletes permanently; confirm with the user before calling')",
-              severity=Severity.WARNING)
+        f.add(
+            "LNT014",
+            t.span,
+            f"{t.name} is destructive but its description asks for no confirmation",
+            "say what is lost and that the user should confirm first "
+            "(e.g. 'Deletes permanently; confirm with the user before calling')",
+            severity=Severity.WARNING,
+        )
     if a.read_only and a.destructive:
-        f.add("LNT016", sources.tool_span(t.name, "annotations") or t.span,
-              f"{t.name} is annotated both read_only and destructive",
-              "a read-only tool cannot destroy anything: drop one of them")
+        f.add(
+            "LNT016",
+            sources.tool_span(t.name, "annotations") or t.span,
+            f"{t.name} is annotated both read_only and destructive",
+            "a read-only tool cannot destroy anything: drop one of them",
+        )
     elif a.read_only and t.scope == "write":
-        f.add("LNT016", sources.tool_span(t.name, "scope") or t.span,
-              f"{t.name} is read_only but needs the write scope",
-              "use scope: read, or drop read_only", severity=Severity.WARNING)
+        f.add(
+            "LNT016",
+            sources.tool_span(t.name, "scope") or t.span,
+            f"{t.name} is read_only but needs the write scope",
+            "use scope: read, or drop read_only",
+            severity=Severity.WARNING,
+        )
     elif t.scope == "read" and not a.read_only and (a.destructive or raw.get("annotations")):
-        f.add("LNT016", sources.tool_span(t.name, "scope") or t.span,
-              f"{t.name} has the read scope but is not read_only: read-only API keys could "
-              "change data through it", "use scope: write, or annotate read_only: true",
-              severity=Severity.WARNING)
+        f.add(
+            "LNT016",
+            sources.tool_span(t.name, "scope") or t.span,
+            f"{t.name} has the read scope but is not read_only: read-only API keys could "
+            "change data through it",
+            "use scope: write, or annotate read_only: true",
+            severity=Severity.WARNING,
+        )
     if t.deprecated is not None:
         d = t.deprecated
         past = d.sunset is not None and d.sunset <= today.isoformat()
-        when = (f"its sunset {d.sunset} has passed: remove it" if past else
-                f"sunset {d.sunset}" if d.sunset else "no sunset date")
-        f.add("LNT015", sources.tool_span(t.name, "deprecated", key=True) or t.span,
-              f"{t.name} is deprecated and still served ({when})",
-              f"move callers to {d.replacement}" if d.replacement else
-              "name a replacement and a sunset date", severity=Severity.WARNING)
+        when = (
+            f"its sunset {d.sunset} has passed: remove it"
+            if past
+            else f"sunset {d.sunset}"
+            if d.sunset
+            else "no sunset date"
+        )
+        f.add(
+            "LNT015",
+            sources.tool_span(t.name, "deprecated", key=True) or t.span,
+            f"{t.name} is deprecated and still served ({when})",
+            f"move callers to {d.replacement}"
+            if d.replacement
+            else "name a replacement and a sunset date",
+            severity=Severity.WARNING,
+        )
     for pointer, s in _walk(t.input_schema.value):
         for name, prop in (s.get("properties") or {}).items():
             if isinstance(prop, dict) and prop.get("deprecated") is True:
                 sunset = prop.get("x-sunset")
                 past = isinstance(sunset, str) and sunset <= today.isoformat()
                 req = " and still required" if name in (s.get("required") or ()) else ""
-                when = (f"sunset {sunset} has passed: remove it" if past else
-                        f"sunset {sunset}" if sunset else "no x-sunset")
-                f.add("LNT015", sources.schema_span(t.name, "input",
-                                                    (*pointer, "properties", name)) or t.span,
-                      f"{t.name}: input property {name!r} is deprecated{req} ({when})",
-                      f"move callers to {prop['x-replacement']!r}" if prop.get("x-replacement")
-                      else "name a replacement with x-replacement", severity=Severity.WARNING)
+                when = (
+                    f"sunset {sunset} has passed: remove it"
+                    if past
+                    else f"sunset {sunset}"
+                    if sunset
+                    else "no x-sunset"
+                )
+                f.add(
+                    "LNT015",
+                    sources.schema_span(t.name, "input", (*pointer, "properties", name)) or t.span,
+                    f"{t.name}: input property {name!r} is deprecated{req} ({when})",
+                    f"move callers to {prop['x-replacement']!r}"
+                    if prop.get("x-replacement")
+                    else "name a replacement with x-replacement",
+                    severity=Severity.WARNING,
+                )
 
 
 def _duplicates(tools: tuple[ir.Tool, ...], sources: Sources, f: _Findings) -> None:
@@ -318,10 +419,13 @@ def _duplicates(tools: tuple[ir.Tool, ...], sources: Sources, f: _Findings) -> N
                 continue
             ratio = difflib.SequenceMatcher(None, wa, wb, autojunk=False).ratio()
             if ratio >= DUPLICATE_RATIO:
-                f.add("LNT012", b.span,
-                      f"{b.name}'s description is {ratio:.0%} like {a.name}'s ({a.span})",
-                      "say what differs: the app, the records, when to pick this one",
-                      severity=Severity.WARNING)
+                f.add(
+                    "LNT012",
+                    b.span,
+                    f"{b.name}'s description is {ratio:.0%} like {a.name}'s ({a.span})",
+                    "say what differs: the app, the records, when to pick this one",
+                    severity=Severity.WARNING,
+                )
                 break
 
 
@@ -338,13 +442,23 @@ def _tenant_checks(project: ir.Project, profiles: tuple[Profile, ...], f: _Findi
         span = tenant.span if tenant else project.gateway.span
         for p in profiles:
             if p.max_tools is not None and n > p.max_tools:
-                f.add("LNT009", span, f"{who} sees {n} tools; {p.title} accepts at most "
-                      f"{p.max_tools}", "split the catalog into toolsets or servers, or give "
-                      "this tenant fewer connectors or scopes", profile=p)
+                f.add(
+                    "LNT009",
+                    span,
+                    f"{who} sees {n} tools; {p.title} accepts at most {p.max_tools}",
+                    "split the catalog into toolsets or servers, or give "
+                    "this tenant fewer connectors or scopes",
+                    profile=p,
+                )
             elif p.warn_tools is not None and n > p.warn_tools:
-                f.add("LNT010", span, f"{who} sees {n} tools; tool selection degrades above "
-                      f"{p.warn_tools}", "3-15 tools per session is considered ideal: trim or "
-                      "split the catalog", profile=p, severity=Severity.WARNING)
+                f.add(
+                    "LNT010",
+                    span,
+                    f"{who} sees {n} tools; tool selection degrades above {p.warn_tools}",
+                    "3-15 tools per session is considered ideal: trim or split the catalog",
+                    profile=p,
+                    severity=Severity.WARNING,
+                )
 
 
 def _budget(project: ir.Project, profiles: tuple[Profile, ...], override: int | None) -> int:
@@ -361,16 +475,21 @@ def _token_checks(results: tuple[TenantTokens, ...], f: _Findings) -> None:
             continue
         biggest = ", ".join(f"{g.group} {g.tokens:,}" for g in r.groups[:3])
         hints = "; ".join(s.text for s in r.savings[:2])
-        f.add("LNT020", r.span, f"tenant {r.tenant!r}: tools/list takes {r.tokens:,} tokens, "
-              f"over the budget of {r.budget:,} (largest: {biggest})",
-              hints or "give the tenant fewer connectors or trim descriptions")
+        f.add(
+            "LNT020",
+            r.span,
+            f"tenant {r.tenant!r}: tools/list takes {r.tokens:,} tokens, "
+            f"over the budget of {r.budget:,} (largest: {biggest})",
+            hints or "give the tenant fewer connectors or trim descriptions",
+        )
 
 
 # ---------------------------------------------------------------------------- suppression
 
 
-def _suppress(diags: list[Diagnostic], sources: Sources) -> tuple[list[Diagnostic],
-                                                                  list[Suppressed]]:
+def _suppress(
+    diags: list[Diagnostic], sources: Sources
+) -> tuple[list[Diagnostic], list[Suppressed]]:
     kept: list[Diagnostic] = []
     suppressed: list[Suppressed] = []
     entries: dict[str, list[tuple[dict[str, Any], Span]]] = {}
@@ -380,8 +499,9 @@ def _suppress(diags: list[Diagnostic], sources: Sources) -> tuple[list[Diagnosti
             entries[path] = section
     used: set[Span] = set()
     for d in diags:
-        match = next(((e, s) for e, s in entries.get(d.span.file, ())
-                      if e.get("rule") == d.code), None)
+        match = next(
+            ((e, s) for e, s in entries.get(d.span.file, ()) if e.get("rule") == d.code), None
+        )
         if match is None or not d.code.startswith("LNT"):
             kept.append(d)
         else:
@@ -391,20 +511,37 @@ def _suppress(diags: list[Diagnostic], sources: Sources) -> tuple[list[Diagnosti
         for e, span in section:
             rule = e.get("rule")
             if rule not in CODES or not str(rule).startswith("LNT") or rule == "LNT018":
-                kept.append(error("LNT018", span, f"lint.disable names unknown rule {rule!r}",
-                                  "rules: see docs/lint.md"))
+                kept.append(
+                    error(
+                        "LNT018",
+                        span,
+                        f"lint.disable names unknown rule {rule!r}",
+                        "rules: see docs/lint.md",
+                    )
+                )
             elif span not in used:
-                kept.append(warning("LNT018", span, f"lint.disable of {rule} suppresses no "
-                                    "finding in this file", "remove the entry"))
+                kept.append(
+                    warning(
+                        "LNT018",
+                        span,
+                        f"lint.disable of {rule} suppresses no finding in this file",
+                        "remove the entry",
+                    )
+                )
     return kept, suppressed
 
 
 # ---------------------------------------------------------------------------- entry points
 
 
-def lint_project(project: ir.Project, sources: Sources, *,
-                 profiles: tuple[str, ...] | None = None, token_budget: int | None = None,
-                 today: dt.date | None = None) -> LintResult:
+def lint_project(
+    project: ir.Project,
+    sources: Sources,
+    *,
+    profiles: tuple[str, ...] | None = None,
+    token_budget: int | None = None,
+    today: dt.date | None = None,
+) -> LintResult:
     """Lint a compiled project. `profiles` / `token_budget` override the gateway manifest's."""
     today = today or dt.date.today()
     f = _Findings()
@@ -422,16 +559,27 @@ def lint_project(project: ir.Project, sources: Sources, *,
     return LintResult(normalise(kept), chosen, results, tuple(suppressed))
 
 
-def lint(options: api.Options, *, profiles: tuple[str, ...] | None = None,
-         token_budget: int | None = None, today: dt.date | None = None) -> LintResult:
+def lint(
+    options: api.Options,
+    *,
+    profiles: tuple[str, ...] | None = None,
+    token_budget: int | None = None,
+    today: dt.date | None = None,
+) -> LintResult:
     """Compile the manifests and lint them; compile errors are returned as they are."""
     result = api.compile_manifests(options)
     if result.project is None:
         return LintResult(result.diagnostics)
-    linted = lint_project(result.project, Sources.of(options), profiles=profiles,
-                          token_budget=token_budget, today=today)
-    return dataclasses.replace(linted, diagnostics=normalise((*result.diagnostics,
-                                                              *linted.diagnostics)))
+    linted = lint_project(
+        result.project,
+        Sources.of(options),
+        profiles=profiles,
+        token_budget=token_budget,
+        today=today,
+    )
+    return dataclasses.replace(
+        linted, diagnostics=normalise((*result.diagnostics, *linted.diagnostics))
+    )
 
 
 def rules_markdown() -> str:
@@ -453,17 +601,24 @@ def rules_markdown() -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for p in PROFILES.values():
-        rejects = [x for x, on in (("$ref/$defs", p.rejects_refs),
-                                   ("type arrays", p.rejects_type_arrays),
-                                   ("schema additionalProperties",
-                                    p.additional_properties == "boolean"),
-                                   ("non-strict objects", p.strict)) if on]
+        rejects = [
+            x
+            for x, on in (
+                ("$ref/$defs", p.rejects_refs),
+                ("type arrays", p.rejects_type_arrays),
+                ("schema additionalProperties", p.additional_properties == "boolean"),
+                ("non-strict objects", p.strict),
+            )
+            if on
+        ]
         rejects += list(p.rejects_combinators)
         names = ", ".join(f"`{n}`" for n in (p.name, *p.aliases))
-        prefixed = (f"`{p.prefix}` <= {p.max_prefixed_name}" if p.prefix else "")
+        prefixed = f"`{p.prefix}` <= {p.max_prefixed_name}" if p.prefix else ""
         tools = f"{p.warn_tools or '-'} / {p.max_tools or '-'}"
-        lines.append(f"| {names} | {p.title} | `{p.name_rule}` | {prefixed} | {tools} | "
-                     f"{', '.join(rejects)} | {p.token_budget:,} |")
+        lines.append(
+            f"| {names} | {p.title} | `{p.name_rule}` | {prefixed} | {tools} | "
+            f"{', '.join(rejects)} | {p.token_budget:,} |"
+        )
     lines += ["", "## Rules", "", "| rule | meaning |", "|---|---|"]
     lines += [f"| `{c.code}` | {c.title} |" for c in CODES.values() if c.stage == "lint"]
     lines += [

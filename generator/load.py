@@ -90,15 +90,15 @@ def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [
-            error("GEN001", Span(file=rel_path), f"file is not UTF-8 (byte {exc.start})")
-        ]
+        return None, [error("GEN001", Span(file=rel_path), f"file is not UTF-8 (byte {exc.start})")]
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        span = Span(file=rel_path, line=mark.line + 1, col=mark.column + 1) if mark else Span(
-            file=rel_path
+        span = (
+            Span(file=rel_path, line=mark.line + 1, col=mark.column + 1)
+            if mark
+            else Span(file=rel_path)
         )
         problem = exc.problem or exc.context or "invalid YAML"
         context = f" ({exc.context})" if exc.context and exc.problem else ""
@@ -214,8 +214,10 @@ class _Builder:
         for key_node, _value in node.value:  # an untracked (deep) mapping: find it again
             if isinstance(key_node, yaml.ScalarNode):
                 k = self._scalar(key_node)
-                if isinstance(k, str | int | float | bool) and (
-                        str(k).lower() if isinstance(k, bool) else str(k)) == key:
+                if (
+                    isinstance(k, str | int | float | bool)
+                    and (str(k).lower() if isinstance(k, bool) else str(k)) == key
+                ):
                     return self._span(key_node)
         raise AssertionError("a duplicate key has a first occurrence")  # pragma: no cover
 

@@ -90,7 +90,7 @@ class Sources:
         for _hop in range(16):  # shared types may nest; cycles are compile errors anyway
             ref = node.get("$ref") if isinstance(node, dict) else None
             if isinstance(ref, str) and ref.startswith(TYPE_REF_PREFIX) and depth < len(pointer):
-                target = self.types.get(ref[len(TYPE_REF_PREFIX):])
+                target = self.types.get(ref[len(TYPE_REF_PREFIX) :])
                 if target is None or pointer[depth] in node:
                     break
                 doc, base = target
@@ -123,5 +123,6 @@ class Sources:
         if doc is None or not isinstance(doc.data, dict):
             return []
         entries = (doc.data.get(section) or {}).get(key) or []
-        return [(e, doc.span((section, key, i))) for i, e in enumerate(entries)
-                if isinstance(e, dict)]
+        return [
+            (e, doc.span((section, key, i))) for i, e in enumerate(entries) if isinstance(e, dict)
+        ]

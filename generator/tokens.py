@@ -51,8 +51,11 @@ def tenant_tools(project: ir.Project, tenant: ir.Tenant | None) -> tuple[ir.Tool
     if tenant is None:
         return project.tools
     conns, scopes = set(tenant.connectors), set(tenant.scopes)
-    return tuple(t for t in project.tools
-                 if t.scope in scopes and (t.connector is None or t.connector in conns))
+    return tuple(
+        t
+        for t in project.tools
+        if t.scope in scopes and (t.connector is None or t.connector in conns)
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,9 +124,13 @@ def _hoist_saving(tool: ir.Tool, which: str, schema: Any) -> Saving | None:
         return None
     saved, text, n = best
     preview = text if len(text) <= 60 else text[:57] + "..."
-    return Saving(kind="hoist", tool=tool.name, tokens=saved,
-                  text=f"{tool.name}: hoist a subschema repeated {n}x in its {which} schema into "
-                  f"$defs (~{saved} tokens; not for profiles that reject $ref): {preview}")
+    return Saving(
+        kind="hoist",
+        tool=tool.name,
+        tokens=saved,
+        text=f"{tool.name}: hoist a subschema repeated {n}x in its {which} schema into "
+        f"$defs (~{saved} tokens; not for profiles that reject $ref): {preview}",
+    )
 
 
 def _savings(tools: tuple[ir.Tool, ...]) -> tuple[Saving, ...]:
@@ -135,16 +142,22 @@ def _savings(tools: tuple[ir.Tool, ...]) -> tuple[Saving, ...]:
                 found.append(s)
         size = count(t.description)
         if size > TRIM_TARGET:
-            found.append(Saving(
-                kind="trim", tool=t.name, tokens=size - TRIM_TARGET,
-                text=f"{t.name}: trim its description from {size} to ~{TRIM_TARGET} tokens "
-                f"(~{size - TRIM_TARGET} tokens)"))
+            found.append(
+                Saving(
+                    kind="trim",
+                    tool=t.name,
+                    tokens=size - TRIM_TARGET,
+                    text=f"{t.name}: trim its description from {size} to ~{TRIM_TARGET} tokens "
+                    f"(~{size - TRIM_TARGET} tokens)",
+                )
+            )
     found.sort(key=lambda s: (-s.tokens, s.tool, s.kind))
     return tuple(found)
 
 
-def measure_tenant(project: ir.Project, tenant: ir.Tenant | None,
-                   budget: int | None) -> TenantTokens:
+def measure_tenant(
+    project: ir.Project, tenant: ir.Tenant | None, budget: int | None
+) -> TenantTokens:
     tools = tenant_tools(project, tenant)
     wire_tools = [mcp_tool(t) for t in tools]
     total = count(wire({"tools": wire_tools}))
@@ -156,14 +169,28 @@ def measure_tenant(project: ir.Project, tenant: ir.Tenant | None,
         g[0] += 1
         g[1] += count(wire(w))
         g[2] += count(wire(_model_view(t)))
-    groups = tuple(sorted(
-        (GroupTokens(group=name, tools=v[0], tokens=v[1], model_tokens=v[2])
-         for name, v in by_group.items()), key=lambda g: (-g.tokens, g.group)))
+    groups = tuple(
+        sorted(
+            (
+                GroupTokens(group=name, tools=v[0], tokens=v[1], model_tokens=v[2])
+                for name, v in by_group.items()
+            ),
+            key=lambda g: (-g.tokens, g.group),
+        )
+    )
     name = tenant.name if tenant is not None else "(all tools)"
     span = tenant.span if tenant is not None else project.gateway.span
-    return TenantTokens(tenant=name, span=span, tools=len(tools), tokens=total,
-                        model_tokens=model, output_tokens=outputs, budget=budget, groups=groups,
-                        savings=_savings(tools))
+    return TenantTokens(
+        tenant=name,
+        span=span,
+        tools=len(tools),
+        tokens=total,
+        model_tokens=model,
+        output_tokens=outputs,
+        budget=budget,
+        groups=groups,
+        savings=_savings(tools),
+    )
 
 
 def measure(project: ir.Project, budget: int | None) -> tuple[TenantTokens, ...]:
@@ -178,11 +205,15 @@ def render_report(results: tuple[TenantTokens, ...], *, top: int = 3) -> str:
     for r in results:
         status = "over budget" if r.over else "ok"
         limit = f" / budget {r.budget:,}" if r.budget is not None else ""
-        lines.append(f"  {r.tenant}: {r.tools} tools, {r.tokens:,} tokens{limit} ({status}); "
-                     f"model-visible {r.model_tokens:,}, output schemas {r.output_tokens:,}")
+        lines.append(
+            f"  {r.tenant}: {r.tools} tools, {r.tokens:,} tokens{limit} ({status}); "
+            f"model-visible {r.model_tokens:,}, output schemas {r.output_tokens:,}"
+        )
         for g in r.groups:
-            lines.append(f"    {g.group:<18} {g.tools:>3} tools {g.tokens:>8,} tokens "
-                         f"(model-visible {g.model_tokens:,})")
+            lines.append(
+                f"    {g.group:<18} {g.tools:>3} tools {g.tokens:>8,} tokens "
+                f"(model-visible {g.model_tokens:,})"
+            )
         for s in r.savings[:top]:
             lines.append(f"    save: {s.text}")
     return "\n".join(lines) + "\n"
@@ -191,14 +222,30 @@ def render_report(results: tuple[TenantTokens, ...], *, top: int = 3) -> str:
 def as_data(results: tuple[TenantTokens, ...]) -> list[dict[str, Any]]:
     return [
         {
-            "tenant": r.tenant, "file": r.span.file, "line": r.span.line, "col": r.span.col,
-            "tools": r.tools, "tokens": r.tokens, "model_tokens": r.model_tokens,
-            "output_tokens": r.output_tokens, "budget": r.budget, "over": r.over,
+            "tenant": r.tenant,
+            "file": r.span.file,
+            "line": r.span.line,
+            "col": r.span.col,
+            "tools": r.tools,
+            "tokens": r.tokens,
+            "model_tokens": r.model_tokens,
+            "output_tokens": r.output_tokens,
+            "budget": r.budget,
+            "over": r.over,
             "encoding": ENCODING,
-            "groups": [{"group": g.group, "tools": g.tools, "tokens": g.tokens,
-                        "model_tokens": g.model_tokens} for g in r.groups],
-            "savings": [{"kind": s.kind, "tool": s.tool, "tokens": s.tokens, "text": s.text}
-                        for s in r.savings],
+            "groups": [
+                {
+                    "group": g.group,
+                    "tools": g.tools,
+                    "tokens": g.tokens,
+                    "model_tokens": g.model_tokens,
+                }
+                for g in r.groups
+            ],
+            "savings": [
+                {"kind": s.kind, "tool": s.tool, "tokens": s.tokens, "text": s.text}
+                for s in r.savings
+            ],
         }
         for r in results
     ]

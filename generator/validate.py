@@ -67,7 +67,9 @@ def validate(docs: Iterable[Loaded]) -> list[Diagnostic]:
 
 
 def validate_one(doc: Loaded) -> list[Diagnostic]:
-    return [d for err in _leaf_errors(_validator().iter_errors(doc.data)) for d in _convert(doc, err)]
+    return [
+        d for err in _leaf_errors(_validator().iter_errors(doc.data)) for d in _convert(doc, err)
+    ]
 
 
 def _leaf_errors(errors: Iterable[ValidationError]) -> Iterator[ValidationError]:
@@ -90,8 +92,13 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
     where = "/".join(str(p) for p in path) or "manifest root"
 
     if "propertyNames" in err.absolute_schema_path and isinstance(err.instance, str):
-        return [error(code, doc.key_span((*path, err.instance)),
-                      f"{where}: invalid name {err.instance!r}: {err.message}")]
+        return [
+            error(
+                code,
+                doc.key_span((*path, err.instance)),
+                f"{where}: invalid name {err.instance!r}: {err.message}",
+            )
+        ]
     if keyword in {"additionalProperties", "unevaluatedProperties"}:
         extras = _QUOTED.findall(err.message)
         allowed = _allowed_properties(err.schema)
@@ -104,14 +111,19 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
             elif allowed:
                 hint = "allowed here: " + ", ".join(sorted(allowed))
             out.append(
-                error(code, doc.key_span((*path, name)), f"unknown property {name!r} in {where}", hint)
+                error(
+                    code, doc.key_span((*path, name)), f"unknown property {name!r} in {where}", hint
+                )
             )
         return out
     if keyword == "required":
         missing = _QUOTED.findall(err.message)[:1] or ["?"]
         return [
-            error(code, doc.key_span(path) if path else doc.span(path),
-                  f"{where} is missing required property {missing[0]!r}")
+            error(
+                code,
+                doc.key_span(path) if path else doc.span(path),
+                f"{where} is missing required property {missing[0]!r}",
+            )
         ]
     if keyword in {"enum", "const"}:
         options = err.validator_value if keyword == "enum" else [err.validator_value]
@@ -121,15 +133,22 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
             close = difflib.get_close_matches(err.instance, [str(o) for o in options], n=1)
             hint = f"did you mean {close[0]!r}?" if close else None
         return [
-            error(code, doc.span(path),
-                  f"{where}: {json.dumps(err.instance)} is not one of {shown}", hint)
+            error(
+                code,
+                doc.span(path),
+                f"{where}: {json.dumps(err.instance)} is not one of {shown}",
+                hint,
+            )
         ]
     if keyword == "type":
         expected = err.validator_value
         expected_text = " or ".join(expected) if isinstance(expected, list) else expected
         return [
-            error(code, doc.span(path),
-                  f"{where}: expected {expected_text}, got {_json_type(err.instance)}")
+            error(
+                code,
+                doc.span(path),
+                f"{where}: expected {expected_text}, got {_json_type(err.instance)}",
+            )
         ]
     if keyword == "propertyNames":
         # the error sits on the object; point at the key that failed

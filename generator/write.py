@@ -74,11 +74,14 @@ def plan(out_dir: Path, files: FileSet) -> Plan:
         else:
             changed.append(rel)
             old_text[rel] = current.decode("utf-8", errors="replace")
-    stale = sorted(
-        rel for rel in owned_files(out_dir) - set(files) if (out_dir / rel).is_file()
+    stale = sorted(rel for rel in owned_files(out_dir) - set(files) if (out_dir / rel).is_file())
+    return Plan(
+        added=tuple(added),
+        changed=tuple(changed),
+        stale=tuple(stale),
+        unchanged=tuple(unchanged),
+        old_text=old_text,
     )
-    return Plan(added=tuple(added), changed=tuple(changed), stale=tuple(stale),
-                unchanged=tuple(unchanged), old_text=old_text)
 
 
 def write(out_dir: Path, files: FileSet) -> Plan:

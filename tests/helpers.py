@@ -10,8 +10,9 @@ from generator import api
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_project(tmp_path: Path, manifests: dict[str, str] | None = None,
-                 copy_defaults: bool = False) -> Path:
+def make_project(
+    tmp_path: Path, manifests: dict[str, str] | None = None, copy_defaults: bool = False
+) -> Path:
     """A scratch project: manifests from text (path -> YAML), optionally the defaults too."""
     root = tmp_path / "project"
     (root / "manifests").mkdir(parents=True)

@@ -104,7 +104,8 @@ def test_tools_md_documents_every_tool(catalog: Any) -> None:
         assert f"### `{name}`" in body
         assert f"| Scope | `{spec.scope}` |" in body
         for row in artifacts.rows(dict(spec.input_schema)) + artifacts.rows(
-                dict(spec.output_schema)):
+            dict(spec.output_schema)
+        ):
             assert f"| {row.name} |" in body
         example = json.loads(re.search(r"```json\n(.*?)\n```", body, re.S).group(1))
         assert example["name"] == name
@@ -112,8 +113,10 @@ def test_tools_md_documents_every_tool(catalog: Any) -> None:
     # grouped: built-in, memory, then one section per connector
     headings = re.findall(r"^## (.+)$", text, re.M)
     assert headings[:2] == ["Built-in tools", "Memory tools"]
-    assert headings[2:] == [*(f"{c.title} connector" for c in catalog.connectors.values()),
-                            "Resources"]
+    assert headings[2:] == [
+        *(f"{c.title} connector" for c in catalog.connectors.values()),
+        "Resources",
+    ]
     for r in catalog.resources:
         assert f"| `{r.uri_template or r.uri}` |" in text and f"gw.read_{r.name}(" in text
 
@@ -130,8 +133,11 @@ def test_hostile_text_cannot_break_tools_md_tables() -> None:
     text = (CASES / "escaping" / "expected" / "TOOLS.md").read_text(encoding="utf-8")
     _tables_are_well_formed(text)
     assert "<script" not in text
-    hostile = {"description": "a | b <script>x</script> `tick` *not bold*",
-               "type": "string", "enum": ["p|q", "`"]}
+    hostile = {
+        "description": "a | b <script>x</script> `tick` *not bold*",
+        "type": "string",
+        "enum": ["p|q", "`"],
+    }
     row = artifacts.rows({"type": "object", "properties": {"x|y": hostile}})[0]
     line = f"| {row.name} | {row.type} | {row.required} | {row.default} | {row.description} |"
     assert len(_cells(line)) == 5
@@ -149,11 +155,19 @@ def test_markdown_code_spans_hold_any_text() -> None:
 
 def test_artifacts_are_deterministic_and_gated_by_check(tmp_path: Path) -> None:
     root = make_project(tmp_path, copy_defaults=True)
-    names = ["TOOLS.md", "claude_desktop_config.stdio.json", "claude_desktop_config.http.json",
-             "README.md", "pyproject.toml", f"{PKG}/client.py"]
-    script = ("import sys; from generator import api; from pathlib import Path; "
-              "r=api.build(api.Options.for_project(Path(sys.argv[1]), cache=False)); "
-              "sys.exit(0 if r.ok else 1)")
+    names = [
+        "TOOLS.md",
+        "claude_desktop_config.stdio.json",
+        "claude_desktop_config.http.json",
+        "README.md",
+        "pyproject.toml",
+        f"{PKG}/client.py",
+    ]
+    script = (
+        "import sys; from generator import api; from pathlib import Path; "
+        "r=api.build(api.Options.for_project(Path(sys.argv[1]), cache=False)); "
+        "sys.exit(0 if r.ok else 1)"
+    )
     outputs = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
@@ -169,8 +183,10 @@ def test_artifacts_are_deterministic_and_gated_by_check(tmp_path: Path) -> None:
     (root / "generated" / "claude_desktop_config.http.json").unlink()
     drift = api.build(options(root), check=True)
     assert drift.plan is not None
-    assert {"TOOLS.md", "claude_desktop_config.http.json"} <= {*drift.plan.changed,
-                                                                *drift.plan.added}
+    assert {"TOOLS.md", "claude_desktop_config.http.json"} <= {
+        *drift.plan.changed,
+        *drift.plan.added,
+    }
     assert "TOOLS.md" in drift.diff and "claude_desktop_config.http.json" in drift.diff
 
 
@@ -211,8 +227,10 @@ def test_dependencies_cover_every_import_of_the_package() -> None:
     modules = _third_party_imports(sorted((GENERATED / PKG).rglob("*.py")))
     needed = {_DISTRIBUTIONS.get(m, m) for m in modules}
     assert needed <= declared, needed - declared
-    assert "email" in Requirement(next(d for d in SERVER_DEPENDENCIES
-                                       if d.startswith("pydantic"))).extras
+    assert (
+        "email"
+        in Requirement(next(d for d in SERVER_DEPENDENCIES if d.startswith("pydantic"))).extras
+    )
 
 
 def test_minimal_gateway_without_license_omits_the_field() -> None:

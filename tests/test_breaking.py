@@ -56,12 +56,18 @@ def test_required_output_removed_and_required_input_added_are_located() -> None:
     """The issue's acceptance case, spelled out."""
     removed = _run(FIXTURES / "BRK006")
     [c] = removed.unallowed
-    assert (c.rule, str(c.span), c.target) == ("BRK006", "before/crm.yaml:29:9",
-                                               "crm_find_contact.output.total")
+    assert (c.rule, str(c.span), c.target) == (
+        "BRK006",
+        "before/crm.yaml:29:9",
+        "crm_find_contact.output.total",
+    )
     added = _run(FIXTURES / "BRK002")
     [c] = added.unallowed
-    assert (c.rule, str(c.span), c.target) == ("BRK002", "after/crm.yaml:24:9",
-                                               "crm_find_contact.input.owner")
+    assert (c.rule, str(c.span), c.target) == (
+        "BRK002",
+        "after/crm.yaml:24:9",
+        "crm_find_contact.input.owner",
+    )
 
 
 def test_sunset_decides_whether_removal_is_allowed() -> None:
@@ -77,8 +83,11 @@ def test_exception_needs_matching_rule_and_target(tmp_path: Path) -> None:
     case = tmp_path / "case"
     shutil.copytree(FIXTURES / "exception_allows", case)
     crm = case / "after" / "crm.yaml"
-    crm.write_text(crm.read_text().replace("target: crm_find_contact.input.status",
-                                           "target: crm_find_contact.input.limit"))
+    crm.write_text(
+        crm.read_text().replace(
+            "target: crm_find_contact.input.status", "target: crm_find_contact.input.limit"
+        )
+    )
     result = _run(case)
     assert [c.rule for c in result.unallowed] == ["BRK003"]
     assert sorted(d.message for d in result.diagnostics) == [
@@ -103,14 +112,23 @@ def test_identical_manifests_have_no_changes() -> None:
 
 
 def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                   cwd=cwd, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
 
 
 def _gen(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "generator.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, check=False,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-m", "generator.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_against_a_git_ref(tmp_path: Path) -> None:
@@ -125,7 +143,8 @@ def test_against_a_git_ref(tmp_path: Path) -> None:
     _git(repo, "tag", "v1")
     shutil.copy(FIXTURES / "BRK006" / "after" / "crm.yaml", repo / "project/manifests/crm.yaml")
     (repo / "project" / "manifests" / "desk.yaml").write_text(
-        (FIXTURES / "BRK108" / "after" / "desk.yaml").read_text())
+        (FIXTURES / "BRK108" / "after" / "desk.yaml").read_text()
+    )
 
     project = repo / "project"
     result = breaking.breaking(api.Options.for_project(project, cache=False), "v1", today=TODAY)
@@ -136,8 +155,7 @@ def test_against_a_git_ref(tmp_path: Path) -> None:
 
     proc = _gen(project, "breaking", "--against", "v1", "--error-format", "github")
     assert proc.returncode == 1, proc.stderr
-    assert ("::error file=v1:manifests/crm.yaml,line=29,col=9,title=BRK006::"
-            in proc.stdout)
+    assert "::error file=v1:manifests/crm.yaml,line=29,col=9,title=BRK006::" in proc.stdout
     assert "::notice file=manifests/desk.yaml,line=3,col=7,title=BRK108::" in proc.stdout
 
     # committing the change makes HEAD the same as the work tree
@@ -168,15 +186,34 @@ def test_ref_without_manifests_reports_everything_as_added(tmp_path: Path) -> No
 
 def test_cli_json_and_exit_codes() -> None:
     case = FIXTURES / "BRK002"
-    proc = _gen(ROOT, "breaking", "--project", str(case), "--manifests", str(case / "after"),
-                "--against", str(case / "before"), "--error-format", "json")
+    proc = _gen(
+        ROOT,
+        "breaking",
+        "--project",
+        str(case),
+        "--manifests",
+        str(case / "after"),
+        "--against",
+        str(case / "before"),
+        "--error-format",
+        "json",
+    )
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["ok"] is False
-    assert [(c["rule"], c["file"], c["line"], c["col"], c["severity"]) for c in doc["changes"]] \
-        == [("BRK002", "after/crm.yaml", 24, 9, "breaking")]
+    assert [(c["rule"], c["file"], c["line"], c["col"], c["severity"]) for c in doc["changes"]] == [
+        ("BRK002", "after/crm.yaml", 24, 9, "breaking")
+    ]
     safe = FIXTURES / "BRK102"
-    ok = _gen(ROOT, "breaking", "--project", str(safe), "--manifests", str(safe / "after"),
-              "--against", str(safe / "before"))
+    ok = _gen(
+        ROOT,
+        "breaking",
+        "--project",
+        str(safe),
+        "--manifests",
+        str(safe / "after"),
+        "--against",
+        str(safe / "before"),
+    )
     assert ok.returncode == 0, ok.stderr
     assert "safe[BRK102]" in ok.stdout

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT, make_project, options, tree
 
 from generator import api
 from generator.diagnostics import Severity
-from helpers import ROOT, make_project, options, tree
 
 CASES = ROOT / "tests" / "cases"
 
@@ -51,7 +51,8 @@ def test_failed_build_leaves_previous_output_untouched(tmp_path: Path) -> None:
 
 def test_adding_a_connector_is_one_yaml_file(tmp_path: Path) -> None:
     root = make_project(tmp_path, copy_defaults=True)
-    (root / "manifests" / "connectors" / "notion.yaml").write_text(textwrap.dedent("""\
+    (root / "manifests" / "connectors" / "notion.yaml").write_text(
+        textwrap.dedent("""\
         version: 1
         kind: connector
         name: notion
@@ -78,7 +79,8 @@ def test_adding_a_connector_is_one_yaml_file(tmp_path: Path) -> None:
               path: /search
               body: {query: "{query}"}
               response: {fields: {results: results}}
-        """))
+        """)
+    )
     result = api.build(options(root))
     assert result.ok, result.diagnostics
     out = root / "generated"
@@ -87,17 +89,25 @@ def test_adding_a_connector_is_one_yaml_file(tmp_path: Path) -> None:
     assert (out / "fastn_gateway" / "models" / "notion.py").is_file()
     assert "notion_search_pages" in (out / "fastn_gateway" / "catalog" / "notion.py").read_text()
     # the new package imports and exposes the tool
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from fastn_gateway.catalog import GATEWAY;"
-            "print(GATEWAY.connectors['notion'].tools)")
-    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True,
-                          check=True)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from fastn_gateway.catalog import GATEWAY;"
+        "print(GATEWAY.connectors['notion'].tools)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(out)], capture_output=True, text=True, check=True
+    )
     assert "notion_search_pages" in proc.stdout
 
 
 def _build_in_subprocess(root: Path, seed: str) -> None:
     env = {**os.environ, "PYTHONHASHSEED": seed}
-    subprocess.run([sys.executable, "-m", "generator.cli", "build", "--project", str(root),
-                    "--no-cache"], check=True, env=env, cwd=ROOT, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "generator.cli", "build", "--project", str(root), "--no-cache"],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+    )
 
 
 def test_builds_are_byte_identical_whatever_the_input_order(tmp_path: Path) -> None:
@@ -153,8 +163,11 @@ def test_stale_owned_files_are_removed_and_user_files_kept(tmp_path: Path) -> No
     (out / "fastn_gateway" / "extra.py").write_text("# mine\n")
     (root / "manifests" / "connectors" / "github.yaml").unlink()
     tenants_fix = root / "manifests" / "gateway.yaml"
-    tenants_fix.write_text(tenants_fix.read_text().replace("[slack, shopify, github, hubspot]",
-                                                           "[slack, shopify, hubspot]"))
+    tenants_fix.write_text(
+        tenants_fix.read_text().replace(
+            "[slack, shopify, github, hubspot]", "[slack, shopify, hubspot]"
+        )
+    )
     result = api.build(options(root))
     assert result.ok, result.diagnostics
     assert result.plan is not None
@@ -199,7 +212,8 @@ def test_manifest_text_cannot_break_generated_code(tmp_path: Path) -> None:
         model = models.FastnListIntegrationsInput
         assert model.model_validate({"weird": 'a"b'}).weird == 'a"b'
         out_model = models.FastnListIntegrationsOutput.model_validate(
-            {"class": "x", "model_config": 3})
+            {"class": "x", "model_config": 3}
+        )
         assert out_model.model_dump(by_alias=True) == {"class": "x", "model_config": 3}
     finally:
         sys.path.remove(str(out))
@@ -208,8 +222,13 @@ def test_manifest_text_cannot_break_generated_code(tmp_path: Path) -> None:
 
 
 def _gen(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "generator.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "generator.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_cli_exit_codes_and_formats() -> None:
@@ -222,8 +241,9 @@ def test_cli_exit_codes_and_formats() -> None:
     js = _gen("validate", "--project", str(CASES / "ten_mistakes"), "--error-format", "json")
     assert js.returncode == 1
     assert {d["code"] for d in json.loads(js.stdout)} >= {"GEN201", "GEN202", "GEN003"}
-    gh = _gen("build", "--check", "--project", str(CASES / "yaml_syntax"),
-              "--error-format", "github")
+    gh = _gen(
+        "build", "--check", "--project", str(CASES / "yaml_syntax"), "--error-format", "github"
+    )
     assert gh.returncode == 1
     assert "::error file=manifests/types.yaml,line=5,col=4,title=GEN002::" in gh.stderr
     usage = _gen("build", "--bogus-flag")

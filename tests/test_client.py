@@ -39,8 +39,9 @@ def catalog(generated_on_path: Path) -> Any:
 # ---------------------------------------------------------------------------- shape
 
 
-def test_one_method_per_catalog_tool_typed_from_the_models(gateway_client: Any,
-                                                          catalog: Any) -> None:
+def test_one_method_per_catalog_tool_typed_from_the_models(
+    gateway_client: Any, catalog: Any
+) -> None:
     assert dict(gateway_client.TOOL_METHODS) == {n: n for n in catalog.tools}
     for name, spec in catalog.tools.items():
         method = getattr(gateway_client, gateway_client.TOOL_METHODS[name])
@@ -62,8 +63,7 @@ def test_one_method_per_catalog_tool_typed_from_the_models(gateway_client: Any,
         assert " ".join(doc.split()).startswith(" ".join(spec.description.split())[:60])
 
 
-def test_resource_readers_follow_the_declared_resources(gateway_client: Any,
-                                                        catalog: Any) -> None:
+def test_resource_readers_follow_the_declared_resources(gateway_client: Any, catalog: Any) -> None:
     for r in catalog.resources:
         reader = getattr(gateway_client, f"read_{r.name}")
         params = list(inspect.signature(reader).parameters)[1:]
@@ -79,19 +79,36 @@ def test_base_names_list_is_exact() -> None:
 def test_client_reads_the_same_env_names_as_the_server() -> None:
     assert f"{client_base.env_prefix('fastn_gateway')}_API_KEY" == api_key_env("fastn_gateway")
     params = client_base.ClientBase.stdio.__func__(  # type: ignore[attr-defined]
-        type("C", (client_base.ClientBase,), {"PACKAGE": "fastn_gateway"}), api_key="k",
-        user="u", env={"X": "1"})._target
+        type("C", (client_base.ClientBase,), {"PACKAGE": "fastn_gateway"}),
+        api_key="k",
+        user="u",
+        env={"X": "1"},
+    )._target
     assert params.env == {"X": "1", "FASTN_GATEWAY_API_KEY": "k", "FASTN_GATEWAY_USER": "u"}
     assert params.args == ["-m", "fastn_gateway", "serve", "--transport", "stdio"]
 
 
 def test_error_envelope_parsing() -> None:
     parse = client_base.GatewayClientError.from_envelope
-    err = parse({"error": {"code": "rate_limited", "message": "later", "details": {"a": 1},
-                           "retryable": True, "retry_after_seconds": 2.5}})
+    err = parse(
+        {
+            "error": {
+                "code": "rate_limited",
+                "message": "later",
+                "details": {"a": 1},
+                "retryable": True,
+                "retry_after_seconds": 2.5,
+            }
+        }
+    )
     assert err is not None
     assert (err.code, err.message, err.details, err.retryable, err.retry_after) == (
-        "rate_limited", "later", {"a": 1}, True, 2.5)
+        "rate_limited",
+        "later",
+        {"a": 1},
+        True,
+        2.5,
+    )
     assert err.envelope()["error"]["retry_after_seconds"] == 2.5
     for junk in (None, "x", {"error": "x"}, {"error": {"code": 1, "message": "m"}}, []):
         assert parse(junk) is None
@@ -140,16 +157,32 @@ async def main(gw: GatewayClient) -> None:
 
 def _mypy(*targets: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
-         "--no-error-summary", "--cache-dir", str(ROOT / ".mypy_cache"), *targets],
-        cwd=cwd, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--follow-imports=silent",
+            "--no-error-summary",
+            "--cache-dir",
+            str(ROOT / ".mypy_cache"),
+            *targets,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
 def test_generated_client_is_mypy_strict_clean() -> None:
-    targets = [f"{PKG}/client.py", f"{PKG}/runtime/client_base.py",
-               *sorted(str(p.relative_to(GENERATED))
-                       for p in (GENERATED / PKG / "client_methods").glob("*.py"))]
+    targets = [
+        f"{PKG}/client.py",
+        f"{PKG}/runtime/client_base.py",
+        *sorted(
+            str(p.relative_to(GENERATED)) for p in (GENERATED / PKG / "client_methods").glob("*.py")
+        ),
+    ]
     proc = _mypy(*targets, cwd=GENERATED)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
 
@@ -192,8 +225,16 @@ def test_signatures_come_from_the_models_source() -> None:
         """)
     module = client_emit.parse_models(source)
     fields = {f.name: f for f in module.fields["ToolInput"]}
-    assert list(fields) == ["plain", "aliased", "old_style", "required_field", "listed", "when",
-                            "kind", "amount"]
+    assert list(fields) == [
+        "plain",
+        "aliased",
+        "old_style",
+        "required_field",
+        "listed",
+        "when",
+        "kind",
+        "amount",
+    ]
     assert fields["aliased"].wire == "aliasedName"
     assert ast.unparse(fields["aliased"].annotation) == "str | None"
     assert fields["old_style"].wire == "oldStyle"
@@ -206,13 +247,16 @@ def test_signatures_come_from_the_models_source() -> None:
 
 
 def _project(tmp_path: Path, native: str, gateway_extra: str = "") -> Path:
-    gateway = textwrap.dedent("""\
+    gateway = (
+        textwrap.dedent("""\
         version: 1
         kind: gateway
         package: {name: t-gw, import_name: t_gw, version: 0.1.0}
         server: {name: t}
         quotas: {default_plan: free, plans: {free: {period: day, calls: 10}}}
-        """) + gateway_extra
+        """)
+        + gateway_extra
+    )
     return make_project(tmp_path, {"gateway.yaml": gateway, "native.yaml": native})
 
 
@@ -261,7 +305,7 @@ def test_hostile_manifest_text_stays_inert_in_the_client(tmp_path: Path) -> None
         method = mod.GatewayClient.fastn_list_integrations
         doc = inspect.getdoc(method) or ""
         assert '"""' in doc and "{{ template }}" in doc and "a \\n" in doc
-        assert "a closing quote\"" in doc and "日本語, emoji 🚀" in doc
+        assert 'a closing quote"' in doc and "日本語, emoji 🚀" in doc
         assert "os.system('rm -rf /')" in doc  # text in the docstring, not code
         hint = inspect.signature(method).parameters["weird"].annotation
         assert hint == "Literal['a\"b', 'c\\\\d', '{{e}}'] | None"
@@ -307,9 +351,11 @@ def test_free_form_and_open_inputs(tmp_path: Path) -> None:
     result = api.build(options(root))
     assert result.ok, result.diagnostics
     out = root / "generated"
-    proc = _mypy("t_gw/client.py", *sorted(str(p.relative_to(out))
-                                            for p in (out / "t_gw/client_methods").glob("*.py")),
-                 cwd=out)
+    proc = _mypy(
+        "t_gw/client.py",
+        *sorted(str(p.relative_to(out)) for p in (out / "t_gw/client_methods").glob("*.py")),
+        cwd=out,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     sys.path.insert(0, str(out))
     try:
@@ -317,13 +363,16 @@ def test_free_form_and_open_inputs(tmp_path: Path) -> None:
         models = importlib.import_module("t_gw.models.native")
         tag = inspect.signature(mod.GatewayClient.tag_things)
         assert [(p.name, p.kind.name, p.annotation) for p in tag.parameters.values()][1:] == [
-            ("arguments", "VAR_KEYWORD", "str")]
+            ("arguments", "VAR_KEYWORD", "str")
+        ]
         open_ = inspect.signature(mod.GatewayClient.open_things).parameters
         assert list(open_)[1:] == ["self_", "user_name", "limit", "extra"]
         assert open_["extra"].kind is inspect.Parameter.VAR_KEYWORD
         wire = client_base._wire_arguments
-        sent = wire(models.OpenThingsInput, {"self": "me", "user_name": "ash", "limit": 10,
-                                             "color-code": "red"})
+        sent = wire(
+            models.OpenThingsInput,
+            {"self": "me", "user_name": "ash", "limit": 10, "color-code": "red"},
+        )
         assert sent == {"self": "me", "userName": "ash", "color-code": "red"}
         model: BaseModel = models.OpenThingsInput.model_validate(sent)
         assert model.model_dump(mode="json", by_alias=True, exclude_unset=True) == sent

@@ -93,11 +93,15 @@ async def test_native_tools(gw: Gateway, mode: str) -> None:
         flow = await c.fastn_create_flow(
             name=name,
             trigger=m.FastnCreateFlowInputTrigger(type="schedule", cron="0 9 * * 1"),
-            steps=[m.FastnCreateFlowInputStep(tool="slack_send_message",
-                                              arguments={"channel": "general", "text": "hi"})],
+            steps=[
+                m.FastnCreateFlowInputStep(
+                    tool="slack_send_message", arguments={"channel": "general", "text": "hi"}
+                )
+            ],
         )
         again = await c.fastn_create_flow(
-            name=name, trigger=m.FastnCreateFlowInputTrigger(type="manual"),
+            name=name,
+            trigger=m.FastnCreateFlowInputTrigger(type="manual"),
             steps=[m.FastnCreateFlowInputStep(tool="fastn_get_usage_summary")],
         )
         assert (flow.version, again.version) == (1, 2) and flow.flow_id == again.flow_id
@@ -133,8 +137,15 @@ async def test_connector_errors_carry_the_envelope(gw: Gateway) -> None:
     from fastn_gateway.client import GatewayClientError
 
     async with client(gw) as c:
-        gw.upstreams.slack.fail_next("POST", "chat.postMessage", Fault(
-            status=429, body={"ok": False, "error": "ratelimited"}, headers={"Retry-After": "30"}))
+        gw.upstreams.slack.fail_next(
+            "POST",
+            "chat.postMessage",
+            Fault(
+                status=429,
+                body={"ok": False, "error": "ratelimited"},
+                headers={"Retry-After": "30"},
+            ),
+        )
         with pytest.raises(GatewayClientError) as limited:
             await c.slack_send_message(channel="general", text="again")
         with pytest.raises(GatewayClientError) as missing:
@@ -150,11 +161,16 @@ async def test_personalization_tools(gw: Gateway) -> None:
     from fastn_gateway.models import personalization as m
 
     async with client(gw) as c:
-        stored = await c.update_memory(observations=[
-            m.UpdateMemoryInputObservation(text="Ash takes meetings after 2pm on weekdays",
-                                           topic="meeting_time"),
-            m.UpdateMemoryInputObservation(text="Ash prefers oat milk in coffee", topic="coffee"),
-        ])
+        stored = await c.update_memory(
+            observations=[
+                m.UpdateMemoryInputObservation(
+                    text="Ash takes meetings after 2pm on weekdays", topic="meeting_time"
+                ),
+                m.UpdateMemoryInputObservation(
+                    text="Ash prefers oat milk in coffee", topic="coffee"
+                ),
+            ]
+        )
         assert isinstance(stored, m.UpdateMemoryOutput) and len(stored.stored) == 2
         chunks = await c.retrieve_relevant_chunks(query="when can I schedule a meeting?", top_k=1)
         assert [ch.text for ch in chunks.chunks] == ["Ash takes meetings after 2pm on weekdays"]
@@ -180,11 +196,14 @@ async def _raw_error(gw: Gateway, key: str, tool: str, args: dict[str, Any]) -> 
     return exc.value
 
 
-@pytest.mark.parametrize(("key", "tool"), [
-    ("bravo", "slack_send_message"),  # a connector the tenant did not connect
-    ("read", "slack_send_message"),  # a write tool behind a read-only key
-    ("rw", "shopify_list_orders"),  # another connector, not connected
-])
+@pytest.mark.parametrize(
+    ("key", "tool"),
+    [
+        ("bravo", "slack_send_message"),  # a connector the tenant did not connect
+        ("read", "slack_send_message"),  # a write tool behind a read-only key
+        ("rw", "shopify_list_orders"),  # another connector, not connected
+    ],
+)
 async def test_invisible_tools_raise_the_servers_unknown_tool_error(
     gw: Gateway, key: str, tool: str
 ) -> None:
@@ -317,8 +336,13 @@ def test_readme_example_works_as_written(gw: Gateway) -> None:
     assert len(example.strip().splitlines()) == 3
     assert "http://127.0.0.1:8000/mcp" in example and "gwk_..." in example
     code = example.replace("http://127.0.0.1:8000/mcp", gw.url).replace("gwk_...", gw.rw)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(GENERATED)},
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(GENERATED)},
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "plan='starter'" in proc.stdout

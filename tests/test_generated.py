@@ -13,14 +13,17 @@ from typing import Any
 import jsonschema
 import mcp.types as mcp_types
 import pytest
-
 from helpers import ROOT
 
 GENERATED = ROOT / "generated"
 PKG = "fastn_gateway"
 
-_FORMAT_SAMPLES = {"date-time": "2026-11-21T05:00:00Z", "email": "ash@example.com",
-                   "date": "2026-11-21", "uri": "https://example.com/x"}
+_FORMAT_SAMPLES = {
+    "date-time": "2026-11-21T05:00:00Z",
+    "email": "ash@example.com",
+    "date": "2026-11-21",
+    "uri": "https://example.com/x",
+}
 
 
 def sample(schema: dict[str, Any], depth: int = 0) -> Any:
@@ -63,8 +66,10 @@ def _tool_names() -> list[str]:
 def test_models_round_trip_a_payload_with_every_field(catalog: Any, name: str) -> None:
     spec = catalog.tools[name]
     models = importlib.import_module(f"{PKG}.models.{spec.group}")
-    for schema, model_name in ((spec.input_schema, spec.input_model),
-                               (spec.output_schema, spec.output_model)):
+    for schema, model_name in (
+        (spec.input_schema, spec.input_model),
+        (spec.output_schema, spec.output_model),
+    ):
         payload = sample(dict(schema))
         jsonschema.Draft202012Validator(schema).validate(payload)
         model = getattr(models, model_name)
@@ -96,18 +101,40 @@ def test_tools_json_is_the_catalog_as_mcp_tools(catalog: Any) -> None:
 
 def test_seed_tool_surface_is_present(catalog: Any) -> None:
     names = set(catalog.tools)
-    assert {"fastn_list_integrations", "fastn_get_integration_status", "fastn_create_flow",
-            "fastn_get_event_history", "fastn_get_usage_summary", "fastn_search_entities",
-            "slack_send_message", "slack_list_channels", "shopify_list_orders",
-            "shopify_get_customer", "retrieve_relevant_chunks", "search_or_ask",
-            "update_memory"} <= names
+    assert {
+        "fastn_list_integrations",
+        "fastn_get_integration_status",
+        "fastn_create_flow",
+        "fastn_get_event_history",
+        "fastn_get_usage_summary",
+        "fastn_search_entities",
+        "slack_send_message",
+        "slack_list_channels",
+        "shopify_list_orders",
+        "shopify_get_customer",
+        "retrieve_relevant_chunks",
+        "search_or_ask",
+        "update_memory",
+    } <= names
     assert len(catalog.connectors) >= 3
 
 
 def test_mypy_accepts_the_generated_package() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--ignore-missing-imports", "--no-error-summary",
-         "--cache-dir", str(ROOT / ".mypy_cache"), "-p", PKG],
-        cwd=GENERATED, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--ignore-missing-imports",
+            "--no-error-summary",
+            "--cache-dir",
+            str(ROOT / ".mypy_cache"),
+            "-p",
+            PKG,
+        ],
+        cwd=GENERATED,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]

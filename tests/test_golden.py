@@ -25,8 +25,11 @@ def golden_view(files: dict[str, str]) -> dict[str, str]:
 
 
 def _diff(expected: str, actual: str, name: str) -> str:
-    return "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
-                                        f"expected/{name}", f"actual/{name}"))
+    return "".join(
+        difflib.unified_diff(
+            expected.splitlines(True), actual.splitlines(True), f"expected/{name}", f"actual/{name}"
+        )
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
@@ -53,9 +56,12 @@ def test_case(case: Path, update_golden: bool, tmp_path: Path) -> None:
     assert expected_dir.is_dir(), f"no expected/ for {case.name}; run with --update-golden"
     expected_files = {
         p.relative_to(expected_dir).as_posix(): p.read_text(encoding="utf-8")
-        for p in sorted(expected_dir.rglob("*")) if p.is_file()
+        for p in sorted(expected_dir.rglob("*"))
+        if p.is_file()
     }
-    problems = [f"missing from output: {p}" for p in sorted(set(expected_files) - set(actual_files))]
+    problems = [
+        f"missing from output: {p}" for p in sorted(set(expected_files) - set(actual_files))
+    ]
     problems += [f"not expected: {p}" for p in sorted(set(actual_files) - set(expected_files))]
     for rel in sorted(set(expected_files) & set(actual_files)):
         if expected_files[rel] != actual_files[rel]:

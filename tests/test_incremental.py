@@ -67,8 +67,11 @@ def test_cached_units_give_the_same_ir_and_diagnostics(tmp_path: Path) -> None:
     assert _same_compile(root).ok  # connectors now come from the cache
 
     # a shared type changes: connectors using it are compiled again
-    _edit(manifests / "types.yaml", "  ShopifyCustomer:\n    type: object\n",
-          "  ShopifyCustomer:\n    type: object\n    description: A customer of the shop.\n")
+    _edit(
+        manifests / "types.yaml",
+        "  ShopifyCustomer:\n    type: object\n",
+        "  ShopifyCustomer:\n    type: object\n    description: A customer of the shop.\n",
+    )
     assert _same_compile(root).ok
     # an entity type loses a field an (unchanged, cached) connector maps
     gateway = (manifests / "gateway.yaml").read_text(encoding="utf-8")
@@ -96,7 +99,8 @@ def test_cached_units_give_the_same_ir_and_diagnostics(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_building_groups_in_worker_processes_gives_the_same_files(
-        monkeypatch: pytest.MonkeyPatch, start_method: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, start_method: str
+) -> None:
     result = api.compile_manifests(api.Options.for_project(ROOT, cache=False))
     assert result.project is not None
     serial, diags = emit.emit(result.project, jobs=1)
@@ -124,9 +128,21 @@ def test_damaged_cache_entries_are_misses(tmp_path: Path) -> None:
 
 def _metaschema_keywords() -> set[str]:
     base = "https://json-schema.org/draft/2020-12/"
-    uris = [f"{base}schema", *(f"{base}meta/{v}" for v in (
-        "core", "applicator", "unevaluated", "validation", "meta-data", "format-annotation",
-        "content"))]
+    uris = [
+        f"{base}schema",
+        *(
+            f"{base}meta/{v}"
+            for v in (
+                "core",
+                "applicator",
+                "unevaluated",
+                "validation",
+                "meta-data",
+                "format-annotation",
+                "content",
+            )
+        ),
+    ]
     names: set[str] = set()
     for uri in uris:
         names |= set(jsonschema_specifications.REGISTRY.contents(uri).get("properties", {}))
@@ -147,9 +163,26 @@ def _default_schemas() -> list[Any]:
     return schemas
 
 
-_BAD_VALUES: list[Any] = [None, True, 0, -1, 1.5, 1.0, "", "strin", [], ["string", "string"],
-                          ["a", 1], {}, {"type": "bogus"}, [{}], [{"type": 3}], "#x",
-                          {"a": ["x", "x"]}, {"a": {"type": 1}}]
+_BAD_VALUES: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    1.0,
+    "",
+    "strin",
+    [],
+    ["string", "string"],
+    ["a", 1],
+    {},
+    {"type": "bogus"},
+    [{}],
+    [{"type": 3}],
+    "#x",
+    {"a": ["x", "x"]},
+    {"a": {"type": 1}},
+]
 
 
 def _variants(schema: Any) -> list[Any]:
@@ -164,8 +197,9 @@ def _variants(schema: Any) -> list[Any]:
             if props:
                 first = next(iter(props))
                 if isinstance(props[first], dict):
-                    out.append({**schema, "properties": {
-                        **props, first: {**props[first], keyword: value}}})
+                    out.append(
+                        {**schema, "properties": {**props, first: {**props[first], keyword: value}}}
+                    )
     return out
 
 
@@ -190,8 +224,9 @@ def test_the_precheck_never_accepts_an_invalid_schema() -> None:
 
 
 def test_lazily_completed_source_maps_equal_full_ones() -> None:
-    paths = sorted([*(ROOT / "manifests").rglob("*.yaml"), *(ROOT / "tests" / "cases").rglob(
-        "*.yaml")])
+    paths = sorted(
+        [*(ROOT / "manifests").rglob("*.yaml"), *(ROOT / "tests" / "cases").rglob("*.yaml")]
+    )
     deep = 0
     for path in paths:
         raw = path.read_bytes()

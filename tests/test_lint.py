@@ -43,8 +43,7 @@ def test_case(case: Path, update_golden: bool) -> None:
 
 def test_project_manifests_pass_their_own_profiles() -> None:
     result = lint.lint(api.Options.for_project(ROOT, cache=False))
-    assert [p.name for p in result.profiles] == ["claude", "openai", "gemini", "cursor",
-                                                 "vscode"]
+    assert [p.name for p in result.profiles] == ["claude", "openai", "gemini", "cursor", "vscode"]
     assert result.ok, render(result.diagnostics)
     assert {t.tenant for t in result.tokens} == {"support_desk", "full_stack"}
     assert all(t.budget == 20_000 and not t.over for t in result.tokens)
@@ -80,16 +79,21 @@ def test_nested_one_of_fails_only_where_rejected() -> None:
 
 
 def _many_tools(tmp_path: Path, n: int) -> Path:
-    caps = "".join(f"""
+    caps = "".join(
+        f"""
   - name: action_{i:03d}
     description: Run action number {i} of the big CRM and return what it produced, as JSON.
     scope: read
     annotations: {{read_only: true}}
     input: {{type: object, additionalProperties: false, properties: {{}}}}
     output: {{type: object, properties: {{}}}}
-    http: {{method: GET, path: /actions/{i}}}""" for i in range(n))
-    return make_project(tmp_path, {
-        "gateway.yaml": """version: 1
+    http: {{method: GET, path: /actions/{i}}}"""
+        for i in range(n)
+    )
+    return make_project(
+        tmp_path,
+        {
+            "gateway.yaml": """version: 1
 kind: gateway
 package: {name: big, import_name: big, version: 1.0.0}
 server: {name: big}
@@ -98,15 +102,18 @@ tenants:
   - {name: nothing, connectors: [], scopes: [read]}
 lint: {profiles: [claude, cursor, vscode], token_budget: 100000}
 """,
-        "big.yaml": """version: 1
+            "big.yaml": """version: 1
 kind: connector
 name: big
 title: Big
 description: A connector with many tools.
 base_url: https://big.example.com
 auth: {type: none}
-capabilities:""" + caps + "\n",
-    })
+capabilities:"""
+            + caps
+            + "\n",
+        },
+    )
 
 
 def test_tenant_with_150_tools_exceeds_the_caps(tmp_path: Path) -> None:
@@ -114,13 +121,25 @@ def test_tenant_with_150_tools_exceeds_the_caps(tmp_path: Path) -> None:
     result = _lint(root)
     counts = [d for d in result.diagnostics if d.code in {"LNT009", "LNT010"}]
     assert sorted((d.code, str(d.span), d.severity.value, d.message) for d in counts) == [
-        ("LNT009", "manifests/gateway.yaml:6:5", "error",
-         "tenant 'everything' sees 150 tools; Cursor accepts at most 80 [cursor]"),
-        ("LNT009", "manifests/gateway.yaml:6:5", "error",
-         "tenant 'everything' sees 150 tools; VS Code / GitHub Copilot accepts at most 128 "
-         "[vscode]"),
-        ("LNT010", "manifests/gateway.yaml:6:5", "warning",
-         "tenant 'everything' sees 150 tools; tool selection degrades above 40 [claude]"),
+        (
+            "LNT009",
+            "manifests/gateway.yaml:6:5",
+            "error",
+            "tenant 'everything' sees 150 tools; Cursor accepts at most 80 [cursor]",
+        ),
+        (
+            "LNT009",
+            "manifests/gateway.yaml:6:5",
+            "error",
+            "tenant 'everything' sees 150 tools; VS Code / GitHub Copilot accepts at most 128 "
+            "[vscode]",
+        ),
+        (
+            "LNT010",
+            "manifests/gateway.yaml:6:5",
+            "warning",
+            "tenant 'everything' sees 150 tools; tool selection degrades above 40 [claude]",
+        ),
     ]
     assert not result.ok
     assert _lint(root, profiles=("claude",)).ok  # a warning only
@@ -130,8 +149,11 @@ def test_profile_limits_are_configurable(tmp_path: Path) -> None:
     root = _many_tools(tmp_path, 100)
     assert not _lint(root, profiles=("cursor",)).ok
     gateway = root / "manifests" / "gateway.yaml"
-    gateway.write_text(gateway.read_text().replace(
-        "token_budget: 100000}", "token_budget: 100000, limits: {cursor: {max_tools: 120}}}"))
+    gateway.write_text(
+        gateway.read_text().replace(
+            "token_budget: 100000}", "token_budget: 100000, limits: {cursor: {max_tools: 120}}}"
+        )
+    )
     result = _lint(root, profiles=("cursor",))
     assert result.ok and [d.code for d in result.diagnostics] == ["LNT010"]
 
@@ -139,7 +161,8 @@ def test_profile_limits_are_configurable(tmp_path: Path) -> None:
 def test_disable_needs_the_finding_in_the_same_file() -> None:
     result = _lint(CASES_DIR / "quality")
     assert [(s.diagnostic.code, s.reason) for s in result.suppressed] == [
-        ("LNT011", "the tag tool is internal and self-explanatory to our agents.")]
+        ("LNT011", "the tag tool is internal and self-explanatory to our agents.")
+    ]
     assert ("LNT018", "manifests/crm.yaml:53:7") in _codes(result)  # suppresses nothing
     assert ("LNT012", "manifests/desk.yaml:9:11") in _codes(result)  # crm.yaml's entry
     assert ("LNT018", "manifests/desk.yaml:18:7") in _codes(result)  # unknown rule: error
@@ -161,12 +184,14 @@ def test_deprecations_are_served_with_a_note_and_warned_about() -> None:
     wire = mcp_tool(project.tool("crm_count_contacts"))
     assert str(wire["description"]).endswith(
         "\n\nDeprecated: use crm_find_contact instead (sunset 2026-06-30). "
-        "Counts come with find_contact now.")
+        "Counts come with find_contact now."
+    )
     wire_input = mcp_tool(project.tool("crm_delete_contact"))["inputSchema"]
     assert isinstance(wire_input, dict)
     hard = wire_input["properties"]["hard"]
-    assert hard["description"] == ("Skip the trash. "
-                                   "Deprecated: use mode instead (sunset 2026-03-31).")
+    assert hard["description"] == (
+        "Skip the trash. Deprecated: use mode instead (sunset 2026-03-31)."
+    )
     assert hard["deprecated"] is True
     warned = [d for d in _lint(case).diagnostics if d.code == "LNT015"]
     assert [str(d.span) for d in warned] == ["manifests/crm.yaml:31:9", "manifests/crm.yaml:45:5"]
@@ -176,24 +201,39 @@ def test_deprecations_are_served_with_a_note_and_warned_about() -> None:
 def test_property_replacement_must_exist(tmp_path: Path) -> None:
     root = _many_tools(tmp_path, 1)
     big = root / "manifests" / "big.yaml"
-    big.write_text(big.read_text().replace(
-        "properties: {}}\n    output",
-        "properties: {old: {type: string, deprecated: true, x-replacement: nope}}}\n    output"))
+    big.write_text(
+        big.read_text().replace(
+            "properties: {}}\n    output",
+            "properties: {old: {type: string, deprecated: true, x-replacement: nope}}}\n    output",
+        )
+    )
     result = _lint(root)
     assert [d.code for d in result.diagnostics] == ["GEN218"]
 
 
 def _gen(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "generator.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "generator.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_cli_formats_and_exit_codes() -> None:
     ok = _gen("lint")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "full_stack: 21 tools" in ok.stdout and "support_desk: 14 tools" in ok.stdout
-    bad = _gen("lint", "--project", str(CASES_DIR / "schema_features"), "--profile", "gemini",
-               "--error-format", "json")
+    bad = _gen(
+        "lint",
+        "--project",
+        str(CASES_DIR / "schema_features"),
+        "--profile",
+        "gemini",
+        "--error-format",
+        "json",
+    )
     assert bad.returncode == 1
     doc = json.loads(bad.stdout)
     assert doc["profiles"] == ["gemini"]

@@ -72,30 +72,42 @@ def _compile(*files: tuple[str, str]) -> list[str]:
     return [f"{d.span}:{d.code}" for d in normalise(diags)]
 
 
-GATEWAY = ("g.yaml", "version: 1\nkind: gateway\npackage: {name: p, import_name: p, version: '1'}\n"
-           "server: {name: s}\n")
+GATEWAY = (
+    "g.yaml",
+    "version: 1\nkind: gateway\npackage: {name: p, import_name: p, version: '1'}\n"
+    "server: {name: s}\n",
+)
 
 
 def test_missing_gateway_is_reported() -> None:
     assert _compile(("t.yaml", "version: 1\nkind: types\ntypes: {A: {type: object}}\n")) == [
-        "t.yaml:1:1:GEN210"]
+        "t.yaml:1:1:GEN210"
+    ]
 
 
 def test_shared_type_cycles_are_reported() -> None:
-    types = ("t.yaml", "version: 1\nkind: types\ntypes:\n  A: {$ref: '#/types/B'}\n"
-             "  B: {$ref: '#/types/A'}\n")
-    native = ("n.yaml", "version: 1\nkind: native\ntools:\n  - name: t\n    description: d\n"
-              "    scope: read\n    handler: native.list_integrations\n    input: {type: object}\n"
-              "    output: {$ref: '#/types/A'}\n")
+    types = (
+        "t.yaml",
+        "version: 1\nkind: types\ntypes:\n  A: {$ref: '#/types/B'}\n  B: {$ref: '#/types/A'}\n",
+    )
+    native = (
+        "n.yaml",
+        "version: 1\nkind: native\ntools:\n  - name: t\n    description: d\n"
+        "    scope: read\n    handler: native.list_integrations\n    input: {type: object}\n"
+        "    output: {$ref: '#/types/A'}\n",
+    )
     assert any(d.endswith("GEN215") for d in _compile(GATEWAY, types, native))
 
 
 def test_connector_auth_and_base_url_checks() -> None:
-    conn = ("c.yaml", "version: 1\nkind: connector\nname: c\ntitle: C\ndescription: d\n"
-            "base_url: https://{tenant}.example\nauth: {type: bearer, fields: [{name: k}]}\n"
-            "capabilities:\n  - name: x\n    description: d\n    scope: read\n"
-            "    input: {type: object}\n    output: {type: object}\n"
-            "    http: {method: GET, path: /x, pagination: {style: cursor}}\n")
+    conn = (
+        "c.yaml",
+        "version: 1\nkind: connector\nname: c\ntitle: C\ndescription: d\n"
+        "base_url: https://{tenant}.example\nauth: {type: bearer, fields: [{name: k}]}\n"
+        "capabilities:\n  - name: x\n    description: d\n    scope: read\n"
+        "    input: {type: object}\n    output: {type: object}\n"
+        "    http: {method: GET, path: /x, pagination: {style: cursor}}\n",
+    )
     codes = {d.split(":")[-1] for d in _compile(GATEWAY, conn)}
     assert codes == {"GEN207", "GEN217", "GEN213"}
 
@@ -112,8 +124,17 @@ def test_names_are_sanitised() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ['ends with "', 'has """ inside', "back\\slash\\", "{{ jinja }} {% x %}", "multi\nline\n",
-     "ünïcödé 🚀", "'''", "\\", '"'],
+    [
+        'ends with "',
+        'has """ inside',
+        "back\\slash\\",
+        "{{ jinja }} {% x %}",
+        "multi\nline\n",
+        "ünïcödé 🚀",
+        "'''",
+        "\\",
+        '"',
+    ],
 )
 def test_docstring_and_literal_escape_everything(text: str) -> None:
     source = f"def f():\n    {docstring(text, '    ')}\n\nx = {literal({'k': [text, 1, None]})}\n"
@@ -130,8 +151,9 @@ def test_diagnostics_render_sorted_and_deduplicated() -> None:
     a = error("GEN201", Span(file="b.yaml", line=2, col=1), "second")
     b = error("GEN202", Span(file="a.yaml", line=9, col=3), "first", "a hint")
     text = render([a, b, a])
-    assert text == ("a.yaml:9:3: error[GEN202] first\n  hint: a hint\n"
-                    "b.yaml:2:1: error[GEN201] second\n")
+    assert text == (
+        "a.yaml:9:3: error[GEN202] first\n  hint: a hint\nb.yaml:2:1: error[GEN201] second\n"
+    )
 
 
 def test_every_code_is_documented_and_docs_are_fresh() -> None:
@@ -143,10 +165,13 @@ def test_every_code_is_documented_and_docs_are_fresh() -> None:
 
 
 def test_unknown_schema_keywords_and_yaml_comma_splits_are_errors() -> None:
-    native = ("n.yaml", "version: 1\nkind: native\ntools:\n  - name: t\n    description: d\n"
-              "    scope: read\n    handler: native.list_integrations\n"
-              "    input:\n      type: object\n      properties:\n"
-              "        a: {type: string, description: Name, e.g. slack.}\n"
-              "        b: {type: string, minLenght: 1, x-ui: wide}\n"
-              "    output: {type: object}\n")
+    native = (
+        "n.yaml",
+        "version: 1\nkind: native\ntools:\n  - name: t\n    description: d\n"
+        "    scope: read\n    handler: native.list_integrations\n"
+        "    input:\n      type: object\n      properties:\n"
+        "        a: {type: string, description: Name, e.g. slack.}\n"
+        "        b: {type: string, minLenght: 1, x-ui: wide}\n"
+        "    output: {type: object}\n",
+    )
     assert _compile(GATEWAY, native) == ["n.yaml:11:46:GEN219", "n.yaml:12:27:GEN219"]

@@ -47,8 +47,9 @@ def test_payload_is_the_wire_listing_and_breakdown_adds_up(project) -> None:  # 
     tenant = next(t for t in project.gateway.tenants if t.name == "support_desk")
     r = tokens.measure_tenant(project, tenant, budget=20_000)
     listed = tokens.tenant_tools(project, tenant)
-    wire = json.dumps({"tools": [mcp_tool(t) for t in listed]}, ensure_ascii=False,
-                      separators=(",", ":"))
+    wire = json.dumps(
+        {"tools": [mcp_tool(t) for t in listed]}, ensure_ascii=False, separators=(",", ":")
+    )
     assert r.tokens == tokens.count(wire)
     assert r.tools == len(listed) == 14
     assert sum(g.tools for g in r.groups) == r.tools
@@ -60,15 +61,19 @@ def test_payload_is_the_wire_listing_and_breakdown_adds_up(project) -> None:  # 
 
 
 def test_savings_name_the_repeated_subschema_and_the_longest_description(tmp_path: Path) -> None:
-    address = ("{type: object, additionalProperties: false, properties: {street: {type: string, "
-               "description: Street and number.}, city: {type: string, description: City.}, "
-               "zip: {type: string, description: Postal code.}, country: {type: string, "
-               "description: ISO country code.}}}")
+    address = (
+        "{type: object, additionalProperties: false, properties: {street: {type: string, "
+        "description: Street and number.}, city: {type: string, description: City.}, "
+        "zip: {type: string, description: Postal code.}, country: {type: string, "
+        "description: ISO country code.}}}"
+    )
     long = " ".join(["Ship an order to the billing or the shipping address of a customer."] * 5)
-    root = make_project(tmp_path, {
-        "gateway.yaml": "version: 1\nkind: gateway\npackage: {name: s, import_name: s, "
-                        "version: '1'}\nserver: {name: s}\n",
-        "shop.yaml": f"""version: 1
+    root = make_project(
+        tmp_path,
+        {
+            "gateway.yaml": "version: 1\nkind: gateway\npackage: {name: s, import_name: s, "
+            "version: '1'}\nserver: {name: s}\n",
+            "shop.yaml": f"""version: 1
 kind: connector
 name: shop
 title: Shop
@@ -89,7 +94,8 @@ capabilities:
     output: {{type: object, properties: {{}}}}
     http: {{method: POST, path: /ship}}
 """,
-    })
+        },
+    )
     project = api.compile_manifests(api.Options.for_project(root, cache=False)).project
     assert project is not None
     [r] = tokens.measure(project, budget=None)
@@ -100,8 +106,13 @@ capabilities:
 
 
 def _gen(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "generator.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "generator.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_gen_tokens_prints_each_tenant_and_fails_over_budget() -> None:

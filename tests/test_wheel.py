@@ -28,10 +28,11 @@ GENERATED = ROOT / "generated"
 PKG = "fastn_gateway"
 SKIP_ENV = "MCPFORGE_SKIP_WHEEL_TEST"
 
-pytestmark = pytest.mark.skipif(os.environ.get(SKIP_ENV) == "1",
-                                reason=f"{SKIP_ENV}=1: wheel build and install skipped")
+pytestmark = pytest.mark.skipif(
+    os.environ.get(SKIP_ENV) == "1", reason=f"{SKIP_ENV}=1: wheel build and install skipped"
+)
 
-CLIENT_SCRIPT = r'''
+CLIENT_SCRIPT = r"""
 import asyncio, json, sys
 import fastn_gateway
 from fastn_gateway.client import GatewayClient, GatewayClientError
@@ -68,12 +69,13 @@ async def main() -> None:
 
 asyncio.run(main())
 print(json.dumps(out))
-'''
+"""
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc.stdout
 
@@ -83,23 +85,34 @@ def test_wheel_installs_into_a_clean_venv_and_serves_over_stdio(tmp_path: Path) 
     dist = re.search(r'^name = "([^"]+)"', meta, re.M).group(1)  # type: ignore[union-attr]
     version = re.search(r'^version = "([^"]+)"', meta, re.M).group(1)  # type: ignore[union-attr]
     src = tmp_path / "src"
-    shutil.copytree(GENERATED, src, ignore=shutil.ignore_patterns(
-        "__pycache__", "dist", "build", "var", ".mcpforge-files"))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    shutil.copytree(
+        GENERATED,
+        src,
+        ignore=shutil.ignore_patterns("__pycache__", "dist", "build", "var", ".mcpforge-files"),
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+    }
     env["PIP_NO_INPUT"] = "1"
 
     wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(wheels), str(src)],
-         cwd=tmp_path, env=env)
+    _run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(wheels), str(src)],
+        cwd=tmp_path,
+        env=env,
+    )
     [wheel] = wheels.glob("*.whl")
     assert wheel.name.startswith(f"{dist.replace('-', '_')}-{version}-py3-none-any")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         entry_points = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert {f"{PKG}/client.py", f"{PKG}/runtime/client_base.py", f"{PKG}/py.typed",
-            f"{PKG}/catalog/__init__.py"} <= names
+    assert {
+        f"{PKG}/client.py",
+        f"{PKG}/runtime/client_base.py",
+        f"{PKG}/py.typed",
+        f"{PKG}/catalog/__init__.py",
+    } <= names
     assert not any(n.startswith(("generator/", "tests/")) for n in names)
     assert "License-Expression: Apache-2.0" in metadata and f"Name: {dist}" in metadata
     assert f"{dist} = {PKG}.__main__:main" in entry_points
@@ -107,8 +120,12 @@ def test_wheel_installs_into_a_clean_venv_and_serves_over_stdio(tmp_path: Path) 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, env=env)
     bin_dir = venv / "bin"
-    _run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
-         cwd=tmp_path, env=env, timeout=900)
+    _run(
+        [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+        cwd=tmp_path,
+        env=env,
+        timeout=900,
+    )
 
     work = tmp_path / "work"  # outside the repository
     work.mkdir()
@@ -117,15 +134,24 @@ def test_wheel_installs_into_a_clean_venv_and_serves_over_stdio(tmp_path: Path) 
     cli = [str(bin_dir / dist), "admin", "--db", db]
     _run([*cli, "tenant", "create", "acme"], cwd=work, env=env)
     _run([*cli, "user", "register", "acme", "ash"], cwd=work, env=env)
-    issued = _run([*cli, "key", "issue", "acme", "--scopes", "read,write", "--user", "ash"],
-                  cwd=work, env=env)
+    issued = _run(
+        [*cli, "key", "issue", "acme", "--scopes", "read,write", "--user", "ash"], cwd=work, env=env
+    )
     key = re.search(r"API key[^:]*: (gwk_\S+)", issued).group(1)  # type: ignore[union-attr]
 
     script = work / "use_client.py"
     script.write_text(CLIENT_SCRIPT, encoding="utf-8")
     config = GENERATED / "claude_desktop_config.stdio.json"
-    out = json.loads(_run([str(bin_dir / "python"), str(script), key, db, str(config)],
-                          cwd=work, env=env, timeout=300).strip().splitlines()[-1])
+    out = json.loads(
+        _run(
+            [str(bin_dir / "python"), str(script), key, db, str(config)],
+            cwd=work,
+            env=env,
+            timeout=300,
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     assert Path(out["package_file"]).is_relative_to(venv)
     assert out["repo_importable"] is False
     assert {"fastn_get_usage_summary", "search_or_ask", "update_memory"} <= set(out["tools"])

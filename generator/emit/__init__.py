@@ -74,8 +74,11 @@ ProjectEmitter = Callable[[ir.Project, Output], FileSet]
 def _registries() -> tuple[Sequence[GroupEmitter], Sequence[ProjectEmitter]]:
     from . import artifacts, catalog, client, models, package
 
-    group: list[GroupEmitter] = [client.shares_models(models.group_models), catalog.group_catalog,
-                                 client.group_client]
+    group: list[GroupEmitter] = [
+        client.shares_models(models.group_models),
+        catalog.group_catalog,
+        client.group_client,
+    ]
     project: list[ProjectEmitter] = [
         catalog.catalog_index,
         client.client_module,
@@ -90,8 +93,9 @@ def _registries() -> tuple[Sequence[GroupEmitter], Sequence[ProjectEmitter]]:
 def _merge(into: FileSet, files: FileSet, owner: str, owners: dict[str, str]) -> None:
     for path, text in files.items():
         if path in into:
-            raise EmitError("GEN303", None,
-                            f"{path} is produced by both {owners[path]} and {owner}")
+            raise EmitError(
+                "GEN303", None, f"{path} is produced by both {owners[path]} and {owner}"
+            )
         into[path] = text
         owners[path] = owner
 
@@ -141,8 +145,9 @@ class Cache:
 
     def get(self, kind: str, key: str) -> FileSet | None:
         files = self.load(kind, key, dict)
-        if files is None or not all(isinstance(k, str) and isinstance(v, str)
-                                    for k, v in files.items()):
+        if files is None or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+        ):
             return None
         return files
 
@@ -297,9 +302,12 @@ def _subproject(project: ir.Project, groups: Sequence[ir.Group]) -> ir.Project:
     """The project cut down to `groups` (what their emitters read), to send to a worker."""
     names = {n for g in groups for n in g.tools}
     wanted = {g.name for g in groups}
-    return replace(project, groups=tuple(groups),
-                   tools=tuple(t for t in project.tools if t.name in names),
-                   connectors=tuple(c for c in project.connectors if PyIdent(c.name) in wanted))
+    return replace(
+        project,
+        groups=tuple(groups),
+        tools=tuple(t for t in project.tools if t.name in names),
+        connectors=tuple(c for c in project.connectors if PyIdent(c.name) in wanted),
+    )
 
 
 def _batches(groups: Sequence[ir.Group], tools: int) -> list[list[ir.Group]]:
@@ -342,8 +350,9 @@ def _can_spawn() -> bool:
     return main_file is None or os.path.exists(main_file)
 
 
-def _build_groups(project: ir.Project, misses: Sequence[ir.Group], out: Output,
-                  jobs: int | None) -> dict[str, FileSet]:
+def _build_groups(
+    project: ir.Project, misses: Sequence[ir.Group], out: Output, jobs: int | None
+) -> dict[str, FileSet]:
     """Emit (unformatted) the files of the groups to rebuild: in this process, or shared with
     worker processes when there is much to do (this process takes batches from the end of the
     queue while the workers take them from the front). When groups fail, the error raised is
@@ -351,10 +360,15 @@ def _build_groups(project: ir.Project, misses: Sequence[ir.Group], out: Output,
     workers = min(jobs or os.cpu_count() or 1, len(misses))
     pending_tools = sum(len(g.tools) for g in misses)
     method = _start_method()
-    if workers <= 1 or pending_tools < PARALLEL_THRESHOLD or (
-            method != "fork" and not _can_spawn()):
-        return {g.name: files for g, files in
-                zip(misses, _emit_groups(project, misses, out), strict=True)}
+    if (
+        workers <= 1
+        or pending_tools < PARALLEL_THRESHOLD
+        or (method != "fork" and not _can_spawn())
+    ):
+        return {
+            g.name: files
+            for g, files in zip(misses, _emit_groups(project, misses, out), strict=True)
+        }
     batches = _batches(misses, BATCH_TOOLS)
     results: list[list[FileSet] | BaseException | None] = [None] * len(batches)
     if method == "fork":
@@ -363,12 +377,14 @@ def _build_groups(project: ir.Project, misses: Sequence[ir.Group], out: Output,
         warm_up()  # forked workers inherit datamodel-code-generator imported and initialised
         gc.freeze()  # objects inherited by the workers: their collector leaves them (and their
         #              pages, shared with this process) alone
-    pool = ProcessPoolExecutor(max_workers=workers - 1,
-                               mp_context=multiprocessing.get_context(method))
+    pool = ProcessPoolExecutor(
+        max_workers=workers - 1, mp_context=multiprocessing.get_context(method)
+    )
     try:
         try:
             futures: list[Future[list[FileSet]]] = [
-                pool.submit(_emit_groups, _subproject(project, b), b, out) for b in batches]
+                pool.submit(_emit_groups, _subproject(project, b), b, out) for b in batches
+            ]
         finally:
             if method == "fork":
                 gc.unfreeze()  # the workers exist now
@@ -408,34 +424,47 @@ def _runtime_digest() -> str:
     runtime = Path(__file__).resolve().parent.parent / "runtime"
     for path in sorted(runtime.rglob("*.py")):
         if "__pycache__" not in path.parts:
-            digest.update(path.relative_to(runtime).as_posix().encode() + b"\0"
-                          + path.read_bytes() + b"\0")
+            digest.update(
+                path.relative_to(runtime).as_posix().encode() + b"\0" + path.read_bytes() + b"\0"
+            )
     return digest.hexdigest()
 
 
-def _project_key(fingerprint: str, project: ir.Project, out: Output,
-                 group_keys: dict[str, str]) -> str:
+def _project_key(
+    fingerprint: str, project: ir.Project, out: Output, group_keys: dict[str, str]
+) -> str:
     """Key of every project emitter's (formatted) output: the whole IR (its tools through the
     group keys), the runtime modules and the sources."""
-    parts = [fingerprint, "\0", _runtime_digest(), "\0", out.import_name, "\0",
-             out.all_sources_text(), "\0"]
-    _canonical((project.gateway, project.memory, project.connectors, project.groups,
-                project.sources), parts)
+    parts = [
+        fingerprint,
+        "\0",
+        _runtime_digest(),
+        "\0",
+        out.import_name,
+        "\0",
+        out.all_sources_text(),
+        "\0",
+    ]
+    _canonical(
+        (project.gateway, project.memory, project.connectors, project.groups, project.sources),
+        parts,
+    )
     parts.extend(f"{name}={key};" for name, key in sorted(group_keys.items()))
     return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
-def _project_files(project: ir.Project, out: Output, cache: Cache, fingerprint: str,
-                   owners: dict[str, str]) -> FileSet:
+def _project_files(
+    project: ir.Project, out: Output, cache: Cache, fingerprint: str, owners: dict[str, str]
+) -> FileSet:
     _, project_emitters = _registries()
     project_files: FileSet = {}
     for emitter in project_emitters:
         _merge(project_files, emitter(project, out), emitter.__name__, owners)
     verbatim = {p: t for p, t in project_files.items() if p.startswith(out.pkg("runtime/"))}
-    to_format = {p: t for p, t in project_files.items()
-                 if p not in verbatim and p.endswith(".py")}
+    to_format = {p: t for p, t in project_files.items() if p not in verbatim and p.endswith(".py")}
     fmt_key = hashlib.sha256(
-        (fingerprint + json.dumps(to_format, sort_keys=True)).encode()).hexdigest()
+        (fingerprint + json.dumps(to_format, sort_keys=True)).encode()
+    ).hexdigest()
     formatted = cache.get("project", fmt_key)
     if formatted is None:
         formatted = _format(to_format)
@@ -443,8 +472,9 @@ def _project_files(project: ir.Project, out: Output, cache: Cache, fingerprint: 
     return {**project_files, **formatted}
 
 
-def emit(project: ir.Project, *, cache_dir: Path | None = None,
-         jobs: int | None = None) -> tuple[FileSet, list[Diagnostic]]:
+def emit(
+    project: ir.Project, *, cache_dir: Path | None = None, jobs: int | None = None
+) -> tuple[FileSet, list[Diagnostic]]:
     out = Output(import_name=str(project.gateway.import_name), sources=project.sources)
     cache = Cache(cache_dir)
     fingerprint = generator_fingerprint()
@@ -463,8 +493,9 @@ def emit(project: ir.Project, *, cache_dir: Path | None = None,
         built: dict[str, FileSet] = {}
         if misses:
             emitted = _build_groups(project, misses, out, jobs)
-            for g, result in zip(misses, _format_groups([emitted[g.name] for g in misses]),
-                                 strict=True):
+            for g, result in zip(
+                misses, _format_groups([emitted[g.name] for g in misses]), strict=True
+            ):
                 built[g.name] = result
                 cache.put("group", keys[g.name], result)
         for g in project.groups:
@@ -492,7 +523,12 @@ def emit(project: ir.Project, *, cache_dir: Path | None = None,
         from ..format import FormatError
 
         if isinstance(exc, FormatError):
-            return {}, [error("GEN302", Span(file=project.gateway.source),
-                              f"ruff could not format {exc.path}: {exc.message}")]
+            return {}, [
+                error(
+                    "GEN302",
+                    Span(file=project.gateway.source),
+                    f"ruff could not format {exc.path}: {exc.message}",
+                )
+            ]
         raise
     return dict(sorted(files.items())), []

@@ -49,22 +49,36 @@ def _dump(doc: Any) -> str:
 def stdio_config(project: ir.Project) -> dict[str, Any]:
     g = project.gateway
     prefix = env_prefix(str(g.import_name))
-    return {"mcpServers": {g.server_name: {
-        "command": g.package_name,
-        "args": ["serve", "--transport", "stdio", "--db", f"/ABSOLUTE/PATH/TO/{g.import_name}.db"],
-        "env": {f"{prefix}_API_KEY": API_KEY_PLACEHOLDER},
-    }}}
+    return {
+        "mcpServers": {
+            g.server_name: {
+                "command": g.package_name,
+                "args": [
+                    "serve",
+                    "--transport",
+                    "stdio",
+                    "--db",
+                    f"/ABSOLUTE/PATH/TO/{g.import_name}.db",
+                ],
+                "env": {f"{prefix}_API_KEY": API_KEY_PLACEHOLDER},
+            }
+        }
+    }
 
 
 def http_config(project: ir.Project, url: str = HTTP_URL) -> dict[str, Any]:
     g = project.gateway
     var = f"{env_prefix(str(g.import_name))}_AUTH_HEADER"
-    return {"mcpServers": {g.server_name: {
-        "command": "npx",
-        # "Authorization:${VAR}" without a space: some clients split arguments on spaces.
-        "args": ["-y", "mcp-remote", url, "--header", f"Authorization:${{{var}}}"],
-        "env": {var: f"Bearer {API_KEY_PLACEHOLDER}"},
-    }}}
+    return {
+        "mcpServers": {
+            g.server_name: {
+                "command": "npx",
+                # "Authorization:${VAR}" without a space: some clients split arguments on spaces.
+                "args": ["-y", "mcp-remote", url, "--header", f"Authorization:${{{var}}}"],
+                "env": {var: f"Bearer {API_KEY_PLACEHOLDER}"},
+            }
+        }
+    }
 
 
 def claude_configs(project: ir.Project, out: Output) -> FileSet:
@@ -125,9 +139,15 @@ def type_text(schema: Any) -> str:
 
 def _limits(schema: dict[str, Any]) -> str:
     words = []
-    for key, label in (("minimum", "min"), ("maximum", "max"), ("minLength", "min length"),
-                       ("maxLength", "max length"), ("minItems", "min items"),
-                       ("maxItems", "max items"), ("pattern", "pattern")):
+    for key, label in (
+        ("minimum", "min"),
+        ("maximum", "max"),
+        ("minLength", "min length"),
+        ("maxLength", "max length"),
+        ("minItems", "min items"),
+        ("maxItems", "max items"),
+        ("pattern", "pattern"),
+    ):
         if key in schema:
             words.append(f"{label} {json.dumps(schema[key], ensure_ascii=False)}")
     return ", ".join(words)
@@ -145,8 +165,9 @@ class Row:
 def _object_props(schema: Any) -> tuple[dict[str, Any], set[str]]:
     if not isinstance(schema, dict):
         return {}, set()
-    if schema.get("type") == "array" or (isinstance(schema.get("type"), list)
-                                         and "array" in schema["type"]):
+    if schema.get("type") == "array" or (
+        isinstance(schema.get("type"), list) and "array" in schema["type"]
+    ):
         return _object_props(schema.get("items"))
     props = schema.get("properties")
     if not isinstance(props, dict):
@@ -165,23 +186,31 @@ def rows(schema: Any, prefix: str = "", depth: int = 0) -> list[Row]:
         limits = _limits(prop)
         if limits:
             desc = f"{desc} ({limits})" if desc else f"({limits})"
-        out.append(Row(
-            name=md_code(prefix + name),
-            type=md_code(type_text(prop)),
-            required="yes" if name in required else "",
-            default=md_code(json.dumps(prop["default"], ensure_ascii=False))
-            if "default" in prop else "",
-            description=md_cell(desc),
-        ))
+        out.append(
+            Row(
+                name=md_code(prefix + name),
+                type=md_code(type_text(prop)),
+                required="yes" if name in required else "",
+                default=md_code(json.dumps(prop["default"], ensure_ascii=False))
+                if "default" in prop
+                else "",
+                description=md_cell(desc),
+            )
+        )
         if depth < MAX_DEPTH:
-            is_array = prop.get("type") == "array" or (isinstance(prop.get("type"), list)
-                                                       and "array" in prop["type"])
+            is_array = prop.get("type") == "array" or (
+                isinstance(prop.get("type"), list) and "array" in prop["type"]
+            )
             out.extend(rows(prop, f"{prefix}{name}{'[]' if is_array else ''}.", depth + 1))
     return out
 
 
-_FORMAT_SAMPLES = {"date-time": "2026-01-01T00:00:00Z", "date": "2026-01-01",
-                   "email": "ash@example.com", "uri": "https://example.com/"}
+_FORMAT_SAMPLES = {
+    "date-time": "2026-01-01T00:00:00Z",
+    "date": "2026-01-01",
+    "email": "ash@example.com",
+    "uri": "https://example.com/",
+}
 
 
 def sample(schema: Any, name: str = "value", depth: int = 0) -> Any:
@@ -251,8 +280,16 @@ class Section:
 
 
 def _annotations(a: ir.Annotations) -> str:
-    words = [w for w, on in (("read-only", a.read_only), ("destructive", a.destructive),
-                             ("idempotent", a.idempotent), ("open world", a.open_world)) if on]
+    words = [
+        w
+        for w, on in (
+            ("read-only", a.read_only),
+            ("destructive", a.destructive),
+            ("idempotent", a.idempotent),
+            ("open world", a.open_world),
+        )
+        if on
+    ]
     return ", ".join(words) or "none"
 
 
@@ -260,12 +297,18 @@ def _tool_doc(t: ir.Tool, connector: ir.Connector | None) -> ToolDoc:
     facts = [("Scope", md_code(t.scope)), ("Annotations", _annotations(t.annotations))]
     if connector is not None:
         facts.append(("Connector", f"{md_cell(connector.title)} ({md_code(connector.name)})"))
-    facts.append(("Python", f"{md_code(f'await gw.{t.py_name}(...)')} returns "
-                            f"{md_code(str(t.output_model))}; keyword arguments are the fields "
-                            f"of {md_code(str(t.input_model))}"))
+    facts.append(
+        (
+            "Python",
+            f"{md_code(f'await gw.{t.py_name}(...)')} returns "
+            f"{md_code(str(t.output_model))}; keyword arguments are the fields "
+            f"of {md_code(str(t.input_model))}",
+        )
+    )
     if t.bind:
-        bound = ", ".join(f"{md_code(p)} from the caller's {src.removeprefix('session.')}"
-                          for p, src in t.bind)
+        bound = ", ".join(
+            f"{md_code(p)} from the caller's {src.removeprefix('session.')}" for p, src in t.bind
+        )
         facts.append(("Bound by the server", bound))
     if t.tags:
         facts.append(("Tags", ", ".join(md_code(x) for x in t.tags)))
@@ -276,15 +319,22 @@ def _tool_doc(t: ir.Tool, connector: ir.Connector | None) -> ToolDoc:
         if t.deprecated.sunset:
             note += f"; removed after {md_code(t.deprecated.sunset)}"
         facts.append(("Deprecated", note))
-    example = json.dumps({"name": t.name, "arguments": sample(t.input_schema.value)},
-                         indent=2, ensure_ascii=False)
+    example = json.dumps(
+        {"name": t.name, "arguments": sample(t.input_schema.value)}, indent=2, ensure_ascii=False
+    )
     heading = md_code(t.name) + (f": {md_cell(t.title)}" if t.title else "")
     longest = max((len(m) for m in re.findall(r"`+", example)), default=0)
-    return ToolDoc(anchor=f"tool-{t.name}", name=t.name, heading=heading,
-                   description=md_text(t.description), facts=tuple(facts),
-                   arguments=tuple(rows(t.input_schema.value)),
-                   output=tuple(rows(t.output_schema.value)), example=example,
-                   fence="`" * max(3, longest + 1))
+    return ToolDoc(
+        anchor=f"tool-{t.name}",
+        name=t.name,
+        heading=heading,
+        description=md_text(t.description),
+        facts=tuple(facts),
+        arguments=tuple(rows(t.input_schema.value)),
+        output=tuple(rows(t.output_schema.value)),
+        example=example,
+        fence="`" * max(3, longest + 1),
+    )
 
 
 def _memo_doc(t: ir.Tool, connector: ir.Connector | None) -> ToolDoc:
@@ -296,17 +346,34 @@ def sections(project: ir.Project) -> list[Section]:
     for family in ("native", "personalization"):
         tools = [t for t in project.tools if t.family == family]
         if tools:
-            intro = ("Available to every workspace." if family == "native" else
-                     "Read and update what is known about the current user; the user comes "
-                     "from the caller's API key, never from arguments.")
-            out.append(Section(anchor=family, title=_FAMILY_TITLES[family], intro=intro,
-                               tools=tuple(_memo_doc(t, None) for t in tools)))
+            intro = (
+                "Available to every workspace."
+                if family == "native"
+                else "Read and update what is known about the current user; the user comes "
+                "from the caller's API key, never from arguments."
+            )
+            out.append(
+                Section(
+                    anchor=family,
+                    title=_FAMILY_TITLES[family],
+                    intro=intro,
+                    tools=tuple(_memo_doc(t, None) for t in tools),
+                )
+            )
     for c in project.connectors:
         tools = [t for t in project.tools if t.connector == c.name]
-        intro = (f"{md_text(c.description)}\n\nThese tools are listed only to workspaces that "
-                 f"connected {md_cell(c.title)}; authentication: {md_code(c.auth.type)}.")
-        out.append(Section(anchor=f"connector-{c.name}", title=f"{md_cell(c.title)} connector",
-                           intro=intro, tools=tuple(_memo_doc(t, c) for t in tools)))
+        intro = (
+            f"{md_text(c.description)}\n\nThese tools are listed only to workspaces that "
+            f"connected {md_cell(c.title)}; authentication: {md_code(c.auth.type)}."
+        )
+        out.append(
+            Section(
+                anchor=f"connector-{c.name}",
+                title=f"{md_cell(c.title)} connector",
+                intro=intro,
+                tools=tuple(_memo_doc(t, c) for t in tools),
+            )
+        )
     return out
 
 
@@ -324,11 +391,15 @@ def resource_docs(project: ir.Project) -> list[ResourceDoc]:
     for r in project.gateway.resources:
         template = r.uri_template or r.uri or ""
         params = ", ".join(PyIdent(p) for p in dict.fromkeys(re.findall(r"\{(\w+)\}", template)))
-        out.append(ResourceDoc(
-            uri=md_code(template), title=md_cell(r.title or r.name),
-            description=md_cell(r.description), mime=md_code(r.mime_type),
-            reader=md_code(f"await gw.read_{PyIdent(r.name)}({params})"),
-        ))
+        out.append(
+            ResourceDoc(
+                uri=md_code(template),
+                title=md_cell(r.title or r.name),
+                description=md_cell(r.description),
+                mime=md_code(r.mime_type),
+                reader=md_code(f"await gw.read_{PyIdent(r.name)}({params})"),
+            )
+        )
     return out
 
 

@@ -8,8 +8,18 @@ from ..render import literal, python_header, render
 from ..runtime.catalog import GatewaySpec
 from . import FileSet, Output
 
-_CATALOG_NAMES = ("Annotations", "AuthField", "ConnectorAuth", "ConnectorSpec", "Deprecation",
-                  "EntityMapping", "ErrorShape", "HttpBinding", "Pagination", "ToolSpec")
+_CATALOG_NAMES = (
+    "Annotations",
+    "AuthField",
+    "ConnectorAuth",
+    "ConnectorSpec",
+    "Deprecation",
+    "EntityMapping",
+    "ErrorShape",
+    "HttpBinding",
+    "Pagination",
+    "ToolSpec",
+)
 
 
 def _call(callee: str, /, **kwargs: str) -> str:
@@ -22,21 +32,33 @@ def _pairs(pairs: ir.Pairs | tuple[tuple[str, int], ...]) -> str:
 
 
 def _annotations(a: ir.Annotations) -> str:
-    return _call("Annotations", read_only=literal(a.read_only), destructive=literal(a.destructive),
-                 idempotent=literal(a.idempotent), open_world=literal(a.open_world))
+    return _call(
+        "Annotations",
+        read_only=literal(a.read_only),
+        destructive=literal(a.destructive),
+        idempotent=literal(a.idempotent),
+        open_world=literal(a.open_world),
+    )
 
 
 def _http(h: ir.HttpBinding) -> str:
     pagination = "None"
     if h.pagination is not None:
         p = h.pagination
-        pagination = _call("Pagination", style=literal(p.style), param=literal(p.param),
-                           next=literal(p.next))
+        pagination = _call(
+            "Pagination", style=literal(p.style), param=literal(p.param), next=literal(p.next)
+        )
     return _call(
-        "HttpBinding", method=literal(h.method), path=literal(h.path),
-        query=literal(h.query.value), headers=_pairs(h.headers), body=literal(h.body.value),
-        body_encoding=literal(h.body_encoding), select=literal(h.select),
-        fields=_pairs(h.fields), pagination=pagination,
+        "HttpBinding",
+        method=literal(h.method),
+        path=literal(h.path),
+        query=literal(h.query.value),
+        headers=_pairs(h.headers),
+        body=literal(h.body.value),
+        body_encoding=literal(h.body_encoding),
+        select=literal(h.select),
+        fields=_pairs(h.fields),
+        pagination=pagination,
     )
 
 
@@ -55,16 +77,32 @@ def tool_expr(t: ir.Tool) -> str:
         "handler": literal(t.handler),
         "bind": _pairs(t.bind),
         "http": _http(t.http) if t.http else "None",
-        "entities": literal(()) if not t.entities else "(" + "".join(
-            _call("EntityMapping", type=literal(e.type), items=literal(e.items),
-                  args=literal(e.args.value), fields=_pairs(e.fields)) + ", "
-            for e in t.entities) + ")",
+        "entities": literal(())
+        if not t.entities
+        else "("
+        + "".join(
+            _call(
+                "EntityMapping",
+                type=literal(e.type),
+                items=literal(e.items),
+                args=literal(e.args.value),
+                fields=_pairs(e.fields),
+            )
+            + ", "
+            for e in t.entities
+        )
+        + ")",
         "input_model": literal(str(t.input_model)),
         "output_model": literal(str(t.output_model)),
         "tags": literal(t.tags),
-        "deprecated": "None" if t.deprecated is None else _call(
-            "Deprecation", reason=literal(t.deprecated.reason),
-            replacement=literal(t.deprecated.replacement), sunset=literal(t.deprecated.sunset)),
+        "deprecated": "None"
+        if t.deprecated is None
+        else _call(
+            "Deprecation",
+            reason=literal(t.deprecated.reason),
+            replacement=literal(t.deprecated.replacement),
+            sunset=literal(t.deprecated.sunset),
+        ),
     }
     return _call("ToolSpec", **kwargs)
 
@@ -72,22 +110,55 @@ def tool_expr(t: ir.Tool) -> str:
 def connector_expr(c: ir.Connector) -> str:
     a = c.auth
     auth = _call(
-        "ConnectorAuth", type=literal(a.type),
-        fields="(" + "".join(
-            _call("AuthField", name=literal(f.name), title=literal(f.title),
-                  description=literal(f.description), secret=literal(f.secret),
-                  required=literal(f.required)) + ", " for f in a.fields) + ")",
-        **{k: literal(getattr(a, k)) for k in (
-            "token_field", "header", "key_field", "username_field", "password_field",
-            "token_url", "refresh_token_field", "client_id_field", "client_secret_field")},
+        "ConnectorAuth",
+        type=literal(a.type),
+        fields="("
+        + "".join(
+            _call(
+                "AuthField",
+                name=literal(f.name),
+                title=literal(f.title),
+                description=literal(f.description),
+                secret=literal(f.secret),
+                required=literal(f.required),
+            )
+            + ", "
+            for f in a.fields
+        )
+        + ")",
+        **{
+            k: literal(getattr(a, k))
+            for k in (
+                "token_field",
+                "header",
+                "key_field",
+                "username_field",
+                "password_field",
+                "token_url",
+                "refresh_token_field",
+                "client_id_field",
+                "client_secret_field",
+            )
+        },
     )
-    errors = _call("ErrorShape", ok_field=literal(c.errors.ok_field),
-                   message_field=literal(c.errors.message_field),
-                   auth_errors=literal(c.errors.auth_errors))
-    return _call("ConnectorSpec", name=literal(c.name), title=literal(c.title),
-                 description=literal(c.description), base_url=literal(c.base_url), auth=auth,
-                 errors=errors, timeout_seconds=literal(c.timeout_seconds),
-                 retries=literal(c.retries), tools=literal(c.tools))
+    errors = _call(
+        "ErrorShape",
+        ok_field=literal(c.errors.ok_field),
+        message_field=literal(c.errors.message_field),
+        auth_errors=literal(c.errors.auth_errors),
+    )
+    return _call(
+        "ConnectorSpec",
+        name=literal(c.name),
+        title=literal(c.title),
+        description=literal(c.description),
+        base_url=literal(c.base_url),
+        auth=auth,
+        errors=errors,
+        timeout_seconds=literal(c.timeout_seconds),
+        retries=literal(c.retries),
+        tools=literal(c.tools),
+    )
 
 
 def group_catalog(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
@@ -117,19 +188,35 @@ def gateway_settings(project: ir.Project) -> dict[str, str]:
     """`GatewaySpec` keyword arguments (all but tools and connectors) as Python expressions."""
     g = project.gateway
     plans = {
-        p.name: _call("QuotaPlan", name=literal(p.name), period=literal(p.period),
-                      calls=literal(p.calls), per_connector=_pairs(p.per_connector))
+        p.name: _call(
+            "QuotaPlan",
+            name=literal(p.name),
+            period=literal(p.period),
+            calls=literal(p.calls),
+            per_connector=_pairs(p.per_connector),
+        )
         for p in g.plans
     }
     entity_types = {
-        e.name: _call("EntityType", name=literal(e.name), description=literal(e.description),
-                      fields=_pairs(e.fields))
+        e.name: _call(
+            "EntityType",
+            name=literal(e.name),
+            description=literal(e.description),
+            fields=_pairs(e.fields),
+        )
         for e in g.entity_types
     }
     resources = [
-        _call("ResourceSpec", name=literal(r.name), description=literal(r.description),
-              handler=literal(r.handler), uri=literal(r.uri), uri_template=literal(r.uri_template),
-              title=literal(r.title), mime_type=literal(r.mime_type))
+        _call(
+            "ResourceSpec",
+            name=literal(r.name),
+            description=literal(r.description),
+            handler=literal(r.handler),
+            uri=literal(r.uri),
+            uri_template=literal(r.uri_template),
+            title=literal(r.title),
+            mime_type=literal(r.mime_type),
+        )
         for r in g.resources
     ]
     return {
@@ -145,8 +232,11 @@ def gateway_settings(project: ir.Project) -> dict[str, str]:
         "plans": _mapping(plans),
         "entity_types": _mapping(entity_types),
         "resources": "(" + "".join(f"{r}, " for r in resources) + ")",
-        "memory": _call("MemorySettings", default_top_k=literal(project.memory.default_top_k),
-                        max_observation_chars=literal(project.memory.max_observation_chars)),
+        "memory": _call(
+            "MemorySettings",
+            default_top_k=literal(project.memory.default_top_k),
+            max_observation_chars=literal(project.memory.max_observation_chars),
+        ),
     }
 
 

@@ -29,10 +29,22 @@ from ..render import docstring, literal, python_header, render
 from . import EmitError, FileSet, GroupEmitter, Output
 
 # Public attributes of runtime/client_base.ClientBase (a test keeps this list exact).
-BASE_NAMES = frozenset({
-    "PACKAGE", "TOOL_METHODS", "call_tool", "close", "connect", "connect_to", "connected",
-    "http", "list_resources", "list_tools", "read_resource", "stdio",
-})
+BASE_NAMES = frozenset(
+    {
+        "PACKAGE",
+        "TOOL_METHODS",
+        "call_tool",
+        "close",
+        "connect",
+        "connect_to",
+        "connected",
+        "http",
+        "list_resources",
+        "list_tools",
+        "read_resource",
+        "stdio",
+    }
+)
 CLIENT_CLASS = "GatewayClient"
 METHODS_PACKAGE = "client_methods"
 _BUILTINS = frozenset(dir(builtins))
@@ -71,12 +83,19 @@ def _parse_field(stmt: ast.AnnAssign) -> ModelField | None:
     if not isinstance(stmt.target, ast.Name):
         return None
     annotation = stmt.annotation
-    if (isinstance(annotation, ast.Subscript) and isinstance(annotation.value, ast.Name)
-            and annotation.value.id == "ClassVar"):
+    if (
+        isinstance(annotation, ast.Subscript)
+        and isinstance(annotation.value, ast.Name)
+        and annotation.value.id == "ClassVar"
+    ):
         return None
     calls: list[ast.Call] = []
-    if (isinstance(annotation, ast.Subscript) and isinstance(annotation.value, ast.Name)
-            and annotation.value.id == "Annotated" and isinstance(annotation.slice, ast.Tuple)):
+    if (
+        isinstance(annotation, ast.Subscript)
+        and isinstance(annotation.value, ast.Name)
+        and annotation.value.id == "Annotated"
+        and isinstance(annotation.slice, ast.Tuple)
+    ):
         elts = annotation.slice.elts
         annotation = elts[0]
         calls += [c for c in map(_field_call, elts[1:]) if c is not None]
@@ -96,19 +115,29 @@ def _parse_field(stmt: ast.AnnAssign) -> ModelField | None:
                 default = kw.value
             elif kw.arg == "default_factory":
                 factory = True
-    return ModelField(name=stmt.target.id, wire=wire, annotation=annotation,
-                      default=None if factory else default, factory=factory)
+    return ModelField(
+        name=stmt.target.id,
+        wire=wire,
+        annotation=annotation,
+        default=None if factory else default,
+        factory=factory,
+    )
 
 
 def _kind(node: ast.ClassDef) -> str:
     for base in node.bases:
-        if (isinstance(base, ast.Subscript) and isinstance(base.value, ast.Name)
-                and base.value.id == "RootModel"):
+        if (
+            isinstance(base, ast.Subscript)
+            and isinstance(base.value, ast.Name)
+            and base.value.id == "RootModel"
+        ):
             return "root"
     for stmt in node.body:
-        if (isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "model_config"
-                                                 for t in stmt.targets)
-                and isinstance(stmt.value, ast.Call)):
+        if (
+            isinstance(stmt, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "model_config" for t in stmt.targets)
+            and isinstance(stmt.value, ast.Call)
+        ):
             for kw in stmt.value.keywords:
                 if kw.arg == "extra" and isinstance(kw.value, ast.Constant):
                     return "extra" if kw.value.value == "allow" else "fields"
@@ -130,12 +159,16 @@ def parse_models(source: str) -> ModelsModule:
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 bound = alias.asname or alias.name.split(".")[0]
-                imports[bound] = (f"import {alias.name} as {alias.asname}" if alias.asname
-                                  else f"import {alias.name}")
+                imports[bound] = (
+                    f"import {alias.name} as {alias.asname}"
+                    if alias.asname
+                    else f"import {alias.name}"
+                )
         elif isinstance(node, ast.ClassDef):
             defined.add(node.name)
             fields[node.name] = tuple(
-                f for f in (_parse_field(s) for s in node.body if isinstance(s, ast.AnnAssign))
+                f
+                for f in (_parse_field(s) for s in node.body if isinstance(s, ast.AnnAssign))
                 if f is not None
             )
             kinds[node.name] = _kind(node)
@@ -176,19 +209,29 @@ def _wrap(text: str, width: int) -> list[str]:
         if len(line) <= width or line[:1].isspace():
             lines.append(line.rstrip())
         else:
-            lines.extend(textwrap.wrap(line, width, break_long_words=False,
-                                       break_on_hyphens=False) or [""])
+            lines.extend(
+                textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False) or [""]
+            )
     return lines
 
 
 def _annotation_words(a: ir.Annotations) -> str:
-    words = [w for w, on in (("read-only", a.read_only), ("destructive", a.destructive),
-                             ("idempotent", a.idempotent), ("open world", a.open_world)) if on]
+    words = [
+        w
+        for w, on in (
+            ("read-only", a.read_only),
+            ("destructive", a.destructive),
+            ("idempotent", a.idempotent),
+            ("open world", a.open_world),
+        )
+        if on
+    ]
     return ", ".join(words) or "none"
 
 
-def _method_doc(t: ir.Tool, fields: tuple[ModelField, ...], params: dict[str, str],
-                rest: str | None) -> str:
+def _method_doc(
+    t: ir.Tool, fields: tuple[ModelField, ...], params: dict[str, str], rest: str | None
+) -> str:
     width = _DOC_WIDTH - 8
     lines = _wrap(t.description, width)
     if t.deprecated is not None:
@@ -212,8 +255,14 @@ def _method_doc(t: ir.Tool, fields: tuple[ModelField, ...], params: dict[str, st
         for name, text in described:
             wrapped = _wrap(f"{name}: {text}".rstrip(": ") if text else name, width - 4)
             lines += ["    " + wrapped[0], *("        " + w for w in wrapped[1:])]
-    lines += ["", *_wrap(f"Returns {t.output_model}. Scope: {t.scope}. "
-                         f"Annotations: {_annotation_words(t.annotations)}.", width)]
+    lines += [
+        "",
+        *_wrap(
+            f"Returns {t.output_model}. Scope: {t.scope}. "
+            f"Annotations: {_annotation_words(t.annotations)}.",
+            width,
+        ),
+    ]
     return _doc("\n".join(lines), "        ")
 
 
@@ -230,9 +279,13 @@ class MethodView:
 
 def _dict_value(node: ast.expr) -> ast.expr | None:
     """X of `dict[str, X]`."""
-    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-            and node.value.id == "dict" and isinstance(node.slice, ast.Tuple)
-            and len(node.slice.elts) == 2):
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "dict"
+        and isinstance(node.slice, ast.Tuple)
+        and len(node.slice.elts) == 2
+    ):
         return node.slice.elts[1]
     return None
 
@@ -278,10 +331,15 @@ def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
         arguments = "{" + ", ".join(items) + "}"
     named = [r for r in rendered if not r.startswith("**")]
     signature = "".join([", *" if named else "", *(f", {r}" for r in rendered)])
-    view = MethodView(name=str(t.py_name), tool=literal(t.name), signature=signature,
-                      arguments=arguments, input_model=str(t.input_model),
-                      output_model=str(t.output_model),
-                      doc=_method_doc(t, fields, params, rest))
+    view = MethodView(
+        name=str(t.py_name),
+        tool=literal(t.name),
+        signature=signature,
+        arguments=arguments,
+        input_model=str(t.input_model),
+        output_model=str(t.output_model),
+        doc=_method_doc(t, fields, params, rest),
+    )
     return view, used
 
 
@@ -341,14 +399,28 @@ def group_client(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
         used |= names
     model_names = {str(t.input_model) for t in tools} | {str(t.output_model) for t in tools}
     from_models = sorted(model_names | {n for n in used if n in module.defined})
-    imports = sorted({module.imports.get(n, _TYPING.get(n, "")) for n in used
-                      if n not in module.defined and (n in module.imports or n in _TYPING)})
-    unknown = sorted(n for n in used if n not in module.defined and n not in module.imports
-                     and n not in _TYPING and n not in _BUILTINS)
+    imports = sorted(
+        {
+            module.imports.get(n, _TYPING.get(n, ""))
+            for n in used
+            if n not in module.defined and (n in module.imports or n in _TYPING)
+        }
+    )
+    unknown = sorted(
+        n
+        for n in used
+        if n not in module.defined
+        and n not in module.imports
+        and n not in _TYPING
+        and n not in _BUILTINS
+    )
     if unknown:
-        raise EmitError("GEN301", tools[0].span if tools else None,
-                        f"client methods of group {group.name!r} use names the models module "
-                        f"does not bind: {', '.join(unknown)}")
+        raise EmitError(
+            "GEN301",
+            tools[0].span if tools else None,
+            f"client methods of group {group.name!r} use names the models module "
+            f"does not bind: {', '.join(unknown)}",
+        )
     text = render(
         "client_methods.py.j2",
         header=python_header(out.sources_text(group.sources)),
@@ -386,8 +458,12 @@ def _reader(r: ir.Resource) -> ReaderView:
     seen: dict[str, str] = {}
     for raw, py in params.items():
         if py in seen:
-            raise EmitError("GEN208", r.span, f"placeholders {{{seen[py]}}} and {{{raw}}} of "
-                                              f"resource {r.name!r} both become parameter {py!r}")
+            raise EmitError(
+                "GEN208",
+                r.span,
+                f"placeholders {{{seen[py]}}} and {{{raw}}} of "
+                f"resource {r.name!r} both become parameter {py!r}",
+            )
         seen[py] = raw
     if r.uri_template and placeholders:
         mapping = "{" + ", ".join(f"{literal(raw)}: {py}" for raw, py in params.items()) + "}"
@@ -399,9 +475,13 @@ def _reader(r: ir.Resource) -> ReaderView:
     if r.title:
         text = f"{r.title}: {text}"
     text += f"\n\nReads {template}" + (" and returns the parsed JSON." if is_json else ".")
-    return ReaderView(name=f"read_{PyIdent(r.name)}", params=tuple(f"{p}: str" for p in seen),
-                      uri=uri, json=is_json,
-                      doc=_doc("\n".join(_wrap(text, _DOC_WIDTH - 8)), "        "))
+    return ReaderView(
+        name=f"read_{PyIdent(r.name)}",
+        params=tuple(f"{p}: str" for p in seen),
+        uri=uri,
+        json=is_json,
+        doc=_doc("\n".join(_wrap(text, _DOC_WIDTH - 8)), "        "),
+    )
 
 
 def _check_names(project: ir.Project, readers: list[tuple[ReaderView, Span]]) -> None:
@@ -412,8 +492,12 @@ def _check_names(project: ir.Project, readers: list[tuple[ReaderView, Span]]) ->
         if name in owners:
             other, other_span = owners[name]
             where = f" ({other_span})" if other_span else ""
-            raise EmitError("GEN208", span, f"client method {name!r} of {what} collides with "
-                                            f"{other}{where}; rename one of them")
+            raise EmitError(
+                "GEN208",
+                span,
+                f"client method {name!r} of {what} collides with "
+                f"{other}{where}; rename one of them",
+            )
         owners[name] = (what, span)
 
 
@@ -424,24 +508,33 @@ def client_module(project: ir.Project, out: Output) -> FileSet:
     mixins = [(str(gr.name), mixin_name(gr)) for gr in project.groups]
     tool_methods = {t.name: str(t.py_name) for t in project.tools}
     title = g.title or g.server_name
-    module_intro = (f"Typed async client of {title}. See {CLIENT_CLASS}; a call made outside "
-                    "`async with` opens and closes its own connection.")
-    intro = (f"Typed async client of {title}: one method per tool (keyword arguments typed from "
-             "the tool's input model, returning its validated output model) and one reader per "
-             "resource. Every failure raises GatewayClientError with the gateway's error "
-             "envelope: code, message, details, retryable, retry_after. A tool the caller "
-             "cannot see raises code unknown_tool, exactly like an unknown one.")
+    module_intro = (
+        f"Typed async client of {title}. See {CLIENT_CLASS}; a call made outside "
+        "`async with` opens and closes its own connection."
+    )
+    intro = (
+        f"Typed async client of {title}: one method per tool (keyword arguments typed from "
+        "the tool's input model, returning its validated output model) and one reader per "
+        "resource. Every failure raises GatewayClientError with the gateway's error "
+        "envelope: code, message, details, retryable, retry_after. A tool the caller "
+        "cannot see raises code unknown_tool, exactly like an unknown one."
+    )
     header = python_header(out.all_sources_text())
     files = {
         out.pkg("client.py"): render(
             "client.py.j2",
             header=header,
-            module_doc=docstring("\n".join(_wrap(module_intro, _DOC_WIDTH)) + "\n\nExample::\n\n"
-                                 + "\n".join("    " + line for line in
-                                             client_example(project).splitlines())),
-            class_doc=_doc("\n".join(_wrap(intro, _DOC_WIDTH - 4)) + "\n\nExample::\n\n"
-                           + "\n".join("    " + line for line in
-                                       session_example(project).splitlines()), "    "),
+            module_doc=docstring(
+                "\n".join(_wrap(module_intro, _DOC_WIDTH))
+                + "\n\nExample::\n\n"
+                + "\n".join("    " + line for line in client_example(project).splitlines())
+            ),
+            class_doc=_doc(
+                "\n".join(_wrap(intro, _DOC_WIDTH - 4))
+                + "\n\nExample::\n\n"
+                + "\n".join("    " + line for line in session_example(project).splitlines()),
+                "    ",
+            ),
             class_name=CLIENT_CLASS,
             mixins=mixins,
             package=literal(str(g.import_name)),
@@ -451,7 +544,8 @@ def client_module(project: ir.Project, out: Output) -> FileSet:
             any_template=any("expand_uri(" in v.uri for v, _ in readers),
         ),
         out.pkg(f"{METHODS_PACKAGE}/__init__.py"): render(
-            "client_methods_init.py.j2", header=header,
+            "client_methods_init.py.j2",
+            header=header,
             groups=[str(gr.name) for gr in project.groups],
         ),
     }
@@ -461,32 +555,46 @@ def client_module(project: ir.Project, out: Output) -> FileSet:
 def example_tool(project: ir.Project) -> ir.Tool | None:
     """The tool the examples call: a read-only tool without required arguments, preferring
     built-in ones (they work without any connected app)."""
+
     def required(t: ir.Tool) -> bool:
         return bool(t.input_schema.value.get("required"))
 
-    ranked = sorted(project.tools, key=lambda t: (
-        t.family != "native", required(t), not t.annotations.read_only,
-        len(t.input_schema.value.get("properties", {})), t.name))
+    ranked = sorted(
+        project.tools,
+        key=lambda t: (
+            t.family != "native",
+            required(t),
+            not t.annotations.read_only,
+            len(t.input_schema.value.get("properties", {})),
+            t.name,
+        ),
+    )
     return ranked[0] if ranked else None
 
 
-def session_example(project: ir.Project, url: str = "http://127.0.0.1:8000/mcp",
-                    key: str = "gwk_...") -> str:
+def session_example(
+    project: ir.Project, url: str = "http://127.0.0.1:8000/mcp", key: str = "gwk_..."
+) -> str:
     """Several calls over one connection."""
     t = example_tool(project)
     method = str(t.py_name) if t and not t.input_schema.value.get("required") else "list_tools"
-    return (f'async with {CLIENT_CLASS}.http("{url}", api_key="{key}") as gw:\n'
-            f"    tools = await gw.list_tools()\n"
-            f"    result = await gw.{method}()\n")
+    return (
+        f'async with {CLIENT_CLASS}.http("{url}", api_key="{key}") as gw:\n'
+        f"    tools = await gw.list_tools()\n"
+        f"    result = await gw.{method}()\n"
+    )
 
 
-def client_example(project: ir.Project, url: str = "http://127.0.0.1:8000/mcp",
-                   key: str = "gwk_...") -> str:
+def client_example(
+    project: ir.Project, url: str = "http://127.0.0.1:8000/mcp", key: str = "gwk_..."
+) -> str:
     """Three lines that work as written, in a script or a REPL (a call without `async with`
     opens and closes its own connection)."""
     g = project.gateway
     t = example_tool(project)
     method = str(t.py_name) if t and not t.input_schema.value.get("required") else "list_tools"
-    return (f"import asyncio\n"
-            f"from {g.import_name}.client import {CLIENT_CLASS}\n"
-            f'print(asyncio.run({CLIENT_CLASS}.http("{url}", api_key="{key}").{method}()))\n')
+    return (
+        f"import asyncio\n"
+        f"from {g.import_name}.client import {CLIENT_CLASS}\n"
+        f'print(asyncio.run({CLIENT_CLASS}.http("{url}", api_key="{key}").{method}()))\n'
+    )

@@ -50,15 +50,20 @@ def warm_up() -> None:
     """Pay datamodel-code-generator's first-call cost (lazy imports, its own models and
     templates, ~0.5 s) on a one-property tool: before forking workers, which then start warm."""
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
-    _generate({"tools": [{"name": "warm_up", "inputSchema": schema, "outputSchema": schema}]},
-              "# warm-up")
+    _generate(
+        {"tools": [{"name": "warm_up", "inputSchema": schema, "outputSchema": schema}]}, "# warm-up"
+    )
 
 
 def group_models(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
     tools = project.group_tools(group)
     payload: dict[str, Any] = {
         "tools": [
-            {"name": t.name, "inputSchema": t.input_schema.value, "outputSchema": t.output_schema.value}
+            {
+                "name": t.name,
+                "inputSchema": t.input_schema.value,
+                "outputSchema": t.output_schema.value,
+            }
             for t in tools
         ]
     }
@@ -66,14 +71,20 @@ def group_models(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
     try:
         source = _generate(payload, header.rstrip("\n"))
     except Exception as exc:  # the library's own errors carry no location; ours does
-        raise EmitError("GEN301", tools[0].span if tools else None,
-                        f"datamodel-code-generator failed on group {group.name!r}: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise EmitError(
+            "GEN301",
+            tools[0].span if tools else None,
+            f"datamodel-code-generator failed on group {group.name!r}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        ) from exc
     classes = set(_CLASS.findall(source))
     for t in tools:
         for model in (t.input_model, t.output_model):
             if model not in classes:
-                raise EmitError("GEN301", t.span,
-                                f"expected model class {model} for tool {t.name!r} was not generated")
+                raise EmitError(
+                    "GEN301",
+                    t.span,
+                    f"expected model class {model} for tool {t.name!r} was not generated",
+                )
     text = source if source.endswith("\n") else source + "\n"
     return {out.pkg(f"models/{group.name}.py"): text}
