@@ -38,7 +38,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel, RootModel, ValidationError
 
-from .errors import INVALID_ARGUMENTS, UNAUTHENTICATED
+from .errors import INVALID_ARGUMENTS, UNAUTHENTICATED, GatewayError
 
 OutputT = TypeVar("OutputT", bound=BaseModel)
 
@@ -58,13 +58,14 @@ def env_prefix(package: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", package).upper()
 
 
-class GatewayClientError(Exception):
+class GatewayClientError(GatewayError):
     """A failed call, with the gateway's error envelope.
 
     `code` is one of the gateway's stable codes (`unknown_tool`, `invalid_arguments`,
     `not_connected`, `quota_exceeded`, `upstream_error`, ...) or one raised by the client
     (`invalid_response`, `connection_failed`, `timeout`, `protocol_error`, `tool_error`).
-    `retry_after` is in seconds when the gateway knows when to retry.
+    `retry_after` is in seconds when the gateway knows when to retry. The envelope itself is
+    the server's (`GatewayError.envelope`).
     """
 
     def __init__(
@@ -76,12 +77,12 @@ class GatewayClientError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.details: dict[str, Any] = dict(details or {})
-        self.retryable = retryable
-        self.retry_after = retry_after
+        super().__init__(
+            code, message, details=details, retryable=retryable, retry_after=retry_after
+        )
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
 
     @classmethod
     def from_envelope(cls, envelope: Any) -> GatewayClientError | None:
@@ -103,17 +104,6 @@ class GatewayClientError(Exception):
             if isinstance(retry_after, int | float) and not isinstance(retry_after, bool)
             else None,
         )
-
-    def envelope(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "code": self.code,
-            "message": self.message,
-            "details": self.details,
-            "retryable": self.retryable,
-        }
-        if self.retry_after is not None:
-            body["retry_after_seconds"] = self.retry_after
-        return {"error": body}
 
     def __repr__(self) -> str:
         return f"GatewayClientError({self.code!r}, {self.message!r})"
