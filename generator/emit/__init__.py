@@ -152,13 +152,7 @@ class Cache:
         return files
 
     def put(self, kind: str, key: str, files: FileSet, *, only: bool = False) -> None:
-        """Store `files`; with `only`, drop the other entries of this kind (large entries that
-        only the next build can use, such as the project files)."""
-        self.store(kind, key, files)
-        if only and self.directory is not None:
-            for old in (self.directory / kind).glob("*/*.pickle"):
-                if old.stem != key:
-                    old.unlink(missing_ok=True)
+        self.store(kind, key, files, only=only)
 
     def load(self, kind: str, key: str, of_type: type) -> Any:
         """A pickled object stored by `store`, or None (missing, unreadable or not `of_type`).
@@ -171,7 +165,9 @@ class Cache:
             return None
         return value if isinstance(value, of_type) else None
 
-    def store(self, kind: str, key: str, value: object) -> None:
+    def store(self, kind: str, key: str, value: object, *, only: bool = False) -> None:
+        """Store `value`; with `only`, drop the other entries of this kind (entries that each
+        build rewrites whole and only the next build can use: project files, fragments)."""
         if self.directory is None:
             return
         path = self.directory / kind / key[:2] / f"{key}.pickle"
@@ -181,7 +177,11 @@ class Cache:
             tmp.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
             os.replace(tmp, path)
         except (OSError, pickle.PicklingError):
-            pass
+            return
+        if only:
+            for old in (self.directory / kind).glob("*/*.pickle"):
+                if old.stem != key:
+                    old.unlink(missing_ok=True)
 
 
 @functools.cache
@@ -468,7 +468,7 @@ def _project_files(
     formatted = cache.get("project", fmt_key)
     if formatted is None:
         formatted = _format(to_format)
-        cache.put("project", fmt_key, formatted)
+        cache.put("project", fmt_key, formatted, only=True)
     return {**project_files, **formatted}
 
 
@@ -514,7 +514,7 @@ def emit(
                 _FRAGMENTS.reset(token)
             cache.put("project-files", project_key, project_files, only=True)
             if cache_dir:
-                cache.store("fragments", fingerprint, memo.used)
+                cache.store("fragments", fingerprint, memo.used, only=True)
         files.update(project_files)
     except EmitError as exc:
         span = exc.span or Span(file=project.gateway.source)
