@@ -59,13 +59,6 @@ def _validator() -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
-def validate(docs: Iterable[Loaded]) -> list[Diagnostic]:
-    diags: list[Diagnostic] = []
-    for doc in docs:
-        diags.extend(validate_one(doc))
-    return diags
-
-
 def validate_one(doc: Loaded) -> list[Diagnostic]:
     return [
         d for err in _leaf_errors(_validator().iter_errors(doc.data)) for d in _convert(doc, err)
