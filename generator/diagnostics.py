@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from .frozen import frozen
 
-@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+
+@frozen(order=True)
 class Span:
     """A position in a manifest: path relative to the project root, 1-based line and column."""
 

@@ -8,10 +8,11 @@ it came from. JSON values (schemas, request templates) are stored as canonical J
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import fields, is_dataclass
 from typing import Any, Literal
 
 from .diagnostics import Span
+from .frozen import frozen
 from .names import ClassName, PyIdent
 
 
@@ -32,17 +33,13 @@ class Json(str):
 Pairs = tuple[tuple[str, str], ...]
 
 
-def _ir(cls: type) -> type:
-    return dataclass(frozen=True, slots=True, kw_only=True)(cls)
-
-
-@_ir
+@frozen
 class Source:
     path: str
     sha256: str
 
 
-@_ir
+@frozen
 class Annotations:
     read_only: bool = False
     destructive: bool = False
@@ -50,21 +47,21 @@ class Annotations:
     open_world: bool = False
 
 
-@_ir
+@frozen
 class Deprecation:
     reason: str
     replacement: str | None = None
     sunset: str | None = None
 
 
-@_ir
+@frozen
 class Pagination:
     style: Literal["cursor", "page", "link"]
     param: str | None = None
     next: str | None = None
 
 
-@_ir
+@frozen
 class HttpBinding:
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     path: str
@@ -78,7 +75,7 @@ class HttpBinding:
     span: Span
 
 
-@_ir
+@frozen
 class EntityMapping:
     type: str
     items: str
@@ -87,7 +84,7 @@ class EntityMapping:
     span: Span
 
 
-@_ir
+@frozen
 class Tool:
     name: str
     family: Literal["native", "connector", "personalization"]
@@ -112,7 +109,7 @@ class Tool:
     span: Span
 
 
-@_ir
+@frozen
 class AuthField:
     name: str
     title: str | None
@@ -121,7 +118,7 @@ class AuthField:
     required: bool
 
 
-@_ir
+@frozen
 class ConnectorAuth:
     type: Literal["none", "bearer", "api_key", "basic", "oauth2"]
     fields: tuple[AuthField, ...]
@@ -136,14 +133,14 @@ class ConnectorAuth:
     client_secret_field: str | None = None
 
 
-@_ir
+@frozen
 class ErrorShape:
     ok_field: str | None = None
     message_field: str | None = None
     auth_errors: tuple[str, ...] = ()
 
 
-@_ir
+@frozen
 class Connector:
     name: str
     title: str
@@ -158,7 +155,7 @@ class Connector:
     span: Span
 
 
-@_ir
+@frozen
 class Resource:
     name: str
     uri: str | None
@@ -170,7 +167,7 @@ class Resource:
     span: Span
 
 
-@_ir
+@frozen
 class QuotaPlan:
     name: str
     period: Literal["day", "month"]
@@ -178,14 +175,14 @@ class QuotaPlan:
     per_connector: tuple[tuple[str, int], ...]
 
 
-@_ir
+@frozen
 class EntityType:
     name: str
     description: str | None
     fields: Pairs
 
 
-@_ir
+@frozen
 class Tenant:
     name: str
     connectors: tuple[str, ...]
@@ -193,13 +190,13 @@ class Tenant:
     span: Span
 
 
-@_ir
+@frozen
 class Memory:
     default_top_k: int = 5
     max_observation_chars: int = 4000
 
 
-@_ir
+@frozen
 class Gateway:
     package_name: str
     import_name: PyIdent
@@ -223,7 +220,7 @@ class Gateway:
     span: Span
 
 
-@_ir
+@frozen
 class Group:
     """Tools emitted together (one models module, one catalog module, one cache entry)."""
 
@@ -233,7 +230,7 @@ class Group:
     tools: tuple[str, ...]
 
 
-@_ir
+@frozen
 class Project:
     gateway: Gateway
     tools: tuple[Tool, ...]  # sorted by name

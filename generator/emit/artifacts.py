@@ -19,7 +19,7 @@ import functools
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import ir
 from ..names import PyIdent
@@ -271,12 +271,20 @@ class ToolDoc:
     fence: str  # a code fence longer than any backtick run in the example
 
 
+class RenderedTool(NamedTuple):
+    """One tool's section of TOOLS.md, rendered (kept across builds as plain strings)."""
+
+    anchor: str
+    name: str
+    markdown: str
+
+
 @dataclass(frozen=True, slots=True)
 class Section:
     anchor: str
     title: str
     intro: str
-    tools: tuple[ToolDoc, ...]
+    tools: tuple[RenderedTool, ...]
 
 
 def _annotations(a: ir.Annotations) -> str:
@@ -337,8 +345,13 @@ def _tool_doc(t: ir.Tool, connector: ir.Connector | None) -> ToolDoc:
     )
 
 
-def _memo_doc(t: ir.Tool, connector: ir.Connector | None) -> ToolDoc:
-    return fragment("TOOLS.md", t, functools.partial(_tool_doc, t, connector))
+def _rendered_tool(t: ir.Tool, connector: ir.Connector | None) -> RenderedTool:
+    doc = _tool_doc(t, connector)
+    return RenderedTool(doc.anchor, doc.name, render("tools_md_tool.md.j2", t=doc))
+
+
+def _memo_doc(t: ir.Tool, connector: ir.Connector | None) -> RenderedTool:
+    return fragment("TOOLS.md", t, functools.partial(_rendered_tool, t, connector))
 
 
 def sections(project: ir.Project) -> list[Section]:

@@ -559,10 +559,11 @@ def example_tool(project: ir.Project) -> ir.Tool | None:
     def required(t: ir.Tool) -> bool:
         return bool(t.input_schema.value.get("required"))
 
+    # Built-in tools rank first: only when there are none are the others' schemas read.
+    candidates = [t for t in project.tools if t.family == "native"] or project.tools
     ranked = sorted(
-        project.tools,
+        candidates,
         key=lambda t: (
-            t.family != "native",
             required(t),
             not t.annotations.read_only,
             len(t.input_schema.value.get("properties", {})),
