@@ -90,8 +90,8 @@ def _unit_key(rel: str, sha256: str) -> str:
     return hashlib.sha256(f"{generator_fingerprint()}\0{rel}\0{sha256}".encode()).hexdigest()
 
 
-def compile_manifests(options: Options, *, cache_dir: Path | None = None) -> CompileResult:
-    """load -> validate -> compile. With `cache_dir` (builds), connector manifests whose bytes
+def compile_manifests(options: Options, *, cache: Cache | None = None) -> CompileResult:
+    """load -> validate -> compile. With a `cache` (builds), connector manifests whose bytes
     compiled cleanly before in the same context are taken from the cache as compiled units;
     results and diagnostics are the same as without it."""
     files = discover(options.root, options.manifests)
@@ -100,10 +100,10 @@ def compile_manifests(options: Options, *, cache_dir: Path | None = None) -> Com
         return CompileResult(
             None, (error("GEN005", Span(file=where), f"no *.yaml manifests under {where}"),)
         )
-    cache = Cache(cache_dir)
+    cache = cache or Cache(None)
     pending: list[Path] = []
     candidates: list[tuple[_CachedUnit, str, bytes]] = []  # (entry, rel path, bytes)
-    if cache_dir is not None:
+    if cache.directory is not None:
         for path in files:
             rel = _rel(options.root, path)
             try:
@@ -147,7 +147,7 @@ def compile_manifests(options: Options, *, cache_dir: Path | None = None) -> Com
     project, compile_diags = compile_project(valid, partial=partial, units=units)
     diags.extend(compile_diags)
     all_diags = normalise(diags)
-    if cache_dir is not None and project is not None and not all_diags:
+    if cache.directory is not None and project is not None and not all_diags:
         _store_units(cache, project, valid)
     return CompileResult(project if not has_errors(all_diags) else None, all_diags)
 
@@ -176,12 +176,15 @@ def _store_units(cache: Cache, project: ir.Project, docs: list[Loaded]) -> None:
 
 
 def generate(options: Options) -> tuple[CompileResult, FileSet, tuple[Diagnostic, ...]]:
-    cache_dir = options.root / CACHE_DIR if options.cache else None
-    result = compile_manifests(options, cache_dir=cache_dir)
+    cache = Cache(options.root / CACHE_DIR if options.cache else None)
+    result = compile_manifests(options, cache=cache)
     if not result.ok or result.project is None:
         return result, {}, result.diagnostics
-    files, emit_diags = emit(result.project, cache_dir=cache_dir, jobs=options.jobs)
-    return result, files, normalise((*result.diagnostics, *emit_diags))
+    files, emit_diags = emit(result.project, cache=cache, jobs=options.jobs)
+    diags = normalise((*result.diagnostics, *emit_diags))
+    if not has_errors(diags):
+        cache.sweep()
+    return result, files, diags
 
 
 def build(options: Options, *, check: bool = False) -> BuildResult:

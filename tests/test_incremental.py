@@ -24,7 +24,7 @@ def _cached(root: Path) -> api.Options:
 
 def _compile(root: Path, *, cache: bool) -> api.CompileResult:
     options = api.Options.for_project(root, cache=False)
-    return api.compile_manifests(options, cache_dir=root / api.CACHE_DIR if cache else None)
+    return api.compile_manifests(options, cache=emit.Cache(root / api.CACHE_DIR if cache else None))
 
 
 def _same_compile(root: Path) -> api.CompileResult:
@@ -111,6 +111,60 @@ def test_building_groups_in_worker_processes_gives_the_same_files(
     parallel, diags = emit.emit(result.project, jobs=2)
     assert not diags
     assert parallel == serial
+
+
+def test_a_few_groups_built_in_the_background_give_the_same_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = api.compile_manifests(api.Options.for_project(ROOT, cache=False))
+    assert result.project is not None
+    serial, diags = emit.emit(result.project, jobs=1)
+    assert not diags
+    monkeypatch.setattr(emit, "START_METHOD", "fork")
+    started: list[int] = []
+    original = emit._Background.__init__
+
+    def spy(self: Any, project: ir.Project, groups: Any, out: Any) -> None:
+        started.append(len(groups))
+        original(self, project, groups, out)
+
+    monkeypatch.setattr(emit._Background, "__init__", spy)
+    background, diags = emit.emit(result.project, jobs=2)
+    assert not diags
+    assert started == [len(result.project.groups)]  # all of them: fewer tools than the threshold
+    assert background == serial
+
+
+def test_the_cache_keeps_what_the_last_builds_used(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    slack = root / "manifests" / "connectors" / "slack.yaml"
+    cache_dir = root / api.CACHE_DIR
+    original = slack.read_text(encoding="utf-8")
+
+    def entries(kind: str) -> set[str]:
+        return {p.stem for p in (cache_dir / kind).rglob("*.pickle")}
+
+    def build(variant: int) -> tuple[set[str], set[str]]:
+        slack.write_text(
+            original.replace("Post a message", f"Post a message ({variant})", 1), encoding="utf-8"
+        )
+        before = entries("group"), entries("unit")
+        assert api.build(_cached(root)).ok
+        return entries("group") - before[0], entries("unit") - before[1]
+
+    build(0)
+    first_groups, first_units = build(1)  # slack's entries only
+    assert len(first_groups) == 1 and len(first_units) == 1
+    build(2)
+    build(3)
+    assert first_groups <= entries("group") and first_units <= entries("unit")
+    assert build(1) == (set(), set())  # back to a recent variant: everything from the cache
+    build(4)
+    build(5)
+    build(6)  # variant 1 was last used three builds ago
+    assert not first_groups & entries("group")
+    assert not first_units & entries("unit")
+    assert build(6) == (set(), set())
 
 
 def test_damaged_cache_entries_are_misses(tmp_path: Path) -> None:

@@ -135,13 +135,26 @@ def generator_fingerprint() -> str:
 
 
 class Cache:
-    """Content-addressed cache of emitted, formatted files (keyed by hashes, never mtimes)."""
+    """Content-addressed cache of a build's intermediate results (keyed by hashes, never by
+    mtimes), in the project's `.mcpforge-cache/`. Kinds that keep one entry per input
+    (compiled connectors, group files) are swept after each build: an entry none of the last
+    `KEEP_BUILDS` builds used is removed, so switching between a few branches stays fast and
+    the directory does not grow without bound."""
+
+    KEEP_BUILDS = 3
+    SWEPT = ("unit", "group")
+    _RECENT = "recent-builds.json"
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
+        self.used: dict[str, set[str]] = {}
 
-    # File sets are pickled: a pickled string loads as a copy, where JSON text must be scanned
+    # Values are pickled: a pickled string loads as a copy, where JSON text must be scanned
     # (50 MB of cached output at 5,000 tools: 0.3 s as JSON, a few ms pickled).
+
+    def _path(self, kind: str, key: str) -> Path:
+        assert self.directory is not None
+        return self.directory / kind / key[:2] / f"{key}.pickle"
 
     def get(self, kind: str, key: str) -> FileSet | None:
         files = self.load(kind, key, dict)
@@ -160,17 +173,20 @@ class Cache:
         if self.directory is None:
             return None
         try:
-            value = pickle.loads((self.directory / kind / key[:2] / f"{key}.pickle").read_bytes())
+            value = pickle.loads(self._path(kind, key).read_bytes())
         except Exception:  # a damaged entry is a miss
             return None
-        return value if isinstance(value, of_type) else None
+        if not isinstance(value, of_type):
+            return None
+        self.used.setdefault(kind, set()).add(key)
+        return value
 
     def store(self, kind: str, key: str, value: object, *, only: bool = False) -> None:
         """Store `value`; with `only`, drop the other entries of this kind (entries that each
         build rewrites whole and only the next build can use: project files, fragments)."""
         if self.directory is None:
             return
-        path = self.directory / kind / key[:2] / f"{key}.pickle"
+        path = self._path(kind, key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -178,10 +194,42 @@ class Cache:
             os.replace(tmp, path)
         except (OSError, pickle.PicklingError):
             return
+        self.used.setdefault(kind, set()).add(key)
         if only:
             for old in (self.directory / kind).glob("*/*.pickle"):
                 if old.stem != key:
                     old.unlink(missing_ok=True)
+
+    def sweep(self) -> None:
+        """After a successful build: remember what it used and remove the entries of the swept
+        kinds that none of the last `KEEP_BUILDS` builds used. Best effort: another build
+        running at the same time can at worst lose entries (a miss), never see a wrong one."""
+        if self.directory is None:
+            return
+        recent_path = self.directory / self._RECENT
+        try:
+            recent = json.loads(recent_path.read_text(encoding="utf-8"))
+            if not isinstance(recent, list):
+                recent = []
+        except (OSError, ValueError):
+            recent = []
+        this = {kind: sorted(self.used.get(kind, ())) for kind in self.SWEPT}
+        recent = [*recent[-(self.KEEP_BUILDS - 1) :], this]
+        keep: dict[str, set[str]] = {kind: set() for kind in self.SWEPT}
+        for build in recent:
+            for kind in self.SWEPT:
+                if isinstance(build, dict) and isinstance(build.get(kind), list):
+                    keep[kind].update(k for k in build[kind] if isinstance(k, str))
+        try:
+            tmp = recent_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(recent), encoding="utf-8")
+            os.replace(tmp, recent_path)
+        except OSError:
+            return  # not remembered: remove nothing
+        for kind in self.SWEPT:
+            for entry in (self.directory / kind).glob("*/*.pickle"):
+                if entry.stem not in keep[kind]:
+                    entry.unlink(missing_ok=True)
 
 
 @functools.cache
@@ -350,6 +398,50 @@ def _can_spawn() -> bool:
     return main_file is None or os.path.exists(main_file)
 
 
+class _Background:
+    """A few groups emitted by one forked worker while this process goes on with the project
+    files (editing one connector: datamodel-code-generator's start-up and the connector's
+    models take about a second, the project files about half of that)."""
+
+    def __init__(self, project: ir.Project, groups: Sequence[ir.Group], out: Output) -> None:
+        self.project, self.groups, self.out = project, groups, out
+        self.pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("fork")
+        )
+        gc.freeze()  # see START_METHOD
+        try:
+            self.future = self.pool.submit(_emit_groups, _subproject(project, groups), groups, out)
+        finally:
+            gc.unfreeze()
+
+    def result(self) -> dict[str, FileSet]:
+        try:
+            files = self.future.result()
+        except BrokenProcessPool:  # the worker could not run: build here instead
+            files = _emit_groups(self.project, self.groups, self.out)
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return {g.name: f for g, f in zip(self.groups, files, strict=True)}
+
+
+def _start_groups(
+    project: ir.Project, misses: Sequence[ir.Group], out: Output, jobs: int | None
+) -> Callable[[], dict[str, FileSet]]:
+    """Start emitting the groups to rebuild; the returned function waits for their files.
+    A few groups go to one forked worker when there is a core to spare (the caller works on
+    meanwhile); many are built by `_build_groups` before this returns."""
+    pending_tools = sum(len(g.tools) for g in misses)
+    if (
+        misses
+        and pending_tools < PARALLEL_THRESHOLD
+        and (jobs or os.cpu_count() or 1) > 1
+        and _start_method() == "fork"
+    ):
+        return _Background(project, misses, out).result
+    built = _build_groups(project, misses, out, jobs)
+    return lambda: built
+
+
 def _build_groups(
     project: ir.Project, misses: Sequence[ir.Group], out: Output, jobs: int | None
 ) -> dict[str, FileSet]:
@@ -472,11 +564,39 @@ def _project_files(
     return {**project_files, **formatted}
 
 
+def _cached_project_files(
+    project: ir.Project,
+    out: Output,
+    cache: Cache,
+    fingerprint: str,
+    keys: dict[str, str],
+    owners: dict[str, str],
+) -> FileSet:
+    """The project emitters' files: from the cache when nothing they are made of has changed,
+    else made again (from the previous build's per-tool fragments where they still hold)."""
+    caching = cache.directory is not None
+    project_key = _project_key(fingerprint, project, out, keys) if caching else ""
+    project_files = cache.get("project-files", project_key) if caching else None
+    if project_files is not None:
+        return project_files
+    previous = cache.load("fragments", fingerprint, dict) if caching else None
+    memo = Fragments(keys, previous)
+    token = _FRAGMENTS.set(memo)
+    try:
+        project_files = _project_files(project, out, cache, fingerprint, owners)
+    finally:
+        _FRAGMENTS.reset(token)
+    if caching:
+        cache.put("project-files", project_key, project_files, only=True)
+        cache.store("fragments", fingerprint, memo.used, only=True)
+    return project_files
+
+
 def emit(
-    project: ir.Project, *, cache_dir: Path | None = None, jobs: int | None = None
+    project: ir.Project, *, cache: Cache | None = None, jobs: int | None = None
 ) -> tuple[FileSet, list[Diagnostic]]:
     out = Output(import_name=str(project.gateway.import_name), sources=project.sources)
-    cache = Cache(cache_dir)
+    cache = cache or Cache(None)
     fingerprint = generator_fingerprint()
     files: FileSet = {}
     owners: dict[str, str] = {}
@@ -490,32 +610,23 @@ def emit(
                 hits[g.name] = cached
             else:
                 misses.append(g)
+        emitted = _start_groups(project, misses, out, jobs)
+        try:
+            project_files = _cached_project_files(project, out, cache, fingerprint, keys, owners)
+        except Exception:
+            emitted()  # a failing group is reported first, as when groups are built first
+            raise
         built: dict[str, FileSet] = {}
         if misses:
-            emitted = _build_groups(project, misses, out, jobs)
+            new = emitted()
             for g, result in zip(
-                misses, _format_groups([emitted[g.name] for g in misses]), strict=True
+                misses, _format_groups([new[g.name] for g in misses]), strict=True
             ):
                 built[g.name] = result
                 cache.put("group", keys[g.name], result)
         for g in project.groups:
             _merge(files, hits.get(g.name) or built[g.name], f"group {g.name}", owners)
-
-        # Project files: from the cache when nothing they are made of has changed.
-        project_key = _project_key(fingerprint, project, out, keys) if cache_dir else ""
-        project_files = cache.get("project-files", project_key) if cache_dir else None
-        if project_files is None:
-            previous = cache.load("fragments", fingerprint, dict) if cache_dir else None
-            memo = Fragments(keys, previous)
-            token = _FRAGMENTS.set(memo)
-            try:
-                project_files = _project_files(project, out, cache, fingerprint, owners)
-            finally:
-                _FRAGMENTS.reset(token)
-            cache.put("project-files", project_key, project_files, only=True)
-            if cache_dir:
-                cache.store("fragments", fingerprint, memo.used, only=True)
-        files.update(project_files)
+        _merge(files, project_files, "the project emitters", owners)
     except EmitError as exc:
         span = exc.span or Span(file=project.gateway.source)
         return {}, [error(exc.code, span, exc.message)]
