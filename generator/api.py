@@ -14,7 +14,7 @@ from pathlib import Path
 from . import ir
 from .compile import ConnectorUnit, compile_project, connector_context
 from .diagnostics import Diagnostic, Span, error, has_errors, normalise
-from .emit import Cache, FileSet, emit, generator_fingerprint
+from .emit import Cache, FileSet, ModelsWorker, emit, generator_fingerprint
 from .load import Loaded, discover, load_files, load_text
 from .runtime.catalog import GatewaySpec
 from .validate import validate_one
@@ -175,21 +175,35 @@ def _store_units(cache: Cache, project: ir.Project, docs: list[Loaded]) -> None:
         cache.store("unit", _unit_key(doc.path, doc.sha256), _CachedUnit(context, unit))
 
 
-def generate(options: Options) -> tuple[CompileResult, FileSet, tuple[Diagnostic, ...]]:
+def generate(
+    options: Options, *, worker: ModelsWorker | None = None
+) -> tuple[CompileResult, FileSet, tuple[Diagnostic, ...]]:
+    """Compile and emit. Models take datamodel-code-generator, whose start-up alone is about
+    half a second: a `ModelsWorker` pays it on another core while this process compiles. The
+    one passed (the command line starts it first thing) or started here is closed (killed if
+    nothing needed it) before this returns."""
     cache = Cache(options.root / CACHE_DIR if options.cache else None)
-    result = compile_manifests(options, cache=cache)
-    if not result.ok or result.project is None:
-        return result, {}, result.diagnostics
-    files, emit_diags = emit(result.project, cache=cache, jobs=options.jobs)
+    if worker is None:
+        worker = ModelsWorker.start(options.jobs)
+    try:
+        result = compile_manifests(options, cache=cache)
+        if not result.ok or result.project is None:
+            return result, {}, result.diagnostics
+        files, emit_diags = emit(result.project, cache=cache, jobs=options.jobs, worker=worker)
+    finally:
+        if worker is not None:
+            worker.close()
     diags = normalise((*result.diagnostics, *emit_diags))
     if not has_errors(diags):
         cache.sweep()
     return result, files, diags
 
 
-def build(options: Options, *, check: bool = False) -> BuildResult:
+def build(
+    options: Options, *, check: bool = False, worker: ModelsWorker | None = None
+) -> BuildResult:
     """Compile and write `generated/` (or, with check, compare and write nothing)."""
-    _result, files, diags = generate(options)
+    _result, files, diags = generate(options, worker=worker)
     if has_errors(diags):
         return BuildResult(diags)  # all-or-nothing: a failed build writes nothing
     the_plan = plan(options.out, files)

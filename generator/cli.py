@@ -7,12 +7,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import api
 from .diagnostics import ErrorFormat, has_errors, render, summary
+
+if TYPE_CHECKING:
+    from . import api
+
+# `api` (jsonschema, yaml, jinja2, ...) is imported by each command when it runs: `build` first
+# forks its models worker, which then imports datamodel-code-generator meanwhile.
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -46,6 +51,8 @@ def _options(
     cache: bool = True,
     jobs: int | None = None,
 ) -> api.Options:
+    from . import api
+
     return api.Options.for_project(root, manifests=manifests, out=out, cache=cache, jobs=jobs)
 
 
@@ -71,6 +78,8 @@ def main() -> None:
 @_error_format
 def validate(root: Path, manifests: Path | None, error_format: ErrorFormat) -> None:
     """Check the manifests; write nothing."""
+    from . import api
+
     result = api.compile_manifests(_options(root, manifests))
     _report(result.diagnostics, error_format)
     if not result.ok:
@@ -117,8 +126,13 @@ def build(
 ) -> None:
     """Compile the manifests into the generated package."""
     started = time.perf_counter()
+    from .models_worker import ModelsWorker
+
+    worker = ModelsWorker.start(jobs)
+    from . import api
+
     options = _options(root, manifests, out, cache=not no_cache, jobs=jobs)
-    result = api.build(options, check=check)
+    result = api.build(options, check=check, worker=worker)
     _report(result.diagnostics, error_format)
     if has_errors(result.diagnostics):
         sys.exit(EXIT_FAIL)
@@ -155,6 +169,8 @@ def build(
 @_error_format
 def ir_command(root: Path, manifests: Path | None, spans: bool, error_format: ErrorFormat) -> None:
     """Print the compiled IR as sorted JSON."""
+    from . import api
+
     data, diags = api.ir_data(_options(root, manifests), spans=spans)
     if data is None:
         _report(diags, error_format)

@@ -5,6 +5,7 @@ accepts what the metaschema rejects, and lazily completed source maps give the s
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from helpers import ROOT, make_project, tree
 from generator import api, emit, ir
 from generator.compile import _META, _META_KEYWORDS, _meta_valid
 from generator.load import SPAN_DEPTH, _Builder, _Loader, load_text
+from generator.names import ClassName
 
 
 def _cached(root: Path) -> api.Options:
@@ -113,26 +115,45 @@ def test_building_groups_in_worker_processes_gives_the_same_files(
     assert parallel == serial
 
 
-def test_a_few_groups_built_in_the_background_give_the_same_files(
+def test_a_few_groups_built_by_the_models_worker_give_the_same_files(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     result = api.compile_manifests(api.Options.for_project(ROOT, cache=False))
     assert result.project is not None
     serial, diags = emit.emit(result.project, jobs=1)
     assert not diags
-    monkeypatch.setattr(emit, "START_METHOD", "fork")
-    started: list[int] = []
-    original = emit._Background.__init__
-
-    def spy(self: Any, project: ir.Project, groups: Any, out: Any) -> None:
-        started.append(len(groups))
-        original(self, project, groups, out)
-
-    monkeypatch.setattr(emit._Background, "__init__", spy)
-    background, diags = emit.emit(result.project, jobs=2)
-    assert not diags
-    assert started == [len(result.project.groups)]  # all of them: fewer tools than the threshold
-    assert background == serial
+    # The constructor forks whatever the threads of the test session (`start` would decline
+    # when other tests left threads behind).
+    worker = emit.ModelsWorker()
+    try:
+        background, diags = emit.emit(result.project, jobs=2, worker=worker)
+        assert not diags
+        assert background == serial
+        monkeypatch.setattr(emit, "BATCH_TOOLS", 2)  # many batches: this process takes some
+        assert emit.emit(result.project, jobs=2, worker=worker) == (serial, [])
+        # a failing group: the same located error as when built here
+        broken = replace(
+            result.project,
+            tools=tuple(
+                replace(t, output_model=ClassName("Missing"))
+                if t.name == "slack_send_message"
+                else t
+                for t in result.project.tools
+            ),
+        )
+        here = emit.emit(broken, jobs=1)
+        there = emit.emit(broken, jobs=2, worker=worker)
+        assert here == there and [d.code for d in there[1]] == ["GEN301"]
+    finally:
+        worker.close()
+    # a worker that died: the groups are built here instead
+    worker = emit.ModelsWorker()
+    worker._proc.kill()
+    worker._proc.join()
+    try:
+        assert emit.emit(result.project, jobs=2, worker=worker) == (serial, [])
+    finally:
+        worker.close()
 
 
 def test_the_cache_keeps_what_the_last_builds_used(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 
 from .. import ir
 from ..diagnostics import Diagnostic, Span, error
+from ..models_worker import ModelsWorker, WorkerGone
 from ..names import PyIdent
 
 FileSet = dict[str, str]
@@ -375,7 +376,7 @@ def _batches(groups: Sequence[ir.Group], tools: int) -> list[list[ir.Group]]:
 
 
 PARALLEL_THRESHOLD = 150  # tools to rebuild before worker processes pay for themselves
-BATCH_TOOLS = 40  # tools per task of the worker pool
+BATCH_TOOLS = 20  # tools per task of the workers (small tasks balance the load)
 # How workers start: None picks "fork" where it exists and this process runs a single thread
 # (forking a threaded process can deadlock), else "spawn". Forked workers start at once with
 # datamodel-code-generator warmed up; the build's objects they inherit are frozen for the
@@ -398,46 +399,88 @@ def _can_spawn() -> bool:
     return main_file is None or os.path.exists(main_file)
 
 
-class _Background:
-    """A few groups emitted by one forked worker while this process goes on with the project
-    files (editing one connector: datamodel-code-generator's start-up and the connector's
-    models take about a second, the project files about half of that)."""
+class _Shared:
+    """Groups built by a `ModelsWorker` and this process together: a thread feeds the worker
+    batches from the front of the queue while this process goes on; when it comes to wait, it
+    takes batches from the back itself if enough are left to pay for its own warm-up."""
 
-    def __init__(self, project: ir.Project, groups: Sequence[ir.Group], out: Output) -> None:
-        self.project, self.groups, self.out = project, groups, out
-        self.pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("fork")
-        )
-        gc.freeze()  # see START_METHOD
+    def __init__(
+        self,
+        worker: ModelsWorker,
+        project: ir.Project,
+        groups: Sequence[ir.Group],
+        out: Output,
+    ) -> None:
+        self.project, self.out = project, out
+        self.batches = _batches(groups, BATCH_TOOLS)
+        self.results: list[list[FileSet] | BaseException | None] = [None] * len(self.batches)
+        self.lock = threading.Lock()
+        self.next_front, self.next_back = 0, len(self.batches) - 1
+        self.feeder = threading.Thread(target=self._feed, args=(worker,), daemon=True)
+        self.feeder.start()
+
+    def _take(self, front: bool) -> int | None:
+        with self.lock:
+            if self.next_front > self.next_back:
+                return None
+            if front:
+                self.next_front += 1
+                return self.next_front - 1
+            self.next_back -= 1
+            return self.next_back + 1
+
+    def _feed(self, worker: ModelsWorker) -> None:
+        while (i := self._take(front=True)) is not None:
+            try:
+                self.results[i] = worker.run(self.project, self.batches[i], self.out)
+            except WorkerGone:
+                return  # this batch and the rest are built by this process
+            except BaseException as exc:
+                self.results[i] = exc
+
+    def _here(self, i: int) -> None:
         try:
-            self.future = self.pool.submit(_emit_groups, _subproject(project, groups), groups, out)
-        finally:
-            gc.unfreeze()
+            self.results[i] = _emit_groups(self.project, self.batches[i], self.out)
+        except EmitError as exc:
+            self.results[i] = exc
 
     def result(self) -> dict[str, FileSet]:
-        try:
-            files = self.future.result()
-        except BrokenProcessPool:  # the worker could not run: build here instead
-            files = _emit_groups(self.project, self.groups, self.out)
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-        return {g.name: f for g, f in zip(self.groups, files, strict=True)}
+        with self.lock:
+            left = self.next_back - self.next_front + 1
+        if left >= 2:  # else waiting beats warming datamodel-code-generator up here
+            while (i := self._take(front=False)) is not None:
+                self._here(i)
+        self.feeder.join()
+        for i, result in enumerate(self.results):
+            if result is None:  # the worker died
+                self._here(i)
+        built: dict[str, FileSet] = {}
+        for batch, result in zip(self.batches, self.results, strict=True):
+            if isinstance(result, BaseException):
+                raise result  # the first failing group in order, as when built in one process
+            assert result is not None
+            for g, files in zip(batch, result, strict=True):
+                built[g.name] = files
+        return built
 
 
 def _start_groups(
-    project: ir.Project, misses: Sequence[ir.Group], out: Output, jobs: int | None
+    project: ir.Project,
+    misses: Sequence[ir.Group],
+    out: Output,
+    jobs: int | None,
+    worker: ModelsWorker | None,
 ) -> Callable[[], dict[str, FileSet]]:
     """Start emitting the groups to rebuild; the returned function waits for their files.
-    A few groups go to one forked worker when there is a core to spare (the caller works on
-    meanwhile); many are built by `_build_groups` before this returns."""
+    With a `worker`, it and this process share them (the caller works on meanwhile) unless
+    there is much to build and more than two cores: then `_build_groups` builds them with a
+    pool of workers, before this returns."""
+    if not misses:
+        return dict
+    cores = jobs or os.cpu_count() or 1
     pending_tools = sum(len(g.tools) for g in misses)
-    if (
-        misses
-        and pending_tools < PARALLEL_THRESHOLD
-        and (jobs or os.cpu_count() or 1) > 1
-        and _start_method() == "fork"
-    ):
-        return _Background(project, misses, out).result
+    if worker is not None and (cores <= 2 or pending_tools < PARALLEL_THRESHOLD):
+        return _Shared(worker, project, misses, out).result
     built = _build_groups(project, misses, out, jobs)
     return lambda: built
 
@@ -593,8 +636,14 @@ def _cached_project_files(
 
 
 def emit(
-    project: ir.Project, *, cache: Cache | None = None, jobs: int | None = None
+    project: ir.Project,
+    *,
+    cache: Cache | None = None,
+    jobs: int | None = None,
+    worker: ModelsWorker | None = None,
 ) -> tuple[FileSet, list[Diagnostic]]:
+    """The files of `project`, formatted. A few groups to rebuild go to `worker` when one is
+    given (the caller closes it); many are shared with worker processes started here."""
     out = Output(import_name=str(project.gateway.import_name), sources=project.sources)
     cache = cache or Cache(None)
     fingerprint = generator_fingerprint()
@@ -610,7 +659,7 @@ def emit(
                 hits[g.name] = cached
             else:
                 misses.append(g)
-        emitted = _start_groups(project, misses, out, jobs)
+        emitted = _start_groups(project, misses, out, jobs, worker)
         try:
             project_files = _cached_project_files(project, out, cache, fingerprint, keys, owners)
         except Exception:
