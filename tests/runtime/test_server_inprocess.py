@@ -119,6 +119,21 @@ async def test_connector_call_uses_the_tenants_own_credentials(world, upstream, 
     assert upstream.requests[-1] == ("/slack/conversations.list", "xoxb-bravo")
 
 
+async def test_new_credentials_are_used_on_the_next_call(
+    world, upstream, sqlite_store: Store
+) -> None:
+    """Decrypted credentials are kept between calls, never past a change of them (here made
+    directly in the database, as the admin CLI of another process does)."""
+    upstream.slack_tokens.add("xoxb-acme-2")
+    async with Client(world.server(world.a_rw)) as c:
+        for _ in range(2):
+            assert not (await c.call_tool("slack_list_channels", {})).is_error
+            assert upstream.requests[-1] == ("/slack/conversations.list", "xoxb-acme")
+        sqlite_store.connect(world.a.id, "slack", {"bot_token": "xoxb-acme-2"})
+        assert not (await c.call_tool("slack_list_channels", {})).is_error
+        assert upstream.requests[-1] == ("/slack/conversations.list", "xoxb-acme-2")
+
+
 async def test_upstream_auth_failure_marks_needs_reauth_and_hides_tools(world, upstream) -> None:
     upstream.shopify_tokens.discard("shpat-acme")
     try:
