@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -24,6 +25,7 @@ class WorkerGone(Exception):
 
 def _serve(conn: Any) -> None:
     """A `ModelsWorker` process: warm datamodel-code-generator up, then run the jobs sent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle: it kills us
     from .emit.models import warm_up
 
     warm_up()
