@@ -5,6 +5,8 @@ accepts what the metaschema rejects, and lazily completed source maps give the s
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -115,21 +117,18 @@ def test_building_groups_in_worker_processes_gives_the_same_files(
     assert parallel == serial
 
 
-def test_a_few_groups_built_by_the_models_worker_give_the_same_files(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def models_worker_scenario() -> None:
+    """Run by the test below in a fresh interpreter: a `ModelsWorker` forks, and forking is safe
+    only without other threads (which earlier tests of a session may leave behind)."""
     result = api.compile_manifests(api.Options.for_project(ROOT, cache=False))
     assert result.project is not None
     serial, diags = emit.emit(result.project, jobs=1)
     assert not diags
-    # The constructor forks whatever the threads of the test session (`start` would decline
-    # when other tests left threads behind).
-    worker = emit.ModelsWorker()
+    worker = emit.ModelsWorker.start(jobs=2)
+    assert worker is not None
     try:
-        background, diags = emit.emit(result.project, jobs=2, worker=worker)
-        assert not diags
-        assert background == serial
-        monkeypatch.setattr(emit, "BATCH_TOOLS", 2)  # many batches: this process takes some
+        assert emit.emit(result.project, jobs=2, worker=worker) == (serial, [])
+        emit.BATCH_TOOLS = 2  # many batches: this process takes some from the back
         assert emit.emit(result.project, jobs=2, worker=worker) == (serial, [])
         # a failing group: the same located error as when built here
         broken = replace(
@@ -154,6 +153,18 @@ def test_a_few_groups_built_by_the_models_worker_give_the_same_files(
         assert emit.emit(result.project, jobs=2, worker=worker) == (serial, [])
     finally:
         worker.close()
+
+
+def test_groups_built_by_the_models_worker_give_the_same_files() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import test_incremental as t; t.models_worker_scenario()"],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_the_cache_keeps_what_the_last_builds_used(tmp_path: Path) -> None:
