@@ -199,7 +199,10 @@ class Cache:
         if only:
             for old in (self.directory / kind).glob("*/*.pickle"):
                 if old.stem != key:
-                    old.unlink(missing_ok=True)
+                    try:
+                        old.unlink(missing_ok=True)
+                    except OSError:
+                        return
 
     def sweep(self) -> None:
         """After a successful build: remember what it used and remove the entries of the swept
@@ -230,7 +233,10 @@ class Cache:
         for kind in self.SWEPT:
             for entry in (self.directory / kind).glob("*/*.pickle"):
                 if entry.stem not in keep[kind]:
-                    entry.unlink(missing_ok=True)
+                    try:
+                        entry.unlink(missing_ok=True)
+                    except OSError:  # a read-only cache: it stays as it is
+                        return
 
 
 @functools.cache
