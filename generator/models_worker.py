@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from .emit import FileSet, Output
 
 
+def fork_is_safe() -> bool:
+    """Whether this process may fork workers: the platform can, and this process runs a single
+    thread (forking a threaded process can deadlock the child on a lock another thread held)."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
 class WorkerGone(Exception):
     """The worker process died (or could not be reached): build here instead."""
 
@@ -61,11 +67,7 @@ class ModelsWorker:
     @classmethod
     def start(cls, jobs: int | None) -> ModelsWorker | None:
         """A worker when forking is possible and there is more than one core, else None."""
-        if (
-            (jobs or os.cpu_count() or 1) <= 1
-            or "fork" not in multiprocessing.get_all_start_methods()
-            or threading.active_count() > 1  # forking a threaded process can deadlock
-        ):
+        if (jobs or os.cpu_count() or 1) <= 1 or not fork_is_safe():
             return None
         try:
             return cls()

@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 
 from .. import ir
 from ..diagnostics import Diagnostic, Span, error
-from ..models_worker import ModelsWorker, WorkerGone
+from ..models_worker import ModelsWorker, WorkerGone, fork_is_safe
 from ..names import PyIdent
 
 FileSet = dict[str, str]
@@ -394,15 +394,39 @@ START_METHOD: str | None = None
 def _start_method() -> str:
     if START_METHOD is not None:
         return START_METHOD
-    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
-        return "fork"
-    return "spawn"
+    return "fork" if fork_is_safe() else "spawn"
 
 
 def _can_spawn() -> bool:
     """Spawned workers re-import the main module: not possible for a script read from stdin."""
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     return main_file is None or os.path.exists(main_file)
+
+
+_Result = list[FileSet] | BaseException | None  # a batch's files, its failure, or not yet
+
+
+def _emit_here(project: ir.Project, batch: Sequence[ir.Group], out: Output) -> _Result:
+    """A batch built in this process; a group's `EmitError` is kept as the batch's result."""
+    try:
+        return _emit_groups(project, batch, out)
+    except EmitError as exc:
+        return exc
+
+
+def _assemble(
+    batches: Sequence[Sequence[ir.Group]], results: Sequence[_Result]
+) -> dict[str, FileSet]:
+    """The groups' files by name; the failure of the first failing batch in order is raised,
+    as when every group is built in one process."""
+    built: dict[str, FileSet] = {}
+    for batch, result in zip(batches, results, strict=True):
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None
+        for g, files in zip(batch, result, strict=True):
+            built[g.name] = files
+    return built
 
 
 class _Shared:
@@ -419,7 +443,7 @@ class _Shared:
     ) -> None:
         self.project, self.out = project, out
         self.batches = _batches(groups, BATCH_TOOLS)
-        self.results: list[list[FileSet] | BaseException | None] = [None] * len(self.batches)
+        self.results: list[_Result] = [None] * len(self.batches)
         self.lock = threading.Lock()
         self.next_front, self.next_back = 0, len(self.batches) - 1
         self.feeder = threading.Thread(target=self._feed, args=(worker,), daemon=True)
@@ -445,10 +469,7 @@ class _Shared:
                 self.results[i] = exc
 
     def _here(self, i: int) -> None:
-        try:
-            self.results[i] = _emit_groups(self.project, self.batches[i], self.out)
-        except EmitError as exc:
-            self.results[i] = exc
+        self.results[i] = _emit_here(self.project, self.batches[i], self.out)
 
     def result(self) -> dict[str, FileSet]:
         with self.lock:
@@ -460,14 +481,7 @@ class _Shared:
         for i, result in enumerate(self.results):
             if result is None:  # the worker died
                 self._here(i)
-        built: dict[str, FileSet] = {}
-        for batch, result in zip(self.batches, self.results, strict=True):
-            if isinstance(result, BaseException):
-                raise result  # the first failing group in order, as when built in one process
-            assert result is not None
-            for g, files in zip(batch, result, strict=True):
-                built[g.name] = files
-        return built
+        return _assemble(self.batches, self.results)
 
 
 def _start_groups(
@@ -511,7 +525,7 @@ def _build_groups(
             for g, files in zip(misses, _emit_groups(project, misses, out), strict=True)
         }
     batches = _batches(misses, BATCH_TOOLS)
-    results: list[list[FileSet] | BaseException | None] = [None] * len(batches)
+    results: list[_Result] = [None] * len(batches)
     if method == "fork":
         from .models import warm_up
 
@@ -532,10 +546,7 @@ def _build_groups(
         for i in reversed(range(len(batches))):
             if not futures[i].cancel():
                 break  # a worker has it, and so every batch before it
-            try:
-                results[i] = _emit_groups(project, batches[i], out)
-            except EmitError as exc:
-                results[i] = exc
+            results[i] = _emit_here(project, batches[i], out)
         for i, fut in enumerate(futures):
             if results[i] is None:
                 exc = fut.exception()
@@ -544,18 +555,8 @@ def _build_groups(
         pool.shutdown(wait=True, cancel_futures=True)
     for i, result in enumerate(results):
         if isinstance(result, BrokenProcessPool):  # workers could not run: build here instead
-            try:
-                results[i] = _emit_groups(project, batches[i], out)
-            except EmitError as exc:
-                results[i] = exc
-    built: dict[str, FileSet] = {}
-    for batch, result in zip(batches, results, strict=True):
-        if isinstance(result, BaseException):
-            raise result
-        assert result is not None
-        for g, files in zip(batch, result, strict=True):
-            built[g.name] = files
-    return built
+            results[i] = _emit_here(project, batches[i], out)
+    return _assemble(batches, results)
 
 
 def _runtime_digest() -> str:
@@ -623,21 +624,20 @@ def _cached_project_files(
 ) -> FileSet:
     """The project emitters' files: from the cache when nothing they are made of has changed,
     else made again (from the previous build's per-tool fragments where they still hold)."""
-    caching = cache.directory is not None
-    project_key = _project_key(fingerprint, project, out, keys) if caching else ""
-    project_files = cache.get("project-files", project_key) if caching else None
+    # (Without a cache directory the cache answers misses and stores nothing: only the key,
+    # which costs a pass over the IR, is skipped.)
+    project_key = _project_key(fingerprint, project, out, keys) if cache.directory else ""
+    project_files = cache.get("project-files", project_key)
     if project_files is not None:
         return project_files
-    previous = cache.load("fragments", fingerprint, dict) if caching else None
-    memo = Fragments(keys, previous)
+    memo = Fragments(keys, cache.load("fragments", fingerprint, dict))
     token = _FRAGMENTS.set(memo)
     try:
         project_files = _project_files(project, out, cache, fingerprint, owners)
     finally:
         _FRAGMENTS.reset(token)
-    if caching:
-        cache.put("project-files", project_key, project_files, only=True)
-        cache.store("fragments", fingerprint, memo.used, only=True)
+    cache.put("project-files", project_key, project_files, only=True)
+    cache.store("fragments", fingerprint, memo.used, only=True)
     return project_files
 
 
