@@ -14,7 +14,7 @@ subprocess in these states:
   check     `gen build --check` on a fresh output
 
 The baseline, in the same run, is datamodel-code-generator alone (its Python API, builtin
-formatter, the options of generator/emit/models.py) on the same compiled schemas (the tools of
+formatter, the options of generator/datamodel.py) on the same compiled schemas (the tools of
 the generated tools.json) in ONE call, in its own process. A no-op rebuild of the default
 manifests is measured too.
 
@@ -53,27 +53,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MB = 1024 * 1024
 
-# The generator's own model options (generator/emit/models.py), for the baseline.
+# datamodel-code-generator with the generator's options (generator/datamodel.py imports
+# nothing else) and its builtin formatter: finished code, as the library makes it alone.
 BASELINE_CODE = r"""
 import json, sys
-from datamodel_code_generator import (DataModelType, Formatter, InputFileType, LiteralType,
-                                      PythonVersion, generate)
+from generator.datamodel import generate
 payload = json.loads(open(sys.argv[1], encoding="utf-8").read())
-source = generate(
-    payload,
-    input_file_type=InputFileType.MCPTools,
-    output_model_type=DataModelType.PydanticV2BaseModel,
-    target_python_version=PythonVersion.PY_311,
-    use_annotated=True,
-    field_constraints=True,
-    snake_case_field=True,
-    allow_population_by_field_name=True,
-    parent_scoped_naming=True,
-    enum_field_as_literal=LiteralType.All,
-    disable_timestamp=True,
-    formatters=[Formatter.BUILTIN],
-)
-open(sys.argv[2], "w", encoding="utf-8").write(source)
+open(sys.argv[2], "w", encoding="utf-8").write(generate(payload, formatted=True))
 """
 
 
@@ -203,11 +189,11 @@ def snapshot_generator(work: Path) -> Path:
 
 
 def gen_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "generator.cli", *args]
+    return [sys.executable, "-m", "generator", *args]
 
 
 def run_ok(cmd: list[str], what: str, expect: int = 0) -> Run:
-    run = measure(cmd, env=GEN_ENV if cmd[:3] == gen_cmd() else None)
+    run = measure(cmd, env=GEN_ENV)
     if run.returncode != expect:
         sys.stderr.write(f"{what} exited {run.returncode}:\n{run.stderr[-4000:]}\n")
         raise SystemExit(1)

@@ -122,7 +122,7 @@ def _git(cwd: Path, *args: str) -> None:
 
 def _gen(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "generator.cli", *args],
+        [sys.executable, "-m", "generator", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -99,19 +99,29 @@ def test_adding_a_connector_is_one_yaml_file(tmp_path: Path) -> None:
     assert "notion_search_pages" in proc.stdout
 
 
-def _build_in_subprocess(root: Path, seed: str) -> None:
+def _build_in_subprocess(root: Path, seed: str, cwd: Path = ROOT) -> None:
     env = {**os.environ, "PYTHONHASHSEED": seed}
     subprocess.run(
-        [sys.executable, "-m", "generator.cli", "build", "--project", str(root), "--no-cache"],
+        [sys.executable, "-m", "generator", "build", "--project", str(root), "--no-cache"],
         check=True,
         env=env,
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
     )
 
 
 def test_builds_are_byte_identical_whatever_the_input_order(tmp_path: Path) -> None:
-    # Same manifests, written to disk in opposite orders, built with different hash seeds.
+    # Same manifests, written to disk in opposite orders, built with different hash seeds, from
+    # directories whose pyproject.toml say different things about formatting (formatters that
+    # read the nearest one made the output depend on where `gen` ran).
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "pyproject.toml").write_text(
+        "[tool.ruff]\nline-length = 40\n[tool.black]\nline-length = 40\n"
+        "[tool.isort]\nline_length = 40\nknown_first_party = ['pydantic']\n"
+        "[tool.datamodel-codegen]\nbuiltin-format-line-length = 40\n",
+        encoding="utf-8",
+    )
     sources = sorted((ROOT / "manifests").rglob("*.yaml"))
     roots = []
     for name, order in (("a", sources), ("b", list(reversed(sources)))):
@@ -122,7 +132,7 @@ def test_builds_are_byte_identical_whatever_the_input_order(tmp_path: Path) -> N
             dst.write_bytes(src.read_bytes())
         roots.append(root)
     _build_in_subprocess(roots[0], "1")
-    _build_in_subprocess(roots[1], "4242")
+    _build_in_subprocess(roots[1], "4242", cwd=elsewhere)
     assert tree(roots[0] / "generated") == tree(roots[1] / "generated")
 
 
@@ -223,7 +233,7 @@ def test_manifest_text_cannot_break_generated_code(tmp_path: Path) -> None:
 
 def _gen(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "generator.cli", *args],
+        [sys.executable, "-m", "generator", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -147,8 +147,7 @@ def models_worker_scenario() -> None:
         worker.close()
     # a worker that died: the groups are built here instead
     worker = emit.ModelsWorker()
-    worker._proc.kill()
-    worker._proc.join()
+    worker.kill()
     try:
         assert emit.emit(result.project, jobs=2, worker=worker) == (serial, [])
     finally:

@@ -213,7 +213,7 @@ def test_property_replacement_must_exist(tmp_path: Path) -> None:
 
 def _gen(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "generator.cli", *args],
+        [sys.executable, "-m", "generator", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

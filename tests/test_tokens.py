@@ -107,7 +107,7 @@ capabilities:
 
 def _gen(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "generator.cli", *args],
+        [sys.executable, "-m", "generator", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -15,9 +15,10 @@ import json
 import multiprocessing
 import os
 import pickle
+import queue
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields, is_dataclass, replace
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from .. import ir
+from ..datamodel import Outcome
 from ..diagnostics import Diagnostic, Span, error
 from ..models_worker import ModelsWorker, WorkerGone, fork_is_safe
 from ..names import PyIdent
@@ -324,14 +326,24 @@ def _group_keys(fingerprint: str, project: ir.Project, out: Output) -> dict[str,
 # ---------------------------------------------------------------------------- emit
 
 
-def _emit_groups(project: ir.Project, groups: Sequence[ir.Group], out: Output) -> list[FileSet]:
+def _emit_groups(
+    project: ir.Project,
+    groups: Sequence[ir.Group],
+    out: Output,
+    models_outcomes: Mapping[str, Outcome] | None = None,
+) -> list[FileSet]:
+    """The groups' files (unformatted); `models_outcomes` holds datamodel-code-generator's
+    outcome for groups whose models were generated elsewhere (the models worker)."""
+    from . import models
+
     group_emitters, _ = _registries()
     results = []
-    for group in groups:
-        files: FileSet = {}
-        for emitter in group_emitters:
-            files.update(emitter(project, group, out))
-        results.append(files)
+    with models.provided(models_outcomes or {}):
+        for group in groups:
+            files: FileSet = {}
+            for emitter in group_emitters:
+                files.update(emitter(project, group, out))
+            results.append(files)
     return results
 
 
@@ -406,10 +418,15 @@ def _can_spawn() -> bool:
 _Result = list[FileSet] | BaseException | None  # a batch's files, its failure, or not yet
 
 
-def _emit_here(project: ir.Project, batch: Sequence[ir.Group], out: Output) -> _Result:
+def _emit_here(
+    project: ir.Project,
+    batch: Sequence[ir.Group],
+    out: Output,
+    models_outcomes: Mapping[str, Outcome] | None = None,
+) -> _Result:
     """A batch built in this process; a group's `EmitError` is kept as the batch's result."""
     try:
-        return _emit_groups(project, batch, out)
+        return _emit_groups(project, batch, out, models_outcomes)
     except EmitError as exc:
         return exc
 
@@ -430,9 +447,11 @@ def _assemble(
 
 
 class _Shared:
-    """Groups built by a `ModelsWorker` and this process together: a thread feeds the worker
-    batches from the front of the queue while this process goes on; when it comes to wait, it
-    takes batches from the back itself if enough are left to pay for its own warm-up."""
+    """Groups built with a `ModelsWorker`. A thread sends the worker the models requests of
+    batches from the front of the queue (datamodel-code-generator, by far the costliest part)
+    while this process goes on; when it comes to wait, this process makes each group's files
+    from its models as they come back, and takes batches from the back to build whole itself
+    if enough are left to pay for its own warm-up."""
 
     def __init__(
         self,
@@ -444,6 +463,9 @@ class _Shared:
         self.project, self.out = project, out
         self.batches = _batches(groups, BATCH_TOOLS)
         self.results: list[_Result] = [None] * len(self.batches)
+        self.parts: list[list[FileSet]] = [[] for _ in self.batches]
+        # (batch, group in it, models outcome) as the worker sends them; None: the feeder is done
+        self.arrived: queue.SimpleQueue[tuple[int, int, Outcome] | None] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.next_front, self.next_back = 0, len(self.batches) - 1
         self.feeder = threading.Thread(target=self._feed, args=(worker,), daemon=True)
@@ -460,27 +482,61 @@ class _Shared:
             return self.next_back + 1
 
     def _feed(self, worker: ModelsWorker) -> None:
-        while (i := self._take(front=True)) is not None:
-            try:
-                self.results[i] = worker.run(self.project, self.batches[i], self.out)
-            except WorkerGone:
-                return  # this batch and the rest are built by this process
-            except BaseException as exc:
-                self.results[i] = exc
+        from .models import request
 
-    def _here(self, i: int) -> None:
-        self.results[i] = _emit_here(self.project, self.batches[i], self.out)
+        try:
+            while (i := self._take(front=True)) is not None:
+                requests = [request(self.project, g, self.out) for g in self.batches[i]]
+                worker.generate(requests, functools.partial(self._arrived, i))
+        except WorkerGone:
+            pass  # the batches not done are built by this process
+        finally:
+            self.arrived.put(None)
+
+    def _arrived(self, i: int, j: int, got: Outcome) -> None:  # the feeder thread
+        self.arrived.put((i, j, got))
+
+    def _arrive(self, i: int, j: int, got: Outcome) -> None:
+        """Group `j` of batch `i` from the models the worker made for it."""
+        if self.results[i] is not None:  # an earlier group of the batch failed
+            return
+        group = self.batches[i][j]
+        result = _emit_here(self.project, [group], self.out, {group.name: got})
+        if isinstance(result, BaseException):
+            self.results[i] = result
+            return
+        assert result is not None
+        self.parts[i].extend(result)
+        if len(self.parts[i]) == len(self.batches[i]):
+            self.results[i] = self.parts[i]
+
+    def _drain(self, *, block: bool) -> bool:
+        """Handle what the worker sent; with `block`, until the feeder is done. False once it
+        is."""
+        while True:
+            try:
+                item = self.arrived.get(block=block)
+            except queue.Empty:
+                return True
+            if item is None:
+                return False
+            self._arrive(*item)
 
     def result(self) -> dict[str, FileSet]:
         with self.lock:
             left = self.next_back - self.next_front + 1
+        feeding = True
         if left >= 2:  # else waiting beats warming datamodel-code-generator up here
             while (i := self._take(front=False)) is not None:
-                self._here(i)
+                if feeding:
+                    feeding = self._drain(block=False)
+                self.results[i] = _emit_here(self.project, self.batches[i], self.out)
+        if feeding:
+            self._drain(block=True)
         self.feeder.join()
         for i, result in enumerate(self.results):
-            if result is None:  # the worker died
-                self._here(i)
+            if result is None:  # the worker died before finishing it
+                self.results[i] = _emit_here(self.project, self.batches[i], self.out)
         return _assemble(self.batches, self.results)
 
 
@@ -527,7 +583,7 @@ def _build_groups(
     batches = _batches(misses, BATCH_TOOLS)
     results: list[_Result] = [None] * len(batches)
     if method == "fork":
-        from .models import warm_up
+        from ..datamodel import warm_up
 
         warm_up()  # forked workers inherit datamodel-code-generator imported and initialised
         gc.freeze()  # objects inherited by the workers: their collector leaves them (and their

@@ -1,83 +1,72 @@
 """Typed Pydantic v2 models of every tool's input and output, one module per group.
 
-datamodel-code-generator reads the group's tools in MCP `tools/list` form and names the models
-`<ToolName>Input` / `<ToolName>Output`; `names.ClassName` mints the same names, and a mismatch is
-reported (GEN301) rather than emitting a client that imports a missing class.
+datamodel-code-generator (`generator.datamodel`) reads the group's tools in MCP `tools/list`
+form and names the models `<ToolName>Input` / `<ToolName>Output`; `names.ClassName` mints the
+same names, and a mismatch is reported (GEN301) rather than emitting a client that imports a
+missing class. The library's call may run in the models worker: `request` is what it is sent,
+and `provided` hands the outcomes it sent back to the emitter.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
-from typing import Any
+from collections.abc import Iterator, Mapping
 
 from .. import ir
+from ..datamodel import Outcome, Request, outcome
 from ..render import python_header
 from . import EmitError, FileSet, Output
 
 _CLASS = re.compile(r"^class (\w+)\(", re.MULTILINE)
 
-
-def _generate(payload: dict[str, Any], header: str) -> str:
-    from datamodel_code_generator import (  # imported lazily: it costs ~0.3 s
-        DataModelType,
-        Formatter,
-        InputFileType,
-        LiteralType,
-        PythonVersion,
-        generate,
-    )
-
-    source = generate(
-        payload,
-        input_file_type=InputFileType.MCPTools,
-        output_model_type=DataModelType.PydanticV2BaseModel,
-        target_python_version=PythonVersion.PY_311,
-        use_annotated=True,
-        field_constraints=True,
-        snake_case_field=True,
-        allow_population_by_field_name=True,
-        parent_scoped_naming=True,
-        enum_field_as_literal=LiteralType.All,
-        disable_timestamp=True,
-        formatters=[Formatter.BUILTIN],
-        custom_file_header=header,
-    )
-    assert isinstance(source, str)
-    return source
+_PROVIDED: contextvars.ContextVar[Mapping[str, Outcome] | None] = contextvars.ContextVar(
+    "mcpforge_models_provided", default=None
+)
 
 
-def warm_up() -> None:
-    """Pay datamodel-code-generator's first-call cost (lazy imports, its own models and
-    templates, ~0.5 s) on a one-property tool: before forking workers, which then start warm."""
-    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
-    _generate(
-        {"tools": [{"name": "warm_up", "inputSchema": schema, "outputSchema": schema}]}, "# warm-up"
-    )
-
-
-def group_models(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
-    tools = project.group_tools(group)
-    payload: dict[str, Any] = {
+def request(project: ir.Project, group: ir.Group, out: Output) -> Request:
+    """What datamodel-code-generator is given for `group`."""
+    payload: dict[str, object] = {
         "tools": [
             {
                 "name": t.name,
                 "inputSchema": t.input_schema.value,
                 "outputSchema": t.output_schema.value,
             }
-            for t in tools
+            for t in project.group_tools(group)
         ]
     }
-    header = python_header(out.sources_text(group.sources))
+    return payload, python_header(out.sources_text(group.sources)).rstrip("\n")
+
+
+@contextlib.contextmanager
+def provided(outcomes: Mapping[str, Outcome]) -> Iterator[None]:
+    """Within this block, `group_models` takes the outcome of the groups named in `outcomes`
+    (made elsewhere from their `request`) instead of calling datamodel-code-generator."""
+    token = _PROVIDED.set(outcomes)
     try:
-        source = _generate(payload, header.rstrip("\n"))
-    except Exception as exc:  # the library's own errors carry no location; ours does
+        yield
+    finally:
+        _PROVIDED.reset(token)
+
+
+def group_models(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
+    tools = project.group_tools(group)
+    given = _PROVIDED.get()
+    ok, text = (
+        given[group.name]
+        if given and group.name in given
+        else outcome(request(project, group, out))
+    )
+    if not ok:
         raise EmitError(
             "GEN301",
             tools[0].span if tools else None,
-            f"datamodel-code-generator failed on group {group.name!r}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-        ) from exc
-    classes = set(_CLASS.findall(source))
+            f"datamodel-code-generator failed on group {group.name!r}: {text}",
+        )
+    classes = set(_CLASS.findall(text))
     for t in tools:
         for model in (t.input_model, t.output_model):
             if model not in classes:
@@ -86,5 +75,4 @@ def group_models(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
                     t.span,
                     f"expected model class {model} for tool {t.name!r} was not generated",
                 )
-    text = source if source.endswith("\n") else source + "\n"
-    return {out.pkg(f"models/{group.name}.py"): text}
+    return {out.pkg(f"models/{group.name}.py"): text if text.endswith("\n") else text + "\n"}
