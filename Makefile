@@ -18,9 +18,10 @@ build: $(STAMP)  ## compile manifests/ into generated/
 check: $(STAMP)  ## fail when generated/ is out of date
 	$(BIN)/gen build --check
 
-test: $(STAMP)  ## lint, the freshness gate, then every test
+test: $(STAMP)  ## lint, type-check the generator, the freshness gate, then every test
 	$(BIN)/ruff check generator tests bench
 	$(BIN)/ruff format --check generator tests bench
+	$(BIN)/mypy generator
 	$(BIN)/gen build --check
 	$(BIN)/python -m pytest -q
 

@@ -1,14 +1,14 @@
 """The `gen` command (also `python -m generator`).
 
 A build spends its first half second importing datamodel-code-generator. For `gen build` the
-models worker that pays for it on another core is started here, before anything else is
-imported (the command-line parser alone takes about 50 ms); the build takes it over
-(`ModelsWorker.start`). A command that ends before it gets that far (bad options, `--help`)
-kills the worker on exit.
+models workers that pay for it on another core are started here, before anything else is
+imported (the command-line parser alone takes about 50 ms); the build takes them over
+(`ModelsWorkers.start`). A command that ends before it gets that far (bad options, `--help`)
+kills them on exit.
 
 The command ends without tearing the interpreter down: freeing the objects of a build one by
 one (and the modules of datamodel-code-generator, jsonschema, jinja2...) takes tens of
-milliseconds for nothing. Output is flushed and the worker reaped first.
+milliseconds for nothing. Output is flushed and the workers stopped first.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _jobs(args: list[str]) -> int | None:
 
 def _exit(code: object) -> None:
     """`sys.exit(code)` without the interpreter's teardown."""
-    from .models_worker import discard_prestarted
+    from .models_worker import stop_all
 
     if code is None:
         status = 0
@@ -45,7 +45,7 @@ def _exit(code: object) -> None:
     else:
         print(code, file=sys.stderr)
         status = 1
-    discard_prestarted()
+    stop_all()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -55,17 +55,22 @@ def _exit(code: object) -> None:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    if args[:1] == ["build"] and not {"-h", "--help"} & set(args):
-        from .models_worker import prestart
-
-        prestart(_jobs(args))
-    from .cli import main as cli
-
+    code: object = 0
     try:
+        args = sys.argv[1:]
+        if args[:1] == ["build"] and not {"-h", "--help"} & set(args):
+            from .models_worker import prestart
+
+            prestart(_jobs(args))
+        from .cli import main as cli
+
         cli()
     except SystemExit as done:  # how click ends every command
-        _exit(done.code)
+        code = done.code
+    except KeyboardInterrupt:  # before click took over (it says the same)
+        print("Aborted!", file=sys.stderr)
+        code = 1
+    _exit(code)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import ir
 from .compile import ConnectorUnit, compile_project, connector_context
 from .diagnostics import Diagnostic, Span, error, has_errors, normalise
-from .emit import Cache, FileSet, ModelsWorker, emit, generator_fingerprint
+from .emit import Cache, FileSet, ModelsWorkers, emit, generator_fingerprint
 from .load import Loaded, discover, load_files, load_text
 from .runtime.catalog import GatewaySpec
 from .validate import validate_one
@@ -160,7 +160,7 @@ def _store_units(cache: Cache, project: ir.Project, docs: list[Loaded]) -> None:
     context = connector_context(docs)
     by_connector: dict[str, list[ir.Tool]] = {}
     for t in project.tools:
-        if t.connector in fresh:
+        if t.connector is not None and t.connector in fresh:
             by_connector.setdefault(t.connector, []).append(t)
     for c in project.connectors:
         doc = fresh.get(c.name)
@@ -176,23 +176,23 @@ def _store_units(cache: Cache, project: ir.Project, docs: list[Loaded]) -> None:
 
 
 def generate(
-    options: Options, *, worker: ModelsWorker | None = None
+    options: Options, *, workers: ModelsWorkers | None = None
 ) -> tuple[CompileResult, FileSet, tuple[Diagnostic, ...]]:
     """Compile and emit. Models take datamodel-code-generator, whose start-up alone is about
-    half a second: a `ModelsWorker` pays it on another core while this process compiles. The
-    one passed (the command line starts it first thing) or started here is closed (killed if
-    nothing needed it) before this returns."""
+    half a second: `ModelsWorkers` pay it on another core while this process compiles. Those
+    passed (the command line starts them first thing) or started here are closed (killed if
+    nothing needed them) before this returns."""
     cache = Cache(options.root / CACHE_DIR if options.cache else None)
-    if worker is None:
-        worker = ModelsWorker.start(options.jobs)
+    if workers is None:
+        workers = ModelsWorkers.start(options.jobs)
     try:
         result = compile_manifests(options, cache=cache)
         if not result.ok or result.project is None:
             return result, {}, result.diagnostics
-        files, emit_diags = emit(result.project, cache=cache, jobs=options.jobs, worker=worker)
+        files, emit_diags = emit(result.project, cache=cache, jobs=options.jobs, workers=workers)
     finally:
-        if worker is not None:
-            worker.close()
+        if workers is not None:
+            workers.close()
     diags = normalise((*result.diagnostics, *emit_diags))
     if not has_errors(diags):
         cache.sweep()
@@ -200,10 +200,10 @@ def generate(
 
 
 def build(
-    options: Options, *, check: bool = False, worker: ModelsWorker | None = None
+    options: Options, *, check: bool = False, workers: ModelsWorkers | None = None
 ) -> BuildResult:
     """Compile and write `generated/` (or, with check, compare and write nothing)."""
-    _result, files, diags = generate(options, worker=worker)
+    _result, files, diags = generate(options, workers=workers)
     if has_errors(diags):
         return BuildResult(diags)  # all-or-nothing: a failed build writes nothing
     the_plan = plan(options.out, files)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from . import api
 
 # `api` (jsonschema, yaml, jinja2, ...) is imported by each command when it runs: `build` first
-# forks its models worker, which then imports datamodel-code-generator meanwhile.
+# takes over (or starts) its models workers, which import datamodel-code-generator meanwhile.
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -126,13 +126,13 @@ def build(
 ) -> None:
     """Compile the manifests into the generated package."""
     started = time.perf_counter()
-    from .models_worker import ModelsWorker
+    from .models_worker import ModelsWorkers
 
-    worker = ModelsWorker.start(jobs)
+    workers = ModelsWorkers.start(jobs)
     from . import api
 
     options = _options(root, manifests, out, cache=not no_cache, jobs=jobs)
-    result = api.build(options, check=check, worker=worker)
+    result = api.build(options, check=check, workers=workers)
     _report(result.diagnostics, error_format)
     if has_errors(result.diagnostics):
         sys.exit(EXIT_FAIL)

@@ -19,7 +19,7 @@ _set = object.__setattr__
 
 
 def _restore(cls: type, values: tuple[Any, ...]) -> Any:
-    obj = object.__new__(cls)
+    obj: Any = object.__new__(cls)
     for name, value in zip(_FIELDS[cls], values, strict=True):
         _set(obj, name, value)
     return obj
@@ -33,7 +33,7 @@ def _reduce(self: Any) -> tuple[Any, ...]:
 @dataclass_transform(frozen_default=True, kw_only_default=True)
 def frozen(cls: _C | None = None, /, *, order: bool = False) -> Any:
     def make(c: _C) -> _C:
-        made = dataclass(frozen=True, slots=True, kw_only=True, order=order)(c)
+        made: Any = dataclass(frozen=True, slots=True, kw_only=True, order=order)(c)
         _FIELDS[made] = tuple(f.name for f in fields(made))
         made.__reduce__ = _reduce  # type: ignore[assignment]
         return made

@@ -230,11 +230,12 @@ class _Builder:
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR_TAG:
-                    key: str | None = key_node.value
+                    key: str = key_node.value
                 else:
-                    key = self._key(key_node)
-                    if key is None:
+                    found = self._key(key_node)
+                    if found is None:
                         continue
+                    key = found
                 if key in out:
                     self._duplicate(key_node, key, self._first_key(node, key, ()))
                     continue

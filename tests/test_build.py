@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -134,6 +136,61 @@ def test_builds_are_byte_identical_whatever_the_input_order(tmp_path: Path) -> N
     _build_in_subprocess(roots[0], "1")
     _build_in_subprocess(roots[1], "4242", cwd=elsewhere)
     assert tree(roots[0] / "generated") == tree(roots[1] / "generated")
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live processes whose command line holds `marker` (zombies have none)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _none_left(marker: str, within: float = 2.0) -> bool:
+    deadline = time.monotonic() + within
+    while _processes_with(marker):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+def test_gen_build_leaves_no_worker_processes_behind(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    marker = str(root)
+    done = _gen("build", "--project", marker, "--no-cache")
+    assert done.returncode == 0, done.stderr
+    assert _none_left(marker)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+def test_ctrl_c_stops_gen_build_and_its_workers_without_a_traceback(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    marker = str(root)
+    with (tmp_path / "stderr").open("w+") as stderr:  # not a pipe: workers share it
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "generator", "build", "--project", marker, "--no-cache"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        deadline = time.monotonic() + 30
+        while len(_processes_with(marker)) < 2 and proc.poll() is None:  # a worker forked
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 1
+        # killed with the build, not left to finish warming up (about half a second)
+        assert _none_left(marker, within=0.3)
+        stderr.seek(0)
+        text = stderr.read()
+    assert "Aborted!" in text and "Traceback" not in text
+    assert not (root / "generated").exists()  # interrupted: nothing written
 
 
 def test_reordering_tools_in_a_manifest_only_changes_source_digests(tmp_path: Path) -> None:

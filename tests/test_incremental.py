@@ -5,6 +5,8 @@ accepts what the metaschema rejects, and lazily completed source maps give the s
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -16,7 +18,7 @@ import pytest
 import yaml
 from helpers import ROOT, make_project, tree
 
-from generator import api, emit, ir
+from generator import api, datamodel, emit, ir
 from generator.compile import _META, _META_KEYWORDS, _meta_valid
 from generator.load import SPAN_DEPTH, _Builder, _Loader, load_text
 from generator.names import ClassName
@@ -118,18 +120,18 @@ def test_building_groups_in_worker_processes_gives_the_same_files(
 
 
 def models_worker_scenario() -> None:
-    """Run by the test below in a fresh interpreter: a `ModelsWorker` forks, and forking is safe
+    """Run by the test below in a fresh interpreter: `ModelsWorkers` fork, and forking is safe
     only without other threads (which earlier tests of a session may leave behind)."""
     result = api.compile_manifests(api.Options.for_project(ROOT, cache=False))
     assert result.project is not None
     serial, diags = emit.emit(result.project, jobs=1)
     assert not diags
-    worker = emit.ModelsWorker.start(jobs=2)
-    assert worker is not None
+    workers = emit.ModelsWorkers.start(jobs=2)
+    assert workers is not None
     try:
-        assert emit.emit(result.project, jobs=2, worker=worker) == (serial, [])
-        emit.BATCH_TOOLS = 2  # many batches: this process takes some from the back
-        assert emit.emit(result.project, jobs=2, worker=worker) == (serial, [])
+        assert emit.emit(result.project, jobs=2, workers=workers) == (serial, [])
+        emit.BATCH_TOOLS = 2  # many batches: each worker takes several
+        assert emit.emit(result.project, jobs=2, workers=workers) == (serial, [])
         # a failing group: the same located error as when built here
         broken = replace(
             result.project,
@@ -141,17 +143,40 @@ def models_worker_scenario() -> None:
             ),
         )
         here = emit.emit(broken, jobs=1)
-        there = emit.emit(broken, jobs=2, worker=worker)
+        there = emit.emit(broken, jobs=2, workers=workers)
         assert here == there and [d.code for d in there[1]] == ["GEN301"]
     finally:
-        worker.close()
-    # a worker that died: the groups are built here instead
-    worker = emit.ModelsWorker()
-    worker.kill()
+        workers.close()
+    # one worker died: the other builds its share; both died: the groups are built here
+    workers = emit.ModelsWorkers(2)
     try:
-        assert emit.emit(result.project, jobs=2, worker=worker) == (serial, [])
+        for w in workers.workers:
+            w.ready()
+        assert workers.workers[1].pid is not None
+        os.kill(workers.workers[1].pid, signal.SIGKILL)
+        assert emit.emit(result.project, jobs=2, workers=workers) == (serial, [])
+        workers.kill()
+        assert emit.emit(result.project, jobs=2, workers=workers) == (serial, [])
     finally:
-        worker.close()
+        workers.close()
+    # datamodel-code-generator failing on a group: the same located error as when built here
+    real = datamodel.generate
+
+    def failing(payload: dict[str, Any], header: str | None = None, **kw: Any) -> str:
+        if any(t["name"] == "shopify_list_orders" for t in payload["tools"]):
+            raise ValueError("unsupported schema\nsecond line")
+        return real(payload, header, **kw)
+
+    datamodel.generate = failing  # type: ignore[assignment]  # the workers fork with it
+    workers = emit.ModelsWorkers(2)
+    try:
+        here = emit.emit(result.project, jobs=1)
+        there = emit.emit(result.project, jobs=2, workers=workers)
+        assert here == there and [d.code for d in there[1]] == ["GEN301"]
+        assert there[1][0].message.endswith("ValueError: unsupported schema")
+    finally:
+        workers.close()
+        datamodel.generate = real  # type: ignore[assignment]
 
 
 def test_groups_built_by_the_models_worker_give_the_same_files() -> None:

@@ -28,7 +28,7 @@ from typing import Any, TypeVar, cast
 from .. import ir
 from ..datamodel import Outcome
 from ..diagnostics import Diagnostic, Span, error
-from ..models_worker import ModelsWorker, WorkerGone, fork_is_safe
+from ..models_worker import ModelsWorkers, Worker, WorkerGone, fork_is_safe
 from ..names import PyIdent
 
 FileSet = dict[str, str]
@@ -313,7 +313,7 @@ def _group_keys(fingerprint: str, project: ir.Project, out: Output) -> dict[str,
     connector, the package name and the group's sources)."""
     tools = {t.name: t for t in project.tools}
     connectors = {PyIdent(c.name): c for c in project.connectors}
-    keys = {}
+    keys: dict[str, str] = {}
     for group in project.groups:
         parts = [fingerprint, "\0", out.import_name, "\0", out.sources_text(group.sources), "\0"]
         _canonical(group, parts)
@@ -333,7 +333,7 @@ def _emit_groups(
     models_outcomes: Mapping[str, Outcome] | None = None,
 ) -> list[FileSet]:
     """The groups' files (unformatted); `models_outcomes` holds datamodel-code-generator's
-    outcome for groups whose models were generated elsewhere (the models worker)."""
+    outcome for groups whose models were generated elsewhere (the models workers)."""
     from . import models
 
     group_emitters, _ = _registries()
@@ -447,57 +447,61 @@ def _assemble(
 
 
 class _Shared:
-    """Groups built with a `ModelsWorker`. A thread sends the worker the models requests of
-    batches from the front of the queue (datamodel-code-generator, by far the costliest part)
-    while this process goes on; when it comes to wait, this process makes each group's files
-    from its models as they come back, and takes batches from the back to build whole itself
-    if enough are left to pay for its own warm-up."""
+    """Groups built with `ModelsWorkers`. One thread per worker sends it the models requests of
+    the next batch in the queue (datamodel-code-generator, by far the costliest part) as soon as
+    it is warm, while this process goes on; when it comes to wait, this process makes each
+    group's files from its models as they come back. Batches no worker could finish (one died)
+    are built here."""
 
     def __init__(
         self,
-        worker: ModelsWorker,
+        workers: ModelsWorkers,
         project: ir.Project,
         groups: Sequence[ir.Group],
         out: Output,
     ) -> None:
         self.project, self.out = project, out
-        self.batches = _batches(groups, BATCH_TOOLS)
+        # batches small enough that every worker gets some
+        pending = sum(len(g.tools) for g in groups)
+        size = min(BATCH_TOOLS, -(-pending // len(workers.workers)))
+        self.batches = _batches(groups, max(1, size))
         self.results: list[_Result] = [None] * len(self.batches)
         self.parts: list[list[FileSet]] = [[] for _ in self.batches]
-        # (batch, group in it, models outcome) as the worker sends them; None: the feeder is done
+        # (batch, group in it, models outcome) as the workers send them; None: a feeder is done
         self.arrived: queue.SimpleQueue[tuple[int, int, Outcome] | None] = queue.SimpleQueue()
         self.lock = threading.Lock()
-        self.next_front, self.next_back = 0, len(self.batches) - 1
-        self.feeder = threading.Thread(target=self._feed, args=(worker,), daemon=True)
-        self.feeder.start()
+        self.next = 0
+        self.feeders = [
+            threading.Thread(target=self._feed, args=(w,), daemon=True) for w in workers.workers
+        ]
+        for feeder in self.feeders:
+            feeder.start()
 
-    def _take(self, front: bool) -> int | None:
+    def _take(self) -> int | None:
         with self.lock:
-            if self.next_front > self.next_back:
+            if self.next >= len(self.batches):
                 return None
-            if front:
-                self.next_front += 1
-                return self.next_front - 1
-            self.next_back -= 1
-            return self.next_back + 1
+            self.next += 1
+            return self.next - 1
 
-    def _feed(self, worker: ModelsWorker) -> None:
+    def _feed(self, worker: Worker) -> None:
         from .models import request
 
         try:
-            while (i := self._take(front=True)) is not None:
+            worker.ready()  # take batches only once warm
+            while (i := self._take()) is not None:
                 requests = [request(self.project, g, self.out) for g in self.batches[i]]
                 worker.generate(requests, functools.partial(self._arrived, i))
         except WorkerGone:
-            pass  # the batches not done are built by this process
+            pass  # its batch is built by this process
         finally:
             self.arrived.put(None)
 
-    def _arrived(self, i: int, j: int, got: Outcome) -> None:  # the feeder thread
+    def _arrived(self, i: int, j: int, got: Outcome) -> None:  # a feeder thread
         self.arrived.put((i, j, got))
 
     def _arrive(self, i: int, j: int, got: Outcome) -> None:
-        """Group `j` of batch `i` from the models the worker made for it."""
+        """Group `j` of batch `i` from the models a worker made for it."""
         if self.results[i] is not None:  # an earlier group of the batch failed
             return
         group = self.batches[i][j]
@@ -510,32 +514,18 @@ class _Shared:
         if len(self.parts[i]) == len(self.batches[i]):
             self.results[i] = self.parts[i]
 
-    def _drain(self, *, block: bool) -> bool:
-        """Handle what the worker sent; with `block`, until the feeder is done. False once it
-        is."""
-        while True:
-            try:
-                item = self.arrived.get(block=block)
-            except queue.Empty:
-                return True
-            if item is None:
-                return False
-            self._arrive(*item)
-
     def result(self) -> dict[str, FileSet]:
-        with self.lock:
-            left = self.next_back - self.next_front + 1
-        feeding = True
-        if left >= 2:  # else waiting beats warming datamodel-code-generator up here
-            while (i := self._take(front=False)) is not None:
-                if feeding:
-                    feeding = self._drain(block=False)
-                self.results[i] = _emit_here(self.project, self.batches[i], self.out)
-        if feeding:
-            self._drain(block=True)
-        self.feeder.join()
+        feeding = len(self.feeders)
+        while feeding:
+            item = self.arrived.get()
+            if item is None:
+                feeding -= 1
+            else:
+                self._arrive(*item)
+        for feeder in self.feeders:
+            feeder.join()
         for i, result in enumerate(self.results):
-            if result is None:  # the worker died before finishing it
+            if result is None:  # the workers died before finishing it
                 self.results[i] = _emit_here(self.project, self.batches[i], self.out)
         return _assemble(self.batches, self.results)
 
@@ -545,18 +535,18 @@ def _start_groups(
     misses: Sequence[ir.Group],
     out: Output,
     jobs: int | None,
-    worker: ModelsWorker | None,
+    workers: ModelsWorkers | None,
 ) -> Callable[[], dict[str, FileSet]]:
     """Start emitting the groups to rebuild; the returned function waits for their files.
-    With a `worker`, it and this process share them (the caller works on meanwhile) unless
-    there is much to build and more than two cores: then `_build_groups` builds them with a
-    pool of workers, before this returns."""
+    With `workers`, they generate the models while the caller works on, unless there is much to
+    build and more than two cores: then `_build_groups` builds them with a pool of workers,
+    before this returns."""
     if not misses:
         return dict
     cores = jobs or os.cpu_count() or 1
     pending_tools = sum(len(g.tools) for g in misses)
-    if worker is not None and (cores <= 2 or pending_tools < PARALLEL_THRESHOLD):
-        return _Shared(worker, project, misses, out).result
+    if workers is not None and (cores <= 2 or pending_tools < PARALLEL_THRESHOLD):
+        return _Shared(workers, project, misses, out).result
     built = _build_groups(project, misses, out, jobs)
     return lambda: built
 
@@ -702,10 +692,11 @@ def emit(
     *,
     cache: Cache | None = None,
     jobs: int | None = None,
-    worker: ModelsWorker | None = None,
+    workers: ModelsWorkers | None = None,
 ) -> tuple[FileSet, list[Diagnostic]]:
-    """The files of `project`, formatted. A few groups to rebuild go to `worker` when one is
-    given (the caller closes it); many are shared with worker processes started here."""
+    """The files of `project`, formatted. The groups to rebuild get their models from
+    `workers` when given (the caller closes them); else, when there are many, from worker
+    processes started here."""
     out = Output(import_name=str(project.gateway.import_name), sources=project.sources)
     cache = cache or Cache(None)
     fingerprint = generator_fingerprint()
@@ -721,7 +712,7 @@ def emit(
                 hits[g.name] = cached
             else:
                 misses.append(g)
-        emitted = _start_groups(project, misses, out, jobs, worker)
+        emitted = _start_groups(project, misses, out, jobs, workers)
         try:
             project_files = _cached_project_files(project, out, cache, fingerprint, keys, owners)
         except Exception:
