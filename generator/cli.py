@@ -112,7 +112,7 @@ def validate(root: Path, manifests: Path | None, error_format: ErrorFormat) -> N
     "--jobs",
     type=click.IntRange(min=1),
     default=None,
-    help="Worker processes for model generation [default: CPU count].",
+    help="Processes generating models [default: one per core, at most 8].",
 )
 @_error_format
 def build(

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from .datamodel import Outcome, Request
 
-MAX_WORKERS = 4  # datamodel-code-generator processes (at most one per core)
+MAX_WORKERS = 8  # datamodel-code-generator processes (at most one per core)
 
 
 def fork_is_safe() -> bool:

@@ -538,14 +538,12 @@ def _start_groups(
     workers: ModelsWorkers | None,
 ) -> Callable[[], dict[str, FileSet]]:
     """Start emitting the groups to rebuild; the returned function waits for their files.
-    With `workers`, they generate the models while the caller works on, unless there is much to
-    build and more than two cores: then `_build_groups` builds them with a pool of workers,
+    With `workers`, they generate the models while the caller works on; without,
+    `_build_groups` builds the groups (with a pool of worker processes when there are many)
     before this returns."""
     if not misses:
         return dict
-    cores = jobs or os.cpu_count() or 1
-    pending_tools = sum(len(g.tools) for g in misses)
-    if workers is not None and (cores <= 2 or pending_tools < PARALLEL_THRESHOLD):
+    if workers is not None:
         return _Shared(workers, project, misses, out).result
     built = _build_groups(project, misses, out, jobs)
     return lambda: built
