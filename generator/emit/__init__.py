@@ -468,7 +468,7 @@ class _Shared:
         self.results: list[_Result] = [None] * len(self.batches)
         self.parts: list[list[FileSet]] = [[] for _ in self.batches]
         # (batch, group in it, models outcome) as the workers send them; None: a feeder is done
-        self.arrived: queue.SimpleQueue[tuple[int, int, Outcome] | None] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[tuple[int, int, Outcome] | None] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.next = 0
         self.feeders = [
@@ -491,14 +491,14 @@ class _Shared:
             worker.ready()  # take batches only once warm
             while (i := self._take()) is not None:
                 requests = [request(self.project, g, self.out) for g in self.batches[i]]
-                worker.generate(requests, functools.partial(self._arrived, i))
+                worker.generate(requests, functools.partial(self._post, i))
         except WorkerGone:
             pass  # its batch is built by this process
         finally:
-            self.arrived.put(None)
+            self.inbox.put(None)
 
-    def _arrived(self, i: int, j: int, got: Outcome) -> None:  # a feeder thread
-        self.arrived.put((i, j, got))
+    def _post(self, i: int, j: int, got: Outcome) -> None:  # in a feeder thread
+        self.inbox.put((i, j, got))
 
     def _arrive(self, i: int, j: int, got: Outcome) -> None:
         """Group `j` of batch `i` from the models a worker made for it."""
@@ -517,7 +517,7 @@ class _Shared:
     def result(self) -> dict[str, FileSet]:
         feeding = len(self.feeders)
         while feeding:
-            item = self.arrived.get()
+            item = self.inbox.get()
             if item is None:
                 feeding -= 1
             else:
