@@ -16,6 +16,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False  # (typing itself is not imported before the first fork: ~10 ms)
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 
 def _jobs(args: list[str]) -> int | None:
     """The value of `--jobs` among a build's arguments (None if absent or not a number: the
@@ -34,7 +38,7 @@ def _jobs(args: list[str]) -> int | None:
     return None
 
 
-def _exit(code: object) -> None:
+def _exit(code: object) -> NoReturn:
     """`sys.exit(code)` without the interpreter's teardown."""
     from .models_worker import stop_all
 
