@@ -9,7 +9,9 @@ compiles each tool's binding lazily, once. A call:
 2. authenticates with the calling tenant's own credentials (bearer, API key header, basic, or an
    OAuth2 access token that is refreshed once at the token URL when the upstream answers 401);
 3. sends it under the connector's timeout, retrying idempotent capabilities on 429, 5xx and
-   connection errors with jittered exponential backoff (honouring `Retry-After`);
+   connection errors with jittered exponential backoff (honouring `Retry-After`). A request
+   that is not idempotent is never repeated, and when it may have reached the upstream (a
+   timeout, a connection broken after sending) the error says so and is not retryable;
 4. maps failures onto the gateway's error envelope and successes onto the tool's output:
    `select`, then `fields`, then `next_cursor`, then JSON Schema validation. A body that does
    not match the output schema is `upstream_invalid_response`, never passed through.
@@ -25,8 +27,8 @@ Pagination (the model sees `cursor` in, `next_cursor` out; null when there is no
   other page is followed by ``page + 1``. When the page size is unknown and the last page is
   exactly full, that costs one extra, empty request, but no page is ever skipped.
 * ``link``: the cursor is the ``rel="next"`` URL of the Link header; a cursor is only followed
-  when it stays on the connector's base URL (same origin and path prefix), so a cursor cannot
-  send a tenant's credentials elsewhere.
+  when it stays on the connector's base URL (same origin, under its path, no dot segments), so
+  a cursor cannot send a tenant's credentials elsewhere.
 
 Nothing here logs or returns credentials: upstream error text is shortened and scrubbed of every
 credential value before it goes into `details`, and request headers never leave this module.
@@ -45,7 +47,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import anyio
 import httpx2
@@ -65,6 +67,7 @@ from .errors import (
 from .fastschema import Check, compile_check
 from .templating import (
     MISSING,
+    DotSegment,
     MissingPlaceholder,
     Node,
     TextTemplate,
@@ -95,6 +98,8 @@ MAX_ERROR_TEXT: Final = 200
 # Page-style pagination: a query parameter with one of these names is taken as the page size.
 PAGE_SIZE_PARAMS: Final = frozenset({"per_page", "limit", "page_size", "pagesize", "size", "count"})
 _REDACTED: Final = "[redacted]"
+# A run of this many characters shared with a credential is redacted, wherever it appears.
+SECRET_FRAGMENT: Final = 8
 _REFRESH_REUSE_SECONDS: Final = 60.0
 
 
@@ -240,6 +245,7 @@ class _ToolPlan:
     defaults: Mapping[str, Any]
     output_validator: Draft202012Validator
     output_check: Check | None  # fast "valid?" for the common schema subset
+    idempotent: bool  # repeating the request is safe (annotation), so it may be retried
     max_attempts: int
 
 
@@ -309,6 +315,7 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
         defaults=defaults,
         output_validator=Draft202012Validator(dict(tool.output_schema)),
         output_check=compile_check(tool.output_schema),
+        idempotent=idempotent,
         max_attempts=1 + max(0, conn.spec.retries) if idempotent else 1,
     )
 
@@ -321,9 +328,32 @@ def _sanitise(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, _REDACTED)
+    text = _redact_fragments(text, secrets)
     text = " ".join(_CONTROL.sub(" ", text).split())
     if len(text) > MAX_ERROR_TEXT:
         text = text[: MAX_ERROR_TEXT - 1] + "…"
+    return text
+
+
+def _redact_fragments(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with every run that shares SECRET_FRAGMENT characters in a row with a secret
+    redacted: an upstream may echo part of a token (cut short, or with a prefix of its own)."""
+    grams = {
+        secret[i : i + SECRET_FRAGMENT]
+        for secret in secrets
+        for i in range(len(secret) - SECRET_FRAGMENT + 1)
+    }
+    if not grams:
+        return text
+    spans: list[list[int]] = []
+    for i in range(len(text) - SECRET_FRAGMENT + 1):
+        if text[i : i + SECRET_FRAGMENT] in grams:
+            if spans and i <= spans[-1][1]:
+                spans[-1][1] = i + SECRET_FRAGMENT
+            else:
+                spans.append([i, i + SECRET_FRAGMENT])
+    for start, end in reversed(spans):
+        text = text[:start] + _REDACTED + text[end:]
     return text
 
 
@@ -358,10 +388,15 @@ def _link_next(headers: httpx2.Headers) -> tuple[bool, str | None]:
 
 
 def _same_base(url: str, base: str) -> bool:
+    """Whether `url` (a next-page link given back by the model) stays under the connection's
+    base URL: same scheme, host and port, no user info, and a path under the base path with no
+    dot segments (which would climb out of it once resolved), percent-encoded or not."""
     target, root = urlsplit(url), urlsplit(base)
     if (target.scheme, target.netloc.lower()) != (root.scheme, root.netloc.lower()):
         return False
     if target.username or target.password:
+        return False
+    if any(unquote(segment) in (".", "..") for segment in target.path.split("/")):
         return False
     prefix = root.path.rstrip("/")
     return target.path == prefix or target.path.startswith(prefix + "/")
@@ -373,7 +408,30 @@ def _header_text(value: Any) -> str:
         raise GatewayError(
             INVALID_ARGUMENTS, "An argument used in a request header contains a line break."
         )
+    if not text.isascii():
+        raise GatewayError(
+            INVALID_ARGUMENTS,
+            "An argument used in a request header contains non-ASCII characters, which HTTP "
+            "headers cannot carry.",
+        )
     return text
+
+
+_MAY_HAVE_APPLIED: Final = " It may have applied the request anyway: check before repeating it."
+
+
+def _digits(text: str | None) -> int | None:
+    """The number `text` spells in ASCII digits (str.isdigit alone admits "²" and "١"), or
+    None."""
+    if text is None or not (text.isascii() and text.isdigit() and len(text) <= 18):
+        return None
+    return int(text)
+
+
+def _page_number(cursor: str) -> int | None:
+    """The page number a `page` cursor holds (at least 1), else None."""
+    page = _digits(cursor)
+    return page if page is not None and page >= 1 else None
 
 
 def _first_list(data: Any, output: Mapping[str, Any]) -> list[Any] | None:
@@ -523,12 +581,16 @@ class ConnectorExecutor:
         connectors: Mapping[str, Mapping[str, str]],
         ctx: CallContext,
         per_connector_timeout: float = 5.0,
+        store_refreshed: Callable[[str, dict[str, str]], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
         """Search `entity_type` records across `connectors` (name -> that tenant's credentials).
 
         Output matches `fastn_search_entities`' output schema: `entities` interleaved across
         connectors (at most `limit`), and one `sources` entry per connector that can hold the
         type, with `ok`, `error` or `timeout`. A failing connector never fails the search.
+        `store_refreshed(connector, credentials)` is awaited, shielded from the time limit,
+        when a connector's OAuth2 token was refreshed, whether or not its search then succeeded:
+        the old refresh token may have been rotated away.
         """
         if entity_type not in self.gateway.entity_types:
             known = ", ".join(sorted(self.gateway.entity_types))
@@ -552,7 +614,7 @@ class ConnectorExecutor:
             try:
                 with anyio.fail_after(per_connector_timeout):
                     records = await self._search_one(
-                        name, tool, mapping, query, limit, connectors[name], ctx
+                        name, tool, mapping, query, limit, connectors[name], ctx, store_refreshed
                     )
             except TimeoutError:
                 sources[name] = {
@@ -656,9 +718,19 @@ class ConnectorExecutor:
         limit: int,
         credentials: Mapping[str, str],
         ctx: CallContext,
+        store_refreshed: Callable[[str, dict[str, str]], Awaitable[None]] | None,
     ) -> list[dict[str, Any]]:
         args = self._search_args(tool, mapping, query, limit)
-        result = await self.call(tool, args, credentials=credentials, ctx=ctx)
+        try:
+            result = await self.call(tool, args, credentials=credentials, ctx=ctx)
+        except ConnectorCallError as exc:
+            if exc.refreshed_credentials and store_refreshed is not None:
+                with anyio.CancelScope(shield=True):
+                    await store_refreshed(name, exc.refreshed_credentials)
+            raise
+        if result.refreshed_credentials and store_refreshed is not None:
+            with anyio.CancelScope(shield=True):
+                await store_refreshed(name, result.refreshed_credentials)
         items = get_path(result.output, mapping.items)
         if items is MISSING or items is None:
             records: list[Any] = []
@@ -834,9 +906,16 @@ class ConnectorExecutor:
                 f"Argument {exc.name!r} is required by {plan.tool.name}.",
                 details={"argument": exc.name},
             ) from None
+        except DotSegment as exc:
+            raise GatewayError(
+                INVALID_ARGUMENTS,
+                f"Argument {exc.name!r} cannot be {scalar_text(ns[exc.name])!r}: it names one "
+                "item in the request path.",
+                details={"argument": exc.name},
+            ) from None
         query = pairs(plan.query.render(ns))
         if cursor is not None and plan.page_param:
-            if plan.pagination == "page" and not (cursor.isdigit() and int(cursor) >= 1):
+            if plan.pagination == "page" and _page_number(cursor) is None:
                 raise GatewayError(
                     INVALID_ARGUMENTS,
                     "The cursor is not a page number from this tool's next_cursor.",
@@ -879,12 +958,8 @@ class ConnectorExecutor:
         with anyio.fail_after(timeout):
             response = await self._client.send(request, stream=True)
             try:
-                declared = response.headers.get("content-length")
-                if (
-                    declared is not None
-                    and declared.isdigit()
-                    and int(declared) > self._max_response_bytes
-                ):
+                declared = _digits(response.headers.get("content-length"))
+                if declared is not None and declared > self._max_response_bytes:
                     raise _TooLarge
                 chunks: list[bytes] = []
                 size = 0
@@ -936,8 +1011,10 @@ class ConnectorExecutor:
                 except (TimeoutError, httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout):
                     raise self._fail(
                         UPSTREAM_TIMEOUT,
-                        f"{conn.spec.title} did not answer within {timeout:g} s.",
+                        f"{conn.spec.title} did not answer within {timeout:g} s."
+                        + ("" if plan.idempotent else _MAY_HAVE_APPLIED),
                         connector=name,
+                        retryable=None if plan.idempotent else False,
                     ) from None
                 except _TooLarge:
                     raise self._fail(
@@ -951,7 +1028,8 @@ class ConnectorExecutor:
                         f"{conn.spec.title} sent a response that could not be decoded.",
                         connector=name,
                     ) from None
-                except (httpx2.TransportError, httpx2.InvalidURL, OSError):
+                except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.InvalidURL, OSError):
+                    # Nothing was sent: trying again is safe whatever the capability does.
                     if can_retry:
                         await self._sleep(self._backoff(retries))
                         retries += 1
@@ -962,6 +1040,20 @@ class ConnectorExecutor:
                         connector=name,
                         details={"reason": "connection_failed"},
                         retryable=True,
+                    ) from None
+                except httpx2.TransportError:
+                    # The request went out and the connection broke before an answer.
+                    if can_retry:
+                        await self._sleep(self._backoff(retries))
+                        retries += 1
+                        continue
+                    raise self._fail(
+                        UPSTREAM_ERROR,
+                        f"The connection to {conn.spec.title} broke before it answered."
+                        + ("" if plan.idempotent else _MAY_HAVE_APPLIED),
+                        connector=name,
+                        details={"reason": "connection_dropped"},
+                        retryable=plan.idempotent,
                     ) from None
                 status = reply.status
 
@@ -977,12 +1069,14 @@ class ConnectorExecutor:
                         or reply.headers.get("x-ratelimit-remaining") == "0"
                     )
                 )
+                # 401, or an error code the manifest lists as an auth failure, means the
+                # credentials are no good. A 403 is a refusal of this one request (a missing
+                # permission or scope): the connection itself stays usable.
                 auth_failed = not rate_limited and (
-                    status in (401, 403)
-                    or (error_code is not None and error_code in conn.auth_errors)
+                    status == 401 or (error_code is not None and error_code in conn.auth_errors)
                 )
                 if auth_failed:
-                    if conn.can_refresh and refreshed is None and status != 403:
+                    if conn.can_refresh and refreshed is None:
                         refreshed = await self._refresh(conn, creds, ctx)
                         creds.update(refreshed)
                         continue
@@ -997,8 +1091,9 @@ class ConnectorExecutor:
                     )
                 if rate_limited:
                     wait = parse_retry_after(reply.headers.get("retry-after"))
-                    if wait is None and reply.headers.get("x-ratelimit-reset", "").isdigit():
-                        wait = max(0.0, int(reply.headers["x-ratelimit-reset"]) - time.time())
+                    reset = _digits(reply.headers.get("x-ratelimit-reset"))
+                    if wait is None and reset is not None:
+                        wait = max(0.0, reset - time.time())
                     if can_retry and (wait is None or wait <= self._max_retry_after):
                         await self._sleep(wait if wait is not None else self._backoff(retries))
                         retries += 1
@@ -1202,7 +1297,7 @@ class ConnectorExecutor:
             _, url = _link_next(reply.headers)
             return url
         # page
-        page = int(cursor) if cursor is not None else 1
+        page = (_page_number(cursor) or 1) if cursor is not None else 1
         has_link, url = _link_next(reply.headers)
         if has_link:
             return str(page + 1) if url is not None else None
@@ -1210,7 +1305,8 @@ class ConnectorExecutor:
         if not records:
             return None
         for key, value in params:
-            if key.lower() in PAGE_SIZE_PARAMS and value.isdigit() and len(records) < int(value):
+            size = _digits(value) if key.lower() in PAGE_SIZE_PARAMS else None
+            if size is not None and len(records) < size:
                 return None  # a short page is the last one
         return str(page + 1)
 
@@ -1264,6 +1360,17 @@ class ConnectorExecutor:
                 details={"reason": "token_refresh_failed"},
                 retryable=False,
             )
+            # Only a refusal (RFC 6749: 400 invalid_grant, or 401/403) means the connection
+            # must be re-authorised; an unreachable, failing or garbled token endpoint is an
+            # upstream fault the next call may not meet.
+            unavailable = self._fail(
+                UPSTREAM_ERROR,
+                f"{conn.spec.title} rejected the access token, and its token endpoint could not "
+                "refresh it just now; retry later.",
+                connector=name,
+                details={"reason": "token_endpoint_unavailable"},
+                retryable=True,
+            )
             try:
                 reply = await self._send(
                     "POST",
@@ -1278,12 +1385,16 @@ class ConnectorExecutor:
                     conn.spec.timeout_seconds,
                 )
             except (TimeoutError, httpx2.HTTPError, httpx2.InvalidURL, OSError, _TooLarge):
-                raise failure from None
-            parsed = self._try_json(reply.body) if reply.status == 200 else MISSING
+                raise unavailable from None
+            if reply.status in (400, 401, 403):
+                raise failure
+            if reply.status != 200:
+                raise unavailable
+            parsed = self._try_json(reply.body)
             tokens: Mapping[str, Any] = parsed if isinstance(parsed, Mapping) else {}
             access = tokens.get("access_token")
             if not isinstance(access, str) or not access or _HEADER_BAD.search(access):
-                raise failure
+                raise unavailable
             new: dict[str, str] = {auth.token_field: access}
             rotated = tokens.get("refresh_token")
             if isinstance(rotated, str) and rotated:

@@ -342,6 +342,11 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
         if any(rt.index.tool_visible(t, active, call.principal.scopes) for t in _tools_of(call, n))
     ]
     credentials = {n: await rt.credentials(call.snapshot, n) for n in scoped}
+    tenant_id = call.principal.tenant_id
+
+    async def store_refreshed(connector: str, refreshed: dict[str, str]) -> None:
+        await rt.run_db(rt.store.update_credentials, tenant_id, connector, refreshed)
+
     result: dict[str, Any]
     if credentials:
         result = await rt.executor_for_search().search_entities(
@@ -350,6 +355,7 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
             limit=int(args.get("limit", 20)),
             connectors=credentials,
             ctx=rt.call_context(call.principal, None),
+            store_refreshed=store_refreshed,
         )
     else:
         result = {"entities": [], "sources": []}

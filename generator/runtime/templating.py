@@ -41,6 +41,15 @@ class MissingPlaceholder(Exception):
         self.name = name
 
 
+class DotSegment(Exception):
+    """A path placeholder's value was `.` or `..`: as a path segment it would move the request
+    to another endpoint (clients and servers resolve dot segments, percent-encoded or not)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
 def scalar_text(value: Any) -> str:
     """The text form of a JSON value in a URL, header or form field."""
     if isinstance(value, str):
@@ -186,7 +195,8 @@ def compile_value(template: Any) -> Node:
 
 
 class TextTemplate:
-    """A path or URL template whose placeholders are all required."""
+    """A path or URL template whose placeholders are all required. With `encode`, each value
+    becomes one percent-encoded path segment, and `.` or `..` are refused (`DotSegment`)."""
 
     __slots__ = ("parts", "encode")
 
@@ -207,6 +217,8 @@ class TextTemplate:
             if value is MISSING or value is None:
                 raise MissingPlaceholder(text)
             piece = scalar_text(value)
+            if self.encode and piece in (".", ".."):
+                raise DotSegment(text)
             out.append(quote(piece, safe="") if self.encode else piece)
         return "".join(out)
 

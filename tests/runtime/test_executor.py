@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
@@ -469,13 +471,19 @@ async def test_shopify_link_header_pagination(
         "{base_other_shop}/orders.json?page_info=x",
         "{base_root}/other/api/orders.json",
         "not a url",
+        # Dot segments climb out of the base path once resolved, percent-encoded or not.
+        "{base_acme}/../../../globex/admin/api/2024-10/orders.json",
+        "{base_acme}/%2e%2e/%2E%2E/%2e%2e/globex/admin/api/2024-10/orders.json",
+        "{base_acme}/./orders.json",
     ],
 )
 async def test_a_link_cursor_off_the_connections_base_url_is_refused(
     executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream, cursor: str
 ) -> None:
     cursor = cursor.format(
-        base_other_shop=shopify.url + "/globex/admin/api/2024-10", base_root=shopify.url
+        base_other_shop=shopify.url + "/globex/admin/api/2024-10",
+        base_root=shopify.url,
+        base_acme=shopify.url + "/acme/admin/api/2024-10",
     )
     exc = await fails(
         executor.call(
@@ -641,7 +649,7 @@ async def test_github_page_pagination_without_link_header_stops_at_an_empty_page
     assert len(full.output["issues"]) == 5 and full.output["next_cursor"] == "2"
 
 
-@pytest.mark.parametrize("cursor", ["0", "-1", "abc", "2.5"])
+@pytest.mark.parametrize("cursor", ["0", "-1", "abc", "2.5", "²", "١٢", "9" * 5000, " 2"])
 async def test_a_page_cursor_must_be_a_page_number(
     executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream, cursor: str
 ) -> None:
@@ -733,6 +741,51 @@ async def test_github_rate_limit_403_is_rate_limited_not_auth_failed(
         )
     )
     assert exc.code == RATE_LIMITED and exc.retry_after == 60.0
+
+
+async def test_github_403_refuses_the_request_without_condemning_the_credentials(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream
+) -> None:
+    """A 403 without rate-limit headers is a missing permission for this one request (a
+    private repository, a scope the token lacks): the connection is not marked for
+    re-authorisation, which would hide every GitHub tool of the tenant."""
+    github.fail_next(
+        "GET",
+        "/issues",
+        Fault(403, {"message": "Resource not accessible by personal access token"}),
+    )
+    exc = await fails(
+        executor.call(
+            gateway.tools["github_list_issues"],
+            {"owner": "acme", "repo": "api"},
+            credentials=GH_A,
+            ctx=A,
+        )
+    )
+    assert exc.code == UPSTREAM_ERROR and exc.status == 403 and exc.retryable is False
+    assert exc.message == "GitHub refused the request with HTTP 403."
+
+
+@pytest.mark.parametrize(("owner", "repo"), [("..", ".."), (".", "api"), ("acme", "..")])
+async def test_a_dot_segment_argument_never_moves_the_request_path(
+    executor: ConnectorExecutor,
+    gateway: c.GatewaySpec,
+    github: GitHubUpstream,
+    owner: str,
+    repo: str,
+) -> None:
+    """`owner=".."` would turn /repos/../../issues into /issues, another endpoint, called with
+    the tenant's token."""
+    exc = await fails(
+        executor.call(
+            gateway.tools["github_list_issues"],
+            {"owner": owner, "repo": repo},
+            credentials=GH_A,
+            ctx=A,
+        )
+    )
+    assert exc.code == INVALID_ARGUMENTS and exc.details["argument"] in ("owner", "repo")
+    assert github.requests() == []
 
 
 async def test_github_search_maps_fields(
@@ -843,6 +896,31 @@ async def test_hubspot_failed_refresh_is_upstream_auth_failed(
     assert [r.path for r in hubspot.received] == ["/crm/v3/objects/contacts", "/oauth/v1/token"]
 
 
+@pytest.mark.parametrize(
+    "fault", [Fault(503, {"status": "error"}), Fault(429), Fault(200, raw=b"<html>oops</html>")]
+)
+async def test_a_token_endpoint_that_fails_for_now_does_not_condemn_the_connection(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, hubspot: HubSpotUpstream, fault: Fault
+) -> None:
+    """Only a refusal of the refresh token (400 invalid_grant, 401, 403) means re-authorise;
+    an unavailable token endpoint is an upstream error worth retrying later."""
+    old = hubspot.issue("portalA")
+    hubspot.expire(old)
+    hubspot.fail_next("POST", "/oauth/v1/token", fault)
+    exc = await fails(
+        executor.call(
+            gateway.tools["hubspot_list_contacts"], {}, credentials=hubspot_creds(old), ctx=A
+        )
+    )
+    assert exc.code == UPSTREAM_ERROR and exc.retryable is True
+    assert exc.details == {"connector": "hubspot", "reason": "token_endpoint_unavailable"}
+    # The next call refreshes and succeeds: the grant was never lost.
+    result = await executor.call(
+        gateway.tools["hubspot_list_contacts"], {}, credentials=hubspot_creds(old), ctx=A
+    )
+    assert result.refreshed_credentials is not None
+
+
 async def test_hubspot_rotated_refresh_token_is_returned_even_when_the_retry_fails(
     gateway: c.GatewaySpec, sleeps: Sleeps
 ) -> None:
@@ -939,6 +1017,105 @@ async def test_hubspot_conflict_message_is_in_details(
 
 
 # ------------------------------------------------------------------------ faults, shapes
+
+
+class HangUp:
+    """An HTTP server on 127.0.0.1 that reads each request whole, then closes the connection
+    without a word: the request may have been applied, and the caller cannot know."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                while len(body) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                self.requests.append(head.split(b"\r\n")[0])
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+async def test_a_write_whose_connection_broke_after_sending_is_not_called_retryable(
+    gateway: c.GatewaySpec, sleeps: Sleeps
+) -> None:
+    hang = HangUp()
+    ex = ConnectorExecutor(gateway, base_urls={"github": hang.url}, sleep=sleeps)
+    try:
+        exc = await fails(
+            ex.call(
+                gateway.tools["github_create_issue"],
+                {"owner": "acme", "repo": "api", "title": "Crash"},
+                credentials=GH_A,
+                ctx=A,
+            )
+        )
+        listed = await fails(
+            ex.call(
+                gateway.tools["github_list_issues"],
+                {"owner": "acme", "repo": "api"},
+                credentials=GH_A,
+                ctx=A,
+            )
+        )
+    finally:
+        await ex.aclose()
+        hang.close()
+    # The write reached the upstream once, and was neither repeated nor advertised as safe
+    # to repeat; the message does not claim that nothing was sent.
+    assert hang.requests[0] == b"POST /repos/acme/api/issues HTTP/1.1"
+    assert exc.code == UPSTREAM_ERROR and exc.retryable is False and exc.attempts == 1
+    assert exc.details == {"connector": "github", "reason": "connection_dropped"}
+    assert "may have applied the request" in exc.message
+    assert "Could not connect" not in exc.message
+    # A read is retried, then reported as retryable.
+    assert hang.requests[1:] == [b"GET /repos/acme/api/issues?state=open&per_page=30 HTTP/1.1"] * 3
+    assert listed.code == UPSTREAM_ERROR and listed.retryable is True and listed.attempts == 3
+
+
+async def test_a_write_that_timed_out_is_not_called_retryable(
+    gateway: c.GatewaySpec, slack: SlackUpstream, sleeps: Sleeps
+) -> None:
+    fast = with_connector(gateway, "slack", timeout_seconds=0.3)
+    ex = ConnectorExecutor(fast, base_urls={"slack": slack.url + "/api"}, sleep=sleeps)
+    try:
+        slack.fail_next("POST", "/chat.postMessage", Fault(None, delay=1.5))
+        exc = await fails(
+            ex.call(
+                fast.tools["slack_send_message"],
+                {"channel": "C1", "text": "hi"},
+                credentials=SLACK_A,
+                ctx=A,
+            )
+        )
+    finally:
+        await ex.aclose()
+    assert exc.code == UPSTREAM_TIMEOUT and exc.retryable is False and exc.attempts == 1
+    assert "may have applied the request" in exc.message
 
 
 async def test_a_slow_upstream_times_out(
@@ -1065,6 +1242,20 @@ async def test_credentials_never_reach_errors_or_logs(
     assert errors[-1].details["upstream_error"] == "invalid token [redacted] for team"
     assert "invalid token" not in errors[-1].message
 
+    # Or only part of it: cut short, or run into text of its own.
+    token = SLACK_A["bot_token"]
+    slack.fail_next(
+        "GET",
+        "/conversations.list",
+        Fault(200, {"ok": False, "error": f"bad token prefix {token[:-2]}; tail x{token[5:]}"}),
+    )
+    errors.append(
+        await fails(
+            executor.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
+        )
+    )
+    assert errors[-1].details["upstream_error"] == "bad token prefix [redacted]; tail x[redacted]"
+
     slack.fail_next(
         "GET",
         "/conversations.list",
@@ -1167,6 +1358,34 @@ async def test_session_bound_parameters_come_from_the_context_only(
         )
         assert exc.code == UNAUTHENTICATED
         assert len(slack.requests()) == 1
+    finally:
+        await ex.aclose()
+
+
+@pytest.mark.parametrize(
+    ("text", "sent"), [("deploy", "deploy"), ("a\r\nX-Evil: 1", None), ("café", None)]
+)
+async def test_an_argument_in_a_header_is_one_line_of_ascii(
+    gateway: c.GatewaySpec, slack: SlackUpstream, sleeps: Sleeps, text: str, sent: str | None
+) -> None:
+    base = gateway.tools["slack_send_message"]
+    assert base.http is not None
+    tool = dataclasses.replace(
+        base,
+        name="slack_send_tagged",
+        http=dataclasses.replace(base.http, headers={"X-Note": "note: {text}"}),
+    )
+    gw = with_tool(gateway, tool)
+    ex = ConnectorExecutor(gw, base_urls={"slack": slack.url + "/api"}, sleep=sleeps)
+    try:
+        args = {"channel": "#general", "text": text}
+        call = ex.call(tool, args, credentials=SLACK_A, ctx=A)
+        if sent is not None:
+            await call
+            assert slack.requests()[-1].headers["x-note"] == "note: " + sent
+        else:
+            exc = await fails(call)
+            assert exc.code == INVALID_ARGUMENTS and slack.requests() == []
     finally:
         await ex.aclose()
 

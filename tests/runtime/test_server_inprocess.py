@@ -505,7 +505,17 @@ def test_dispatch_tables_match_the_handler_names_the_compiler_accepts() -> None:
     assert set(resources.READERS) == set(RESOURCE_HANDLERS)
 
 
-async def test_refreshed_oauth_credentials_are_stored_back(sqlite_store: Store, gateway) -> None:
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("hubspot_list_contacts", {"limit": 2}),
+        # Entity search calls the connector too: a refresh there must be stored just the same.
+        ("fastn_search_entities", {"entity_type": "contact", "query": "ada"}),
+    ],
+)
+async def test_refreshed_oauth_credentials_are_stored_back(
+    sqlite_store: Store, gateway, tool: str, args: dict[str, Any]
+) -> None:
     """HubSpot answers 401 to an expired token; the executor refreshes it at the token URL and
     the server stores the new token (encrypted), so the next call needs no refresh."""
     from generator.runtime.executor import ConnectorExecutor
@@ -527,7 +537,7 @@ async def test_refreshed_oauth_credentials_are_stored_back(sqlite_store: Store, 
         sqlite_store.connect(t.id, "hubspot", hubspot_creds(old))
         key = sqlite_store.issue_key(t.id).token
         async with Client(rt.build_server(api_key=key)) as c:
-            r = await c.call_tool("hubspot_list_contacts", {"limit": 2})
+            r = await c.call_tool(tool, args)
             assert not r.is_error, r.content
             assert hub.refreshes == 1
             rec = sqlite_store.get_connection(t.id, "hubspot")
