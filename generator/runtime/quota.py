@@ -50,6 +50,9 @@ class QuotaTracker:
         self._loader = loader
         self._max_age = max_age
         self._entries: dict[Key, _Entry] = {}
+        # Settlements per key: a `load` that read the totals before a settlement must not
+        # apply them after it (they lack the batch that settlement already subtracted).
+        self._settlements: dict[Key, int] = {}
         self._lock = threading.Lock()
 
     def plan(self, name: str) -> QuotaPlan:
@@ -71,8 +74,13 @@ class QuotaTracker:
 
     def load(self, tenant_id: str, period_key: str) -> None:
         """Read the persisted totals (blocking: call from a worker thread or at startup)."""
+        key = (tenant_id, period_key)
+        with self._lock:
+            settled_before = self._settlements.get(key, 0)
         total, per = self._loader(tenant_id, period_key)
         with self._lock:
+            if self._settlements.get(key, 0) != settled_before:
+                return  # a settlement meanwhile set newer totals than these
             old = self._entries.get((tenant_id, period_key))
             entry = _Entry(_Counts(total, dict(per)), time.monotonic())
             if old is not None:
@@ -84,6 +92,7 @@ class QuotaTracker:
         if len(self._entries) > 10_000:
             for key in [k for k in self._entries if k[1] != current]:
                 del self._entries[key]
+                self._settlements.pop(key, None)
 
     def check_and_count(
         self, tenant_id: str, plan_name: str, connector: str | None, at_us: int
@@ -140,10 +149,12 @@ class QuotaTracker:
     ) -> None:
         """After a batch carrying `written` calls (per connector, None = no connector) was
         persisted and the totals `fresh` were read back."""
+        key = (tenant_id, period_key)
         with self._lock:
-            entry = self._entries.get((tenant_id, period_key))
+            self._settlements[key] = self._settlements.get(key, 0) + 1
+            entry = self._entries.get(key)
             if entry is None:
-                entry = self._entries[(tenant_id, period_key)] = _Entry(_Counts(), 0.0)
+                entry = self._entries[key] = _Entry(_Counts(), 0.0)
             for connector, n in written.items():
                 entry.unsettled.calls -= n
                 if connector:

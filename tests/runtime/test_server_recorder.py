@@ -141,3 +141,37 @@ def test_unlimited_plan_never_loads(sqlite_store: Store, gateway) -> None:
     assert quota.needs_load(t.id, "enterprise", now_us()) is None
     for _ in range(1000):
         quota.check_and_count(t.id, "enterprise", "slack", now_us())
+
+
+def test_a_reload_that_read_before_a_flush_does_not_undo_it(sqlite_store: Store, gateway) -> None:
+    """A reload reads the totals, a flush of this process's calls lands and settles, then the
+    reload applies what it read: those totals lack the flushed calls, which are no longer
+    unsettled either, and would be forgotten (a fourth call allowed on a 3-call plan)."""
+    t = sqlite_store.create_tenant("acme", plan="tiny")  # 3 calls a day
+    rec: Recorder
+
+    def load_racing_a_flush(tenant_id: str, period: str) -> tuple[int, dict[str, int]]:
+        stale = sqlite_store.usage_totals(tenant_id, period)
+        rec.flush()  # lands between the read and its application
+        return stale
+
+    quota = QuotaTracker(gateway, load_racing_a_flush)
+    rec = Recorder(sqlite_store, quota, interval=3600)
+    at = now_us()
+    day = period_bounds("day", at)[0]
+    for _ in range(3):
+        quota.check_and_count(t.id, "tiny", None, at)
+        rec.record_call(
+            tenant_id=t.id,
+            tool="fastn_list_integrations",
+            connector=None,
+            period=day,
+            status="ok",
+            duration_ms=1,
+        )
+    quota.load(t.id, day)
+    with pytest.raises(GatewayError) as exc:
+        quota.check_and_count(t.id, "tiny", None, at)
+    assert exc.value.code == "quota_exceeded"
+    assert sqlite_store.usage_totals(t.id, day)[0] == 3
+    rec.close()
