@@ -248,6 +248,8 @@ def test_superseding_an_already_corrected_fact_is_a_conflict(memory: MemoryStore
         ([{"text": "x" * 101}], "longer than 100"),
         ([{"text": "ok", "colour": "red"}], "unknown fields"),
         ([{"text": "ok", "observed_at": "yesterday"}], "RFC 3339"),
+        ([{"text": "ok", "observed_at": "9999-12-31T23:59:59-14:00"}], "out of range"),
+        ([{"text": "ok", "observed_at": "0001-01-01T00:00:00+14:00"}], "out of range"),
         ([{"text": "ok", "tags": "not-a-list"}], "tags"),
         ([{"text": "ok", "tags": ["t" * 61]}], "tag over 60"),
         ([{"text": "ok", "supersedes": ["a", "a"]}], "twice"),
@@ -473,6 +475,24 @@ def test_a_term_in_most_items_is_not_evidence(memory: MemoryStore) -> None:
     asked = memory.search_or_ask("acme", "ash", "What car does Ash drive?")
     assert asked["found"] is True
     assert asked["citations"][0]["text"] == "Ash drives an electric Renault."
+
+
+def test_the_users_own_name_is_not_evidence_in_a_small_memory(memory: MemoryStore) -> None:
+    """With a few items, no word is common enough to be discounted; the user's own id still
+    says only whom the question is about."""
+    memory.update_memory(
+        "acme",
+        "ash",
+        [{"text": "Ash prefers meetings in the morning."}, {"text": "Ash drinks oat milk."}],
+    )
+    for question in ("What is Ash's shoe size?", "Does Ash have a dog?"):
+        asked = memory.search_or_ask("acme", "ash", question)
+        assert asked["found"] is False, question
+    asked = memory.search_or_ask("acme", "ash", "What milk does Ash drink?")
+    assert asked["found"] is True
+    assert texts(asked) == ["Ash drinks oat milk."]
+    # A question about nothing but the user still gets what memory holds.
+    assert memory.search_or_ask("acme", "ash", "Tell me about Ash")["found"] is True
 
 
 def test_answer_quotes_the_matching_sentences_of_a_long_item() -> None:

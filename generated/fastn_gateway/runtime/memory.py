@@ -24,8 +24,12 @@ OR the query's terms so partial matches rank. The user's query never reaches the
 syntax: it is cut into plain words, which are quoted (FTS5) or `|`-joined (tsquery), so quotes,
 operators and punctuation cannot raise.
 
-Known limit: ranking statistics (bm25's IDF) are computed over the whole index, all tenants
-included; a score reveals nothing about other tenants' text, but is not tenant-isolated maths.
+Known limit (SQLite): bm25's statistics (row count, each word's document frequency, average
+length) are computed over the whole index, all tenants included. No other user's text is ever
+returned, but scores, and so the order of partial matches, shift as other users' memories
+grow: a caller who watches its own scores over time can estimate how common a word is in the
+rest of the index. PostgreSQL's ts_rank_cd uses no collection statistics and has no such
+channel; deployments that must exclude it use the PostgreSQL store.
 
 Timestamps are integers of microseconds since the Unix epoch (UTC), as in the gateway's main
 store: they sort and compare the same way on both backends.
@@ -513,7 +517,13 @@ def _parse_time(value: Any, index: int) -> int:
             f"observations[{index}].observed_at must be a string.",
             field=f"observations[{index}].observed_at",
         )
-    return _to_us(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
+    try:
+        return _to_us(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00 is past the last datetime in UTC
+        raise _invalid(
+            f"observations[{index}].observed_at is out of range.",
+            field=f"observations[{index}].observed_at",
+        ) from None
 
 
 class _Observation:
@@ -1222,13 +1232,15 @@ class MemoryStore:
     ) -> list[dict[str, Any]]:
         """The candidates that match at least one informative question term.
 
-        Informative: not a question-framing word ("prefer", "usually", "user"...) unless the
-        question has nothing else, and (once the user has enough items) not present in more
-        than COMMON_TERM_SHARE of them, like the user's own name.
+        Informative: not a question-framing word ("prefer", "usually", "user"...) nor a word
+        of the user's own id (it says whom the question is about, not what) unless the question
+        has nothing else, and (once the user has enough items) not present in more than
+        COMMON_TERM_SHARE of them, like the user's own name.
         """
         if not candidates:
             return []
-        key_terms = [t for t in terms if t not in FRAMING_WORDS] or list(terms)
+        own = set(query_terms(user_id))
+        key_terms = [t for t in terms if t not in FRAMING_WORDS and t not in own] or list(terms)
         active = self._active_count(conn, tenant_id, user_id)
         pks = self._pks(conn, [c["id"] for c in candidates])
         evidence: set[str] = set()
