@@ -4,7 +4,8 @@ HTTP routes:
     /mcp        streamable HTTP, both protocol revisions the SDK speaks; bearer API key
                 required (missing, unknown, expired or revoked -> 401 before any handler)
     /register   POST {"user": "<external id>"}: registers an end user in the key's tenant
-                (keys with the write scope or host-application keys); idempotent
+                (keys with the write scope or host-application keys); idempotent; the same
+                Host/Origin/Content-Type checks as /mcp
     /healthz    GET: 200 {"status": "ok"} when the database answers, else 503
 
 The app's lifespan runs the SDK session manager, the connection-change watcher, and on
@@ -27,7 +28,7 @@ import sqlalchemy as sa
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.stdio import stdio_server
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -89,7 +90,13 @@ def build_http_app(
             host,
         )
 
+    guard = TransportSecurityMiddleware(security)
+
     async def register(request: Request) -> Response:
+        # The same Host, Origin and JSON Content-Type checks as /mcp (DNS rebinding).
+        refused = await guard.validate_request(request, is_post=True)
+        if refused is not None:
+            return refused
         user = request.scope.get("user")
         principal = (
             principal_from_access_token(user.access_token)

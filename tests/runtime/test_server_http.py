@@ -229,6 +229,51 @@ async def test_resources_are_tenant_scoped(http: str, world) -> None:
         assert profile["items"]["active"] == 1
 
 
+async def test_resources_need_the_read_scope(http: str, world) -> None:
+    """Resources show what the read tools show: a write-only key sees and reads none."""
+    async with connect(http, world.a_rw) as c:
+        await c.call_tool("update_memory", {"observations": [{"text": "Ash likes tea"}]})
+    async with connect(http, world.a_write) as c:
+        assert (await c.list_resources()).resources == []
+        assert (await c.list_resource_templates()).resource_templates == []
+        for uri in ("gateway://events/recent", "gateway://usage", "memory://users/ash/log"):
+            with pytest.raises(MCPError) as exc:
+                await c.read_resource(uri)
+            assert exc.value.error.data["error"]["code"] == "not_found"
+
+
+async def test_a_host_key_bound_to_a_user_reads_only_that_users_memory(
+    http: str, world, sqlite_store: Store
+) -> None:
+    async with connect(http, world.a_host, user="alex") as c:
+        await c.call_tool("update_memory", {"observations": [{"text": "Alex likes jazz"}]})
+    bound = sqlite_store.issue_key(world.a.id, scopes=["read"], host_app=True, user="ash").token
+    async with connect(http, bound) as c:
+        assert json.loads((await c.read_resource("memory://users/ash/log")).contents[0].text)
+        with pytest.raises(MCPError) as exc:
+            await c.read_resource("memory://users/alex/log")
+        assert exc.value.error.data["error"]["code"] == "not_found"
+
+
+async def test_register_has_the_same_host_and_origin_checks_as_mcp(http: str, world) -> None:
+    auth = {"Authorization": f"Bearer {world.a_host}", "Content-Type": "application/json"}
+    async with httpx2.AsyncClient() as h:
+        for headers, status in (
+            ({"Host": "evil.example"}, 421),
+            ({"Origin": "http://evil.example"}, 403),
+            ({"Content-Type": "text/plain"}, 400),
+        ):
+            r = await h.post(
+                f"{http}/register", content=b'{"user": "rebound"}', headers={**auth, **headers}
+            )
+            assert r.status_code == status, headers
+            mcp = await h.post(
+                f"{http}/mcp", content=b"{}", headers={**auth, "Accept": "*/*", **headers}
+            )
+            assert mcp.status_code == status, headers
+    assert world.runtime.store.get_user(world.a.id, "rebound") is None
+
+
 async def test_clean_shutdown_writes_every_record(world, sqlite_store: Store) -> None:
     world.runtime.recorder.interval = 3600  # no background flush: only shutdown can write
     app = build_http_app(world.runtime, stateless=True)

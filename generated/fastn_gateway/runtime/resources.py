@@ -9,11 +9,13 @@ Handlers (by the manifest's `handler` name):
     resources.memory_profile      memory://users/{user}/profile       what memory holds
     resources.memory_log          memory://users/{user}/log           every memory version
 
-Everything is read for the caller's tenant only. A memory resource is readable by the user
-itself (the key's bound user, or the user a host key names with X-Gateway-User) or by a host
-application key of the same tenant for any registered user. Whatever the reason a read is
-refused (another tenant's connector or user, no access, unknown URI), the answer is the same
-`not_found`, so nothing about other tenants leaks.
+Everything is read for the caller's tenant only, and only with a key that has the `read`
+scope (resources show what the read tools show; without it there are none). A memory resource
+is readable by the user itself (the key's bound user, or the user a host key names with
+X-Gateway-User) or by a host application key that is bound to no user, for any registered
+user of its tenant. Whatever the reason a read is refused (another tenant's connector or user,
+no access, no scope, unknown URI), the answer is the same `not_found`, so nothing about other
+tenants leaks.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote, unquote
 
 import mcp.types as types
@@ -35,6 +37,7 @@ UserFn = Callable[[], Awaitable[str | None]]
 Reader = Callable[[NativeCall, dict[str, str], UserFn], Awaitable[Any]]
 
 RECENT_EVENTS = 50
+SCOPE: Final = "read"  # what a key needs to see and read resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,7 @@ async def _memory_user(call: NativeCall, wanted: str, user: UserFn) -> str:
         current = None
     if current is not None and current == wanted:
         return wanted
-    if principal.can_assert_user:
+    if principal.can_assert_user and principal.user is None:
         known = await rt.run_db(rt.store.get_user, principal.tenant_id, wanted)
         if known is not None:
             return wanted
@@ -165,6 +168,8 @@ async def list_resources(call: NativeCall, user: UserFn) -> list[types.Resource]
     """Static resources, plus the concrete resources of this caller: one status resource
     per connection of the tenant and the caller's own memory resources."""
     out: list[types.Resource] = []
+    if not call.principal.has_scope(SCOPE):
+        return out
     gw = call.runtime.gateway
     try:
         me = await user()
@@ -221,7 +226,7 @@ async def read_resource(call: NativeCall, uri: str, user: UserFn) -> tuple[str, 
                 params = {k: unquote(v) for k, v in m.groupdict().items()}
                 break
     reader = READERS.get(spec.handler) if spec is not None else None
-    if spec is None or reader is None:
+    if spec is None or reader is None or not call.principal.has_scope(SCOPE):
         raise not_found(uri)
     try:
         data = await reader(call, params, user)

@@ -902,7 +902,9 @@ class _Handlers:
     async def list_resource_templates(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        await self.principal()
+        principal = await self.principal()
+        if not principal.has_scope(resources.SCOPE):
+            return types.ListResourceTemplatesResult(resource_templates=[])
         return types.ListResourceTemplatesResult(
             resource_templates=resources.list_templates(self.rt.gateway)
         )
