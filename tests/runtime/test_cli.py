@@ -111,12 +111,17 @@ def test_admin_workflow(gateway, tmp_path: Path, capsys) -> None:
 
 def test_admin_errors(gateway, tmp_path: Path, capsys) -> None:
     db = str(tmp_path / "gw.db")
+    # No database at that path (a wrong --db, or the wrong working directory): said, with the
+    # path, and no empty database is left behind.
     code, _, err = run(gateway, capsys, "admin", "--db", db, "key", "issue", "nobody")
-    assert code == 1 and "no tenant" in err
+    assert code == 1 and "no gateway database" in err and db in err
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(SystemExit) as exc:
         main(gateway, ["admin", "--db", db, "tenant", "create", "x", "--plan", "platinum"])
     assert exc.value.code == 2
     run(gateway, capsys, "admin", "--db", db, "tenant", "create", "acme")
+    code, _, err = run(gateway, capsys, "admin", "--db", db, "key", "issue", "nobody")
+    assert code == 1 and "no tenant 'nobody'" in err and db in err
     code, _, err = run(
         gateway, capsys, "admin", "--db", db, "connect", "acme", "slack", "--field", "oops"
     )
@@ -129,6 +134,21 @@ def test_admin_errors(gateway, tmp_path: Path, capsys) -> None:
         gateway, capsys, "admin", "--db", db, "key", "issue", "acme", "--user", "ghost"
     )
     assert code == 1 and "register it first" in err
+
+
+def test_an_unreachable_database_is_one_line_without_its_password(
+    gateway, capsys, monkeypatch
+) -> None:
+    from generator.runtime.crypto import generate_key
+
+    monkeypatch.setenv("FASTN_GATEWAY_SECRET_KEY", generate_key())
+    url = "postgresql+psycopg://gw:s3cret-pw@127.0.0.1:1/gw"
+    code, out, err = run(gateway, capsys, "admin", "--db", url, "tenant", "list")
+    assert code == 1 and out == ""
+    assert err.startswith(
+        "error: cannot use the database postgresql+psycopg://gw:***@127.0.0.1:1/gw"
+    )
+    assert "s3cret-pw" not in err and "Traceback" not in err and err.count("\n") == 1
 
 
 def test_env_secret_key_is_used(gateway, tmp_path: Path, capsys, monkeypatch) -> None:

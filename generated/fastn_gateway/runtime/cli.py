@@ -71,68 +71,126 @@ def _pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:
     return out
 
 
+def _prog(gateway: GatewaySpec) -> str:
+    """How the command was started: the console script's name, or `python -m <package>`."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if not name or name in ("__main__.py", "-c", "-m") or name.startswith("python"):
+        return f"python -m {gateway.import_name}"
+    return name
+
+
+def _credential_fields(gateway: GatewaySpec) -> str:
+    lines = ["credential fields (--field NAME=VALUE; VALUE @FILE reads a file):"]
+    for name in sorted(gateway.connectors):
+        fields = ", ".join(
+            f.name + ("" if f.required else " (optional)")
+            for f in gateway.connectors[name].auth.fields
+        )
+        lines.append(f"  {name}: {fields or '(none)'}")
+    return "\n".join(lines)
+
+
 def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
-    prog = f"python -m {gateway.import_name}"
+    prog = _prog(gateway)
+    db_default = f"${gateway.import_name.upper()}_DATABASE_URL, else ./var/{gateway.import_name}.db"
     p = _Parser(prog=prog, description=gateway.title or gateway.server_name)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    s = sub.add_parser("serve", help="serve the gateway over streamable HTTP or stdio")
-    s.add_argument("--transport", choices=["http", "stdio"], default="http")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--stateless", action="store_true", help="no MCP sessions (HTTP)")
-    s.add_argument("--sse", action="store_true", help="answer POSTs with SSE streams (HTTP)")
-    s.add_argument("--allowed-host", action="append", default=[], metavar="HOST[:PORT]")
-    s.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN")
-    s.add_argument("--db", help="SQLite file path or database URL")
-    s.add_argument("--base-url", action="append", default=[], metavar="CONNECTOR=URL")
+    s = sub.add_parser(
+        "serve",
+        help="serve the gateway over streamable HTTP or stdio",
+        description="Serve the gateway. HTTP: streamable HTTP at /mcp, bearer API keys. "
+        f"stdio: one client, the API key from ${api_key_env(gateway.import_name)}.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    s.add_argument("--transport", choices=["http", "stdio"], default="http", help="transport")
+    s.add_argument("--host", default="127.0.0.1", help="HTTP: interface to listen on")
+    s.add_argument("--port", type=int, default=8000, help="HTTP: port")
+    s.add_argument("--stateless", action="store_true", help="HTTP: no MCP sessions")
+    s.add_argument("--sse", action="store_true", help="HTTP: answer POSTs with SSE streams")
+    s.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="HTTP: a Host header to accept besides loopback (repeatable)",
+    )
+    s.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="HTTP: an Origin header to accept besides loopback (repeatable)",
+    )
+    s.add_argument("--db", help=f"SQLite file path or database URL [default: {db_default}]")
+    s.add_argument(
+        "--base-url",
+        action="append",
+        default=[],
+        metavar="CONNECTOR=URL",
+        help="point a connector at another base URL (repeatable)",
+    )
     s.add_argument("--demo", action="store_true", help="create a demo tenant and print its key")
-    s.add_argument("--log-level", default="warning")
+    s.add_argument("--log-level", default="warning", help="debug, info, warning or error")
 
-    a = sub.add_parser("admin", help="manage tenants, keys, connections and users")
-    a.add_argument("--db", help="SQLite file path or database URL")
+    a = sub.add_parser(
+        "admin",
+        help="manage tenants, keys, connections and users",
+        description="Manage tenants, API keys, connections and users in the gateway database.",
+    )
+    a.add_argument("--db", help=f"SQLite file path or database URL [default: {db_default}]")
     asub = a.add_subparsers(dest="admin_command", required=True, parser_class=_Parser)
 
-    t = asub.add_parser("tenant").add_subparsers(dest="action", required=True)
-    tc = t.add_parser("create")
+    t = asub.add_parser("tenant", help="create and list tenants, set a tenant's quota plan")
+    ts = t.add_subparsers(dest="action", required=True)
+    tc = ts.add_parser("create", help="create a tenant (workspace)")
     tc.add_argument("name")
-    tc.add_argument("--plan", choices=sorted(gateway.plans))
-    t.add_parser("list")
-    tp = t.add_parser("set-plan")
+    tc.add_argument("--plan", choices=sorted(gateway.plans), help="quota plan")
+    ts.add_parser("list", help="list tenants")
+    tp = ts.add_parser("set-plan", help="change a tenant's quota plan")
     tp.add_argument("tenant")
     tp.add_argument("plan", choices=sorted(gateway.plans))
 
-    k = asub.add_parser("key").add_subparsers(dest="action", required=True)
-    ki = k.add_parser("issue")
+    k = asub.add_parser("key", help="issue, list, rotate and revoke API keys")
+    ks = k.add_subparsers(dest="action", required=True)
+    ki = ks.add_parser("issue", help="issue an API key (printed once, stored as a hash)")
     ki.add_argument("tenant")
     ki.add_argument("--scopes", default="read,write", help="comma-separated: read,write")
     ki.add_argument("--user", help="bind the key to this registered user")
     ki.add_argument("--ttl-days", type=float, help=f"default {gateway.key_ttl_days}")
     ki.add_argument("--host-app", action="store_true", help="may name users (X-Gateway-User)")
     ki.add_argument("--name", help="a label for the key")
-    kl = k.add_parser("list")
+    kl = ks.add_parser("list", help="list a tenant's keys")
     kl.add_argument("tenant")
-    kr = k.add_parser("rotate")
+    kr = ks.add_parser(
+        "rotate", help="issue a new key with the same settings and revoke the old one at once"
+    )
     kr.add_argument("key_id")
     kr.add_argument("--ttl-days", type=float)
-    kv = k.add_parser("revoke")
+    kv = ks.add_parser("revoke", help="revoke a key")
     kv.add_argument("key_id")
 
-    c = asub.add_parser("connect")
+    c = asub.add_parser(
+        "connect",
+        help="connect a connector for a tenant with its credentials",
+        epilog=_credential_fields(gateway),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument("tenant")
     c.add_argument("connector", choices=sorted(gateway.connectors))
     c.add_argument("--field", action="append", default=[], metavar="NAME=VALUE")
-    d = asub.add_parser("disconnect")
+    d = asub.add_parser("disconnect", help="disconnect a connector (its tools disappear)")
     d.add_argument("tenant")
     d.add_argument("connector")
-    cl = asub.add_parser("connections")
+    cl = asub.add_parser("connections", help="list a tenant's connections and their state")
     cl.add_argument("tenant")
 
-    u = asub.add_parser("user").add_subparsers(dest="action", required=True)
-    ur = u.add_parser("register")
+    u = asub.add_parser("user", help="register and list end users")
+    us = u.add_subparsers(dest="action", required=True)
+    ur = us.add_parser("register", help="register an end user (idempotent)")
     ur.add_argument("tenant")
     ur.add_argument("user")
-    ul = u.add_parser("list")
+    ul = us.add_parser("list", help="list a tenant's users")
     ul.add_argument("tenant")
     return p
 
@@ -174,7 +232,15 @@ def _read_field(value: str) -> str:
 
 
 def _admin(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    store = open_store(gateway, _db_url(gateway, args.db, environ), environ=environ)
+    db_url = _db_url(gateway, args.db, environ)
+    path = sqlite_path(db_url)
+    creating = args.admin_command == "tenant" and args.action == "create"
+    if path is not None and not path.exists() and not creating:
+        raise StoreError(
+            "no gateway database there yet: run `serve` once, or `admin tenant create` first "
+            "(or pass the --db the server uses)"
+        )
+    store = open_store(gateway, db_url, environ=environ)
     try:
         return _admin_with(gateway, store, args)
     finally:
@@ -321,7 +387,9 @@ def demo_banner(gateway: GatewaySpec, token: str, db_url: str, *, transport: str
             }
         }
     }
-    prog = f"python -m {gateway.import_name}"
+    prog = f"{sys.executable} -m {gateway.import_name}"
+    if root is not None:
+        prog = f"PYTHONPATH={root} {prog}"
     example = "slack" if "slack" in gateway.connectors else next(iter(gateway.connectors), None)
     fields = ""
     if example is not None:
@@ -337,7 +405,9 @@ def demo_banner(gateway: GatewaySpec, token: str, db_url: str, *, transport: str
         lines += [
             f"MCP endpoint (streamable HTTP): {url}",
             "",
-            "Client config (HTTP):",
+            "Client config (HTTP, for clients that connect to a URL themselves, such as Claude "
+            "Code or Cursor; Claude Desktop runs local commands only: use the stdio config "
+            "below, or the mcp-remote bridge as in claude_desktop_config.http.json):",
             json.dumps(http_cfg, indent=2),
         ]
     lines += [
@@ -399,6 +469,14 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
         allowed_hosts=args.allowed_host,
         allowed_origins=args.allowed_origin,
     )
+    if not args.demo:
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        print(
+            f"{gateway.server_name}: serving http://{shown}:{args.port}/mcp "
+            f"(database {_shown_db(db_url)}); Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 
@@ -430,9 +508,25 @@ def _serve_stdio(
 # --------------------------------------------------------------------------- entry point
 
 
+def _shown_db(db_url: str) -> str:
+    """The database for messages: a SQLite file's path, else the URL without its password."""
+    import sqlalchemy as sa
+
+    path = sqlite_path(db_url)
+    if path is not None:
+        return str(path)
+    try:
+        return sa.engine.make_url(db_url).render_as_string(hide_password=True)
+    except Exception:
+        return "(the --db URL)"
+
+
 def main(gateway: GatewaySpec, argv: Sequence[str] | None = None) -> int:
+    import sqlalchemy.exc
+
     args = build_parser(gateway).parse_args(list(sys.argv[1:] if argv is None else argv))
     environ = os.environ
+    db = _shown_db(_db_url(gateway, args.db, environ))
     try:
         if args.command == "admin":
             return _admin(gateway, args, environ)
@@ -440,13 +534,30 @@ def main(gateway: GatewaySpec, argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (StoreError, CredentialKeyError) as exc:
+    except CredentialKeyError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if isinstance(exc, CredentialKeyError):
-            print(
-                f"hint: the key comes from {secret_key_env(gateway.import_name)}", file=sys.stderr
-            )
+        env = secret_key_env(gateway.import_name)
+        if env not in str(exc):
+            print(f"hint: the key comes from {env}", file=sys.stderr)
         return 1
+    except StoreError as exc:
+        print(f"error: {exc} (database {db})", file=sys.stderr)
+        return 1
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = first[0] if first else type(exc).__name__
+        print(f"error: cannot use the database {db}: {reason}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("psycopg", "psycopg2", "MySQLdb", "pymysql"):
+            print(
+                f"error: the driver for the database {db} is not installed ({exc.name}); "
+                f"PostgreSQL needs the package's `postgres` extra",
+                file=sys.stderr,
+            )
+            return 1
+        raise
     except OSError as exc:
-        print(f"error: {exc.strerror or exc}", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
