@@ -82,6 +82,11 @@ CODES: dict[str, Code] = {
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),
         Code(code="GEN303", title="two emitters produce the same file", stage="emit"),
         Code(code="GEN304", title="output directory cannot be written", stage="write"),
+        Code(
+            code="GEN305",
+            title="generated file out of date (`gen build --check`)",
+            stage="write",
+        ),
         # gen breaking: BRK0xx break agents already using the tools, BRK1xx are safe
         Code(code="BRK001", title="tool removed", stage="breaking"),
         Code(

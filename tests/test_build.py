@@ -260,6 +260,31 @@ def test_check_reports_drift_without_writing(tmp_path: Path) -> None:
     assert tree(out) == before
 
 
+def test_check_drift_is_a_diagnostic_in_the_github_and_json_formats(tmp_path: Path) -> None:
+    """In CI the drift must show as annotations (github) or entries (json), not only as a
+    diff on the console."""
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    (out / "TOOLS.md").write_text("edited\n")
+    (out / "tools.json").unlink()
+    gh = _gen("build", "--check", "--project", str(root), "--error-format", "github")
+    assert gh.returncode == 1
+    assert gh.stderr.splitlines() == [
+        "::error file=generated/TOOLS.md,line=1,col=1,title=GEN305::generated/TOOLS.md differs "
+        "from what the manifests generate (run `gen build` and commit the result)",
+        "::error file=generated/tools.json,line=1,col=1,title=GEN305::generated/tools.json is "
+        "missing (run `gen build` and commit the result)",
+    ]
+    js = _gen("build", "--check", "--project", str(root), "--error-format", "json")
+    assert js.returncode == 1
+    assert [(d["code"], d["file"]) for d in json.loads(js.stdout)] == [
+        ("GEN305", "generated/TOOLS.md"),
+        ("GEN305", "generated/tools.json"),
+    ]
+    assert not (out / "tools.json").exists()
+
+
 def test_manifest_text_cannot_break_generated_code(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = api.build(api.Options.for_project(CASES / "escaping", out=out, cache=False))
