@@ -45,10 +45,58 @@ def _type_text(s: dict[str, Any]) -> str:
         return " \\| ".join(f"`{v}`" for v in s["enum"])
     if "const" in s:
         return f"`{s['const']}`"
+    for key in ("oneOf", "anyOf"):
+        if isinstance(s.get(key), list):
+            return " \\| ".join(_type_text(alt) for alt in s[key] if isinstance(alt, dict))
     t = s.get("type", "any")
     if t == "array" and isinstance(s.get("items"), dict):
         return f"array of {_type_text(s['items'])}"
+    if (
+        t == "object"
+        and isinstance(s.get("additionalProperties"), dict)
+        and not s.get("properties")
+    ):
+        return f"map of name to {_type_text(s['additionalProperties'])}"
     return " \\| ".join(t) if isinstance(t, list) else str(t)
+
+
+def _constraints(s: dict[str, Any]) -> str:
+    out = []
+    if "pattern" in s:
+        out.append(f"pattern `{s['pattern']}`")
+    for key, what in (("minLength", "at least"), ("maxLength", "at most")):
+        if key in s:
+            out.append(f"{what} {s[key]} characters")
+    if "default" in s:
+        out.append(f"default `{s['default']}`")
+    return "; ".join(out)
+
+
+def _rows(prefix: str, props: dict[str, Any], required: set[str]) -> list[str]:
+    """One table row per property, nested inline objects as `parent.child` rows (arrays of
+    them as `parent[].child`, maps of them as `parent.<name>.child`)."""
+    rows: list[str] = []
+    for prop, s in props.items():
+        if not isinstance(s, dict):
+            continue
+        name = prefix + prop
+        desc = s.get("description", "")
+        extra = _constraints(s)
+        if extra:
+            desc = f"{desc} ({extra})" if desc else extra
+        desc = desc.replace("|", "\\|").replace("\n", " ")
+        rows.append(
+            f"| `{name}` | {_type_text(s)} | {'yes' if prop in required else ''} | {desc} |"
+        )
+        if isinstance(s.get("properties"), dict):
+            rows += _rows(name + ".", s["properties"], set(s.get("required", [])))
+        items = s.get("items")
+        if isinstance(items, dict) and isinstance(items.get("properties"), dict):
+            rows += _rows(name + "[].", items["properties"], set(items.get("required", [])))
+        values = s.get("additionalProperties")
+        if isinstance(values, dict) and isinstance(values.get("properties"), dict):
+            rows += _rows(name + ".<name>.", values["properties"], set(values.get("required", [])))
+    return rows
 
 
 def manifest_markdown() -> str:
@@ -64,23 +112,16 @@ def manifest_markdown() -> str:
         "",
     ]
     for name, d in schema["$defs"].items():
+        lines += [f"## {name}", ""]
+        if d.get("description"):
+            lines += [d["description"], ""]
         props = d.get("properties")
         if not isinstance(props, dict) or not props:
+            detail = _constraints(d)
+            lines += [f"Type: {_type_text(d)}" + (f"; {detail}." if detail else "."), ""]
             continue
-        required = set(d.get("required", []))
-        lines += [
-            f"## {name}",
-            "",
-            "| property | type | required | description |",
-            "|---|---|---|---|",
-        ]
-        for prop, s in props.items():
-            if s is True:
-                continue
-            desc = s.get("description", "").replace("|", "\\|").replace("\n", " ")
-            lines.append(
-                f"| `{prop}` | {_type_text(s)} | {'yes' if prop in required else ''} | {desc} |"
-            )
+        lines += ["| property | type | required | description |", "|---|---|---|---|"]
+        lines += _rows("", props, set(d.get("required", [])))
         lines.append("")
     return "\n".join(lines)
 
@@ -106,6 +147,9 @@ PAGES = {
 
 
 def main() -> int:
+    if sys.argv[1:]:
+        print("usage: python -m generator.docs   (rewrites docs/*.md; takes no arguments)")
+        return 0 if sys.argv[1] in ("-h", "--help") else 2
     DOCS.mkdir(exist_ok=True)
     for name, fn in PAGES.items():
         (DOCS / name).write_text(fn(), encoding="utf-8")
