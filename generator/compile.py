@@ -10,9 +10,11 @@ import difflib
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import jsonschema
 
@@ -167,6 +169,7 @@ def compile_project(
             _add_to_group(groups, tool, entry.path)
 
     _check_tool_names(ctx, tools)
+    _check_unused_types(ctx)
     tools_by_name = {t.name: t for t in tools}
     for t in tools:
         if (
@@ -237,6 +240,20 @@ def _collect_types(ctx: _Ctx, docs: list[Loaded]) -> None:
                 continue
             _check_meta(ctx, doc, path, schema)
             ctx.types[name] = _SharedType(name, schema, doc, path)
+
+
+def _check_unused_types(ctx: _Ctx) -> None:
+    """A shared type that no tool compiled here uses is checked all the same (unknown types,
+    cycles, bad patterns, dangling `$ref`s): it is part of the published language, and the
+    next manifest that uses it must not be the first to learn it is broken."""
+    for name, shared in sorted(ctx.types.items()):
+        if name in ctx.resolved:
+            continue
+        resolved = ctx.resolved[name] = _inline(
+            ctx, shared.schema, shared.doc, shared.path, (name,)
+        )
+        if isinstance(resolved, dict):
+            _check_subschemas(ctx, shared.doc, shared.path, resolved, resolved)
 
 
 def _inline(ctx: _Ctx, value: Any, doc: Loaded, path: JsonPath, stack: tuple[str, ...]) -> Any:
@@ -537,7 +554,96 @@ def _schema(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: Any, what: str) -> dict
                 "several clients reject top-level combinators: move it into a property",
             )
             return None
-    return schema
+    before = len(ctx.diags)
+    _check_subschemas(ctx, doc, path, schema, schema)
+    return schema if len(ctx.diags) == before else None
+
+
+# Keywords whose value is a subschema, a list of them, or a map of name to subschema.
+_ONE_SCHEMA = (
+    "additionalProperties",
+    "items",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+)
+_SCHEMA_LISTS = ("prefixItems", "anyOf", "oneOf", "allOf")
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
+def _check_subschemas(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, node: Any, root: dict[str, Any]
+) -> None:
+    """What the metaschema cannot see, in every subschema: regular expressions that do not
+    compile (the generated models and the server's validation would fail on import), `$ref`s
+    that point nowhere, and property names that Python reads as another name."""
+    if not isinstance(node, dict):
+        return
+    pattern = node.get("pattern")
+    if isinstance(pattern, str):
+        _check_regex(ctx, doc, (*path, "pattern"), pattern)
+    for key in node.get("patternProperties") or {}:
+        _check_regex(ctx, doc, (*path, "patternProperties", key), key)
+    ref = node.get("$ref")
+    if isinstance(ref, str) and _resolve_pointer(root, ref) is None:
+        ctx.err(
+            "GEN203",
+            doc.span((*path, "$ref")),
+            f"$ref {ref!r} points to nothing in this schema",
+            "refer to a shared type as #/types/Name, or to a $defs entry of this schema",
+        )
+    props = node.get("properties")
+    if isinstance(props, dict):
+        for name in props:
+            normal = unicodedata.normalize("NFKC", name)
+            if normal != name and normal.isidentifier():
+                ctx.err(
+                    "GEN208",
+                    doc.key_span((*path, "properties", name)),
+                    f"Python reads property name {name!r} as {normal!r} (it normalises "
+                    "Unicode identifiers, NFKC): the generated code would break or merge fields",
+                    f"name it {normal!r}",
+                )
+    for key in _ONE_SCHEMA:
+        _check_subschemas(ctx, doc, (*path, key), node.get(key), root)
+    for key in _SCHEMA_LISTS:
+        items = node.get(key)
+        if isinstance(items, list):
+            for i, item in enumerate(items):
+                _check_subschemas(ctx, doc, (*path, key, i), item, root)
+    for key in _SCHEMA_MAPS:
+        entries = node.get(key)
+        if isinstance(entries, dict):
+            for name, sub in entries.items():
+                _check_subschemas(ctx, doc, (*path, key, name), sub, root)
+
+
+def _check_regex(ctx: _Ctx, doc: Loaded, path: JsonPath, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        ctx.err("GEN203", doc.span(path), f"invalid regular expression {pattern!r}: {exc}")
+
+
+def _resolve_pointer(root: dict[str, Any], ref: str) -> Any:
+    """The node a local `$ref` (`#`, `#/a/b`) names in `root`, else None."""
+    if not ref.startswith("#"):
+        return None
+    node: Any = root
+    for raw in unquote(ref[1:]).split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
 
 
 def _annotations(raw: dict[str, Any] | None) -> ir.Annotations:

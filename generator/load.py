@@ -9,6 +9,7 @@ surprise the schema.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,19 @@ _JSON_SCALAR_TAGS = {
 # first question about one re-reads the file's text once and completes the map. Answers are the
 # same either way; only the cost of loading a large manifest changes (about half of it).
 SPAN_DEPTH = 4
+
+# Bounds on what one document may expand to: nesting depth, and values built (YAML aliases
+# make a few hundred bytes expand to billions of values). Real manifests stay far below both.
+MAX_NESTING = 100
+MAX_VALUES = 1_000_000
+
+
+class _TooBig(Exception):
+    """The document exceeds MAX_NESTING or MAX_VALUES (raised out of the recursion)."""
+
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +90,27 @@ class Loaded:
         return self.key_spans.get(p) or self.span(p)
 
 
+def display_path(path: Path, root: Path) -> str:
+    """How diagnostics name a file: relative to the project root (`../x.yaml` when the
+    manifests live outside it), with forward slashes."""
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return Path(os.path.relpath(path, root)).as_posix()
+
+
 def discover(root: Path, manifest_dir: Path) -> list[Path]:
     """Every `*.yaml` / `*.yml` under the manifest directory, in a stable order."""
     if not manifest_dir.is_dir():
         return []
-    files = [p for p in manifest_dir.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file()]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+    files = [
+        p
+        for p in manifest_dir.rglob("*")
+        if p.suffix in {".yaml", ".yml"} and (p.is_file() or (p.is_symlink() and not p.exists()))
+    ]
+    return sorted(files, key=lambda p: display_path(p, root))
 
 
 def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic]]:
@@ -93,6 +122,8 @@ def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic
         return None, [error("GEN001", Span(file=rel_path), f"file is not UTF-8 (byte {exc.start})")]
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except RecursionError:
+        return None, [error("GEN002", Span(file=rel_path), _TOO_DEEP)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         span = (
@@ -103,8 +134,13 @@ def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic
         problem = exc.problem or exc.context or "invalid YAML"
         context = f" ({exc.context})" if exc.context and exc.problem else ""
         return None, [error("GEN002", span, f"YAML syntax error: {problem}{context}")]
-    except yaml.YAMLError as exc:  # pragma: no cover - libyaml reports marks for all we know of
-        return None, [error("GEN002", Span(file=rel_path), f"YAML syntax error: {exc}")]
+    except yaml.YAMLError as exc:  # e.g. a reader error: a character YAML does not allow
+        mark = getattr(exc, "position", None)
+        line, col = _line_col(text, mark) if isinstance(mark, int) else (1, 1)
+        reason = getattr(exc, "reason", None) or "invalid YAML"
+        return None, [
+            error("GEN002", Span(file=rel_path, line=line, col=col), f"YAML syntax error: {reason}")
+        ]
     if len(nodes) != 1 or not isinstance(nodes[0], yaml.MappingNode):
         where = Span(file=rel_path)
         if len(nodes) > 1:
@@ -119,7 +155,10 @@ def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic
             msg = "a manifest must be a mapping (`version: 1`, `kind: ...`)"
         return None, [error("GEN004", where, msg)]
     builder = _Builder(rel_path)
-    data = builder.build(nodes[0], ())
+    try:
+        data = builder.build(nodes[0], ())
+    except _TooBig as exc:
+        return None, [error("GEN002", builder._span(exc.node), str(exc))]
     loaded = Loaded(
         path=rel_path,
         sha256=digest,
@@ -135,7 +174,7 @@ def load_files(root: Path, files: Sequence[Path]) -> tuple[list[Loaded], list[Di
     docs: list[Loaded] = []
     diags: list[Diagnostic] = []
     for path in files:
-        rel = path.relative_to(root).as_posix() if path.is_absolute() else path.as_posix()
+        rel = display_path(path, root)
         try:
             raw = path.read_bytes()
         except OSError as exc:
@@ -149,6 +188,17 @@ def load_files(root: Path, files: Sequence[Path]) -> tuple[list[Loaded], list[Di
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_TOO_DEEP = f"YAML nesting deeper than {MAX_NESTING} levels"
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
 class _Builder:
@@ -162,6 +212,44 @@ class _Builder:
         self.key_spans: dict[JsonPath, Span] = {}
         self.diagnostics: list[Diagnostic] = []
         self._constructor = yaml.SafeLoader("")  # only its scalar constructors are used
+        self._values = 0
+        # id of a mapping node -> ids of its own (not merged) key nodes, taken before the first
+        # flatten_mapping, which inlines merged pairs in place (an aliased node is seen again).
+        self._own_keys: dict[int, frozenset[int]] = {}
+
+    def _count(self, node: yaml.Node, depth: int) -> None:
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise _TooBig(
+                node, f"document expands to more than {MAX_VALUES:,} values (YAML aliases?)"
+            )
+        if depth > MAX_NESTING:
+            raise _TooBig(node, _TOO_DEEP)
+
+    def _pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node, bool]]:
+        """The mapping's (key, value, own) pairs with YAML merge keys (`<<`) applied: merged
+        pairs first, then the mapping's own, which override merged ones."""
+        own = self._own_keys.get(id(node))
+        if own is None:
+            own = frozenset(
+                id(k)
+                for k, _ in node.value
+                if not (isinstance(k, yaml.ScalarNode) and k.tag == _MERGE_TAG)
+            )
+            self._own_keys[id(node)] = own
+            try:
+                self._constructor.flatten_mapping(node)
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None) or node.start_mark
+                self.diagnostics.append(
+                    error(
+                        "GEN002",
+                        Span(file=self.file, line=mark.line + 1, col=mark.column + 1),
+                        "YAML merge key (<<) must name a mapping or a list of mappings",
+                    )
+                )
+                node.value = [(k, v) for k, v in node.value if id(k) in own]
+        return [(k, v, id(k) in own) for k, v in node.value]
 
     def _span(self, node: yaml.Node) -> Span:
         return Span(file=self.file, line=node.start_mark.line + 1, col=node.start_mark.column + 1)
@@ -187,19 +275,23 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: JsonPath) -> Any:
         if self.depth is not None and len(path) > self.depth:
-            return self._plain(node)
+            return self._plain(node, len(path))
+        self._count(node, len(path))
         self.value_spans[path] = self._span(node)
         if isinstance(node, yaml.MappingNode):
-            self._constructor.flatten_mapping(node)  # YAML merge keys (<<)
             out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
+            own_keys: set[str] = set()
+            for key_node, value_node, own in self._pairs(node):
                 key = self._key(key_node)
                 if key is None:
                     continue
                 child = (*path, key)
-                if key in out:
-                    self._duplicate(key_node, key, self._first_key(node, key, child))
-                    continue
+                if key in out and (key in own_keys or not own):
+                    if own:
+                        self._duplicate(key_node, key, self._first_key(node, key, child))
+                    continue  # a merged pair never overrides an earlier one
+                if own:
+                    own_keys.add(key)
                 if self.depth is None or len(child) <= self.depth:
                     self.key_spans[child] = self._span(key_node)
                 out[key] = self.build(value_node, child)
@@ -211,7 +303,10 @@ class _Builder:
     def _first_key(self, node: yaml.MappingNode, key: str, child: JsonPath) -> Span:
         if child in self.key_spans:
             return self.key_spans[child]
+        own = self._own_keys.get(id(node), frozenset())
         for key_node, _value in node.value:  # an untracked (deep) mapping: find it again
+            if id(key_node) not in own:
+                continue
             if isinstance(key_node, yaml.ScalarNode):
                 k = self._scalar(key_node)
                 if (
@@ -221,14 +316,15 @@ class _Builder:
                     return self._span(key_node)
         raise AssertionError("a duplicate key has a first occurrence")  # pragma: no cover
 
-    def _plain(self, node: yaml.Node) -> Any:
+    def _plain(self, node: yaml.Node, depth: int) -> Any:
         """`build` without source maps (same data, same diagnostics)."""
+        self._count(node, depth)
         if isinstance(node, yaml.ScalarNode):
             return node.value if node.tag == _STR_TAG else self._scalar(node)
         if isinstance(node, yaml.MappingNode):
-            self._constructor.flatten_mapping(node)
             out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
+            own_keys: set[str] = set()
+            for key_node, value_node, own in self._pairs(node):
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR_TAG:
                     key: str = key_node.value
                 else:
@@ -236,16 +332,30 @@ class _Builder:
                     if found is None:
                         continue
                     key = found
-                if key in out:
-                    self._duplicate(key_node, key, self._first_key(node, key, ()))
+                if key in out and (key in own_keys or not own):
+                    if own:
+                        self._duplicate(key_node, key, self._first_key(node, key, ()))
                     continue
-                out[key] = self._plain(value_node)
+                if own:
+                    own_keys.add(key)
+                out[key] = self._plain(value_node, depth + 1)
             return out
-        return [self._plain(item) for item in node.value]
+        return [self._plain(item, depth + 1) for item in node.value]
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:
         if node.tag in _JSON_SCALAR_TAGS:
-            value = self._constructor.construct_object(node, deep=True)
+            try:
+                value = self._constructor.construct_object(node, deep=True)
+            except (ValueError, KeyError, OverflowError, yaml.YAMLError):
+                what = node.tag.rsplit(":", 1)[-1]
+                self.diagnostics.append(
+                    error(
+                        "GEN002",
+                        self._span(node),
+                        f"{_short(node.value)} is not a valid YAML {what}",
+                    )
+                )
+                return node.value
             if isinstance(value, float) and value != value:  # .nan is not JSON
                 return node.value
             return value

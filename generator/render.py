@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,14 @@ def literal(value: Any) -> str:
     raise TypeError(f"not a JSON-like value: {type(value).__name__}")
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def docstring(text: str, indent: str = "") -> str:
     """A triple-quoted docstring literal that reads as `text` and can never end early."""
     body = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').replace("\r", "")
+    # Control characters (NUL cannot appear in Python source at all) as escapes.
+    body = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", body)
     if body.endswith('"'):
         body = body[:-1] + '\\"'
     lines = body.split("\n")

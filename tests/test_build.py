@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -357,3 +358,16 @@ def test_ir_is_sorted_json() -> None:
 def test_no_manifests_is_a_located_error(tmp_path: Path, missing: str) -> None:
     result = api.build(api.Options.for_project(tmp_path, cache=False))
     assert [d.code for d in result.diagnostics] == ["GEN005"]
+
+
+def test_manifests_outside_the_project_are_named_relative_to_it(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shutil.copytree(ROOT / "manifests", shared)
+    (shared / "connectors" / "slack.yaml").write_text(
+        (shared / "connectors" / "slack.yaml").read_text().replace("scope: read", "scope: reed", 1)
+    )
+    root = make_project(tmp_path)
+    result = api.compile_manifests(options(root, manifests=shared))
+    assert [(d.code, d.span.file) for d in result.diagnostics] == [
+        ("GEN104", "../shared/connectors/slack.yaml")
+    ]

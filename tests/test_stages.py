@@ -47,6 +47,43 @@ def test_load_errors_are_located(text: bytes, code: str, line: int) -> None:
     assert [(d.code, d.span.line) for d in diags] == [(code, line)]
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "col", "fragment"),
+    [
+        (b"a: !!int abc\n", 1, 4, "not a valid YAML int"),
+        (b"a: !!float abc\n", 1, 4, "not a valid YAML float"),
+        (b"a: 0x_\n", 1, 4, "not a valid YAML int"),
+        (b"a: " + b"9" * 5000 + b"\n", 1, 4, "not a valid YAML int"),
+        (b"a: {<<: 5}\n", 1, 9, "merge key"),
+        (b"a: " + b"[" * 150 + b"]" * 150 + b"\n", 1, 104, "nesting deeper than 100"),
+        (b"a: 1\nb: x\x00y\n", 2, 5, "control characters"),
+    ],
+)
+def test_malformed_yaml_is_a_located_diagnostic(
+    text: bytes, line: int, col: int, fragment: str
+) -> None:
+    _doc, diags = load_text("m.yaml", text)
+    assert [(d.code, d.span.line, d.span.col) for d in diags] == [("GEN002", line, col)]
+    assert fragment in diags[0].message and len(diags[0].message) < 120
+
+
+def test_an_alias_bomb_stops_at_a_bound() -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    _doc, diags = load_text("m.yaml", "\n".join(levels).encode())
+    assert [d.code for d in diags] == ["GEN002"] and "1,000,000 values" in diags[0].message
+
+
+def test_merge_keys_are_overridden_by_the_mappings_own_keys() -> None:
+    text = b"base: &b {x: 1, y: 2}\nover: {<<: *b, y: 3, z: 4}\nagain: {<<: *b, y: 5}\n"
+    doc, diags = load_text("m.yaml", text)
+    assert diags == [] and doc is not None
+    assert doc.data["over"] == {"x": 1, "y": 3, "z": 4}
+    assert doc.data["again"] == {"x": 1, "y": 5}
+    _doc, diags = load_text("m.yaml", b"b: &b {x: 1}\no: {<<: *b, y: 1, y: 2}\n")
+    assert [(d.code, d.span.line) for d in diags] == [("GEN003", 2)]
+
+
 def _validate(text: str) -> list[tuple[str, int, int]]:
     doc, diags = load_text("m.yaml", text.encode())
     assert doc is not None and not diags
@@ -99,6 +136,58 @@ def test_shared_type_cycles_are_reported() -> None:
     assert any(d.endswith("GEN215") for d in _compile(GATEWAY, types, native))
 
 
+def _native_tool(input_schema: str, types: str = "") -> list[str]:
+    native = (
+        "n.yaml",
+        "version: 1\nkind: native\ntools:\n  - name: t\n    description: d\n"
+        f"    scope: read\n    handler: native.list_integrations\n    input: {input_schema}\n"
+        "    output: {type: object}\n",
+    )
+    files = [GATEWAY, native]
+    if types:
+        files.append(("t.yaml", f"version: 1\nkind: types\ntypes:\n{types}"))
+    return _compile(*files)
+
+
+def test_schemas_that_would_break_the_generated_code_are_refused() -> None:
+    # A regular expression Python cannot compile.
+    assert _native_tool("{type: object, properties: {a: {type: string, pattern: '([a-z'}}}") == [
+        "n.yaml:8:67:GEN203"
+    ]
+    assert _native_tool("{type: object, patternProperties: {'(': {type: string}}}") == [
+        "n.yaml:8:52:GEN203"
+    ]
+    # A local $ref that points nowhere.
+    assert _native_tool("{type: object, properties: {a: {$ref: '#/definitions/Nope'}}}") == [
+        "n.yaml:8:50:GEN203"
+    ]
+    assert (
+        _native_tool(
+            "{type: object, $defs: {D: {type: string}}, properties: {a: {$ref: '#/$defs/D'}}}"
+        )
+        == []
+    )
+    # Property names Python reads as other names (NFKC): fullwidth letters, ligatures.
+    assert _native_tool("{type: object, properties: {\uff41: {type: string}}}") == [
+        "n.yaml:8:40:GEN208"
+    ]
+    assert _native_tool(
+        "{type: object, properties: {x: {type: object, properties: {\ufb01le: {type: string}}}}}"
+    ) == ["n.yaml:8:71:GEN208"]
+    assert _native_tool("{type: object, properties: {caf\u00e9: {type: string}}}") == []
+
+
+def test_unused_shared_types_are_checked_too() -> None:
+    got = _native_tool(
+        "{type: object}",
+        "  Used: {type: string}\n"
+        "  Unused: {type: object, properties: {a: {$ref: '#/types/Nope'}}}\n"
+        "  Loop: {$ref: '#/types/Loop'}\n"
+        "  Bad: {type: string, pattern: '(['}\n",
+    )
+    assert got == ["t.yaml:5:49:GEN205", "t.yaml:6:16:GEN215", "t.yaml:7:32:GEN203"]
+
+
 def test_connector_auth_and_base_url_checks() -> None:
     conn = (
         "c.yaml",
@@ -134,6 +223,7 @@ def test_names_are_sanitised() -> None:
         "'''",
         "\\",
         '"',
+        "nul\x00 esc\x1b del\x7f",  # NUL cannot appear in Python source at all
     ],
 )
 def test_docstring_and_literal_escape_everything(text: str) -> None:
