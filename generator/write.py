@@ -1,15 +1,21 @@
 """Stage 5, write: the only code that touches the output directory.
 
 The generator owns exactly the files listed in `<out>/.mcpforge-files` (itself generated).
-`plan` compares a FileSet with the directory; `write` applies the plan (new and changed files
-written through a temporary file and an atomic rename, unchanged files left untouched, stale
-owned files removed); `check` renders the plan as unified diffs and writes nothing.
+`plan` compares a FileSet with the directory; `write` applies the plan all or nothing (new and
+changed files staged, then renamed into place with the old ones kept until every rename has
+succeeded; unchanged files left untouched, stale owned files removed); `check` renders the
+plan as unified diffs and writes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,30 +91,109 @@ def plan(out_dir: Path, files: FileSet) -> Plan:
 
 
 def write(out_dir: Path, files: FileSet) -> Plan:
-    """Apply a build. Raises OSError when the directory cannot be written."""
+    """Apply a build, all or nothing. Raises OSError when the directory cannot be written.
+
+    New contents are staged next to their targets first (an error or Ctrl-C while staging
+    leaves the previous output as it was). Then they are swapped in with the previous files
+    kept as backups; a failure part-way restores every file already swapped, and SIGINT or
+    SIGTERM arriving during the swap (milliseconds) is acted on once it is complete. Only a
+    hard kill or a power cut in those milliseconds can leave old and new files mixed.
+    """
     files = with_owned_list(files)
     the_plan = plan(out_dir, files)
-    # Stage every new content first; only then swap them in, so an I/O error while staging
-    # leaves the previous output intact.
+    _remove_leftovers(out_dir)
     staged: list[tuple[Path, Path]] = []
     try:
         for rel in (*the_plan.added, *the_plan.changed):
             target = out_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.mcpforge-tmp")
+            tmp = target.with_name(f".{target.name}{_TMP}")
+            staged.append((tmp, target))
             with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(files[rel])
-            staged.append((tmp, target))
-    except OSError:
-        for tmp, _ in staged:
+    except BaseException:
+        for tmp, target in staged:
             tmp.unlink(missing_ok=True)
+            _prune_empty_dirs(out_dir, target.parent)
         raise
-    for tmp, target in staged:
-        os.replace(tmp, target)
-    for rel in the_plan.stale:
-        (out_dir / rel).unlink(missing_ok=True)
-        _prune_empty_dirs(out_dir, (out_dir / rel).parent)
+    with _signals_deferred():
+        _swap(out_dir, staged, [out_dir / rel for rel in the_plan.stale])
     return the_plan
+
+
+_TMP = ".mcpforge-tmp"
+_OLD = ".mcpforge-old"
+
+
+def _swap(out_dir: Path, staged: list[tuple[Path, Path]], stale: list[Path]) -> None:
+    replaced: list[tuple[Path, Path | None]] = []  # (target, backup of its old content)
+    removed: list[tuple[Path, Path]] = []  # (stale file, where it waits to be deleted)
+    try:
+        for tmp, target in staged:
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}{_OLD}")
+                try:
+                    os.link(target, backup)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(target, backup)
+            os.replace(tmp, target)
+            replaced.append((target, backup))
+        for target in stale:
+            if target.exists():
+                backup = target.with_name(f".{target.name}{_OLD}")
+                os.replace(target, backup)
+                removed.append((target, backup))
+    except BaseException:
+        for target, backup in reversed(removed):
+            os.replace(backup, target)
+        for target, maybe in reversed(replaced):
+            if maybe is None:
+                target.unlink(missing_ok=True)
+                _prune_empty_dirs(out_dir, target.parent)
+            else:
+                os.replace(maybe, target)
+        for tmp, target in staged:
+            tmp.unlink(missing_ok=True)
+            target.with_name(f".{target.name}{_OLD}").unlink(missing_ok=True)
+            _prune_empty_dirs(out_dir, target.parent)
+        raise
+    for _target, maybe in replaced:
+        if maybe is not None:
+            maybe.unlink(missing_ok=True)
+    for target, backup in removed:
+        backup.unlink(missing_ok=True)
+        _prune_empty_dirs(out_dir, target.parent)
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Staging and backup files of a build that was killed outright."""
+    if out_dir.is_dir():
+        for pattern in (f".*{_TMP}", f".*{_OLD}"):
+            for leftover in out_dir.rglob(pattern):
+                leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM received inside the block take effect when it ends (main thread
+    only: elsewhere signal handlers cannot be changed, and the block runs as is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def defer(signum: int, _frame: object) -> None:
+        pending.append(signum)
+
+    previous = {sig: signal.signal(sig, defer) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
 
 
 def _prune_empty_dirs(root: Path, directory: Path) -> None:

@@ -371,3 +371,49 @@ def test_manifests_outside_the_project_are_named_relative_to_it(tmp_path: Path) 
     assert [(d.code, d.span.file) for d in result.diagnostics] == [
         ("GEN104", "../shared/connectors/slack.yaml")
     ]
+
+
+def _edit_every_connector(root: Path) -> None:
+    for path in (root / "manifests" / "connectors").glob("*.yaml"):
+        path.write_text(path.read_text().replace("description: ", "description: Edited. ", 1))
+
+
+def test_a_write_that_fails_part_way_restores_the_previous_output(tmp_path: Path) -> None:
+    """The swap of new files for old is all or nothing: here the last file cannot be replaced
+    (a directory stands where it goes), and every file already swapped is put back."""
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    (out / "tools.json").unlink()
+    (out / "tools.json").mkdir()
+    before = tree(out)
+    _edit_every_connector(root)
+    result = api.build(options(root))
+    assert [d.code for d in result.diagnostics] == ["GEN304"]
+    assert tree(out) == before  # no new file, no staging or backup file left behind
+    assert (out / "tools.json").is_dir()
+
+
+def test_an_interrupt_in_the_middle_of_the_swap_rolls_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    before = tree(out)
+    _edit_every_connector(root)
+    real_replace = os.replace
+    calls = []
+
+    def interrupted(src: object, dst: object) -> None:
+        calls.append(dst)
+        if len(calls) == 5:  # four files swapped in already
+            raise KeyboardInterrupt
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        api.build(options(root))
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert tree(out) == before
+    assert api.build(options(root)).ok and tree(out) != before
