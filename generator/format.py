@@ -58,12 +58,13 @@ def format_python(files: Mapping[str, str]) -> dict[str, str]:
                 "--quiet",
                 tmp,
             ],
-            [ruff_bin(), "format", *RUFF_OPTIONS, "--no-cache", "--quiet", tmp],
+            # Not --quiet: it also silences the parse error that says what went wrong.
+            [ruff_bin(), "format", *RUFF_OPTIONS, "--no-cache", tmp],
         ]
         for cmd in cmds:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             if proc.returncode != 0:
-                detail = (proc.stderr or proc.stdout).strip()
+                detail = (proc.stderr.strip() or proc.stdout).strip()
                 by_tmp = {str(v): k for k, v in names.items()}
                 culprit = next((k for t, k in by_tmp.items() if t in detail), "generated code")
                 for t, k in by_tmp.items():

@@ -417,3 +417,38 @@ def test_an_interrupt_in_the_middle_of_the_swap_rolls_it_back(
     monkeypatch.setattr(os, "replace", real_replace)
     assert tree(out) == before
     assert api.build(options(root)).ok and tree(out) != before
+
+
+def test_line_separators_in_descriptions_survive_in_tools_json(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    native = root / "manifests" / "native.yaml"
+    doc = yaml.safe_load(native.read_text())
+    first = doc["tools"][0]
+    first["description"] = "Calls\u2028this period\u2029ends here."
+    native.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+    assert api.build(options(root)).ok
+    tools = json.loads((root / "generated" / "tools.json").read_text(encoding="utf-8"))["tools"]
+    assert [t["description"] for t in tools if t["name"] == first["name"]] == [first["description"]]
+
+
+def test_a_tool_model_named_like_a_nested_model_is_a_collision(tmp_path: Path) -> None:
+    """Tool zz_a's output property `input` gets the class ZzAOutputInput: the input model of
+    tool zz_a_output, which datamodel-code-generator would silently rename."""
+    root = make_project(tmp_path, copy_defaults=True)
+    tool = (
+        "  - name: {name}\n    description: Does a thing for the test.\n    scope: read\n"
+        "    handler: native.list_integrations\n    input: {{type: object, properties: {{q: "
+        "{{type: {qtype}}}}}}}\n    output: {{type: object, properties: {{input: {{type: object,"
+        " properties: {{q: {{type: integer}}}}}}}}}}\n"
+    )
+    extra = (
+        "version: 1\nkind: native\ntools:\n"
+        + tool.format(name="zz_a", qtype="integer")
+        + tool.format(name="zz_a_output", qtype="string")
+    )
+    (root / "manifests" / "extra.yaml").write_text(extra)
+    result = api.build(options(root))
+    assert [(d.code, d.span.file) for d in result.diagnostics] == [
+        ("GEN208", "manifests/extra.yaml")
+    ]
+    assert "ZzAOutputInput" in result.diagnostics[0].message

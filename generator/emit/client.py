@@ -391,6 +391,19 @@ def group_client(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
     models_path = out.pkg(f"models/{group.name}.py")
     source = _models_files(project, group, out)[models_path]
     module = parse_models(source)
+    for t in tools:
+        for cls in (t.input_model, t.output_model):
+            # datamodel-code-generator names a nested object after its parents and renames
+            # a second class of the same name with a digit: a tool's own model renamed means
+            # another tool's nested object took its name, and the client would use the wrong one.
+            if f"{cls}1" in module.defined:
+                raise EmitError(
+                    "GEN208",
+                    t.span,
+                    f"the model class {cls} of tool {t.name!r} collides with the class made "
+                    "for a nested object of another tool of this group (named <Tool><Input|"
+                    "Output><Property>): rename the tool or that property",
+                )
     methods: list[MethodView] = []
     used: set[str] = set()
     for t in tools:

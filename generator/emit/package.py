@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import textwrap
 from pathlib import Path
 
 from .. import ir
@@ -123,7 +122,10 @@ def mcp_tool(t: ir.Tool) -> dict[str, object]:
 
 def _tool_json(t: ir.Tool) -> str:
     """One tool as it stands in tools.json's list: indented JSON, two levels deep."""
-    return textwrap.indent(json.dumps(mcp_tool(t), indent=2, ensure_ascii=False), "    ")
+    # Indented line by line on "\n" only: textwrap.indent would also break at U+2028, U+2029
+    # and U+0085, which json.dumps leaves inside strings, and change the text of a description.
+    text = json.dumps(mcp_tool(t), indent=2, ensure_ascii=False)
+    return "\n".join("    " + line if line else line for line in text.split("\n"))
 
 
 def tools_json(project: ir.Project, out: Output) -> FileSet:
