@@ -98,6 +98,19 @@ def test_concurrent_close_waits_for_the_final_flush(sqlite_store: Store) -> None
         th.join()
 
 
+def _allowed_call(quota: QuotaTracker, rec: Recorder, tenant: str, day: str, at: int) -> None:
+    """A call of the "tiny" plan, as the server makes it: checked and counted, then recorded."""
+    quota.check_and_count(tenant, "tiny", None, at)
+    rec.record_call(
+        tenant_id=tenant,
+        tool="fastn_list_integrations",
+        connector=None,
+        period=day,
+        status="ok",
+        duration_ms=1,
+    )
+
+
 def test_quota_counts_local_calls_and_settles_after_flush(sqlite_store: Store, gateway) -> None:
     t = sqlite_store.create_tenant("acme", plan="tiny")  # 3 calls a day
     quota = QuotaTracker(gateway, sqlite_store.usage_totals)
@@ -108,15 +121,7 @@ def test_quota_counts_local_calls_and_settles_after_flush(sqlite_store: Store, g
     quota.load(t.id, day)
     assert quota.needs_load(t.id, "tiny", at) is None
     for _ in range(2):
-        quota.check_and_count(t.id, "tiny", None, at)
-        rec.record_call(
-            tenant_id=t.id,
-            tool="fastn_list_integrations",
-            connector=None,
-            period=day,
-            status="ok",
-            duration_ms=1,
-        )
+        _allowed_call(quota, rec, t.id, day, at)
     rec.flush()  # base := 2 from the database, nothing unsettled
     # another process used the last call of the day
     sqlite_store.write_batch([], [_delta(t.id, day)])
@@ -160,15 +165,7 @@ def test_a_reload_that_read_before_a_flush_does_not_undo_it(sqlite_store: Store,
     at = now_us()
     day = period_bounds("day", at)[0]
     for _ in range(3):
-        quota.check_and_count(t.id, "tiny", None, at)
-        rec.record_call(
-            tenant_id=t.id,
-            tool="fastn_list_integrations",
-            connector=None,
-            period=day,
-            status="ok",
-            duration_ms=1,
-        )
+        _allowed_call(quota, rec, t.id, day, at)
     quota.load(t.id, day)
     with pytest.raises(GatewayError) as exc:
         quota.check_and_count(t.id, "tiny", None, at)
