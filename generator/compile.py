@@ -496,17 +496,24 @@ def _check_keywords(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool
                 f"unknown JSON Schema keyword {key!r} at {'/'.join(map(str, path))}",
                 hint,
             )
+    for sub_path, sub in _subschemas(path, schema):
+        ok &= _check_keywords(ctx, doc, sub_path, sub)
+    return ok
+
+
+def _subschemas(path: JsonPath, schema: dict[str, Any]) -> Iterator[tuple[JsonPath, Any]]:
+    """The direct subschemas of `schema` (maps, lists and single ones), with their paths."""
     for key in _SUBSCHEMA_MAPS:
         if isinstance(schema.get(key), dict):
             for name, sub in schema[key].items():
-                ok &= _check_keywords(ctx, doc, (*path, key, name), sub)
+                yield (*path, key, name), sub
     for key in _SUBSCHEMA_LISTS:
         if isinstance(schema.get(key), list):
             for i, sub in enumerate(schema[key]):
-                ok &= _check_keywords(ctx, doc, (*path, key, i), sub)
+                yield (*path, key, i), sub
     for key in _SUBSCHEMAS:
-        ok &= _check_keywords(ctx, doc, (*path, key), schema.get(key))
-    return ok
+        if key in schema:
+            yield (*path, key), schema[key]
 
 
 def _check_meta(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
@@ -559,23 +566,6 @@ def _schema(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: Any, what: str) -> dict
     return schema if len(ctx.diags) == before else None
 
 
-# Keywords whose value is a subschema, a list of them, or a map of name to subschema.
-_ONE_SCHEMA = (
-    "additionalProperties",
-    "items",
-    "contains",
-    "not",
-    "if",
-    "then",
-    "else",
-    "propertyNames",
-    "unevaluatedItems",
-    "unevaluatedProperties",
-)
-_SCHEMA_LISTS = ("prefixItems", "anyOf", "oneOf", "allOf")
-_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-
-
 def _check_subschemas(
     ctx: _Ctx, doc: Loaded, path: JsonPath, node: Any, root: dict[str, Any]
 ) -> None:
@@ -609,18 +599,8 @@ def _check_subschemas(
                     "Unicode identifiers, NFKC): the generated code would break or merge fields",
                     f"name it {normal!r}",
                 )
-    for key in _ONE_SCHEMA:
-        _check_subschemas(ctx, doc, (*path, key), node.get(key), root)
-    for key in _SCHEMA_LISTS:
-        items = node.get(key)
-        if isinstance(items, list):
-            for i, item in enumerate(items):
-                _check_subschemas(ctx, doc, (*path, key, i), item, root)
-    for key in _SCHEMA_MAPS:
-        entries = node.get(key)
-        if isinstance(entries, dict):
-            for name, sub in entries.items():
-                _check_subschemas(ctx, doc, (*path, key, name), sub, root)
+    for sub_path, sub in _subschemas(path, node):
+        _check_subschemas(ctx, doc, sub_path, sub, root)
 
 
 def _check_regex(ctx: _Ctx, doc: Loaded, path: JsonPath, pattern: str) -> None:
