@@ -264,6 +264,26 @@ class _Builder:
             return None
         return str(key).lower() if isinstance(key, bool) else str(key)
 
+    def _takes(
+        self,
+        node: yaml.MappingNode,
+        key_node: yaml.Node,
+        key: str,
+        own: bool,
+        out: dict[str, Any],
+        own_keys: set[str],
+        child: JsonPath,
+    ) -> bool:
+        """Whether a pair sets `out[key]`: a mapping's own key overrides a merged one, a merged
+        pair never overrides an earlier one, and an own key given twice is a duplicate."""
+        if key in out and (key in own_keys or not own):
+            if own:
+                self._duplicate(key_node, key, self._first_key(node, key, child))
+            return False
+        if own:
+            own_keys.add(key)
+        return True
+
     def _duplicate(self, key_node: yaml.Node, key: str, first: Span) -> None:
         self.diagnostics.append(
             error(
@@ -286,12 +306,8 @@ class _Builder:
                 if key is None:
                     continue
                 child = (*path, key)
-                if key in out and (key in own_keys or not own):
-                    if own:
-                        self._duplicate(key_node, key, self._first_key(node, key, child))
-                    continue  # a merged pair never overrides an earlier one
-                if own:
-                    own_keys.add(key)
+                if not self._takes(node, key_node, key, own, out, own_keys, child):
+                    continue
                 if self.depth is None or len(child) <= self.depth:
                     self.key_spans[child] = self._span(key_node)
                 out[key] = self.build(value_node, child)
@@ -332,12 +348,8 @@ class _Builder:
                     if found is None:
                         continue
                     key = found
-                if key in out and (key in own_keys or not own):
-                    if own:
-                        self._duplicate(key_node, key, self._first_key(node, key, ()))
+                if not self._takes(node, key_node, key, own, out, own_keys, ()):
                     continue
-                if own:
-                    own_keys.add(key)
                 out[key] = self._plain(value_node, depth + 1)
             return out
         return [self._plain(item, depth + 1) for item in node.value]
