@@ -18,7 +18,7 @@ from .emit import Cache, FileSet, ModelsWorkers, emit, generator_fingerprint
 from .load import Loaded, discover, load_files, load_text
 from .runtime.catalog import GatewaySpec
 from .validate import validate_one
-from .write import Plan, diff, plan, write
+from .write import JOURNAL, Plan, diff, interrupted, plan, write
 
 CACHE_DIR = ".mcpforge-cache"
 
@@ -199,6 +199,12 @@ def generate(
     return result, files, diags
 
 
+_INTERRUPTED = (
+    "a build was killed while swapping its files in, so the output mixes old and new files; "
+    "`gen build` puts the previous output back first, then writes"
+)
+
+
 def build(
     options: Options, *, check: bool = False, workers: ModelsWorkers | None = None
 ) -> BuildResult:
@@ -208,6 +214,9 @@ def build(
         return BuildResult(diags)  # all-or-nothing: a failed build writes nothing
     the_plan = plan(options.out, files)
     if check:
+        if interrupted(options.out):
+            where = Span(file=f"{_rel(options.root, options.out)}/{JOURNAL}")
+            diags = (*diags, error("GEN306", where, _INTERRUPTED))
         return BuildResult(diags, the_plan, diff(options.out, files, the_plan), files)
     try:
         the_plan = write(options.out, files)

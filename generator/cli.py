@@ -158,6 +158,11 @@ def build(
             )
         return
     if error_format == "text":
+        if p.recovered:
+            click.echo(
+                f"put back the output that a killed build had left half-written in {out_name}/",
+                err=True,
+            )
         click.echo(
             f"wrote {out_name}/: {len(p.added)} added, {len(p.changed)} changed, "
             f"{len(p.stale)} removed, {len(p.unchanged)} unchanged ({elapsed:.2f}s)",

@@ -87,6 +87,11 @@ CODES: dict[str, Code] = {
             title="generated file out of date (`gen build --check`)",
             stage="write",
         ),
+        Code(
+            code="GEN306",
+            title="a build was killed while writing the output (`gen build` restores it)",
+            stage="write",
+        ),
         # gen breaking: BRK0xx break agents already using the tools, BRK1xx are safe
         Code(code="BRK001", title="tool removed", stage="breaking"),
         Code(

@@ -3,14 +3,23 @@
 The generator owns exactly the files listed in `<out>/.mcpforge-files` (itself generated).
 `plan` compares a FileSet with the directory; `write` applies the plan all or nothing (new and
 changed files staged, then renamed into place with the old ones kept until every rename has
-succeeded; unchanged files left untouched, stale owned files removed); `check` renders the
+succeeded; unchanged files left untouched, stale owned files removed); `diff` renders the
 plan as unified diffs and writes nothing.
+
+The swap is journalled: before its first rename, `<out>/.mcpforge-journal` lists every file it
+is about to replace, add or remove, and it is deleted once every rename has succeeded (the
+commit point). A build killed outright in between (SIGKILL, OOM killer) leaves the journal
+behind, and `recover`, which the next write runs first, puts the previous output back from it
+and the backups. Every step of that roll-back is decided from what is on disk, so a roll-back
+that is itself killed is finished by the next one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
+import json
 import os
 import shutil
 import signal
@@ -30,6 +39,7 @@ class Plan:
     stale: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
     old_text: dict[str, str] = field(default_factory=dict, repr=False)
+    recovered: bool = False  # a killed build's swap was rolled back first
 
     @property
     def clean(self) -> bool:
@@ -95,19 +105,19 @@ def write(out_dir: Path, files: FileSet) -> Plan:
 
     New contents are staged next to their targets first (an error or Ctrl-C while staging
     leaves the previous output as it was). Then they are swapped in with the previous files
-    kept as backups; a failure part-way restores every file already swapped, and SIGINT or
-    SIGTERM arriving during the swap (milliseconds) is acted on once it is complete. Only a
-    hard kill or a power cut in those milliseconds can leave old and new files mixed.
+    kept as backups, under a journal: a failure part-way restores every file already swapped,
+    SIGINT or SIGTERM arriving during the swap (milliseconds) is acted on once it is complete,
+    and a process killed outright during it is rolled back by the next write (`recover`).
     """
     files = with_owned_list(files)
-    the_plan = plan(out_dir, files)
-    _remove_leftovers(out_dir)
+    recovered = recover(out_dir)
+    the_plan = dataclasses.replace(plan(out_dir, files), recovered=recovered)
     staged: list[tuple[Path, Path]] = []
     try:
         for rel in (*the_plan.added, *the_plan.changed):
             target = out_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}{_TMP}")
+            tmp = _sibling(target, _TMP)
             staged.append((tmp, target))
             with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(files[rel])
@@ -117,59 +127,125 @@ def write(out_dir: Path, files: FileSet) -> Plan:
             _prune_empty_dirs(out_dir, target.parent)
         raise
     with _signals_deferred():
-        _swap(out_dir, staged, [out_dir / rel for rel in the_plan.stale])
+        _swap(out_dir, the_plan)
     return the_plan
 
 
 _TMP = ".mcpforge-tmp"
 _OLD = ".mcpforge-old"
+JOURNAL = ".mcpforge-journal"
 
 
-def _swap(out_dir: Path, staged: list[tuple[Path, Path]], stale: list[Path]) -> None:
-    replaced: list[tuple[Path, Path | None]] = []  # (target, backup of its old content)
-    removed: list[tuple[Path, Path]] = []  # (stale file, where it waits to be deleted)
+def _sibling(target: Path, suffix: str) -> Path:
+    return target.with_name(f".{target.name}{suffix}")
+
+
+def interrupted(out_dir: Path) -> bool:
+    """Whether a build was killed while swapping files in (the output may be mixed)."""
+    return (out_dir / JOURNAL).is_file()
+
+
+def _swap(out_dir: Path, the_plan: Plan) -> None:
+    journal = {
+        "added": list(the_plan.added),
+        "changed": list(the_plan.changed),
+        "stale": list(the_plan.stale),
+    }
+    _write_durably(out_dir / JOURNAL, json.dumps(journal, indent=0, sort_keys=True) + "\n")
     try:
-        for tmp, target in staged:
-            backup = None
-            if target.exists():
-                backup = target.with_name(f".{target.name}{_OLD}")
+        for rel in (*the_plan.added, *the_plan.changed):
+            target = out_dir / rel
+            if rel in the_plan.changed and target.exists():
+                backup = _sibling(target, _OLD)
                 try:
                     os.link(target, backup)
-                except OSError:  # a file system without hard links
-                    shutil.copy2(target, backup)
-            os.replace(tmp, target)
-            replaced.append((target, backup))
-        for target in stale:
+                except OSError:  # a file system without hard links: copy, then rename
+                    partial = _sibling(target, _TMP + "-copy")
+                    shutil.copy2(target, partial)
+                    os.replace(partial, backup)
+            os.replace(_sibling(target, _TMP), target)
+        for rel in the_plan.stale:
+            target = out_dir / rel
             if target.exists():
-                backup = target.with_name(f".{target.name}{_OLD}")
-                os.replace(target, backup)
-                removed.append((target, backup))
+                os.replace(target, _sibling(target, _OLD))
     except BaseException:
-        for target, backup in reversed(removed):
-            os.replace(backup, target)
-        for target, maybe in reversed(replaced):
-            if maybe is None:
-                target.unlink(missing_ok=True)
-                _prune_empty_dirs(out_dir, target.parent)
-            else:
-                os.replace(maybe, target)
-        for tmp, target in staged:
-            tmp.unlink(missing_ok=True)
-            target.with_name(f".{target.name}{_OLD}").unlink(missing_ok=True)
-            _prune_empty_dirs(out_dir, target.parent)
+        _roll_back(out_dir, journal)
         raise
-    for _target, maybe in replaced:
-        if maybe is not None:
-            maybe.unlink(missing_ok=True)
-    for target, backup in removed:
-        backup.unlink(missing_ok=True)
+    (out_dir / JOURNAL).unlink()  # the commit point: from here on the new output stands
+    for rel in (*the_plan.changed, *the_plan.stale):
+        _sibling(out_dir / rel, _OLD).unlink(missing_ok=True)
+    for rel in the_plan.stale:
+        _prune_empty_dirs(out_dir, (out_dir / rel).parent)
+
+
+def recover(out_dir: Path) -> bool:
+    """Put back the previous output if a build was killed during its swap, and remove the
+    staging and backup files a killed build left. True when there was a swap to roll back."""
+    journal_path = out_dir / JOURNAL
+    try:
+        journal = json.loads(journal_path.read_text(encoding="utf-8"))
+        if not (
+            isinstance(journal, dict)
+            and all(isinstance(v, list) for v in journal.values())
+            and all(isinstance(rel, str) for v in journal.values() for rel in v)
+        ):
+            raise ValueError("not a journal written by mcpforge")
+    except FileNotFoundError:
+        _remove_leftovers(out_dir)
+        return False
+    except (OSError, ValueError) as exc:
+        raise OSError(
+            f"{journal_path}: the journal of an interrupted build cannot be read ({exc}); "
+            "restore the directory from version control and delete the journal"
+        ) from exc
+    with _signals_deferred():
+        _roll_back(out_dir, journal)
+    return True
+
+
+def _roll_back(out_dir: Path, journal: dict[str, list[str]]) -> None:
+    """Undo a swap from the state of the disk alone, so that running it again (after it was
+    itself interrupted) is safe: a staged file that is still there was never swapped in."""
+
+    def entries(kind: str) -> list[tuple[Path, Path, Path]]:  # (target, staged, backup)
+        targets = [out_dir / rel for rel in journal.get(kind, []) if _safe_relative(rel)]
+        return [(t, _sibling(t, _TMP), _sibling(t, _OLD)) for t in targets]
+
+    for target, _staged, backup in entries("stale"):
+        if backup.exists():
+            os.replace(backup, target)
+    for target, staged, backup in entries("changed"):
+        if not staged.exists() and backup.exists():
+            os.replace(backup, target)
+    for target, staged, _backup in entries("added"):
+        if not staged.exists():
+            target.unlink(missing_ok=True)
+    _remove_leftovers(out_dir)
+    for target, _staged, _backup in entries("added"):
         _prune_empty_dirs(out_dir, target.parent)
+    (out_dir / JOURNAL).unlink(missing_ok=True)
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """Write a small file atomically and flush it and its directory entry to disk."""
+    tmp = _sibling(path, _TMP)
+    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # directories cannot be opened on some platforms
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _remove_leftovers(out_dir: Path) -> None:
     """Staging and backup files of a build that was killed outright."""
     if out_dir.is_dir():
-        for pattern in (f".*{_TMP}", f".*{_OLD}"):
+        for pattern in (f".*{_TMP}", f".*{_TMP}-copy", f".*{_OLD}"):
             for leftover in out_dir.rglob(pattern):
                 leftover.unlink(missing_ok=True)
 

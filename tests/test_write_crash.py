@@ -1,0 +1,173 @@
+"""A build killed outright (SIGKILL) while it swaps files into `generated/` is rolled back.
+
+The kills are real: a child process runs the write stage and sends itself SIGKILL just before
+its n-th rename, for every n, so each test sees every state a killed swap can leave on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, make_project, options, tree
+
+from generator import api, write
+
+# The child: write `files` (JSON on stdin) into the directory argv[1], dying by SIGKILL just
+# before the argv[2]-th call of os.replace; argv[3] == "recover" rolls back instead of writing.
+_CHILD = """
+import json, os, signal, sys
+from pathlib import Path
+from generator import write
+real, calls = os.replace, [0]
+def replace(src, dst):
+    calls[0] += 1
+    if calls[0] == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+os.replace = replace
+if sys.argv[3] == "recover":
+    write.recover(Path(sys.argv[1]))
+else:
+    write.write(Path(sys.argv[1]), json.loads(sys.stdin.read()))
+print(calls[0])
+"""
+
+OLD = {
+    "pkg/__init__.py": "old init\n",
+    "pkg/changed.py": "old content\n",
+    "pkg/same.py": "unchanged\n",
+    "pkg/gone/stale.py": "stale, removed by the new build\n",
+    "top.json": "{}\n",
+}
+NEW = {
+    "pkg/__init__.py": "new init\n",
+    "pkg/changed.py": "new content\n",
+    "pkg/same.py": "unchanged\n",
+    "pkg/fresh/added.py": "added by the new build\n",
+    "top.json": '{"new": true}\n',
+}
+
+
+def _child(out: Path, die_at: int, mode: str, files: dict[str, str] | None = None) -> int | None:
+    """Run the child; the number of renames it made, or None when it was killed."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(out), str(die_at), mode],
+        input=json.dumps(files or {}),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    if proc.returncode == -signal.SIGKILL:
+        return None
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout)
+
+
+def _old_output(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    out = tmp_path / "generated"
+    write.write(out, OLD)
+    (out / "user-notes.txt").write_text("not the generator's\n")
+    return out, tree(out)
+
+
+def _renames_of_a_whole_write(tmp_path: Path) -> int:
+    out, _ = _old_output(tmp_path / "count")
+    renames = _child(out, 0, "write", NEW)
+    assert renames is not None and tree(out)["pkg/fresh/added.py"] == b"added by the new build\n"
+    return renames
+
+
+def test_every_kill_during_the_swap_is_rolled_back_by_the_next_write(tmp_path: Path) -> None:
+    renames = _renames_of_a_whole_write(tmp_path)
+    assert renames >= 6  # the journal, five new or changed files (owned list included), stale
+    for die_at in range(1, renames + 1):
+        out, before = _old_output(tmp_path / str(die_at))
+        assert _child(out, die_at, "write", NEW) is None
+        assert write.interrupted(out) == (die_at > 1)  # the journal's own rename is first
+        assert write.recover(out) == (die_at > 1)
+        assert tree(out) == before, f"killed before rename {die_at}"
+        assert not write.interrupted(out)
+        the_plan = write.write(out, NEW)
+        assert not the_plan.recovered
+        assert tree(out) == {
+            **{k: v.encode() for k, v in write.with_owned_list(NEW).items()},
+            "user-notes.txt": b"not the generator's\n",
+        }
+
+
+def test_a_roll_back_that_is_itself_killed_is_finished_by_the_next_one(tmp_path: Path) -> None:
+    renames = _renames_of_a_whole_write(tmp_path)
+    kill_write_at = renames - 1  # old and new files mixed, the stale file moved aside
+    out, before = _old_output(tmp_path / "first")
+    assert _child(out, kill_write_at, "write", NEW) is None
+    mixed = tmp_path / "mixed"
+    shutil.copytree(out, mixed)
+    restores = _child(out, 0, "recover")
+    assert restores and tree(out) == before
+    for die_at in range(1, restores + 1):
+        again = tmp_path / f"again{die_at}"
+        shutil.copytree(mixed, again)
+        assert _child(again, die_at, "recover") is None
+        assert write.interrupted(again)
+        assert write.write(again, OLD).recovered
+        assert tree(again) == before
+
+
+def test_a_write_after_a_kill_puts_the_old_output_back_first(tmp_path: Path) -> None:
+    out, _ = _old_output(tmp_path)
+    assert _child(out, 3, "write", NEW) is None  # two files swapped in, the rest not
+    the_plan = write.write(out, NEW)
+    assert the_plan.recovered
+    assert set(the_plan.changed) >= {"pkg/__init__.py", "pkg/changed.py", "top.json"}
+    assert the_plan.added == ("pkg/fresh/added.py",)
+    assert tree(out) == {
+        **{k: v.encode() for k, v in write.with_owned_list(NEW).items()},
+        "user-notes.txt": b"not the generator's\n",
+    }
+
+
+def test_an_unreadable_journal_is_an_error_and_nothing_is_touched(tmp_path: Path) -> None:
+    out, before = _old_output(tmp_path)
+    (out / write.JOURNAL).write_text('["not", "a", "journal"]')
+    with pytest.raises(OSError, match="journal of an interrupted build cannot be read"):
+        write.write(out, NEW)
+    assert tree(out) == {**before, write.JOURNAL: b'["not", "a", "journal"]'}
+
+
+def test_check_reports_a_killed_build_and_gen_build_repairs_it(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    before = tree(out)
+    slack = root / "manifests" / "connectors" / "slack.yaml"
+    slack.write_text(slack.read_text().replace("description: ", "description: Edited. ", 1))
+    files = api.build(options(root), check=True).files
+    assert _child(out, 3, "write", files) is None
+    check = subprocess.run(
+        [sys.executable, "-m", "generator", "build", "--check", "--project", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert check.returncode == 1
+    assert "generated/.mcpforge-journal:1:1: error[GEN306]" in check.stderr
+    built = subprocess.run(
+        [sys.executable, "-m", "generator", "build", "--project", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    assert "put back the output that a killed build had left half-written" in built.stderr
+    after = tree(out)
+    assert after != before and not write.interrupted(out)
+    assert after == {k: v.encode() for k, v in write.with_owned_list(files).items()}
