@@ -29,6 +29,16 @@ _JSON_SCALAR_TAGS = {
     "tag:yaml.org,2002:float",
 }
 
+# Every other tag (`!custom`, `!!binary`, `!!set`, `!!python/...`) is refused: manifests are
+# plain YAML, JSON's data model. Dates stay strings.
+_PLAIN_TAGS = _JSON_SCALAR_TAGS | {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:timestamp",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+    "tag:yaml.org,2002:merge",
+}
+
 
 # Source maps are recorded while loading for paths of at most this many parts: everything the
 # compiler and the IR point at on a clean build (a capability's name, its http binding, an entity
@@ -216,8 +226,11 @@ class _Builder:
         # id of a mapping node -> ids of its own (not merged) key nodes, taken before the first
         # flatten_mapping, which inlines merged pairs in place (an aliased node is seen again).
         self._own_keys: dict[int, frozenset[int]] = {}
+        self._tags_reported: set[int] = set()
 
     def _count(self, node: yaml.Node, depth: int) -> None:
+        if node.tag not in _PLAIN_TAGS:
+            self._unsupported_tag(node)
         self._values += 1
         if self._values > MAX_VALUES:
             raise _TooBig(
@@ -225,6 +238,19 @@ class _Builder:
             )
         if depth > MAX_NESTING:
             raise _TooBig(node, _TOO_DEEP)
+
+    def _unsupported_tag(self, node: yaml.Node) -> None:
+        if id(node) in self._tags_reported:  # an alias of a node already reported
+            return
+        self._tags_reported.add(id(node))
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        self.diagnostics.append(
+            error(
+                "GEN002",
+                self._span(node),
+                f"unsupported YAML tag {_short(tag)}: manifests are plain YAML (no tags)",
+            )
+        )
 
     def _pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node, bool]]:
         """The mapping's (key, value, own) pairs with YAML merge keys (`<<`) applied: merged
@@ -256,6 +282,8 @@ class _Builder:
 
     def _key(self, key_node: yaml.Node) -> str | None:
         """The mapping key as a string (None, with a diagnostic, when it is not a plain scalar)."""
+        if key_node.tag not in _PLAIN_TAGS:
+            self._unsupported_tag(key_node)
         key = self._scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
         if not isinstance(key, str | int | float | bool) or key is None:
             self.diagnostics.append(

@@ -56,7 +56,12 @@ def manifest_schema() -> dict[str, Any]:
 def _validator() -> jsonschema.protocols.Validator:
     schema = manifest_schema()
     cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
+    # JSON Schema counts 1.0 as an integer; a manifest's counts, limits and `version: 1` are
+    # written as YAML integers, and a float there would reach the generated code as `1.0`.
+    strict = cls.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(cls, type_checker=strict)(schema)
 
 
 def validate_one(doc: Loaded) -> list[Diagnostic]:

@@ -57,6 +57,10 @@ def test_load_errors_are_located(text: bytes, code: str, line: int) -> None:
         (b"a: {<<: 5}\n", 1, 9, "merge key"),
         (b"a: " + b"[" * 150 + b"]" * 150 + b"\n", 1, 104, "nesting deeper than 100"),
         (b"a: 1\nb: x\x00y\n", 2, 5, "control characters"),
+        (b"a: !custom x\n", 1, 4, "unsupported YAML tag '!custom'"),
+        (b"a: !!binary aGk=\n", 1, 4, "unsupported YAML tag '!!binary'"),
+        (b"a: &s !!set {x, y}\nb: *s\n", 1, 4, "unsupported YAML tag '!!set'"),
+        (b"? !k key\n: 1\n", 1, 3, "unsupported YAML tag '!k'"),
     ],
 )
 def test_malformed_yaml_is_a_located_diagnostic(
@@ -94,6 +98,11 @@ def test_schema_errors_map_to_lines_and_columns() -> None:
     assert _validate("version: 2\nkind: types\ntypes: {A: {}}\n") == [("GEN104", 1, 10)]
     assert _validate("version: 1\nkind: nope\n") == [("GEN104", 2, 7)]
     assert _validate("version: 1\nkind: types\n") == [("GEN101", 1, 1)]
+    assert _validate("version: 1.0\nkind: types\ntypes: {A: {}}\n") == [("GEN103", 1, 10)]
+    gateway = "version: 1\nkind: gateway\npackage: {name: p, import_name: p, version: '1'}\n"
+    quotas = "server: {name: s}\nquotas: {default_plan: a, plans: {a: {period: day, calls: %s}}}\n"
+    assert _validate(gateway + quotas % "10") == []
+    assert _validate(gateway + quotas % "10.0") == [("GEN103", 5, 59)]
     assert _validate("version: 1\nkind: types\ntypes: {a: {}}\n") == [("GEN105", 3, 9)]
     got = _validate("version: 1\nkind: types\ntypes: {A: {}}\nextra: 1\n")
     assert got == [("GEN102", 4, 1)]
