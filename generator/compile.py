@@ -23,6 +23,7 @@ from .diagnostics import Diagnostic, Span, error, has_errors
 from .load import JsonPath, Loaded
 from .names import MAX_TOOL_NAME, ClassName, PyIdent, is_valid_tool_name
 from .runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
+from .runtime.templating import split_path
 
 TYPE_REF_PREFIX = "#/types/"
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -890,7 +891,7 @@ def _connector(
             dict(common["bind"]),
         )
         entities = tuple(
-            _entity(ctx, doc, (*path, "entities", j), e, output_schema, entity_types)
+            _entity(ctx, doc, (*path, "entities", j), e, input_schema, output_schema, entity_types)
             for j, e in enumerate(raw.get("entities", []))
         )
         tool = _finish(common, handler=None, http=http, entities=entities)
@@ -981,15 +982,11 @@ def _http(
     pagination = None
     if "pagination" in raw:
         p = raw["pagination"]
-        pagination = ir.Pagination(style=p["style"], param=p.get("param"), next=p.get("next"))
-        needs = {"cursor": ("param", "next"), "page": ("param",), "link": ()}[p["style"]]
-        for need in needs:
-            if need not in p:
-                ctx.err(
-                    "GEN213",
-                    doc.span((*path, "pagination")),
-                    f"{p['style']} pagination needs `{need}`",
-                )
+        pagination = ir.Pagination(
+            style=p["style"],
+            **{k: p.get(k) for k in ("param", "next", "more", "size_param", "total")},
+        )
+        _check_pagination(ctx, doc, path, raw, params)
         # Replace (never mutate) `properties`: it may be shared with an inlined type.
         for schema, prop, default in (
             (input_schema, "cursor", CURSOR_INPUT),
@@ -999,7 +996,8 @@ def _http(
                 props = dict(schema.get("properties", {}))
                 props.setdefault(prop, default)
                 schema["properties"] = props
-        params.add("cursor")
+        if p["style"] != "link":  # a link cursor is a whole URL: it is never templated
+            params.add("cursor")
     if input_schema is not None:
         for part in ("path", "query", "headers", "body"):
             for sub, ph in _placeholders(raw.get(part)):
@@ -1036,14 +1034,75 @@ def _http(
     )
 
 
+# Which pagination keys each style uses ("param" is needed unless the templates place {cursor}).
+_PAGINATION_KEYS = {
+    "cursor": {"param", "next", "more"},
+    "page": {"param", "more", "size_param"},
+    "offset": {"param", "more", "size_param", "total"},
+    "link": set(),
+}
+
+
+def _check_pagination(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], params: set[str]
+) -> None:
+    p = raw["pagination"]
+    style = p["style"]
+    where = (*path, "pagination")
+    placed = [
+        (part, sub)
+        for part in ("query", "headers", "body")
+        for sub, ph in _placeholders(raw.get(part))
+        if ph == "cursor" and "cursor" not in params
+    ]
+    if "cursor" not in params and any(ph == "cursor" for _s, ph in _placeholders(raw["path"])):
+        ctx.err(
+            "GEN207",
+            doc.span((*path, "path")),
+            "{cursor} cannot be in http.path: the first page is requested without a cursor",
+            "put it in the query, a header or the body",
+        )
+    for key in sorted(set(p) - {"style"} - _PAGINATION_KEYS[style]):
+        ctx.err("GEN213", doc.key_span((*where, key)), f"{style} pagination does not use `{key}`")
+    if style == "cursor" and "next" not in p:
+        ctx.err("GEN213", doc.span(where), "cursor pagination needs `next`")
+    if style != "link" and "param" not in p and not placed:
+        ctx.err(
+            "GEN213",
+            doc.span(where),
+            f"{style} pagination needs `param`, or a {{cursor}} placeholder in the query, "
+            "headers or body",
+        )
+    if "param" in p and placed:
+        part, sub = placed[0]
+        ctx.err(
+            "GEN213",
+            doc.span((*path, part, *sub)),
+            "the cursor is placed by {cursor} here and by pagination.param: keep one",
+        )
+    size = p.get("size_param")
+    if size is not None and style in ("page", "offset"):
+        body = raw.get("body")
+        if size not in raw.get("query", {}) and not (isinstance(body, dict) and size in body):
+            ctx.err(
+                "GEN213",
+                doc.span((*where, "size_param")),
+                f"size_param {size!r} is neither a query parameter nor a top-level body key of "
+                "this binding",
+            )
+
+
 def _entity(
     ctx: _Ctx,
     doc: Loaded,
     path: JsonPath,
     raw: dict[str, Any],
+    input_schema: dict[str, Any] | None,
     output_schema: dict[str, Any] | None,
     entity_types: dict[str, ir.EntityType],
 ) -> ir.EntityMapping:
+    if input_schema is not None:
+        _check_entity_args(ctx, doc, path, raw, input_schema)
     etype = entity_types.get(raw["type"])
     if etype is None:
         ctx.err(
@@ -1063,14 +1122,19 @@ def _entity(
                     "fields: " + ", ".join(sorted(allowed)),
                 )
     items = raw.get("items", "")
-    if items and output_schema is not None:
-        head = items.split(".")[0]
-        if head not in output_schema.get("properties", {}):
-            ctx.err(
-                "GEN213",
-                doc.span((*path, "items")),
-                f"entity items path {items!r} does not start at an output property",
-            )
+    if output_schema is not None:
+        record = _record_schema(ctx, doc, path, items, output_schema)
+        if record is not None:
+            for field_name, dotted in raw["fields"].items():
+                missing = _missing_segment(record, split_path(dotted), output_schema)
+                if missing is not None:
+                    ctx.err(
+                        "GEN213",
+                        doc.span((*path, "fields", field_name)),
+                        f"entity field {field_name!r} reads {dotted!r}, but the records of the "
+                        f"output schema have no {missing!r} there",
+                        _known_keys(record, split_path(dotted), output_schema),
+                    )
     return ir.EntityMapping(
         type=raw["type"],
         items=items,
@@ -1078,6 +1142,134 @@ def _entity(
         fields=tuple(raw["fields"].items()),
         span=doc.span(path),
     )
+
+
+_ENTITY_ARGS = frozenset({"query", "limit"})
+
+
+def _check_entity_args(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], input_schema: dict[str, Any]
+) -> None:
+    """Entity search calls the capability with these arguments: they must be its inputs, may
+    only use {query} and {limit}, and must fill every required input that has no default."""
+    args = raw.get("args", {})
+    props = input_schema.get("properties", {})
+    for key in args:
+        if key not in props:
+            ctx.err(
+                "GEN212",
+                doc.key_span((*path, "args", key)),
+                f"entity args key {key!r} is not an input property of the capability",
+                "inputs: " + (", ".join(sorted(props)) or "none"),
+            )
+    for sub, ph in _placeholders(args):
+        if ph not in _ENTITY_ARGS:
+            ctx.err(
+                "GEN207",
+                doc.span((*path, "args", *sub)),
+                f"placeholder {{{ph}}} in entity args is not filled by entity search",
+                "entity search fills {query} and {limit}",
+            )
+    for name in input_schema.get("required", []):
+        prop = props.get(name)
+        if name not in args and not (isinstance(prop, dict) and "default" in prop):
+            ctx.err(
+                "GEN212",
+                doc.span((*path, "args")) if "args" in raw else doc.span(path),
+                f"entity search would call the capability without its required input {name!r}",
+                "give it in args, e.g. from {query}",
+            )
+
+
+def _resolve(schema: Any, root: dict[str, Any]) -> Any:
+    """Follow a local `$ref` (`#/$defs/...`); other schemas are returned as they are."""
+    seen = 0
+    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and seen < 32:
+        ref: str = schema["$ref"]
+        if not ref.startswith("#/"):
+            return None
+        target: Any = root
+        for part in ref[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(target, dict) or part not in target:
+                return None
+            target = target[part]
+        schema, seen = target, seen + 1
+    return schema
+
+
+def _step(schema: Any, segment: str, root: dict[str, Any]) -> tuple[bool, Any]:
+    """One path segment into a schema: (False, None) when the schema says there is nothing
+    there; (True, None) when it cannot tell (no properties declared, combinators...)."""
+    schema = _resolve(schema, root)
+    if not isinstance(schema, dict):
+        return True, None
+    props = schema.get("properties")
+    if isinstance(props, dict) and segment in props:
+        return True, props[segment]
+    if "items" in schema and (segment.isdigit() or segment.lstrip("-").isdigit()):
+        return True, schema["items"]
+    if (
+        isinstance(props, dict)
+        and "patternProperties" not in schema
+        and not any(
+            k in schema for k in ("anyOf", "oneOf", "allOf", "$ref", "additionalProperties")
+        )
+    ):
+        return False, None
+    additional = schema.get("additionalProperties")
+    return (additional is not False), (additional if isinstance(additional, dict) else None)
+
+
+def _missing_segment(schema: Any, segments: tuple[str, ...], root: dict[str, Any]) -> str | None:
+    """The first segment of a path that the schema rules out, or None."""
+    for segment in segments:
+        present, schema = _step(schema, segment, root)
+        if not present:
+            return segment
+        if schema is None:
+            return None
+    return None
+
+
+def _known_keys(schema: Any, segments: tuple[str, ...], root: dict[str, Any]) -> str:
+    for segment in segments:
+        present, inner = _step(schema, segment, root)
+        if not present:
+            props = (_resolve(schema, root) or {}).get("properties", {})
+            return "declared there: " + (", ".join(sorted(props)) or "none")
+        schema = inner
+    return ""
+
+
+def _record_schema(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, items: str, output_schema: dict[str, Any]
+) -> Any:
+    """The schema of one record that entity search maps (None when it cannot tell)."""
+    segments = split_path(items)
+    missing = _missing_segment(output_schema, segments, output_schema)
+    if missing is not None:
+        ctx.err(
+            "GEN213",
+            doc.span((*path, "items")),
+            f"entity items path {items!r} is not in the output schema (no {missing!r} there)",
+            _known_keys(output_schema, segments, output_schema),
+        )
+        return None
+    schema: Any = output_schema
+    for segment in segments:
+        _present, schema = _step(schema, segment, output_schema)
+        if schema is None:
+            return None
+    schema = _resolve(schema, output_schema)
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    if (
+        isinstance(schema, dict)
+        and "items" in schema
+        and (kind in ("array", None) or (isinstance(kind, list) and "array" in kind))
+    ):
+        return schema["items"]
+    return schema
 
 
 # ---------------------------------------------------------------------------- gateway

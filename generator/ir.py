@@ -56,9 +56,12 @@ class Deprecation:
 
 @frozen
 class Pagination:
-    style: Literal["cursor", "page", "link"]
+    style: Literal["cursor", "page", "offset", "link"]
     param: str | None = None
     next: str | None = None
+    more: str | None = None
+    size_param: str | None = None
+    total: str | None = None
 
 
 @frozen

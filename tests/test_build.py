@@ -230,12 +230,11 @@ def test_stale_owned_files_are_removed_and_user_files_kept(tmp_path: Path) -> No
     (out / "NOTES.md").write_text("mine")
     (out / "fastn_gateway" / "extra.py").write_text("# mine\n")
     (root / "manifests" / "connectors" / "github.yaml").unlink()
-    tenants_fix = root / "manifests" / "gateway.yaml"
-    tenants_fix.write_text(
-        tenants_fix.read_text().replace(
-            "[slack, shopify, github, hubspot]", "[slack, shopify, hubspot]"
-        )
-    )
+    gateway_path = root / "manifests" / "gateway.yaml"
+    gateway = yaml.safe_load(gateway_path.read_text())
+    for tenant in gateway.get("tenants", []):
+        tenant["connectors"] = [c for c in tenant["connectors"] if c != "github"]
+    gateway_path.write_text(yaml.safe_dump(gateway, sort_keys=False))
     result = api.build(options(root))
     assert result.ok, result.diagnostics
     assert result.plan is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -224,7 +225,9 @@ def _gen(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_formats_and_exit_codes() -> None:
     ok = _gen("lint")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "full_stack: 21 tools" in ok.stdout and "support_desk: 14 tools" in ok.stdout
+    # Counts depend on the manifests (adding a connector changes them): the format is checked.
+    assert re.search(r"full_stack: \d+ tools", ok.stdout), ok.stdout
+    assert re.search(r"support_desk: \d+ tools", ok.stdout), ok.stdout
     bad = _gen(
         "lint",
         "--project",

@@ -45,8 +45,13 @@ def _http(h: ir.HttpBinding) -> str:
     pagination = "None"
     if h.pagination is not None:
         p = h.pagination
+        optional = {"more": p.more, "size_param": p.size_param, "total": p.total}
         pagination = _call(
-            "Pagination", style=literal(p.style), param=literal(p.param), next=literal(p.next)
+            "Pagination",
+            style=literal(p.style),
+            param=literal(p.param),
+            next=literal(p.next),
+            **{key: literal(value) for key, value in optional.items() if value is not None},
         )
     return _call(
         "HttpBinding",

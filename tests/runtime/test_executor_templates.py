@@ -74,14 +74,52 @@ def test_path_placeholders_are_required_and_percent_encoded() -> None:
 
 
 def test_query_pairs_repeat_lists_and_drop_null() -> None:
-    assert pairs({"a": 1, "b": True, "c": None, "d": ["x", "y"], "e": {"k": 1}, "f": "s"}) == [
+    assert pairs({"a": 1, "b": True, "c": None, "d": ["x", None, "y"], "f": "s"}) == [
         ("a", "1"),
         ("b", "true"),
         ("d", "x"),
         ("d", "y"),
-        ("e", '{"k":1}'),
         ("f", "s"),
     ]
+
+
+def test_query_and_form_pairs_spell_nested_objects_with_brackets() -> None:
+    """Stripe's `metadata[order]=1001`, not the JSON text of the object."""
+    rendered = {
+        "metadata": {"order": "1001", "note": None, "deep": {"x": 1}},
+        "items": [{"price": "p_1", "quantity": 2}, {"price": "p_2"}],
+        "expand[]": ["customer", "charge"],
+    }
+    assert pairs(rendered) == [
+        ("metadata[order]", "1001"),
+        ("metadata[deep][x]", "1"),
+        ("items[0][price]", "p_1"),
+        ("items[0][quantity]", "2"),
+        ("items[1][price]", "p_2"),
+        ("expand[]", "customer"),
+        ("expand[]", "charge"),
+    ]
+
+
+def test_a_nested_object_whose_placeholders_are_all_absent_is_dropped() -> None:
+    template = {
+        "query": "{query}",
+        "filter": {"property": "object", "value": "{kind}"},
+        "sort": [{"timestamp": "last_edited_time", "direction": "{direction}"}],
+        "fixed": {"always": True},
+        "page_size": 25,
+    }
+    assert render(template, query="q") == {"query": "q", "fixed": {"always": True}, "page_size": 25}
+    assert render(template, kind="page", direction="asc") == {
+        "filter": {"property": "object", "value": "page"},
+        "sort": [{"timestamp": "last_edited_time", "direction": "asc"}],
+        "fixed": {"always": True},
+        "page_size": 25,
+    }
+    # The root is never dropped: a POST whose arguments are all optional still sends `{}`.
+    assert render({"query": "{query}", "filter": {"value": "{kind}"}}) == {}
+    # One placeholder with a value keeps the object (the others drop as keys).
+    assert render({"o": {"a": "{a}", "b": "{b}", "c": 1}}, a=1) == {"o": {"a": 1, "c": 1}}
 
 
 def test_dotted_paths() -> None:
@@ -93,6 +131,11 @@ def test_dotted_paths() -> None:
     assert get_path(body, "paging.prev") is MISSING
     assert get_path(body, "items.5") is MISSING
     assert get_path(body, "x.y") is MISSING
+    assert get_path(body, "items.-1.id") == 2  # Stripe: the last record's id is the cursor
+    assert get_path(body, "items.-2.id") == 1
+    assert get_path(body, "items.-3") is MISSING
+    assert get_path({"items": []}, "items.-1") is MISSING
+    assert get_path(body, "items.²") is MISSING
 
 
 def test_retry_after_in_seconds_or_as_an_http_date() -> None:

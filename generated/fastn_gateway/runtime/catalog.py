@@ -28,9 +28,12 @@ class Annotations:
 class Pagination:
     """How an upstream list endpoint pages. Model-facing: `cursor` in, `next_cursor` out."""
 
-    style: Literal["cursor", "page", "link"]
-    param: str | None = None  # cursor / page: upstream query parameter receiving it
+    style: Literal["cursor", "page", "offset", "link"]
+    param: str | None = None  # cursor / page / offset: upstream query parameter receiving it
     next: str | None = None  # cursor style: dotted path of the next cursor in the body
+    more: str | None = None  # dotted path of a boolean: anything but true means no next page
+    size_param: str | None = None  # page / offset: the query or body key holding the page size
+    total: str | None = None  # offset style: dotted path of the total number of records
     # link style: the cursor is the rel=next URL of the Link header (same origin only)
 
 

@@ -16,19 +16,29 @@ compiles each tool's binding lazily, once. A call:
    `select`, then `fields`, then `next_cursor`, then JSON Schema validation. A body that does
    not match the output schema is `upstream_invalid_response`, never passed through.
 
-Pagination (the model sees `cursor` in, `next_cursor` out; null when there is no more):
+Pagination (the model sees `cursor` in, `next_cursor` out; null when there is no more). The
+first page is requested without a cursor; later ones send it as the query parameter `param`, or
+wherever the templates place ``{cursor}`` (a JSON or form body, a header). When the binding
+declares `more` (a boolean in the body, such as ``has_more``), anything but true ends.
 
-* ``cursor``: `next` is a dotted path in the body; an empty string or null ends.
-* ``page``: the cursor is a page number (the first page is sent without the parameter). When the
-  response carries a ``Link`` header, there is a next page exactly when it has ``rel="next"``
-  (GitHub). Otherwise the records (the selected body when it is a list, else the first list in
-  the output) decide: an empty page ends; a page shorter than the page size the request sent
-  (a query parameter named per_page, limit, page_size, pagesize, size or count) ends; any
-  other page is followed by ``page + 1``. When the page size is unknown and the last page is
-  exactly full, that costs one extra, empty request, but no page is ever skipped.
+* ``cursor``: `next` is a dotted path in the body (``-1`` indexes the last item of a list); an
+  empty string or null ends.
+* ``page``: the cursor is a page number. When the response carries a ``Link`` header, there is
+  a next page exactly when it has ``rel="next"`` (GitHub). Otherwise the records (the selected
+  body when it is a list, else the first list in the output) decide: an empty page ends; a page
+  shorter than the page size the request sent ends (the `size_param` key of the query or body,
+  else a query parameter named per_page, limit, page_size, pagesize, size or count); any other
+  page is followed by ``page + 1``. When the page size is unknown and the last page is exactly
+  full, that costs one extra, empty request, but no page is ever skipped.
+* ``offset``: the cursor is the number of records to skip (Jira's ``startAt``): the next one is
+  the offset plus the records of this page. The same records decide the end as for ``page``,
+  and so does a `total` count in the body when the offset reaches it.
 * ``link``: the cursor is the ``rel="next"`` URL of the Link header; a cursor is only followed
   when it stays on the connector's base URL (same origin, under its path, no dot segments), so
   a cursor cannot send a tenant's credentials elsewhere.
+
+A successful response with an empty body (``204 No Content``) is the empty object ``{}``, and
+then meets the output schema like any other result.
 
 Nothing here logs or returns credentials: upstream error text is shortened and scrubbed of every
 credential value before it goes into `details`, and request headers never leave this module.
@@ -94,6 +104,7 @@ DNS_LABEL: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
 _SAFE_CODE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]+")
 _HEADER_BAD: Final = re.compile(r"[\r\n\x00]")
+_NUMBER_TEXT: Final = re.compile(r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?", re.ASCII)
 MAX_ERROR_TEXT: Final = 200
 # Page-style pagination: a query parameter with one of these names is taken as the page size.
 PAGE_SIZE_PARAMS: Final = frozenset({"per_page", "limit", "page_size", "pagesize", "size", "count"})
@@ -240,8 +251,12 @@ class _ToolPlan:
     select: tuple[str, ...] | None
     fields: tuple[tuple[str, tuple[str, ...]], ...]
     pagination: str | None
-    page_param: str | None
+    page_param: str | None  # None when the templates place {cursor} themselves
     next_path: tuple[str, ...] | None
+    more_path: tuple[str, ...] | None
+    total_path: tuple[str, ...] | None
+    size_param: str | None
+    templated_cursor: bool  # the templates name {cursor}
     defaults: Mapping[str, Any]
     output_validator: Draft202012Validator
     output_check: Check | None  # fast "valid?" for the common schema subset
@@ -297,21 +312,36 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
     }
     pagination = http.pagination
     body: Node | None = None if http.body is None else compile_value(http.body)
+    query = compile_value(dict(http.query))
+    headers = compile_value(dict(http.headers))
+    templated = (
+        pagination is not None
+        and pagination.style != "link"
+        and any("cursor" in node.names() for node in (query, headers, body) if node is not None)
+    )
     idempotent = tool.annotations.idempotent
+
+    def path_of(dotted: str | None) -> tuple[str, ...] | None:
+        return split_path(dotted) if dotted else None
+
     return _ToolPlan(
         tool=tool,
         conn=conn,
         method=http.method,
         path=TextTemplate(http.path, encode=True),
-        query=compile_value(dict(http.query)),
-        headers=compile_value(dict(http.headers)),
+        query=query,
+        headers=headers,
         body=body,
         form=http.body_encoding == "form",
         select=split_path(http.select) if http.select else None,
         fields=tuple((name, split_path(path)) for name, path in http.fields.items()),
         pagination=pagination.style if pagination else None,
-        page_param=pagination.param if pagination else None,
-        next_path=split_path(pagination.next) if pagination and pagination.next else None,
+        page_param=pagination.param if pagination and not templated else None,
+        next_path=path_of(pagination.next) if pagination else None,
+        more_path=path_of(pagination.more) if pagination else None,
+        total_path=path_of(pagination.total) if pagination else None,
+        size_param=pagination.size_param if pagination else None,
+        templated_cursor=templated,
         defaults=defaults,
         output_validator=Draft202012Validator(dict(tool.output_schema)),
         output_check=compile_check(tool.output_schema),
@@ -432,6 +462,68 @@ def _page_number(cursor: str) -> int | None:
     """The page number a `page` cursor holds (at least 1), else None."""
     page = _digits(cursor)
     return page if page is not None and page >= 1 else None
+
+
+def _cursor_value(plan: _ToolPlan, cursor: str) -> str | int:
+    """The cursor as the upstream gets it: a page number or an offset is a number (so that a
+    JSON body gets `50`, not `"50"`); a token is sent as is."""
+    if plan.pagination == "cursor":
+        return cursor
+    number = _page_number(cursor) if plan.pagination == "page" else _digits(cursor)
+    if number is None:
+        what = "page number" if plan.pagination == "page" else "record offset"
+        raise GatewayError(
+            INVALID_ARGUMENTS,
+            f"The cursor is not a {what} from this tool's next_cursor.",
+            details={"argument": "cursor"},
+        )
+    return number
+
+
+def _page_size(
+    plan: _ToolPlan, query: list[tuple[str, str]], body: Mapping[str, Any] | None
+) -> int | None:
+    """The page size the request asked for: the declared `size_param` (query or body), else a
+    query parameter with a usual page-size name."""
+    if plan.size_param is not None:
+        for key, value in query:
+            if key == plan.size_param:
+                return _digits(value)
+        if body is not None and plan.size_param in body:
+            return _digits(scalar_text(body[plan.size_param]))
+        return None
+    for key, value in query:
+        if key.lower() in PAGE_SIZE_PARAMS and (size := _digits(value)) is not None:
+            return size
+    return None
+
+
+def _as_field_type(value: Any, kind: str | None) -> Any:
+    """A record's value as the entity field's declared type: numbers become strings for a
+    string field, digit strings numbers for an integer or number field (Jira's `"10000"`).
+    A value that cannot be read as that type is MISSING (the field is left out)."""
+    if value is None or kind is None:
+        return value
+    if kind == "string":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value if isinstance(value, str) else MISSING
+    if kind in ("integer", "number"):
+        if isinstance(value, bool):
+            return MISSING
+        if isinstance(value, int) or (kind == "number" and isinstance(value, float)):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+            text = value.strip()
+            if "." not in text:
+                return int(text)
+            return float(text) if kind == "number" else MISSING
+        return MISSING
+    if kind == "boolean":
+        return value if isinstance(value, bool) else MISSING
+    return value
 
 
 def _first_list(data: Any, output: Mapping[str, Any]) -> list[Any] | None:
@@ -750,13 +842,9 @@ class ConnectorExecutor:
                 value = get_path(record, path)
                 if value is MISSING:
                     continue
-                if (
-                    field_types.get(field_name) == "string"
-                    and isinstance(value, int | float)
-                    and not isinstance(value, bool)
-                ):
-                    value = str(value)
-                mapped[field_name] = value
+                value = _as_field_type(value, field_types.get(field_name))
+                if value is not MISSING:
+                    mapped[field_name] = value
             raw_id = mapped.pop("id", None)
             if raw_id is None:
                 continue
@@ -880,9 +968,15 @@ class ConnectorExecutor:
         ns: Mapping[str, Any],
         base: str,
         cursor: str | None,
-    ) -> tuple[str, list[tuple[str, str]], dict[str, str], bytes | None]:
-        """URL, query pairs, binding headers and body of the request (no auth yet)."""
+    ) -> tuple[str, list[tuple[str, str]], dict[str, str], bytes | None, int | None]:
+        """URL, query pairs, binding headers and body of the request (no auth yet), and the
+        page size it asks for (page and offset pagination)."""
         headers = {"Accept": "application/json", "User-Agent": self._user_agent}
+        position = None
+        if cursor is not None and plan.pagination not in (None, "link"):
+            position = _cursor_value(plan, cursor)
+            if plan.templated_cursor:
+                ns = {**ns, "cursor": position}
         rendered_headers = plan.headers.render(ns)
         for key, value in rendered_headers.items():
             if value is not None:
@@ -896,7 +990,7 @@ class ConnectorExecutor:
                     "returned by this tool.",
                     details={"argument": "cursor"},
                 )
-            return cursor, [], headers, None
+            return cursor, [], headers, None, None
 
         try:
             url = base + plan.path.render(ns)
@@ -914,17 +1008,12 @@ class ConnectorExecutor:
                 details={"argument": exc.name},
             ) from None
         query = pairs(plan.query.render(ns))
-        if cursor is not None and plan.page_param:
-            if plan.pagination == "page" and _page_number(cursor) is None:
-                raise GatewayError(
-                    INVALID_ARGUMENTS,
-                    "The cursor is not a page number from this tool's next_cursor.",
-                    details={"argument": "cursor"},
-                )
+        if position is not None and plan.page_param:
             query = [pair for pair in query if pair[0] != plan.page_param]
-            query.append((plan.page_param, cursor))
+            query.append((plan.page_param, scalar_text(position)))
 
         content: bytes | None = None
+        body: Any = MISSING
         if plan.body is not None:
             body = plan.body.render(ns)
             if body is not MISSING:
@@ -936,7 +1025,10 @@ class ConnectorExecutor:
                 else:
                     content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
                     headers["Content-Type"] = "application/json; charset=utf-8"
-        return url, query, headers, content
+        size = None
+        if plan.pagination in ("page", "offset"):
+            size = _page_size(plan, query, body if isinstance(body, Mapping) else None)
+        return url, query, headers, content, size
 
     async def _send(
         self,
@@ -994,7 +1086,7 @@ class ConnectorExecutor:
             ns = self._namespace(plan, arguments, ctx)
             raw_cursor = arguments.get("cursor") if plan.pagination else None
             cursor = raw_cursor if isinstance(raw_cursor, str) and raw_cursor else None
-            url, params, headers, content = self._build(plan, ns, base, cursor)
+            url, params, headers, content, page_size = self._build(plan, ns, base, cursor)
             # Auth headers win over anything the binding declares.
             if conn.auth_header is not None:
                 headers = {k: v for k, v in headers.items() if k.lower() != conn.auth_header}
@@ -1143,16 +1235,19 @@ class ConnectorExecutor:
                         details=self._upstream_detail(error_code, creds, credentials),
                         retryable=False,
                     )
-                if body is MISSING:
+                empty = not reply.body.strip()  # 204 No Content, or a 200 with no body
+                if body is MISSING and not empty:
                     body = self._try_json(reply.body)
-                if body is MISSING:
+                if body is MISSING and not empty:
                     raise self._fail(
                         UPSTREAM_INVALID_RESPONSE,
                         f"{conn.spec.title} answered with a body that is not JSON.",
                         status=status,
                         connector=name,
                     )
-                output = self._shape(plan, body, reply, cursor, status, params)
+                output = self._shape(
+                    plan, {} if empty else body, reply, cursor, status, page_size, empty=empty
+                )
                 return ExecResult(
                     output=output, refreshed_credentials=refreshed, status=status, attempts=attempts
                 )
@@ -1203,6 +1298,8 @@ class ConnectorExecutor:
             return "" if status < 300 else None
         if isinstance(value, str):
             return value
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return "; ".join(value)  # Jira's errorMessages
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
     @staticmethod
@@ -1220,11 +1317,13 @@ class ConnectorExecutor:
         reply: _Reply,
         cursor: str | None,
         status: int,
-        params: list[tuple[str, str]],
+        page_size: int | None,
+        *,
+        empty: bool = False,
     ) -> dict[str, Any]:
         conn = plan.conn
         data = body
-        if plan.select is not None:
+        if plan.select is not None and not empty:  # nothing to select from No Content
             data = get_path(body, plan.select)
             if data is MISSING:
                 raise self._fail(
@@ -1253,7 +1352,7 @@ class ConnectorExecutor:
 
         if plan.pagination is not None:
             output["next_cursor"] = self._next_cursor(
-                plan, body, data, output, reply, cursor, params
+                plan, body, data, output, reply, cursor, page_size
             )
 
         check = plan.output_check
@@ -1284,8 +1383,10 @@ class ConnectorExecutor:
         output: Mapping[str, Any],
         reply: _Reply,
         cursor: str | None,
-        params: list[tuple[str, str]],
+        page_size: int | None,
     ) -> str | None:
+        if plan.more_path is not None and get_path(body, plan.more_path) is not True:
+            return None
         if plan.pagination == "cursor":
             if plan.next_path is None:
                 return None
@@ -1296,18 +1397,23 @@ class ConnectorExecutor:
         if plan.pagination == "link":
             _, url = _link_next(reply.headers)
             return url
+        records = _first_list(data, output)
+        if plan.pagination == "offset":
+            offset = (_digits(cursor) or 0) if cursor is not None else 0
+            if not records or (page_size is not None and len(records) < page_size):
+                return None  # an empty or short page is the last one
+            following = offset + len(records)
+            total = get_path(body, plan.total_path) if plan.total_path is not None else MISSING
+            if isinstance(total, int) and not isinstance(total, bool) and following >= total:
+                return None
+            return str(following)
         # page
         page = (_page_number(cursor) or 1) if cursor is not None else 1
         has_link, url = _link_next(reply.headers)
         if has_link:
             return str(page + 1) if url is not None else None
-        records = _first_list(data, output)
-        if not records:
-            return None
-        for key, value in params:
-            size = _digits(value) if key.lower() in PAGE_SIZE_PARAMS else None
-            if size is not None and len(records) < size:
-                return None  # a short page is the last one
+        if not records or (page_size is not None and len(records) < page_size):
+            return None  # an empty or short page is the last one
         return str(page + 1)
 
     async def _refresh(

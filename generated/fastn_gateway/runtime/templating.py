@@ -6,8 +6,14 @@ Rules (the manifest schema documents them for authors):
   the key or list item holding it is dropped when the value is absent.
 * Any other string with ``{name}`` placeholders is interpolated; when one of its placeholders is
   absent (or null) the whole key is dropped, so a half-filled value is never sent.
-* Objects and lists recurse; every other value is a constant.
+* Objects and lists recurse; every other value is a constant. A nested object or list that
+  refers to placeholders, none of which has a value, is dropped as a whole (so
+  ``filter: {property: object, value: "{kind}"}`` is not sent half-filled without ``kind``);
+  one without placeholders is a constant and always sent. The root of a query, header map or
+  body is never dropped.
 * Path placeholders are always percent-encoded (``/`` included) and must be present.
+* Query strings and form bodies (`pairs`) repeat the key for each item of a list and spell
+  nested objects with brackets: ``metadata[order]=1001``, ``items[0][price]=p_1``.
 
 Only ``{identifier}`` is a placeholder: other braces (JSON-looking text) are literal.
 """
@@ -122,13 +128,33 @@ class Interp(Node):
         return frozenset(text for is_name, text in self.parts if is_name)
 
 
-class Obj(Node):
+class _Container(Node):
+    """An object or list with placeholders inside. Nested ones (`droppable`) are dropped when
+    none of their placeholders has a value."""
+
+    __slots__ = ("_names", "droppable")
+
+    def __init__(self, names: frozenset[str], droppable: bool) -> None:
+        self._names = names
+        self.droppable = droppable
+
+    def names(self) -> frozenset[str]:
+        return self._names
+
+    def _unfilled(self, ns: Mapping[str, Any]) -> bool:
+        return self.droppable and not any(name in ns for name in self._names)
+
+
+class Obj(_Container):
     __slots__ = ("items",)
 
-    def __init__(self, items: tuple[tuple[str, Node], ...]) -> None:
+    def __init__(self, items: tuple[tuple[str, Node], ...], *, droppable: bool = False) -> None:
+        super().__init__(frozenset().union(*(node.names() for _, node in items)), droppable)
         self.items = items
 
     def render(self, ns: Mapping[str, Any]) -> Any:
+        if self._unfilled(ns):
+            return MISSING
         out: dict[str, Any] = {}
         for key, node in self.items:
             value = node.render(ns)
@@ -136,26 +162,23 @@ class Obj(Node):
                 out[key] = value
         return out
 
-    def names(self) -> frozenset[str]:
-        return frozenset().union(*(node.names() for _, node in self.items))
 
-
-class Arr(Node):
+class Arr(_Container):
     __slots__ = ("items",)
 
-    def __init__(self, items: tuple[Node, ...]) -> None:
+    def __init__(self, items: tuple[Node, ...], *, droppable: bool = False) -> None:
+        super().__init__(frozenset().union(*(node.names() for node in items)), droppable)
         self.items = items
 
     def render(self, ns: Mapping[str, Any]) -> Any:
+        if self._unfilled(ns):
+            return MISSING
         out: list[Any] = []
         for node in self.items:
             value = node.render(ns)
             if value is not MISSING:
                 out.append(value)
         return out
-
-    def names(self) -> frozenset[str]:
-        return frozenset().union(*(node.names() for node in self.items))
 
 
 def _split(text: str) -> tuple[tuple[bool, str], ...]:
@@ -171,7 +194,7 @@ def _split(text: str) -> tuple[tuple[bool, str], ...]:
     return tuple(parts)
 
 
-def compile_value(template: Any) -> Node:
+def compile_value(template: Any, *, nested: bool = False) -> Node:
     """Compile a query / header / body template (see the module docstring)."""
     if isinstance(template, str):
         whole = PLACEHOLDER.fullmatch(template)
@@ -182,15 +205,17 @@ def compile_value(template: Any) -> Node:
             return Interp(parts)
         return Const(template)
     if isinstance(template, Mapping):
-        items = tuple((str(key), compile_value(value)) for key, value in template.items())
+        items = tuple(
+            (str(key), compile_value(value, nested=True)) for key, value in template.items()
+        )
         if all(isinstance(node, Const) for _, node in items):
             return Const({key: node.render({}) for key, node in items})
-        return Obj(items)
+        return Obj(items, droppable=nested)
     if isinstance(template, Sequence) and not isinstance(template, bytes | bytearray):
-        nodes = tuple(compile_value(value) for value in template)
+        nodes = tuple(compile_value(value, nested=True) for value in template)
         if all(isinstance(node, Const) for node in nodes):
             return Const([node.render({}) for node in nodes])
-        return Arr(nodes)
+        return Arr(nodes, droppable=nested)
     return Const(template)
 
 
@@ -224,20 +249,34 @@ class TextTemplate:
 
 
 def pairs(rendered: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Query or form pairs from a rendered object: null dropped, lists repeat the key."""
+    """Query or form pairs from a rendered object: null dropped, a list repeats the key for
+    each scalar item, objects nest with brackets (`a[b]=1`, and `a[0][b]=1` for an object
+    inside a list), as Rails, PHP and Stripe read them."""
     out: list[tuple[str, str]] = []
     for key, value in rendered.items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            out.extend((key, scalar_text(item)) for item in value if item is not None)
-        else:
-            out.append((key, scalar_text(value)))
+        _pairs_into(out, key, value)
     return out
 
 
+def _pairs_into(out: list[tuple[str, str]], key: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for sub, item in value.items():
+            _pairs_into(out, f"{key}[{sub}]", item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, Mapping | list):
+                _pairs_into(out, f"{key}[{index}]", item)
+            elif item is not None:
+                out.append((key, scalar_text(item)))
+    else:
+        out.append((key, scalar_text(value)))
+
+
 def get_path(data: Any, path: str | tuple[str, ...]) -> Any:
-    """Follow a dotted path ("" = the whole value); digits index lists. MISSING when absent."""
+    """Follow a dotted path ("" = the whole value); in a list, `0`, `1`... index from the
+    start and `-1`, `-2`... from the end. MISSING when absent."""
     segments = split_path(path) if isinstance(path, str) else path
     current = data
     for segment in segments:
@@ -245,14 +284,21 @@ def get_path(data: Any, path: str | tuple[str, ...]) -> Any:
             if segment not in current:
                 return MISSING
             current = current[segment]
-        elif isinstance(current, list) and segment.isdigit():
-            index = int(segment)
-            if index >= len(current):
+        elif isinstance(current, list) and (index := list_index(segment)) is not None:
+            if not -len(current) <= index < len(current):
                 return MISSING
             current = current[index]
         else:
             return MISSING
     return current
+
+
+def list_index(segment: str) -> int | None:
+    """The list index a path segment spells (ASCII digits, optionally after `-`), else None."""
+    digits = segment[1:] if segment.startswith("-") else segment
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
+        return None
+    return int(segment)
 
 
 def split_path(path: str) -> tuple[str, ...]:

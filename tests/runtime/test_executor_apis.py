@@ -1,0 +1,317 @@
+"""Connectors added in YAML only (tests/data/connectors), modelled on Stripe, Notion and Jira,
+run by the executor against real HTTP stand-ins on 127.0.0.1 that check what they receive.
+
+They cover what the four default connectors do not: a cursor that is the last record's id with
+`has_more`, a cursor in a JSON body, offset pagination with a declared page size and total,
+form bodies with nested objects, optional nested objects, 204 No Content, error messages given
+as a list, and entity fields converted to the entity type's field types.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generator import api
+from generator.runtime import catalog as c
+from generator.runtime.errors import INVALID_ARGUMENTS, UPSTREAM_ERROR
+from generator.runtime.executor import (
+    CallContext,
+    ConnectorCallError,
+    ConnectorExecutor,
+    ExecResult,
+)
+from tests.runtime.support import ROOT
+from tests.runtime.upstreams import Received, Reply, Upstream
+
+CTX = CallContext(tenant_id="tenant-a", user_id="user-a1")
+STRIPE = {"secret_key": "sk_test_4eC39HqLyjWDarjtT1zdp7dc"}
+NOTION = {"token": "secret_notion_integration_token_1"}
+JIRA = {"site": "acme", "email": "ops@acme.test", "api_token": "jira-api-token-xyz-123"}
+JIRA_BASIC = base64.b64encode(b"ops@acme.test:jira-api-token-xyz-123").decode()
+
+CUSTOMERS = [
+    {"id": f"cus_{i:04d}", "email": f"c{i}@shop.test", "name": f"Customer {i}"} for i in range(7)
+]
+PAGES = [{"id": f"pg{i}", "object": "page", "url": f"https://notion.test/pg{i}"} for i in range(5)]
+ISSUES = [
+    {
+        "id": str(10000 + i),
+        "key": f"OPS-{i + 1}",
+        "fields": {"summary": f"Printer {i} jams", "status": {"name": "Open"}},
+    }
+    for i in range(7)
+]
+
+
+class ApiStandIns(Upstream):
+    """Stripe under /stripe/v1, Notion under /notion/v1, Jira under /jira/<site>/rest/api/3."""
+
+    def handle(self, req: Received) -> Reply:
+        if req.path.startswith("/stripe/v1/"):
+            return self._stripe(req, req.path.removeprefix("/stripe/v1"))
+        if req.path.startswith("/notion/v1/"):
+            return self._notion(req, req.path.removeprefix("/notion/v1"))
+        if req.path.startswith("/jira/acme/rest/api/3/"):
+            return self._jira(req, req.path.removeprefix("/jira/acme/rest/api/3"))
+        return Reply(404, {"error": "not_found"})
+
+    @staticmethod
+    def _stripe(req: Received, path: str) -> Reply:
+        if req.headers.get("authorization") != "Bearer " + STRIPE["secret_key"]:
+            return Reply(401, {"error": {"message": "Invalid API Key provided"}})
+        if req.method == "GET" and path == "/customers":
+            limit = int(req.args.get("limit", "10"))
+            after = req.args.get("starting_after")
+            start = 0 if after is None else [c["id"] for c in CUSTOMERS].index(after) + 1
+            page = CUSTOMERS[start : start + limit]
+            more = start + limit < len(CUSTOMERS)
+            return Reply(200, {"object": "list", "data": page, "has_more": more})
+        if req.method == "POST" and path == "/refunds":
+            if req.headers.get("content-type") != "application/x-www-form-urlencoded":
+                return Reply(400, {"error": {"message": "Invalid request"}})
+            form = req.form()
+            if any(value.startswith("{") for value in form.values()):
+                return Reply(400, {"error": {"message": "Invalid object"}})
+            return Reply(200, {"id": "re_1", "status": "succeeded", "amount": 500})
+        return Reply(404, {"error": {"message": "Unrecognized request URL"}})
+
+    @staticmethod
+    def _notion(req: Received, path: str) -> Reply:
+        if req.headers.get("notion-version") != "2022-06-28":
+            return Reply(400, {"object": "error", "message": "Notion-Version header missing"})
+        if req.method == "POST" and path == "/search":
+            body = req.json()
+            if req.query:
+                return Reply(400, {"object": "error", "message": "search takes no query string"})
+            kind = (body.get("filter") or {}).get("value", "page")
+            if "filter" in body and kind not in ("page", "database"):
+                return Reply(400, {"message": "body.filter.value should be page or database"})
+            size = body.get("page_size", 100)
+            start = 0 if "start_cursor" not in body else int(body["start_cursor"].removeprefix("c"))
+            page = PAGES[start : start + size]
+            more = start + size < len(PAGES)
+            cursor = f"c{start + size}" if more else None
+            return Reply(200, {"results": page, "has_more": more, "next_cursor": cursor})
+        return Reply(404, {"object": "error", "message": "not found"})
+
+    @staticmethod
+    def _jira(req: Received, path: str) -> Reply:
+        if req.headers.get("authorization") != "Basic " + JIRA_BASIC:
+            return Reply(401, {"errorMessages": ["Unauthorized"], "errors": {}})
+        if req.method == "GET" and path == "/search":
+            if "Bogus" in req.args.get("jql", ""):
+                messages = ["Field 'Bogus' does not exist.", "The query is invalid."]
+                return Reply(400, {"errorMessages": messages, "errors": {}})
+            start = int(req.args.get("startAt", "0"))
+            size = int(req.args.get("maxResults", "50"))
+            page = ISSUES[start : start + size]
+            body = {"startAt": start, "maxResults": size, "total": len(ISSUES), "issues": page}
+            return Reply(200, body)
+        if req.method == "PUT" and path.startswith("/issue/"):
+            if not req.json().get("fields", {}).get("summary"):
+                return Reply(400, {"errorMessages": ["summary is required"], "errors": {}})
+            return Reply(204, None)
+        return Reply(404, {"errorMessages": ["not found"], "errors": {}})
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> c.GatewaySpec:
+    root = tmp_path_factory.mktemp("apis")
+    shutil.copytree(ROOT / "manifests", root / "manifests")
+    for path in (ROOT / "tests" / "data" / "connectors").glob("*.yaml"):
+        shutil.copy(path, root / "manifests" / "connectors" / path.name)
+    spec, diagnostics = api.gateway_spec(api.Options.for_project(root, cache=False))
+    assert spec is not None, diagnostics
+    return spec
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ApiStandIns]:
+    server = ApiStandIns()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def executor(
+    catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> AsyncIterator[ConnectorExecutor]:
+    upstream.reset()
+    base_urls = {
+        "stripe": upstream.url + "/stripe/v1",
+        "notion": upstream.url + "/notion/v1",
+        "jira": upstream.url + "/jira/{site}/rest/api/3",
+    }
+    ex = ConnectorExecutor(catalog, base_urls=base_urls)
+    yield ex
+    await ex.aclose()
+
+
+async def call(
+    ex: ConnectorExecutor, catalog: c.GatewaySpec, tool: str, creds: dict[str, str], **args: Any
+) -> ExecResult:
+    return await ex.call(catalog.tools[tool], args, credentials=creds, ctx=CTX)
+
+
+async def test_stripe_pages_by_the_last_records_id_until_has_more_is_false(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    seen: list[str] = []
+    cursors: list[str | None] = []
+    cursor = None
+    for _ in range(5):
+        args = {"limit": 3} if cursor is None else {"limit": 3, "cursor": cursor}
+        result = await call(executor, catalog, "stripe_list_customers", STRIPE, **args)
+        seen += [customer["id"] for customer in result.output["customers"]]
+        cursor = result.output["next_cursor"]
+        cursors.append(cursor)
+        if cursor is None:
+            break
+    assert seen == [customer["id"] for customer in CUSTOMERS]  # every one, once
+    assert cursors == ["cus_0002", "cus_0005", None]
+    sent = [r.args.get("starting_after") for r in upstream.requests("GET", "/customers")]
+    assert sent == [None, "cus_0002", "cus_0005"]
+
+
+async def test_stripe_form_body_spells_nested_objects_and_lists_with_brackets(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    result = await call(
+        executor,
+        catalog,
+        "stripe_create_refund",
+        STRIPE,
+        charge="ch_1",
+        metadata={"order": "1001", "reason": "damaged"},
+        expand=["charge", "payment_intent"],
+    )
+    assert result.output == {"id": "re_1", "status": "succeeded", "amount": 500}
+    (request,) = upstream.requests("POST", "/refunds")
+    assert request.body.decode() == (
+        "charge=ch_1&metadata%5Border%5D=1001&metadata%5Breason%5D=damaged"
+        "&expand%5B%5D=charge&expand%5B%5D=payment_intent"
+    )
+
+
+async def test_notion_sends_the_cursor_in_the_json_body_and_never_half_a_filter(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    first = await call(executor, catalog, "notion_search", NOTION, query="Pa", page_size=2)
+    second = await call(
+        executor,
+        catalog,
+        "notion_search",
+        NOTION,
+        query="Pa",
+        page_size=2,
+        cursor=first.output["next_cursor"],
+    )
+    third = await call(
+        executor,
+        catalog,
+        "notion_search",
+        NOTION,
+        page_size=2,
+        kind="page",
+        cursor=second.output["next_cursor"],
+    )
+    ids = [r["id"] for out in (first, second, third) for r in out.output["results"]]
+    assert ids == [page["id"] for page in PAGES]
+    assert third.output["next_cursor"] is None
+    bodies = [r.json() for r in upstream.requests("POST", "/search")]
+    assert bodies == [
+        {"query": "Pa", "page_size": 2},  # no cursor on the first page, no half filter
+        {"query": "Pa", "page_size": 2, "start_cursor": "c2"},
+        {"filter": {"property": "object", "value": "page"}, "page_size": 2, "start_cursor": "c4"},
+    ]
+    assert all(not r.query for r in upstream.requests("POST", "/search"))
+
+
+async def test_jira_offset_pagination_walks_every_issue_once_and_stops_at_the_total(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    keys: list[str] = []
+    cursor = None
+    for _ in range(6):
+        args: dict[str, Any] = {"query": "printer", "max_results": 3}
+        if cursor is not None:
+            args["cursor"] = cursor
+        result = await call(executor, catalog, "jira_search_issues", JIRA, **args)
+        keys += [issue["key"] for issue in result.output["issues"]]
+        cursor = result.output["next_cursor"]
+        if cursor is None:
+            break
+    assert keys == [issue["key"] for issue in ISSUES]
+    sent = [r.args.get("startAt") for r in upstream.requests("GET", "/search")]
+    assert sent == [None, "3", "6"]  # no extra, empty request after the last page
+
+
+async def test_an_offset_cursor_must_be_an_offset(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    with pytest.raises(ConnectorCallError) as info:
+        await call(executor, catalog, "jira_search_issues", JIRA, query="x", cursor="OPS-1")
+    assert info.value.code == INVALID_ARGUMENTS
+    assert info.value.details == {"argument": "cursor"}
+    assert upstream.requests() == []
+
+
+async def test_a_204_no_content_is_a_success(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    result = await call(
+        executor, catalog, "jira_update_summary", JIRA, issue_key="OPS-1", summary="Fixed"
+    )
+    assert (result.status, result.output) == (204, {})
+    (request,) = upstream.requests("PUT", "/issue/OPS-1")
+    assert request.json() == {"fields": {"summary": "Fixed"}}
+
+
+async def test_an_error_message_list_reaches_the_details_as_text(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec
+) -> None:
+    with pytest.raises(ConnectorCallError) as info:
+        await call(executor, catalog, "jira_search_issues", JIRA, query="Bogus")
+    assert info.value.code == UPSTREAM_ERROR
+    assert info.value.details["upstream_error"] == (
+        "Field 'Bogus' does not exist.; The query is invalid."
+    )
+
+
+async def test_entity_search_converts_values_to_the_entity_field_types(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec
+) -> None:
+    found = await executor.search_entities(
+        query="printer",
+        entity_type="ticket",
+        connectors={"jira": JIRA},
+        limit=2,
+        ctx=CTX,
+    )
+    assert found["entities"] == [
+        {
+            "type": "ticket",
+            "connector": "jira",
+            "id": "OPS-1",
+            "fields": {"number": 10000, "title": "Printer 0 jams", "state": "Open"},
+        },
+        {
+            "type": "ticket",
+            "connector": "jira",
+            "id": "OPS-2",
+            "fields": {"number": 10001, "title": "Printer 1 jams", "state": "Open"},
+        },
+    ]
+
+
+def test_the_connectors_of_this_test_are_valid_yaml_only_connectors() -> None:
+    """They are plain connector manifests: nothing but YAML was added for them."""
+    names = sorted(p.name for p in (Path(__file__).parents[1] / "data" / "connectors").iterdir())
+    assert names == ["jira.yaml", "notion.yaml", "stripe.yaml"]

@@ -1,0 +1,116 @@
+"""Compile-time checks of connector bindings that used to pass and then misbehave at run time:
+pagination keys, where the cursor goes, and entity mappings (args and field paths)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, make_project, options
+
+from generator import api
+
+DATA = ROOT / "tests" / "data" / "connectors"
+
+
+def _diagnostics(tmp_path: Path, name: str, *edits: tuple[str, str]) -> list[str]:
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (DATA / name).read_text(encoding="utf-8")
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    (root / "manifests" / "connectors" / name).write_text(text, encoding="utf-8")
+    result = api.compile_manifests(options(root))
+    return [
+        f"{d.span.line}:{d.code}:{d.message}"
+        for d in result.diagnostics
+        if d.span.file.endswith(name)
+    ]
+
+
+def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    for path in DATA.glob("*.yaml"):
+        shutil.copy(path, root / "manifests" / "connectors" / path.name)
+    result = api.compile_manifests(options(root))
+    assert result.ok, result.diagnostics
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "expected"),
+    [
+        (  # the cursor placed twice
+            "notion.yaml",
+            ("pagination: {style: cursor,", "pagination: {style: cursor, param: start_cursor,"),
+            "GEN213:the cursor is placed by {cursor} here and by pagination.param: keep one",
+        ),
+        (  # nowhere to put the cursor
+            "notion.yaml",
+            ('        start_cursor: "{cursor}"\n', ""),
+            "GEN213:cursor pagination needs `param`, or a {cursor} placeholder",
+        ),
+        (
+            "stripe.yaml",
+            ("next: data.-1.id, more: has_more}", "more: has_more}"),
+            "GEN213:cursor pagination needs `next`",
+        ),
+        (
+            "stripe.yaml",
+            ("more: has_more}", "more: has_more, total: total_count}"),
+            "GEN213:cursor pagination does not use `total`",
+        ),
+        (
+            "jira.yaml",
+            ("size_param: maxResults", "size_param: max_results"),
+            "GEN213:size_param 'max_results' is neither a query parameter nor a top-level body key",
+        ),
+        (
+            "jira.yaml",
+            ("path: /search\n", "path: /search/{cursor}\n"),
+            "GEN207:{cursor} cannot be in http.path",
+        ),
+        (
+            "jira.yaml",
+            ('max_results: "{limit}"}', 'max_results: "{limit}", bogus: 1}'),
+            "GEN212:entity args key 'bogus' is not an input property of the capability",
+        ),
+        (
+            "jira.yaml",
+            ('args: {query: "{query}"', 'args: {query: "{nothing}"'),
+            "GEN207:placeholder {nothing} in entity args is not filled by entity search",
+        ),
+        (
+            "jira.yaml",
+            ('args: {query: "{query}", max_results: "{limit}"}', 'args: {max_results: "{limit}"}'),
+            "GEN212:entity search would call the capability without its required input 'query'",
+        ),
+        (
+            "jira.yaml",
+            ("title: fields.summary", "title: fields.sumary"),
+            "GEN213:entity field 'title' reads 'fields.sumary', but the records of the output "
+            "schema have no 'sumary' there",
+        ),
+        (
+            "jira.yaml",
+            ("items: issues\n", "items: issue\n"),
+            "GEN213:entity items path 'issue' is not in the output schema (no 'issue' there)",
+        ),
+    ],
+)
+def test_binding_mistakes_are_located_diagnostics(
+    tmp_path: Path, name: str, edit: tuple[str, str], expected: str
+) -> None:
+    found = _diagnostics(tmp_path, name, edit)
+    assert len(found) == 1, found
+    line, message = found[0].split(":", 1)
+    assert int(line) > 1 and message.startswith(expected), found
+
+
+def test_a_misspelt_entity_field_path_names_what_is_there(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (DATA / "jira.yaml").read_text().replace("title: fields.sumary", "x")
+    text = text.replace("title: fields.summary", "title: fields.sumary")
+    (root / "manifests" / "connectors" / "jira.yaml").write_text(text)
+    (diag,) = api.compile_manifests(options(root)).diagnostics
+    assert diag.hint == "declared there: status, summary"
