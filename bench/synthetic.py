@@ -444,10 +444,14 @@ class _Gen:
         cap.update(scope=scope, annotations=annotations, input=inp, output=out, http=http)
         if entity and verb in ("list", "search"):
             items = plural if verb == "list" else "results"
-            cap["entities"] = [self.entity(entity, items)]
+            cap["entities"] = [self.entity(entity, items, inp, record)]
         return cap
 
-    def entity(self, entity: str, items: str) -> dict[str, Any]:
+    def entity(
+        self, entity: str, items: str, inp: dict[str, Any], record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An entity mapping that `gen build` accepts: args that are inputs of the capability,
+        field paths that the record schema has."""
         fields = {
             "contact": {"id": "id", "first_name": "name", "email": "owner.email"},
             "order": {
@@ -460,11 +464,13 @@ class _Gen:
             "channel": {"id": "id", "name": "name"},
             "ticket": {"id": "id", "title": "name", "state": "status", "created_at": "created_at"},
         }[entity]
+        present = record.get("properties", {})
+        inputs = inp.get("properties", {})
         return {
             "type": entity,
             "items": items,
-            "args": {"query": "{query}", "limit": "{limit}"},
-            "fields": fields,
+            "args": {k: f"{{{k}}}" for k in ("query", "limit") if k in inputs},
+            "fields": {k: v for k, v in fields.items() if v.split(".")[0] in present},
         }
 
     def connector(self, index: int, capabilities: int) -> dict[str, Any]:

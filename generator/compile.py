@@ -23,10 +23,11 @@ from .diagnostics import Diagnostic, Span, error, has_errors
 from .load import JsonPath, Loaded
 from .names import MAX_TOOL_NAME, ClassName, PyIdent, is_valid_tool_name
 from .runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
-from .runtime.templating import split_path
+from .runtime.templating import PLACEHOLDER, split_path
 
 TYPE_REF_PREFIX = "#/types/"
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# Text in braces that is not a placeholder: sent as is, so an error when it names an input.
+_BRACED = re.compile(r"\{([^{}\s\"':,]+)\}")
 _META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 CURSOR_INPUT = {
@@ -844,18 +845,34 @@ def _check_tool_names(ctx: _Ctx, tools: list[ir.Tool]) -> None:
 # ---------------------------------------------------------------------------- connectors
 
 
-def _placeholders(value: Any) -> Iterator[tuple[JsonPath, str]]:
+def _strings(value: Any) -> Iterator[tuple[JsonPath, str]]:
+    """Every string of a template, with its path in the template."""
     if isinstance(value, str):
-        for m in _PLACEHOLDER.finditer(value):
-            yield (), m.group(1)
+        yield (), value
     elif isinstance(value, dict):
         for k, v in value.items():
-            for sub, name in _placeholders(v):
-                yield (k, *sub), name
+            for sub, text in _strings(v):
+                yield (k, *sub), text
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            for sub, name in _placeholders(v):
-                yield (i, *sub), name
+            for sub, text in _strings(v):
+                yield (i, *sub), text
+
+
+def _placeholders(value: Any) -> Iterator[tuple[JsonPath, str]]:
+    """The `{name}` placeholders of a template, by the runtime's own rule (identifiers only)."""
+    for sub, text in _strings(value):
+        for m in PLACEHOLDER.finditer(text):
+            yield sub, m.group(1)
+
+
+def _not_placeholders(value: Any, names: set[str]) -> Iterator[tuple[JsonPath, str]]:
+    """`{item-id}`-like text naming one of `names` that is not a placeholder (not an
+    identifier): the runtime would send it as literal text and drop the argument."""
+    for sub, text in _strings(value):
+        for m in _BRACED.finditer(text):
+            if m.group(1) in names and not PLACEHOLDER.fullmatch(m.group(0)):
+                yield sub, m.group(1)
 
 
 def _connector(
@@ -999,9 +1016,13 @@ def _http(
         if p["style"] != "link":  # a link cursor is a whole URL: it is never templated
             params.add("cursor")
     if input_schema is not None:
+        used: set[str] = set()
+        unknown = False  # a placeholder naming no input: likely the unused input, misspelt
         for part in ("path", "query", "headers", "body"):
             for sub, ph in _placeholders(raw.get(part)):
+                used.add(ph)
                 if ph not in params:
+                    unknown = True
                     ctx.err(
                         "GEN207",
                         doc.span((*path, part, *sub)),
@@ -1009,6 +1030,24 @@ def _http(
                         "bound parameter",
                         "known: " + (", ".join(sorted(params)) or "none"),
                     )
+            for sub, word in _not_placeholders(raw.get(part), params):
+                used.add(word)  # reported here, not again as unused
+                ctx.err(
+                    "GEN207",
+                    doc.span((*path, part, *sub)),
+                    f"{{{word}}} in http.{part} is not a placeholder: placeholder names are "
+                    "identifiers (letters, digits, _), so it would be sent as literal text",
+                    "rename the input property, e.g. "
+                    + re.sub(r"\W", "_", word).lstrip("0123456789"),
+                )
+        unused = set(input_schema.get("properties", {})) - used - {"cursor"}
+        for name in sorted(unused) if not unknown else ():
+            ctx.err(
+                "GEN220",
+                doc.key_span((*path[:-1], "input", "properties", name)),
+                f"input {name!r} is never sent: no template of http uses {{{name}}}",
+                "use it in the path, query, headers or body, or remove it",
+            )
     response = raw.get("response", {})
     fields = tuple(response.get("fields", {}).items())
     out_props = (output_schema or {}).get("properties", {})

@@ -91,6 +91,23 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
             "GEN213:entity field 'title' reads 'fields.sumary', but the records of the output "
             "schema have no 'sumary' there",
         ),
+        (  # an input the binding never sends would be silently dropped
+            "jira.yaml",
+            (
+                "        max_results: {type: integer",
+                "        project: {type: string}\n        max_results: {type: integer",
+            ),
+            "GEN220:input 'project' is never sent: no template of http uses {project}",
+        ),
+        (  # not an identifier: the runtime would send "{issue-key}" as text
+            "jira.yaml",
+            [
+                ("required: [issue_key, summary]", "required: [issue-key, summary]"),
+                ("        issue_key: {type: string", "        issue-key: {type: string"),
+                ("path: /issue/{issue_key}", "path: /issue/{issue-key}"),
+            ],
+            "GEN207:{issue-key} in http.path is not a placeholder",
+        ),
         (
             "jira.yaml",
             ("items: issues\n", "items: issue\n"),
@@ -99,9 +116,9 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
     ],
 )
 def test_binding_mistakes_are_located_diagnostics(
-    tmp_path: Path, name: str, edit: tuple[str, str], expected: str
+    tmp_path: Path, name: str, edit: tuple[str, str] | list[tuple[str, str]], expected: str
 ) -> None:
-    found = _diagnostics(tmp_path, name, edit)
+    found = _diagnostics(tmp_path, name, *(edit if isinstance(edit, list) else [edit]))
     assert len(found) == 1, found
     line, message = found[0].split(":", 1)
     assert int(line) > 1 and message.startswith(expected), found

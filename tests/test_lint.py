@@ -203,10 +203,12 @@ def test_property_replacement_must_exist(tmp_path: Path) -> None:
     root = _many_tools(tmp_path, 1)
     big = root / "manifests" / "big.yaml"
     big.write_text(
-        big.read_text().replace(
+        big.read_text()
+        .replace(
             "properties: {}}\n    output",
             "properties: {old: {type: string, deprecated: true, x-replacement: nope}}}\n    output",
         )
+        .replace("path: /actions/0}", 'path: /actions/0, query: {old: "{old}"}}')
     )
     result = _lint(root)
     assert [d.code for d in result.diagnostics] == ["GEN218"]
