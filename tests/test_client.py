@@ -122,6 +122,7 @@ from datetime import UTC, datetime
 
 from fastn_gateway.client import GatewayClient, GatewayClientError
 from fastn_gateway.models.native import FastnCreateFlowInputStep, FastnCreateFlowInputTrigger
+from fastn_gateway.models.personalization import UpdateMemoryInputObservation
 from fastn_gateway.models.slack import SlackSendMessageOutput
 
 
@@ -134,11 +135,14 @@ async def main(key: str) -> str:
             steps=[FastnCreateFlowInputStep(tool="fastn_get_usage_summary")],
         )
         status: object = await gw.read_integration_status("slack")
+        note = UpdateMemoryInputObservation(text="prefers mornings", tags=["calendar", "prefs"])
+        stored = await gw.update_memory(observations=[note])
+        first_tag: str | None = note.tags[0] if note.tags else None
         try:
             await gw.fastn_list_integrations(status="active")
         except GatewayClientError as err:
             return err.code + str(err.retry_after)
-        return sent.ts + str(status)
+        return sent.ts + str(status) + str(stored) + str(first_tag)
 """
 
 USER_CODE_BAD = """\

@@ -93,7 +93,10 @@ capabilities:
         shipping: {address}
         returns: {address}
     output: {{type: object, properties: {{}}}}
-    http: {{method: POST, path: /ship}}
+    http:
+      method: POST
+      path: /ship
+      body: {{billing: "{{billing}}", shipping: "{{shipping}}", returns: "{{returns}}"}}
 """,
         },
     )

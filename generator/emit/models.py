@@ -9,6 +9,8 @@ and `provided` hands the outcomes it sent back to the emitter.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import contextlib
 import contextvars
 import re
@@ -75,4 +77,104 @@ def group_models(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
                     t.span,
                     f"expected model class {model} for tool {t.name!r} was not generated",
                 )
+    text = tidy(text, {m for t in tools for m in (t.input_model, t.output_model)})
     return {out.pkg(f"models/{group.name}.py"): text if text.endswith("\n") else text + "\n"}
+
+
+_BUILTINS = frozenset(dir(builtins))
+
+
+def tidy(text: str, tool_models: set[str]) -> str:
+    """Two repairs of datamodel-code-generator's output, for the people who type against it:
+
+    * a nested `class X(RootModel[T]): root: Annotated[T, ...]` (a constrained list item, a
+      pattern-checked string) becomes the type alias `X = Annotated[T, ...]`, so `tags=["a"]`
+      type-checks and values read back are plain `str`, not wrappers. Tool models stay
+      classes (the client relies on them), and so does any RootModel whose type names
+      something defined further down (an alias is evaluated at import);
+    * a model with a field named `model_...` (renamed from `model_dump` to `model_dump_`)
+      gets `protected_namespaces=()`, else Pydantic warns on import.
+    """
+    tree = ast.parse(text)
+    defined: set[str] = set(_BUILTINS)
+    edits: list[tuple[int, int, str]] = []  # (first line, last line, replacement), 1-based
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            defined |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ClassDef):
+            alias = None if node.name in tool_models else _as_alias(text, node, defined)
+            if alias is not None:
+                edits.append((node.lineno, node.end_lineno or node.lineno, alias))
+            else:
+                edits.extend(_unprotect(text, node))
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined |= {t.id for t in targets if isinstance(t, ast.Name)}
+    if not edits:
+        return text
+    lines = text.splitlines(keepends=True)
+    for first, last, replacement in sorted(edits, reverse=True):
+        lines[first - 1 : last] = [replacement]
+    result = "".join(lines)
+    if result.count("RootModel") == 1:  # only the import is left
+        result = re.sub(r"(from pydantic import [^\n]*?)\bRootModel, |, RootModel\b", r"\1", result)
+    return result
+
+
+def _as_alias(text: str, node: ast.ClassDef, defined: set[str]) -> str | None:
+    if not (
+        len(node.bases) == 1
+        and isinstance(node.bases[0], ast.Subscript)
+        and isinstance(node.bases[0].value, ast.Name)
+        and node.bases[0].value.id == "RootModel"
+        and not node.decorator_list
+        and not node.keywords
+    ):
+        return None
+    body = list(node.body)
+    doc = ast.get_docstring(node)
+    if doc is not None:
+        body = body[1:]
+    if not (
+        len(body) == 1
+        and isinstance(body[0], ast.AnnAssign)
+        and isinstance(body[0].target, ast.Name)
+        and body[0].target.id == "root"
+        and body[0].value is None
+    ):
+        return None
+    annotation = body[0].annotation
+    if not {n.id for n in ast.walk(annotation) if isinstance(n, ast.Name)} <= defined:
+        return None
+    source = ast.get_source_segment(text, annotation)
+    if source is None:
+        return None
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in (doc or "").splitlines())
+    return f"{comment}{node.name} = {source}\n"
+
+
+def _unprotect(text: str, node: ast.ClassDef) -> list[tuple[int, int, str]]:
+    fields = [
+        s.target.id
+        for s in node.body
+        if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+    ]
+    if not any(name.startswith("model_") for name in fields):
+        return []
+    for stmt in node.body:
+        if (
+            isinstance(stmt, ast.Assign)
+            and [getattr(t, "id", None) for t in stmt.targets] == ["model_config"]
+            and isinstance(stmt.value, ast.Call)
+            and not any(k.arg == "protected_namespaces" for k in stmt.value.keywords)
+        ):
+            call = ast.get_source_segment(text, stmt.value)
+            if call is None or not call.endswith(")"):
+                return []
+            inner = call[:-1].rstrip().rstrip(",")
+            sep = "" if inner.endswith("(") else ", "
+            indent = " " * stmt.col_offset
+            line = f"{indent}model_config = {inner}{sep}protected_namespaces=())\n"
+            return [(stmt.lineno, stmt.end_lineno or stmt.lineno, line)]
+    return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class RetrieveRelevantChunksInput(BaseModel):
@@ -75,8 +75,7 @@ class SearchOrAskOutput(BaseModel):
     citations: list[SearchOrAskOutputCitation]
 
 
-class UpdateMemoryInputObservationTag(RootModel[str]):
-    root: Annotated[str, Field(max_length=60)]
+UpdateMemoryInputObservationTag = Annotated[str, Field(max_length=60)]
 
 
 class UpdateMemoryInputObservation(BaseModel):

@@ -18,8 +18,6 @@ class FastnListIntegrationsInput(BaseModel):
 
 
 class FastnListIntegrationsOutput(BaseModel):
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
     class_: Annotated[str | None, Field(alias="class", description="'''")] = None
     model_config_: Annotated[int | None, Field(alias="model_config")] = None
