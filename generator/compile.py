@@ -1325,6 +1325,23 @@ def _entity_types(doc: Loaded | None) -> dict[str, ir.EntityType]:
     }
 
 
+def _check_package_metadata(ctx: _Ctx, doc: Loaded, pkg: dict[str, Any]) -> None:
+    """A license that packaging tools refuse when the generated package is built (the
+    version's form is checked by the schema)."""
+    from packaging.licenses import InvalidLicenseExpression, canonicalize_license_expression
+
+    if "license" in pkg:
+        try:
+            canonicalize_license_expression(pkg["license"])
+        except InvalidLicenseExpression:
+            ctx.err(
+                "GEN105",
+                doc.span(("package", "license")),
+                f"license {pkg['license']!r} is not an SPDX license expression",
+                "e.g. Apache-2.0, MIT, or LicenseRef-Proprietary",
+            )
+
+
 def _gateway(ctx: _Ctx, doc: Loaded, connectors: set[str], partial: bool) -> ir.Gateway:
     d = doc.data
     pkg, server = d["package"], d["server"]
@@ -1400,6 +1417,7 @@ def _gateway(ctx: _Ctx, doc: Loaded, connectors: set[str], partial: bool) -> ir.
                 span=doc.span(("tenants", i)),
             )
         )
+    _check_package_metadata(ctx, doc, pkg)
     auth = d.get("auth", {})
     lint = d.get("lint", {})
     return ir.Gateway(

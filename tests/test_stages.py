@@ -274,3 +274,12 @@ def test_unknown_schema_keywords_and_yaml_comma_splits_are_errors() -> None:
         "    output: {type: object}\n",
     )
     assert _compile(GATEWAY, native) == ["n.yaml:11:46:GEN219", "n.yaml:12:27:GEN219"]
+
+
+def test_package_license_is_an_spdx_expression() -> None:
+    def gateway(license_: str) -> tuple[str, str]:
+        package = f"{{name: p, import_name: p, version: '1', license: {license_}}}"
+        return ("g.yaml", f"version: 1\nkind: gateway\npackage: {package}\nserver: {{name: s}}\n")
+
+    assert _compile(gateway("Apache-2.0 OR MIT")) == []
+    assert _compile(gateway("Apache License 2.0")) == ["g.yaml:3:59:GEN105"]

@@ -434,6 +434,12 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
     if unknown:
         print(f"error: --base-url for unknown connector(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
+    path = sqlite_path(db_url)
+    if args.transport == "stdio" and not args.demo and path is not None and not path.exists():
+        # No database, so no key can be valid: creating an empty one would only hide a typo.
+        raise StoreError(
+            "no gateway database there: pass the --db the admin commands use, or --demo"
+        )
     runtime = GatewayRuntime.open(gateway, db_url, environ=environ, base_urls=base_urls)
     demo_token: str | None = None
     if args.demo:
@@ -455,7 +461,7 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
     gc.collect()
     gc.freeze()
     if args.transport == "stdio":
-        return _serve_stdio(gateway, runtime, environ, demo_token)
+        return _serve_stdio(gateway, runtime, environ, demo_token, db_url)
     import uvicorn
 
     from .app import build_http_app
@@ -482,7 +488,11 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
 
 
 def _serve_stdio(
-    gateway: GatewaySpec, runtime: Any, environ: Mapping[str, str], demo_token: str | None
+    gateway: GatewaySpec,
+    runtime: Any,
+    environ: Mapping[str, str],
+    demo_token: str | None,
+    db_url: str,
 ) -> int:
     from .app import serve_stdio
 
@@ -490,8 +500,9 @@ def _serve_stdio(
     if key is None or runtime.verifier.verify_sync(key) is None:
         runtime.close_sync()
         print(
-            f"error: set {api_key_env(gateway.import_name)} to a valid API key of a tenant "
-            f"(issue one with: python -m {gateway.import_name} admin key issue <tenant>)",
+            f"error: set {api_key_env(gateway.import_name)} to a valid API key of a tenant of "
+            f"{_shown_db(db_url)} (issue one with: python -m {gateway.import_name} admin "
+            f"--db {_shown_db(db_url)} key issue <tenant>)",
             file=sys.stderr,
         )
         return 1

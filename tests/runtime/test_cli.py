@@ -227,19 +227,41 @@ async def test_stdio_two_tenants(
     store.dispose()
 
 
+def _stdio_once(db: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, LAUNCHER, "serve", "--transport", "stdio", "--db", db],
+        env=env,
+        input=b"",
+        capture_output=True,
+        timeout=60,
+    )
+
+
 def test_stdio_refuses_a_bad_key(gateway, tmp_path: Path) -> None:
     db = str(tmp_path / "gw.db")
+    created = subprocess.run(
+        [sys.executable, LAUNCHER, "admin", "--db", db, "tenant", "create", "acme"],
+        env=_env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
     for env in (_env(), _env(FASTN_GATEWAY_API_KEY="gwk_wrong")):
-        proc = subprocess.run(
-            [sys.executable, LAUNCHER, "serve", "--transport", "stdio", "--db", db],
-            env=env,
-            input=b"",
-            capture_output=True,
-            timeout=60,
-        )
+        proc = _stdio_once(db, env)
         assert proc.returncode == 1
         assert b"FASTN_GATEWAY_API_KEY" in proc.stderr
+        assert f"admin --db {db} key issue".encode() in proc.stderr  # the hint names the db
         assert proc.stdout == b""
+
+
+def test_stdio_on_a_database_that_does_not_exist_says_so_and_creates_nothing(
+    gateway, tmp_path: Path
+) -> None:
+    typo = tmp_path / "reel.db"
+    proc = _stdio_once(str(typo), _env(FASTN_GATEWAY_API_KEY="gwk_whatever"))
+    assert proc.returncode == 1
+    assert b"no gateway database there" in proc.stderr and str(typo).encode() in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no empty database, no key file
 
 
 # ----------------------------------------------------------------------------- serve --demo (HTTP)
