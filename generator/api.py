@@ -212,13 +212,13 @@ def build(
     _result, files, diags = generate(options, workers=workers)
     if has_errors(diags):
         return BuildResult(diags)  # all-or-nothing: a failed build writes nothing
-    the_plan = plan(options.out, files)
     if check:
+        the_plan = plan(options.out, files)
         if interrupted(options.out):
             where = Span(file=f"{_rel(options.root, options.out)}/{JOURNAL}")
             diags = (*diags, error("GEN306", where, _INTERRUPTED))
         return BuildResult(diags, the_plan, diff(options.out, files, the_plan), files)
-    try:
+    try:  # `write` plans for itself, after putting back what a killed build left
         the_plan = write(options.out, files)
     except OSError as exc:
         where = Span(file=_rel(options.root, options.out))

@@ -153,9 +153,12 @@ def _swap(out_dir: Path, the_plan: Plan) -> None:
     }
     _write_durably(out_dir / JOURNAL, json.dumps(journal, indent=0, sort_keys=True) + "\n")
     try:
-        for rel in (*the_plan.added, *the_plan.changed):
+        for rel in the_plan.added:
             target = out_dir / rel
-            if rel in the_plan.changed and target.exists():
+            os.replace(_sibling(target, _TMP), target)
+        for rel in the_plan.changed:
+            target = out_dir / rel
+            if target.exists():
                 backup = _sibling(target, _OLD)
                 try:
                     os.link(target, backup)
