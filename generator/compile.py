@@ -23,7 +23,7 @@ from .diagnostics import Diagnostic, Span, error, has_errors
 from .load import JsonPath, Loaded
 from .names import MAX_TOOL_NAME, ClassName, PyIdent, is_valid_tool_name
 from .runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
-from .runtime.templating import PLACEHOLDER, split_path
+from .runtime.templating import PLACEHOLDER, list_index, split_path
 
 TYPE_REF_PREFIX = "#/types/"
 # Text in braces that is not a placeholder: sent as is, so an error when it names an input.
@@ -1165,14 +1165,14 @@ def _entity(
         record = _record_schema(ctx, doc, path, items, output_schema)
         if record is not None:
             for field_name, dotted in raw["fields"].items():
-                missing = _missing_segment(record, split_path(dotted), output_schema)
-                if missing is not None:
+                walk = _walk(record, split_path(dotted), output_schema)
+                if walk.missing is not None:
                     ctx.err(
                         "GEN213",
                         doc.span((*path, "fields", field_name)),
                         f"entity field {field_name!r} reads {dotted!r}, but the records of the "
-                        f"output schema have no {missing!r} there",
-                        _known_keys(record, split_path(dotted), output_schema),
+                        f"output schema have no {walk.missing!r} there",
+                        walk.hint,
                     )
     return ir.EntityMapping(
         type=raw["type"],
@@ -1221,19 +1221,11 @@ def _check_entity_args(
 
 
 def _resolve(schema: Any, root: dict[str, Any]) -> Any:
-    """Follow a local `$ref` (`#/$defs/...`); other schemas are returned as they are."""
-    seen = 0
-    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and seen < 32:
-        ref: str = schema["$ref"]
-        if not ref.startswith("#/"):
-            return None
-        target: Any = root
-        for part in ref[2:].split("/"):
-            part = part.replace("~1", "/").replace("~0", "~")
-            if not isinstance(target, dict) or part not in target:
-                return None
-            target = target[part]
-        schema, seen = target, seen + 1
+    """Follow local `$ref`s (`#/$defs/...`); other schemas are returned as they are."""
+    for _ in range(32):
+        if not (isinstance(schema, dict) and isinstance(schema.get("$ref"), str)):
+            break
+        schema = _resolve_pointer(root, schema["$ref"])
     return schema
 
 
@@ -1246,7 +1238,7 @@ def _step(schema: Any, segment: str, root: dict[str, Any]) -> tuple[bool, Any]:
     props = schema.get("properties")
     if isinstance(props, dict) and segment in props:
         return True, props[segment]
-    if "items" in schema and (segment.isdigit() or segment.lstrip("-").isdigit()):
+    if "items" in schema and list_index(segment) is not None:
         return True, schema["items"]
     if (
         isinstance(props, dict)
@@ -1260,47 +1252,44 @@ def _step(schema: Any, segment: str, root: dict[str, Any]) -> tuple[bool, Any]:
     return (additional is not False), (additional if isinstance(additional, dict) else None)
 
 
-def _missing_segment(schema: Any, segments: tuple[str, ...], root: dict[str, Any]) -> str | None:
-    """The first segment of a path that the schema rules out, or None."""
-    for segment in segments:
-        present, schema = _step(schema, segment, root)
-        if not present:
-            return segment
-        if schema is None:
-            return None
-    return None
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """Where a dotted path leads in a schema: the schema at its end (None when it cannot
+    tell), or the first segment the schema rules out and the hint naming what is there."""
+
+    schema: Any = None
+    missing: str | None = None
+    hint: str = ""
 
 
-def _known_keys(schema: Any, segments: tuple[str, ...], root: dict[str, Any]) -> str:
+def _walk(schema: Any, segments: tuple[str, ...], root: dict[str, Any]) -> _Walk:
     for segment in segments:
         present, inner = _step(schema, segment, root)
         if not present:
             props = (_resolve(schema, root) or {}).get("properties", {})
-            return "declared there: " + (", ".join(sorted(props)) or "none")
+            return _Walk(
+                missing=segment, hint="declared there: " + (", ".join(sorted(props)) or "none")
+            )
+        if inner is None:
+            return _Walk()
         schema = inner
-    return ""
+    return _Walk(schema=schema)
 
 
 def _record_schema(
     ctx: _Ctx, doc: Loaded, path: JsonPath, items: str, output_schema: dict[str, Any]
 ) -> Any:
     """The schema of one record that entity search maps (None when it cannot tell)."""
-    segments = split_path(items)
-    missing = _missing_segment(output_schema, segments, output_schema)
-    if missing is not None:
+    walk = _walk(output_schema, split_path(items), output_schema)
+    if walk.missing is not None:
         ctx.err(
             "GEN213",
             doc.span((*path, "items")),
-            f"entity items path {items!r} is not in the output schema (no {missing!r} there)",
-            _known_keys(output_schema, segments, output_schema),
+            f"entity items path {items!r} is not in the output schema (no {walk.missing!r} there)",
+            walk.hint,
         )
         return None
-    schema: Any = output_schema
-    for segment in segments:
-        _present, schema = _step(schema, segment, output_schema)
-        if schema is None:
-            return None
-    schema = _resolve(schema, output_schema)
+    schema = _resolve(walk.schema, output_schema)
     kind = schema.get("type") if isinstance(schema, dict) else None
     if (
         isinstance(schema, dict)
