@@ -82,6 +82,7 @@ from .templating import (
     Node,
     TextTemplate,
     compile_value,
+    digits,
     get_path,
     pairs,
     scalar_text,
@@ -450,17 +451,9 @@ def _header_text(value: Any) -> str:
 _MAY_HAVE_APPLIED: Final = " It may have applied the request anyway: check before repeating it."
 
 
-def _digits(text: str | None) -> int | None:
-    """The number `text` spells in ASCII digits (str.isdigit alone admits "²" and "١"), or
-    None."""
-    if text is None or not (text.isascii() and text.isdigit() and len(text) <= 18):
-        return None
-    return int(text)
-
-
 def _page_number(cursor: str) -> int | None:
     """The page number a `page` cursor holds (at least 1), else None."""
-    page = _digits(cursor)
+    page = digits(cursor)
     return page if page is not None and page >= 1 else None
 
 
@@ -469,7 +462,7 @@ def _cursor_value(plan: _ToolPlan, cursor: str) -> str | int:
     JSON body gets `50`, not `"50"`); a token is sent as is."""
     if plan.pagination == "cursor":
         return cursor
-    number = _page_number(cursor) if plan.pagination == "page" else _digits(cursor)
+    number = _page_number(cursor) if plan.pagination == "page" else digits(cursor)
     if number is None:
         what = "page number" if plan.pagination == "page" else "record offset"
         raise GatewayError(
@@ -488,12 +481,12 @@ def _page_size(
     if plan.size_param is not None:
         for key, value in query:
             if key == plan.size_param:
-                return _digits(value)
+                return digits(value)
         if body is not None and plan.size_param in body:
-            return _digits(scalar_text(body[plan.size_param]))
+            return digits(scalar_text(body[plan.size_param]))
         return None
     for key, value in query:
-        if key.lower() in PAGE_SIZE_PARAMS and (size := _digits(value)) is not None:
+        if key.lower() in PAGE_SIZE_PARAMS and (size := digits(value)) is not None:
             return size
     return None
 
@@ -1050,7 +1043,7 @@ class ConnectorExecutor:
         with anyio.fail_after(timeout):
             response = await self._client.send(request, stream=True)
             try:
-                declared = _digits(response.headers.get("content-length"))
+                declared = digits(response.headers.get("content-length"))
                 if declared is not None and declared > self._max_response_bytes:
                     raise _TooLarge
                 chunks: list[bytes] = []
@@ -1120,32 +1113,29 @@ class ConnectorExecutor:
                         f"{conn.spec.title} sent a response that could not be decoded.",
                         connector=name,
                     ) from None
-                except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.InvalidURL, OSError):
-                    # Nothing was sent: trying again is safe whatever the capability does.
+                except (httpx2.TransportError, httpx2.InvalidURL, OSError) as exc:
                     if can_retry:
                         await self._sleep(self._backoff(retries))
                         retries += 1
                         continue
+                    if isinstance(exc, httpx2.TransportError) and not isinstance(
+                        exc, httpx2.ConnectError | httpx2.ConnectTimeout
+                    ):  # the request went out and the connection broke before an answer
+                        raise self._fail(
+                            UPSTREAM_ERROR,
+                            f"The connection to {conn.spec.title} broke before it answered."
+                            + ("" if plan.idempotent else _MAY_HAVE_APPLIED),
+                            connector=name,
+                            details={"reason": "connection_dropped"},
+                            retryable=plan.idempotent,
+                        ) from None
+                    # Nothing was sent: trying again is safe whatever the capability does.
                     raise self._fail(
                         UPSTREAM_ERROR,
                         f"Could not connect to {conn.spec.title}.",
                         connector=name,
                         details={"reason": "connection_failed"},
                         retryable=True,
-                    ) from None
-                except httpx2.TransportError:
-                    # The request went out and the connection broke before an answer.
-                    if can_retry:
-                        await self._sleep(self._backoff(retries))
-                        retries += 1
-                        continue
-                    raise self._fail(
-                        UPSTREAM_ERROR,
-                        f"The connection to {conn.spec.title} broke before it answered."
-                        + ("" if plan.idempotent else _MAY_HAVE_APPLIED),
-                        connector=name,
-                        details={"reason": "connection_dropped"},
-                        retryable=plan.idempotent,
                     ) from None
                 status = reply.status
 
@@ -1183,7 +1173,7 @@ class ConnectorExecutor:
                     )
                 if rate_limited:
                     wait = parse_retry_after(reply.headers.get("retry-after"))
-                    reset = _digits(reply.headers.get("x-ratelimit-reset"))
+                    reset = digits(reply.headers.get("x-ratelimit-reset"))
                     if wait is None and reset is not None:
                         wait = max(0.0, reset - time.time())
                     if can_retry and (wait is None or wait <= self._max_retry_after):
@@ -1399,7 +1389,7 @@ class ConnectorExecutor:
             return url
         records = _first_list(data, output)
         if plan.pagination == "offset":
-            offset = (_digits(cursor) or 0) if cursor is not None else 0
+            offset = (digits(cursor) or 0) if cursor is not None else 0
             if not records or (page_size is not None and len(records) < page_size):
                 return None  # an empty or short page is the last one
             following = offset + len(records)

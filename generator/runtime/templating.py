@@ -293,12 +293,20 @@ def get_path(data: Any, path: str | tuple[str, ...]) -> Any:
     return current
 
 
+def digits(text: str | None) -> int | None:
+    """The number `text` spells in ASCII digits (str.isdigit alone admits "²" and "١"), or
+    None."""
+    if text is None or not (text.isascii() and text.isdigit() and len(text) <= 18):
+        return None
+    return int(text)
+
+
 def list_index(segment: str) -> int | None:
     """The list index a path segment spells (ASCII digits, optionally after `-`), else None."""
-    digits = segment[1:] if segment.startswith("-") else segment
-    if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
+    magnitude = digits(segment.removeprefix("-"))
+    if magnitude is None:
         return None
-    return int(segment)
+    return -magnitude if segment.startswith("-") else magnitude
 
 
 def split_path(path: str) -> tuple[str, ...]:
