@@ -136,6 +136,7 @@ async def test_new_credentials_are_used_on_the_next_call(
 
 async def test_upstream_auth_failure_marks_needs_reauth_and_hides_tools(world, upstream) -> None:
     upstream.shopify_tokens.discard("shpat-acme")
+    before = len(upstream.requests)
     try:
         async with Client(world.server(world.a_rw)) as c:
             r = await c.call_tool("shopify_list_orders", {})
@@ -144,14 +145,49 @@ async def test_upstream_auth_failure_marks_needs_reauth_and_hides_tools(world, u
             assert "shpat-acme" not in r.content[0].text
             names = set(await all_tools(c))
             assert not any(n.startswith("shopify_") for n in names)
-            with pytest.raises(MCPError, match="Unknown tool"):
-                await c.call_tool("shopify_list_orders", {})
+            again = envelope(await c.call_tool("shopify_list_orders", {}))
+            assert again["code"] == "not_connected" and again["retryable"] is False
+            assert again["details"] == {
+                "connector": "shopify",
+                "state": "needs_reauth",
+                "tool": "shopify_list_orders",
+            }
+            assert "reconnect Shopify" in again["message"]
+            assert len(upstream.requests) == before + 1
             status = await c.call_tool("fastn_get_integration_status", {"connector": "shopify"})
             assert status.structured_content["state"] == "needs_reauth"
             assert status.structured_content["last_error"] == "upstream_auth_failed"
-            assert status.structured_content["errors_24h"] == 1
+            assert status.structured_content["errors_24h"] == 2  # the refused retry counts
     finally:
         upstream.shopify_tokens.add("shpat-acme")
+
+
+async def test_a_disconnected_connectors_tool_says_so_only_to_its_tenant(world, upstream) -> None:
+    """A model holding an older listing calls a tool of a connection its tenant has since
+    disconnected: the error names the reason. Keys without the tool's scope, and tenants that
+    never connected the connector, still get an unknown tool."""
+    await world.runtime.disconnect(world.a.id, "shopify")
+    await world.runtime.disconnect(world.a.id, "slack")
+    before = len(upstream.requests)
+    async with Client(world.server(world.a_rw)) as c:
+        err = envelope(await c.call_tool("shopify_list_orders", {}))
+        events = await c.call_tool(
+            "fastn_get_event_history", {"type": "tool_call", "status": "error"}
+        )
+    assert err["code"] == "not_connected"
+    assert err["details"]["state"] == "disconnected"
+    assert "connect Shopify" in err["message"]
+    assert len(upstream.requests) == before
+    assert any(
+        e["error_code"] == "not_connected" and e["connector"] == "shopify"
+        for e in events.structured_content["events"]
+    )
+    async with Client(world.server(world.a_read)) as c:
+        with pytest.raises(MCPError, match="Unknown tool: slack_send_message"):
+            await c.call_tool("slack_send_message", {"channel": "C1", "text": "hi"})
+    async with Client(world.server(world.b_rw)) as c:
+        with pytest.raises(MCPError, match="Unknown tool: shopify_list_orders"):
+            await c.call_tool("shopify_list_orders", {})
 
 
 async def test_quota_refusal(world, sqlite_store: Store) -> None:

@@ -11,7 +11,8 @@ notifier). `GatewayRuntime.build_server()` returns the SDK `Server` whose handle
   connections, filtered by the key's scopes (a tool is visible iff its scope is one of the
   key's scopes), cursor-paginated, from prebuilt `types.Tool` objects indexed by connector;
 * call a tool only if the caller could list it (otherwise it is reported exactly like an
-  unknown tool), after validating the arguments (JSON Schema 2020-12, cached validators) and
+  unknown tool, except a tool of the tenant's own connection that awaits re-authorisation or
+  was disconnected: a `not_connected` tool error says so), after validating the arguments (JSON Schema 2020-12, cached validators) and
   the quota, and validate every structured result against the tool's output schema;
 * report every failure as the one JSON error envelope of `errors.py`: a tool error
   (`is_error`) for tool failures, a JSON-RPC error carrying the envelope as `data` for
@@ -75,6 +76,7 @@ from .errors import (
     FORBIDDEN,
     INTERNAL_ERROR,
     INVALID_ARGUMENTS,
+    NOT_CONNECTED,
     UNAUTHENTICATED,
     UNKNOWN_TOOL,
     UPSTREAM_AUTH_FAILED,
@@ -481,6 +483,40 @@ class GatewayRuntime:
             self._opened[key] = opened
         return dict(opened)
 
+    def lapsed_connection(
+        self, name: str, snap: TenantSnapshot, scopes: frozenset[str]
+    ) -> GatewayError | None:
+        """Why a hidden tool of the tenant's own connector cannot run, or None.
+
+        A tool of a connector the tenant connected once, now awaiting re-authorisation or
+        disconnected, is hidden from the listing, but a model holding an older listing may
+        still call it: it gets `not_connected` with the reason. The connection is the tenant's
+        own, so this reveals nothing; any other hidden tool stays an unknown tool.
+        """
+        spec = self.index.specs.get(name)
+        if spec is None or spec.connector is None or spec.scope not in scopes:
+            return None
+        record = snap.connections.get(spec.connector)
+        if record is None or record.state == "active":
+            return None
+        title = self.gateway.connectors[spec.connector].title
+        if record.state == "needs_reauth":
+            message = (
+                f"The {title} connection needs to be re-authorised: {title} refused its "
+                f"credentials. Ask the user to reconnect {title}, then retry."
+            )
+        else:
+            message = (
+                f"{title} is disconnected for this workspace. "
+                f"Ask the user to connect {title} to use {name}."
+            )
+        return GatewayError(
+            NOT_CONNECTED,
+            message,
+            details={"connector": spec.connector, "state": record.state, "tool": name},
+            retryable=False,
+        )
+
     async def mark_needs_reauth(self, tenant_id: str, connector: str) -> None:
         changed = await self.run_db(
             self.store.mark_needs_reauth, tenant_id, connector, UPSTREAM_AUTH_FAILED
@@ -695,16 +731,20 @@ class _Handlers:
         started = time.perf_counter()
         at = now_us()
         if spec is None:
+            lapsed = rt.lapsed_connection(name, snap, principal.scopes)
             rt.recorder.record_event(
                 make_event(
                     principal.tenant_id,
                     "tool_call",
                     "error",
                     at=at,
+                    connector=lapsed.details["connector"] if lapsed else None,
                     tool=name[:64],
-                    error_code=UNKNOWN_TOOL,
+                    error_code=lapsed.code if lapsed else UNKNOWN_TOOL,
                 )
             )
+            if lapsed is not None:
+                return tool_error(lapsed)
             raise unknown_tool_error(name)
         rt.notifier.register(principal.tenant_id, ctx)
         args: dict[str, Any] = dict(params.arguments or {})
