@@ -42,7 +42,9 @@ class GatewayClient(
     from the tool's input model, returning its validated output model) and one reader
     per resource. Every failure raises GatewayClientError with the gateway's error
     envelope: code, message, details, retryable, retry_after. A tool the caller cannot
-    see raises code unknown_tool, exactly like an unknown one.
+    see raises code unknown_tool, exactly like an unknown one; a tool of the tenant's
+    own connection that awaits re-authorisation or was disconnected raises
+    not_connected.
 
     Example::
 
