@@ -1416,6 +1416,7 @@ def _gateway(ctx: _Ctx, doc: Loaded, connectors: set[str], partial: bool) -> ir.
         summary=pkg.get("summary", f"MCP gateway {server['name']}"),
         license=pkg.get("license"),
         authors=tuple(pkg.get("authors", ())),
+        urls=tuple(pkg.get("urls", {}).items()),
         server_name=server["name"],
         title=server.get("title"),
         instructions=server.get("instructions", "").strip() or None,

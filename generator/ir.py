@@ -207,6 +207,7 @@ class Gateway:
     summary: str
     license: str | None
     authors: tuple[str, ...]
+    urls: Pairs  # package index links, by label, in the manifest's order
     server_name: str
     title: str | None
     instructions: str | None

@@ -121,12 +121,33 @@ def test_tools_md_documents_every_tool(catalog: Any) -> None:
         assert f"| `{r.uri_template or r.uri}` |" in text and f"gw.read_{r.name}(" in text
 
 
-def test_readme_and_tools_md_links_resolve() -> None:
-    readme = (GENERATED / "README.md").read_text(encoding="utf-8")
+def test_tools_md_links_resolve() -> None:
     tools = (GENERATED / "TOOLS.md").read_text(encoding="utf-8")
     anchors = set(re.findall(r'<a id="([^"]+)"></a>', tools))
-    links = re.findall(r"\(TOOLS\.md#([^)]+)\)", readme) + re.findall(r"\(#([^)]+)\)", tools)
+    links = re.findall(r"\(#([^)]+)\)", tools)
     assert links and set(links) <= anchors
+
+
+def test_readme_reads_whole_on_a_package_index(catalog: Any) -> None:
+    """The README is the index page, where relative links lead nowhere: it links no file and
+    sums each tool up in its own row."""
+    readme = (GENERATED / "README.md").read_text(encoding="utf-8")
+    assert not re.findall(r"\]\((?!https?://)[^)]*\)", readme)
+    _tables_are_well_formed(readme)
+    rows = [[c.strip() for c in _cells(line)] for line in readme.splitlines()]
+    by_name = {cells[0]: cells for cells in rows if len(cells) == 4}
+    for name, spec in catalog.tools.items():
+        summary = by_name[f"`{name}`"][3]
+        assert summary and len(summary) <= 170
+        assert summary.rstrip(".…").replace("\\", "")[:40] in " ".join(spec.description.split())
+
+
+def test_first_sentence_keeps_abbreviations_and_cuts_at_a_word() -> None:
+    assert artifacts.first_sentence("Search (e.g. `is:open`). More.") == "Search (e.g. `is:open`)."
+    assert artifacts.first_sentence("List i.e. Shopify orders. Then") == "List i.e. Shopify orders."
+    assert artifacts.first_sentence("Version 2.0 of it.\n Next one.") == "Version 2.0 of it."
+    long = artifacts.first_sentence("word " * 60)
+    assert len(long) <= 160 and long.endswith("word…")
 
 
 def test_hostile_text_cannot_break_tools_md_tables() -> None:
@@ -231,6 +252,25 @@ def test_dependencies_cover_every_import_of_the_package() -> None:
         "email"
         in Requirement(next(d for d in SERVER_DEPENDENCIES if d.startswith("pydantic"))).extras
     )
+
+
+def test_package_urls_become_project_urls(tmp_path: Path) -> None:
+    gateway = (GENERATED.parent / "manifests" / "gateway.yaml").read_text(encoding="utf-8")
+    urls = (
+        "  urls:\n    Repository: https://git.example.com/acme/gateway\n"
+        "    Issue tracker: https://git.example.com/acme/gateway/issues\n"
+    )
+    root = make_project(tmp_path, copy_defaults=True)
+    (root / "manifests" / "gateway.yaml").write_text(
+        gateway.replace("  license: Apache-2.0\n", "  license: Apache-2.0\n" + urls),
+        encoding="utf-8",
+    )
+    assert api.build(options(root)).ok
+    meta = tomllib.loads((root / "generated" / "pyproject.toml").read_text(encoding="utf-8"))
+    assert meta["project"]["urls"] == {
+        "Repository": "https://git.example.com/acme/gateway",
+        "Issue tracker": "https://git.example.com/acme/gateway/issues",
+    }
 
 
 def test_minimal_gateway_without_license_omits_the_field() -> None:

@@ -104,6 +104,10 @@ def test_schema_errors_map_to_lines_and_columns() -> None:
     assert _validate(gateway + quotas % "10") == []
     assert _validate(gateway + quotas % "10.0") == [("GEN103", 5, 59)]
     assert _validate("version: 1\nkind: types\ntypes: {a: {}}\n") == [("GEN105", 3, 9)]
+    urls = gateway.replace("'1'}", "'1', urls: {%s}}") + "server: {name: s}\n"
+    assert _validate(urls % "Docs: 'https://d.example/x'") == []
+    assert _validate(urls % "Docs: 'ftp://d.example/x'") == [("GEN105", 3, 63)]
+    assert _validate(urls % "'9 lives': 'https://d.example/'") == [("GEN105", 3, 57)]
     got = _validate("version: 1\nkind: types\ntypes: {A: {}}\nextra: 1\n")
     assert got == [("GEN102", 4, 1)]
 

@@ -33,13 +33,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 CLIENT_SCRIPT = r"""
-import asyncio, json, sys
+import asyncio, importlib.resources, json, sys
 import fastn_gateway
 from fastn_gateway.client import GatewayClient, GatewayClientError
 from fastn_gateway.models.personalization import UpdateMemoryInputObservation
 
 key, db, config_path = sys.argv[1], sys.argv[2], sys.argv[3]
 out = {"package_file": fastn_gateway.__file__}
+shipped = importlib.resources.files("fastn_gateway")
+out["shipped_tools"] = sorted(
+    t["name"] for t in json.loads((shipped / "tools.json").read_text())["tools"]
+)
+out["tools_md"] = (shipped / "TOOLS.md").read_text().count("### `")
 try:
     import generator  # noqa: F401  (the repository must not be importable)
     out["repo_importable"] = True
@@ -90,6 +95,8 @@ def test_wheel_installs_into_a_clean_venv_and_serves_over_stdio(tmp_path: Path) 
         src,
         ignore=shutil.ignore_patterns("__pycache__", "dist", "build", "var", ".mcpforge-files"),
     )
+    # A publisher's own license file next to the generated ones (the generator does not own it)
+    (src / "LICENSE").write_text("Apache License\nVersion 2.0, January 2004\n", encoding="utf-8")
     env = {
         k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
     }
@@ -112,6 +119,10 @@ def test_wheel_installs_into_a_clean_venv_and_serves_over_stdio(tmp_path: Path) 
         f"{PKG}/runtime/client_base.py",
         f"{PKG}/py.typed",
         f"{PKG}/catalog/__init__.py",
+        f"{PKG}/TOOLS.md",
+        f"{PKG}/tools.json",
+        f"{PKG}/claude_desktop_config.stdio.json",
+        f"{dist.replace('-', '_')}-{version}.dist-info/licenses/LICENSE",
     } <= names
     assert not any(n.startswith(("generator/", "tests/")) for n in names)
     assert "License-Expression: Apache-2.0" in metadata and f"Name: {dist}" in metadata
@@ -155,6 +166,10 @@ def test_wheel_installs_into_a_clean_venv_and_serves_over_stdio(tmp_path: Path) 
     assert Path(out["package_file"]).is_relative_to(venv)
     assert out["repo_importable"] is False
     assert {"fastn_get_usage_summary", "search_or_ask", "update_memory"} <= set(out["tools"])
+    catalog = json.loads((GENERATED / "tools.json").read_text(encoding="utf-8"))
+    assert (
+        out["shipped_tools"] == sorted(t["name"] for t in catalog["tools"]) and out["tools_md"] > 20
+    )
     assert not any(t.startswith("slack_") for t in out["tools"])
     assert out["plan"] == "starter"
     assert "2pm" in out["answer"]

@@ -104,6 +104,21 @@ def md_cell(text: str) -> str:
     return md_text(" ".join(text.split()))
 
 
+# A full stop, then a capital: "(e.g. Slack)" and "i.e. Shopify" are not sentence ends.
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!e\.g\.)(?<!i\.e\.)(?<!etc\.)\s+(?=[A-Z0-9])")
+
+
+def first_sentence(text: str, limit: int = 160) -> str:
+    """A description's first sentence on one line, cut at a word to `limit` characters."""
+    one = " ".join(text.split())
+    found = _SENTENCE_END.search(one)
+    if found is not None:
+        one = one[: found.start()]
+    if len(one) > limit:
+        one = one[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return one
+
+
 def md_code(text: str) -> str:
     """Inline code that holds any text (backticks and pipes included)."""
     text = " ".join(text.split()).replace("|", "\\|")

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import ir
 from ..render import literal, python_header, render, text_header
 from . import FileSet, Output, fragment
-from .artifacts import env_prefix, md_cell, md_text
+from .artifacts import env_prefix, first_sentence, md_cell, md_text
 from .client import CLIENT_CLASS, client_example, session_example
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
@@ -31,7 +31,8 @@ SERVER_DEPENDENCIES = (
     "httpx2>=2.10,<3",
 )
 POSTGRES_EXTRA = ("psycopg[binary]>=3.2,<4",)
-# Files of the distribution besides the package (sdist only; the wheel holds the package).
+# Files of the distribution besides the package: in the sdist at the top, and (all but the
+# README, which is the index page) in the wheel inside the package.
 SDIST_FILES = (
     "README.md",
     "TOOLS.md",
@@ -63,6 +64,7 @@ def package_files(project: ir.Project, out: Output) -> FileSet:
             postgres=POSTGRES_EXTRA,
             json=json.dumps,
             sdist=SDIST_FILES + (str(g.import_name),),
+            shipped=[f for f in SDIST_FILES if f != "README.md"],
         ),
         "README.md": render(
             "package_readme.md.j2",
@@ -76,6 +78,7 @@ def package_files(project: ir.Project, out: Output) -> FileSet:
             client_class=CLIENT_CLASS,
             example=client_example(project),
             session_example=session_example(project),
+            summaries={t.name: md_cell(first_sentence(t.description)) for t in project.tools},
         ),
         out.pkg("__init__.py"): render("package_init.py.j2", header=header, g=g, lit=literal),
         out.pkg("__main__.py"): render("package_main.py.j2", header=header, g=g),
