@@ -25,8 +25,10 @@ import getpass
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
+from errno import EADDRINUSE
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -105,7 +107,7 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
     )
     s.add_argument("--transport", choices=["http", "stdio"], default="http", help="transport")
     s.add_argument("--host", default="127.0.0.1", help="HTTP: interface to listen on")
-    s.add_argument("--port", type=int, default=8000, help="HTTP: port")
+    s.add_argument("--port", type=int, default=8000, help="HTTP: port (0: any free port)")
     s.add_argument("--stateless", action="store_true", help="HTTP: no MCP sessions")
     s.add_argument("--sse", action="store_true", help="HTTP: answer POSTs with SSE streams")
     s.add_argument(
@@ -434,6 +436,21 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
     if unknown:
         print(f"error: --base-url for unknown connector(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
+    listener: socket.socket | None = None
+    if args.transport == "http":
+        # Bound before anything is announced: a port in use fails here, with nothing printed
+        # that claims otherwise, and --port 0 announces the port the system chose.
+        try:
+            listener = _listen(args.host, args.port)
+        except OSError as exc:
+            hint = ": pass another --port (0 picks a free one)" if exc.errno == EADDRINUSE else ""
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            print(
+                f"error: cannot listen on {args.host}:{args.port}: {reason}{hint}",
+                file=sys.stderr,
+            )
+            return 1
+        args.port = listener.getsockname()[1]
     path = sqlite_path(db_url)
     if args.transport == "stdio" and not args.demo and path is not None and not path.exists():
         # No database, so no key can be valid: creating an empty one would only hide a typo.
@@ -483,8 +500,15 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
             file=sys.stderr,
             flush=True,
         )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    assert listener is not None
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
 
 
 def _serve_stdio(

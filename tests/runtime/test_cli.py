@@ -342,6 +342,46 @@ async def test_serve_demo_over_http(gateway, tmp_path: Path) -> None:
     assert TOKEN_RE.search(banner2).group(0) == token.group(0)  # type: ignore[union-attr]
 
 
+async def test_serve_announces_the_address_only_once_it_is_bound(gateway, tmp_path: Path) -> None:
+    """A port in use fails before anything is announced or created; port 0 announces the port
+    the system chose, which already accepts connections."""
+    import re
+    import socket
+
+    db = tmp_path / "var" / "g.db"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, LAUNCHER, "serve", "--demo", "--port", str(port), "--db", str(db)],
+            env=_env(),
+            capture_output=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert "--port" in err and "serving" not in err and "API key" not in err
+    assert not db.exists()
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(gateway, ["admin", "--db", str(db), "tenant", "create", "acme"]) == 0
+    server = subprocess.Popen(
+        [sys.executable, LAUNCHER, "serve", "--port", "0", "--db", str(db)],
+        env=_env(),
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline().decode()
+        found = re.search(r"serving http://127\.0\.0\.1:(\d+)/mcp", line)
+        assert found is not None and found.group(1) != "0", line
+        async with httpx2.AsyncClient() as h:
+            r = await h.post(f"http://127.0.0.1:{found.group(1)}/mcp", json={}, timeout=30)
+        assert r.status_code == 401
+    finally:
+        _stop(server)
+
+
 # ----------------------------------------------------------------- the generated package
 
 
