@@ -770,7 +770,7 @@ class ConnectorExecutor:
         self, tool: ToolSpec, mapping: EntityMapping, query: str, limit: int
     ) -> dict[str, Any]:
         node = compile_value(dict(mapping.args))
-        args = node.render({"query": query, "limit": limit})
+        args: dict[str, Any] = node.render({"query": query, "limit": limit})
         props = tool.input_schema.get("properties", {})
         for key, value in list(args.items()):
             prop = props.get(key)
@@ -1058,7 +1058,7 @@ class ConnectorExecutor:
         return _Reply(response.status_code, response.headers, b"".join(chunks))
 
     def _backoff(self, retry_index: int) -> float:
-        ceiling = min(self._backoff_max, self._backoff_base * (2**retry_index))
+        ceiling = min(self._backoff_max, self._backoff_base * (2.0**retry_index))
         return ceiling * (0.5 + random.random() / 2)
 
     async def _call(

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
@@ -289,7 +290,7 @@ def make_engine(url: str) -> Engine:
             full, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False
         )
 
-        @sa.event.listens_for(engine, "connect")
+        @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
@@ -300,7 +301,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-        @sa.event.listens_for(engine, "begin")
+        @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             immediate = conn.get_execution_options().get("gateway_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -905,7 +906,7 @@ class Store:
             )
         return IssuedKey(token, info)
 
-    def _key_query(self) -> sa.Select[Any]:
+    def _key_query(self) -> sa.Select[*tuple[Any, ...]]:
         return sa.select(*_KEY_COLUMNS).select_from(
             api_keys.outerjoin(users, users.c.id == api_keys.c.user_id)
         )
@@ -973,7 +974,7 @@ class Store:
             conn.rollback()
         return _key_record(row)
 
-    def _lookup_key_raw(self, key_hash: str) -> Any:
+    def _lookup_key_raw(self, key_hash: str) -> KeyRecord | None:
         """SQLite: rows are cached per thread until the database changes.
 
         `PRAGMA data_version` changes whenever another connection (any thread or process)
