@@ -362,3 +362,65 @@ def tokens_command(
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.group(name="new")
+def new_group() -> None:
+    """Start a new manifest from a template that compiles as it is."""
+
+
+@new_group.command(name="connector")
+@click.argument("name")
+@click.option("--base-url", required=True, help="The API's base URL, e.g. https://api.acme.com/v2.")
+@click.option("--title", default=None, help="Display name [default: from NAME].")
+@click.option(
+    "--auth",
+    type=click.Choice(["bearer", "api_key", "basic", "oauth2", "none"]),
+    default="bearer",
+    show_default=True,
+    help="How a tenant's credentials are sent.",
+)
+@_project
+@_manifests
+@_error_format
+def new_connector_command(
+    name: str,
+    base_url: str,
+    title: str | None,
+    auth: str,
+    root: Path,
+    manifests: Path | None,
+    error_format: ErrorFormat,
+) -> None:
+    """Write manifests/connectors/NAME.yaml: auth, base URL and one example capability.
+
+    Nothing is written when the file exists or when the project would not compile with it
+    (a connector NAME already declared elsewhere, for instance)."""
+    from . import scaffold
+
+    options = _options(root, manifests)
+    try:
+        made = scaffold.new_connector(
+            options,
+            name,
+            title=title,
+            base_url=base_url,
+            auth=auth,  # type: ignore[arg-type]
+        )
+    except scaffold.ScaffoldError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    if made.path is None:
+        _report(made.diagnostics, error_format)
+        click.echo(
+            f"nothing written: the project would not compile with connector {name}", err=True
+        )
+        sys.exit(EXIT_FAIL)
+    shown = (
+        made.path.relative_to(options.root) if made.path.is_relative_to(options.root) else made.path
+    )
+    click.echo(
+        f"wrote {shown}: connector {name} with the example tool {name}_list_items; "
+        "replace it with the API's operations, then run gen build",
+        err=True,
+    )

@@ -1,0 +1,127 @@
+"""`gen new connector`: a starting connector manifest that compiles as it is.
+
+The file is created only if the project still compiles with it (no diagnostic that was not
+there before), so a scaffold never leaves the manifests broken: a connector name that is
+taken, for instance, is reported and nothing stays written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from . import api
+from .diagnostics import Diagnostic, Severity
+from .render import render
+from .validate import SCHEMA_PATH
+
+AuthType = Literal["none", "bearer", "api_key", "basic", "oauth2"]
+AUTH_TYPES: tuple[AuthType, ...] = ("bearer", "api_key", "basic", "oauth2", "none")
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+_AUTH: dict[str, tuple[str, ...]] = {
+    "none": ("type: none",),
+    "bearer": (
+        "type: bearer",
+        "token_field: token",
+        "fields:",
+        "  - {name: token, title: API token}",
+    ),
+    "api_key": (
+        "type: api_key",
+        "header: X-API-Key                     # the header the API reads the key from",
+        "key_field: api_key",
+        "fields:",
+        "  - {name: api_key, title: API key}",
+    ),
+    "basic": (
+        "type: basic",
+        "username_field: username",
+        "password_field: password",
+        "fields:",
+        "  - {name: username, title: Username, secret: false}",
+        "  - {name: password, title: Password}",
+    ),
+    "oauth2": (
+        "type: oauth2",
+        "token_field: access_token",
+        "refresh_token_field: refresh_token",
+        "client_id_field: client_id",
+        "client_secret_field: client_secret",
+        "# token_url: https://...              # to refresh expired access tokens",
+        "fields:",
+        "  - {name: access_token, title: Access token}",
+        "  - {name: refresh_token, title: Refresh token, required: false}",
+        "  - {name: client_id, title: OAuth client id, secret: false, required: false}",
+        "  - {name: client_secret, title: OAuth client secret, required: false}",
+    ),
+}
+
+
+class ScaffoldError(Exception):
+    """A request that cannot be scaffolded (bad name, file exists): a usage error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scaffolded:
+    path: Path | None  # None: nothing written
+    diagnostics: tuple[Diagnostic, ...]  # what the new file caused (then path is None)
+
+
+def connector_text(name: str, title: str, base_url: str, auth: AuthType, target: Path) -> str:
+    schema = os.path.relpath(SCHEMA_PATH, target.parent).replace(os.sep, "/")
+    return render(
+        "new_connector.yaml.j2",
+        name=name,
+        title=title,
+        base_url=base_url,
+        auth=_AUTH[auth],
+        schema_path=schema,
+        q=lambda text: json.dumps(text, ensure_ascii=False),
+    )
+
+
+def new_connector(
+    options: api.Options, name: str, *, title: str | None, base_url: str, auth: AuthType
+) -> Scaffolded:
+    if not NAME.match(name):
+        raise ScaffoldError(
+            f"connector name {name!r}: lower-case snake_case, a letter first, at most 48 characters"
+        )
+    if not re.match(r"^https?://[^\s/]+", base_url):
+        raise ScaffoldError(
+            f"--base-url {base_url!r}: an http(s) URL, e.g. https://api.example.com"
+        )
+    target = options.manifests / "connectors" / f"{name}.yaml"
+    if target.exists():
+        shown = target.relative_to(options.root) if target.is_relative_to(options.root) else target
+        raise ScaffoldError(f"{shown.as_posix()} exists; edit it instead")
+    shown_title = title or name.replace("_", " ").title()
+    text = connector_text(name, shown_title, base_url.rstrip("/"), auth, target)
+    before = _problems(options)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "x", encoding="utf-8") as f:
+        f.write(text)
+    added = tuple(d for d in _diagnostics(options) if _key(d) not in before)
+    if any(d.severity is Severity.ERROR for d in added):
+        target.unlink()
+        return Scaffolded(None, added)
+    return Scaffolded(target, ())
+
+
+def _diagnostics(options: api.Options) -> tuple[Diagnostic, ...]:
+    return api.compile_manifests(options).diagnostics
+
+
+def _key(d: Diagnostic) -> tuple[str, str, str]:
+    return (d.code, str(d.span.file), d.message)
+
+
+def _problems(options: api.Options) -> set[tuple[str, str, str]]:
+    if not options.manifests.is_dir():
+        return set()
+    return {_key(d) for d in _diagnostics(options)}

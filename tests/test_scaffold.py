@@ -1,0 +1,130 @@
+"""`gen new connector`: the scaffold compiles as it is, its example tool calls a real HTTP
+stand-in with the tenant's credentials and pages, and a scaffold that would break the project
+writes nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from helpers import make_project, options
+
+from generator import api
+from generator.cli import main
+from generator.runtime.executor import CallContext, ConnectorExecutor
+from tests.runtime.upstreams import Received, Reply, Upstream
+
+ITEMS = [{"id": f"it_{i}", "name": f"Item {i}"} for i in range(5)]
+CREDENTIALS: dict[str, dict[str, str]] = {
+    "bearer": {"token": "tok-acme-1234567"},
+    "api_key": {"api_key": "key-acme-1234567"},
+    "basic": {"username": "ops", "password": "pw-acme-1234567"},
+    "oauth2": {"access_token": "oat-acme-1234567"},
+    "none": {},
+}
+
+
+def _authorised(auth: str, req: Received) -> bool:
+    creds = CREDENTIALS[auth]
+    if auth in ("bearer", "oauth2"):
+        token = creds.get("token") or creds["access_token"]
+        return req.headers.get("authorization") == f"Bearer {token}"
+    if auth == "api_key":
+        return req.headers.get("x-api-key") == creds["api_key"]
+    if auth == "basic":
+        pair = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
+        return req.headers.get("authorization") == f"Basic {pair}"
+    return "authorization" not in req.headers
+
+
+class ItemsApi(Upstream):
+    """GET /v2/items?limit=&cursor=, answering {"data": [...], "next_cursor": ...}."""
+
+    auth = "bearer"
+
+    def handle(self, req: Received) -> Reply:
+        if not _authorised(self.auth, req):
+            return Reply(401, {"error": {"message": "bad credentials"}})
+        if req.method != "GET" or req.path != "/v2/items":
+            return Reply(404, {"error": {"message": "no such route"}})
+        start = int(req.args.get("cursor", "0"))
+        size = int(req.args.get("limit", "20"))
+        end = start + size
+        return Reply(200, {"data": ITEMS[start:end], "next_cursor": str(end) if end < 5 else None})
+
+
+@pytest.fixture(scope="module")
+def items_api() -> Any:
+    server = ItemsApi()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _new(root: Path, *args: str) -> Any:
+    return CliRunner().invoke(main, ["new", "connector", *args, "--project", str(root)])
+
+
+@pytest.mark.parametrize("auth", sorted(CREDENTIALS))
+async def test_scaffold_builds_and_its_tool_pages_through_a_real_upstream(
+    tmp_path: Path, items_api: ItemsApi, auth: str
+) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    result = _new(root, "acme_crm", "--base-url", "https://api.acme.test/v2/", "--auth", auth)
+    assert result.exit_code == 0, result.output
+    assert "wrote manifests/connectors/acme_crm.yaml" in result.output
+    spec, diagnostics = api.gateway_spec(options(root))
+    assert spec is not None, diagnostics
+    tool = spec.tools["acme_crm_list_items"]
+    assert spec.connectors["acme_crm"].base_url == "https://api.acme.test/v2"
+
+    items_api.reset()
+    items_api.auth = auth
+    ex = ConnectorExecutor(spec, base_urls={"acme_crm": items_api.url + "/v2"})
+    try:
+        seen: list[str] = []
+        cursor = None
+        for _ in range(4):
+            args = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            ctx = CallContext(tenant_id="t", user_id=None)
+            out = (await ex.call(tool, args, credentials=CREDENTIALS[auth], ctx=ctx)).output
+            seen += [item["id"] for item in out["items"]]
+            cursor = out["next_cursor"]
+            if cursor is None:
+                break
+    finally:
+        await ex.aclose()
+    assert seen == [item["id"] for item in ITEMS]
+
+
+def test_the_scaffold_builds_into_generated(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    title = 'Acme: "CRM" # v2'  # YAML-significant characters stay text
+    assert (
+        _new(root, "acme", "--base-url", "https://api.acme.test", "--title", title).exit_code == 0
+    )
+    assert api.build(options(root)).ok
+    tools = json.loads((root / "generated" / "tools.json").read_text(encoding="utf-8"))["tools"]
+    made = next(t for t in tools if t["name"] == "acme_list_items")
+    assert made["title"] == f"List {title} items"
+
+
+def test_a_scaffold_that_would_break_the_project_writes_nothing(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    connectors = root / "manifests" / "connectors"
+    (connectors / "slack.yaml").rename(connectors / "chat.yaml")
+    before = sorted(p.name for p in connectors.iterdir())
+    taken = _new(root, "slack", "--base-url", "https://slack.com/api")
+    assert taken.exit_code == 1
+    assert "GEN211" in taken.output and "nothing written" in taken.output
+    assert sorted(p.name for p in connectors.iterdir()) == before
+
+    exists = _new(root, "github", "--base-url", "https://api.github.com")
+    assert exists.exit_code == 2 and "manifests/connectors/github.yaml exists" in exists.output
+    for bad in (["Bad-Name", "--base-url", "https://x.test"], ["ok", "--base-url", "ftp://x"]):
+        assert _new(root, *bad).exit_code == 2
+    assert sorted(p.name for p in connectors.iterdir()) == before
