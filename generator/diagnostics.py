@@ -166,6 +166,11 @@ CODES: dict[str, Code] = {
         Code(code="LNT017", title="unknown client profile", stage="lint"),
         Code(code="LNT018", title="invalid or unused lint.disable entry", stage="lint"),
         Code(code="LNT020", title="tools/list payload over the token budget", stage="lint"),
+        Code(
+            code="LNT021",
+            title="idempotency key on a capability already safe to repeat (idempotent, GET)",
+            stage="lint",
+        ),
     ]
 }
 
