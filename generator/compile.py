@@ -906,6 +906,7 @@ def _connector(
             input_schema,
             output_schema,
             dict(common["bind"]),
+            auth,
         )
         entities = tuple(
             _entity(ctx, doc, (*path, "entities", j), e, input_schema, output_schema, entity_types)
@@ -994,6 +995,7 @@ def _http(
     input_schema: dict[str, Any] | None,
     output_schema: dict[str, Any] | None,
     bind: dict[str, str],
+    auth: ir.ConnectorAuth,
 ) -> ir.HttpBinding:
     params = set((input_schema or {}).get("properties", {})) | set(bind)
     pagination = None
@@ -1069,8 +1071,73 @@ def _http(
         select=response.get("select"),
         fields=fields,
         pagination=pagination,
+        idempotency_key=_idempotency_key(ctx, doc, path, raw, auth),
         span=doc.span(path),
     )
+
+
+# An HTTP field name is an RFC 9110 token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Headers the executor or the HTTP client write on every request: a key there would be lost.
+_GATEWAY_HEADERS = (
+    "Accept",
+    "Content-Type",
+    "User-Agent",
+    "Host",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+)
+
+
+def _idempotency_key(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], auth: ir.ConnectorAuth
+) -> ir.IdempotencyKey | None:
+    """The declared key header, checked: a valid field name that no other header of the
+    request uses (the executor would otherwise send one of the two values, not both)."""
+    declared = raw.get("idempotency_key")
+    if declared is None:
+        return None
+    where = (*path, "idempotency_key", "header")
+    header = declared["header"]
+    span = doc.span(where)
+    if not _TOKEN.fullmatch(header):
+        ctx.err(
+            "GEN221",
+            span,
+            f"idempotency_key.header {header!r} is not a valid HTTP header name",
+            "a header name is letters, digits and !#$%&'*+-.^_`|~, e.g. Idempotency-Key",
+        )
+    folded = header.lower()
+    for name in raw.get("headers", {}):
+        if name.lower() == folded:
+            ctx.err(
+                "GEN221",
+                span,
+                f"idempotency_key.header {header!r} is also set by http.headers at "
+                f"{doc.key_span((*path, 'headers', name))}",
+                "the key header carries the gateway's key: remove one of the two",
+            )
+    credentials = (
+        None if auth.type == "none" else auth.header if auth.type == "api_key" else "Authorization"
+    )
+    if credentials is not None and credentials.lower() == folded:
+        ctx.err(
+            "GEN221",
+            span,
+            f"idempotency_key.header {header!r} is the header that carries the connector's "
+            f"credentials ({auth.type} auth)",
+            "name the header the upstream reads the key from, e.g. Idempotency-Key",
+        )
+    for name in _GATEWAY_HEADERS:
+        if name.lower() == folded:
+            ctx.err(
+                "GEN221",
+                span,
+                f"idempotency_key.header {header!r} is a header the gateway sets on every request",
+                "name the header the upstream reads the key from, e.g. Idempotency-Key",
+            )
+    return ir.IdempotencyKey(header=header, span=span)
 
 
 # Which pagination keys each style uses ("param" is needed unless the templates place {cursor}).

@@ -78,6 +78,7 @@ CODES: dict[str, Code] = {
         Code(code="GEN218", title="invalid deprecation", stage="compile"),
         Code(code="GEN219", title="unknown JSON Schema keyword in a schema", stage="compile"),
         Code(code="GEN220", title="connector input never sent upstream", stage="compile"),
+        Code(code="GEN221", title="invalid idempotency key declaration", stage="compile"),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),
@@ -165,6 +166,11 @@ CODES: dict[str, Code] = {
         Code(code="LNT017", title="unknown client profile", stage="lint"),
         Code(code="LNT018", title="invalid or unused lint.disable entry", stage="lint"),
         Code(code="LNT020", title="tools/list payload over the token budget", stage="lint"),
+        Code(
+            code="LNT021",
+            title="idempotency key on a capability already safe to repeat (idempotent, GET)",
+            stage="lint",
+        ),
     ]
 }
 

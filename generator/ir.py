@@ -65,6 +65,12 @@ class Pagination:
 
 
 @frozen
+class IdempotencyKey:
+    header: str  # the request header carrying a fresh key per tool call
+    span: Span
+
+
+@frozen
 class HttpBinding:
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     path: str
@@ -75,6 +81,7 @@ class HttpBinding:
     select: str | None
     fields: Pairs
     pagination: Pagination | None
+    idempotency_key: IdempotencyKey | None
     span: Span
 
 

@@ -396,6 +396,31 @@ def _quality_checks(t: ir.Tool, sources: Sources, today: dt.date, f: _Findings) 
                 )
 
 
+def _binding_checks(t: ir.Tool, f: _Findings) -> None:
+    http = t.http
+    if http is None or http.idempotency_key is None:
+        return
+    span = http.idempotency_key.span
+    # Harmless (the key is sent, and the call is retried as it would be anyway): a warning.
+    if t.annotations.idempotent:
+        f.add(
+            "LNT021",
+            span,
+            f"{t.name} is annotated idempotent, so its idempotency_key changes nothing",
+            "remove idempotency_key, or the idempotent annotation if repeating the request "
+            "without the key is not safe",
+            severity=Severity.WARNING,
+        )
+    elif http.method == "GET":
+        f.add(
+            "LNT021",
+            span,
+            f"{t.name} sends an idempotency key with a GET, which upstreams ignore",
+            "a read is safe to repeat: annotate it idempotent: true and remove idempotency_key",
+            severity=Severity.WARNING,
+        )
+
+
 def _duplicates(tools: tuple[ir.Tool, ...], sources: Sources, f: _Findings) -> None:
     """Near-identical descriptions in different connectors make models pick at random.
 
@@ -551,6 +576,7 @@ def lint_project(
         _name_checks(t, server, chosen, f)
         _schema_checks(t, sources, chosen, f)
         _quality_checks(t, sources, today, f)
+        _binding_checks(t, f)
     _duplicates(project.tools, sources, f)
     _tenant_checks(project, chosen, f)
     results = measure(project, _budget(project, chosen, token_budget))

@@ -131,3 +131,101 @@ def test_a_misspelt_entity_field_path_names_what_is_there(tmp_path: Path) -> Non
     (root / "manifests" / "connectors" / "jira.yaml").write_text(text)
     (diag,) = api.compile_manifests(options(root)).diagnostics
     assert diag.hint == "declared there: status, summary"
+
+
+# ------------------------------------------------------------------------- idempotency keys
+
+
+def _stripe_project(tmp_path: Path, *edits: tuple[str, str]) -> tuple[Path, str]:
+    """The default manifests plus Stripe (its refunds declare an idempotency key), edited."""
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (DATA / "stripe.yaml").read_text(encoding="utf-8")
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    (root / "manifests" / "connectors" / "stripe.yaml").write_text(text, encoding="utf-8")
+    return root, text
+
+
+def _where(text: str, needle: str) -> str:
+    """`file:line:col` of the first `needle` in the Stripe manifest's `text`."""
+    before = text[: text.index(needle)]
+    line = before.count("\n") + 1
+    col = len(before) - (before.rfind("\n") + 1) + 1
+    return f"manifests/connectors/stripe.yaml:{line}:{col}"
+
+
+def test_an_idempotency_key_round_trips_through_the_compiler(tmp_path: Path) -> None:
+    root, text = _stripe_project(tmp_path)
+    data, diagnostics = api.ir_data(options(root), spans=True)  # what `gen ir --spans` prints
+    assert not diagnostics
+    assert isinstance(data, dict)
+    http = {t["name"]: t["http"] for t in data["tools"] if t["http"] is not None}
+    assert http["stripe_create_refund"]["idempotency_key"] == {
+        "header": "Idempotency-Key",
+        "span": _where(text, "Idempotency-Key"),
+    }
+    assert [name for name, h in http.items() if h["idempotency_key"]] == ["stripe_create_refund"]
+
+    # A build from the compile cache keeps it, and the catalog module carries it; no other
+    # binding's catalog text changes.
+    for _ in range(2):
+        result = api.build(api.Options.for_project(root, cache=True))
+        assert result.ok, result.diagnostics
+    catalog = root / "generated" / "fastn_gateway" / "catalog"
+    stripe = (catalog / "stripe.py").read_text(encoding="utf-8")
+    assert stripe.count('idempotency_key=IdempotencyKey(header="Idempotency-Key")') == 1
+    others = [p.name for p in catalog.glob("*.py") if "IdempotencyKey" in p.read_text()]
+    assert others == ["stripe.py"]
+    spec, _ = api.gateway_spec(options(root))
+    assert spec is not None
+    refund = spec.tools["stripe_create_refund"].http
+    assert refund is not None and refund.idempotency_key is not None
+    assert refund.idempotency_key.header == "Idempotency-Key"
+
+
+@pytest.mark.parametrize(
+    ("edits", "at", "expected"),
+    [
+        (
+            [("{header: Idempotency-Key}", "{header: Idempotency Key}")],
+            "Idempotency Key",
+            "idempotency_key.header 'Idempotency Key' is not a valid HTTP header name",
+        ),
+        (  # the binding sets the same header (in another case) itself
+            [
+                (
+                    "      body_encoding: form\n",
+                    "      headers: {idempotency-key: fixed}\n      body_encoding: form\n",
+                )
+            ],
+            "Idempotency-Key",
+            "idempotency_key.header 'Idempotency-Key' is also set by http.headers at {headers}",
+        ),
+        (
+            [("{header: Idempotency-Key}", "{header: authorization}")],
+            "authorization}",
+            "idempotency_key.header 'authorization' is the header that carries the "
+            "connector's credentials (bearer auth)",
+        ),
+        (
+            [("{header: Idempotency-Key}", "{header: Content-Type}")],
+            "Content-Type}",
+            "idempotency_key.header 'Content-Type' is a header the gateway sets on every request",
+        ),
+    ],
+)
+def test_idempotency_key_mistakes_are_located_errors(
+    tmp_path: Path, edits: list[tuple[str, str]], at: str, expected: str
+) -> None:
+    root, text = _stripe_project(tmp_path, *edits)
+    result = api.compile_manifests(options(root))
+    assert result.project is None
+    (diag,) = result.diagnostics
+    assert (diag.code, diag.severity.value, str(diag.span)) == (
+        "GEN221",
+        "error",
+        _where(text, at),
+    )
+    headers = _where(text, "idempotency-key: fixed") if "headers:" in text else None
+    assert diag.message == expected.format(headers=headers), diag.message

@@ -249,3 +249,47 @@ def test_cli_formats_and_exit_codes() -> None:
     assert "::error file=manifests/crm.yaml,line=21,col=11,title=LNT002::" in gh.stderr
     usage = _gen("lint", "--profile", "netscape")
     assert usage.returncode == 2
+
+
+def test_an_idempotency_key_where_repeating_is_already_safe_is_a_warning(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (ROOT / "tests" / "data" / "connectors" / "stripe.yaml").read_text(encoding="utf-8")
+    edits = [
+        (  # a GET not annotated idempotent: upstreams ignore the key; the annotation is missing
+            "annotations: {read_only: true, idempotent: true, open_world: true}",
+            "annotations: {read_only: true, open_world: true}",
+        ),
+        (
+            "      path: /customers\n",
+            "      path: /customers\n      idempotency_key: {header: Idem-Get}\n",
+        ),
+        (  # annotated idempotent: it would be retried anyway
+            "annotations: {destructive: true, open_world: true}",
+            "annotations: {destructive: true, idempotent: true, open_world: true}",
+        ),
+    ]
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new, 1)
+    (root / "manifests" / "connectors" / "stripe.yaml").write_text(text, encoding="utf-8")
+    lines = text.splitlines()
+
+    def at(needle: str) -> str:
+        line = next(i for i, s in enumerate(lines, 1) if needle in s)
+        return f"manifests/connectors/stripe.yaml:{line}:{lines[line - 1].index(needle) + 1}"
+
+    result = _lint(root)
+    found = [(d.severity, str(d.span), d.message) for d in result.diagnostics if d.code == "LNT021"]
+    assert found == [
+        (
+            Severity.WARNING,
+            at("Idem-Get"),
+            "stripe_list_customers sends an idempotency key with a GET, which upstreams ignore",
+        ),
+        (
+            Severity.WARNING,
+            at("Idempotency-Key"),
+            "stripe_create_refund is annotated idempotent, so its idempotency_key changes nothing",
+        ),
+    ]
+    assert not [d for d in result.diagnostics if d.code.startswith("GEN")]  # no compile error

@@ -17,6 +17,7 @@ _CATALOG_NAMES = (
     "EntityMapping",
     "ErrorShape",
     "HttpBinding",
+    "IdempotencyKey",
     "Pagination",
     "ToolSpec",
 )
@@ -53,6 +54,10 @@ def _http(h: ir.HttpBinding) -> str:
             next=literal(p.next),
             **{key: literal(value) for key, value in optional.items() if value is not None},
         )
+    # Written only when declared, so bindings without one read as they always have.
+    extra: dict[str, str] = {}
+    if h.idempotency_key is not None:
+        extra["idempotency_key"] = _call("IdempotencyKey", header=literal(h.idempotency_key.header))
     return _call(
         "HttpBinding",
         method=literal(h.method),
@@ -64,6 +69,7 @@ def _http(h: ir.HttpBinding) -> str:
         select=literal(h.select),
         fields=_pairs(h.fields),
         pagination=pagination,
+        **extra,
     )
 
 

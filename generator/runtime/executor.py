@@ -8,10 +8,11 @@ compiles each tool's binding lazily, once. A call:
    list capabilities, the model's `cursor`;
 2. authenticates with the calling tenant's own credentials (bearer, API key header, basic, or an
    OAuth2 access token that is refreshed once at the token URL when the upstream answers 401);
-3. sends it under the connector's timeout, retrying idempotent capabilities on 429, 5xx and
-   connection errors with jittered exponential backoff (honouring `Retry-After`). A request
-   that is not idempotent is never repeated, and when it may have reached the upstream (a
-   timeout, a connection broken after sending) the error says so and is not retryable;
+3. sends it under the connector's timeout, retrying idempotent capabilities, and those whose
+   binding declares an idempotency key (below), on 429, 5xx and connection errors with
+   jittered exponential backoff (honouring `Retry-After`). Any other request that is not
+   idempotent is never repeated, and when it may have reached the upstream (a timeout, a
+   connection broken after sending) the error says so and is not retryable;
 4. maps failures onto the gateway's error envelope and successes onto the tool's output:
    `select`, then `fields`, then `next_cursor`, then JSON Schema validation. A body that does
    not match the output schema is `upstream_invalid_response`, never passed through.
@@ -40,6 +41,18 @@ declares `more` (a boolean in the body, such as ``has_more``), anything but true
 A successful response with an empty body (``204 No Content``) is the empty object ``{}``, and
 then meets the output schema like any other result.
 
+Idempotency keys (`http.idempotency_key: {header: Idempotency-Key}`): the upstream applies a
+write once however often it receives it with the same key (Stripe, Adyen). Each call makes one
+random key (a version 4 UUID) and sends it on every attempt, the one after an OAuth2 refresh
+included, so the write is retried like an idempotent capability, and also after a timeout: the
+same key is the only safe way to learn what became of it, and only this call holds that key.
+For the same reason the final error of such a call is not retryable once an attempt may have
+reached the upstream unanswered (a timeout, a broken connection): a new tool call carries a new
+key, so repeating it could apply the write twice, and the message says to check first. Where no
+attempt was left in doubt, its errors are retryable exactly where an idempotent call's are.
+The key is never logged, and an upstream error text that quotes it is redacted like a
+credential before it reaches `details`.
+
 Nothing here logs or returns credentials: upstream error text is shortened and scrubbed of every
 credential value before it goes into `details`, and request headers never leave this module.
 """
@@ -54,6 +67,7 @@ import math
 import random
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -262,6 +276,7 @@ class _ToolPlan:
     output_validator: Draft202012Validator
     output_check: Check | None  # fast "valid?" for the common schema subset
     idempotent: bool  # repeating the request is safe (annotation), so it may be retried
+    idempotency_header: str | None  # carries one key per call: repeating that call is safe
     max_attempts: int
 
 
@@ -321,6 +336,8 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
         and any("cursor" in node.names() for node in (query, headers, body) if node is not None)
     )
     idempotent = tool.annotations.idempotent
+    key = http.idempotency_key
+    retried = idempotent or key is not None
 
     def path_of(dotted: str | None) -> tuple[str, ...] | None:
         return split_path(dotted) if dotted else None
@@ -347,7 +364,8 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
         output_validator=Draft202012Validator(dict(tool.output_schema)),
         output_check=compile_check(tool.output_schema),
         idempotent=idempotent,
-        max_attempts=1 + max(0, conn.spec.retries) if idempotent else 1,
+        idempotency_header=key.header if key is not None else None,
+        max_attempts=1 + max(0, conn.spec.retries) if retried else 1,
     )
 
 
@@ -395,6 +413,13 @@ def _secret_values(*credential_maps: Mapping[str, str] | None) -> tuple[str, ...
             values.update(v for v in creds.values() if isinstance(v, str) and len(v) >= 4)
     # Longest first, so a secret containing another is redacted whole.
     return tuple(sorted(values, key=len, reverse=True))
+
+
+def _key_map(key: str | None) -> dict[str, str] | None:
+    """The idempotency key as one more value to redact: an upstream may quote it in an error
+    (Stripe: "another in-progress request using this idempotent key: ..."), and the model
+    must not see it."""
+    return {"idempotency_key": key} if key else None
 
 
 def _decode_json(body: bytes) -> Any:
@@ -449,6 +474,16 @@ def _header_text(value: Any) -> str:
 
 
 _MAY_HAVE_APPLIED: Final = " It may have applied the request anyway: check before repeating it."
+
+
+def _may_have_applied(exc: ConnectorCallError) -> None:
+    """Mark the final error of a keyed write one of whose attempts may have been applied: the
+    caller's own repeat would carry a new key, so it is not safe to advise one."""
+    if not exc.message.endswith(_MAY_HAVE_APPLIED):
+        exc.message += _MAY_HAVE_APPLIED
+        exc.args = (exc.message,)
+    exc.retryable = False
+    exc.retry_after = None
 
 
 def _page_number(cursor: str) -> int | None:
@@ -1074,6 +1109,9 @@ class ConnectorExecutor:
         refreshed: dict[str, str] | None = None
         attempts = 0
         status: int | None = None
+        # An idempotency key, and whether an attempt carrying it may have been applied unseen.
+        key: str | None = None
+        in_doubt = False
         try:
             base = self._base_url(conn, creds)
             ns = self._namespace(plan, arguments, ctx)
@@ -1083,6 +1121,9 @@ class ConnectorExecutor:
             # Auth headers win over anything the binding declares.
             if conn.auth_header is not None:
                 headers = {k: v for k, v in headers.items() if k.lower() != conn.auth_header}
+            if plan.idempotency_header is not None:
+                key = str(uuid.uuid4())  # one per call, unguessable, the same on every attempt
+                headers[plan.idempotency_header] = key
             retries = 0
             timeout = conn.spec.timeout_seconds
             while True:
@@ -1094,6 +1135,12 @@ class ConnectorExecutor:
                         plan.method, url, params, send_headers, content, timeout
                     )
                 except (TimeoutError, httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout):
+                    if key is not None and can_retry:
+                        # Only a repeat under this key can tell what became of the request.
+                        in_doubt = True
+                        await self._sleep(self._backoff(retries))
+                        retries += 1
+                        continue
                     raise self._fail(
                         UPSTREAM_TIMEOUT,
                         f"{conn.spec.title} did not answer within {timeout:g} s."
@@ -1114,13 +1161,16 @@ class ConnectorExecutor:
                         connector=name,
                     ) from None
                 except (httpx2.TransportError, httpx2.InvalidURL, OSError) as exc:
+                    # Did the request go out before the connection broke, unanswered?
+                    sent = isinstance(exc, httpx2.TransportError) and not isinstance(
+                        exc, httpx2.ConnectError | httpx2.ConnectTimeout
+                    )
                     if can_retry:
+                        in_doubt = in_doubt or sent
                         await self._sleep(self._backoff(retries))
                         retries += 1
                         continue
-                    if isinstance(exc, httpx2.TransportError) and not isinstance(
-                        exc, httpx2.ConnectError | httpx2.ConnectTimeout
-                    ):  # the request went out and the connection broke before an answer
+                    if sent:
                         raise self._fail(
                             UPSTREAM_ERROR,
                             f"The connection to {conn.spec.title} broke before it answered."
@@ -1168,7 +1218,7 @@ class ConnectorExecutor:
                         "needs to be re-authorised.",
                         status=status,
                         connector=name,
-                        details=self._upstream_detail(error_code, creds, credentials),
+                        details=self._upstream_detail(error_code, creds, credentials, key),
                         retryable=False,
                     )
                 if rate_limited:
@@ -1185,7 +1235,7 @@ class ConnectorExecutor:
                         f"{conn.spec.title} is rate limiting this workspace; retry later.",
                         status=status,
                         connector=name,
-                        details=self._upstream_detail(error_code, creds, credentials),
+                        details=self._upstream_detail(error_code, creds, credentials, key),
                         retryable=True,
                         retry_after=wait,
                     )
@@ -1200,14 +1250,14 @@ class ConnectorExecutor:
                         f"{conn.spec.title} failed with HTTP {status}.",
                         status=status,
                         connector=name,
-                        details=self._upstream_detail(error_code, creds, credentials),
+                        details=self._upstream_detail(error_code, creds, credentials, key),
                         retryable=True,
                         retry_after=wait,
                     )
                 if status >= 300 or error_code is not None:
                     # A short code (Slack's channel_not_found) helps the model; free text and
                     # anything that had to be redacted stay in details only.
-                    secrets = _secret_values(creds, credentials)
+                    secrets = _secret_values(creds, credentials, _key_map(key))
                     shown = (
                         f" ({error_code})"
                         if error_code
@@ -1222,7 +1272,7 @@ class ConnectorExecutor:
                         else f"{conn.spec.title} refused the request with HTTP {status}{shown}.",
                         status=status,
                         connector=name,
-                        details=self._upstream_detail(error_code, creds, credentials),
+                        details=self._upstream_detail(error_code, creds, credentials, key),
                         retryable=False,
                     )
                 empty = not reply.body.strip()  # 204 No Content, or a 200 with no body
@@ -1244,6 +1294,8 @@ class ConnectorExecutor:
         except ConnectorCallError as exc:
             exc.attempts = attempts
             exc.refreshed_credentials = refreshed
+            if in_doubt and not plan.idempotent:
+                _may_have_applied(exc)
             raise
         except GatewayError as exc:
             raise self._convert(exc, attempts, refreshed) from None
@@ -1294,11 +1346,15 @@ class ConnectorExecutor:
 
     @staticmethod
     def _upstream_detail(
-        error_code: str | None, creds: Mapping[str, str], original: Mapping[str, str]
+        error_code: str | None,
+        creds: Mapping[str, str],
+        original: Mapping[str, str],
+        key: str | None,
     ) -> dict[str, Any]:
         if not error_code:
             return {}
-        return {"upstream_error": _sanitise(error_code, _secret_values(creds, original))}
+        secrets = _secret_values(creds, original, _key_map(key))
+        return {"upstream_error": _sanitise(error_code, secrets)}
 
     def _shape(
         self,

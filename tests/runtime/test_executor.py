@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import socket
-import threading
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
@@ -49,6 +47,7 @@ from tests.runtime.upstreams import (
     SLACK_B,
     Fault,
     GitHubUpstream,
+    HangUp,
     HubSpotUpstream,
     ShopifyUpstream,
     SlackUpstream,
@@ -882,6 +881,34 @@ async def test_hubspot_refresh_also_retries_a_non_idempotent_create_once(
     )
 
 
+async def test_a_keyed_write_keeps_its_key_across_the_oauth2_refresh(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, hubspot: HubSpotUpstream
+) -> None:
+    # The default HubSpot manifest declares no key (HubSpot takes none); a catalog that does
+    # stands in for any OAuth2 upstream that does.
+    tool = gateway.tools["hubspot_create_contact"]
+    assert tool.http is not None and tool.http.idempotency_key is None
+    keyed = dataclasses.replace(
+        tool,
+        http=dataclasses.replace(
+            tool.http, idempotency_key=c.IdempotencyKey(header="Idempotency-Key")
+        ),
+    )
+    old = hubspot.issue("portalB")
+    hubspot.expire(old)
+    result = await executor.call(
+        keyed,
+        {"email": "keyed@portalB.example"},
+        credentials=hubspot_creds(old, HS_REFRESH_B),
+        ctx=B,
+    )
+    assert result.status == 201 and result.attempts == 2
+    posts = hubspot.requests("POST", "/crm/v3/objects/contacts")
+    assert [p.headers["authorization"] == "Bearer " + old for p in posts] == [True, False]
+    first, second = (p.headers.get("idempotency-key") for p in posts)
+    assert first is not None and first == second
+
+
 async def test_hubspot_failed_refresh_is_upstream_auth_failed(
     executor: ConnectorExecutor, gateway: c.GatewaySpec, hubspot: HubSpotUpstream
 ) -> None:
@@ -1017,47 +1044,6 @@ async def test_hubspot_conflict_message_is_in_details(
 
 
 # ------------------------------------------------------------------------ faults, shapes
-
-
-class HangUp:
-    """An HTTP server on 127.0.0.1 that reads each request whole, then closes the connection
-    without a word: the request may have been applied, and the caller cannot know."""
-
-    def __init__(self) -> None:
-        self.requests: list[bytes] = []
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value.strip())
-                while len(body) < length:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    body += chunk
-                self.requests.append(head.split(b"\r\n")[0])
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 async def test_a_write_whose_connection_broke_after_sending_is_not_called_retryable(

@@ -4,22 +4,31 @@ run by the executor against real HTTP stand-ins on 127.0.0.1 that check what the
 They cover what the four default connectors do not: a cursor that is the last record's id with
 `has_more`, a cursor in a JSON body, offset pagination with a declared page size and total,
 form bodies with nested objects, optional nested objects, 204 No Content, error messages given
-as a list, and entity fields converted to the entity type's field types.
+as a list, entity fields converted to the entity type's field types, and a write made safe to
+retry by an idempotency key (Stripe's refunds).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
+import logging
 import shutil
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 
 from generator import api
 from generator.runtime import catalog as c
-from generator.runtime.errors import INVALID_ARGUMENTS, UPSTREAM_ERROR
+from generator.runtime.errors import INVALID_ARGUMENTS, UPSTREAM_ERROR, UPSTREAM_TIMEOUT
 from generator.runtime.executor import (
     CallContext,
     ConnectorCallError,
@@ -27,7 +36,7 @@ from generator.runtime.executor import (
     ExecResult,
 )
 from tests.runtime.support import ROOT
-from tests.runtime.upstreams import Received, Reply, Upstream
+from tests.runtime.upstreams import Fault, HangUp, Received, Reply, Upstream
 
 CTX = CallContext(tenant_id="tenant-a", user_id="user-a1")
 STRIPE = {"secret_key": "sk_test_4eC39HqLyjWDarjtT1zdp7dc"}
@@ -50,7 +59,30 @@ ISSUES = [
 
 
 class ApiStandIns(Upstream):
-    """Stripe under /stripe/v1, Notion under /notion/v1, Jira under /jira/<site>/rest/api/3."""
+    """Stripe under /stripe/v1, Notion under /notion/v1, Jira under /jira/<site>/rest/api/3.
+
+    Stripe creates a refund once per `Idempotency-Key`: a request repeating a key gets the
+    first one's refund back (with Stripe's `Idempotent-Replayed: true`), and `replayed` counts
+    those. A refund of the charge `ch_in_flight` gets Stripe's 409 for a key whose first
+    request is still running, whose message quotes the key.
+    """
+
+    DATA = ("refunds", "keys", "replayed")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refunds: list[dict[str, Any]] = []
+        self.keys: dict[str, dict[str, Any]] = {}  # idempotency key -> its refund
+        self.replayed = 0
+        self.in_flight = 0  # requests received and not yet answered
+        self.snapshot()
+
+    async def _endpoint(self, request: Request) -> Response:
+        self.in_flight += 1
+        try:
+            return await super()._endpoint(request)
+        finally:
+            self.in_flight -= 1
 
     def handle(self, req: Received) -> Reply:
         if req.path.startswith("/stripe/v1/"):
@@ -61,8 +93,7 @@ class ApiStandIns(Upstream):
             return self._jira(req, req.path.removeprefix("/jira/acme/rest/api/3"))
         return Reply(404, {"error": "not_found"})
 
-    @staticmethod
-    def _stripe(req: Received, path: str) -> Reply:
+    def _stripe(self, req: Received, path: str) -> Reply:
         if req.headers.get("authorization") != "Bearer " + STRIPE["secret_key"]:
             return Reply(401, {"error": {"message": "Invalid API Key provided"}})
         if req.method == "GET" and path == "/customers":
@@ -78,7 +109,22 @@ class ApiStandIns(Upstream):
             form = req.form()
             if any(value.startswith("{") for value in form.values()):
                 return Reply(400, {"error": {"message": "Invalid object"}})
-            return Reply(200, {"id": "re_1", "status": "succeeded", "amount": 500})
+            key = req.headers.get("idempotency-key")
+            if form.get("charge") == "ch_in_flight":
+                message = (
+                    "There is currently another in-progress request using this idempotent key "
+                    "(that probably means you submitted twice, and the other request is still "
+                    f"going through): {key}. Please try again later."
+                )
+                return Reply(409, {"error": {"type": "idempotency_error", "message": message}})
+            if key is not None and key in self.keys:
+                self.replayed += 1
+                return Reply(200, self.keys[key], {"idempotent-replayed": "true"})
+            refund = {"id": f"re_{len(self.refunds) + 1}", "status": "succeeded", "amount": 500}
+            self.refunds.append(refund)
+            if key is not None:
+                self.keys[key] = refund
+            return Reply(200, refund)
         return Reply(404, {"error": {"message": "Unrecognized request URL"}})
 
     @staticmethod
@@ -315,3 +361,235 @@ def test_the_connectors_of_this_test_are_valid_yaml_only_connectors() -> None:
     """They are plain connector manifests: nothing but YAML was added for them."""
     names = sorted(p.name for p in (Path(__file__).parents[1] / "data" / "connectors").iterdir())
     assert names == ["jira.yaml", "notion.yaml", "stripe.yaml"]
+
+
+# ------------------------------------------------------------------------- idempotency keys
+
+REFUND = "stripe_create_refund"  # declares idempotency_key: {header: Idempotency-Key}
+FAULT_503 = Fault(503, {"error": {"message": "Service unavailable"}})
+
+
+class Sleeps:
+    """Records backoff waits instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+def stripe_only(
+    catalog: c.GatewaySpec, url: str, sleeps: Sleeps | None = None, **connector: Any
+) -> ConnectorExecutor:
+    """An executor for Stripe at `url`, its connector settings changed by `connector`, that
+    records its backoff waits in `sleeps` instead of sleeping."""
+    connectors = dict(catalog.connectors)
+    connectors["stripe"] = dataclasses.replace(connectors["stripe"], **connector)
+    return ConnectorExecutor(
+        dataclasses.replace(catalog, connectors=connectors),
+        base_urls={"stripe": url},
+        sleep=sleeps or Sleeps(),
+    )
+
+
+@pytest.fixture
+async def stripe(upstream: ApiStandIns) -> AsyncIterator[ApiStandIns]:
+    """The stand-ins, reset; afterwards, requests the executor gave up on are waited for, so
+    that they cannot land in the next test's data."""
+    upstream.reset()
+    yield upstream
+    await until(lambda: upstream.in_flight == 0)
+
+
+def keys_sent(requests: list[Received]) -> list[str | None]:
+    return [r.headers.get("idempotency-key") for r in requests]
+
+
+async def until(condition: Any, seconds: float = 5.0) -> None:
+    """Wait for a stand-in to finish a request the executor gave up on."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the stand-in never finished the request"
+        await anyio.sleep(0.02)
+
+
+def test_the_declaration_reaches_the_runtime_catalog(catalog: c.GatewaySpec) -> None:
+    http = catalog.tools[REFUND].http
+    assert http is not None and http.idempotency_key == c.IdempotencyKey(header="Idempotency-Key")
+    assert "Idempotency-Key" not in json.dumps(catalog.tools[REFUND].input_schema)
+
+
+async def test_a_keyed_write_is_retried_after_a_503_with_the_same_key(
+    catalog: c.GatewaySpec, stripe: ApiStandIns
+) -> None:
+    stripe.fail_next("POST", "/refunds", FAULT_503)
+    sleeps = Sleeps()
+    ex = stripe_only(catalog, stripe.url + "/stripe/v1", sleeps)
+    try:
+        result = await ex.call(
+            catalog.tools[REFUND], {"charge": "ch_1"}, credentials=STRIPE, ctx=CTX
+        )
+    finally:
+        await ex.aclose()
+    assert result.output["id"] == "re_1" and result.attempts == 2
+    first, second = keys_sent(stripe.requests("POST", "/refunds"))
+    assert first is not None and first == second
+    assert uuid.UUID(first).version == 4  # random, so no caller can guess another's key
+    assert len(sleeps.calls) == 1  # one jittered backoff
+
+
+async def test_each_call_of_a_keyed_write_gets_a_new_key(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    one = await call(executor, catalog, REFUND, STRIPE, charge="ch_1")
+    two = await call(executor, catalog, REFUND, STRIPE, charge="ch_1")
+    first, second = keys_sent(upstream.requests("POST", "/refunds"))
+    assert first and second and first != second
+    # Two tool calls are two refunds, as the model asked: the key only joins one call's attempts.
+    assert (one.output["id"], two.output["id"]) == ("re_1", "re_2") and upstream.replayed == 0
+
+
+async def test_only_the_declaration_makes_a_write_retryable(
+    catalog: c.GatewaySpec, stripe: ApiStandIns
+) -> None:
+    tool = catalog.tools[REFUND]
+    assert tool.http is not None
+    plain = dataclasses.replace(tool, http=dataclasses.replace(tool.http, idempotency_key=None))
+    ex = stripe_only(catalog, stripe.url + "/stripe/v1")
+    try:
+        stripe.fail_next("POST", "/refunds", FAULT_503, FAULT_503, FAULT_503)
+        with pytest.raises(ConnectorCallError) as unkeyed:
+            await ex.call(plain, {"charge": "ch_1"}, credentials=STRIPE, ctx=CTX)
+        once = stripe.requests("POST", "/refunds")
+        stripe.reset()
+        stripe.fail_next("POST", "/refunds", FAULT_503, FAULT_503, FAULT_503)
+        with pytest.raises(ConnectorCallError) as keyed:
+            await ex.call(tool, {"charge": "ch_1"}, credentials=STRIPE, ctx=CTX)
+        thrice = stripe.requests("POST", "/refunds")
+    finally:
+        await ex.aclose()
+    # Without the declaration the write is sent once, with no key.
+    assert keys_sent(once) == [None] and unkeyed.value.attempts == 1
+    # With it, 1 + retries attempts, one key; every answer was a 503, so nothing is in doubt
+    # and the error is retryable where an idempotent call's would be.
+    assert len(thrice) == 3 and len(set(keys_sent(thrice))) == 1 and None not in keys_sent(thrice)
+    assert keyed.value.attempts == 3 and keyed.value.status == 503
+    assert keyed.value.code == UPSTREAM_ERROR and keyed.value.retryable is True
+    assert "may have applied" not in keyed.value.message
+
+
+async def test_a_keyed_write_that_timed_out_is_repeated_under_its_key(
+    catalog: c.GatewaySpec, stripe: ApiStandIns
+) -> None:
+    stripe.fail_next("POST", "/refunds", Fault(None, delay=2.0))  # answers after we gave up
+    ex = stripe_only(catalog, stripe.url + "/stripe/v1", timeout_seconds=0.5)
+    try:
+        result = await ex.call(
+            catalog.tools[REFUND], {"charge": "ch_1"}, credentials=STRIPE, ctx=CTX
+        )
+    finally:
+        await ex.aclose()
+    assert result.output["id"] == "re_1" and result.attempts == 2
+    first, second = keys_sent(stripe.requests("POST", "/refunds"))
+    assert first is not None and first == second
+    # The slow first request arrives after the retry and is answered with the same refund:
+    # the upstream applied the write once, though it received it twice.
+    await until(lambda: stripe.replayed == 1)
+    assert stripe.refunds == [result.output]
+
+
+async def test_a_keyed_write_whose_connection_broke_is_repeated_under_its_key(
+    catalog: c.GatewaySpec,
+) -> None:
+    hang = HangUp(hang_ups=1, reply=Reply(200, {"id": "re_9", "status": "succeeded"}))
+    ex = stripe_only(catalog, hang.url)
+    try:
+        result = await ex.call(
+            catalog.tools[REFUND], {"charge": "ch_1"}, credentials=STRIPE, ctx=CTX
+        )
+    finally:
+        await ex.aclose()
+        hang.close()
+    assert result.output == {"id": "re_9", "status": "succeeded"} and result.attempts == 2
+    assert hang.requests == [b"POST /refunds HTTP/1.1"] * 2
+    first, second = (h.get("idempotency-key") for h in hang.headers)
+    assert first is not None and first == second
+
+
+async def test_a_keyed_write_left_in_doubt_is_not_called_retryable(
+    catalog: c.GatewaySpec, stripe: ApiStandIns
+) -> None:
+    """Only this call could repeat the write safely (a new tool call has a new key), so once
+    an attempt may have been applied unseen, the final error says so, whatever it is."""
+    # The connection broke after sending, then two 503s.
+    hang = HangUp(hang_ups=1, reply=Reply(503, {"error": {"message": "Service unavailable"}}))
+    dropped = stripe_only(catalog, hang.url)
+    try:
+        with pytest.raises(ConnectorCallError) as broke:
+            await dropped.call(
+                catalog.tools[REFUND], {"charge": "ch_1"}, credentials=STRIPE, ctx=CTX
+            )
+    finally:
+        await dropped.aclose()
+        hang.close()
+    assert len(hang.requests) == 3 and len({h["idempotency-key"] for h in hang.headers}) == 1
+    assert broke.value.code == UPSTREAM_ERROR and broke.value.status == 503
+    assert broke.value.retryable is False
+    assert "may have applied the request" in broke.value.message
+
+    # Timed out, then two 503s: a 503 alone is retryable, but the first attempt was in doubt.
+    busy = Fault(503, {"error": {"message": "Service unavailable"}}, headers={"retry-after": "1"})
+    stripe.fail_next("POST", "/refunds", Fault(None, delay=2.0), busy, busy)
+    slow = stripe_only(catalog, stripe.url + "/stripe/v1", timeout_seconds=0.5)
+    try:
+        with pytest.raises(ConnectorCallError) as failed:
+            await slow.call(catalog.tools[REFUND], {"charge": "ch_1"}, credentials=STRIPE, ctx=CTX)
+    finally:
+        await slow.aclose()
+    assert failed.value.code == UPSTREAM_ERROR and failed.value.status == 503
+    assert failed.value.retryable is False and failed.value.attempts == 3
+    assert failed.value.message.endswith("check before repeating it.")
+    assert "retry_after_seconds" not in failed.value.envelope()["error"]  # though it said 1 s
+    # And rightly: the upstream did apply it.
+    await until(lambda: len(stripe.refunds) == 1)
+
+
+async def test_a_keyed_write_that_always_times_out_is_not_called_retryable(
+    catalog: c.GatewaySpec, stripe: ApiStandIns
+) -> None:
+    stripe.fail_next("POST", "/refunds", *[Fault(None, delay=1.0)] * 3)
+    ex = stripe_only(catalog, stripe.url + "/stripe/v1", timeout_seconds=0.3, retries=2)
+    try:
+        with pytest.raises(ConnectorCallError) as info:
+            await ex.call(catalog.tools[REFUND], {"charge": "ch_1"}, credentials=STRIPE, ctx=CTX)
+    finally:
+        await ex.aclose()
+    assert info.value.code == UPSTREAM_TIMEOUT and info.value.attempts == 3
+    assert info.value.retryable is False and "may have applied the request" in info.value.message
+    assert len(set(keys_sent(stripe.requests("POST", "/refunds")))) == 1
+    await until(lambda: stripe.replayed == 2)  # three arrivals, one refund
+    assert len(stripe.refunds) == 1
+
+
+async def test_the_idempotency_key_never_reaches_the_model_or_the_log(
+    executor: ConnectorExecutor,
+    catalog: c.GatewaySpec,
+    upstream: ApiStandIns,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="generator.runtime.executor")
+    await call(executor, catalog, REFUND, STRIPE, charge="ch_1")
+    with pytest.raises(ConnectorCallError) as info:
+        await call(executor, catalog, REFUND, STRIPE, charge="ch_in_flight")
+    keys = keys_sent(upstream.requests("POST", "/refunds"))
+    assert all(keys) and len(set(keys)) == 2
+    # Stripe's 409 quotes the key: it is redacted like a credential.
+    envelope = json.dumps(info.value.envelope())
+    assert info.value.status == 409 and "[redacted]" in info.value.details["upstream_error"]
+    assert "in-progress request" in info.value.details["upstream_error"]
+    for key in keys:
+        assert key is not None
+        assert key not in envelope and key[:8] not in envelope
+        assert all(key not in record.getMessage() for record in caplog.records)
+    assert caplog.records  # the calls were logged, without their keys

@@ -239,6 +239,70 @@ class Upstream:
         return Reply(404, {"error": "not_found"})
 
 
+class HangUp:
+    """An HTTP server on 127.0.0.1 that reads each request whole, then closes the connection
+    without a word: the request may have been applied, and the caller cannot know.
+
+    With `hang_ups=n`, only the first n requests are met that way; later ones get `reply`.
+    `requests` holds each request line, `headers` each request's headers (lower-case names).
+    """
+
+    def __init__(self, *, hang_ups: int | None = None, reply: Reply | None = None) -> None:
+        self.requests: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+        self._hang_ups = hang_ups
+        self._reply = reply or Reply(200, {})
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                headers: dict[str, str] = {}
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    headers[name.strip().lower().decode("latin-1")] = value.strip().decode(
+                        "latin-1"
+                    )
+                length = int(headers.get("content-length", "0"))
+                while len(body) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                self.requests.append(lines[0])
+                self.headers.append(headers)
+                if self._hang_ups is not None and len(self.requests) > self._hang_ups:
+                    conn.sendall(self._response())
+
+    def _response(self) -> bytes:
+        payload = json.dumps(self._reply.body).encode()
+        head = (
+            f"HTTP/1.1 {self._reply.status} Reply\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        return head.encode("ascii") + payload
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 def _bearer(req: Received) -> str | None:
     value = req.headers.get("authorization", "")
     for scheme in ("Bearer ", "bearer ", "token "):

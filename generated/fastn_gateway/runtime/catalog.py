@@ -38,6 +38,14 @@ class Pagination:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotencyKey:
+    """The upstream deduplicates a write by a key the client chooses: the executor makes one
+    random key per tool call, sends it in `header` on every attempt, and so may retry it."""
+
+    header: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HttpBinding:
     """A capability's HTTP request, as templates over the validated arguments.
 
@@ -55,6 +63,7 @@ class HttpBinding:
     select: str | None = None  # dotted path of the result in the response body
     fields: Mapping[str, str] = field(default_factory=dict)  # output property -> dotted path
     pagination: Pagination | None = None
+    idempotency_key: IdempotencyKey | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
