@@ -12,8 +12,9 @@ notifier). `GatewayRuntime.build_server()` returns the SDK `Server` whose handle
   key's scopes), cursor-paginated, from prebuilt `types.Tool` objects indexed by connector;
 * call a tool only if the caller could list it (otherwise it is reported exactly like an
   unknown tool, except a tool of the tenant's own connection that awaits re-authorisation or
-  was disconnected: a `not_connected` tool error says so), after validating the arguments (JSON Schema 2020-12, cached validators) and
-  the quota, and validate every structured result against the tool's output schema;
+  was disconnected: a `not_connected` tool error says so), after validating the arguments
+  (JSON Schema 2020-12, cached validators) and the quota, and validate every structured
+  result against the tool's output schema;
 * report every failure as the one JSON error envelope of `errors.py`: a tool error
   (`is_error`) for tool failures, a JSON-RPC error carrying the envelope as `data` for
   protocol errors (unknown tool, unknown resource, bad cursor). No exception text, stack
