@@ -1,0 +1,270 @@
+"""Schema shapes that Python types awkwardly, from manifest to typed caller and back.
+
+tests/data/typing/probe.yaml (enums of several JSON types, object and array defaults, output
+properties with defaults) is built into a package of its own; a caller is type-checked against
+its client with mypy --strict, its models are exercised directly, and the generated server
+(in process, its connector pointed at a loopback stand-in) is driven by the generated client.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from helpers import ROOT, make_project, options
+
+from generator import api
+from tests.runtime.upstreams import Received, Reply, Upstream
+
+PKG = "probe_gw"
+GATEWAY = textwrap.dedent(f"""\
+    version: 1
+    kind: gateway
+    package: {{name: probe-gw, import_name: {PKG}, version: 0.1.0}}
+    server: {{name: probe}}
+    quotas: {{default_plan: free, plans: {{free: {{period: day, calls: 1000}}}}}}
+    """)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """The probe package, built and importable: its root, client class and models module."""
+    probe = (ROOT / "tests" / "data" / "typing" / "probe.yaml").read_text(encoding="utf-8")
+    root = make_project(
+        tmp_path_factory.mktemp("typing"),
+        {"gateway.yaml": GATEWAY, "connectors/probe.yaml": probe},
+    )
+    result = api.build(options(root))
+    assert result.ok, result.diagnostics
+    out = root / "generated"
+    sys.path.insert(0, str(out))
+    try:
+        yield SimpleNamespace(
+            out=out,
+            client=importlib.import_module(f"{PKG}.client").GatewayClient,
+            models=importlib.import_module(f"{PKG}.models.probe"),
+        )
+    finally:
+        sys.path.remove(str(out))
+        for name in [n for n in sys.modules if n == PKG or n.startswith(f"{PKG}.")]:
+            del sys.modules[name]
+
+
+def _mypy(out: Path, *files: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--follow-imports=silent",
+            "--no-error-summary",
+            "--cache-dir",
+            str(ROOT / ".mypy_cache"),
+            *map(str, files),
+        ],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+CALLER_OK = f"""\
+from {PKG}.client import GatewayClient
+from {PKG}.models.probe import ProbeMixedInputOpts, ProbeMixedInputRow
+
+
+async def main(gw: GatewayClient) -> None:
+    await gw.probe_mixed(need=1)
+    await gw.probe_mixed(need="a", mode=True, level="a", flag="auto", zero=False)
+    await gw.probe_mixed(need=None, mode="auto", level=None, flag=True, zero=0)
+    await gw.probe_mixed(need=1, zero="off", opts=ProbeMixedInputOpts(a=2))
+    await gw.probe_mixed(need=1, tags=["z"], meta={{"b": 2}}, rows=[ProbeMixedInputRow(a=3)])
+    await gw.probe_mixed(need=1, opts=None, tags=None, meta=None, rows=None)
+    out = await gw.probe_mixed(need=1)
+    count: int | None = out.count
+    total: int = out.total
+    print(count, total)
+"""
+
+# Each line after the first four is one mistake a type checker must catch.
+CALLER_BAD = f"""\
+from {PKG}.client import GatewayClient
+
+
+async def main(gw: GatewayClient) -> None:
+    await gw.probe_mixed(need=2)
+    await gw.probe_mixed(need="1")
+    await gw.probe_mixed(need=True)
+    await gw.probe_mixed(need=1, mode=False)
+    await gw.probe_mixed(need=1, mode=1)
+    await gw.probe_mixed(need=1, flag="true")
+    await gw.probe_mixed(need=1, zero=1)
+    await gw.probe_mixed(need=1, zero=True)
+    await gw.probe_mixed(need=1, opts={{"a": 1}})
+    out = await gw.probe_mixed(need=1)
+    count: int = out.count
+"""
+
+
+def test_a_caller_type_checks_exactly_against_enums_and_defaults(
+    built: SimpleNamespace, tmp_path: Path
+) -> None:
+    """The client module is mypy --strict clean with list, dict and model defaults; enum
+    parameters accept exactly the enum's values (None: not given)."""
+    methods = built.out / PKG / "client_methods" / "probe.py"
+    (tmp_path / "ok.py").write_text(CALLER_OK)
+    ok = _mypy(built.out, methods, tmp_path / "ok.py")
+    assert ok.returncode == 0, ok.stdout[-5000:]
+    (tmp_path / "bad.py").write_text(CALLER_BAD)
+    bad = _mypy(built.out, tmp_path / "bad.py")
+    lines = {
+        int(line.split(":")[1])
+        for line in bad.stdout.splitlines()
+        if "bad.py" in line and ": error:" in line
+    }
+    assert lines == set(range(5, 14)) | {15}, bad.stdout
+
+
+def test_mutable_defaults_are_none_in_the_signature_and_documented(built: SimpleNamespace) -> None:
+    params = inspect.signature(built.client.probe_mixed).parameters
+    assert {n: params[n].default for n in ("opts", "tags", "meta", "rows")} == dict.fromkeys(
+        ("opts", "tags", "meta", "rows")
+    )
+    assert (params["level"].default, params["flag"].default) == (1, True)
+    doc = inspect.getdoc(built.client.probe_mixed) or ""
+    assert 'opts: Default: {"a": 1}.' in doc and 'rows: Default: [{"a": 1}].' in doc
+
+
+def test_model_defaults_are_right_and_never_shared(built: SimpleNamespace) -> None:
+    model = built.models.ProbeMixedInput
+    first, second = model(need=1), model(need=1)
+    assert first.model_dump(mode="json", exclude={"need", "mode", "zero"}) == {
+        "level": 1,
+        "flag": True,
+        "opts": {"a": 1},
+        "tags": ["x", "y"],
+        "meta": {"a": 1},
+        "rows": [{"a": 1}],
+    }
+    assert isinstance(first.opts, built.models.ProbeMixedInputOpts)
+    first.tags.append("z")
+    first.meta["b"] = 2
+    first.rows[0].a = 9
+    first.opts.a = 9
+    assert second.model_dump(mode="json", include={"opts", "tags", "meta", "rows"}) == {
+        "opts": {"a": 1},
+        "tags": ["x", "y"],
+        "meta": {"a": 1},
+        "rows": [{"a": 1}],
+    }
+    assert model(need=1).model_dump(mode="json")["tags"] == ["x", "y"]
+
+
+MEMBERS = [
+    ("need", [1, "a", None]),
+    ("mode", [True, "auto"]),
+    ("zero", [0, False, "off"]),
+]
+
+
+@pytest.mark.parametrize(("field", "values"), MEMBERS)
+def test_every_enum_member_round_trips_with_its_json_type(
+    built: SimpleNamespace, field: str, values: list[Any]
+) -> None:
+    """model_validate then model_dump(mode="json") gives the same JSON text back (1 stays 1,
+    true stays true, 0 and false stay apart), in the input and in the output model."""
+    for model, base in (
+        (built.models.ProbeMixedInput, {"need": 1}),
+        (built.models.ProbeMixedOutput, {"id": "r", "total": 0}),
+    ):
+        for value in values:
+            data = {**base, field: value}
+            dumped = model.model_validate(data).model_dump(mode="json", exclude_unset=True)
+            assert json.dumps(dumped[field]) == json.dumps(value), (model.__name__, value)
+
+
+class ProbeUpstream(Upstream):
+    """Answers /mixed with what it was sent, and leaves out every defaulted output property."""
+
+    def handle(self, req: Received) -> Reply:
+        if req.path == "/mixed":
+            return Reply(200, {"id": "r1", "total": 3, "sent": req.json()})
+        return Reply(404, {"error": "not found"})
+
+
+async def test_server_and_typed_client_agree_end_to_end(
+    built: SimpleNamespace, tmp_path: Path
+) -> None:
+    """Enum values reach the upstream with their JSON types and come back the same; object
+    defaults are applied by the gateway on every call."""
+    catalog = importlib.import_module(f"{PKG}.catalog")
+    server_mod = importlib.import_module(f"{PKG}.runtime.server")
+    with ProbeUpstream() as upstream:
+        runtime = server_mod.GatewayRuntime.open(
+            catalog.GATEWAY,
+            str(tmp_path / "gateway.db"),
+            environ={},
+            base_urls={"probe": upstream.url},
+            recorder_interval=0.05,
+        )
+        try:
+            store = runtime.store
+            tenant = store.create_tenant("acme")
+            store.connect(tenant.id, "probe", {"token": "t0ken-probe"})
+            key = store.issue_key(tenant.id, scopes=["read", "write"]).token
+            async with built.client.connect_to(runtime.build_server(api_key=key)) as gw:
+                raw = await gw.call_tool("probe_mixed", {"need": 1, "mode": True, "zero": False})
+                assert raw == {
+                    "id": "r1",
+                    "total": 3,
+                    "need": 1,
+                    "mode": True,
+                    "zero": False,
+                    "opts": {"a": 1},
+                    "tags": ["x", "y"],
+                }
+                typed = await gw.probe_mixed(need="a", mode="auto", zero=0)
+                again = await gw.probe_mixed(need=None, zero="off", tags=["z"])
+        finally:
+            await runtime.aclose()
+        sent = [r.json() for r in upstream.requests("POST", "/mixed")]
+    assert json.dumps(sent[0]) == json.dumps(
+        {
+            "need": 1,
+            "mode": True,
+            "level": 1,
+            "flag": True,
+            "zero": False,
+            "opts": {"a": 1},
+            "tags": ["x", "y"],
+            "meta": {"a": 1},
+            "rows": [{"a": 1}],
+        }
+    )
+    assert (sent[1]["need"], sent[1]["mode"], sent[1]["zero"]) == ("a", "auto", 0)
+    assert json.dumps(sent[1]["zero"]) == "0"
+    assert sent[1]["opts"] == {"a": 1} and sent[1]["tags"] == ["x", "y"]
+    assert sent[2]["need"] is None and sent[2]["tags"] == ["z"] and sent[2]["meta"] == {"a": 1}
+    assert (typed.need, typed.mode, typed.zero) == ("a", "auto", 0)
+    assert typed.zero is not False
+    assert typed.model_dump(mode="json", exclude_unset=True) == {
+        "id": "r1",
+        "total": 3,
+        "need": "a",
+        "mode": "auto",
+        "zero": 0,
+        "opts": {"a": 1},
+        "tags": ["x", "y"],
+    }
+    assert again.need is None and again.tags == ["z"]
