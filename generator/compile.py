@@ -518,6 +518,24 @@ def _subschemas(path: JsonPath, schema: dict[str, Any]) -> Iterator[tuple[JsonPa
             yield (*path, key), schema[key]
 
 
+def without_defaults(schema: Any) -> Any:
+    """A copy of `schema` without the `default` of it or of any subschema (values such as
+    `const`, `enum` or `examples`, and properties named "default", are kept)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v for k, v in schema.items() if k != "default"}
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: without_defaults(sub) for name, sub in out[key].items()}
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [without_defaults(sub) for sub in out[key]]
+    for key in _SUBSCHEMAS:
+        if key in out:
+            out[key] = without_defaults(out[key])
+    return out
+
+
 def _check_meta(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
     if not _check_keywords(ctx, doc, path, schema):
         return False

@@ -23,6 +23,7 @@ import pytest
 from helpers import ROOT, make_project, options
 
 from generator import api
+from generator.compile import without_defaults
 from tests.runtime.upstreams import Received, Reply, Upstream
 
 PKG = "probe_gw"
@@ -194,6 +195,45 @@ def test_every_enum_member_round_trips_with_its_json_type(
             assert json.dumps(dumped[field]) == json.dumps(value), (model.__name__, value)
 
 
+def test_an_output_default_is_not_invented(built: SimpleNamespace) -> None:
+    """A property the upstream left out reads as None, not as the schema's default."""
+    out = built.models.ProbeMixedOutput.model_validate({"id": "r", "total": 3, "nested": {}})
+    assert (out.count, out.label, out.nested.flag) == (None, None, None)
+    assert out.model_dump(mode="json", exclude_unset=True) == {"id": "r", "total": 3, "nested": {}}
+    with pytest.raises(ValueError):  # required, default or not
+        built.models.ProbeMixedOutput.model_validate({"id": "r"})
+
+
+def test_output_schemas_lose_only_their_defaults() -> None:
+    """What the output models are made from: every subschema's `default` removed; a property
+    named "default" and the values of const, enum and examples kept; the schema not mutated."""
+    schema = {
+        "type": "object",
+        "default": {},
+        "properties": {
+            "default": {"type": "string", "default": "x"},
+            "k": {"const": {"default": 1}},
+            "l": {"type": "array", "items": {"type": "integer", "default": 0}, "default": []},
+            "e": {"enum": [{"default": 2}], "examples": [{"default": 3}]},
+        },
+        "$defs": {"D": {"type": "integer", "default": 1}},
+        "additionalProperties": {"anyOf": [{"type": "string", "default": "y"}]},
+    }
+    before = json.dumps(schema)
+    assert without_defaults(schema) == {
+        "type": "object",
+        "properties": {
+            "default": {"type": "string"},
+            "k": {"const": {"default": 1}},
+            "l": {"type": "array", "items": {"type": "integer"}},
+            "e": {"enum": [{"default": 2}], "examples": [{"default": 3}]},
+        },
+        "$defs": {"D": {"type": "integer"}},
+        "additionalProperties": {"anyOf": [{"type": "string"}]},
+    }
+    assert json.dumps(schema) == before
+
+
 class ProbeUpstream(Upstream):
     """Answers /mixed with what it was sent, and leaves out every defaulted output property."""
 
@@ -207,7 +247,8 @@ async def test_server_and_typed_client_agree_end_to_end(
     built: SimpleNamespace, tmp_path: Path
 ) -> None:
     """Enum values reach the upstream with their JSON types and come back the same; object
-    defaults are applied by the gateway on every call."""
+    defaults are applied by the gateway on every call; a property the upstream left out is
+    missing from the structured result and None in the typed result (never the default)."""
     catalog = importlib.import_module(f"{PKG}.catalog")
     server_mod = importlib.import_module(f"{PKG}.runtime.server")
     with ProbeUpstream() as upstream:
@@ -258,6 +299,7 @@ async def test_server_and_typed_client_agree_end_to_end(
     assert sent[2]["need"] is None and sent[2]["tags"] == ["z"] and sent[2]["meta"] == {"a": 1}
     assert (typed.need, typed.mode, typed.zero) == ("a", "auto", 0)
     assert typed.zero is not False
+    assert (typed.count, typed.label, typed.nested) == (None, None, None)
     assert typed.model_dump(mode="json", exclude_unset=True) == {
         "id": "r1",
         "total": 3,

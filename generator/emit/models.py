@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 
 from .. import ir
+from ..compile import without_defaults
 from ..datamodel import Outcome, Request, outcome
 from ..render import python_header
 from . import EmitError, FileSet, Output
@@ -29,13 +30,18 @@ _PROVIDED: contextvars.ContextVar[Mapping[str, Outcome] | None] = contextvars.Co
 
 
 def request(project: ir.Project, group: ir.Group, out: Output) -> Request:
-    """What datamodel-code-generator is given for `group`."""
+    """What datamodel-code-generator is given for `group`.
+
+    Output schemas go without their `default`s: a default there documents what the upstream
+    means when it leaves a property out, but the gateway passes on what the upstream sent (the
+    structured result has no such property), so the output model reads it as None rather than
+    inventing the default (and a required property stays required)."""
     payload: dict[str, object] = {
         "tools": [
             {
                 "name": t.name,
                 "inputSchema": t.input_schema.value,
-                "outputSchema": t.output_schema.value,
+                "outputSchema": without_defaults(t.output_schema.value),
             }
             for t in project.group_tools(group)
         ]
