@@ -310,3 +310,93 @@ async def test_server_and_typed_client_agree_end_to_end(
         "tags": ["x", "y"],
     }
     assert again.need is None and again.tags == ["z"]
+
+
+CONSTS = textwrap.dedent("""\
+    version: 1
+    kind: connector
+    name: consts
+    title: Consts
+    description: Constants of every JSON type.
+    base_url: https://consts.example.com
+    auth: {type: bearer, token_field: token, fields: [{name: token, title: Token}]}
+    capabilities:
+      - name: put
+        description: Constants and enums the models can type, and some they cannot.
+        scope: write
+        annotations: {idempotent: true, open_world: true}
+        input:
+          type: object
+          required: [kind]
+          properties:
+            kind: {const: {kind: x}}
+            pair: {const: [1, 2]}
+            ratio: {const: 2.5}
+            one: {const: 1.0}
+            shape: {enum: [a, {b: 1}]}
+            items: {type: array, items: {const: {c: true}}}
+            word: {const: x}
+            count: {const: 3}
+            flag: {const: true}
+            nothing: {const: null}
+            scale: {enum: [0.5, 1, "x", null, false]}
+        output:
+          type: object
+          properties:
+            echo: {const: {kind: x}}
+        http:
+          method: POST
+          path: /put
+          body: {kind: "{kind}", pair: "{pair}", ratio: "{ratio}", one: "{one}", shape: "{shape}",
+            items: "{items}", word: "{word}", count: "{count}", flag: "{flag}",
+            nothing: "{nothing}", scale: "{scale}"}
+          response: {fields: {echo: echo}}
+    """)
+
+
+def test_a_const_or_enum_value_the_models_cannot_type_is_a_located_error(tmp_path: Path) -> None:
+    """Objects, lists and (for const) floats would become dict/list/float types that accept
+    any such value, and an optional const got a None default its type does not admit."""
+    root = make_project(tmp_path, {"gateway.yaml": GATEWAY, "connectors/consts.yaml": CONSTS})
+    _result, files, diags = api.generate(options(root))
+    assert not files
+    found = [
+        (d.code, d.span.file, d.span.line, d.message.partition(": the generated")[0]) for d in diags
+    ]
+    file = "manifests/connectors/consts.yaml"
+    assert found == [
+        ("GEN221", file, 17, 'const {"kind": "x"} is an object'),
+        ("GEN221", file, 18, "const [1, 2] is a list"),
+        ("GEN221", file, 19, "const 2.5 is a floating-point number"),
+        ("GEN221", file, 20, "const 1.0 is a floating-point number"),
+        ("GEN221", file, 21, 'enum value {"b": 1} is an object'),
+        ("GEN221", file, 22, 'const {"c": true} is an object'),
+        ("GEN221", file, 31, 'const {"kind": "x"} is an object'),
+    ]
+    hints = [d.hint for d in diags]
+    assert hints[0] == (
+        "give the object its properties, each with its own const: "
+        '{type: object, required: [kind], properties: {kind: {const: "x"}}}'
+    )
+    assert hints[2] == "use {type: number, minimum: 2.5, maximum: 2.5}"
+    assert hints[3] == "write it as the integer 1"
+
+
+def test_the_suggested_spellings_are_typed_exactly(tmp_path: Path) -> None:
+    root = make_project(tmp_path, {"gateway.yaml": GATEWAY, "connectors/consts.yaml": CONSTS})
+    hints = {d.span.line: d.hint for d in api.generate(options(root))[2]}
+    fixed = CONSTS
+    for line, old in ((17, "{const: {kind: x}}"), (18, "{const: [1, 2]}"), (19, "{const: 2.5}")):
+        assert hints[line] is not None
+        fixed = fixed.replace(old, hints[line][hints[line].index("{") :], 1)
+    fixed = fixed.replace("{const: 1.0}", "{const: 1}").replace("{enum: [a, {b: 1}]}", "{}")
+    fixed = fixed.replace("{const: {c: true}}", "{}").replace("{const: {kind: x}}", "{}")
+    root = make_project(
+        tmp_path / "fixed", {"gateway.yaml": GATEWAY, "connectors/consts.yaml": fixed}
+    )
+    result = api.build(options(root))
+    assert result.ok, result.diagnostics
+    source = (root / "generated" / PKG / "models" / "consts.py").read_text(encoding="utf-8")
+    assert '    kind: Literal["x"]\n' in source  # the nested model's one field
+    assert "pair: tuple[Literal[1], Literal[2]] | None = None" in source
+    assert "ratio: Annotated[float | None, Field(ge=2.5, le=2.5)] = None" in source
