@@ -121,11 +121,12 @@ async def main(gw: GatewayClient) -> None:
 def test_a_caller_type_checks_exactly_against_enums_and_defaults(
     built: SimpleNamespace, tmp_path: Path
 ) -> None:
-    """The client module is mypy --strict clean with list, dict and model defaults; enum
-    parameters accept exactly the enum's values (None: not given)."""
+    """The models and client modules are mypy --strict clean with list, dict and model
+    defaults; enum parameters accept exactly the enum's values (None: not given)."""
     methods = built.out / PKG / "client_methods" / "probe.py"
+    models = built.out / PKG / "models" / "probe.py"
     (tmp_path / "ok.py").write_text(CALLER_OK)
-    ok = _mypy(built.out, methods, tmp_path / "ok.py")
+    ok = _mypy(built.out, models, methods, tmp_path / "ok.py")
     assert ok.returncode == 0, ok.stdout[-5000:]
     (tmp_path / "bad.py").write_text(CALLER_BAD)
     bad = _mypy(built.out, tmp_path / "bad.py")
