@@ -518,6 +518,24 @@ def _subschemas(path: JsonPath, schema: dict[str, Any]) -> Iterator[tuple[JsonPa
             yield (*path, key), schema[key]
 
 
+def without_defaults(schema: Any) -> Any:
+    """A copy of `schema` without the `default` of it or of any subschema (values such as
+    `const`, `enum` or `examples`, and properties named "default", are kept)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v for k, v in schema.items() if k != "default"}
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: without_defaults(sub) for name, sub in out[key].items()}
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [without_defaults(sub) for sub in out[key]]
+    for key in _SUBSCHEMAS:
+        if key in out:
+            out[key] = without_defaults(out[key])
+    return out
+
+
 def _check_meta(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
     if not _check_keywords(ctx, doc, path, schema):
         return False
@@ -589,6 +607,10 @@ def _check_subschemas(
             f"$ref {ref!r} points to nothing in this schema",
             "refer to a shared type as #/types/Name, or to a $defs entry of this schema",
         )
+    if "const" in node:
+        _check_typable(ctx, doc, (*path, "const"), node["const"], "const")
+    for i, value in enumerate(node.get("enum") or []):
+        _check_typable(ctx, doc, (*path, "enum", i), value, "enum value")
     props = node.get("properties")
     if isinstance(props, dict):
         for name in props:
@@ -603,6 +625,46 @@ def _check_subschemas(
                 )
     for sub_path, sub in _subschemas(path, node):
         _check_subschemas(ctx, doc, sub_path, sub, root)
+
+
+def _check_typable(ctx: _Ctx, doc: Loaded, path: JsonPath, value: Any, what: str) -> None:
+    """A `const` or `enum` value becomes a `Literal[...]` of the models and the client, and a
+    Literal holds only strings, integers, booleans and None. datamodel-code-generator turns an
+    object or a list into its plain type (`dict[str, str]`, `list[int]`), and a `const` number
+    into `float`: the models would accept any such value, and an optional one got a `None`
+    default its type does not admit. Refused, with a spelling that can be typed. (Numbers in
+    an `enum` are typed `float`, wider than the enum but not wrong: they pass.)"""
+    if isinstance(value, dict):
+        kind = "an object"
+        fields = [f"{k}: {{const: {json.dumps(v)}}}" for k, v in value.items()]
+        hint = (
+            "give the object its properties, each with its own const: {type: object, "
+            f"required: [{', '.join(value)}], properties: {{{', '.join(fields)}}}}}"
+        )
+    elif isinstance(value, list):
+        kind = "a list"
+        items = ", ".join(f"{{const: {json.dumps(v)}}}" for v in value)
+        hint = (
+            "give the list one const per item: {type: array, "
+            f"prefixItems: [{items}], minItems: {len(value)}, maxItems: {len(value)}}}"
+        )
+    elif isinstance(value, float) and what == "const":
+        kind = "a floating-point number"
+        hint = (
+            f"write it as the integer {int(value)}"
+            if value.is_integer()
+            else f"use {{type: number, minimum: {value!r}, maximum: {value!r}}}"
+        )
+    else:
+        return
+    ctx.err(
+        "GEN222",
+        doc.span(path),
+        f"{what} {json.dumps(value, ensure_ascii=False)} is {kind}: the generated models "
+        "cannot type it (a Literal holds only strings, integers, booleans and null) and "
+        "would accept any such value",
+        hint,
+    )
 
 
 def _check_regex(ctx: _Ctx, doc: Loaded, path: JsonPath, pattern: str) -> None:

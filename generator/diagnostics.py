@@ -79,6 +79,11 @@ CODES: dict[str, Code] = {
         Code(code="GEN219", title="unknown JSON Schema keyword in a schema", stage="compile"),
         Code(code="GEN220", title="connector input never sent upstream", stage="compile"),
         Code(code="GEN221", title="invalid idempotency key declaration", stage="compile"),
+        Code(
+            code="GEN222",
+            title="`const` or `enum` value the generated models cannot type",
+            stage="compile",
+        ),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

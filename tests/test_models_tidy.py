@@ -4,9 +4,11 @@ real output for schemas that trigger each repair, checked by importing the resul
 from __future__ import annotations
 
 import itertools
+import subprocess
 import sys
 import types
 import warnings
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -80,3 +82,40 @@ def test_a_uri_stays_the_string_it_was() -> None:
     module = _module(raw)
     url = "HTTPS://Example.COM:443/a b?x=1"
     assert module.TInput(home=url).model_dump() == {"home": url}
+
+
+def _mypy_errors(source: str, tmp_path: Path) -> str:
+    path = tmp_path / "models.py"
+    path.write_text(source, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    return proc.stdout
+
+
+def test_an_object_default_moves_into_field_and_type_checks(tmp_path: Path) -> None:
+    item = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    props = {
+        "opts": {**item, "default": {"a": 1}},
+        "rowList": {"type": "array", "items": item, "default": [{"a": 2}], "description": "d"},
+        "tags": {"type": "array", "items": {"type": "string"}, "default": ["x"]},
+    }
+    raw = _tool(props)
+    assert "incompatible type" in _mypy_errors(raw, tmp_path).lower()  # {'a': 1} is no model
+    source = tidy(raw, {"TInput", "TOutput"})
+    assert "opts: TInputOpts | None = Field({'a': 1}, validate_default=True)" in source
+    assert _mypy_errors(source, tmp_path) == ""
+    module = _module(source)
+    first, second = module.TInput(), module.TInput()
+    assert first.model_dump(by_alias=True) == {
+        "opts": {"a": 1},
+        "rowList": [{"a": 2}],
+        "tags": ["x"],
+    }
+    assert isinstance(first.opts, module.TInputOpts) and first.opts is not second.opts
+    assert module.TInput.model_fields["row_list"].description == "d"
+    assert module.TInput.model_validate({"rowList": []}).row_list == []

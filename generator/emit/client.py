@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
+import json
 import re
 import textwrap
 from collections.abc import Iterable
@@ -186,6 +187,18 @@ def _names(nodes: Iterable[ast.expr | None]) -> set[str]:
     return out
 
 
+def _immutable(node: ast.expr) -> bool:
+    """Whether a default is a value no call can change: a constant (`3`, `-1.5`, `"a"`,
+    `True`, `None`), a tuple of them, or a name (an enum member)."""
+    if isinstance(node, ast.Constant | ast.Name | ast.Attribute):
+        return True
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        return _immutable(node.operand)
+    if isinstance(node, ast.Tuple):
+        return all(_immutable(e) for e in node.elts)
+    return False
+
+
 def _admits_none(node: ast.expr) -> bool:
     if isinstance(node, ast.Constant) and node.value is None:
         return True
@@ -230,8 +243,13 @@ def _annotation_words(a: ir.Annotations) -> str:
 
 
 def _method_doc(
-    t: ir.Tool, fields: tuple[ModelField, ...], params: dict[str, str], rest: str | None
+    t: ir.Tool,
+    fields: tuple[ModelField, ...],
+    params: dict[str, str],
+    rest: str | None,
+    unshown: frozenset[str] = frozenset(),
 ) -> str:
+    """`unshown`: fields whose default the signature gives as None (the docstring says it)."""
     width = _DOC_WIDTH - 8
     lines = _wrap(t.description, width)
     if t.deprecated is not None:
@@ -246,7 +264,11 @@ def _method_doc(
     for f in fields:
         prop = props.get(f.wire)
         text = prop.get("description") if isinstance(prop, dict) else None
-        described.append((params[f.name], text if isinstance(text, str) and text.strip() else ""))
+        text = text if isinstance(text, str) and text.strip() else ""
+        if f.name in unshown and isinstance(prop, dict) and "default" in prop:
+            given = json.dumps(prop["default"], ensure_ascii=False, default=str)
+            text = f"{text.rstrip()} Default: {given}.".lstrip()
+        described.append((params[f.name], text))
     if rest is not None:
         what = "the arguments" if rest == "**arguments" else "further arguments"
         described.append((rest, f"{what}, sent by their JSON names."))
@@ -296,6 +318,7 @@ def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
     params: dict[str, str] = {}
     rendered: list[str] = []
     used: set[str] = set()
+    unshown: set[str] = set()
     rest: str | None = None
     if kind == "root":  # an object of free-form properties: **arguments
         value = _dict_value(fields[0].annotation) if fields else None
@@ -313,11 +336,17 @@ def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
             pname = f.name if f.name not in ("self", "cls", "extra") else f.name + "_"
             params[f.name] = pname
             annotation = ast.unparse(f.annotation)
-            if f.factory:
+            if f.factory or (f.default is not None and not _immutable(f.default)):
+                # A list, dict or nested model default: the model's is not the annotation's
+                # type (`{'a': 1}` for a model) and would be one object shared by every call.
+                # None leaves the argument out, and the model (the gateway too) applies it.
                 if not _admits_none(f.annotation):
                     annotation += " | None"
                 rendered.append(f"{pname}: {annotation} = None")
-            elif f.default is not None:
+                used |= _names([f.annotation])
+                unshown.add(f.name)
+                continue
+            if f.default is not None:
                 rendered.append(f"{pname}: {annotation} = {ast.unparse(f.default)}")
             else:
                 rendered.append(f"{pname}: {annotation}")
@@ -338,7 +367,7 @@ def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
         arguments=arguments,
         input_model=str(t.input_model),
         output_model=str(t.output_model),
-        doc=_method_doc(t, fields, params, rest),
+        doc=_method_doc(t, fields, params, rest, frozenset(unshown)),
     )
     return view, used
 

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 
 from .. import ir
+from ..compile import without_defaults
 from ..datamodel import Outcome, Request, outcome
 from ..render import python_header
 from . import EmitError, FileSet, Output
@@ -29,13 +30,18 @@ _PROVIDED: contextvars.ContextVar[Mapping[str, Outcome] | None] = contextvars.Co
 
 
 def request(project: ir.Project, group: ir.Group, out: Output) -> Request:
-    """What datamodel-code-generator is given for `group`."""
+    """What datamodel-code-generator is given for `group`.
+
+    Output schemas go without their `default`s: a default there documents what the upstream
+    means when it leaves a property out, but the gateway passes on what the upstream sent (the
+    structured result has no such property), so the output model reads it as None rather than
+    inventing the default (and a required property stays required)."""
     payload: dict[str, object] = {
         "tools": [
             {
                 "name": t.name,
                 "inputSchema": t.input_schema.value,
-                "outputSchema": t.output_schema.value,
+                "outputSchema": without_defaults(t.output_schema.value),
             }
             for t in project.group_tools(group)
         ]
@@ -93,7 +99,11 @@ def tidy(text: str, tool_models: set[str]) -> str:
       classes (the client relies on them), and so does any RootModel whose type names
       something defined further down (an alias is evaluated at import);
     * a model with a field named `model_...` (renamed from `model_dump` to `model_dump_`)
-      gets `protected_namespaces=()`, else Pydantic warns on import.
+      gets `protected_namespaces=()`, else Pydantic warns on import;
+    * a default that Pydantic validates into the field's type (`opts: Annotated[Opts | None,
+      Field(validate_default=True)] = {'a': 1}`, an object or array default) moves into
+      `Field({'a': 1}, validate_default=True)`, which type checkers do not compare with the
+      annotation: as a plain value it failed mypy and pyright (a dict is not an `Opts`).
     """
     tree = ast.parse(text)
     defined: set[str] = set(_BUILTINS)
@@ -107,6 +117,7 @@ def tidy(text: str, tool_models: set[str]) -> str:
                 edits.append((node.lineno, node.end_lineno or node.lineno, alias))
             else:
                 edits.extend(_unprotect(text, node))
+                edits.extend(_validated_defaults(text, node))
             defined.add(node.name)
         elif isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -117,8 +128,11 @@ def tidy(text: str, tool_models: set[str]) -> str:
     for first, last, replacement in sorted(edits, reverse=True):
         lines[first - 1 : last] = [replacement]
     result = "".join(lines)
-    if result.count("RootModel") == 1:  # only the import is left
-        result = re.sub(r"(from pydantic import [^\n]*?)\bRootModel, |, RootModel\b", r"\1", result)
+    for module, name in (("pydantic", "RootModel"), ("typing", "Annotated")):
+        if len(re.findall(rf"\b{name}\b", result)) == 1:  # only the import is left
+            pattern = rf"(from {module} import [^\n]*?)\b{name}, |, {name}\b"
+            result = re.sub(pattern, r"\1", result)
+            result = re.sub(rf"(?m)^from {module} import {name}\n", "", result)
     return result
 
 
@@ -178,3 +192,51 @@ def _unprotect(text: str, node: ast.ClassDef) -> list[tuple[int, int, str]]:
             line = f"{indent}model_config = {inner}{sep}protected_namespaces=())\n"
             return [(stmt.lineno, stmt.end_lineno or stmt.lineno, line)]
     return []
+
+
+def _validated_defaults(text: str, node: ast.ClassDef) -> list[tuple[int, int, str]]:
+    edits = []
+    for stmt in node.body:
+        if not (
+            isinstance(stmt, ast.AnnAssign)
+            and isinstance(stmt.target, ast.Name)
+            and stmt.value is not None
+            and not (isinstance(stmt.value, ast.Call) and _is_name(stmt.value.func, "Field"))
+            and isinstance(stmt.annotation, ast.Subscript)
+            and _is_name(stmt.annotation.value, "Annotated")
+            and isinstance(stmt.annotation.slice, ast.Tuple)
+        ):
+            continue
+        elts = stmt.annotation.slice.elts
+        fields = [e for e in elts[1:] if isinstance(e, ast.Call) and _is_name(e.func, "Field")]
+        if not any(
+            kw.arg == "validate_default"
+            and isinstance(kw.value, ast.Constant)
+            and kw.value.value is True
+            for f in fields
+            for kw in f.keywords
+        ):
+            continue
+        # validate_default moves to the default's Field; Annotated[T] alone is just T.
+        meta: list[str | None] = []
+        for e in elts[1:]:
+            if isinstance(e, ast.Call) and e in fields:
+                kws = [kw for kw in e.keywords if kw.arg != "validate_default"]
+                if e.args or kws:
+                    meta.append(ast.unparse(ast.Call(func=e.func, args=e.args, keywords=kws)))
+            else:
+                meta.append(ast.get_source_segment(text, e))
+        type_src = ast.get_source_segment(text, elts[0])
+        value_src = ast.get_source_segment(text, stmt.value)
+        if type_src is None or value_src is None or None in meta:
+            continue
+        if meta:
+            type_src = f"Annotated[{type_src}, {', '.join(map(str, meta))}]"
+        indent = " " * stmt.col_offset
+        line = f"{indent}{stmt.target.id}: {type_src} = Field({value_src}, validate_default=True)\n"
+        edits.append((stmt.lineno, stmt.end_lineno or stmt.lineno, line))
+    return edits
+
+
+def _is_name(node: ast.expr, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
