@@ -7,14 +7,13 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, make_project, options
+from helpers import ROOT, make_project, mypy_strict, options
 from pydantic import BaseModel
 
 from generator import api
@@ -164,26 +163,6 @@ async def main(gw: GatewayClient) -> None:
 """
 
 
-def _mypy(*targets: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--follow-imports=silent",
-            "--no-error-summary",
-            "--cache-dir",
-            str(ROOT / ".mypy_cache"),
-            *targets,
-        ],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 def test_generated_client_is_mypy_strict_clean() -> None:
     targets = [
         f"{PKG}/client.py",
@@ -192,7 +171,7 @@ def test_generated_client_is_mypy_strict_clean() -> None:
             str(p.relative_to(GENERATED)) for p in (GENERATED / PKG / "client_methods").glob("*.py")
         ),
     ]
-    proc = _mypy(*targets, cwd=GENERATED)
+    proc = mypy_strict(*targets, cwd=GENERATED)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
 
 
@@ -200,9 +179,9 @@ def test_mypy_checks_user_code_against_the_client(tmp_path: Path) -> None:
     (tmp_path / "ok.py").write_text(USER_CODE_OK)
     (tmp_path / "bad.py").write_text(USER_CODE_BAD)
     env_cwd = GENERATED
-    ok = _mypy(str(tmp_path / "ok.py"), cwd=env_cwd)
+    ok = mypy_strict(str(tmp_path / "ok.py"), cwd=env_cwd)
     assert ok.returncode == 0, ok.stdout[-5000:]
-    bad = _mypy(str(tmp_path / "bad.py"), cwd=env_cwd)
+    bad = mypy_strict(str(tmp_path / "bad.py"), cwd=env_cwd)
     lines = [line for line in bad.stdout.splitlines() if "bad.py" in line and "error" in line]
     assert {int(line.split(":")[1]) for line in lines} == {5, 6, 7, 8, 10}, bad.stdout
 
@@ -358,7 +337,7 @@ def test_free_form_and_open_inputs(tmp_path: Path) -> None:
     result = api.build(options(root))
     assert result.ok, result.diagnostics
     out = root / "generated"
-    proc = _mypy(
+    proc = mypy_strict(
         "t_gw/client.py",
         *sorted(str(p.relative_to(out)) for p in (out / "t_gw/client_methods").glob("*.py")),
         cwd=out,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from helpers import ROOT, make_project, options
+from helpers import ROOT, make_project, mypy_strict, options
 
 from generator import api
 from generator.compile import without_defaults
@@ -58,26 +57,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
         sys.path.remove(str(out))
         for name in [n for n in sys.modules if n == PKG or n.startswith(f"{PKG}.")]:
             del sys.modules[name]
-
-
-def _mypy(out: Path, *files: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--follow-imports=silent",
-            "--no-error-summary",
-            "--cache-dir",
-            str(ROOT / ".mypy_cache"),
-            *map(str, files),
-        ],
-        cwd=out,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 CALLER_OK = f"""\
@@ -126,10 +105,10 @@ def test_a_caller_type_checks_exactly_against_enums_and_defaults(
     methods = built.out / PKG / "client_methods" / "probe.py"
     models = built.out / PKG / "models" / "probe.py"
     (tmp_path / "ok.py").write_text(CALLER_OK)
-    ok = _mypy(built.out, models, methods, tmp_path / "ok.py")
+    ok = mypy_strict(models, methods, tmp_path / "ok.py", cwd=built.out)
     assert ok.returncode == 0, ok.stdout[-5000:]
     (tmp_path / "bad.py").write_text(CALLER_BAD)
-    bad = _mypy(built.out, tmp_path / "bad.py")
+    bad = mypy_strict(tmp_path / "bad.py", cwd=built.out)
     lines = {
         int(line.split(":")[1])
         for line in bad.stdout.splitlines()
