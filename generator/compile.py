@@ -22,6 +22,7 @@ from . import ir
 from .diagnostics import Diagnostic, Span, error, has_errors
 from .load import JsonPath, Loaded
 from .names import MAX_TOOL_NAME, ClassName, PyIdent, is_valid_tool_name
+from .runtime.catalog import credential_header
 from .runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
 from .runtime.templating import PLACEHOLDER, list_index, split_path
 
@@ -1141,14 +1142,16 @@ def _http(
 # An HTTP field name is an RFC 9110 token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Headers the executor or the HTTP client write on every request: a key there would be lost.
-_GATEWAY_HEADERS = (
-    "Accept",
-    "Content-Type",
-    "User-Agent",
-    "Host",
-    "Content-Length",
-    "Transfer-Encoding",
-    "Connection",
+_GATEWAY_HEADERS = frozenset(
+    {
+        "accept",
+        "content-type",
+        "user-agent",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+    }
 )
 
 
@@ -1180,9 +1183,7 @@ def _idempotency_key(
                 f"{doc.key_span((*path, 'headers', name))}",
                 "the key header carries the gateway's key: remove one of the two",
             )
-    credentials = (
-        None if auth.type == "none" else auth.header if auth.type == "api_key" else "Authorization"
-    )
+    credentials = credential_header(auth.type, auth.header)
     if credentials is not None and credentials.lower() == folded:
         ctx.err(
             "GEN221",
@@ -1191,14 +1192,13 @@ def _idempotency_key(
             f"credentials ({auth.type} auth)",
             "name the header the upstream reads the key from, e.g. Idempotency-Key",
         )
-    for name in _GATEWAY_HEADERS:
-        if name.lower() == folded:
-            ctx.err(
-                "GEN221",
-                span,
-                f"idempotency_key.header {header!r} is a header the gateway sets on every request",
-                "name the header the upstream reads the key from, e.g. Idempotency-Key",
-            )
+    if folded in _GATEWAY_HEADERS:
+        ctx.err(
+            "GEN221",
+            span,
+            f"idempotency_key.header {header!r} is a header the gateway sets on every request",
+            "name the header the upstream reads the key from, e.g. Idempotency-Key",
+        )
     return ir.IdempotencyKey(header=header, span=span)
 
 

@@ -114,6 +114,18 @@ class AuthField:
     required: bool = True
 
 
+DEFAULT_API_KEY_HEADER = "X-API-Key"
+
+
+def credential_header(auth_type: str, header: str | None) -> str | None:
+    """The header that carries a connector's credentials (None for auth type none)."""
+    if auth_type == "none":
+        return None
+    if auth_type == "api_key":
+        return header or DEFAULT_API_KEY_HEADER
+    return "Authorization"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectorAuth:
     type: Literal["none", "bearer", "api_key", "basic", "oauth2"]

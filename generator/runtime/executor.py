@@ -77,7 +77,14 @@ import anyio
 import httpx2
 from jsonschema import Draft202012Validator
 
-from .catalog import ConnectorSpec, EntityMapping, GatewaySpec, ToolSpec
+from .catalog import (
+    DEFAULT_API_KEY_HEADER,
+    ConnectorSpec,
+    EntityMapping,
+    GatewaySpec,
+    ToolSpec,
+    credential_header,
+)
 from .errors import (
     INVALID_ARGUMENTS,
     RATE_LIMITED,
@@ -307,11 +314,7 @@ def _compile_connector(spec: ConnectorSpec, base_url: str, token_url: str | None
         message_path=split_path(spec.errors.message_field) if spec.errors.message_field else None,
         auth_errors=frozenset(spec.errors.auth_errors),
         auth_header=(
-            None
-            if auth.type == "none"
-            else (auth.header or "X-API-Key").lower()
-            if auth.type == "api_key"
-            else "authorization"
+            None if (name := credential_header(auth.type, auth.header)) is None else name.lower()
         ),
     )
 
@@ -963,7 +966,8 @@ class ConnectorExecutor:
         if auth.type in ("bearer", "oauth2"):
             return {"Authorization": "Bearer " + need(auth.token_field, "access token")}
         if auth.type == "api_key":
-            return {auth.header or "X-API-Key": need(auth.key_field, "API key")}
+            key = need(auth.key_field, "API key")
+            return {auth.header or DEFAULT_API_KEY_HEADER: key}
         if auth.type == "basic":
             import base64
 
