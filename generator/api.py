@@ -73,7 +73,8 @@ class BuildResult:
         return not has_errors(self.diagnostics)
 
 
-def _rel(root: Path, path: Path) -> str:
+def relative(root: Path, path: Path) -> str:
+    """How diagnostics and messages name `path`: relative to the project root when inside it."""
     try:
         return path.relative_to(root).as_posix()
     except ValueError:
@@ -96,7 +97,7 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
     results and diagnostics are the same as without it."""
     files = discover(options.root, options.manifests)
     if not files:
-        where = _rel(options.root, options.manifests)
+        where = relative(options.root, options.manifests)
         return CompileResult(
             None, (error("GEN005", Span(file=where), f"no *.yaml manifests under {where}"),)
         )
@@ -105,7 +106,7 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
     candidates: list[tuple[_CachedUnit, str, bytes]] = []  # (entry, rel path, bytes)
     if cache.directory is not None:
         for path in files:
-            rel = _rel(options.root, path)
+            rel = relative(options.root, path)
             try:
                 raw = path.read_bytes()
             except OSError:
@@ -215,13 +216,13 @@ def build(
     if check:
         the_plan = plan(options.out, files)
         if interrupted(options.out):
-            where = Span(file=f"{_rel(options.root, options.out)}/{JOURNAL}")
+            where = Span(file=f"{relative(options.root, options.out)}/{JOURNAL}")
             diags = (*diags, error("GEN306", where, _INTERRUPTED))
         return BuildResult(diags, the_plan, diff(options.out, files, the_plan), files)
     try:  # `write` plans for itself, after putting back what a killed build left
         the_plan = write(options.out, files)
     except OSError as exc:
-        where = Span(file=_rel(options.root, options.out))
+        where = Span(file=relative(options.root, options.out))
         return BuildResult((*diags, error("GEN304", where, f"cannot write output: {exc}")))
     return BuildResult(diags, the_plan, "", files)
 

@@ -416,11 +416,8 @@ def new_connector_command(
             f"nothing written: the project would not compile with connector {name}", err=True
         )
         sys.exit(EXIT_FAIL)
-    shown = (
-        made.path.relative_to(options.root) if made.path.is_relative_to(options.root) else made.path
-    )
     click.echo(
-        f"wrote {shown}: connector {name} with the example tool {name}_list_items; "
+        f"wrote {made.path}: connector {name} with the example tool {name}_list_items; "
         "replace it with the API's operations, then run gen build",
         err=True,
     )

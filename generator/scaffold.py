@@ -68,7 +68,7 @@ class ScaffoldError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Scaffolded:
-    path: Path | None  # None: nothing written
+    path: str | None  # the file written, relative to the project root; None: nothing written
     diagnostics: tuple[Diagnostic, ...]  # what the new file caused (then path is None)
 
 
@@ -98,8 +98,7 @@ def new_connector(
         )
     target = options.manifests / "connectors" / f"{name}.yaml"
     if target.exists():
-        shown = target.relative_to(options.root) if target.is_relative_to(options.root) else target
-        raise ScaffoldError(f"{shown.as_posix()} exists; edit it instead")
+        raise ScaffoldError(f"{api.relative(options.root, target)} exists; edit it instead")
     shown_title = title or name.replace("_", " ").title()
     text = connector_text(name, shown_title, base_url.rstrip("/"), auth, target)
     before = _problems(options)
@@ -110,7 +109,7 @@ def new_connector(
     if any(d.severity is Severity.ERROR for d in added):
         target.unlink()
         return Scaffolded(None, added)
-    return Scaffolded(target, ())
+    return Scaffolded(api.relative(options.root, target), ())
 
 
 def _diagnostics(options: api.Options) -> tuple[Diagnostic, ...]:
