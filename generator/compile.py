@@ -24,7 +24,7 @@ from .load import JsonPath, Loaded
 from .names import MAX_TOOL_NAME, ClassName, PyIdent, is_valid_tool_name
 from .runtime.catalog import credential_header
 from .runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
-from .runtime.templating import PLACEHOLDER, list_index, split_path
+from .runtime.templating import FILTERS, PLACEHOLDER, list_index, split_path
 
 TYPE_REF_PREFIX = "#/types/"
 # Text in braces that is not a placeholder: sent as is, so an error when it names an input.
@@ -908,34 +908,49 @@ def _check_tool_names(ctx: _Ctx, tools: list[ir.Tool]) -> None:
 # ---------------------------------------------------------------------------- connectors
 
 
-def _strings(value: Any) -> Iterator[tuple[JsonPath, str]]:
+def template_strings(value: Any) -> Iterator[tuple[JsonPath, str]]:
     """Every string of a template, with its path in the template."""
     if isinstance(value, str):
         yield (), value
     elif isinstance(value, dict):
         for k, v in value.items():
-            for sub, text in _strings(v):
+            for sub, text in template_strings(v):
                 yield (k, *sub), text
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            for sub, text in _strings(v):
+            for sub, text in template_strings(v):
                 yield (i, *sub), text
 
 
 def _placeholders(value: Any) -> Iterator[tuple[JsonPath, str]]:
     """The `{name}` placeholders of a template, by the runtime's own rule (identifiers only)."""
-    for sub, text in _strings(value):
+    for sub, text in template_strings(value):
         for m in PLACEHOLDER.finditer(text):
             yield sub, m.group(1)
 
 
 def _not_placeholders(value: Any, names: set[str]) -> Iterator[tuple[JsonPath, str]]:
     """`{item-id}`-like text naming one of `names` that is not a placeholder (not an
-    identifier): the runtime would send it as literal text and drop the argument."""
-    for sub, text in _strings(value):
+    identifier, or a filter that is not one: `{q|}`): the runtime would send it as literal
+    text and drop the argument."""
+    for sub, text in template_strings(value):
         for m in _BRACED.finditer(text):
-            if m.group(1) in names and not PLACEHOLDER.fullmatch(m.group(0)):
+            name = m.group(1).split("|")[0]
+            if name in names and not PLACEHOLDER.fullmatch(m.group(0)):
                 yield sub, m.group(1)
+
+
+def _check_filters(ctx: _Ctx, doc: Loaded, path: JsonPath, value: Any) -> None:
+    """GEN223 for every `{name|filter}` whose filter does not exist."""
+    for sub, text in template_strings(value):
+        for m in PLACEHOLDER.finditer(text):
+            if m.group(2) is not None and m.group(2) not in FILTERS:
+                ctx.err(
+                    "GEN223",
+                    doc.span((*path, *sub)),
+                    f"{m.group(0)} names no template filter",
+                    "filters: " + ", ".join(sorted(FILTERS)),
+                )
 
 
 def _connector(
@@ -945,6 +960,15 @@ def _connector(
     name = data["name"]
     auth = _auth(ctx, doc, data["auth"])
     public_fields = {f.name for f in auth.fields if not f.secret}
+    for m in PLACEHOLDER.finditer(data["base_url"]):
+        if m.group(2) is not None:
+            ctx.err(
+                "GEN223",
+                doc.span(("base_url",)),
+                f"{m.group(0)}: base_url placeholders take no filter (their values are host "
+                "name labels)",
+                f"write {{{m.group(1)}}}",
+            )
     for _sub, ph in _placeholders(data["base_url"]):
         if ph not in public_fields:
             ctx.err(
@@ -1080,6 +1104,8 @@ def _http(
                 schema["properties"] = props
         if p["style"] != "link":  # a link cursor is a whole URL: it is never templated
             params.add("cursor")
+    for part in ("path", "query", "headers", "body"):
+        _check_filters(ctx, doc, (*path, part), raw.get(part))
     if input_schema is not None:
         used: set[str] = set()
         unknown = False  # a placeholder naming no input: likely the unused input, misspelt
@@ -1096,14 +1122,22 @@ def _http(
                         "known: " + (", ".join(sorted(params)) or "none"),
                     )
             for sub, word in _not_placeholders(raw.get(part), params):
-                used.add(word)  # reported here, not again as unused
+                name, bar, _filter = word.partition("|")
+                used.add(name)  # reported here, not again as unused
+                if bar:
+                    why = "a filter is written {name|filter}, its name an identifier"
+                    hint = "filters: " + ", ".join(sorted(FILTERS))
+                else:
+                    why = "placeholder names are identifiers (letters, digits, _)"
+                    hint = "rename the input property, e.g. " + re.sub(r"\W", "_", name).lstrip(
+                        "0123456789"
+                    )
                 ctx.err(
                     "GEN207",
                     doc.span((*path, part, *sub)),
-                    f"{{{word}}} in http.{part} is not a placeholder: placeholder names are "
-                    "identifiers (letters, digits, _), so it would be sent as literal text",
-                    "rename the input property, e.g. "
-                    + re.sub(r"\W", "_", word).lstrip("0123456789"),
+                    f"{{{word}}} in http.{part} is not a placeholder: {why}, so it would be "
+                    "sent as literal text",
+                    hint,
                 )
         unused = set(input_schema.get("properties", {})) - used - {"cursor"}
         for name in sorted(unused) if not unknown else ():
@@ -1269,6 +1303,7 @@ def _entity(
     output_schema: dict[str, Any] | None,
     entity_types: dict[str, ir.EntityType],
 ) -> ir.EntityMapping:
+    _check_filters(ctx, doc, (*path, "args"), raw.get("args", {}))
     if input_schema is not None:
         _check_entity_args(ctx, doc, path, raw, input_schema)
     etype = entity_types.get(raw["type"])

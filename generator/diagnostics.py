@@ -84,6 +84,7 @@ CODES: dict[str, Code] = {
             title="`const` or `enum` value the generated models cannot type",
             stage="compile",
         ),
+        Code(code="GEN223", title="unknown template filter", stage="compile"),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

@@ -108,6 +108,22 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
             ],
             "GEN207:{issue-key} in http.path is not a placeholder",
         ),
+        (  # a misspelt filter
+            "jira.yaml",
+            ("{query|double_quoted}", "{query|double_quote}"),
+            "GEN223:{query|double_quote} names no template filter",
+        ),
+        (  # a filter that is not an identifier: sent as text, the argument dropped
+            "jira.yaml",
+            ("{query|double_quoted}", "{query|double-quoted}"),
+            "GEN207:{query|double-quoted} in http.query is not a placeholder: a filter is "
+            "written {name|filter}",
+        ),
+        (  # a base_url value is a host name label: no quoting applies
+            "jira.yaml",
+            ("https://{site}.atlassian", "https://{site|json}.atlassian"),
+            "GEN223:{site|json}: base_url placeholders take no filter",
+        ),
         (
             "jira.yaml",
             ("items: issues\n", "items: issue\n"),

@@ -14,6 +14,7 @@ import base64
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import time
 import uuid
@@ -55,7 +56,14 @@ ISSUES = [
         "fields": {"summary": f"Printer {i} jams", "status": {"name": "Open"}},
     }
     for i in range(7)
+] + [
+    {
+        "id": "10100",
+        "key": "OPS-100",
+        "fields": {"summary": 'Tray says "load A4" \\ then OR stops', "status": {"name": "Open"}},
+    }
 ]
+JQL_TEXT_SEARCH = re.compile(r'text ~ "((?:[^"\\]|\\.)*)" ORDER BY created DESC')
 
 
 class ApiStandIns(Upstream):
@@ -151,13 +159,20 @@ class ApiStandIns(Upstream):
         if req.headers.get("authorization") != "Basic " + JIRA_BASIC:
             return Reply(401, {"errorMessages": ["Unauthorized"], "errors": {}})
         if req.method == "GET" and path == "/search":
-            if "Bogus" in req.args.get("jql", ""):
+            jql = req.args.get("jql", "")
+            if "Bogus" in jql:
                 messages = ["Field 'Bogus' does not exist.", "The query is invalid."]
                 return Reply(400, {"errorMessages": messages, "errors": {}})
+            # JQL as Jira parses it: a string literal in double quotes, `\"` and `\\` escaped.
+            parsed = JQL_TEXT_SEARCH.fullmatch(jql)
+            if parsed is None:
+                return Reply(400, {"errorMessages": [f"Error in the JQL Query: {jql}"]})
+            term = re.sub(r"\\(.)", r"\1", parsed.group(1)).lower()
+            found = [i for i in ISSUES if term in i["fields"]["summary"].lower()]
             start = int(req.args.get("startAt", "0"))
             size = int(req.args.get("maxResults", "50"))
-            page = ISSUES[start : start + size]
-            body = {"startAt": start, "maxResults": size, "total": len(ISSUES), "issues": page}
+            page = found[start : start + size]
+            body = {"startAt": start, "maxResults": size, "total": len(found), "issues": page}
             return Reply(200, body)
         if req.method == "PUT" and path.startswith("/issue/"):
             if not req.json().get("fields", {}).get("summary"):
@@ -294,9 +309,21 @@ async def test_jira_offset_pagination_walks_every_issue_once_and_stops_at_the_to
         cursor = result.output["next_cursor"]
         if cursor is None:
             break
-    assert keys == [issue["key"] for issue in ISSUES]
+    assert keys == [f"OPS-{i}" for i in range(1, 8)]
     sent = [r.args.get("startAt") for r in upstream.requests("GET", "/search")]
     assert sent == [None, "3", "6"]  # no extra, empty request after the last page
+
+
+async def test_quotes_and_backslashes_in_an_argument_stay_inside_the_jql_string(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    # `text ~ {query|double_quoted}`: without the filter this text would end the JQL string
+    # at its first quote, and its `OR` would become an operator.
+    query = 'says "load A4" \\ then OR'
+    result = await call(executor, catalog, "jira_search_issues", JIRA, query=query)
+    assert [issue["key"] for issue in result.output["issues"]] == ["OPS-100"]
+    (request,) = upstream.requests("GET", "/search")
+    assert request.args["jql"] == ('text ~ "says \\"load A4\\" \\\\ then OR" ORDER BY created DESC')
 
 
 async def test_an_offset_cursor_must_be_an_offset(

@@ -13,6 +13,7 @@ from generator.runtime.templating import (
     MISSING,
     MissingPlaceholder,
     TextTemplate,
+    UnknownFilter,
     compile_value,
     get_path,
     pairs,
@@ -59,8 +60,45 @@ def test_nested_objects_and_lists_recurse_and_constants_stay() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("template", "value", "expected"),
+    [
+        # JQL, Shopify search: double quotes, backslash escapes
+        ("text ~ {v|double_quoted}", 'say "hi" \\ OR x', 'text ~ "say \\"hi\\" \\\\ OR x"'),
+        # SOQL, Airtable formulas: single quotes, backslash escapes
+        ("Name = {v|single_quoted}", "O'Brien \\", "Name = 'O\\'Brien \\\\'"),
+        # SQL, OData $filter (Microsoft Graph): the quote doubled, backslash as is
+        ("name eq {v|sql_quoted}", "O'Brien \\", "name eq 'O''Brien \\'"),
+        # a list: each item a literal, joined (JQL `in`, SOQL `IN`)
+        ("labels in ({v|double_quoted})", ["a", 'b"', 3], 'labels in ("a", "b\\"", "3")'),
+        ("Id IN ({v|sql_quoted})", ["x'1"], "Id IN ('x''1')"),
+        # non-strings are written as text first
+        ("n = {v|single_quoted}", True, "n = 'true'"),
+        # json: the JSON text of any value
+        ("filter={v|json}", {"a": ["é", None]}, 'filter={"a":["é",null]}'),
+        ("{v|json}", "x", '"x"'),
+        ("{v|json}", 3, "3"),
+    ],
+)
+def test_filters_write_the_value_as_a_literal_of_the_query_language(
+    template: str, value: object, expected: str
+) -> None:
+    assert render({"q": template}, v=value) == {"q": expected}
+
+
+def test_a_filtered_placeholder_is_dropped_like_any_other_and_in_a_path_is_encoded() -> None:
+    assert render({"q": "{v|double_quoted}", "r": "x {v|json}"}) == {}
+    assert render({"q": "{v|double_quoted}"}, v=None) == {}
+    path = TextTemplate("/Users({id|sql_quoted})", encode=True)
+    assert path.names() == ("id",)
+    assert path.render({"id": "O'B/1"}) == "/Users(%27O%27%27B%2F1%27)"
+    with pytest.raises(UnknownFilter):
+        compile_value({"q": "{v|shell}"})
+
+
 def test_placeholder_names_are_collected() -> None:
-    assert compile_value({"a": "{x}", "b": ["{y} and {z}"], "c": 1}).names() == {"x", "y", "z"}
+    template = {"a": "{x}", "b": ["{y} and {z|json}"], "c": 1}
+    assert compile_value(template).names() == {"x", "y", "z"}
 
 
 def test_path_placeholders_are_required_and_percent_encoded() -> None:

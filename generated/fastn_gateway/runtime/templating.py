@@ -14,19 +14,28 @@ Rules (the manifest schema documents them for authors):
 * Path placeholders are always percent-encoded (``/`` included) and must be present.
 * Query strings and form bodies (`pairs`) repeat the key for each item of a list and spell
   nested objects with brackets: ``metadata[order]=1001``, ``items[0][price]=p_1``.
+* A placeholder may name a filter, ``{name|filter}``, that writes the value as a literal of the
+  query language the string is in (JQL, SOQL, OData ``$filter``...), so that a quote in the
+  value cannot end the literal early. ``double_quoted`` (``"a \\"b\\""``) and ``single_quoted``
+  (``'O\\'Brien'``) escape the quote and the backslash with a backslash, ``sql_quoted``
+  (``'O''Brien'``) doubles the quote, ``json`` writes the JSON text of the value. A list is
+  written item by item, joined with ``", "`` (``labels in ({labels|double_quoted})``), except by
+  ``json``, which writes a JSON array. A filtered value is always text.
 
-Only ``{identifier}`` is a placeholder: other braces (JSON-looking text) are literal.
+Only ``{identifier}`` and ``{identifier|filter}`` are placeholders: other braces (JSON-looking
+text) are literal.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
-PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Group 1 is the parameter's name, group 2 the filter's (None without one).
+PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|([A-Za-z_][A-Za-z0-9_]*))?\}")
 
 
 class _Missing:
@@ -71,6 +80,53 @@ def scalar_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _backslashed(quote_char: str) -> Callable[[str], str]:
+    def literal(text: str) -> str:
+        escaped = text.replace("\\", "\\\\").replace(quote_char, "\\" + quote_char)
+        return quote_char + escaped + quote_char
+
+    return literal
+
+
+def _sql_quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_QUOTING: Final[Mapping[str, Callable[[str], str]]] = {
+    "double_quoted": _backslashed('"'),
+    "single_quoted": _backslashed("'"),
+    "sql_quoted": _sql_quoted,
+}
+FILTERS: Final = frozenset((*_QUOTING, "json"))
+
+
+class UnknownFilter(ValueError):
+    """A placeholder named a filter that does not exist (the compiler reports it as GEN207)."""
+
+
+class Slot:
+    """One placeholder inside a text: the parameter's name and how its value is written."""
+
+    __slots__ = ("name", "filter")
+
+    def __init__(self, name: str, filter_name: str | None) -> None:
+        if filter_name is not None and filter_name not in FILTERS:
+            raise UnknownFilter(filter_name)
+        self.name = name
+        self.filter = filter_name
+
+    def text(self, value: Any) -> str:
+        """`value` (neither absent nor null) as the text that replaces the placeholder."""
+        if self.filter is None:
+            return scalar_text(value)
+        if self.filter == "json":
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        literal = _QUOTING[self.filter]
+        if isinstance(value, list):
+            return ", ".join(literal(scalar_text(item)) for item in value)
+        return literal(scalar_text(value))
+
+
 class Node:
     """A compiled template value; `render` returns MISSING when it must be dropped."""
 
@@ -106,26 +162,29 @@ class Ref(Node):
         return frozenset((self.name,))
 
 
+Parts = tuple[str | Slot, ...]  # literal text and placeholders, in order
+
+
 class Interp(Node):
     __slots__ = ("parts",)
 
-    def __init__(self, parts: tuple[tuple[bool, str], ...]) -> None:
-        self.parts = parts  # (is_placeholder, literal text or name)
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
 
     def render(self, ns: Mapping[str, Any]) -> Any:
         out: list[str] = []
-        for is_name, text in self.parts:
-            if is_name:
-                value = ns.get(text, MISSING)
+        for part in self.parts:
+            if isinstance(part, Slot):
+                value = ns.get(part.name, MISSING)
                 if value is MISSING or value is None:
                     return MISSING
-                out.append(scalar_text(value))
+                out.append(part.text(value))
             else:
-                out.append(text)
+                out.append(part)
         return "".join(out)
 
     def names(self) -> frozenset[str]:
-        return frozenset(text for is_name, text in self.parts if is_name)
+        return frozenset(part.name for part in self.parts if isinstance(part, Slot))
 
 
 class _Container(Node):
@@ -181,27 +240,29 @@ class Arr(_Container):
         return out
 
 
-def _split(text: str) -> tuple[tuple[bool, str], ...]:
-    parts: list[tuple[bool, str]] = []
+def _split(text: str) -> Parts:
+    """Raises UnknownFilter."""
+    parts: list[str | Slot] = []
     pos = 0
     for match in PLACEHOLDER.finditer(text):
         if match.start() > pos:
-            parts.append((False, text[pos : match.start()]))
-        parts.append((True, match.group(1)))
+            parts.append(text[pos : match.start()])
+        parts.append(Slot(match.group(1), match.group(2)))
         pos = match.end()
     if pos < len(text):
-        parts.append((False, text[pos:]))
+        parts.append(text[pos:])
     return tuple(parts)
 
 
 def compile_value(template: Any, *, nested: bool = False) -> Node:
-    """Compile a query / header / body template (see the module docstring)."""
+    """Compile a query / header / body template (see the module docstring). Raises
+    UnknownFilter."""
     if isinstance(template, str):
         whole = PLACEHOLDER.fullmatch(template)
-        if whole is not None:
+        if whole is not None and whole.group(2) is None:
             return Ref(whole.group(1))
         parts = _split(template)
-        if any(is_name for is_name, _ in parts):
+        if any(isinstance(part, Slot) for part in parts):
             return Interp(parts)
         return Const(template)
     if isinstance(template, Mapping):
@@ -230,20 +291,20 @@ class TextTemplate:
         self.encode = encode
 
     def names(self) -> tuple[str, ...]:
-        return tuple(text for is_name, text in self.parts if is_name)
+        return tuple(part.name for part in self.parts if isinstance(part, Slot))
 
     def render(self, ns: Mapping[str, Any]) -> str:
         out: list[str] = []
-        for is_name, text in self.parts:
-            if not is_name:
-                out.append(text)
+        for part in self.parts:
+            if not isinstance(part, Slot):
+                out.append(part)
                 continue
-            value = ns.get(text, MISSING)
+            value = ns.get(part.name, MISSING)
             if value is MISSING or value is None:
-                raise MissingPlaceholder(text)
-            piece = scalar_text(value)
+                raise MissingPlaceholder(part.name)
+            piece = part.text(value)
             if self.encode and piece in (".", ".."):
-                raise DotSegment(text)
+                raise DotSegment(part.name)
             out.append(quote(piece, safe="") if self.encode else piece)
         return "".join(out)
 
