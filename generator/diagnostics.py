@@ -177,6 +177,9 @@ CODES: dict[str, Code] = {
             title="idempotency key on a capability already safe to repeat (idempotent, GET)",
             stage="lint",
         ),
+        Code(
+            code="LNT022", title="placeholder between quotes without a quoting filter", stage="lint"
+        ),
     ]
 }
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import api, ir
+from .compile import template_strings
 from .diagnostics import CODES, Diagnostic, Severity, Span, error, has_errors, normalise, warning
 from .locate import Pointer, Sources
 from .profiles import DEFAULT_PROFILES, PROFILES, Profile, known_names, profile
@@ -42,6 +43,8 @@ _CONFIRM = re.compile(
     re.IGNORECASE,
 )
 _COMBINATORS = ("anyOf", "oneOf", "allOf", "not")
+# A placeholder without a filter written between two quotes of the same kind: `"{q}"`, `'{q}'`.
+_QUOTED_PLACEHOLDER = re.compile(r"([\"'])\{([A-Za-z_][A-Za-z0-9_]*)\}\1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,9 +399,12 @@ def _quality_checks(t: ir.Tool, sources: Sources, today: dt.date, f: _Findings) 
                 )
 
 
-def _binding_checks(t: ir.Tool, f: _Findings) -> None:
+def _binding_checks(t: ir.Tool, sources: Sources, f: _Findings) -> None:
     http = t.http
-    if http is None or http.idempotency_key is None:
+    if http is None:
+        return
+    _quoted_placeholders(t, sources, f)
+    if http.idempotency_key is None:
         return
     span = http.idempotency_key.span
     # Harmless (the key is sent, and the call is retried as it would be anyway): a warning.
@@ -419,6 +425,30 @@ def _binding_checks(t: ir.Tool, f: _Findings) -> None:
             "a read is safe to repeat: annotate it idempotent: true and remove idempotency_key",
             severity=Severity.WARNING,
         )
+
+
+def _quoted_placeholders(t: ir.Tool, sources: Sources, f: _Findings) -> None:
+    """`text ~ "{query}"`: a quote in the argument ends the literal, and what follows it is
+    read as query syntax. The filters write the quotes and escape the value."""
+    raw = sources.raw_tool(t.name).get("http", {})
+    for part in ("path", "query", "headers", "body"):
+        for sub, text in template_strings(raw.get(part)):
+            for m in _QUOTED_PLACEHOLDER.finditer(text):
+                quote, name = m.groups()
+                fix = (
+                    f"{{{name}|double_quoted}}"
+                    if quote == '"'
+                    else f"{{{name}|single_quoted}} (backslash escapes, as SOQL) or "
+                    f"{{{name}|sql_quoted}} (the quote doubled, as OData and SQL)"
+                )
+                f.add(
+                    "LNT022",
+                    sources.tool_span(t.name, "http", part, *sub) or t.span,
+                    f"{t.name}: {m.group(0)} in http.{part} is a quoted literal that a quote "
+                    f"in {name!r} would end early",
+                    f"write {fix} without the quotes: the filter adds them and escapes the value",
+                    severity=Severity.WARNING,
+                )
 
 
 def _duplicates(tools: tuple[ir.Tool, ...], sources: Sources, f: _Findings) -> None:
@@ -576,7 +606,7 @@ def lint_project(
         _name_checks(t, server, chosen, f)
         _schema_checks(t, sources, chosen, f)
         _quality_checks(t, sources, today, f)
-        _binding_checks(t, f)
+        _binding_checks(t, sources, f)
     _duplicates(project.tools, sources, f)
     _tenant_checks(project, chosen, f)
     results = measure(project, _budget(project, chosen, token_budget))

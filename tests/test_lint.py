@@ -293,3 +293,25 @@ def test_an_idempotency_key_where_repeating_is_already_safe_is_a_warning(tmp_pat
         ),
     ]
     assert not [d for d in result.diagnostics if d.code.startswith("GEN")]  # no compile error
+
+
+def test_a_placeholder_between_quotes_without_a_filter_is_a_warning(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (ROOT / "tests" / "data" / "connectors" / "jira.yaml").read_text(encoding="utf-8")
+    target = root / "manifests" / "connectors" / "jira.yaml"
+    target.write_text(text, encoding="utf-8")
+    assert not [d for d in _lint(root).diagnostics if d.code == "LNT022"]  # filtered: fine
+
+    for quoted, hint in (
+        ('\\"{query}\\"', "{query|double_quoted}"),
+        ("'{query}'", "{query|sql_quoted}"),
+    ):
+        edited = text.replace("{query|double_quoted}", quoted, 1)
+        target.write_text(edited, encoding="utf-8")
+        result = _lint(root)
+        (found,) = [d for d in result.diagnostics if d.code == "LNT022"]
+        line = next(i for i, s in enumerate(edited.splitlines(), 1) if "jql:" in s)
+        assert (found.severity, found.span.line) == (Severity.WARNING, line)
+        assert found.message.startswith("jira_search_issues: ")
+        assert hint in (found.hint or "")
+        assert not [d for d in result.diagnostics if d.code.startswith("GEN")]
