@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -1192,48 +1192,81 @@ _GATEWAY_HEADERS = frozenset(
 def _idempotency_key(
     ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], auth: ir.ConnectorAuth
 ) -> ir.IdempotencyKey | None:
-    """The declared key header, checked: a valid field name that no other header of the
-    request uses (the executor would otherwise send one of the two values, not both)."""
+    """The declared key's place, checked: nothing else of the request may write there (the
+    executor would otherwise send one of the two values, not both)."""
     declared = raw.get("idempotency_key")
     if declared is None:
         return None
-    where = (*path, "idempotency_key", "header")
-    header = declared["header"]
-    span = doc.span(where)
+    ((place, name),) = declared.items()  # the schema allows exactly one
+    span = doc.span((*path, "idempotency_key", place))
+    what = f"idempotency_key.{place} {name!r}"
+
+    def clash(message: str, hint: str) -> None:
+        ctx.err("GEN221", span, f"{what} {message}", hint)
+
+    if place == "header":
+        _check_key_header(clash, doc, path, raw, auth, name)
+    elif place == "query":
+        if name in raw.get("query", {}):
+            clash(
+                f"is also set by http.query at {doc.key_span((*path, 'query', name))}",
+                "the key parameter carries the gateway's key: remove one of the two",
+            )
+        if raw.get("pagination", {}).get("param") == name:
+            clash(
+                "is also the pagination parameter",
+                "name the parameter the upstream reads the key from",
+            )
+    else:
+        body = raw.get("body")
+        if body is not None and not isinstance(body, dict):
+            clash(
+                "needs an object body: http.body is not one",
+                "write the body as an object, or carry the key in a header",
+            )
+        elif isinstance(body, dict) and name in body:
+            clash(
+                f"is also set by http.body at {doc.key_span((*path, 'body', name))}",
+                "the key field carries the gateway's key: remove it from the body template",
+            )
+    return ir.IdempotencyKey(
+        header=name if place == "header" else None,
+        body=name if place == "body" else None,
+        query=name if place == "query" else None,
+        span=span,
+    )
+
+
+def _check_key_header(
+    clash: Callable[[str, str], None],
+    doc: Loaded,
+    path: JsonPath,
+    raw: dict[str, Any],
+    auth: ir.ConnectorAuth,
+    header: str,
+) -> None:
+    """A valid field name that no other header of the request uses."""
+    upstream_name = "name the header the upstream reads the key from, e.g. Idempotency-Key"
     if not _TOKEN.fullmatch(header):
-        ctx.err(
-            "GEN221",
-            span,
-            f"idempotency_key.header {header!r} is not a valid HTTP header name",
+        clash(
+            "is not a valid HTTP header name",
             "a header name is letters, digits and !#$%&'*+-.^_`|~, e.g. Idempotency-Key",
         )
     folded = header.lower()
     for name in raw.get("headers", {}):
         if name.lower() == folded:
-            ctx.err(
-                "GEN221",
-                span,
-                f"idempotency_key.header {header!r} is also set by http.headers at "
-                f"{doc.key_span((*path, 'headers', name))}",
+            clash(
+                f"is also set by http.headers at {doc.key_span((*path, 'headers', name))}",
                 "the key header carries the gateway's key: remove one of the two",
             )
     credentials = credential_header(auth.type, auth.header)
     if credentials is not None and credentials.lower() == folded:
-        ctx.err(
-            "GEN221",
-            span,
-            f"idempotency_key.header {header!r} is the header that carries the connector's "
-            f"credentials ({auth.type} auth)",
-            "name the header the upstream reads the key from, e.g. Idempotency-Key",
+        clash(
+            f"is the header that carries the connector's credentials ({auth.type} auth)",
+            upstream_name,
         )
     if folded in _GATEWAY_HEADERS:
-        ctx.err(
-            "GEN221",
-            span,
-            f"idempotency_key.header {header!r} is a header the gateway sets on every request",
-            "name the header the upstream reads the key from, e.g. Idempotency-Key",
-        )
-    return ir.IdempotencyKey(header=header, span=span)
+        clash("is a header the gateway sets on every request", upstream_name)
 
 
 # Which pagination keys each style uses ("param" is needed unless the templates place {cursor}).

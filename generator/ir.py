@@ -66,7 +66,11 @@ class Pagination:
 
 @frozen
 class IdempotencyKey:
-    header: str  # the request header carrying a fresh key per tool call
+    """Where a fresh key per tool call goes: exactly one of the three is set."""
+
+    header: str | None  # a request header
+    body: str | None  # a top-level key of the (JSON or form) body
+    query: str | None  # a query parameter
     span: Span
 
 

@@ -4,6 +4,8 @@ pagination keys, where the cursor goes, and entity mappings (args and field path
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,6 +181,8 @@ def test_an_idempotency_key_round_trips_through_the_compiler(tmp_path: Path) -> 
     http = {t["name"]: t["http"] for t in data["tools"] if t["http"] is not None}
     assert http["stripe_create_refund"]["idempotency_key"] == {
         "header": "Idempotency-Key",
+        "body": None,
+        "query": None,
         "span": _where(text, "Idempotency-Key"),
     }
     assert [name for name, h in http.items() if h["idempotency_key"]] == ["stripe_create_refund"]
@@ -245,3 +249,79 @@ def test_idempotency_key_mistakes_are_located_errors(
     )
     headers = _where(text, "idempotency-key: fixed") if "headers:" in text else None
     assert diag.message == expected.format(headers=headers), diag.message
+
+
+def _line_of(name: str, needle: str, edits: list[tuple[str, str]]) -> int:
+    text = (DATA / name).read_text(encoding="utf-8")
+    for old, new in edits:
+        text = text.replace(old, new, 1)
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected", "other"),
+    [
+        (  # the body template sets the key's field itself
+            [('        note: "{note}"\n', '        note: "{note}"\n        idempotency_key: x\n')],
+            "GEN221:idempotency_key.body 'idempotency_key' is also set by http.body at "
+            "manifests/connectors/square.yaml:{line}:9",
+            "idempotency_key: x",
+        ),
+        (  # a body that is not an object has no top-level field to carry the key
+            [
+                (
+                    '        source_id: "{source_id}"\n'
+                    '        amount_money: {amount: "{amount}", currency: "{currency}"}\n',
+                    "",
+                ),
+                ('      body:\n        note: "{note}"\n', '      body: "{note}"\n'),
+            ],
+            "GEN221:idempotency_key.body 'idempotency_key' needs an object body",
+            None,
+        ),
+        (
+            [
+                ("{body: idempotency_key}", "{query: idem}"),
+                ("      path: /payments\n", "      path: /payments\n      query: {idem: fixed}\n"),
+            ],
+            "GEN221:idempotency_key.query 'idem' is also set by http.query at "
+            "manifests/connectors/square.yaml:{line}:15",
+            "idem: fixed",
+        ),
+        (  # one place only: the schema says so, located
+            [("{body: idempotency_key}", "{body: idempotency_key, header: Idempotency-Key}")],
+            "GEN10",
+            None,
+        ),
+    ],
+)
+def test_a_key_in_the_body_or_query_is_checked_against_the_templates(
+    tmp_path: Path, edits: list[tuple[str, str]], expected: str, other: str | None
+) -> None:
+    found = _diagnostics(tmp_path, "square.yaml", *edits)
+    if other is not None:
+        expected = expected.format(line=_line_of("square.yaml", other, edits))
+    matching = [f for f in found if f.split(":", 1)[1].startswith(expected)]
+    assert matching, found
+    assert int(matching[0].split(":", 1)[0]) == _line_of("square.yaml", "idempotency_key: {", edits)
+
+
+def test_a_body_key_reaches_the_generated_catalog(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    shutil.copy(DATA / "square.yaml", root / "manifests" / "connectors" / "square.yaml")
+    result = api.build(api.Options.for_project(root, cache=False))
+    assert result.ok, result.diagnostics
+    module = root / "generated" / "fastn_gateway" / "catalog" / "square.py"
+    assert 'idempotency_key=IdempotencyKey(body="idempotency_key")' in module.read_text()
+    code = (
+        "from fastn_gateway.catalog import GATEWAY\n"
+        "print(GATEWAY.tools['square_create_payment'].http.idempotency_key.place)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root / "generated",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.strip() == "('body', 'idempotency_key')"

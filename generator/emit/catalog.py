@@ -57,7 +57,12 @@ def _http(h: ir.HttpBinding) -> str:
     # Written only when declared, so bindings without one read as they always have.
     extra: dict[str, str] = {}
     if h.idempotency_key is not None:
-        extra["idempotency_key"] = _call("IdempotencyKey", header=literal(h.idempotency_key.header))
+        k = h.idempotency_key
+        places = {"header": k.header, "body": k.body, "query": k.query}
+        extra["idempotency_key"] = _call(
+            "IdempotencyKey",
+            **{place: literal(name) for place, name in places.items() if name is not None},
+        )
     return _call(
         "HttpBinding",
         method=literal(h.method),

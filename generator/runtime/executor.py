@@ -41,8 +41,9 @@ declares `more` (a boolean in the body, such as ``has_more``), anything but true
 A successful response with an empty body (``204 No Content``) is the empty object ``{}``, and
 then meets the output schema like any other result.
 
-Idempotency keys (`http.idempotency_key: {header: Idempotency-Key}`): the upstream applies a
-write once however often it receives it with the same key (Stripe, Adyen). Each call makes one
+Idempotency keys (`http.idempotency_key: {header: Idempotency-Key}`, or `{body: ...}` or
+`{query: ...}`): the upstream applies a write once however often it receives it with the same
+key (Stripe, Adyen; Square reads it from the body). Each call makes one
 random key (a version 4 UUID) and sends it on every attempt, the one after an OAuth2 refresh
 included, so the write is retried like an idempotent capability, and also after a timeout: the
 same key is the only safe way to learn what became of it, and only this call holds that key.
@@ -70,7 +71,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import unquote, urlencode, urlsplit
 
 import anyio
@@ -283,7 +284,9 @@ class _ToolPlan:
     output_validator: Draft202012Validator
     output_check: Check | None  # fast "valid?" for the common schema subset
     idempotent: bool  # repeating the request is safe (annotation), so it may be retried
-    idempotency_header: str | None  # carries one key per call: repeating that call is safe
+    # Where one key per call goes (header, body or query, and its name): repeating that call
+    # is safe.
+    idempotency: tuple[Literal["header", "body", "query"], str] | None
     max_attempts: int
 
 
@@ -367,7 +370,7 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
         output_validator=Draft202012Validator(dict(tool.output_schema)),
         output_check=compile_check(tool.output_schema),
         idempotent=idempotent,
-        idempotency_header=key.header if key is not None else None,
+        idempotency=key.place if key is not None else None,
         max_attempts=1 + max(0, conn.spec.retries) if retried else 1,
     )
 
@@ -1000,9 +1003,11 @@ class ConnectorExecutor:
         ns: Mapping[str, Any],
         base: str,
         cursor: str | None,
+        idempotency_key: str | None = None,
     ) -> tuple[str, list[tuple[str, str]], dict[str, str], bytes | None, int | None]:
-        """URL, query pairs, binding headers and body of the request (no auth yet), and the
-        page size it asks for (page and offset pagination)."""
+        """URL, query pairs, binding headers and body of the request (no auth yet), with the
+        call's `idempotency_key` where the binding declares it, and the page size it asks for
+        (page and offset pagination)."""
         headers = {"Accept": "application/json", "User-Agent": self._user_agent}
         position = None
         if cursor is not None and plan.pagination not in (None, "link"):
@@ -1045,18 +1050,24 @@ class ConnectorExecutor:
             query.append((plan.page_param, scalar_text(position)))
 
         content: bytes | None = None
-        body: Any = MISSING
-        if plan.body is not None:
-            body = plan.body.render(ns)
-            if body is not MISSING:
-                if plan.form:
-                    if not isinstance(body, Mapping):
-                        raise ValueError(f"form body of {plan.tool.name} is not an object")
-                    content = urlencode(pairs(body)).encode("ascii")
-                    headers["Content-Type"] = "application/x-www-form-urlencoded"
-                else:
-                    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-                    headers["Content-Type"] = "application/json; charset=utf-8"
+        body: Any = MISSING if plan.body is None else plan.body.render(ns)
+        if idempotency_key is not None and plan.idempotency is not None:
+            place, name = plan.idempotency
+            if place == "header":
+                headers[name] = idempotency_key
+            elif place == "query":
+                query.append((name, idempotency_key))
+            else:  # the compiler allows only an object body, or none
+                body = {**(body if isinstance(body, Mapping) else {}), name: idempotency_key}
+        if body is not MISSING:
+            if plan.form:
+                if not isinstance(body, Mapping):
+                    raise ValueError(f"form body of {plan.tool.name} is not an object")
+                content = urlencode(pairs(body)).encode("ascii")
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
+            else:
+                content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+                headers["Content-Type"] = "application/json; charset=utf-8"
         size = None
         if plan.pagination in ("page", "offset"):
             size = _page_size(plan, query, body if isinstance(body, Mapping) else None)
@@ -1121,13 +1132,14 @@ class ConnectorExecutor:
             ns = self._namespace(plan, arguments, ctx)
             raw_cursor = arguments.get("cursor") if plan.pagination else None
             cursor = raw_cursor if isinstance(raw_cursor, str) and raw_cursor else None
-            url, params, headers, content, page_size = self._build(plan, ns, base, cursor)
+            if plan.idempotency is not None:
+                key = str(uuid.uuid4())  # one per call, unguessable, the same on every attempt
+            url, params, headers, content, page_size = self._build(
+                plan, ns, base, cursor, idempotency_key=key
+            )
             # Auth headers win over anything the binding declares.
             if conn.auth_header is not None:
                 headers = {k: v for k, v in headers.items() if k.lower() != conn.auth_header}
-            if plan.idempotency_header is not None:
-                key = str(uuid.uuid4())  # one per call, unguessable, the same on every attempt
-                headers[plan.idempotency_header] = key
             retries = 0
             timeout = conn.spec.timeout_seconds
             while True:

@@ -41,6 +41,7 @@ from tests.runtime.upstreams import Fault, HangUp, Received, Reply, Upstream
 
 CTX = CallContext(tenant_id="tenant-a", user_id="user-a1")
 STRIPE = {"secret_key": "sk_test_4eC39HqLyjWDarjtT1zdp7dc"}
+SQUARE = {"access_token": "EAAAl-square-sandbox-token-1234"}
 NOTION = {"token": "secret_notion_integration_token_1"}
 JIRA = {"site": "acme", "email": "ops@acme.test", "api_token": "jira-api-token-xyz-123"}
 JIRA_BASIC = base64.b64encode(b"ops@acme.test:jira-api-token-xyz-123").decode()
@@ -67,21 +68,28 @@ JQL_TEXT_SEARCH = re.compile(r'text ~ "((?:[^"\\]|\\.)*)" ORDER BY created DESC'
 
 
 class ApiStandIns(Upstream):
-    """Stripe under /stripe/v1, Notion under /notion/v1, Jira under /jira/<site>/rest/api/3.
+    """Stripe under /stripe/v1, Notion under /notion/v1, Jira under /jira/<site>/rest/api/3,
+    Square under /square/v2.
 
     Stripe creates a refund once per `Idempotency-Key`: a request repeating a key gets the
     first one's refund back (with Stripe's `Idempotent-Replayed: true`), and `replayed` counts
     those. A refund of the charge `ch_in_flight` gets Stripe's 409 for a key whose first
     request is still running, whose message quotes the key.
+
+    Square takes the key in the JSON body (`idempotency_key`, required) and also applies a
+    payment once per key; a key repeated with other parameters is its 400
+    IDEMPOTENCY_KEY_REUSED.
     """
 
-    DATA = ("refunds", "keys", "replayed")
+    DATA = ("refunds", "keys", "replayed", "payments", "payment_keys")
 
     def __init__(self) -> None:
         super().__init__()
         self.refunds: list[dict[str, Any]] = []
         self.keys: dict[str, dict[str, Any]] = {}  # idempotency key -> its refund
         self.replayed = 0
+        self.payments: list[dict[str, Any]] = []
+        self.payment_keys: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # body, payment
         self.in_flight = 0  # requests received and not yet answered
         self.snapshot()
 
@@ -99,7 +107,42 @@ class ApiStandIns(Upstream):
             return self._notion(req, req.path.removeprefix("/notion/v1"))
         if req.path.startswith("/jira/acme/rest/api/3/"):
             return self._jira(req, req.path.removeprefix("/jira/acme/rest/api/3"))
+        if req.path.startswith("/square/v2/"):
+            return self._square(req, req.path.removeprefix("/square/v2"))
         return Reply(404, {"error": "not_found"})
+
+    def _square(self, req: Received, path: str) -> Reply:
+        def error(status: int, code: str, detail: str) -> Reply:
+            category = "AUTHENTICATION_ERROR" if status == 401 else "INVALID_REQUEST_ERROR"
+            return Reply(
+                status, {"errors": [{"category": category, "code": code, "detail": detail}]}
+            )
+
+        if req.headers.get("authorization") != "Bearer " + SQUARE["access_token"]:
+            return error(401, "UNAUTHORIZED", "This request could not be authorized.")
+        if not req.headers.get("square-version"):
+            return error(400, "INVALID_VALUE", "Square-Version header missing")
+        if req.method != "POST" or path != "/payments":
+            return error(404, "NOT_FOUND", "Resource not found.")
+        body = req.json()
+        key = body.get("idempotency_key")
+        if not isinstance(key, str) or not key:
+            return error(400, "MISSING_REQUIRED_PARAMETER", "Field must be set: idempotency_key")
+        if key in self.payment_keys:
+            first, payment = self.payment_keys[key]
+            if first != body:
+                return error(400, "IDEMPOTENCY_KEY_REUSED", "The idempotency key was reused.")
+            self.replayed += 1
+            return Reply(200, {"payment": payment})
+        payment = {
+            "id": f"pay_{len(self.payments) + 1}",
+            "status": "COMPLETED",
+            "amount_money": body["amount_money"],
+            "source_type": "CARD",
+        }
+        self.payments.append(payment)
+        self.payment_keys[key] = (body, payment)
+        return Reply(200, {"payment": payment})
 
     def _stripe(self, req: Received, path: str) -> Reply:
         if req.headers.get("authorization") != "Bearer " + STRIPE["secret_key"]:
@@ -209,6 +252,7 @@ async def executor(
         "stripe": upstream.url + "/stripe/v1",
         "notion": upstream.url + "/notion/v1",
         "jira": upstream.url + "/jira/{site}/rest/api/3",
+        "square": upstream.url + "/square/v2",
     }
     ex = ConnectorExecutor(catalog, base_urls=base_urls)
     yield ex
@@ -387,7 +431,7 @@ async def test_entity_search_converts_values_to_the_entity_field_types(
 def test_the_connectors_of_this_test_are_valid_yaml_only_connectors() -> None:
     """They are plain connector manifests: nothing but YAML was added for them."""
     names = sorted(p.name for p in (Path(__file__).parents[1] / "data" / "connectors").iterdir())
-    assert names == ["jira.yaml", "notion.yaml", "stripe.yaml"]
+    assert names == ["jira.yaml", "notion.yaml", "square.yaml", "stripe.yaml"]
 
 
 # ------------------------------------------------------------------------- idempotency keys
@@ -620,3 +664,76 @@ async def test_the_idempotency_key_never_reaches_the_model_or_the_log(
         assert key not in envelope and key[:8] not in envelope
         assert all(key not in record.getMessage() for record in caplog.records)
     assert caplog.records  # the calls were logged, without their keys
+
+
+# An idempotency key in the body (Square) or the query string: the same rules, another place.
+
+PAYMENT = "square_create_payment"  # declares idempotency_key: {body: idempotency_key}
+PAY = {"source_id": "cnon:card-nonce-ok", "amount": 1250, "currency": "USD"}
+
+
+def square_only(catalog: c.GatewaySpec, url: str, **connector: Any) -> ConnectorExecutor:
+    connectors = dict(catalog.connectors)
+    connectors["square"] = dataclasses.replace(connectors["square"], **connector)
+    return ConnectorExecutor(
+        dataclasses.replace(catalog, connectors=connectors),
+        base_urls={"square": url},
+        sleep=Sleeps(),
+    )
+
+
+async def test_a_body_key_is_a_top_level_field_of_the_json_body_new_for_each_call(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    one = await call(executor, catalog, PAYMENT, SQUARE, **PAY, note="table 4")
+    two = await call(executor, catalog, PAYMENT, SQUARE, **PAY)
+    first, second = (r.json() for r in upstream.requests("POST", "/payments"))
+    assert first == {
+        "source_id": "cnon:card-nonce-ok",
+        "amount_money": {"amount": 1250, "currency": "USD"},
+        "note": "table 4",
+        "idempotency_key": first["idempotency_key"],
+    }
+    keys = [first["idempotency_key"], second["idempotency_key"]]
+    assert uuid.UUID(keys[0]).version == 4 and keys[0] != keys[1]
+    assert (one.output["id"], two.output["id"]) == ("pay_1", "pay_2")
+    assert "idempotency_key" not in json.dumps(catalog.tools[PAYMENT].input_schema)
+
+
+async def test_a_body_keyed_payment_that_timed_out_is_repeated_under_its_key_and_made_once(
+    catalog: c.GatewaySpec, stripe: ApiStandIns
+) -> None:
+    stripe.fail_next("POST", "/payments", Fault(None, delay=2.0))  # answers after we gave up
+    ex = square_only(catalog, stripe.url + "/square/v2", timeout_seconds=0.5)
+    try:
+        result = await ex.call(catalog.tools[PAYMENT], dict(PAY), credentials=SQUARE, ctx=CTX)
+    finally:
+        await ex.aclose()
+    assert result.output == {"id": "pay_1", "status": "COMPLETED", "amount": 1250}
+    assert result.attempts == 2
+    first, second = (r.json() for r in stripe.requests("POST", "/payments"))
+    assert first == second  # the same body, key included
+    await until(lambda: stripe.replayed == 1)
+    assert len(stripe.payments) == 1
+
+
+async def test_a_query_key_is_one_parameter_sent_on_every_attempt(
+    catalog: c.GatewaySpec, stripe: ApiStandIns
+) -> None:
+    tool = catalog.tools[REFUND]
+    assert tool.http is not None
+    in_query = dataclasses.replace(
+        tool, http=dataclasses.replace(tool.http, idempotency_key=c.IdempotencyKey(query="idem"))
+    )
+    stripe.fail_next("POST", "/refunds", FAULT_503)
+    ex = stripe_only(catalog, stripe.url + "/stripe/v1")
+    try:
+        result = await ex.call(in_query, {"charge": "ch_1"}, credentials=STRIPE, ctx=CTX)
+    finally:
+        await ex.aclose()
+    assert result.attempts == 2
+    sent = stripe.requests("POST", "/refunds")
+    first, second = (r.args.get("idem") for r in sent)
+    assert first is not None and first == second and uuid.UUID(first).version == 4
+    assert keys_sent(sent) == [None, None]  # not in a header as well
+    assert all("idem" not in r.form() for r in sent)

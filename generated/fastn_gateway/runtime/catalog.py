@@ -40,9 +40,22 @@ class Pagination:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IdempotencyKey:
     """The upstream deduplicates a write by a key the client chooses: the executor makes one
-    random key per tool call, sends it in `header` on every attempt, and so may retry it."""
+    random key per tool call, sends it on every attempt, and so may retry it. Exactly one of
+    the three says where the key goes: a header, a top-level body key or a query parameter."""
 
-    header: str
+    header: str | None = None
+    body: str | None = None
+    query: str | None = None
+
+    @property
+    def place(self) -> tuple[Literal["header", "body", "query"], str]:
+        if self.header is not None:
+            return "header", self.header
+        if self.body is not None:
+            return "body", self.body
+        if self.query is not None:
+            return "query", self.query
+        raise ValueError("an idempotency key declares no place")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
