@@ -32,7 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from . import api, ir
-from .diagnostics import CODES, Diagnostic, ErrorFormat, Span, error, has_errors, normalise, warning
+from .diagnostics import (
+    CODES,
+    Diagnostic,
+    ErrorFormat,
+    Severity,
+    Span,
+    error,
+    has_errors,
+    normalise,
+    warning,
+)
 from .diagnostics import render as render_diagnostics
 from .load import discover
 from .locate import Pointer, Sources
@@ -81,6 +91,9 @@ class Change:
 class BreakingResult:
     changes: tuple[Change, ...]
     diagnostics: tuple[Diagnostic, ...] = ()
+    # The prefix of locations on the baseline's side ("REF:" for a git ref, a directory
+    # outside the project): those files are not in the checkout.
+    baseline_label: str = ""
 
     @property
     def unallowed(self) -> tuple[Change, ...]:
@@ -661,7 +674,9 @@ def compare(
     _connector_changes(ctx, old, new)
     _resource_changes(ctx, old, new)
     changes, diags = _exceptions(ctx)
-    return BreakingResult(tuple(sorted(changes, key=lambda c: c.sort_key)), normalise(diags))
+    return BreakingResult(
+        tuple(sorted(changes, key=lambda c: c.sort_key)), normalise(diags), old_label
+    )
 
 
 def _git(cwd: Path, *args: str) -> bytes:
@@ -735,7 +750,12 @@ def breaking(options: api.Options, against: str, *, today: dt.date | None = None
             old_opts = materialise_ref(options, against, Path(tmp).resolve())
             label = f"{against}:"
         if not discover(old_opts.root, old_opts.manifests):
-            return compare(
+            if directory is not None:  # a directory named on purpose: surely a wrong path
+                message = f"no *.yaml manifests under {directory}: nothing to compare against"
+                hint = "pass the directory that holds the baseline's manifests, or a git ref"
+                return BreakingResult((), (error("GEN005", Span(file=against), message, hint),))
+            # A ref from before the manifests existed: every tool is new, as the warning says.
+            result = compare(
                 None,
                 new.project,
                 old_sources=Sources(()),
@@ -743,6 +763,14 @@ def breaking(options: api.Options, against: str, *, today: dt.date | None = None
                 today=today,
                 old_label=label,
             )
+            where = options.manifests.relative_to(options.root).as_posix()
+            note = warning(
+                "GEN005",
+                Span(file=against),
+                f"{against} has no *.yaml manifests under {where}/: every tool counts as added",
+                "check the ref if the manifests existed there",
+            )
+            return replace(result, diagnostics=normalise((note, *result.diagnostics)))
         old = api.compile_manifests(old_opts)
         if old.project is None:
             diags = tuple(
@@ -763,7 +791,7 @@ def breaking(options: api.Options, against: str, *, today: dt.date | None = None
 # ---------------------------------------------------------------------------- rendering
 
 
-def _lines(changes: tuple[Change, ...], fmt: ErrorFormat) -> Iterator[str]:
+def _lines(changes: tuple[Change, ...], fmt: ErrorFormat, baseline: str) -> Iterator[str]:
     for c in changes:
         if fmt == "github":
             level = (
@@ -771,11 +799,15 @@ def _lines(changes: tuple[Change, ...], fmt: ErrorFormat) -> Iterator[str]:
             )
             msg = c.message + (f" ({c.hint})" if c.hint and not c.allowed else "")
             msg += f" [allowed: {c.allowed}]" if c.allowed else ""
+            if baseline and c.span.file.startswith(baseline):
+                # Only in the baseline (a removal): GitHub can attach an annotation to a file
+                # of the checkout only, so the location goes into the message.
+                msg = f"{c.span}: {msg}"
+                where = ""
+            else:
+                where = f"file={c.span.file},line={c.span.line},col={c.span.col},"
             msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-            yield (
-                f"::{level} file={c.span.file},line={c.span.line},col={c.span.col},"
-                f"title={c.rule}::{msg}"
-            )
+            yield f"::{level} {where}title={c.rule}::{msg}"
         else:
             yield f"{c.span}: {c.severity}[{c.rule}] {c.message}"
             if c.allowed:
@@ -785,6 +817,9 @@ def _lines(changes: tuple[Change, ...], fmt: ErrorFormat) -> Iterator[str]:
 
 
 def summary(result: BreakingResult) -> str:
+    if not result.changes and has_errors(result.diagnostics):
+        errors = sum(d.severity is Severity.ERROR for d in result.diagnostics)
+        return f"not compared: {errors} error{'s' if errors != 1 else ''}"
     broken = sum(c.breaking for c in result.changes)
     allowed = sum(c.breaking and c.allowed is not None for c in result.changes)
     safe = len(result.changes) - broken
@@ -800,7 +835,7 @@ def render(result: BreakingResult, fmt: ErrorFormat = "text") -> str:
             "ok": result.ok,
         }
         return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    text = "".join(line + "\n" for line in _lines(result.changes, fmt))
+    text = "".join(line + "\n" for line in _lines(result.changes, fmt, result.baseline_label))
     return text + render_diagnostics(result.diagnostics, fmt)
 
 
@@ -816,7 +851,13 @@ def rules_markdown() -> str:
         "",
         "Inputs may accept more, never less (agents send them); outputs may promise more, never",
         "less (agents read them). Locations point at the new manifests; a removal points at the",
-        "old ones (`REF:path:line:col` for a git ref).",
+        "old ones (`REF:path:line:col` for a git ref); with `--error-format github` such a",
+        "removal is an annotation without a file (none of the checkout's files holds it), its",
+        "location in the message.",
+        "",
+        "A baseline directory without manifests is an error (GEN005), so that a wrong path",
+        "cannot pass every change as an addition. A git ref without them (from before the",
+        "manifests existed) is compared as an empty catalog, with a GEN005 warning.",
         "",
         "| rule | severity | meaning |",
         "|---|---|---|",

@@ -155,7 +155,9 @@ def test_against_a_git_ref(tmp_path: Path) -> None:
 
     proc = _gen(project, "breaking", "--against", "v1", "--error-format", "github")
     assert proc.returncode == 1, proc.stderr
-    assert "::error file=v1:manifests/crm.yaml,line=29,col=9,title=BRK006::" in proc.stdout
+    # A removal is only in v1: GitHub cannot attach it to a file of the checkout, so the
+    # location goes into the message.
+    assert "::error title=BRK006::v1:manifests/crm.yaml:29:9: " in proc.stdout
     assert "::notice file=manifests/desk.yaml,line=3,col=7,title=BRK108::" in proc.stdout
 
     # committing the change makes HEAD the same as the work tree
@@ -182,6 +184,53 @@ def test_ref_without_manifests_reports_everything_as_added(tmp_path: Path) -> No
     result = breaking.breaking(api.Options.for_project(repo, cache=False), "HEAD", today=TODAY)
     assert result.ok
     assert {c.rule for c in result.changes} == {"BRK101", "BRK106", "BRK108"}
+    # Said out loud, in case the ref was the wrong one.
+    (note,) = result.diagnostics
+    assert (note.code, note.severity.value) == ("GEN005", "warning")
+    assert (
+        note.message == "HEAD has no *.yaml manifests under manifests/: every tool counts as added"
+    )
+
+
+def test_a_baseline_directory_without_manifests_is_an_error_not_a_pass(tmp_path: Path) -> None:
+    """A wrong path in CI must not pass every change as an addition."""
+    (tmp_path / "empty").mkdir()
+    case = FIXTURES / "BRK002"
+    proc = _gen(
+        ROOT,
+        "breaking",
+        "--project",
+        str(case),
+        "--manifests",
+        str(case / "after"),
+        "--against",
+        str(tmp_path / "empty"),
+    )
+    assert proc.returncode == 1
+    assert f"error[GEN005] no *.yaml manifests under {tmp_path / 'empty'}" in proc.stdout
+    assert "not compared: 1 error" in proc.stderr
+    assert "BRK101" not in proc.stdout
+
+
+def test_a_baseline_that_does_not_compile_is_not_summarised_as_no_change(tmp_path: Path) -> None:
+    broken = tmp_path / "before"
+    shutil.copytree(FIXTURES / "BRK002" / "before", broken)
+    target = next(broken.glob("*.yaml"))
+    target.write_text(target.read_text() + "bogus_key: 1\n")
+    case = FIXTURES / "BRK002"
+    proc = _gen(
+        ROOT,
+        "breaking",
+        "--project",
+        str(case),
+        "--manifests",
+        str(case / "after"),
+        "--against",
+        str(broken),
+    )
+    assert proc.returncode == 1
+    assert "error[GEN1" in proc.stdout
+    assert "not compared: 1 error" in proc.stderr and "0 breaking" not in proc.stderr
 
 
 def test_cli_json_and_exit_codes() -> None:
