@@ -91,16 +91,28 @@ def _unit_key(rel: str, sha256: str) -> str:
     return hashlib.sha256(f"{generator_fingerprint()}\0{rel}\0{sha256}".encode()).hexdigest()
 
 
+def no_manifests(options: Options) -> Diagnostic:
+    """GEN005, saying whether the directory is missing or only holds no manifest."""
+    where = relative(options.root, options.manifests)
+    if not options.manifests.is_dir():
+        what = "is not a directory" if options.manifests.exists() else "does not exist"
+        return error(
+            "GEN005",
+            Span(file=where),
+            f"the manifest directory {options.manifests} {what}",
+            "run gen from the project's root (the directory holding manifests/), or pass "
+            "--project or --manifests",
+        )
+    return error("GEN005", Span(file=where), f"no *.yaml manifests under {where}")
+
+
 def compile_manifests(options: Options, *, cache: Cache | None = None) -> CompileResult:
     """load -> validate -> compile. With a `cache` (builds), connector manifests whose bytes
     compiled cleanly before in the same context are taken from the cache as compiled units;
     results and diagnostics are the same as without it."""
     files = discover(options.root, options.manifests)
     if not files:
-        where = relative(options.root, options.manifests)
-        return CompileResult(
-            None, (error("GEN005", Span(file=where), f"no *.yaml manifests under {where}"),)
-        )
+        return CompileResult(None, (no_manifests(options),))
     cache = cache or Cache(None)
     pending: list[Path] = []
     candidates: list[tuple[_CachedUnit, str, bytes]] = []  # (entry, rel path, bytes)

@@ -413,7 +413,9 @@ def new_connector_command(
     if made.path is None:
         _report(made.diagnostics, error_format)
         click.echo(
-            f"nothing written: the project would not compile with connector {name}", err=True
+            f"nothing written: the project would not compile with connector {name} (the "
+            "locations above are in the file it would have written)",
+            err=True,
         )
         sys.exit(EXIT_FAIL)
     click.echo(

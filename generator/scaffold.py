@@ -17,6 +17,7 @@ from typing import Literal
 from . import api
 from .diagnostics import Diagnostic, Severity
 from .render import render
+from .runtime.templating import PLACEHOLDER
 from .validate import SCHEMA_PATH
 
 AuthType = Literal["none", "bearer", "api_key", "basic", "oauth2"]
@@ -72,6 +73,19 @@ class Scaffolded:
     diagnostics: tuple[Diagnostic, ...]  # what the new file caused (then path is None)
 
 
+def auth_lines(auth: AuthType, base_url: str) -> tuple[str, ...]:
+    """The auth block, with a non-secret field for each `{placeholder}` of the base URL (the
+    part of the host that differs per tenant, such as a shop or site name)."""
+    lines = list(_AUTH[auth])
+    names = dict.fromkeys(m.group(1) for m in PLACEHOLDER.finditer(base_url))
+    if names and "fields:" not in lines:
+        lines.append("fields:")
+    for field_name in names:
+        title = field_name.replace("_", " ").capitalize()
+        lines.append(f"  - {{name: {field_name}, title: {title}, secret: false}}  # in base_url")
+    return tuple(lines)
+
+
 def connector_text(name: str, title: str, base_url: str, auth: AuthType, target: Path) -> str:
     schema = os.path.relpath(SCHEMA_PATH, target.parent).replace(os.sep, "/")
     return render(
@@ -79,7 +93,7 @@ def connector_text(name: str, title: str, base_url: str, auth: AuthType, target:
         name=name,
         title=title,
         base_url=base_url,
-        auth=_AUTH[auth],
+        auth=auth_lines(auth, base_url),
         schema_path=schema,
         q=lambda text: json.dumps(text, ensure_ascii=False),
     )
@@ -96,18 +110,23 @@ def new_connector(
         raise ScaffoldError(
             f"--base-url {base_url!r}: an http(s) URL, e.g. https://api.example.com"
         )
+    if not options.manifests.is_dir():
+        raise ScaffoldError(api.no_manifests(options).message)
     target = options.manifests / "connectors" / f"{name}.yaml"
     if target.exists():
         raise ScaffoldError(f"{api.relative(options.root, target)} exists; edit it instead")
     shown_title = title or name.replace("_", " ").title()
     text = connector_text(name, shown_title, base_url.rstrip("/"), auth, target)
     before = _problems(options)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    made_dir = not target.parent.exists()
+    target.parent.mkdir(exist_ok=True)
     with open(target, "x", encoding="utf-8") as f:
         f.write(text)
     added = tuple(d for d in _diagnostics(options) if _key(d) not in before)
     if any(d.severity is Severity.ERROR for d in added):
         target.unlink()
+        if made_dir:
+            target.parent.rmdir()
         return Scaffolded(None, added)
     return Scaffolded(api.relative(options.root, target), ())
 

@@ -353,10 +353,17 @@ def test_ir_is_sorted_json() -> None:
     assert {"fastn_list_integrations", "slack_send_message", "update_memory"} <= set(names)
 
 
-@pytest.mark.parametrize("missing", ["manifests"])
-def test_no_manifests_is_a_located_error(tmp_path: Path, missing: str) -> None:
+def test_no_manifests_is_a_located_error_that_says_which(tmp_path: Path) -> None:
+    """A missing directory (gen run from the wrong place) and an empty one read differently."""
     result = api.build(api.Options.for_project(tmp_path, cache=False))
-    assert [d.code for d in result.diagnostics] == ["GEN005"]
+    (missing,) = result.diagnostics
+    assert missing.code == "GEN005"
+    assert missing.message == f"the manifest directory {tmp_path / 'manifests'} does not exist"
+    assert missing.hint is not None and "--project" in missing.hint
+    (tmp_path / "manifests").mkdir()
+    (empty,) = api.build(api.Options.for_project(tmp_path, cache=False)).diagnostics
+    assert (empty.code, empty.message) == ("GEN005", "no *.yaml manifests under manifests")
+    assert not (tmp_path / "generated").exists()
 
 
 def test_manifests_outside_the_project_are_named_relative_to_it(tmp_path: Path) -> None:

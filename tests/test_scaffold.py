@@ -128,3 +128,47 @@ def test_a_scaffold_that_would_break_the_project_writes_nothing(tmp_path: Path) 
     for bad in (["Bad-Name", "--base-url", "https://x.test"], ["ok", "--base-url", "ftp://x"]):
         assert _new(root, *bad).exit_code == 2
     assert sorted(p.name for p in connectors.iterdir()) == before
+
+
+async def test_base_url_placeholders_become_the_tenants_host_fields(
+    tmp_path: Path, items_api: ItemsApi
+) -> None:
+    """`https://{shop}.example.com`: the scaffold declares `shop` as a non-secret credential
+    field, so the file compiles, and each tenant's own value picks its host."""
+    root = make_project(tmp_path, copy_defaults=True)
+    url = "https://{shop}.acme.test/{region}/v2"
+    assert _new(root, "acme_shop", "--base-url", url, "--auth", "none").exit_code == 0
+    spec, diagnostics = api.gateway_spec(options(root))
+    assert spec is not None, diagnostics
+    fields = {f.name: f.secret for f in spec.connectors["acme_shop"].auth.fields}
+    assert fields == {"shop": False, "region": False}
+
+    items_api.reset()
+    items_api.auth = "none"
+    # The stand-in serves /v2/items: the tenant's {region} must fill the base URL to reach it.
+    ex = ConnectorExecutor(spec, base_urls={"acme_shop": items_api.url + "/{region}"})
+    try:
+        ctx = CallContext(tenant_id="t", user_id=None)
+        tool = spec.tools["acme_shop_list_items"]
+        creds = {"shop": "corner", "region": "v2"}
+        out = (await ex.call(tool, {"limit": 5}, credentials=creds, ctx=ctx)).output
+    finally:
+        await ex.aclose()
+    assert [item["id"] for item in out["items"]] == [item["id"] for item in ITEMS]
+
+
+def test_a_missing_manifest_directory_is_named_and_nothing_is_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    result = CliRunner().invoke(
+        main, ["new", "connector", "x", "--base-url", "https://x.test", "--manifests", str(missing)]
+    )
+    assert result.exit_code == 2
+    assert f"the manifest directory {missing} does not exist" in result.output
+    assert not missing.exists()
+
+    # A project without a gateway manifest: refused, and the connectors/ directory the
+    # attempt made is gone again.
+    (tmp_path / "bare" / "manifests").mkdir(parents=True)
+    refused = _new(tmp_path / "bare", "x", "--base-url", "https://x.test")
+    assert refused.exit_code == 1 and "GEN210" in refused.output
+    assert list((tmp_path / "bare" / "manifests").iterdir()) == []
