@@ -134,7 +134,7 @@ def build(
     options = _options(root, manifests, out, cache=not no_cache, jobs=jobs)
     result = api.build(options, check=check, workers=workers)
     p = result.plan
-    out_name = options.out.name
+    out_name = api.relative(options.root, options.out)
     # With --check in the github and json formats, each out-of-date file is a diagnostic too
     # (an annotation, a JSON entry); the text format prints the diff instead.
     drift = _drift(p, out_name) if check and p is not None and error_format != "text" else []
