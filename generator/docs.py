@@ -46,8 +46,9 @@ def _type_text(s: dict[str, Any]) -> str:
     if "const" in s:
         return f"`{s['const']}`"
     for key in ("oneOf", "anyOf"):
-        if isinstance(s.get(key), list):
-            return " \\| ".join(_type_text(alt) for alt in s[key] if isinstance(alt, dict))
+        alternatives = [alt for alt in s.get(key) or () if isinstance(alt, dict)]
+        if alternatives and not _only_required(alternatives):
+            return " \\| ".join(_type_text(alt) for alt in alternatives)
     t = s.get("type", "any")
     if t == "array" and isinstance(s.get("items"), dict):
         return f"array of {_type_text(s['items'])}"
@@ -60,8 +61,20 @@ def _type_text(s: dict[str, Any]) -> str:
     return " \\| ".join(t) if isinstance(t, list) else str(t)
 
 
+def _only_required(alternatives: list[dict[str, Any]]) -> bool:
+    """`oneOf: [{required: [a]}, {required: [b]}]`: which keys must be present, not types."""
+    return all(set(alt) == {"required"} for alt in alternatives)
+
+
 def _constraints(s: dict[str, Any]) -> str:
     out = []
+    target = s["items"] if isinstance(s.get("items"), dict) else s
+    one_of = [alt for alt in target.get("oneOf") or () if isinstance(alt, dict)]
+    if one_of and _only_required(one_of):
+        keys = [", ".join(f"`{k}`" for k in alt["required"]) for alt in one_of]
+        out.append(
+            "exactly one of " + " or ".join(keys) + (" in each item" if target is not s else "")
+        )
     if "pattern" in s:
         out.append(f"pattern `{s['pattern']}`")
     for key, what in (("minLength", "at least"), ("maxLength", "at most")):
@@ -116,6 +129,13 @@ def manifest_markdown() -> str:
         if d.get("description"):
             lines += [d["description"], ""]
         props = d.get("properties")
+        items = d.get("items")
+        if not props and isinstance(items, dict) and isinstance(items.get("properties"), dict):
+            lines += [f"Type: {_type_text(d)}, each item:", ""]
+            lines += ["| property | type | required | description |", "|---|---|---|---|"]
+            lines += _rows("[].", items["properties"], set(items.get("required", [])))
+            lines.append("")
+            continue
         if not isinstance(props, dict) or not props:
             detail = _constraints(d)
             lines += [f"Type: {_type_text(d)}" + (f"; {detail}." if detail else "."), ""]
