@@ -159,6 +159,13 @@ async def test_register_and_assert_user(http: str, world) -> None:
             headers={"Authorization": f"Bearer {world.a_read}"},
         )
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+        # ash's write key acts as ash: it may not add other users to the tenant
+        r = await h.post(
+            f"{http}/register",
+            json={"user": "newbie"},
+            headers={"Authorization": f"Bearer {world.a_rw}"},
+        )
+        assert r.status_code == 403 and "not bound to a user" in r.json()["error"]["message"]
         auth = {"Authorization": f"Bearer {world.a_host}"}
         r = await h.post(f"{http}/register", json={"nope": 1}, headers=auth)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_arguments"

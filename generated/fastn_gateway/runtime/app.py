@@ -4,8 +4,8 @@ HTTP routes:
     /mcp        streamable HTTP, both protocol revisions the SDK speaks; bearer API key
                 required (missing, unknown, expired or revoked -> 401 before any handler)
     /register   POST {"user": "<external id>"}: registers an end user in the key's tenant
-                (keys with the write scope or host-application keys); idempotent; the same
-                Host/Origin/Content-Type checks as /mcp
+                (a host application key, or a write key not bound to a user); idempotent;
+                the same Host/Origin/Content-Type checks as /mcp
     /healthz    GET: 200 {"status": "ok"} when the database answers, else 503
 
 The app's lifespan runs the SDK session manager, the connection-change watcher, and on
@@ -109,10 +109,17 @@ def build_http_app(
                 GatewayError(UNAUTHENTICATED, "A valid API key is required."),
                 **{"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        if not (principal.has_scope("write") or principal.can_assert_user):
+        # A key bound to one user acts as that user: it may not add others to the tenant.
+        if not (
+            principal.can_assert_user or (principal.has_scope("write") and principal.user is None)
+        ):
             return _error(
                 403,
-                GatewayError(FORBIDDEN, "Registering users needs a write or host application key."),
+                GatewayError(
+                    FORBIDDEN,
+                    "Registering users needs a host application key, or a write key that is "
+                    "not bound to a user.",
+                ),
             )
         body = await request.body()
         external: Any = None
