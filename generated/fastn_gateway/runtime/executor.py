@@ -324,7 +324,7 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
     if http is None:
         raise ValueError(f"tool {tool.name} has no HTTP binding")
     props = tool.input_schema.get("properties", {})
-    defaults = {
+    defaults: dict[str, Any] = {
         name: prop["default"]
         for name, prop in props.items()
         if isinstance(prop, Mapping) and "default" in prop
@@ -409,7 +409,7 @@ def _redact_fragments(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def _secret_values(*credential_maps: Mapping[str, str] | None) -> tuple[str, ...]:
+def _secret_values(*credential_maps: Mapping[str, object] | None) -> tuple[str, ...]:
     values: set[str] = set()
     for creds in credential_maps:
         if creds:
