@@ -40,6 +40,10 @@ lock (PostgreSQL): concurrent updates for one user serialise, lose nothing and g
 versions. All checks run inside that transaction; a failed check writes nothing.
 """
 
+# MemoryStore's entry points check their arguments at run time, whatever the annotations say:
+# they receive tool arguments, and Python callers that no type checker has seen.
+# pyright: reportUnnecessaryIsInstance=false
+
 from __future__ import annotations
 
 import json

@@ -18,6 +18,13 @@ Rules (the manifest schema documents them for authors):
 Only ``{identifier}`` is a placeholder: other braces (JSON-looking text) are literal.
 """
 
+# Templates and the values rendered into them are JSON (Any), and isinstance() narrows them to
+# list[Unknown] or dict[Unknown, Unknown], which pyright's strict mode reports at every later
+# use. mypy --strict holds the annotations; a cast per narrowing would say nothing more.
+# pyright: reportUnknownArgumentType=false
+# pyright: reportUnknownMemberType=false
+# pyright: reportUnknownVariableType=false
+
 from __future__ import annotations
 
 import json
