@@ -18,11 +18,12 @@ build: $(STAMP)  ## compile manifests/ into generated/
 check: $(STAMP)  ## fail when generated/ is out of date
 	$(BIN)/gen build --check
 
-test: $(STAMP)  ## lint, type-check the generator, the freshness gate, then every test
+test: $(STAMP)  ## lint, type-check the generator, the freshness gate, pyright on the output, then every test
 	$(BIN)/ruff check generator tests bench
 	$(BIN)/ruff format --check generator tests bench
 	$(BIN)/mypy generator
 	$(BIN)/gen build --check
+	$(BIN)/basedpyright generator/runtime generated
 	$(BIN)/python -m pytest -q
 
 GATEWAY_PKG ?= fastn_gateway

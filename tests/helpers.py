@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from generator import api
 
@@ -58,3 +61,52 @@ def mypy_strict(*targets: str | Path, cwd: Path) -> subprocess.CompletedProcess[
         text=True,
         check=False,
     )
+
+
+class PyrightDiagnostic(NamedTuple):
+    file: Path  # absolute, resolved
+    line: int  # 1-based
+    rule: str  # e.g. reportArgumentType ("" for a syntax error)
+    severity: str  # error, warning or information
+    message: str
+
+
+def pyright_strict(*targets: Path, site: Path, project: Path) -> list[PyrightDiagnostic]:
+    """pyright in strict mode (basedpyright's CLI) on `targets`, as a Pylance user sees them:
+    `site` is on the import path the way an installed package's directory is, so a py.typed
+    package there is a library (only what its modules export may be imported from them).
+    The configuration goes to `project`/pyrightconfig.json (its directory is pyright's root)."""
+    (project / "pyrightconfig.json").write_text(
+        json.dumps({"typeCheckingMode": "strict", "pythonVersion": "3.11"}), encoding="utf-8"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "basedpyright",
+            "--outputjson",
+            "--pythonpath",
+            sys.executable,
+            "--project",
+            str(project / "pyrightconfig.json"),
+            *map(str, targets),
+        ],
+        # pyright asks the interpreter for its import path, PYTHONPATH included.
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode not in (0, 1):  # 1: diagnostics; anything else: pyright did not run
+        raise AssertionError(f"pyright failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
+    report = json.loads(proc.stdout)
+    return [
+        PyrightDiagnostic(
+            file=Path(d["file"]).resolve(),
+            line=d["range"]["start"]["line"] + 1,
+            rule=d.get("rule", ""),
+            severity=d["severity"],
+            message=d["message"],
+        )
+        for d in report["generalDiagnostics"]
+    ]

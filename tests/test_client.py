@@ -1,6 +1,6 @@
 """The generated typed client, statically: its methods mirror the models and the catalog, it is
-mypy --strict clean (and catches misuse), names cannot collide, manifest text stays inert.
-End-to-end calls are in test_client_e2e.py."""
+mypy --strict clean, and both mypy and pyright (strict) catch misuse in a caller's code; names
+cannot collide, manifest text stays inert. End-to-end calls are in test_client_e2e.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, make_project, mypy_strict, options
+from helpers import ROOT, make_project, mypy_strict, options, pyright_strict
 from pydantic import BaseModel
 
 from generator import api
@@ -184,6 +184,20 @@ def test_mypy_checks_user_code_against_the_client(tmp_path: Path) -> None:
     bad = mypy_strict(str(tmp_path / "bad.py"), cwd=env_cwd)
     lines = [line for line in bad.stdout.splitlines() if "bad.py" in line and "error" in line]
     assert {int(line.split(":")[1]) for line in lines} == {5, 6, 7, 8, 10}, bad.stdout
+
+
+def test_pyright_checks_user_code_against_the_client(tmp_path: Path) -> None:
+    """The same code as a Pylance user in strict mode sees it, with the package installed (so
+    pyright's py.typed rules apply: a partially unknown type or a name a module does not
+    export would be an error in ok.py too)."""
+    ok, bad = tmp_path / "ok.py", tmp_path / "bad.py"
+    ok.write_text(USER_CODE_OK)
+    bad.write_text(USER_CODE_BAD)
+    found = pyright_strict(ok, bad, site=GENERATED, project=tmp_path)
+    assert [d for d in found if d.file == ok.resolve()] == []
+    reported = [(d.line, d.rule) for d in found if d.file == bad.resolve()]
+    assert {line for line, _rule in reported} == {5, 6, 7, 8, 10}, found
+    assert (6, "reportArgumentType") in reported  # channel=1 where a str is wanted
 
 
 # ---------------------------------------------------------------------------- emitter

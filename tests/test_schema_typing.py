@@ -2,8 +2,9 @@
 
 tests/data/typing/probe.yaml (enums of several JSON types, object and array defaults, output
 properties with defaults) is built into a package of its own; a caller is type-checked against
-its client with mypy --strict, its models are exercised directly, and the generated server
-(in process, its connector pointed at a loopback stand-in) is driven by the generated client.
+its client with mypy --strict and with pyright's strict mode, its models are exercised
+directly, and the generated server (in process, its connector pointed at a loopback stand-in)
+is driven by the generated client.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from helpers import ROOT, make_project, mypy_strict, options
+from helpers import ROOT, make_project, mypy_strict, options, pyright_strict
 
 from generator import api
 from generator.compile import without_defaults
@@ -115,6 +116,21 @@ def test_a_caller_type_checks_exactly_against_enums_and_defaults(
         if "bad.py" in line and ": error:" in line
     }
     assert lines == set(range(5, 14)) | {15}, bad.stdout
+
+
+def test_pyright_sees_the_same_types(built: SimpleNamespace, tmp_path: Path) -> None:
+    """pyright (strict, the package installed as a library) agrees: the models and client
+    modules are clean, the caller above is, and each mistake is reported on its line."""
+    methods = built.out / PKG / "client_methods" / "probe.py"
+    models = built.out / PKG / "models" / "probe.py"
+    ok, bad = tmp_path / "ok.py", tmp_path / "bad.py"
+    ok.write_text(CALLER_OK)
+    bad.write_text(CALLER_BAD)
+    found = pyright_strict(models, methods, ok, bad, site=built.out, project=tmp_path)
+    assert [d for d in found if d.file != bad.resolve()] == []
+    reported = [(d.line, d.rule) for d in found if d.severity == "error"]
+    assert {line for line, _rule in reported} == set(range(5, 14)) | {15}, found
+    assert (5, "reportArgumentType") in reported  # need=2 is not in the enum
 
 
 def test_mutable_defaults_are_none_in_the_signature_and_documented(built: SimpleNamespace) -> None:

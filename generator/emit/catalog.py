@@ -257,9 +257,16 @@ def gateway_settings(project: ir.Project) -> dict[str, str]:
 
 
 def catalog_index(project: ir.Project, out: Output) -> FileSet:
+    g = project.gateway
+    # What gateway_settings() calls: a gateway without entity types or resources imports
+    # neither class (an unused import is an error to pyright's strict mode).
+    optional = {"EntityType": g.entity_types, "QuotaPlan": g.plans, "ResourceSpec": g.resources}
     text = render(
         "catalog_index.py.j2",
         header=python_header(out.all_sources_text()),
+        imports=sorted(
+            {"GatewaySpec", "MemorySettings", "ToolSpec", *(n for n, v in optional.items() if v)}
+        ),
         groups=[str(gr.name) for gr in project.groups],
         connector_groups=[str(PyIdent(c.name)) for c in project.connectors],
         settings=gateway_settings(project),

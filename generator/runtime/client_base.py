@@ -24,12 +24,12 @@ import base64
 import json
 import re
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeGuard, TypeVar, cast
 from urllib.parse import quote
 
 import httpx2
@@ -87,8 +87,8 @@ class GatewayClientError(GatewayError):
     @classmethod
     def from_envelope(cls, envelope: Any) -> GatewayClientError | None:
         """The error an envelope `{"error": {...}}` describes, or None if it is not one."""
-        body = envelope.get("error") if isinstance(envelope, Mapping) else None
-        if not isinstance(body, Mapping):
+        body = envelope.get("error") if _is_object(envelope) else None
+        if not _is_object(body):
             return None
         code, message = body.get("code"), body.get("message")
         if not isinstance(code, str) or not isinstance(message, str):
@@ -98,7 +98,7 @@ class GatewayClientError(GatewayError):
         return cls(
             code,
             message,
-            details=details if isinstance(details, Mapping) else None,
+            details=details if _is_object(details) else None,
             retryable=body.get("retryable") is True,
             retry_after=float(retry_after)
             if isinstance(retry_after, int | float) and not isinstance(retry_after, bool)
@@ -171,9 +171,17 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
+def _is_object(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """A JSON object (or a mapping standing for one: its keys are strings)."""
+    return isinstance(value, Mapping)
+
+
 def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
+    while isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)  # isinstance() leaves it unknown
+        if not group.exceptions:
+            return group
+        exc = group.exceptions[0]
     return exc
 
 
@@ -363,7 +371,7 @@ class ClientBase:
             self._rejected_key = True
 
     @asynccontextmanager
-    async def _session(self) -> AsyncIterator[Client]:
+    async def _session(self) -> AsyncGenerator[Client, None]:
         """The open connection, or a connection for this one call."""
         if self._client is not None:
             yield self._client
@@ -441,7 +449,7 @@ class ClientBase:
             open_world=bool(a and a.open_world_hint),
             scope=scope if isinstance(scope, str) else None,
             connector=connector if isinstance(connector, str) else None,
-            deprecated=dict(deprecated) if isinstance(deprecated, Mapping) else None,
+            deprecated=dict(deprecated) if _is_object(deprecated) else None,
             method=self.TOOL_METHODS.get(tool.name),
         )
 

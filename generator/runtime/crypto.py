@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -60,7 +61,7 @@ class CredentialCipher:
         value = json.loads(raw)
         if not isinstance(value, dict):
             raise CredentialKeyError("stored credentials are corrupt")
-        return {str(k): str(v) for k, v in value.items()}
+        return {str(k): str(v) for k, v in cast("dict[object, object]", value).items()}
 
 
 def read_or_create_key_file(path: Path) -> str:

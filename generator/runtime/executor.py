@@ -58,6 +58,13 @@ Nothing here logs or returns credentials: upstream error text is shortened and s
 credential value before it goes into `details`, and request headers never leave this module.
 """
 
+# Upstream bodies and tool arguments are JSON (Any), and isinstance() narrows them to
+# list[Unknown] or dict[Unknown, Unknown], which pyright's strict mode reports at every later
+# use. mypy --strict holds the annotations; a cast per narrowing would say nothing more.
+# pyright: reportUnknownArgumentType=false
+# pyright: reportUnknownMemberType=false
+# pyright: reportUnknownVariableType=false
+
 from __future__ import annotations
 
 import email.utils
@@ -327,7 +334,7 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
     if http is None:
         raise ValueError(f"tool {tool.name} has no HTTP binding")
     props = tool.input_schema.get("properties", {})
-    defaults = {
+    defaults: dict[str, Any] = {
         name: prop["default"]
         for name, prop in props.items()
         if isinstance(prop, Mapping) and "default" in prop
@@ -412,7 +419,7 @@ def _redact_fragments(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def _secret_values(*credential_maps: Mapping[str, str] | None) -> tuple[str, ...]:
+def _secret_values(*credential_maps: Mapping[str, object] | None) -> tuple[str, ...]:
     values: set[str] = set()
     for creds in credential_maps:
         if creds:

@@ -40,6 +40,10 @@ lock (PostgreSQL): concurrent updates for one user serialise, lose nothing and g
 versions. All checks run inside that transaction; a failed check writes nothing.
 """
 
+# MemoryStore's entry points check their arguments at run time, whatever the annotations say:
+# they receive tool arguments, and Python callers that no type checker has seen.
+# pyright: reportUnnecessaryIsInstance=false
+
 from __future__ import annotations
 
 import json
@@ -50,7 +54,7 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -562,6 +566,14 @@ def _optional_str(obs: Mapping[str, Any], key: str, index: int, limit: int) -> s
     return value or None
 
 
+def _list_field(obs: Mapping[str, Any], key: str, message: str) -> Sequence[object]:
+    """`obs[key]` as a list (absent or null: empty); a string or a non-list is `message`."""
+    value = obs.get(key) or ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise _invalid(message)
+    return cast("Sequence[object]", value)  # a sequence of JSON values, not yet checked
+
+
 def _parse_observations(
     observations: Sequence[Mapping[str, Any]], max_chars: int
 ) -> list[_Observation]:
@@ -593,9 +605,9 @@ def _parse_observations(
             )
         if "\x00" in text:
             raise _invalid(f"observations[{index}].text contains a NUL character.")
-        raw_tags = obs.get("tags") or []
-        if isinstance(raw_tags, str) or not isinstance(raw_tags, Sequence):
-            raise _invalid(f"observations[{index}].tags must be a list of strings.")
+        raw_tags = _list_field(
+            obs, "tags", f"observations[{index}].tags must be a list of strings."
+        )
         if len(raw_tags) > MAX_TAGS:
             raise _invalid(f"observations[{index}] has more than {MAX_TAGS} tags.")
         tags: list[str] = []
@@ -609,9 +621,9 @@ def _parse_observations(
             if _tag_key(tag) not in tag_keys:
                 tag_keys.add(_tag_key(tag))
                 tags.append(tag)
-        raw_supersedes = obs.get("supersedes") or []
-        if isinstance(raw_supersedes, str) or not isinstance(raw_supersedes, Sequence):
-            raise _invalid(f"observations[{index}].supersedes must be a list of ids.")
+        raw_supersedes = _list_field(
+            obs, "supersedes", f"observations[{index}].supersedes must be a list of ids."
+        )
         supersedes: list[str] = []
         for target in raw_supersedes:
             if not isinstance(target, str) or not target:
@@ -1005,7 +1017,7 @@ class MemoryStore:
         """` AND <the row holds every tag>`, binding the tags into `params`."""
         if not tag_keys:
             return ""
-        names = []
+        names: list[str] = []
         for n, key in enumerate(tag_keys):
             params[f"tag{n}"] = key
             names.append(f":tag{n}")
@@ -1406,7 +1418,7 @@ class MemoryStore:
                 .mappings()
                 .all()
             )
-        entries = []
+        entries: list[dict[str, Any]] = []
         for row in rows[:limit]:
             entry = _profile_item(row)
             entry["recorded_at"] = _iso(row["recorded_at"])

@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .auth import Principal
 from .errors import INVALID_ARGUMENTS, NOT_FOUND, GatewayError
@@ -60,8 +60,11 @@ def decode_cursor(kind: str, cursor: str) -> str:
     try:
         pad = "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(cursor + pad))
-        if isinstance(data, dict) and data.get("k") == kind and isinstance(data.get("v"), str):
-            return str(data["v"])
+        if isinstance(data, dict):
+            fields = cast("dict[str, object]", data)  # a JSON object: its keys are strings
+            value = fields.get("v")
+            if fields.get("k") == kind and isinstance(value, str):
+                return value
     except (ValueError, binascii.Error, UnicodeDecodeError):
         pass
     raise GatewayError(

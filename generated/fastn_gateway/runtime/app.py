@@ -19,9 +19,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import sqlalchemy as sa
@@ -129,7 +129,8 @@ def build_http_app(
             except ValueError:
                 data = None
             if isinstance(data, dict):
-                external = data.get("user", data.get("external_id"))
+                fields = cast("dict[str, Any]", data)  # a JSON object: its keys are strings
+                external = fields.get("user", fields.get("external_id"))
         if not isinstance(external, str) or not external.strip() or len(external) > 200:
             return _error(
                 400,
@@ -187,7 +188,7 @@ def build_http_app(
     )
 
     @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_app: Starlette) -> AsyncGenerator[None, None]:
         try:
             async with server.session_manager.run(), anyio.create_task_group() as tg:
                 tg.start_soon(runtime.watch_changes, watch_interval)

@@ -69,12 +69,13 @@ class HttpBinding:
 
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     path: str
-    query: Mapping[str, Any] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, Any] = field(default_factory=dict[str, Any])
+    headers: Mapping[str, str] = field(default_factory=dict[str, str])
     body: Any = None
     body_encoding: Literal["json", "form"] = "json"
     select: str | None = None  # dotted path of the result in the response body
-    fields: Mapping[str, str] = field(default_factory=dict)  # output property -> dotted path
+    # output property -> dotted path
+    fields: Mapping[str, str] = field(default_factory=dict[str, str])
     pagination: Pagination | None = None
     idempotency_key: IdempotencyKey | None = None
 
@@ -109,7 +110,7 @@ class ToolSpec:
     input_schema: Mapping[str, Any]  # model-visible: session-bound parameters are not in it
     output_schema: Mapping[str, Any]
     handler: str | None = None  # native / personalization: runtime handler name
-    bind: Mapping[str, SessionSource] = field(default_factory=dict)
+    bind: Mapping[str, SessionSource] = field(default_factory=dict[str, SessionSource])
     http: HttpBinding | None = None  # connector tools
     entities: tuple[EntityMapping, ...] = ()
     input_model: str = ""  # class names in models/<group>.py
@@ -190,7 +191,7 @@ class QuotaPlan:
     name: str
     period: Literal["day", "month"]
     calls: int | None = None  # None = unlimited
-    per_connector: Mapping[str, int] = field(default_factory=dict)
+    per_connector: Mapping[str, int] = field(default_factory=dict[str, int])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

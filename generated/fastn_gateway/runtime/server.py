@@ -235,7 +235,10 @@ class ToolIndex:
         if check is not None and check(arguments):
             return []
         v = self._validator(self._inputs, spec.name, spec.input_schema)
-        errors = sorted(v.iter_errors(arguments), key=lambda e: list(map(str, e.absolute_path)))
+        # typeshed's jsonschema stub leaves iter_errors' `instance` unannotated, which pyright
+        # reports as a partially unknown method.
+        found = v.iter_errors(arguments)  # pyright: ignore[reportUnknownMemberType]
+        errors = sorted(found, key=lambda e: list(map(str, e.absolute_path)))
         return [
             {"path": _pointer(e.absolute_path), "message": _short(e.message)}
             for e in errors[:MAX_ERRORS]
@@ -248,7 +251,8 @@ class ToolIndex:
         if check is not None and check(output):
             return None
         v = self._validator(self._outputs, spec.name, spec.output_schema)
-        err = next(iter(v.iter_errors(output)), None)
+        found = v.iter_errors(output)  # pyright: ignore[reportUnknownMemberType] (see above)
+        err = next(iter(found), None)
         return None if err is None else f"{_pointer(err.absolute_path)}: {err.validator}"
 
 

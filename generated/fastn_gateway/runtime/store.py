@@ -29,7 +29,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -682,7 +682,7 @@ class Store:
     # ------------------------------------------------------------------ plumbing
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self) -> Generator[Connection, None, None]:
         """A write transaction (BEGIN IMMEDIATE on SQLite)."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(gateway_write=True)
@@ -690,7 +690,7 @@ class Store:
                 yield conn
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self) -> Generator[Connection, None, None]:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
@@ -988,7 +988,7 @@ class Store:
                 self._held.append(fairy)
             driver: Any = fairy.driver_connection
             cur = local.cursor = driver.cursor()
-            local.cache = {}
+            local.cache = dict[str, KeyRecord | None]()
             local.version = None
         # fetchall() runs each statement to completion, so no read snapshot stays open.
         version = cur.execute("PRAGMA data_version").fetchall()[0][0]

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 from ..runtime.catalog import (
-    EntityType,
     GatewaySpec,
     MemorySettings,
     QuotaPlan,
-    ResourceSpec,
     ToolSpec,
 )
 from . import native
