@@ -192,20 +192,17 @@ def test_ref_without_manifests_reports_everything_as_added(tmp_path: Path) -> No
     )
 
 
+def _breaking_brk002(against: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """`gen breaking` on the BRK002 fixture's new manifests, against another baseline."""
+    case = FIXTURES / "BRK002"
+    args = ["--project", str(case), "--manifests", str(case / "after"), "--against", str(against)]
+    return _gen(ROOT, "breaking", *args, *options)
+
+
 def test_a_baseline_directory_without_manifests_is_an_error_not_a_pass(tmp_path: Path) -> None:
     """A wrong path in CI must not pass every change as an addition."""
     (tmp_path / "empty").mkdir()
-    case = FIXTURES / "BRK002"
-    proc = _gen(
-        ROOT,
-        "breaking",
-        "--project",
-        str(case),
-        "--manifests",
-        str(case / "after"),
-        "--against",
-        str(tmp_path / "empty"),
-    )
+    proc = _breaking_brk002(tmp_path / "empty")
     assert proc.returncode == 1
     assert f"error[GEN005] no *.yaml manifests under {tmp_path / 'empty'}" in proc.stdout
     assert "not compared: 1 error" in proc.stderr
@@ -217,36 +214,14 @@ def test_a_baseline_that_does_not_compile_is_not_summarised_as_no_change(tmp_pat
     shutil.copytree(FIXTURES / "BRK002" / "before", broken)
     target = next(broken.glob("*.yaml"))
     target.write_text(target.read_text() + "bogus_key: 1\n")
-    case = FIXTURES / "BRK002"
-    proc = _gen(
-        ROOT,
-        "breaking",
-        "--project",
-        str(case),
-        "--manifests",
-        str(case / "after"),
-        "--against",
-        str(broken),
-    )
+    proc = _breaking_brk002(broken)
     assert proc.returncode == 1
     assert "error[GEN1" in proc.stdout
     assert "not compared: 1 error" in proc.stderr and "0 breaking" not in proc.stderr
 
 
 def test_cli_json_and_exit_codes() -> None:
-    case = FIXTURES / "BRK002"
-    proc = _gen(
-        ROOT,
-        "breaking",
-        "--project",
-        str(case),
-        "--manifests",
-        str(case / "after"),
-        "--against",
-        str(case / "before"),
-        "--error-format",
-        "json",
-    )
+    proc = _breaking_brk002(FIXTURES / "BRK002" / "before", "--error-format", "json")
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["ok"] is False

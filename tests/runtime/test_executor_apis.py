@@ -450,18 +450,24 @@ class Sleeps:
         self.calls.append(seconds)
 
 
+def one_connector(
+    catalog: c.GatewaySpec, name: str, url: str, sleeps: Sleeps | None = None, **connector: Any
+) -> ConnectorExecutor:
+    """An executor for the connector `name` at `url`, its settings changed by `connector`,
+    that records its backoff waits in `sleeps` instead of sleeping."""
+    connectors = dict(catalog.connectors)
+    connectors[name] = dataclasses.replace(connectors[name], **connector)
+    return ConnectorExecutor(
+        dataclasses.replace(catalog, connectors=connectors),
+        base_urls={name: url},
+        sleep=sleeps or Sleeps(),
+    )
+
+
 def stripe_only(
     catalog: c.GatewaySpec, url: str, sleeps: Sleeps | None = None, **connector: Any
 ) -> ConnectorExecutor:
-    """An executor for Stripe at `url`, its connector settings changed by `connector`, that
-    records its backoff waits in `sleeps` instead of sleeping."""
-    connectors = dict(catalog.connectors)
-    connectors["stripe"] = dataclasses.replace(connectors["stripe"], **connector)
-    return ConnectorExecutor(
-        dataclasses.replace(catalog, connectors=connectors),
-        base_urls={"stripe": url},
-        sleep=sleeps or Sleeps(),
-    )
+    return one_connector(catalog, "stripe", url, sleeps, **connector)
 
 
 @pytest.fixture
@@ -672,16 +678,6 @@ PAYMENT = "square_create_payment"  # declares idempotency_key: {body: idempotenc
 PAY = {"source_id": "cnon:card-nonce-ok", "amount": 1250, "currency": "USD"}
 
 
-def square_only(catalog: c.GatewaySpec, url: str, **connector: Any) -> ConnectorExecutor:
-    connectors = dict(catalog.connectors)
-    connectors["square"] = dataclasses.replace(connectors["square"], **connector)
-    return ConnectorExecutor(
-        dataclasses.replace(catalog, connectors=connectors),
-        base_urls={"square": url},
-        sleep=Sleeps(),
-    )
-
-
 async def test_a_body_key_is_a_top_level_field_of_the_json_body_new_for_each_call(
     executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
 ) -> None:
@@ -704,7 +700,7 @@ async def test_a_body_keyed_payment_that_timed_out_is_repeated_under_its_key_and
     catalog: c.GatewaySpec, stripe: ApiStandIns
 ) -> None:
     stripe.fail_next("POST", "/payments", Fault(None, delay=2.0))  # answers after we gave up
-    ex = square_only(catalog, stripe.url + "/square/v2", timeout_seconds=0.5)
+    ex = one_connector(catalog, "square", stripe.url + "/square/v2", timeout_seconds=0.5)
     try:
         result = await ex.call(catalog.tools[PAYMENT], dict(PAY), credentials=SQUARE, ctx=CTX)
     finally:
