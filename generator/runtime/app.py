@@ -30,9 +30,11 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import GatewayTokenVerifier, principal_from_access_token
 from .errors import FORBIDDEN, INVALID_ARGUMENTS, UNAUTHENTICATED, GatewayError
@@ -67,6 +69,40 @@ def transport_security(
         allowed_hosts=[*LOCAL_HOSTS, *allowed_hosts],
         allowed_origins=[*LOCAL_ORIGINS, *allowed_origins],
     )
+
+
+class HostRefusals:
+    """Says in the log, once per host name, why requests for it get HTTP 421: the client only
+    shows "Invalid Host header", and the operator needs the option that admits the name."""
+
+    MAX_NAMED = 64  # host names are the clients' text: remember a bounded number
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.named: set[str] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 421:
+                self._explain(Headers(scope=scope).get("host", ""))
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+    def _explain(self, host: str) -> None:
+        if host in self.named or len(self.named) >= self.MAX_NAMED:
+            return
+        self.named.add(host)
+        logger.warning(
+            "refused requests for Host %r (DNS-rebinding protection): if clients reach the "
+            "gateway under that name, start it with --allowed-host %s",
+            host,
+            host,
+        )
 
 
 def build_http_app(
@@ -200,6 +236,7 @@ def build_http_app(
             await runtime.aclose()
 
     app.router.lifespan_context = lifespan
+    app.add_middleware(HostRefusals)
     return app
 
 

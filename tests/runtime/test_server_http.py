@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -262,7 +263,10 @@ async def test_a_host_key_bound_to_a_user_reads_only_that_users_memory(
         assert exc.value.error.data["error"]["code"] == "not_found"
 
 
-async def test_register_has_the_same_host_and_origin_checks_as_mcp(http: str, world) -> None:
+async def test_register_has_the_same_host_and_origin_checks_as_mcp(
+    http: str, world, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="generator.runtime.app")
     auth = {"Authorization": f"Bearer {world.a_host}", "Content-Type": "application/json"}
     async with httpx2.AsyncClient() as h:
         for headers, status in (
@@ -279,6 +283,12 @@ async def test_register_has_the_same_host_and_origin_checks_as_mcp(http: str, wo
             )
             assert mcp.status_code == status, headers
     assert world.runtime.store.get_user(world.a.id, "rebound") is None
+    # The operator learns, once, which option admits the refused name.
+    hints = [r.getMessage() for r in caplog.records if "--allowed-host" in r.getMessage()]
+    assert hints == [
+        "refused requests for Host 'evil.example' (DNS-rebinding protection): if clients reach "
+        "the gateway under that name, start it with --allowed-host evil.example"
+    ]
 
 
 async def test_clean_shutdown_writes_every_record(world, sqlite_store: Store) -> None:
