@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from generator.runtime.errors import (
 from generator.runtime.executor import (
     CallContext,
     ConnectorCallError,
+    ConnectorConfigError,
     ConnectorExecutor,
     ExecResult,
     base_urls_from_env,
@@ -1408,7 +1410,7 @@ async def test_overrides_from_the_environment(
         "FASTN_GATEWAY_BASE_URL_SHOPIFY": shopify.url + "/{shop}/admin/api/2024-10/",
         "FASTN_GATEWAY_BASE_URL_HUBSPOT": hubspot.url,
         "FASTN_GATEWAY_TOKEN_URL_HUBSPOT": hubspot.url + "/oauth/v1/token",
-        "FASTN_GATEWAY_BASE_URL_NOPE": "http://127.0.0.1:1",
+        "FASTN_GATEWAY_BASE_URL_GITHUB": "  ",  # empty: no override
         "OTHER_BASE_URL_SLACK": "http://127.0.0.1:1",
     }
     assert base_urls_from_env(gateway, environ) == {
@@ -1416,8 +1418,15 @@ async def test_overrides_from_the_environment(
         "hubspot": hubspot.url,
     }
     assert token_urls_from_env(gateway, environ) == {"hubspot": hubspot.url + "/oauth/v1/token"}
-    with pytest.raises(ValueError, match="FASTN_GATEWAY_BASE_URL_SLACK"):
-        base_urls_from_env(gateway, {"FASTN_GATEWAY_BASE_URL_SLACK": "ftp://x"})
+    # A bad value, a connector the gateway lacks, a token URL of a connector without OAuth2.
+    for bad, said in (
+        ({"FASTN_GATEWAY_BASE_URL_SLACK": "ftp://x"}, "FASTN_GATEWAY_BASE_URL_SLACK: 'ftp://x'"),
+        ({"FASTN_GATEWAY_BASE_URL_NOPE": "http://127.0.0.1:1"}, "known: github, hubspot"),
+        ({"FASTN_GATEWAY_TOKEN_URL_SLACK": "http://127.0.0.1:1"}, "does not use OAuth2"),
+    ):
+        with pytest.raises(ConnectorConfigError, match=re.escape(said)):
+            base_urls_from_env(gateway, bad)
+            token_urls_from_env(gateway, bad)
 
     ex = ConnectorExecutor.from_env(gateway, environ, sleep=sleeps)
     try:

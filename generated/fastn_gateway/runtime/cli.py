@@ -14,7 +14,12 @@
 
 The database is `--db`, else `<IMPORT_NAME>_DATABASE_URL`, else `./var/<import_name>.db`.
 stdio serving takes its API key from `<IMPORT_NAME>_API_KEY` (and a host key's user from
-`<IMPORT_NAME>_USER`). Exit codes: 0 ok, 1 refused or failed, 2 usage.
+`<IMPORT_NAME>_USER`). A connector's base URL comes from `--base-url`, else
+`<IMPORT_NAME>_BASE_URL_<CONNECTOR>`, else the manifest; an OAuth2 connector's token URL from
+`<IMPORT_NAME>_TOKEN_URL_<CONNECTOR>`, else the manifest. Each must be an absolute http(s) URL
+naming a connector of the gateway (an OAuth2 one, for a token URL): anything else is a usage
+error, reported before a port is bound or a database created.
+Exit codes: 0 ok, 1 refused or failed, 2 usage.
 """
 
 from __future__ import annotations
@@ -63,12 +68,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:
+def _pairs(values: Sequence[str] | None, what: str, shape: str = "NAME=VALUE") -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values or ():
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise UsageError(f"{what} must look like NAME=VALUE")
+            raise UsageError(f"{what} must look like {shape}")
         out[name.strip()] = value
     return out
 
@@ -130,7 +135,8 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="CONNECTOR=URL",
-        help="point a connector at another base URL (repeatable)",
+        help="point a connector at another base URL, an absolute http(s) URL (repeatable; "
+        f"wins over ${gateway.import_name.upper()}_BASE_URL_<CONNECTOR>)",
     )
     s.add_argument("--demo", action="store_true", help="create a demo tenant and print its key")
     s.add_argument("--log-level", default="warning", help="debug, info, warning or error")
@@ -427,15 +433,25 @@ def demo_banner(gateway: GatewaySpec, token: str, db_url: str, *, transport: str
 
 
 def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from .executor import (
+        ConnectorConfigError,
+        base_urls_from_env,
+        check_base_urls,
+        token_urls_from_env,
+    )
     from .server import GatewayRuntime
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     db_url = _db_url(gateway, args.db, environ)
-    base_urls = _pairs(args.base_url, "--base-url")
-    unknown = sorted(set(base_urls) - set(gateway.connectors))
-    if unknown:
-        print(f"error: --base-url for unknown connector(s): {', '.join(unknown)}", file=sys.stderr)
-        return 2
+    # Connector URLs, from --base-url and the environment, are checked before a port is bound
+    # or a database created.
+    pairs = _pairs(args.base_url, "--base-url", "CONNECTOR=URL, e.g. slack=http://127.0.0.1:9000")
+    try:
+        base_urls = check_base_urls(gateway, pairs)
+        base_urls_from_env(gateway, environ)
+        token_urls_from_env(gateway, environ)
+    except ConnectorConfigError as exc:
+        raise UsageError(str(exc)) from None
     listener: socket.socket | None = None
     if args.transport == "http":
         # Bound before anything is announced: a port in use fails here, with nothing printed

@@ -76,7 +76,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import unquote, urlencode, urlsplit
@@ -121,9 +121,12 @@ from .templating import (
 __all__ = [
     "CallContext",
     "ConnectorCallError",
+    "ConnectorConfigError",
     "ConnectorExecutor",
     "ExecResult",
     "base_urls_from_env",
+    "check_base_urls",
+    "check_url",
     "parse_retry_after",
     "token_urls_from_env",
 ]
@@ -189,44 +192,139 @@ class ConnectorCallError(GatewayError):
 # Configuration
 
 
+class ConnectorConfigError(ValueError):
+    """A connector URL override that cannot be used: a value that is not an absolute http(s)
+    URL, or a name that matches no connector (no OAuth2 connector, for a token URL). A
+    deployment mistake, reported before anything is served or created."""
+
+
+_URL_EXAMPLE: Final = "http://127.0.0.1:9000"
+MAX_SHOWN_URL: Final = 120
+
+
+def _env_prefix(gateway: GatewaySpec) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", gateway.import_name.upper())
+
+
+def _env_name(connector: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", connector.upper())
+
+
 def _env_key(gateway: GatewaySpec, kind: str, connector: str) -> str:
-    prefix = re.sub(r"[^A-Z0-9]", "_", gateway.import_name.upper())
-    return f"{prefix}_{kind}_{re.sub(r'[^A-Z0-9]', '_', connector.upper())}"
+    return f"{_env_prefix(gateway)}_{kind}_{_env_name(connector)}"
 
 
-def _check_url(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{name} must be an absolute http(s) URL")
-    return url.rstrip("/")
+def _shown_url(value: str) -> str:
+    """A URL for messages: any user:password@ replaced, control characters escaped, short."""
+    shown = re.sub(r"(?<=//)[^/?#@]*@", "***@", value)
+    shown = shown if len(shown) <= MAX_SHOWN_URL else shown[: MAX_SHOWN_URL - 3] + "..."
+    return repr(shown)
+
+
+def check_url(value: str, where: str, what: str = "a base URL") -> str:
+    """`value` (stripped, without a trailing slash) if it is an absolute http(s) URL with a host.
+
+    Else `ConnectorConfigError` saying where the value comes from (`where`: the environment
+    variable, or `--base-url slack`) and what is wrong with it. `{field}` placeholders of a
+    manifest's base URL may stay (they are filled from the connection's fields).
+    """
+    text = value.strip()
+    problem: str | None = None
+    if _CONTROL.search(text) or " " in text:
+        problem = "contains spaces or control characters"
+    else:
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError as exc:
+            problem = f"is not a valid URL ({exc})"
+        else:
+            if "://" not in text:
+                problem = "is not an absolute URL (it does not start with http:// or https://)"
+            elif parts.scheme.lower() not in ("http", "https"):
+                problem = f"uses the scheme {parts.scheme!r}; only http and https are supported"
+            elif not parts.hostname:
+                problem = "has no host"
+            elif parts.fragment:
+                problem = "has a #fragment, which is never sent"
+    if problem is not None:
+        raise ConnectorConfigError(
+            f"{where}: {_shown_url(text)} {problem}; {what} must be an absolute http(s) URL "
+            f"such as {_URL_EXAMPLE}"
+        )
+    return text.rstrip("/")
+
+
+def _known(names: Iterable[str]) -> str:
+    listed = sorted(names)
+    return ", ".join(listed) if listed else "none"
+
+
+def _env_overrides(gateway: GatewaySpec, environ: Mapping[str, str], kind: str) -> dict[str, str]:
+    """connector -> raw value of every non-empty `<PREFIX>_<kind>_<CONNECTOR>` variable."""
+    prefix = f"{_env_prefix(gateway)}_{kind}_"
+    by_env = {_env_name(name): name for name in gateway.connectors}
+    out: dict[str, str] = {}
+    for key in sorted(environ):
+        if not key.startswith(prefix) or not environ[key].strip():
+            continue
+        name = by_env.get(key[len(prefix) :])
+        if name is None:
+            example = next(iter(sorted(gateway.connectors)), None)
+            spelled = f"; e.g. {_env_key(gateway, kind, example)}" if example else ""
+            raise ConnectorConfigError(
+                f"{key} names no connector of this gateway "
+                f"(known: {_known(gateway.connectors)}{spelled})"
+            )
+        out[name] = environ[key]
+    return out
 
 
 def base_urls_from_env(gateway: GatewaySpec, environ: Mapping[str, str]) -> dict[str, str]:
     """Base URL overrides: `<IMPORT_NAME>_BASE_URL_<CONNECTOR>=http://127.0.0.1:1234`.
 
     An override may keep `{field}` placeholders of the manifest's base URL (e.g.
-    `http://127.0.0.1:8001/{shop}`); they are filled and checked like the original.
+    `http://127.0.0.1:8001/{shop}`); they are filled and checked like the original. A variable
+    that names no connector, or whose value is not an absolute http(s) URL, raises
+    `ConnectorConfigError`; an empty one is no override.
     """
-    out: dict[str, str] = {}
-    for name in gateway.connectors:
-        key = _env_key(gateway, "BASE_URL", name)
-        value = environ.get(key, "").strip()
-        if value:
-            out[name] = _check_url(value, key)
-    return out
+    return {
+        name: check_url(value, _env_key(gateway, "BASE_URL", name))
+        for name, value in _env_overrides(gateway, environ, "BASE_URL").items()
+    }
 
 
 def token_urls_from_env(gateway: GatewaySpec, environ: Mapping[str, str]) -> dict[str, str]:
-    """OAuth2 token URL overrides: `<IMPORT_NAME>_TOKEN_URL_<CONNECTOR>=http://...`."""
+    """OAuth2 token URL overrides: `<IMPORT_NAME>_TOKEN_URL_<CONNECTOR>=http://...`.
+
+    A variable for a connector that does not use OAuth2 (or names none) raises
+    `ConnectorConfigError`, as does a value that is not an absolute http(s) URL.
+    """
+    oauth2 = [n for n, spec in gateway.connectors.items() if spec.auth.type == "oauth2"]
     out: dict[str, str] = {}
-    for name, connector in gateway.connectors.items():
-        if connector.auth.type != "oauth2":
-            continue
+    for name, value in _env_overrides(gateway, environ, "TOKEN_URL").items():
         key = _env_key(gateway, "TOKEN_URL", name)
-        value = environ.get(key, "").strip()
-        if value:
-            out[name] = _check_url(value, key)
+        if name not in oauth2:
+            raise ConnectorConfigError(
+                f"{key}: {name} does not use OAuth2, so it has no token URL "
+                f"(OAuth2 connectors: {_known(oauth2)})"
+            )
+        out[name] = check_url(value, key, "a token URL")
     return out
+
+
+def check_base_urls(
+    gateway: GatewaySpec, urls: Mapping[str, str], option: str = "--base-url"
+) -> dict[str, str]:
+    """Base URL overrides given as `connector -> URL` (the `--base-url` option), checked like
+    the environment's: each names a connector and is an absolute http(s) URL."""
+    unknown = sorted(set(urls) - set(gateway.connectors))
+    if unknown:
+        raise ConnectorConfigError(
+            f"{option} names no connector of this gateway: {', '.join(unknown)} "
+            f"(known: {_known(gateway.connectors)})"
+        )
+    return {name: check_url(value, f"{option} {name}") for name, value in urls.items()}
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
