@@ -99,7 +99,10 @@ def _credential_fields(gateway: GatewaySpec) -> str:
 
 def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
     prog = _prog(gateway)
-    db_default = f"${gateway.import_name.upper()}_DATABASE_URL, else ./var/{gateway.import_name}.db"
+    db_help = (
+        "SQLite file path or database URL (default: "
+        f"${gateway.import_name.upper()}_DATABASE_URL, else ./var/{gateway.import_name}.db)"
+    )
     p = _Parser(prog=prog, description=gateway.title or gateway.server_name)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -108,11 +111,18 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
         help="serve the gateway over streamable HTTP or stdio",
         description="Serve the gateway. HTTP: streamable HTTP at /mcp, bearer API keys. "
         f"stdio: one client, the API key from ${api_key_env(gateway.import_name)}.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    s.add_argument("--transport", choices=["http", "stdio"], default="http", help="transport")
-    s.add_argument("--host", default="127.0.0.1", help="HTTP: interface to listen on")
-    s.add_argument("--port", type=int, default=8000, help="HTTP: port (0: any free port)")
+    # Defaults are written into the help by hand: argparse's ArgumentDefaultsHelpFormatter
+    # would add "(default: None)" to --db, whose default depends on the environment.
+    s.add_argument(
+        "--transport", choices=["http", "stdio"], default="http", help="transport (default: http)"
+    )
+    s.add_argument(
+        "--host", default="127.0.0.1", help="HTTP: interface to listen on (default: 127.0.0.1)"
+    )
+    s.add_argument(
+        "--port", type=int, default=8000, help="HTTP: port, 0 for any free port (default: 8000)"
+    )
     s.add_argument("--stateless", action="store_true", help="HTTP: no MCP sessions")
     s.add_argument("--sse", action="store_true", help="HTTP: answer POSTs with SSE streams")
     s.add_argument(
@@ -129,7 +139,7 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
         metavar="ORIGIN",
         help="HTTP: an Origin header to accept besides loopback (repeatable)",
     )
-    s.add_argument("--db", help=f"SQLite file path or database URL [default: {db_default}]")
+    s.add_argument("--db", help=db_help)
     s.add_argument(
         "--base-url",
         action="append",
@@ -139,14 +149,16 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
         f"wins over ${gateway.import_name.upper()}_BASE_URL_<CONNECTOR>)",
     )
     s.add_argument("--demo", action="store_true", help="create a demo tenant and print its key")
-    s.add_argument("--log-level", default="warning", help="debug, info, warning or error")
+    s.add_argument(
+        "--log-level", default="warning", help="debug, info, warning or error (default: warning)"
+    )
 
     a = sub.add_parser(
         "admin",
         help="manage tenants, keys, connections and users",
         description="Manage tenants, API keys, connections and users in the gateway database.",
     )
-    a.add_argument("--db", help=f"SQLite file path or database URL [default: {db_default}]")
+    a.add_argument("--db", help=db_help)
     asub = a.add_subparsers(dest="admin_command", required=True, parser_class=_Parser)
 
     t = asub.add_parser("tenant", help="create and list tenants, set a tenant's quota plan")

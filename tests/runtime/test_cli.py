@@ -283,6 +283,19 @@ def test_good_connector_urls_from_the_environment_and_the_flag_are_served(
     assert anyio.run(calls) == (False, False)
 
 
+def test_serve_help_shows_one_default_per_option(gateway, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(gateway, ["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: [])" not in text
+    assert "(default: False)" not in text and "[default:" not in text
+    assert (
+        "SQLite file path or database URL (default: $FASTN_GATEWAY_DATABASE_URL, else "
+        "./var/fastn_gateway.db)" in text
+    )
+    assert text.count("(default:") == 5  # transport, host, port, db, log level
+
+
 # ----------------------------------------------------------------------------- stdio
 
 
