@@ -116,6 +116,14 @@ def test_stdio_puts_the_imported_package_first_on_the_childs_path(gateway_client
     assert client_base.package_root("not_imported_gateway") is None
 
 
+def test_urls_in_messages_lose_their_credentials() -> None:
+    assert (
+        client_base.public_url("https://u:p@gw.example.com:8443/mcp?key=k#f")
+        == "https://gw.example.com:8443/mcp"
+    )
+    assert client_base.public_url("http://127.0.0.1:8000/mcp") == "http://127.0.0.1:8000/mcp"
+
+
 def test_error_envelope_parsing() -> None:
     parse = client_base.GatewayClientError.from_envelope
     err = parse(

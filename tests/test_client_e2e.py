@@ -253,9 +253,17 @@ async def test_bad_key_and_unreachable_server(gw: Gateway) -> None:
     with pytest.raises(GatewayClientError) as one_shot:
         await client(gw, "gwk_not_a_key").fastn_get_usage_summary()
     with pytest.raises(GatewayClientError) as down:
-        await GatewayClient.http("http://127.0.0.1:9/mcp", api_key=gw.rw).list_tools()
+        await GatewayClient.http(
+            "http://ops:s3cret@127.0.0.1:9/mcp?token=t0ken#x", api_key=gw.rw
+        ).list_tools()
     assert bad.value.code == one_shot.value.code == "unauthenticated"
     assert down.value.code == "connection_failed" and down.value.retryable
+    # Where it tried, without the credentials the URL carried.
+    assert down.value.message.startswith("Could not connect to the gateway at ")
+    assert "http://127.0.0.1:9/mcp:" in down.value.message
+    assert down.value.details == {"url": "http://127.0.0.1:9/mcp"}
+    for secret in ("s3cret", "ops", "t0ken"):
+        assert secret not in str(down.value.envelope())
 
 
 # ---------------------------------------------------------------------------- listing, resources

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal, Self, TextIO, TypeGuard, TypeVar, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio.to_thread
 import httpx2
@@ -73,8 +73,17 @@ class GatewayClientError(GatewayError):
     """A failed call, with the gateway's error envelope.
 
     `code` is one of the gateway's stable codes (`unknown_tool`, `invalid_arguments`,
-    `not_connected`, `quota_exceeded`, `upstream_error`, ...) or one raised by the client
-    (`invalid_response`, `connection_failed`, `timeout`, `protocol_error`, `tool_error`).
+    `not_connected`, `quota_exceeded`, `upstream_error`, ...) or one raised by the client:
+
+    * `connection_failed`: the gateway could not be reached or closed the connection. Over
+      HTTP the message and `details["url"]` name the URL tried (without credentials, query
+      or fragment); a stdio server that ended before the session started is quoted from
+      the end of its stderr (`details["stderr"]` holds more of it).
+    * `timeout`: no answer within the read timeout.
+    * `invalid_response`: a result that does not fit the tool's output model.
+    * `protocol_error`, `tool_error`: a JSON-RPC error or a tool error without the gateway's
+      envelope.
+
     `retry_after` is in seconds when the gateway knows when to retry. The envelope itself is
     the server's (`GatewayError.envelope`).
     """
@@ -236,6 +245,12 @@ def expand_uri(template: str, values: Mapping[str, str]) -> str:
     for key, value in values.items():
         out = out.replace("{" + key + "}", quote(value, safe=""))
     return out
+
+
+def public_url(url: str) -> str:
+    """`url` for messages: without user:password@, query or fragment (they may hold secrets)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def package_root(package: str) -> str | None:
@@ -516,6 +531,11 @@ class ClientBase:
                 UNAUTHENTICATED,
                 "The gateway rejected the API key (missing, unknown, expired or revoked).",
             )
+        where = ""
+        details: dict[str, Any] | None = None
+        if isinstance(self._target, _HttpTarget):
+            url = public_url(self._target.url)
+            where, details = f" at {url}", {"url": url}
         if isinstance(leaf, MCPError):
             found = GatewayClientError.from_envelope(leaf.data)
             if found is not None:
@@ -528,7 +548,10 @@ class ClientBase:
                 )
             if leaf.code == types.CONNECTION_CLOSED:
                 return GatewayClientError(
-                    CONNECTION_FAILED, "The connection to the gateway was closed.", retryable=True
+                    CONNECTION_FAILED,
+                    f"The connection to the gateway{where} was closed.",
+                    details=details,
+                    retryable=True,
                 )
             return GatewayClientError(
                 PROTOCOL_ERROR, _short(leaf.message), details={"jsonrpc_code": leaf.code}
@@ -536,7 +559,8 @@ class ClientBase:
         what = "connect to" if connecting else "talk to"
         return GatewayClientError(
             CONNECTION_FAILED,
-            _short(f"Could not {what} the gateway: {type(leaf).__name__}: {leaf}"),
+            _short(f"Could not {what} the gateway{where}: {type(leaf).__name__}: {leaf}"),
+            details=details,
             retryable=True,
         )
 
