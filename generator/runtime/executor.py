@@ -15,7 +15,10 @@ compiles each tool's binding lazily, once. A call:
    connection broken after sending) the error says so and is not retryable;
 4. maps failures onto the gateway's error envelope and successes onto the tool's output:
    `select`, then `fields`, then `next_cursor`, then JSON Schema validation. A body that does
-   not match the output schema is `upstream_invalid_response`, never passed through.
+   not match the output schema is `upstream_invalid_response`, never passed through; its
+   message and details say where (`channels/0`) and why ("the required property 'id' is
+   missing", "expected string, got integer"), in the schema's words only: property names,
+   types, limits, never the upstream's values (a free-form key shows as `*`).
 
 Pagination (the model sees `cursor` in, `next_cursor` out; null when there is no more). The
 first page is requested without a cursor; later ones send it as the query parameter `param`, or
@@ -83,7 +86,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 import anyio
 import httpx2
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 from .catalog import (
     DEFAULT_API_KEY_HEADER,
@@ -679,6 +682,116 @@ def _uses_name(value: Any, name: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# Output-schema mismatches, described without upstream data
+
+# Keywords after which the next schema-path entry is the name (or index) the instance path
+# took; and those that descend into items or free-form properties without naming them.
+_NAMED_STEPS: Final = frozenset({"properties", "prefixItems"})
+_ITEM_STEPS: Final = frozenset({"items", "additionalItems", "unevaluatedItems", "contains"})
+_KEYED_STEPS: Final = frozenset({"additionalProperties", "unevaluatedProperties", "propertyNames"})
+_BOUNDS: Final = {
+    "minimum": "at least",
+    "maximum": "at most",
+    "exclusiveMinimum": "more than",
+    "exclusiveMaximum": "less than",
+}
+_SIZES: Final = {
+    "minLength": ("at least", "characters"),
+    "maxLength": ("at most", "characters"),
+    "minItems": ("at least", "items"),
+    "maxItems": ("at most", "items"),
+    "minProperties": ("at least", "properties"),
+    "maxProperties": ("at most", "properties"),
+}
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _mismatch_path(error: ValidationError) -> str:
+    """Where in the output an error is, as `channels/0/id`: property names the schema declares
+    and list indexes; a key the schema does not name (free-form properties) shows as `*`."""
+    instance = list(error.absolute_path)
+    schema = list(error.absolute_schema_path)
+    out: list[str] = []
+    i = k = 0
+    while i < len(instance) and k < len(schema):
+        step = schema[k]
+        if step in _NAMED_STEPS and k + 1 < len(schema):
+            out.append(str(schema[k + 1]))
+            i, k = i + 1, k + 2
+        elif step in _ITEM_STEPS:
+            out.append(str(instance[i]) if isinstance(instance[i], int) else "*")
+            i, k = i + 1, k + 1
+        elif step in _KEYED_STEPS or step == "patternProperties":
+            out.append("*")
+            i, k = i + 1, k + (2 if step == "patternProperties" else 1)
+        else:  # $ref, allOf/anyOf/oneOf and their indexes, if/then/else...: no instance step
+            k += 1
+    out.extend("*" for _ in instance[i:])
+    return "/".join(out)
+
+
+def _mismatch_reason(error: ValidationError) -> tuple[str, dict[str, Any]]:
+    """Why the value at the error's path fails, and details to add: the schema's own words
+    (property names, types, limits, allowed values), never the upstream's value."""
+    rule, limit, value = str(error.validator), error.validator_value, error.instance
+    if rule == "required" and isinstance(value, dict) and isinstance(limit, list):
+        missing = [str(name) for name in limit if name not in value]
+        names = ", ".join(repr(name) for name in missing)
+        if len(missing) == 1:
+            return f"the required property {names} is missing", {"missing": missing}
+        return f"the required properties {names} are missing", {"missing": missing}
+    if rule == "type":
+        expected = [str(t) for t in limit] if isinstance(limit, list) else [str(limit)]
+        got = _json_type(value)
+        return f"expected {' or '.join(expected)}, got {got}", {"expected": expected, "got": got}
+    if rule in ("enum", "const"):
+        allowed = limit if rule == "enum" and isinstance(limit, list) else [limit]
+        shown = ", ".join(json.dumps(v) for v in allowed[:8]) + (
+            ", ..." if len(allowed) > 8 else ""
+        )
+        return f"is not one of the allowed values ({_cut(shown, 120)})", {}
+    if rule in _BOUNDS:
+        return f"must be {_BOUNDS[rule]} {limit}", {}
+    if rule in _SIZES:
+        bound, unit = _SIZES[rule]
+        return f"must have {bound} {limit} {unit}", {}
+    if rule == "pattern":
+        return f"does not match the pattern {_cut(str(limit), 80)!r}", {}
+    if rule == "format":
+        return f"is not a valid {limit}", {}
+    if rule == "multipleOf":
+        return f"must be a multiple of {limit}", {}
+    if rule == "uniqueItems":
+        return "has duplicate items", {}
+    if rule in ("additionalProperties", "unevaluatedProperties"):
+        return "has properties the schema does not allow", {}
+    if rule == "oneOf" and not error.context:  # valid under several of them
+        return "matches more than one of the shapes the schema allows (oneOf)", {}
+    if rule in ("anyOf", "oneOf"):
+        return f"matches none of the shapes the schema allows ({rule})", {}
+    if rule == "not":
+        return "has a shape the schema excludes", {}
+    return f"does not satisfy the schema's {rule!r}", {}
+
+
+# --------------------------------------------------------------------------------------------
 # The executor
 
 
@@ -785,12 +898,14 @@ class ConnectorExecutor:
         try:
             result = await self._call(plan, arguments, credentials, ctx)
         except ConnectorCallError as exc:
+            # The message is the client's: safe to log (credentials are redacted from it).
             logger.warning(
-                "connector call failed: tool=%s code=%s status=%s attempts=%d",
+                "connector call failed: tool=%s code=%s status=%s attempts=%d: %s",
                 tool.name,
                 exc.code,
                 exc.status,
                 exc.attempts,
+                exc.message,
             )
             raise
         if logger.isEnabledFor(logging.DEBUG):
@@ -1529,16 +1644,15 @@ class ConnectorExecutor:
             else next(iter(plan.output_validator.iter_errors(output)), None)
         )
         if error is not None:
+            where = _mismatch_path(error)
+            reason, more = _mismatch_reason(error)
             raise self._fail(
                 UPSTREAM_INVALID_RESPONSE,
                 f"{conn.spec.title} answered with data that does not match the output schema "
-                f"of {plan.tool.name}.",
+                f"of {plan.tool.name}: at {where or 'the top level'}, {reason}.",
                 status=status,
                 connector=conn.spec.name,
-                details={
-                    "path": "/".join(str(p) for p in error.absolute_path),
-                    "rule": str(error.validator),
-                },
+                details={"path": where, "rule": str(error.validator), "reason": reason, **more},
             )
         return output
 
