@@ -358,6 +358,35 @@ async def test_stdio_two_tenants(
     store.dispose()
 
 
+async def test_admin_connections_after_a_reconnection_show_a_fresh_status(
+    gateway, tmp_path: Path, upstream: FakeUpstream, capsys
+) -> None:
+    """A successful call over stdio sets last_success_at; `admin connect` on the existing
+    connection starts over: no success or error from before its connected_at."""
+    db = str(tmp_path / "gw.db")
+    ka, _, _ = _setup(gateway, db, upstream)
+    argv = [LAUNCHER, "serve", "--transport", "stdio", "--db", db]
+    argv += ["--base-url", f"slack={upstream.base_urls()['slack']}"]
+    async with Client(_stdio(argv, _env(FASTN_GATEWAY_API_KEY=ka))) as c:
+        assert not (await c.call_tool("slack_list_channels", {})).is_error
+
+    def slack_line() -> dict[str, str]:
+        code, out, _ = run(gateway, capsys, "admin", "--db", db, "connections", "acme")
+        assert code == 0
+        line = next(x for x in out.splitlines() if x.startswith("slack "))
+        return dict(part.split("=", 1) for part in line.split()[2:])
+
+    before = slack_line()
+    assert before["last_success_at"] != "None"
+    code, _, _ = run(
+        gateway, capsys, "admin", "--db", db, "connect", "acme", "slack", "--field", "bot_token=n"
+    )
+    assert code == 0
+    after = slack_line()
+    assert after["connected_at"] > before["connected_at"]
+    assert after["last_success_at"] == "None" and "last_error" not in after
+
+
 def _stdio_once(db: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, LAUNCHER, "serve", "--transport", "stdio", "--db", db],
