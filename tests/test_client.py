@@ -83,13 +83,45 @@ def test_base_names_list_is_exact() -> None:
 def test_client_reads_the_same_env_names_as_the_server() -> None:
     assert f"{client_base.env_prefix('fastn_gateway')}_API_KEY" == api_key_env("fastn_gateway")
     params = client_base.ClientBase.stdio.__func__(  # type: ignore[attr-defined]
-        type("C", (client_base.ClientBase,), {"PACKAGE": "fastn_gateway"}),
+        type("C", (client_base.ClientBase,), {"PACKAGE": "not_imported_gateway"}),
         api_key="k",
         user="u",
         env={"X": "1"},
     )._target
-    assert params.env == {"X": "1", "FASTN_GATEWAY_API_KEY": "k", "FASTN_GATEWAY_USER": "u"}
-    assert params.args == ["-m", "fastn_gateway", "serve", "--transport", "stdio"]
+    assert params.env == {
+        "X": "1",
+        "NOT_IMPORTED_GATEWAY_API_KEY": "k",
+        "NOT_IMPORTED_GATEWAY_USER": "u",
+    }
+    assert params.args == ["-m", "not_imported_gateway", "serve", "--transport", "stdio"]
+
+
+def test_stdio_puts_the_imported_package_first_on_the_childs_path(gateway_client: Any) -> None:
+    import os
+
+    alone = gateway_client.stdio(api_key="k")._target.env
+    assert alone["PYTHONPATH"] == str(GENERATED)
+    given = os.pathsep.join(["/opt/lib", str(GENERATED), "/srv/lib"])
+    merged = gateway_client.stdio(env={"PYTHONPATH": given, "X": "1"})._target.env
+    assert merged == {
+        "PYTHONPATH": os.pathsep.join([str(GENERATED), "/opt/lib", "/srv/lib"]),
+        "X": "1",
+    }
+    # An installed package (here pydantic, in the environment's site-packages) is found by
+    # the child's interpreter itself.
+    import pydantic
+
+    assert "site-packages" in pydantic.__file__
+    assert client_base.package_root("pydantic") is None
+    assert client_base.package_root("not_imported_gateway") is None
+
+
+def test_urls_in_messages_lose_their_credentials() -> None:
+    assert (
+        client_base.public_url("https://u:p@gw.example.com:8443/mcp?key=k#f")
+        == "https://gw.example.com:8443/mcp"
+    )
+    assert client_base.public_url("http://127.0.0.1:8000/mcp") == "http://127.0.0.1:8000/mcp"
 
 
 def test_error_envelope_parsing() -> None:

@@ -253,9 +253,17 @@ async def test_bad_key_and_unreachable_server(gw: Gateway) -> None:
     with pytest.raises(GatewayClientError) as one_shot:
         await client(gw, "gwk_not_a_key").fastn_get_usage_summary()
     with pytest.raises(GatewayClientError) as down:
-        await GatewayClient.http("http://127.0.0.1:9/mcp", api_key=gw.rw).list_tools()
+        await GatewayClient.http(
+            "http://ops:s3cret@127.0.0.1:9/mcp?token=t0ken#x", api_key=gw.rw
+        ).list_tools()
     assert bad.value.code == one_shot.value.code == "unauthenticated"
     assert down.value.code == "connection_failed" and down.value.retryable
+    # Where it tried, without the credentials the URL carried.
+    assert down.value.message.startswith("Could not connect to the gateway at ")
+    assert "http://127.0.0.1:9/mcp:" in down.value.message
+    assert down.value.details == {"url": "http://127.0.0.1:9/mcp"}
+    for secret in ("s3cret", "ops", "t0ken"):
+        assert secret not in str(down.value.envelope())
 
 
 # ---------------------------------------------------------------------------- listing, resources
@@ -327,6 +335,64 @@ async def test_stdio_transport(gw: Gateway) -> None:
             await c.shopify_list_orders()
     assert usage.plan == "starter" and sent.channel == "CTA001"
     assert hidden.value.code == "unknown_tool"
+
+
+def test_stdio_runs_the_package_the_client_was_imported_from(gw: Gateway, tmp_path: Path) -> None:
+    """The repository layout: `generated/` is importable only through the parent's
+    PYTHONPATH, which the SDK does not pass on to the server process it starts (and an
+    unrelated PYTHONPATH given in `env` does not hide the package either)."""
+    script = (
+        "import asyncio, json, sys\n"
+        "from fastn_gateway.client import GatewayClient\n"
+        "async def main():\n"
+        "    env = json.loads(sys.argv[2])\n"
+        "    async with GatewayClient.stdio(api_key=sys.argv[1], env=env) as c:\n"
+        "        print((await c.fastn_get_usage_summary()).plan)\n"
+        "asyncio.run(main())\n"
+    )
+    child_env = {
+        "FASTN_GATEWAY_DATABASE_URL": str(gw.db),
+        "PYTHONPATH": str(tmp_path / "elsewhere"),
+        **gw.environ,
+    }
+    parent_env = {k: v for k, v in os.environ.items() if not k.startswith("FASTN_GATEWAY_")}
+    parent_env["PYTHONPATH"] = str(GENERATED)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, gw.rw, json.dumps(child_env)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,  # not the repository: nothing to import from the working directory
+        env=parent_env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "starter"
+
+
+async def test_a_stdio_server_that_ends_at_once_is_explained(gw: Gateway, tmp_path: Path) -> None:
+    """The server's own error reaches the caller, not only the terminal: here it refuses a
+    database that does not exist."""
+    from fastn_gateway.client import GatewayClient, GatewayClientError
+
+    typo = tmp_path / "no-such.db"
+    env = {"FASTN_GATEWAY_DATABASE_URL": str(typo), **gw.environ}
+    for client in (GatewayClient.stdio(api_key=gw.rw, env=env), None):
+        with pytest.raises(GatewayClientError) as ended:
+            if client is not None:
+                async with client:
+                    pass
+            else:  # a call without `async with` opens its own connection
+                await GatewayClient.stdio(api_key=gw.rw, env=env).fastn_get_usage_summary()
+        err = ended.value
+        assert err.code == "connection_failed" and not err.retryable
+        assert err.message.startswith(
+            "The gateway process ended before the session started; its stderr ends: error: "
+            "no gateway database there"
+        )
+        assert str(typo) in err.message and str(typo) in err.details["stderr"]
+        assert gw.rw not in str(err.envelope())
+    assert not typo.exists()
 
 
 def test_readme_example_works_as_written(gw: Gateway) -> None:

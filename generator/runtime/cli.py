@@ -14,7 +14,12 @@
 
 The database is `--db`, else `<IMPORT_NAME>_DATABASE_URL`, else `./var/<import_name>.db`.
 stdio serving takes its API key from `<IMPORT_NAME>_API_KEY` (and a host key's user from
-`<IMPORT_NAME>_USER`). Exit codes: 0 ok, 1 refused or failed, 2 usage.
+`<IMPORT_NAME>_USER`). A connector's base URL comes from `--base-url`, else
+`<IMPORT_NAME>_BASE_URL_<CONNECTOR>`, else the manifest; an OAuth2 connector's token URL from
+`<IMPORT_NAME>_TOKEN_URL_<CONNECTOR>`, else the manifest. Each must be an absolute http(s) URL
+naming a connector of the gateway (an OAuth2 one, for a token URL): anything else is a usage
+error, reported before a port is bound or a database created.
+Exit codes: 0 ok, 1 refused or failed, 2 usage.
 """
 
 from __future__ import annotations
@@ -63,12 +68,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _pairs(values: Sequence[str] | None, what: str) -> dict[str, str]:
+def _pairs(values: Sequence[str] | None, what: str, shape: str = "NAME=VALUE") -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values or ():
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise UsageError(f"{what} must look like NAME=VALUE")
+            raise UsageError(f"{what} must look like {shape}")
         out[name.strip()] = value
     return out
 
@@ -94,7 +99,10 @@ def _credential_fields(gateway: GatewaySpec) -> str:
 
 def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
     prog = _prog(gateway)
-    db_default = f"${gateway.import_name.upper()}_DATABASE_URL, else ./var/{gateway.import_name}.db"
+    db_help = (
+        "SQLite file path or database URL (default: "
+        f"${gateway.import_name.upper()}_DATABASE_URL, else ./var/{gateway.import_name}.db)"
+    )
     p = _Parser(prog=prog, description=gateway.title or gateway.server_name)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -103,11 +111,18 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
         help="serve the gateway over streamable HTTP or stdio",
         description="Serve the gateway. HTTP: streamable HTTP at /mcp, bearer API keys. "
         f"stdio: one client, the API key from ${api_key_env(gateway.import_name)}.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    s.add_argument("--transport", choices=["http", "stdio"], default="http", help="transport")
-    s.add_argument("--host", default="127.0.0.1", help="HTTP: interface to listen on")
-    s.add_argument("--port", type=int, default=8000, help="HTTP: port (0: any free port)")
+    # Defaults are written into the help by hand: argparse's ArgumentDefaultsHelpFormatter
+    # would add "(default: None)" to --db, whose default depends on the environment.
+    s.add_argument(
+        "--transport", choices=["http", "stdio"], default="http", help="transport (default: http)"
+    )
+    s.add_argument(
+        "--host", default="127.0.0.1", help="HTTP: interface to listen on (default: 127.0.0.1)"
+    )
+    s.add_argument(
+        "--port", type=int, default=8000, help="HTTP: port, 0 for any free port (default: 8000)"
+    )
     s.add_argument("--stateless", action="store_true", help="HTTP: no MCP sessions")
     s.add_argument("--sse", action="store_true", help="HTTP: answer POSTs with SSE streams")
     s.add_argument(
@@ -124,23 +139,26 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
         metavar="ORIGIN",
         help="HTTP: an Origin header to accept besides loopback (repeatable)",
     )
-    s.add_argument("--db", help=f"SQLite file path or database URL [default: {db_default}]")
+    s.add_argument("--db", help=db_help)
     s.add_argument(
         "--base-url",
         action="append",
         default=[],
         metavar="CONNECTOR=URL",
-        help="point a connector at another base URL (repeatable)",
+        help="point a connector at another base URL, an absolute http(s) URL (repeatable; "
+        f"wins over ${gateway.import_name.upper()}_BASE_URL_<CONNECTOR>)",
     )
     s.add_argument("--demo", action="store_true", help="create a demo tenant and print its key")
-    s.add_argument("--log-level", default="warning", help="debug, info, warning or error")
+    s.add_argument(
+        "--log-level", default="warning", help="debug, info, warning or error (default: warning)"
+    )
 
     a = sub.add_parser(
         "admin",
         help="manage tenants, keys, connections and users",
         description="Manage tenants, API keys, connections and users in the gateway database.",
     )
-    a.add_argument("--db", help=f"SQLite file path or database URL [default: {db_default}]")
+    a.add_argument("--db", help=db_help)
     asub = a.add_subparsers(dest="admin_command", required=True, parser_class=_Parser)
 
     t = asub.add_parser("tenant", help="create and list tenants, set a tenant's quota plan")
@@ -427,15 +445,25 @@ def demo_banner(gateway: GatewaySpec, token: str, db_url: str, *, transport: str
 
 
 def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from .executor import (
+        ConnectorConfigError,
+        base_urls_from_env,
+        check_base_urls,
+        token_urls_from_env,
+    )
     from .server import GatewayRuntime
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     db_url = _db_url(gateway, args.db, environ)
-    base_urls = _pairs(args.base_url, "--base-url")
-    unknown = sorted(set(base_urls) - set(gateway.connectors))
-    if unknown:
-        print(f"error: --base-url for unknown connector(s): {', '.join(unknown)}", file=sys.stderr)
-        return 2
+    # Connector URLs, from --base-url and the environment, are checked before a port is bound
+    # or a database created.
+    pairs = _pairs(args.base_url, "--base-url", "CONNECTOR=URL, e.g. slack=http://127.0.0.1:9000")
+    try:
+        base_urls = check_base_urls(gateway, pairs)
+        base_urls_from_env(gateway, environ)
+        token_urls_from_env(gateway, environ)
+    except ConnectorConfigError as exc:
+        raise UsageError(str(exc)) from None
     listener: socket.socket | None = None
     if args.transport == "http":
         # Bound before anything is announced: a port in use fails here, with nothing printed

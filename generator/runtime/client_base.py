@@ -21,20 +21,26 @@ task groups); `async with` guarantees that.
 from __future__ import annotations
 
 import base64
+import codecs
 import json
+import os
 import re
+import site
 import sys
+import threading
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal, Self, TypeGuard, TypeVar, cast
-from urllib.parse import quote
+from typing import Any, ClassVar, Literal, Self, TextIO, TypeGuard, TypeVar, cast
+from urllib.parse import quote, urlsplit, urlunsplit
 
+import anyio.to_thread
 import httpx2
 import mcp.types as types
 from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel, RootModel, ValidationError
 
@@ -51,6 +57,11 @@ TOOL_ERROR = "tool_error"  # a tool error without the gateway's envelope
 
 USER_HEADER = "X-Gateway-User"  # lets a host-application key name the end user of a call
 MAX_MESSAGE = 500
+# A stdio server's stderr: how much of its end is kept for an error (details) and quoted in
+# the message, and how long to wait for the rest of it once the connection failed.
+STDERR_TAIL = 2000
+STDERR_QUOTED = 300
+STDERR_WAIT_SECONDS = 3.0
 
 
 def env_prefix(package: str) -> str:
@@ -62,8 +73,17 @@ class GatewayClientError(GatewayError):
     """A failed call, with the gateway's error envelope.
 
     `code` is one of the gateway's stable codes (`unknown_tool`, `invalid_arguments`,
-    `not_connected`, `quota_exceeded`, `upstream_error`, ...) or one raised by the client
-    (`invalid_response`, `connection_failed`, `timeout`, `protocol_error`, `tool_error`).
+    `not_connected`, `quota_exceeded`, `upstream_error`, ...) or one raised by the client:
+
+    * `connection_failed`: the gateway could not be reached or closed the connection. Over
+      HTTP the message and `details["url"]` name the URL tried (without credentials, query
+      or fragment); a stdio server that ended before the session started is quoted from
+      the end of its stderr (`details["stderr"]` holds more of it).
+    * `timeout`: no answer within the read timeout.
+    * `invalid_response`: a result that does not fit the tool's output model.
+    * `protocol_error`, `tool_error`: a JSON-RPC error or a tool error without the gateway's
+      envelope.
+
     `retry_after` is in seconds when the gateway knows when to retry. The envelope itself is
     the server's (`GatewayError.envelope`).
     """
@@ -227,6 +247,84 @@ def expand_uri(template: str, values: Mapping[str, str]) -> str:
     return out
 
 
+def public_url(url: str) -> str:
+    """`url` for messages: without user:password@, query or fragment (they may hold secrets)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def package_root(package: str) -> str | None:
+    """The directory the imported `package` was found in, for a child's PYTHONPATH; None when
+    it is not imported or lies in one of this interpreter's site directories (found there
+    anyway, and better kept behind the standard library)."""
+    module = sys.modules.get(package)
+    locations = list(getattr(module, "__path__", None) or ())
+    if not locations:
+        return None
+    root = Path(locations[0]).resolve().parent
+    try:
+        site_dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    except AttributeError:  # an interpreter whose site module lacks them (virtualenv < 20)
+        site_dirs = []
+    if any(root == Path(d).resolve() for d in site_dirs):
+        return None
+    return str(root)
+
+
+def _with_path(env: Mapping[str, str], root: str) -> dict[str, str]:
+    """`env` with `root` first on its PYTHONPATH (the caller's entries kept after it)."""
+    given = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    return {**env, "PYTHONPATH": os.pathsep.join([root, *given])}
+
+
+class _StderrTee:
+    """A stdio server's stderr: passed on to ours as it comes, its end kept for an error.
+
+    `writer` is the pipe end handed to the child; the parent's copy is closed by `spawned()`
+    (once the child holds its own), so the pipe ends when the child does. A daemon thread
+    reads the other end.
+    """
+
+    def __init__(self, sink: TextIO | None) -> None:
+        read_fd, write_fd = os.pipe()
+        self.writer: TextIO = os.fdopen(write_fd, "w", encoding="utf-8")
+        self._read_fd = read_fd
+        self._sink = sink
+        self._tail = ""
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._pump, name="gateway-stderr", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            while chunk := os.read(self._read_fd, 65536):
+                text = decoder.decode(chunk)
+                with self._lock:
+                    self._tail = (self._tail + text)[-STDERR_TAIL:]
+                if self._sink is not None:
+                    try:
+                        self._sink.write(text)
+                        self._sink.flush()
+                    except (OSError, ValueError):  # our stderr is closed: keep the tail only
+                        self._sink = None
+        except OSError:
+            pass
+        finally:
+            os.close(self._read_fd)
+
+    def spawned(self) -> None:
+        if not self.writer.closed:
+            self.writer.close()
+
+    def tail(self, wait: float) -> str:
+        """What the child wrote last, once its stderr ended (or after `wait` seconds)."""
+        self.spawned()
+        self._thread.join(wait)
+        with self._lock:
+            return self._tail.strip()
+
+
 class ClientBase:
     """Async client of one generated gateway. Subclassed by the generated `GatewayClient`."""
 
@@ -290,10 +388,19 @@ class ClientBase:
         By default it runs `<this python> -m <package> serve --transport stdio`; `api_key`
         (and `user`) reach the server as `<PACKAGE>_API_KEY` (`<PACKAGE>_USER`). `env` adds
         variables (e.g. `<PACKAGE>_DATABASE_URL`); the SDK passes on only a few of the
-        parent's (PATH, HOME, ...).
+        parent's (PATH, HOME, ...). The child runs the package this client was imported
+        from: unless that lies in a site directory, its directory goes first on the child's
+        PYTHONPATH, before any PYTHONPATH given in `env`.
+
+        The server's stderr is passed on to this process's; when the server ends before the
+        session starts (a wrong database, a bad setting), the `connection_failed` error quotes
+        the end of it (all of that end is in `details["stderr"]`).
         """
         prefix = env_prefix(cls.PACKAGE)
         all_env = dict(env or {})
+        root = package_root(cls.PACKAGE)
+        if root is not None:
+            all_env = _with_path(all_env, root)
         if api_key is not None:
             all_env[f"{prefix}_API_KEY"] = api_key
         if user is not None:
@@ -351,6 +458,7 @@ class ClientBase:
     async def _open(self, stack: AsyncExitStack) -> Client:
         target = self._target
         self._rejected_key = False
+        tee: _StderrTee | None = None
         try:
             if isinstance(target, _HttpTarget):
                 http = await stack.enter_async_context(
@@ -361,10 +469,43 @@ class ClientBase:
                     )
                 )
                 target = streamable_http_client(target.url, http_client=http)
+            elif isinstance(target, StdioServerParameters):
+                tee = _StderrTee(sys.stderr)
+                target = stdio_client(target, errlog=tee.writer)
             client = Client(target, read_timeout_seconds=self._timeout, mode=self._mode)
-            return await stack.enter_async_context(client)
+            opened = await stack.enter_async_context(client)
         except Exception as exc:
-            raise self._failure(exc, connecting=True) from None
+            error = self._failure(exc, connecting=True)
+            if tee is not None:
+                error = await self._ended_early(error, tee)
+            raise error from None
+        finally:
+            if tee is not None:
+                tee.spawned()
+        return opened
+
+    @staticmethod
+    async def _ended_early(error: GatewayClientError, tee: _StderrTee) -> GatewayClientError:
+        """A stdio server that ended before the session started: say what it said."""
+        if error.code != CONNECTION_FAILED:
+            return error
+        tail = await anyio.to_thread.run_sync(tee.tail, STDERR_WAIT_SECONDS)
+        if not tail:
+            return error
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        quoted = lines[-1]
+        for line in reversed(lines[:-1]):  # as many whole last lines as fit
+            if len(line) + len(quoted) + 3 > STDERR_QUOTED:
+                break
+            quoted = f"{line} | {quoted}"
+        if len(quoted) > STDERR_QUOTED:
+            quoted = "..." + quoted[-(STDERR_QUOTED - 3) :]
+        return GatewayClientError(
+            CONNECTION_FAILED,
+            f"The gateway process ended before the session started; its stderr ends: {quoted}",
+            details={"stderr": tail},
+            retryable=False,
+        )
 
     async def _on_response(self, response: httpx2.Response) -> None:
         if response.status_code == 401:
@@ -390,6 +531,11 @@ class ClientBase:
                 UNAUTHENTICATED,
                 "The gateway rejected the API key (missing, unknown, expired or revoked).",
             )
+        where = ""
+        details: dict[str, Any] | None = None
+        if isinstance(self._target, _HttpTarget):
+            url = public_url(self._target.url)
+            where, details = f" at {url}", {"url": url}
         if isinstance(leaf, MCPError):
             found = GatewayClientError.from_envelope(leaf.data)
             if found is not None:
@@ -402,7 +548,10 @@ class ClientBase:
                 )
             if leaf.code == types.CONNECTION_CLOSED:
                 return GatewayClientError(
-                    CONNECTION_FAILED, "The connection to the gateway was closed.", retryable=True
+                    CONNECTION_FAILED,
+                    f"The connection to the gateway{where} was closed.",
+                    details=details,
+                    retryable=True,
                 )
             return GatewayClientError(
                 PROTOCOL_ERROR, _short(leaf.message), details={"jsonrpc_code": leaf.code}
@@ -410,7 +559,8 @@ class ClientBase:
         what = "connect to" if connecting else "talk to"
         return GatewayClientError(
             CONNECTION_FAILED,
-            _short(f"Could not {what} the gateway: {type(leaf).__name__}: {leaf}"),
+            _short(f"Could not {what} the gateway{where}: {type(leaf).__name__}: {leaf}"),
+            details=details,
             retryable=True,
         )
 

@@ -18,6 +18,10 @@ Ranking is the database's own full-text search:
 * PostgreSQL: a stored generated `tsvector` column (text weight A, topic and tags B) with a
   partial GIN index over active items; score = ts_rank_cd(vector, query, 1).
 
+Callers see each score rounded to 4 decimal places and at least 0.0001 (`shown_score`: FTS5
+floors the idf of common words at 1e-6, which would otherwise show as 1e-06); the order is
+decided on the engine's unrounded scores.
+
 Both scope every query by tenant AND user (SQLite: the rowid range, and every returned row is
 checked against tenant_id/user_id), break score ties by recency (observed_at, then version) and
 OR the query's terms so partial matches rank. The user's query never reaches the engine's query
@@ -102,6 +106,10 @@ PRUNE_PROBE_ROWS: Final = 200
 # SQLite retrieval fetches this many rows beyond top_k so ties on the k-th score can be
 # ordered by recency (see MemoryStore._search).
 TIE_MARGIN: Final = 16
+# Scores as callers see them: rounded to SCORE_DECIMALS places, and at least SCORE_FLOOR for
+# any item returned (see shown_score). Ranking and the answerer use the engine's own scores.
+SCORE_DECIMALS: Final = 4
+SCORE_FLOOR: Final = 0.0001
 _WRITE_ATTEMPTS: Final = 5
 
 _log: Final = logging.getLogger(__name__)
@@ -660,6 +668,23 @@ def _tf_bound(most: float | None) -> float:
     return most * (_BM25_K1 + 1.0) / (most + _BM25_K1 * (1.0 - _BM25_B))
 
 
+def shown_score(score: float) -> float:
+    """A score for callers (models): SCORE_DECIMALS places, SCORE_FLOOR at the least.
+
+    FTS5's bm25 floors the idf of a word that at least half the index's rows contain at
+    1e-6, so in a small index (every word is common) or for common words, scores come out as
+    1e-06 and the like: noise in scientific notation that a model cannot read. Rounded, such
+    an item shows the floor, 0.0001 ("matched, but only on common words"), and every shown
+    score prints as a plain decimal. The order of the items is decided on the unrounded
+    scores, so rounding never reorders; two items may show the same score.
+    """
+    return max(round(float(score), SCORE_DECIMALS), SCORE_FLOOR)
+
+
+def _shown(chunks: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{**chunk, "score": shown_score(chunk["score"])} for chunk in chunks]
+
+
 def _chunk(row: _Row, score: float) -> dict[str, Any]:
     """One MemoryChunk (manifests/types.yaml)."""
     return {
@@ -939,9 +964,8 @@ class MemoryStore:
             raise _invalid(f"top_k must be an integer from 1 to {MAX_TOP_K}.")
         tag_keys = self._tag_filter(tags)
         with self.engine.connect() as conn:
-            return {
-                "chunks": self._search(conn, tenant_id, user_id, query_terms(query), k, tag_keys)
-            }
+            chunks = self._search(conn, tenant_id, user_id, query_terms(query), k, tag_keys)
+        return {"chunks": _shown(chunks)}
 
     @staticmethod
     def _tag_filter(tags: Sequence[str] | None) -> list[str]:
@@ -1231,7 +1255,7 @@ class MemoryStore:
         if not answer.found or not citations:
             text = answer.text if not answer.found and answer.text else NOTHING_FOUND
             return {"answer": text, "found": False, "citations": []}
-        return {"answer": answer.text, "found": True, "citations": citations}
+        return {"answer": answer.text, "found": True, "citations": _shown(citations)}
 
     def _above_floor(
         self,

@@ -1036,7 +1036,12 @@ class Store:
     def connect(
         self, tenant_id: str, connector: str, credentials: Mapping[str, str]
     ) -> ConnectionRecord:
-        """Connect (or reconnect) a connector with its credentials; logs a `connect` event."""
+        """Connect (or reconnect) a connector with its credentials; logs a `connect` event.
+
+        A reconnection starts a new connection: its health (last success, last error) starts
+        empty, and outcomes of calls that began before it are not applied to it
+        (`write_batch`).
+        """
         spec = self._connector(connector)
         creds = self._check_fields(spec, credentials)
         sealed = self.cipher.encrypt(creds) if creds else None
@@ -1047,6 +1052,7 @@ class Store:
             "credentials": sealed,
             "connected_at": at,
             "disconnected_at": None,
+            "last_success_at": None,
             "last_error": None,
             "last_error_at": None,
             "updated_at": at,
@@ -1269,28 +1275,25 @@ class Store:
                 )
                 conn.execute(stmt)
             for h in health:
-                values: dict[str, Any] = {}
-                if h.last_success_at is not None:
-                    values["last_success_at"] = (
-                        sa.func.max(
-                            sa.func.coalesce(connections.c.last_success_at, 0), h.last_success_at
-                        )
-                        if self._dialect == "sqlite"
-                        else sa.func.greatest(
-                            sa.func.coalesce(connections.c.last_success_at, 0), h.last_success_at
-                        )
-                    )
-                if h.last_error_at is not None:
-                    values["last_error_at"] = h.last_error_at
-                    values["last_error"] = h.last_error
-                if values:
+                # Each outcome applies only to the connection it was made through (a call that
+                # began before the last (re)connection says nothing about the new credentials),
+                # and only if it is the latest: batches may arrive out of order after a retry.
+                # One statement per outcome, the same on SQLite and PostgreSQL.
+                for column, at, extra in (
+                    (connections.c.last_success_at, h.last_success_at, {}),
+                    (connections.c.last_error_at, h.last_error_at, {"last_error": h.last_error}),
+                ):
+                    if at is None:
+                        continue
                     conn.execute(
                         connections.update()
                         .where(
                             connections.c.tenant_id == h.tenant_id,
                             connections.c.connector == h.connector,
+                            sa.func.coalesce(connections.c.connected_at, 0) <= at,
+                            sa.func.coalesce(column, 0) <= at,
                         )
-                        .values(**values)
+                        .values({column: at, **extra})
                     )
 
     def append_events(self, event_records: Sequence[EventRecord]) -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
@@ -165,6 +166,136 @@ def test_env_secret_key_is_used(gateway, tmp_path: Path, capsys, monkeypatch) ->
     assert code == 0  # listing needs no decryption
 
 
+# ----------------------------------------------------------------------------- serve: configuration
+
+
+BAD_URL_SETTINGS = [
+    # (environment, --base-url values, what the one-line error must say)
+    (
+        {"FASTN_GATEWAY_BASE_URL_SLACK": "ftp://x"},
+        [],
+        "FASTN_GATEWAY_BASE_URL_SLACK: 'ftp://x' uses the scheme 'ftp'",
+    ),
+    (
+        {"FASTN_GATEWAY_BASE_URL_SLACK": "notaurl"},
+        [],
+        "FASTN_GATEWAY_BASE_URL_SLACK: 'notaurl' is not an absolute URL",
+    ),
+    (
+        {"FASTN_GATEWAY_TOKEN_URL_HUBSPOT": "127.0.0.1:9000/token"},
+        [],
+        "FASTN_GATEWAY_TOKEN_URL_HUBSPOT: '127.0.0.1:9000/token' is not an absolute URL",
+    ),
+    (
+        {"FASTN_GATEWAY_BASE_URL_GITHUB": "http://user:pw@:9000"},
+        [],
+        "FASTN_GATEWAY_BASE_URL_GITHUB: 'http://***@:9000' has no host",
+    ),
+    (
+        {"FASTN_GATEWAY_BASE_URL_NOTION": "http://127.0.0.1:9000"},
+        [],
+        "FASTN_GATEWAY_BASE_URL_NOTION names no connector of this gateway "
+        "(known: github, hubspot, shopify, slack; e.g. FASTN_GATEWAY_BASE_URL_GITHUB)",
+    ),
+    (
+        {"FASTN_GATEWAY_TOKEN_URL_SLACK": "http://127.0.0.1:9000/token"},
+        [],
+        "FASTN_GATEWAY_TOKEN_URL_SLACK: slack does not use OAuth2, so it has no token URL "
+        "(OAuth2 connectors: hubspot)",
+    ),
+    ({}, ["slack=ftp://x"], "--base-url slack: 'ftp://x' uses the scheme 'ftp'"),
+    ({}, ["slack=127.0.0.1:9000"], "--base-url slack: '127.0.0.1:9000' is not an absolute URL"),
+    ({}, ["slack=http://127.0.0.1:x"], "--base-url slack: 'http://127.0.0.1:x' is not a valid URL"),
+    (
+        {},
+        ["notion=http://127.0.0.1:9000"],
+        "--base-url names no connector of this gateway: notion "
+        "(known: github, hubspot, shopify, slack)",
+    ),
+    ({}, ["slack"], "--base-url must look like CONNECTOR=URL"),
+]
+
+
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+@pytest.mark.parametrize(("environ", "flags", "said"), BAD_URL_SETTINGS)
+def test_bad_connector_urls_are_one_line_usage_errors_before_anything_is_created(
+    gateway, tmp_path: Path, capsys, monkeypatch, transport: str, environ, flags, said: str
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    db = tmp_path / "var" / "gw.db"
+    argv = ["serve", "--transport", transport, "--port", "0", "--db", str(db), "--demo"]
+    for flag in flags:
+        argv += ["--base-url", flag]
+    code, out, err = run(gateway, capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("error: " + said) and err.count("\n") == 1, err
+    assert "http(s) URL" in err or "connector" in err or "CONNECTOR=URL" in err
+    assert "pw" not in err  # a password in the URL is not repeated
+    assert list(tmp_path.iterdir()) == []  # no database, no key file
+
+
+@pytest.mark.skipif(
+    not (GENERATED / "fastn_gateway" / "runtime" / "cli.py").exists(), reason="no build"
+)
+def test_the_generated_package_reports_a_bad_url_variable_in_one_line(tmp_path: Path) -> None:
+    """`python -m fastn_gateway serve` as a deployment runs it: exit 2, no traceback, and no
+    ./var/ database created in the directory it was started from."""
+    env = _env(FASTN_GATEWAY_BASE_URL_SLACK="notaurl")
+    env["PYTHONPATH"] = str(GENERATED)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastn_gateway", "serve", "--port", "0"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: FASTN_GATEWAY_BASE_URL_SLACK: 'notaurl' is not an")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_good_connector_urls_from_the_environment_and_the_flag_are_served(
+    gateway, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """The checks accept what deployments write: placeholders, a trailing slash, an empty
+    variable (no override); the flag wins over the environment."""
+    db = str(tmp_path / "gw.db")
+    ka, _, _ = _setup(gateway, db, upstream)
+    env = _env(
+        FASTN_GATEWAY_API_KEY=ka,
+        FASTN_GATEWAY_BASE_URL_SLACK="http://127.0.0.1:1/nothing-here",
+        FASTN_GATEWAY_BASE_URL_SHOPIFY=upstream.base_urls()["shopify"] + "/",
+        FASTN_GATEWAY_BASE_URL_GITHUB="",
+        FASTN_GATEWAY_TOKEN_URL_HUBSPOT="https://127.0.0.1:1/oauth/v1/token",
+    )
+    argv = ["serve", "--transport", "stdio", "--db", db]
+    argv += ["--base-url", f"slack={upstream.base_urls()['slack']}"]
+
+    async def calls() -> tuple[bool, bool]:
+        async with Client(_stdio([LAUNCHER, *argv], env)) as c:
+            slack = await c.call_tool("slack_list_channels", {})
+            shop = await c.call_tool("shopify_list_orders", {})
+        return slack.is_error, shop.is_error
+
+    assert anyio.run(calls) == (False, False)
+
+
+def test_serve_help_shows_one_default_per_option(gateway, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(gateway, ["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: [])" not in text
+    assert "(default: False)" not in text and "[default:" not in text
+    assert (
+        "SQLite file path or database URL (default: $FASTN_GATEWAY_DATABASE_URL, else "
+        "./var/fastn_gateway.db)" in text
+    )
+    assert text.count("(default:") == 5  # transport, host, port, db, log level
+
+
 # ----------------------------------------------------------------------------- stdio
 
 
@@ -225,6 +356,35 @@ async def test_stdio_two_tenants(
     events = store.query_events(tenant_a, type_="tool_call")
     assert [e.tool for e in events] == ["slack_send_message"]
     store.dispose()
+
+
+async def test_admin_connections_after_a_reconnection_show_a_fresh_status(
+    gateway, tmp_path: Path, upstream: FakeUpstream, capsys
+) -> None:
+    """A successful call over stdio sets last_success_at; `admin connect` on the existing
+    connection starts over: no success or error from before its connected_at."""
+    db = str(tmp_path / "gw.db")
+    ka, _, _ = _setup(gateway, db, upstream)
+    argv = [LAUNCHER, "serve", "--transport", "stdio", "--db", db]
+    argv += ["--base-url", f"slack={upstream.base_urls()['slack']}"]
+    async with Client(_stdio(argv, _env(FASTN_GATEWAY_API_KEY=ka))) as c:
+        assert not (await c.call_tool("slack_list_channels", {})).is_error
+
+    def slack_line() -> dict[str, str]:
+        code, out, _ = run(gateway, capsys, "admin", "--db", db, "connections", "acme")
+        assert code == 0
+        line = next(x for x in out.splitlines() if x.startswith("slack "))
+        return dict(part.split("=", 1) for part in line.split()[2:])
+
+    before = slack_line()
+    assert before["last_success_at"] != "None"
+    code, _, _ = run(
+        gateway, capsys, "admin", "--db", db, "connect", "acme", "slack", "--field", "bot_token=n"
+    )
+    assert code == 0
+    after = slack_line()
+    assert after["connected_at"] > before["connected_at"]
+    assert after["last_success_at"] == "None" and "last_error" not in after
 
 
 def _stdio_once(db: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:

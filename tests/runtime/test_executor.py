@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from generator.runtime.errors import (
 from generator.runtime.executor import (
     CallContext,
     ConnectorCallError,
+    ConnectorConfigError,
     ConnectorExecutor,
     ExecResult,
     base_urls_from_env,
@@ -1148,7 +1150,119 @@ async def test_malformed_or_mismatching_bodies_are_invalid_responses(
     assert len(slack.requests()) == 1
     if fault.body and isinstance(fault.body, dict) and fault.body["channels"] != "not a list":
         assert exc.details["path"] == "channels/0" and exc.details["rule"] == "required"
+        assert exc.details["missing"] == ["id"]
         assert "no-id" not in envelope_text(exc)  # upstream data is not echoed
+
+
+MISMATCHES = [
+    # (upstream body, path, rule, reason, further details)
+    (
+        {"ok": True, "items": [{"id": "C1", "name": "x-secret-name"}]},
+        "",
+        "required",
+        "the required property 'channels' is missing",
+        {"missing": ["channels"]},
+    ),
+    (
+        {"ok": True, "channels": [{"id": "C1", "name": "a"}, {"id": 4242, "name": "b"}]},
+        "channels/1/id",
+        "type",
+        "expected string, got integer",
+        {"expected": ["string"], "got": "integer"},
+    ),
+    (
+        {"ok": True, "channels": [{"id": "C1", "name": "a", "topic": {"value": ["x-secret"]}}]},
+        "channels/0/topic/value",
+        "type",
+        "expected string, got array",
+        {"expected": ["string"], "got": "array"},
+    ),
+    (
+        {"ok": True, "channels": [{}]},
+        "channels/0",
+        "required",
+        "the required properties 'id', 'name' are missing",
+        {"missing": ["id", "name"]},
+    ),
+    (
+        {"ok": True, "channels": [{"id": "C1", "name": "a", "is_private": "x-secret"}]},
+        "channels/0/is_private",
+        "type",
+        "expected boolean, got string",
+        {"expected": ["boolean"], "got": "string"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "path", "rule", "reason", "more"), MISMATCHES)
+async def test_an_output_mismatch_says_where_and_why_without_upstream_data(
+    executor: ConnectorExecutor,
+    gateway: c.GatewaySpec,
+    slack: SlackUpstream,
+    caplog: pytest.LogCaptureFixture,
+    body: dict[str, Any],
+    path: str,
+    rule: str,
+    reason: str,
+    more: dict[str, Any],
+) -> None:
+    caplog.set_level(logging.WARNING, logger="generator.runtime.executor")
+    slack.fail_next("GET", "/conversations.list", Fault(200, body))
+    exc = await fails(
+        executor.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
+    )
+    assert exc.code == UPSTREAM_INVALID_RESPONSE
+    where = path or "the top level"
+    assert exc.message == (
+        "Slack answered with data that does not match the output schema of "
+        f"slack_list_channels: at {where}, {reason}."
+    )
+    assert exc.details == {
+        "connector": "slack",
+        "status": 200,
+        "path": path,
+        "rule": rule,
+        "reason": reason,
+        **more,
+    }
+    # The operator's log says the same; neither repeats the upstream's values.
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(exc.message in line and "slack_list_channels" in line for line in logged)
+    for text in (envelope_text(exc), caplog.text):
+        assert "x-secret" not in text and "4242" not in text
+        assert_no_secrets(text)
+
+
+async def test_an_output_mismatch_under_free_form_keys_hides_the_key(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream
+) -> None:
+    """A key the schema does not declare (free-form properties) is upstream data: it shows as
+    `*` in the path."""
+    base = gateway.tools["slack_list_channels"]
+    by_id = dataclasses.replace(
+        base,
+        name="slack_channels_by_id",
+        output_schema={
+            "type": "object",
+            "required": ["channels"],
+            "properties": {
+                "channels": {
+                    "type": "object",
+                    "additionalProperties": {"type": "object", "required": ["name"]},
+                },
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+    )
+    slack.fail_next(
+        "GET",
+        "/conversations.list",
+        Fault(200, {"ok": True, "channels": {"ada@private.example": {"id": "C1"}}}),
+    )
+    exc = await fails(executor.call(by_id, {}, credentials=SLACK_A, ctx=A))
+    assert exc.details["path"] == "channels/*" and exc.details["missing"] == ["name"]
+    assert "at channels/*, the required property 'name' is missing" in exc.message
+    assert "ada@private" not in envelope_text(exc)
 
 
 async def test_a_missing_select_path_is_an_invalid_response(
@@ -1408,7 +1522,7 @@ async def test_overrides_from_the_environment(
         "FASTN_GATEWAY_BASE_URL_SHOPIFY": shopify.url + "/{shop}/admin/api/2024-10/",
         "FASTN_GATEWAY_BASE_URL_HUBSPOT": hubspot.url,
         "FASTN_GATEWAY_TOKEN_URL_HUBSPOT": hubspot.url + "/oauth/v1/token",
-        "FASTN_GATEWAY_BASE_URL_NOPE": "http://127.0.0.1:1",
+        "FASTN_GATEWAY_BASE_URL_GITHUB": "  ",  # empty: no override
         "OTHER_BASE_URL_SLACK": "http://127.0.0.1:1",
     }
     assert base_urls_from_env(gateway, environ) == {
@@ -1416,8 +1530,15 @@ async def test_overrides_from_the_environment(
         "hubspot": hubspot.url,
     }
     assert token_urls_from_env(gateway, environ) == {"hubspot": hubspot.url + "/oauth/v1/token"}
-    with pytest.raises(ValueError, match="FASTN_GATEWAY_BASE_URL_SLACK"):
-        base_urls_from_env(gateway, {"FASTN_GATEWAY_BASE_URL_SLACK": "ftp://x"})
+    # A bad value, a connector the gateway lacks, a token URL of a connector without OAuth2.
+    for bad, said in (
+        ({"FASTN_GATEWAY_BASE_URL_SLACK": "ftp://x"}, "FASTN_GATEWAY_BASE_URL_SLACK: 'ftp://x'"),
+        ({"FASTN_GATEWAY_BASE_URL_NOPE": "http://127.0.0.1:1"}, "known: github, hubspot"),
+        ({"FASTN_GATEWAY_TOKEN_URL_SLACK": "http://127.0.0.1:1"}, "does not use OAuth2"),
+    ):
+        with pytest.raises(ConnectorConfigError, match=re.escape(said)):
+            base_urls_from_env(gateway, bad)
+            token_urls_from_env(gateway, bad)
 
     ex = ConnectorExecutor.from_env(gateway, environ, sleep=sleeps)
     try:

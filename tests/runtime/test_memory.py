@@ -8,6 +8,7 @@ or tenant, nothing is half-written, and every answer fits the tool's declared ou
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -26,9 +27,11 @@ from generator.runtime.errors import (
     GatewayError,
 )
 from generator.runtime.memory import (
+    SCORE_FLOOR,
     MemoryStore,
     fts5_match_expression,
     query_terms,
+    shown_score,
     tsquery_expression,
 )
 from generator.runtime.store import make_engine
@@ -327,6 +330,47 @@ def test_partial_matches_rank_below_fuller_matches(memory: MemoryStore) -> None:
     assert got[0]["score"] > got[1]["score"] > 0
 
 
+def test_scores_are_plain_decimals_and_the_order_is_the_engines(memory: MemoryStore) -> None:
+    """FTS5's bm25 floors the idf of a word that half the index or more contains at 1e-6; in a
+    small index every word is that common, and the raw scores read 1e-06. Callers get 4
+    decimals and 0.0001 at the least; the order is still the engine's (fuller match first)."""
+    remember(memory, "Drinks coffee every morning at 7.", observed_at="2026-01-02T00:00:00Z")
+    remember(memory, "Prefers oat milk in coffee.", observed_at="2026-01-01T00:00:00Z")
+
+    def plain(chunks: list[dict[str, Any]]) -> list[float]:
+        scores = [chunk["score"] for chunk in chunks]
+        assert all(s >= SCORE_FLOOR and round(s, 4) == s for s in scores), scores
+        assert "e-" not in json.dumps(chunks)
+        return scores
+
+    got = memory.retrieve_relevant_chunks("acme", "ash", "coffee milk")["chunks"]
+    assert texts({"chunks": got}) == [
+        "Prefers oat milk in coffee.",  # older, but it holds both words
+        "Drinks coffee every morning at 7.",
+    ]
+    plain(got)
+    asked = memory.search_or_ask("acme", "ash", "coffee with milk?")
+    assert asked["found"] and plain(asked["citations"])
+    # With more memories the common-word floor no longer applies: real, ordered scores.
+    for n in range(10):
+        remember(memory, f"Unrelated note number {n} about the garden.")
+    got = memory.retrieve_relevant_chunks("acme", "ash", "coffee milk")["chunks"]
+    scores = plain(got)
+    assert texts({"chunks": got})[0] == "Prefers oat milk in coffee."
+    assert scores[0] > scores[1] > SCORE_FLOOR
+
+
+def test_shown_scores_round_and_floor() -> None:
+    assert [shown_score(x) for x in (1e-06, 2.07725e-06, 0.00004, 0.000151, 0.5, 7.123456)] == [
+        SCORE_FLOOR,
+        SCORE_FLOOR,
+        SCORE_FLOOR,
+        0.0002,
+        0.5,
+        7.1235,
+    ]
+
+
 def test_recency_breaks_ties(memory: MemoryStore) -> None:
     older = remember(memory, "Uses the standing desk.", observed_at="2026-01-01T00:00:00Z")
     newer = remember(memory, "Uses the standing desk.", observed_at="2026-06-01T00:00:00Z")
@@ -621,6 +665,7 @@ def test_pruned_ranking_equals_the_full_ranking(
         return plan
 
     monkeypatch.setattr(mem.MemoryStore, "_essential_terms", staticmethod(spy))
+    monkeypatch.setattr(mem, "shown_score", float)  # compare the engine's unrounded scores
     engine = make_engine(str(tmp_path / "prune.db"))
     memory = MemoryStore(engine)
     memory.migrate()
@@ -653,7 +698,8 @@ def test_pruned_ranking_equals_the_full_ranking(
             got = memory.retrieve_relevant_chunks("acme", "ash", query, top_k=k, tags=tags)
             expected = full_ranking(engine, query, k, tags or [])
             assert [c["id"] for c in got["chunks"]] == [e[0] for e in expected], query
-            # Same terms, summed in another order: equal to the last bits of a double.
+            # Same terms, summed in another order: equal to the last bits of a double (the
+            # engine's scores, which callers see rounded: see the shown_score patch below).
             for chunk, (_, score) in zip(got["chunks"], expected, strict=True):
                 assert chunk["score"] == pytest.approx(score, rel=1e-12, abs=0)
     assert len(pruned_plans) >= 10  # pruning did happen, and often

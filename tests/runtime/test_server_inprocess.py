@@ -364,6 +364,10 @@ async def test_memory_tools_need_a_user(world) -> None:
         assert not stored.is_error, stored.content
         found = await c.call_tool("retrieve_relevant_chunks", {"query": "meetings"})
         assert found.structured_content["chunks"][0]["text"] == "Ash takes meetings after 2pm"
+        # One memory: every word is common, bm25's raw score would be 1e-06-ish. The model
+        # reads a plain decimal, in the structured result and in the text alike.
+        assert found.structured_content["chunks"][0]["score"] == 0.0001
+        assert '"score":0.0001' in found.content[0].text and "e-0" not in found.content[0].text
     async with Client(world.server(world.a_read)) as c:
         r = await c.call_tool("retrieve_relevant_chunks", {"query": "meetings"})
         assert envelope(r)["code"] == "forbidden"

@@ -225,16 +225,45 @@ def test_usage_counters_accumulate(store: Store) -> None:
 
 def test_health_batch(store: Store) -> None:
     t = store.create_tenant("acme")
-    store.connect(t.id, "slack", {"bot_token": "x"})
-    store.write_batch([], [], [st.HealthDelta(t.id, "slack", 100, None, None)])
-    store.write_batch([], [], [st.HealthDelta(t.id, "slack", 50, 60, "upstream_error")])
+    at = store.connect(t.id, "slack", {"bot_token": "x"}).connected_at
+    assert at is not None
+    store.write_batch([], [], [st.HealthDelta(t.id, "slack", at + 100, None, None)])
+    store.write_batch([], [], [st.HealthDelta(t.id, "slack", at + 50, at + 60, "upstream_error")])
+    store.write_batch([], [], [st.HealthDelta(t.id, "slack", None, at + 55, "rate_limited")])
     rec = store.get_connection(t.id, "slack")
     assert rec is not None
-    assert (
-        rec.last_success_at == 100
-        and rec.last_error_at == 60
+    assert (  # the latest of each, whatever order the batches came in
+        rec.last_success_at == at + 100
+        and rec.last_error_at == at + 60
         and rec.last_error == "upstream_error"
     )
+
+
+def test_a_reconnection_starts_with_a_clean_status(store: Store) -> None:
+    """Reconnecting is a new connection: no last success or error of the previous one, and
+    outcomes of calls that began before it (still in a recorder's batch) are not applied."""
+    t = store.create_tenant("acme")
+    first = store.connect(t.id, "slack", {"bot_token": "old"}).connected_at
+    assert first is not None
+    store.write_batch(
+        [], [], [st.HealthDelta(t.id, "slack", first + 1, first + 2, "upstream_error")]
+    )
+    assert store.mark_needs_reauth(t.id, "slack", "upstream_auth_failed")
+    again = store.connect(t.id, "slack", {"bot_token": "new"})
+    assert again.connected_at is not None and again.connected_at > first
+    assert (again.state, again.last_success_at, again.last_error_at, again.last_error) == (
+        "active",
+        None,
+        None,
+        None,
+    )
+    late = again.connected_at - 1  # a call through the old credentials, flushed late
+    store.write_batch([], [], [st.HealthDelta(t.id, "slack", late, late, "upstream_error")])
+    rec = store.get_connection(t.id, "slack")
+    assert rec is not None and (rec.last_success_at, rec.last_error) == (None, None)
+    store.write_batch([], [], [st.HealthDelta(t.id, "slack", again.connected_at + 5, None, None)])
+    rec = store.get_connection(t.id, "slack")
+    assert rec is not None and rec.last_success_at == again.connected_at + 5
 
 
 def test_users(store: Store) -> None:

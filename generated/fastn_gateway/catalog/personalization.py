@@ -54,7 +54,7 @@ TOOLS: tuple[ToolSpec, ...] = (
                             "text": {"type": "string"},
                             "score": {
                                 "type": "number",
-                                "description": "Relevance; higher is better.",
+                                "description": "Relevance within this result, higher is better (4 decimals; 0.0001: only common words matched).",
                             },
                             "source": {"type": ["string", "null"]},
                             "topic": {"type": ["string", "null"]},
@@ -118,7 +118,7 @@ TOOLS: tuple[ToolSpec, ...] = (
                             "text": {"type": "string"},
                             "score": {
                                 "type": "number",
-                                "description": "Relevance; higher is better.",
+                                "description": "Relevance within this result, higher is better (4 decimals; 0.0001: only common words matched).",
                             },
                             "source": {"type": ["string", "null"]},
                             "topic": {"type": ["string", "null"]},

@@ -27,7 +27,12 @@ class RetrieveRelevantChunksOutputChunk(BaseModel):
         str, Field(description="Memory item id; pass it in supersedes to correct this fact.")
     ]
     text: str
-    score: Annotated[float, Field(description="Relevance; higher is better.")]
+    score: Annotated[
+        float,
+        Field(
+            description="Relevance within this result, higher is better (4 decimals; 0.0001: only common words matched)."
+        ),
+    ]
     source: str | None = None
     topic: str | None = None
     tags: list[str] | None = None
@@ -58,7 +63,12 @@ class SearchOrAskOutputCitation(BaseModel):
         str, Field(description="Memory item id; pass it in supersedes to correct this fact.")
     ]
     text: str
-    score: Annotated[float, Field(description="Relevance; higher is better.")]
+    score: Annotated[
+        float,
+        Field(
+            description="Relevance within this result, higher is better (4 decimals; 0.0001: only common words matched)."
+        ),
+    ]
     source: str | None = None
     topic: str | None = None
     tags: list[str] | None = None

@@ -15,7 +15,10 @@ compiles each tool's binding lazily, once. A call:
    connection broken after sending) the error says so and is not retryable;
 4. maps failures onto the gateway's error envelope and successes onto the tool's output:
    `select`, then `fields`, then `next_cursor`, then JSON Schema validation. A body that does
-   not match the output schema is `upstream_invalid_response`, never passed through.
+   not match the output schema is `upstream_invalid_response`, never passed through; its
+   message and details say where (`channels/0`) and why ("the required property 'id' is
+   missing", "expected string, got integer"), in the schema's words only: property names,
+   types, limits, never the upstream's values (a free-form key shows as `*`).
 
 Pagination (the model sees `cursor` in, `next_cursor` out; null when there is no more). The
 first page is requested without a cursor; later ones send it as the query parameter `param`, or
@@ -76,14 +79,14 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import unquote, urlencode, urlsplit
 
 import anyio
 import httpx2
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 from .catalog import (
     DEFAULT_API_KEY_HEADER,
@@ -121,9 +124,12 @@ from .templating import (
 __all__ = [
     "CallContext",
     "ConnectorCallError",
+    "ConnectorConfigError",
     "ConnectorExecutor",
     "ExecResult",
     "base_urls_from_env",
+    "check_base_urls",
+    "check_url",
     "parse_retry_after",
     "token_urls_from_env",
 ]
@@ -189,44 +195,139 @@ class ConnectorCallError(GatewayError):
 # Configuration
 
 
+class ConnectorConfigError(ValueError):
+    """A connector URL override that cannot be used: a value that is not an absolute http(s)
+    URL, or a name that matches no connector (no OAuth2 connector, for a token URL). A
+    deployment mistake, reported before anything is served or created."""
+
+
+_URL_EXAMPLE: Final = "http://127.0.0.1:9000"
+MAX_SHOWN_URL: Final = 120
+
+
+def _env_prefix(gateway: GatewaySpec) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", gateway.import_name.upper())
+
+
+def _env_name(connector: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", connector.upper())
+
+
 def _env_key(gateway: GatewaySpec, kind: str, connector: str) -> str:
-    prefix = re.sub(r"[^A-Z0-9]", "_", gateway.import_name.upper())
-    return f"{prefix}_{kind}_{re.sub(r'[^A-Z0-9]', '_', connector.upper())}"
+    return f"{_env_prefix(gateway)}_{kind}_{_env_name(connector)}"
 
 
-def _check_url(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{name} must be an absolute http(s) URL")
-    return url.rstrip("/")
+def _shown_url(value: str) -> str:
+    """A URL for messages: any user:password@ replaced, control characters escaped, short."""
+    shown = re.sub(r"(?<=//)[^/?#@]*@", "***@", value)
+    shown = shown if len(shown) <= MAX_SHOWN_URL else shown[: MAX_SHOWN_URL - 3] + "..."
+    return repr(shown)
+
+
+def check_url(value: str, where: str, what: str = "a base URL") -> str:
+    """`value` (stripped, without a trailing slash) if it is an absolute http(s) URL with a host.
+
+    Else `ConnectorConfigError` saying where the value comes from (`where`: the environment
+    variable, or `--base-url slack`) and what is wrong with it. `{field}` placeholders of a
+    manifest's base URL may stay (they are filled from the connection's fields).
+    """
+    text = value.strip()
+    problem: str | None = None
+    if _CONTROL.search(text) or " " in text:
+        problem = "contains spaces or control characters"
+    else:
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError as exc:
+            problem = f"is not a valid URL ({exc})"
+        else:
+            if "://" not in text:
+                problem = "is not an absolute URL (it does not start with http:// or https://)"
+            elif parts.scheme.lower() not in ("http", "https"):
+                problem = f"uses the scheme {parts.scheme!r}; only http and https are supported"
+            elif not parts.hostname:
+                problem = "has no host"
+            elif parts.fragment:
+                problem = "has a #fragment, which is never sent"
+    if problem is not None:
+        raise ConnectorConfigError(
+            f"{where}: {_shown_url(text)} {problem}; {what} must be an absolute http(s) URL "
+            f"such as {_URL_EXAMPLE}"
+        )
+    return text.rstrip("/")
+
+
+def _known(names: Iterable[str]) -> str:
+    listed = sorted(names)
+    return ", ".join(listed) if listed else "none"
+
+
+def _env_overrides(gateway: GatewaySpec, environ: Mapping[str, str], kind: str) -> dict[str, str]:
+    """connector -> raw value of every non-empty `<PREFIX>_<kind>_<CONNECTOR>` variable."""
+    prefix = f"{_env_prefix(gateway)}_{kind}_"
+    by_env = {_env_name(name): name for name in gateway.connectors}
+    out: dict[str, str] = {}
+    for key in sorted(environ):
+        if not key.startswith(prefix) or not environ[key].strip():
+            continue
+        name = by_env.get(key[len(prefix) :])
+        if name is None:
+            example = next(iter(sorted(gateway.connectors)), None)
+            spelled = f"; e.g. {_env_key(gateway, kind, example)}" if example else ""
+            raise ConnectorConfigError(
+                f"{key} names no connector of this gateway "
+                f"(known: {_known(gateway.connectors)}{spelled})"
+            )
+        out[name] = environ[key]
+    return out
 
 
 def base_urls_from_env(gateway: GatewaySpec, environ: Mapping[str, str]) -> dict[str, str]:
     """Base URL overrides: `<IMPORT_NAME>_BASE_URL_<CONNECTOR>=http://127.0.0.1:1234`.
 
     An override may keep `{field}` placeholders of the manifest's base URL (e.g.
-    `http://127.0.0.1:8001/{shop}`); they are filled and checked like the original.
+    `http://127.0.0.1:8001/{shop}`); they are filled and checked like the original. A variable
+    that names no connector, or whose value is not an absolute http(s) URL, raises
+    `ConnectorConfigError`; an empty one is no override.
     """
-    out: dict[str, str] = {}
-    for name in gateway.connectors:
-        key = _env_key(gateway, "BASE_URL", name)
-        value = environ.get(key, "").strip()
-        if value:
-            out[name] = _check_url(value, key)
-    return out
+    return {
+        name: check_url(value, _env_key(gateway, "BASE_URL", name))
+        for name, value in _env_overrides(gateway, environ, "BASE_URL").items()
+    }
 
 
 def token_urls_from_env(gateway: GatewaySpec, environ: Mapping[str, str]) -> dict[str, str]:
-    """OAuth2 token URL overrides: `<IMPORT_NAME>_TOKEN_URL_<CONNECTOR>=http://...`."""
+    """OAuth2 token URL overrides: `<IMPORT_NAME>_TOKEN_URL_<CONNECTOR>=http://...`.
+
+    A variable for a connector that does not use OAuth2 (or names none) raises
+    `ConnectorConfigError`, as does a value that is not an absolute http(s) URL.
+    """
+    oauth2 = [n for n, spec in gateway.connectors.items() if spec.auth.type == "oauth2"]
     out: dict[str, str] = {}
-    for name, connector in gateway.connectors.items():
-        if connector.auth.type != "oauth2":
-            continue
+    for name, value in _env_overrides(gateway, environ, "TOKEN_URL").items():
         key = _env_key(gateway, "TOKEN_URL", name)
-        value = environ.get(key, "").strip()
-        if value:
-            out[name] = _check_url(value, key)
+        if name not in oauth2:
+            raise ConnectorConfigError(
+                f"{key}: {name} does not use OAuth2, so it has no token URL "
+                f"(OAuth2 connectors: {_known(oauth2)})"
+            )
+        out[name] = check_url(value, key, "a token URL")
     return out
+
+
+def check_base_urls(
+    gateway: GatewaySpec, urls: Mapping[str, str], option: str = "--base-url"
+) -> dict[str, str]:
+    """Base URL overrides given as `connector -> URL` (the `--base-url` option), checked like
+    the environment's: each names a connector and is an absolute http(s) URL."""
+    unknown = sorted(set(urls) - set(gateway.connectors))
+    if unknown:
+        raise ConnectorConfigError(
+            f"{option} names no connector of this gateway: {', '.join(unknown)} "
+            f"(known: {_known(gateway.connectors)})"
+        )
+    return {name: check_url(value, f"{option} {name}") for name, value in urls.items()}
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -581,6 +682,116 @@ def _uses_name(value: Any, name: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# Output-schema mismatches, described without upstream data
+
+# Keywords after which the next schema-path entry is the name (or index) the instance path
+# took; and those that descend into items or free-form properties without naming them.
+_NAMED_STEPS: Final = frozenset({"properties", "prefixItems"})
+_ITEM_STEPS: Final = frozenset({"items", "additionalItems", "unevaluatedItems", "contains"})
+_KEYED_STEPS: Final = frozenset({"additionalProperties", "unevaluatedProperties", "propertyNames"})
+_BOUNDS: Final = {
+    "minimum": "at least",
+    "maximum": "at most",
+    "exclusiveMinimum": "more than",
+    "exclusiveMaximum": "less than",
+}
+_SIZES: Final = {
+    "minLength": ("at least", "characters"),
+    "maxLength": ("at most", "characters"),
+    "minItems": ("at least", "items"),
+    "maxItems": ("at most", "items"),
+    "minProperties": ("at least", "properties"),
+    "maxProperties": ("at most", "properties"),
+}
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _mismatch_path(error: ValidationError) -> str:
+    """Where in the output an error is, as `channels/0/id`: property names the schema declares
+    and list indexes; a key the schema does not name (free-form properties) shows as `*`."""
+    instance = list(error.absolute_path)
+    schema = list(error.absolute_schema_path)
+    out: list[str] = []
+    i = k = 0
+    while i < len(instance) and k < len(schema):
+        step = schema[k]
+        if step in _NAMED_STEPS and k + 1 < len(schema):
+            out.append(str(schema[k + 1]))
+            i, k = i + 1, k + 2
+        elif step in _ITEM_STEPS:
+            out.append(str(instance[i]) if isinstance(instance[i], int) else "*")
+            i, k = i + 1, k + 1
+        elif step in _KEYED_STEPS or step == "patternProperties":
+            out.append("*")
+            i, k = i + 1, k + (2 if step == "patternProperties" else 1)
+        else:  # $ref, allOf/anyOf/oneOf and their indexes, if/then/else...: no instance step
+            k += 1
+    out.extend("*" for _ in instance[i:])
+    return "/".join(out)
+
+
+def _mismatch_reason(error: ValidationError) -> tuple[str, dict[str, Any]]:
+    """Why the value at the error's path fails, and details to add: the schema's own words
+    (property names, types, limits, allowed values), never the upstream's value."""
+    rule, limit, value = str(error.validator), error.validator_value, error.instance
+    if rule == "required" and isinstance(value, dict) and isinstance(limit, list):
+        missing = [str(name) for name in limit if name not in value]
+        names = ", ".join(repr(name) for name in missing)
+        if len(missing) == 1:
+            return f"the required property {names} is missing", {"missing": missing}
+        return f"the required properties {names} are missing", {"missing": missing}
+    if rule == "type":
+        expected = [str(t) for t in limit] if isinstance(limit, list) else [str(limit)]
+        got = _json_type(value)
+        return f"expected {' or '.join(expected)}, got {got}", {"expected": expected, "got": got}
+    if rule in ("enum", "const"):
+        allowed = limit if rule == "enum" and isinstance(limit, list) else [limit]
+        shown = ", ".join(json.dumps(v) for v in allowed[:8]) + (
+            ", ..." if len(allowed) > 8 else ""
+        )
+        return f"is not one of the allowed values ({_cut(shown, 120)})", {}
+    if rule in _BOUNDS:
+        return f"must be {_BOUNDS[rule]} {limit}", {}
+    if rule in _SIZES:
+        bound, unit = _SIZES[rule]
+        return f"must have {bound} {limit} {unit}", {}
+    if rule == "pattern":
+        return f"does not match the pattern {_cut(str(limit), 80)!r}", {}
+    if rule == "format":
+        return f"is not a valid {limit}", {}
+    if rule == "multipleOf":
+        return f"must be a multiple of {limit}", {}
+    if rule == "uniqueItems":
+        return "has duplicate items", {}
+    if rule in ("additionalProperties", "unevaluatedProperties"):
+        return "has properties the schema does not allow", {}
+    if rule == "oneOf" and not error.context:  # valid under several of them
+        return "matches more than one of the shapes the schema allows (oneOf)", {}
+    if rule in ("anyOf", "oneOf"):
+        return f"matches none of the shapes the schema allows ({rule})", {}
+    if rule == "not":
+        return "has a shape the schema excludes", {}
+    return f"does not satisfy the schema's {rule!r}", {}
+
+
+# --------------------------------------------------------------------------------------------
 # The executor
 
 
@@ -687,12 +898,14 @@ class ConnectorExecutor:
         try:
             result = await self._call(plan, arguments, credentials, ctx)
         except ConnectorCallError as exc:
+            # The message is the client's: safe to log (credentials are redacted from it).
             logger.warning(
-                "connector call failed: tool=%s code=%s status=%s attempts=%d",
+                "connector call failed: tool=%s code=%s status=%s attempts=%d: %s",
                 tool.name,
                 exc.code,
                 exc.status,
                 exc.attempts,
+                exc.message,
             )
             raise
         if logger.isEnabledFor(logging.DEBUG):
@@ -1431,16 +1644,15 @@ class ConnectorExecutor:
             else next(iter(plan.output_validator.iter_errors(output)), None)
         )
         if error is not None:
+            where = _mismatch_path(error)
+            reason, more = _mismatch_reason(error)
             raise self._fail(
                 UPSTREAM_INVALID_RESPONSE,
                 f"{conn.spec.title} answered with data that does not match the output schema "
-                f"of {plan.tool.name}.",
+                f"of {plan.tool.name}: at {where or 'the top level'}, {reason}.",
                 status=status,
                 connector=conn.spec.name,
-                details={
-                    "path": "/".join(str(p) for p in error.absolute_path),
-                    "rule": str(error.validator),
-                },
+                details={"path": where, "rule": str(error.validator), "reason": reason, **more},
             )
         return output
 

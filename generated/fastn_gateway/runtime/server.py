@@ -84,7 +84,13 @@ from .errors import (
     GatewayError,
     internal_error,
 )
-from .executor import CallContext, ConnectorExecutor, base_urls_from_env, token_urls_from_env
+from .executor import (
+    CallContext,
+    ConnectorExecutor,
+    base_urls_from_env,
+    check_base_urls,
+    token_urls_from_env,
+)
 from .fastschema import Check, compile_check
 from .memory import MemoryStore
 from .quota import QuotaTracker
@@ -373,17 +379,20 @@ class GatewayRuntime:
         base_urls: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> GatewayRuntime:
-        """Open (creating and migrating) the store at `database_url` and wire everything."""
+        """Open (creating and migrating) the store at `database_url` and wire everything.
+
+        Connector URL overrides (`base_urls`, which win over the environment's
+        `<PREFIX>_BASE_URL_<CONNECTOR>`, and `<PREFIX>_TOKEN_URL_<CONNECTOR>`) are checked
+        first: a bad one raises `ConnectorConfigError` before any database is created.
+        """
         env = os.environ if environ is None else environ
+        urls = {**base_urls_from_env(gateway, env), **check_base_urls(gateway, base_urls or {})}
+        token_urls = token_urls_from_env(gateway, env)
         url = database_url or default_database_url(gateway, env)
         store = open_store(gateway, url, environ=env)
         memory = MemoryStore(store.engine, settings=gateway.memory)
         memory.migrate()
-        executor = ConnectorExecutor(
-            gateway,
-            base_urls={**base_urls_from_env(gateway, env), **dict(base_urls or {})},
-            token_urls=token_urls_from_env(gateway, env),
-        )
+        executor = ConnectorExecutor(gateway, base_urls=urls, token_urls=token_urls)
         return cls(gateway, store, executor=executor, memory=memory, **kwargs)
 
     @property

@@ -44,7 +44,10 @@ class GatewayClient(
     envelope: code, message, details, retryable, retry_after. A tool the caller cannot
     see raises code unknown_tool, exactly like an unknown one; a tool of the tenant's
     own connection that awaits re-authorisation or was disconnected raises
-    not_connected.
+    not_connected. Failures on the client's side have codes of their own:
+    connection_failed (the gateway could not be reached; the message names the URL
+    tried, or quotes a stdio server that ended at once), timeout, invalid_response (a
+    result that does not fit the output model), protocol_error and tool_error.
 
     Example::
 
