@@ -20,6 +20,7 @@ from jsonschema.exceptions import ValidationError
 
 from .diagnostics import Diagnostic, error
 from .load import Loaded
+from .runtime.fastschema import json_type
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "manifest.v1.schema.json"
 
@@ -145,7 +146,7 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
             error(
                 code,
                 doc.span(path),
-                f"{where}: expected {expected_text}, got {_json_type(err.instance)}",
+                f"{where}: expected {expected_text}, got {json_type(err.instance)}",
             )
         ]
     if keyword == "propertyNames":
@@ -185,19 +186,3 @@ def _resolve(s: Any) -> Any:
     if isinstance(s, dict) and "$ref" in s and s["$ref"].startswith("#/$defs/"):
         return manifest_schema()["$defs"][s["$ref"].split("/")[-1]]
     return s
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"

@@ -106,7 +106,7 @@ from .errors import (
     UPSTREAM_TIMEOUT,
     GatewayError,
 )
-from .fastschema import Check, compile_check
+from .fastschema import Check, compile_check, json_type
 from .templating import (
     MISSING,
     DotSegment,
@@ -709,20 +709,6 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
 def _mismatch_path(error: ValidationError) -> str:
     """Where in the output an error is, as `channels/0/id`: property names the schema declares
     and list indexes; a key the schema does not name (free-form properties) shows as `*`."""
@@ -759,7 +745,7 @@ def _mismatch_reason(error: ValidationError) -> tuple[str, dict[str, Any]]:
         return f"the required properties {names} are missing", {"missing": missing}
     if rule == "type":
         expected = [str(t) for t in limit] if isinstance(limit, list) else [str(limit)]
-        got = _json_type(value)
+        got = json_type(value)
         return f"expected {' or '.join(expected)}, got {got}", {"expected": expected, "got": got}
     if rule in ("enum", "const"):
         allowed = limit if rule == "enum" and isinstance(limit, list) else [limit]

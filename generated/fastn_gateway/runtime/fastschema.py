@@ -70,6 +70,21 @@ class _Unsupported(Exception):
     pass
 
 
+def json_type(value: Any) -> str:
+    """The JSON Schema type name of a decoded JSON value (`true` is a boolean, not a number)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
