@@ -8,7 +8,9 @@ plan as unified diffs and writes nothing.
 
 The swap is journalled: before its first rename, `<out>/.mcpforge-journal` lists every file it
 is about to replace, add or remove, and it is deleted once every rename has succeeded (the
-commit point). A build killed outright in between (SIGKILL, OOM killer) leaves the journal
+commit point). Staged files are flushed to disk before their renames, and the renames before
+the journal is deleted, so a power cut leaves either the journal (rolled back) or a whole new
+output. A build killed outright in between (SIGKILL, OOM killer) leaves the journal
 behind, and `recover`, which the next write runs first, puts the previous output back from it
 and the backups. Every step of that roll-back is decided from what is on disk, so a roll-back
 that is itself killed is finished by the next one.
@@ -121,6 +123,8 @@ def write(out_dir: Path, files: FileSet) -> Plan:
             staged.append((tmp, target))
             with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(files[rel])
+                fh.flush()
+                os.fsync(fh.fileno())  # on disk before its rename can be
     except BaseException:
         for tmp, target in staged:
             tmp.unlink(missing_ok=True)
@@ -174,7 +178,15 @@ def _swap(out_dir: Path, the_plan: Plan) -> None:
     except BaseException:
         _roll_back(out_dir, journal)
         raise
+    # The renames reach the disk before the journal goes: a power cut in between leaves the
+    # journal, and the next build rolls back to a whole previous output.
+    touched = {
+        (out_dir / rel).parent for rel in (*the_plan.added, *the_plan.changed, *the_plan.stale)
+    }
+    for directory in sorted(touched | {out_dir}):
+        _fsync_dir(directory)
     (out_dir / JOURNAL).unlink()  # the commit point: from here on the new output stands
+    _fsync_dir(out_dir)  # and stays gone before any backup is deleted
     for rel in (*the_plan.changed, *the_plan.stale):
         _sibling(out_dir / rel, _OLD).unlink(missing_ok=True)
     for rel in the_plan.stale:
@@ -237,8 +249,13 @@ def _write_durably(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Flush a directory's entries (renames, new and removed names) to disk."""
     with contextlib.suppress(OSError):  # directories cannot be opened on some platforms
-        fd = os.open(path.parent, os.O_RDONLY)
+        fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

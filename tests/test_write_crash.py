@@ -7,11 +7,13 @@ its n-th rename, for every n, so each test sees every state a killed swap can le
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import ROOT, make_project, options, tree
@@ -23,6 +25,7 @@ from generator import api, write
 _CHILD = """
 import json, os, signal, sys
 from pathlib import Path
+from typing import Any
 from generator import write
 real, calls = os.replace, [0]
 def replace(src, dst):
@@ -171,3 +174,50 @@ def test_check_reports_a_killed_build_and_gen_build_repairs_it(tmp_path: Path) -
     after = tree(out)
     assert after != before and not write.interrupted(out)
     assert after == {k: v.encode() for k, v in write.with_owned_list(files).items()}
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names fds through /proc")
+def test_the_swap_reaches_the_disk_in_an_order_a_power_cut_cannot_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut cannot be staged in a test; the order of the real flushes can be checked.
+    Every staged file is on disk before its rename, every rename (its directory flushed)
+    before the journal goes, and the journal's removal before any backup is deleted."""
+    out = tmp_path / "out"
+    write.write(out, OLD)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_unlink = os.fsync, os.replace, os.unlink
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(("replace", str(src)))
+        real_replace(src, dst)
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        events.append(("unlink", str(path)))
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "unlink", unlink)
+    write.write(out, NEW)
+    monkeypatch.undo()
+
+    def first(kind: str, path: str) -> int:
+        return events.index((kind, path))
+
+    staged = [path for kind, path in events if kind == "replace" and path.endswith("-tmp")]
+    assert staged, events
+    for path in staged:  # flushed before renamed
+        assert first("fsync", path) < first("replace", path)
+    journal = first("unlink", str(out / write.JOURNAL))
+    last_rename = max(i for i, (kind, _path) in enumerate(events) if kind == "replace")
+    assert last_rename < journal
+    flushed_dirs = {path for kind, path in events[last_rename:journal] if kind == "fsync"}
+    assert {str(out), str(out / "pkg"), str(out / "pkg" / "fresh")} <= flushed_dirs
+    backups = [i for i, (kind, path) in enumerate(events) if kind == "unlink" and "-old" in path]
+    assert backups and ("fsync", str(out)) in events[journal : min(backups)]
+    assert tree(out) == {k: v.encode() for k, v in write.with_owned_list(NEW).items()}
