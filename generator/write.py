@@ -238,6 +238,10 @@ def _roll_back(out_dir: Path, journal: dict[str, list[str]]) -> None:
     _remove_leftovers(out_dir)
     for target, _staged, _backup in entries("added"):
         _prune_empty_dirs(out_dir, target.parent)
+    # What was put back reaches the disk before the journal that says to put it back goes.
+    touched = {t.parent for kind in ("stale", "changed", "added") for t, _s, _b in entries(kind)}
+    for directory in sorted(d for d in touched | {out_dir} if d.is_dir()):
+        _fsync_dir(directory)
     (out_dir / JOURNAL).unlink(missing_ok=True)
 
 
