@@ -1274,7 +1274,7 @@ _PAGINATION_KEYS = {
     "cursor": {"param", "next", "more"},
     "page": {"param", "more", "size_param"},
     "offset": {"param", "more", "size_param", "total"},
-    "link": set(),
+    "link": {"next", "more"},
 }
 
 

@@ -82,7 +82,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 import anyio
 import httpx2
@@ -403,6 +403,7 @@ class _Reply:
     status: int
     headers: httpx2.Headers
     body: bytes
+    url: str  # of the request answered: relative next-page links resolve against it
 
 
 def _compile_connector(spec: ConnectorSpec, base_url: str, token_url: str | None) -> _ConnectorPlan:
@@ -1311,7 +1312,7 @@ class ConnectorExecutor:
                     chunks.append(chunk)
             finally:
                 await response.aclose()
-        return _Reply(response.status_code, response.headers, b"".join(chunks))
+        return _Reply(response.status_code, response.headers, b"".join(chunks), str(request.url))
 
     def _backoff(self, retry_index: int) -> float:
         ceiling = min(self._backoff_max, self._backoff_base * (2.0**retry_index))
@@ -1546,17 +1547,26 @@ class ConnectorExecutor:
 
     @staticmethod
     def _error_code(conn: _ConnectorPlan, status: int, body: Any) -> str | None:
-        """The upstream's own error code or message, when the body reports a failure."""
-        if not isinstance(body, Mapping):
+        """The upstream's own error code or message, when the body reports a failure. The
+        body is an object, or a list when `message_field` reads one (Salesforce's
+        `[{"message": ...}]`: `0.message`)."""
+        if not isinstance(body, Mapping) and not (
+            isinstance(body, list) and conn.message_path is not None
+        ):
             return None
         failed = status >= 300
-        if conn.ok_path is not None and get_path(body, conn.ok_path) is False:
+        if (
+            isinstance(body, Mapping)
+            and conn.ok_path is not None
+            and get_path(body, conn.ok_path) is False
+        ):
             failed = True
         if not failed:
             return None
         if conn.message_path is not None:
             value = get_path(body, conn.message_path)
         else:
+            assert isinstance(body, Mapping)
             value = body.get("error", body.get("message", MISSING))
         if value is MISSING or value is None:
             return "" if status < 300 else None
@@ -1662,8 +1672,14 @@ class ConnectorExecutor:
                 return None
             return value if isinstance(value, str) else scalar_text(value)
         if plan.pagination == "link":
-            _, url = _link_next(reply.headers)
-            return url
+            if plan.next_path is None:
+                _, url = _link_next(reply.headers)
+                return url
+            # The next page's URL in the body (Microsoft Graph's @odata.nextLink, Salesforce's
+            # nextRecordsUrl), absolute or relative to this request's URL. It is checked
+            # against the base URL when the model hands it back.
+            value = get_path(body, plan.next_path)
+            return urljoin(reply.url, value) if isinstance(value, str) and value else None
         records = _first_list(data, output)
         if plan.pagination == "offset":
             offset = (digits(cursor) or 0) if cursor is not None else 0

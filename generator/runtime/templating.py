@@ -344,13 +344,24 @@ def _pairs_into(out: list[tuple[str, str]], key: str, value: Any) -> None:
 
 def get_path(data: Any, path: str | tuple[str, ...]) -> Any:
     """Follow a dotted path ("" = the whole value); in a list, `0`, `1`... index from the
-    start and `-1`, `-2`... from the end. MISSING when absent."""
+    start and `-1`, `-2`... from the end. A key that itself holds dots (OData's
+    `@odata.nextLink`) is found too: where a segment names no key, the longest run of
+    segments that, joined by dots, names one is taken. MISSING when absent."""
     segments = split_path(path) if isinstance(path, str) else path
     current = data
-    for segment in segments:
+    i = 0
+    while i < len(segments):
+        segment = segments[i]
         if isinstance(current, Mapping):
             if segment not in current:
-                return MISSING
+                for end in range(len(segments), i + 1, -1):
+                    dotted = ".".join(segments[i:end])
+                    if dotted in current:
+                        current, i = current[dotted], end
+                        break
+                else:
+                    return MISSING
+                continue
             current = current[segment]
         elif isinstance(current, list) and (index := list_index(segment)) is not None:
             if not -len(current) <= index < len(current):
@@ -358,6 +369,7 @@ def get_path(data: Any, path: str | tuple[str, ...]) -> Any:
             current = current[index]
         else:
             return MISSING
+        i += 1
     return current
 
 

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 import pytest
@@ -64,6 +65,17 @@ ISSUES = [
         "fields": {"summary": 'Tray says "load A4" \\ then OR stops', "status": {"name": "Open"}},
     }
 ]
+PEOPLE = [  # directory users and CRM contacts: names a query language must quote
+    {"id": f"u{i}", "name": name, "mail": f"p{i}@acme.test"}
+    for i, name in enumerate(
+        ["O'Brien", "O'Brien-Smith", "O'Brien \\ Jr", "Obi", "Müller", "' OR Name != '"]
+    )
+]
+# OData (Microsoft Graph): 'text' with '' for a quote. SOQL: 'text' with \' and \\ escaped.
+ODATA_STARTSWITH = re.compile(r"startswith\(displayName,'((?:[^']|'')*)'\)")
+SOQL_BY_LAST_NAME = re.compile(
+    r"SELECT Id, Name, Email FROM Contact WHERE LastName = '((?:[^'\\]|\\.)*)'"
+)
 JQL_TEXT_SEARCH = re.compile(r'text ~ "((?:[^"\\]|\\.)*)" ORDER BY created DESC')
 
 
@@ -109,7 +121,56 @@ class ApiStandIns(Upstream):
             return self._jira(req, req.path.removeprefix("/jira/acme/rest/api/3"))
         if req.path.startswith("/square/v2/"):
             return self._square(req, req.path.removeprefix("/square/v2"))
+        if req.path.startswith("/msgraph/v1.0/"):
+            return self._graph(req, req.path.removeprefix("/msgraph/v1.0"))
+        if req.path.startswith("/salesforce/acme/services/data/v60.0/"):
+            return self._salesforce(req, req.path.removeprefix("/salesforce/acme"))
         return Reply(404, {"error": "not_found"})
+
+    def _graph(self, req: Received, path: str) -> Reply:
+        """/users?$filter=startswith(displayName,'...')&$top=N, the next page's absolute URL
+        in @odata.nextLink (with a $skiptoken), as Graph pages."""
+        parsed = ODATA_STARTSWITH.fullmatch(req.args.get("$filter", ""))
+        if path != "/users" or parsed is None:
+            return Reply(400, {"error": {"code": "BadRequest", "message": "Invalid filter clause"}})
+        prefix = parsed.group(1).replace("''", "'")
+        found = [p for p in PEOPLE if p["name"].startswith(prefix)]
+        skip, top = int(req.args.get("$skiptoken", "0")), int(req.args.get("$top", "100"))
+        page = [{"id": p["id"], "displayName": p["name"], "mail": p["mail"]} for p in found]
+        body: dict[str, Any] = {"value": page[skip : skip + top]}
+        if skip + top < len(found):
+            query = urlencode({**req.args, "$skiptoken": str(skip + top)})
+            body["@odata.nextLink"] = f"{self.url}/msgraph/v1.0/users?{query}"
+        return Reply(200, body)
+
+    def _salesforce(self, req: Received, path: str) -> Reply:
+        """/services/data/v60.0/query?q=SOQL, one record a page, the rest behind
+        nextRecordsUrl: a path on the instance, as Salesforce gives it."""
+        if path.startswith("/services/data/v60.0/query/01g-"):
+            last_name, start = path.removeprefix("/services/data/v60.0/query/01g-").split("-")
+            last_name = bytes.fromhex(last_name).decode()
+        elif path == "/services/data/v60.0/query":
+            parsed = SOQL_BY_LAST_NAME.fullmatch(req.args.get("q", ""))
+            if parsed is None:
+                message = "MALFORMED_QUERY: unexpected token"
+                return Reply(400, [{"message": message, "errorCode": "MALFORMED_QUERY"}])
+            last_name, start = re.sub(r"\\(.)", r"\1", parsed.group(1)), "0"
+        else:
+            return Reply(404, [{"message": "The requested resource does not exist"}])
+        found = [
+            p for p in PEOPLE if p["name"] == last_name or p["name"].startswith(last_name + "-")
+        ]
+        offset = int(start)
+        records = [{"Id": p["id"], "Name": p["name"], "Email": p["mail"]} for p in found]
+        body: dict[str, Any] = {
+            "totalSize": len(found),
+            "done": offset + 1 >= len(found),
+            "records": records[offset : offset + 1],
+        }
+        if not body["done"]:
+            locator = f"01g-{last_name.encode().hex()}-{offset + 1}"
+            body["nextRecordsUrl"] = f"/salesforce/acme/services/data/v60.0/query/{locator}"
+        return Reply(200, body)
 
     def _square(self, req: Received, path: str) -> Reply:
         def error(status: int, code: str, detail: str) -> Reply:
@@ -253,6 +314,8 @@ async def executor(
         "notion": upstream.url + "/notion/v1",
         "jira": upstream.url + "/jira/{site}/rest/api/3",
         "square": upstream.url + "/square/v2",
+        "msgraph": upstream.url + "/msgraph/v1.0",
+        "salesforce": upstream.url + "/salesforce/{instance}/services/data/v60.0",
     }
     ex = ConnectorExecutor(catalog, base_urls=base_urls)
     yield ex
@@ -431,7 +494,14 @@ async def test_entity_search_converts_values_to_the_entity_field_types(
 def test_the_connectors_of_this_test_are_valid_yaml_only_connectors() -> None:
     """They are plain connector manifests: nothing but YAML was added for them."""
     names = sorted(p.name for p in (Path(__file__).parents[1] / "data" / "connectors").iterdir())
-    assert names == ["jira.yaml", "notion.yaml", "square.yaml", "stripe.yaml"]
+    assert names == [
+        "jira.yaml",
+        "msgraph.yaml",
+        "notion.yaml",
+        "salesforce.yaml",
+        "square.yaml",
+        "stripe.yaml",
+    ]
 
 
 # ------------------------------------------------------------------------- idempotency keys
@@ -733,3 +803,80 @@ async def test_a_query_key_is_one_parameter_sent_on_every_attempt(
     assert first is not None and first == second and uuid.UUID(first).version == 4
     assert keys_sent(sent) == [None, None]  # not in a header as well
     assert all("idem" not in r.form() for r in sent)
+
+
+# Pages whose next URL is in the body (link pagination with `next`), and arguments quoted for
+# the query language they are written into.
+
+GRAPH = {"access_token": "graph-token-1234567"}
+SALESFORCE = {"instance": "acme", "access_token": "sf-token-1234567"}
+
+
+async def pages(
+    executor: ConnectorExecutor,
+    catalog: c.GatewaySpec,
+    tool: str,
+    creds: dict[str, str],
+    **args: Any,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every record of a paged tool, and the cursors it handed out."""
+    records: list[dict[str, Any]] = []
+    cursors: list[str] = []
+    cursor = None
+    for _ in range(6):
+        result = await call(
+            executor, catalog, tool, creds, **args, **({"cursor": cursor} if cursor else {})
+        )
+        records += next(v for k, v in result.output.items() if isinstance(v, list))
+        cursor = result.output["next_cursor"]
+        if cursor is None:
+            return records, cursors
+        cursors.append(cursor)
+    raise AssertionError("never reached the last page")
+
+
+async def test_graph_pages_by_the_bodys_odata_next_link(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    users, cursors = await pages(executor, catalog, "msgraph_find_users", GRAPH, name="O'Brien")
+    assert [u["displayName"] for u in users] == ["O'Brien", "O'Brien-Smith", "O'Brien \\ Jr"]
+    # The cursor is the @odata.nextLink itself (a key with a dot in it), on the base URL.
+    assert len(cursors) == 1 and cursors[0].startswith(upstream.url + "/msgraph/v1.0/users?")
+    first = upstream.requests("GET", "/users")[0]
+    assert first.args["$filter"] == "startswith(displayName,'O''Brien')"
+    # Text that would end the literal early stays inside it.
+    users, _ = await pages(executor, catalog, "msgraph_find_users", GRAPH, name="' OR Name != '")
+    assert [u["id"] for u in users] == ["u5"]
+
+
+async def test_salesforce_pages_by_a_relative_next_records_url(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    contacts, cursors = await pages(
+        executor, catalog, "salesforce_query_contacts", SALESFORCE, last_name="O'Brien"
+    )
+    assert [c["Name"] for c in contacts] == ["O'Brien", "O'Brien-Smith"]
+    # nextRecordsUrl is a path: the cursor is that path on the instance the request went to.
+    assert cursors == [
+        upstream.url + "/salesforce/acme/services/data/v60.0/query/01g-" + b"O'Brien".hex() + "-1"
+    ]
+    contacts, _ = await pages(
+        executor, catalog, "salesforce_query_contacts", SALESFORCE, last_name="O'Brien \\ Jr"
+    )
+    assert [c["Id"] for c in contacts] == ["u2"]
+    sent = upstream.requests("GET", "/services/data/v60.0/query")[-1].args["q"]
+    assert sent.endswith("WHERE LastName = 'O\\'Brien \\\\ Jr'")
+
+
+async def test_an_error_body_that_is_a_list_gives_its_message(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    """Salesforce answers errors as a JSON list: `message_field: 0.message` reads it."""
+    tool = catalog.tools["salesforce_query_contacts"]
+    assert tool.http is not None
+    unquoted = {"q": "SELECT Id FROM Contact WHERE LastName = {last_name}"}
+    broken = dataclasses.replace(tool, http=dataclasses.replace(tool.http, query=unquoted))
+    with pytest.raises(ConnectorCallError) as info:
+        await executor.call(broken, {"last_name": "x"}, credentials=SALESFORCE, ctx=CTX)
+    assert info.value.status == 400
+    assert info.value.details["upstream_error"] == "MALFORMED_QUERY: unexpected token"

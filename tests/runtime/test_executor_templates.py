@@ -173,6 +173,12 @@ def test_dotted_paths() -> None:
     assert get_path(body, "items.-2.id") == 1
     assert get_path(body, "items.-3") is MISSING
     assert get_path({"items": []}, "items.-1") is MISSING
+    # A key that holds dots (OData's annotations) is found as it is, the longest run first.
+    odata = {"@odata.nextLink": "https://x/next", "@odata.count": 3, "a": {"b.c.d": {"e": 1}}}
+    assert get_path(odata, "@odata.nextLink") == "https://x/next"
+    assert get_path(odata, "a.b.c.d.e") == 1
+    assert get_path({"a.b": 1, "a": {"b": 2}}, "a.b") == 2  # the plain segments win
+    assert get_path(odata, "@odata.next") is MISSING
     assert get_path(body, "items.²") is MISSING
 
 
