@@ -28,7 +28,8 @@ from .runtime.templating import FILTERS, PLACEHOLDER, list_index, split_path
 
 TYPE_REF_PREFIX = "#/types/"
 # Text in braces that is not a placeholder: sent as is, so an error when it names an input.
-_BRACED = re.compile(r"\{([^{}\s\"':,]+)\}")
+# Spaces just inside the braces are allowed here (`{ name }`), and reported as such.
+_BRACED = re.compile(r"\{ *([^{}\s\"':,]+) *\}")
 _META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 CURSOR_INPUT = {
@@ -937,7 +938,7 @@ def _not_placeholders(value: Any, names: set[str]) -> Iterator[tuple[JsonPath, s
         for m in _BRACED.finditer(text):
             name = m.group(1).split("|")[0]
             if name in names and not PLACEHOLDER.fullmatch(m.group(0)):
-                yield sub, m.group(1)
+                yield sub, m.group(0)[1:-1]
 
 
 def _check_filters(ctx: _Ctx, doc: Loaded, path: JsonPath, value: Any) -> None:
@@ -1122,9 +1123,12 @@ def _http(
                         "known: " + (", ".join(sorted(params)) or "none"),
                     )
             for sub, word in _not_placeholders(raw.get(part), params):
-                name, bar, _filter = word.partition("|")
+                name, bar, _filter = word.strip().partition("|")
                 used.add(name)  # reported here, not again as unused
-                if bar:
+                if word != word.strip():
+                    why = "a placeholder has no spaces inside its braces"
+                    hint = f"write {{{word.strip()}}}"
+                elif bar:
                     why = "a filter is written {name|filter}, its name an identifier"
                     hint = "filters: " + ", ".join(sorted(FILTERS))
                 else:

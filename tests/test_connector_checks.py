@@ -121,6 +121,12 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
             "GEN207:{query|double-quoted} in http.query is not a placeholder: a filter is "
             "written {name|filter}",
         ),
+        (  # spaces inside the braces: sent as text, the argument dropped
+            "jira.yaml",
+            ("{query|double_quoted}", "{ query|double_quoted }"),
+            "GEN207:{ query|double_quoted } in http.query is not a placeholder: a placeholder "
+            "has no spaces inside its braces",
+        ),
         (  # a base_url value is a host name label: no quoting applies
             "jira.yaml",
             ("https://{site}.atlassian", "https://{site|json}.atlassian"),
