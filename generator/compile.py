@@ -1070,6 +1070,16 @@ def _auth(ctx: _Ctx, doc: Loaded, raw: dict[str, Any]) -> ir.ConnectorAuth:
         for need in ("refresh_token_field", "client_id_field", "client_secret_field"):
             if need not in raw:
                 ctx.err("GEN217", doc.span(("auth", "token_url")), f"token_url needs `{need}` too")
+        public = sorted(f.name for f in fields if not f.secret)
+        for m in PLACEHOLDER.finditer(raw["token_url"]):
+            if m.group(2) is not None or m.group(1) not in public:
+                ctx.err(
+                    "GEN207",
+                    doc.span(("auth", "token_url")),
+                    f"token_url placeholder {m.group(0)} names no non-secret credential field",
+                    "a token URL takes {field} of a field declared with `secret: false`"
+                    + (f" ({', '.join(public)})" if public else ""),
+                )
     return ir.ConnectorAuth(
         type=kind, fields=fields, **{k: raw.get(k) for k in (*_FIELD_REFS, "header", "token_url")}
     )

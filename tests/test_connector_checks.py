@@ -127,6 +127,25 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
             "GEN207:{ query|double_quoted } in http.query is not a placeholder: a placeholder "
             "has no spaces inside its braces",
         ),
+        (  # a token URL placeholder must name a non-secret credential field
+            "msgraph.yaml",
+            [
+                (
+                    "type: bearer\n",
+                    "type: oauth2\n  refresh_token_field: refresh_token\n"
+                    "  client_id_field: client_id\n  client_secret_field: client_secret\n"
+                    "  token_url: https://login.microsoftonline.com/{tenant_dir}/oauth2/v2.0/token\n",
+                ),
+                (
+                    "    - {name: access_token, title: Access token}\n",
+                    "    - {name: access_token, title: Access token}\n"
+                    "    - {name: refresh_token, title: Refresh token}\n"
+                    "    - {name: client_id, title: Client id, secret: false}\n"
+                    "    - {name: client_secret, title: Client secret}\n",
+                ),
+            ],
+            "GEN207:token_url placeholder {tenant_dir} names no non-secret credential field",
+        ),
         (  # a base_url value is a host name label: no quoting applies
             "jira.yaml",
             ("https://{site}.atlassian", "https://{site|json}.atlassian"),

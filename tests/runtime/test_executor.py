@@ -1715,3 +1715,36 @@ async def test_a_refreshed_token_that_is_still_refused_is_an_auth_failure(
     assert exc.refreshed_credentials is not None  # stored by the caller even so
     assert hubspot.access[exc.refreshed_credentials["access_token"]] == "portalA"
     assert [r.path for r in hubspot.received].count("/oauth/v1/token") == 1
+
+
+async def test_a_token_url_placeholder_takes_the_connections_own_value(
+    gateway: c.GatewaySpec, sleeps: Sleeps
+) -> None:
+    """Microsoft Entra ID's token URL names the directory: `.../{directory}/oauth2/...`. A
+    placeholder of a non-secret field is filled from the connection, percent-encoded."""
+    with HubSpotUpstream(HS_APP, {HS_REFRESH_A: "portalA"}) as hs:
+        ex = ConnectorExecutor(
+            gateway,
+            base_urls={"hubspot": hs.url},
+            token_urls={"hubspot": hs.url + "/oauth/v1/token?app={client_id}"},
+            sleep=sleeps,
+        )
+        try:
+            old = hs.issue("portalA")
+            hs.expire(old)
+            tool = gateway.tools["hubspot_list_contacts"]
+            creds = hubspot_creds(old)
+            result = await ex.call(tool, {"limit": 1}, credentials=creds, ctx=A)
+            assert result.refreshed_credentials is not None
+            (token_call,) = [r for r in hs.received if r.path == "/oauth/v1/token"]
+            assert token_call.args == {"app": HS_APP.client_id}
+
+            # A value that would move the URL (a dot segment) is refused, by name.
+            hs.expire(result.refreshed_credentials["access_token"])
+            lacking = {**creds, **result.refreshed_credentials, "client_id": ".."}
+            with pytest.raises(ConnectorCallError) as info:
+                await ex.call(tool, {"limit": 1}, credentials=lacking, ctx=A)
+            assert info.value.code == "upstream_auth_failed"
+            assert "'client_id'" in info.value.message and "token URL" in info.value.message
+        finally:
+            await ex.aclose()

@@ -361,7 +361,7 @@ class _ConnectorPlan:
     spec: ConnectorSpec
     base: TextTemplate  # placeholders: non-secret credential fields
     static_base: str | None  # the base URL when it has no placeholders
-    token_url: str | None
+    token_url: TextTemplate | None  # placeholders: non-secret credential fields
     can_refresh: bool
     ok_path: tuple[str, ...] | None
     message_path: tuple[str, ...] | None
@@ -420,7 +420,7 @@ def _compile_connector(spec: ConnectorSpec, base_url: str, token_url: str | None
         spec=spec,
         base=base,
         static_base=None if base.names() else base_url.rstrip("/"),
-        token_url=token_url,
+        token_url=TextTemplate(token_url, encode=True) if token_url else None,
         can_refresh=can_refresh,
         ok_path=split_path(spec.errors.ok_field) if spec.errors.ok_field else None,
         message_path=split_path(spec.errors.message_field) if spec.errors.message_field else None,
@@ -1699,6 +1699,23 @@ class ConnectorExecutor:
             return None  # an empty or short page is the last one
         return str(page + 1)
 
+    def _token_url(self, conn: _ConnectorPlan, creds: Mapping[str, str]) -> str:
+        """The token URL with the connection's own values in its placeholders (Microsoft Entra
+        ID's `/{directory}/oauth2/v2.0/token`), each one percent-encoded path text."""
+        assert conn.token_url is not None
+        try:
+            return conn.token_url.render(
+                {name: creds.get(name) or None for name in conn.token_url.names()}
+            )
+        except (MissingPlaceholder, DotSegment) as exc:
+            raise self._fail(
+                UPSTREAM_AUTH_FAILED,
+                f"The stored {exc.name!r} of the {conn.spec.title} connection cannot fill its "
+                "token URL; reconnect it.",
+                connector=conn.spec.name,
+                retryable=False,
+            ) from None
+
     async def _refresh(
         self, conn: _ConnectorPlan, creds: Mapping[str, str], ctx: CallContext
     ) -> dict[str, str]:
@@ -1763,7 +1780,7 @@ class ConnectorExecutor:
             try:
                 reply = await self._send(
                     "POST",
-                    conn.token_url,
+                    self._token_url(conn, creds),
                     [],
                     {
                         "Accept": "application/json",
