@@ -108,6 +108,7 @@ from .errors import (
 )
 from .fastschema import Check, compile_check, json_type
 from .templating import (
+    DNS_LABEL,
     MISSING,
     DotSegment,
     MissingPlaceholder,
@@ -136,7 +137,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DNS_LABEL: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _SAFE_CODE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]+")
 _HEADER_BAD: Final = re.compile(r"[\r\n\x00]")

@@ -45,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .catalog import ConnectorSpec, GatewaySpec
 from .crypto import CredentialCipher, load_cipher
+from .templating import DNS_LABEL, PLACEHOLDER
 
 SCHEMA_VERSION = 1
 KEY_PREFIX = "gwk"
@@ -1025,6 +1026,13 @@ class Store:
         missing = [f.name for f in spec.auth.fields if f.required and not credentials.get(f.name)]
         if missing:
             raise StoreError(f"{spec.name} needs credential field(s) {', '.join(missing)}")
+        for m in PLACEHOLDER.finditer(spec.base_url):  # a part of the upstream's host name
+            value = credentials.get(m.group(1))
+            if value and not DNS_LABEL.match(str(value)):
+                raise StoreError(
+                    f"{spec.name} credential field {m.group(1)} must be one host name label "
+                    f"(letters, digits and -, as in {spec.base_url}), not {str(value)[:40]!r}"
+                )
         return {k: str(v) for k, v in credentials.items()}
 
     @property

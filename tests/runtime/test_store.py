@@ -126,6 +126,18 @@ def test_connect_validates_fields(store: Store) -> None:
         store.connect(t.id, "salesforce", {})
 
 
+@pytest.mark.parametrize("shop", ["acme/../../v1.0/users?x=", "evil.example#", "a b", "-x"])
+def test_a_base_url_field_must_be_one_host_name_label_when_connecting(
+    store: Store, shop: str
+) -> None:
+    """`https://{shop}.myshopify.com`: anything but one label would move the request."""
+    t = store.create_tenant("acme")
+    with pytest.raises(st.StoreError, match="must be one host name label"):
+        store.connect(t.id, "shopify", {"shop": shop, "access_token": "shpat_x"})
+    assert store.get_connection(t.id, "shopify") is None
+    assert store.connect(t.id, "shopify", {"shop": "acme-2", "access_token": "x"}).state == "active"
+
+
 def test_connection_states_and_events(store: Store) -> None:
     t = store.create_tenant("acme")
     store.connect(t.id, "slack", {"bot_token": SECRET})

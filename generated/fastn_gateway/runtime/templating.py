@@ -41,6 +41,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
+# A value a base URL's placeholder may take: one DNS label (a shop or site name), so that it
+# cannot move the request to another host or path.
+DNS_LABEL: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 # Group 1 is the parameter's name, group 2 the filter's (None without one).
 PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|([A-Za-z_][A-Za-z0-9_]*))?\}")
 
