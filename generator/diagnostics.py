@@ -178,7 +178,9 @@ CODES: dict[str, Code] = {
             stage="lint",
         ),
         Code(
-            code="LNT022", title="placeholder between quotes without a quoting filter", stage="lint"
+            code="LNT022",
+            title="placeholder quoted by hand, or a bare text operand, in a query language",
+            stage="lint",
         ),
     ]
 }

@@ -33,6 +33,7 @@ from .compile import template_strings
 from .diagnostics import CODES, Diagnostic, Severity, Span, error, has_errors, normalise, warning
 from .locate import Pointer, Sources
 from .profiles import DEFAULT_PROFILES, PROFILES, Profile, known_names, profile
+from .runtime.templating import PLACEHOLDER
 from .tokens import TenantTokens, measure
 
 MIN_DESCRIPTION = 40  # characters; below this a model cannot tell when to pick the tool
@@ -45,6 +46,13 @@ _CONFIRM = re.compile(
 _COMBINATORS = ("anyOf", "oneOf", "allOf", "not")
 # A placeholder without a filter written between two quotes of the same kind: `"{q}"`, `'{q}'`.
 _QUOTED_PLACEHOLDER = re.compile(r"([\"'])\{([A-Za-z_][A-Za-z0-9_]*)\}\1")
+# ...or bare, as an operand of a query language: `LastName = {name}`, `text ~ {q}`,
+# `name eq {n}`, `startswith(displayName,{name})`.
+_OPERAND_PLACEHOLDER = re.compile(
+    r"(?:(?:[=~]|\b(?:eq|ne|gt|lt|ge|le|like|in)\b)\s*|\w\([^(){}]*?)"
+    r"\{([A-Za-z_][A-Za-z0-9_]*)\}",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +439,7 @@ def _quoted_placeholders(t: ir.Tool, sources: Sources, f: _Findings) -> None:
     """`text ~ "{query}"`: a quote in the argument ends the literal, and what follows it is
     read as query syntax. The filters write the quotes and escape the value."""
     raw = sources.raw_tool(t.name).get("http", {})
+    properties = t.input_schema.value.get("properties", {})
     for part in ("path", "query", "headers", "body"):
         for sub, text in template_strings(raw.get(part)):
             for m in _QUOTED_PLACEHOLDER.finditer(text):
@@ -447,6 +456,23 @@ def _quoted_placeholders(t: ir.Tool, sources: Sources, f: _Findings) -> None:
                     f"{t.name}: {m.group(0)} in http.{part} is a quoted literal that a quote "
                     f"in {name!r} would end early",
                     f"write {fix} without the quotes: the filter adds them and escapes the value",
+                    severity=Severity.WARNING,
+                )
+            if PLACEHOLDER.fullmatch(text):
+                continue  # the whole value: no query language around it
+            for m in _OPERAND_PLACEHOLDER.finditer(text):
+                name = m.group(1)
+                prop = properties.get(name, {})
+                types = prop.get("type") if isinstance(prop, dict) else None
+                if types != "string" and not (isinstance(types, list) and "string" in types):
+                    continue
+                f.add(
+                    "LNT022",
+                    sources.tool_span(t.name, "http", part, *sub) or t.span,
+                    f"{t.name}: {{{name}}} in http.{part} is a bare operand of a query: a "
+                    f"quote, a space or a keyword in {name!r} would change the query",
+                    f"quote it with the filter of that language: {{{name}|double_quoted}}, "
+                    f"{{{name}|single_quoted}} or {{{name}|sql_quoted}}",
                     severity=Severity.WARNING,
                 )
 

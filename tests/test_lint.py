@@ -305,6 +305,7 @@ def test_a_placeholder_between_quotes_without_a_filter_is_a_warning(tmp_path: Pa
     for quoted, hint in (
         ('\\"{query}\\"', "{query|double_quoted}"),
         ("'{query}'", "{query|sql_quoted}"),
+        ("{query}", "{query|single_quoted}"),  # bare, after the ~ operator
     ):
         edited = text.replace("{query|double_quoted}", quoted, 1)
         target.write_text(edited, encoding="utf-8")
@@ -315,3 +316,18 @@ def test_a_placeholder_between_quotes_without_a_filter_is_a_warning(tmp_path: Pa
         assert found.message.startswith("jira_search_issues: ")
         assert hint in (found.hint or "")
         assert not [d for d in result.diagnostics if d.code.startswith("GEN")]
+
+
+def test_a_bare_operand_warns_only_for_text_inputs(tmp_path: Path) -> None:
+    """`maxResults = {max_results}` is a number: no quote can change the query."""
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (ROOT / "tests" / "data" / "connectors" / "jira.yaml").read_text(encoding="utf-8")
+    text = text.replace(
+        "ORDER BY created DESC", "AND votes = {max_results} AND summary ~ {query} ORDER BY created"
+    )
+    (root / "manifests" / "connectors" / "jira.yaml").write_text(text, encoding="utf-8")
+    found = [d.message for d in _lint(root).diagnostics if d.code == "LNT022"]
+    assert found == [
+        "jira_search_issues: {query} in http.query is a bare operand of a query: a quote, a "
+        "space or a keyword in 'query' would change the query"
+    ]
