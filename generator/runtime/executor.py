@@ -154,6 +154,9 @@ _REFRESH_REUSE_SECONDS: Final = 60.0
 class CallContext:
     tenant_id: str
     user_id: str | None
+    # When the connection whose credentials the call uses was made: a reconnection is a new
+    # connection, whose token refreshes are its own.
+    connected_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -813,7 +816,7 @@ class ConnectorExecutor:
         self._plans: dict[str, _ToolPlan] = {}
         self._input_validators: dict[str, Draft202012Validator] = {}
         self._refresh_locks: dict[tuple[str, str], anyio.Lock] = {}
-        self._refreshed: dict[tuple[str, str, str], tuple[float, dict[str, str]]] = {}
+        self._refreshed: dict[tuple[str, str, int, str], tuple[float, dict[str, str]]] = {}
 
     @classmethod
     def from_env(
@@ -1719,13 +1722,15 @@ class ConnectorExecutor:
     async def _refresh(
         self, conn: _ConnectorPlan, creds: Mapping[str, str], ctx: CallContext
     ) -> dict[str, str]:
-        """New OAuth2 tokens from the token URL; coalesced per tenant and access token."""
+        """New OAuth2 tokens from the token URL; coalesced per connection and access token
+        (calls that met the same expired token share one refresh)."""
         auth = conn.spec.auth
         assert conn.token_url and auth.refresh_token_field and auth.token_field
         assert auth.client_id_field and auth.client_secret_field
         name = conn.spec.name
         old = creds.get(auth.token_field, "")
-        cache_key = (name, ctx.tenant_id, hashlib.sha256(old.encode()).hexdigest())
+        digest = hashlib.sha256(old.encode()).hexdigest()
+        cache_key = (name, ctx.tenant_id, ctx.connected_at, digest)
         lock = self._refresh_locks.setdefault((name, ctx.tenant_id), anyio.Lock())
         async with lock:
             now = time.monotonic()

@@ -434,8 +434,10 @@ class GatewayRuntime:
         if not self.recorder.settled():
             await anyio.to_thread.run_sync(self.recorder.flush)
 
-    def call_context(self, principal: Principal, user: str | None) -> CallContext:
-        return CallContext(tenant_id=principal.tenant_id, user_id=user)
+    def call_context(
+        self, principal: Principal, user: str | None, *, connected_at: int = 0
+    ) -> CallContext:
+        return CallContext(tenant_id=principal.tenant_id, user_id=user, connected_at=connected_at)
 
     async def tenant_state(self, principal: Principal) -> TenantSnapshot:
         """The tenant's connections, reloaded only when its generation moved."""
@@ -905,9 +907,13 @@ class _Handlers:
         needs_user = "session.user" in spec.bind.values()
         user = await self.require_user(ctx, principal) if needs_user else principal.user
         credentials = await rt.credentials(snap, spec.connector)
+        connected_at = snap.connections[spec.connector].connected_at or 0
         try:
             result = await rt.executor.call(
-                spec, args, credentials=credentials, ctx=rt.call_context(principal, user)
+                spec,
+                args,
+                credentials=credentials,
+                ctx=rt.call_context(principal, user, connected_at=connected_at),
             )
         except GatewayError as exc:
             status = getattr(exc, "status", None)

@@ -1748,3 +1748,37 @@ async def test_a_token_url_placeholder_takes_the_connections_own_value(
             assert "'client_id'" in info.value.message and "token URL" in info.value.message
         finally:
             await ex.aclose()
+
+
+async def test_a_reconnection_does_not_reuse_the_old_connections_refreshed_token(
+    gateway: c.GatewaySpec, sleeps: Sleeps
+) -> None:
+    """Calls that meet the same expired token share one refresh, but only within one
+    connection: reconnected with the same credentials, the connection refreshes for itself."""
+    with HubSpotUpstream(HS_APP, {HS_REFRESH_A: "portalA"}) as hs:
+        ex = ConnectorExecutor(
+            gateway,
+            base_urls={"hubspot": hs.url},
+            token_urls={"hubspot": hs.url + "/oauth/v1/token"},
+            sleep=sleeps,
+        )
+        try:
+            old = hs.issue("portalA")
+            hs.expire(old)
+            tool = gateway.tools["hubspot_list_contacts"]
+
+            def token_calls() -> int:
+                return sum(r.path == "/oauth/v1/token" for r in hs.received)
+
+            first = CallContext(tenant_id=A.tenant_id, user_id=None, connected_at=1)
+            one = await ex.call(tool, {"limit": 1}, credentials=hubspot_creds(old), ctx=first)
+            again = await ex.call(tool, {"limit": 1}, credentials=hubspot_creds(old), ctx=first)
+            assert token_calls() == 1  # the same connection: one refresh served both
+            assert one.refreshed_credentials == again.refreshed_credentials
+
+            second = CallContext(tenant_id=A.tenant_id, user_id=None, connected_at=2)
+            fresh = await ex.call(tool, {"limit": 1}, credentials=hubspot_creds(old), ctx=second)
+            assert token_calls() == 2  # reconnected: its own refresh
+            assert fresh.refreshed_credentials is not None
+        finally:
+            await ex.aclose()
