@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 import anyio
 
 from .auth import KeyVerifier, api_key_env, key_from_environ, user_env
-from .catalog import GatewaySpec
+from .catalog import AuthField, GatewaySpec
 from .crypto import CredentialKeyError, secret_key_env
 from .store import (
     SCOPES,
@@ -87,14 +87,19 @@ def _prog(gateway: GatewaySpec) -> str:
 
 
 def _credential_fields(gateway: GatewaySpec) -> str:
-    lines = ["credential fields (--field NAME=VALUE; VALUE @FILE reads a file):"]
+    lines = [
+        "credential fields (--field NAME=VALUE; VALUE @FILE reads a file; a missing required",
+        "field is asked for on a terminal, a secret one without echo):",
+    ]
     for name in sorted(gateway.connectors):
-        fields = ", ".join(
-            f.name + ("" if f.required else " (optional)")
-            for f in gateway.connectors[name].auth.fields
-        )
+        fields = ", ".join(_field_text(f) for f in gateway.connectors[name].auth.fields)
         lines.append(f"  {name}: {fields or '(none)'}")
     return "\n".join(lines)
+
+
+def _field_text(f: AuthField) -> str:
+    notes = [note for note, on in (("secret", f.secret), ("optional", not f.required)) if on]
+    return f"{f.name} ({', '.join(notes)})" if notes else f.name
 
 
 def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:

@@ -296,6 +296,14 @@ def test_serve_help_shows_one_default_per_option(gateway, capsys) -> None:
     assert text.count("(default:") == 5  # transport, host, port, db, log level
 
 
+def test_connect_help_says_which_fields_are_secret_or_optional(gateway, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(gateway, ["admin", "connect", "--help"])
+    text = capsys.readouterr().out
+    assert "  shopify: shop, access_token (secret)\n" in text
+    assert "refresh_token (secret), client_id, client_secret (secret)" in text
+
+
 # ----------------------------------------------------------------------------- stdio
 
 
