@@ -954,30 +954,38 @@ def _check_filters(ctx: _Ctx, doc: Loaded, path: JsonPath, value: Any) -> None:
                 )
 
 
+def _check_url_fields(
+    ctx: _Ctx, span: Span, key: str, url: str, fields: Sequence[ir.AuthField]
+) -> None:
+    """The `{field}` placeholders of a connector URL (base_url, auth.token_url): each names a
+    non-secret credential field (GEN207), whose value it takes as it is (no filter: GEN223)."""
+    public = sorted(f.name for f in fields if not f.secret)
+    for m in PLACEHOLDER.finditer(url):
+        if m.group(2) is not None:
+            ctx.err(
+                "GEN223",
+                span,
+                f"{m.group(0)}: {key} placeholders take no filter (they take a credential "
+                "field's value as it is)",
+                f"write {{{m.group(1)}}}",
+            )
+        if m.group(1) not in public:
+            ctx.err(
+                "GEN207",
+                span,
+                f"{key} placeholder {m.group(0)} names no non-secret credential field",
+                "declare it under auth.fields with `secret: false`"
+                + (f" (non-secret now: {', '.join(public)})" if public else ""),
+            )
+
+
 def _connector(
     ctx: _Ctx, doc: Loaded, entity_types: dict[str, ir.EntityType]
 ) -> tuple[ir.Connector, list[ir.Tool]]:
     data = doc.data
     name = data["name"]
     auth = _auth(ctx, doc, data["auth"])
-    public_fields = {f.name for f in auth.fields if not f.secret}
-    for m in PLACEHOLDER.finditer(data["base_url"]):
-        if m.group(2) is not None:
-            ctx.err(
-                "GEN223",
-                doc.span(("base_url",)),
-                f"{m.group(0)}: base_url placeholders take no filter (their values are host "
-                "name labels)",
-                f"write {{{m.group(1)}}}",
-            )
-    for _sub, ph in _placeholders(data["base_url"]):
-        if ph not in public_fields:
-            ctx.err(
-                "GEN207",
-                doc.span(("base_url",)),
-                f"base_url placeholder {{{ph}}} names no non-secret credential field",
-                "declare it under auth.fields with `secret: false`",
-            )
+    _check_url_fields(ctx, doc.span(("base_url",)), "base_url", data["base_url"], auth.fields)
     tools: list[ir.Tool] = []
     for i, raw in enumerate(data["capabilities"]):
         path: JsonPath = ("capabilities", i)
@@ -1070,16 +1078,8 @@ def _auth(ctx: _Ctx, doc: Loaded, raw: dict[str, Any]) -> ir.ConnectorAuth:
         for need in ("refresh_token_field", "client_id_field", "client_secret_field"):
             if need not in raw:
                 ctx.err("GEN217", doc.span(("auth", "token_url")), f"token_url needs `{need}` too")
-        public = sorted(f.name for f in fields if not f.secret)
-        for m in PLACEHOLDER.finditer(raw["token_url"]):
-            if m.group(2) is not None or m.group(1) not in public:
-                ctx.err(
-                    "GEN207",
-                    doc.span(("auth", "token_url")),
-                    f"token_url placeholder {m.group(0)} names no non-secret credential field",
-                    "a token URL takes {field} of a field declared with `secret: false`"
-                    + (f" ({', '.join(public)})" if public else ""),
-                )
+        span = doc.span(("auth", "token_url"))
+        _check_url_fields(ctx, span, "token_url", raw["token_url"], fields)
     return ir.ConnectorAuth(
         type=kind, fields=fields, **{k: raw.get(k) for k in (*_FIELD_REFS, "header", "token_url")}
     )
