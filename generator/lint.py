@@ -436,12 +436,14 @@ def _binding_checks(t: ir.Tool, sources: Sources, f: _Findings) -> None:
 
 
 def _quoted_placeholders(t: ir.Tool, sources: Sources, f: _Findings) -> None:
-    """`text ~ "{query}"`: a quote in the argument ends the literal, and what follows it is
-    read as query syntax. The filters write the quotes and escape the value."""
+    """`text ~ "{query}"` and `LastName = {name}`: a quote (or, bare, a space or keyword) in
+    the argument ends the literal, and what follows it is read as query syntax. The filters
+    write the quotes and escape the value."""
     raw = sources.raw_tool(t.name).get("http", {})
     properties = t.input_schema.value.get("properties", {})
     for part in ("path", "query", "headers", "body"):
         for sub, text in template_strings(raw.get(part)):
+            span = sources.tool_span(t.name, "http", part, *sub) or t.span
             for m in _QUOTED_PLACEHOLDER.finditer(text):
                 quote, name = m.groups()
                 fix = (
@@ -452,7 +454,7 @@ def _quoted_placeholders(t: ir.Tool, sources: Sources, f: _Findings) -> None:
                 )
                 f.add(
                     "LNT022",
-                    sources.tool_span(t.name, "http", part, *sub) or t.span,
+                    span,
                     f"{t.name}: {m.group(0)} in http.{part} is a quoted literal that a quote "
                     f"in {name!r} would end early",
                     f"write {fix} without the quotes: the filter adds them and escapes the value",
@@ -468,7 +470,7 @@ def _quoted_placeholders(t: ir.Tool, sources: Sources, f: _Findings) -> None:
                     continue
                 f.add(
                     "LNT022",
-                    sources.tool_span(t.name, "http", part, *sub) or t.span,
+                    span,
                     f"{t.name}: {{{name}}} in http.{part} is a bare operand of a query: a "
                     f"quote, a space or a keyword in {name!r} would change the query",
                     f"quote it with the filter of that language: {{{name}|double_quoted}}, "

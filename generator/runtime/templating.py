@@ -111,7 +111,7 @@ FILTERS: Final = frozenset((*_QUOTING, "json"))
 
 
 class UnknownFilter(ValueError):
-    """A placeholder named a filter that does not exist (the compiler reports it as GEN207)."""
+    """A placeholder named a filter that does not exist (the compiler reports it as GEN223)."""
 
 
 class Slot:

@@ -1553,18 +1553,11 @@ class ConnectorExecutor:
         """The upstream's own error code or message, when the body reports a failure. The
         body is an object, or a list when `message_field` reads one (Salesforce's
         `[{"message": ...}]`: `0.message`)."""
-        if not isinstance(body, Mapping) and not (
-            isinstance(body, list) and conn.message_path is not None
-        ):
+        is_object = isinstance(body, Mapping)
+        if not is_object and not (isinstance(body, list) and conn.message_path is not None):
             return None
-        failed = status >= 300
-        if (
-            isinstance(body, Mapping)
-            and conn.ok_path is not None
-            and get_path(body, conn.ok_path) is False
-        ):
-            failed = True
-        if not failed:
+        ok_false = is_object and conn.ok_path is not None and get_path(body, conn.ok_path) is False
+        if status < 300 and not ok_false:
             return None
         if conn.message_path is not None:
             value = get_path(body, conn.message_path)
