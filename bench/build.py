@@ -198,7 +198,9 @@ def snapshot_generator(work: Path) -> Path:
 
 
 def gen_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "generator", *args]
+    # -P: no current directory on sys.path. The commands run in the repository, whose own
+    # generator/ would otherwise come before the snapshot on PYTHONPATH.
+    return [sys.executable, "-P", "-m", "generator", *args]
 
 
 def run_ok(cmd: list[str], what: str, expect: int = 0) -> Run:
@@ -502,11 +504,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.live:
             GEN_ENV["PYTHONPATH"] = str(snapshot_generator(work))
+            used = subprocess.run(
+                [*gen_cmd()[:2], "-c", "import generator; print(generator.__file__)"],
+                cwd=REPO,
+                env={**os.environ, **GEN_ENV},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            if not used.startswith(GEN_ENV["PYTHONPATH"]):
+                raise SystemExit(f"the benchmark would run {used}, not its snapshot")
         if not args.no_defaults:
             results["defaults"] = bench_defaults(work, args)
         if not args.no_baseline:
             results["floor"] = median_run(
-                [run_ok([sys.executable, "-c", FLOOR_CODE], "floor") for _ in range(3)]
+                [run_ok([sys.executable, "-P", "-c", FLOOR_CODE], "floor") for _ in range(3)]
             )
         for size in sizes:
             results["sizes"].append(bench_size(work, size, args))
