@@ -171,9 +171,11 @@ class ConnectorCallError(GatewayError):
     """A failed connector call. Its envelope is a plain `GatewayError` envelope.
 
     The extra attributes are for the caller only (events, storage), never for the client:
-    `status` (last upstream HTTP status, None when no response), `attempts`, and
+    `status` (last upstream HTTP status, None when no response), `attempts`,
     `refreshed_credentials` when an OAuth2 refresh succeeded before the call failed anyway
-    (store them: the old refresh token may have been rotated away).
+    (store them: the old refresh token may have been rotated away), and `upstream`, the
+    scheme, host and port the request went to (for the operator's log: an operator's
+    `--base-url` may name an internal host that tenants need not learn).
     """
 
     def __init__(
@@ -192,6 +194,7 @@ class ConnectorCallError(GatewayError):
         self.status = status
         self.attempts = 0
         self.refreshed_credentials: dict[str, str] | None = None
+        self.upstream: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,6 +367,7 @@ class _ConnectorPlan:
     spec: ConnectorSpec
     base: TextTemplate  # placeholders: non-secret credential fields
     static_base: str | None  # the base URL when it has no placeholders
+    tenant_host: bool  # a placeholder chooses the host: a failure to connect names it
     token_url: TextTemplate | None  # placeholders: non-secret credential fields
     can_refresh: bool
     ok_path: tuple[str, ...] | None
@@ -423,6 +427,7 @@ def _compile_connector(spec: ConnectorSpec, base_url: str, token_url: str | None
         spec=spec,
         base=base,
         static_base=None if base.names() else base_url.rstrip("/"),
+        tenant_host="{" in (urlsplit(base_url).hostname or ""),
         token_url=TextTemplate(token_url, encode=True) if token_url else None,
         can_refresh=can_refresh,
         ok_path=split_path(spec.errors.ok_field) if spec.errors.ok_field else None,
@@ -592,6 +597,13 @@ def _header_text(value: Any) -> str:
 
 
 _MAY_HAVE_APPLIED: Final = " It may have applied the request anyway: check before repeating it."
+
+
+def _origin(url: str) -> str:
+    """`scheme://host[:port]` of `url`: what a log may say of where a request went (never the
+    path or query, which can carry a tenant's values or an API key)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _may_have_applied(exc: ConnectorCallError) -> None:
@@ -890,11 +902,12 @@ class ConnectorExecutor:
         except ConnectorCallError as exc:
             # The message is the client's: safe to log (credentials are redacted from it).
             logger.warning(
-                "connector call failed: tool=%s code=%s status=%s attempts=%d: %s",
+                "connector call failed: tool=%s code=%s status=%s attempts=%d upstream=%s: %s",
                 tool.name,
                 exc.code,
                 exc.status,
                 exc.attempts,
+                exc.upstream or "-",
                 exc.message,
             )
             raise
@@ -1337,8 +1350,10 @@ class ConnectorExecutor:
         # An idempotency key, and whether an attempt carrying it may have been applied unseen.
         key: str | None = None
         in_doubt = False
+        upstream: str | None = None
         try:
             base = self._base_url(conn, creds)
+            upstream = _origin(base)
             ns = self._namespace(plan, arguments, ctx)
             raw_cursor = arguments.get("cursor") if plan.pagination else None
             cursor = raw_cursor if isinstance(raw_cursor, str) and raw_cursor else None
@@ -1406,9 +1421,12 @@ class ConnectorExecutor:
                             retryable=plan.idempotent,
                         ) from None
                     # Nothing was sent: trying again is safe whatever the capability does.
+                    # A host made from the tenant's own fields is named: a mistyped shop or
+                    # subdomain is the usual cause, and the tenant can fix it.
+                    at = f" at {urlsplit(base).hostname}" if conn.tenant_host else ""
                     raise self._fail(
                         UPSTREAM_ERROR,
-                        f"Could not connect to {conn.spec.title}.",
+                        f"Could not connect to {conn.spec.title}{at}.",
                         connector=name,
                         details={"reason": "connection_failed"},
                         retryable=True,
@@ -1520,11 +1538,14 @@ class ConnectorExecutor:
         except ConnectorCallError as exc:
             exc.attempts = attempts
             exc.refreshed_credentials = refreshed
+            exc.upstream = upstream
             if in_doubt and not plan.idempotent:
                 _may_have_applied(exc)
             raise
         except GatewayError as exc:
-            raise self._convert(exc, attempts, refreshed) from None
+            out = self._convert(exc, attempts, refreshed)
+            out.upstream = upstream
+            raise out from None
 
     @staticmethod
     def _convert(

@@ -36,6 +36,7 @@ from generator.runtime.executor import (
     base_urls_from_env,
     token_urls_from_env,
 )
+from tests.runtime.support import free_port
 from tests.runtime.upstreams import (
     GH_A,
     GH_B,
@@ -1280,11 +1281,7 @@ async def test_a_missing_select_path_is_an_invalid_response(
 async def test_connection_errors_are_retried_for_idempotent_tools_only(
     gateway: c.GatewaySpec, sleeps: Sleeps
 ) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port with nothing listening
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     ex = ConnectorExecutor(gateway, base_urls={"slack": dead}, sleep=sleeps)
     try:
         exc = await fails(
@@ -1307,6 +1304,44 @@ async def test_connection_errors_are_retried_for_idempotent_tools_only(
         assert exc.attempts == 1 and sleeps.calls == []
     finally:
         await ex.aclose()
+
+
+async def test_a_failure_to_connect_names_the_host_to_whoever_chose_it(
+    gateway: c.GatewaySpec, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's log says where the request went; the tenant hears the host only when its
+    own connection fields made it (a mistyped shop), never an operator's internal URL."""
+    caplog.set_level(logging.WARNING, logger="generator.runtime.executor")
+    port = free_port()  # nothing listens there
+    ex = ConnectorExecutor(
+        gateway,
+        base_urls={
+            "slack": f"http://127.0.0.1:{port}/api",
+            "shopify": f"http://{{shop}}:{port}/admin",
+        },
+        sleep=sleeps,
+    )
+    try:
+        slack = await fails(
+            ex.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
+        )
+        assert slack.message == "Could not connect to Slack."
+        assert slack.upstream == f"http://127.0.0.1:{port}"
+
+        shop = {**SHOP_A, "shop": "localhost"}  # a name that resolves, to a closed port
+        exc = await fails(
+            ex.call(gateway.tools["shopify_list_orders"], {}, credentials=shop, ctx=A)
+        )
+        assert exc.details == {"connector": "shopify", "reason": "connection_failed"}
+        assert exc.message == "Could not connect to Shopify at localhost."
+    finally:
+        await ex.aclose()
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(
+        f"upstream=http://127.0.0.1:{port}: Could not connect to Slack." in m for m in logged
+    )
+    assert any(f"upstream=http://localhost:{port}: " in m for m in logged)
+    assert not any("/api" in m or "/admin" in m for m in logged)  # the origin, not the path
 
 
 async def test_missing_credentials_fail_before_any_request(

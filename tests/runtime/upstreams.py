@@ -44,6 +44,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.runtime.support import free_port
+
 JsonBody = Any
 
 
@@ -92,12 +94,6 @@ class Reply:
     raw: bytes | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Upstream:
     """Base class: serve `handle()` on 127.0.0.1, record requests, inject faults."""
 
@@ -108,7 +104,7 @@ class Upstream:
         self.received: list[Received] = []
         self._faults: dict[tuple[str, str], deque[Fault]] = {}
         self._lock = threading.Lock()
-        self.port = _free_port()
+        self.port = free_port()
         self.app = Starlette(
             routes=[
                 Route(
