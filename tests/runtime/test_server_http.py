@@ -269,19 +269,22 @@ async def test_register_has_the_same_host_and_origin_checks_as_mcp(
     caplog.set_level(logging.WARNING, logger="generator.runtime.app")
     auth = {"Authorization": f"Bearer {world.a_host}", "Content-Type": "application/json"}
     async with httpx2.AsyncClient() as h:
-        for headers, status in (
-            ({"Host": "evil.example"}, 421),
-            ({"Origin": "http://evil.example"}, 403),
-            ({"Content-Type": "text/plain"}, 400),
+        for headers, status, code, says in (
+            ({"Host": "evil.example"}, 421, "forbidden", "host name 'evil.example'"),
+            ({"Origin": "http://evil.example"}, 403, "forbidden", "--allowed-origin"),
+            ({"Content-Type": "text/plain"}, 400, "invalid_arguments", "application/json"),
         ):
             r = await h.post(
                 f"{http}/register", content=b'{"user": "rebound"}', headers={**auth, **headers}
             )
-            assert r.status_code == status, headers
             mcp = await h.post(
                 f"{http}/mcp", content=b"{}", headers={**auth, "Accept": "*/*", **headers}
             )
-            assert mcp.status_code == status, headers
+            for reply in (r, mcp):  # the SDK's plain-text refusal, as a JSON error with a reason
+                assert reply.status_code == status, headers
+                assert reply.headers["content-type"] == "application/json", headers
+                error = reply.json()["error"]
+                assert error["code"] == code and says in error["message"], error
     assert world.runtime.store.get_user(world.a.id, "rebound") is None
     # The operator learns, once, which option admits the refused name.
     hints = [r.getMessage() for r in caplog.records if "--allowed-host" in r.getMessage()]
@@ -289,6 +292,29 @@ async def test_register_has_the_same_host_and_origin_checks_as_mcp(
         "refused requests for Host 'evil.example' (DNS-rebinding protection): if clients reach "
         "the gateway under that name, start it with --allowed-host evil.example"
     ]
+
+
+async def test_an_oversized_body_gets_a_json_error_and_other_errors_pass_untouched(
+    http: str, world
+) -> None:
+    from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
+
+    auth = {"Authorization": f"Bearer {world.a_rw}", **ACCEPT}
+    async with httpx2.AsyncClient() as h:
+        big = await h.post(
+            f"{http}/mcp", content=b" " * (DEFAULT_MAX_REQUEST_BODY_SIZE + 1), headers=auth
+        )
+        assert big.status_code == 413
+        assert big.json()["error"]["code"] == "invalid_arguments"
+        # The gateway's own 403 (a user-bound key may not register users) is left as it is.
+        bound = world.runtime.store.issue_key(world.a.id, scopes=["write"], user="ash").token
+        own = await h.post(
+            f"{http}/register",
+            json={"user": "other"},
+            headers={"Authorization": f"Bearer {bound}"},
+        )
+        assert own.status_code == 403
+        assert "host application key" in own.json()["error"]["message"]
 
 
 async def test_clean_shutdown_writes_every_record(world, sqlite_store: Store) -> None:

@@ -21,7 +21,7 @@ import signal
 import sys
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import anyio
 import sqlalchemy as sa
@@ -71,11 +71,22 @@ def transport_security(
     )
 
 
-class HostRefusals:
-    """Says in the log, once per host name, why requests for it get HTTP 421: the client only
-    shows "Invalid Host header", and the operator needs the option that admits the name."""
+class TransportRefusals:
+    """Gives the SDK's plain-text transport refusals (Host, Origin, Content-Type, body size)
+    the gateway's JSON error envelope with the reason, and says in the log, once per host
+    name, which option admits a refused Host: the operator needs it, and without it the
+    client only shows "Invalid Host header"."""
 
     MAX_NAMED = 64  # host names are the clients' text: remember a bounded number
+    # The SDK's refusals, by status and exact body: anything else passes through untouched.
+    PLAIN: Final = {
+        (421, b"Invalid Host header"),
+        (403, b"Invalid Origin header"),
+        (400, b"Invalid Content-Type header"),
+        (413, b"Request body too large"),
+    }
+
+    HELD: Final = frozenset(status for status, _ in PLAIN)
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -85,15 +96,56 @@ class HostRefusals:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        held: Message | None = None
+        body = bytearray()
 
         async def watch(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 421:
-                self._explain(Headers(scope=scope).get("host", ""))
-            await send(message)
+            nonlocal held
+            if message["type"] == "http.response.start" and message["status"] in self.HELD:
+                held = message  # wait for the body: is it one of the SDK's refusals?
+                return
+            if held is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            status: int = held["status"]
+            if (status, bytes(body)) not in self.PLAIN:
+                await send(held)
+                await send({"type": "http.response.body", "body": bytes(body)})
+                return
+            await _error(status, self._explain(status, Headers(scope=scope)))(scope, receive, send)
 
         await self.app(scope, receive, watch)
 
-    def _explain(self, host: str) -> None:
+    def _explain(self, status: int, headers: Headers) -> GatewayError:
+        if status == 421:
+            host = headers.get("host", "")[:200]
+            self._log_host(host)
+            return GatewayError(
+                FORBIDDEN,
+                f"This gateway does not answer to the host name {host!r} (DNS-rebinding "
+                "protection). If it should, its operator can start it with --allowed-host.",
+            )
+        if status == 403:
+            origin = headers.get("origin", "")[:200]
+            return GatewayError(
+                FORBIDDEN,
+                f"Requests from the web origin {origin!r} are refused (DNS-rebinding "
+                "protection). If it should be admitted, the gateway's operator can start it "
+                "with --allowed-origin.",
+            )
+        if status == 400:
+            return GatewayError(
+                INVALID_ARGUMENTS,
+                "Send the request body as JSON, with Content-Type: application/json.",
+            )
+        return GatewayError(
+            INVALID_ARGUMENTS, "The request body is larger than the gateway accepts."
+        )
+
+    def _log_host(self, host: str) -> None:
         if host in self.named or len(self.named) >= self.MAX_NAMED:
             return
         self.named.add(host)
@@ -236,7 +288,7 @@ def build_http_app(
             await runtime.aclose()
 
     app.router.lifespan_context = lifespan
-    app.add_middleware(HostRefusals)
+    app.add_middleware(TransportRefusals)
     return app
 
 
