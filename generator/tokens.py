@@ -27,6 +27,7 @@ from .emit.package import mcp_tool
 ENCODING = "o200k_base"
 TRIM_TARGET = 60  # tokens a focused tool description needs
 MIN_HOIST = 24  # a repeated subschema smaller than this is not worth a $ref
+MIN_SAVING = 20  # a suggestion that saves fewer tokens than this is noise, not advice
 
 
 @functools.cache
@@ -118,7 +119,7 @@ def _hoist_saving(tool: ir.Tool, which: str, schema: Any) -> Saving | None:
         if size < MIN_HOIST:
             continue
         saved = (n - 1) * size - n * ref_cost - 4
-        if saved > 0 and (best is None or saved > best[0]):
+        if saved >= MIN_SAVING and (best is None or saved > best[0]):
             best = (saved, text, n)
     if best is None:
         return None
@@ -128,8 +129,8 @@ def _hoist_saving(tool: ir.Tool, which: str, schema: Any) -> Saving | None:
         kind="hoist",
         tool=tool.name,
         tokens=saved,
-        text=f"{tool.name}: hoist a subschema repeated {n}x in its {which} schema into "
-        f"$defs (~{saved} tokens; not for profiles that reject $ref): {preview}",
+        text=f"{tool.name}: a subschema repeated {n}x in its {which} schema could be one "
+        f"$defs entry (not for profiles that reject $ref): {preview}",
     )
 
 
@@ -141,14 +142,14 @@ def _savings(tools: tuple[ir.Tool, ...]) -> tuple[Saving, ...]:
             if s is not None:
                 found.append(s)
         size = count(t.description)
-        if size > TRIM_TARGET:
+        if size - TRIM_TARGET >= MIN_SAVING:
             found.append(
                 Saving(
                     kind="trim",
                     tool=t.name,
                     tokens=size - TRIM_TARGET,
-                    text=f"{t.name}: trim its description from {size} to ~{TRIM_TARGET} tokens "
-                    f"(~{size - TRIM_TARGET} tokens)",
+                    text=f"{t.name}: its description takes {size} tokens; about {TRIM_TARGET} "
+                    "say what it does, when to use it and what it returns",
                 )
             )
     found.sort(key=lambda s: (-s.tokens, s.tool, s.kind))
@@ -215,7 +216,7 @@ def render_report(results: tuple[TenantTokens, ...], *, top: int = 3) -> str:
                 f"(model-visible {g.model_tokens:,})"
             )
         for s in r.savings[:top]:
-            lines.append(f"    save: {s.text}")
+            lines.append(f"    save ~{s.tokens} tokens: {s.text}")
     return "\n".join(lines) + "\n"
 
 

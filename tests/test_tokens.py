@@ -68,7 +68,7 @@ def test_savings_name_the_repeated_subschema_and_the_longest_description(tmp_pat
         "zip: {type: string, description: Postal code.}, country: {type: string, "
         "description: ISO country code.}}}"
     )
-    long = " ".join(["Ship an order to the billing or the shipping address of a customer."] * 5)
+    long = " ".join(["Ship an order to the billing or the shipping address of a customer."] * 8)
     root = make_project(
         tmp_path,
         {
@@ -107,6 +107,8 @@ capabilities:
     kinds = {s.kind: s for s in r.savings}
     assert kinds["hoist"].tool == "shop_ship" and "repeated 3x in its input" in kinds["hoist"].text
     assert kinds["trim"].tokens == tokens.count(long) - tokens.TRIM_TARGET
+    report = tokens.render_report((r,))
+    assert f"save ~{kinds['trim'].tokens} tokens: shop_ship: its description takes " in report
 
 
 def _gen(*args: str) -> subprocess.CompletedProcess[str]:
@@ -126,6 +128,11 @@ def test_gen_tokens_prints_each_tenant_and_fails_over_budget() -> None:
     assert re.search(r"support_desk: \d+ tools", ok.stdout), ok.stdout
     assert re.search(r"full_stack: \d+ tools", ok.stdout), ok.stdout
     assert "budget 20,000 (ok)" in ok.stdout
+    # Suggestions are worth making: none saves fewer than MIN_SAVING tokens.
+    for line in ok.stdout.splitlines():
+        if line.strip().startswith("save"):
+            saved = re.match(r"\s+save ~(\d+) tokens: \w+: ", line)
+            assert saved and int(saved[1]) >= tokens.MIN_SAVING, line
     over = _gen("tokens", "--token-budget", "1000", "--error-format", "github")
     assert over.returncode == 1
     assert over.stderr.count("::error file=manifests/gateway.yaml,") == 2  # both tenants
