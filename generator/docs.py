@@ -77,9 +77,12 @@ def _constraints(s: dict[str, Any]) -> str:
         )
     if "pattern" in s:
         out.append(f"pattern `{s['pattern']}`")
-    for key, what in (("minLength", "at least"), ("maxLength", "at most")):
-        if key in s:
-            out.append(f"{what} {s[key]} characters")
+    if s.get("minLength") == 1:
+        out.append("not empty")
+    elif "minLength" in s:
+        out.append(f"at least {s['minLength']} characters")
+    if "maxLength" in s:
+        out.append(f"at most {s['maxLength']} characters")
     if "default" in s:
         out.append(f"default `{s['default']}`")
     return "; ".join(out)
