@@ -1022,6 +1022,7 @@ def _connector(
             ok_field=errors.get("ok_field"),
             message_field=errors.get("message_field"),
             auth_errors=tuple(errors.get("auth_errors", ())),
+            rate_limit_errors=tuple(errors.get("rate_limit_errors", ())),
         ),
         timeout_seconds=float(data.get("timeout_seconds", 20)),
         retries=int(data.get("retries", 2)),
@@ -1115,24 +1116,25 @@ def _http(
                 schema["properties"] = props
         if p["style"] != "link":  # a link cursor is a whole URL: it is never templated
             params.add("cursor")
-    for part in ("path", "query", "headers", "body"):
-        _check_filters(ctx, doc, (*path, part), raw.get(part))
+    for where, value in binding_templates(raw):
+        _check_filters(ctx, doc, (*path, *where), value)
     if input_schema is not None:
         used: set[str] = set()
         unknown = False  # a placeholder naming no input: likely the unused input, misspelt
-        for part in ("path", "query", "headers", "body"):
-            for sub, ph in _placeholders(raw.get(part)):
+        for where, value in binding_templates(raw):
+            part = ".".join(where)
+            for sub, ph in _placeholders(value):
                 used.add(ph)
                 if ph not in params:
                     unknown = True
                     ctx.err(
                         "GEN207",
-                        doc.span((*path, part, *sub)),
+                        doc.span((*path, *where, *sub)),
                         f"placeholder {{{ph}}} in http.{part} names no input property or "
                         "bound parameter",
                         "known: " + (", ".join(sorted(params)) or "none"),
                     )
-            for sub, word in _not_placeholders(raw.get(part), params):
+            for sub, word in _not_placeholders(value, params):
                 name, bar, _filter = word.strip().partition("|")
                 used.add(name)  # reported here, not again as unused
                 if word != word.strip():
@@ -1148,7 +1150,7 @@ def _http(
                     )
                 ctx.err(
                     "GEN207",
-                    doc.span((*path, part, *sub)),
+                    doc.span((*path, *where, *sub)),
                     f"{{{word}}} in http.{part} is not a placeholder: {why}, so it would be "
                     "sent as literal text",
                     hint,
@@ -1159,7 +1161,9 @@ def _http(
                 "GEN220",
                 doc.key_span((*path[:-1], "input", "properties", name)),
                 f"input {name!r} is never sent: no template of http uses {{{name}}}",
-                "use it in the path, query, headers or body, or remove it",
+                "use it in the path, query, headers or "
+                + ("GraphQL variables" if "graphql" in raw else "body")
+                + ", or remove it",
             )
     response = raw.get("response", {})
     fields = tuple(response.get("fields", {}).items())
@@ -1177,8 +1181,9 @@ def _http(
         path=raw["path"],
         query=ir.Json.of(raw.get("query", {})),
         headers=tuple(raw.get("headers", {}).items()),
-        body=ir.Json.of(raw.get("body")),
+        body=ir.Json.of(_body(raw)),
         body_encoding=raw.get("body_encoding", "json"),
+        graphql=_graphql(ctx, doc, path, raw),
         select=response.get("select"),
         fields=fields,
         pagination=pagination,
@@ -1231,6 +1236,11 @@ def _idempotency_key(
                 "is also the pagination parameter",
                 "name the parameter the upstream reads the key from",
             )
+    elif "graphql" in raw:
+        clash(
+            "cannot go in a GraphQL request's body (its query and variables)",
+            "carry the key in a header",
+        )
     else:
         body = raw.get("body")
         if body is not None and not isinstance(body, dict):
@@ -1292,6 +1302,89 @@ _PAGINATION_KEYS = {
 }
 
 
+def _body(raw: dict[str, Any]) -> Any:
+    """The body template of a binding: a GraphQL request's variables (its document is not a
+    template), else `body`."""
+    if "graphql" in raw:
+        return raw["graphql"].get("variables", {})
+    return raw.get("body")
+
+
+def binding_templates(raw: dict[str, Any]) -> list[tuple[tuple[str, ...], Any]]:
+    """Each template of a binding with its place under `http` (a GraphQL request's body
+    template is `graphql.variables`)."""
+    body = ("graphql", "variables") if "graphql" in raw else ("body",)
+    return [
+        (("path",), raw["path"]),
+        (("query",), raw.get("query")),
+        (("headers",), raw.get("headers")),
+        (body, _body(raw)),
+    ]
+
+
+# GraphQL: a variable definition in an operation's header (`$first: Int!`, `$after: String`),
+# and where a string, a comment or a block string ends (none of them hold definitions).
+_GQL_VARIABLE = re.compile(
+    r"\$([_A-Za-z][_0-9A-Za-z]*)\s*:\s*\[*\s*[_A-Za-z][_0-9A-Za-z]*[\s\]!]*(=)?"
+)
+_GQL_IGNORED = re.compile(r'"""(?:\\"""|[^"]|"(?!""))*"""|"(?:\\.|[^"\\\n])*"|#[^\n]*')
+
+
+def _graphql(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any]) -> str | None:
+    """A GraphQL binding's document, checked against the binding: a POST with no `body`,
+    whose `variables` are exactly variables the document declares, and which gives every
+    required variable (`$id: ID!` without a default) a value. GEN224 for each problem."""
+    spec = raw.get("graphql")
+    if spec is None:
+        return None
+    where = (*path, "graphql")
+    query: str = spec["query"]
+    if raw["method"] != "POST":
+        ctx.err(
+            "GEN224",
+            doc.span((*path, "method")),
+            "a GraphQL request is a POST",
+            "write method: POST",
+        )
+    for other in ("body", "body_encoding"):
+        if other in raw:
+            ctx.err(
+                "GEN224",
+                doc.key_span((*path, other)),
+                f"http.{other} and http.graphql both set the body",
+                "a GraphQL request's body is its query and variables: keep graphql",
+            )
+    text = _GQL_IGNORED.sub(" ", query)
+    if text.count("{") != text.count("}") or text.count("(") != text.count(")"):
+        ctx.err(
+            "GEN224",
+            doc.span((*where, "query")),
+            "the GraphQL document's braces or parentheses do not pair up",
+            "a YAML block scalar (query: |) keeps the document as written",
+        )
+    declared: dict[str, bool] = {}  # name -> required (non-null, no default)
+    for m in _GQL_VARIABLE.finditer(text):
+        declared[m[1]] = m[2] is None and m[0].rstrip().endswith("!")
+    variables = spec.get("variables", {})
+    for key in variables:
+        if key not in declared:
+            ctx.err(
+                "GEN224",
+                doc.key_span((*where, "variables", key)),
+                f"variable {key!r} is not declared by the GraphQL document",
+                "declared: " + (", ".join(f"${v}" for v in sorted(declared)) or "none"),
+            )
+    for name, required in sorted(declared.items()):
+        if required and name not in variables:
+            ctx.err(
+                "GEN224",
+                doc.span((*where, "query")),
+                f"the GraphQL document requires ${name}, which graphql.variables does not give",
+                f'add variables: {{{name}: "{{argument}}"}}',
+            )
+    return query
+
+
 def _check_pagination(
     ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], params: set[str]
 ) -> None:
@@ -1299,9 +1392,10 @@ def _check_pagination(
     style = p["style"]
     where = (*path, "pagination")
     placed = [
-        (part, sub)
-        for part in ("query", "headers", "body")
-        for sub, ph in _placeholders(raw.get(part))
+        (*where, *sub)
+        for where, value in binding_templates(raw)
+        if where != ("path",)
+        for sub, ph in _placeholders(value)
         if ph == "cursor" and "cursor" not in params
     ]
     if "cursor" not in params and any(ph == "cursor" for _s, ph in _placeholders(raw["path"])):
@@ -1323,15 +1417,14 @@ def _check_pagination(
             "headers or body",
         )
     if "param" in p and placed:
-        part, sub = placed[0]
         ctx.err(
             "GEN213",
-            doc.span((*path, part, *sub)),
+            doc.span((*path, *placed[0])),
             "the cursor is placed by {cursor} here and by pagination.param: keep one",
         )
     size = p.get("size_param")
     if size is not None and style in ("page", "offset"):
-        body = raw.get("body")
+        body = _body(raw)
         if size not in raw.get("query", {}) and not (isinstance(body, dict) and size in body):
             ctx.err(
                 "GEN213",

@@ -85,6 +85,7 @@ CODES: dict[str, Code] = {
             stage="compile",
         ),
         Code(code="GEN223", title="unknown template filter", stage="compile"),
+        Code(code="GEN224", title="GraphQL binding inconsistent", stage="compile"),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

@@ -80,8 +80,9 @@ class HttpBinding:
     path: str
     query: Json
     headers: Pairs
-    body: Json  # JSON `null` when there is no body
+    body: Json  # JSON `null` when there is no body; a GraphQL request's variables
     body_encoding: Literal["json", "form"]
+    graphql: str | None  # a GraphQL document: the body is {"query": it, "variables": body}
     select: str | None
     fields: Pairs
     pagination: Pagination | None
@@ -152,6 +153,7 @@ class ErrorShape:
     ok_field: str | None = None
     message_field: str | None = None
     auth_errors: tuple[str, ...] = ()
+    rate_limit_errors: tuple[str, ...] = ()
 
 
 @frozen

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import api, ir
-from .compile import template_strings
+from .compile import binding_templates, template_strings
 from .diagnostics import CODES, Diagnostic, Severity, Span, error, has_errors, normalise, warning
 from .locate import Pointer, Sources
 from .profiles import DEFAULT_PROFILES, PROFILES, Profile, known_names, profile
@@ -441,9 +441,10 @@ def _quoted_placeholders(t: ir.Tool, sources: Sources, f: _Findings) -> None:
     write the quotes and escape the value."""
     raw = sources.raw_tool(t.name).get("http", {})
     properties = t.input_schema.value.get("properties", {})
-    for part in ("path", "query", "headers", "body"):
-        for sub, text in template_strings(raw.get(part)):
-            span = sources.tool_span(t.name, "http", part, *sub) or t.span
+    for where, value in binding_templates(raw):
+        part = ".".join(where)
+        for sub, text in template_strings(value):
+            span = sources.tool_span(t.name, "http", *where, *sub) or t.span
             for m in _QUOTED_PLACEHOLDER.finditer(text):
                 quote, name = m.groups()
                 fix = (

@@ -350,3 +350,70 @@ def test_a_body_key_reaches_the_generated_catalog(tmp_path: Path) -> None:
         check=True,
     )
     assert run.stdout.strip() == "('body', 'idempotency_key')"
+
+
+# ------------------------------------------------------------------------------- GraphQL
+
+
+def test_every_mistake_in_graphql_bindings_is_located_at_once(tmp_path: Path) -> None:
+    """A GraphQL binding is a POST whose body is its document and variables: each way of
+    getting that wrong is a GEN224 at the line that says it, all in one build."""
+    edits = [
+        (
+            'variables: {first: "{limit}", after: "{cursor}", query: "{search}"}',
+            'variables: {first: "{limit}", after: "{cursor}", query: "{search}", '
+            'status: "{search}"}',
+        ),
+        (
+            "      method: POST\n      path: /graphql.json\n      graphql:\n        query: |\n"
+            "          mutation",
+            "      method: PUT\n      path: /graphql.json\n      body: {}\n      graphql:\n"
+            "        query: |\n          mutation",
+        ),
+        (
+            "tagsAdd(id: $id, tags: $tags) { node { id } userErrors { field message } }",
+            "tagsAdd(id: $id, tags: $tags) { node { id } userErrors { field message }",
+        ),
+        ('variables: {id: "{order_id}", tags: "{tags}"}', 'variables: {tags: "{tags}"}'),
+    ]
+    found = _diagnostics(tmp_path, "shopify_admin.yaml", *edits)
+
+    def line(needle: str) -> int:
+        return _line_of("shopify_admin.yaml", needle, edits)
+
+    document = line("mutation AddOrderTags") - 1  # the `query: |` that holds it
+    extra = 'status: "{search}"'
+    expected = {
+        f"{line(extra)}:GEN224:variable 'status' is not declared by the GraphQL document",
+        f"{line('method: PUT')}:GEN224:a GraphQL request is a POST",
+        f"{line('body: {}')}:GEN224:http.body and http.graphql both set the body",
+        f"{document}:GEN224:the GraphQL document's braces or parentheses do not pair up",
+        f"{document}:GEN224:the GraphQL document requires $id, which graphql.variables does "
+        "not give",
+    }
+    assert {f for f in found if ":GEN224:" in f} == expected, found
+    # The order_id input that the variables no longer use is reported as never sent.
+    assert any(":GEN220:input 'order_id' is never sent" in f for f in found), found
+
+
+def test_graphql_documents_are_not_templates(tmp_path: Path) -> None:
+    """Braces in a GraphQL document are GraphQL's: `{ id }` is a selection, never a
+    placeholder, and a `{name}` there is not filled in (arguments travel as variables)."""
+    found = _diagnostics(
+        tmp_path,
+        "shopify_admin.yaml",
+        ("nodes { id name totalPriceSet", "nodes {id} nodes { id name totalPriceSet"),
+    )
+    assert found == []
+    found = _diagnostics(
+        tmp_path / "key",
+        "shopify_admin.yaml",
+        (
+            "      response:\n        select: data.tagsAdd",
+            "      idempotency_key: {body: key}\n      response:\n        select: data.tagsAdd",
+        ),
+    )
+    assert any(
+        ":GEN221:idempotency_key.body 'key' cannot go in a GraphQL request's body" in f
+        for f in found
+    ), found

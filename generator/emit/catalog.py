@@ -63,6 +63,8 @@ def _http(h: ir.HttpBinding) -> str:
             "IdempotencyKey",
             **{place: literal(name) for place, name in places.items() if name is not None},
         )
+    if h.graphql is not None:
+        extra["graphql"] = literal(h.graphql)
     return _call(
         "HttpBinding",
         method=literal(h.method),
@@ -162,6 +164,11 @@ def connector_expr(c: ir.Connector) -> str:
         ok_field=literal(c.errors.ok_field),
         message_field=literal(c.errors.message_field),
         auth_errors=literal(c.errors.auth_errors),
+        **(
+            {"rate_limit_errors": literal(c.errors.rate_limit_errors)}
+            if c.errors.rate_limit_errors
+            else {}
+        ),
     )
     return _call(
         "ConnectorSpec",

@@ -71,8 +71,10 @@ class HttpBinding:
     path: str
     query: Mapping[str, Any] = field(default_factory=dict[str, Any])
     headers: Mapping[str, str] = field(default_factory=dict[str, str])
-    body: Any = None
+    body: Any = None  # a GraphQL request's variables
     body_encoding: Literal["json", "form"] = "json"
+    # A GraphQL document, sent as it is: the body is {"query": graphql, "variables": body}.
+    graphql: str | None = None
     select: str | None = None  # dotted path of the result in the response body
     # output property -> dotted path
     fields: Mapping[str, str] = field(default_factory=dict[str, str])
@@ -160,6 +162,7 @@ class ErrorShape:
     ok_field: str | None = None
     message_field: str | None = None
     auth_errors: tuple[str, ...] = ()
+    rate_limit_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -91,6 +91,16 @@ def with_filler_tools(gateway: c.GatewaySpec, count: int, per_connector: int = 5
 # ----------------------------------------------------------------------------- helpers
 
 
+class Sleeps:
+    """Records backoff waits instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

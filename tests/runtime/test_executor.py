@@ -36,7 +36,7 @@ from generator.runtime.executor import (
     base_urls_from_env,
     token_urls_from_env,
 )
-from tests.runtime.support import free_port
+from tests.runtime.support import Sleeps, free_port
 from tests.runtime.upstreams import (
     GH_A,
     GH_B,
@@ -60,16 +60,6 @@ from tests.runtime.upstreams import (
 
 A = CallContext(tenant_id="tenant-a", user_id="user-a1")
 B = CallContext(tenant_id="tenant-b", user_id="user-b1")
-
-
-class Sleeps:
-    """Records backoff waits instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
 
 
 # ----------------------------------------------------------------------------- fixtures

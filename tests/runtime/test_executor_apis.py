@@ -37,7 +37,7 @@ from generator.runtime.executor import (
     ConnectorExecutor,
     ExecResult,
 )
-from tests.runtime.support import ROOT
+from tests.runtime.support import ROOT, Sleeps
 from tests.runtime.upstreams import Fault, HangUp, Received, Reply, Upstream
 
 CTX = CallContext(tenant_id="tenant-a", user_id="user-a1")
@@ -499,6 +499,7 @@ def test_the_connectors_of_this_test_are_valid_yaml_only_connectors() -> None:
         "msgraph.yaml",
         "notion.yaml",
         "salesforce.yaml",
+        "shopify_admin.yaml",
         "square.yaml",
         "stripe.yaml",
     ]
@@ -508,16 +509,6 @@ def test_the_connectors_of_this_test_are_valid_yaml_only_connectors() -> None:
 
 REFUND = "stripe_create_refund"  # declares idempotency_key: {header: Idempotency-Key}
 FAULT_503 = Fault(503, {"error": {"message": "Service unavailable"}})
-
-
-class Sleeps:
-    """Records backoff waits instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
 
 
 def one_connector(

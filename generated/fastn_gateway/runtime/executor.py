@@ -373,6 +373,7 @@ class _ConnectorPlan:
     ok_path: tuple[str, ...] | None
     message_path: tuple[str, ...] | None
     auth_errors: frozenset[str]
+    rate_limit_errors: frozenset[str]
     auth_header: str | None  # lower-case name of the header carrying the credentials
 
 
@@ -384,8 +385,9 @@ class _ToolPlan:
     path: TextTemplate
     query: Node
     headers: Node
-    body: Node | None
+    body: Node | None  # a GraphQL request's variables
     form: bool
+    graphql: str | None  # the GraphQL document: the body is {"query": it, "variables": body}
     select: tuple[str, ...] | None
     fields: tuple[tuple[str, tuple[str, ...]], ...]
     pagination: str | None
@@ -433,6 +435,7 @@ def _compile_connector(spec: ConnectorSpec, base_url: str, token_url: str | None
         ok_path=split_path(spec.errors.ok_field) if spec.errors.ok_field else None,
         message_path=split_path(spec.errors.message_field) if spec.errors.message_field else None,
         auth_errors=frozenset(spec.errors.auth_errors),
+        rate_limit_errors=frozenset(spec.errors.rate_limit_errors),
         auth_header=(
             None if (name := credential_header(auth.type, auth.header)) is None else name.lower()
         ),
@@ -474,6 +477,7 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
         headers=headers,
         body=body,
         form=http.body_encoding == "form",
+        graphql=http.graphql,
         select=split_path(http.select) if http.select else None,
         fields=tuple((name, split_path(path)) for name, path in http.fields.items()),
         pagination=pagination.style if pagination else None,
@@ -1282,6 +1286,11 @@ class ConnectorExecutor:
                 query.append((name, idempotency_key))
             else:  # the compiler allows only an object body, or none
                 body = {**(body if isinstance(body, Mapping) else {}), name: idempotency_key}
+        size = None
+        if plan.pagination in ("page", "offset"):
+            size = _page_size(plan, query, body if isinstance(body, Mapping) else None)
+        if plan.graphql is not None:
+            body = {"query": plan.graphql, "variables": {} if body is MISSING else body}
         if body is not MISSING:
             if plan.form:
                 if not isinstance(body, Mapping):
@@ -1291,9 +1300,6 @@ class ConnectorExecutor:
             else:
                 content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
                 headers["Content-Type"] = "application/json; charset=utf-8"
-        size = None
-        if plan.pagination in ("page", "offset"):
-            size = _page_size(plan, query, body if isinstance(body, Mapping) else None)
         return url, query, headers, content, size
 
     async def _send(
@@ -1434,16 +1440,20 @@ class ConnectorExecutor:
                 status = reply.status
 
                 body: Any = MISSING
-                if status >= 300 or conn.ok_path is not None:
+                if status >= 300 or conn.ok_path is not None or plan.graphql is not None:
                     body = self._try_json(reply.body)
-                error_code = self._error_code(conn, status, body)
+                error_code = self._error_code(conn, status, body, graphql=plan.graphql is not None)
 
-                rate_limited = status == 429 or (
-                    status == 403
-                    and (
-                        "retry-after" in reply.headers
-                        or reply.headers.get("x-ratelimit-remaining") == "0"
+                rate_limited = (
+                    status == 429
+                    or (
+                        status == 403
+                        and (
+                            "retry-after" in reply.headers
+                            or reply.headers.get("x-ratelimit-remaining") == "0"
+                        )
                     )
+                    or (error_code is not None and error_code in conn.rate_limit_errors)
                 )
                 # 401, or an error code the manifest lists as an auth failure, means the
                 # credentials are no good. A 403 is a refusal of this one request (a missing
@@ -1570,21 +1580,31 @@ class ConnectorExecutor:
             return MISSING
 
     @staticmethod
-    def _error_code(conn: _ConnectorPlan, status: int, body: Any) -> str | None:
+    def _error_code(
+        conn: _ConnectorPlan, status: int, body: Any, *, graphql: bool = False
+    ) -> str | None:
         """The upstream's own error code or message, when the body reports a failure. The
         body is an object, or a list when `message_field` reads one (Salesforce's
-        `[{"message": ...}]`: `0.message`)."""
+        `[{"message": ...}]`: `0.message`). A GraphQL answer reports failure with a non-empty
+        `errors` list, whatever the status; without `message_field`, the first error's
+        message is the code."""
         is_object = isinstance(body, Mapping)
         if not is_object and not (isinstance(body, list) and conn.message_path is not None):
             return None
         ok_false = is_object and conn.ok_path is not None and get_path(body, conn.ok_path) is False
-        if status < 300 and not ok_false:
+        errors: Any = body.get("errors") if graphql and is_object else None
+        failed = isinstance(errors, list) and bool(errors)
+        if status < 300 and not ok_false and not failed:
             return None
+        value: Any = MISSING
         if conn.message_path is not None:
             value = get_path(body, conn.message_path)
-        else:
+        elif not failed:
             assert isinstance(body, Mapping)
             value = body.get("error", body.get("message", MISSING))
+        if failed and (value is MISSING or value is None):
+            first: Any = errors[0]
+            value = first.get("message", "") if isinstance(first, Mapping) else ""
         if value is MISSING or value is None:
             return "" if status < 300 else None
         if isinstance(value, str):
