@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 GENERATED = ROOT / "generated"
@@ -171,6 +173,7 @@ class FakeUpstream:
         self.slack_tokens: set[str] = set()
         self.shopify_tokens: set[str] = set()
         self.requests: list[tuple[str, str | None]] = []
+        self.slack_delay = 0.0  # seconds conversations.list takes to answer
 
         def slack_auth(request: Request) -> JSONResponse | None:
             token = (request.headers.get("authorization") or "").removeprefix("Bearer ")
@@ -197,6 +200,8 @@ class FakeUpstream:
             denied = slack_auth(request)
             if denied:
                 return denied
+            if self.slack_delay:
+                await anyio.sleep(self.slack_delay)
             return JSONResponse(
                 {
                     "ok": True,

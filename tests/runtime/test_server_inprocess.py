@@ -592,3 +592,28 @@ async def test_refreshed_oauth_credentials_are_stored_back(
         await rt.aclose()
     finally:
         hub.stop()
+
+
+async def test_a_cancelled_call_is_recorded_as_cancelled(world, upstream) -> None:
+    """A client that gives up on a slow call cancels it (notifications/cancelled): the server
+    stops waiting for the upstream, and the call's history says it was cancelled, not that
+    it succeeded."""
+    upstream.slack_delay = 3.0
+    try:
+        async with Client(world.server(world.b_rw), read_timeout_seconds=0.3) as c:
+            with pytest.raises(MCPError):
+                await c.call_tool("slack_list_channels", {})
+            with anyio.fail_after(5):
+                while True:  # the cancellation reaches the server's handler asynchronously
+                    hist = await c.call_tool("fastn_get_event_history", {"limit": 20})
+                    calls = [
+                        e
+                        for e in hist.structured_content["events"]
+                        if e["tool"] == "slack_list_channels"
+                    ]
+                    if calls:
+                        break
+                    await anyio.sleep(0.05)
+    finally:
+        upstream.slack_delay = 0.0
+    assert [(e["status"], e["error_code"]) for e in calls] == [("error", "cancelled")]

@@ -29,6 +29,8 @@ RATE_LIMITED: Final = "rate_limited"
 UNAUTHENTICATED: Final = "unauthenticated"
 FORBIDDEN: Final = "forbidden"
 INTERNAL_ERROR: Final = "internal_error"
+# Recorded in event history only: a request the client cancelled (or gave up on) gets no answer.
+CANCELLED: Final = "cancelled"
 
 RETRYABLE_BY_DEFAULT: Final = frozenset(
     {QUOTA_EXCEEDED, RATE_LIMITED, UPSTREAM_TIMEOUT, INTERNAL_ERROR}

@@ -74,6 +74,7 @@ from . import native, resources
 from .auth import USER_HEADER, KeyVerifier, Principal, principal_from_access_token
 from .catalog import GatewaySpec, ToolSpec
 from .errors import (
+    CANCELLED,
     FORBIDDEN,
     INTERNAL_ERROR,
     INVALID_ARGUMENTS,
@@ -811,6 +812,11 @@ class _Handlers:
         except GatewayError as exc:
             failure = exc
             return tool_error(exc)
+        except anyio.get_cancelled_exc_class():
+            # The client cancelled the request, or gave up waiting: it gets no answer, and the
+            # history must not say the call succeeded (nor that it failed upstream).
+            failure = GatewayError(CANCELLED, "The client cancelled the call.")
+            raise
         except Exception:
             logger.exception("tool %s failed", name)
             failure = internal_error()
