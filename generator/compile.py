@@ -1004,6 +1004,8 @@ def _connector(
             dict(common["bind"]),
             auth,
         )
+        if http.graphql is not None:
+            _check_graphql_operation(ctx, doc, path, raw, http.graphql)
         entities = tuple(
             _entity(ctx, doc, (*path, "entities", j), e, input_schema, output_schema, entity_types)
             for j, e in enumerate(raw.get("entities", []))
@@ -1383,6 +1385,67 @@ def _graphql(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any]) -> str
                 f'add variables: {{{name}: "{{argument}}"}}',
             )
     return query
+
+
+def _gql_operations(query: str) -> list[str]:
+    """The kind (query, mutation, subscription) of each operation a GraphQL document defines;
+    fragments are not operations, and a bare `{ ... }` is a query."""
+    text = _GQL_IGNORED.sub(" ", query)
+    kinds: list[str] = []
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
+        if ch == "{":
+            if depth == 0:
+                words = text[start:i].split()
+                head = words[0] if words else "query"
+                if head != "fragment":
+                    kinds.append(head if head in ("mutation", "subscription") else "query")
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                start = i + 1
+    return kinds
+
+
+def _check_graphql_operation(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], query: str
+) -> None:
+    """One tool call is one operation: a document defines exactly one (it is sent without an
+    operationName), not a subscription, and a mutation changes data, so its tool needs the
+    write scope and may not say it is read-only (read-only keys, and clients that run
+    read-only tools without asking, would run it)."""
+    where = (*path, "http", "graphql", "query")
+    kinds = _gql_operations(query)
+    if len(kinds) != 1:
+        ctx.err(
+            "GEN224",
+            doc.span(where),
+            f"the GraphQL document defines {len(kinds)} operations; a tool sends exactly one",
+            "keep one operation (fragments may stay)",
+        )
+        return
+    (kind,) = kinds
+    if kind == "subscription":
+        ctx.err(
+            "GEN224",
+            doc.span(where),
+            "a GraphQL subscription cannot be a tool: a call is one request and one answer",
+        )
+    elif kind == "mutation" and raw.get("scope") == "read":
+        ctx.err(
+            "GEN224",
+            doc.span((*path, "scope")),
+            "the GraphQL document is a mutation, and read-only API keys could run it",
+            "use scope: write",
+        )
+    if kind == "mutation" and raw.get("annotations", {}).get("read_only"):
+        ctx.err(
+            "GEN224",
+            doc.span((*path, "annotations", "read_only")),
+            "the GraphQL document is a mutation, but the tool is annotated read_only",
+            "clients run read-only tools without asking: drop read_only",
+        )
 
 
 def _check_pagination(

@@ -417,3 +417,43 @@ def test_graphql_documents_are_not_templates(tmp_path: Path) -> None:
         ":GEN221:idempotency_key.body 'key' cannot go in a GraphQL request's body" in f
         for f in found
     ), found
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle", "expected"),
+    [
+        (  # read-only keys could run it
+            ("    scope: write\n", "    scope: read\n"),
+            "scope: read",
+            "the GraphQL document is a mutation, and read-only API keys could run it",
+        ),
+        (  # clients run read-only tools without asking
+            ("annotations: {destructive: false,", "annotations: {read_only: true,"),
+            "annotations: {read_only: true",
+            "the GraphQL document is a mutation, but the tool is annotated read_only",
+        ),
+        (  # sent without an operationName: which one would run?
+            (
+                "          mutation AddOrderTags",
+                "          query Other { shop { name } }\n          mutation AddOrderTags",
+            ),
+            "query: |",
+            "the GraphQL document defines 2 operations; a tool sends exactly one",
+        ),
+        (
+            ("          mutation AddOrderTags(", "          subscription AddOrderTags("),
+            "query: |",
+            "a GraphQL subscription cannot be a tool: a call is one request and one answer",
+        ),
+    ],
+)
+def test_a_graphql_operation_matches_what_the_tool_says_it_does(
+    tmp_path: Path, edit: tuple[str, str], needle: str, expected: str
+) -> None:
+    found = _diagnostics(tmp_path, "shopify_admin.yaml", edit)
+    old, new = edit
+    lines = (DATA / "shopify_admin.yaml").read_text(encoding="utf-8").replace(old, new, 1)
+    numbered = list(enumerate(lines.splitlines(), 1))
+    start = next(i for i, text in numbered if "name: add_order_tags" in text)
+    line = next(i for i, text in numbered if i > start and needle in text)
+    assert [f for f in found if ":GEN224:" in f] == [f"{line}:GEN224:{expected}"], found
