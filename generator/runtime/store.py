@@ -1098,8 +1098,20 @@ class Store:
         assert record is not None
         return record
 
-    def mark_needs_reauth(self, tenant_id: str, connector: str, error_code: str) -> bool:
-        """Mark an active connection as needing new credentials. True if it changed."""
+    @staticmethod
+    def _made_at(connected_at: int | None) -> list[sa.ColumnElement[bool]]:
+        """The condition that the connection is still the one made at `connected_at` (none
+        when None): what a call learnt about its credentials says nothing about a
+        reconnection's."""
+        if connected_at is None:
+            return []
+        return [sa.func.coalesce(connections.c.connected_at, 0) == connected_at]
+
+    def mark_needs_reauth(
+        self, tenant_id: str, connector: str, error_code: str, *, connected_at: int | None = None
+    ) -> bool:
+        """Mark an active connection (the one made at `connected_at`, when given) as needing
+        new credentials. True if it changed."""
         at = now_us()
         with self.write() as conn:
             result = conn.execute(
@@ -1108,6 +1120,7 @@ class Store:
                     connections.c.tenant_id == tenant_id,
                     connections.c.connector == connector,
                     connections.c.state == "active",
+                    *self._made_at(connected_at),
                 )
                 .values(
                     state="needs_reauth",
@@ -1121,27 +1134,37 @@ class Store:
         return bool(result.rowcount)
 
     def update_credentials(
-        self, tenant_id: str, connector: str, credentials: Mapping[str, str]
+        self,
+        tenant_id: str,
+        connector: str,
+        credentials: Mapping[str, str],
+        *,
+        connected_at: int | None = None,
     ) -> None:
         """Merge refreshed credentials (e.g. a new OAuth access token, perhaps a rotated
-        refresh token) into an active connection's stored ones, in one transaction."""
+        refresh token) into an active connection's stored ones, in one transaction; with
+        `connected_at`, only while the connection is still the one made then (a reconnection
+        may hold another account's credentials)."""
+        # The update repeats the select's conditions: on PostgreSQL a reconnection may commit
+        # in between, and the update, which waits for its row, then leaves it alone.
+        same = (
+            connections.c.tenant_id == tenant_id,
+            connections.c.connector == connector,
+            connections.c.state == "active",
+            *self._made_at(connected_at),
+        )
         with self.write() as conn:
-            sealed = conn.execute(
-                sa.select(connections.c.credentials).where(
-                    connections.c.tenant_id == tenant_id,
-                    connections.c.connector == connector,
-                    connections.c.state == "active",
-                )
-            ).scalar()
+            sealed = conn.execute(sa.select(connections.c.credentials).where(*same)).scalar()
             if sealed is None:
                 return
             merged = {**self.cipher.decrypt(sealed), **{k: str(v) for k, v in credentials.items()}}
-            conn.execute(
+            result = conn.execute(
                 connections.update()
-                .where(connections.c.tenant_id == tenant_id, connections.c.connector == connector)
+                .where(*same)
                 .values(credentials=self.cipher.encrypt(merged), updated_at=now_us())
             )
-            self._bump(conn, tenant_id)
+            if result.rowcount:
+                self._bump(conn, tenant_id)
 
     def get_connection(self, tenant_id: str, connector: str) -> ConnectionRecord | None:
         with self.read() as conn:
