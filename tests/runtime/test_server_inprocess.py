@@ -538,6 +538,34 @@ async def test_whole_runtime_on_postgres(pg_world) -> None:
     assert [r.is_error for r in results] == [False, False, False, True]
 
 
+@pytest.fixture(params=["world", "pg_world"])
+def any_world(request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue(request.param)
+
+
+async def test_a_tool_name_the_database_cannot_store_stops_no_one_being_recorded(
+    any_world: Any,
+) -> None:
+    """An unknown tool's name goes into the caller's event log. A name PostgreSQL cannot hold
+    in a text column (a NUL character) must not make the batch it is written in unwritable:
+    that batch carries every tenant's events and usage."""
+    w = any_world
+    async with Client(w.server(w.a_rw)) as c:
+        with pytest.raises(MCPError, match="Unknown tool"):
+            await c.call_tool("no\x00such_tool", {})
+    async with Client(w.server(w.b_rw)) as c:
+        assert not (await c.call_tool("fastn_list_integrations", {})).is_error
+        hist = await c.call_tool("fastn_get_event_history", {"type": "tool_call"})
+        assert not hist.is_error, hist.content
+        assert [e["tool"] for e in hist.structured_content["events"]] == ["fastn_list_integrations"]
+        usage = (await c.call_tool("fastn_get_usage_summary", {})).structured_content
+        assert usage["calls"] == 2  # the summary's own call is counted once it is over
+    async with Client(w.server(w.a_rw)) as c:
+        hist = await c.call_tool("fastn_get_event_history", {"type": "tool_call"})
+        (event,) = hist.structured_content["events"]
+        assert event["error_code"] == "unknown_tool" and event["tool"] == "no\ufffdsuch_tool"
+
+
 def test_dispatch_tables_match_the_handler_names_the_compiler_accepts() -> None:
     from generator.runtime import resources
     from generator.runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS

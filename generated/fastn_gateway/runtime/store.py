@@ -482,6 +482,12 @@ _SQLITE_EVENT_INSERT = (
 )
 
 
+def storable(text: str | None) -> str | None:
+    """`text` as every backend can store it: PostgreSQL's text columns refuse NUL, which a
+    client can put in what it sends (an unknown tool's name, recorded in its event log)."""
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
 def make_event(
     tenant_id: str,
     type_: str,
@@ -501,10 +507,10 @@ def make_event(
         type=type_,
         status=status,
         at=when,
-        connector=connector,
-        tool=tool,
+        connector=storable(connector),
+        tool=storable(tool),
         duration_ms=duration_ms,
-        error_code=error_code,
+        error_code=storable(error_code),
         details=details,
     )
 
