@@ -281,6 +281,23 @@ async def test_a_host_key_bound_to_a_user_may_not_register_other_users(
     assert sqlite_store.get_user(world.a.id, "intruder") is None
 
 
+@pytest.mark.parametrize("user", ["nul\x00byte", "line\nbreak", "\x7f"])
+async def test_register_refuses_a_user_id_with_control_characters(
+    http: str, world, user: str
+) -> None:
+    """A user id is the host application's name for a person: control characters in it are a
+    mistake (and PostgreSQL cannot store a NUL), refused with the JSON error, never stored."""
+    async with httpx2.AsyncClient() as h:
+        r = await h.post(
+            f"{http}/register",
+            json={"user": user},
+            headers={"Authorization": f"Bearer {world.a_host}"},
+        )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_arguments"
+    assert "control characters" in r.json()["error"]["message"]
+    assert world.runtime.store.get_user(world.a.id, user) is None
+
+
 async def test_register_has_the_same_host_and_origin_checks_as_mcp(
     http: str, world, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import random
+import re
 import secrets
 import threading
 import time
@@ -62,6 +63,7 @@ EVENT_TYPES = (
 
 US = 1_000_000
 DAY_US = 86_400 * US
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class StoreError(Exception):
@@ -816,8 +818,8 @@ class Store:
     def register_user(self, tenant_id: str, external_id: str) -> tuple[User, bool]:
         """Register (idempotently) a user; returns (user, created)."""
         external_id = external_id.strip()
-        if not external_id or len(external_id) > 200:
-            raise StoreError("user id must be 1-200 characters")
+        if not external_id or len(external_id) > 200 or _CONTROL.search(external_id):
+            raise StoreError("user id must be 1-200 characters, without control characters")
         existing = self.get_user(tenant_id, external_id)
         if existing is not None:
             return existing, False
@@ -840,6 +842,8 @@ class Store:
         return user, True
 
     def get_user(self, tenant_id: str, external_id: str) -> User | None:
+        if _CONTROL.search(external_id):  # never registered (and PostgreSQL refuses NUL)
+            return None
         with self.read() as conn:
             row = conn.execute(
                 sa.select(users).where(
