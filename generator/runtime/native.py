@@ -347,8 +347,11 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
     credentials = {n: await rt.credentials(call.snapshot, n) for n in scoped}
     tenant_id = call.principal.tenant_id
 
+    def connected_at(connector: str) -> int:
+        return call.snapshot.connections[connector].connected_at or 0
+
     async def store_refreshed(connector: str, refreshed: dict[str, str]) -> None:
-        await rt.run_db(rt.store.update_credentials, tenant_id, connector, refreshed)
+        await rt.store_refreshed(tenant_id, connector, refreshed, connected_at(connector))
 
     result: dict[str, Any]
     if credentials:
@@ -365,7 +368,7 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
     for src in result.get("sources", []):
         err = src.get("error") or ""
         if isinstance(err, str) and err.startswith("upstream_auth_failed"):
-            await rt.mark_needs_reauth(call.principal.tenant_id, src["connector"])
+            await rt.mark_needs_reauth(tenant_id, src["connector"], connected_at(src["connector"]))
     sources = list(result.get("sources", []))
     sources.extend(
         {"connector": n, "status": "error", "count": 0, "error": "not_connected"} for n in missing

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import random
+import re
 import secrets
 import threading
 import time
@@ -62,6 +63,7 @@ EVENT_TYPES = (
 
 US = 1_000_000
 DAY_US = 86_400 * US
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class StoreError(Exception):
@@ -482,6 +484,12 @@ _SQLITE_EVENT_INSERT = (
 )
 
 
+def storable(text: str | None) -> str | None:
+    """`text` as every backend can store it: PostgreSQL's text columns refuse NUL, which a
+    client can put in what it sends (an unknown tool's name, recorded in its event log)."""
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
 def make_event(
     tenant_id: str,
     type_: str,
@@ -501,10 +509,10 @@ def make_event(
         type=type_,
         status=status,
         at=when,
-        connector=connector,
-        tool=tool,
+        connector=storable(connector),
+        tool=storable(tool),
         duration_ms=duration_ms,
-        error_code=error_code,
+        error_code=storable(error_code),
         details=details,
     )
 
@@ -810,8 +818,8 @@ class Store:
     def register_user(self, tenant_id: str, external_id: str) -> tuple[User, bool]:
         """Register (idempotently) a user; returns (user, created)."""
         external_id = external_id.strip()
-        if not external_id or len(external_id) > 200:
-            raise StoreError("user id must be 1-200 characters")
+        if not external_id or len(external_id) > 200 or _CONTROL.search(external_id):
+            raise StoreError("user id must be 1-200 characters, without control characters")
         existing = self.get_user(tenant_id, external_id)
         if existing is not None:
             return existing, False
@@ -834,6 +842,8 @@ class Store:
         return user, True
 
     def get_user(self, tenant_id: str, external_id: str) -> User | None:
+        if _CONTROL.search(external_id):  # never registered (and PostgreSQL refuses NUL)
+            return None
         with self.read() as conn:
             row = conn.execute(
                 sa.select(users).where(
@@ -1098,8 +1108,20 @@ class Store:
         assert record is not None
         return record
 
-    def mark_needs_reauth(self, tenant_id: str, connector: str, error_code: str) -> bool:
-        """Mark an active connection as needing new credentials. True if it changed."""
+    @staticmethod
+    def _made_at(connected_at: int | None) -> list[sa.ColumnElement[bool]]:
+        """The condition that the connection is still the one made at `connected_at` (none
+        when None): what a call learnt about its credentials says nothing about a
+        reconnection's."""
+        if connected_at is None:
+            return []
+        return [sa.func.coalesce(connections.c.connected_at, 0) == connected_at]
+
+    def mark_needs_reauth(
+        self, tenant_id: str, connector: str, error_code: str, *, connected_at: int | None = None
+    ) -> bool:
+        """Mark an active connection (the one made at `connected_at`, when given) as needing
+        new credentials. True if it changed."""
         at = now_us()
         with self.write() as conn:
             result = conn.execute(
@@ -1108,6 +1130,7 @@ class Store:
                     connections.c.tenant_id == tenant_id,
                     connections.c.connector == connector,
                     connections.c.state == "active",
+                    *self._made_at(connected_at),
                 )
                 .values(
                     state="needs_reauth",
@@ -1121,27 +1144,37 @@ class Store:
         return bool(result.rowcount)
 
     def update_credentials(
-        self, tenant_id: str, connector: str, credentials: Mapping[str, str]
+        self,
+        tenant_id: str,
+        connector: str,
+        credentials: Mapping[str, str],
+        *,
+        connected_at: int | None = None,
     ) -> None:
         """Merge refreshed credentials (e.g. a new OAuth access token, perhaps a rotated
-        refresh token) into an active connection's stored ones, in one transaction."""
+        refresh token) into an active connection's stored ones, in one transaction; with
+        `connected_at`, only while the connection is still the one made then (a reconnection
+        may hold another account's credentials)."""
+        # The update repeats the select's conditions: on PostgreSQL a reconnection may commit
+        # in between, and the update, which waits for its row, then leaves it alone.
+        same = (
+            connections.c.tenant_id == tenant_id,
+            connections.c.connector == connector,
+            connections.c.state == "active",
+            *self._made_at(connected_at),
+        )
         with self.write() as conn:
-            sealed = conn.execute(
-                sa.select(connections.c.credentials).where(
-                    connections.c.tenant_id == tenant_id,
-                    connections.c.connector == connector,
-                    connections.c.state == "active",
-                )
-            ).scalar()
+            sealed = conn.execute(sa.select(connections.c.credentials).where(*same)).scalar()
             if sealed is None:
                 return
             merged = {**self.cipher.decrypt(sealed), **{k: str(v) for k, v in credentials.items()}}
-            conn.execute(
+            result = conn.execute(
                 connections.update()
-                .where(connections.c.tenant_id == tenant_id, connections.c.connector == connector)
+                .where(*same)
                 .values(credentials=self.cipher.encrypt(merged), updated_at=now_us())
             )
-            self._bump(conn, tenant_id)
+            if result.rowcount:
+                self._bump(conn, tenant_id)
 
     def get_connection(self, tenant_id: str, connector: str) -> ConnectionRecord | None:
         with self.read() as conn:

@@ -467,6 +467,12 @@ async def test_shopify_link_header_pagination(
         "{base_acme}/../../../globex/admin/api/2024-10/orders.json",
         "{base_acme}/%2e%2e/%2E%2E/%2e%2e/globex/admin/api/2024-10/orders.json",
         "{base_acme}/./orders.json",
+        # ... and inside one segment, behind an encoded slash or backslash, or a ;parameter,
+        # which servers and proxies that decode the path before resolving it also climb by.
+        "{base_acme}/..%2F..%2F..%2Fglobex/admin/api/2024-10/orders.json",
+        "{base_acme}/x%2F..%2F..%2F..%2F..%2Fglobex/admin/api/2024-10/orders.json",
+        "{base_acme}/..%5C..%5C..%5Cglobex/admin/api/2024-10/orders.json",
+        "{base_acme}/..;/..;/..;/globex/admin/api/2024-10/orders.json",
     ],
 )
 async def test_a_link_cursor_off_the_connections_base_url_is_refused(
@@ -662,13 +668,13 @@ async def test_github_path_placeholders_are_percent_encoded(
     exc = await fails(
         executor.call(
             gateway.tools["github_list_issues"],
-            {"owner": "acme/../../admin", "repo": "a b?c#d"},
+            {"owner": "acme/admin", "repo": "a b?c#d"},
             credentials=GH_A,
             ctx=A,
         )
     )
     (sent,) = github.requests()
-    assert sent.raw_path == "/repos/acme%2F..%2F..%2Fadmin/a%20b%3Fc%23d/issues"
+    assert sent.raw_path == "/repos/acme%2Fadmin/a%20b%3Fc%23d/issues"
     assert exc.code == UPSTREAM_ERROR and exc.status == 404
     assert exc.details["upstream_error"] == "Not Found"
 
@@ -758,7 +764,19 @@ async def test_github_403_refuses_the_request_without_condemning_the_credentials
     assert exc.message == "GitHub refused the request with HTTP 403."
 
 
-@pytest.mark.parametrize(("owner", "repo"), [("..", ".."), (".", "api"), ("acme", "..")])
+@pytest.mark.parametrize(
+    ("owner", "repo"),
+    [
+        ("..", ".."),
+        (".", "api"),
+        ("acme", ".."),
+        # One encoded segment that a server decoding %2F (or %5C) before resolving climbs by.
+        ("../../user", "repos"),
+        ("acme", "api/../../../user"),
+        ("..\\..\\user", "repos"),
+        ("..;", "api"),
+    ],
+)
 async def test_a_dot_segment_argument_never_moves_the_request_path(
     executor: ConnectorExecutor,
     gateway: c.GatewaySpec,

@@ -263,6 +263,41 @@ async def test_a_host_key_bound_to_a_user_reads_only_that_users_memory(
         assert exc.value.error.data["error"]["code"] == "not_found"
 
 
+async def test_a_host_key_bound_to_a_user_may_not_register_other_users(
+    http: str, world, sqlite_store: Store
+) -> None:
+    """A key bound to one user acts as that user, whatever else it may do: it adds no other
+    users to the tenant."""
+    bound = sqlite_store.issue_key(
+        world.a.id, scopes=["read", "write"], host_app=True, user="ash"
+    ).token
+    async with httpx2.AsyncClient() as h:
+        r = await h.post(
+            f"{http}/register",
+            json={"user": "intruder"},
+            headers={"Authorization": f"Bearer {bound}"},
+        )
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    assert sqlite_store.get_user(world.a.id, "intruder") is None
+
+
+@pytest.mark.parametrize("user", ["nul\x00byte", "line\nbreak", "\x7f"])
+async def test_register_refuses_a_user_id_with_control_characters(
+    http: str, world, user: str
+) -> None:
+    """A user id is the host application's name for a person: control characters in it are a
+    mistake (and PostgreSQL cannot store a NUL), refused with the JSON error, never stored."""
+    async with httpx2.AsyncClient() as h:
+        r = await h.post(
+            f"{http}/register",
+            json={"user": user},
+            headers={"Authorization": f"Bearer {world.a_host}"},
+        )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_arguments"
+    assert "control characters" in r.json()["error"]["message"]
+    assert world.runtime.store.get_user(world.a.id, user) is None
+
+
 async def test_register_has_the_same_host_and_origin_checks_as_mcp(
     http: str, world, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -536,6 +538,34 @@ async def test_whole_runtime_on_postgres(pg_world) -> None:
     assert [r.is_error for r in results] == [False, False, False, True]
 
 
+@pytest.fixture(params=["world", "pg_world"])
+def any_world(request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue(request.param)
+
+
+async def test_a_tool_name_the_database_cannot_store_stops_no_one_being_recorded(
+    any_world: Any,
+) -> None:
+    """An unknown tool's name goes into the caller's event log. A name PostgreSQL cannot hold
+    in a text column (a NUL character) must not make the batch it is written in unwritable:
+    that batch carries every tenant's events and usage."""
+    w = any_world
+    async with Client(w.server(w.a_rw)) as c:
+        with pytest.raises(MCPError, match="Unknown tool"):
+            await c.call_tool("no\x00such_tool", {})
+    async with Client(w.server(w.b_rw)) as c:
+        assert not (await c.call_tool("fastn_list_integrations", {})).is_error
+        hist = await c.call_tool("fastn_get_event_history", {"type": "tool_call"})
+        assert not hist.is_error, hist.content
+        assert [e["tool"] for e in hist.structured_content["events"]] == ["fastn_list_integrations"]
+        usage = (await c.call_tool("fastn_get_usage_summary", {})).structured_content
+        assert usage["calls"] == 2  # the summary's own call is counted once it is over
+    async with Client(w.server(w.a_rw)) as c:
+        hist = await c.call_tool("fastn_get_event_history", {"type": "tool_call"})
+        (event,) = hist.structured_content["events"]
+        assert event["error_code"] == "unknown_tool" and event["tool"] == "no\ufffdsuch_tool"
+
+
 def test_dispatch_tables_match_the_handler_names_the_compiler_accepts() -> None:
     from generator.runtime import resources
     from generator.runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
@@ -617,3 +647,100 @@ async def test_a_cancelled_call_is_recorded_as_cancelled(world, upstream) -> Non
     finally:
         upstream.slack_delay = 0.0
     assert [(e["status"], e["error_code"]) for e in calls] == [("error", "cancelled")]
+
+
+@asynccontextmanager
+async def hubspot_gateway(sqlite_store: Store, gateway) -> AsyncIterator[tuple[Any, Any, str]]:
+    """A runtime whose HubSpot is the stand-in with two accounts (portals A and B), and the
+    tenant `acme` with a key: (runtime, stand-in, tenant id)."""
+    from generator.runtime.executor import ConnectorExecutor
+    from generator.runtime.server import GatewayRuntime
+    from tests.runtime.upstreams import HS_APP, HS_REFRESH_A, HS_REFRESH_B, HubSpotUpstream
+
+    hub = HubSpotUpstream(HS_APP, {HS_REFRESH_A: "portalA", HS_REFRESH_B: "portalB"})
+    hub.start()
+    try:
+        executor = ConnectorExecutor(
+            gateway,
+            base_urls={"hubspot": hub.url},
+            token_urls={"hubspot": f"{hub.url}/oauth/v1/token"},
+        )
+        rt = GatewayRuntime(gateway, sqlite_store, executor=executor, recorder_interval=0.05)
+        try:
+            yield rt, hub, sqlite_store.create_tenant("acme").id
+        finally:
+            await rt.aclose()
+    finally:
+        hub.stop()
+
+
+async def reconnect_during_first_call(
+    rt: Any, key: str, tenant_id: str, hub: Any, waiting_for: tuple[str, str], creds: Any
+) -> tuple[Any, Any]:
+    """Call hubspot_list_contacts, reconnect HubSpot with `creds` while that call waits for
+    the stand-in's `waiting_for` (method, path) request, then call again: both results."""
+    results: list[Any] = []
+    async with Client(rt.build_server(api_key=key)) as c:
+
+        async def first() -> None:
+            results.append(await c.call_tool("hubspot_list_contacts", {"limit": 10}))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            with anyio.fail_after(10):
+                while not hub.requests(*waiting_for):
+                    await anyio.sleep(0.01)
+            await rt.connect(tenant_id, "hubspot", creds)
+        results.append(await c.call_tool("hubspot_list_contacts", {"limit": 10}))
+    return results[0], results[1]
+
+
+def emails(result: Any) -> set[str]:
+    assert not result.is_error, result.content
+    return {x["properties"]["email"] for x in result.structured_content["contacts"]}
+
+
+async def test_a_token_refreshed_by_a_call_begun_before_a_reconnection_is_not_stored(
+    sqlite_store: Store, gateway
+) -> None:
+    """The tenant reconnects HubSpot to another account while a call through the old
+    connection is refreshing its expired token: the old account's new token belongs to the
+    old connection, and must not replace the new connection's credentials."""
+    from tests.runtime.upstreams import HS_REFRESH_A, HS_REFRESH_B, Fault, hubspot_creds
+
+    async with hubspot_gateway(sqlite_store, gateway) as (rt, hub, tenant_id):
+        old = hub.issue("portalA")
+        hub.expire(old)
+        sqlite_store.connect(tenant_id, "hubspot", hubspot_creds(old, HS_REFRESH_A))
+        key = sqlite_store.issue_key(tenant_id).token
+        hub.fail_next("POST", "/oauth/v1/token", Fault(status=None, delay=0.5))
+        new = hubspot_creds(hub.issue("portalB"), HS_REFRESH_B)
+        before, after = await reconnect_during_first_call(
+            rt, key, tenant_id, hub, ("POST", "/oauth/v1/token"), new
+        )
+        assert emails(before) and all(e.endswith("@portalA.example") for e in emails(before))
+        assert emails(after) and all(e.endswith("@portalB.example") for e in emails(after))
+        rec = sqlite_store.get_connection(tenant_id, "hubspot")
+        assert rec is not None and sqlite_store.open_credentials(rec) == new
+
+
+async def test_an_auth_failure_of_a_call_begun_before_a_reconnection_spares_the_new_one(
+    sqlite_store: Store, gateway
+) -> None:
+    """A call through credentials that HubSpot no longer accepts fails after the tenant has
+    reconnected with good ones: the new connection stays active and its tools usable."""
+    from tests.runtime.upstreams import HS_REFRESH_B, Fault, hubspot_creds
+
+    async with hubspot_gateway(sqlite_store, gateway) as (rt, hub, tenant_id):
+        revoked = hubspot_creds("hs-access-revoked", "hs-refresh-revoked")
+        sqlite_store.connect(tenant_id, "hubspot", revoked)
+        key = sqlite_store.issue_key(tenant_id).token
+        hub.fail_next("GET", "/crm/v3/objects/contacts", Fault(status=None, delay=0.5))
+        new = hubspot_creds(hub.issue("portalB"), HS_REFRESH_B)
+        before, after = await reconnect_during_first_call(
+            rt, key, tenant_id, hub, ("GET", "/crm/v3/objects/contacts"), new
+        )
+        assert json.loads(before.content[0].text)["error"]["code"] == "upstream_auth_failed"
+        assert emails(after) and all(e.endswith("@portalB.example") for e in emails(after))
+        rec = sqlite_store.get_connection(tenant_id, "hubspot")
+        assert rec is not None and rec.state == "active" and rec.last_error is None

@@ -197,16 +197,17 @@ def build_http_app(
                 GatewayError(UNAUTHENTICATED, "A valid API key is required."),
                 **{"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        # A key bound to one user acts as that user: it may not add others to the tenant.
-        if not (
-            principal.can_assert_user or (principal.has_scope("write") and principal.user is None)
+        # A key bound to one user acts as that user, a host application's key included: it
+        # may not add others to the tenant.
+        if principal.user is not None or not (
+            principal.can_assert_user or principal.has_scope("write")
         ):
             return _error(
                 403,
                 GatewayError(
                     FORBIDDEN,
-                    "Registering users needs a host application key, or a write key that is "
-                    "not bound to a user.",
+                    "Registering users needs a key that is not bound to a user: a host "
+                    "application key, or a write key.",
                 ),
             )
         body = await request.body()

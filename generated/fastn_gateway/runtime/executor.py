@@ -114,6 +114,7 @@ from .templating import (
     MissingPlaceholder,
     Node,
     TextTemplate,
+    climbs,
     compile_value,
     digits,
     get_path,
@@ -573,13 +574,14 @@ def _link_next(headers: httpx2.Headers) -> tuple[bool, str | None]:
 def _same_base(url: str, base: str) -> bool:
     """Whether `url` (a next-page link given back by the model) stays under the connection's
     base URL: same scheme, host and port, no user info, and a path under the base path with no
-    dot segments (which would climb out of it once resolved), percent-encoded or not."""
+    dot segments (which would climb out of it once resolved), percent-encoded or not, even
+    inside one segment behind an encoded slash or backslash (`..%2F..`)."""
     target, root = urlsplit(url), urlsplit(base)
     if (target.scheme, target.netloc.lower()) != (root.scheme, root.netloc.lower()):
         return False
     if target.username or target.password:
         return False
-    if any(unquote(segment) in (".", "..") for segment in target.path.split("/")):
+    if any(climbs(unquote(segment)) for segment in target.path.split("/")):
         return False
     prefix = root.path.rstrip("/")
     return target.path == prefix or target.path.startswith(prefix + "/")

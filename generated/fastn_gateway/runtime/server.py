@@ -534,12 +534,34 @@ class GatewayRuntime:
             retryable=False,
         )
 
-    async def mark_needs_reauth(self, tenant_id: str, connector: str) -> None:
+    # A call's outcome concerns the connection whose credentials it used, made at
+    # `connected_at`: a reconnection meanwhile (perhaps to another account) is left alone.
+    async def mark_needs_reauth(self, tenant_id: str, connector: str, connected_at: int) -> None:
         changed = await self.run_db(
-            self.store.mark_needs_reauth, tenant_id, connector, UPSTREAM_AUTH_FAILED
+            partial(
+                self.store.mark_needs_reauth,
+                tenant_id,
+                connector,
+                UPSTREAM_AUTH_FAILED,
+                connected_at=connected_at,
+            )
         )
         if changed:
             await self.refresh_tenant(tenant_id)
+
+    async def store_refreshed(
+        self, tenant_id: str, connector: str, credentials: Mapping[str, str], connected_at: int
+    ) -> None:
+        """Store the OAuth2 tokens a call refreshed (see `mark_needs_reauth`)."""
+        await self.run_db(
+            partial(
+                self.store.update_credentials,
+                tenant_id,
+                connector,
+                credentials,
+                connected_at=connected_at,
+            )
+        )
 
     # admin operations performed in-process (tests, embedding applications) notify at once
     async def connect(self, tenant_id: str, connector: str, credentials: Mapping[str, str]) -> None:
@@ -927,21 +949,18 @@ class _Handlers:
                 extra["upstream_status"] = status
             refreshed = getattr(exc, "refreshed_credentials", None)
             if refreshed:
-                await rt.run_db(
-                    rt.store.update_credentials, principal.tenant_id, spec.connector, refreshed
+                await rt.store_refreshed(
+                    principal.tenant_id, spec.connector, refreshed, connected_at
                 )
             if exc.code == UPSTREAM_AUTH_FAILED:
-                await rt.mark_needs_reauth(principal.tenant_id, spec.connector)
+                await rt.mark_needs_reauth(principal.tenant_id, spec.connector, connected_at)
             raise
         extra["upstream_status"] = result.status
         if result.attempts > 1:
             extra["attempts"] = result.attempts
         if result.refreshed_credentials:
-            await rt.run_db(
-                rt.store.update_credentials,
-                principal.tenant_id,
-                spec.connector,
-                result.refreshed_credentials,
+            await rt.store_refreshed(
+                principal.tenant_id, spec.connector, result.refreshed_credentials, connected_at
             )
         return result.output
 

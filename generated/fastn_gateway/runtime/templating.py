@@ -67,12 +67,24 @@ class MissingPlaceholder(Exception):
 
 
 class DotSegment(Exception):
-    """A path placeholder's value was `.` or `..`: as a path segment it would move the request
-    to another endpoint (clients and servers resolve dot segments, percent-encoded or not)."""
+    """A path placeholder's value was, or held, a dot segment (`climbs`): as a path segment it
+    would move the request to another endpoint (clients and servers resolve dot segments,
+    percent-encoded or not)."""
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.name = name
+
+
+_SEPARATORS: Final = re.compile(r"[/\\]")
+
+
+def climbs(segment: str) -> bool:
+    """Whether one decoded path segment holds a dot segment: `.` or `..` on its own, between
+    the slashes or backslashes it holds (which a server that decodes `%2F` or `%5C` before
+    resolving the path splits it at), or before a `;parameter` (`..;`, as servlet containers
+    read it)."""
+    return any(part.partition(";")[0] in (".", "..") for part in _SEPARATORS.split(segment))
 
 
 def scalar_text(value: Any) -> str:
@@ -292,7 +304,8 @@ def compile_value(template: Any, *, nested: bool = False) -> Node:
 
 class TextTemplate:
     """A path or URL template whose placeholders are all required. With `encode`, each value
-    becomes one percent-encoded path segment, and `.` or `..` are refused (`DotSegment`)."""
+    becomes one percent-encoded path segment, and one holding a dot segment is refused
+    (`DotSegment`)."""
 
     __slots__ = ("parts", "encode")
 
@@ -313,7 +326,7 @@ class TextTemplate:
             if value is MISSING or value is None:
                 raise MissingPlaceholder(part.name)
             piece = part.text(value)
-            if self.encode and piece in (".", ".."):
+            if self.encode and climbs(piece):
                 raise DotSegment(part.name)
             out.append(quote(piece, safe="") if self.encode else piece)
         return "".join(out)
