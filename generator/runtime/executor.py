@@ -896,15 +896,22 @@ class ConnectorExecutor:
         *,
         credentials: Mapping[str, str],
         ctx: CallContext,
+        on_refresh: Callable[[dict[str, str]], Awaitable[None]] | None = None,
     ) -> ExecResult:
         """Run `tool` for the tenant of `ctx` with that tenant's `credentials`.
+
+        `on_refresh` stores the tokens of an OAuth2 refresh as soon as it succeeds, before the
+        call goes on, and shielded from cancellation together with the refresh: a provider
+        that rotates refresh tokens has invalidated the stored one by then, so a call
+        cancelled afterwards (a client that gave up, a search's time limit) must not lose the
+        new one. The refreshed tokens are also on the result or error, as without it.
 
         Raises `ConnectorCallError` (a `GatewayError`) with a safe envelope on any failure.
         """
         plan = self._plan(tool)
         started = time.perf_counter()
         try:
-            result = await self._call(plan, arguments, credentials, ctx)
+            result = await self._call(plan, arguments, credentials, ctx, on_refresh)
         except ConnectorCallError as exc:
             # The message is the client's: safe to log (credentials are redacted from it).
             logger.warning(
@@ -1076,16 +1083,12 @@ class ConnectorExecutor:
         store_refreshed: Callable[[str, dict[str, str]], Awaitable[None]] | None,
     ) -> list[dict[str, Any]]:
         args = self._search_args(tool, mapping, query, limit)
-        try:
-            result = await self.call(tool, args, credentials=credentials, ctx=ctx)
-        except ConnectorCallError as exc:
-            if exc.refreshed_credentials and store_refreshed is not None:
-                with anyio.CancelScope(shield=True):
-                    await store_refreshed(name, exc.refreshed_credentials)
-            raise
-        if result.refreshed_credentials and store_refreshed is not None:
-            with anyio.CancelScope(shield=True):
-                await store_refreshed(name, result.refreshed_credentials)
+
+        async def stored(refreshed: dict[str, str]) -> None:
+            if store_refreshed is not None:
+                await store_refreshed(name, refreshed)
+
+        result = await self.call(tool, args, credentials=credentials, ctx=ctx, on_refresh=stored)
         items = get_path(result.output, mapping.items)
         if items is MISSING or items is None:
             records: list[Any] = []
@@ -1348,6 +1351,7 @@ class ConnectorExecutor:
         arguments: Mapping[str, Any],
         credentials: Mapping[str, str],
         ctx: CallContext,
+        on_refresh: Callable[[dict[str, str]], Awaitable[None]] | None,
     ) -> ExecResult:
         conn = plan.conn
         name = conn.spec.name
@@ -1465,8 +1469,13 @@ class ConnectorExecutor:
                 )
                 if auth_failed:
                     if conn.can_refresh and refreshed is None:
-                        refreshed = await self._refresh(conn, creds, ctx)
-                        creds.update(refreshed)
+                        new: dict[str, str] = {}  # (a shielding scope never swallows errors)
+                        with anyio.CancelScope(shield=True):  # bounded by the timeout
+                            new = await self._refresh(conn, creds, ctx)
+                            if on_refresh is not None:
+                                await on_refresh(dict(new))
+                        refreshed = new
+                        creds.update(new)
                         continue
                     raise self._fail(
                         UPSTREAM_AUTH_FAILED,

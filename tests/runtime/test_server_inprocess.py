@@ -744,3 +744,43 @@ async def test_an_auth_failure_of_a_call_begun_before_a_reconnection_spares_the_
         assert emails(after) and all(e.endswith("@portalB.example") for e in emails(after))
         rec = sqlite_store.get_connection(tenant_id, "hubspot")
         assert rec is not None and rec.state == "active" and rec.last_error is None
+
+
+async def test_a_rotated_refresh_token_is_stored_even_if_the_call_is_then_cancelled(
+    sqlite_store: Store, gateway
+) -> None:
+    """A provider that rotates refresh tokens invalidates the stored one when it answers a
+    refresh. The new one is stored at once: a client that then gives up on the call (the
+    retried request is slow) cancels the call, not the stored tokens."""
+    from generator.runtime.executor import ConnectorExecutor
+    from generator.runtime.server import GatewayRuntime
+    from tests.runtime.upstreams import HS_APP, HS_REFRESH_A, Fault, HubSpotUpstream, hubspot_creds
+
+    hub = HubSpotUpstream(HS_APP, {HS_REFRESH_A: "portalA"}, rotate_refresh_tokens=True)
+    hub.start()
+    try:
+        executor = ConnectorExecutor(
+            gateway,
+            base_urls={"hubspot": hub.url},
+            token_urls={"hubspot": f"{hub.url}/oauth/v1/token"},
+        )
+        rt = GatewayRuntime(gateway, sqlite_store, executor=executor, recorder_interval=0.05)
+        t = sqlite_store.create_tenant("acme")
+        old = hub.issue("portalA")
+        hub.expire(old)
+        sqlite_store.connect(t.id, "hubspot", hubspot_creds(old))
+        key = sqlite_store.issue_key(t.id).token
+        # The first request meets the expired token (401); the one after the refresh hangs.
+        hub.fail_next("GET", "/crm/v3/objects/contacts", Fault(None), Fault(None, delay=3.0))
+        async with Client(rt.build_server(api_key=key), read_timeout_seconds=0.5) as c:
+            with pytest.raises(MCPError):
+                await c.call_tool("hubspot_list_contacts", {"limit": 2})
+        assert hub.refreshes == 1
+        rec = sqlite_store.get_connection(t.id, "hubspot")
+        assert rec is not None and rec.state == "active"
+        stored = sqlite_store.open_credentials(rec)
+        assert list(hub.grants) == [stored["refresh_token"]] != [HS_REFRESH_A]  # the live one
+        assert stored["access_token"] != old
+        await rt.aclose()
+    finally:
+        hub.stop()

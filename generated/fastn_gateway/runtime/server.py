@@ -936,32 +936,29 @@ class _Handlers:
         user = await self.require_user(ctx, principal) if needs_user else principal.user
         credentials = await rt.credentials(snap, spec.connector)
         connected_at = snap.connections[spec.connector].connected_at or 0
+        connector = spec.connector
+
+        async def store_refreshed(refreshed: dict[str, str]) -> None:
+            await rt.store_refreshed(principal.tenant_id, connector, refreshed, connected_at)
+
         try:
             result = await rt.executor.call(
                 spec,
                 args,
                 credentials=credentials,
                 ctx=rt.call_context(principal, user, connected_at=connected_at),
+                on_refresh=store_refreshed,
             )
         except GatewayError as exc:
             status = getattr(exc, "status", None)
             if status is not None:
                 extra["upstream_status"] = status
-            refreshed = getattr(exc, "refreshed_credentials", None)
-            if refreshed:
-                await rt.store_refreshed(
-                    principal.tenant_id, spec.connector, refreshed, connected_at
-                )
             if exc.code == UPSTREAM_AUTH_FAILED:
                 await rt.mark_needs_reauth(principal.tenant_id, spec.connector, connected_at)
             raise
         extra["upstream_status"] = result.status
         if result.attempts > 1:
             extra["attempts"] = result.attempts
-        if result.refreshed_credentials:
-            await rt.store_refreshed(
-                principal.tenant_id, spec.connector, result.refreshed_credentials, connected_at
-            )
         return result.output
 
     # ------------------------------------------------------------------ resources
