@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -82,6 +83,66 @@ def test_failed_write_is_retried_and_close_writes_the_rest(
     rec.close()
     assert len(sqlite_store.query_events(t.id, limit=100)) == 5
     assert sqlite_store.usage_totals(t.id, "2026-05")[0] == 5
+
+
+def test_a_record_the_database_refuses_is_dropped_and_the_others_are_stored(
+    sqlite_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One record the database will not store (here an event whose id is taken: SQLite's
+    IntegrityError; on PostgreSQL also a DataError) must not keep every tenant's records out
+    of the database, batch after batch."""
+    a, b = sqlite_store.create_tenant("acme"), sqlite_store.create_tenant("bravo")
+    rec = Recorder(sqlite_store, interval=3600)
+    first = make_event(a.id, "memory_update")
+    rec.record_event(first)
+    assert rec.flush() == 1
+    _call(rec, a.id)
+    rec.record_event(first)  # refused: its id is stored already
+    _call(rec, b.id)
+    assert rec.flush() == 2
+    assert rec.pending() == 0
+    assert len(sqlite_store.query_events(a.id, type_="tool_call")) == 1
+    assert len(sqlite_store.query_events(b.id, type_="tool_call")) == 1
+    assert sqlite_store.usage_totals(a.id, "2026-05")[0] == 1
+    assert sqlite_store.usage_totals(b.id, "2026-05")[0] == 1
+    # 3 events, 2 usage rows, 2 connection outcomes (Slack calls)
+    assert "the database refused 1 of 7 records" in caplog.text
+    _call(rec, b.id)
+    assert rec.flush() == 1  # the next batch is written whole
+    assert sqlite_store.usage_totals(b.id, "2026-05")[0] == 2
+
+
+def test_an_outage_while_writing_record_by_record_puts_the_rest_back(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = sqlite_store.create_tenant("acme")
+    rec = Recorder(sqlite_store, interval=3600)
+    first = make_event(t.id, "memory_update")
+    rec.record_event(first)
+    rec.flush()
+    rec.record_event(first)  # refused: the batch is then written record by record...
+    for _ in range(3):
+        _call(rec, t.id)
+    real = sqlite_store.write_batch
+    singles = {"n": 0}
+
+    def down_after_two(events: list[Any], *rest: Any) -> None:
+        if len(events) > 1:  # the whole batch
+            real(events, *rest)
+            return
+        singles["n"] += 1
+        if singles["n"] == 3:  # ...and the database goes away midway
+            raise RuntimeError("connection lost")
+        real(events, *rest)
+
+    monkeypatch.setattr(sqlite_store, "write_batch", down_after_two)
+    with pytest.raises(RuntimeError):
+        rec.flush()
+    monkeypatch.setattr(sqlite_store, "write_batch", real)
+    rec.flush()
+    # Every call is stored exactly once: nothing written before the outage is written again.
+    assert len(sqlite_store.query_events(t.id, type_="tool_call", limit=10)) == 3
+    assert sqlite_store.usage_totals(t.id, "2026-05")[0] == 3
 
 
 def test_concurrent_close_waits_for_the_final_flush(sqlite_store: Store) -> None:

@@ -7,7 +7,10 @@ first so they see their own calls), and `close()` stops the thread and writes wh
 so a clean shutdown never loses a record; an `atexit` hook is a last safety net.
 
 A batch that fails to write is put back and retried on the next flush; after `close()` gives
-up, the number of lost records is logged (never their content).
+up, the number of lost records is logged (never their content). A batch the database refuses
+(a record it cannot store, not an outage) is written record by record instead, and the records
+it refuses are dropped and counted in the log: one bad record must not stop every tenant's
+events and usage from being stored.
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import DataError, IntegrityError
+
 from .quota import QuotaTracker
 from .store import EventRecord, HealthDelta, Store, UsageDelta, make_event, now_us
 
 logger = logging.getLogger(__name__)
 
 UsageKey = tuple[str, str, str]  # tenant, period, tool
+# What a database raises for a record it will not store (as opposed to being unreachable).
+REFUSED: tuple[type[Exception], ...] = (DataError, IntegrityError)
 
 
 @dataclass(slots=True)
@@ -50,6 +57,24 @@ class _Batch:
 
     def __len__(self) -> int:
         return len(self.events) + len(self.usage) + len(self.health)
+
+    @classmethod
+    def of(
+        cls, events: list[EventRecord], usage: list[UsageDelta], health: list[HealthDelta]
+    ) -> _Batch:
+        return cls(
+            events=list(events),
+            usage={
+                (d.tenant_id, d.period, d.tool): _Usage(d.connector, d.calls, d.errors)
+                for d in usage
+            },
+            health={
+                (h.tenant_id, h.connector): _Health(
+                    h.last_success_at, h.last_error_at, h.last_error
+                )
+                for h in health
+            },
+        )
 
     def merge_back(self, newer: _Batch) -> None:
         """Put a failed batch (self) in front of what arrived since (newer)."""
@@ -230,7 +255,7 @@ class Recorder:
     # ------------------------------------------------------------------ writing
 
     def flush(self) -> int:
-        """Write everything buffered now (blocking). Returns the number of records written."""
+        """Write everything buffered now (blocking). Returns the number of events written."""
         with self._write_lock:
             with self._lock:
                 batch, self._batch = self._batch, _Batch()
@@ -244,20 +269,62 @@ class Recorder:
                 HealthDelta(t, c, h.last_success_at, h.last_error_at, h.last_error)
                 for (t, c), h in batch.health.items()
             ]
+            stored = len(batch.events)
             try:
                 self.store.write_batch(batch.events, usage, health)
+            except REFUSED:
+                stored = self._write_singly(batch.events, usage, health)
             except BaseException:
-                with self._lock:
-                    batch.merge_back(self._batch)
-                    self._batch = batch
+                self._put_back(batch)
                 raise
             self.flushes += 1
-            self.written += len(batch.events)
+            self.written += stored
             if self.quota is not None and usage:
                 self._settle(usage)
         if self._on_flushed is not None:
             self._on_flushed()
-        return len(batch.events)
+        return stored
+
+    def _write_singly(
+        self, events: list[EventRecord], usage: list[UsageDelta], health: list[HealthDelta]
+    ) -> int:
+        """Write each record in its own transaction, dropping those the database refuses, and
+        return how many events were stored. On any other failure (an outage meanwhile), the
+        records not written yet are put back."""
+        parts: list[tuple[list[EventRecord], list[UsageDelta], list[HealthDelta]]] = [
+            *(([e], [], []) for e in events),
+            *(([], [d], []) for d in usage),
+            *(([], [], [h]) for h in health),
+        ]
+        refused = refused_events = 0
+        for i, part in enumerate(parts):
+            try:
+                self.store.write_batch(*part)
+            except REFUSED:
+                refused += 1
+                refused_events += len(part[0])
+            except BaseException:
+                rest = parts[i:]
+                self._put_back(
+                    _Batch.of(
+                        [e for p in rest for e in p[0]],
+                        [d for p in rest for d in p[1]],
+                        [h for p in rest for h in p[2]],
+                    )
+                )
+                raise
+        logger.error(
+            "recorder: the database refused %d of %d records (dropped; the others are stored)",
+            refused,
+            len(parts),
+        )
+        return len(events) - refused_events
+
+    def _put_back(self, unwritten: _Batch) -> None:
+        """Put records that could not be written in front of what arrived since."""
+        with self._lock:
+            unwritten.merge_back(self._batch)
+            self._batch = unwritten
 
     def _settle(self, usage: list[UsageDelta]) -> None:
         assert self.quota is not None
