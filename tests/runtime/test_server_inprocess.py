@@ -588,29 +588,18 @@ async def test_refreshed_oauth_credentials_are_stored_back(
 ) -> None:
     """HubSpot answers 401 to an expired token; the executor refreshes it at the token URL and
     the server stores the new token (encrypted), so the next call needs no refresh."""
-    from generator.runtime.executor import ConnectorExecutor
-    from generator.runtime.server import GatewayRuntime
-    from tests.runtime.upstreams import HS_APP, HS_REFRESH_A, HubSpotUpstream, hubspot_creds
+    from tests.runtime.upstreams import HS_APP, hubspot_creds
 
-    hub = HubSpotUpstream(HS_APP, {HS_REFRESH_A: "portalA"})
-    hub.start()
-    try:
-        executor = ConnectorExecutor(
-            gateway,
-            base_urls={"hubspot": hub.url},
-            token_urls={"hubspot": f"{hub.url}/oauth/v1/token"},
-        )
-        rt = GatewayRuntime(gateway, sqlite_store, executor=executor, recorder_interval=0.05)
-        t = sqlite_store.create_tenant("acme")
+    async with hubspot_gateway(sqlite_store, gateway) as (rt, hub, tenant_id):
         old = hub.issue("portalA")
         hub.expire(old)
-        sqlite_store.connect(t.id, "hubspot", hubspot_creds(old))
-        key = sqlite_store.issue_key(t.id).token
+        sqlite_store.connect(tenant_id, "hubspot", hubspot_creds(old))
+        key = sqlite_store.issue_key(tenant_id).token
         async with Client(rt.build_server(api_key=key)) as c:
             r = await c.call_tool(tool, args)
             assert not r.is_error, r.content
             assert hub.refreshes == 1
-            rec = sqlite_store.get_connection(t.id, "hubspot")
+            rec = sqlite_store.get_connection(tenant_id, "hubspot")
             assert rec is not None and rec.state == "active"
             stored = sqlite_store.open_credentials(rec)
             assert (
@@ -619,9 +608,6 @@ async def test_refreshed_oauth_credentials_are_stored_back(
             assert stored["access_token"] not in (rec.sealed_credentials or "")
             r = await c.call_tool("hubspot_list_contacts", {"limit": 2})
             assert not r.is_error and hub.refreshes == 1
-        await rt.aclose()
-    finally:
-        hub.stop()
 
 
 async def test_a_cancelled_call_is_recorded_as_cancelled(world, upstream) -> None:
@@ -650,14 +636,20 @@ async def test_a_cancelled_call_is_recorded_as_cancelled(world, upstream) -> Non
 
 
 @asynccontextmanager
-async def hubspot_gateway(sqlite_store: Store, gateway) -> AsyncIterator[tuple[Any, Any, str]]:
+async def hubspot_gateway(
+    sqlite_store: Store, gateway, *, rotate_refresh_tokens: bool = False
+) -> AsyncIterator[tuple[Any, Any, str]]:
     """A runtime whose HubSpot is the stand-in with two accounts (portals A and B), and the
-    tenant `acme` with a key: (runtime, stand-in, tenant id)."""
+    tenant `acme`: (runtime, stand-in, tenant id)."""
     from generator.runtime.executor import ConnectorExecutor
     from generator.runtime.server import GatewayRuntime
     from tests.runtime.upstreams import HS_APP, HS_REFRESH_A, HS_REFRESH_B, HubSpotUpstream
 
-    hub = HubSpotUpstream(HS_APP, {HS_REFRESH_A: "portalA", HS_REFRESH_B: "portalB"})
+    hub = HubSpotUpstream(
+        HS_APP,
+        {HS_REFRESH_A: "portalA", HS_REFRESH_B: "portalB"},
+        rotate_refresh_tokens=rotate_refresh_tokens,
+    )
     hub.start()
     try:
         executor = ConnectorExecutor(
@@ -752,35 +744,26 @@ async def test_a_rotated_refresh_token_is_stored_even_if_the_call_is_then_cancel
     """A provider that rotates refresh tokens invalidates the stored one when it answers a
     refresh. The new one is stored at once: a client that then gives up on the call (the
     retried request is slow) cancels the call, not the stored tokens."""
-    from generator.runtime.executor import ConnectorExecutor
-    from generator.runtime.server import GatewayRuntime
-    from tests.runtime.upstreams import HS_APP, HS_REFRESH_A, Fault, HubSpotUpstream, hubspot_creds
+    from tests.runtime.upstreams import HS_REFRESH_A, Fault, hubspot_creds
 
-    hub = HubSpotUpstream(HS_APP, {HS_REFRESH_A: "portalA"}, rotate_refresh_tokens=True)
-    hub.start()
-    try:
-        executor = ConnectorExecutor(
-            gateway,
-            base_urls={"hubspot": hub.url},
-            token_urls={"hubspot": f"{hub.url}/oauth/v1/token"},
-        )
-        rt = GatewayRuntime(gateway, sqlite_store, executor=executor, recorder_interval=0.05)
-        t = sqlite_store.create_tenant("acme")
+    async with hubspot_gateway(sqlite_store, gateway, rotate_refresh_tokens=True) as (
+        rt,
+        hub,
+        tenant_id,
+    ):
         old = hub.issue("portalA")
         hub.expire(old)
-        sqlite_store.connect(t.id, "hubspot", hubspot_creds(old))
-        key = sqlite_store.issue_key(t.id).token
+        sqlite_store.connect(tenant_id, "hubspot", hubspot_creds(old))
+        key = sqlite_store.issue_key(tenant_id).token
         # The first request meets the expired token (401); the one after the refresh hangs.
         hub.fail_next("GET", "/crm/v3/objects/contacts", Fault(None), Fault(None, delay=3.0))
         async with Client(rt.build_server(api_key=key), read_timeout_seconds=0.5) as c:
             with pytest.raises(MCPError):
                 await c.call_tool("hubspot_list_contacts", {"limit": 2})
         assert hub.refreshes == 1
-        rec = sqlite_store.get_connection(t.id, "hubspot")
+        rec = sqlite_store.get_connection(tenant_id, "hubspot")
         assert rec is not None and rec.state == "active"
         stored = sqlite_store.open_credentials(rec)
-        assert list(hub.grants) == [stored["refresh_token"]] != [HS_REFRESH_A]  # the live one
+        assert stored["refresh_token"] in hub.grants and stored["refresh_token"] != HS_REFRESH_A
+        assert HS_REFRESH_A not in hub.grants  # rotated away: the stored one is the live one
         assert stored["access_token"] != old
-        await rt.aclose()
-    finally:
-        hub.stop()
