@@ -97,6 +97,7 @@ from .catalog import (
     credential_header,
 )
 from .errors import (
+    INTERNAL_ERROR,
     INVALID_ARGUMENTS,
     RATE_LIMITED,
     UNAUTHENTICATED,
@@ -944,6 +945,8 @@ class ConnectorExecutor:
         ctx: CallContext,
         per_connector_timeout: float = 5.0,
         store_refreshed: Callable[[str, dict[str, str]], Awaitable[None]] | None = None,
+        admit: Callable[[str, ToolSpec], None] | None = None,
+        searched: Callable[[str, ToolSpec, str | None, float], None] | None = None,
     ) -> dict[str, Any]:
         """Search `entity_type` records across `connectors` (name -> that tenant's credentials).
 
@@ -952,7 +955,10 @@ class ConnectorExecutor:
         type, with `ok`, `error` or `timeout`. A failing connector never fails the search.
         `store_refreshed(connector, credentials)` is awaited, shielded from the time limit,
         when a connector's OAuth2 token was refreshed, whether or not its search then succeeded:
-        the old refresh token may have been rotated away.
+        the old refresh token may have been rotated away. Each connector's search is a call of
+        one of its tools: `admit(connector, tool)` may refuse it (a GatewayError, reported in
+        its source; nothing is sent), and `searched(connector, tool, error code or None,
+        duration in ms)` is told how each admitted one ended.
         """
         if entity_type not in self.gateway.entity_types:
             known = ", ".join(sorted(self.gateway.entity_types))
@@ -973,12 +979,26 @@ class ConnectorExecutor:
         sources: dict[str, dict[str, Any]] = {}
 
         async def one(name: str, tool: ToolSpec, mapping: EntityMapping) -> None:
+            if admit is not None:
+                try:
+                    admit(name, tool)
+                except GatewayError as exc:
+                    sources[name] = {
+                        "connector": name,
+                        "status": "error",
+                        "count": 0,
+                        "error": f"{exc.code}: {exc.message}",
+                    }
+                    return
+            started = time.perf_counter()
+            code: str | None = None
             try:
                 with anyio.fail_after(per_connector_timeout):
                     records = await self._search_one(
                         name, tool, mapping, query, limit, connectors[name], ctx, store_refreshed
                     )
             except TimeoutError:
+                code = UPSTREAM_TIMEOUT
                 sources[name] = {
                     "connector": name,
                     "status": "timeout",
@@ -986,6 +1006,7 @@ class ConnectorExecutor:
                     "error": f"No answer within {per_connector_timeout:g} s.",
                 }
             except GatewayError as exc:
+                code = exc.code
                 sources[name] = {
                     "connector": name,
                     "status": "timeout" if exc.code == UPSTREAM_TIMEOUT else "error",
@@ -994,6 +1015,7 @@ class ConnectorExecutor:
                 }
             except Exception:
                 logger.exception("entity search failed unexpectedly: connector=%s", name)
+                code = INTERNAL_ERROR
                 sources[name] = {
                     "connector": name,
                     "status": "error",
@@ -1003,6 +1025,8 @@ class ConnectorExecutor:
             else:
                 results[name] = records
                 sources[name] = {"connector": name, "status": "ok", "count": 0, "error": None}
+            if searched is not None:
+                searched(name, tool, code, (time.perf_counter() - started) * 1000)
 
         async with anyio.create_task_group() as tg:
             for name, tool, mapping in targets:

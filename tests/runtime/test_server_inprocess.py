@@ -359,6 +359,33 @@ async def test_search_entities(world) -> None:
         assert r.structured_content["entities"] == []
 
 
+async def test_a_search_is_a_call_of_each_connector_it_searches(
+    world, sqlite_store: Store, upstream
+) -> None:
+    """Searching a connector runs one of its tools with the tenant's credentials: that call is
+    on the quota (its connector's limit included) and in the history like a direct one, and
+    a connector over its limit is not searched at all."""
+    sqlite_store.set_plan(world.a.id, "tiny_slack")  # one Slack call a month
+    channels = {"entity_type": "channel", "query": "gen"}
+    async with Client(world.server(world.a_rw)) as c:
+        first = await c.call_tool("fastn_search_entities", channels)
+        assert first.structured_content["sources"][0]["status"] == "ok"
+        sent = len(upstream.requests)
+        second = await c.call_tool("fastn_search_entities", channels)
+        (source,) = second.structured_content["sources"]
+        assert source["status"] == "error" and source["error"].startswith("quota_exceeded: ")
+        assert len(upstream.requests) == sent  # nothing went to Slack
+        direct = await c.call_tool("slack_list_channels", {})
+        assert envelope(direct)["code"] == "quota_exceeded"
+        usage = (await c.call_tool("fastn_get_usage_summary", {})).structured_content
+        hist = (await c.call_tool("fastn_get_event_history", {"limit": 50})).structured_content
+    slack = next(x for x in usage["by_connector"] if x["connector"] == "slack")
+    assert slack["calls"] == 1 and slack["limit"] == 1
+    assert {"tool": "fastn_search_entities", "calls": 2, "errors": 0} in usage["by_tool"]
+    via = [e for e in hist["events"] if e["tool"] == "slack_list_channels" and e["status"] == "ok"]
+    assert [e["details"] for e in via] == [{"via": "fastn_search_entities"}]
+
+
 async def test_memory_tools_need_a_user(world) -> None:
     obs = {"observations": [{"text": "Ash takes meetings after 2pm", "topic": "meeting_time"}]}
     async with Client(world.server(world.a_rw)) as c:

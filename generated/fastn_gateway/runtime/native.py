@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from .auth import Principal
+from .catalog import ToolSpec
 from .errors import INVALID_ARGUMENTS, NOT_FOUND, GatewayError
 from .store import (
     DAY_US,
@@ -353,6 +354,28 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
     async def store_refreshed(connector: str, refreshed: dict[str, str]) -> None:
         await rt.store_refreshed(tenant_id, connector, refreshed, connected_at(connector))
 
+    # Searching a connector is a call of one of its tools, on the quota and in the history
+    # like any other: a connector over its plan's limit is not searched.
+    plan = rt.quota.plan(call.principal.plan)
+    via = next(t.name for t in rt.gateway.tools.values() if t.handler == "native.search_entities")
+    at = now_us()
+    period = period_bounds(plan.period, at)[0]
+
+    def admit(connector: str, tool: ToolSpec) -> None:
+        rt.quota.check_and_count(tenant_id, plan.name, connector, at)
+
+    def searched(connector: str, tool: ToolSpec, code: str | None, ms: float) -> None:
+        rt.recorder.record_call(
+            tenant_id=tenant_id,
+            tool=tool.name,
+            connector=connector,
+            period=period,
+            status="ok" if code is None else "error",
+            duration_ms=ms,
+            error_code=code,
+            details={"via": via},
+        )
+
     result: dict[str, Any]
     if credentials:
         result = await rt.executor_for_search().search_entities(
@@ -362,6 +385,8 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
             connectors=credentials,
             ctx=rt.call_context(call.principal, None),
             store_refreshed=store_refreshed,
+            admit=admit,
+            searched=searched,
         )
     else:
         result = {"entities": [], "sources": []}
