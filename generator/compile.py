@@ -1330,6 +1330,8 @@ _GQL_VARIABLE = re.compile(
     r"\$([_A-Za-z][_0-9A-Za-z]*)\s*:\s*\[*\s*[_A-Za-z][_0-9A-Za-z]*[\s\]!]*(=)?"
 )
 _GQL_IGNORED = re.compile(r'"""(?:\\"""|[^"]|"(?!""))*"""|"(?:\\.|[^"\\\n])*"|#[^\n]*')
+# A variable anywhere in a document: its definition or a use.
+_GQL_DOLLAR = re.compile(r"\$([_A-Za-z][_0-9A-Za-z]*)")
 
 
 def _always_given(input_schema: dict[str, Any] | None, bind: dict[str, str]) -> set[str] | None:
@@ -1393,8 +1395,27 @@ def _graphql(
             "a YAML block scalar (query: |) keeps the document as written",
         )
     declared: dict[str, bool] = {}  # name -> required (non-null, no default)
+    definitions: set[int] = set()
     for m in _GQL_VARIABLE.finditer(text):
         declared[m[1]] = m[2] is None and m[0].rstrip().endswith("!")
+        definitions.add(m.start())
+    # GraphQL validation refuses the whole document for a variable used without a definition,
+    # or defined and never used.
+    used = {m[1] for m in _GQL_DOLLAR.finditer(text) if m.start() not in definitions}
+    for name in sorted(used - set(declared)):
+        ctx.err(
+            "GEN224",
+            doc.span((*where, "query")),
+            f"the GraphQL document uses ${name}, which its operation does not declare",
+            "declared: " + (", ".join(f"${v}" for v in sorted(declared)) or "none"),
+        )
+    for name in sorted(set(declared) - used):
+        ctx.err(
+            "GEN224",
+            doc.span((*where, "query")),
+            f"the GraphQL document declares ${name} but never uses it",
+            "pass it to a field or directive argument, or remove its definition",
+        )
     variables = spec.get("variables", {})
     for key in variables:
         if key not in declared:

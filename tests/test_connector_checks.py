@@ -502,3 +502,42 @@ def test_a_required_graphql_variable_is_sent_on_every_call(
     found = _diagnostics(tmp_path, "github_graphql.yaml", *edits)
     line = _line_of("github_graphql.yaml", needle, edits)
     assert [f for f in found if ":GEN224:" in f] == [f"{line}:GEN224:{expected}"], found
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (  # a typo in a use: the server refuses the whole document
+            ("first: $first, after: $after)", "first: $first, after: $afterr)"),
+            [
+                "the GraphQL document declares $after but never uses it",
+                "the GraphQL document uses $afterr, which its operation does not declare",
+            ],
+        ),
+        (  # declared, sent, never used: GraphQL servers refuse that too
+            ("first: $first, after: $after)", "first: $first)"),
+            ["the GraphQL document declares $after but never uses it"],
+        ),
+    ],
+)
+def test_graphql_variables_are_declared_and_used(
+    tmp_path: Path, edit: tuple[str, str], expected: list[str]
+) -> None:
+    """GraphQL validation refuses a whole document that uses a variable it does not define,
+    or defines one it never uses: GEN224 rather than an error on every call."""
+    found = _diagnostics(tmp_path, "github_graphql.yaml", edit)
+    line = _line_of("github_graphql.yaml", "query SearchIssues(", [edit]) - 1  # `query: |`
+    assert [f for f in found if ":GEN224:" in f] == [f"{line}:GEN224:{e}" for e in expected]
+
+
+def test_variables_in_graphql_strings_and_comments_are_not_uses(tmp_path: Path) -> None:
+    """A `$` in a comment or a string literal is text, not a variable."""
+    edits = [
+        ("              issueCount\n", "              issueCount # and $later\n"),
+        (
+            "{ totalCount }\n",
+            '{ totalCount }\n              readme: object(expression: "HEAD:$R") { id }\n',
+        ),
+    ]
+    found = _diagnostics(tmp_path, "github_graphql.yaml", *edits)
+    assert [f for f in found if ":GEN224:" in f] == [], found
