@@ -1185,7 +1185,7 @@ def _http(
         headers=tuple(raw.get("headers", {}).items()),
         body=ir.Json.of(_body(raw)),
         body_encoding=raw.get("body_encoding", "json"),
-        graphql=_graphql(ctx, doc, path, raw),
+        graphql=_graphql(ctx, doc, path, raw, _always_given(input_schema, bind)),
         select=response.get("select"),
         fields=fields,
         pagination=pagination,
@@ -1330,12 +1330,42 @@ _GQL_VARIABLE = re.compile(
     r"\$([_A-Za-z][_0-9A-Za-z]*)\s*:\s*\[*\s*[_A-Za-z][_0-9A-Za-z]*[\s\]!]*(=)?"
 )
 _GQL_IGNORED = re.compile(r'"""(?:\\"""|[^"]|"(?!""))*"""|"(?:\\.|[^"\\\n])*"|#[^\n]*')
+# A variable anywhere in a document: its definition or a use.
+_GQL_DOLLAR = re.compile(r"\$([_A-Za-z][_0-9A-Za-z]*)")
 
 
-def _graphql(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any]) -> str | None:
+def _always_given(input_schema: dict[str, Any] | None, bind: dict[str, str]) -> set[str] | None:
+    """The parameters every call has a value for: required inputs, inputs with a default
+    (applied when the argument is not given) and bound parameters. None when the input schema
+    is unusable (already reported)."""
+    if input_schema is None:
+        return None
+    props: dict[str, Any] = input_schema.get("properties", {})
+    required = set(input_schema.get("required", ())) & set(props)
+    defaults = {name for name, schema in props.items() if "default" in schema}
+    return required | defaults | set(bind)
+
+
+def _droppable_by(value: Any, given: set[str]) -> tuple[list[str], bool]:
+    """The placeholders without which a body template value is left out of a call, by the
+    runtime's rule, and whether it takes all of them missing (a nested object or list, dropped
+    only when none of its placeholders has a value) or one (a string). No placeholders: the
+    value is sent on every call."""
+    names = {ph for _, ph in _placeholders(value)}
+    if isinstance(value, str):
+        return sorted(names - given), False
+    if names & given:
+        return [], True
+    return sorted(names), True
+
+
+def _graphql(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], given: set[str] | None
+) -> str | None:
     """A GraphQL binding's document, checked against the binding: a POST with no `body`,
     whose `variables` are exactly variables the document declares, and which gives every
-    required variable (`$id: ID!` without a default) a value. GEN224 for each problem."""
+    required variable (`$id: ID!` without a default) a value on every call (`given`: the
+    parameters every call has, None when unknown). GEN224 for each problem."""
     spec = raw.get("graphql")
     if spec is None:
         return None
@@ -1365,8 +1395,27 @@ def _graphql(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any]) -> str
             "a YAML block scalar (query: |) keeps the document as written",
         )
     declared: dict[str, bool] = {}  # name -> required (non-null, no default)
+    definitions: set[int] = set()
     for m in _GQL_VARIABLE.finditer(text):
         declared[m[1]] = m[2] is None and m[0].rstrip().endswith("!")
+        definitions.add(m.start())
+    # GraphQL validation refuses the whole document for a variable used without a definition,
+    # or defined and never used.
+    used = {m[1] for m in _GQL_DOLLAR.finditer(text) if m.start() not in definitions}
+    for name in sorted(used - set(declared)):
+        ctx.err(
+            "GEN224",
+            doc.span((*where, "query")),
+            f"the GraphQL document uses ${name}, which its operation does not declare",
+            "declared: " + (", ".join(f"${v}" for v in sorted(declared)) or "none"),
+        )
+    for name in sorted(set(declared) - used):
+        ctx.err(
+            "GEN224",
+            doc.span((*where, "query")),
+            f"the GraphQL document declares ${name} but never uses it",
+            "pass it to a field or directive argument, or remove its definition",
+        )
     variables = spec.get("variables", {})
     for key in variables:
         if key not in declared:
@@ -1384,6 +1433,23 @@ def _graphql(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any]) -> str
                 f"the GraphQL document requires ${name}, which graphql.variables does not give",
                 f'add variables: {{{name}: "{{argument}}"}}',
             )
+        elif required and given is not None:
+            missing, all_of = _droppable_by(variables[name], given)
+            if missing:
+                braced = [f"{{{ph}}}" for ph in missing]
+                calls = (
+                    "that give neither " + " nor ".join(braced)
+                    if all_of and len(braced) > 1
+                    else "that do not give " + " or ".join(braced)
+                )
+                ctx.err(
+                    "GEN224",
+                    doc.key_span((*where, "variables", name)),
+                    f"the GraphQL document requires ${name}, but graphql.variables leaves it "
+                    f"out of calls {calls}",
+                    "make the input required or give it a default, or declare the variable "
+                    f"nullable (${name} without !)",
+                )
     return query
 
 

@@ -457,3 +457,87 @@ def test_a_graphql_operation_matches_what_the_tool_says_it_does(
     start = next(i for i, text in numbered if "name: add_order_tags" in text)
     line = next(i for i, text in numbered if i > start and needle in text)
     assert [f for f in found if ":GEN224:" in f] == [f"{line}:GEN224:{expected}"], found
+
+
+@pytest.mark.parametrize(
+    ("edits", "needle", "expected"),
+    [
+        (  # an optional input without a default feeds $name: String!
+            [("      required: [owner, name]\n", "      required: [owner]\n")],
+            'variables: {owner: "{owner}", name: "{name}"}',
+            "the GraphQL document requires $name, but graphql.variables leaves it out of "
+            "calls that do not give {name}",
+        ),
+        (  # text around the placeholder: the whole value is dropped without it
+            [
+                ('name: "{name}"}', 'name: "{name}{suffix}"}'),
+                (
+                    "        name: {type: string,",
+                    "        suffix: {type: string}\n        name: {type: string,",
+                ),
+            ],
+            'variables: {owner: "{owner}", name: "{name}{suffix}"}',
+            "the GraphQL document requires $name, but graphql.variables leaves it out of "
+            "calls that do not give {suffix}",
+        ),
+        (  # an input object none of whose placeholders is always given is dropped whole
+            [("      required: [subject_id, body]\n", "")],
+            'input: {subjectId: "{subject_id}", body: "{body}"}',
+            "the GraphQL document requires $input, but graphql.variables leaves it out of "
+            "calls that give neither {body} nor {subject_id}",
+        ),
+        (  # the cursor is never given on the first page
+            [("$after: String)", "$after: String!)")],
+            'variables: {query: "{query}", first: "{limit}", after: "{cursor}"}',
+            "the GraphQL document requires $after, but graphql.variables leaves it out of "
+            "calls that do not give {cursor}",
+        ),
+    ],
+)
+def test_a_required_graphql_variable_is_sent_on_every_call(
+    tmp_path: Path, edits: list[tuple[str, str]], needle: str, expected: str
+) -> None:
+    """A variable the document requires (`$name: String!`) fed by an argument a call may leave
+    out would be absent from that call, which the server refuses: GEN224 at the variable."""
+    found = _diagnostics(tmp_path, "github_graphql.yaml", *edits)
+    line = _line_of("github_graphql.yaml", needle, edits)
+    assert [f for f in found if ":GEN224:" in f] == [f"{line}:GEN224:{expected}"], found
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (  # a typo in a use: the server refuses the whole document
+            ("first: $first, after: $after)", "first: $first, after: $afterr)"),
+            [
+                "the GraphQL document declares $after but never uses it",
+                "the GraphQL document uses $afterr, which its operation does not declare",
+            ],
+        ),
+        (  # declared, sent, never used: GraphQL servers refuse that too
+            ("first: $first, after: $after)", "first: $first)"),
+            ["the GraphQL document declares $after but never uses it"],
+        ),
+    ],
+)
+def test_graphql_variables_are_declared_and_used(
+    tmp_path: Path, edit: tuple[str, str], expected: list[str]
+) -> None:
+    """GraphQL validation refuses a whole document that uses a variable it does not define,
+    or defines one it never uses: GEN224 rather than an error on every call."""
+    found = _diagnostics(tmp_path, "github_graphql.yaml", edit)
+    line = _line_of("github_graphql.yaml", "query SearchIssues(", [edit]) - 1  # `query: |`
+    assert [f for f in found if ":GEN224:" in f] == [f"{line}:GEN224:{e}" for e in expected]
+
+
+def test_variables_in_graphql_strings_and_comments_are_not_uses(tmp_path: Path) -> None:
+    """A `$` in a comment or a string literal is text, not a variable."""
+    edits = [
+        ("              issueCount\n", "              issueCount # and $later\n"),
+        (
+            "{ totalCount }\n",
+            '{ totalCount }\n              readme: object(expression: "HEAD:$R") { id }\n',
+        ),
+    ]
+    found = _diagnostics(tmp_path, "github_graphql.yaml", *edits)
+    assert [f for f in found if ":GEN224:" in f] == [], found
