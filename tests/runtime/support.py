@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 import socket
 import sys
 import threading
@@ -22,8 +23,47 @@ GENERATED = ROOT / "generated"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import pytest  # noqa: E402
+
 from generator.runtime import catalog as c  # noqa: E402
+from generator.runtime.executor import (  # noqa: E402
+    CallContext,
+    ConnectorCallError,
+    ConnectorExecutor,
+    ExecResult,
+)
 from generator.runtime.store import Store  # noqa: E402
+
+# The caller of the executor tests that call connectors directly (no server in between).
+CTX = CallContext(tenant_id="tenant-a", user_id="user-a1")
+
+
+def catalog_with(root: Path, *manifests: Path) -> c.GatewaySpec:
+    """The gateway of the default manifests plus the connector `manifests`, built in `root`."""
+    shutil.copytree(ROOT / "manifests", root / "manifests")
+    for path in manifests:
+        shutil.copy(path, root / "manifests" / "connectors" / path.name)
+    from generator import api
+
+    spec, diagnostics = api.gateway_spec(api.Options.for_project(root, cache=False))
+    assert spec is not None, diagnostics
+    return spec
+
+
+async def call(
+    ex: ConnectorExecutor, catalog: c.GatewaySpec, tool: str, creds: dict[str, str], **args: Any
+) -> ExecResult:
+    """Run `tool` with `args` as CTX's tenant with `creds`."""
+    return await ex.call(catalog.tools[tool], args, credentials=creds, ctx=CTX)
+
+
+async def fails(
+    ex: ConnectorExecutor, catalog: c.GatewaySpec, tool: str, creds: dict[str, str], **args: Any
+) -> ConnectorCallError:
+    """The error of a `call` that must fail."""
+    with pytest.raises(ConnectorCallError) as caught:
+        await call(ex, catalog, tool, creds, **args)
+    return caught.value
 
 
 def build_gateway(

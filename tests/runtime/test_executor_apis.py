@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 import re
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,19 +27,15 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from generator import api
 from generator.runtime import catalog as c
 from generator.runtime.errors import INVALID_ARGUMENTS, UPSTREAM_ERROR, UPSTREAM_TIMEOUT
 from generator.runtime.executor import (
-    CallContext,
     ConnectorCallError,
     ConnectorExecutor,
-    ExecResult,
 )
-from tests.runtime.support import ROOT, Sleeps
+from tests.runtime.support import CTX, ROOT, Sleeps, call, catalog_with
 from tests.runtime.upstreams import Fault, HangUp, Received, Reply, Upstream
 
-CTX = CallContext(tenant_id="tenant-a", user_id="user-a1")
 STRIPE = {"secret_key": "sk_test_4eC39HqLyjWDarjtT1zdp7dc"}
 SQUARE = {"access_token": "EAAAl-square-sandbox-token-1234"}
 NOTION = {"token": "secret_notion_integration_token_1"}
@@ -287,13 +282,8 @@ class ApiStandIns(Upstream):
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> c.GatewaySpec:
-    root = tmp_path_factory.mktemp("apis")
-    shutil.copytree(ROOT / "manifests", root / "manifests")
-    for path in (ROOT / "tests" / "data" / "connectors").glob("*.yaml"):
-        shutil.copy(path, root / "manifests" / "connectors" / path.name)
-    spec, diagnostics = api.gateway_spec(api.Options.for_project(root, cache=False))
-    assert spec is not None, diagnostics
-    return spec
+    data = sorted((ROOT / "tests" / "data" / "connectors").glob("*.yaml"))
+    return catalog_with(tmp_path_factory.mktemp("apis"), *data)
 
 
 @pytest.fixture(scope="module")
@@ -320,12 +310,6 @@ async def executor(
     ex = ConnectorExecutor(catalog, base_urls=base_urls)
     yield ex
     await ex.aclose()
-
-
-async def call(
-    ex: ConnectorExecutor, catalog: c.GatewaySpec, tool: str, creds: dict[str, str], **args: Any
-) -> ExecResult:
-    return await ex.call(catalog.tools[tool], args, credentials=creds, ctx=CTX)
 
 
 async def test_stripe_pages_by_the_last_records_id_until_has_more_is_false(

@@ -9,27 +9,21 @@ the variables, as a GraphQL server does. It reports failures the GraphQL way, HT
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from generator import api
 from generator.runtime import catalog as c
 from generator.runtime.errors import RATE_LIMITED, UPSTREAM_AUTH_FAILED, UPSTREAM_ERROR
 from generator.runtime.executor import (
-    CallContext,
-    ConnectorCallError,
     ConnectorExecutor,
-    ExecResult,
 )
-from tests.runtime.support import ROOT, Sleeps
+from tests.runtime.support import ROOT, Sleeps, call, catalog_with, fails
 from tests.runtime.upstreams import Received, Reply, Upstream
 
 MANIFEST = ROOT / "tests" / "data" / "connectors" / "shopify_admin.yaml"
-CTX = CallContext(tenant_id="tenant-a", user_id="user-a1")
 ACME = {"shop": "acme", "access_token": "shpat_admin_acme_secret_1"}
 ENDPOINT = "/shopify-admin/acme/admin/api/2024-10/graphql.json"
 OPERATION = re.compile(r"\s*(query|mutation)\s+(\w+)")
@@ -149,12 +143,7 @@ def error(message: str, *, data: bool = False) -> Reply:
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> c.GatewaySpec:
-    root = tmp_path_factory.mktemp("graphql")
-    shutil.copytree(ROOT / "manifests", root / "manifests")
-    shutil.copy(MANIFEST, root / "manifests" / "connectors" / MANIFEST.name)
-    spec, diagnostics = api.gateway_spec(api.Options.for_project(root, cache=False))
-    assert spec is not None, diagnostics
-    return spec
+    return catalog_with(tmp_path_factory.mktemp("graphql"), MANIFEST)
 
 
 @pytest.fixture(scope="module")
@@ -177,20 +166,6 @@ async def executor(
     ex = ConnectorExecutor(catalog, base_urls=base, sleep=sleeps)
     yield ex
     await ex.aclose()
-
-
-async def call(
-    ex: ConnectorExecutor, catalog: c.GatewaySpec, tool: str, creds: dict[str, str], **args: Any
-) -> ExecResult:
-    return await ex.call(catalog.tools[tool], args, credentials=creds, ctx=CTX)
-
-
-async def fails(
-    ex: ConnectorExecutor, catalog: c.GatewaySpec, tool: str, creds: dict[str, str], **args: Any
-) -> ConnectorCallError:
-    with pytest.raises(ConnectorCallError) as caught:
-        await call(ex, catalog, tool, creds, **args)
-    return caught.value
 
 
 LIST = "shopify_admin_list_orders"

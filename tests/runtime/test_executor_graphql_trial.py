@@ -17,7 +17,6 @@ byte, and reads every argument from the variables. Each reports failures as its 
 from __future__ import annotations
 
 import re
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,7 +26,6 @@ from typing import Any
 import pytest
 import yaml
 
-from generator import api
 from generator.runtime import catalog as c
 from generator.runtime.errors import (
     RATE_LIMITED,
@@ -35,18 +33,14 @@ from generator.runtime.errors import (
     UPSTREAM_ERROR,
 )
 from generator.runtime.executor import (
-    CallContext,
-    ConnectorCallError,
     ConnectorExecutor,
-    ExecResult,
 )
-from tests.runtime.support import ROOT, Sleeps
+from tests.runtime.support import ROOT, Sleeps, call, catalog_with, fails
 from tests.runtime.upstreams import Fault, Received, Reply, Upstream
 
 DATA = ROOT / "tests" / "data" / "connectors"
 GITHUB_MANIFEST = DATA / "github_graphql.yaml"
 LINEAR_MANIFEST = DATA / "linear.yaml"
-CTX = CallContext(tenant_id="tenant-a", user_id="user-a1")
 OPERATION = re.compile(r"\s*(query|mutation)\s+(\w+)")
 # Text that would end a string literal and start a mutation, were it written into the document.
 HOSTILE = (
@@ -381,13 +375,7 @@ class LinearGraphQL(GraphQLStandIn):
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> c.GatewaySpec:
-    root = tmp_path_factory.mktemp("graphql_trial")
-    shutil.copytree(ROOT / "manifests", root / "manifests")
-    for manifest in (GITHUB_MANIFEST, LINEAR_MANIFEST):
-        shutil.copy(manifest, root / "manifests" / "connectors" / manifest.name)
-    spec, diagnostics = api.gateway_spec(api.Options.for_project(root, cache=False))
-    assert spec is not None, diagnostics
-    return spec
+    return catalog_with(tmp_path_factory.mktemp("graphql_trial"), GITHUB_MANIFEST, LINEAR_MANIFEST)
 
 
 @pytest.fixture(scope="module")
@@ -417,20 +405,6 @@ async def executor(
     ex = ConnectorExecutor(catalog, base_urls=base, sleep=sleeps)
     yield ex
     await ex.aclose()
-
-
-async def call(
-    ex: ConnectorExecutor, catalog: c.GatewaySpec, tool: str, creds: dict[str, str], **args: Any
-) -> ExecResult:
-    return await ex.call(catalog.tools[tool], args, credentials=creds, ctx=CTX)
-
-
-async def fails(
-    ex: ConnectorExecutor, catalog: c.GatewaySpec, tool: str, creds: dict[str, str], **args: Any
-) -> ConnectorCallError:
-    with pytest.raises(ConnectorCallError) as caught:
-        await call(ex, catalog, tool, creds, **args)
-    return caught.value
 
 
 SEARCH = "github_graphql_search_issues"
