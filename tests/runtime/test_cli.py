@@ -654,3 +654,36 @@ def test_stdio_sigterm_flushes_records(gateway, tmp_path: Path, upstream: FakeUp
     store = Store(make_engine(db), gateway)
     assert len(store.query_events(tenant_a, type_="tool_call")) == 7
     store.dispose()
+
+
+async def test_served_connections_do_not_wait_for_delayed_acks() -> None:
+    """The HTTP listener is a TCP socket as asyncio's own are, so asyncio turns Nagle's
+    algorithm off on each connection: with it on, every response written in two parts (head
+    and body) waited for the client's delayed ACK, about 40 ms a request."""
+    import asyncio
+    import socket
+
+    from generator.runtime.cli import listen
+
+    listener = listen("127.0.0.1", 0)
+    nodelay: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Probe, sock=listener)
+    try:
+        _reader, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+        for _ in range(100):
+            if nodelay:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert nodelay == [1]
