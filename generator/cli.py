@@ -380,6 +380,14 @@ def new_group() -> None:
     show_default=True,
     help="How a tenant's credentials are sent.",
 )
+@click.option(
+    "--graphql",
+    "graphql",
+    metavar="PATH",
+    default=None,
+    help="A GraphQL API: its endpoint's path under the base URL (e.g. /graphql); the example "
+    "capability is then a GraphQL query.",
+)
 @_project
 @_manifests
 @_error_format
@@ -388,6 +396,7 @@ def new_connector_command(
     base_url: str,
     title: str | None,
     auth: str,
+    graphql: str | None,
     root: Path,
     manifests: Path | None,
     error_format: ErrorFormat,
@@ -406,6 +415,7 @@ def new_connector_command(
             title=title,
             base_url=base_url,
             auth=auth,  # type: ignore[arg-type]
+            graphql=graphql,
         )
     except scaffold.ScaffoldError as exc:
         click.echo(f"error: {exc}", err=True)

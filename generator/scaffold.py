@@ -86,13 +86,18 @@ def auth_lines(auth: AuthType, base_url: str) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def connector_text(name: str, title: str, base_url: str, auth: AuthType, target: Path) -> str:
+def connector_text(
+    name: str, title: str, base_url: str, auth: AuthType, target: Path, graphql: str | None = None
+) -> str:
+    """The manifest text; with `graphql` (the endpoint's path), its example capability is a
+    GraphQL query there instead of a REST call."""
     schema = os.path.relpath(SCHEMA_PATH, target.parent).replace(os.sep, "/")
     return render(
         "new_connector.yaml.j2",
         name=name,
         title=title,
         base_url=base_url,
+        graphql=graphql,
         auth=auth_lines(auth, base_url),
         schema_path=schema,
         q=lambda text: json.dumps(text, ensure_ascii=False),
@@ -100,7 +105,13 @@ def connector_text(name: str, title: str, base_url: str, auth: AuthType, target:
 
 
 def new_connector(
-    options: api.Options, name: str, *, title: str | None, base_url: str, auth: AuthType
+    options: api.Options,
+    name: str,
+    *,
+    title: str | None,
+    base_url: str,
+    auth: AuthType,
+    graphql: str | None = None,
 ) -> Scaffolded:
     if not NAME.match(name):
         raise ScaffoldError(
@@ -110,13 +121,17 @@ def new_connector(
         raise ScaffoldError(
             f"--base-url {base_url!r}: an http(s) URL, e.g. https://api.example.com"
         )
+    if graphql is not None and not re.match(r"^/[^\s{}]*$", graphql):
+        raise ScaffoldError(
+            f"--graphql {graphql!r}: the GraphQL endpoint's path under the base URL, e.g. /graphql"
+        )
     if not options.manifests.is_dir():
         raise ScaffoldError(api.no_manifests(options).message)
     target = options.manifests / "connectors" / f"{name}.yaml"
     if target.exists():
         raise ScaffoldError(f"{api.relative(options.root, target)} exists; edit it instead")
     shown_title = title or name.replace("_", " ").title()
-    text = connector_text(name, shown_title, base_url.rstrip("/"), auth, target)
+    text = connector_text(name, shown_title, base_url.rstrip("/"), auth, target, graphql)
     before = _problems(options)
     made_dir = not target.parent.exists()
     target.parent.mkdir(exist_ok=True)

@@ -69,6 +69,24 @@ def _new(root: Path, *args: str) -> Any:
     return CliRunner().invoke(main, ["new", "connector", *args, "--project", str(root)])
 
 
+async def _every_item(ex: ConnectorExecutor, tool: Any, creds: dict[str, str]) -> list[str]:
+    """The ids of every item the example tool lists, two a page, following next_cursor."""
+    seen: list[str] = []
+    cursor = None
+    try:
+        for _ in range(4):
+            args = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            ctx = CallContext(tenant_id="t", user_id=None)
+            out = (await ex.call(tool, args, credentials=creds, ctx=ctx)).output
+            seen += [item["id"] for item in out["items"]]
+            cursor = out["next_cursor"]
+            if cursor is None:
+                break
+    finally:
+        await ex.aclose()
+    return seen
+
+
 @pytest.mark.parametrize("auth", sorted(CREDENTIALS))
 async def test_scaffold_builds_and_its_tool_pages_through_a_real_upstream(
     tmp_path: Path, items_api: ItemsApi, auth: str
@@ -85,20 +103,46 @@ async def test_scaffold_builds_and_its_tool_pages_through_a_real_upstream(
     items_api.reset()
     items_api.auth = auth
     ex = ConnectorExecutor(spec, base_urls={"acme_crm": items_api.url + "/v2"})
-    try:
-        seen: list[str] = []
-        cursor = None
-        for _ in range(4):
-            args = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-            ctx = CallContext(tenant_id="t", user_id=None)
-            out = (await ex.call(tool, args, credentials=CREDENTIALS[auth], ctx=ctx)).output
-            seen += [item["id"] for item in out["items"]]
-            cursor = out["next_cursor"]
-            if cursor is None:
-                break
-    finally:
-        await ex.aclose()
+    assert await _every_item(ex, tool, CREDENTIALS[auth]) == [item["id"] for item in ITEMS]
+
+
+class GraphQLItems(Upstream):
+    """POST /v2/graphql answering the scaffold's `ListItems` document: `items(first, after)`
+    with `nodes` and `pageInfo`, arguments read from the variables only."""
+
+    def handle(self, req: Received) -> Reply:
+        if req.headers.get("authorization") != f"Bearer {CREDENTIALS['bearer']['token']}":
+            return Reply(401, {"errors": [{"message": "bad credentials"}]})
+        if req.method != "POST" or req.path != "/v2/graphql":
+            return Reply(404, {"errors": [{"message": "no such route"}]})
+        body = req.json()
+        if not body["query"].startswith("query ListItems($first: Int!, $after: String) {"):
+            return Reply(200, {"errors": [{"message": "unknown document"}]})
+        v = body["variables"]
+        start = int(v.get("after") or 0)
+        end = start + int(v["first"])
+        page = {"hasNextPage": end < len(ITEMS), "endCursor": str(min(end, len(ITEMS)))}
+        return Reply(200, {"data": {"items": {"nodes": ITEMS[start:end], "pageInfo": page}}})
+
+
+async def test_a_graphql_scaffold_builds_and_its_tool_pages_through_a_real_upstream(
+    tmp_path: Path,
+) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    result = _new(
+        root, "acme_gql", "--base-url", "https://api.acme.test/v2", "--graphql", "/graphql"
+    )
+    assert result.exit_code == 0, result.output
+    spec, diagnostics = api.gateway_spec(options(root))
+    assert spec is not None, diagnostics
+    tool = spec.tools["acme_gql_list_items"]
+    assert tool.http is not None and tool.http.graphql is not None
+    with GraphQLItems() as upstream:
+        ex = ConnectorExecutor(spec, base_urls={"acme_gql": upstream.url + "/v2"})
+        seen = await _every_item(ex, tool, CREDENTIALS["bearer"])
     assert seen == [item["id"] for item in ITEMS]
+    bad = _new(root, "other", "--base-url", "https://x.test", "--graphql", "graphql")
+    assert bad.exit_code == 2 and "the GraphQL endpoint's path" in bad.output
 
 
 def test_the_scaffold_builds_into_generated(tmp_path: Path) -> None:
