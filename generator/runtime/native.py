@@ -387,6 +387,7 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
             store_refreshed=store_refreshed,
             admit=admit,
             searched=searched,
+            connected_at={n: connected_at(n) for n in credentials},
         )
     else:
         result = {"entities": [], "sources": []}

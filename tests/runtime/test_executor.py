@@ -1823,5 +1823,22 @@ async def test_a_reconnection_does_not_reuse_the_old_connections_refreshed_token
             fresh = await ex.call(tool, {"limit": 1}, credentials=hubspot_creds(old), ctx=second)
             assert token_calls() == 2  # reconnected: its own refresh
             assert fresh.refreshed_credentials is not None
+
+            # Entity search calls each connector with that connection's own date.
+            async def search(made: int) -> None:
+                out = await ex.search_entities(
+                    entity_type="contact",
+                    query="ada",
+                    limit=5,
+                    connectors={"hubspot": hubspot_creds(old)},
+                    ctx=first,
+                    connected_at={"hubspot": made},
+                )
+                assert out["sources"][0]["status"] == "ok", out
+
+            await search(2)
+            assert token_calls() == 2  # the second connection's refresh, shared
+            await search(3)
+            assert token_calls() == 3  # a third connection: its own
         finally:
             await ex.aclose()

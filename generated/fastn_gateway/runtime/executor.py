@@ -70,6 +70,7 @@ credential value before it goes into `details`, and request headers never leave 
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import json
@@ -947,6 +948,7 @@ class ConnectorExecutor:
         store_refreshed: Callable[[str, dict[str, str]], Awaitable[None]] | None = None,
         admit: Callable[[str, ToolSpec], None] | None = None,
         searched: Callable[[str, ToolSpec, str | None, float], None] | None = None,
+        connected_at: Mapping[str, int] | None = None,
     ) -> dict[str, Any]:
         """Search `entity_type` records across `connectors` (name -> that tenant's credentials).
 
@@ -958,7 +960,8 @@ class ConnectorExecutor:
         the old refresh token may have been rotated away. Each connector's search is a call of
         one of its tools: `admit(connector, tool)` may refuse it (a GatewayError, reported in
         its source; nothing is sent), and `searched(connector, tool, error code or None,
-        duration in ms)` is told how each admitted one ended.
+        duration in ms)` is told how each admitted one ended. `connected_at` gives, per
+        connector, when its connection was made (`CallContext.connected_at`; default: ctx's).
         """
         if entity_type not in self.gateway.entity_types:
             known = ", ".join(sorted(self.gateway.entity_types))
@@ -994,8 +997,16 @@ class ConnectorExecutor:
             code: str | None = None
             try:
                 with anyio.fail_after(per_connector_timeout):
+                    made = (connected_at or {}).get(name, ctx.connected_at)
                     records = await self._search_one(
-                        name, tool, mapping, query, limit, connectors[name], ctx, store_refreshed
+                        name,
+                        tool,
+                        mapping,
+                        query,
+                        limit,
+                        connectors[name],
+                        dataclasses.replace(ctx, connected_at=made),
+                        store_refreshed,
                     )
             except TimeoutError:
                 code = UPSTREAM_TIMEOUT
