@@ -794,3 +794,20 @@ async def test_a_rotated_refresh_token_is_stored_even_if_the_call_is_then_cancel
         assert stored["refresh_token"] in hub.grants and stored["refresh_token"] != HS_REFRESH_A
         assert HS_REFRESH_A not in hub.grants  # rotated away: the stored one is the live one
         assert stored["access_token"] != old
+
+
+async def test_a_flow_name_with_control_characters_is_invalid_arguments(world) -> None:
+    """PostgreSQL cannot store a NUL: such a name is refused as the caller's mistake, with
+    the same envelope as the flow's other problems, on every store alike."""
+    flow = {
+        "name": "weekly\x00digest",
+        "trigger": {"type": "schedule", "cron": "0 9 * * 1"},
+        "steps": [{"tool": "shopify_list_orders"}],
+    }
+    async with Client(world.server(world.a_rw)) as c:
+        r = await c.call_tool("fastn_create_flow", flow)
+        ok = await c.call_tool("fastn_create_flow", {**flow, "name": "weekly digest"})
+    err = envelope(r)
+    assert err["code"] == "invalid_arguments"
+    assert [e["path"] for e in err["details"]["errors"]] == ["/name"]
+    assert ok.structured_content["version"] == 1  # nothing was stored under the bad name

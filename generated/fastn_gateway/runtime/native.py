@@ -172,10 +172,15 @@ async def get_integration_status(call: NativeCall, args: Mapping[str, Any]) -> d
     return await integration_status(call, str(args["connector"]))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 async def create_flow(call: NativeCall, args: Mapping[str, Any]) -> dict[str, Any]:
     rt = call.runtime
     visible = rt.index.visible_names(call.snapshot.active, call.principal.scopes)
     problems: list[dict[str, str]] = []
+    if _CONTROL.search(str(args["name"])):  # PostgreSQL cannot store a NUL; none is meant
+        problems.append({"path": "/name", "message": "a flow name has no control characters"})
     trigger = dict(args["trigger"])
     kind = trigger["type"]
     if kind == "schedule":
