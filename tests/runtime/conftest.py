@@ -22,6 +22,7 @@ from tests.runtime.support import (  # noqa: F401
     GENERATED,
     ROOT,
     FakeUpstream,
+    Sleeps,
     UvicornThread,
     World,
     build_gateway,
@@ -122,3 +123,9 @@ async def pg_world(
     yield w
     await runtime.aclose()
     store.dispose()
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    """Backoff waits, recorded instead of slept (pass as the executor's `sleep`)."""
+    return Sleeps()

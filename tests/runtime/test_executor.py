@@ -117,11 +117,6 @@ def hubspot(hubspot_server: HubSpotUpstream) -> HubSpotUpstream:
 
 
 @pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
-@pytest.fixture
 async def executor(
     gateway: c.GatewaySpec,
     stand_ins: StandIns,

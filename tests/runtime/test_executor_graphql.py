@@ -153,11 +153,6 @@ def upstream() -> Iterator[ShopifyGraphQL]:
 
 
 @pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
-@pytest.fixture
 async def executor(
     catalog: c.GatewaySpec, upstream: ShopifyGraphQL, sleeps: Sleeps
 ) -> AsyncIterator[ConnectorExecutor]:

@@ -391,11 +391,6 @@ def linear() -> Iterator[LinearGraphQL]:
 
 
 @pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
-@pytest.fixture
 async def executor(
     catalog: c.GatewaySpec, github: GitHubGraphQL, linear: LinearGraphQL, sleeps: Sleeps
 ) -> AsyncIterator[ConnectorExecutor]:
