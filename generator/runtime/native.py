@@ -26,6 +26,7 @@ from .store import (
     DAY_US,
     ConnectionRecord,
     TenantSnapshot,
+    has_control_chars,
     iso,
     now_us,
     parse_iso,
@@ -41,6 +42,7 @@ class NativeCall:
     runtime: GatewayRuntime
     principal: Principal
     snapshot: TenantSnapshot
+    tool: str | None = None  # the tool called (None: a resource read)
 
 
 Handler = Callable[[NativeCall, Mapping[str, Any]], Awaitable[dict[str, Any]]]
@@ -172,14 +174,11 @@ async def get_integration_status(call: NativeCall, args: Mapping[str, Any]) -> d
     return await integration_status(call, str(args["connector"]))
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 async def create_flow(call: NativeCall, args: Mapping[str, Any]) -> dict[str, Any]:
     rt = call.runtime
     visible = rt.index.visible_names(call.snapshot.active, call.principal.scopes)
     problems: list[dict[str, str]] = []
-    if _CONTROL.search(str(args["name"])):  # PostgreSQL cannot store a NUL; none is meant
+    if has_control_chars(str(args["name"])):
         problems.append({"path": "/name", "message": "a flow name has no control characters"})
     trigger = dict(args["trigger"])
     kind = trigger["type"]
@@ -353,16 +352,14 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
     credentials = {n: await rt.credentials(call.snapshot, n) for n in scoped}
     tenant_id = call.principal.tenant_id
 
-    def connected_at(connector: str) -> int:
-        return call.snapshot.connections[connector].connected_at or 0
-
     async def store_refreshed(connector: str, refreshed: dict[str, str]) -> None:
-        await rt.store_refreshed(tenant_id, connector, refreshed, connected_at(connector))
+        await rt.store_refreshed(
+            tenant_id, connector, refreshed, call.snapshot.connected_at(connector)
+        )
 
     # Searching a connector is a call of one of its tools, on the quota and in the history
     # like any other: a connector over its plan's limit is not searched.
     plan = rt.quota.plan(call.principal.plan)
-    via = next(t.name for t in rt.gateway.tools.values() if t.handler == "native.search_entities")
     at = now_us()
     period = period_bounds(plan.period, at)[0]
 
@@ -378,7 +375,7 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
             status="ok" if code is None else "error",
             duration_ms=ms,
             error_code=code,
-            details={"via": via},
+            details={"via": call.tool},
         )
 
     result: dict[str, Any]
@@ -392,14 +389,15 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
             store_refreshed=store_refreshed,
             admit=admit,
             searched=searched,
-            connected_at={n: connected_at(n) for n in credentials},
+            connected_at={n: call.snapshot.connected_at(n) for n in credentials},
         )
     else:
         result = {"entities": [], "sources": []}
     for src in result.get("sources", []):
         err = src.get("error") or ""
         if isinstance(err, str) and err.startswith("upstream_auth_failed"):
-            await rt.mark_needs_reauth(tenant_id, src["connector"], connected_at(src["connector"]))
+            connector = src["connector"]
+            await rt.mark_needs_reauth(tenant_id, connector, call.snapshot.connected_at(connector))
     sources = list(result.get("sources", []))
     sources.extend(
         {"connector": n, "status": "error", "count": 0, "error": "not_connected"} for n in missing

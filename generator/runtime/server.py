@@ -893,7 +893,7 @@ class _Handlers:
             handler = native.HANDLERS.get(spec.handler or "")
             if handler is None:
                 raise internal_error()
-            return await handler(native.NativeCall(rt, principal, snap), args)
+            return await handler(native.NativeCall(rt, principal, snap, spec.name), args)
         if spec.family == "personalization":
             call = _MEMORY_CALLS.get(spec.handler or "")
             if call is None or rt.memory is None:
@@ -935,7 +935,7 @@ class _Handlers:
         needs_user = "session.user" in spec.bind.values()
         user = await self.require_user(ctx, principal) if needs_user else principal.user
         credentials = await rt.credentials(snap, spec.connector)
-        connected_at = snap.connections[spec.connector].connected_at or 0
+        connected_at = snap.connected_at(spec.connector)
         connector = spec.connector
 
         async def store_refreshed(refreshed: dict[str, str]) -> None:

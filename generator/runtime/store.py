@@ -66,6 +66,12 @@ DAY_US = 86_400 * US
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def has_control_chars(text: str) -> bool:
+    """Whether `text` holds a control character: none belongs in a name or an id, and
+    PostgreSQL cannot store a NUL."""
+    return _CONTROL.search(text) is not None
+
+
 class StoreError(Exception):
     """A store operation was refused; the message is safe to show to an operator."""
 
@@ -396,6 +402,11 @@ class TenantSnapshot:
     def __post_init__(self) -> None:
         active = frozenset(n for n, c in self.connections.items() if c.state == "active")
         object.__setattr__(self, "active", active)
+
+    def connected_at(self, connector: str) -> int:
+        """When `connector`'s connection was made (0 if unknown): a call's outcome concerns
+        that connection only, not a reconnection made meanwhile."""
+        return self.connections[connector].connected_at or 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -818,7 +829,7 @@ class Store:
     def register_user(self, tenant_id: str, external_id: str) -> tuple[User, bool]:
         """Register (idempotently) a user; returns (user, created)."""
         external_id = external_id.strip()
-        if not external_id or len(external_id) > 200 or _CONTROL.search(external_id):
+        if not external_id or len(external_id) > 200 or has_control_chars(external_id):
             raise StoreError("user id must be 1-200 characters, without control characters")
         existing = self.get_user(tenant_id, external_id)
         if existing is not None:
@@ -842,7 +853,7 @@ class Store:
         return user, True
 
     def get_user(self, tenant_id: str, external_id: str) -> User | None:
-        if _CONTROL.search(external_id):  # never registered (and PostgreSQL refuses NUL)
+        if has_control_chars(external_id):  # never registered (and PostgreSQL refuses NUL)
             return None
         with self.read() as conn:
             row = conn.execute(
