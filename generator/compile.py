@@ -1025,6 +1025,8 @@ def _connector(
             message_field=errors.get("message_field"),
             auth_errors=tuple(errors.get("auth_errors", ())),
             rate_limit_errors=tuple(errors.get("rate_limit_errors", ())),
+            not_found_errors=tuple(errors.get("not_found_errors", ())),
+            rate_limit_reset_header=errors.get("rate_limit_reset_header"),
         ),
         timeout_seconds=float(data.get("timeout_seconds", 20)),
         retries=int(data.get("retries", 2)),

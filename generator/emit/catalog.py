@@ -164,11 +164,15 @@ def connector_expr(c: ir.Connector) -> str:
         ok_field=literal(c.errors.ok_field),
         message_field=literal(c.errors.message_field),
         auth_errors=literal(c.errors.auth_errors),
-        **(
-            {"rate_limit_errors": literal(c.errors.rate_limit_errors)}
-            if c.errors.rate_limit_errors
-            else {}
-        ),
+        **{  # only those set: older catalogs' text stays as it was
+            field: literal(value)
+            for field, value in (
+                ("rate_limit_errors", c.errors.rate_limit_errors),
+                ("not_found_errors", c.errors.not_found_errors),
+                ("rate_limit_reset_header", c.errors.rate_limit_reset_header),
+            )
+            if value
+        },
     )
     return _call(
         "ConnectorSpec",

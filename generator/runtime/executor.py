@@ -100,6 +100,7 @@ from .catalog import (
 from .errors import (
     INTERNAL_ERROR,
     INVALID_ARGUMENTS,
+    NOT_FOUND,
     RATE_LIMITED,
     UNAUTHENTICATED,
     UPSTREAM_AUTH_FAILED,
@@ -361,6 +362,34 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
+# A reset time below this is not a date (it would be in 1973): it is seconds to wait. One above
+# the next is not seconds since the epoch (the year 5138): it is milliseconds.
+_EPOCH_SECONDS: Final = 100_000_000
+_EPOCH_MILLISECONDS: Final = 100_000_000_000
+RESET_HEADERS: Final = ("x-ratelimit-reset", "ratelimit-reset")  # read after Retry-After
+
+
+def parse_rate_limit_reset(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a rate-limit reset header, which APIs spell as epoch seconds
+    (GitHub's `X-RateLimit-Reset`), epoch milliseconds (Linear's) or seconds to wait (the IETF
+    draft's `RateLimit-Reset`), told apart by size; None if absent or not a number."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isascii():
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number < 0:
+        return None
+    if number >= _EPOCH_SECONDS:
+        clock = time.time() if now is None else now
+        number = (number / 1000 if number >= _EPOCH_MILLISECONDS else number) - clock
+    return max(0.0, number)
+
+
 # --------------------------------------------------------------------------------------------
 # Compiled plans
 
@@ -377,6 +406,8 @@ class _ConnectorPlan:
     message_path: tuple[str, ...] | None
     auth_errors: frozenset[str]
     rate_limit_errors: frozenset[str]
+    not_found_errors: frozenset[str]
+    reset_headers: tuple[str, ...]  # lower-case names, in the order they are read
     auth_header: str | None  # lower-case name of the header carrying the credentials
 
 
@@ -439,6 +470,15 @@ def _compile_connector(spec: ConnectorSpec, base_url: str, token_url: str | None
         message_path=split_path(spec.errors.message_field) if spec.errors.message_field else None,
         auth_errors=frozenset(spec.errors.auth_errors),
         rate_limit_errors=frozenset(spec.errors.rate_limit_errors),
+        not_found_errors=frozenset(spec.errors.not_found_errors),
+        reset_headers=tuple(
+            dict.fromkeys(
+                (
+                    *(h.lower() for h in [spec.errors.rate_limit_reset_header] if h),
+                    *RESET_HEADERS,
+                )
+            )
+        ),
         auth_header=(
             None if (name := credential_header(auth.type, auth.header)) is None else name.lower()
         ),
@@ -1523,9 +1563,9 @@ class ConnectorExecutor:
                     )
                 if rate_limited:
                     wait = parse_retry_after(reply.headers.get("retry-after"))
-                    reset = digits(reply.headers.get("x-ratelimit-reset"))
-                    if wait is None and reset is not None:
-                        wait = max(0.0, reset - time.time())
+                    for header in conn.reset_headers:
+                        if wait is None:
+                            wait = parse_rate_limit_reset(reply.headers.get(header))
                     if can_retry and (wait is None or wait <= self._max_retry_after):
                         await self._sleep(wait if wait is not None else self._backoff(retries))
                         retries += 1
@@ -1565,6 +1605,23 @@ class ConnectorExecutor:
                         and _sanitise(error_code, secrets) == error_code
                         else ""
                     )
+                    if status in (404, 410) or (
+                        error_code is not None and error_code in conn.not_found_errors
+                    ):
+                        # Nothing there, or nothing this tenant's credentials may see (GitHub
+                        # answers 404 for a private repository): the model should not retry
+                        # the same call, but look the identifier up again.
+                        said = [f"HTTP {status}"] if status >= 300 else []
+                        said += [shown[2:-1]] if shown else []
+                        raise self._fail(
+                            NOT_FOUND,
+                            f"{conn.spec.title} found nothing for this request"
+                            + (f" ({', '.join(said)})." if said else "."),
+                            status=status,
+                            connector=name,
+                            details=self._upstream_detail(error_code, creds, credentials, key),
+                            retryable=False,
+                        )
                     raise self._fail(
                         UPSTREAM_ERROR,
                         f"{conn.spec.title} reported an error{shown}."
@@ -1645,8 +1702,9 @@ class ConnectorExecutor:
         value: Any = MISSING
         if conn.message_path is not None:
             value = get_path(body, conn.message_path)
-        elif not failed:
-            assert isinstance(body, Mapping)
+        if (value is MISSING or value is None) and is_object and not failed:
+            # No `message_field`, or an answer in another shape than the one it reads (GitHub's
+            # GraphQL endpoint answers a bad token with a REST-style `{"message": ...}`).
             value = body.get("error", body.get("message", MISSING))
         if failed and (value is MISSING or value is None):
             first: Any = errors[0]

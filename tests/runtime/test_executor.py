@@ -20,6 +20,7 @@ import pytest
 from generator.runtime import catalog as c
 from generator.runtime.errors import (
     INVALID_ARGUMENTS,
+    NOT_FOUND,
     RATE_LIMITED,
     UNAUTHENTICATED,
     UPSTREAM_AUTH_FAILED,
@@ -555,9 +556,9 @@ async def test_shopify_error_bodies_are_mapped(
 ) -> None:
     tool = gateway.tools["shopify_get_customer"]
     missing = await fails(executor.call(tool, {"customer_id": 999}, credentials=SHOP_A, ctx=A))
-    assert missing.code == UPSTREAM_ERROR and missing.retryable is False
+    assert missing.code == NOT_FOUND and missing.retryable is False
     assert missing.details == {"connector": "shopify", "status": 404, "upstream_error": "Not Found"}
-    assert "404" in missing.message
+    assert missing.message == "Shopify found nothing for this request (HTTP 404)."
 
     bad = await fails(
         executor.call(
@@ -670,7 +671,7 @@ async def test_github_path_placeholders_are_percent_encoded(
     )
     (sent,) = github.requests()
     assert sent.raw_path == "/repos/acme%2Fadmin/a%20b%3Fc%23d/issues"
-    assert exc.code == UPSTREAM_ERROR and exc.status == 404
+    assert exc.code == NOT_FOUND and exc.status == 404
     assert exc.details["upstream_error"] == "Not Found"
 
 
@@ -715,7 +716,8 @@ async def test_github_bad_credentials_and_foreign_repos(
     exc_b = await fails(
         executor.call(tool, {"owner": "acme", "repo": "api"}, credentials=GH_B, ctx=B)
     )
-    assert exc_b.code == UPSTREAM_ERROR and exc_b.status == 404
+    # GitHub answers 404, not 403, for a repository the token may not see.
+    assert exc_b.code == NOT_FOUND and exc_b.status == 404
     assert github.requests()[-1].headers["authorization"] == "Bearer " + GH_B["token"]
 
 

@@ -28,6 +28,7 @@ import yaml
 
 from generator.runtime import catalog as c
 from generator.runtime.errors import (
+    NOT_FOUND,
     RATE_LIMITED,
     UPSTREAM_AUTH_FAILED,
     UPSTREAM_ERROR,
@@ -466,9 +467,10 @@ async def test_github_repository_and_not_found_on_http_200(
         "open_issues": 7,
     }
     exc = await fails(executor, catalog, REPO, GH_CREDS, owner="octo", name="nope")
-    # HTTP 200 with `errors`: a failure; GitHub's `type` is the code the model is shown.
-    assert exc.code == UPSTREAM_ERROR and exc.status == 200 and exc.retryable is False
-    assert exc.message == "GitHub (GraphQL) reported an error (NOT_FOUND)."
+    # HTTP 200 with `errors`: a failure; GitHub's `type` is the code the model is shown, and
+    # one of the manifest's `not_found_errors`.
+    assert exc.code == NOT_FOUND and exc.status == 200 and exc.retryable is False
+    assert exc.message == "GitHub (GraphQL) found nothing for this request (NOT_FOUND)."
     assert exc.details["upstream_error"] == "NOT_FOUND"
     assert exc.attempts == 1
 
@@ -489,7 +491,7 @@ async def test_github_add_comment_sends_one_input_object(
     assert github.comments == [{"subjectId": "I_kwDO0003", "body": body}]
 
     exc = await fails(executor, catalog, COMMENT, GH_CREDS, subject_id="I_missing", body="hi")
-    assert exc.code == UPSTREAM_ERROR and exc.details["upstream_error"] == "NOT_FOUND"
+    assert exc.code == NOT_FOUND and exc.details["upstream_error"] == "NOT_FOUND"
     assert exc.attempts == 1  # a mutation that is not idempotent is never repeated
 
 
@@ -532,6 +534,8 @@ async def test_github_bad_credentials(
 ) -> None:
     exc = await fails(executor, catalog, SEARCH, {"token": "ghp_revoked"}, query="is:open")
     assert exc.code == UPSTREAM_AUTH_FAILED and exc.status == 401
+    # A REST-style body, not GraphQL's `errors` that `message_field` reads: its message is kept.
+    assert exc.details["upstream_error"] == "Bad credentials"
     assert "ghp_revoked" not in repr(exc.details)
 
 
@@ -622,12 +626,15 @@ async def test_linear_ratelimited_on_http_400_is_retried_then_reported(
     linear.rate_limited = 1
     out = await call(executor, catalog, LIST, LINEAR_CREDS, team_key="ENG", limit=2)
     assert len(out.output["issues"]) == 2 and out.attempts == 2 and len(sleeps.calls) == 1
+    # Until the reset its own header gives in epoch milliseconds, not a blind backoff.
+    assert 1 < sleeps.calls[0] <= 2
 
     linear.rate_limited = 100
     exc = await fails(executor, catalog, LIST, LINEAR_CREDS, team_key="ENG")
     assert exc.code == RATE_LIMITED and exc.status == 400 and exc.retryable is True
     assert exc.attempts == catalog.connectors["linear"].retries + 1
     assert exc.details["upstream_error"] == "RATELIMITED"
+    assert exc.retry_after is not None and 1 < exc.retry_after <= 2
 
     # A write that is not idempotent is not repeated, even when told to slow down.
     linear.rate_limited = 1
@@ -648,3 +655,5 @@ def test_the_catalog_carries_both_connectors_error_codes(catalog: c.GatewaySpec)
     assert gh.errors.rate_limit_errors == ("RATE_LIMITED", "RATE_LIMIT")
     assert lin.errors.auth_errors == ("AUTHENTICATION_ERROR",)
     assert lin.errors.rate_limit_errors == ("RATELIMITED",)
+    assert lin.errors.rate_limit_reset_header == "X-RateLimit-Requests-Reset"
+    assert gh.errors.not_found_errors == ("NOT_FOUND",)

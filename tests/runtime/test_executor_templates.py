@@ -8,7 +8,13 @@ import time
 import httpx2
 import pytest
 
-from generator.runtime.executor import _link_next, _same_base, _sanitise, parse_retry_after
+from generator.runtime.executor import (
+    _link_next,
+    _same_base,
+    _sanitise,
+    parse_rate_limit_reset,
+    parse_retry_after,
+)
 from generator.runtime.templating import (
     MISSING,
     MissingPlaceholder,
@@ -193,6 +199,17 @@ def test_retry_after_in_seconds_or_as_an_http_date() -> None:
     assert parse_retry_after(past, now=now) == 0.0
     for junk in (None, "", "soon", "nan", "inf"):
         assert parse_retry_after(junk) is None
+
+
+def test_rate_limit_reset_in_epoch_seconds_epoch_milliseconds_or_seconds_to_wait() -> None:
+    now = 1_763_700_000.0  # November 2025
+    assert parse_rate_limit_reset("1763700030", now=now) == 30.0  # GitHub: epoch seconds
+    assert parse_rate_limit_reset("1763700002500", now=now) == 2.5  # Linear: epoch milliseconds
+    assert parse_rate_limit_reset(" 45 ", now=now) == 45.0  # IETF RateLimit-Reset: a delay
+    assert parse_rate_limit_reset("0.5", now=now) == 0.5
+    assert parse_rate_limit_reset("1763699000", now=now) == 0.0  # past: no wait
+    for junk in (None, "", "soon", "nan", "inf", "-3", "١٢"):
+        assert parse_rate_limit_reset(junk, now=now) is None
 
 
 def test_link_header_parsing() -> None:

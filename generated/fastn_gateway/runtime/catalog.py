@@ -163,6 +163,8 @@ class ErrorShape:
     message_field: str | None = None
     auth_errors: tuple[str, ...] = ()
     rate_limit_errors: tuple[str, ...] = ()
+    not_found_errors: tuple[str, ...] = ()
+    rate_limit_reset_header: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
