@@ -1193,6 +1193,7 @@ def _http(
         pagination=pagination,
         idempotency_key=_idempotency_key(ctx, doc, path, raw, auth),
         span=doc.span(path),
+        graphql_partial=bool(raw.get("graphql", {}).get("partial", False)),
     )
 
 
@@ -1506,6 +1507,14 @@ def _check_graphql_operation(
             doc.span((*path, "scope")),
             "the GraphQL document is a mutation, and read-only API keys could run it",
             "use scope: write",
+        )
+    if kind == "mutation" and raw["http"]["graphql"].get("partial"):
+        ctx.err(
+            "GEN224",
+            doc.span((*path, "http", "graphql", "partial")),
+            "a GraphQL mutation cannot succeed in part: its errors may mean the write was not "
+            "made as asked",
+            "remove partial",
         )
     if kind == "mutation" and raw.get("annotations", {}).get("read_only"):
         ctx.err(

@@ -88,6 +88,7 @@ class HttpBinding:
     pagination: Pagination | None
     idempotency_key: IdempotencyKey | None
     span: Span
+    graphql_partial: bool = False  # data that comes with errors is a result (queries only)
 
 
 @frozen

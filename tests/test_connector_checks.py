@@ -445,6 +445,15 @@ def test_graphql_documents_are_not_templates(tmp_path: Path) -> None:
             "query: |",
             "a GraphQL subscription cannot be a tool: a call is one request and one answer",
         ),
+        (  # a write's errors may mean it was not made as asked
+            (
+                '        variables: {id: "{order_id}", tags: "{tags}"}\n',
+                '        variables: {id: "{order_id}", tags: "{tags}"}\n        partial: true\n',
+            ),
+            "partial: true",
+            "a GraphQL mutation cannot succeed in part: its errors may mean the write was not "
+            "made as asked",
+        ),
     ],
 )
 def test_a_graphql_operation_matches_what_the_tool_says_it_does(

@@ -65,6 +65,8 @@ def _http(h: ir.HttpBinding) -> str:
         )
     if h.graphql is not None:
         extra["graphql"] = literal(h.graphql)
+    if h.graphql_partial:
+        extra["graphql_partial"] = literal(True)
     return _call(
         "HttpBinding",
         method=literal(h.method),

@@ -169,6 +169,8 @@ class ExecResult:
     refreshed_credentials: dict[str, str] | None  # OAuth2: new token(s) to store; else None
     status: int  # final upstream HTTP status
     attempts: int
+    # For the model, beside the output: what a partial GraphQL answer left out (codes and paths).
+    notes: tuple[str, ...] = ()
 
 
 class ConnectorCallError(GatewayError):
@@ -362,6 +364,52 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
+_NOTED_ERRORS: Final = 5  # errors of a partial GraphQL answer listed in its note
+
+
+def _graphql_code(conn: _ConnectorPlan, error: Any) -> str | None:
+    """One GraphQL error's code: where `message_field` (`errors.0.type`) reads it in the first
+    error, else its message."""
+    if not isinstance(error, Mapping):
+        return None
+    path = conn.message_path
+    value: Any = MISSING
+    if path is not None and path[:2] == ("errors", "0") and len(path) > 2:
+        value = get_path(error, path[2:])
+    if value is MISSING or value is None:
+        value = error.get("message")
+    return value if isinstance(value, str) else None
+
+
+def _graphql_path(path: Any) -> str | None:
+    """A GraphQL error's `path` (`["search", "nodes", 3]`) as `search.nodes.3`, when every
+    segment is a list index or a plain field name; None otherwise."""
+    if not isinstance(path, list) or not path or len(path) > 32:
+        return None
+    for segment in path:
+        if isinstance(segment, bool) or not (
+            (isinstance(segment, int) and segment >= 0)
+            or (isinstance(segment, str) and _GRAPHQL_NAME.match(segment))
+        ):
+            return None
+    return ".".join(str(segment) for segment in path)
+
+
+_GRAPHQL_NAME: Final = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,63}$")
+
+
+def _walk(data: Any, path: list[Any]) -> Any:
+    """The value at a GraphQL path (field names and list indexes), or None."""
+    for segment in path:
+        if isinstance(segment, str) and isinstance(data, dict):
+            data = data.get(segment)
+        elif isinstance(segment, int) and isinstance(data, list) and 0 <= segment < len(data):
+            data = data[segment]
+        else:
+            return None
+    return data
+
+
 # A reset time below this is not a date (it would be in 1973): it is seconds to wait. One above
 # the next is not seconds since the epoch (the year 5138): it is milliseconds.
 _EPOCH_SECONDS: Final = 100_000_000
@@ -422,6 +470,7 @@ class _ToolPlan:
     body: Node | None  # a GraphQL request's variables
     form: bool
     graphql: str | None  # the GraphQL document: the body is {"query": it, "variables": body}
+    graphql_partial: bool  # data that comes with errors is a result
     select: tuple[str, ...] | None
     fields: tuple[tuple[str, tuple[str, ...]], ...]
     pagination: str | None
@@ -521,6 +570,7 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
         body=body,
         form=http.body_encoding == "form",
         graphql=http.graphql,
+        graphql_partial=http.graphql_partial,
         select=split_path(http.select) if http.select else None,
         fields=tuple((name, split_path(path)) for name, path in http.fields.items()),
         pagination=pagination.style if pagination else None,
@@ -1524,6 +1574,11 @@ class ConnectorExecutor:
                 if status >= 300 or conn.ok_path is not None or plan.graphql is not None:
                     body = self._try_json(reply.body)
                 error_code = self._error_code(conn, status, body, graphql=plan.graphql is not None)
+                notes: tuple[str, ...] = ()
+                if plan.graphql_partial and status < 300 and error_code is not None:
+                    partial = self._partial(plan, body)
+                    if partial is not None:
+                        notes, error_code = partial, None
 
                 rate_limited = (
                     status == 429
@@ -1646,7 +1701,11 @@ class ConnectorExecutor:
                     plan, {} if empty else body, reply, cursor, status, page_size, empty=empty
                 )
                 return ExecResult(
-                    output=output, refreshed_credentials=refreshed, status=status, attempts=attempts
+                    output=output,
+                    refreshed_credentials=refreshed,
+                    status=status,
+                    attempts=attempts,
+                    notes=notes,
                 )
         except ConnectorCallError as exc:
             exc.attempts = attempts
@@ -1716,6 +1775,52 @@ class ConnectorExecutor:
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             return "; ".join(value)  # Jira's errorMessages
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+    @staticmethod
+    def _partial(plan: _ToolPlan, body: dict[str, Any]) -> tuple[str, ...] | None:
+        """A GraphQL answer with both data and errors, taken as a result (`graphql.partial`):
+        the note for the model, after dropping from `body` each list item an error names by its
+        path that came back null. None when it is a failure after all: no selected result, or
+        an error that is about the credentials or a rate limit."""
+        conn = plan.conn
+        data, errors = body.get("data"), body.get("errors")
+        if not isinstance(data, dict) or not isinstance(errors, list):
+            return None
+        selected = get_path(body, plan.select) if plan.select is not None else data
+        if selected is MISSING or selected is None:
+            return None
+        said: list[str] = []
+        failed: dict[int, tuple[list[Any], set[int]]] = {}  # id(list) -> (list, null indexes)
+        for error in errors:
+            code = _graphql_code(conn, error)
+            if code in conn.auth_errors or code in conn.rate_limit_errors:
+                return None
+            path = error.get("path") if isinstance(error, Mapping) else None
+            where = _graphql_path(path)
+            shown = code if code is not None and _SAFE_CODE.match(code) else "error"
+            said.append(f"{shown} at {where}" if where else shown)
+            if where is None or not isinstance(path, list) or not isinstance(path[-1], int):
+                continue
+            index: int = path[-1]
+            parent = _walk(data, path[:-1])
+            if isinstance(parent, list) and index < len(parent) and parent[index] is None:
+                failed.setdefault(id(parent), (parent, set()))[1].add(index)
+        for parent, indexes in failed.values():
+            for index in sorted(indexes, reverse=True):
+                del parent[index]
+        listed = "; ".join(said[:_NOTED_ERRORS])
+        if len(said) > _NOTED_ERRORS:
+            listed += f"; and {len(said) - _NOTED_ERRORS} more"
+        errors_word = "error" if len(said) == 1 else "errors"
+        return (
+            f"{conn.spec.title} answered in part: {len(said)} {errors_word} came with the data "
+            f"({listed}). "
+            + (
+                "The items they name are left out of the result."
+                if failed
+                else "What they name may be missing from the result."
+            ),
+        )
 
     @staticmethod
     def _upstream_detail(

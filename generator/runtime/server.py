@@ -47,7 +47,7 @@ import os
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -649,9 +649,12 @@ def tool_error(err: GatewayError) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
 
 
-def tool_result(output: dict[str, Any]) -> types.CallToolResult:
+def tool_result(output: dict[str, Any], notes: Sequence[str] = ()) -> types.CallToolResult:
+    """The output as structured content and as JSON text, then each note as its own text
+    (what a partial upstream answer left out: the model reads it beside the data)."""
     text = json.dumps(output, ensure_ascii=False, separators=(",", ":"))
-    return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=output)
+    content: list[types.ContentBlock] = [types.TextContent(text=t) for t in (text, *notes)]
+    return types.CallToolResult(content=content, structured_content=output)
 
 
 def _encode_list_cursor(name: str) -> str:
@@ -821,16 +824,17 @@ class _Handlers:
             return tool_error(exc)
 
         failure: GatewayError | None = None
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {}  # for the event
+        notes: list[str] = []  # for the model, beside the output
         try:
-            output = await self.dispatch(ctx, principal, snap, spec, args, extra)
+            output = await self.dispatch(ctx, principal, snap, spec, args, extra, notes)
             # The executor validated a connector's output already (a mismatch is the upstream's
             # error, not ours); native and memory handlers are checked here.
             problem = None if spec.family == "connector" else rt.index.output_error(spec, output)
             if problem is not None:
                 logger.error("tool %s returned output violating its schema at %s", name, problem)
                 raise internal_error()
-            return tool_result(output)
+            return tool_result(output, notes)
         except GatewayError as exc:
             failure = exc
             return tool_error(exc)
@@ -887,6 +891,7 @@ class _Handlers:
         spec: ToolSpec,
         args: dict[str, Any],
         extra: dict[str, Any],
+        notes: list[str],
     ) -> dict[str, Any]:
         rt = self.rt
         if spec.family == "native":
@@ -909,7 +914,7 @@ class _Handlers:
                     )
                 )
             return result
-        return await self.call_connector(ctx, principal, snap, spec, args, extra)
+        return await self.call_connector(ctx, principal, snap, spec, args, extra, notes)
 
     async def require_user(self, ctx: ServerRequestContext[Any, Any], principal: Principal) -> str:
         user = await self.rt.session_user(principal, self.asserted(ctx))
@@ -929,6 +934,7 @@ class _Handlers:
         spec: ToolSpec,
         args: dict[str, Any],
         extra: dict[str, Any],
+        notes: list[str],
     ) -> dict[str, Any]:
         rt = self.rt
         assert spec.connector is not None
@@ -959,6 +965,9 @@ class _Handlers:
         extra["upstream_status"] = result.status
         if result.attempts > 1:
             extra["attempts"] = result.attempts
+        if result.notes:
+            extra["partial"] = True
+            notes.extend(result.notes)
         return result.output
 
     # ------------------------------------------------------------------ resources

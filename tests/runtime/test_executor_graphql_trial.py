@@ -6,7 +6,9 @@ As in test_executor_graphql.py, each stand-in answers only the manifest's docume
 byte, and reads every argument from the variables. Each reports failures as its API does:
 
 * GitHub: a bearer token, HTTP 401 `{"message": "Bad credentials"}`; HTTP 200 with `errors`
-  entries that carry a `type` (`NOT_FOUND`, `RATE_LIMITED`) and `x-ratelimit-remaining: 0`
+  entries that carry a `type` (`NOT_FOUND`, `RATE_LIMITED`, and `FORBIDDEN` for each search
+  result in an organisation whose SAML single sign-on the token is not authorised for, which
+  comes back null beside the others) and `x-ratelimit-remaining: 0`
   with `x-ratelimit-reset` (epoch seconds) on the primary rate limit; HTTP 403 with
   `retry-after` on a secondary rate limit.
 * Linear: the API key as the whole `Authorization` header; `errors[].extensions.code`, with
@@ -16,6 +18,7 @@ byte, and reads every argument from the variables. Each reports failures as its 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -23,10 +26,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 
 from generator.runtime import catalog as c
+from generator.runtime.crypto import CredentialCipher
 from generator.runtime.errors import (
     NOT_FOUND,
     RATE_LIMITED,
@@ -36,6 +41,7 @@ from generator.runtime.errors import (
 from generator.runtime.executor import (
     ConnectorExecutor,
 )
+from generator.runtime.store import Store, make_engine
 from tests.runtime.support import ROOT, Sleeps, call, catalog_with, fails
 from tests.runtime.upstreams import Fault, Received, Reply, Upstream
 
@@ -122,6 +128,7 @@ class GitHubGraphQL(GraphQLStandIn):
     def __init__(self) -> None:
         super().__init__(GITHUB_MANIFEST)
         self.issues = [_issue(n) for n in range(1, 8)] + [_issue(8, state="CLOSED")]
+        self.sso_protected: set[str] = set()  # repositories the token may not read
         self.comments: list[dict[str, Any]] = []
         self.rate_limited = 0
         self.reset_in = 3
@@ -131,6 +138,7 @@ class GitHubGraphQL(GraphQLStandIn):
         super().reset()
         self.rate_limited = 0
         self.reset_in = 3
+        self.sso_protected = set()
 
     def authorised(self, req: Received) -> Reply | None:
         if req.headers.get("authorization") != f"Bearer {GH_TOKEN}":
@@ -183,21 +191,35 @@ class GitHubGraphQL(GraphQLStandIn):
         page = rows[start : start + v["first"]]
         end = start + len(page)
         fields = ("id", "number", "title", "url", "state", "repository")
-        return Reply(
-            200,
-            {
-                "data": {
-                    "search": {
-                        "issueCount": len(rows),
-                        "nodes": [{k: i[k] for k in fields} for i in page],
-                        "pageInfo": {
-                            "hasNextPage": end < len(rows),
-                            "endCursor": f"Y3Vyc29yOj{end}" if page else None,
-                        },
-                    }
+        nodes: list[dict[str, Any] | None] = []
+        errors: list[dict[str, Any]] = []
+        for n, i in enumerate(page):
+            org = i["repository"]["nameWithOwner"].partition("/")[0]
+            if i["repository"]["nameWithOwner"] in self.sso_protected:
+                nodes.append(None)
+                errors.append(
+                    gql_error(
+                        f"Resource protected by organization SAML enforcement. You must grant "
+                        f"your Personal Access token access to the `{org}` organization.",
+                        type="FORBIDDEN",
+                        path=["search", "nodes", n],
+                    )
+                )
+            else:
+                nodes.append({k: i[k] for k in fields})
+        answer: dict[str, Any] = {
+            "data": {
+                "search": {
+                    "issueCount": len(rows),
+                    "nodes": nodes,
+                    "pageInfo": {
+                        "hasNextPage": end < len(rows),
+                        "endCursor": f"Y3Vyc29yOj{end}" if page else None,
+                    },
                 }
-            },
-        )
+            }
+        }
+        return Reply(200, answer | ({"errors": errors} if errors else {}))
 
     def _repository(self, v: dict[str, Any]) -> Reply:
         if (v["owner"], v["name"]) != ("octo", "app"):
@@ -450,6 +472,91 @@ async def test_github_hostile_search_text_stays_one_variable(
         "variables": {"query": HOSTILE, "first": 20},
     }
     assert github.comments == []
+
+
+async def test_github_search_leaves_out_what_the_token_may_not_see_and_says_so(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, github: GitHubGraphQL
+) -> None:
+    github.issues += [_issue(n, repo="sso-org/vault") for n in (20, 21)]
+    github.issues += [_issue(22, repo="octo/lib")]
+    github.sso_protected = {"sso-org/vault"}
+    out = await call(executor, catalog, SEARCH, GH_CREDS, query="is:open", limit=9)
+    # GitHub counts the protected issues and sends them as null, with one FORBIDDEN error each
+    # naming its place; the result keeps the others and the model is told what is missing.
+    assert out.status == 200 and out.attempts == 1
+    assert [i["number"] for i in out.output["issues"]] == [1, 2, 3, 4, 5, 6, 7]
+    assert out.output["issue_count"] == 10 and out.output["next_cursor"] is not None
+    assert out.notes == (
+        "GitHub (GraphQL) answered in part: 2 errors came with the data (FORBIDDEN at "
+        "search.nodes.7; FORBIDDEN at search.nodes.8). The items they name are left out of "
+        "the result.",
+    )
+    assert "SAML" not in repr(out.notes)  # codes and paths, never the upstream's own text
+
+    # The next page has none of them: a whole result, with nothing to say.
+    rest = await call(
+        executor,
+        catalog,
+        SEARCH,
+        GH_CREDS,
+        query="is:open",
+        limit=9,
+        cursor=out.output["next_cursor"],
+    )
+    assert [i["number"] for i in rest.output["issues"]] == [22] and rest.notes == ()
+    # Everything withheld: the selected result is there (empty), still a result.
+    only = await call(executor, catalog, SEARCH, GH_CREDS, query="repo:sso-org/vault")
+    assert only.output["issues"] == [] and only.output["issue_count"] == 2
+    assert only.notes and "2 errors" in only.notes[0]
+
+
+async def test_a_partial_answer_reaches_the_client_beside_the_data(
+    tmp_path: Path, catalog: c.GatewaySpec, github: GitHubGraphQL, cipher: CredentialCipher
+) -> None:
+    """Through the gateway and the SDK client: the result's structured content is the data
+    (valid for the output schema), its text the same data as JSON, then the note as a second
+    text the model reads; the call's event says the answer was partial."""
+    from mcp import Client
+
+    from generator.runtime.server import GatewayRuntime
+
+    github.reset()
+    github.issues += [_issue(23, repo="sso-org/vault"), _issue(21, repo="octo/lib")]
+    github.sso_protected = {"sso-org/vault"}
+    store = Store(make_engine(str(tmp_path / "gateway.db")), catalog, cipher)
+    store.migrate()
+    executor = ConnectorExecutor(catalog, base_urls={"github_graphql": github.url + "/gh"})
+    rt = GatewayRuntime(catalog, store, executor=executor, recorder_interval=0.05)
+    try:
+        tenant = store.create_tenant("acme").id
+        store.connect(tenant, "github_graphql", GH_CREDS)
+        key = store.issue_key(tenant).token
+        async with Client(rt.build_server(api_key=key)) as client:
+            result = await client.call_tool(SEARCH, {"query": "label:bug is:open"})
+            assert not result.is_error, result.content
+            data, note = (block.text for block in result.content)  # type: ignore[union-attr]
+            assert json.loads(data) == result.structured_content
+            assert [i["number"] for i in result.structured_content["issues"]] == [1, 3, 5, 7, 21]
+            assert note.startswith("GitHub (GraphQL) answered in part: 1 error came with the data")
+            with anyio.fail_after(5):
+                while True:  # the recorder writes in the background
+                    history = await client.call_tool("fastn_get_event_history", {"limit": 5})
+                    calls = [e for e in history.structured_content["events"] if e["tool"] == SEARCH]
+                    if calls:
+                        break
+                    await anyio.sleep(0.05)
+        assert [(e["status"], e["details"].get("partial")) for e in calls] == [("ok", True)]
+    finally:
+        await rt.aclose()
+        store.dispose()
+
+
+async def test_github_partial_answer_with_a_rate_limit_error_is_a_rate_limit(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, github: GitHubGraphQL, sleeps: Sleeps
+) -> None:
+    github.rate_limited, github.reset_in = 100, 3600
+    exc = await fails(executor, catalog, SEARCH, GH_CREDS, query="is:open")
+    assert exc.code == RATE_LIMITED and exc.attempts == 1 and sleeps.calls == []
 
 
 async def test_github_repository_and_not_found_on_http_200(

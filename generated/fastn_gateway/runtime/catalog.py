@@ -75,6 +75,7 @@ class HttpBinding:
     body_encoding: Literal["json", "form"] = "json"
     # A GraphQL document, sent as it is: the body is {"query": graphql, "variables": body}.
     graphql: str | None = None
+    graphql_partial: bool = False  # data that comes with errors is a result (queries only)
     select: str | None = None  # dotted path of the result in the response body
     # output property -> dotted path
     fields: Mapping[str, str] = field(default_factory=dict[str, str])
