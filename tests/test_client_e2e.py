@@ -152,7 +152,7 @@ async def test_connector_errors_carry_the_envelope(gw: Gateway) -> None:
             await c.slack_send_message(channel="no-such-channel", text="x")
     assert limited.value.code == "rate_limited"
     assert limited.value.retryable is True and limited.value.retry_after == 30
-    assert missing.value.code == "upstream_error" and missing.value.retryable is False
+    assert missing.value.code == "not_found" and missing.value.retryable is False
     assert missing.value.details.get("connector", "slack") == "slack"
     assert "xoxb" not in json.dumps(missing.value.envelope())
 

@@ -228,7 +228,7 @@ async def test_slack_ok_false_is_an_upstream_error_with_its_code(
             ctx=A,
         )
     )
-    assert exc.code == UPSTREAM_ERROR
+    assert exc.code == NOT_FOUND  # one of the manifest's not_found_errors
     assert exc.retryable is False
     assert exc.status == 200
     assert exc.details == {
@@ -236,7 +236,7 @@ async def test_slack_ok_false_is_an_upstream_error_with_its_code(
         "status": 200,
         "upstream_error": "channel_not_found",
     }
-    assert "channel_not_found" in exc.message
+    assert exc.message == "Slack found nothing for this request (channel_not_found)."
     assert len(slack.requests()) == 1
 
 
