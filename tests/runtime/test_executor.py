@@ -217,7 +217,7 @@ async def test_slack_send_message_sends_the_calling_tenants_token_and_body(
         assert token == (SLACK_A if request is sent else SLACK_B)["bot_token"]
 
 
-async def test_slack_ok_false_is_an_upstream_error_with_its_code(
+async def test_slack_ok_false_is_an_error_with_its_code(
     executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream
 ) -> None:
     exc = await fails(
