@@ -398,18 +398,6 @@ def _graphql_path(path: Any) -> str | None:
 _GRAPHQL_NAME: Final = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,63}$")
 
 
-def _walk(data: Any, path: list[Any]) -> Any:
-    """The value at a GraphQL path (field names and list indexes), or None."""
-    for segment in path:
-        if isinstance(segment, str) and isinstance(data, dict):
-            data = data.get(segment)
-        elif isinstance(segment, int) and isinstance(data, list) and 0 <= segment < len(data):
-            data = data[segment]
-        else:
-            return None
-    return data
-
-
 # A reset time below this is not a date (it would be in 1973): it is seconds to wait. One above
 # the next is not seconds since the epoch (the year 5138): it is milliseconds.
 _EPOCH_SECONDS: Final = 100_000_000
@@ -1653,13 +1641,14 @@ class ConnectorExecutor:
                     # A short code (Slack's channel_not_found) helps the model; free text and
                     # anything that had to be redacted stay in details only.
                     secrets = _secret_values(creds, credentials, _key_map(key))
-                    shown = (
-                        f" ({error_code})"
+                    code = (
+                        error_code
                         if error_code
                         and _SAFE_CODE.match(error_code)
                         and _sanitise(error_code, secrets) == error_code
-                        else ""
+                        else None
                     )
+                    shown = f" ({code})" if code else ""
                     if status in (404, 410) or (
                         error_code is not None and error_code in conn.not_found_errors
                     ):
@@ -1667,7 +1656,7 @@ class ConnectorExecutor:
                         # answers 404 for a private repository): the model should not retry
                         # the same call, but look the identifier up again.
                         said = [f"HTTP {status}"] if status >= 300 else []
-                        said += [shown[2:-1]] if shown else []
+                        said += [code] if code else []
                         raise self._fail(
                             NOT_FOUND,
                             f"{conn.spec.title} found nothing for this request"
@@ -1802,7 +1791,7 @@ class ConnectorExecutor:
             if where is None or not isinstance(path, list) or not isinstance(path[-1], int):
                 continue
             index: int = path[-1]
-            parent = _walk(data, path[:-1])
+            parent = get_path(data, tuple(str(segment) for segment in path[:-1]))
             if isinstance(parent, list) and index < len(parent) and parent[index] is None:
                 failed.setdefault(id(parent), (parent, set()))[1].add(index)
         for parent, indexes in failed.values():
