@@ -435,10 +435,10 @@ def test_stdio_on_a_database_that_does_not_exist_says_so_and_creates_nothing(
 # ----------------------------------------------------------------------------- serve --demo (HTTP)
 
 
-def _start_demo(db: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
+def _start_demo(db: str, port: int, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
         [sys.executable, LAUNCHER, "serve", "--demo", "--port", str(port), "--db", db],
-        env=_env(),
+        env=_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -508,6 +508,25 @@ async def test_serve_demo_over_http(gateway, tmp_path: Path) -> None:
     proc, banner2 = _start_demo(db, free_port())
     _stop(proc)
     assert TOKEN_RE.search(banner2).group(0) == token.group(0)  # type: ignore[union-attr]
+
+
+async def test_serve_demo_on_postgresql_never_prints_the_database_password(
+    gateway, pg_url: str
+) -> None:
+    import sqlalchemy as sa
+
+    password = sa.engine.make_url(pg_url).password
+    assert password
+    proc, banner = _start_demo(pg_url, free_port(), FASTN_GATEWAY_SECRET_KEY=generate_key())
+    try:
+        token = TOKEN_RE.search(banner)
+        assert token is not None
+        assert "password is not shown" in banner
+        # the first line and the stdio config name the database, its password masked
+        assert banner.count(":***@") == 2, banner
+    finally:
+        err = _stop(proc)
+    assert f":{password}@" not in banner + err  # (the CI's user name is its password)
 
 
 async def test_serve_announces_the_address_only_once_it_is_bound(gateway, tmp_path: Path) -> None:

@@ -380,8 +380,9 @@ def _package_root(gateway: GatewaySpec) -> str | None:
 
 
 def demo_banner(gateway: GatewaySpec, token: str, db_url: str, *, transport: str, url: str) -> str:
-    path = sqlite_path(db_url)
-    db_arg = str(path) if path is not None else db_url
+    # A database URL's password is never printed, not even here: the configs below show
+    # `***` in its place, for the user to put back.
+    db_arg = _shown_db(db_url)
     http_cfg = {
         "mcpServers": {
             gateway.server_name: {
@@ -426,6 +427,8 @@ def demo_banner(gateway: GatewaySpec, token: str, db_url: str, *, transport: str
         f'Demo workspace "{DEMO_TENANT}" with user "{DEMO_USER}", database {db_arg}',
         f"API key (read+write): {token}",
     ]
+    if "***" in db_arg and "***" not in db_url:
+        lines.append("The database password is not shown: put it back where *** stands below.")
     if transport == "http":
         lines += [
             f"MCP endpoint (streamable HTTP): {url}",
