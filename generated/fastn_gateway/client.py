@@ -23,6 +23,7 @@ from .client_methods.slack import SlackTools
 from .runtime.client_base import (
     ClientBase,
     GatewayClientError,
+    PartialResultWarning,
     ResourceContent,
     ResourceInfo,
     ToolInfo,
@@ -32,6 +33,7 @@ from .runtime.client_base import (
 __all__ = [
     "GatewayClient",
     "GatewayClientError",
+    "PartialResultWarning",
     "ResourceContent",
     "ResourceInfo",
     "ToolInfo",

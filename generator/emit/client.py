@@ -281,7 +281,12 @@ def _method_doc(
         "",
         *_wrap(
             f"Returns {t.output_model}. Scope: {t.scope}. "
-            f"Annotations: {_annotation_words(t.annotations)}.",
+            f"Annotations: {_annotation_words(t.annotations)}."
+            + (
+                " An answer that came in part warns PartialResultWarning with what it left out."
+                if t.http is not None and t.http.graphql_partial
+                else ""
+            ),
             width,
         ),
     ]

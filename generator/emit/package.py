@@ -79,6 +79,7 @@ def package_files(project: ir.Project, out: Output) -> FileSet:
             example=client_example(project),
             session_example=session_example(project),
             summaries={t.name: md_cell(first_sentence(t.description)) for t in project.tools},
+            partial=[t.name for t in project.tools if t.http and t.http.graphql_partial],
         ),
         out.pkg("__init__.py"): render("package_init.py.j2", header=header, g=g, lit=literal),
         out.pkg("__main__.py"): render("package_main.py.j2", header=header, g=g),

@@ -18,10 +18,15 @@ byte, and reads every argument from the variables. Each reports failures as its 
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import re
+import shutil
+import sys
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -546,6 +551,89 @@ async def test_a_partial_answer_reaches_the_client_beside_the_data(
                         break
                     await anyio.sleep(0.05)
         assert [(e["status"], e["details"].get("partial")) for e in calls] == [("ok", True)]
+    finally:
+        await rt.aclose()
+        store.dispose()
+
+
+@pytest.fixture(scope="module")
+def trial_package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A whole package built by `gen build` from the default manifests and GitHub's GraphQL
+    connector, imported as `trial_gateway` (its own runtime, catalog and typed client)."""
+    from generator import api
+
+    root = tmp_path_factory.mktemp("trial_package")
+    shutil.copytree(ROOT / "manifests", root / "manifests")
+    shutil.copy(GITHUB_MANIFEST, root / "manifests" / "connectors" / GITHUB_MANIFEST.name)
+    gateway = root / "manifests" / "gateway.yaml"
+    text = gateway.read_text(encoding="utf-8")
+    gateway.write_text(text.replace("import_name: fastn_gateway", "import_name: trial_gateway"))
+    result = api.build(api.Options.for_project(root, cache=False))
+    assert result.ok, result.diagnostics
+    sys.path.insert(0, str(root / "generated"))
+    try:
+        yield importlib.import_module("trial_gateway")
+    finally:
+        sys.path.remove(str(root / "generated"))
+        for name in [m for m in sys.modules if m.split(".")[0] == "trial_gateway"]:
+            del sys.modules[name]
+
+
+async def test_the_typed_client_returns_a_partial_answer_with_a_warning(
+    tmp_path: Path, trial_package: Any, github: GitHubGraphQL
+) -> None:
+    """The generated client returns the data of a partial answer and warns
+    PartialResultWarning with the note, pointing at the caller's line; a whole answer warns
+    nothing, and a warnings filter can make the partial one an error."""
+    client_module = importlib.import_module("trial_gateway.client")
+    runtime = importlib.import_module("trial_gateway.runtime.server")
+    store_module = importlib.import_module("trial_gateway.runtime.store")
+    crypto = importlib.import_module("trial_gateway.runtime.crypto")
+    catalog = importlib.import_module("trial_gateway.catalog").GATEWAY
+    client_class, partial_warning = client_module.GatewayClient, client_module.PartialResultWarning
+    assert "PartialResultWarning" in client_class.github_graphql_search_issues.__doc__
+    assert "PartialResultWarning" not in client_class.github_graphql_get_repository.__doc__
+
+    github.reset()
+    github.issues += [_issue(23, repo="sso-org/vault"), _issue(21, repo="octo/lib")]
+    github.sso_protected = {"sso-org/vault"}
+    cipher = crypto.CredentialCipher([crypto.generate_key()])
+    store = store_module.Store(
+        store_module.make_engine(str(tmp_path / "gateway.db")), catalog, cipher
+    )
+    store.migrate()
+    rt = runtime.GatewayRuntime(
+        catalog,
+        store,
+        executor=importlib.import_module("trial_gateway.runtime.executor").ConnectorExecutor(
+            catalog, base_urls={"github_graphql": github.url + "/gh"}
+        ),
+    )
+    try:
+        tenant = store.create_tenant("acme").id
+        store.connect(tenant, "github_graphql", GH_CREDS)
+        key = store.issue_key(tenant).token
+        async with client_class.connect_to(rt.build_server(api_key=key)) as gw:
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                out = await gw.github_graphql_search_issues(query="label:bug is:open")
+                line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+                raw = await gw.call_tool(SEARCH, {"query": "label:bug is:open"})
+                repo = await gw.github_graphql_get_repository(owner="octo", name="app")
+            assert [i.number for i in out.issues] == [1, 3, 5, 7, 21]
+            assert [i["number"] for i in raw["issues"]] == [1, 3, 5, 7, 21]
+            assert repo.name_with_owner == "octo/app"
+            assert [type(w.message) for w in seen] == [partial_warning, partial_warning]
+            typed, untyped = (w.message for w in seen)
+            assert typed.tool == SEARCH and len(typed.notes) == 1
+            assert typed.notes[0].startswith("GitHub (GraphQL) answered in part: 1 error came")
+            assert "FORBIDDEN at search.nodes." in typed.notes[0]
+            assert {w.filename for w in seen} == {__file__}  # the caller's line, not ours
+            assert seen[0].lineno == line
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", partial_warning)
+                with pytest.raises(partial_warning):
+                    await gw.github_graphql_search_issues(query="label:bug is:open")
     finally:
         await rt.aclose()
         store.dispose()

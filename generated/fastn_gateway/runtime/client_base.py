@@ -28,6 +28,7 @@ import re
 import site
 import sys
 import threading
+import warnings
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -127,6 +128,26 @@ class GatewayClientError(GatewayError):
 
     def __repr__(self) -> str:
         return f"GatewayClientError({self.code!r}, {self.message!r})"
+
+
+class PartialResultWarning(UserWarning):
+    """A call that succeeded with part of the data: the upstream answered with errors beside
+    it (a GraphQL query that declares `partial`, such as a search that met items the
+    credentials may not read). The result holds what came; `notes` say what was left out, as
+    the model reads them (error codes and paths, never the upstream's messages).
+
+    To see it in code rather than in the log::
+
+        with warnings.catch_warnings(record=True, category=PartialResultWarning) as seen:
+            issues = await client.github_search_issues(query="...")
+
+    or make it an error with `warnings.simplefilter("error", PartialResultWarning)`.
+    """
+
+    def __init__(self, tool: str, notes: Sequence[str]) -> None:
+        super().__init__(f"{tool}: {' '.join(notes)}")
+        self.tool = tool
+        self.notes = tuple(notes)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -605,8 +626,9 @@ class ClientBase:
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None) -> Any:
         """Call any tool by name with wire arguments; returns its structured result as JSON
-        data. The typed methods of the generated client are usually the better choice."""
-        return await self._call(name, dict(arguments or {}))
+        data. The typed methods of the generated client are usually the better choice.
+        A partial result warns `PartialResultWarning`."""
+        return await self._call(name, dict(arguments or {}), stacklevel=3)
 
     async def _call_tool(
         self,
@@ -631,7 +653,8 @@ class ClientBase:
                 details={"errors": _errors(exc)},
             ) from None
         payload = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        data = await self._call(name, payload)
+        # the warning points at the line that called the generated method
+        data = await self._call(name, payload, stacklevel=4)
         try:
             return output_model.model_validate(data)
         except ValidationError as exc:
@@ -641,7 +664,7 @@ class ClientBase:
                 details={"errors": _errors(exc)},
             ) from None
 
-    async def _call(self, name: str, payload: dict[str, Any]) -> Any:
+    async def _call(self, name: str, payload: dict[str, Any], *, stacklevel: int) -> Any:
         async with self._session() as client:
             try:
                 result = await client.call_tool(name, payload)
@@ -662,6 +685,10 @@ class ClientBase:
             raise found or GatewayClientError(
                 TOOL_ERROR, _short(text or f"{name} failed."), details={"tool": name}
             )
+        # The gateway sends the output as JSON text, then each note as its own text.
+        notes = [c.text for c in result.content[1:] if isinstance(c, types.TextContent)]
+        if notes:
+            warnings.warn(PartialResultWarning(name, notes), stacklevel=stacklevel)
         if result.structured_content is not None:
             return result.structured_content
         try:

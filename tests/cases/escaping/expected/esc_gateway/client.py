@@ -18,6 +18,7 @@ from .client_methods.native import NativeTools
 from .runtime.client_base import (
     ClientBase,
     GatewayClientError,
+    PartialResultWarning,
     ResourceContent,
     ResourceInfo,
     ToolInfo,
@@ -26,6 +27,7 @@ from .runtime.client_base import (
 __all__ = [
     "GatewayClient",
     "GatewayClientError",
+    "PartialResultWarning",
     "ResourceContent",
     "ResourceInfo",
     "ToolInfo",

@@ -19,6 +19,7 @@ from .client_methods.native import NativeTools
 from .runtime.client_base import (
     ClientBase,
     GatewayClientError,
+    PartialResultWarning,
     ResourceContent,
     ResourceInfo,
     ToolInfo,
@@ -27,6 +28,7 @@ from .runtime.client_base import (
 __all__ = [
     "GatewayClient",
     "GatewayClientError",
+    "PartialResultWarning",
     "ResourceContent",
     "ResourceInfo",
     "ToolInfo",
