@@ -7,6 +7,7 @@ problem. The IR is only returned when there is no error.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -1337,6 +1338,12 @@ _GQL_IGNORED = re.compile(r'"""(?:\\"""|[^"]|"(?!""))*"""|"(?:\\.|[^"\\\n])*"|#[
 _GQL_DOLLAR = re.compile(r"\$([_A-Za-z][_0-9A-Za-z]*)")
 
 
+@functools.lru_cache(maxsize=64)
+def _gql_code(query: str) -> str:
+    """A GraphQL document with its strings and comments blanked (both checks read it)."""
+    return _GQL_IGNORED.sub(" ", query)
+
+
 def _always_given(input_schema: dict[str, Any] | None, bind: dict[str, str]) -> set[str] | None:
     """The parameters every call has a value for: required inputs, inputs with a default
     (applied when the argument is not given) and bound parameters. None when the input schema
@@ -1389,7 +1396,7 @@ def _graphql(
                 f"http.{other} and http.graphql both set the body",
                 "a GraphQL request's body is its query and variables: keep graphql",
             )
-    text = _GQL_IGNORED.sub(" ", query)
+    text = _gql_code(query)
     if text.count("{") != text.count("}") or text.count("(") != text.count(")"):
         ctx.err(
             "GEN224",
@@ -1459,7 +1466,7 @@ def _graphql(
 def _gql_operations(query: str) -> list[str]:
     """The kind (query, mutation, subscription) of each operation a GraphQL document defines;
     fragments are not operations, and a bare `{ ... }` is a query."""
-    text = _GQL_IGNORED.sub(" ", query)
+    text = _gql_code(query)
     kinds: list[str] = []
     depth, start = 0, 0
     for i, ch in enumerate(text):
