@@ -81,8 +81,8 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, cast
 from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 import anyio
@@ -171,6 +171,64 @@ class ExecResult:
     attempts: int
     # For the model, beside the output: what a partial GraphQL answer left out (codes and paths).
     notes: tuple[str, ...] = ()
+
+
+def _drop_null(items: dict[int, tuple[list[Any], set[int]]]) -> int:
+    """Remove the null items at these indexes (id(list) -> (list, indexes)); how many."""
+    for parent, indexes in items.values():
+        for index in sorted(indexes, reverse=True):
+            del parent[index]
+    return sum(len(indexes) for _, indexes in items.values())
+
+
+@dataclass(slots=True)
+class _PartialAnswer:
+    """What a partial GraphQL answer left out, for its note."""
+
+    title: str  # the connector's
+    said: list[str] = field(default_factory=list)  # "CODE at path", one per error
+    dropped: int = 0  # list items left out
+    # Items kept with a field nulled: id(item) -> (its list, the item).
+    incomplete: dict[int, tuple[list[Any], Any]] = field(default_factory=dict)
+    elsewhere: bool = False  # an error names no list item
+
+    def drop_incomplete(self) -> bool:
+        """Leave out the items kept with a field nulled (for when the output schema does not
+        allow that null); False when there are none."""
+        if not self.incomplete:
+            return False
+        for parent in {id(parent): parent for parent, _ in self.incomplete.values()}.values():
+            parent[:] = [item for item in parent if id(item) not in self.incomplete]
+        self.dropped += len(self.incomplete)
+        self.incomplete = {}
+        return True
+
+    def note(self) -> str:
+        listed = "; ".join(self.said[:_NOTED_ERRORS])
+        if len(self.said) > _NOTED_ERRORS:
+            listed += f"; and {len(self.said) - _NOTED_ERRORS} more"
+        count = len(self.said)
+        text = (
+            f"{self.title} answered in part: {count} error{'s' if count != 1 else ''} came with "
+            f"the data ({listed})."
+        )
+        kept = len(self.incomplete)
+        if self.dropped:
+            text += f" {_items(self.dropped)} they name {_are(self.dropped)} left out of the "
+            text += "result."
+        if kept:
+            text += f" {_items(kept)} they name {_are(kept)} kept, with what they name null."
+        if self.elsewhere or not (self.dropped or kept):
+            text += " What they name may be missing from the result."
+        return text
+
+
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
+
+
+def _are(n: int) -> str:
+    return "is" if n == 1 else "are"
 
 
 class ConnectorCallError(GatewayError):
@@ -1562,11 +1620,11 @@ class ConnectorExecutor:
                 if status >= 300 or conn.ok_path is not None or plan.graphql is not None:
                     body = self._try_json(reply.body)
                 error_code = self._error_code(conn, status, body, graphql=plan.graphql is not None)
-                notes: tuple[str, ...] = ()
+                partial: _PartialAnswer | None = None
                 if plan.graphql_partial and status < 300 and error_code is not None:
                     partial = self._partial(plan, body)
                     if partial is not None:
-                        notes, error_code = partial, None
+                        error_code = None
 
                 rate_limited = (
                     status == 429
@@ -1686,15 +1744,24 @@ class ConnectorExecutor:
                         status=status,
                         connector=name,
                     )
-                output = self._shape(
-                    plan, {} if empty else body, reply, cursor, status, page_size, empty=empty
-                )
+                try:
+                    output = self._shape(
+                        plan, {} if empty else body, reply, cursor, status, page_size, empty=empty
+                    )
+                except ConnectorCallError as exc:
+                    # A partial answer whose kept items hold a null the output schema does
+                    # not allow: those items are left out too.
+                    if partial is None or exc.code != UPSTREAM_INVALID_RESPONSE:
+                        raise
+                    if not partial.drop_incomplete():
+                        raise
+                    output = self._shape(plan, body, reply, cursor, status, page_size)
                 return ExecResult(
                     output=output,
                     refreshed_credentials=refreshed,
                     status=status,
                     attempts=attempts,
-                    notes=notes,
+                    notes=(partial.note(),) if partial is not None else (),
                 )
         except ConnectorCallError as exc:
             exc.attempts = attempts
@@ -1766,11 +1833,13 @@ class ConnectorExecutor:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
     @staticmethod
-    def _partial(plan: _ToolPlan, body: dict[str, Any]) -> tuple[str, ...] | None:
-        """A GraphQL answer with both data and errors, taken as a result (`graphql.partial`):
-        the note for the model, after dropping from `body` each list item an error names by its
-        path that came back null. None when it is a failure after all: no selected result, or
-        an error that is about the credentials or a rate limit."""
+    def _partial(plan: _ToolPlan, body: dict[str, Any]) -> _PartialAnswer | None:
+        """A GraphQL answer with both data and errors, taken as a result (`graphql.partial`).
+        Each list item an error names (the item itself, or a field inside it) that came back
+        null is dropped from `body` (GraphQL nulls the nearest nullable field above an error,
+        which may be the item); one that came back with a field nulled is kept for now. None
+        when it is a failure after all: no selected result, or an error that is about the
+        credentials or a rate limit."""
         conn = plan.conn
         data, errors = body.get("data"), body.get("errors")
         if not isinstance(data, dict) or not isinstance(errors, list):
@@ -1778,8 +1847,8 @@ class ConnectorExecutor:
         selected = get_path(body, plan.select) if plan.select is not None else data
         if selected is MISSING or selected is None:
             return None
-        said: list[str] = []
-        failed: dict[int, tuple[list[Any], set[int]]] = {}  # id(list) -> (list, null indexes)
+        answer = _PartialAnswer(conn.spec.title)
+        null: dict[int, tuple[list[Any], set[int]]] = {}  # id(list) -> (list, indexes)
         for error in errors:
             code = _graphql_code(conn, error)
             if code in conn.auth_errors or code in conn.rate_limit_errors:
@@ -1787,29 +1856,28 @@ class ConnectorExecutor:
             path = error.get("path") if isinstance(error, Mapping) else None
             where = _graphql_path(path)
             shown = code if code is not None and _SAFE_CODE.match(code) else "error"
-            said.append(f"{shown} at {where}" if where else shown)
-            if where is None or not isinstance(path, list) or not isinstance(path[-1], int):
+            answer.said.append(f"{shown} at {where}" if where else shown)
+            if where is None:
+                answer.elsewhere = True
                 continue
-            index: int = path[-1]
-            parent = get_path(data, tuple(str(segment) for segment in path[:-1]))
-            if isinstance(parent, list) and index < len(parent) and parent[index] is None:
-                failed.setdefault(id(parent), (parent, set()))[1].add(index)
-        for parent, indexes in failed.values():
-            for index in sorted(indexes, reverse=True):
-                del parent[index]
-        listed = "; ".join(said[:_NOTED_ERRORS])
-        if len(said) > _NOTED_ERRORS:
-            listed += f"; and {len(said) - _NOTED_ERRORS} more"
-        errors_word = "error" if len(said) == 1 else "errors"
-        return (
-            f"{conn.spec.title} answered in part: {len(said)} {errors_word} came with the data "
-            f"({listed}). "
-            + (
-                "The items they name are left out of the result."
-                if failed
-                else "What they name may be missing from the result."
-            ),
-        )
+            segments = cast(list[str | int], path)  # (valid: names and indexes)
+            keys = tuple(str(segment) for segment in segments)
+            at = max((i for i, seg in enumerate(segments) if isinstance(seg, int)), default=-1)
+            parent = get_path(data, keys[:at]) if at >= 0 else None
+            index = segments[at]
+            if not isinstance(parent, list) or not isinstance(index, int) or index >= len(parent):
+                answer.elsewhere = True
+                continue
+            named = get_path(data, keys)
+            if named is not None and named is not MISSING:
+                continue  # it names data that came: nothing is missing there
+            item = parent[index]
+            if item is None:
+                null.setdefault(id(parent), (parent, set()))[1].add(index)
+            else:
+                answer.incomplete[id(item)] = (parent, item)
+        answer.dropped = _drop_null(null)
+        return answer
 
     @staticmethod
     def _upstream_detail(

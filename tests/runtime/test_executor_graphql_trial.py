@@ -134,6 +134,10 @@ class GitHubGraphQL(GraphQLStandIn):
         super().__init__(GITHUB_MANIFEST)
         self.issues = [_issue(n) for n in range(1, 8)] + [_issue(8, state="CLOSED")]
         self.sso_protected: set[str] = set()  # repositories the token may not read
+        # Issue number -> a field the resolver failed on. GitHub nulls a nullable field
+        # (`repository`; `state` here, as if it were nullable) and, for a non-null one
+        # (`title`), the whole node.
+        self.failing_field: dict[int, str] = {}
         self.comments: list[dict[str, Any]] = []
         self.rate_limited = 0
         self.reset_in = 3
@@ -144,6 +148,7 @@ class GitHubGraphQL(GraphQLStandIn):
         self.rate_limited = 0
         self.reset_in = 3
         self.sso_protected = set()
+        self.failing_field = {}
 
     def authorised(self, req: Received) -> Reply | None:
         if req.headers.get("authorization") != f"Bearer {GH_TOKEN}":
@@ -208,6 +213,21 @@ class GitHubGraphQL(GraphQLStandIn):
                         f"your Personal Access token access to the `{org}` organization.",
                         type="FORBIDDEN",
                         path=["search", "nodes", n],
+                    )
+                )
+            elif i["number"] in self.failing_field:
+                failed = self.failing_field[i["number"]]
+                node: dict[str, Any] | None = {k: i[k] for k in fields}
+                if failed in ("repository", "state"):
+                    node[failed] = None  # type: ignore[index]
+                else:
+                    node = None
+                nodes.append(node)
+                errors.append(
+                    gql_error(
+                        "Something went wrong while executing your query.",
+                        type="INTERNAL",
+                        path=["search", "nodes", n, failed],
                     )
                 )
             else:
@@ -493,7 +513,7 @@ async def test_github_search_leaves_out_what_the_token_may_not_see_and_says_so(
     assert out.output["issue_count"] == 10 and out.output["next_cursor"] is not None
     assert out.notes == (
         "GitHub (GraphQL) answered in part: 2 errors came with the data (FORBIDDEN at "
-        "search.nodes.7; FORBIDDEN at search.nodes.8). The items they name are left out of "
+        "search.nodes.7; FORBIDDEN at search.nodes.8). 2 items they name are left out of "
         "the result.",
     )
     assert "SAML" not in repr(out.notes)  # codes and paths, never the upstream's own text
@@ -513,6 +533,34 @@ async def test_github_search_leaves_out_what_the_token_may_not_see_and_says_so(
     only = await call(executor, catalog, SEARCH, GH_CREDS, query="repo:sso-org/vault")
     assert only.output["issues"] == [] and only.output["issue_count"] == 2
     assert only.notes and "2 errors" in only.notes[0]
+
+
+async def test_github_partial_errors_inside_an_item(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, github: GitHubGraphQL
+) -> None:
+    """An error on a field inside an item: a nullable field (repository) is null and the item
+    kept; a non-null one (title) nulls the whole node, which is left out; a field the output
+    schema does not allow null (state) leaves its item out too, not the whole call."""
+    github.failing_field = {2: "repository", 4: "title"}
+    out = await call(executor, catalog, SEARCH, GH_CREDS, query="is:open")
+    issues = {i["number"]: i for i in out.output["issues"]}
+    assert sorted(issues) == [1, 2, 3, 5, 6, 7]
+    assert issues[2]["repository"] is None and issues[3]["repository"] is not None
+    assert out.notes == (
+        "GitHub (GraphQL) answered in part: 2 errors came with the data (INTERNAL at "
+        "search.nodes.1.repository; INTERNAL at search.nodes.3.title). 1 item they name is "
+        "left out of the result. 1 item they name is kept, with what they name null.",
+    )
+
+    github.reset()
+    github.failing_field = {3: "state", 5: "repository"}
+    out = await call(executor, catalog, SEARCH, GH_CREDS, query="label:bug")
+    # `state` may not be null in the output: items kept with a field nulled are left out.
+    assert [i["number"] for i in out.output["issues"]] == [1, 7]
+    assert out.notes[0].endswith(
+        "(INTERNAL at search.nodes.1.state; INTERNAL at search.nodes.2.repository). "
+        "2 items they name are left out of the result."
+    )
 
 
 async def test_a_partial_answer_reaches_the_client_beside_the_data(
