@@ -1862,10 +1862,11 @@ class ConnectorExecutor:
                 continue
             segments = cast(list[str | int], path)  # (valid: names and indexes)
             keys = tuple(str(segment) for segment in segments)
-            at = max((i for i, seg in enumerate(segments) if isinstance(seg, int)), default=-1)
-            parent = get_path(data, keys[:at]) if at >= 0 else None
-            index = segments[at]
-            if not isinstance(parent, list) or not isinstance(index, int) or index >= len(parent):
+            # The innermost list item on the path.
+            at = max((i for i, seg in enumerate(segments) if isinstance(seg, int)), default=None)
+            parent = get_path(data, keys[:at]) if at is not None else None
+            index = cast(int, segments[at]) if at is not None else 0
+            if not isinstance(parent, list) or index >= len(parent):
                 answer.elsewhere = True
                 continue
             named = get_path(data, keys)
