@@ -138,8 +138,9 @@ class PartialResultWarning(UserWarning):
 
     To see it in code rather than in the log::
 
-        with warnings.catch_warnings(record=True, category=PartialResultWarning) as seen:
+        with warnings.catch_warnings(record=True, action="always") as seen:
             issues = await client.github_search_issues(query="...")
+        partial = [w.message for w in seen if issubclass(w.category, PartialResultWarning)]
 
     or make it an error with `warnings.simplefilter("error", PartialResultWarning)`.
     """
