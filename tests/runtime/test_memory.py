@@ -305,6 +305,106 @@ def test_memory_is_isolated_between_users_and_tenants(memory: MemoryStore) -> No
     assert memory.profile("acme", "nobody")["items"] == {"active": 0, "superseded": 0, "total": 0}
 
 
+MY_ITEMS = (
+    "Lunch with Priya on Tuesdays, usually ramen near the office.",
+    "Priya leads the Apollo project budget review.",
+    "Prefers ramen over sushi; allergic to peanuts.",
+    "Flies to Berlin for the Apollo launch in March.",
+    "Weekly budget summary goes to Priya on Fridays.",
+    "Ramen place on 5th closes early on Mondays.",
+)
+MY_QUERIES = ("ramen lunch", "Apollo budget Priya", "Berlin launch", "sushi peanuts office")
+
+
+def scores_seen(memory: MemoryStore) -> list[list[tuple[str, float]]]:
+    """Every query's ids and unrounded scores, retrieval and search_or_ask."""
+    seen = []
+    for query in MY_QUERIES:
+        got = memory.retrieve_relevant_chunks("acme", "ash", query, top_k=10)["chunks"]
+        seen.append([(c["id"], c["score"]) for c in got])
+        asked = memory.search_or_ask("acme", "ash", query)
+        seen.append([(c["id"], c["score"]) for c in asked["citations"]])
+    return seen
+
+
+def test_other_tenants_memories_never_move_a_users_scores(
+    memory: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranking statistics are per tenant: what other tenants store, however much and whatever
+    words it holds, changes neither the scores (to the last bit) nor the order a user sees, so
+    they cannot be used to learn how common a word is in other tenants' memories."""
+    from generator.runtime import memory as mem
+
+    monkeypatch.setattr(mem, "shown_score", float)  # compare the engine's unrounded scores
+    memory.update_memory("acme", "ash", [{"text": t} for t in MY_ITEMS])
+    before = scores_seen(memory)
+    assert all(before[::2]), "every query finds something"
+    # Other tenants: the same words at very different rates, many rows, longer texts, and a
+    # correction (rows leave their index) and a user named like ours.
+    for tenant in ("globex", "initech"):
+        for user in ("ash", "bo"):
+            memory.update_memory(
+                tenant,
+                user,
+                [
+                    {"text": f"ramen ramen lunch {n} Priya budget " + "filler words " * (n % 7)}
+                    for n in range(60)
+                ],
+            )
+        old = remember(memory, "Apollo Berlin launch.", tenant=tenant, topic="trip")
+        remember(memory, "Apollo Berlin launch moved.", tenant=tenant, topic="trip")
+        got = memory.retrieve_relevant_chunks(tenant, "ash", "Apollo")["chunks"]
+        assert old["id"] not in [c["id"] for c in got]
+    assert scores_seen(memory) == before
+
+
+def test_old_databases_get_one_index_per_tenant(tmp_path: Any) -> None:
+    """A SQLite file written before per-tenant indexes (one FTS5 index for every tenant) is
+    moved to per-tenant indexes by migrate(), losing nothing, and the old index is dropped."""
+    engine = make_engine(str(tmp_path / "old.db"))
+    memory = MemoryStore(engine)
+    memory.migrate()
+    memory.update_memory("acme", "ash", [{"text": t} for t in MY_ITEMS])
+    remember(memory, "Ramen is fine; prefers udon now.", topic="noodles")
+    remember(memory, "Prefers soba.", topic="noodles")  # supersedes the udon item
+    memory.update_memory("globex", "ash", [{"text": f"ramen {n}"} for n in range(30)])
+    expected = scores_seen(memory)
+    with engine.begin() as conn:  # the layout of those databases, with their data
+        for n in (1, 2):
+            for kind, name in (("TABLE", "_vocab"), ("TABLE", ""), ("VIEW", "_content")):
+                conn.execute(sa.text(f"DROP {kind} memory_fts_{n}{name}"))
+        conn.execute(sa.text("DROP TABLE memory_search_indexes"))
+        for statement in (
+            "CREATE VIEW memory_items_active AS SELECT pk, text, topic, tags "
+            "FROM memory_items WHERE superseded_by IS NULL",
+            "CREATE VIRTUAL TABLE memory_items_fts USING fts5(text, topic, tags, "
+            "content='memory_items_active', content_rowid='pk', tokenize='porter unicode61')",
+            "CREATE VIRTUAL TABLE memory_items_fts_vocab USING fts5vocab(memory_items_fts, 'row')",
+            "CREATE TABLE memory_items_fts_rows (id INTEGER PRIMARY KEY CHECK (id = 1), "
+            "n INTEGER NOT NULL)",
+            "INSERT INTO memory_items_fts_rows (id, n) "
+            "SELECT 1, count(*) FROM memory_items WHERE superseded_by IS NULL",
+            "INSERT INTO memory_items_fts(memory_items_fts) VALUES ('rebuild')",
+        ):
+            conn.execute(sa.text(statement))
+    upgraded = MemoryStore(make_engine(str(tmp_path / "old.db")))
+    upgraded.migrate()
+    upgraded.migrate()
+    assert scores_seen(upgraded) == expected
+    assert check_indexes(upgraded.engine) == {"acme": 7, "globex": 30}
+    with upgraded.engine.connect() as conn:
+        names = set(conn.execute(sa.text("SELECT name FROM sqlite_master")).scalars())
+    assert not {n for n in names if n.startswith("memory_items_fts")} | (
+        names & {"memory_items_active"}
+    )
+    remember(upgraded, "Ramen again on Friday.")
+    assert "Ramen again on Friday." in texts(
+        upgraded.retrieve_relevant_chunks("acme", "ash", "ramen")
+    )
+    upgraded.engine.dispose()
+    engine.dispose()
+
+
 def test_versions_are_per_user_and_monotonic(memory: MemoryStore) -> None:
     got = []
     for n in range(3):
@@ -714,14 +814,15 @@ def full_ranking(
         f"WHERE t.item_pk = m.pk AND t.tag_key = '{t}')"
         for t in tags
     )
-    sql = (
-        "SELECT m.id, -bm25(memory_items_fts, 1.0, 0.5, 0.5) AS score FROM memory_items_fts "
-        "CROSS JOIN memory_items m ON m.pk = memory_items_fts.rowid "
-        "WHERE memory_items_fts MATCH :q AND m.tenant_id = 'acme' AND m.user_id = 'ash' "
-        f"AND m.superseded_by IS NULL{tag_sql} "
-        "ORDER BY score DESC, m.observed_at DESC, m.version DESC LIMIT :k"
-    )
     with engine.connect() as conn:
+        fts = index_of(conn, "acme")
+        sql = (
+            f"SELECT m.id, -bm25({fts}, 1.0, 0.5, 0.5) AS score FROM {fts} "
+            f"CROSS JOIN memory_items m ON m.pk = {fts}.rowid "
+            f"WHERE {fts} MATCH :q AND m.tenant_id = 'acme' AND m.user_id = 'ash' "
+            f"AND m.superseded_by IS NULL{tag_sql} "
+            "ORDER BY score DESC, m.observed_at DESC, m.version DESC LIMIT :k"
+        )
         rows = conn.execute(
             sa.text(sql), {"q": fts5_match_expression(query_terms(query)), "k": k}
         ).all()
@@ -763,8 +864,39 @@ def test_many_ties_are_ordered_by_observed_at_then_version(memory: MemoryStore) 
     assert stamps == sorted(everything, reverse=True)[:5]
 
 
+def index_of(conn: sa.Connection, tenant: str) -> str:
+    """The name of the tenant's SQLite search index."""
+    n = conn.execute(
+        sa.text("SELECT n FROM memory_search_indexes WHERE tenant_id = :t"), {"t": tenant}
+    ).scalar_one()
+    return f"memory_fts_{n}"
+
+
+def check_indexes(engine: sa.engine.Engine) -> dict[str, int]:
+    """Every tenant's index checked by FTS5 against its content (the tenant's active items, row
+    count included: raises if they disagree) and against the row count the store keeps."""
+    counts: dict[str, int] = {}
+    with engine.begin() as conn:
+        for tenant, n, kept in conn.execute(
+            sa.text("SELECT tenant_id, n, row_count FROM memory_search_indexes")
+        ).all():
+            fts = f"memory_fts_{n}"
+            conn.execute(sa.text(f"INSERT INTO {fts}({fts}, rank) VALUES ('integrity-check', 1)"))
+            active = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM memory_items WHERE superseded_by IS NULL "
+                    "AND tenant_id = :t"
+                ),
+                {"t": tenant},
+            ).scalar_one()
+            indexed = conn.execute(sa.text(f"SELECT count(*) FROM {fts}")).scalar_one()
+            assert kept == active == indexed, tenant
+            counts[tenant] = kept
+    return counts
+
+
 def test_fts_row_count_follows_writes(tmp_path: Any) -> None:
-    """bm25's N, kept by the store for pruning, always equals the rows in the index."""
+    """bm25's N, kept by the store for pruning, always equals the rows in the tenant's index."""
     engine = make_engine(str(tmp_path / "n.db"))
     memory = MemoryStore(engine)
     memory.migrate()
@@ -772,22 +904,13 @@ def test_fts_row_count_follows_writes(tmp_path: Any) -> None:
     remember(memory, "Two.", topic="t")
     memory.update_memory("acme", "bo", [{"text": "Three."}, {"text": "Four.", "topic": "u"}])
     memory.update_memory("acme", "bo", [{"text": "Five.", "topic": "u"}])
+    memory.update_memory("globex", "bo", [{"text": "Six."}, {"text": "Seven.", "topic": "u"}])
     with pytest.raises(GatewayError):
         memory.update_memory("acme", "ash", [{"text": "x", "supersedes": [a["id"]]}])
+    with pytest.raises(GatewayError):  # a new tenant's failed first write leaves no index
+        memory.update_memory("initech", "ash", [{"text": "x", "supersedes": [a["id"]]}])
     memory.migrate()
-    with engine.begin() as conn:
-        # FTS5's own check of the index against its content (the active items), row count
-        # included: raises if they disagree.
-        conn.execute(
-            sa.text(
-                "INSERT INTO memory_items_fts(memory_items_fts, rank) VALUES ('integrity-check', 1)"
-            )
-        )
-        kept = conn.execute(sa.text("SELECT n FROM memory_items_fts_rows")).scalar()
-        active = conn.execute(
-            sa.text("SELECT count(*) FROM memory_items WHERE superseded_by IS NULL")
-        ).scalar()
-    assert kept == active == 3
+    assert check_indexes(engine) == {"acme": 3, "globex": 2}
 
 
 def test_porter_stem_matches_the_fts5_tokenizer_in_use() -> None:
@@ -920,10 +1043,4 @@ def test_a_fact_corrected_twice_in_one_call_stays_with_the_first_correction(
     got = texts(memory.retrieve_relevant_chunks("acme", "ash", "gym"))
     assert sorted(got) == ["Gym on Tuesdays, at 7.", "Gym on Tuesdays."]
     if memory.engine.dialect.name == "sqlite":
-        with memory.engine.begin() as conn:  # raises if the index lost count
-            conn.execute(
-                sa.text(
-                    "INSERT INTO memory_items_fts(memory_items_fts, rank) "
-                    "VALUES ('integrity-check', 1)"
-                )
-            )
+        check_indexes(memory.engine)  # raises if the index lost count

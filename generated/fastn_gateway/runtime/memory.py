@@ -7,9 +7,10 @@ keeps every version, retrieval only sees active items.
 
 Ranking is the database's own full-text search:
 
-* SQLite: an external-content FTS5 table (`porter unicode61`) over text, topic and tags whose
-  content is the view of ACTIVE items (a superseded item leaves the index when it is
-  superseded, so a search never pays for old versions). Its rowid is the item's integer key,
+* SQLite: one external-content FTS5 table (`porter unicode61`) per tenant, over text, topic
+  and tags, whose content is a view of the tenant's ACTIVE items (a superseded item leaves the
+  index when it is superseded, so a search never pays for old versions). The tenant's first
+  write creates it, numbered in `memory_search_indexes`. Its rowid is the item's integer key,
   `owner << 32 | version` with a small integer per (tenant, user): one user's items are one
   rowid range, which FTS5 applies inside the index, so a search needs no join to scope it.
   Score = -bm25() (text weighs 1, topic and tags 0.5), higher is better; only the rows that
@@ -28,12 +29,15 @@ OR the query's terms so partial matches rank. The user's query never reaches the
 syntax: it is cut into plain words, which are quoted (FTS5) or `|`-joined (tsquery), so quotes,
 operators and punctuation cannot raise.
 
-Known limit (SQLite): bm25's statistics (row count, each word's document frequency, average
-length) are computed over the whole index, all tenants included. No other user's text is ever
-returned, but scores, and so the order of partial matches, shift as other users' memories
-grow: a caller who watches its own scores over time can estimate how common a word is in the
-rest of the index. PostgreSQL's ts_rank_cd uses no collection statistics and has no such
-channel; deployments that must exclude it use the PostgreSQL store.
+Why an index per tenant (SQLite): bm25's statistics (row count, each word's document
+frequency, average length) are computed over the whole FTS5 table. Over one table for every
+tenant, scores, and so the order of partial matches, would shift as other tenants' memories
+grow, and a caller watching its own scores could estimate how common a word is in other
+tenants' memories. Per tenant, nothing another tenant stores moves them. Known limit: within a
+tenant the statistics cover all its users, so the same estimate is possible across the users
+of one tenant (never their text, which no search returns). PostgreSQL's ts_rank_cd uses no
+collection statistics and has no such channel. A database written with the earlier single
+index is split per tenant by migrate().
 
 Timestamps are integers of microseconds since the Unix epoch (UTC), as in the gateway's main
 store: they sort and compare the same way on both backends.
@@ -58,7 +62,7 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -424,30 +428,58 @@ state_table: Final = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
 
-_FTS: Final = "memory_items_fts"
-# Score: text weighs 1, topic and tags 0.5 each; negated so that higher is better.
-_BM25: Final = f"-bm25({_FTS}, 1.0, 0.5, 0.5)"
+# SQLite: one FTS5 index per tenant, so that bm25's statistics (row count, each word's document
+# frequency, average length) are the tenant's own. memory_search_indexes numbers each tenant's
+# index (created by the tenant's first write) and keeps its row count, bm25's N.
+_INDEXES: Final = "memory_search_indexes"
 _BM25_K1: Final = 1.2  # the constants of FTS5's bm25()
 _BM25_B: Final = 0.75
-
-_FTS_VOCAB: Final = "memory_items_fts_vocab"
-_FTS_ROWS: Final = "memory_items_fts_rows"
 _SQLITE_DDL: Final = (
-    # The index's content is the active items only: superseded items leave the index (see
-    # _supersede) and this view, so FTS5's 'rebuild' and 'integrity-check' agree with it.
-    "CREATE VIEW IF NOT EXISTS memory_items_active AS SELECT pk, text, topic, tags "
-    "FROM memory_items WHERE superseded_by IS NULL",
-    f"CREATE VIRTUAL TABLE IF NOT EXISTS {_FTS} USING fts5("
-    "text, topic, tags, content='memory_items_active', content_rowid='pk', "
-    "tokenize='porter unicode61')",
-    # Per stem: rows holding it and occurrences in all (bounds a term's frequency in a row).
-    f"CREATE VIRTUAL TABLE IF NOT EXISTS {_FTS_VOCAB} USING fts5vocab({_FTS}, 'row')",
-    # How many rows the FTS5 index holds (bm25's N), kept by update_memory.
-    f"CREATE TABLE IF NOT EXISTS {_FTS_ROWS} (id INTEGER PRIMARY KEY CHECK (id = 1), "
-    "n INTEGER NOT NULL)",
-    f"INSERT OR IGNORE INTO {_FTS_ROWS} (id, n) "
-    "SELECT 1, count(*) FROM memory_items WHERE superseded_by IS NULL",
+    f"CREATE TABLE IF NOT EXISTS {_INDEXES} (tenant_id VARCHAR(255) PRIMARY KEY, "
+    "n INTEGER NOT NULL UNIQUE, row_count INTEGER NOT NULL)",
 )
+# The single index of every tenant that databases written before per-tenant indexes hold;
+# migrate() moves its tenants to their own indexes and drops it.
+_LEGACY_SQLITE: Final = (
+    ("table", "memory_items_fts_vocab"),
+    ("table", "memory_items_fts"),
+    ("table", "memory_items_fts_rows"),
+    ("view", "memory_items_active"),
+)
+
+
+class _Scope(NamedTuple):
+    """A user's items in SQLite's search: the tenant's index, its row count, the owner id."""
+
+    fts: str
+    rows: int
+    owner: int
+
+
+def _fts(n: int) -> str:
+    """The name of index number n (an integer, never text from a caller)."""
+    return f"memory_fts_{int(n)}"
+
+
+def _bm25(fts: str) -> str:
+    """Score: text weighs 1, topic and tags 0.5 each; negated so that higher is better."""
+    return f"-bm25({fts}, 1.0, 0.5, 0.5)"
+
+
+def _index_ddl(n: int) -> tuple[str, ...]:
+    fts = _fts(n)
+    return (
+        # The index's content is the tenant's active items: superseded items leave the index
+        # (see _supersede) and this view, so FTS5's 'rebuild' and 'integrity-check' agree.
+        f"CREATE VIEW {fts}_content AS SELECT pk, text, topic, tags FROM memory_items "
+        f"WHERE superseded_by IS NULL AND tenant_id = "
+        f"(SELECT tenant_id FROM {_INDEXES} WHERE n = {int(n)})",
+        f"CREATE VIRTUAL TABLE {fts} USING fts5(text, topic, tags, content='{fts}_content', "
+        "content_rowid='pk', tokenize='porter unicode61')",
+        # Per stem: rows holding it and occurrences in all (bounds a term's frequency in a row).
+        f"CREATE VIRTUAL TABLE {fts}_vocab USING fts5vocab({fts}, 'row')",
+    )
+
 
 _PG_VECTOR: Final = (
     "setweight(to_tsvector('english'::regconfig, text), 'A') || "
@@ -734,6 +766,63 @@ class MemoryStore:
         with self.engine.begin() as conn:
             for statement in _SQLITE_DDL if self._sqlite else _PG_DDL:
                 conn.execute(sa.text(statement))
+            if self._sqlite:
+                self._split_legacy_index(conn)
+
+    @staticmethod
+    def _split_legacy_index(conn: Connection) -> None:
+        """Give each tenant of a database with the old shared index its own, then drop it."""
+        names = {
+            str(row[0])
+            for row in conn.execute(
+                sa.text("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+            )
+        }
+        if not any(name in names for _, name in _LEGACY_SQLITE):
+            return
+        tenants = conn.execute(
+            sa.text(
+                "SELECT DISTINCT tenant_id FROM memory_items WHERE superseded_by IS NULL "
+                f"AND tenant_id NOT IN (SELECT tenant_id FROM {_INDEXES}) ORDER BY tenant_id"
+            )
+        ).scalars()
+        for tenant_id in list(tenants):
+            n = MemoryStore._create_index(conn, str(tenant_id))
+            fts = _fts(n)
+            conn.execute(sa.text(f"INSERT INTO {fts}({fts}) VALUES ('rebuild')"))
+            conn.execute(
+                sa.text(
+                    f"UPDATE {_INDEXES} SET row_count = (SELECT count(*) FROM {fts}) WHERE n = :n"
+                ),
+                {"n": n},
+            )
+        for kind, name in _LEGACY_SQLITE:
+            if name in names:
+                conn.execute(sa.text(f"DROP {kind.upper()} IF EXISTS {name}"))
+
+    @staticmethod
+    def _create_index(conn: Connection, tenant_id: str) -> int:
+        """Number and create the tenant's (empty) search index; returns its number."""
+        n = int(
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {_INDEXES} (tenant_id, n, row_count) "
+                    f"SELECT :tenant, coalesce(max(n), 0) + 1, 0 FROM {_INDEXES} RETURNING n"
+                ),
+                {"tenant": tenant_id},
+            ).scalar_one()
+        )
+        for statement in _index_ddl(n):
+            conn.execute(sa.text(statement))
+        return n
+
+    @staticmethod
+    def _index_of(conn: Connection, tenant_id: str) -> int | None:
+        """The number of the tenant's search index (SQLite), None before its first write."""
+        n = conn.execute(
+            sa.text(f"SELECT n FROM {_INDEXES} WHERE tenant_id = :tenant"), {"tenant": tenant_id}
+        ).scalar()
+        return None if n is None else int(n)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -761,6 +850,10 @@ class MemoryStore:
         with self.engine.connect().execution_options(gateway_write=True) as conn, conn.begin():
             # First statement: takes the write lock / the user's row lock (see module doc).
             owner, first = self._allocate_versions(conn, tenant_id, user_id, len(parsed), now)
+            fts: str | None = None
+            if self._sqlite:
+                n = self._index_of(conn, tenant_id)
+                fts = _fts(self._create_index(conn, tenant_id) if n is None else n)
             explicit = self._resolve_targets(
                 conn, tenant_id, user_id, [t for obs in parsed for t in obs.supersedes]
             )
@@ -781,8 +874,8 @@ class MemoryStore:
                 rows = [row for pk, row in targets.items() if pk not in done]
                 done.update(row["pk"] for row in rows)
                 pk = _pk(owner, version)
-                self._insert_item(conn, tenant_id, user_id, pk, item_id, version, obs, now)
-                marked = self._supersede(conn, rows, item_id, now)
+                self._insert_item(conn, fts, tenant_id, user_id, pk, item_id, version, obs, now)
+                marked = self._supersede(conn, fts, rows, item_id, now)
                 stored.append({"id": item_id, "version": version, "superseded": marked})
             superseded_total = len(done)
             if superseded_total:
@@ -791,10 +884,12 @@ class MemoryStore:
                     .where(state_table.c.tenant_id == tenant_id, state_table.c.user_id == user_id)
                     .values(active_items=state_table.c.active_items - superseded_total)
                 )
-            if self._sqlite:
+            if fts is not None:
                 conn.execute(
-                    sa.text(f"UPDATE {_FTS_ROWS} SET n = n + :delta WHERE id = 1"),
-                    {"delta": len(parsed) - superseded_total},
+                    sa.text(
+                        f"UPDATE {_INDEXES} SET row_count = row_count + :delta WHERE tenant_id = :t"
+                    ),
+                    {"delta": len(parsed) - superseded_total, "t": tenant_id},
                 )
         return {"stored": stored}
 
@@ -881,6 +976,7 @@ class MemoryStore:
     def _insert_item(
         self,
         conn: Connection,
+        fts: str | None,
         tenant_id: str,
         user_id: str,
         pk: int,
@@ -912,16 +1008,19 @@ class MemoryStore:
                 tags_table.insert(),
                 [{"item_pk": pk, "tag_key": key} for key in {_tag_key(t) for t in obs.tags}],
             )
-        if self._sqlite:
+        if fts is not None:
             conn.execute(
                 sa.text(
-                    f"INSERT INTO {_FTS}(rowid, text, topic, tags) "
+                    f"INSERT INTO {fts}(rowid, text, topic, tags) "
                     "VALUES (:pk, :text, :topic, :tags)"
                 ),
                 {"pk": pk, "text": obs.text, "topic": obs.topic, "tags": tags_json},
             )
 
-    def _supersede(self, conn: Connection, rows: Sequence[_Row], by: str, now: int) -> list[str]:
+    @staticmethod
+    def _supersede(
+        conn: Connection, fts: str | None, rows: Sequence[_Row], by: str, now: int
+    ) -> list[str]:
         if not rows:
             return []
         i = items_table
@@ -932,11 +1031,11 @@ class MemoryStore:
         )
         # Tag rows serve filtering and counting active items only; the item keeps its tags.
         conn.execute(tags_table.delete().where(tags_table.c.item_pk.in_([r["pk"] for r in rows])))
-        if self._sqlite:
+        if fts is not None:
             # External-content FTS5: removing a row needs the values it was indexed with.
             conn.execute(
                 sa.text(
-                    f"INSERT INTO {_FTS}({_FTS}, rowid, text, topic, tags) "
+                    f"INSERT INTO {fts}({fts}, rowid, text, topic, tags) "
                     "VALUES ('delete', :pk, :text, :topic, :tags)"
                 ),
                 [
@@ -1000,10 +1099,10 @@ class MemoryStore:
         if not terms:
             return []
         if self._sqlite:
-            owner = self._owner(conn, tenant_id, user_id)
-            if owner is None:
+            scope = self._sqlite_scope(conn, tenant_id, user_id)
+            if scope is None:
                 return []
-            hits = self._search_sqlite(conn, owner, tag_keys, terms, k, counts)
+            hits = self._search_sqlite(conn, scope, tag_keys, terms, k, counts)
         else:
             hits = self._search_postgres(conn, tenant_id, user_id, tag_keys, terms, k)
         if not hits:
@@ -1029,12 +1128,18 @@ class MemoryStore:
         return [_chunk(row, score) for score, row in ranked[:k]]
 
     @staticmethod
-    def _owner(conn: Connection, tenant_id: str, user_id: str) -> int | None:
-        s = state_table
-        owner = conn.execute(
-            sa.select(s.c.owner_id).where(s.c.tenant_id == tenant_id, s.c.user_id == user_id)
-        ).scalar()
-        return None if owner is None else int(owner)
+    def _sqlite_scope(conn: Connection, tenant_id: str, user_id: str) -> _Scope | None:
+        """Where the user's items are indexed; None before the user's first write."""
+        row = conn.execute(
+            sa.text(
+                f"SELECT x.n, x.row_count, s.owner_id FROM memory_user_state s JOIN {_INDEXES} x "
+                "ON x.tenant_id = s.tenant_id WHERE s.tenant_id = :tenant AND s.user_id = :user"
+            ),
+            {"tenant": tenant_id, "user": user_id},
+        ).first()
+        if row is None:
+            return None
+        return _Scope(fts=_fts(int(row[0])), rows=int(row[1]), owner=int(row[2]))
 
     @staticmethod
     def _tag_sql(tag_keys: Sequence[str], pk_column: str, params: dict[str, Any]) -> str:
@@ -1082,7 +1187,7 @@ class MemoryStore:
     def _search_sqlite(
         self,
         conn: Connection,
-        owner: int,
+        scope: _Scope,
         tag_keys: Sequence[str],
         terms: Sequence[str],
         k: int,
@@ -1101,13 +1206,12 @@ class MemoryStore:
         PRUNE_PROBE_ROWS rows holding all of the most common terms. The result equals the
         unpruned query's, scores bit for bit.
         """
+        fts, n_rows = scope.fts, scope.rows
         params: dict[str, Any] = {
-            "lo": _pk(owner, 0),
-            "hi": _pk(owner, _MAX_VERSION),
+            "lo": _pk(scope.owner, 0),
+            "hi": _pk(scope.owner, _MAX_VERSION),
         }
-        where = f"rowid BETWEEN :lo AND :hi{self._tag_sql(tag_keys, f'{_FTS}.rowid', params)}"
-        total = conn.execute(sa.text(f"SELECT n FROM {_FTS_ROWS} WHERE id = 1")).scalar()
-        n_rows = int(total or 0)
+        where = f"rowid BETWEEN :lo AND :hi{self._tag_sql(tag_keys, f'{fts}.rowid', params)}"
         cap = max(PRUNE_COUNT_MIN, n_rows // 10)
         df: list[tuple[str, int]] = []  # (term, rows of the whole index holding it; maybe capped)
         most: dict[str, float] = {}  # term -> most occurrences of it in one row, where known
@@ -1115,7 +1219,7 @@ class MemoryStore:
             stats = None
             if term.isascii():  # the vocabulary holds stems; porter_stem matches FTS5's
                 stats = conn.execute(
-                    sa.text(f"SELECT doc, cnt FROM {_FTS_VOCAB} WHERE term = :t"),
+                    sa.text(f"SELECT doc, cnt FROM {fts}_vocab WHERE term = :t"),
                     {"t": porter_stem(term)},
                 ).first()
             if stats is not None:
@@ -1125,7 +1229,7 @@ class MemoryStore:
                 n = int(
                     conn.execute(
                         sa.text(
-                            f"SELECT count(*) FROM (SELECT 1 FROM {_FTS} WHERE {_FTS} MATCH :m "
+                            f"SELECT count(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH :m "
                             "LIMIT :cap)"
                         ),
                         {"m": fts5_match_expression([term]), "cap": cap},
@@ -1138,7 +1242,7 @@ class MemoryStore:
         if not df:
             return []
         df.sort(key=lambda tn: (tn[1], tn[0]))  # rarest first: the order of the phrases
-        essential = self._essential_terms(conn, where, params, df, most, k, n_rows)
+        essential = self._essential_terms(conn, fts, where, params, df, most, k, n_rows)
         if essential is None:
             arms = [fts5_match_expression(t for t, _ in df)]
         else:
@@ -1146,8 +1250,8 @@ class MemoryStore:
             head = fts5_match_expression(essential)
             arms = [f"({head}) AND ({rest})", f"({head}) NOT ({rest})"]
         inner = " UNION ALL ".join(
-            f"SELECT rowid AS pk, {_BM25} AS score FROM {_FTS} "
-            f"WHERE {_FTS} MATCH :arm{n} AND {where}"
+            f"SELECT rowid AS pk, {_bm25(fts)} AS score FROM {fts} "
+            f"WHERE {fts} MATCH :arm{n} AND {where}"
             for n in range(len(arms))
         )
         params.update({f"arm{n}": arm for n, arm in enumerate(arms)})
@@ -1178,6 +1282,7 @@ class MemoryStore:
     @staticmethod
     def _essential_terms(
         conn: Connection,
+        fts: str,
         where: str,
         params: Mapping[str, Any],
         df: Sequence[tuple[str, int]],
@@ -1198,7 +1303,7 @@ class MemoryStore:
                     float(r[0])
                     for r in conn.execute(
                         sa.text(
-                            f"SELECT {_BM25} FROM {_FTS} WHERE {_FTS} MATCH :probe AND {where} "
+                            f"SELECT {_bm25(fts)} FROM {fts} WHERE {fts} MATCH :probe AND {where} "
                             "LIMIT :probe_rows"
                         ),
                         {**params, "probe": probe, "probe_rows": PRUNE_PROBE_ROWS},
@@ -1279,16 +1384,17 @@ class MemoryStore:
         key_terms = [t for t in terms if t not in FRAMING_WORDS and t not in own] or list(terms)
         active = self._active_count(conn, tenant_id, user_id)
         pks = self._pks(conn, [c["id"] for c in candidates])
+        scope = self._sqlite_scope(conn, tenant_id, user_id) if self._sqlite else None
         evidence: set[str] = set()
         for term in key_terms:
-            matched = self._matching(conn, term, list(pks.values()))
+            matched = self._matching(conn, scope, term, list(pks.values()))
             if not matched:
                 continue
             if active >= COMMON_TERM_MIN_ITEMS:
                 cap = int(active * COMMON_TERM_SHARE) + 1
                 # The index-wide count (when known) bounds the user's: skip the count if it can.
                 if counts.get(term, cap) >= cap and (
-                    self._term_count(conn, tenant_id, user_id, term, cap) >= cap
+                    self._term_count(conn, scope, tenant_id, user_id, term, cap) >= cap
                 ):
                     continue
             evidence.update(item_id for item_id, pk in pks.items() if pk in matched)
@@ -1307,14 +1413,19 @@ class MemoryStore:
         rows = conn.execute(sa.select(i.c.id, i.c.pk).where(i.c.id.in_(list(ids))))
         return {str(r[0]): int(r[1]) for r in rows}
 
-    def _matching(self, conn: Connection, term: str, pks: Sequence[int]) -> set[int]:
+    @staticmethod
+    def _matching(
+        conn: Connection, scope: _Scope | None, term: str, pks: Sequence[int]
+    ) -> set[int]:
+        """Which of `pks` hold `term`; `scope` on SQLite (the user's index), None on PostgreSQL."""
         if not pks:
             return set()
         params: dict[str, Any] = {f"p{n}": pk for n, pk in enumerate(pks)}
         in_list = ", ".join(f":p{n}" for n in range(len(pks)))
-        if self._sqlite:
+        if scope is not None:
             params["match"] = fts5_match_expression([term])
-            sql = f"SELECT rowid FROM {_FTS} WHERE {_FTS} MATCH :match AND rowid IN ({in_list})"
+            fts = scope.fts
+            sql = f"SELECT rowid FROM {fts} WHERE {fts} MATCH :match AND rowid IN ({in_list})"
         else:
             params["match"] = tsquery_expression([term])
             sql = (
@@ -1323,23 +1434,23 @@ class MemoryStore:
             )
         return {int(r[0]) for r in conn.execute(sa.text(sql), params)}
 
+    @staticmethod
     def _term_count(
-        self, conn: Connection, tenant_id: str, user_id: str, term: str, cap: int
+        conn: Connection, scope: _Scope | None, tenant_id: str, user_id: str, term: str, cap: int
     ) -> int:
-        """How many of the user's active items hold `term`, counting no further than `cap`."""
+        """How many of the user's active items hold `term`, counting no further than `cap`.
+
+        `scope`: the user's index on SQLite, None on PostgreSQL."""
         params: dict[str, Any] = {"tenant": tenant_id, "user": user_id, "cap": cap}
-        if self._sqlite:
-            owner = self._owner(conn, tenant_id, user_id)
-            if owner is None:
-                return 0
+        if scope is not None:
             params.update(
                 match=fts5_match_expression([term]),
-                lo=_pk(owner, 0),
-                hi=_pk(owner, _MAX_VERSION),
+                lo=_pk(scope.owner, 0),
+                hi=_pk(scope.owner, _MAX_VERSION),
             )
             sql = (
-                f"SELECT count(*) FROM (SELECT 1 FROM {_FTS} WHERE {_FTS} MATCH :match "
-                "AND rowid BETWEEN :lo AND :hi LIMIT :cap)"
+                f"SELECT count(*) FROM (SELECT 1 FROM {scope.fts} WHERE {scope.fts} "
+                "MATCH :match AND rowid BETWEEN :lo AND :hi LIMIT :cap)"
             )
         else:
             params["match"] = tsquery_expression([term])
