@@ -973,8 +973,8 @@ class MemoryStore:
             .all()
         )
 
+    @staticmethod
     def _insert_item(
-        self,
         conn: Connection,
         fts: str | None,
         tenant_id: str,
@@ -1063,7 +1063,8 @@ class MemoryStore:
             raise _invalid(f"top_k must be an integer from 1 to {MAX_TOP_K}.")
         tag_keys = self._tag_filter(tags)
         with self.engine.connect() as conn:
-            chunks = self._search(conn, tenant_id, user_id, query_terms(query), k, tag_keys)
+            scope = self._sqlite_scope(conn, tenant_id, user_id) if self._sqlite else None
+            chunks = self._search(conn, scope, tenant_id, user_id, query_terms(query), k, tag_keys)
         return {"chunks": _shown(chunks)}
 
     @staticmethod
@@ -1084,6 +1085,7 @@ class MemoryStore:
     def _search(
         self,
         conn: Connection,
+        scope: _Scope | None,
         tenant_id: str,
         user_id: str,
         terms: Sequence[str],
@@ -1093,13 +1095,13 @@ class MemoryStore:
     ) -> list[dict[str, Any]]:
         """The top k chunks for `terms` (ORed), best first, recency breaking ties.
 
-        `counts`, when given, receives the number of rows of the whole index holding each term,
-        for the terms where the search learnt it exactly (SQLite).
+        `scope`: the user's index on SQLite (None before the user's first write), None on
+        PostgreSQL. `counts`, when given, receives the number of rows of the whole index holding
+        each term, for the terms where the search learnt it exactly (SQLite).
         """
         if not terms:
             return []
         if self._sqlite:
-            scope = self._sqlite_scope(conn, tenant_id, user_id)
             if scope is None:
                 return []
             hits = self._search_sqlite(conn, scope, tag_keys, terms, k, counts)
@@ -1340,10 +1342,11 @@ class MemoryStore:
         terms = query_terms(question)
         with self.engine.connect() as conn:
             counts: dict[str, int] = {}
+            scope = self._sqlite_scope(conn, tenant_id, user_id) if self._sqlite else None
             candidates = self._search(
-                conn, tenant_id, user_id, terms, ANSWER_CANDIDATES, [], counts
+                conn, scope, tenant_id, user_id, terms, ANSWER_CANDIDATES, [], counts
             )
-            relevant = self._above_floor(conn, tenant_id, user_id, terms, candidates, counts)
+            relevant = self._above_floor(conn, scope, tenant_id, user_id, terms, candidates, counts)
         try:
             answer = self.answerer.answer(question, relevant)
         except GatewayError:
@@ -1365,6 +1368,7 @@ class MemoryStore:
     def _above_floor(
         self,
         conn: Connection,
+        scope: _Scope | None,
         tenant_id: str,
         user_id: str,
         terms: Sequence[str],
@@ -1384,7 +1388,6 @@ class MemoryStore:
         key_terms = [t for t in terms if t not in FRAMING_WORDS and t not in own] or list(terms)
         active = self._active_count(conn, tenant_id, user_id)
         pks = self._pks(conn, [c["id"] for c in candidates])
-        scope = self._sqlite_scope(conn, tenant_id, user_id) if self._sqlite else None
         evidence: set[str] = set()
         for term in key_terms:
             matched = self._matching(conn, scope, term, list(pks.values()))
