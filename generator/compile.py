@@ -1007,6 +1007,7 @@ def _connector(
         )
         if http.graphql is not None:
             _check_graphql_operation(ctx, doc, path, raw, http.graphql)
+        _check_effects(ctx, doc, path, raw)
         entities = tuple(
             _entity(ctx, doc, (*path, "entities", j), e, input_schema, output_schema, entity_types)
             for j, e in enumerate(raw.get("entities", []))
@@ -1482,6 +1483,44 @@ def _gql_operations(query: str) -> list[str]:
             if depth == 0:
                 start = i + 1
     return kinds
+
+
+# Methods whose request changes the resource it names (RFC 9110 section 9.2.1): never read-only.
+WRITING_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
+
+
+def _check_effects(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any]) -> None:
+    """GEN225: a capability that writes upstream says so. Its HTTP method may not be one that
+    changes data when it claims the read scope (read-only API keys would run it) or the
+    read_only annotation (clients run read-only tools without asking). And entity mappings
+    belong on read capabilities: `fastn_search_entities`, a read tool, runs them for any key
+    that may read."""
+    method = raw["http"]["method"]
+    if method in WRITING_METHODS:
+        if raw["scope"] == "read":
+            ctx.err(
+                "GEN225",
+                doc.span((*path, "scope")),
+                f"the capability sends {method}, which changes data upstream, and read-only API "
+                "keys could run it",
+                "use scope: write",
+            )
+        if raw.get("annotations", {}).get("read_only"):
+            ctx.err(
+                "GEN225",
+                doc.span((*path, "annotations", "read_only")),
+                f"the capability sends {method}, which changes data upstream, but the tool is "
+                "annotated read_only",
+                "clients run read-only tools without asking: drop read_only",
+            )
+    if raw.get("entities") and raw["scope"] != "read":
+        ctx.err(
+            "GEN225",
+            doc.key_span((*path, "entities")),
+            "entity mappings on a write capability: fastn_search_entities, a read tool, would "
+            "run it for keys that may only read",
+            "map the entity type on a capability with scope: read that lists or searches records",
+        )
 
 
 def _check_graphql_operation(

@@ -86,6 +86,11 @@ CODES: dict[str, Code] = {
         ),
         Code(code="GEN223", title="unknown template filter", stage="compile"),
         Code(code="GEN224", title="GraphQL binding inconsistent", stage="compile"),
+        Code(
+            code="GEN225",
+            title="capability writes upstream but claims the read scope or read_only",
+            stage="compile",
+        ),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

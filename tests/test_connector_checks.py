@@ -167,6 +167,62 @@ def test_binding_mistakes_are_located_diagnostics(
     assert int(line) > 1 and message.startswith(expected), found
 
 
+JIRA_UPDATE = "    scope: write\n    annotations: {idempotent: true, open_world: true}\n"
+
+
+@pytest.mark.parametrize(
+    ("edits", "needle", "expected"),
+    [
+        (  # read-only API keys would run a PUT
+            [(JIRA_UPDATE, JIRA_UPDATE.replace("write", "read"))],
+            "    scope: read\n    annotations: {idempotent",
+            "the capability sends PUT, which changes data upstream, and read-only API keys "
+            "could run it",
+        ),
+        (  # clients run read-only tools without asking
+            [(JIRA_UPDATE, JIRA_UPDATE.replace("{idempotent", "{read_only: true, idempotent"))],
+            "{read_only: true, idempotent: true, open_world",
+            "the capability sends PUT, which changes data upstream, but the tool is annotated "
+            "read_only",
+        ),
+        (  # fastn_search_entities (a read tool) would run the write for read-only keys
+            [
+                (
+                    '      body: {fields: {summary: "{summary}"}}\n',
+                    '      body: {fields: {summary: "{summary}"}}\n    entities:\n'
+                    '      - type: ticket\n        args: {issue_key: "{query}", summary: x}\n'
+                    "        fields: {id: id}\n",
+                ),
+            ],
+            "    entities:\n      - type: ticket\n        args: {issue_key",
+            "entity mappings on a write capability: fastn_search_entities, a read tool, would "
+            "run it for keys that may only read",
+        ),
+    ],
+)
+def test_a_capability_that_writes_upstream_says_so(
+    tmp_path: Path, edits: list[tuple[str, str]], needle: str, expected: str
+) -> None:
+    found = _diagnostics(tmp_path, "jira.yaml", *edits)
+    text = (DATA / "jira.yaml").read_text(encoding="utf-8")
+    for old, new in edits:
+        text = text.replace(old, new, 1)
+    at = text.index(needle, text.index("name: update_summary"))
+    line = text[:at].count("\n") + 1
+    assert [f for f in found if ":GEN225:" in f] == [f"{line}:GEN225:{expected}"], found
+
+
+def test_the_methods_that_write_are_refused_on_read_capabilities_only(tmp_path: Path) -> None:
+    """POST reads are common (search endpoints, Slack's Web API): a read capability may POST."""
+    found = _diagnostics(
+        tmp_path,
+        "jira.yaml",
+        (JIRA_UPDATE, JIRA_UPDATE.replace("write", "read")),
+        ("      method: PUT\n", "      method: POST\n"),
+    )
+    assert found == [], found
+
+
 def test_a_misspelt_entity_field_path_names_what_is_there(tmp_path: Path) -> None:
     root = make_project(tmp_path, copy_defaults=True)
     text = (DATA / "jira.yaml").read_text().replace("title: fields.sumary", "x")

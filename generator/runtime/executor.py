@@ -1085,6 +1085,7 @@ class ConnectorExecutor:
         admit: Callable[[str, ToolSpec], None] | None = None,
         searched: Callable[[str, ToolSpec, str | None, float], None] | None = None,
         connected_at: Mapping[str, int] | None = None,
+        may_run: Callable[[ToolSpec], bool] | None = None,
     ) -> dict[str, Any]:
         """Search `entity_type` records across `connectors` (name -> that tenant's credentials).
 
@@ -1098,6 +1099,8 @@ class ConnectorExecutor:
         its source; nothing is sent), and `searched(connector, tool, error code or None,
         duration in ms)` is told how each admitted one ended. `connected_at` gives, per
         connector, when its connection was made (`CallContext.connected_at`; default: ctx's).
+        Only the capabilities `may_run(tool)` allows (default: all) are run: those the caller
+        could call itself.
         """
         if entity_type not in self.gateway.entity_types:
             known = ", ".join(sorted(self.gateway.entity_types))
@@ -1110,7 +1113,7 @@ class ConnectorExecutor:
         for name in sorted(connectors):
             if name not in self.gateway.connectors:
                 continue
-            choice = self._entity_source(name, entity_type)
+            choice = self._entity_source(name, entity_type, may_run)
             if choice is not None:
                 targets.append((name, *choice))
 
@@ -1198,12 +1201,13 @@ class ConnectorExecutor:
     # -- entity search internals ---------------------------------------------------------
 
     def _entity_source(
-        self, connector: str, entity_type: str
+        self, connector: str, entity_type: str, may_run: Callable[[ToolSpec], bool] | None
     ) -> tuple[ToolSpec, EntityMapping] | None:
-        """The capability that searches `entity_type`; one that queries server-side wins."""
+        """The capability that searches `entity_type`, among those `may_run` allows; one that
+        queries server-side wins."""
         fallback: tuple[ToolSpec, EntityMapping] | None = None
         for tool in self.gateway.connector_tools(connector):
-            if tool.http is None:
+            if tool.http is None or (may_run is not None and not may_run(tool)):
                 continue
             for mapping in tool.entities:
                 if mapping.type != entity_type:

@@ -205,3 +205,23 @@ async def test_unknown_entity_types_and_connectors(
         entity_type="contact", query="x", limit=5, connectors={"not_installed": {}}, ctx=A
     )
     assert empty == {"entities": [], "sources": []}
+
+
+async def test_a_search_runs_only_capabilities_the_caller_may_run(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, ups: StandIns
+) -> None:
+    """Defence in depth under the compiler's GEN225: whatever the catalog maps, a capability
+    the caller could not call itself is never run for it by a search."""
+    creds = ups.credentials("A")
+    result = await executor.search_entities(
+        entity_type="contact",
+        query="ada",
+        limit=20,
+        connectors=creds,
+        ctx=A,
+        may_run=lambda tool: tool.connector != "shopify",
+    )
+    check_schema(gateway, result)
+    assert [s["connector"] for s in result["sources"]] == ["hubspot"]
+    assert ups.shopify.requests() == []
+    assert [e["connector"] for e in result["entities"]] == ["hubspot"]

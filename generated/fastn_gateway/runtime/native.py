@@ -343,7 +343,8 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
     wanted = args.get("connectors")
     names = sorted(active if wanted is None else set(wanted) & active)
     missing = sorted(set(wanted or ()) - active)
-    # Only connectors whose tools this key may use (entity search reads with read tools).
+    # Only connectors whose tools this key may use; each is searched with a capability the key
+    # could call itself (and the compiler allows entity mappings on read capabilities only).
     scoped = [
         n
         for n in names
@@ -390,6 +391,7 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
             admit=admit,
             searched=searched,
             connected_at={n: call.snapshot.connected_at(n) for n in credentials},
+            may_run=lambda tool: rt.index.tool_visible(tool.name, active, call.principal.scopes),
         )
     else:
         result = {"entities": [], "sources": []}
