@@ -53,6 +53,31 @@ def test_tenants(store: Store) -> None:
     assert store.get_tenant(a.id) == store.get_tenant("acme")
 
 
+def test_a_tenant_name_never_stands_for_another_tenant(store: Store) -> None:
+    """Commands take a tenant by id or by name: naming a tenant after another's id would hand
+    its keys and connections to the wrong tenant."""
+    victim = store.create_tenant("victim")
+    for name in (victim.id, f" {victim.id} ", "tn_lookalike"):
+        with pytest.raises(st.StoreError, match="which tenant ids use"):
+            store.create_tenant(name)
+    with pytest.raises(st.StoreError, match="which tenant ids use"):
+        store.ensure_tenant("tn_lookalike")
+    assert [t.name for t in store.list_tenants()] == ["victim"]
+    # A database from before the rule may hold such a name: the id still wins.
+    with store.write() as conn:
+        conn.execute(
+            st.tenants.insert().values(
+                id="tn_0000000000000001",
+                name=victim.id,
+                plan="starter",
+                generation=0,
+                created_at=0,
+            )
+        )
+    assert store.require_tenant(victim.id) == victim
+    assert store.require_tenant("tn_0000000000000001").name == victim.id
+
+
 def test_keys_lifecycle(store: Store) -> None:
     t = store.create_tenant("acme")
     store.register_user(t.id, "ash")

@@ -142,6 +142,9 @@ def _period_bounds(period: str, at_us: int) -> tuple[str, int, int]:
     return start.strftime("%Y-%m"), int(start.timestamp()) * US, int(nxt.timestamp()) * US
 
 
+TENANT_ID_PREFIX = "tn_"  # the ids new_id("tn") makes
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
@@ -753,6 +756,13 @@ class Store:
         name = name.strip()
         if not name:
             raise StoreError("tenant name must not be empty")
+        if name.startswith(TENANT_ID_PREFIX):
+            # Commands take a tenant by id or by name: a name shaped like an id could stand for
+            # another tenant.
+            raise StoreError(
+                f"tenant name {name!r} starts with {TENANT_ID_PREFIX!r}, which tenant ids use; "
+                "choose another name"
+            )
         plan_name = plan or self.gateway.default_plan
         if plan_name not in self.gateway.plans:
             raise StoreError(
@@ -786,12 +796,14 @@ class Store:
             return found
 
     def get_tenant(self, ref: str) -> Tenant | None:
-        """A tenant by id or by name."""
+        """A tenant by id, else by name (an id wins: a name never stands for another tenant,
+        even in a database from before names shaped like ids were refused)."""
         with self.read() as conn:
-            row = conn.execute(
-                sa.select(tenants).where(sa.or_(tenants.c.id == ref, tenants.c.name == ref))
-            ).first()
-        return _tenant(row) if row is not None else None
+            for column in (tenants.c.id, tenants.c.name):
+                row = conn.execute(sa.select(tenants).where(column == ref)).first()
+                if row is not None:
+                    return _tenant(row)
+        return None
 
     def require_tenant(self, ref: str) -> Tenant:
         tenant = self.get_tenant(ref)
