@@ -1355,7 +1355,9 @@ class ConnectorExecutor:
     def _auth_headers(self, conn: _ConnectorPlan, credentials: Mapping[str, str]) -> dict[str, str]:
         auth = conn.spec.auth
 
-        def need(field_name: str | None, what: str) -> str:
+        def need(field_name: str | None, what: str, *, header: bool = True) -> str:
+            """The stored value; `header`: sent as it is in a header, so ASCII only (httpx
+            cannot encode anything else: it would fail the call as an internal error)."""
             value = credentials.get(field_name) if field_name else None
             if not isinstance(value, str) or not value:
                 raise self._fail(
@@ -1364,7 +1366,7 @@ class ConnectorExecutor:
                     connector=conn.spec.name,
                     retryable=False,
                 )
-            if _HEADER_BAD.search(value):
+            if _HEADER_BAD.search(value) or (header and not value.isascii()):
                 raise self._fail(
                     UPSTREAM_AUTH_FAILED,
                     f"The stored {what} of {conn.spec.title} is malformed; reconnect it.",
@@ -1381,8 +1383,8 @@ class ConnectorExecutor:
         if auth.type == "basic":
             import base64
 
-            user = need(auth.username_field, "user name")
-            password = need(auth.password_field, "password")
+            user = need(auth.username_field, "user name", header=False)  # sent in base64
+            password = need(auth.password_field, "password", header=False)
             raw = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
             return {"Authorization": "Basic " + raw}
         return {}
@@ -2109,7 +2111,12 @@ class ConnectorExecutor:
             parsed = self._try_json(reply.body)
             tokens: Mapping[str, Any] = parsed if isinstance(parsed, Mapping) else {}
             access = tokens.get("access_token")
-            if not isinstance(access, str) or not access or _HEADER_BAD.search(access):
+            if (
+                not isinstance(access, str)
+                or not access
+                or _HEADER_BAD.search(access)
+                or not access.isascii()
+            ):
                 raise unavailable
             new: dict[str, str] = {auth.token_field: access}
             rotated = tokens.get("refresh_token")

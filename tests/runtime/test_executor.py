@@ -260,6 +260,21 @@ async def test_slack_invalid_auth_is_upstream_auth_failed(
     assert len(slack.requests()) == 1  # an auth failure is never retried
 
 
+@pytest.mark.parametrize("token", ["xoxb-\u20ac-token", "xoxb-token\r\nX-Injected: 1"])
+async def test_a_stored_token_no_header_can_carry_asks_for_a_reconnection(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream, token: str
+) -> None:
+    exc = await fails(
+        executor.call(
+            gateway.tools["slack_list_channels"], {}, credentials={"bot_token": token}, ctx=A
+        )
+    )
+    assert exc.code == UPSTREAM_AUTH_FAILED and exc.retryable is False
+    assert exc.message == "The stored access token of Slack is malformed; reconnect it."
+    assert token not in envelope_text(exc)
+    assert slack.requests() == []
+
+
 async def test_slack_revoked_token_is_an_auth_error_code(
     executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream
 ) -> None:
