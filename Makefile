@@ -28,10 +28,11 @@ test: $(STAMP)  ## lint, type-check the generator, the freshness gate, pyright o
 
 GATEWAY_PKG ?= fastn_gateway
 PORT        ?= 8000
+SERVE_ARGS  ?=
 
 serve: $(STAMP)  ## build, then serve the gateway on SQLite (./var/) with a demo tenant
 	$(BIN)/gen build
-	PYTHONPATH=generated $(BIN)/python -m $(GATEWAY_PKG) serve --transport http --port $(PORT) --demo
+	PYTHONPATH=generated $(BIN)/python -m $(GATEWAY_PKG) serve --transport http --port $(PORT) --demo $(SERVE_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/build.py

@@ -350,6 +350,18 @@ async def test_an_oversized_body_gets_a_json_error_and_other_errors_pass_untouch
         )
         assert own.status_code == 403
         assert "host application key" in own.json()["error"]["message"]
+        # A JSON body that does not parse is JSON-RPC's own parse error, which clients read.
+        for broken in (b"nope", b'{"jsonrpc": "2.0", "id": 1,'):
+            garbled = await h.post(f"{http}/mcp", content=broken, headers=auth)
+            assert garbled.status_code == 400
+            assert garbled.json()["error"]["code"] == -32700, garbled.text
+        garbled = await h.post(
+            f"{http}/register",
+            content=b"nope",
+            headers={"Authorization": f"Bearer {world.a_host}", "Content-Type": "application/json"},
+        )
+        assert garbled.status_code == 400, garbled.text
+        assert garbled.json()["error"]["code"] == "invalid_arguments"
 
 
 async def test_clean_shutdown_writes_every_record(world, sqlite_store: Store) -> None:
