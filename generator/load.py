@@ -9,6 +9,7 @@ surprise the schema.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -396,7 +397,17 @@ class _Builder:
                     )
                 )
                 return node.value
-            if isinstance(value, float) and value != value:  # .nan is not JSON
+            if isinstance(value, float) and not math.isfinite(value):
+                # .inf, .nan and 1e400: JSON has no such numbers, and no schema, tools.json
+                # or generated module could carry them.
+                self.diagnostics.append(
+                    error(
+                        "GEN002",
+                        self._span(node),
+                        f"{_short(node.value)} is not a finite number, which JSON cannot hold",
+                        "write a finite number, or quote it to mean the text",
+                    )
+                )
                 return node.value
             return value
         return str(node.value)

@@ -45,7 +45,6 @@ _KEYWORD_CODES = {
     "minProperties": "GEN106",
     "uniqueItems": "GEN106",
 }
-_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
 
 
 @functools.cache
@@ -99,7 +98,7 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
             )
         ]
     if keyword in {"additionalProperties", "unevaluatedProperties"}:
-        extras = _QUOTED.findall(err.message)
+        extras = _extra_properties(err)
         allowed = _allowed_properties(err.schema)
         out = []
         for name in extras:
@@ -116,7 +115,8 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
             )
         return out
     if keyword == "required":
-        missing = _QUOTED.findall(err.message)[:1] or ["?"]
+        given = err.instance if isinstance(err.instance, dict) else {}
+        missing = [k for k in err.validator_value if k not in given][:1] or ["?"]
         return [
             error(
                 code,
@@ -166,6 +166,19 @@ def _one_of_message(err: ValidationError) -> str:
     if required:
         return "exactly one of " + ", ".join(repr(r) for r in required) + " is required"
     return err.message
+
+
+def _extra_properties(err: ValidationError) -> list[str]:
+    """The keys an additionalProperties error is about, in the document's order (read from the
+    instance and the schema: jsonschema's message quotes them with repr, which no pattern can
+    take apart once a key holds a quote)."""
+    if not isinstance(err.instance, dict) or not isinstance(err.schema, dict):
+        return []
+    known = err.schema.get("properties", {})
+    patterns = [re.compile(p) for p in err.schema.get("patternProperties", {})]
+    return [
+        k for k in err.instance if k not in known and not any(p.search(str(k)) for p in patterns)
+    ]
 
 
 def _allowed_properties(schema: Any) -> list[str]:

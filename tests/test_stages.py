@@ -27,7 +27,7 @@ def test_source_map_points_at_values_and_keys() -> None:
 
 
 def test_yaml_scalars_stay_json_scalars() -> None:
-    doc, _ = load_text("m.yaml", b"a: 2026-12-31\nb: yes\nc: 1.5\nd: ~\ne: .nan\n")
+    doc, _ = load_text("m.yaml", b"a: 2026-12-31\nb: yes\nc: 1.5\nd: ~\ne: '.nan'\n")
     assert doc is not None
     assert doc.data == {"a": "2026-12-31", "b": True, "c": 1.5, "d": None, "e": ".nan"}
 
@@ -61,6 +61,11 @@ def test_load_errors_are_located(text: bytes, code: str, line: int) -> None:
         (b"a: !!binary aGk=\n", 1, 4, "unsupported YAML tag '!!binary'"),
         (b"a: &s !!set {x, y}\nb: *s\n", 1, 4, "unsupported YAML tag '!!set'"),
         (b"? !k key\n: 1\n", 1, 3, "unsupported YAML tag '!k'"),
+        # JSON has no infinities or NaN: no schema, tools.json or module could carry them
+        (b"a: {examples: [.inf]}\n", 1, 16, "'.inf' is not a finite number"),
+        (b"a: -.Inf\n", 1, 4, "'-.Inf' is not a finite number"),
+        (b"a: .nan\n", 1, 4, "'.nan' is not a finite number"),
+        (b"a: 1.0e+400\n", 1, 4, "'1.0e+400' is not a finite number"),
     ],
 )
 def test_malformed_yaml_is_a_located_diagnostic(
@@ -92,6 +97,24 @@ def _validate(text: str) -> list[tuple[str, int, int]]:
     doc, diags = load_text("m.yaml", text.encode())
     assert doc is not None and not diags
     return [(d.code, d.span.line, d.span.col) for d in validate_one(doc)]
+
+
+def test_unknown_keys_holding_quotes_or_line_breaks_are_reported_where_they_are() -> None:
+    head = "version: 1\nkind: types\ntypes: {A: {type: object}}\n"
+    for key, shown in (("it's", '"it\'s"'), ('"bad\\nkey"', "'bad\\nkey'"), ('"x\'y"', '"x\'y"')):
+        doc, diags = load_text("m.yaml", f"{head}ok: 1\n{key}: 2\n".encode())
+        assert doc is not None and not diags
+        found = [(d.code, d.span.line, d.span.col, d.message) for d in validate_one(doc)]
+        assert found == [
+            ("GEN102", 4, 1, "unknown property 'ok' in manifest root"),
+            ("GEN102", 5, 1, f"unknown property {shown} in manifest root"),
+        ], key
+    doc, _ = load_text("m.yaml", b'version: 1\nkind: types\n"it\'s": {}\n')
+    assert doc is not None
+    assert [(d.code, d.message) for d in validate_one(doc)] == [
+        ("GEN101", "manifest root is missing required property 'types'"),
+        ("GEN102", 'unknown property "it\'s" in manifest root'),
+    ]
 
 
 def test_schema_errors_map_to_lines_and_columns() -> None:
