@@ -130,8 +130,9 @@ def write(out_dir: Path, files: FileSet) -> Plan:
             tmp.unlink(missing_ok=True)
             _prune_empty_dirs(out_dir, target.parent)
         raise
-    with _signals_deferred():
-        _swap(out_dir, the_plan)
+    if the_plan.added or the_plan.changed or the_plan.stale:  # else the directory is left as
+        with _signals_deferred():  # it was, its modification time included
+            _swap(out_dir, the_plan)
     return the_plan
 
 

@@ -216,11 +216,12 @@ def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
     root = make_project(tmp_path, copy_defaults=True)
     assert api.build(options(root)).ok
     out = root / "generated"
-    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    # directories too: a no-op build creates nothing in them, not even for a moment
+    stamps = {p: p.stat().st_mtime_ns for p in (out, *out.rglob("*"))}
     result = api.build(options(root))
     assert result.plan is not None
     assert not result.plan.added and not result.plan.changed
-    assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out, *out.rglob("*"))}
 
 
 def test_stale_owned_files_are_removed_and_user_files_kept(tmp_path: Path) -> None:
