@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import jsonschema
 
@@ -978,6 +978,30 @@ def _check_url_fields(
                 "declare it under auth.fields with `secret: false`"
                 + (f" (non-secret now: {', '.join(public)})" if public else ""),
             )
+    problem = _url_problem(PLACEHOLDER.sub("x", url))
+    if problem is not None:
+        ctx.err("GEN226", span, f"{key} {url!r} {problem}", "e.g. https://api.example.com/v1")
+
+
+def _url_problem(url: str) -> str | None:
+    """Why a connector URL (placeholders filled) is not an absolute http(s) URL that requests
+    can be made under, or None."""
+    if "{" in url or "}" in url:
+        return "holds a brace that is not a {field} placeholder (a field name, nothing else)"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "holds a space or a control character"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an absolute http(s) URL with a host name"
+    if parts.username is not None or parts.password is not None:
+        return "holds credentials: declare them as the connector's auth instead"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "has a query or fragment: a base URL ends with its path"
+    return None
 
 
 def _connector(

@@ -151,6 +151,20 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
             ("https://{site}.atlassian", "https://{site|json}.atlassian"),
             "GEN223:{site|json}: base_url placeholders take no filter",
         ),
+        *(
+            (  # a URL that no request could be made under (placeholders filled)
+                "jira.yaml",
+                ("https://{site}.atlassian.net", bad),
+                f"GEN226:base_url {bad + '/rest/api/3'!r} {why}",
+            )
+            for bad, why in (
+                ("https://", "is not an absolute http(s) URL with a host name"),
+                ("https://{site}.atlas sian.net", "holds a space or a control character"),
+                ("https://{ site }.atlassian.net", "holds a brace that is not a {field}"),
+                ("https://user:pw@{site}.atlassian.net", "holds credentials"),
+                ("https://{site}.atlassian.net:port", "is not a URL (Port could not be cast"),
+            )
+        ),
         (
             "jira.yaml",
             ("items: issues\n", "items: issue\n"),
