@@ -1353,7 +1353,10 @@ def _always_given(input_schema: dict[str, Any] | None, bind: dict[str, str]) -> 
         return None
     props: dict[str, Any] = input_schema.get("properties", {})
     required = set(input_schema.get("required", ())) & set(props)
-    defaults = {name for name, schema in props.items() if "default" in schema}
+    # A property's schema may be a boolean (`true`: anything), which has no default.
+    defaults = {
+        name for name, schema in props.items() if isinstance(schema, dict) and "default" in schema
+    }
     return required | defaults | set(bind)
 
 

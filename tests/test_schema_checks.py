@@ -1,0 +1,93 @@
+"""Tool schemas the compiler used to crash on or to pass into broken generated code: boolean
+subschemas, long or exponential shared-type expansions, 2020-12 keywords, references into a
+schema's own root, and defaults that do not match their schema. Each goes through the real
+pipeline (load, validate, compile) on a project holding the default manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import make_project, options
+
+from generator import api
+
+PROBE = """\
+version: 1
+kind: connector
+name: probe
+title: Probe
+description: Probe connector.
+base_url: https://api.example.com
+auth: {{type: none}}
+capabilities:
+  - name: get_thing
+    description: Get a thing by its id.
+    scope: read
+    annotations: {{read_only: true}}
+    input:
+      type: object
+      required: [id]
+      properties:
+        id: {input_id}
+{input_extra}\
+    output:
+      type: object
+      properties:
+        name: {{type: string}}
+{output_extra}\
+    http:
+      method: GET
+      path: /things/{{id}}
+      query: {query}
+"""
+
+
+def _project(
+    tmp_path: Path,
+    *,
+    input_id: str = "{type: string}",
+    input_extra: str = "",
+    output_extra: str = "",
+    query: str = "{}",
+    types: str = "",
+) -> Path:
+    files = {
+        "connectors/probe.yaml": PROBE.format(
+            input_id=input_id, input_extra=input_extra, output_extra=output_extra, query=query
+        )
+    }
+    if types:
+        files["zz_types.yaml"] = f"version: 1\nkind: types\ntypes:\n{types}"
+    return make_project(tmp_path, files, copy_defaults=True)
+
+
+def _diagnostics(root: Path) -> list[str]:
+    """`file:line:col:CODE:message` of every diagnostic."""
+    result = api.compile_manifests(options(root))
+    assert (result.project is None) == any(d.severity == "error" for d in result.diagnostics)
+    return [
+        f"{d.span.file.rsplit('/', 1)[-1]}:{d.span.line}:{d.span.col}:{d.code}:{d.message}"
+        for d in result.diagnostics
+    ]
+
+
+def test_boolean_subschemas_compile(tmp_path: Path) -> None:
+    # `true` and `false` are schemas wherever a schema goes in 2020-12.
+    root = _project(
+        tmp_path,
+        input_id="true",
+        input_extra=(
+            "        tags: {type: array, items: true}\n"
+            "        meta: {type: object, additionalProperties: false, "
+            "properties: {a: true, b: false}}\n"
+            "        extra: {allOf: [true, {type: string}]}\n"
+            "        any: {anyOf: [true, false]}\n"
+        ),
+        output_extra=(
+            "        list: {type: array, items: false}\n"
+            "        m: {type: object, additionalProperties: true}\n"
+            "        n: {not: true}\n"
+        ),
+        query='{tags: "{tags}", meta: "{meta}", extra: "{extra}", any: "{any}"}',
+    )
+    assert _diagnostics(root) == []
