@@ -460,7 +460,13 @@ _ANNOTATION_KEYWORDS = frozenset(
         "contentSchema",
     }
 )
-SCHEMA_KEYWORDS = frozenset(jsonschema.Draft202012Validator.VALIDATORS) | _ANNOTATION_KEYWORDS
+# jsonschema's VALIDATORS has one entry per keyword that it validates on its own: keywords read
+# by another's validator (then/else by `if`, maxContains/minContains by `contains`) are not in
+# it, yet are 2020-12 keywords all the same.
+_READ_BY_OTHERS = frozenset({"then", "else", "maxContains", "minContains"})
+SCHEMA_KEYWORDS = (
+    frozenset(jsonschema.Draft202012Validator.VALIDATORS) | _READ_BY_OTHERS | _ANNOTATION_KEYWORDS
+)
 _SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
 _SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 _SUBSCHEMAS = (

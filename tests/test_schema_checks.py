@@ -91,3 +91,21 @@ def test_boolean_subschemas_compile(tmp_path: Path) -> None:
         query='{tags: "{tags}", meta: "{meta}", extra: "{extra}", any: "{any}"}',
     )
     assert _diagnostics(root) == []
+
+
+def test_every_2020_12_keyword_is_known(tmp_path: Path) -> None:
+    # then/else (read by `if`'s validator) and maxContains/minContains (by `contains`'s) are
+    # not in jsonschema's VALIDATORS; annotation keywords are in no validator at all.
+    root = _project(
+        tmp_path,
+        input_id=(
+            "{type: string, if: {minLength: 3}, then: {pattern: '^a'}, else: {maxLength: 1}, "
+            "$comment: c, deprecated: false, readOnly: false, writeOnly: false, examples: [ab], "
+            "contentMediaType: text/plain, contentEncoding: base64, contentSchema: true, "
+            "$anchor: a, title: T}"
+        ),
+        input_extra="        tags: {type: array, contains: {type: integer}, maxContains: 2, "
+        "minContains: 1}\n",
+        query='{tags: "{tags}"}',
+    )
+    assert _diagnostics(root) == []
