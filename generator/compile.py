@@ -609,13 +609,8 @@ def _check_subschemas(
     for key in node.get("patternProperties") or {}:
         _check_regex(ctx, doc, (*path, "patternProperties", key), key)
     ref = node.get("$ref")
-    if isinstance(ref, str) and _resolve_pointer(root, ref) is None:
-        ctx.err(
-            "GEN203",
-            doc.span((*path, "$ref")),
-            f"$ref {ref!r} points to nothing in this schema",
-            "refer to a shared type as #/types/Name, or to a $defs entry of this schema",
-        )
+    if isinstance(ref, str):
+        _check_ref(ctx, doc, (*path, "$ref"), ref, root)
     if "const" in node:
         _check_typable(ctx, doc, (*path, "const"), node["const"], "const")
     for i, value in enumerate(node.get("enum") or []):
@@ -634,6 +629,76 @@ def _check_subschemas(
                 )
     for sub_path, sub in _subschemas(path, node):
         _check_subschemas(ctx, doc, sub_path, sub, root)
+
+
+# The one form of local `$ref` left after shared types are inlined: a `$defs` entry of the root.
+_DEFS_REF = re.compile(r"#/\$defs/([^/]+)")
+
+
+def _defs_name(ref: str) -> str | None:
+    """The `$defs` entry a `$ref` names (`#/$defs/Name`), else None."""
+    m = _DEFS_REF.fullmatch(unquote(ref))
+    return m[1].replace("~1", "/").replace("~0", "~") if m else None
+
+
+def _check_ref(ctx: _Ctx, doc: Loaded, path: JsonPath, ref: str, root: dict[str, Any]) -> None:
+    """A `$ref` left after inlining must name a `$defs` entry of the tool's schema
+    (`#/$defs/Name`) that does not lead back to itself. Any other reference into the schema
+    (`#`, `#/properties/...`) or a `$defs` entry reaching itself makes the schema recursive or
+    aliases part of it, which is not supported (nor are cycles of shared types, GEN215): the
+    models generator typed `$ref: "#"` as an empty model, and the data was dropped."""
+    hint = "declare the type under `types:` and refer to it as #/types/Name (it is inlined)"
+    target = _resolve_pointer(root, ref)
+    if target is None:
+        ctx.err(
+            "GEN203",
+            doc.span(path),
+            f"$ref {ref!r} points to nothing in this schema",
+            "refer to a shared type as #/types/Name, or to a $defs entry of this schema",
+        )
+        return
+    start = _defs_name(ref)
+    if start is None:
+        where = "root" if ref in ("#", "#/") else f"part {ref[1:]!r}"
+        ctx.err(
+            "GEN203",
+            doc.span(path),
+            f"$ref {ref!r} refers to this schema's own {where}: recursive and self-referencing "
+            "schemas are not supported",
+            hint,
+        )
+        return
+    # Follow `$defs` references from the target: reaching it again is a cycle.
+    seen: set[str] = set()
+    todo = [target]
+    while todo:
+        for name in _defs_refs(todo.pop()):
+            if name == start:
+                ctx.err(
+                    "GEN203",
+                    doc.span(path),
+                    f"$ref {ref!r} is recursive ($defs entry {start!r} refers back to itself): "
+                    "recursive schemas are not supported",
+                    hint,
+                )
+                return
+            if name not in seen and isinstance(root["$defs"].get(name), dict | bool):
+                seen.add(name)
+                todo.append(root["$defs"][name])
+
+
+def _defs_refs(schema: Any) -> Iterator[str]:
+    """The `$defs` entries that `schema` and its subschemas refer to (`#/$defs/Name`)."""
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if not isinstance(node, dict):
+            continue
+        ref = node.get("$ref")
+        name = _defs_name(ref) if isinstance(ref, str) else None
+        if name is not None:
+            yield name
+        todo.extend(sub for _path, sub in _subschemas((), node))
 
 
 def _check_typable(ctx: _Ctx, doc: Loaded, path: JsonPath, value: Any, what: str) -> None:

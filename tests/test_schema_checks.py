@@ -109,3 +109,31 @@ def test_every_2020_12_keyword_is_known(tmp_path: Path) -> None:
         query='{tags: "{tags}"}',
     )
     assert _diagnostics(root) == []
+
+
+def test_references_into_the_schema_itself_are_refused(tmp_path: Path) -> None:
+    # `$ref: "#"` was typed as an empty model and its data dropped; recursion is unsupported.
+    root = _project(
+        tmp_path,
+        output_extra=(
+            '        parent: {$ref: "#"}\n'
+            '        alias: {$ref: "#/properties/name"}\n'
+            '        tree: {$ref: "#/$defs/Node"}\n'
+            '        flat: {$ref: "#/$defs/Leaf"}\n'
+            "      $defs:\n"
+            "        Node: {type: object, properties: {child: {$ref: '#/$defs/Node'}}}\n"
+            "        Leaf: {type: string}\n"
+        ),
+    )
+    not_supported = ": recursive and self-referencing schemas are not supported"
+    recursive = (
+        "GEN203:$ref '#/$defs/Node' is recursive ($defs entry 'Node' refers back to itself): "
+        "recursive schemas are not supported"
+    )
+    assert _diagnostics(root) == [
+        "probe.yaml:22:24:GEN203:$ref '#' refers to this schema's own root" + not_supported,
+        "probe.yaml:23:23:GEN203:$ref '#/properties/name' refers to this schema's own part "
+        "'/properties/name'" + not_supported,
+        "probe.yaml:24:22:" + recursive,
+        "probe.yaml:27:57:" + recursive,
+    ]
