@@ -91,6 +91,11 @@ CODES: dict[str, Code] = {
             title="capability writes upstream but claims the read scope or read_only",
             stage="compile",
         ),
+        Code(
+            code="GEN226",
+            title="schema too deep or too large once shared types are inlined",
+            stage="compile",
+        ),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

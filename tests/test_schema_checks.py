@@ -5,11 +5,13 @@ pipeline (load, validate, compile) on a project holding the default manifests.""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from helpers import make_project, options
 
 from generator import api
+from generator.breaking import breaking
 
 PROBE = """\
 version: 1
@@ -137,3 +139,59 @@ def test_references_into_the_schema_itself_are_refused(tmp_path: Path) -> None:
         "probe.yaml:24:22:" + recursive,
         "probe.yaml:27:57:" + recursive,
     ]
+
+
+def _chain(count: int, refs_per_type: int) -> str:
+    """Shared types T0..T{count}, each an object whose properties refer to the next."""
+    lines = []
+    for i in range(count):
+        props = ", ".join(f"p{j}: {{$ref: '#/types/T{i + 1}'}}" for j in range(refs_per_type))
+        lines.append(f"  T{i}: {{type: object, properties: {{{props}}}}}\n")
+    return "".join(lines) + f"  T{count}: {{type: string}}\n"
+
+
+def test_a_long_shared_type_chain_is_bounded_not_a_crash(tmp_path: Path) -> None:
+    # 200 types each referring to the next overflowed Python's stack (RecursionError).
+    root = _project(
+        tmp_path, output_extra="        deep: {$ref: '#/types/T0'}\n", types=_chain(200, 1)
+    )
+    assert _diagnostics(root) == [
+        "probe.yaml:22:22:GEN226:shared type 'T0' nests 401 levels deep (limit 100) once inlined",
+        "zz_types.yaml:154:3:GEN226:shared type 'T150' nests 101 levels deep (limit 100) once "
+        "the shared types it refers to are inlined",
+    ]
+
+
+def test_shared_types_cannot_expand_exponentially(tmp_path: Path) -> None:
+    # Two references to the next type at each of 22 levels: 4 million values, 45 s, 500 MB.
+    root = _project(
+        tmp_path, output_extra="        big: {$ref: '#/types/T0'}\n", types=_chain(22, 2)
+    )
+    start = time.monotonic()
+    got = _diagnostics(root)
+    assert time.monotonic() - start < 10
+    assert got == [
+        "probe.yaml:22:21:GEN226:shared type 'T0' holds more than 20,000 values once inlined",
+        "zz_types.yaml:14:3:GEN226:shared type 'T10' holds more than 20,000 values once the "
+        "shared types it refers to are inlined",
+    ]
+    # Each type within the bounds (T0 holds 10,237 values), one tool past them: reported at
+    # the tool's schema.
+    root = _project(
+        tmp_path / "2",
+        output_extra="".join(f"        big{i}: {{$ref: '#/types/T0'}}\n" for i in range(3)),
+        types=_chain(11, 2),
+    )
+    assert _diagnostics(root) == [
+        "probe.yaml:19:7:GEN226:the output schema holds more than 20,000 values once shared "
+        "types are inlined",
+    ]
+
+
+def test_gen_breaking_reports_a_baseline_past_the_bounds(tmp_path: Path) -> None:
+    old = _project(
+        tmp_path / "old", output_extra="        deep: {$ref: '#/types/T0'}\n", types=_chain(200, 1)
+    )
+    new = _project(tmp_path / "new")
+    result = breaking(options(new), str(old / "manifests"))
+    assert {d.code for d in result.diagnostics} == {"GEN226"}, result.diagnostics
