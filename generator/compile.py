@@ -6,6 +6,7 @@ problem. The IR is only returned when there is no error.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import functools
 import hashlib
@@ -751,6 +752,8 @@ def _check_subschemas(
     ref = node.get("$ref")
     if isinstance(ref, str):
         _check_ref(ctx, doc, (*path, "$ref"), ref, root)
+    if "default" in node:
+        _check_default(ctx, doc, (*path, "default"), node, root)
     if "const" in node:
         _check_typable(ctx, doc, (*path, "const"), node["const"], "const")
     for i, value in enumerate(node.get("enum") or []):
@@ -769,6 +772,51 @@ def _check_subschemas(
                 )
     for sub_path, sub in _subschemas(path, node):
         _check_subschemas(ctx, doc, sub_path, sub, root)
+
+
+# The formats the generated models type (datetime, date, UUID, EmailStr, IP addresses): a
+# default they could not parse is a broken model. jsonschema checks date-time only with an
+# optional package; the models' type (pydantic's AwareDatetime) wants RFC 3339 with an offset.
+_FORMATS = jsonschema.FormatChecker(("date", "email", "uuid", "ipv4", "ipv6"))
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not _DATE_TIME.fullmatch(value):
+        return False
+    datetime.datetime.fromisoformat(value.upper())  # ValueError: no such date or time
+    return True
+
+
+def _check_default(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, node: dict[str, Any], root: dict[str, Any]
+) -> None:
+    """GEN203 for a `default` its own schema refuses: the models would declare a field of one
+    type with a default of another (`limit: int | None = "ten"`), which type checkers refuse,
+    and a client omitting the argument would send the bad value. Checked after shared types
+    are inlined, against the schema without its defaults, `$ref`s resolved in the root."""
+    default = node["default"]
+    try:
+        validator = jsonschema.Draft202012Validator(
+            without_defaults(root), format_checker=_FORMATS
+        ).evolve(schema=without_defaults(node))
+        problem = jsonschema.exceptions.best_match(validator.iter_errors(default))
+    except Exception:  # a dangling $ref or bad pattern: reported by their own checks
+        return
+    if problem is not None:
+        where = "/".join(map(str, problem.absolute_path))
+        ctx.err(
+            "GEN203",
+            doc.span(path),
+            f"default {json.dumps(default, ensure_ascii=False)} does not match its schema"
+            f"{' at /' + where if where else ''}: {problem.message}",
+            "give a value the schema accepts, or remove the default",
+        )
 
 
 # The one form of local `$ref` left after shared types are inlined: a `$defs` entry of the root.

@@ -195,3 +195,45 @@ def test_gen_breaking_reports_a_baseline_past_the_bounds(tmp_path: Path) -> None
     new = _project(tmp_path / "new")
     result = breaking(options(new), str(old / "manifests"))
     assert {d.code for d in result.diagnostics} == {"GEN226"}, result.diagnostics
+
+
+def test_defaults_must_match_their_schema(tmp_path: Path) -> None:
+    # `limit: int | None = "ten"` in the models: mypy refused the generated package.
+    bad = (
+        "        d1: {type: integer, default: ten}\n"
+        "        d2: {type: string, enum: [a, b], default: c}\n"
+        "        d3: {type: object, properties: {x: {type: integer}}, default: {x: 'no'}}\n"
+        "        d4: {type: array, items: {type: integer}, default: [1, x]}\n"
+        "        d5: {type: string, default: null}\n"
+        "        d6: {type: boolean, default: 1}\n"
+        "        d7: {type: string, format: date-time, default: '2024-01-01T00:00:00'}\n"
+        "        d8: {type: string, format: uuid, default: not-a-uuid}\n"
+        "        d9: {$ref: '#/types/Short', default: toolong}\n"
+    )
+    good = (
+        "        g1: {type: integer, default: 10}\n"
+        "        g2: {type: string, format: date-time, default: '2024-01-01T00:00:00Z'}\n"
+        "        g3: {type: string, format: date, default: '2024-02-29'}\n"
+        "        g4: {$ref: '#/$defs/Small', default: 3}\n"
+        "        g5: {type: [string, 'null'], default: null}\n"
+        "      $defs:\n"
+        "        Small: {type: integer, maximum: 5, default: 9}\n"
+    )
+    root = _project(
+        tmp_path, output_extra=bad + good, types="  Short: {type: string, maxLength: 2}\n"
+    )
+    got = _diagnostics(root)
+    assert [g.split(":GEN203:")[1] for g in got] == [
+        "default \"ten\" does not match its schema: 'ten' is not of type 'integer'",
+        "default \"c\" does not match its schema: 'c' is not one of ['a', 'b']",
+        "default {\"x\": \"no\"} does not match its schema at /x: 'no' is not of type 'integer'",
+        "default [1, \"x\"] does not match its schema at /1: 'x' is not of type 'integer'",
+        "default null does not match its schema: None is not of type 'string'",
+        "default 1 does not match its schema: 1 is not of type 'boolean'",
+        "default \"2024-01-01T00:00:00\" does not match its schema: '2024-01-01T00:00:00' is "
+        "not a 'date-time'",
+        "default \"not-a-uuid\" does not match its schema: 'not-a-uuid' is not a 'uuid'",
+        "default \"toolong\" does not match its schema: 'toolong' is too long",
+        "default 9 does not match its schema: 9 is greater than the maximum of 5",
+    ], got
+    assert [g.split(":GEN203:")[0] for g in got][:2] == ["probe.yaml:22:38", "probe.yaml:23:51"]
