@@ -6,6 +6,7 @@ problem. The IR is only returned when there is no error.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import functools
 import hashlib
@@ -21,7 +22,7 @@ import jsonschema
 
 from . import ir
 from .diagnostics import Diagnostic, Span, error, has_errors
-from .load import JsonPath, Loaded
+from .load import MAX_NESTING, JsonPath, Loaded
 from .names import MAX_TOOL_NAME, ClassName, PyIdent, is_valid_tool_name
 from .runtime.catalog import credential_header
 from .runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
@@ -56,7 +57,12 @@ class _SharedType:
 class _Ctx:
     diags: list[Diagnostic] = field(default_factory=list)
     types: dict[str, _SharedType] = field(default_factory=dict)
-    resolved: dict[str, Any] = field(default_factory=dict)
+    resolved: dict[str, Any] = field(default_factory=dict)  # shared type -> inlined schema
+    measures: dict[str, tuple[int, int]] = field(default_factory=dict)  # -> (depth, values)
+    type_refs: dict[str, list[tuple[JsonPath, str]]] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)  # types that could not be inlined
+    oversize: set[str] = field(default_factory=set)  # ... because they exceed the bounds
+    used: set[str] = field(default_factory=set)  # types the compiled tools refer to
 
     def err(self, code: str, span: Span, message: str, hint: str | None = None) -> None:
         self.diags.append(error(code, span, message, hint))
@@ -113,6 +119,7 @@ def compile_project(
     by_kind = _by_kind(docs)
 
     _collect_types(ctx, by_kind.get("types", []))
+    _resolve_types(ctx)
     gateways = by_kind.get("gateway", [])
     gateway_doc = gateways[0] if gateways else None
     if len(gateways) > 1:
@@ -247,55 +254,181 @@ def _collect_types(ctx: _Ctx, docs: list[Loaded]) -> None:
             ctx.types[name] = _SharedType(name, schema, doc, path)
 
 
+# Bounds on a schema once its shared types are inlined. Each `$ref` copies the type it names,
+# so types that each refer to the next twice double at every step: 22 of them made one tool
+# schema of 4 million values (45 s, 500 MB), as YAML aliases would if the loader did not cap
+# them, and a chain of 200 overflowed Python's stack. The depth bound is the loader's (no
+# schema nests deeper than a manifest may). The size bound is far above a real tool schema
+# (the bundled ones hold at most a few dozen values; it is sent whole in every tools/list and
+# read by the model), and keeps the build in seconds: one of 40,000 values took 20 s, most of
+# it in the models generator. Both are computed per shared type, once, never by expanding.
+MAX_SCHEMA_DEPTH = MAX_NESTING
+MAX_SCHEMA_VALUES = 20_000
+
+
+def _describe_size(height: int, size: int) -> str:
+    """What exceeds the bounds: `nests 240 levels deep` and/or `holds more than 20,000 values`."""
+    parts = []
+    if height > MAX_SCHEMA_DEPTH:
+        parts.append(f"nests {height} levels deep (limit {MAX_SCHEMA_DEPTH})")
+    if size > MAX_SCHEMA_VALUES:
+        parts.append(f"holds more than {MAX_SCHEMA_VALUES:,} values")
+    return " and ".join(parts)
+
+
+def _type_refs(value: Any, path: JsonPath) -> list[tuple[JsonPath, str]]:
+    """Every `$ref: '#/types/Name'` in `value` (a type's own schema), with its path."""
+    found: list[tuple[JsonPath, str]] = []
+    todo: list[tuple[JsonPath, Any]] = [(path, value)]
+    while todo:
+        where, node = todo.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(TYPE_REF_PREFIX):
+                found.append((where, ref[len(TYPE_REF_PREFIX) :]))
+            todo.extend(((*where, k), v) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            todo.extend(((*where, i), v) for i, v in reversed(list(enumerate(node))))
+    return found
+
+
+def _resolve_types(ctx: _Ctx) -> None:
+    """Inline every shared type, each after the types it refers to (a depth-first walk of the
+    references kept on a list, not on Python's stack), so that inlining one never recurses into
+    another. A reference back to a type still being walked is a cycle (GEN215). A type that
+    cannot be inlined (a cycle, an unknown type, beyond the bounds) is `broken`, and so is every
+    type that refers to it; only the first of a chain past the bounds is reported, at its name."""
+    for name, shared in ctx.types.items():
+        ctx.type_refs[name] = _type_refs(shared.schema, shared.path)
+    state: dict[str, bool] = {}  # name -> done (False: still being walked)
+    for first in sorted(ctx.types):
+        if first in state:
+            continue
+        state[first] = False
+        stack = [(first, iter(ctx.type_refs[first]))]
+        while stack:
+            name, refs = stack[-1]
+            for path, target in refs:
+                if target not in ctx.types:
+                    continue  # GEN205 when the type is inlined
+                if state.get(target) is False:
+                    chain = [n for n, _ in stack]
+                    ctx.err(
+                        "GEN215",
+                        ctx.types[name].doc.span((*path, "$ref")),
+                        "shared types refer to each other in a cycle: "
+                        + " -> ".join((*chain[chain.index(target) :], target)),
+                    )
+                elif target not in state:
+                    state[target] = False
+                    stack.append((target, iter(ctx.type_refs[target])))
+                    break
+            else:
+                stack.pop()
+                state[name] = True
+                _resolve_type(ctx, name)
+
+
+def _resolve_type(ctx: _Ctx, name: str) -> None:
+    shared = ctx.types[name]
+    value, height, size, ok = _inline(ctx, shared.schema, shared.doc, shared.path, tool=False)
+    ctx.resolved[name] = value
+    ctx.measures[name] = (height, size)
+    if not ok:
+        ctx.broken.add(name)
+    if height > MAX_SCHEMA_DEPTH or size > MAX_SCHEMA_VALUES:
+        ctx.broken.add(name)
+        ctx.oversize.add(name)
+        if not any(target in ctx.oversize for _path, target in ctx.type_refs[name]):
+            ctx.err(
+                "GEN227",
+                shared.doc.key_span(shared.path),
+                f"shared type {name!r} {_describe_size(height, size)} once the shared types "
+                "it refers to are inlined",
+                "refer to fewer or smaller types: every $ref copies the whole type",
+            )
+
+
 def _check_unused_types(ctx: _Ctx) -> None:
     """A shared type that no tool compiled here uses is checked all the same (unknown types,
     cycles, bad patterns, dangling `$ref`s): it is part of the published language, and the
     next manifest that uses it must not be the first to learn it is broken."""
+    used: set[str] = set()
+    todo = list(ctx.used)
+    while todo:
+        name = todo.pop()
+        if name not in used and name in ctx.types:
+            used.add(name)
+            todo.extend(target for _path, target in ctx.type_refs[name])
     for name, shared in sorted(ctx.types.items()):
-        if name in ctx.resolved:
-            continue
-        resolved = ctx.resolved[name] = _inline(
-            ctx, shared.schema, shared.doc, shared.path, (name,)
-        )
-        if isinstance(resolved, dict):
+        resolved = ctx.resolved[name]
+        if name not in used and name not in ctx.broken and isinstance(resolved, dict):
             _check_subschemas(ctx, shared.doc, shared.path, resolved, resolved)
 
 
-def _inline(ctx: _Ctx, value: Any, doc: Loaded, path: JsonPath, stack: tuple[str, ...]) -> Any:
-    """Replace `$ref: '#/types/Name'` by the type's (recursively inlined) schema. Sibling
-    keywords of the `$ref` (a description, say) override the type's own."""
+def _inline(
+    ctx: _Ctx, value: Any, doc: Loaded, path: JsonPath, *, tool: bool
+) -> tuple[Any, int, int, bool]:
+    """Replace `$ref: '#/types/Name'` by the type's inlined schema (`_resolve_types` has
+    inlined every type first). Sibling keywords of the `$ref` (a description, say) override the
+    type's own. Returns the schema, its nesting depth and number of values (capped just past
+    MAX_SCHEMA_VALUES), and False when it refers to a type that could not be inlined (reported
+    at the type, or at the reference for a `tool` schema's reference to a type past the
+    bounds)."""
     if isinstance(value, list):
-        return [_inline(ctx, v, doc, (*path, i), stack) for i, v in enumerate(value)]
+        items, height, size, ok = [], 0, 1, True
+        for i, v in enumerate(value):
+            item, h, n, o = _inline(ctx, v, doc, (*path, i), tool=tool)
+            items.append(item)
+            height, size, ok = max(height, h), size + n, ok and o
+        return items, height + 1, min(size, MAX_SCHEMA_VALUES + 1), ok
     if not isinstance(value, dict):
-        return value
+        return value, 0, 1, True
     ref = value.get("$ref")
-    if isinstance(ref, str) and ref.startswith(TYPE_REF_PREFIX):
-        name = ref[len(TYPE_REF_PREFIX) :]
-        shared = ctx.types.get(name)
-        rest = {k: _inline(ctx, v, doc, (*path, k), stack) for k, v in value.items() if k != "$ref"}
-        if shared is None:
-            known = ", ".join(sorted(ctx.types)) or "none declared"
+    name = (
+        ref[len(TYPE_REF_PREFIX) :]
+        if isinstance(ref, str) and ref.startswith(TYPE_REF_PREFIX)
+        else None
+    )
+    rest, height, size, ok = {}, 0, 1, True
+    for k, v in value.items():
+        if not (name is not None and k == "$ref"):
+            rest[k], h, n, o = _inline(ctx, v, doc, (*path, k), tool=tool)
+            height, size, ok = max(height, h), size + n, ok and o
+    height, size = height + 1, min(size, MAX_SCHEMA_VALUES + 1)
+    if name is None:
+        return rest, height, size, ok
+    if name not in ctx.types:
+        known = ", ".join(sorted(ctx.types)) or "none declared"
+        ctx.err(
+            "GEN205",
+            doc.span((*path, "$ref")),
+            f"unknown shared type {name!r}",
+            f"shared types: {known}",
+        )
+        return rest, height, size, False
+    if tool:
+        ctx.used.add(name)
+    if name not in ctx.resolved:  # a type of a cycle, still being walked
+        return rest, height, size, False
+    resolved = ctx.resolved[name]
+    type_height, type_size = ctx.measures[name]
+    if name in ctx.oversize:  # what it would have been: the referring type is past them too
+        if tool:
             ctx.err(
-                "GEN205",
+                "GEN227",
                 doc.span((*path, "$ref")),
-                f"unknown shared type {name!r}",
-                f"shared types: {known}",
+                f"shared type {name!r} {_describe_size(type_height, type_size)} once inlined",
+                "refer to fewer or smaller types: every $ref copies the whole type",
             )
-            return rest
-        if name in stack:
-            ctx.err(
-                "GEN215",
-                doc.span((*path, "$ref")),
-                "shared types refer to each other in a cycle: " + " -> ".join((*stack, name)),
-            )
-            return rest
-        if name not in ctx.resolved:
-            ctx.resolved[name] = _inline(
-                ctx, shared.schema, shared.doc, shared.path, (*stack, name)
-            )
-        resolved = ctx.resolved[name]
-        return {**resolved, **rest} if isinstance(resolved, dict) else resolved
-    return {k: _inline(ctx, v, doc, (*path, k), stack) for k, v in value.items()}
+        size = min(type_size + size - 1, MAX_SCHEMA_VALUES + 1)
+        return rest, max(type_height, height), size, False
+    if name in ctx.broken:
+        return rest, height, size, False
+    if not isinstance(resolved, dict):
+        return resolved, type_height, type_size, ok
+    size = min(type_size + size - 1, MAX_SCHEMA_VALUES + 1)
+    return {**resolved, **rest}, max(type_height, height), size, ok
 
 
 # ---------------------------------------------------------------------------- metaschema
@@ -460,7 +593,13 @@ _ANNOTATION_KEYWORDS = frozenset(
         "contentSchema",
     }
 )
-SCHEMA_KEYWORDS = frozenset(jsonschema.Draft202012Validator.VALIDATORS) | _ANNOTATION_KEYWORDS
+# jsonschema's VALIDATORS has one entry per keyword that it validates on its own: keywords read
+# by another's validator (then/else by `if`, maxContains/minContains by `contains`) are not in
+# it, yet are 2020-12 keywords all the same.
+_READ_BY_OTHERS = frozenset({"then", "else", "maxContains", "minContains"})
+SCHEMA_KEYWORDS = (
+    frozenset(jsonschema.Draft202012Validator.VALIDATORS) | _READ_BY_OTHERS | _ANNOTATION_KEYWORDS
+)
 _SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
 _SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 _SUBSCHEMAS = (
@@ -563,8 +702,16 @@ def _schema(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: Any, what: str) -> dict
     if not _check_meta(ctx, doc, path, raw):
         return None
     before = len(ctx.diags)
-    schema = _inline(ctx, raw, doc, path, ())
-    if len(ctx.diags) > before:  # an unresolved type: checking the rest would only echo it
+    schema, height, size, ok = _inline(ctx, raw, doc, path, tool=True)
+    if len(ctx.diags) > before or not ok:  # an unresolved type: the rest would only echo it
+        return None
+    if height > MAX_SCHEMA_DEPTH or size > MAX_SCHEMA_VALUES:
+        ctx.err(
+            "GEN227",
+            doc.span(path),
+            f"the {what} schema, its shared types included, {_describe_size(height, size)}",
+            "refer to fewer or smaller types: every $ref copies the whole type",
+        )
         return None
     if not isinstance(schema, dict) or schema.get("type") != "object":
         got = schema.get("type") if isinstance(schema, dict) else None
@@ -603,13 +750,10 @@ def _check_subschemas(
     for key in node.get("patternProperties") or {}:
         _check_regex(ctx, doc, (*path, "patternProperties", key), key)
     ref = node.get("$ref")
-    if isinstance(ref, str) and _resolve_pointer(root, ref) is None:
-        ctx.err(
-            "GEN203",
-            doc.span((*path, "$ref")),
-            f"$ref {ref!r} points to nothing in this schema",
-            "refer to a shared type as #/types/Name, or to a $defs entry of this schema",
-        )
+    if isinstance(ref, str):
+        _check_ref(ctx, doc, (*path, "$ref"), ref, root)
+    if "default" in node:
+        _check_default(ctx, doc, (*path, "default"), node, root)
     if "const" in node:
         _check_typable(ctx, doc, (*path, "const"), node["const"], "const")
     for i, value in enumerate(node.get("enum") or []):
@@ -628,6 +772,121 @@ def _check_subschemas(
                 )
     for sub_path, sub in _subschemas(path, node):
         _check_subschemas(ctx, doc, sub_path, sub, root)
+
+
+# The formats the generated models type (datetime, date, UUID, EmailStr, IP addresses): a
+# default they could not parse is a broken model. jsonschema checks date-time only with an
+# optional package; the models' type (pydantic's AwareDatetime) wants RFC 3339 with an offset.
+_FORMATS = jsonschema.FormatChecker(("date", "email", "uuid", "ipv4", "ipv6"))
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not _DATE_TIME.fullmatch(value):
+        return False
+    datetime.datetime.fromisoformat(value.upper())  # ValueError: no such date or time
+    return True
+
+
+def _check_default(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, node: dict[str, Any], root: dict[str, Any]
+) -> None:
+    """GEN203 for a `default` its own schema refuses: the models would declare a field of one
+    type with a default of another (`limit: int | None = "ten"`), which type checkers refuse,
+    and a client omitting the argument would send the bad value. Checked after shared types
+    are inlined, against the schema without its defaults, `$ref`s resolved in the root."""
+    default = node["default"]
+    try:
+        validator = jsonschema.Draft202012Validator(
+            without_defaults(root), format_checker=_FORMATS
+        ).evolve(schema=without_defaults(node))
+        problem = jsonschema.exceptions.best_match(validator.iter_errors(default))
+    except Exception:  # a dangling $ref or bad pattern: reported by their own checks
+        return
+    if problem is not None:
+        where = "/".join(map(str, problem.absolute_path))
+        ctx.err(
+            "GEN203",
+            doc.span(path),
+            f"default {json.dumps(default, ensure_ascii=False)} does not match its schema"
+            f"{' at /' + where if where else ''}: {problem.message}",
+            "give a value the schema accepts, or remove the default",
+        )
+
+
+# The one form of local `$ref` left after shared types are inlined: a `$defs` entry of the root.
+_DEFS_REF = re.compile(r"#/\$defs/([^/]+)")
+
+
+def _defs_name(ref: str) -> str | None:
+    """The `$defs` entry a `$ref` names (`#/$defs/Name`), else None."""
+    m = _DEFS_REF.fullmatch(unquote(ref))
+    return m[1].replace("~1", "/").replace("~0", "~") if m else None
+
+
+def _check_ref(ctx: _Ctx, doc: Loaded, path: JsonPath, ref: str, root: dict[str, Any]) -> None:
+    """A `$ref` left after inlining must name a `$defs` entry of the tool's schema
+    (`#/$defs/Name`) that does not lead back to itself. Any other reference into the schema
+    (`#`, `#/properties/...`) or a `$defs` entry reaching itself makes the schema recursive or
+    aliases part of it, which is not supported (nor are cycles of shared types, GEN215): the
+    models generator typed `$ref: "#"` as an empty model, and the data was dropped."""
+    hint = "declare the type under `types:` and refer to it as #/types/Name (it is inlined)"
+    target = _resolve_pointer(root, ref)
+    if target is None:
+        ctx.err(
+            "GEN203",
+            doc.span(path),
+            f"$ref {ref!r} points to nothing in this schema",
+            "refer to a shared type as #/types/Name, or to a $defs entry of this schema",
+        )
+        return
+    start = _defs_name(ref)
+    if start is None:
+        where = "root" if ref in ("#", "#/") else f"part {ref[1:]!r}"
+        ctx.err(
+            "GEN203",
+            doc.span(path),
+            f"$ref {ref!r} refers to this schema's own {where}: recursive and self-referencing "
+            "schemas are not supported",
+            hint,
+        )
+        return
+    # Follow `$defs` references from the target: reaching it again is a cycle.
+    seen: set[str] = set()
+    todo = [target]
+    while todo:
+        for name in _defs_refs(todo.pop()):
+            if name == start:
+                ctx.err(
+                    "GEN203",
+                    doc.span(path),
+                    f"$ref {ref!r} is recursive ($defs entry {start!r} refers back to itself): "
+                    "recursive schemas are not supported",
+                    hint,
+                )
+                return
+            if name not in seen and isinstance(root["$defs"].get(name), dict | bool):
+                seen.add(name)
+                todo.append(root["$defs"][name])
+
+
+def _defs_refs(schema: Any) -> Iterator[str]:
+    """The `$defs` entries that `schema` and its subschemas refer to (`#/$defs/Name`)."""
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if not isinstance(node, dict):
+            continue
+        ref = node.get("$ref")
+        name = _defs_name(ref) if isinstance(ref, str) else None
+        if name is not None:
+            yield name
+        todo.extend(sub for _path, sub in _subschemas((), node))
 
 
 def _check_typable(ctx: _Ctx, doc: Loaded, path: JsonPath, value: Any, what: str) -> None:
@@ -1377,7 +1636,10 @@ def _always_given(input_schema: dict[str, Any] | None, bind: dict[str, str]) -> 
         return None
     props: dict[str, Any] = input_schema.get("properties", {})
     required = set(input_schema.get("required", ())) & set(props)
-    defaults = {name for name, schema in props.items() if "default" in schema}
+    # A property's schema may be a boolean (`true`: anything), which has no default.
+    defaults = {
+        name for name, schema in props.items() if isinstance(schema, dict) and "default" in schema
+    }
     return required | defaults | set(bind)
 
 

@@ -92,6 +92,11 @@ CODES: dict[str, Code] = {
             stage="compile",
         ),
         Code(code="GEN226", title="connector URL is not an absolute http(s) URL", stage="compile"),
+        Code(
+            code="GEN227",
+            title="schema too deep or too large once shared types are inlined",
+            stage="compile",
+        ),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

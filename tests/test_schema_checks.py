@@ -1,0 +1,239 @@
+"""Tool schemas the compiler used to crash on or to pass into broken generated code: boolean
+subschemas, long or exponential shared-type expansions, 2020-12 keywords, references into a
+schema's own root, and defaults that do not match their schema. Each goes through the real
+pipeline (load, validate, compile) on a project holding the default manifests."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from helpers import make_project, options
+
+from generator import api
+from generator.breaking import breaking
+
+PROBE = """\
+version: 1
+kind: connector
+name: probe
+title: Probe
+description: Probe connector.
+base_url: https://api.example.com
+auth: {{type: none}}
+capabilities:
+  - name: get_thing
+    description: Get a thing by its id.
+    scope: read
+    annotations: {{read_only: true}}
+    input:
+      type: object
+      required: [id]
+      properties:
+        id: {input_id}
+{input_extra}\
+    output:
+      type: object
+      properties:
+        name: {{type: string}}
+{output_extra}\
+    http:
+      method: GET
+      path: /things/{{id}}
+      query: {query}
+"""
+
+
+def _project(
+    tmp_path: Path,
+    *,
+    input_id: str = "{type: string}",
+    input_extra: str = "",
+    output_extra: str = "",
+    query: str = "{}",
+    types: str = "",
+) -> Path:
+    files = {
+        "connectors/probe.yaml": PROBE.format(
+            input_id=input_id, input_extra=input_extra, output_extra=output_extra, query=query
+        )
+    }
+    if types:
+        files["zz_types.yaml"] = f"version: 1\nkind: types\ntypes:\n{types}"
+    return make_project(tmp_path, files, copy_defaults=True)
+
+
+def _diagnostics(root: Path) -> list[str]:
+    """`file:line:col:CODE:message` of every diagnostic."""
+    result = api.compile_manifests(options(root))
+    assert (result.project is None) == any(d.severity == "error" for d in result.diagnostics)
+    return [
+        f"{d.span.file.rsplit('/', 1)[-1]}:{d.span.line}:{d.span.col}:{d.code}:{d.message}"
+        for d in result.diagnostics
+    ]
+
+
+def test_boolean_subschemas_compile(tmp_path: Path) -> None:
+    # `true` and `false` are schemas wherever a schema goes in 2020-12.
+    root = _project(
+        tmp_path,
+        input_id="true",
+        input_extra=(
+            "        tags: {type: array, items: true}\n"
+            "        meta: {type: object, additionalProperties: false, "
+            "properties: {a: true, b: false}}\n"
+            "        extra: {allOf: [true, {type: string}]}\n"
+            "        any: {anyOf: [true, false]}\n"
+        ),
+        output_extra=(
+            "        list: {type: array, items: false}\n"
+            "        m: {type: object, additionalProperties: true}\n"
+            "        n: {not: true}\n"
+        ),
+        query='{tags: "{tags}", meta: "{meta}", extra: "{extra}", any: "{any}"}',
+    )
+    assert _diagnostics(root) == []
+
+
+def test_every_2020_12_keyword_is_known(tmp_path: Path) -> None:
+    # then/else (read by `if`'s validator) and maxContains/minContains (by `contains`'s) are
+    # not in jsonschema's VALIDATORS; annotation keywords are in no validator at all.
+    root = _project(
+        tmp_path,
+        input_id=(
+            "{type: string, if: {minLength: 3}, then: {pattern: '^a'}, else: {maxLength: 1}, "
+            "$comment: c, deprecated: false, readOnly: false, writeOnly: false, examples: [ab], "
+            "contentMediaType: text/plain, contentEncoding: base64, contentSchema: true, "
+            "$anchor: a, title: T}"
+        ),
+        input_extra="        tags: {type: array, contains: {type: integer}, maxContains: 2, "
+        "minContains: 1}\n",
+        query='{tags: "{tags}"}',
+    )
+    assert _diagnostics(root) == []
+
+
+def test_references_into_the_schema_itself_are_refused(tmp_path: Path) -> None:
+    # `$ref: "#"` was typed as an empty model and its data dropped; recursion is unsupported.
+    root = _project(
+        tmp_path,
+        output_extra=(
+            '        parent: {$ref: "#"}\n'
+            '        alias: {$ref: "#/properties/name"}\n'
+            '        tree: {$ref: "#/$defs/Node"}\n'
+            '        flat: {$ref: "#/$defs/Leaf"}\n'
+            "      $defs:\n"
+            "        Node: {type: object, properties: {child: {$ref: '#/$defs/Node'}}}\n"
+            "        Leaf: {type: string}\n"
+        ),
+    )
+    not_supported = ": recursive and self-referencing schemas are not supported"
+    recursive = (
+        "GEN203:$ref '#/$defs/Node' is recursive ($defs entry 'Node' refers back to itself): "
+        "recursive schemas are not supported"
+    )
+    assert _diagnostics(root) == [
+        "probe.yaml:22:24:GEN203:$ref '#' refers to this schema's own root" + not_supported,
+        "probe.yaml:23:23:GEN203:$ref '#/properties/name' refers to this schema's own part "
+        "'/properties/name'" + not_supported,
+        "probe.yaml:24:22:" + recursive,
+        "probe.yaml:27:57:" + recursive,
+    ]
+
+
+def _chain(count: int, refs_per_type: int) -> str:
+    """Shared types T0..T{count}, each an object whose properties refer to the next."""
+    lines = []
+    for i in range(count):
+        props = ", ".join(f"p{j}: {{$ref: '#/types/T{i + 1}'}}" for j in range(refs_per_type))
+        lines.append(f"  T{i}: {{type: object, properties: {{{props}}}}}\n")
+    return "".join(lines) + f"  T{count}: {{type: string}}\n"
+
+
+def test_a_long_shared_type_chain_is_bounded_not_a_crash(tmp_path: Path) -> None:
+    # 200 types each referring to the next overflowed Python's stack (RecursionError).
+    root = _project(
+        tmp_path, output_extra="        deep: {$ref: '#/types/T0'}\n", types=_chain(200, 1)
+    )
+    assert _diagnostics(root) == [
+        "probe.yaml:22:22:GEN227:shared type 'T0' nests 401 levels deep (limit 100) once inlined",
+        "zz_types.yaml:154:3:GEN227:shared type 'T150' nests 101 levels deep (limit 100) once "
+        "the shared types it refers to are inlined",
+    ]
+
+
+def test_shared_types_cannot_expand_exponentially(tmp_path: Path) -> None:
+    # Two references to the next type at each of 22 levels: 4 million values, 45 s, 500 MB.
+    root = _project(
+        tmp_path, output_extra="        big: {$ref: '#/types/T0'}\n", types=_chain(22, 2)
+    )
+    start = time.monotonic()
+    got = _diagnostics(root)
+    assert time.monotonic() - start < 10
+    assert got == [
+        "probe.yaml:22:21:GEN227:shared type 'T0' holds more than 20,000 values once inlined",
+        "zz_types.yaml:14:3:GEN227:shared type 'T10' holds more than 20,000 values once the "
+        "shared types it refers to are inlined",
+    ]
+    # Each type within the bounds (T0 holds 10,237 values), one tool past them: reported at
+    # the tool's schema.
+    root = _project(
+        tmp_path / "2",
+        output_extra="".join(f"        big{i}: {{$ref: '#/types/T0'}}\n" for i in range(3)),
+        types=_chain(11, 2),
+    )
+    assert _diagnostics(root) == [
+        "probe.yaml:19:7:GEN227:the output schema, its shared types included, holds more than "
+        "20,000 values",
+    ]
+
+
+def test_gen_breaking_reports_a_baseline_past_the_bounds(tmp_path: Path) -> None:
+    old = _project(
+        tmp_path / "old", output_extra="        deep: {$ref: '#/types/T0'}\n", types=_chain(200, 1)
+    )
+    new = _project(tmp_path / "new")
+    result = breaking(options(new), str(old / "manifests"))
+    assert {d.code for d in result.diagnostics} == {"GEN227"}, result.diagnostics
+
+
+def test_defaults_must_match_their_schema(tmp_path: Path) -> None:
+    # `limit: int | None = "ten"` in the models: mypy refused the generated package.
+    bad = (
+        "        d1: {type: integer, default: ten}\n"
+        "        d2: {type: string, enum: [a, b], default: c}\n"
+        "        d3: {type: object, properties: {x: {type: integer}}, default: {x: 'no'}}\n"
+        "        d4: {type: array, items: {type: integer}, default: [1, x]}\n"
+        "        d5: {type: string, default: null}\n"
+        "        d6: {type: boolean, default: 1}\n"
+        "        d7: {type: string, format: date-time, default: '2024-01-01T00:00:00'}\n"
+        "        d8: {type: string, format: uuid, default: not-a-uuid}\n"
+        "        d9: {$ref: '#/types/Short', default: toolong}\n"
+    )
+    good = (
+        "        g1: {type: integer, default: 10}\n"
+        "        g2: {type: string, format: date-time, default: '2024-01-01T00:00:00Z'}\n"
+        "        g3: {type: string, format: date, default: '2024-02-29'}\n"
+        "        g4: {$ref: '#/$defs/Small', default: 3}\n"
+        "        g5: {type: [string, 'null'], default: null}\n"
+        "      $defs:\n"
+        "        Small: {type: integer, maximum: 5, default: 9}\n"
+    )
+    root = _project(
+        tmp_path, output_extra=bad + good, types="  Short: {type: string, maxLength: 2}\n"
+    )
+    got = _diagnostics(root)
+    assert [g.split(":GEN203:")[1] for g in got] == [
+        "default \"ten\" does not match its schema: 'ten' is not of type 'integer'",
+        "default \"c\" does not match its schema: 'c' is not one of ['a', 'b']",
+        "default {\"x\": \"no\"} does not match its schema at /x: 'no' is not of type 'integer'",
+        "default [1, \"x\"] does not match its schema at /1: 'x' is not of type 'integer'",
+        "default null does not match its schema: None is not of type 'string'",
+        "default 1 does not match its schema: 1 is not of type 'boolean'",
+        "default \"2024-01-01T00:00:00\" does not match its schema: '2024-01-01T00:00:00' is "
+        "not a 'date-time'",
+        "default \"not-a-uuid\" does not match its schema: 'not-a-uuid' is not a 'uuid'",
+        "default \"toolong\" does not match its schema: 'toolong' is too long",
+        "default 9 does not match its schema: 9 is greater than the maximum of 5",
+    ], got
+    assert [g.split(":GEN203:")[0] for g in got][:2] == ["probe.yaml:22:38", "probe.yaml:23:51"]
