@@ -817,6 +817,49 @@ def _check_default(
             f"{' at /' + where if where else ''}: {problem.message}",
             "give a value the schema accepts, or remove the default",
         )
+        return
+    untypable = _untypable_default(node, default, root)
+    if untypable is not None:
+        ctx.err(
+            "GEN203",
+            doc.span(path),
+            f"default {json.dumps(default, ensure_ascii=False)} cannot be written in the "
+            f"generated models, which type {untypable}",
+            "remove the default and say in the description what leaving the value out means",
+        )
+
+
+# String formats the generated models type as something else than `str`, by their type there.
+_TYPED_FORMATS = {
+    "date-time": "datetime",
+    "date": "date",
+    "time": "time",
+    "duration": "timedelta",
+    "uuid": "UUID",
+    "ipv4": "IPv4Address",
+    "ipv6": "IPv6Address",
+}
+
+
+def _untypable_default(node: Any, value: Any, root: dict[str, Any], depth: int = 0) -> str | None:
+    """What in a valid `value` the models cannot declare as a default, or None: the models and
+    the client write a string default as the text it is (`since: datetime | None =
+    "2024-01-01T00:00:00Z"`), which type checkers refuse where a format types the field as a
+    class. (Object defaults are fine: the models build them with a default factory.)"""
+    if isinstance(node, dict) and isinstance(node.get("$ref"), str) and depth < MAX_NESTING:
+        target = _resolve_pointer(root, node["$ref"])
+        return _untypable_default(target, value, root, depth + 1)
+    if not isinstance(node, dict):
+        return None
+    fmt = node.get("format")
+    if isinstance(value, str) and fmt in _TYPED_FORMATS:
+        return f"a {fmt} string as {_TYPED_FORMATS[fmt]}"
+    if isinstance(value, list) and depth < MAX_NESTING:
+        for item in value:
+            found = _untypable_default(node.get("items"), item, root, depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 # The one form of local `$ref` left after shared types are inlined: a `$defs` entry of the root.

@@ -212,8 +212,8 @@ def test_defaults_must_match_their_schema(tmp_path: Path) -> None:
     )
     good = (
         "        g1: {type: integer, default: 10}\n"
-        "        g2: {type: string, format: date-time, default: '2024-01-01T00:00:00Z'}\n"
-        "        g3: {type: string, format: date, default: '2024-02-29'}\n"
+        "        g2: {type: string, format: email, default: a@example.com}\n"
+        "        g3: {type: object, additionalProperties: {type: integer}, default: {a: 1}}\n"
         "        g4: {$ref: '#/$defs/Small', default: 3}\n"
         "        g5: {type: [string, 'null'], default: null}\n"
         "      $defs:\n"
@@ -237,3 +237,28 @@ def test_defaults_must_match_their_schema(tmp_path: Path) -> None:
         "default 9 does not match its schema: 9 is greater than the maximum of 5",
     ], got
     assert [g.split(":GEN203:")[0] for g in got][:2] == ["probe.yaml:22:38", "probe.yaml:23:51"]
+
+
+def test_defaults_the_models_cannot_type_are_refused(tmp_path: Path) -> None:
+    """Valid, but written as the text they are in a field typed as a class: mypy refused
+    `since: AwareDatetime | None = "2024-01-01T00:00:00Z"` in the models and the client. (An
+    object default is fine: the models build it with a default factory.)"""
+    extra = (
+        "        u1: {type: string, format: date-time, default: '2024-01-01T00:00:00Z'}\n"
+        "        u2: {type: string, format: date, default: '2024-02-29'}\n"
+        "        u3: {type: string, format: uuid, default: 12345678-1234-5678-1234-567812345678}\n"
+        "        ok: {type: object, properties: {x: {type: integer}}, default: {x: 1}}\n"
+        "        u6: {type: array, items: {$ref: '#/types/Day'}, default: ['2024-01-01']}\n"
+    )
+    root = _project(tmp_path, output_extra=extra, types="  Day: {type: string, format: date}\n")
+    got = _diagnostics(root)
+    assert [g.split(":GEN203:")[1] for g in got] == [
+        'default "2024-01-01T00:00:00Z" cannot be written in the generated models, which type '
+        "a date-time string as datetime",
+        'default "2024-02-29" cannot be written in the generated models, which type a date '
+        "string as date",
+        'default "12345678-1234-5678-1234-567812345678" cannot be written in the generated '
+        "models, which type a uuid string as UUID",
+        'default ["2024-01-01"] cannot be written in the generated models, which type a date '
+        "string as date",
+    ], got
