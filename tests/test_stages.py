@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 
 import pytest
 
 from generator import docs
 from generator.compile import compile_project
-from generator.diagnostics import CODES, Span, error, normalise, render
+from generator.diagnostics import CODES, UNSAFE_IN_NAMES, Span, error, normalise, render
 from generator.load import load_text
 from generator.names import ClassName, PyIdent, is_valid_tool_name
 from generator.render import docstring, literal
@@ -257,6 +258,17 @@ def test_diagnostics_render_sorted_and_deduplicated() -> None:
     assert text == (
         "a.yaml:9:3: error[GEN202] first\n  hint: a hint\nb.yaml:2:1: error[GEN201] second\n"
     )
+
+
+def test_no_format_prints_a_raw_control_character_of_a_path() -> None:
+    name = "x\nprint(1)\x7f\x85\u2028\u202e\udcff.yaml"
+    d = error("GEN001", Span(file=name), "m")
+    assert render([d]) == "x\\nprint(1)\\x7f\\x85\\u2028\\u202e\\udcff.yaml:1:1: error[GEN001] m\n"
+    assert "x\\nprint(1)\\x7f" in render([d], "github")
+    js = render([d], "json")
+    assert json.loads(js)[0]["file"] == name  # the same path to a JSON reader
+    for text in (render([d]), render([d], "github"), js):
+        assert not UNSAFE_IN_NAMES.search(text.replace("\n", ""))
 
 
 def test_every_code_is_documented_and_docs_are_fresh() -> None:
