@@ -280,16 +280,26 @@ def render(diagnostics: Iterable[Diagnostic], fmt: ErrorFormat = "text") -> str:
             # https://docs.github.com/actions/reference/workflow-commands-for-github-actions
             level = "error" if d.severity is Severity.ERROR else "warning"
             msg = d.message + (f" ({d.hint})" if d.hint else "")
-            msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
             lines.append(
-                f"::{level} file={printable(d.span.file)},line={d.span.line},"
-                f"col={d.span.col},title={d.code}::{msg}"
+                f"::{level} file={github_property(printable(d.span.file))},line={d.span.line},"
+                f"col={d.span.col},title={d.code}::{github_message(msg)}"
             )
         else:
             lines.append(f"{d.span}: {d.severity.value}[{d.code}] {d.message}")
             if d.hint:
                 lines.append(f"  hint: {d.hint}")
     return "".join(line + "\n" for line in lines)
+
+
+def github_message(text: str) -> str:
+    """A workflow command's message: `%`, CR and LF escaped (the runner unescapes them)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def github_property(text: str) -> str:
+    """A workflow command's property value: as a message, plus `:` and `,`, which would end
+    the value (a file named `a,line=9.yaml` must not set the line)."""
+    return github_message(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def summary(diagnostics: Iterable[Diagnostic]) -> str:

@@ -260,6 +260,15 @@ def test_diagnostics_render_sorted_and_deduplicated() -> None:
     )
 
 
+def test_github_annotations_escape_the_file_name_and_the_message() -> None:
+    """Workflow commands: a property value escapes `%`, CR, LF, `:` and `,` (else a file named
+    `a,line=9.yaml` would set the line); the message escapes `%`, CR and LF."""
+    d = error("GEN102", Span(file="we,ird:na%me.yaml", line=3, col=2), "50% off\r\nnext")
+    assert render([d], "github") == (
+        "::error file=we%2Cird%3Ana%25me.yaml,line=3,col=2,title=GEN102::50%25 off%0D%0Anext\n"
+    )
+
+
 def test_no_format_prints_a_raw_control_character_of_a_path() -> None:
     name = "x\nprint(1)\x7f\x85\u2028\u202e\udcff.yaml"
     d = error("GEN001", Span(file=name), "m")
