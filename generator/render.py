@@ -79,6 +79,30 @@ def docstring(text: str, indent: str = "") -> str:
     return f'"""{joined}\n{indent}"""'
 
 
+# TOML basic strings: `"` and `\` escaped, and the control characters TOML forbids raw (every
+# C0 but tab, and DEL; tab too, so a value reads on one line), short escapes where TOML has them.
+_TOML_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]')
+_TOML_SHORT = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string that reads as `text`. Every other character stays as it is: TOML is
+    UTF-8 and has no surrogate escapes, so json.dumps's `\\ud83d\\ude00` for an emoji is
+    invalid TOML."""
+    body = _TOML_ESCAPE.sub(
+        lambda m: _TOML_SHORT.get(m.group()) or f"\\u{ord(m.group()):04X}", text
+    )
+    return f'"{body}"'
+
+
 def python_header(sources: str) -> str:
     """The first line of a generated module. `sources` holds manifest paths: a line break in
     one would end the comment and make the rest code, so control characters are escaped."""

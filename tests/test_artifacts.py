@@ -273,6 +273,43 @@ def test_package_urls_become_project_urls(tmp_path: Path) -> None:
     }
 
 
+_AWKWARD_TEXT = [
+    "Gateway \U0001f600 for apps.",  # outside the BMP: json.dumps writes a surrogate pair
+    "del\x7fchar",
+    'a "quoted" word',
+    "back\\slash \\u0041 not an escape",
+    "tab\there",
+    "two\nlines\r\n",
+    "bell\x07 and \x1f, é, \u2028 kept",
+]
+
+
+@pytest.mark.parametrize("text", _AWKWARD_TEXT)
+def test_pyproject_strings_read_back_exactly(tmp_path: Path, text: str) -> None:
+    """pyproject.toml is TOML: its strings are TOML basic strings, not JSON ones."""
+    # A YAML double-quoted scalar reads JSON's escapes the same (all but surrogate pairs: the
+    # emoji is written as itself).
+    quoted = json.dumps(text, ensure_ascii=False)
+    quoted = quoted.replace("\x7f", "\\u007f").replace("\u2028", "\\u2028")
+    gateway = (
+        "version: 1\nkind: gateway\n"
+        f"package: {{name: t-gw, import_name: t_gw, version: 0.1.0, summary: {quoted},\n"
+        f"  authors: [{quoted}]}}\n"
+        "server: {name: t}\n"
+    )
+    native = (
+        "version: 1\nkind: native\ntools:\n  - name: usage_now\n    description: A tool.\n"
+        "    scope: read\n    handler: native.get_usage_summary\n"
+        "    input: {type: object, properties: {}}\n    output: {type: object}\n"
+    )
+    root = make_project(tmp_path, {"gateway.yaml": gateway, "native.yaml": native})
+    result = api.build(options(root))
+    assert result.ok, result.diagnostics
+    meta = tomllib.loads(result.files["pyproject.toml"])["project"]
+    assert meta["description"] == text
+    assert meta["authors"] == [{"name": text}]
+
+
 def test_minimal_gateway_without_license_omits_the_field() -> None:
     text = (CASES / "minimal" / "expected" / "pyproject.toml").read_text(encoding="utf-8")
     meta = tomllib.loads(text)
