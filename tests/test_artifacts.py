@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,12 @@ import jsonschema
 import pytest
 from helpers import ROOT, make_project, options
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from generator import api
 from generator.emit import artifacts
-from generator.emit.package import SERVER_DEPENDENCIES
+from generator.emit.package import POSTGRES_EXTRA, SERVER_DEPENDENCIES
+from generator.names import DEPENDENCY_MODULES
 
 GENERATED = ROOT / "generated"
 PKG = "fastn_gateway"
@@ -252,6 +255,39 @@ def test_dependencies_cover_every_import_of_the_package() -> None:
         "email"
         in Requirement(next(d for d in SERVER_DEPENDENCIES if d.startswith("pydantic"))).extras
     )
+
+
+def _installed_modules(requirements: list[str]) -> set[str]:
+    """Top-level modules of the distributions `requirements` install here, dependencies of
+    dependencies included (with their extras; markers evaluated for this interpreter)."""
+    modules_of: dict[str, set[str]] = {}
+    for module, dists in metadata.packages_distributions().items():
+        for dist in dists:
+            modules_of.setdefault(canonicalize_name(dist), set()).add(module)
+    seen: dict[str, set[str]] = {}
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen and set(req.extras) <= seen[name]:
+            continue
+        extras = seen.setdefault(name, set())
+        extras |= set(req.extras)
+        for spec in metadata.distribution(name).requires or []:
+            dep = Requirement(spec)
+            if dep.marker is None or any(
+                dep.marker.evaluate({"extra": e}) for e in ({""} | extras)
+            ):
+                todo.append(dep)
+    return {m for name in seen for m in modules_of.get(name, ())}
+
+
+def test_import_names_refused_cover_every_module_the_package_installs() -> None:
+    """An import_name equal to a module the generated package's dependencies install (theirs
+    too) is refused: the list names.DEPENDENCY_MODULES must hold every one of them."""
+    installed = _installed_modules([*SERVER_DEPENDENCIES, *POSTGRES_EXTRA])
+    assert {"mcp", "pydantic_core", "sqlalchemy", "httpx2"} <= installed
+    assert installed == DEPENDENCY_MODULES
 
 
 def test_package_urls_become_project_urls(tmp_path: Path) -> None:

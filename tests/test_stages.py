@@ -301,6 +301,38 @@ def test_unknown_schema_keywords_and_yaml_comma_splits_are_errors() -> None:
     assert _compile(GATEWAY, native) == ["n.yaml:11:46:GEN219", "n.yaml:12:27:GEN219"]
 
 
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("mcp", "depends on"),  # the SDK the package serves with
+        ("pydantic", "depends on"),
+        ("pydantic_core", "depends on"),  # a dependency's dependency
+        ("sqlalchemy", "depends on"),
+        ("httpx2", "depends on"),
+        ("typing_extensions", "depends on"),
+        ("json", "standard library"),
+        ("sys", "standard library"),
+        ("class", "keyword"),
+        ("match", "keyword"),
+        ("generator", "mcpforge"),
+        ("__init__", "would have to become 'init'"),
+        ("models", "would have to become 'models_'"),
+    ],
+)
+def test_an_import_name_that_shadows_or_would_be_renamed_is_refused(name: str, why: str) -> None:
+    """The package is installed beside its dependencies and imported by the name as written:
+    a name it would shadow (or be shadowed by), or one the sanitiser would change, is an error
+    at the value, never a silent rename."""
+    gateway = (
+        f"version: 1\nkind: gateway\npackage: {{name: p, import_name: {name}, version: '1'}}\n"
+    )
+    doc, _ = load_text("g.yaml", (gateway + "server: {name: s}\n").encode())
+    assert doc is not None and not validate_one(doc)
+    _project, diags = compile_project([doc])
+    assert [(str(d.span), d.code) for d in diags] == [("g.yaml:3:33", "GEN104")]
+    assert repr(name) in diags[0].message and why in diags[0].message
+
+
 def test_package_license_is_an_spdx_expression() -> None:
     def gateway(license_: str) -> tuple[str, str]:
         package = f"{{name: p, import_name: p, version: '1', license: {license_}}}"
