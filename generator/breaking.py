@@ -39,8 +39,11 @@ from .diagnostics import (
     Severity,
     Span,
     error,
+    github_message,
+    github_property,
     has_errors,
     normalise,
+    printable,
     warning,
 )
 from .diagnostics import render as render_diagnostics
@@ -805,9 +808,9 @@ def _lines(changes: tuple[Change, ...], fmt: ErrorFormat, baseline: str) -> Iter
                 msg = f"{c.span}: {msg}"
                 where = ""
             else:
-                where = f"file={c.span.file},line={c.span.line},col={c.span.col},"
-            msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-            yield f"::{level} {where}title={c.rule}::{msg}"
+                file = github_property(printable(c.span.file))
+                where = f"file={file},line={c.span.line},col={c.span.col},"
+            yield f"::{level} {where}title={c.rule}::{github_message(msg)}"
         else:
             yield f"{c.span}: {c.severity}[{c.rule}] {c.message}"
             if c.allowed:

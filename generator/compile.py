@@ -23,7 +23,7 @@ import jsonschema
 from . import ir
 from .diagnostics import Diagnostic, Span, error, has_errors
 from .load import MAX_NESTING, JsonPath, Loaded
-from .names import MAX_TOOL_NAME, ClassName, PyIdent, is_valid_tool_name
+from .names import MAX_TOOL_NAME, ClassName, PyIdent, import_name_problem, is_valid_tool_name
 from .runtime.catalog import credential_header
 from .runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
 from .runtime.templating import FILTERS, PLACEHOLDER, list_index, split_path
@@ -2226,6 +2226,13 @@ def _gateway(ctx: _Ctx, doc: Loaded, connectors: set[str], partial: bool) -> ir.
             )
         )
     _check_package_metadata(ctx, doc, pkg)
+    if problem := import_name_problem(pkg["import_name"]):
+        ctx.err(
+            "GEN104",
+            doc.span(("package", "import_name")),
+            f"import_name {pkg['import_name']!r} {problem}",
+            "choose a name of your own, such as acme_gateway",
+        )
     auth = d.get("auth", {})
     lint = d.get("lint", {})
     return ir.Gateway(

@@ -8,6 +8,7 @@ two in sync.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,7 +26,32 @@ class Span:
     col: int = 1
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return f"{printable(self.file)}:{self.line}:{self.col}"
+
+
+# Characters that must not appear raw where a file name is shown or written: C0 and C1 controls,
+# DEL, the Unicode line and paragraph separators (each ends a line for some readers, so a name
+# holding one could forge a line of a diagnostic or of generated code), the bidirectional
+# controls (they make text display other than it reads), and lone surrogates (a byte the file
+# system's name does not decode as UTF-8; no UTF-8 output can hold one).
+UNSAFE_IN_NAMES = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+_UNSAFE_ABOVE_C0 = re.compile(r"[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """`text` with every `UNSAFE_IN_NAMES` character as a Python-style escape (`\\n`,
+    `\\x7f`, `\\u2028`): how a file name is shown in diagnostics and generated headers, so
+    that it stays on one line whatever it holds. Other text is unchanged."""
+    return UNSAFE_IN_NAMES.sub(_escape, text)
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    short = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}.get(c)
+    return short or (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}")
 
 
 class Severity(StrEnum):
@@ -249,23 +275,37 @@ ErrorFormat = Literal["text", "json", "github"]
 def render(diagnostics: Iterable[Diagnostic], fmt: ErrorFormat = "text") -> str:
     items = normalise(diagnostics)
     if fmt == "json":
-        return json.dumps([d.as_dict() for d in items], indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps([d.as_dict() for d in items], indent=2, ensure_ascii=False)
+        # json.dumps escapes C0 controls inside strings (its own newlines are indentation); the
+        # rest of UNSAFE_IN_NAMES as JSON escapes too: the same strings to a JSON reader, and no
+        # raw control character (nor a lone surrogate, which no console encoding takes).
+        return _UNSAFE_ABOVE_C0.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
     lines: list[str] = []
     for d in items:
         if fmt == "github":
             # https://docs.github.com/actions/reference/workflow-commands-for-github-actions
             level = "error" if d.severity is Severity.ERROR else "warning"
             msg = d.message + (f" ({d.hint})" if d.hint else "")
-            msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
             lines.append(
-                f"::{level} file={d.span.file},line={d.span.line},col={d.span.col},"
-                f"title={d.code}::{msg}"
+                f"::{level} file={github_property(printable(d.span.file))},line={d.span.line},"
+                f"col={d.span.col},title={d.code}::{github_message(msg)}"
             )
         else:
             lines.append(f"{d.span}: {d.severity.value}[{d.code}] {d.message}")
             if d.hint:
                 lines.append(f"  hint: {d.hint}")
     return "".join(line + "\n" for line in lines)
+
+
+def github_message(text: str) -> str:
+    """A workflow command's message: `%`, CR and LF escaped (the runner unescapes them)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def github_property(text: str) -> str:
+    """A workflow command's property value: as a message, plus `:` and `,`, which would end
+    the value (a file named `a,line=9.yaml` must not set the line)."""
+    return github_message(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def summary(diagnostics: Iterable[Diagnostic]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .diagnostics import Diagnostic, Span, error
+from .diagnostics import UNSAFE_IN_NAMES, Diagnostic, Span, error, printable
 
 JsonPath = tuple[str | int, ...]
 
@@ -186,6 +186,19 @@ def load_files(root: Path, files: Sequence[Path]) -> tuple[list[Loaded], list[Di
     diags: list[Diagnostic] = []
     for path in files:
         rel = display_path(path, root)
+        if bad := UNSAFE_IN_NAMES.search(rel):
+            # The name is written into every generated header and diagnostic: a newline in it
+            # could forge a line of either. Refused here; both escape it anyway (`printable`).
+            diags.append(
+                error(
+                    "GEN001",
+                    Span(file=rel),
+                    f"the file's path holds a control character ({printable(bad.group())})",
+                    "rename the file: manifest paths may not hold control characters, line "
+                    "separators or bytes that are not UTF-8",
+                )
+            )
+            continue
         try:
             raw = path.read_bytes()
         except OSError as exc:

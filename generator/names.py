@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+import sys
 
 TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TOOL_NAME = 64
@@ -99,6 +100,71 @@ class ClassName(str):
         if name in _RESERVED:
             name += "_"
         return super().__new__(cls, name)
+
+
+# Top-level modules installed with the generated package: those of its dependencies
+# (emit/package.py's SERVER_DEPENDENCIES and POSTGRES_EXTRA) and of theirs, as the
+# distributions' metadata lists them (a test recomputes the set from the installed ones).
+# A package of the same import name would overwrite one of them, or be hidden by it.
+DEPENDENCY_MODULES = frozenset(
+    {
+        "_cffi_backend",
+        "annotated_types",
+        "anyio",
+        "attr",
+        "attrs",
+        "cffi",
+        "click",
+        "cryptography",
+        "dns",
+        "email_validator",
+        "h11",
+        "httpcore2",
+        "httpx2",
+        "idna",
+        "jsonschema",
+        "jsonschema_specifications",
+        "jwt",
+        "mcp",
+        "mcp_types",
+        "multipart",
+        "opentelemetry",
+        "psycopg",
+        "psycopg_binary",
+        "pycparser",
+        "pydantic",
+        "pydantic_core",
+        "python_multipart",
+        "referencing",
+        "rpds",
+        "sqlalchemy",
+        "sse_starlette",
+        "starlette",
+        "truststore",
+        "typing_extensions",
+        "typing_inspection",
+        "uvicorn",
+    }
+)
+GENERATOR_MODULE = "generator"  # mcpforge's own import name
+
+
+def import_name_problem(name: str) -> str | None:
+    """Why `name` cannot be the generated package's import name, or None. The name is used as
+    written (it is what users import): one the sanitiser would change is refused, not renamed."""
+    if not name.isidentifier():
+        return "is not a Python identifier"
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        return "is a Python keyword"
+    if name in sys.stdlib_module_names:
+        return "is a module of Python's standard library, which the package would hide"
+    if name in DEPENDENCY_MODULES:
+        return "is a module the generated package depends on; one would hide the other"
+    if name == GENERATOR_MODULE:
+        return "is mcpforge's own import name"
+    if PyIdent(name) != name:
+        return f"is a name the generated code reserves (it would have to become {PyIdent(name)!r})"
+    return None
 
 
 def is_valid_tool_name(name: str) -> bool:

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,12 @@ import jsonschema
 import pytest
 from helpers import ROOT, make_project, options
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from generator import api
 from generator.emit import artifacts
-from generator.emit.package import SERVER_DEPENDENCIES
+from generator.emit.package import POSTGRES_EXTRA, SERVER_DEPENDENCIES
+from generator.names import DEPENDENCY_MODULES
 
 GENERATED = ROOT / "generated"
 PKG = "fastn_gateway"
@@ -254,6 +257,39 @@ def test_dependencies_cover_every_import_of_the_package() -> None:
     )
 
 
+def _installed_modules(requirements: list[str]) -> set[str]:
+    """Top-level modules of the distributions `requirements` install here, dependencies of
+    dependencies included (with their extras; markers evaluated for this interpreter)."""
+    modules_of: dict[str, set[str]] = {}
+    for module, dists in metadata.packages_distributions().items():
+        for dist in dists:
+            modules_of.setdefault(canonicalize_name(dist), set()).add(module)
+    seen: dict[str, set[str]] = {}
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen and set(req.extras) <= seen[name]:
+            continue
+        extras = seen.setdefault(name, set())
+        extras |= set(req.extras)
+        for spec in metadata.distribution(name).requires or []:
+            dep = Requirement(spec)
+            if dep.marker is None or any(
+                dep.marker.evaluate({"extra": e}) for e in ({""} | extras)
+            ):
+                todo.append(dep)
+    return {m for name in seen for m in modules_of.get(name, ())}
+
+
+def test_import_names_refused_cover_every_module_the_package_installs() -> None:
+    """An import_name equal to a module the generated package's dependencies install (theirs
+    too) is refused: the list names.DEPENDENCY_MODULES must hold every one of them."""
+    installed = _installed_modules([*SERVER_DEPENDENCIES, *POSTGRES_EXTRA])
+    assert {"mcp", "pydantic_core", "sqlalchemy", "httpx2"} <= installed
+    assert installed == DEPENDENCY_MODULES
+
+
 def test_package_urls_become_project_urls(tmp_path: Path) -> None:
     gateway = (GENERATED.parent / "manifests" / "gateway.yaml").read_text(encoding="utf-8")
     urls = (
@@ -271,6 +307,43 @@ def test_package_urls_become_project_urls(tmp_path: Path) -> None:
         "Repository": "https://git.example.com/acme/gateway",
         "Issue tracker": "https://git.example.com/acme/gateway/issues",
     }
+
+
+_AWKWARD_TEXT = [
+    "Gateway \U0001f600 for apps.",  # outside the BMP: json.dumps writes a surrogate pair
+    "del\x7fchar",
+    'a "quoted" word',
+    "back\\slash \\u0041 not an escape",
+    "tab\there",
+    "two\nlines\r\n",
+    "bell\x07 and \x1f, é, \u2028 kept",
+]
+
+
+@pytest.mark.parametrize("text", _AWKWARD_TEXT)
+def test_pyproject_strings_read_back_exactly(tmp_path: Path, text: str) -> None:
+    """pyproject.toml is TOML: its strings are TOML basic strings, not JSON ones."""
+    # A YAML double-quoted scalar reads JSON's escapes the same (all but surrogate pairs: the
+    # emoji is written as itself).
+    quoted = json.dumps(text, ensure_ascii=False)
+    quoted = quoted.replace("\x7f", "\\u007f").replace("\u2028", "\\u2028")
+    gateway = (
+        "version: 1\nkind: gateway\n"
+        f"package: {{name: t-gw, import_name: t_gw, version: 0.1.0, summary: {quoted},\n"
+        f"  authors: [{quoted}]}}\n"
+        "server: {name: t}\n"
+    )
+    native = (
+        "version: 1\nkind: native\ntools:\n  - name: usage_now\n    description: A tool.\n"
+        "    scope: read\n    handler: native.get_usage_summary\n"
+        "    input: {type: object, properties: {}}\n    output: {type: object}\n"
+    )
+    root = make_project(tmp_path, {"gateway.yaml": gateway, "native.yaml": native})
+    result = api.build(options(root))
+    assert result.ok, result.diagnostics
+    meta = tomllib.loads(result.files["pyproject.toml"])["project"]
+    assert meta["description"] == text
+    assert meta["authors"] == [{"name": text}]
 
 
 def test_minimal_gateway_without_license_omits_the_field() -> None:

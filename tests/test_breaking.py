@@ -18,7 +18,7 @@ import pytest
 from helpers import ROOT
 
 from generator import api, breaking
-from generator.diagnostics import CODES
+from generator.diagnostics import CODES, Span
 
 FIXTURES = ROOT / "tests" / "breaking"
 CASES = sorted(p for p in FIXTURES.iterdir() if p.is_dir())
@@ -241,3 +241,19 @@ def test_cli_json_and_exit_codes() -> None:
     )
     assert ok.returncode == 0, ok.stderr
     assert "safe[BRK102]" in ok.stdout
+
+
+def test_github_annotations_of_changes_escape_the_file_name() -> None:
+    """A `,` or `:` in a manifest's name would end the `file=` property (and `%` starts an
+    escape): property values escape them the way the workflow-command parser expects."""
+    change = breaking.Change(
+        rule="BRK001",
+        span=Span(file="manifests/connectors/we,ird:na%me.yaml", line=4, col=3),
+        target="t",
+        message="tool t removed (100%)",
+    )
+    text = breaking.render(breaking.BreakingResult(changes=(change,)), "github")
+    assert text == (
+        "::error file=manifests/connectors/we%2Cird%3Ana%25me.yaml,line=4,col=3,"
+        "title=BRK001::tool t removed (100%25)\n"
+    )

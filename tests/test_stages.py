@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 
 import pytest
 
 from generator import docs
 from generator.compile import compile_project
-from generator.diagnostics import CODES, Span, error, normalise, render
+from generator.diagnostics import CODES, UNSAFE_IN_NAMES, Span, error, normalise, render
 from generator.load import load_text
 from generator.names import ClassName, PyIdent, is_valid_tool_name
 from generator.render import docstring, literal
@@ -282,6 +283,26 @@ def test_diagnostics_render_sorted_and_deduplicated() -> None:
     )
 
 
+def test_github_annotations_escape_the_file_name_and_the_message() -> None:
+    """Workflow commands: a property value escapes `%`, CR, LF, `:` and `,` (else a file named
+    `a,line=9.yaml` would set the line); the message escapes `%`, CR and LF."""
+    d = error("GEN102", Span(file="we,ird:na%me.yaml", line=3, col=2), "50% off\r\nnext")
+    assert render([d], "github") == (
+        "::error file=we%2Cird%3Ana%25me.yaml,line=3,col=2,title=GEN102::50%25 off%0D%0Anext\n"
+    )
+
+
+def test_no_format_prints_a_raw_control_character_of_a_path() -> None:
+    name = "x\nprint(1)\x7f\x85\u2028\u202e\udcff.yaml"
+    d = error("GEN001", Span(file=name), "m")
+    assert render([d]) == "x\\nprint(1)\\x7f\\x85\\u2028\\u202e\\udcff.yaml:1:1: error[GEN001] m\n"
+    assert "x\\nprint(1)\\x7f" in render([d], "github")
+    js = render([d], "json")
+    assert json.loads(js)[0]["file"] == name  # the same path to a JSON reader
+    for text in (render([d]), render([d], "github"), js):
+        assert not UNSAFE_IN_NAMES.search(text.replace("\n", ""))
+
+
 def test_every_code_is_documented_and_docs_are_fresh() -> None:
     for name, fn in docs.PAGES.items():
         path = docs.DOCS / name
@@ -301,6 +322,38 @@ def test_unknown_schema_keywords_and_yaml_comma_splits_are_errors() -> None:
         "    output: {type: object}\n",
     )
     assert _compile(GATEWAY, native) == ["n.yaml:11:46:GEN219", "n.yaml:12:27:GEN219"]
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("mcp", "depends on"),  # the SDK the package serves with
+        ("pydantic", "depends on"),
+        ("pydantic_core", "depends on"),  # a dependency's dependency
+        ("sqlalchemy", "depends on"),
+        ("httpx2", "depends on"),
+        ("typing_extensions", "depends on"),
+        ("json", "standard library"),
+        ("sys", "standard library"),
+        ("class", "keyword"),
+        ("match", "keyword"),
+        ("generator", "mcpforge"),
+        ("__init__", "would have to become 'init'"),
+        ("models", "would have to become 'models_'"),
+    ],
+)
+def test_an_import_name_that_shadows_or_would_be_renamed_is_refused(name: str, why: str) -> None:
+    """The package is installed beside its dependencies and imported by the name as written:
+    a name it would shadow (or be shadowed by), or one the sanitiser would change, is an error
+    at the value, never a silent rename."""
+    gateway = (
+        f"version: 1\nkind: gateway\npackage: {{name: p, import_name: {name}, version: '1'}}\n"
+    )
+    doc, _ = load_text("g.yaml", (gateway + "server: {name: s}\n").encode())
+    assert doc is not None and not validate_one(doc)
+    _project, diags = compile_project([doc])
+    assert [(str(d.span), d.code) for d in diags] == [("g.yaml:3:33", "GEN104")]
+    assert repr(name) in diags[0].message and why in diags[0].message
 
 
 def test_package_license_is_an_spdx_expression() -> None:

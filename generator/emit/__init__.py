@@ -27,7 +27,7 @@ from typing import Any, TypeVar, cast
 
 from .. import ir
 from ..datamodel import Outcome
-from ..diagnostics import Diagnostic, Span, error
+from ..diagnostics import Diagnostic, Span, error, printable
 from ..models_worker import ModelsWorkers, Worker, WorkerGone, fork_is_safe
 from ..names import PyIdent
 
@@ -56,8 +56,10 @@ class Output:
         return f"{self.import_name}/{rel}"
 
     def sources_text(self, paths: Iterable[str]) -> str:
+        """The manifests named in a generated header, each path shown with control characters
+        escaped (the loader refuses such paths; this keeps any that got through inert)."""
         shas = {s.path: s.sha256 for s in self.sources}
-        return ", ".join(f"{p} (sha256 {shas[p]})" for p in sorted(paths))
+        return ", ".join(f"{printable(p)} (sha256 {shas[p]})" for p in sorted(paths))
 
     def all_sources_text(self) -> str:
         digest = hashlib.sha256()

@@ -304,6 +304,11 @@ class MethodView:
     doc: str
 
 
+def _param_name(name: str, body: frozenset[str]) -> str:
+    """`name` as a parameter of a generated method whose body uses the names `body`."""
+    return name + "_" if name in body else name
+
+
 def _dict_value(node: ast.expr) -> ast.expr | None:
     """X of `dict[str, X]`."""
     if (
@@ -337,8 +342,13 @@ def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
         fields = ()
         arguments = "arguments"
     else:
+        # Names the method's body uses besides its parameters (`cls` is kept out too, as
+        # PyIdent does): a parameter named like one would shadow it, so it takes a `_`. Inputs
+        # whose names differ only by underscores are GEN208 in the compiler, so the suffix
+        # never meets another field's name.
+        body = frozenset({"self", "cls", "extra", str(t.input_model), str(t.output_model)})
         for f in fields:
-            pname = f.name if f.name not in ("self", "cls", "extra") else f.name + "_"
+            pname = _param_name(f.name, body)
             params[f.name] = pname
             annotation = ast.unparse(f.annotation)
             if f.factory or (f.default is not None and not _immutable(f.default)):
@@ -498,10 +508,15 @@ def _is_json(mime: str) -> bool:
     return base == "application/json" or base.endswith("+json")
 
 
+# Names a reader's signature and body use besides its parameters (client.py.j2): a placeholder
+# named like one would shadow it (`{expand_uri}` made the call raise TypeError).
+_READER_BODY = frozenset({"self", "expand_uri", "Any", "ResourceContent"})
+
+
 def _reader(r: ir.Resource) -> ReaderView:
     template = r.uri_template or r.uri or ""
     placeholders = list(dict.fromkeys(_PLACEHOLDER.findall(template)))
-    params = {p: str(PyIdent(p)) for p in placeholders}
+    params = {p: _param_name(str(PyIdent(p)), _READER_BODY) for p in placeholders}
     seen: dict[str, str] = {}
     for raw, py in params.items():
         if py in seen:

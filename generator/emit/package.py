@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .. import ir
-from ..render import literal, python_header, render, text_header
+from ..render import literal, python_header, render, text_header, toml_string
 from . import FileSet, Output, fragment
 from .artifacts import env_prefix, first_sentence, md_cell, md_text
 from .client import CLIENT_CLASS, client_example, session_example
@@ -62,7 +62,7 @@ def package_files(project: ir.Project, out: Output) -> FileSet:
             script=script,
             dependencies=SERVER_DEPENDENCIES,
             postgres=POSTGRES_EXTRA,
-            json=json.dumps,
+            toml=toml_string,
             sdist=SDIST_FILES + (str(g.import_name),),
             shipped=[f for f in SDIST_FILES if f != "README.md"],
         ),
