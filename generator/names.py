@@ -103,9 +103,9 @@ class ClassName(str):
 
 
 # Top-level modules installed with the generated package: those of its dependencies
-# (emit/package.py's SERVER_DEPENDENCIES and POSTGRES_EXTRA) and of theirs, as the
-# distributions' metadata lists them (a test recomputes the set from the installed ones).
-# A package of the same import name would overwrite one of them, or be hidden by it.
+# (emit/package.py's SERVER_DEPENDENCIES and POSTGRES_EXTRA; a test checks that every one is
+# here) and of theirs, as the distributions' metadata listed them when this was written. A
+# package of the same import name would overwrite one of them, or be hidden by it.
 DEPENDENCY_MODULES = frozenset(
     {
         "_cffi_backend",
