@@ -210,6 +210,9 @@ class _Compare:
         return f"{self.tool}: {self.which}" + (f" {_dotted(path)!r}" if path else " root")
 
     def run(self, old: Any, new: Any, path: tuple[str, ...] = (), pointer: Pointer = ()) -> None:
+        # The schema `true` accepts (or promises) anything, as `{}` does: `id: true` becoming
+        # `id: {type: string}` narrows the input. (`false`, nothing at all, is left out.)
+        old, new = ({} if s is True else s for s in (old, new))
         if not isinstance(old, dict) or not isinstance(new, dict):
             return
         if self.which == "input":

@@ -257,3 +257,23 @@ def test_github_annotations_of_changes_escape_the_file_name() -> None:
         "::error file=manifests/connectors/we%2Cird%3Ana%25me.yaml,line=4,col=3,"
         "title=BRK001::tool t removed (100%25)\n"
     )
+
+
+def test_a_true_schema_narrowed_to_a_type_is_breaking(tmp_path: Path) -> None:
+    """`limit: true` accepted anything, as `{}` does: giving it a type narrows the input."""
+    case = tmp_path / "case"
+    shutil.copytree(FIXTURES / "BRK004", case)
+    before = case / "before" / "crm.yaml"
+    old = "        limit: {type: number, minimum: 1, maximum: 100}\n"
+    text = before.read_text(encoding="utf-8")
+    assert old in text
+    before.write_text(text.replace(old, "        limit: true\n"), encoding="utf-8")
+    result = _run(case)
+    assert sorted((c.rule, c.message) for c in result.unallowed) == [
+        ("BRK004", "crm_find_contact: input 'limit' type narrowed from any to integer"),
+        (
+            "BRK013",
+            "crm_find_contact: input 'limit' constraint tightened: maximum 100 added; "
+            "minimum 1 added",
+        ),
+    ]
