@@ -1826,22 +1826,8 @@ def _check_effects(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any]) 
     that may read."""
     method = raw["http"]["method"]
     if method in WRITING_METHODS:
-        if raw["scope"] == "read":
-            ctx.err(
-                "GEN225",
-                doc.span((*path, "scope")),
-                f"the capability sends {method}, which changes data upstream, and read-only API "
-                "keys could run it",
-                "use scope: write",
-            )
-        if raw.get("annotations", {}).get("read_only"):
-            ctx.err(
-                "GEN225",
-                doc.span((*path, "annotations", "read_only")),
-                f"the capability sends {method}, which changes data upstream, but the tool is "
-                "annotated read_only",
-                "clients run read-only tools without asking: drop read_only",
-            )
+        what = f"the capability sends {method}, which changes data upstream"
+        _check_write_claims(ctx, doc, path, raw, "GEN225", what)
     if raw.get("entities") and raw["scope"] != "read":
         ctx.err(
             "GEN225",
@@ -1849,6 +1835,28 @@ def _check_effects(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any]) 
             "entity mappings on a write capability: fastn_search_entities, a read tool, would "
             "run it for keys that may only read",
             "map the entity type on a capability with scope: read that lists or searches records",
+        )
+
+
+def _check_write_claims(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], code: str, what: str
+) -> None:
+    """`code` where a capability that writes upstream (`what` says how) claims the read scope
+    (read-only API keys would run it) or the read_only annotation (clients run read-only tools
+    without asking)."""
+    if raw["scope"] == "read":
+        ctx.err(
+            code,
+            doc.span((*path, "scope")),
+            f"{what}, and read-only API keys could run it",
+            "use scope: write",
+        )
+    if raw.get("annotations", {}).get("read_only"):
+        ctx.err(
+            code,
+            doc.span((*path, "annotations", "read_only")),
+            f"{what}, but the tool is annotated read_only",
+            "clients run read-only tools without asking: drop read_only",
         )
 
 
@@ -1876,13 +1884,8 @@ def _check_graphql_operation(
             doc.span(where),
             "a GraphQL subscription cannot be a tool: a call is one request and one answer",
         )
-    elif kind == "mutation" and raw.get("scope") == "read":
-        ctx.err(
-            "GEN224",
-            doc.span((*path, "scope")),
-            "the GraphQL document is a mutation, and read-only API keys could run it",
-            "use scope: write",
-        )
+    elif kind == "mutation":
+        _check_write_claims(ctx, doc, path, raw, "GEN224", "the GraphQL document is a mutation")
     if kind == "mutation" and raw["http"]["graphql"].get("partial"):
         ctx.err(
             "GEN224",
@@ -1890,13 +1893,6 @@ def _check_graphql_operation(
             "a GraphQL mutation cannot succeed in part: its errors may mean the write was not "
             "made as asked",
             "remove partial",
-        )
-    if kind == "mutation" and raw.get("annotations", {}).get("read_only"):
-        ctx.err(
-            "GEN224",
-            doc.span((*path, "annotations", "read_only")),
-            "the GraphQL document is a mutation, but the tool is annotated read_only",
-            "clients run read-only tools without asking: drop read_only",
         )
 
 
