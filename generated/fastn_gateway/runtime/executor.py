@@ -144,6 +144,14 @@ logger = logging.getLogger(__name__)
 _SAFE_CODE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]+")
 _HEADER_BAD: Final = re.compile(r"[\r\n\x00]")
+
+
+def _header_safe(value: str) -> bool:
+    """Whether `value` can be sent as it is in a header: ASCII (httpx encodes nothing else; it
+    would fail the call as an internal error) and no line break or NUL."""
+    return value.isascii() and not _HEADER_BAD.search(value)
+
+
 _NUMBER_TEXT: Final = re.compile(r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?", re.ASCII)
 MAX_ERROR_TEXT: Final = 200
 # Page-style pagination: a query parameter with one of these names is taken as the page size.
@@ -1356,8 +1364,7 @@ class ConnectorExecutor:
         auth = conn.spec.auth
 
         def need(field_name: str | None, what: str, *, header: bool = True) -> str:
-            """The stored value; `header`: sent as it is in a header, so ASCII only (httpx
-            cannot encode anything else: it would fail the call as an internal error)."""
+            """The stored value; `header`: sent as it is in a header (`_header_safe`)."""
             value = credentials.get(field_name) if field_name else None
             if not isinstance(value, str) or not value:
                 raise self._fail(
@@ -1366,7 +1373,7 @@ class ConnectorExecutor:
                     connector=conn.spec.name,
                     retryable=False,
                 )
-            if _HEADER_BAD.search(value) or (header and not value.isascii()):
+            if (not _header_safe(value)) if header else _HEADER_BAD.search(value):
                 raise self._fail(
                     UPSTREAM_AUTH_FAILED,
                     f"The stored {what} of {conn.spec.title} is malformed; reconnect it.",
@@ -2111,12 +2118,7 @@ class ConnectorExecutor:
             parsed = self._try_json(reply.body)
             tokens: Mapping[str, Any] = parsed if isinstance(parsed, Mapping) else {}
             access = tokens.get("access_token")
-            if (
-                not isinstance(access, str)
-                or not access
-                or _HEADER_BAD.search(access)
-                or not access.isascii()
-            ):
+            if not isinstance(access, str) or not access or not _header_safe(access):
                 raise unavailable
             new: dict[str, str] = {auth.token_field: access}
             rotated = tokens.get("refresh_token")
