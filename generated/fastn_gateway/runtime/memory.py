@@ -377,6 +377,11 @@ def _pk(owner: int, version: int) -> int:
     return (owner << _OWNER_SHIFT) | version
 
 
+def _pk_range(owner: int) -> tuple[int, int]:
+    """The first and last key of one user's items (both included)."""
+    return _pk(owner, 0), _pk(owner, _MAX_VERSION)
+
+
 metadata: Final = sa.MetaData()
 
 items_table: Final = sa.Table(
@@ -1209,10 +1214,8 @@ class MemoryStore:
         unpruned query's, scores bit for bit.
         """
         fts, n_rows = scope.fts, scope.rows
-        params: dict[str, Any] = {
-            "lo": _pk(scope.owner, 0),
-            "hi": _pk(scope.owner, _MAX_VERSION),
-        }
+        lo, hi = _pk_range(scope.owner)
+        params: dict[str, Any] = {"lo": lo, "hi": hi}
         where = f"rowid BETWEEN :lo AND :hi{self._tag_sql(tag_keys, f'{fts}.rowid', params)}"
         cap = max(PRUNE_COUNT_MIN, n_rows // 10)
         df: list[tuple[str, int]] = []  # (term, rows of the whole index holding it; maybe capped)
@@ -1446,11 +1449,8 @@ class MemoryStore:
         `scope`: the user's index on SQLite, None on PostgreSQL."""
         params: dict[str, Any] = {"tenant": tenant_id, "user": user_id, "cap": cap}
         if scope is not None:
-            params.update(
-                match=fts5_match_expression([term]),
-                lo=_pk(scope.owner, 0),
-                hi=_pk(scope.owner, _MAX_VERSION),
-            )
+            lo, hi = _pk_range(scope.owner)
+            params.update(match=fts5_match_expression([term]), lo=lo, hi=hi)
             sql = (
                 f"SELECT count(*) FROM (SELECT 1 FROM {scope.fts} WHERE {scope.fts} "
                 "MATCH :match AND rowid BETWEEN :lo AND :hi LIMIT :cap)"
@@ -1502,11 +1502,10 @@ class MemoryStore:
             tag_rows: Sequence[Any] = []
             if state is not None:
                 # The tags of the user's active items: one range of the tag table's key.
-                owner = int(state["owner_id"])
                 tag_count = sa.func.count().label("items")
                 tag_rows = conn.execute(
                     sa.select(tags_table.c.tag_key, tag_count)
-                    .where(tags_table.c.item_pk.between(_pk(owner, 0), _pk(owner, _MAX_VERSION)))
+                    .where(tags_table.c.item_pk.between(*_pk_range(int(state["owner_id"]))))
                     .group_by(tags_table.c.tag_key)
                     .order_by(tag_count.desc(), tags_table.c.tag_key)
                     .limit(PROFILE_TAGS_LIMIT)
