@@ -34,11 +34,9 @@ class Span:
 # holding one could forge a line of a diagnostic or of generated code), the bidirectional
 # controls (they make text display other than it reads), and lone surrogates (a byte the file
 # system's name does not decode as UTF-8; no UTF-8 output can hold one).
-UNSAFE_IN_NAMES = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
-
-_UNSAFE_ABOVE_C0 = re.compile(r"[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_ABOVE_C0 = r"\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+UNSAFE_IN_NAMES = re.compile(rf"[\x00-\x1f{_ABOVE_C0}]")
+_UNSAFE_ABOVE_C0 = re.compile(f"[{_ABOVE_C0}]")  # what json.dumps leaves raw
 
 
 def printable(text: str) -> str:
