@@ -799,12 +799,15 @@ def breaking(options: api.Options, against: str, *, today: dt.date | None = None
 
 def _lines(changes: tuple[Change, ...], fmt: ErrorFormat, baseline: str) -> Iterator[str]:
     for c in changes:
+        # Escaped as in diagnostics.render: messages quote manifest text.
+        message, hint = printable(c.message), c.hint and printable(c.hint)
+        allowed = c.allowed and printable(c.allowed)
         if fmt == "github":
             level = (
                 "error" if c.breaking and not c.allowed else "warning" if c.breaking else "notice"
             )
-            msg = c.message + (f" ({c.hint})" if c.hint and not c.allowed else "")
-            msg += f" [allowed: {c.allowed}]" if c.allowed else ""
+            msg = message + (f" ({hint})" if hint and not allowed else "")
+            msg += f" [allowed: {allowed}]" if allowed else ""
             if baseline and c.span.file.startswith(baseline):
                 # Only in the baseline (a removal): GitHub can attach an annotation to a file
                 # of the checkout only, so the location goes into the message.
@@ -815,11 +818,11 @@ def _lines(changes: tuple[Change, ...], fmt: ErrorFormat, baseline: str) -> Iter
                 where = f"file={file},line={c.span.line},col={c.span.col},"
             yield f"::{level} {where}title={c.rule}::{github_message(msg)}"
         else:
-            yield f"{c.span}: {c.severity}[{c.rule}] {c.message}"
-            if c.allowed:
-                yield f"  allowed: {c.allowed}"
-            elif c.hint and c.breaking:
-                yield f"  hint: {c.hint}"
+            yield f"{c.span}: {c.severity}[{c.rule}] {message}"
+            if allowed:
+                yield f"  allowed: {allowed}"
+            elif hint and c.breaking:
+                yield f"  hint: {hint}"
 
 
 def summary(result: BreakingResult) -> str:

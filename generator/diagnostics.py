@@ -280,18 +280,21 @@ def render(diagnostics: Iterable[Diagnostic], fmt: ErrorFormat = "text") -> str:
         return _UNSAFE_ABOVE_C0.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
     lines: list[str] = []
     for d in items:
+        # Messages quote manifest text (keys, paths, values): escaped as file names are, so
+        # that each diagnostic keeps its lines and no control sequence reaches the terminal.
+        message, hint = printable(d.message), d.hint and printable(d.hint)
         if fmt == "github":
             # https://docs.github.com/actions/reference/workflow-commands-for-github-actions
             level = "error" if d.severity is Severity.ERROR else "warning"
-            msg = d.message + (f" ({d.hint})" if d.hint else "")
+            msg = message + (f" ({hint})" if hint else "")
             lines.append(
                 f"::{level} file={github_property(printable(d.span.file))},line={d.span.line},"
                 f"col={d.span.col},title={d.code}::{github_message(msg)}"
             )
         else:
-            lines.append(f"{d.span}: {d.severity.value}[{d.code}] {d.message}")
-            if d.hint:
-                lines.append(f"  hint: {d.hint}")
+            lines.append(f"{d.span}: {d.severity.value}[{d.code}] {message}")
+            if hint:
+                lines.append(f"  hint: {hint}")
     return "".join(line + "\n" for line in lines)
 
 

@@ -259,6 +259,25 @@ def test_github_annotations_of_changes_escape_the_file_name() -> None:
     )
 
 
+def test_manifest_text_in_a_change_is_shown_escaped() -> None:
+    """A property name holding a line break or a terminal escape cannot forge a line of the
+    report or reach the terminal raw; JSON keeps the text as it is."""
+    change = breaking.Change(
+        rule="BRK003",
+        span=Span(file="manifests/a.yaml", line=4, col=3),
+        target="t.input.a",
+        message="input property 'a\nsafe[BRK101] b' removed",
+        hint="restore\x1b[2J it",
+    )
+    result = breaking.BreakingResult(changes=(change,))
+    assert breaking.render(result).splitlines()[:2] == [
+        "manifests/a.yaml:4:3: breaking[BRK003] input property 'a\\nsafe[BRK101] b' removed",
+        "  hint: restore\\x1b[2J it",
+    ]
+    assert "\\n" in breaking.render(result, "github")
+    assert json.loads(breaking.render(result, "json"))["changes"][0]["hint"] == "restore\x1b[2J it"
+
+
 def test_a_true_schema_narrowed_to_a_type_is_breaking(tmp_path: Path) -> None:
     """`limit: true` accepted anything, as `{}` does: giving it a type narrows the input."""
     case = tmp_path / "case"

@@ -509,6 +509,28 @@ def test_a_manifest_path_with_control_characters_is_refused(tmp_path: Path, name
     assert text.startswith(f"manifests/{printable(name)}:1:1: error[GEN001]")
 
 
+def test_manifest_text_quoted_in_a_message_is_shown_escaped(tmp_path: Path) -> None:
+    """Messages quote manifest text: a key holding a line break and a terminal escape, in a
+    schema error's path, stays on its diagnostic's line in text and GitHub output, while JSON
+    gives the key as it is."""
+    key = "zz\nyy\x1b[2J\u2028"
+    native = _TINY_NATIVE.replace(
+        "properties: {calls: {type: integer}}",
+        "properties: {" + json.dumps(key) + ": {type: strin}}",
+    )
+    root = make_project(tmp_path, {"gateway.yaml": _TINY_GATEWAY, "native.yaml": native})
+    proc = _gen("validate", "--project", str(root))
+    assert proc.returncode == 1
+    first, summary = proc.stderr.splitlines()
+    assert first.startswith("manifests/native.yaml:9:")
+    assert "[GEN203] tools/0/output/properties/zz\\nyy\\x1b[2J\\u2028/type is not" in first
+    assert summary == "1 error, 0 warnings"
+    github = _gen("validate", "--project", str(root), "--error-format", "github").stderr
+    assert len(github.splitlines()) == 1 and not UNSAFE_IN_NAMES.search(github.rstrip("\n"))
+    found = json.loads(_gen("validate", "--project", str(root), "--error-format", "json").stdout)
+    assert f"properties/{key}/type" in found[0]["message"]
+
+
 def test_a_hostile_path_that_got_past_the_loader_stays_a_comment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,7 +11,15 @@ import pytest
 
 from generator import docs
 from generator.compile import compile_project
-from generator.diagnostics import CODES, UNSAFE_IN_NAMES, Span, error, normalise, render
+from generator.diagnostics import (
+    CODES,
+    UNSAFE_IN_NAMES,
+    Span,
+    error,
+    github_message,
+    normalise,
+    render,
+)
 from generator.load import load_text
 from generator.names import ClassName, PyIdent, is_valid_tool_name
 from generator.render import docstring, literal
@@ -285,11 +293,13 @@ def test_diagnostics_render_sorted_and_deduplicated() -> None:
 
 def test_github_annotations_escape_the_file_name_and_the_message() -> None:
     """Workflow commands: a property value escapes `%`, CR, LF, `:` and `,` (else a file named
-    `a,line=9.yaml` would set the line); the message escapes `%`, CR and LF."""
+    `a,line=9.yaml` would set the line); the message escapes `%`. Line breaks quoted in a
+    message are shown escaped, as in the text format, so the annotation is one line too."""
     d = error("GEN102", Span(file="we,ird:na%me.yaml", line=3, col=2), "50% off\r\nnext")
     assert render([d], "github") == (
-        "::error file=we%2Cird%3Ana%25me.yaml,line=3,col=2,title=GEN102::50%25 off%0D%0Anext\n"
+        "::error file=we%2Cird%3Ana%25me.yaml,line=3,col=2,title=GEN102::50%25 off\\r\\nnext\n"
     )
+    assert github_message("a%\r\nb") == "a%25%0D%0Ab"  # what the runner unescapes
 
 
 def test_no_format_prints_a_raw_control_character_of_a_path() -> None:
