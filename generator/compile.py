@@ -1476,9 +1476,9 @@ def _http(
                     why = "a filter is written {name|filter}, its name an identifier"
                     hint = "filters: " + ", ".join(sorted(FILTERS))
                 else:
-                    why = "placeholder names are identifiers (letters, digits, _)"
-                    hint = "rename the input property, e.g. " + re.sub(r"\W", "_", name).lstrip(
-                        "0123456789"
+                    why = "placeholder names are ASCII identifiers (A-Z, a-z, 0-9, _)"
+                    hint = "rename the input property to an ASCII identifier" + (
+                        f", e.g. {PyIdent(name)}" if re.search("[A-Za-z0-9]", name) else ""
                     )
                 ctx.err(
                     "GEN207",

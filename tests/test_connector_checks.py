@@ -181,6 +181,29 @@ def test_binding_mistakes_are_located_diagnostics(
     assert int(line) > 1 and message.startswith(expected), found
 
 
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("issue-key", "rename the input property to an ASCII identifier, e.g. issue_key"),
+        ("9key", "rename the input property to an ASCII identifier, e.g. n_9key"),
+        ("課題", "rename the input property to an ASCII identifier"),  # nothing ASCII to keep
+    ],
+)
+def test_a_placeholder_that_is_not_an_identifier_gets_a_name_that_is(
+    tmp_path: Path, key: str, hint: str
+) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (DATA / "jira.yaml").read_text(encoding="utf-8")
+    text = text.replace("[issue_key, summary]", f"[{key}, summary]", 1)
+    text = text.replace("        issue_key: {type: string", f"        {key}: {{type: string", 1)
+    text = text.replace("path: /issue/{issue_key}", f"path: /issue/{{{key}}}", 1)
+    (root / "manifests" / "connectors" / "jira.yaml").write_text(text, encoding="utf-8")
+    found = [d for d in api.compile_manifests(options(root)).diagnostics if d.code == "GEN207"]
+    assert [(d.message.split(":")[0], d.hint) for d in found] == [
+        (f"{{{key}}} in http.path is not a placeholder", hint)
+    ]
+
+
 JIRA_UPDATE = "    scope: write\n    annotations: {idempotent: true, open_world: true}\n"
 
 
