@@ -699,11 +699,16 @@ def _check_meta(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
 
 
 def _schema(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: Any, what: str) -> dict[str, Any] | None:
-    if not _check_meta(ctx, doc, path, raw):
-        return None
+    meta_ok = _check_meta(ctx, doc, path, raw)
     before = len(ctx.diags)
     schema, height, size, ok = _inline(ctx, raw, doc, path, tool=True)
-    if len(ctx.diags) > before or not ok:  # an unresolved type: the rest would only echo it
+    if not meta_ok or len(ctx.diags) > before or not ok:
+        # Not built, but every other problem is reported now, so that fixing these reveals no
+        # new ones: unknown types (GEN205) also in a schema the metaschema refused, and in one
+        # with an unresolved type, what the metaschema cannot see in the rest of it (the
+        # root's checks would only echo a missing type).
+        if meta_ok and height <= MAX_SCHEMA_DEPTH and size <= MAX_SCHEMA_VALUES:
+            _check_subschemas(ctx, doc, path, schema, schema)
         return None
     if height > MAX_SCHEMA_DEPTH or size > MAX_SCHEMA_VALUES:
         ctx.err(

@@ -141,6 +141,32 @@ def test_references_into_the_schema_itself_are_refused(tmp_path: Path) -> None:
     ]
 
 
+def test_an_unknown_type_hides_no_other_problem_of_its_schema(tmp_path: Path) -> None:
+    # Fixing the unknown type must not reveal errors that were there all along: the rest of the
+    # schema is checked too, and a schema the metaschema refuses still reports unknown types.
+    root = _project(
+        tmp_path,
+        input_extra=(
+            '        owner: {$ref: "#/types/Nope"}\n'
+            "        code: {type: string, pattern: '('}\n"
+            '        remote: {$ref: "https://example.com/x.json"}\n'
+        ),
+        output_extra=('        kind: {$ref: "#/types/Gone"}\n        size: {type: intger}\n'),
+        query='{owner: "{owner}", code: "{code}", remote: "{remote}"}',
+    )
+    found = _diagnostics(root)
+    assert [line.split(":", 4)[3] for line in found] == [
+        "GEN205",
+        "GEN203",
+        "GEN203",
+        "GEN205",
+        "GEN203",
+    ], found
+    assert "invalid regular expression '('" in found[1]
+    assert "$ref 'https://example.com/x.json' points to nothing" in found[2]
+    assert "'intger' is not valid" in found[4]
+
+
 def _chain(count: int, refs_per_type: int) -> str:
     """Shared types T0..T{count}, each an object whose properties refer to the next."""
     lines = []
