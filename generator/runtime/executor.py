@@ -699,7 +699,10 @@ def _key_map(key: str | None) -> dict[str, str] | None:
 def _decode_json(body: bytes) -> Any:
     if not body.strip():
         return None
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except RecursionError:  # nested deeper than the parser goes: no answer the gateway can use
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _link_next(headers: httpx2.Headers) -> tuple[bool, str | None]:

@@ -63,6 +63,10 @@ A = CallContext(tenant_id="tenant-a", user_id="user-a1")
 B = CallContext(tenant_id="tenant-b", user_id="user-b1")
 
 
+# Nested past the JSON parser's recursion limit.
+DEEP_JSON = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+
+
 # ----------------------------------------------------------------------------- fixtures
 
 
@@ -947,7 +951,13 @@ async def test_hubspot_failed_refresh_is_upstream_auth_failed(
 
 
 @pytest.mark.parametrize(
-    "fault", [Fault(503, {"status": "error"}), Fault(429), Fault(200, raw=b"<html>oops</html>")]
+    "fault",
+    [
+        Fault(503, {"status": "error"}),
+        Fault(429),
+        Fault(200, raw=b"<html>oops</html>"),
+        Fault(200, raw=DEEP_JSON, headers={"content-type": "application/json"}),
+    ],
 )
 async def test_a_token_endpoint_that_fails_for_now_does_not_condemn_the_connection(
     executor: ConnectorExecutor, gateway: c.GatewaySpec, hubspot: HubSpotUpstream, fault: Fault
@@ -1157,6 +1167,8 @@ async def test_a_slow_upstream_times_out(
         Fault(200, {"ok": True, "channels": [{"name": "no-id"}]}),
         Fault(200, {"ok": True, "channels": "not a list"}),
         Fault(200, ["ok"]),
+        # Nested past the JSON parser's recursion limit: refused, not an internal error.
+        Fault(200, raw=DEEP_JSON, headers={"content-type": "application/json"}),
     ],
 )
 async def test_malformed_or_mismatching_bodies_are_invalid_responses(
@@ -1324,6 +1336,20 @@ async def test_connection_errors_are_retried_for_idempotent_tools_only(
         assert exc.attempts == 1 and sleeps.calls == []
     finally:
         await ex.aclose()
+
+
+async def test_a_deeply_nested_error_body_is_an_upstream_error(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream
+) -> None:
+    slack.fail_next(
+        "GET",
+        "/conversations.list",
+        Fault(400, raw=DEEP_JSON, headers={"content-type": "application/json"}),
+    )
+    exc = await fails(
+        executor.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
+    )
+    assert exc.code == UPSTREAM_ERROR and exc.status == 400
 
 
 async def test_a_failure_to_connect_names_the_host_to_whoever_chose_it(
