@@ -29,11 +29,13 @@ from generator.runtime.errors import (
     UPSTREAM_TIMEOUT,
 )
 from generator.runtime.executor import (
+    MAX_ERROR_TEXT,
     CallContext,
     ConnectorCallError,
     ConnectorConfigError,
     ConnectorExecutor,
     ExecResult,
+    _sanitise,
     base_urls_from_env,
     token_urls_from_env,
 )
@@ -1350,6 +1352,16 @@ async def test_a_deeply_nested_error_body_is_an_upstream_error(
         executor.call(gateway.tools["slack_list_channels"], {}, credentials=SLACK_A, ctx=A)
     )
     assert exc.code == UPSTREAM_ERROR and exc.status == 400
+
+
+def test_error_text_is_cut_to_what_is_shown_before_it_is_redacted() -> None:
+    """An upstream may send megabytes of error text: only its start is shown, redacted as
+    ever (a secret whole or in part, after any leading whitespace)."""
+    secret = "xoxb-SECRET-0123456789"
+    tail = "e" * 5_000_000
+    shown = _sanitise("\n " * 10_000 + secret + " at " + secret[3:15] + " " + tail, (secret,))
+    assert shown.startswith("[redacted] at [redacted] eee") and len(shown) == MAX_ERROR_TEXT
+    assert shown.endswith("e…")
 
 
 async def test_a_failure_to_connect_names_the_host_to_whoever_chose_it(

@@ -154,6 +154,7 @@ def _header_safe(value: str) -> bool:
 
 _NUMBER_TEXT: Final = re.compile(r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?", re.ASCII)
 MAX_ERROR_TEXT: Final = 200
+_SANITISE_WINDOW: Final = 16 * MAX_ERROR_TEXT
 # Page-style pagination: a query parameter with one of these names is taken as the page size.
 PAGE_SIZE_PARAMS: Final = frozenset({"per_page", "limit", "page_size", "pagesize", "size", "count"})
 _REDACTED: Final = "[redacted]"
@@ -648,6 +649,11 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
 
 
 def _sanitise(text: str, secrets: tuple[str, ...]) -> str:
+    # Only the start is shown: the rest is cut before any per-character work, which on an
+    # upstream's megabytes of error text would hold up every call on the event loop. What is
+    # kept fills MAX_ERROR_TEXT even after whitespace is collapsed, and holds whole any secret
+    # that starts in it (`secrets` come longest first).
+    text = text.lstrip()[: _SANITISE_WINDOW + (len(secrets[0]) if secrets else 0)]
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, _REDACTED)
