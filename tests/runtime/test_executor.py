@@ -1340,6 +1340,32 @@ async def test_connection_errors_are_retried_for_idempotent_tools_only(
         await ex.aclose()
 
 
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("slack_get_channel_history", {"channel": "C" * 70_000}),  # past the query's limit
+        ("github_list_issues", {"owner": "acme", "repo": "r" * 70_000}),  # past the URL's
+    ],
+)
+async def test_arguments_too_long_for_a_url_are_invalid_not_a_connection_failure(
+    executor: ConnectorExecutor,
+    gateway: c.GatewaySpec,
+    slack: SlackUpstream,
+    github: GitHubUpstream,
+    sleeps: Sleeps,
+    tool: str,
+    arguments: dict[str, Any],
+) -> None:
+    """Nothing can be sent: the model is told to shorten its arguments, with no retry, and
+    the error is not an upstream one (so it is not held against the connection's health)."""
+    credentials = SLACK_A if tool.startswith("slack") else GH_A
+    exc = await fails(executor.call(gateway.tools[tool], arguments, credentials=credentials, ctx=A))
+    assert exc.code == INVALID_ARGUMENTS and exc.retryable is False, exc.message
+    assert exc.details == {"reason": "request_url_invalid"}
+    assert "too long" in exc.message and sleeps.calls == []
+    assert slack.requests() == [] and github.requests() == []
+
+
 async def test_a_deeply_nested_error_body_is_an_upstream_error(
     executor: ConnectorExecutor, gateway: c.GatewaySpec, slack: SlackUpstream
 ) -> None:

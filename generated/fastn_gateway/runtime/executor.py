@@ -1503,8 +1503,7 @@ class ConnectorExecutor:
     async def _send(
         self,
         method: str,
-        url: str,
-        params: list[tuple[str, str]],
+        url: httpx2.URL | str,
         headers: Mapping[str, str],
         content: bytes | None,
         timeout: float,
@@ -1512,7 +1511,6 @@ class ConnectorExecutor:
         request = httpx2.Request(
             method,
             url,
-            params=httpx2.QueryParams(tuple(params)) if params else None,
             headers=headers,
             content=content,
             extensions={"timeout": httpx2.Timeout(timeout).as_dict()},
@@ -1567,6 +1565,24 @@ class ConnectorExecutor:
             url, params, headers, content, page_size = self._build(
                 plan, ns, base, cursor, idempotency_key=key
             )
+            try:
+                # As a request would build it: given params replace the URL's own query, and
+                # no params (a link cursor) leave it alone.
+                target = (
+                    httpx2.URL(url, params=httpx2.QueryParams(tuple(params)))
+                    if params
+                    else httpx2.URL(url)
+                )
+            except httpx2.InvalidURL as exc:
+                # Arguments too long for a URL (or holding what none may): nothing can be
+                # sent, so neither a retry nor a mark on the connection's health.
+                secrets = _secret_values(creds, credentials)
+                raise GatewayError(
+                    INVALID_ARGUMENTS,
+                    f"The arguments make a request to {conn.spec.title} that cannot be sent "
+                    f"({_sanitise(str(exc), secrets)}); shorten or correct them.",
+                    details={"reason": "request_url_invalid"},
+                ) from None
             # Auth headers win over anything the binding declares.
             if conn.auth_header is not None:
                 headers = {k: v for k, v in headers.items() if k.lower() != conn.auth_header}
@@ -1577,9 +1593,7 @@ class ConnectorExecutor:
                 send_headers = {**headers, **self._auth_headers(conn, creds)}
                 can_retry = attempts < plan.max_attempts + (1 if refreshed else 0)
                 try:
-                    reply = await self._send(
-                        plan.method, url, params, send_headers, content, timeout
-                    )
+                    reply = await self._send(plan.method, target, send_headers, content, timeout)
                 except (TimeoutError, httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout):
                     if key is not None and can_retry:
                         # Only a repeat under this key can tell what became of the request.
@@ -1606,7 +1620,7 @@ class ConnectorExecutor:
                         f"{conn.spec.title} sent a response that could not be decoded.",
                         connector=name,
                     ) from None
-                except (httpx2.TransportError, httpx2.InvalidURL, OSError) as exc:
+                except (httpx2.TransportError, OSError) as exc:
                     # Did the request go out before the connection broke, unanswered?
                     sent = isinstance(exc, httpx2.TransportError) and not isinstance(
                         exc, httpx2.ConnectError | httpx2.ConnectTimeout
@@ -2109,7 +2123,6 @@ class ConnectorExecutor:
                 reply = await self._send(
                     "POST",
                     self._token_url(conn, creds),
-                    [],
                     {
                         "Accept": "application/json",
                         "Content-Type": "application/x-www-form-urlencoded",
