@@ -1083,7 +1083,9 @@ class MemoryStore:
             if not isinstance(tag, str):
                 raise _invalid("tags must be a list of strings.")
             key = _tag_key(tag)
-            if key and key not in keys:
+            if not key:  # no memory has a blank tag: dropping it would widen the filter
+                raise _invalid("tags must be non-empty strings.")
+            if key not in keys:
                 keys.append(key)
         return keys
 

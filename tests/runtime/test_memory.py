@@ -504,6 +504,11 @@ def test_tags_filter_requires_every_tag(memory: MemoryStore) -> None:
     assert memory.retrieve_relevant_chunks("acme", "ash", query, tags=["travel", "x"]) == {
         "chunks": []
     }
+    for blank in ("", "  \t"):  # matches nothing: refused rather than dropped, which would widen
+        with pytest.raises(GatewayError) as err:
+            memory.retrieve_relevant_chunks("acme", "ash", query, tags=["travel", blank])
+        assert err.value.code == INVALID_ARGUMENTS
+        assert "tags must be non-empty strings" in err.value.message
 
 
 def test_topic_and_tags_are_searchable(memory: MemoryStore) -> None:
