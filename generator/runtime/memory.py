@@ -1533,8 +1533,8 @@ class MemoryStore:
         self,
         tenant_id: str,
         user_id: str,
-        *,
         after_version: int = 0,
+        *,
         limit: int = LOG_PAGE_LIMIT,
     ) -> dict[str, Any]:
         """Every version, oldest first, with superseded markers; pages of `limit` entries."""

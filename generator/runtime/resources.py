@@ -7,7 +7,8 @@ Handlers (by the manifest's `handler` name):
     resources.usage               gateway://usage                     quota period usage
     resources.recent_events       gateway://events/recent             50 newest events
     resources.memory_profile      memory://users/{user}/profile       what memory holds
-    resources.memory_log          memory://users/{user}/log           every memory version
+    resources.memory_log          memory://users/{user}/log           every memory version,
+                                  in pages: `?after_version=N` reads on from version N
 
 Everything is read for the caller's tenant only, and only with a key that has the `read`
 scope (resources show what the read tools show; without it there are none). A memory resource
@@ -25,16 +26,27 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 import mcp.types as types
 
 from .catalog import GatewaySpec, ResourceSpec
-from .errors import NOT_FOUND, GatewayError
+from .errors import INVALID_ARGUMENTS, NOT_FOUND, GatewayError
 from .native import NativeCall, event_history, integration_status, list_integrations, usage_summary
 
 UserFn = Callable[[], Awaitable[str | None]]
-Reader = Callable[[NativeCall, dict[str, str], UserFn], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One resource read: the URI without its query, the template's values and the query's."""
+
+    uri: str
+    params: dict[str, str]
+    query: dict[str, str]
+
+
+Reader = Callable[[NativeCall, Read, UserFn], Awaitable[Any]]
 
 RECENT_EVENTS = 50
 SCOPE: Final = "read"  # what a key needs to see and read resources
@@ -81,19 +93,19 @@ def _json(data: Any) -> str:
 # --------------------------------------------------------------------------- readers
 
 
-async def _integrations(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
+async def _integrations(call: NativeCall, read: Read, user: UserFn) -> Any:
     return await list_integrations(call, {"status": "all"})
 
 
-async def _integration_status(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
-    return await integration_status(call, params["connector"])
+async def _integration_status(call: NativeCall, read: Read, user: UserFn) -> Any:
+    return await integration_status(call, read.params["connector"])
 
 
-async def _usage(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
+async def _usage(call: NativeCall, read: Read, user: UserFn) -> Any:
     return await usage_summary(call)
 
 
-async def _recent_events(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
+async def _recent_events(call: NativeCall, read: Read, user: UserFn) -> Any:
     return await event_history(call, limit=RECENT_EVENTS)
 
 
@@ -114,20 +126,31 @@ async def _memory_user(call: NativeCall, wanted: str, user: UserFn) -> str:
     raise GatewayError(NOT_FOUND, "no such user")
 
 
-async def _memory_profile(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
-    who = await _memory_user(call, params["user"], user)
+async def _memory_profile(call: NativeCall, read: Read, user: UserFn) -> Any:
+    who = await _memory_user(call, read.params["user"], user)
     memory = call.runtime.memory
     if memory is None:
         raise GatewayError(NOT_FOUND, "memory is not enabled")
     return await call.runtime.run_db(memory.profile, call.principal.tenant_id, who)
 
 
-async def _memory_log(call: NativeCall, params: dict[str, str], user: UserFn) -> Any:
-    who = await _memory_user(call, params["user"], user)
+async def _memory_log(call: NativeCall, read: Read, user: UserFn) -> Any:
+    """A page of the log; `next_uri` reads the next one (the same URI, `?after_version=N`)."""
+    who = await _memory_user(call, read.params["user"], user)
     memory = call.runtime.memory
     if memory is None:
         raise GatewayError(NOT_FOUND, "memory is not enabled")
-    return await call.runtime.run_db(memory.log, call.principal.tenant_id, who)
+    after = read.query.get("after_version", "0")
+    if not (after.isascii() and after.isdigit() and len(after) <= 18):
+        raise GatewayError(
+            INVALID_ARGUMENTS,
+            "after_version must be a version number (0 or more).",
+            details={"argument": "after_version"},
+        )
+    page = await call.runtime.run_db(memory.log, call.principal.tenant_id, who, int(after))
+    following = page["next_after_version"]
+    page["next_uri"] = None if following is None else f"{read.uri}?after_version={following}"
+    return page
 
 
 READERS: dict[str, Reader] = {
@@ -138,6 +161,8 @@ READERS: dict[str, Reader] = {
     "resources.memory_profile": _memory_profile,
     "resources.memory_log": _memory_log,
 }
+# The query parameters a reader takes (`uri?name=value`); a URI with any other is not found.
+QUERY_PARAMS: dict[str, frozenset[str]] = {"resources.memory_log": frozenset({"after_version"})}
 
 
 # --------------------------------------------------------------------------- MCP surface
@@ -216,11 +241,12 @@ async def list_resources(call: NativeCall, user: UserFn) -> list[types.Resource]
 async def read_resource(call: NativeCall, uri: str, user: UserFn) -> tuple[str, str]:
     """(text, mime type) of `uri` for the caller; GatewayError not_found otherwise."""
     static, templated = _routes(call.runtime.gateway)
-    spec = static.get(uri)
+    base, _, query_text = uri.partition("?")
+    spec = static.get(base)
     params: dict[str, str] = {}
     if spec is None:
         for route in templated:
-            m = route.pattern.match(uri)
+            m = route.pattern.match(base)
             if m:
                 spec = route.spec
                 params = {k: unquote(v) for k, v in m.groupdict().items()}
@@ -228,8 +254,12 @@ async def read_resource(call: NativeCall, uri: str, user: UserFn) -> tuple[str, 
     reader = READERS.get(spec.handler) if spec is not None else None
     if spec is None or reader is None or not call.principal.has_scope(SCOPE):
         raise not_found(uri)
+    pairs = parse_qsl(query_text, keep_blank_values=True)
+    query = dict(pairs)
+    if len(query) < len(pairs) or not set(query) <= QUERY_PARAMS.get(spec.handler, frozenset()):
+        raise not_found(uri)  # a parameter given twice, or one the resource does not take
     try:
-        data = await reader(call, params, user)
+        data = await reader(call, Read(uri=base, params=params, query=query), user)
     except GatewayError as exc:
         if exc.code == NOT_FOUND:
             raise not_found(uri) from None

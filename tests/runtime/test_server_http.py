@@ -237,6 +237,37 @@ async def test_resources_are_tenant_scoped(http: str, world) -> None:
         assert profile["items"]["active"] == 1
 
 
+async def test_the_memory_log_is_read_page_by_page(http: str, world) -> None:
+    """A page holds 1,000 versions; `next_uri` reads on from the last, to the end."""
+    memory = world.runtime.memory
+    for batch in range(51):  # 1,020 versions, written as update_memory writes them
+        observations = [{"text": f"fact {batch}.{i}"} for i in range(20)]
+        memory.update_memory(world.a.id, "ash", observations)
+    pages = []
+    async with connect(http, world.a_rw) as c:
+        uri: str | None = "memory://users/ash/log"
+        while uri is not None:
+            pages.append(json.loads((await c.read_resource(uri)).contents[0].text))
+            uri = pages[-1]["next_uri"]
+        assert pages[0]["next_uri"] == "memory://users/ash/log?after_version=1000"
+        bad = []
+        for query in ("?after_version=x", "?after_version=-1", "?after_version=", "?limit=5"):
+            with pytest.raises(MCPError) as exc:
+                await c.read_resource("memory://users/ash/log" + query)
+            bad.append(exc.value.error.data["error"]["code"])
+        assert bad == ["invalid_arguments"] * 3 + ["not_found"]  # limit: taken by no resource
+        with pytest.raises(MCPError) as twice:
+            await c.read_resource("memory://users/ash/log?after_version=1&after_version=2")
+        assert twice.value.error.data["error"]["code"] == "not_found"
+    assert [len(p["entries"]) for p in pages] == [1000, 20]
+    versions = [e["version"] for p in pages for e in p["entries"]]
+    assert versions == list(range(1, 1021))
+    async with connect(http, world.b_rw) as c:  # another tenant's link is not found
+        with pytest.raises(MCPError) as other:
+            await c.read_resource("memory://users/ash/log?after_version=1000")
+        assert other.value.error.data["error"]["code"] == "not_found"
+
+
 async def test_resources_need_the_read_scope(http: str, world) -> None:
     """Resources show what the read tools show: a write-only key sees and reads none."""
     async with connect(http, world.a_rw) as c:
