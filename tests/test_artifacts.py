@@ -317,6 +317,27 @@ def test_package_urls_become_project_urls(tmp_path: Path) -> None:
     }
 
 
+def test_authors_written_with_an_email_publish_it_as_the_authors_email(tmp_path: Path) -> None:
+    gateway = (GENERATED.parent / "manifests" / "gateway.yaml").read_text(encoding="utf-8")
+    authors = (
+        '  authors: ["Ada Lovelace <ada@example.com>", "<ops@example.com>", "Acme Platform Team",'
+        ' "Odd <not an email>"]\n'
+    )
+    root = make_project(tmp_path, copy_defaults=True)
+    (root / "manifests" / "gateway.yaml").write_text(
+        gateway.replace("  license: Apache-2.0\n", "  license: Apache-2.0\n" + authors),
+        encoding="utf-8",
+    )
+    assert api.build(options(root)).ok
+    meta = tomllib.loads((root / "generated" / "pyproject.toml").read_text(encoding="utf-8"))
+    assert meta["project"]["authors"] == [
+        {"name": "Ada Lovelace", "email": "ada@example.com"},
+        {"email": "ops@example.com"},
+        {"name": "Acme Platform Team"},
+        {"name": "Odd <not an email>"},
+    ]
+
+
 _AWKWARD_TEXT = [
     "Gateway \U0001f600 for apps.",  # outside the BMP: json.dumps writes a surrogate pair
     "del\x7fchar",

@@ -144,6 +144,29 @@ def test_schema_errors_map_to_lines_and_columns() -> None:
     assert got == [("GEN102", 4, 1)]
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "ok"),
+    [
+        ("name", "acme-gw", True),
+        ("name", "acme-", False),  # a distribution name ends with a letter or digit
+        ("name", "acme.", False),
+        ("name", "_acme", False),
+        ("version", "1.2.0", True),
+        ("version", "2.1.0rc1.post2.dev3", True),
+        ("version", "01.2", False),  # published as 1.2: refused rather than renamed
+        ("version", "1.0c1", False),  # normal form: 1.0rc1
+        ("version", "1.0a", False),  # normal form: 1.0a0
+        ("version", "0.2.0-beta", False),
+    ],
+)
+def test_package_name_and_version_are_what_an_index_publishes(
+    field: str, value: str, ok: bool
+) -> None:
+    package = {"name": "p", "import_name": "p", "version": "1", field: value}
+    text = "version: 1\nkind: gateway\nserver: {name: s}\npackage: " + json.dumps(package) + "\n"
+    assert [code for code, _line, _col in _validate(text)] == ([] if ok else ["GEN105"])
+
+
 def _compile(*files: tuple[str, str]) -> list[str]:
     docs = []
     for name, text in files:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 from .. import ir
@@ -50,6 +51,19 @@ def runtime_files(project: ir.Project, out: Output) -> FileSet:
     return files
 
 
+_AUTHOR = re.compile(r"(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s@]+@[^<>\s@]+)>")
+
+
+def author_table(author: str) -> str:
+    """A `[project] authors` entry: `Name <email>` (or `<email>`) as a name and an email, which
+    package indexes show as the author's address; anything else as a name."""
+    m = _AUTHOR.fullmatch(author.strip())
+    if m is None:
+        return f"{{ name = {toml_string(author)} }}"
+    name = f"name = {toml_string(m['name'])}, " if m["name"] else ""
+    return f"{{ {name}email = {toml_string(m['email'])} }}"
+
+
 def package_files(project: ir.Project, out: Output) -> FileSet:
     g = project.gateway
     header = python_header(out.all_sources_text())
@@ -63,6 +77,7 @@ def package_files(project: ir.Project, out: Output) -> FileSet:
             dependencies=SERVER_DEPENDENCIES,
             postgres=POSTGRES_EXTRA,
             toml=toml_string,
+            authors=[author_table(a) for a in g.authors],
             sdist=SDIST_FILES + (str(g.import_name),),
             shipped=[f for f in SDIST_FILES if f != "README.md"],
         ),
