@@ -149,6 +149,11 @@ DEPENDENCY_MODULES = frozenset(
 GENERATOR_MODULE = "generator"  # mcpforge's own import name
 
 
+# Packages of the standard library that `sys.stdlib_module_names` leaves out: CPython's own
+# tests, which a venv imports ahead of site-packages (the console script would run them).
+STDLIB_UNLISTED = frozenset({"test"})
+
+
 def import_name_problem(name: str) -> str | None:
     """Why `name` cannot be the generated package's import name, or None. The name is used as
     written (it is what users import): one the sanitiser would change is refused, not renamed."""
@@ -156,7 +161,7 @@ def import_name_problem(name: str) -> str | None:
         return "is not a Python identifier"
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         return "is a Python keyword"
-    if name in sys.stdlib_module_names:
+    if name in sys.stdlib_module_names or name in STDLIB_UNLISTED:
         return "is a module of Python's standard library, which the package would hide"
     if name in DEPENDENCY_MODULES:
         return "is a module the generated package depends on; one would hide the other"
