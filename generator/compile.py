@@ -138,7 +138,9 @@ def compile_project(
             "no gateway manifest (`kind: gateway`) found",
             "add manifests/gateway.yaml with the package and server settings",
         )
-    entity_types = _entity_types(gateway_doc)
+    # None: the gateway manifest failed an earlier stage, so its entity types are unknown and
+    # connectors' mappings are not checked against them (each would be an echo of its error).
+    entity_types = _entity_types(gateway_doc) if gateway_doc is not None or not partial else None
 
     tools: list[ir.Tool] = []
     connectors: list[ir.Connector] = []
@@ -1312,7 +1314,7 @@ def _url_problem(url: str) -> str | None:
 
 
 def _connector(
-    ctx: _Ctx, doc: Loaded, entity_types: dict[str, ir.EntityType]
+    ctx: _Ctx, doc: Loaded, entity_types: dict[str, ir.EntityType] | None
 ) -> tuple[ir.Connector, list[ir.Tool]]:
     data = doc.data
     name = data["name"]
@@ -1957,20 +1959,20 @@ def _entity(
     raw: dict[str, Any],
     input_schema: dict[str, Any] | None,
     output_schema: dict[str, Any] | None,
-    entity_types: dict[str, ir.EntityType],
+    entity_types: dict[str, ir.EntityType] | None,
 ) -> ir.EntityMapping:
     _check_filters(ctx, doc, (*path, "args"), raw.get("args", {}))
     if input_schema is not None:
         _check_entity_args(ctx, doc, path, raw, input_schema)
-    etype = entity_types.get(raw["type"])
-    if etype is None:
+    etype = None if entity_types is None else entity_types.get(raw["type"])
+    if etype is None and entity_types is not None:
         ctx.err(
             "GEN212",
             doc.span((*path, "type")),
             f"unknown entity type {raw['type']!r}",
             "entity types of the gateway manifest: " + (", ".join(sorted(entity_types)) or "none"),
         )
-    else:
+    elif etype is not None:
         allowed = {f for f, _t in etype.fields}
         for f in raw["fields"]:
             if f not in allowed:

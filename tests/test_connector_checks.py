@@ -31,6 +31,22 @@ def _diagnostics(tmp_path: Path, name: str, *edits: tuple[str, str]) -> list[str
     ]
 
 
+def test_a_gateway_manifest_that_fails_its_schema_is_not_echoed_by_the_connectors(
+    tmp_path: Path,
+) -> None:
+    """The connectors' entity mappings name the gateway's entity types: with the gateway
+    manifest refused, they are not reported as unknown types (each an echo of its error)."""
+    root = make_project(tmp_path, copy_defaults=True)
+    gateway = root / "manifests" / "gateway.yaml"
+    text = gateway.read_text(encoding="utf-8")
+    assert "  version: 0.1.0\n" in text
+    gateway.write_text(text.replace("  version: 0.1.0\n", "  version: 0.2.0-beta\n"), "utf-8")
+    result = api.compile_manifests(options(root))
+    assert [(d.span.file, d.code) for d in result.diagnostics] == [
+        ("manifests/gateway.yaml", "GEN105")
+    ]
+
+
 def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
     root = make_project(tmp_path, copy_defaults=True)
     for path in DATA.glob("*.yaml"):
