@@ -175,6 +175,7 @@ def compile_project(
         seen_connectors[name] = entry.path
         if isinstance(entry, ConnectorUnit):
             connector, conn_tools = entry.connector, list(entry.tools)
+            ctx.used.update(connector.types)  # not unused: they are not checked on their own
         else:
             connector, conn_tools = _connector(ctx, entry, entity_types)
         connectors.append(connector)
@@ -1320,6 +1321,7 @@ def _connector(
     name = data["name"]
     auth = _auth(ctx, doc, data["auth"])
     _check_url_fields(ctx, doc.span(("base_url",)), "base_url", data["base_url"], auth.fields)
+    used_elsewhere, ctx.used = ctx.used, set()  # the shared types of this connector's tools
     tools: list[ir.Tool] = []
     for i, raw in enumerate(data["capabilities"]):
         path: JsonPath = ("capabilities", i)
@@ -1366,9 +1368,11 @@ def _connector(
         timeout_seconds=float(data.get("timeout_seconds", 20)),
         retries=int(data.get("retries", 2)),
         tools=tuple(sorted(t.name for t in tools)),
+        types=tuple(sorted(ctx.used)),
         source=doc.path,
         span=doc.span(("name",)),
     )
+    ctx.used |= used_elsewhere
     return connector, tools
 
 

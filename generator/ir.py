@@ -170,6 +170,7 @@ class Connector:
     timeout_seconds: float
     retries: int
     tools: tuple[str, ...]
+    types: tuple[str, ...]  # the shared types its tools refer to by name
     source: str
     span: Span
 

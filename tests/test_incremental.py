@@ -98,6 +98,27 @@ def test_cached_units_give_the_same_ir_and_diagnostics(tmp_path: Path) -> None:
     assert [d.code for d in _same_compile(root).diagnostics] == ["GEN104"]
     _edit(manifests / "connectors" / "github.yaml", "scope: admin", "scope: write")
 
+    # a shared type only a cached connector uses, valid only inside its tool's schema (it
+    # refers to the tool's own $defs): still used, so not checked on its own
+    with (manifests / "types.yaml").open("a", encoding="utf-8") as fh:
+        fh.write(
+            '  Labelled:\n    type: object\n    properties: {label: {$ref: "#/$defs/Label"}}\n'
+        )
+    _edit(
+        manifests / "connectors" / "github.yaml",
+        "        assignees: {type: array, items: {type: string}}\n",
+        "        assignees: {type: array, items: {type: string}}\n"
+        '        extra: {$ref: "#/types/Labelled"}\n'
+        "      $defs: {Label: {type: string}}\n",
+    )
+    _edit(
+        manifests / "connectors" / "github.yaml",
+        'assignees: "{assignees}"',
+        'assignees: "{assignees}", extra: "{extra}"',
+    )
+    assert _same_compile(root).ok
+    assert _same_compile(root).ok  # github from the cache
+
     # no gateway: the error points at the first manifest, cached or not
     (manifests / "gateway.yaml").unlink()
     assert {d.code for d in _same_compile(root).diagnostics} >= {"GEN210"}
