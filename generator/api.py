@@ -189,13 +189,13 @@ def _store_units(cache: Cache, project: ir.Project, docs: list[Loaded]) -> None:
 
 
 def generate(
-    options: Options, *, workers: ModelsWorkers | None = None
+    options: Options, *, workers: ModelsWorkers | None = None, check: bool = False
 ) -> tuple[CompileResult, FileSet, tuple[Diagnostic, ...]]:
     """Compile and emit. Models take datamodel-code-generator, whose start-up alone is about
     half a second: `ModelsWorkers` pay it on another core while this process compiles. Those
     passed (the command line starts them first thing) or started here are closed (killed if
-    nothing needed them) before this returns."""
-    cache = Cache(options.root / CACHE_DIR if options.cache else None)
+    nothing needed them) before this returns. With `check`, the cache is only read."""
+    cache = Cache(options.root / CACHE_DIR if options.cache else None, read_only=check)
     if workers is None:
         workers = ModelsWorkers.start(options.jobs)
     try:
@@ -222,7 +222,7 @@ def build(
     options: Options, *, check: bool = False, workers: ModelsWorkers | None = None
 ) -> BuildResult:
     """Compile and write `generated/` (or, with check, compare and write nothing)."""
-    _result, files, diags = generate(options, workers=workers)
+    _result, files, diags = generate(options, workers=workers, check=check)
     if has_errors(diags):
         return BuildResult(diags)  # all-or-nothing: a failed build writes nothing
     if check:

@@ -254,6 +254,38 @@ def test_damaged_cache_entries_are_misses(tmp_path: Path) -> None:
     assert _same_compile(root).ok
 
 
+def test_an_entry_damaged_in_place_is_a_miss_not_wrong_output(tmp_path: Path) -> None:
+    """One byte changed inside a cached pickle can still load, as a wrong value (the text of a
+    generated file, a compiled connector): each entry's checksum makes it a miss."""
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(_cached(root)).ok
+    entries = sorted((root / api.CACHE_DIR).rglob("*.pickle"))
+    assert {e.relative_to(root / api.CACHE_DIR).parts[0] for e in entries} >= {
+        "group",
+        "project-files",
+        "unit",
+    }
+    for entry in entries:
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0x01  # inside the pickle
+        entry.write_bytes(bytes(data))
+    assert api.build(_cached(root)).ok
+    fresh = api.build(api.Options.for_project(root, out=tmp_path / "fresh", cache=False))
+    assert fresh.ok and tree(root / "generated") == tree(tmp_path / "fresh")
+
+
+def test_check_reads_the_cache_and_writes_none(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(api.Options.for_project(root, cache=False)).ok
+    checked = api.build(_cached(root), check=True)
+    assert checked.ok and checked.plan is not None and not checked.plan.changed
+    assert not (root / api.CACHE_DIR).exists()  # a first check fills nothing
+    assert api.build(_cached(root)).ok  # fills it
+    before = {p: p.stat().st_mtime_ns for p in (root / api.CACHE_DIR).rglob("*")}
+    assert api.build(_cached(root), check=True).ok
+    assert {p: p.stat().st_mtime_ns for p in (root / api.CACHE_DIR).rglob("*")} == before
+
+
 # ---------------------------------------------------------------------------- metaschema
 
 

@@ -18,6 +18,7 @@ import pickle
 import queue
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -149,9 +150,14 @@ class Cache:
     KEEP_BUILDS = 3
     SWEPT = ("unit", "group")
     _RECENT = "recent-builds.json"
+    # An entry: this line, the CRC-32 of the pickle (4 bytes, big-endian), the pickle. A pickle
+    # damaged in place can still load, as a wrong value: the checksum makes it a miss instead.
+    _MAGIC = b"mcpforge-cache 1\n"
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, *, read_only: bool = False) -> None:
+        """`read_only`: entries are read but none is stored or removed (`gen build --check`)."""
         self.directory = directory
+        self.read_only = read_only
         self.used: dict[str, set[str]] = {}
 
     # Values are pickled: a pickled string loads as a copy, where JSON text must be scanned
@@ -177,9 +183,15 @@ class Cache:
         The cache lives in the project (the same trust as its manifests and code)."""
         if self.directory is None:
             return None
+        start = len(self._MAGIC) + 4
         try:
-            value = pickle.loads(self._path(kind, key).read_bytes())
-        except Exception:  # a damaged entry is a miss
+            raw = self._path(kind, key).read_bytes()
+            if not raw.startswith(self._MAGIC) or zlib.crc32(raw[start:]) != int.from_bytes(
+                raw[start - 4 : start]
+            ):
+                return None  # damaged, or not an entry of this format
+            value = pickle.loads(raw[start:])
+        except Exception:  # unreadable: a miss
             return None
         if not isinstance(value, of_type):
             return None
@@ -189,13 +201,14 @@ class Cache:
     def store(self, kind: str, key: str, value: object, *, only: bool = False) -> None:
         """Store `value`; with `only`, drop the other entries of this kind (entries that each
         build rewrites whole and only the next build can use: project files, fragments)."""
-        if self.directory is None:
+        if self.directory is None or self.read_only:
             return
         path = self._path(kind, key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.write_bytes(self._MAGIC + zlib.crc32(data).to_bytes(4) + data)
             os.replace(tmp, path)
         except (OSError, pickle.PicklingError):
             return
@@ -212,7 +225,7 @@ class Cache:
         """After a successful build: remember what it used and remove the entries of the swept
         kinds that none of the last `KEEP_BUILDS` builds used. Best effort: another build
         running at the same time can at worst lose entries (a miss), never see a wrong one."""
-        if self.directory is None:
+        if self.directory is None or self.read_only:
             return
         recent_path = self.directory / self._RECENT
         try:
