@@ -18,7 +18,7 @@ from .emit import Cache, FileSet, ModelsWorkers, emit, generator_fingerprint
 from .load import Loaded, discover, load_files, load_text
 from .runtime.catalog import GatewaySpec
 from .validate import validate_one
-from .write import JOURNAL, Plan, diff, interrupted, plan, write
+from .write import JOURNAL, Plan, diff, interrupted, locked, plan, write
 
 CACHE_DIR = ".mcpforge-cache"
 
@@ -226,8 +226,10 @@ def build(
     if has_errors(diags):
         return BuildResult(diags)  # all-or-nothing: a failed build writes nothing
     if check:
-        the_plan = plan(options.out, files)
-        if interrupted(options.out):
+        with locked(options.out, shared=True):  # not halfway through another build's write
+            the_plan = plan(options.out, files)
+            stopped = interrupted(options.out)
+        if stopped:
             where = Span(file=f"{relative(options.root, options.out)}/{JOURNAL}")
             diags = (*diags, error("GEN306", where, _INTERRUPTED))
         return BuildResult(diags, the_plan, diff(options.out, files, the_plan), files)

@@ -14,6 +14,10 @@ output. A build killed outright in between (SIGKILL, OOM killer) leaves the jour
 behind, and `recover`, which the next write runs first, puts the previous output back from it
 and the backups. Every step of that roll-back is decided from what is on disk, so a roll-back
 that is itself killed is finished by the next one.
+
+One build writes a directory at a time: `write` holds an exclusive lock on `.<out>.mcpforge-lock`
+beside it (a second build waits, then plans against the first one's output), so a live
+build's journal and staged files are never taken for a killed build's.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OWNED_LIST = ".mcpforge-files"
+LOCK = ".mcpforge-lock"
 FileSet = dict[str, str]
 
 
@@ -112,28 +117,49 @@ def write(out_dir: Path, files: FileSet) -> Plan:
     and a process killed outright during it is rolled back by the next write (`recover`).
     """
     files = with_owned_list(files)
-    recovered = recover(out_dir)
-    the_plan = dataclasses.replace(plan(out_dir, files), recovered=recovered)
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for rel in (*the_plan.added, *the_plan.changed):
-            target = out_dir / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = _sibling(target, _TMP)
-            staged.append((tmp, target))
-            with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(files[rel])
-                fh.flush()
-                os.fsync(fh.fileno())  # on disk before its rename can be
-    except BaseException:
-        for tmp, target in staged:
-            tmp.unlink(missing_ok=True)
-            _prune_empty_dirs(out_dir, target.parent)
-        raise
-    if the_plan.added or the_plan.changed or the_plan.stale:  # else the directory is left as
-        with _signals_deferred():  # it was, its modification time included
-            _swap(out_dir, the_plan)
+    with locked(out_dir):
+        recovered = recover(out_dir)
+        the_plan = dataclasses.replace(plan(out_dir, files), recovered=recovered)
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for rel in (*the_plan.added, *the_plan.changed):
+                target = out_dir / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = _sibling(target, _TMP)
+                staged.append((tmp, target))
+                with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+                    fh.write(files[rel])
+                    fh.flush()
+                    os.fsync(fh.fileno())  # on disk before its rename can be
+        except BaseException:
+            for tmp, target in staged:
+                tmp.unlink(missing_ok=True)
+                _prune_empty_dirs(out_dir, target.parent)
+            raise
+        if the_plan.added or the_plan.changed or the_plan.stale:  # else the directory is left
+            with _signals_deferred():  # as it was, its modification time included
+                _swap(out_dir, the_plan)
     return the_plan
+
+
+@contextlib.contextmanager
+def locked(out_dir: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold the output directory's lock: exclusive to write, `shared` to read it whole
+    (`gen build --check`). A shared hold creates nothing: with no lock file, no build has
+    ever written here. Where `fcntl` does not exist (Windows) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX everywhere this is tested
+        yield
+        return
+    path = out_dir.parent / f".{out_dir.name}{LOCK}"
+    if shared and not path.exists():
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "r" if shared else "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)  # released on close
+        yield
 
 
 _TMP = ".mcpforge-tmp"
@@ -271,8 +297,9 @@ def _remove_leftovers(out_dir: Path) -> None:
     """Staging and backup files of a build that was killed outright."""
     if out_dir.is_dir():
         for pattern in (f".*{_TMP}", f".*{_TMP}-copy", f".*{_OLD}"):
-            for leftover in out_dir.rglob(pattern):
+            for leftover in list(out_dir.rglob(pattern)):
                 leftover.unlink(missing_ok=True)
+                _prune_empty_dirs(out_dir, leftover.parent)  # made for files never swapped in
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from helpers import ROOT, make_project, tree
 
-from generator import api, datamodel, emit, ir
+from generator import api, datamodel, emit, ir, write
 from generator.compile import _META, _META_KEYWORDS, _meta_valid
 from generator.load import SPAN_DEPTH, _Builder, _Loader, load_text
 from generator.names import ClassName
@@ -280,6 +280,9 @@ def test_check_reads_the_cache_and_writes_none(tmp_path: Path) -> None:
     checked = api.build(_cached(root), check=True)
     assert checked.ok and checked.plan is not None and not checked.plan.changed
     assert not (root / api.CACHE_DIR).exists()  # a first check fills nothing
+    lock = root / f".generated{write.LOCK}"
+    lock.unlink()  # left by the build
+    assert api.build(_cached(root), check=True).ok and not lock.exists()  # nor locks anything
     assert api.build(_cached(root)).ok  # fills it
     before = {p: p.stat().st_mtime_ns for p in (root / api.CACHE_DIR).rglob("*")}
     assert api.build(_cached(root), check=True).ok

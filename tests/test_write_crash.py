@@ -136,6 +136,48 @@ def test_a_write_after_a_kill_puts_the_old_output_back_first(tmp_path: Path) -> 
     }
 
 
+def test_a_second_write_waits_for_the_one_writing_and_leaves_its_swap_alone(
+    tmp_path: Path,
+) -> None:
+    """A build in the middle of its swap has a journal and backups on disk, exactly as a
+    killed one leaves them: a second build must not roll them back under it. It waits for
+    the lock, then writes over the first build's finished output."""
+    out, before = _old_output(tmp_path)
+    journal = out / write.JOURNAL
+    with write.locked(out):  # this process is "the build writing"
+        journal.write_text('{"added": [], "changed": ["top.json"], "stale": []}\n')
+        second = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(out), "0", "write"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert second.stdin is not None
+        second.stdin.write(json.dumps(NEW))
+        second.stdin.close()
+        with pytest.raises(subprocess.TimeoutExpired):
+            second.wait(timeout=1.5)  # waiting for the lock, touching nothing
+        assert journal.exists() and tree(out) == {**before, write.JOURNAL: journal.read_bytes()}
+        journal.unlink()  # the first build's commit point
+    assert second.wait(timeout=60) == 0
+    assert tree(out) == {
+        **{k: v.encode() for k, v in write.with_owned_list(NEW).items()},
+        "user-notes.txt": b"not the generator's\n",
+    }
+
+
+def test_directories_made_for_staged_files_of_a_killed_build_are_removed(tmp_path: Path) -> None:
+    """Killed while staging (no journal yet): its staged files and the new directories made
+    for them go, and the output is the previous one exactly."""
+    out, before = _old_output(tmp_path)
+    staged = out / "newpkg" / "models" / ".slack.py.mcpforge-tmp"
+    staged.parent.mkdir(parents=True)
+    staged.write_text("half a file")
+    assert not write.recover(out)
+    assert tree(out) == before and not (out / "newpkg").exists()
+
+
 def test_an_unreadable_journal_is_an_error_and_nothing_is_touched(tmp_path: Path) -> None:
     out, before = _old_output(tmp_path)
     (out / write.JOURNAL).write_text('["not", "a", "journal"]')
