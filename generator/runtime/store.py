@@ -25,6 +25,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import random
 import re
 import secrets
@@ -289,8 +290,10 @@ def sqlite_path(url: str) -> Path | None:
 def make_engine(url: str) -> Engine:
     """An engine for `url` (SQLite file path or URL, or PostgreSQL URL).
 
-    SQLite: the parent directory is created, WAL journal, foreign keys on, 30 s busy
-    timeout, and write transactions use BEGIN IMMEDIATE (see `Store.write`).
+    SQLite: the parent directory is created, and a new database file is readable by its owner
+    only (it holds users' memories and the event history; SQLite gives its -wal and -shm files
+    the same mode), WAL journal, foreign keys on, 30 s busy timeout, and write transactions
+    use BEGIN IMMEDIATE (see `Store.write`).
     """
     full = normalise_url(url)
     parsed = sa.engine.make_url(full)
@@ -298,6 +301,8 @@ def make_engine(url: str) -> Engine:
         path = sqlite_path(full)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # an existing file keeps its mode
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         engine = sa.create_engine(
             full, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False
         )

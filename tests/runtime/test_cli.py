@@ -39,6 +39,7 @@ def test_admin_workflow(gateway, tmp_path: Path, capsys) -> None:
     code, _, err = run(gateway, capsys, "admin", "--db", db, "tenant", "create", "acme")
     assert code == 1 and "already exists" in err
     assert stat.S_IMODE((tmp_path / "gw.db.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "gw.db").stat().st_mode) == 0o600  # test_store: why
 
     code, out, _ = run(gateway, capsys, "admin", "--db", db, "user", "register", "acme", "ash")
     assert code == 0 and "registered" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -31,6 +32,28 @@ def test_migrate_is_idempotent_and_creates_file(tmp_path: Path, gateway, cipher)
         mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
     assert mode == "wal"
     s.dispose()
+
+
+def test_a_new_sqlite_database_is_readable_by_its_owner_only(
+    tmp_path: Path, gateway, cipher
+) -> None:
+    """It holds users' memories and the event history in clear, beside a key file that is
+    owner-only: so is it, and SQLite gives its write-ahead log and index the same mode."""
+    old = os.umask(0o022)
+    try:
+        db = tmp_path / "var" / "gw.db"
+        engine = make_engine(str(db))
+        Store(engine, gateway, cipher).migrate()
+        with engine.connect() as conn:  # open: the -wal and -shm files exist
+            conn.exec_driver_sql("SELECT count(*) FROM tenants").all()
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in db.parent.iterdir()}
+        engine.dispose()
+        assert modes == {"gw.db": 0o600, "gw.db-wal": 0o600, "gw.db-shm": 0o600}
+        db.chmod(0o640)  # an existing database keeps the mode its owner gave it
+        make_engine(str(db)).dispose()
+        assert stat.S_IMODE(db.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
 
 
 def test_newer_schema_is_refused(sqlite_store: Store) -> None:
