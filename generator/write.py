@@ -72,6 +72,12 @@ def owned_files(out_dir: Path) -> set[str]:
     return owned
 
 
+def _plain_file(path: Path) -> bool:
+    """Generated files are plain, not executable files: a symbolic link (even to the same
+    text) or an executable bit, which git records, is a difference `write` undoes."""
+    return not path.is_symlink() and not path.stat().st_mode & 0o111
+
+
 def _safe_relative(rel: str) -> bool:
     """A listed path may only ever name a file inside the output directory."""
     p = Path(rel)
@@ -92,7 +98,7 @@ def plan(out_dir: Path, files: FileSet) -> Plan:
         except OSError:
             changed.append(rel)
             continue
-        if current == text.encode("utf-8"):
+        if current == text.encode("utf-8") and _plain_file(target):
             unchanged.append(rel)
         else:
             changed.append(rel)
@@ -341,6 +347,8 @@ def diff(out_dir: Path, files: FileSet, the_plan: Plan) -> str:
     for rel in the_plan.changed:
         old = the_plan.old_text.get(rel, "").splitlines(keepends=True)
         new = files[rel].splitlines(keepends=True)
+        if old == new:  # the text is right; the file is not a plain one (`_plain_file`)
+            chunks.append(f"not a plain file: {out_dir.name}/{rel} (a link, or executable)\n")
         chunks.extend(difflib.unified_diff(old, new, f"a/{rel}", f"b/{rel}", n=2))
     for rel in the_plan.added:
         chunks.append(f"missing: {out_dir.name}/{rel}\n")

@@ -263,6 +263,28 @@ def test_check_reports_drift_without_writing(tmp_path: Path) -> None:
     assert tree(out) == before
 
 
+def test_an_executable_or_linked_generated_file_is_drift_and_rebuilt_plain(
+    tmp_path: Path,
+) -> None:
+    """git records an executable bit, and a link is not the file: the same text is not
+    enough. --check names them; a build writes them back as plain files."""
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    tools_md, tools_json = out / "TOOLS.md", out / "tools.json"
+    tools_md.chmod(0o755)
+    elsewhere = tmp_path / "tools.json"
+    shutil.copy(tools_json, elsewhere)
+    tools_json.unlink()
+    tools_json.symlink_to(elsewhere)
+    checked = api.build(options(root), check=True)
+    assert checked.plan is not None and set(checked.plan.changed) == {"TOOLS.md", "tools.json"}
+    assert "not a plain file: generated/TOOLS.md (a link, or executable)" in checked.diff
+    assert api.build(options(root)).ok
+    assert not tools_json.is_symlink() and not tools_md.stat().st_mode & 0o111
+    assert api.build(options(root), check=True).plan.clean
+
+
 def test_check_drift_is_a_diagnostic_in_the_github_and_json_formats(tmp_path: Path) -> None:
     """In CI the drift must show as annotations (github) or entries (json), not only as a
     diff on the console."""
