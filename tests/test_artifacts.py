@@ -298,39 +298,37 @@ def test_import_names_refused_cover_every_module_the_package_installs() -> None:
     assert {"pydantic_core", "httpcore2", "h11"} <= everything & DEPENDENCY_MODULES
 
 
-def test_package_urls_become_project_urls(tmp_path: Path) -> None:
+def _project_metadata(tmp_path: Path, package_lines: str) -> dict[str, Any]:
+    """`[project]` of the pyproject built from the default manifests with `package_lines`
+    added to the gateway manifest's `package`."""
     gateway = (GENERATED.parent / "manifests" / "gateway.yaml").read_text(encoding="utf-8")
+    root = make_project(tmp_path, copy_defaults=True)
+    (root / "manifests" / "gateway.yaml").write_text(
+        gateway.replace("  license: Apache-2.0\n", "  license: Apache-2.0\n" + package_lines),
+        encoding="utf-8",
+    )
+    assert api.build(options(root)).ok
+    text = (root / "generated" / "pyproject.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)["project"]
+
+
+def test_package_urls_become_project_urls(tmp_path: Path) -> None:
     urls = (
         "  urls:\n    Repository: https://git.example.com/acme/gateway\n"
         "    Issue tracker: https://git.example.com/acme/gateway/issues\n"
     )
-    root = make_project(tmp_path, copy_defaults=True)
-    (root / "manifests" / "gateway.yaml").write_text(
-        gateway.replace("  license: Apache-2.0\n", "  license: Apache-2.0\n" + urls),
-        encoding="utf-8",
-    )
-    assert api.build(options(root)).ok
-    meta = tomllib.loads((root / "generated" / "pyproject.toml").read_text(encoding="utf-8"))
-    assert meta["project"]["urls"] == {
+    assert _project_metadata(tmp_path, urls)["urls"] == {
         "Repository": "https://git.example.com/acme/gateway",
         "Issue tracker": "https://git.example.com/acme/gateway/issues",
     }
 
 
 def test_authors_written_with_an_email_publish_it_as_the_authors_email(tmp_path: Path) -> None:
-    gateway = (GENERATED.parent / "manifests" / "gateway.yaml").read_text(encoding="utf-8")
     authors = (
         '  authors: ["Ada Lovelace <ada@example.com>", "<ops@example.com>", "Acme Platform Team",'
         ' "Odd <not an email>"]\n'
     )
-    root = make_project(tmp_path, copy_defaults=True)
-    (root / "manifests" / "gateway.yaml").write_text(
-        gateway.replace("  license: Apache-2.0\n", "  license: Apache-2.0\n" + authors),
-        encoding="utf-8",
-    )
-    assert api.build(options(root)).ok
-    meta = tomllib.loads((root / "generated" / "pyproject.toml").read_text(encoding="utf-8"))
-    assert meta["project"]["authors"] == [
+    assert _project_metadata(tmp_path, authors)["authors"] == [
         {"name": "Ada Lovelace", "email": "ada@example.com"},
         {"email": "ops@example.com"},
         {"name": "Acme Platform Team"},

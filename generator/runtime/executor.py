@@ -651,8 +651,8 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
 def _sanitise(text: str, secrets: tuple[str, ...]) -> str:
     # Only the start is shown: the rest is cut before any per-character work, which on an
     # upstream's megabytes of error text would hold up every call on the event loop. What is
-    # kept fills MAX_ERROR_TEXT even after whitespace is collapsed, and holds whole any secret
-    # that starts in it (`secrets` come longest first).
+    # kept is 16 times what is shown, room for collapsing whitespace, and holds whole any
+    # secret that starts in it (`secrets` come longest first).
     text = text.lstrip()[: _SANITISE_WINDOW + (len(secrets[0]) if secrets else 0)]
     for secret in secrets:
         if secret in text:
