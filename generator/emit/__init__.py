@@ -186,11 +186,12 @@ class Cache:
         start = len(self._MAGIC) + 4
         try:
             raw = self._path(kind, key).read_bytes()
-            if not raw.startswith(self._MAGIC) or zlib.crc32(raw[start:]) != int.from_bytes(
+            data = memoryview(raw)[start:]  # not copied: entries reach tens of megabytes
+            if not raw.startswith(self._MAGIC) or zlib.crc32(data) != int.from_bytes(
                 raw[start - 4 : start]
             ):
                 return None  # damaged, or not an entry of this format
-            value = pickle.loads(raw[start:])
+            value = pickle.loads(data)
         except Exception:  # unreadable: a miss
             return None
         if not isinstance(value, of_type):
@@ -208,7 +209,8 @@ class Cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-            tmp.write_bytes(self._MAGIC + zlib.crc32(data).to_bytes(4) + data)
+            with open(tmp, "wb") as fh:
+                fh.writelines((self._MAGIC, zlib.crc32(data).to_bytes(4), data))
             os.replace(tmp, path)
         except (OSError, pickle.PicklingError):
             return
