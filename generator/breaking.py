@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import json
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -145,7 +146,67 @@ class _Ctx:
 _WIDER = {"number": {"integer"}}
 _UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
 _LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
-_EXACT = ("pattern", "format", "multipleOf", "const")
+_EXACT = ("pattern", "format", "const")
+# Keywords that constrain values but that the comparison does not reason about: any change to
+# one (annotations inside left aside) is reported as possibly breaking, to be checked by hand
+# and allowed, rather than passed as no change.
+_UNCOMPARED = (
+    "$ref",
+    "$defs",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentRequired",
+    "dependentSchemas",
+    "patternProperties",
+    "propertyNames",
+    "prefixItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+)
+_ANNOTATIONS = frozenset(
+    {
+        "title",
+        "description",
+        "examples",
+        "default",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "$comment",
+    }
+)
+
+
+def _semantic(value: Any) -> Any:
+    """`value` without annotations (descriptions, titles, `x-` keys...) at any depth: what
+    decides which values a schema accepts. (Within `properties` and `$defs` the keys are
+    names, kept.)"""
+    if isinstance(value, list):
+        return [_semantic(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        k: _semantic(v)
+        for k, v in value.items()
+        if k not in _ANNOTATIONS and not (isinstance(k, str) and k.startswith("x-"))
+    }
+
+
+def _multiple_relaxed(old: Any, new: Any) -> bool:
+    """Whether `multipleOf: new` accepts every multiple of `old` (new divides old)."""
+    try:
+        ratio = old / new
+    except (TypeError, ZeroDivisionError):
+        return False
+    return isinstance(ratio, int | float) and float(ratio).is_integer()
 
 
 def _types(s: Any) -> set[str] | None:
@@ -219,9 +280,42 @@ class _Compare:
             self.input_node(old, new, path, pointer)
         else:
             self.output_node(old, new, path, pointer)
+        self.uncompared(old, new, path, pointer)
         self.properties(old, new, path, pointer)
-        if isinstance(old.get("items"), dict) and isinstance(new.get("items"), dict):
-            self.run(old["items"], new["items"], (*path, "[]"), (*pointer, "items"))
+        for key, part in (("items", "[]"), ("additionalProperties", "*")):
+            o, n = old.get(key, True), new.get(key, True)
+            if o is True and n is True:
+                continue
+            # A missing schema allows anything: compared as `{}`, so gaining one narrows it
+            # and losing one widens it. (`false`, no value at all, is left to the node.)
+            if o is not False and n is not False:
+                self.run(o, n, (*path, part), (*pointer, key))
+
+    def uncompared(
+        self, old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...], pointer: Pointer
+    ) -> None:
+        changed = [kw for kw in _UNCOMPARED if _semantic(old.get(kw)) != _semantic(new.get(kw))]
+        if not changed:
+            return
+        where, kws = self.where(path), ", ".join(changed)
+        if self.which == "input":
+            self.ctx.add(
+                "BRK013",
+                self.new_span(pointer),
+                self.target(path),
+                f"{where}: {kws} changed, which gen breaking does not compare: calls that "
+                "passed before may fail now",
+                "check that it accepts every value it accepted, then allow it",
+            )
+        else:
+            self.ctx.add(
+                "BRK008",
+                self.new_span(pointer),
+                self.target(path),
+                f"{where}: {kws} changed, which gen breaking does not compare: values it "
+                "returned before may not be returned now",
+                "check that readers of the old values keep working, then allow it",
+            )
 
     # -- inputs: may accept more, never less
     def input_node(
@@ -276,13 +370,17 @@ class _Compare:
         elif isinstance(oe, list):
             add("BRK104", span, target, f"{where} accepts any value, not only {oe}")
         tightened, relaxed = [], []
-        for kw in _UPPER + _LOWER + _EXACT:
+        for kw in (*_UPPER, *_LOWER, *_EXACT, "multipleOf", "uniqueItems"):
             a, b = old.get(kw), new.get(kw)
+            if kw == "uniqueItems":  # false is the same as absent
+                a, b = a or None, b or None
             if a == b:
                 continue
             if b is None:
                 relaxed.append(f"{kw} {a!r} dropped")
-            elif a is None or kw in _EXACT:
+            elif kw == "multipleOf" and a is not None and _multiple_relaxed(a, b):
+                relaxed.append(f"{kw} {a!r} -> {b!r}")
+            elif a is None or kw in (*_EXACT, "multipleOf"):
                 tightened.append(f"{kw} {b!r}" + (f" (was {a!r})" if a is not None else " added"))
             elif (kw in _UPPER) == (b < a):
                 tightened.append(f"{kw} {a!r} -> {b!r}")
@@ -603,6 +701,12 @@ def _resource_changes(ctx: _Ctx, old: ir.Project | None, new: ir.Project) -> Non
 # ---------------------------------------------------------------------------- exceptions
 
 
+def _target_matches(target: str, pattern: str) -> bool:
+    """`pattern` as a glob of `*` and `?`: brackets are literal, as targets print array items
+    (`issues[].labels[].name`), never character classes."""
+    return fnmatch.fnmatchcase(target, re.sub(r"[\[\]]", lambda m: f"[{m.group()}]", pattern))
+
+
 def _exceptions(ctx: _Ctx) -> tuple[list[Change], list[Diagnostic]]:
     entries: list[tuple[dict[str, Any], Span]] = []
     for path in ctx.new.sources.docs:
@@ -615,7 +719,7 @@ def _exceptions(ctx: _Ctx) -> tuple[list[Change], list[Diagnostic]]:
             for e, span in entries:
                 pattern = e.get("target")
                 if e.get("rule") == c.rule and (
-                    pattern is None or fnmatch.fnmatchcase(c.target, pattern)
+                    pattern is None or _target_matches(c.target, pattern)
                 ):
                     used.add(span)
                     c = replace(c, allowed=f"exception at {span}: {e.get('reason')}")
@@ -890,8 +994,22 @@ def rules_markdown() -> str:
         "      reason: the upstream API dropped the option; it was ignored since March",
         "```",
         "",
-        "Targets read `tool`, `tool.input.a.b`, `tool.output.items[].id`, `connector:name`,",
-        "`resource:name`, as `gen breaking` prints them.",
+        "Targets read `tool`, `tool.input.a.b`, `tool.output.items[].id` (`[]`: the items of",
+        "an array, `.*`: the values of `additionalProperties`), `connector:name`,",
+        "`resource:name`, as `gen breaking` prints them. In a target, `*` and `?` are globs;",
+        "brackets are literal.",
+        "",
+        "## What is compared",
+        "",
+        "Per property and array item: `type`, `enum`, `required`, the numeric, length and",
+        "size bounds, `multipleOf`, `uniqueItems`, `pattern`, `format`, `const`, `items` and",
+        "`additionalProperties` (a missing schema accepts anything). A change to a keyword it",
+        "does not reason about (`anyOf`, `oneOf`, `allOf`, `not`, `if`/`then`/`else`, `$ref`,",
+        "`$defs`, `patternProperties`, `propertyNames`, `prefixItems`, `contains`,",
+        "`dependentRequired`, `dependentSchemas`, `unevaluated*`) is reported as breaking",
+        "(BRK013 for an input, BRK008 for an output), to be checked and allowed, never passed as",
+        "no change; a change to annotations alone (descriptions, titles, examples, defaults,",
+        "`x-` keys) is none.",
         "",
         "## Deprecation lifecycle",
         "",

@@ -296,3 +296,120 @@ def test_a_true_schema_narrowed_to_a_type_is_breaking(tmp_path: Path) -> None:
             "minimum 1 added",
         ),
     ]
+
+
+_LIMIT = "        limit: {type: number, minimum: 1, maximum: 100}\n"
+_ITEMS = (
+    "          items:\n            type: object\n            required: [id, email]\n"
+    "            properties:\n              id: {type: string}\n"
+    "              email: {type: string}\n"
+    "              state: {type: string, enum: [active, archived]}\n"
+)
+_ROOT = "      additionalProperties: false\n      required: [query]\n"
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (  # an array gains a schema for its items: any element was accepted
+            (_LIMIT, "        limit: {type: array}\n"),
+            (_LIMIT, "        limit: {type: array, items: {type: integer}}\n"),
+            [("BRK004", "input 'limit[]' type narrowed from any to integer")],
+        ),
+        (  # a branch of anyOf goes: the comparison does not model combinators
+            (_LIMIT, "        limit: {anyOf: [{type: number}, {type: boolean}]}\n"),
+            (_LIMIT, "        limit: {anyOf: [{type: number}]}\n"),
+            [("BRK013", "input 'limit': anyOf changed, which gen breaking does not compare")],
+        ),
+        (  # only annotations inside the combinator change: nothing to report
+            (_LIMIT, "        limit: {anyOf: [{type: number, description: a}]}\n"),
+            (_LIMIT, "        limit: {anyOf: [{type: number, description: b, default: 2}]}\n"),
+            [],
+        ),
+        (  # a $defs entry that a $ref uses changes
+            (_ROOT, _ROOT + "      $defs: {L: {type: number}}\n"),
+            (_ROOT, _ROOT + "      $defs: {L: {type: integer}}\n"),
+            [("BRK013", "input root: $defs changed, which gen breaking does not compare")],
+        ),
+        (  # extra keys' schema narrows from string to integer
+            (_ROOT, "      additionalProperties: {type: string}\n      required: [query]\n"),
+            (_ROOT, "      additionalProperties: {type: integer}\n      required: [query]\n"),
+            [("BRK004", "input '*' type narrowed from string to integer")],
+        ),
+        (  # uniqueItems added to an input array
+            (_LIMIT, "        limit: {type: array}\n"),
+            (_LIMIT, "        limit: {type: array, uniqueItems: true}\n"),
+            [("BRK013", "input 'limit' constraint tightened: uniqueItems True added")],
+        ),
+        (  # an output array loses its items' schema: readers lose every promised field
+            ("\n", "\n"),
+            (_ITEMS, "          items: {}\n"),
+            [
+                ("BRK006", "output 'contacts[].email' removed"),
+                ("BRK006", "output 'contacts[].id' removed"),
+                ("BRK006", "output 'contacts[].state' removed"),
+                ("BRK008", "output 'contacts[]' type changed from object to any"),
+            ],
+        ),
+    ],
+)
+def test_schema_changes_the_comparison_used_to_miss_are_reported(
+    tmp_path: Path,
+    before: tuple[str, str],
+    after: tuple[str, str],
+    expected: list[tuple[str, str]],
+) -> None:
+    """Combinators, `$defs`, `items`, `uniqueItems` and schema-valued `additionalProperties`
+    were not compared at all: a narrowing there passed as no change."""
+    case = tmp_path / "case"
+    shutil.copytree(FIXTURES / "BRK004", case)
+    shutil.copy(case / "before" / "crm.yaml", case / "after" / "crm.yaml")
+    for side, (old, new) in (("before", before), ("after", after)):
+        path = case / side / "crm.yaml"
+        text = path.read_text(encoding="utf-8")
+        assert old in text, old
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    result = _run(case)
+    found = sorted((c.rule, c.message.split(": ", 1)[1]) for c in result.unallowed)
+    assert len(found) == len(expected), found
+    assert all(
+        m.startswith(e) and r == er for (r, m), (er, e) in zip(found, expected, strict=True)
+    ), found
+
+
+def test_relaxing_multiple_of_to_a_divisor_is_safe(tmp_path: Path) -> None:
+    case = tmp_path / "case"
+    shutil.copytree(FIXTURES / "BRK004", case)
+    for side, step in (("before", 4), ("after", 2)):
+        path = case / side / "crm.yaml"
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace("minimum: 1, maximum: 100", f"multipleOf: {step}"), "utf-8")
+    result = _run(case)
+    relaxed = [c for c in result.changes if "multipleOf" in c.message]
+    assert [(c.rule, c.message.split(": ", 1)[1]) for c in relaxed] == [
+        ("BRK104", "input 'limit' constraint relaxed: multipleOf 4 -> 2")
+    ]
+
+
+def test_an_allow_entry_names_a_target_inside_nested_arrays_as_printed(tmp_path: Path) -> None:
+    """`[]` in a target is literal text, not a glob character class (which made every target
+    with two of them unmatchable)."""
+    case = tmp_path / "case"
+    shutil.copytree(FIXTURES / "BRK004", case)
+    shutil.copy(case / "before" / "crm.yaml", case / "after" / "crm.yaml")
+    state = "              state: {type: string, enum: [active, archived]}\n"
+    tags = "              tags: {type: array, items: {type: object, properties: {%s}}}\n"
+    allow = (
+        "breaking:\n  allow:\n    - rule: BRK006\n"
+        "      target: crm_find_contact.output.contacts[].tags[].v\n"
+        "      reason: dropped upstream\n"
+    )
+    for side, props, extra in (("before", "v: {type: string}", ""), ("after", "", allow)):
+        path = case / side / "crm.yaml"
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace(state, state + tags % props, 1) + extra, encoding="utf-8")
+    result = _run(case)
+    assert [(c.rule, c.target, c.allowed is not None) for c in result.changes if c.breaking] == [
+        ("BRK006", "crm_find_contact.output.contacts[].tags[].v", True)
+    ]
+    assert result.ok and not result.diagnostics
