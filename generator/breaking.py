@@ -21,6 +21,7 @@ or when it removes a tool or property whose deprecation's sunset date has passed
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import json
@@ -632,14 +633,12 @@ def _auth_changes(old: ir.ConnectorAuth, new: ir.ConnectorAuth) -> list[str]:
     out = []
     if old.type != new.type:
         out.append(f"auth type {old.type} -> {new.type}")
-    for attr in (
-        "token_field",
-        "header",
-        "key_field",
-        "username_field",
-        "password_field",
-        "token_url",
-    ):
+    # Every setting but the type and the fields (compared below): which field is sent where
+    # (an OAuth2 client id and secret swapped would fail every refresh), and where tokens
+    # come from.
+    for attr in (f.name for f in dataclasses.fields(ir.ConnectorAuth)):
+        if attr in ("type", "fields"):
+            continue
         a, b = getattr(old, attr), getattr(new, attr)
         if a != b and old.type == new.type:
             out.append(f"{attr} {a!r} -> {b!r}")

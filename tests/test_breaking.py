@@ -413,3 +413,25 @@ def test_an_allow_entry_names_a_target_inside_nested_arrays_as_printed(tmp_path:
         ("BRK006", "crm_find_contact.output.contacts[].tags[].v", True)
     ]
     assert result.ok and not result.diagnostics
+
+
+def test_every_auth_setting_is_compared(tmp_path: Path) -> None:
+    """Swapping the fields an OAuth2 refresh sends as client id and secret fails every
+    refresh: a change to any auth setting is BRK011, not only to a few of them."""
+    for side in ("before", "after"):
+        shutil.copytree(ROOT / "manifests", tmp_path / side)
+    hubspot = tmp_path / "after" / "connectors" / "hubspot.yaml"
+    text = hubspot.read_text(encoding="utf-8")
+    swapped = (
+        text.replace("client_id_field: client_id", "client_id_field: @@")
+        .replace("client_secret_field: client_secret", "client_secret_field: client_id")
+        .replace("client_id_field: @@", "client_id_field: client_secret")
+    )
+    assert swapped != text
+    hubspot.write_text(swapped, encoding="utf-8")
+    options = api.Options(
+        root=tmp_path, manifests=tmp_path / "after", out=tmp_path / "out", cache=False
+    )
+    result = breaking.breaking(options, str(tmp_path / "before"), today=TODAY)
+    assert [(c.rule, c.target) for c in result.changes] == [("BRK011", "connector:hubspot")]
+    assert "client_id_field 'client_id' -> 'client_secret'" in result.changes[0].message
