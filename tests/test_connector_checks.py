@@ -126,6 +126,16 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
             ],
             "GEN207:{issue-key} in http.path is not a placeholder",
         ),
+        (  # one credential field twice: which value a tenant stores would be a guess, and the
+            # second (not secret) would let a secret into the URL's host
+            "jira.yaml",
+            (
+                "    - {name: api_token, title: API token}\n",
+                "    - {name: api_token, title: API token}\n"
+                "    - {name: site, title: Site, secret: false}\n",
+            ),
+            "GEN217:credential field 'site' is declared twice in auth.fields",
+        ),
         (  # a misspelt filter
             "jira.yaml",
             ("{query|double_quoted}", "{query|double_quote}"),
