@@ -816,13 +816,14 @@ def materialise_ref(options: api.Options, ref: str, dest: Path) -> api.Options:
     for name in filter(None, listing.decode("utf-8").split("\0")):
         if not name.endswith((".yaml", ".yml")):
             continue
-        target = dest / Path(name).relative_to(root_rel)
+        # The work tree's layout under `dest`: the manifests need not be inside the project.
+        target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(_git(top, "show", f"{ref}:{name}"))
     return api.Options(
-        root=dest,
-        manifests=dest / options.manifests.relative_to(options.root),
-        out=dest / "generated",
+        root=dest / root_rel,
+        manifests=dest / rel,
+        out=dest / root_rel / "generated",
         cache=False,
     )
 

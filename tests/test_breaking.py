@@ -173,6 +173,27 @@ def test_against_a_git_ref(tmp_path: Path) -> None:
     assert "Traceback" not in unknown.stderr
 
 
+def test_against_a_git_ref_with_the_manifests_outside_the_project(tmp_path: Path) -> None:
+    """`--manifests` need not be inside `--project` (validate and build accept it): the ref's
+    manifests are laid out as in the work tree, and removals are named the same way."""
+    repo = tmp_path / "repo"
+    (repo / "manifests").mkdir(parents=True)
+    (repo / "site").mkdir()
+    for f in ("gateway.yaml", "crm.yaml"):
+        shutil.copy(FIXTURES / "BRK006" / "before" / f, repo / "manifests" / f)
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "v1")
+    shutil.copy(FIXTURES / "BRK006" / "after" / "crm.yaml", repo / "manifests" / "crm.yaml")
+    options = api.Options(
+        root=repo / "site", manifests=repo / "manifests", out=repo / "site" / "out", cache=False
+    )
+    result = breaking.breaking(options, "HEAD", today=TODAY)
+    assert [(c.rule, str(c.span)) for c in result.unallowed] == [
+        ("BRK006", "HEAD:../manifests/crm.yaml:29:9")
+    ]
+
+
 def test_ref_without_manifests_reports_everything_as_added(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
