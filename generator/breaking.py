@@ -886,7 +886,7 @@ def breaking(options: api.Options, against: str, *, today: dt.date | None = None
             diags = tuple(
                 replace(d, span=replace(d.span, file=label + d.span.file)) for d in old.diagnostics
             )
-            return BreakingResult((), normalise((*diags, *new.diagnostics)))
+            return BreakingResult((), normalise((*diags, *new.diagnostics)), label)
         result = compare(
             old.project,
             new.project,
@@ -949,7 +949,7 @@ def render(result: BreakingResult, fmt: ErrorFormat = "text") -> str:
         }
         return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     text = "".join(line + "\n" for line in _lines(result.changes, fmt, result.baseline_label))
-    return text + render_diagnostics(result.diagnostics, fmt)
+    return text + render_diagnostics(result.diagnostics, fmt, outside=result.baseline_label)
 
 
 def rules_markdown() -> str:

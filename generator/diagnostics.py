@@ -270,7 +270,12 @@ def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
 ErrorFormat = Literal["text", "json", "github"]
 
 
-def render(diagnostics: Iterable[Diagnostic], fmt: ErrorFormat = "text") -> str:
+def render(
+    diagnostics: Iterable[Diagnostic], fmt: ErrorFormat = "text", *, outside: str = ""
+) -> str:
+    """`outside`: the prefix of locations that are not files of the checkout (a baseline's,
+    for `gen breaking`); a GitHub annotation can name no such file, so theirs is in the
+    message."""
     items = normalise(diagnostics)
     if fmt == "json":
         text = json.dumps([d.as_dict() for d in items], indent=2, ensure_ascii=False)
@@ -287,6 +292,9 @@ def render(diagnostics: Iterable[Diagnostic], fmt: ErrorFormat = "text") -> str:
             # https://docs.github.com/actions/reference/workflow-commands-for-github-actions
             level = "error" if d.severity is Severity.ERROR else "warning"
             msg = message + (f" ({hint})" if hint else "")
+            if outside and d.span.file.startswith(outside):
+                lines.append(f"::{level} title={d.code}::{github_message(f'{d.span}: {msg}')}")
+                continue
             lines.append(
                 f"::{level} file={github_property(printable(d.span.file))},line={d.span.line},"
                 f"col={d.span.col},title={d.code}::{github_message(msg)}"

@@ -239,6 +239,11 @@ def test_a_baseline_that_does_not_compile_is_not_summarised_as_no_change(tmp_pat
     assert proc.returncode == 1
     assert "error[GEN1" in proc.stdout
     assert "not compared: 1 error" in proc.stderr and "0 breaking" not in proc.stderr
+    # The baseline's files are not the checkout's: GitHub gets the location in the message.
+    github = _breaking_brk002(broken, "--error-format", "github")
+    assert github.returncode == 1
+    (line,) = [x for x in github.stdout.splitlines() if "GEN102" in x]
+    assert line.startswith(f"::error title=GEN102::{tmp_path.as_posix()}/before/"), line
 
 
 def test_cli_json_and_exit_codes() -> None:
