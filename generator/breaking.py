@@ -829,11 +829,28 @@ def materialise_ref(options: api.Options, ref: str, dest: Path) -> api.Options:
 
 
 def _against_dir(options: api.Options, against: str) -> Path | None:
+    """The directory `against` names, if any. A bare name (no `/`) that is also a git ref is
+    ambiguous: which one was meant cannot be guessed (a wrong guess compares against the wrong
+    baseline), so it is a usage error that says how to write each."""
     for base in (Path.cwd(), options.root):
         p = (base / against).resolve()
         if p.is_dir():
+            if "/" not in against and against not in (".", "..") and _is_ref(options, against):
+                raise BreakingError(
+                    f"{against!r} is both a directory ({p}) and a git ref: write "
+                    f"./{against} for the directory, or refs/heads/{against} (or a commit) "
+                    "for the ref"
+                )
             return p
     return None
+
+
+def _is_ref(options: api.Options, name: str) -> bool:
+    try:
+        _git(options.root, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
+    except BreakingError:
+        return False
+    return True
 
 
 def breaking(options: api.Options, against: str, *, today: dt.date | None = None) -> BreakingResult:
@@ -970,7 +987,9 @@ def rules_markdown() -> str:
         "",
         "A baseline directory without manifests is an error (GEN005), so that a wrong path",
         "cannot pass every change as an addition. A git ref without them (from before the",
-        "manifests existed) is compared as an empty catalog, with a GEN005 warning.",
+        "manifests existed) is compared as an empty catalog, with a GEN005 warning. A bare",
+        "name that is both a directory and a git ref is a usage error (exit 2): write `./NAME`",
+        "for the directory, `refs/heads/NAME` or a commit for the ref.",
         "",
         "| rule | severity | meaning |",
         "|---|---|---|",

@@ -172,6 +172,13 @@ def test_against_a_git_ref(tmp_path: Path) -> None:
     assert "neither a directory nor a git ref" in unknown.stderr
     assert "Traceback" not in unknown.stderr
 
+    # A directory named like the ref: which was meant is not guessed.
+    shutil.copytree(project / "manifests", project / "v1")
+    ambiguous = _gen(project, "breaking", "--against", "v1")
+    assert ambiguous.returncode == 2
+    assert "'v1' is both a directory" in ambiguous.stderr and "./v1" in ambiguous.stderr
+    assert _gen(project, "breaking", "--against", "./v1").returncode == 0
+
 
 def test_against_a_git_ref_with_the_manifests_outside_the_project(tmp_path: Path) -> None:
     """`--manifests` need not be inside `--project` (validate and build accept it): the ref's
