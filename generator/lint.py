@@ -112,7 +112,9 @@ def resolve_profiles(
     project: ir.Project, sources: Sources, names: tuple[str, ...] | None, f: _Findings
 ) -> tuple[Profile, ...]:
     """Profiles to check: `names` (CLI) or the gateway's `lint.profiles`, with the gateway's
-    `lint.limits` overrides applied. Unknown names are LNT017."""
+    `lint.token_budget` as every profile's budget, then its per-profile `lint.limits`
+    overrides applied (so one profile's budget can differ from the rest). Unknown names are
+    LNT017."""
     g = project.gateway
     gdoc = sources.gateway
     chosen = names if names is not None else (g.lint_profiles or DEFAULT_PROFILES)
@@ -125,6 +127,8 @@ def resolve_profiles(
             f.add("LNT017", span, f"unknown client profile {name!r}", f"known profiles: {known}")
         elif p not in out:
             out.append(p)
+    if g.token_budget is not None:
+        out = [dataclasses.replace(q, token_budget=g.token_budget) for q in out]
     raw = ((gdoc.data.get("lint") or {}).get("limits") or {}) if gdoc else {}
     for key, limits in raw.items():
         p = profile(key)
@@ -546,11 +550,12 @@ def _tenant_checks(project: ir.Project, profiles: tuple[Profile, ...], f: _Findi
 
 
 def _budget(project: ir.Project, profiles: tuple[Profile, ...], override: int | None) -> int:
+    """The budget a tenant's tools/list must fit: `--token-budget`, else the smallest of the
+    checked profiles' (`resolve_profiles` applied the manifest's budget and overrides)."""
     if override is not None:
         return override
-    if project.gateway.token_budget is not None:
-        return project.gateway.token_budget
-    return min((p.token_budget for p in profiles), default=PROFILES["claude"].token_budget)
+    default = project.gateway.token_budget or PROFILES["claude"].token_budget
+    return min((p.token_budget for p in profiles), default=default)
 
 
 def _token_checks(results: tuple[TenantTokens, ...], f: _Findings) -> None:
@@ -681,6 +686,8 @@ def rules_markdown() -> str:
         "",
         "Numbers are defaults: override them per profile in the gateway manifest's",
         "`lint.limits` (`warn_tools`, `max_tools`, `max_prefixed_name`, `token_budget`).",
+        "`lint.token_budget` sets every profile's budget, and a profile's own in `lint.limits`",
+        "wins over it; a tenant's tools/list must fit the smallest budget of the profiles checked.",
         "",
         "| profile | client | tool name | prefixed name | tools warn / max | rejects | budget |",
         "|---|---|---|---|---|---|---|",

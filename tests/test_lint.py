@@ -159,6 +159,23 @@ def test_profile_limits_are_configurable(tmp_path: Path) -> None:
     assert result.ok and [d.code for d in result.diagnostics] == ["LNT010"]
 
 
+def test_a_profiles_own_token_budget_wins_over_the_manifests(tmp_path: Path) -> None:
+    """`lint.token_budget` is every profile's budget unless `lint.limits` gives one its own:
+    the override used to be ignored whenever the global budget was set."""
+    root = _many_tools(tmp_path, 3)
+    gateway = root / "manifests" / "gateway.yaml"
+    text = gateway.read_text()
+
+    def budget(limits: str, profiles: tuple[str, ...]) -> int | None:
+        gateway.write_text(text.replace("token_budget: 100000}", f"token_budget: 100000{limits}}}"))
+        return _lint(root, profiles=profiles).tokens[0].budget
+
+    assert budget("", ("claude", "cursor")) == 100000
+    assert budget(", limits: {cursor: {token_budget: 1000}}", ("claude", "cursor")) == 1000
+    assert budget(", limits: {cursor: {token_budget: 1000}}", ("claude",)) == 100000
+    assert budget(", limits: {cursor: {token_budget: 250000}}", ("cursor",)) == 250000
+
+
 def test_disable_needs_the_finding_in_the_same_file() -> None:
     result = _lint(CASES_DIR / "quality")
     assert [(s.diagnostic.code, s.reason) for s in result.suppressed] == [
