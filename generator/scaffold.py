@@ -18,7 +18,7 @@ from . import api
 from .diagnostics import Diagnostic, Severity
 from .render import render
 from .runtime.templating import PLACEHOLDER
-from .validate import SCHEMA_PATH
+from .validate import SCHEMA_PATH, manifest_schema
 
 AuthType = Literal["none", "bearer", "api_key", "basic", "oauth2"]
 AUTH_TYPES: tuple[AuthType, ...] = ("bearer", "api_key", "basic", "oauth2", "none")
@@ -86,12 +86,28 @@ def auth_lines(auth: AuthType, base_url: str) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def schema_reference(target: Path, root: Path) -> str:
+    """What a new manifest's `$schema` comment names: the project's own copy of the schema
+    when the project holds one (this repository's layout), else the schema's `$id`, never a
+    path into this machine's install, which the file would carry into version control."""
+    if SCHEMA_PATH.resolve().is_relative_to(root.resolve()):
+        return os.path.relpath(SCHEMA_PATH, target.parent).replace(os.sep, "/")
+    return str(manifest_schema()["$id"])
+
+
 def connector_text(
-    name: str, title: str, base_url: str, auth: AuthType, target: Path, graphql: str | None = None
+    name: str,
+    title: str,
+    base_url: str,
+    auth: AuthType,
+    target: Path,
+    graphql: str | None = None,
+    *,
+    root: Path,
 ) -> str:
     """The manifest text; with `graphql` (the endpoint's path), its example capability is a
     GraphQL query there instead of a REST call."""
-    schema = os.path.relpath(SCHEMA_PATH, target.parent).replace(os.sep, "/")
+    schema = schema_reference(target, root)
     return render(
         "new_connector.yaml.j2",
         name=name,
@@ -131,7 +147,9 @@ def new_connector(
     if target.exists():
         raise ScaffoldError(f"{api.relative(options.root, target)} exists; edit it instead")
     shown_title = title or name.replace("_", " ").title()
-    text = connector_text(name, shown_title, base_url.rstrip("/"), auth, target, graphql)
+    text = connector_text(
+        name, shown_title, base_url.rstrip("/"), auth, target, graphql, root=options.root
+    )
     before = _problems(options)
     made_dir = not target.parent.exists()
     target.parent.mkdir(exist_ok=True)

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers import make_project, options
+from helpers import ROOT, make_project, options
 
-from generator import api
+from generator import api, scaffold
 from generator.cli import main
 from generator.runtime.executor import CallContext, ConnectorExecutor
 from tests.runtime.upstreams import Received, Reply, Upstream
@@ -155,6 +155,20 @@ def test_the_scaffold_builds_into_generated(tmp_path: Path) -> None:
     tools = json.loads((root / "generated" / "tools.json").read_text(encoding="utf-8"))["tools"]
     made = next(t for t in tools if t["name"] == "acme_list_items")
     assert made["title"] == f"List {title} items"
+
+
+def test_the_schema_comment_names_the_projects_schema_or_its_id(tmp_path: Path) -> None:
+    """Never a path into the generator's install: the file is committed."""
+    outside = make_project(tmp_path / "elsewhere", copy_defaults=True)
+    assert _new(outside, "acme", "--base-url", "https://api.acme.test").exit_code == 0
+    first = (outside / "manifests" / "connectors" / "acme.yaml").read_text().splitlines()[0]
+    assert first == (
+        "# yaml-language-server: $schema=https://mcpforge.dev/schema/manifest.v1.schema.json"
+    )
+    target = ROOT / "manifests" / "connectors" / "acme.yaml"  # this repository's layout
+    assert (
+        scaffold.schema_reference(target, ROOT) == "../../generator/schema/manifest.v1.schema.json"
+    )
 
 
 def test_a_scaffold_that_would_break_the_project_writes_nothing(tmp_path: Path) -> None:
