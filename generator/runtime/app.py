@@ -37,7 +37,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import GatewayTokenVerifier, principal_from_access_token
-from .errors import FORBIDDEN, INVALID_ARGUMENTS, UNAUTHENTICATED, GatewayError
+from .errors import FORBIDDEN, INVALID_ARGUMENTS, RATE_LIMITED, UNAUTHENTICATED, GatewayError
 from .server import GatewayRuntime
 from .store import StoreError, iso
 
@@ -79,11 +79,15 @@ class TransportRefusals:
 
     MAX_NAMED = 64  # host names are the clients' text: remember a bounded number
     # The SDK's refusals, by status and exact body: anything else passes through untouched.
+    TOO_MANY_SESSIONS: Final = (
+        b'{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"Too many open sessions"}}'
+    )
     PLAIN: Final = {
         (421, b"Invalid Host header"),
         (403, b"Invalid Origin header"),
         (400, b"Invalid Content-Type header"),
         (413, b"Request body too large"),
+        (503, TOO_MANY_SESSIONS),
     }
 
     HELD: Final = frozenset(status for status, _ in PLAIN)
@@ -141,6 +145,14 @@ class TransportRefusals:
                 INVALID_ARGUMENTS,
                 "Send the request body as JSON, with Content-Type: application/json.",
             )
+        if status == 503:
+            return GatewayError(
+                RATE_LIMITED,
+                f"Too many open sessions: one API key may hold {MAX_SESSIONS_PER_KEY}. End "
+                "sessions that are no longer used (HTTP DELETE with their Mcp-Session-Id), or "
+                "retry once idle ones have expired.",
+                retryable=True,
+            )
         return GatewayError(
             INVALID_ARGUMENTS, "The request body is larger than the gateway accepts."
         )
@@ -155,6 +167,30 @@ class TransportRefusals:
             host,
             host,
         )
+
+
+# Open streamable HTTP sessions one API key may hold. The SDK's own limit (10,000) is for the
+# whole server, and a session that is opened and never used again lives until its idle
+# timeout (30 minutes): without this, one key could fill the server and lock every tenant out.
+MAX_SESSIONS_PER_KEY: Final = 100
+
+
+def _limit_sessions_per_key(manager: Any, limit: int) -> None:
+    """Refuse a new session to a key that holds `limit` open ones, as the SDK refuses one over
+    its own limit (503, which `TransportRefusals` explains). Wraps the session manager's
+    admission, a private method of mcp 2.x (a test pins the behaviour)."""
+    admit = manager._admit_session
+
+    def admit_for_key(requestor: Any) -> Any:
+        if requestor is not None:
+            key = requestor["client_id"]
+            held = sum(1 for owner in manager._session_owners.values() if owner["client_id"] == key)
+            if held >= limit:
+                logger.warning("refused a new session: key %s holds %d open sessions", key, held)
+                return None
+        return admit(requestor)
+
+    manager._admit_session = admit_for_key
 
 
 def build_http_app(
@@ -275,6 +311,9 @@ def build_http_app(
             Route("/healthz", healthz, methods=["GET"]),
         ],
     )
+
+    if not stateless:
+        _limit_sessions_per_key(server.session_manager, MAX_SESSIONS_PER_KEY)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncGenerator[None, None]:

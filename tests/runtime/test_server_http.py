@@ -14,6 +14,7 @@ import pytest
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
+from generator.runtime import app as app_module
 from generator.runtime.app import build_http_app
 from generator.runtime.store import Store, api_keys, now_us
 from tests.runtime.support import UvicornThread, leaf_exception
@@ -438,6 +439,47 @@ async def test_list_changed_over_http_listen(stateful: str, world, sqlite_store:
             async for event in sub:
                 assert type(event).__name__ == "ToolsListChanged"
                 break
+
+
+async def test_one_key_cannot_hold_every_session(world, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions opened and never used live until their idle timeout: past its share, a key
+    is refused more (with the gateway's envelope) while other keys still get theirs, and
+    ending one (DELETE) makes room again."""
+    monkeypatch.setattr(app_module, "MAX_SESSIONS_PER_KEY", 3)
+    app = build_http_app(world.runtime)
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        },
+    }
+
+    def headers(key: str) -> dict[str, str]:
+        return {**ACCEPT, "Authorization": f"Bearer {key}", "MCP-Protocol-Version": "2025-11-25"}
+
+    with UvicornThread(app) as srv:
+        async with httpx2.AsyncClient() as h:
+            opened = [await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.a_rw))]
+            opened += [await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.a_rw))]
+            opened += [await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.a_rw))]
+            assert [r.status_code for r in opened] == [200, 200, 200]
+            refused = await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.a_rw))
+            assert refused.status_code == 503
+            error = refused.json()["error"]
+            assert error["code"] == "rate_limited" and "one API key may hold 3" in error["message"]
+            other = await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.b_rw))
+            assert other.status_code == 200  # another tenant's key is not locked out
+            session = opened[0].headers["mcp-session-id"]
+            ended = await h.delete(
+                f"{srv.url}/mcp", headers={**headers(world.a_rw), "Mcp-Session-Id": session}
+            )
+            assert ended.status_code == 200
+            again = await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.a_rw))
+            assert again.status_code == 200
 
 
 async def test_allowed_hosts(world) -> None:
