@@ -100,6 +100,12 @@ class TransportRefusals:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Host names (and an Origin's scheme and host) are case-insensitive: the SDK compares
+        # them as written, so `LOCALHOST` was refused where `localhost` is served.
+        raw: list[tuple[bytes, bytes]] = scope.get("headers") or []
+        if any(k in (b"host", b"origin") and v != v.lower() for k, v in raw):
+            lowered = [(k, v.lower() if k in (b"host", b"origin") else v) for k, v in raw]
+            scope = {**scope, "headers": lowered}
         held: Message | None = None
         body = bytearray()
 

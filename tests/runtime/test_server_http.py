@@ -507,5 +507,9 @@ async def test_allowed_hosts(world) -> None:
             evil = await h.post(
                 f"{srv.url}/mcp", json=init, headers={**headers, "Host": "evil.example"}
             )
+            shouted = await h.post(  # host names are case-insensitive
+                f"{srv.url}/mcp", json=init, headers={**headers, "Host": "GW.Example.COM"}
+            )
     assert good.status_code == 200
     assert evil.status_code == 421
+    assert shouted.status_code == 200
