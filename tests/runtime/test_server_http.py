@@ -21,6 +21,16 @@ from tests.runtime.support import UvicornThread, leaf_exception
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+INIT = {  # a 2025-11-25 client's first request, which opens a stateful session
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
 
 
 @pytest.fixture(params=["stateful", "stateless"])
@@ -447,38 +457,28 @@ async def test_one_key_cannot_hold_every_session(world, monkeypatch: pytest.Monk
     ending one (DELETE) makes room again."""
     monkeypatch.setattr(app_module, "MAX_SESSIONS_PER_KEY", 3)
     app = build_http_app(world.runtime)
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"},
-        },
-    }
 
     def headers(key: str) -> dict[str, str]:
         return {**ACCEPT, "Authorization": f"Bearer {key}", "MCP-Protocol-Version": "2025-11-25"}
 
     with UvicornThread(app) as srv:
         async with httpx2.AsyncClient() as h:
-            opened = [await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.a_rw))]
-            opened += [await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.a_rw))]
-            opened += [await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.a_rw))]
+            opened = [await h.post(f"{srv.url}/mcp", json=INIT, headers=headers(world.a_rw))]
+            opened += [await h.post(f"{srv.url}/mcp", json=INIT, headers=headers(world.a_rw))]
+            opened += [await h.post(f"{srv.url}/mcp", json=INIT, headers=headers(world.a_rw))]
             assert [r.status_code for r in opened] == [200, 200, 200]
-            refused = await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.a_rw))
+            refused = await h.post(f"{srv.url}/mcp", json=INIT, headers=headers(world.a_rw))
             assert refused.status_code == 503
             error = refused.json()["error"]
             assert error["code"] == "rate_limited" and "one API key may hold 3" in error["message"]
-            other = await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.b_rw))
+            other = await h.post(f"{srv.url}/mcp", json=INIT, headers=headers(world.b_rw))
             assert other.status_code == 200  # another tenant's key is not locked out
             session = opened[0].headers["mcp-session-id"]
             ended = await h.delete(
                 f"{srv.url}/mcp", headers={**headers(world.a_rw), "Mcp-Session-Id": session}
             )
             assert ended.status_code == 200
-            again = await h.post(f"{srv.url}/mcp", json=init, headers=headers(world.a_rw))
+            again = await h.post(f"{srv.url}/mcp", json=INIT, headers=headers(world.a_rw))
             assert again.status_code == 200
 
 
@@ -490,25 +490,15 @@ async def test_allowed_hosts(world) -> None:
             "Authorization": f"Bearer {world.a_rw}",
             "MCP-Protocol-Version": "2025-11-25",
         }
-        init = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "raw", "version": "0"},
-            },
-        }
         async with httpx2.AsyncClient() as h:
             good = await h.post(
-                f"{srv.url}/mcp", json=init, headers={**headers, "Host": "gw.example.com"}
+                f"{srv.url}/mcp", json=INIT, headers={**headers, "Host": "gw.example.com"}
             )
             evil = await h.post(
-                f"{srv.url}/mcp", json=init, headers={**headers, "Host": "evil.example"}
+                f"{srv.url}/mcp", json=INIT, headers={**headers, "Host": "evil.example"}
             )
             shouted = await h.post(  # host names are case-insensitive
-                f"{srv.url}/mcp", json=init, headers={**headers, "Host": "GW.Example.COM"}
+                f"{srv.url}/mcp", json=INIT, headers={**headers, "Host": "GW.Example.COM"}
             )
     assert good.status_code == 200
     assert evil.status_code == 421
