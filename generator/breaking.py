@@ -803,10 +803,8 @@ def materialise_ref(options: api.Options, ref: str, dest: Path) -> api.Options:
     """Write the manifests as they are at git `ref` under `dest` (same relative paths) and
     return options that compile them."""
     top = Path(_git(options.root, "rev-parse", "--show-toplevel").decode().strip()).resolve()
-    try:
-        _git(top, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    except BreakingError as exc:
-        raise BreakingError(f"{ref!r} is neither a directory nor a git ref of {top}") from exc
+    if not _is_ref(options, ref):
+        raise BreakingError(f"{ref!r} is neither a directory nor a git ref of {top}")
     try:
         rel = options.manifests.relative_to(top).as_posix()
         root_rel = options.root.relative_to(top)

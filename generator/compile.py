@@ -1405,17 +1405,16 @@ def _auth(ctx: _Ctx, doc: Loaded, raw: dict[str, Any]) -> ir.ConnectorAuth:
         )
         for f in raw.get("fields", [])
     )
-    names = {f.name for f in fields}
-    seen: set[str] = set()
+    names: set[str] = set()
     for i, f in enumerate(fields):
-        if f.name in seen:  # one value per name: which one a tenant stores would be a guess
+        if f.name in names:  # one value per name: which one a tenant stores would be a guess
             ctx.err(
                 "GEN217",
                 doc.span(("auth", "fields", i, "name")),
                 f"credential field {f.name!r} is declared twice in auth.fields",
                 "declare it once; a URL placeholder takes a field with secret: false",
             )
-        seen.add(f.name)
+        names.add(f.name)
     kind = raw["type"]
     for need in _AUTH_NEEDS[kind]:
         if need not in raw:

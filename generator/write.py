@@ -158,7 +158,7 @@ def locked(out_dir: Path, *, shared: bool = False) -> Iterator[None]:
     except ImportError:  # pragma: no cover - POSIX everywhere this is tested
         yield
         return
-    path = out_dir.parent / f".{out_dir.name}{LOCK}"
+    path = _sibling(out_dir, LOCK)
     if shared and not path.exists():
         yield
         return
