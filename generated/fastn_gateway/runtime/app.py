@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.stdio import stdio_server
+from mcp.server.streamable_http_manager import DEFAULT_MAX_SESSIONS
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -154,7 +155,8 @@ class TransportRefusals:
         if status == 503:
             return GatewayError(
                 RATE_LIMITED,
-                f"Too many open sessions: one API key may hold {MAX_SESSIONS_PER_KEY}. End "
+                f"Too many open sessions: one API key may hold {MAX_SESSIONS_PER_KEY}, the "
+                f"gateway {SDK_MAX_SESSIONS:,}. End "
                 "sessions that are no longer used (HTTP DELETE with their Mcp-Session-Id), or "
                 "retry once idle ones have expired.",
                 retryable=True,
@@ -179,6 +181,7 @@ class TransportRefusals:
 # whole server, and a session that is opened and never used again lives until its idle
 # timeout (30 minutes): without this, one key could fill the server and lock every tenant out.
 MAX_SESSIONS_PER_KEY: Final = 100
+SDK_MAX_SESSIONS: Final = DEFAULT_MAX_SESSIONS  # the same refusal, for the whole server
 
 
 def _limit_sessions_per_key(manager: Any, limit: int) -> None:
