@@ -17,6 +17,10 @@ X-Gateway-User) or by a host application key that is bound to no user, for any r
 user of its tenant. Whatever the reason a read is refused (another tenant's connector or user,
 no access, no scope, unknown URI), the answer is the same `not_found`, so nothing about other
 tenants leaks.
+
+A 2026-07-28 client can subscribe to resources on a `subscriptions/listen` stream;
+`updated_uris` says which resources a happening changed (`UPDATES` below), and `watcher`
+decides which of them a stream may hear about: the same resources its session may read.
 """
 
 from __future__ import annotations
@@ -163,6 +167,83 @@ READERS: dict[str, Reader] = {
 }
 # The query parameters a reader takes (`uri?name=value`); a URI with any other is not found.
 QUERY_PARAMS: dict[str, frozenset[str]] = {"resources.memory_log": frozenset({"after_version"})}
+
+
+# --------------------------------------------------------------------------- updates
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Something that happened to one tenant, for the resources it updates."""
+
+    connections: frozenset[str] = frozenset()  # connectors whose connection changed state
+    event_connector: str | None = None  # the connector of a recorded event
+    event: bool = False  # an event was recorded (connection changes record one too)
+    usage: bool = False  # a call was counted against the quota
+    memory_user: str | None = None  # the user whose memory gained a version
+
+
+def _integrations_updated(change: Change) -> list[dict[str, str]]:
+    return [{}] if change.connections else []
+
+
+def _status_updated(change: Change) -> list[dict[str, str]]:
+    names = set(change.connections)
+    if change.event_connector is not None:
+        names.add(change.event_connector)  # its calls, errors and last success moved
+    return [{"connector": n} for n in sorted(names)]
+
+
+def _memory_updated(change: Change) -> list[dict[str, str]]:
+    return [] if change.memory_user is None else [{"user": change.memory_user}]
+
+
+# For each reader, the template values of the resources a change updated ({} = the resource).
+UPDATES: dict[str, Callable[[Change], list[dict[str, str]]]] = {
+    "resources.integrations": _integrations_updated,
+    "resources.integration_status": _status_updated,
+    "resources.usage": lambda change: [{}] if change.usage else [],
+    "resources.recent_events": lambda change: [{}] if change.event or change.connections else [],
+    "resources.memory_profile": _memory_updated,
+    "resources.memory_log": _memory_updated,
+}
+
+
+def updated_uris(gateway: GatewaySpec, change: Change) -> list[str]:
+    """The URIs of the gateway's resources whose content `change` changed."""
+    out: list[str] = []
+    for r in gateway.resources:
+        updates = UPDATES.get(r.handler)
+        for values in updates(change) if updates is not None else ():
+            out.append(r.uri or _expand(r.uri_template or "", **values))
+    return out
+
+
+async def watcher(call: NativeCall, user: UserFn) -> Callable[[str], bool]:
+    """Whether the caller may hear that the resource at a URI changed: whether it could read
+    it (its tenant's resources only ever change for it; a memory resource is its own, or any
+    user's for a host application key bound to no user)."""
+    principal = call.principal
+    if not principal.has_scope(SCOPE):
+        return lambda uri: False
+    try:
+        me = await user()
+    except GatewayError:
+        me = None
+    any_user = principal.can_assert_user and principal.user is None
+    static, templated = _routes(call.runtime.gateway)
+
+    def may_watch(uri: str) -> bool:
+        if uri in static:
+            return True
+        for route in templated:
+            m = route.pattern.match(uri)
+            if m:
+                owner = m.groupdict().get("user")
+                return owner is None or any_user or unquote(owner) == me
+        return False
+
+    return may_watch
 
 
 # --------------------------------------------------------------------------- MCP surface

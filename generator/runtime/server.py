@@ -28,7 +28,12 @@ Change notifications (a connection connected, disconnected or marked needs_reaut
   stateful streamable HTTP with its GET stream) get `notifications/tools/list_changed` and
   `notifications/resources/list_changed`; the server advertises `listChanged` for both.
 * 2026-07-28 clients get `ToolsListChanged` / `ResourcesListChanged` events on their
-  `subscriptions/listen` streams (one bus per tenant, so tenants never see each other's).
+  `subscriptions/listen` streams (one bus per tenant, so tenants never see each other's),
+  and `ResourceUpdated` for the resources they subscribed to: a connection's state, each
+  recorded call or event (events, usage, the connector's status), a user's memory update.
+  A stream hears only of resources its session may read (`resources.watcher`); a tenant
+  holds at most `MAX_LISTEN_STREAMS` streams. Handshake-era clients have no resource
+  subscriptions (`resources/subscribe` is not served, so not advertised).
 * Stateless HTTP on 2025-11-25 has no channel to the client: nothing can be sent; the next
   `tools/list` is correct and a tool that disappeared is refused when called.
 * Changes made by another process (the admin CLI) are noticed by `watch_changes()` (a cheap
@@ -53,6 +58,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import mcp.types as types
 from jsonschema import Draft202012Validator
@@ -62,9 +68,10 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import (
-    InMemorySubscriptionBus,
     ListenHandler,
     ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
     ToolsListChanged,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -79,6 +86,7 @@ from .errors import (
     INTERNAL_ERROR,
     INVALID_ARGUMENTS,
     NOT_CONNECTED,
+    RATE_LIMITED,
     UNAUTHENTICATED,
     UNKNOWN_TOOL,
     UPSTREAM_AUTH_FAILED,
@@ -97,6 +105,7 @@ from .memory import MemoryStore
 from .quota import QuotaTracker
 from .recorder import Recorder
 from .store import (
+    EventRecord,
     Store,
     TenantSnapshot,
     default_database_url,
@@ -266,14 +275,71 @@ class ToolIndex:
 # ============================================================================ notifications
 
 
-class ChangeNotifier:
-    """Per-tenant fan-out of list-changed notifications to open sessions (see module doc)."""
+class _TenantBus:
+    """One tenant's fan-out to its open listen streams (the SDK's `SubscriptionBus`), with a
+    synchronous `publish_nowait` for code that records what happened and cannot await."""
 
     def __init__(self) -> None:
+        self._listeners: dict[object, Callable[[ServerEvent], None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._listeners)
+
+    def publish_nowait(self, event: ServerEvent) -> None:
+        for listener in list(self._listeners.values()):
+            try:
+                listener(event)
+            except Exception:  # one stream must not stop the others hearing
+                logger.exception("listen stream failed to take an event")
+
+    async def publish(self, event: ServerEvent) -> None:
+        self.publish_nowait(event)
+        await anyio.lowlevel.checkpoint()
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        token = object()
+        self._listeners[token] = listener
+
+        def unsubscribe() -> None:
+            self._listeners.pop(token, None)
+
+        return unsubscribe
+
+
+class _StreamBus:
+    """One listen stream's view of its tenant's bus: updates of resources the stream's session
+    may not read (another user's memory; any, without the read scope) never reach it."""
+
+    def __init__(self, bus: _TenantBus, may_watch: Callable[[str], bool]) -> None:
+        self._bus = bus
+        self._may_watch = may_watch
+
+    async def publish(self, event: ServerEvent) -> None:
+        await self._bus.publish(event)
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        may_watch = self._may_watch
+
+        def deliver(event: ServerEvent) -> None:
+            if not isinstance(event, ResourceUpdated) or may_watch(event.uri):
+                listener(event)
+
+        return self._bus.subscribe(deliver)
+
+
+# Open `subscriptions/listen` streams per tenant: each holds a request (and, over HTTP, a
+# connection) open, so one tenant cannot take them all.
+MAX_LISTEN_STREAMS = 256
+
+
+class ChangeNotifier:
+    """Per-tenant fan-out of change notifications to open sessions (see module doc)."""
+
+    def __init__(self, gateway: GatewaySpec) -> None:
+        self._gateway = gateway
         self._legacy: dict[str, weakref.WeakSet[Any]] = {}
-        self._buses: dict[str, InMemorySubscriptionBus] = {}
-        self._listen: dict[str, ListenHandler] = {}
-        self._listeners: dict[str, int] = {}
+        self._buses: dict[str, _TenantBus] = {}
+        self._streams: dict[str, set[ListenHandler]] = {}
 
     def register(self, tenant_id: str, ctx: ServerRequestContext[Any, Any]) -> None:
         """Remember a handshake-era connection that can receive notifications."""
@@ -294,31 +360,51 @@ class ChangeNotifier:
         tenant_id: str,
         ctx: ServerRequestContext[Any, Any],
         params: types.SubscriptionsListenRequestParams,
+        may_watch: Callable[[str], bool],
     ) -> types.SubscriptionsListenResult:
-        handler = self._listen.get(tenant_id)
-        if handler is None:
-            bus = self._buses[tenant_id] = InMemorySubscriptionBus()
-            handler = self._listen[tenant_id] = ListenHandler(bus, max_subscriptions=256)
-        self._listeners[tenant_id] = self._listeners.get(tenant_id, 0) + 1
+        """Serve one listen stream of the tenant; `may_watch(uri)` filters resource updates."""
+        streams = self._streams.setdefault(tenant_id, set())
+        if len(streams) >= MAX_LISTEN_STREAMS:
+            raise GatewayError(
+                RATE_LIMITED,
+                f"This workspace already has {MAX_LISTEN_STREAMS} open subscription streams; "
+                "close one before opening another.",
+                details={"limit": MAX_LISTEN_STREAMS},
+            )
+        bus = self._buses.get(tenant_id)
+        if bus is None:
+            bus = self._buses[tenant_id] = _TenantBus()
+        handler = ListenHandler(_StreamBus(bus, may_watch), max_subscriptions=1)
+        streams.add(handler)
         try:
             return await handler(ctx, params)
         finally:
-            self._listeners[tenant_id] -= 1
+            streams.discard(handler)
 
     def watched_tenants(self) -> list[str]:
         legacy = [t for t, group in self._legacy.items() if len(group)]
-        modern = [t for t, n in self._listeners.items() if n > 0]
+        modern = [t for t, streams in self._streams.items() if streams]
         return sorted(set(legacy) | set(modern))
 
-    async def changed(self, tenant_id: str) -> int:
-        """Tell the tenant's open sessions that its tools and resources changed.
-        Returns the number of deliveries attempted."""
+    def updated(self, tenant_id: str, change: resources.Change) -> None:
+        """Tell the tenant's listen streams which resources `change` updated (no await: the
+        events wait in each stream's buffer for its own task to send them)."""
+        bus = self._buses.get(tenant_id)
+        if bus is None or not len(bus):
+            return
+        for uri in resources.updated_uris(self._gateway, change):
+            bus.publish_nowait(ResourceUpdated(uri=uri))
+
+    async def changed(self, tenant_id: str, connectors: frozenset[str] = frozenset()) -> int:
+        """Tell the tenant's open sessions that its tools and resources changed (the
+        connections of `connectors` changed state). Returns the number of deliveries attempted."""
         sent = 0
         bus = self._buses.get(tenant_id)
         if bus is not None:
+            self.updated(tenant_id, resources.Change(connections=connectors))
             await bus.publish(ToolsListChanged())
             await bus.publish(ResourcesListChanged())
-            sent += self._listeners.get(tenant_id, 0)
+            sent += len(self._streams.get(tenant_id, ()))
         for connection in list(self._legacy.get(tenant_id, ())):
             try:
                 with anyio.fail_after(5):
@@ -331,8 +417,9 @@ class ChangeNotifier:
         return sent
 
     def close(self) -> None:
-        for handler in self._listen.values():
-            handler.close()
+        for streams in self._streams.values():
+            for handler in streams:
+                handler.close()
 
 
 # ============================================================================ runtime
@@ -356,10 +443,12 @@ class GatewayRuntime:
         self.index = ToolIndex(gateway)
         self.verifier = KeyVerifier(store)
         self.quota = QuotaTracker(gateway, store.usage_totals)
-        self.recorder = Recorder(store, self.quota, interval=recorder_interval)
+        self.notifier = ChangeNotifier(gateway)
+        self.recorder = Recorder(
+            store, self.quota, interval=recorder_interval, on_recorded=self._recorded
+        )
         self._executor = executor
         self.memory = memory
-        self.notifier = ChangeNotifier()
         self.page_size = page_size
         self._snapshots: dict[str, TenantSnapshot] = {}
         # Decrypted credentials by sealed value (a new encryption is a new key: an update is
@@ -425,6 +514,10 @@ class GatewayRuntime:
 
     # ------------------------------------------------------------------ helpers
 
+    def _recorded(self, event: EventRecord, counted: bool) -> None:
+        change = resources.Change(event=True, event_connector=event.connector, usage=counted)
+        self.notifier.updated(event.tenant_id, change)
+
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call in a worker thread."""
         return await anyio.to_thread.run_sync(partial(fn, *args))
@@ -454,16 +547,17 @@ class GatewayRuntime:
         if old is not None and old.tenant.generation >= fresh.tenant.generation:
             return
         self._snapshots[fresh.tenant.id] = fresh
-        if old is not None and _states(old) != _states(fresh):
-            await self.notifier.changed(fresh.tenant.id)
+        if old is not None and (moved := _moved(old, fresh)):
+            await self.notifier.changed(fresh.tenant.id, moved)
 
     async def refresh_tenant(self, tenant_id: str) -> TenantSnapshot:
         """Reload a tenant after a change made in this process, notifying its sessions."""
         fresh = await self.run_db(self.store.snapshot, tenant_id)
         old = self._snapshots.get(tenant_id)
         self._snapshots[tenant_id] = fresh
-        if old is None or _states(old) != _states(fresh):
-            await self.notifier.changed(tenant_id)
+        moved = _moved(old, fresh)
+        if old is None or moved:
+            await self.notifier.changed(tenant_id, moved)
         return fresh
 
     async def poll_changes(self) -> None:
@@ -612,6 +706,13 @@ class GatewayRuntime:
 
 def _states(snap: TenantSnapshot) -> dict[str, str]:
     return {name: rec.state for name, rec in snap.connections.items()}
+
+
+def _moved(old: TenantSnapshot | None, fresh: TenantSnapshot) -> frozenset[str]:
+    """The connectors whose connection state differs between two snapshots of a tenant."""
+    before = {} if old is None else _states(old)
+    after = _states(fresh)
+    return frozenset(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
 
 
 # ============================================================================ SDK server
@@ -906,6 +1007,8 @@ class _Handlers:
             user = await self.require_user(ctx, principal)
             result = await rt.run_db(call, rt.memory, principal.tenant_id, user, args)
             if spec.handler == "memory.update_memory":
+                if result.get("stored"):
+                    rt.notifier.updated(principal.tenant_id, resources.Change(memory_user=user))
                 rt.recorder.record_event(
                     make_event(
                         principal.tenant_id,
@@ -1016,6 +1119,6 @@ class _Handlers:
         ctx: ServerRequestContext[Any, Any],
         params: types.SubscriptionsListenRequestParams,
     ) -> types.SubscriptionsListenResult:
-        principal = await self.principal()
-        await self.rt.tenant_state(principal)
-        return await self.rt.notifier.listen(principal.tenant_id, ctx, params)
+        call, user = await self._resource_call(ctx)
+        may_watch = await resources.watcher(call, user)
+        return await self.rt.notifier.listen(call.principal.tenant_id, ctx, params, may_watch)

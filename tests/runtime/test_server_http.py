@@ -451,6 +451,21 @@ async def test_list_changed_over_http_listen(stateful: str, world, sqlite_store:
                 break
 
 
+async def test_resource_update_over_http_listen(stateful: str, world) -> None:
+    profile = "memory://users/bo/profile"
+    async with (
+        connect(stateful, world.b_rw) as c,
+        c.listen(resource_subscriptions=[profile]) as sub,
+    ):
+        r = await c.call_tool("update_memory", {"observations": [{"text": "Bo reads at night"}]})
+        assert not r.is_error, r.content
+        with anyio.fail_after(10):
+            async for event in sub:
+                assert event.uri == profile
+                break
+        assert "Bo reads at night" in (await c.read_resource(profile)).contents[0].text
+
+
 async def test_one_key_cannot_hold_every_session(world, monkeypatch: pytest.MonkeyPatch) -> None:
     """Sessions opened and never used live until their idle timeout: past its share, a key
     is refused more (with the gateway's envelope) while other keys still get theirs, and

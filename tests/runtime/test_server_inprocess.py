@@ -518,6 +518,112 @@ async def test_list_changed_notification_modern(world) -> None:
                 break
 
 
+ASH_PROFILE = "memory://users/ash/profile"
+ALEX_PROFILE = "memory://users/alex/profile"
+WATCHED = (
+    ASH_PROFILE,
+    ALEX_PROFILE,
+    "memory://users/ash/log",
+    "gateway://usage",
+    "gateway://events/recent",
+    "gateway://integrations",
+    "gateway://integrations/slack",
+    "gateway://integrations/shopify",
+)
+
+
+async def updates_until(sub: Any, wanted: set[str]) -> set[str]:
+    """The URIs a listen stream announces until it has announced all of `wanted` (the client
+    merges an event into one still waiting, so counting them would prove nothing)."""
+    got: set[str] = set()
+    with anyio.fail_after(5):
+        async for event in sub:
+            got.add(event.uri)
+            if wanted <= got:
+                break
+    return got
+
+
+async def remember(world: Any, key: str, text: str, **kw: Any) -> None:
+    async with Client(world.server(key, **kw)) as c:
+        r = await c.call_tool("update_memory", {"observations": [{"text": text}]})
+        assert not r.is_error, r.content
+
+
+async def test_subscribed_resources_are_told_when_they_change(world) -> None:
+    """A 2026-07-28 client subscribed to resources hears of each change to them, and only of
+    what its session could read: its own memory, not another user's of the same tenant."""
+    async with (
+        Client(world.server(world.a_rw)) as c,
+        c.listen(resource_subscriptions=WATCHED) as sub,
+    ):
+        assert set(sub.honored.resource_subscriptions or ()) == set(WATCHED)
+        await remember(world, world.a_host, "Alex prefers email", asserted_user="alex")
+        await remember(world, world.a_rw, "Ash likes tea")
+        # Alex's update came first: had it been announced, it would be announced by now.
+        got = await updates_until(sub, {ASH_PROFILE, "memory://users/ash/log"})
+        assert ALEX_PROFILE not in got
+        assert got <= {*WATCHED} - {"gateway://integrations/slack"}
+
+        r = await c.call_tool("slack_send_message", {"channel": "C1", "text": "hi"})
+        assert not r.is_error, r.content
+        wanted = {"gateway://events/recent", "gateway://usage", "gateway://integrations/slack"}
+        assert await updates_until(sub, wanted) == wanted
+
+        await world.runtime.disconnect(world.a.id, "shopify")
+        # The connection's own resources changed (and the events); Slack's did not.
+        got = await updates_until(sub, {"gateway://integrations", "gateway://integrations/shopify"})
+        assert "gateway://integrations/slack" not in got
+
+
+async def test_resource_updates_follow_what_the_session_may_read(world) -> None:
+    """A host key bound to no user reads every user's memory, so it hears of every user's
+    updates; another tenant hears of nothing; a key without the read scope reads no resource
+    and hears of none, though it still hears that its tools changed."""
+    async with (
+        Client(world.server(world.a_host)) as host,
+        host.listen(resource_subscriptions=WATCHED) as host_sub,
+        Client(world.server(world.b_rw)) as other,
+        other.listen(resource_subscriptions=WATCHED) as b,
+        Client(world.server(world.a_write)) as writer,
+        writer.listen(tools_list_changed=True, resource_subscriptions=WATCHED) as w_sub,
+    ):
+        await remember(world, world.a_rw, "Ash likes tea")
+        await remember(world, world.a_host, "Alex prefers email", asserted_user="alex")
+        r = await host.call_tool("shopify_list_orders", {})
+        assert not r.is_error, r.content
+        assert {ASH_PROFILE, ALEX_PROFILE} <= await updates_until(
+            host_sub, {ASH_PROFILE, ALEX_PROFILE}
+        )
+        await world.runtime.connect(world.a.id, "github", {"token": "ghp-a"})
+        with anyio.fail_after(5):
+            async for event in w_sub:
+                # Tenant A's calls came first: had they been announced, they would be first.
+                assert type(event).__name__ == "ToolsListChanged", event
+                break
+        r = await other.call_tool("slack_send_message", {"channel": "C1", "text": "hi"})
+        assert not r.is_error, r.content
+        # Tenant A's calls came first: B hears only of its own.
+        got = await updates_until(b, {"gateway://integrations/slack"})
+        assert not got & {ASH_PROFILE, ALEX_PROFILE, "gateway://integrations/shopify"}
+
+
+async def test_a_tenant_cannot_hold_every_listen_stream(world, monkeypatch) -> None:
+    from generator.runtime import server
+
+    monkeypatch.setattr(server, "MAX_LISTEN_STREAMS", 2)
+    async with Client(world.server(world.a_rw)) as c, c.listen(tools_list_changed=True):
+        async with c.listen(tools_list_changed=True):
+            with pytest.raises(MCPError) as exc:
+                async with c.listen(tools_list_changed=True):
+                    pass
+            assert exc.value.error.data["error"]["code"] == "rate_limited"
+        async with Client(world.server(world.b_rw)) as other, other.listen(tools_list_changed=True):
+            pass  # another tenant's streams are its own
+        async with c.listen(tools_list_changed=True):
+            pass  # a closed stream frees its place
+
+
 async def test_other_tenant_gets_no_notification(world) -> None:
     got: list[str] = []
 
@@ -599,7 +705,7 @@ def test_dispatch_tables_match_the_handler_names_the_compiler_accepts() -> None:
     from generator.runtime.server import TOOL_HANDLER_NAMES
 
     assert set(TOOL_HANDLER_NAMES) == set(TOOL_HANDLERS)
-    assert set(resources.READERS) == set(RESOURCE_HANDLERS)
+    assert set(resources.READERS) == set(resources.UPDATES) == set(RESOURCE_HANDLERS)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ await). A daemon thread writes the buffers in one transaction every `interval` s
 sooner when `max_pending` records are waiting. `flush()` writes synchronously (readers call it
 first so they see their own calls), and `close()` stops the thread and writes whatever is left,
 so a clean shutdown never loses a record; an `atexit` hook is a last safety net.
+`on_recorded(event, counted)` hears of each record as it is buffered, on the recording thread
+(the gateway records on its event loop only), and must not raise.
 
 A batch that fails to write is put back and retried on the next flush; after `close()` gives
 up, the number of lost records is logged (never their content). A batch the database refuses
@@ -118,12 +120,14 @@ class Recorder:
         interval: float = 0.25,
         max_pending: int = 2000,
         on_flushed: Callable[[], None] | None = None,
+        on_recorded: Callable[[EventRecord, bool], None] | None = None,
     ) -> None:
         self.store = store
         self.quota = quota
         self.interval = interval
         self.max_pending = max_pending
         self._on_flushed = on_flushed
+        self._on_recorded = on_recorded
         self._batch = _Batch()
         self._lock = threading.Lock()  # guards _batch
         self._write_lock = threading.Lock()  # one writer at a time
@@ -144,6 +148,8 @@ class Recorder:
             self._batch.events.append(event)
             pending = len(self._batch.events)
         self._after_record(pending)
+        if self._on_recorded is not None:
+            self._on_recorded(event, False)
 
     def record_call(
         self,
@@ -193,6 +199,8 @@ class Recorder:
                     h.last_error_at, h.last_error = when, error_code
             pending = len(batch.events)
         self._after_record(pending)
+        if self._on_recorded is not None:
+            self._on_recorded(event, count_usage)
 
     def _after_record(self, pending: int) -> None:
         if self._thread is None and not self._closed:
