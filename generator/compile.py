@@ -25,7 +25,7 @@ from .diagnostics import Diagnostic, Span, error, has_errors
 from .load import MAX_NESTING, JsonPath, Loaded
 from .names import MAX_TOOL_NAME, ClassName, PyIdent, import_name_problem, is_valid_tool_name
 from .runtime.catalog import credential_header
-from .runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
+from .runtime.handler_names import RESOURCE_HANDLERS, RESOURCE_VARIABLES, TOOL_HANDLERS
 from .runtime.templating import FILTERS, PLACEHOLDER, list_index, split_path
 
 TYPE_REF_PREFIX = "#/types/"
@@ -2149,6 +2149,29 @@ def _entity_types(doc: Loaded | None) -> dict[str, ir.EntityType]:
     }
 
 
+def _check_resource_uri(ctx: _Ctx, doc: Loaded, i: int, r: dict[str, Any]) -> None:
+    """GEN228: the URI's template variables are exactly those its handler reads, once each."""
+    key = "uri_template" if "uri_template" in r else "uri"
+    found = re.findall(r"\{([a-z_]+)\}", r[key]) if key == "uri_template" else []
+    wanted = RESOURCE_VARIABLES[r["handler"]]
+    if sorted(found) == sorted(wanted):
+        return
+    if wanted:
+        shape = " and ".join("{" + v + "}" for v in wanted)
+        hint = f"declare a uri_template holding {shape} once"
+        reads = f"reads {shape} from the URI"
+    else:
+        hint = "declare a fixed uri: instead"
+        reads = "takes no URI variables"
+    shown = ", ".join("{" + v + "}" for v in found) or "no variables"
+    ctx.err(
+        "GEN228",
+        doc.span(("resources", i, key)),
+        f"handler {r['handler']} {reads}, but this {key} has {shown}",
+        hint,
+    )
+
+
 def _check_package_metadata(ctx: _Ctx, doc: Loaded, pkg: dict[str, Any]) -> None:
     """A license that packaging tools refuse when the generated package is built (the
     version's form is checked by the schema)."""
@@ -2211,6 +2234,8 @@ def _gateway(ctx: _Ctx, doc: Loaded, connectors: set[str], partial: bool) -> ir.
                 f"unknown resource handler {r['handler']!r}",
                 "available: " + ", ".join(sorted(RESOURCE_HANDLERS)),
             )
+        else:
+            _check_resource_uri(ctx, doc, i, r)
         resources.append(
             ir.Resource(
                 name=r["name"],

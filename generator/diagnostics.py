@@ -121,6 +121,7 @@ CODES: dict[str, Code] = {
             title="schema too deep or too large once shared types are inlined",
             stage="compile",
         ),
+        Code(code="GEN228", title="resource URI does not fit its handler", stage="compile"),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

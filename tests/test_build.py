@@ -54,6 +54,58 @@ def test_failed_build_leaves_previous_output_untouched(tmp_path: Path) -> None:
     assert tree(root / "generated") == before
 
 
+def test_a_resource_uri_must_hold_what_its_handler_reads(tmp_path: Path) -> None:
+    """A resource handler reads its values from the URI: a memory resource needs {user}, a
+    status resource {connector}, the others none. Anything else failed on every read."""
+    root = make_project(tmp_path, copy_defaults=True)
+    gateway = root / "manifests" / "gateway.yaml"
+    text = gateway.read_text()
+    for old, new in [
+        ("uri_template: memory://users/{user}/profile", "uri: memory://me/profile"),
+        ("uri_template: gateway://integrations/{connector}", "uri_template: gateway://i/{name}"),
+        ("uri_template: memory://users/{user}/log", "uri_template: memory://{user}/{user}/log"),
+        ("uri: gateway://usage", "uri_template: gateway://usage/{connector}"),
+    ]:
+        assert old in text
+        text = text.replace(old, new)
+    gateway.write_text(text)
+    result = api.build(options(root))
+    found = sorted((d.code, d.span.line, d.message) for d in result.diagnostics)
+    lines = text.splitlines()
+
+    def line_of(fragment: str) -> int:
+        return next(n for n, line in enumerate(lines, 1) if fragment in line)
+
+    p = "handler resources."
+    assert found == sorted(
+        [
+            (
+                "GEN228",
+                line_of("gateway://i/{name}"),
+                p + "integration_status reads {connector} "
+                "from the URI, but this uri_template has {name}",
+            ),
+            (
+                "GEN228",
+                line_of("gateway://usage/"),
+                p + "usage takes no URI variables, but this uri_template has {connector}",
+            ),
+            (
+                "GEN228",
+                line_of("memory://me/"),
+                p + "memory_profile reads {user} from the URI, but this uri has no variables",
+            ),
+            (
+                "GEN228",
+                line_of("memory://{user}/{user}"),
+                p + "memory_log reads {user} from the "
+                "URI, but this uri_template has {user}, {user}",
+            ),
+        ]
+    )
+    assert not result.ok
+
+
 def test_adding_a_connector_is_one_yaml_file(tmp_path: Path) -> None:
     root = make_project(tmp_path, copy_defaults=True)
     (root / "manifests" / "connectors" / "notion.yaml").write_text(

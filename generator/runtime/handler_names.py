@@ -20,13 +20,14 @@ TOOL_HANDLERS: frozenset[str] = frozenset(
     }
 )
 
-RESOURCE_HANDLERS: frozenset[str] = frozenset(
-    {
-        "resources.integrations",
-        "resources.integration_status",
-        "resources.usage",
-        "resources.recent_events",
-        "resources.memory_profile",
-        "resources.memory_log",
-    }
-)
+# Each resource handler with the URI template variables it reads (none: a fixed `uri`).
+RESOURCE_VARIABLES: dict[str, tuple[str, ...]] = {
+    "resources.integrations": (),
+    "resources.integration_status": ("connector",),
+    "resources.usage": (),
+    "resources.recent_events": (),
+    "resources.memory_profile": ("user",),
+    "resources.memory_log": ("user",),
+}
+
+RESOURCE_HANDLERS: frozenset[str] = frozenset(RESOURCE_VARIABLES)
