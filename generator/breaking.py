@@ -186,6 +186,21 @@ _ANNOTATIONS = frozenset(
 )
 
 
+_NO_DEFAULT = object()
+
+
+def _canonical(value: Any) -> str:
+    """A JSON value as text that tells `1`, `1.0` and `true` apart (Python's == does not)."""
+    if value is _NO_DEFAULT:
+        return ""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _semantic(value: Any) -> Any:
     """`value` without annotations (descriptions, titles, `x-` keys...) at any depth: what
     decides which values a schema accepts. (Within `properties` and `$defs` the keys are
@@ -328,6 +343,21 @@ class _Compare:
             self.target(path),
             self.where(path),
         )
+        if (
+            path
+            and "default" in old
+            and _canonical(old["default"]) != _canonical(new.get("default", _NO_DEFAULT))
+        ):
+            # The value a call that leaves it out is made with (the runtime fills it in).
+            now = "no default" if "default" not in new else _shown(new["default"])
+            add(
+                "BRK015",
+                self.new_span((*pointer, "default") if "default" in new else pointer),
+                target,
+                f"{where} default changed from {_shown(old['default'])} to {now}: calls "
+                "that leave it out now do something else",
+                "keep the default, or add a new property with the new one",
+            )
         ot, nt = _types(old), _types(new)
         if ot != nt:
             if nt is not None and (ot is None or not ot <= nt):
@@ -1025,8 +1055,10 @@ def rules_markdown() -> str:
         "`$defs`, `patternProperties`, `propertyNames`, `prefixItems`, `contains`,",
         "`dependentRequired`, `dependentSchemas`, `unevaluated*`) is reported as breaking",
         "(BRK013 for an input, BRK008 for an output), to be checked and allowed, never passed as",
-        "no change; a change to annotations alone (descriptions, titles, examples, defaults,",
-        "`x-` keys) is none.",
+        "no change; a change to annotations alone (descriptions, titles, examples, `x-`",
+        "keys) is none. An input property's default is the exception: calls that leave the",
+        "property out are made with it, so changing or removing it is BRK015 (adding one where",
+        "there was none is not reported).",
         "",
         "## Deprecation lifecycle",
         "",

@@ -161,6 +161,7 @@ CODES: dict[str, Code] = {
         Code(code="BRK012", title="resource removed", stage="breaking"),
         Code(code="BRK013", title="input constraint tightened", stage="breaking"),
         Code(code="BRK014", title="output enum value added", stage="breaking"),
+        Code(code="BRK015", title="input default changed or removed", stage="breaking"),
         Code(code="BRK101", title="tool added (safe)", stage="breaking"),
         Code(code="BRK102", title="optional input added (safe)", stage="breaking"),
         Code(code="BRK103", title="output property added (safe)", stage="breaking"),

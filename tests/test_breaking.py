@@ -339,6 +339,8 @@ _ITEMS = (
     "              state: {type: string, enum: [active, archived]}\n"
 )
 _ROOT = "      additionalProperties: false\n      required: [query]\n"
+_STATUS = "        status: {type: string, enum: [active, archived]}\n"
+_STATUS_DEFAULT = "        status: {type: string, enum: [active, archived], default: active}\n"
 
 
 @pytest.mark.parametrize(
@@ -357,6 +359,21 @@ _ROOT = "      additionalProperties: false\n      required: [query]\n"
         (  # only annotations inside the combinator change: nothing to report
             (_LIMIT, "        limit: {anyOf: [{type: number, description: a}]}\n"),
             (_LIMIT, "        limit: {anyOf: [{type: number, description: b, default: 2}]}\n"),
+            [],
+        ),
+        (  # a default goes: a call that leaves it out no longer gets it
+            (_LIMIT, "        limit: {type: number, default: 20}\n"),
+            (_LIMIT, "        limit: {type: number}\n"),
+            [("BRK015", "input 'limit' default changed from 20 to no default")],
+        ),
+        (  # 1 and true are equal in Python, not in JSON
+            (_LIMIT, "        limit: {default: 1}\n"),
+            (_LIMIT, "        limit: {default: true}\n"),
+            [("BRK015", "input 'limit' default changed from 1 to true")],
+        ),
+        (  # a default added where there was none, or kept as it was: nothing to report
+            (_LIMIT, "        limit: {type: number, default: 20}\n"),
+            (_STATUS + _LIMIT, _STATUS_DEFAULT + "        limit: {type: number, default: 20}\n"),
             [],
         ),
         (  # a $defs entry that a $ref uses changes
@@ -403,6 +420,7 @@ def test_schema_changes_the_comparison_used_to_miss_are_reported(
         assert old in text, old
         path.write_text(text.replace(old, new, 1), encoding="utf-8")
     result = _run(case)
+    assert not result.diagnostics, result.diagnostics
     found = sorted((c.rule, c.message.split(": ", 1)[1]) for c in result.unallowed)
     assert len(found) == len(expected), found
     assert all(
