@@ -220,6 +220,7 @@ CODES: dict[str, Code] = {
             title="placeholder quoted by hand, or a bare text operand, in a query language",
             stage="lint",
         ),
+        Code(code="LNT023", title="unused or contradictory lint.limits entry", stage="lint"),
     ]
 }
 

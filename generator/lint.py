@@ -141,7 +141,25 @@ def resolve_profiles(
                 f"known profiles: {known}",
             )
             continue
+        span = gdoc.key_span(("lint", "limits", key)) if gdoc else g.span
+        if names is None and p.name not in {q.name for q in out}:
+            f.add(
+                "LNT023",
+                span,
+                f"lint.limits sets {key!r}, a profile this project does not check",
+                "add it to lint.profiles, or remove the entry",
+                severity=Severity.WARNING,
+            )
         out = [dataclasses.replace(q, **limits) if q.name == p.name else q for q in out]
+        q = dataclasses.replace(p, **limits)
+        if q.warn_tools is not None and q.max_tools is not None and q.warn_tools >= q.max_tools:
+            f.add(
+                "LNT023",
+                span,
+                f"lint.limits for {key!r}: warn_tools {q.warn_tools} is not below max_tools "
+                f"{q.max_tools}, so the warning can never come first",
+                "set warn_tools below max_tools",
+            )
     return tuple(out)
 
 
@@ -688,6 +706,8 @@ def rules_markdown() -> str:
         "`lint.limits` (`warn_tools`, `max_tools`, `max_prefixed_name`, `token_budget`).",
         "`lint.token_budget` sets every profile's budget, and a profile's own in `lint.limits`",
         "wins over it; a tenant's tools/list must fit the smallest budget of the profiles checked.",
+        "An entry for a profile that `lint.profiles` does not list is a warning, and a",
+        "`warn_tools` not below `max_tools` an error (LNT023).",
         "",
         "| profile | client | tool name | prefixed name | tools warn / max | rejects | budget |",
         "|---|---|---|---|---|---|---|",

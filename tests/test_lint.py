@@ -176,6 +176,34 @@ def test_a_profiles_own_token_budget_wins_over_the_manifests(tmp_path: Path) -> 
     assert budget(", limits: {cursor: {token_budget: 250000}}", ("cursor",)) == 250000
 
 
+def test_a_limits_entry_that_cannot_matter_is_reported(tmp_path: Path) -> None:
+    """Limits for a profile the project does not check change nothing, and a warn_tools not
+    below max_tools means the warning never comes: both used to pass silently."""
+    root = _many_tools(tmp_path, 3)
+    gateway = root / "manifests" / "gateway.yaml"
+    text = gateway.read_text()
+    limits = ", limits: {openai: {max_tools: 50}, cursor: {warn_tools: 90}}"
+    gateway.write_text(text.replace("token_budget: 100000}", f"token_budget: 100000{limits}}}"))
+    found = [
+        (d.code, d.severity.value, d.message) for d in _lint(root).diagnostics if d.code == "LNT023"
+    ]
+    assert sorted(found) == [
+        (
+            "LNT023",
+            "error",
+            "lint.limits for 'cursor': warn_tools 90 is not below max_tools 80, so the warning "
+            "can never come first",
+        ),
+        (
+            "LNT023",
+            "warning",
+            "lint.limits sets 'openai', a profile this project does not check",
+        ),
+    ]
+    # Named on the command line, the profiles checked are a choice of this run: not reported.
+    assert not [d for d in _lint(root, profiles=("claude",)).diagnostics if "openai" in d.message]
+
+
 def test_disable_needs_the_finding_in_the_same_file() -> None:
     result = _lint(CASES_DIR / "quality")
     assert [(s.diagnostic.code, s.reason) for s in result.suppressed] == [
