@@ -173,6 +173,8 @@ async def main(key: str) -> str:
             steps=[FastnCreateFlowInputStep(tool="fastn_get_usage_summary")],
         )
         status: object = await gw.read_integration_status("slack")
+        usage = await gw.read_usage()
+        used: object = usage.get("calls")
         note = UpdateMemoryInputObservation(text="prefers mornings", tags=["calendar", "prefs"])
         stored = await gw.update_memory(observations=[note])
         first_tag: str | None = note.tags[0] if note.tags else None
@@ -180,7 +182,7 @@ async def main(key: str) -> str:
             await gw.fastn_list_integrations(status="active")
         except GatewayClientError as err:
             return err.code + str(err.retry_after)
-        return sent.ts + str(status) + str(stored) + str(first_tag)
+        return sent.ts + str(status) + str(stored) + str(first_tag) + str(used)
 """
 
 USER_CODE_BAD = """\
@@ -194,6 +196,7 @@ async def main(gw: GatewayClient) -> None:
     await gw.slack_send_message("C1", "x")  # positional
     out = await gw.slack_list_channels()
     out.no_such_field
+    usage: list[str] = await gw.read_usage()  # a JSON object, not Any
 """
 
 
@@ -217,7 +220,7 @@ def test_mypy_checks_user_code_against_the_client(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stdout[-5000:]
     bad = mypy_strict(str(tmp_path / "bad.py"), cwd=env_cwd)
     lines = [line for line in bad.stdout.splitlines() if "bad.py" in line and "error" in line]
-    assert {int(line.split(":")[1]) for line in lines} == {5, 6, 7, 8, 10}, bad.stdout
+    assert {int(line.split(":")[1]) for line in lines} == {5, 6, 7, 8, 10, 11}, bad.stdout
 
 
 def test_pyright_checks_user_code_against_the_client(tmp_path: Path) -> None:
@@ -230,7 +233,7 @@ def test_pyright_checks_user_code_against_the_client(tmp_path: Path) -> None:
     found = pyright_strict(ok, bad, site=GENERATED, project=tmp_path)
     assert [d for d in found if d.file == ok.resolve()] == []
     reported = [(d.line, d.rule) for d in found if d.file == bad.resolve()]
-    assert {line for line, _rule in reported} == {5, 6, 7, 8, 10}, found
+    assert {line for line, _rule in reported} == {5, 6, 7, 8, 10, 11}, found
     assert (6, "reportArgumentType") in reported  # channel=1 where a str is wanted
 
 

@@ -92,51 +92,51 @@ class GatewayClient(
         "update_memory": "update_memory",
     }
 
-    async def read_integration_status(self, connector: str) -> Any:
+    async def read_integration_status(self, connector: str) -> dict[str, Any]:
         """Integration status: Detailed status of one integration, as JSON.
 
-        Reads gateway://integrations/{connector} and returns the parsed JSON.
+        Reads gateway://integrations/{connector} and returns its JSON object.
         """
         return await self._read_json(
             expand_uri("gateway://integrations/{connector}", {"connector": connector})
         )
 
-    async def read_integrations(self) -> Any:
+    async def read_integrations(self) -> dict[str, Any]:
         """Connected integrations: The workspace's integrations with their state and tool
         count, as JSON.
 
-        Reads gateway://integrations and returns the parsed JSON.
+        Reads gateway://integrations and returns its JSON object.
         """
         return await self._read_json("gateway://integrations")
 
-    async def read_memory_log(self, user: str) -> Any:
+    async def read_memory_log(self, user: str) -> dict[str, Any]:
         """Memory change log: Every memory version of one user, oldest first, including
         superseded facts, 1,000 per read; next_uri reads the next page.
 
-        Reads memory://users/{user}/log and returns the parsed JSON.
+        Reads memory://users/{user}/log and returns its JSON object.
         """
         return await self._read_json(expand_uri("memory://users/{user}/log", {"user": user}))
 
-    async def read_memory_profile(self, user: str) -> Any:
+    async def read_memory_profile(self, user: str) -> dict[str, Any]:
         """User profile: What memory currently holds about one user of the workspace,
         grouped by topic.
 
-        Reads memory://users/{user}/profile and returns the parsed JSON.
+        Reads memory://users/{user}/profile and returns its JSON object.
         """
         return await self._read_json(expand_uri("memory://users/{user}/profile", {"user": user}))
 
-    async def read_recent_events(self) -> Any:
+    async def read_recent_events(self) -> dict[str, Any]:
         """Recent events: The 50 most recent events of the workspace, newest first, as
         JSON.
 
-        Reads gateway://events/recent and returns the parsed JSON.
+        Reads gateway://events/recent and returns its JSON object.
         """
         return await self._read_json("gateway://events/recent")
 
-    async def read_usage(self) -> Any:
+    async def read_usage(self) -> dict[str, Any]:
         """Quota usage: Calls used in the current period against the workspace's plan, as
         JSON.
 
-        Reads gateway://usage and returns the parsed JSON.
+        Reads gateway://usage and returns its JSON object.
         """
         return await self._read_json("gateway://usage")

@@ -536,7 +536,7 @@ def _reader(r: ir.Resource) -> ReaderView:
     text = r.description.strip()
     if r.title:
         text = f"{r.title}: {text}"
-    text += f"\n\nReads {template}" + (" and returns the parsed JSON." if is_json else ".")
+    text += f"\n\nReads {template}" + (" and returns its JSON object." if is_json else ".")
     return ReaderView(
         name=f"read_{PyIdent(r.name)}",
         params=tuple(f"{p}: str" for p in seen),

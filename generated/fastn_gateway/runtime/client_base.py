@@ -741,5 +741,13 @@ class ClientBase:
             uri=first.uri, mime_type=first.mime_type, blob=base64.b64decode(first.blob)
         )
 
-    async def _read_json(self, uri: str) -> Any:
-        return (await self.read_resource(uri)).json()
+    async def _read_json(self, uri: str) -> dict[str, Any]:
+        """A JSON resource: every reader of the gateway's answers one JSON object."""
+        data = (await self.read_resource(uri)).json()
+        if not isinstance(data, dict):
+            raise GatewayClientError(
+                INVALID_RESPONSE,
+                f"Resource {uri} is not a JSON object.",
+                details={"uri": uri},
+            )
+        return cast(dict[str, Any], data)

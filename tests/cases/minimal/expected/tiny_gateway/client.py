@@ -65,9 +65,9 @@ class GatewayClient(
         "fastn_get_usage_summary": "fastn_get_usage_summary",
     }
 
-    async def read_usage(self) -> Any:
+    async def read_usage(self) -> dict[str, Any]:
         """Usage in the current period.
 
-        Reads gateway://usage and returns the parsed JSON.
+        Reads gateway://usage and returns its JSON object.
         """
         return await self._read_json("gateway://usage")
