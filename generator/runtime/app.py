@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
@@ -339,6 +340,30 @@ def build_http_app(
     app.router.lifespan_context = lifespan
     app.add_middleware(TransportRefusals)
     return app
+
+
+# How long a stopping HTTP server waits for open requests (a long tool call) before it drops
+# them and shuts down: the app's shutdown, which writes the last records, runs after.
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+def uvicorn_server(app: Starlette, runtime: GatewayRuntime, **config: Any) -> Any:
+    """A `uvicorn.Server` for the gateway's app (`config`: `uvicorn.Config` arguments).
+
+    A listen stream is a response that never ends by itself, and uvicorn waits for every
+    response before it runs the app's shutdown: with one open, a stopping server hung, and
+    the records it buffered were never written. This server ends the listen streams first
+    (gracefully: each client is told the stream is over), and waits at most
+    `GRACEFUL_SHUTDOWN_SECONDS` for the rest."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            runtime.notifier.close()
+            await super().shutdown(sockets)
+
+    config.setdefault("timeout_graceful_shutdown", GRACEFUL_SHUTDOWN_SECONDS)
+    return _Server(uvicorn.Config(app, **config))
 
 
 async def serve_stdio(

@@ -515,9 +515,7 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
     gc.freeze()
     if args.transport == "stdio":
         return _serve_stdio(gateway, runtime, environ, demo_token, db_url)
-    import uvicorn
-
-    from .app import build_http_app
+    from .app import build_http_app, uvicorn_server
 
     app = build_http_app(
         runtime,
@@ -537,8 +535,10 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
             flush=True,
         )
     assert listener is not None
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower())
-    uvicorn.Server(config).run(sockets=[listener])
+    server = uvicorn_server(
+        app, runtime, host=args.host, port=args.port, log_level=args.log_level.lower()
+    )
+    server.run(sockets=[listener])
     return 0
 
 

@@ -219,6 +219,23 @@ def updated_uris(gateway: GatewaySpec, change: Change) -> list[str]:
     return out
 
 
+def canonical(gateway: GatewaySpec, uri: str) -> str:
+    """The URI a resource's updates are announced under, as `resources/list` gives it: without
+    a query, its template values percent-encoded one way. A subscription to `...%61sh/profile`
+    or to a log page (`...log?after_version=N`) hears of its resource. A URI of no resource is
+    kept as it is (it never hears anything)."""
+    base = uri.partition("?")[0]
+    static, templated = _routes(gateway)
+    if base in static:
+        return base
+    for route in templated:
+        m = route.pattern.match(base)
+        if m:
+            values = {k: unquote(v) for k, v in m.groupdict().items()}
+            return _expand(route.spec.uri_template or "", **values)
+    return uri
+
+
 async def watcher(call: NativeCall, user: UserFn) -> Callable[[str], bool]:
     """Whether the caller may hear that the resource at a URI changed: whether it could read
     it (its tenant's resources only ever change for it; a memory resource is its own, or any

@@ -31,9 +31,12 @@ Change notifications (a connection connected, disconnected or marked needs_reaut
   `subscriptions/listen` streams (one bus per tenant, so tenants never see each other's),
   and `ResourceUpdated` for the resources they subscribed to: a connection's state, each
   recorded call or event (events, usage, the connector's status), a user's memory update.
-  A stream hears only of resources its session may read (`resources.watcher`); a tenant
-  holds at most `MAX_LISTEN_STREAMS` streams. Handshake-era clients have no resource
-  subscriptions (`resources/subscribe` is not served, so not advertised).
+  A stream hears only of resources its session may read (`resources.watcher`), and only
+  while its key is valid: nothing once it expires, and `poll_changes` ends the streams of
+  revoked and expired keys. Subscribed URIs are made canonical (`resources.canonical`). A
+  tenant holds at most `MAX_LISTEN_STREAMS` streams; one whose client stops reading ends after
+  `LISTEN_WRITE_TIMEOUT`. Handshake-era clients have no resource subscriptions
+  (`resources/subscribe` is not served, so not advertised).
 * Stateless HTTP on 2025-11-25 has no channel to the client: nothing can be sent; the next
   `tools/list` is correct and a tool that disappeared is refused when called.
 * Changes made by another process (the admin CLI) are noticed by `watch_changes()` (a cheap
@@ -46,6 +49,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import dataclasses
 import json
 import logging
 import os
@@ -55,7 +59,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -67,6 +71,7 @@ from mcp.server import Server, ServerRequestContext
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
+from mcp.server.session import ServerSession
 from mcp.server.subscriptions import (
     ListenHandler,
     ResourcesListChanged,
@@ -105,6 +110,7 @@ from .memory import MemoryStore
 from .quota import QuotaTracker
 from .recorder import Recorder
 from .store import (
+    ConnectionRecord,
     EventRecord,
     Store,
     TenantSnapshot,
@@ -308,28 +314,51 @@ class _TenantBus:
 
 class _StreamBus:
     """One listen stream's view of its tenant's bus: updates of resources the stream's session
-    may not read (another user's memory; any, without the read scope) never reach it."""
+    may not read (another user's memory; any, without the read scope) never reach it, and
+    nothing does once its key has expired (`poll_changes` ends it soon after)."""
 
-    def __init__(self, bus: _TenantBus, may_watch: Callable[[str], bool]) -> None:
+    def __init__(self, bus: _TenantBus, may_watch: Callable[[str], bool], expires_at: int) -> None:
         self._bus = bus
         self._may_watch = may_watch
+        self._expires_at = expires_at
 
     async def publish(self, event: ServerEvent) -> None:
         await self._bus.publish(event)
 
     def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
-        may_watch = self._may_watch
+        may_watch, expires_at = self._may_watch, self._expires_at
 
         def deliver(event: ServerEvent) -> None:
+            if now_us() >= expires_at:
+                return
             if not isinstance(event, ResourceUpdated) or may_watch(event.uri):
                 listener(event)
 
         return self._bus.subscribe(deliver)
 
 
+class _TimedWrites:
+    """A request's session whose notification writes give up after `seconds`: a listen stream
+    whose client stopped reading ends (and frees its place) instead of waiting in a transport
+    write until the connection dies."""
+
+    def __init__(self, session: Any, seconds: float) -> None:
+        self._session = session
+        self._seconds = seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+    async def send_notification(self, *args: Any, **kwargs: Any) -> None:
+        with anyio.fail_after(self._seconds):
+            await self._session.send_notification(*args, **kwargs)
+
+
 # Open `subscriptions/listen` streams per tenant: each holds a request (and, over HTTP, a
 # connection) open, so one tenant cannot take them all.
 MAX_LISTEN_STREAMS = 256
+# How long one event may take to reach a listening client before its stream is ended.
+LISTEN_WRITE_TIMEOUT = 30.0
 
 
 class ChangeNotifier:
@@ -339,7 +368,9 @@ class ChangeNotifier:
         self._gateway = gateway
         self._legacy: dict[str, weakref.WeakSet[Any]] = {}
         self._buses: dict[str, _TenantBus] = {}
-        self._streams: dict[str, set[ListenHandler]] = {}
+        # Each tenant's open listen streams, with the key each was opened with.
+        self._streams: dict[str, dict[ListenHandler, Principal]] = {}
+        self._closed = False
 
     def register(self, tenant_id: str, ctx: ServerRequestContext[Any, Any]) -> None:
         """Remember a handshake-era connection that can receive notifications."""
@@ -357,13 +388,17 @@ class ChangeNotifier:
 
     async def listen(
         self,
-        tenant_id: str,
+        principal: Principal,
         ctx: ServerRequestContext[Any, Any],
         params: types.SubscriptionsListenRequestParams,
         may_watch: Callable[[str], bool],
     ) -> types.SubscriptionsListenResult:
-        """Serve one listen stream of the tenant; `may_watch(uri)` filters resource updates."""
-        streams = self._streams.setdefault(tenant_id, set())
+        """Serve one listen stream of the principal's tenant while its key stays valid;
+        `may_watch(uri)` filters resource updates."""
+        if self._closed:
+            raise GatewayError(INTERNAL_ERROR, "The gateway is shutting down; retry shortly.")
+        tenant_id = principal.tenant_id
+        streams = self._streams.setdefault(tenant_id, {})
         if len(streams) >= MAX_LISTEN_STREAMS:
             raise GatewayError(
                 RATE_LIMITED,
@@ -374,17 +409,35 @@ class ChangeNotifier:
         bus = self._buses.get(tenant_id)
         if bus is None:
             bus = self._buses[tenant_id] = _TenantBus()
-        handler = ListenHandler(_StreamBus(bus, may_watch), max_subscriptions=1)
-        streams.add(handler)
+        handler = ListenHandler(
+            _StreamBus(bus, may_watch, principal.expires_at), max_subscriptions=1
+        )
+        streams[handler] = principal
+        session = cast(ServerSession, _TimedWrites(ctx.session, LISTEN_WRITE_TIMEOUT))
+        timed = dataclasses.replace(ctx, session=session)
         try:
-            return await handler(ctx, params)
+            return await handler(timed, params)
         finally:
-            streams.discard(handler)
+            streams.pop(handler, None)
 
     def watched_tenants(self) -> list[str]:
         legacy = [t for t, group in self._legacy.items() if len(group)]
         modern = [t for t, streams in self._streams.items() if streams]
         return sorted(set(legacy) | set(modern))
+
+    def stream_keys(self) -> set[str]:
+        return {p.key_id for streams in self._streams.values() for p in streams.values()}
+
+    def end_streams(self, live_keys: set[str]) -> int:
+        """End (gracefully) the listen streams whose key is not in `live_keys`: revoked or
+        expired since the stream opened. Returns how many."""
+        ended = 0
+        for streams in self._streams.values():
+            for handler, principal in list(streams.items()):
+                if principal.key_id not in live_keys:
+                    handler.close()
+                    ended += 1
+        return ended
 
     def updated(self, tenant_id: str, change: resources.Change) -> None:
         """Tell the tenant's listen streams which resources `change` updated (no await: the
@@ -417,8 +470,10 @@ class ChangeNotifier:
         return sent
 
     def close(self) -> None:
+        """End every listen stream gracefully, and refuse new ones (the gateway is stopping)."""
+        self._closed = True
         for streams in self._streams.values():
-            for handler in streams:
+            for handler in list(streams):
                 handler.close()
 
 
@@ -515,7 +570,9 @@ class GatewayRuntime:
     # ------------------------------------------------------------------ helpers
 
     def _recorded(self, event: EventRecord, counted: bool) -> None:
-        change = resources.Change(event=True, event_connector=event.connector, usage=counted)
+        # A connector's status counts its tool calls (a quota refusal is not one).
+        called = event.connector if event.type == "tool_call" else None
+        change = resources.Change(event=True, event_connector=called, usage=counted)
         self.notifier.updated(event.tenant_id, change)
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -547,21 +604,34 @@ class GatewayRuntime:
         if old is not None and old.tenant.generation >= fresh.tenant.generation:
             return
         self._snapshots[fresh.tenant.id] = fresh
-        if old is not None and (moved := _moved(old, fresh)):
-            await self.notifier.changed(fresh.tenant.id, moved)
+        if old is not None:
+            await self._announce(old, fresh)
 
     async def refresh_tenant(self, tenant_id: str) -> TenantSnapshot:
         """Reload a tenant after a change made in this process, notifying its sessions."""
         fresh = await self.run_db(self.store.snapshot, tenant_id)
         old = self._snapshots.get(tenant_id)
         self._snapshots[tenant_id] = fresh
-        moved = _moved(old, fresh)
-        if old is None or moved:
-            await self.notifier.changed(tenant_id, moved)
+        await self._announce(old, fresh)
         return fresh
 
+    async def _announce(self, old: TenantSnapshot | None, fresh: TenantSnapshot) -> None:
+        """Tell the tenant's sessions what changed between two snapshots: its tools and
+        resources when a connection changed state; a connection's resources alone when it was
+        made again without changing state (an active connection given new credentials)."""
+        tenant_id = fresh.tenant.id
+        touched = _moved(old, fresh, _connection_facts)
+        if old is None or _moved(old, fresh, _state):
+            await self.notifier.changed(tenant_id, touched)
+        elif touched:
+            self.notifier.updated(tenant_id, resources.Change(connections=touched))
+
     async def poll_changes(self) -> None:
-        """Detect connection changes made by other processes for tenants with open sessions."""
+        """Detect connection changes made by other processes for tenants with open sessions,
+        and end the listen streams of keys revoked or expired since they were opened."""
+        keys = self.notifier.stream_keys()
+        if keys:
+            self.notifier.end_streams(await self.run_db(self.store.live_keys, sorted(keys)))
         watched = self.notifier.watched_tenants()
         if not watched:
             return
@@ -704,14 +774,21 @@ class GatewayRuntime:
         return _Handlers(self, api_key=api_key, asserted_user=asserted_user).server
 
 
-def _states(snap: TenantSnapshot) -> dict[str, str]:
-    return {name: rec.state for name, rec in snap.connections.items()}
+def _state(rec: ConnectionRecord) -> object:
+    return rec.state
 
 
-def _moved(old: TenantSnapshot | None, fresh: TenantSnapshot) -> frozenset[str]:
-    """The connectors whose connection state differs between two snapshots of a tenant."""
-    before = {} if old is None else _states(old)
-    after = _states(fresh)
+def _connection_facts(rec: ConnectionRecord) -> object:
+    """What a tenant's connection resources show of a connection, besides its calls."""
+    return (rec.state, rec.connected_at, rec.disconnected_at)
+
+
+def _moved(
+    old: TenantSnapshot | None, fresh: TenantSnapshot, facts: Callable[[ConnectionRecord], object]
+) -> frozenset[str]:
+    """The connectors whose `facts` differ between two snapshots of a tenant."""
+    before = {} if old is None else {n: facts(r) for n, r in old.connections.items()}
+    after = {n: facts(r) for n, r in fresh.connections.items()}
     return frozenset(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
 
 
@@ -1121,4 +1198,9 @@ class _Handlers:
     ) -> types.SubscriptionsListenResult:
         call, user = await self._resource_call(ctx)
         may_watch = await resources.watcher(call, user)
-        return await self.rt.notifier.listen(call.principal.tenant_id, ctx, params, may_watch)
+        wanted = params.notifications.resource_subscriptions
+        if wanted:
+            uris = list(dict.fromkeys(resources.canonical(self.rt.gateway, u) for u in wanted))
+            notifications = params.notifications.model_copy(update={"resource_subscriptions": uris})
+            params = params.model_copy(update={"notifications": notifications})
+        return await self.rt.notifier.listen(call.principal, ctx, params, may_watch)

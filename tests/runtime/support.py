@@ -152,14 +152,18 @@ def free_port() -> int:
 class UvicornThread:
     """An ASGI app served by uvicorn on 127.0.0.1 in a background thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, runtime: Any = None) -> None:
+        """With the gateway's `runtime`, served as `serve` serves it (`uvicorn_server`)."""
         import uvicorn
 
+        from generator.runtime.app import uvicorn_server
+
         self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-            )
+        config = {"host": "127.0.0.1", "port": self.port, "log_level": "warning", "lifespan": "on"}
+        self.server = (
+            uvicorn.Server(uvicorn.Config(app, **config))
+            if runtime is None
+            else uvicorn_server(app, runtime, **config)
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

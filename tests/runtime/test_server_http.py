@@ -36,7 +36,7 @@ INIT = {  # a 2025-11-25 client's first request, which opens a stateful session
 @pytest.fixture(params=["stateful", "stateless"])
 def http(request: pytest.FixtureRequest, world) -> Iterator[str]:
     app = build_http_app(world.runtime, stateless=request.param == "stateless", watch_interval=0.1)
-    with UvicornThread(app) as srv:
+    with UvicornThread(app, world.runtime) as srv:
         yield srv.url
 
 
@@ -45,7 +45,7 @@ def stateful(request: pytest.FixtureRequest, world) -> Iterator[str]:
     app = build_http_app(
         world.runtime, stateless=False, json_response=request.param == "json", watch_interval=0.1
     )
-    with UvicornThread(app) as srv:
+    with UvicornThread(app, world.runtime) as srv:
         yield srv.url
 
 
@@ -464,6 +464,47 @@ async def test_resource_update_over_http_listen(stateful: str, world) -> None:
                 assert event.uri == profile
                 break
         assert "Bo reads at night" in (await c.read_resource(profile)).contents[0].text
+
+
+async def test_a_revoked_keys_listen_stream_ends(stateful: str, world) -> None:
+    """Revocation applies to every request at once; a listen stream opened before it is
+    ended by the next poll (here every 0.1 s), before it hears of anything more."""
+    principal = await world.runtime.verifier.verify(world.b_rw)
+    profile = "memory://users/bo/profile"
+    async with (
+        connect(stateful, world.b_rw) as c,
+        c.listen(resource_subscriptions=[profile]) as sub,
+    ):
+        await anyio.to_thread.run_sync(world.runtime.store.revoke_key, principal.key_id)
+        with anyio.fail_after(10):
+            async for event in sub:
+                raise AssertionError(f"a revoked key's stream heard {event}")
+        # ended: the client is told the stream is over, and may not open another
+        with pytest.raises(MCPError):
+            async with c.listen(resource_subscriptions=[profile]):
+                pass
+
+
+async def test_a_stopping_server_ends_its_listen_streams(world) -> None:
+    """A listen stream never ends by itself, and uvicorn waits for open responses before the
+    app's shutdown: the server hung (and the shutdown that writes the last records never
+    ran)."""
+    app = build_http_app(world.runtime, stateless=False, watch_interval=0.1)
+    srv = UvicornThread(app, world.runtime).__enter__()
+    try:
+        async with connect(srv.url, world.b_rw) as c, c.listen(tools_list_changed=True) as sub:
+            r = await c.call_tool("slack_send_message", {"channel": "C1", "text": "bye"})
+            assert not r.is_error, r.content
+            srv.server.should_exit = True
+            with anyio.fail_after(10):
+                async for event in sub:
+                    raise AssertionError(f"unexpected {event}")
+        await anyio.to_thread.run_sync(srv.thread.join, 10)
+        assert not srv.thread.is_alive()
+    finally:
+        srv.__exit__(None, None, None)
+    events = world.runtime.store.query_events(world.b.id, limit=10)
+    assert any(e.tool == "slack_send_message" for e in events)
 
 
 async def test_one_key_cannot_hold_every_session(world, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import pytest
 from mcp import Client, MCPError
 
 from generator.runtime import native
-from generator.runtime.store import Store
+from generator.runtime.store import Store, now_us
 
 MODES = ["auto", "legacy"]
 BASE_TOOLS = {
@@ -606,6 +606,122 @@ async def test_resource_updates_follow_what_the_session_may_read(world) -> None:
         # Tenant A's calls came first: B hears only of its own.
         got = await updates_until(b, {"gateway://integrations/slack"})
         assert not got & {ASH_PROFILE, ALEX_PROFILE, "gateway://integrations/shopify"}
+
+
+async def test_reconnecting_an_active_connection_updates_its_resources(world) -> None:
+    """New credentials for an active connection change when it was connected, its health and
+    the events, though not its state: its resources are announced (the lists are not)."""
+    async with (
+        Client(world.server(world.a_rw)) as c,
+        c.listen(resource_subscriptions=WATCHED) as sub,
+    ):
+        await world.runtime.connect(world.a.id, "slack", {"bot_token": "xoxb-acme"})
+        wanted = {"gateway://integrations", "gateway://integrations/slack"}
+        assert wanted <= await updates_until(sub, wanted)
+
+
+async def test_a_quota_refusal_does_not_announce_the_connectors_status(world) -> None:
+    """The status counts a connector's calls; a refused call is not one (but it is an event)."""
+    await world.runtime.run_db(world.runtime.store.set_plan, world.a.id, "tiny_slack")
+    async with Client(world.server(world.a_rw)) as c:
+        r = await c.call_tool("slack_send_message", {"channel": "C1", "text": "1"})
+        assert not r.is_error, r.content
+        async with c.listen(resource_subscriptions=WATCHED) as sub:
+            r = await c.call_tool("slack_send_message", {"channel": "C1", "text": "2"})
+            assert r.is_error and "quota" in r.content[0].text, r.content
+            await remember(world, world.a_rw, "Ash likes tea")  # then something that is
+            got = await updates_until(sub, {ASH_PROFILE})
+    assert "gateway://integrations/slack" not in got and "gateway://events/recent" in got
+
+
+async def test_a_subscription_hears_its_resource_however_its_uri_is_written(world) -> None:
+    """A value percent-encoded otherwise, or a log page's `next_uri`, reads the same resource:
+    the subscription is acknowledged under the URI its updates are announced with."""
+    odd = ("memory://users/%61sh/profile", "memory://users/ash/log?after_version=0")
+    async with Client(world.server(world.a_rw)) as c, c.listen(resource_subscriptions=odd) as sub:
+        assert sub.honored.resource_subscriptions == [ASH_PROFILE, "memory://users/ash/log"]
+        await remember(world, world.a_rw, "Ash likes tea")
+        wanted = {ASH_PROFILE, "memory://users/ash/log"}
+        assert await updates_until(sub, wanted) == wanted
+
+
+async def test_an_expired_keys_stream_hears_nothing_more(world) -> None:
+    """Expiry, like revocation, ends what a key may hear: at once on its stream, and the next
+    poll ends the stream."""
+    store = world.runtime.store
+    short = store.issue_key(world.a.id, scopes=["read"], user="ash", ttl_days=1.0 / 86400)
+    async with (
+        Client(world.server(short.token)) as c,
+        c.listen(resource_subscriptions=WATCHED) as sub,
+    ):
+        await anyio.sleep(max(0.0, (short.info.expires_at - now_us()) / 1e6) + 0.05)
+        await remember(world, world.a_host, "Ash likes tea", asserted_user="ash")
+        with anyio.move_on_after(0.5):
+            async for event in sub:
+                raise AssertionError(f"an expired key's stream heard {event}")
+        await world.runtime.poll_changes()
+        with anyio.fail_after(5):
+            async for event in sub:
+                raise AssertionError(f"unexpected {event}")
+
+
+async def test_a_stream_whose_client_stopped_reading_frees_its_place(world, monkeypatch) -> None:
+    """Its writes wait on the client: after LISTEN_WRITE_TIMEOUT the stream ends, and the
+    tenant may open another (it used to hold its place until the connection died)."""
+    import mcp.types as types
+    from mcp.server import ServerRequestContext
+
+    from generator.runtime import resources, server
+
+    monkeypatch.setattr(server, "MAX_LISTEN_STREAMS", 1)
+    monkeypatch.setattr(server, "LISTEN_WRITE_TIMEOUT", 0.2)
+    notifier = world.runtime.notifier
+    principal = await world.runtime.verifier.verify(world.a_rw)
+    stuck = anyio.Event()  # never set: the client never reads again
+
+    class Session:
+        sent = 0
+
+        async def send_notification(self, *args: Any, **kwargs: Any) -> None:
+            Session.sent += 1
+            if Session.sent > 1:  # the acknowledgement went out, then the socket filled
+                await stuck.wait()
+
+    ctx: Any = ServerRequestContext(
+        session=Session(),  # type: ignore[arg-type]
+        lifespan_context={},
+        protocol_version="2026-07-28",
+        method="subscriptions/listen",
+        request_id=7,
+    )
+    params = types.SubscriptionsListenRequestParams(
+        notifications=types.SubscriptionFilter(resource_subscriptions=["gateway://usage"])
+    )
+    async with anyio.create_task_group() as tg:
+
+        async def listen() -> None:
+            with pytest.raises(TimeoutError):
+                await notifier.listen(principal, ctx, params, lambda uri: True)
+
+        tg.start_soon(listen)
+        await anyio.sleep(0.05)
+        notifier.updated(world.a.id, resources.Change(usage=True))
+        with anyio.fail_after(5):
+            while notifier._streams[world.a.id]:  # noqa: SLF001
+                await anyio.sleep(0.02)
+
+
+async def test_no_listen_stream_opens_once_the_gateway_is_stopping(world) -> None:
+    async with Client(world.server(world.a_rw)) as c:
+        async with c.listen(tools_list_changed=True) as sub:
+            await world.runtime.aclose()
+            with anyio.fail_after(5):
+                async for event in sub:  # ended gracefully
+                    raise AssertionError(f"unexpected {event}")
+        with pytest.raises(MCPError) as exc:
+            async with c.listen(tools_list_changed=True):
+                pass
+        assert "shutting down" in exc.value.error.message
 
 
 async def test_a_tenant_cannot_hold_every_listen_stream(world, monkeypatch) -> None:

@@ -833,6 +833,20 @@ class Store:
             ).all()
         return {r.id: int(r.generation) for r in rows}
 
+    def live_keys(self, key_ids: Sequence[str]) -> set[str]:
+        """Those of `key_ids` that are neither revoked nor expired (nor gone)."""
+        if not key_ids:
+            return set()
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(api_keys.c.id).where(
+                    api_keys.c.id.in_(list(key_ids)),
+                    api_keys.c.revoked_at.is_(None),
+                    api_keys.c.expires_at > now_us(),
+                )
+            ).all()
+        return {r.id for r in rows}
+
     def set_plan(self, tenant_id: str, plan: str) -> Tenant:
         if plan not in self.gateway.plans:
             raise StoreError(f"unknown plan {plan!r}")
