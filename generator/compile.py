@@ -1290,7 +1290,13 @@ def _check_url_fields(
             )
     problem = _url_problem(PLACEHOLDER.sub("x", url))
     if problem is not None:
-        ctx.err("GEN226", span, f"{key} {url!r} {problem}", "e.g. https://api.example.com/v1")
+        shown = _without_password(url)
+        ctx.err("GEN226", span, f"{key} {shown!r} {problem}", "e.g. https://api.example.com/v1")
+
+
+def _without_password(url: str) -> str:
+    """`url` for a message: a password in it (a mistake GEN226 reports) shown as ***."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)[^/?#@]*@", r"\1***@", url)
 
 
 def _url_problem(url: str) -> str | None:

@@ -181,7 +181,8 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
             (  # a URL that no request could be made under (placeholders filled)
                 "jira.yaml",
                 ("https://{site}.atlassian.net", bad),
-                f"GEN226:base_url {bad + '/rest/api/3'!r} {why}",
+                # (a password in the URL is not repeated in the message)
+                f"GEN226:base_url {bad.replace(':pw@', ':***@') + '/rest/api/3'!r} {why}",
             )
             for bad, why in (
                 ("https://", "is not an absolute http(s) URL with a host name"),

@@ -153,6 +153,82 @@ def test_an_unreachable_database_is_one_line_without_its_password(
     assert "s3cret-pw" not in err and "Traceback" not in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (
+            ["admin", "--db", "postgresql://gw:s3cret-pw@h:notaport/gw", "tenant", "list"],
+            {},
+            "error: --db is not a database URL this gateway can use: its port is not a number",
+        ),
+        (
+            ["serve", "--db", "postgresql://gw:s3cret-pw@[::1/gw"],
+            {},
+            "error: --db is not a database URL this gateway can use:",
+        ),
+        (
+            ["admin", "tenant", "list"],
+            {"FASTN_GATEWAY_DATABASE_URL": "bogus://gw:s3cret-pw@h/gw"},
+            "error: FASTN_GATEWAY_DATABASE_URL is not a database URL this gateway can use: an "
+            "unknown kind of database",
+        ),
+    ],
+)
+def test_a_database_url_that_cannot_be_used_is_one_line_without_its_password(
+    gateway, capsys, monkeypatch, argv: list[str], env: dict[str, str], expected: str
+) -> None:
+    """It was a traceback (a port that is not a number), or a message about the secret key
+    (a kind of database that does not exist)."""
+    monkeypatch.delenv("FASTN_GATEWAY_SECRET_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = run(gateway, capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith(expected) and err.count("\n") == 1, err
+    assert "s3cret-pw" not in err
+
+
+def test_command_line_mistakes_are_usage_errors_that_echo_no_secret(
+    gateway, tmp_path: Path, capsys
+) -> None:
+    for port in ("99999", "-1"):
+        with pytest.raises(SystemExit) as exc:
+            main(gateway, ["serve", "--port", port])
+        assert exc.value.code == 2
+        assert "a port is 0 to 65535" in capsys.readouterr().err
+    db = str(tmp_path / "gw.db")
+    run(gateway, capsys, "admin", "--db", db, "tenant", "create", "acme")
+    secret = "gwk_" + "s" * 43  # the key itself, where its id was wanted
+    for action in ("revoke", "rotate"):
+        with pytest.raises(SystemExit) as exc:
+            main(gateway, ["admin", "--db", db, "key", action, secret])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "not its id" in err and secret not in err
+    code, _, err = run(gateway, capsys, "admin", "--db", db, "disconnect", "acme", "nope")
+    assert code == 1 and "unknown connector 'nope'; connectors: github" in err
+
+
+def test_a_credential_prompt_left_with_ctrl_d_or_ctrl_c_connects_nothing(
+    gateway, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import getpass
+
+    db = str(tmp_path / "gw.db")
+    run(gateway, capsys, "admin", "--db", db, "tenant", "create", "acme")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    for raised in (EOFError, KeyboardInterrupt):
+
+        def prompt(_text: str = "", raised: type[BaseException] = raised) -> str:
+            raise raised
+
+        monkeypatch.setattr(getpass, "getpass", prompt)
+        code, _, err = run(gateway, capsys, "admin", "--db", db, "connect", "acme", "slack")
+        assert code == 2 and "no bot_token given: nothing was connected" in err, err
+        assert "Traceback" not in err
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "connections", "acme")
+    assert code == 0 and "slack" not in out
+
+
 def test_env_secret_key_is_used(gateway, tmp_path: Path, capsys, monkeypatch) -> None:
     db = str(tmp_path / "gw.db")
     monkeypatch.setenv("FASTN_GATEWAY_SECRET_KEY", generate_key())

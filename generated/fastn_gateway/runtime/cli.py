@@ -49,6 +49,7 @@ from .store import (
     StoreError,
     default_database_url,
     iso,
+    normalise_url,
     now_us,
     open_store,
     sqlite_path,
@@ -126,7 +127,7 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="HTTP: interface to listen on (default: 127.0.0.1)"
     )
     s.add_argument(
-        "--port", type=int, default=8000, help="HTTP: port, 0 for any free port (default: 8000)"
+        "--port", type=_port, default=8000, help="HTTP: port, 0 for any free port (default: 8000)"
     )
     s.add_argument("--stateless", action="store_true", help="HTTP: no MCP sessions")
     s.add_argument("--sse", action="store_true", help="HTTP: answer POSTs with SSE streams")
@@ -190,10 +191,10 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
     kr = ks.add_parser(
         "rotate", help="issue a new key with the same settings and revoke the old one at once"
     )
-    kr.add_argument("key_id")
+    kr.add_argument("key_id", type=_key_id)
     kr.add_argument("--ttl-days", type=float)
     kv = ks.add_parser("revoke", help="revoke a key")
-    kv.add_argument("key_id")
+    kv.add_argument("key_id", type=_key_id)
 
     c = asub.add_parser(
         "connect",
@@ -221,6 +222,25 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
+
+
+def _key_id(text: str) -> str:
+    """A key's id (`key_...`): never the key itself, which an error message would echo."""
+    if text.startswith("gwk_"):
+        raise argparse.ArgumentTypeError(
+            "that is a key itself, not its id: `admin key list TENANT` shows the ids (key_...)"
+        )
+    return text
 
 
 def _db_url(gateway: GatewaySpec, arg: str | None, environ: Mapping[str, str]) -> str:
@@ -314,7 +334,11 @@ def _admin_with(gateway: GatewaySpec, store: Store, args: argparse.Namespace) ->
         for f in spec.auth.fields:
             if f.name not in fields and f.required and sys.stdin.isatty():
                 prompt = f"{spec.title} {f.title or f.name}: "
-                fields[f.name] = getpass.getpass(prompt) if f.secret else input(prompt)
+                try:
+                    fields[f.name] = getpass.getpass(prompt) if f.secret else input(prompt)
+                except (EOFError, KeyboardInterrupt):
+                    print(file=sys.stderr)
+                    raise UsageError(f"no {f.name} given: nothing was connected") from None
         rec = store.connect(tenant.id, args.connector, fields)
         _print(f"{tenant.name}  {rec.connector}  {rec.state}  connected_at={iso(rec.connected_at)}")
     elif cmd == "disconnect":
@@ -481,6 +505,8 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
         except OSError as exc:
             hint = ": pass another --port (0 picks a free one)" if exc.errno == EADDRINUSE else ""
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            if isinstance(exc, socket.gaierror):
+                reason = f"no such host ({exc.strerror})"
             print(
                 f"error: cannot listen on {args.host}:{args.port}: {reason}{hint}",
                 file=sys.stderr,
@@ -606,12 +632,37 @@ def _shown_db(db_url: str) -> str:
         return "(the --db URL)"
 
 
+def _db_url_problem(db_url: str) -> str | None:
+    """Why a database URL cannot be used, said without the URL (it may hold a password), or
+    None. A database that cannot be reached is found later, when it is opened."""
+    import sqlalchemy as sa
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = sa.engine.make_url(normalise_url(db_url))
+        url.get_dialect()
+    except NoSuchModuleError:
+        return "an unknown kind of database (a SQLite file path, or a postgresql:// URL)"
+    except (ValueError, ArgumentError) as exc:
+        port = "invalid literal for int()" in str(exc)
+        return "its port is not a number" if port else "it cannot be parsed"
+    return None
+
+
 def main(gateway: GatewaySpec, argv: Sequence[str] | None = None) -> int:
     import sqlalchemy.exc
 
     args = build_parser(gateway).parse_args(list(sys.argv[1:] if argv is None else argv))
     environ = os.environ
-    db = _shown_db(_db_url(gateway, args.db, environ))
+    db_url = _db_url(gateway, args.db, environ)
+    problem = _db_url_problem(db_url)
+    if problem is not None:
+        where = "--db" if args.db else gateway.import_name.upper() + "_DATABASE_URL"
+        print(
+            f"error: {where} is not a database URL this gateway can use: {problem}", file=sys.stderr
+        )
+        return 2
+    db = _shown_db(db_url)
     try:
         if args.command == "admin":
             return _admin(gateway, args, environ)
