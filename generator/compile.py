@@ -25,7 +25,12 @@ from .diagnostics import Diagnostic, Span, error, has_errors
 from .load import MAX_NESTING, JsonPath, Loaded
 from .names import MAX_TOOL_NAME, ClassName, PyIdent, import_name_problem, is_valid_tool_name
 from .runtime.catalog import credential_header
-from .runtime.handler_names import RESOURCE_HANDLERS, RESOURCE_VARIABLES, TOOL_HANDLERS
+from .runtime.handler_names import (
+    RESOURCE_HANDLERS,
+    RESOURCE_VARIABLES,
+    TOOL_HANDLERS,
+    URI_VARIABLE,
+)
 from .runtime.templating import FILTERS, PLACEHOLDER, list_index, split_path
 
 TYPE_REF_PREFIX = "#/types/"
@@ -2158,7 +2163,7 @@ def _entity_types(doc: Loaded | None) -> dict[str, ir.EntityType]:
 def _check_resource_uri(ctx: _Ctx, doc: Loaded, i: int, r: dict[str, Any]) -> None:
     """GEN228: the URI's template variables are exactly those its handler reads, once each."""
     key = "uri_template" if "uri_template" in r else "uri"
-    found = re.findall(r"\{([a-z_]+)\}", r[key]) if key == "uri_template" else []
+    found = URI_VARIABLE.findall(r[key]) if key == "uri_template" else []
     wanted = RESOURCE_VARIABLES[r["handler"]]
     if sorted(found) == sorted(wanted):
         return

@@ -27,6 +27,7 @@ from .. import ir
 from ..diagnostics import Span
 from ..names import ClassName, PyIdent
 from ..render import docstring, literal, python_header, render
+from ..runtime.handler_names import URI_VARIABLE
 from . import EmitError, FileSet, GroupEmitter, Output
 
 # Public attributes of runtime/client_base.ClientBase (a test keeps this list exact).
@@ -51,7 +52,6 @@ METHODS_PACKAGE = "client_methods"
 _BUILTINS = frozenset(dir(builtins))
 _TYPING = {"Any": "from typing import Any"}  # used by the client itself
 _DOC_WIDTH = 88
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 # ---------------------------------------------------------------------------- models source
@@ -515,7 +515,7 @@ _READER_BODY = frozenset({"self", "expand_uri", "Any", "ResourceContent"})
 
 def _reader(r: ir.Resource) -> ReaderView:
     template = r.uri_template or r.uri or ""
-    placeholders = list(dict.fromkeys(_PLACEHOLDER.findall(template)))
+    placeholders = list(dict.fromkeys(URI_VARIABLE.findall(template)))
     params = {p: _param_name(str(PyIdent(p)), _READER_BODY) for p in placeholders}
     seen: dict[str, str] = {}
     for raw, py in params.items():

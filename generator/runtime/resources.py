@@ -36,6 +36,7 @@ import mcp.types as types
 
 from .catalog import GatewaySpec, ResourceSpec
 from .errors import INVALID_ARGUMENTS, NOT_FOUND, GatewayError
+from .handler_names import URI_VARIABLE
 from .native import NativeCall, event_history, integration_status, list_integrations, usage_summary
 
 UserFn = Callable[[], Awaitable[str | None]]
@@ -65,7 +66,7 @@ class _Route:
 def _compile(template: str) -> re.Pattern[str]:
     out = ""
     pos = 0
-    for m in re.finditer(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", template):
+    for m in URI_VARIABLE.finditer(template):
         out += re.escape(template[pos : m.start()]) + f"(?P<{m.group(1)}>[^/?#]+)"
         pos = m.end()
     return re.compile("^" + out + re.escape(template[pos:]) + "$")
@@ -83,6 +84,19 @@ def _routes(gateway: GatewaySpec) -> tuple[dict[str, ResourceSpec], list[_Route]
         ]
         found = _routes_cache[id(gateway)] = (static, templated)
     return found
+
+
+def _match(gateway: GatewaySpec, base: str) -> tuple[ResourceSpec, dict[str, str]] | None:
+    """The resource at `base` (a URI without its query) and its template's values, decoded."""
+    static, templated = _routes(gateway)
+    spec = static.get(base)
+    if spec is not None:
+        return spec, {}
+    for route in templated:
+        m = route.pattern.match(base)
+        if m:
+            return route.spec, {k: unquote(v) for k, v in m.groupdict().items()}
+    return None
 
 
 def not_found(uri: str) -> GatewayError:
@@ -224,16 +238,11 @@ def canonical(gateway: GatewaySpec, uri: str) -> str:
     a query, its template values percent-encoded one way. A subscription to `...%61sh/profile`
     or to a log page (`...log?after_version=N`) hears of its resource. A URI of no resource is
     kept as it is (it never hears anything)."""
-    base = uri.partition("?")[0]
-    static, templated = _routes(gateway)
-    if base in static:
-        return base
-    for route in templated:
-        m = route.pattern.match(base)
-        if m:
-            values = {k: unquote(v) for k, v in m.groupdict().items()}
-            return _expand(route.spec.uri_template or "", **values)
-    return uri
+    found = _match(gateway, uri.partition("?")[0])
+    if found is None:
+        return uri
+    spec, values = found
+    return spec.uri or _expand(spec.uri_template or "", **values)
 
 
 async def watcher(call: NativeCall, user: UserFn) -> Callable[[str], bool]:
@@ -248,17 +257,14 @@ async def watcher(call: NativeCall, user: UserFn) -> Callable[[str], bool]:
     except GatewayError:
         me = None
     any_user = principal.can_assert_user and principal.user is None
-    static, templated = _routes(call.runtime.gateway)
+    gateway = call.runtime.gateway
 
     def may_watch(uri: str) -> bool:
-        if uri in static:
-            return True
-        for route in templated:
-            m = route.pattern.match(uri)
-            if m:
-                owner = m.groupdict().get("user")
-                return owner is None or any_user or unquote(owner) == me
-        return False
+        found = _match(gateway, uri)
+        if found is None:
+            return False
+        owner = found[1].get("user")
+        return owner is None or any_user or owner == me
 
     return may_watch
 
@@ -338,17 +344,9 @@ async def list_resources(call: NativeCall, user: UserFn) -> list[types.Resource]
 
 async def read_resource(call: NativeCall, uri: str, user: UserFn) -> tuple[str, str]:
     """(text, mime type) of `uri` for the caller; GatewayError not_found otherwise."""
-    static, templated = _routes(call.runtime.gateway)
     base, _, query_text = uri.partition("?")
-    spec = static.get(base)
-    params: dict[str, str] = {}
-    if spec is None:
-        for route in templated:
-            m = route.pattern.match(base)
-            if m:
-                spec = route.spec
-                params = {k: unquote(v) for k, v in m.groupdict().items()}
-                break
+    found = _match(call.runtime.gateway, base)
+    spec, params = found if found is not None else (None, {})
     reader = READERS.get(spec.handler) if spec is not None else None
     if spec is None or reader is None or not call.principal.has_scope(SCOPE):
         raise not_found(uri)

@@ -1142,8 +1142,7 @@ class Store:
                 .values(state="disconnected", credentials=None, disconnected_at=at, updated_at=at)
             )
             if result.rowcount == 0:
-                if connector not in self.gateway.connectors:
-                    self._connector(connector)  # says it is unknown, and names the known
+                self._connector(connector)  # an unknown one is said as such, with the known
                 raise NotFound(f"{connector} is not connected for this tenant")
             event = make_event(tenant_id, "disconnect", connector=connector, at=at)
             conn.execute(events.insert().values(**event.to_row()))

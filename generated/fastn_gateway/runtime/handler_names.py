@@ -6,6 +6,8 @@ implement exactly these names (a test holds the two together).
 
 from __future__ import annotations
 
+import re
+
 TOOL_HANDLERS: frozenset[str] = frozenset(
     {
         "native.list_integrations",
@@ -19,6 +21,10 @@ TOOL_HANDLERS: frozenset[str] = frozenset(
         "memory.update_memory",
     }
 )
+
+# A variable of a resource's URI template, as the runtime reads its value from a URI (and the
+# typed client's readers take it as a parameter).
+URI_VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # Each resource handler with the URI template variables it reads (none: a fixed `uri`).
 RESOURCE_VARIABLES: dict[str, tuple[str, ...]] = {

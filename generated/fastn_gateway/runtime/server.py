@@ -428,16 +428,13 @@ class ChangeNotifier:
     def stream_keys(self) -> set[str]:
         return {p.key_id for streams in self._streams.values() for p in streams.values()}
 
-    def end_streams(self, live_keys: set[str]) -> int:
+    def end_streams(self, live_keys: set[str]) -> None:
         """End (gracefully) the listen streams whose key is not in `live_keys`: revoked or
-        expired since the stream opened. Returns how many."""
-        ended = 0
+        expired since the stream opened."""
         for streams in self._streams.values():
             for handler, principal in list(streams.items()):
                 if principal.key_id not in live_keys:
                     handler.close()
-                    ended += 1
-        return ended
 
     def updated(self, tenant_id: str, change: resources.Change) -> None:
         """Tell the tenant's listen streams which resources `change` updated (no await: the
@@ -448,7 +445,7 @@ class ChangeNotifier:
         for uri in resources.updated_uris(self._gateway, change):
             bus.publish_nowait(ResourceUpdated(uri=uri))
 
-    async def changed(self, tenant_id: str, connectors: frozenset[str] = frozenset()) -> int:
+    async def changed(self, tenant_id: str, connectors: frozenset[str]) -> int:
         """Tell the tenant's open sessions that its tools and resources changed (the
         connections of `connectors` changed state). Returns the number of deliveries attempted."""
         sent = 0
