@@ -1468,6 +1468,22 @@ class MemoryStore:
 
     # -- resources ---------------------------------------------------------------------------
 
+    def versions_since(
+        self, tenant_ids: Sequence[str], since_us: int
+    ) -> list[tuple[str, str, int, int]]:
+        """(tenant, user, last version, updated at) of the users of `tenant_ids` whose memory
+        gained a version at or after `since_us` (for change announcements)."""
+        if not tenant_ids:
+            return []
+        s = state_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(s.c.tenant_id, s.c.user_id, s.c.last_version, s.c.updated_at).where(
+                    s.c.tenant_id.in_(list(tenant_ids)), s.c.updated_at >= since_us
+                )
+            ).all()
+        return [(str(t), str(u), int(v), int(at)) for t, u, v, at in rows]
+
     def profile(self, tenant_id: str, user_id: str) -> dict[str, Any]:
         """What is known about the user: facts by topic, tag counts, recent items, counts."""
         i, s = items_table, state_table

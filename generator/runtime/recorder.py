@@ -6,7 +6,8 @@ sooner when `max_pending` records are waiting. `flush()` writes synchronously (r
 first so they see their own calls), and `close()` stops the thread and writes whatever is left,
 so a clean shutdown never loses a record; an `atexit` hook is a last safety net.
 `on_recorded(event, counted)` hears of each record as it is buffered, on the recording thread
-(the gateway records on its event loop only), and must not raise.
+(the gateway records on its event loop only), and `on_written(events, usage)` of what each
+committed transaction held, under the write lock (`writing()`); neither may raise.
 
 A batch that fails to write is put back and retried on the next flush; after `close()` gives
 up, the number of lost records is logged (never their content). A batch the database refuses
@@ -121,6 +122,7 @@ class Recorder:
         max_pending: int = 2000,
         on_flushed: Callable[[], None] | None = None,
         on_recorded: Callable[[EventRecord, bool], None] | None = None,
+        on_written: Callable[[list[EventRecord], list[UsageDelta]], None] | None = None,
     ) -> None:
         self.store = store
         self.quota = quota
@@ -128,6 +130,7 @@ class Recorder:
         self.max_pending = max_pending
         self._on_flushed = on_flushed
         self._on_recorded = on_recorded
+        self._on_written = on_written
         self._batch = _Batch()
         self._lock = threading.Lock()  # guards _batch
         self._write_lock = threading.Lock()  # one writer at a time
@@ -285,6 +288,8 @@ class Recorder:
             except BaseException:
                 self._put_back(batch)
                 raise
+            else:
+                self._written(batch.events, usage)
             self.flushes += 1
             self.written += stored
             if self.quota is not None and usage:
@@ -311,6 +316,7 @@ class Recorder:
             except REFUSED:
                 refused += 1
                 refused_events += len(part[0])
+                continue
             except BaseException:
                 rest = parts[i:]
                 self._put_back(
@@ -321,12 +327,22 @@ class Recorder:
                     )
                 )
                 raise
+            self._written(part[0], part[1])
         logger.error(
             "recorder: the database refused %d of %d records (dropped; the others are stored)",
             refused,
             len(parts),
         )
         return len(events) - refused_events
+
+    def _written(self, events: list[EventRecord], usage: list[UsageDelta]) -> None:
+        if self._on_written is not None and (events or usage):
+            self._on_written(events, usage)
+
+    def writing(self) -> threading.Lock:
+        """The lock held while a batch is written and `on_written` hears of it: holding it,
+        a reader sees each batch both in the database and reported, or in neither."""
+        return self._write_lock
 
     def _put_back(self, unwritten: _Batch) -> None:
         """Put records that could not be written in front of what arrived since."""

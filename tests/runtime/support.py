@@ -359,3 +359,15 @@ def populate(store: Store, upstream: FakeUpstream, runtime: Any) -> World:
         a_host=store.issue_key(a.id, scopes=["read", "write"], host_app=True).token,
         b_rw=store.issue_key(b.id, scopes=["read", "write"], user="bo").token,
     )
+
+
+async def updates_until(sub: Any, wanted: set[str], timeout: float = 5) -> set[str]:
+    """The URIs a listen stream announces until it has announced all of `wanted` (the client
+    merges an event into one still waiting, so counting them would prove nothing)."""
+    got: set[str] = set()
+    with anyio.fail_after(timeout):
+        async for event in sub:
+            got.add(event.uri)
+            if wanted <= got:
+                break
+    return got

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -21,7 +22,14 @@ from mcp.client.streamable_http import streamable_http_client
 from generator.runtime.cli import main
 from generator.runtime.crypto import generate_key
 from generator.runtime.store import Store, make_engine
-from tests.runtime.support import GENERATED, ROOT, TOKEN_RE, FakeUpstream, free_port
+from tests.runtime.support import (
+    GENERATED,
+    ROOT,
+    TOKEN_RE,
+    FakeUpstream,
+    free_port,
+    updates_until,
+)
 
 LAUNCHER = str(ROOT / "tests" / "runtime" / "launcher.py")
 
@@ -441,6 +449,92 @@ async def test_stdio_two_tenants(
     events = store.query_events(tenant_a, type_="tool_call")
     assert [e.tool for e in events] == ["slack_send_message"]
     store.dispose()
+
+
+async def test_a_listen_stream_hears_what_another_process_served(
+    gateway, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Two gateway processes on one database: a listen stream opened on this one hears of the
+    calls and memory updates the other serves (found by the change poll), and of this one's
+    own just once."""
+    from generator.runtime.server import GatewayRuntime, open_store
+
+    db = str(tmp_path / "gw.db")
+    store = open_store(gateway, db, environ={})
+    acme = store.create_tenant("acme")
+    upstream.slack_tokens.add("xoxb-acme")
+    store.connect(acme.id, "slack", {"bot_token": "xoxb-acme"})
+    store.register_user(acme.id, "ash")
+    key = store.issue_key(acme.id, scopes=["read", "write"], user="ash").token
+    store.dispose()
+    slack = f"slack={upstream.base_urls()['slack']}"
+    other = _stdio(
+        [LAUNCHER, "serve", "--transport", "stdio", "--db", db, "--base-url", slack],
+        _env(FASTN_GATEWAY_API_KEY=key),
+    )
+    watched = [
+        "gateway://events/recent",
+        "gateway://usage",
+        "gateway://integrations/slack",
+        "memory://users/ash/profile",
+        "memory://users/ash/log",
+    ]
+    here = GatewayRuntime.open(gateway, db, environ={}, base_urls=upstream.base_urls())
+
+    async def heard(sub: Any, wanted: set[str]) -> set[str]:
+        """Poll until the stream has announced every URI of `wanted`; what it announced."""
+        got: set[str] = set()
+        with anyio.fail_after(20):
+            while not wanted <= got:
+                await here.poll_changes()
+                with anyio.move_on_after(0.3):
+                    async for event in sub:
+                        got.add(event.uri)
+                        if wanted <= got:
+                            break
+        with anyio.move_on_after(0.3):  # and whatever else it announces with them
+            async for event in sub:
+                got.add(event.uri)
+        return got
+
+    try:
+        async with (
+            Client(here.build_server(api_key=key)) as mine,
+            mine.listen(resource_subscriptions=watched) as sub,
+        ):
+            await here.poll_changes()  # the baseline: what the database held before
+            async with Client(other) as theirs:
+                r = await theirs.call_tool("slack_send_message", {"channel": "C1", "text": "hi"})
+                assert not r.is_error, r.content
+                assert await heard(sub, set(watched[:3])) == set(watched[:3])
+
+                r = await theirs.call_tool("update_memory", {"observations": [{"text": "tea"}]})
+                assert not r.is_error, r.content
+                # The memory, and the call that updated it (a call of a native tool).
+                wanted = {*watched[3:], *watched[:2]}
+                assert await heard(sub, wanted) == wanted
+
+                # A refused call counts nothing: only the events changed.
+                r = await theirs.call_tool("slack_send_message", {"channel": 7})
+                assert r.is_error and "invalid_arguments" in r.content[0].text
+                assert await heard(sub, {watched[0]}) == {watched[0]}
+
+            # This process's own calls are announced as they are made, not again by the poll.
+            r = await mine.call_tool("slack_send_message", {"channel": "C1", "text": "mine"})
+            assert not r.is_error, r.content
+            r = await mine.call_tool("update_memory", {"observations": [{"text": "coffee"}]})
+            assert not r.is_error, r.content
+            assert await updates_until(sub, set(watched)) == set(watched)
+            with anyio.move_on_after(0.3):  # the last call's record is announced after it
+                async for _event in sub:
+                    pass
+            await here.flush_records()
+            await here.poll_changes()
+            with anyio.move_on_after(0.5):
+                async for event in sub:
+                    raise AssertionError(f"announced twice: {event}")
+    finally:
+        await here.aclose()
 
 
 async def test_admin_connections_after_a_reconnection_show_a_fresh_status(

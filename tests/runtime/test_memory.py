@@ -34,7 +34,7 @@ from generator.runtime.memory import (
     shown_score,
     tsquery_expression,
 )
-from generator.runtime.store import make_engine
+from generator.runtime.store import make_engine, now_us
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -314,6 +314,17 @@ MY_ITEMS = (
     "Ramen place on 5th closes early on Mondays.",
 )
 MY_QUERIES = ("ramen lunch", "Apollo budget Priya", "Berlin launch", "sushi peanuts office")
+
+
+def test_versions_since_names_the_users_updated_lately(memory: MemoryStore) -> None:
+    """What the change poll reads to find memory updates made by other processes."""
+    remember(memory, "tea", user="ash")
+    remember(memory, "cake", user="ash")
+    remember(memory, "email", user="alex")
+    remember(memory, "other tenant", tenant="bravo", user="bo")
+    found = {(t, u): v for t, u, v, _at in memory.versions_since(["acme"], 0)}
+    assert found == {("acme", "ash"): 2, ("acme", "alex"): 1}
+    assert memory.versions_since(["acme"], now_us() + 1_000_000) == []
 
 
 def scores_seen(memory: MemoryStore) -> list[list[tuple[str, float]]]:

@@ -13,6 +13,7 @@ from mcp import Client, MCPError
 
 from generator.runtime import native
 from generator.runtime.store import Store, now_us
+from tests.runtime.support import updates_until
 
 MODES = ["auto", "legacy"]
 BASE_TOOLS = {
@@ -530,18 +531,6 @@ WATCHED = (
     "gateway://integrations/slack",
     "gateway://integrations/shopify",
 )
-
-
-async def updates_until(sub: Any, wanted: set[str]) -> set[str]:
-    """The URIs a listen stream announces until it has announced all of `wanted` (the client
-    merges an event into one still waiting, so counting them would prove nothing)."""
-    got: set[str] = set()
-    with anyio.fail_after(5):
-        async for event in sub:
-            got.add(event.uri)
-            if wanted <= got:
-                break
-    return got
 
 
 async def remember(world: Any, key: str, text: str, **kw: Any) -> None:

@@ -283,6 +283,32 @@ def test_usage_counters_accumulate(store: Store) -> None:
     assert store.usage_totals(t.id, "2026-06") == (0, {})
 
 
+def test_activity_counts_each_tenants_newer_events_and_calls(store: Store) -> None:
+    """What the change poll reads to find other processes' calls: one tenant's events above
+    a floor and its calls per (period, connector), never another tenant's."""
+    a, b = store.create_tenant("acme"), store.create_tenant("bravo")
+    first = st.make_event(a.id, "tool_call", at=1_000)
+    store.write_batch(
+        [first, st.make_event(b.id, "tool_call", at=5_000)],
+        [
+            st.UsageDelta(a.id, "2026-05", "slack_send_message", "slack", 3, 1),
+            st.UsageDelta(a.id, "2026-05", "slack_list_channels", "slack", 2, 0),
+            st.UsageDelta(a.id, "2026-05", "fastn_list_integrations", "", 1, 0),
+            st.UsageDelta(a.id, "2026-04", "slack_send_message", "slack", 9, 0),
+            st.UsageDelta(b.id, "2026-05", "slack_send_message", "slack", 7, 0),
+        ],
+    )
+    baseline = store.activity({a.id: None}, ["2026-05"])[a.id]
+    assert (baseline.events, baseline.newest) == (0, first.id)
+    assert baseline.calls == {("2026-05", "slack"): 5, ("2026-05", ""): 1}
+    later = [st.make_event(a.id, "tool_call", at=2_000 + i) for i in range(3)]
+    store.write_batch(later)
+    read = store.activity({a.id: first.id, "tn_nobody": None}, ["2026-05", "2026-04"])
+    assert (read[a.id].events, read[a.id].newest) == (3, max(e.id for e in later))
+    assert read[a.id].calls[("2026-04", "slack")] == 9
+    assert read["tn_nobody"] == st.TenantActivity(0, "", {})
+
+
 def test_health_batch(store: Store) -> None:
     t = store.create_tenant("acme")
     at = store.connect(t.id, "slack", {"bot_token": "x"}).connected_at

@@ -41,7 +41,8 @@ Change notifications (a connection connected, disconnected or marked needs_reaut
   `tools/list` is correct and a tool that disappeared is refused when called.
 * Changes made by another process (the admin CLI) are noticed by `watch_changes()` (a cheap
   poll of the tenants' generation counters, run by the HTTP app and the stdio runner) or by
-  the tenant's next request, whichever comes first.
+  the tenant's next request, whichever comes first. The same poll finds the calls and memory
+  updates another gateway process on the database served (`activity.ForeignActivity`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from . import native, resources
+from .activity import ForeignActivity
 from .auth import USER_HEADER, KeyVerifier, Principal, principal_from_access_token
 from .catalog import GatewaySpec, ToolSpec
 from .errors import (
@@ -114,6 +116,7 @@ from .store import (
     EventRecord,
     Store,
     TenantSnapshot,
+    UsageDelta,
     default_database_url,
     make_event,
     now_us,
@@ -422,8 +425,11 @@ class ChangeNotifier:
 
     def watched_tenants(self) -> list[str]:
         legacy = [t for t, group in self._legacy.items() if len(group)]
-        modern = [t for t, streams in self._streams.items() if streams]
-        return sorted(set(legacy) | set(modern))
+        return sorted(set(legacy) | set(self.listening_tenants()))
+
+    def listening_tenants(self) -> list[str]:
+        """The tenants with open listen streams (the only ones told of resource updates)."""
+        return sorted(t for t, streams in self._streams.items() if streams)
 
     def stream_keys(self) -> set[str]:
         return {p.key_id for streams in self._streams.values() for p in streams.values()}
@@ -497,10 +503,17 @@ class GatewayRuntime:
         self.quota = QuotaTracker(gateway, store.usage_totals)
         self.notifier = ChangeNotifier(gateway)
         self.recorder = Recorder(
-            store, self.quota, interval=recorder_interval, on_recorded=self._recorded
+            store,
+            self.quota,
+            interval=recorder_interval,
+            on_recorded=self._recorded,
+            on_written=self._written,
         )
         self._executor = executor
         self.memory = memory
+        self.activity = ForeignActivity(
+            store, memory.versions_since if memory else None, self.recorder.writing
+        )
         self.page_size = page_size
         self._snapshots: dict[str, TenantSnapshot] = {}
         # Decrypted credentials by sealed value (a new encryption is a new key: an update is
@@ -572,6 +585,9 @@ class GatewayRuntime:
         change = resources.Change(event=True, event_connector=called, usage=counted)
         self.notifier.updated(event.tenant_id, change)
 
+    def _written(self, events: list[EventRecord], usage: list[UsageDelta]) -> None:
+        self.activity.written(events, usage)
+
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call in a worker thread."""
         return await anyio.to_thread.run_sync(partial(fn, *args))
@@ -625,10 +641,15 @@ class GatewayRuntime:
 
     async def poll_changes(self) -> None:
         """Detect connection changes made by other processes for tenants with open sessions,
-        and end the listen streams of keys revoked or expired since they were opened."""
+        and calls and memory updates for tenants with listen streams; end the listen streams
+        of keys revoked or expired since they were opened."""
         keys = self.notifier.stream_keys()
         if keys:
             self.notifier.end_streams(await self.run_db(self.store.live_keys, sorted(keys)))
+        for tenant_id, change in await self.run_db(
+            self.activity.poll, self.notifier.listening_tenants()
+        ):
+            self.notifier.updated(tenant_id, change)
         watched = self.notifier.watched_tenants()
         if not watched:
             return
@@ -1083,6 +1104,8 @@ class _Handlers:
             if spec.handler == "memory.update_memory":
                 if result.get("stored"):
                     rt.notifier.updated(principal.tenant_id, resources.Change(memory_user=user))
+                    version = max(int(item["version"]) for item in result["stored"])
+                    rt.activity.memory_written(principal.tenant_id, user, version)
                 rt.recorder.record_event(
                     make_event(
                         principal.tenant_id,

@@ -608,6 +608,14 @@ def _event(row: Any) -> EventRecord:
     )
 
 
+class TenantActivity(NamedTuple):
+    """A tenant's recorded activity, as `Store.activity` reads it."""
+
+    events: int  # events with an id above the floor asked for
+    newest: str  # the newest event id ("" when none)
+    calls: dict[tuple[str, str], int]  # (period, connector) -> calls
+
+
 _KEY_COLUMNS = (
     api_keys.c.id,
     api_keys.c.tenant_id,
@@ -832,6 +840,39 @@ class Store:
                 )
             ).all()
         return {r.id: int(r.generation) for r in rows}
+
+    def activity(
+        self, floors: Mapping[str, str | None], periods: Sequence[str]
+    ) -> dict[str, TenantActivity]:
+        """What each tenant of `floors` has recorded (for change announcements): how many of
+        its events have an id above its floor (0 without a floor) and its newest event id, and
+        its calls per (period, connector) in `periods` ("" is the native tools)."""
+        out = {t: TenantActivity(0, floor or "", {}) for t, floor in floors.items()}
+        if not floors:
+            return out
+        e, u = events, usage
+        with self.read() as conn:
+            for tenant_id, floor in floors.items():
+                if floor is None:
+                    newest = conn.execute(
+                        sa.select(sa.func.max(e.c.id)).where(e.c.tenant_id == tenant_id)
+                    ).scalar()
+                    out[tenant_id] = TenantActivity(0, newest or "", {})
+                    continue
+                count, newest = conn.execute(
+                    sa.select(sa.func.count(), sa.func.max(e.c.id)).where(
+                        e.c.tenant_id == tenant_id, e.c.id > floor
+                    )
+                ).one()
+                out[tenant_id] = TenantActivity(int(count), max(newest or "", floor), {})
+            rows = conn.execute(
+                sa.select(u.c.tenant_id, u.c.period, u.c.connector, sa.func.sum(u.c.calls))
+                .where(u.c.tenant_id.in_(list(floors)), u.c.period.in_(list(periods)))
+                .group_by(u.c.tenant_id, u.c.period, u.c.connector)
+            ).all()
+        for tenant_id, period, connector, calls in rows:
+            out[tenant_id].calls[(period, connector or "")] = int(calls)
+        return out
 
     def live_keys(self, key_ids: Sequence[str]) -> set[str]:
         """Those of `key_ids` that are neither revoked nor expired (nor gone)."""
