@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import GatewayTokenVerifier, principal_from_access_token
 from .errors import FORBIDDEN, INVALID_ARGUMENTS, RATE_LIMITED, UNAUTHENTICATED, GatewayError
+from .fastschema import has_surrogate
 from .server import GatewayRuntime
 from .store import StoreError, iso
 
@@ -266,7 +267,12 @@ def build_http_app(
             if isinstance(data, dict):
                 fields = cast("dict[str, Any]", data)  # a JSON object: its keys are strings
                 external = fields.get("user", fields.get("external_id"))
-        if not isinstance(external, str) or not external.strip() or len(external) > 200:
+        if (
+            not isinstance(external, str)
+            or not external.strip()
+            or len(external) > 200
+            or has_surrogate(external)
+        ):
             return _error(
                 400,
                 GatewayError(

@@ -68,7 +68,7 @@ def decode_cursor(kind: str, cursor: str) -> str:
             value = fields.get("v")
             if fields.get("k") == kind and isinstance(value, str):
                 return value
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         pass
     raise GatewayError(
         INVALID_ARGUMENTS,
@@ -197,14 +197,17 @@ async def create_flow(call: NativeCall, args: Mapping[str, Any]) -> dict[str, An
     tool = trigger.get("tool")
     if tool is not None and tool not in visible:
         problems.append(
-            {"path": "/trigger/tool", "message": f"{tool!r} is not a tool this workspace can use"}
+            {
+                "path": "/trigger/tool",
+                "message": f"{tool[:64]!r} is not a tool this workspace can use",
+            }
         )
     for i, step in enumerate(args["steps"]):
         if step["tool"] not in visible:
             problems.append(
                 {
                     "path": f"/steps/{i}/tool",
-                    "message": f"{step['tool']!r} is not a tool this workspace can use",
+                    "message": f"{step['tool'][:64]!r} is not a tool this workspace can use",
                 }
             )
     if problems:
@@ -368,6 +371,9 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
         rt.quota.check_and_count(tenant_id, plan.name, connector, at)
 
     def searched(connector: str, tool: ToolSpec, code: str | None, ms: float) -> None:
+        counted = code != INVALID_ARGUMENTS  # as for a direct call: refused, not counted
+        if not counted:
+            rt.quota.uncount(tenant_id, plan.name, connector, at)
         rt.recorder.record_call(
             tenant_id=tenant_id,
             tool=tool.name,
@@ -377,6 +383,7 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
             duration_ms=ms,
             error_code=code,
             details={"via": call.tool},
+            count_usage=counted,
         )
 
     result: dict[str, Any]

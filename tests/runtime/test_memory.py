@@ -221,7 +221,7 @@ def test_supersedes_foreign_or_unknown_ids_is_not_found_and_writes_nothing(
                 ],
             )
         assert err.value.code == NOT_FOUND
-        assert err.value.details == {"ids": [foreign]}
+        assert err.value.details == {"ids": [foreign], "missing": 1}
         # The same message whether the id is unknown or someone else's: nothing leaks.
         assert "bo" not in err.value.message and "globex" not in err.value.message
     assert log_versions(memory) == before
@@ -229,6 +229,15 @@ def test_supersedes_foreign_or_unknown_ids_is_not_found_and_writes_nothing(
     assert remember(memory, "Next fact.")["version"] == 2
     assert log_versions(memory, user="bo") == [(1, True)]
     assert log_versions(memory, tenant="globex") == [(1, True)]
+
+
+def test_a_not_found_answer_names_ten_unknown_ids_at_most(memory: MemoryStore) -> None:
+    """The answer does not echo every id a caller made up."""
+    unknown = [f"mem_{i:020x}" for i in range(15)]
+    with pytest.raises(GatewayError) as err:
+        memory.update_memory("acme", "ash", [{"text": "t", "supersedes": unknown}])
+    assert err.value.details == {"ids": unknown[:10], "missing": 15}
+    assert err.value.message.endswith(unknown[9] + " and 5 more")
 
 
 def test_superseding_an_already_corrected_fact_is_a_conflict(memory: MemoryStore) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -159,6 +160,95 @@ async def test_invalid_arguments_and_quota_over_http(http: str, world, sqlite_st
         assert (
             err["code"] == "quota_exceeded" and err["retryable"] and err["retry_after_seconds"] > 0
         )
+
+
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+LONE = "<lone surrogate>"  # written into the raw JSON as the escape \\ud800
+
+
+async def raw_call(h: httpx2.AsyncClient, base: str, key: str, name: str, arguments: Any) -> Any:
+    """A 2026-07-28 tools/call sent as raw JSON, each LONE in `arguments` as "\\ud800": the
+    SDK's modern transport parses it with the standard library, so it reaches the server as a
+    lone surrogate. Returns the tool's error envelope, or None when the call succeeded."""
+    params = {"name": name, "arguments": arguments, "_meta": MODERN_META}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+    r = await h.post(
+        f"{base}/mcp",
+        content=body.replace(LONE, "\\ud800").encode(),
+        headers={
+            **ACCEPT,
+            "Authorization": f"Bearer {key}",
+            "MCP-Protocol-Version": "2026-07-28",
+            "Mcp-Method": "tools/call",
+            "Mcp-Name": name,
+        },
+    )
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    return json.loads(result["content"][0]["text"])["error"] if result.get("isError") else None
+
+
+async def test_text_that_is_not_unicode_is_invalid_arguments_before_any_work(
+    http: str, world, upstream
+) -> None:
+    """A lone surrogate is valid JSON but no text: refused with its path before an upstream
+    request or a database write is made (it was internal_error), and not counted."""
+    sent = len(upstream.requests)
+    flow = {"name": "x" + LONE, "trigger": {"type": "manual"}, "steps": [{"tool": "x"}]}
+    async with httpx2.AsyncClient() as h:
+        for name, arguments, path in (
+            ("slack_send_message", {"channel": "C1" + LONE, "text": "hi"}, "/channel"),
+            (
+                "update_memory",
+                {"observations": [{"text": "t", "tags": [LONE]}]},
+                "/observations/0/tags/0",
+            ),
+            ("fastn_create_flow", flow, "/name"),
+        ):
+            err = await raw_call(h, http, world.a_rw, name, arguments)
+            assert err is not None and err["code"] == "invalid_arguments", (name, err)
+            assert err["details"]["errors"][0]["path"] == path
+            assert "surrogate" in err["details"]["errors"][0]["message"]
+        assert await raw_call(h, http, world.a_rw, "fastn_list_integrations", {}) is None
+        r = await h.post(
+            f"{http}/register",
+            content=json.dumps({"user": "a" + LONE}).replace(LONE, "\\ud800").encode(),
+            headers={"Authorization": f"Bearer {world.a_host}", "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_arguments"
+    assert len(upstream.requests) == sent
+    await world.runtime.flush_records()
+    assert world.runtime.memory.profile(world.a.id, "ash")["last_version"] == 0
+    used = {r.tool: r.calls for r in world.runtime.store.usage_rows(world.a.id, _period())}
+    assert used == {"fastn_list_integrations": 1}
+
+
+async def test_arguments_a_handler_refuses_are_not_counted(
+    http: str, world, sqlite_store: Store
+) -> None:
+    """Arguments refused after the schema check (a cursor that is not one, a flow step naming
+    no tool) are refused like those the schema refuses: nothing counts toward the quota."""
+    sqlite_store.set_plan(world.a.id, "tiny")  # 3 calls
+    async with connect(http, world.a_rw) as c:
+        for _ in range(4):
+            r = await c.call_tool("fastn_get_event_history", {"cursor": "!!!"})
+            assert r.is_error and "invalid_arguments" in r.content[0].text, r.content
+            deep = base64.urlsafe_b64encode(b"[" * 1000).decode()
+            r = await c.call_tool("fastn_get_event_history", {"cursor": deep})
+            assert r.is_error and "invalid_arguments" in r.content[0].text, r.content
+        for _ in range(3):
+            assert not (await c.call_tool("fastn_list_integrations", {})).is_error
+        r = await c.call_tool("fastn_list_integrations", {})
+        assert r.is_error and "quota_exceeded" in r.content[0].text
+    await world.runtime.flush_records()
+    used = {r.tool: r.calls for r in sqlite_store.usage_rows(world.a.id, _period("day"))}
+    assert used == {"fastn_list_integrations": 3}
 
 
 async def test_register_and_assert_user(http: str, world) -> None:
@@ -418,10 +508,10 @@ async def test_clean_shutdown_writes_every_record(world, sqlite_store: Store) ->
     assert sqlite_store.usage_totals(world.b.id, _period())[0] == 25
 
 
-def _period() -> str:
+def _period(period: str = "month") -> str:
     from generator.runtime.store import period_bounds
 
-    return period_bounds("month", now_us())[0]
+    return period_bounds(period, now_us())[0]
 
 
 async def test_list_changed_over_stateful_http(stateful: str, world, sqlite_store: Store) -> None:

@@ -108,6 +108,26 @@ async def test_invalid_arguments_do_no_work(world, upstream) -> None:
     assert len(upstream.requests) == before
 
 
+async def test_values_no_json_peer_could_send_are_invalid_arguments(world) -> None:
+    """An in-process caller can pass what no wire format carries: an integer of thousands of
+    digits (Python will not even print it in an error message) or a string holding a lone
+    surrogate. Each is invalid_arguments with its path, not internal_error."""
+    async with Client(world.server(world.a_rw)) as c:
+        for name, arguments, path in (
+            ("fastn_get_event_history", {"limit": 10**5000}, "/limit"),
+            ("shopify_get_customer", {"customer_id": 10**5000}, "/customer_id"),
+            ("fastn_get_event_history", {"connector": "sl\ud800ck"}, "/connector"),
+        ):
+            err = envelope(await c.call_tool(name, arguments))
+            assert err["code"] == "invalid_arguments", (name, err)
+            assert err["details"]["errors"][0]["path"] == path
+        # No URI holds one; the acknowledgement of a subscription to it could not be sent.
+        with pytest.raises(MCPError) as listen:
+            async with c.listen(resource_subscriptions=["memory://users/a\ud800/profile"]):
+                pass
+        assert listen.value.error.data["error"]["code"] == "invalid_arguments"
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_connector_call_uses_the_tenants_own_credentials(world, upstream, mode: str) -> None:
     async with Client(world.server(world.a_rw), mode=mode) as c:
@@ -287,15 +307,15 @@ async def test_native_tools_end_to_end(world) -> None:
 
         usage = (await c.call_tool("fastn_get_usage_summary", {})).structured_content
         assert usage["plan"] == "starter" and usage["limit"] == 10000
-        # list_integrations, send_message, status x2, create_flow x3 (the invalid one counts);
-        # the summary reports the calls completed before it
-        assert usage["calls"] == 7
-        assert usage["remaining"] == 10000 - 7
+        # list_integrations, send_message, status x2, create_flow x2 (the invalid one's
+        # arguments were refused: it does not count); the calls completed before the summary
+        assert usage["calls"] == 6
+        assert usage["remaining"] == 10000 - 6
         by_tool = {t["tool"]: t for t in usage["by_tool"]}
         assert by_tool["fastn_create_flow"] == {
             "tool": "fastn_create_flow",
-            "calls": 3,
-            "errors": 1,
+            "calls": 2,
+            "errors": 0,
         }
 
         hist = (await c.call_tool("fastn_get_event_history", {"limit": 3})).structured_content

@@ -112,6 +112,19 @@ def test_a_record_the_database_refuses_is_dropped_and_the_others_are_stored(
     assert sqlite_store.usage_totals(b.id, "2026-05")[0] == 2
 
 
+def test_a_record_holding_text_no_database_stores_is_dropped(store: Store) -> None:
+    """A lone surrogate in a record's text (arguments are checked for them, but a record must
+    never stop the recorder) fails the driver's encoding: that record is dropped, the rest of
+    its batch is stored, and the recorder does not retry it forever."""
+    t = store.create_tenant("acme")
+    rec = Recorder(store, interval=3600)
+    rec.record_event(make_event(t.id, "tool_call", tool="sl\ud800ck"))
+    _call(rec, t.id)
+    assert rec.flush() == 1
+    assert rec.pending() == 0
+    assert [e.tool for e in store.query_events(t.id)] == ["slack_send_message"]
+
+
 def test_an_outage_while_writing_record_by_record_puts_the_rest_back(
     sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -106,6 +106,40 @@ _TYPES: Final[dict[str, Check]] = {
 }
 
 
+# A lone UTF-16 surrogate: Python strings may hold one (the stdlib JSON parser decodes
+# "\\ud800" into it), but no UTF-8 text can, so it would fail in every encoder downstream.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+# Integers beyond a double's range are not portable JSON, and past about 4,300 digits Python
+# will not even print them (an error message included).
+MAX_INTEGER_BITS: Final = 1024
+
+
+def has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def unencodable(value: Any) -> tuple[list[str | int], str] | None:
+    """The path to the first part of a JSON value that is not text or a portable number (a
+    string or key holding a lone surrogate, an integer too large), and what is wrong with it;
+    None when there is none. Iterative: the value may be nested deeper than Python recurses."""
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        v, path = stack.pop()
+        if isinstance(v, str):
+            if has_surrogate(v):
+                return path, "contains a lone UTF-16 surrogate, which is not valid text"
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if isinstance(k, str) and has_surrogate(k):
+                    return path, "has a key holding a lone UTF-16 surrogate"
+                stack.append((item, [*path, k]))
+        elif isinstance(v, list):
+            stack.extend((item, [*path, i]) for i, item in enumerate(v))
+        elif type(v) is int and v.bit_length() > MAX_INTEGER_BITS:
+            return path, f"is a number too large (more than {MAX_INTEGER_BITS} bits)"
+    return None
+
+
 def compile_check(schema: Any) -> Check | None:
     """A function instance -> bool, or None when the schema uses an unsupported keyword."""
     try:

@@ -945,10 +945,12 @@ class MemoryStore:
         missing = [target for target in ids if target not in found]
         if missing:
             # Same answer for an unknown id and another user's id: nothing leaks.
+            shown = [m[:40] for m in missing[:10]]
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise GatewayError(
                 NOT_FOUND,
-                "No memory item with that id for this user: " + ", ".join(m[:40] for m in missing),
-                details={"ids": [m[:40] for m in missing]},
+                "No memory item with that id for this user: " + ", ".join(shown) + more,
+                details={"ids": shown, "missing": len(missing)},
             )
         for target in ids:
             row = found[target]
@@ -1078,16 +1080,15 @@ class MemoryStore:
             return []
         if isinstance(tags, str) or not isinstance(tags, Sequence):
             raise _invalid("tags must be a list of strings.")
-        keys: list[str] = []
+        keys: dict[str, None] = {}  # in order, each once
         for tag in tags:
             if not isinstance(tag, str):
                 raise _invalid("tags must be a list of strings.")
             key = _tag_key(tag)
             if not key:  # no memory has a blank tag: dropping it would widen the filter
                 raise _invalid("tags must be non-empty strings.")
-            if key not in keys:
-                keys.append(key)
-        return keys
+            keys[key] = None
+        return list(keys)
 
     def _search(
         self,

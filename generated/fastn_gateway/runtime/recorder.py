@@ -34,8 +34,9 @@ from .store import EventRecord, HealthDelta, Store, UsageDelta, make_event, now_
 logger = logging.getLogger(__name__)
 
 UsageKey = tuple[str, str, str]  # tenant, period, tool
-# What a database raises for a record it will not store (as opposed to being unreachable).
-REFUSED: tuple[type[Exception], ...] = (DataError, IntegrityError)
+# What a database raises for a record it will not store (as opposed to being unreachable);
+# the drivers encode text themselves, and raise UnicodeEncodeError for a lone surrogate.
+REFUSED: tuple[type[Exception], ...] = (DataError, IntegrityError, UnicodeEncodeError)
 
 
 @dataclass(slots=True)

@@ -36,6 +36,7 @@ import mcp.types as types
 
 from .catalog import GatewaySpec, ResourceSpec
 from .errors import INVALID_ARGUMENTS, NOT_FOUND, GatewayError
+from .fastschema import has_surrogate
 from .handler_names import URI_VARIABLE
 from .native import NativeCall, event_history, integration_status, list_integrations, usage_summary
 
@@ -87,7 +88,10 @@ def _routes(gateway: GatewaySpec) -> tuple[dict[str, ResourceSpec], list[_Route]
 
 
 def _match(gateway: GatewaySpec, base: str) -> tuple[ResourceSpec, dict[str, str]] | None:
-    """The resource at `base` (a URI without its query) and its template's values, decoded."""
+    """The resource at `base` (a URI without its query) and its template's values, decoded.
+    A URI holding a lone surrogate is no URI (no UTF-8 text holds one): none."""
+    if has_surrogate(base):
+        return None
     static, templated = _routes(gateway)
     spec = static.get(base)
     if spec is not None:

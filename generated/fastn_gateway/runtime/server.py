@@ -107,7 +107,7 @@ from .executor import (
     check_base_urls,
     token_urls_from_env,
 )
-from .fastschema import Check, compile_check
+from .fastschema import Check, compile_check, has_surrogate, unencodable
 from .memory import MemoryStore
 from .quota import QuotaTracker
 from .recorder import Recorder
@@ -254,6 +254,9 @@ class ToolIndex:
         return v
 
     def input_errors(self, spec: ToolSpec, arguments: Any) -> list[dict[str, str]]:
+        bad = unencodable(arguments)
+        if bad is not None:
+            return [{"path": _short(_pointer(bad[0])), "message": bad[1]}]
         check = self._fast_in.get(spec.name, _UNCOMPILED)
         if check is _UNCOMPILED:
             check = self._fast_in[spec.name] = compile_check(dict(spec.input_schema))
@@ -1044,6 +1047,11 @@ class _Handlers:
             failure = internal_error()
             return tool_error(failure)
         finally:
+            # Arguments the handler refused (beyond what the schema says) are refused like
+            # those the schema refused: the call does not count.
+            counted = failure is None or failure.code != INVALID_ARGUMENTS
+            if not counted:
+                rt.quota.uncount(principal.tenant_id, principal.plan, spec.connector, at)
             rt.recorder.record_call(
                 tenant_id=principal.tenant_id,
                 tool=spec.name,
@@ -1054,6 +1062,7 @@ class _Handlers:
                 error_code=failure.code if failure is not None else None,
                 details=extra or None,
                 at=at,
+                count_usage=counted,
             )
 
     def _record(
@@ -1219,6 +1228,11 @@ class _Handlers:
         call, user = await self._resource_call(ctx)
         may_watch = await resources.watcher(call, user)
         wanted = params.notifications.resource_subscriptions
+        if wanted and any(has_surrogate(u) for u in wanted):
+            # No URI holds one, and the acknowledgement could not be encoded to send.
+            raise GatewayError(
+                INVALID_ARGUMENTS, "A resource URI holds a lone surrogate, which is not text."
+            )
         if wanted:
             uris = list(dict.fromkeys(resources.canonical(self.rt.gateway, u) for u in wanted))
             notifications = params.notifications.model_copy(update={"resource_subscriptions": uris})
