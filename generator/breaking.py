@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import fnmatch
 import json
+import math
 import re
 import subprocess
 import tempfile
@@ -218,11 +219,15 @@ def _semantic(value: Any) -> Any:
 
 def _multiple_relaxed(old: Any, new: Any) -> bool:
     """Whether `multipleOf: new` accepts every multiple of `old` (new divides old)."""
+    if type(old) is int and type(new) is int:  # exactly (a float quotient rounds, overflows)
+        return new != 0 and old % new == 0
     try:
         ratio = old / new
     except (TypeError, ZeroDivisionError):
         return False
-    return isinstance(ratio, int | float) and float(ratio).is_integer()
+    except OverflowError:  # an integer too large for a float
+        return False
+    return isinstance(ratio, int | float) and math.isfinite(ratio) and float(ratio).is_integer()
 
 
 def _types(s: Any) -> set[str] | None:

@@ -749,17 +749,39 @@ def _schema(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: Any, what: str) -> dict
     return schema if len(ctx.diags) == before else None
 
 
+# Length and size bounds the models pass to pydantic-core, which holds them in 64 bits.
+_SIZE_KEYWORDS = (
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+)
+_MAX_SIZE = 2**63 - 1
+
+
 def _check_subschemas(
     ctx: _Ctx, doc: Loaded, path: JsonPath, node: Any, root: dict[str, Any]
 ) -> None:
     """What the metaschema cannot see, in every subschema: regular expressions that do not
-    compile (the generated models and the server's validation would fail on import), `$ref`s
+    compile and size bounds past 64 bits (the generated models and the server's validation
+    would fail on import), `$ref`s
     that point nowhere, and property names that Python reads as another name."""
     if not isinstance(node, dict):
         return
     pattern = node.get("pattern")
     if isinstance(pattern, str):
         _check_regex(ctx, doc, (*path, "pattern"), pattern)
+    for keyword in _SIZE_KEYWORDS:
+        size = node.get(keyword)
+        if type(size) is int and size > _MAX_SIZE:
+            ctx.err(
+                "GEN203",
+                doc.span((*path, keyword)),
+                f"{keyword} {size} is beyond what the generated models can hold (2^63 - 1)",
+                f"leave {keyword} out: no value is that large",
+            )
     for key in node.get("patternProperties") or {}:
         _check_regex(ctx, doc, (*path, "patternProperties", key), key)
     ref = node.get("$ref")
@@ -990,6 +1012,11 @@ def _check_regex(ctx: _Ctx, doc: Loaded, path: JsonPath, pattern: str) -> None:
         re.compile(pattern)
     except re.error as exc:
         ctx.err("GEN203", doc.span(path), f"invalid regular expression {pattern!r}: {exc}")
+    except (RecursionError, OverflowError):  # groups nested past what the parser handles
+        shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
+        ctx.err(
+            "GEN203", doc.span(path), f"invalid regular expression {shown!r}: nested too deeply"
+        )
 
 
 def _resolve_pointer(root: dict[str, Any], ref: str) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ SPAN_DEPTH = 4
 # make a few hundred bytes expand to billions of values). Real manifests stay far below both.
 MAX_NESTING = 100
 MAX_VALUES = 1_000_000
+MAX_INTEGER_BITS = 1024
 
 
 class _TooBig(Exception):
@@ -131,6 +133,10 @@ def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return None, [error("GEN001", Span(file=rel_path), f"file is not UTF-8 (byte {exc.start})")]
+    deep = _nested_too_deep(text)
+    if deep is not None:
+        line, col = deep
+        return None, [error("GEN002", Span(file=rel_path, line=line, col=col), _TOO_DEEP)]
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except RecursionError:
@@ -218,6 +224,34 @@ _TOO_DEEP = f"YAML nesting deeper than {MAX_NESTING} levels"
 
 def _short(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _nested_too_deep(text: str) -> tuple[int, int] | None:
+    """Where (line, column) collections nest deeper than MAX_NESTING, if they do. libyaml's
+    composer recurses in C: tens of thousands of `[` crash the process before Python's
+    recursion limit can stop it. Only flow collections (`[`, `{`) nest that deep in a file of
+    sane size, so the event scan (which does not recurse) runs only when the brackets could."""
+    depth = deepest = 0
+    for c in _NOT_BRACKETS.sub("", text):
+        depth = depth + 1 if c in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    if deepest <= MAX_NESTING:
+        return None
+    depth = -1  # the document's root is level 0, as the builder counts
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_NESTING:
+                    return event.start_mark.line + 1, event.start_mark.column + 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # composing reports it, with its place
+    return None
 
 
 def _line_col(text: str, offset: int) -> tuple[int, int]:
@@ -400,16 +434,12 @@ class _Builder:
         if node.tag in _JSON_SCALAR_TAGS:
             try:
                 value = self._constructor.construct_object(node, deep=True)
-            except (ValueError, KeyError, OverflowError, yaml.YAMLError):
-                what = node.tag.rsplit(":", 1)[-1]
-                self.diagnostics.append(
-                    error(
-                        "GEN002",
-                        self._span(node),
-                        f"{_short(node.value)} is not a valid YAML {what}",
-                    )
-                )
-                return node.value
+            except ValueError as exc:
+                if "digits" in str(exc):  # Python's limit on decimal integer conversion
+                    return self._too_large(node)
+                return self._invalid_scalar(node)
+            except (KeyError, OverflowError, yaml.YAMLError):
+                return self._invalid_scalar(node)
             if isinstance(value, float) and not math.isfinite(value):
                 # .inf, .nan and 1e400: JSON has no such numbers, and no schema, tools.json
                 # or generated module could carry them.
@@ -422,5 +452,26 @@ class _Builder:
                     )
                 )
                 return node.value
+            if type(value) is int and value.bit_length() > MAX_INTEGER_BITS:
+                return self._too_large(node)
             return value
+        return str(node.value)
+
+    def _invalid_scalar(self, node: yaml.ScalarNode) -> str:
+        what = node.tag.rsplit(":", 1)[-1]
+        message = f"{_short(node.value)} is not a valid YAML {what}"
+        self.diagnostics.append(error("GEN002", self._span(node), message))
+        return str(node.value)
+
+    def _too_large(self, node: yaml.ScalarNode) -> str:
+        # Beyond any JSON number a tool or client reads (and past 4,300 digits Python will not
+        # even print it).
+        self.diagnostics.append(
+            error(
+                "GEN002",
+                self._span(node),
+                f"{_short(node.value)} is too large a number (more than {MAX_INTEGER_BITS} bits)",
+                "write a smaller number, or quote it to mean the text",
+            )
+        )
         return str(node.value)

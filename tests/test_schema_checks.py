@@ -288,3 +288,54 @@ def test_defaults_the_models_cannot_type_are_refused(tmp_path: Path) -> None:
         'default ["2024-01-01"] cannot be written in the generated models, which type a date '
         "string as date",
     ], got
+
+
+def test_what_the_compiler_used_to_crash_on_is_a_located_diagnostic(tmp_path: Path) -> None:
+    """Found by fuzzing the manifests: a pattern nested past the regex parser's recursion, a
+    length bound past 64 bits (the generated models failed on import) and a number past
+    Python's printable integers (YAML's hex integers have no digit limit) each crashed a stage
+    or the generated package."""
+    nested = "(" * 1000 + "a" + ")" * 1000
+    root = _project(
+        tmp_path / "a",
+        input_id=f"{{type: string, pattern: '{nested}', maxLength: 100000000000000000000}}",
+    )
+    assert [g.split(":", 3)[3] for g in _diagnostics(root)] == [
+        "GEN203:invalid regular expression '" + "(" * 57 + "...': nested too deeply",
+        "GEN203:maxLength 100000000000000000000 is beyond what the generated models can hold "
+        "(2^63 - 1)",
+    ]
+    root = _project(
+        tmp_path / "b", input_extra=f"        n: {{type: integer, maximum: 0x{'f' * 3600}}}\n"
+    )
+    first = _diagnostics(root)[0]
+    assert first.startswith("probe.yaml:18:37:GEN002:'0xfff") and first.endswith(
+        "...' is too large a number (more than 1024 bits)"
+    )
+
+
+def test_collections_nested_past_what_yaml_can_compose_are_one_diagnostic(
+    tmp_path: Path,
+) -> None:
+    """libyaml composes in C and crashed the process (SIGSEGV) at some 26,000 levels of `[`:
+    a subprocess, so that the old crash fails this test instead of the run."""
+    import subprocess
+    import sys
+
+    root = make_project(tmp_path, {"deep.yaml": "a: " + "[" * 100_000 + "]" * 100_000 + "\n"})
+    run = subprocess.run(
+        [sys.executable, "-m", "generator", "validate"], cwd=root, capture_output=True, text=True
+    )
+    assert run.returncode == 1, run.stderr
+    assert "manifests/deep.yaml:1:104: error[GEN002] YAML nesting deeper than 100 levels" in (
+        run.stdout + run.stderr
+    )
+
+
+def test_multiple_of_past_a_floats_range_is_compared_exactly() -> None:
+    from generator.breaking import _multiple_relaxed
+
+    assert _multiple_relaxed(2**1024 - 1, 1) is True  # the float quotient overflowed
+    assert _multiple_relaxed(2**1024 - 1, 2) is False
+    assert _multiple_relaxed(2**1024 - 1, 0.5) is False
+    assert _multiple_relaxed(1.0, 0.1) is True  # as jsonschema divides

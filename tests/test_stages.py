@@ -62,7 +62,7 @@ def test_load_errors_are_located(text: bytes, code: str, line: int) -> None:
         (b"a: !!int abc\n", 1, 4, "not a valid YAML int"),
         (b"a: !!float abc\n", 1, 4, "not a valid YAML float"),
         (b"a: 0x_\n", 1, 4, "not a valid YAML int"),
-        (b"a: " + b"9" * 5000 + b"\n", 1, 4, "not a valid YAML int"),
+        (b"a: " + b"9" * 5000 + b"\n", 1, 4, "too large a number"),
         (b"a: {<<: 5}\n", 1, 9, "merge key"),
         (b"a: " + b"[" * 150 + b"]" * 150 + b"\n", 1, 104, "nesting deeper than 100"),
         (b"a: 1\nb: x\x00y\n", 2, 5, "control characters"),
