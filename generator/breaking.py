@@ -47,6 +47,7 @@ from .diagnostics import (
     has_errors,
     normalise,
     printable,
+    shortened,
     warning,
 )
 from .diagnostics import render as render_diagnostics
@@ -198,8 +199,7 @@ def _canonical(value: Any) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shortened(json.dumps(value, ensure_ascii=False, default=str))
 
 
 def _semantic(value: Any) -> Any:
@@ -223,9 +223,7 @@ def _multiple_relaxed(old: Any, new: Any) -> bool:
         return new != 0 and old % new == 0
     try:
         ratio = old / new
-    except (TypeError, ZeroDivisionError):
-        return False
-    except OverflowError:  # an integer too large for a float
+    except (TypeError, ZeroDivisionError, OverflowError):  # not numbers; 0; past a float
         return False
     return isinstance(ratio, int | float) and math.isfinite(ratio) and float(ratio).is_integer()
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import jsonschema
 
 from . import ir
-from .diagnostics import Diagnostic, Span, error, has_errors
+from .diagnostics import Diagnostic, Span, error, has_errors, shortened
 from .load import MAX_NESTING, JsonPath, Loaded
 from .names import MAX_TOOL_NAME, ClassName, PyIdent, import_name_problem, is_valid_tool_name
 from .runtime.catalog import credential_header
@@ -766,8 +766,8 @@ def _check_subschemas(
 ) -> None:
     """What the metaschema cannot see, in every subschema: regular expressions that do not
     compile and size bounds past 64 bits (the generated models and the server's validation
-    would fail on import), `$ref`s
-    that point nowhere, and property names that Python reads as another name."""
+    would fail on import), `$ref`s that point nowhere, and property names that Python reads as
+    another name."""
     if not isinstance(node, dict):
         return
     pattern = node.get("pattern")
@@ -1013,7 +1013,7 @@ def _check_regex(ctx: _Ctx, doc: Loaded, path: JsonPath, pattern: str) -> None:
     except re.error as exc:
         ctx.err("GEN203", doc.span(path), f"invalid regular expression {pattern!r}: {exc}")
     except (RecursionError, OverflowError):  # groups nested past what the parser handles
-        shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
+        shown = shortened(pattern)
         ctx.err(
             "GEN203", doc.span(path), f"invalid regular expression {shown!r}: nested too deeply"
         )

@@ -39,6 +39,11 @@ UNSAFE_IN_NAMES = re.compile(rf"[\x00-\x1f{_ABOVE_C0}]")
 _UNSAFE_ABOVE_C0 = re.compile(f"[{_ABOVE_C0}]")  # what json.dumps leaves raw
 
 
+def shortened(text: str, limit: int = 60) -> str:
+    """`text` cut to `limit` characters, ending "...", when longer: a value shown in a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def printable(text: str) -> str:
     """`text` with every `UNSAFE_IN_NAMES` character as a Python-style escape (`\\n`,
     `\\x7f`, `\\u2028`): how a file name is shown in diagnostics and generated headers, so

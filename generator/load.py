@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from .diagnostics import UNSAFE_IN_NAMES, Diagnostic, Span, error, printable
+from .diagnostics import UNSAFE_IN_NAMES, Diagnostic, Span, error, printable, shortened
+from .runtime.fastschema import MAX_INTEGER_BITS
 
 JsonPath = tuple[str | int, ...]
 
@@ -53,7 +54,6 @@ SPAN_DEPTH = 4
 # make a few hundred bytes expand to billions of values). Real manifests stay far below both.
 MAX_NESTING = 100
 MAX_VALUES = 1_000_000
-MAX_INTEGER_BITS = 1024
 
 
 class _TooBig(Exception):
@@ -223,7 +223,7 @@ _TOO_DEEP = f"YAML nesting deeper than {MAX_NESTING} levels"
 
 
 def _short(text: str, limit: int = 40) -> str:
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+    return repr(shortened(text, limit))
 
 
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import ir
-from .diagnostics import Span
+from .diagnostics import Span, shortened
 from .emit.package import mcp_tool
 
 ENCODING = "o200k_base"
@@ -124,7 +124,7 @@ def _hoist_saving(tool: ir.Tool, which: str, schema: Any) -> Saving | None:
     if best is None:
         return None
     saved, text, n = best
-    preview = text if len(text) <= 60 else text[:57] + "..."
+    preview = shortened(text)
     return Saving(
         kind="hoist",
         tool=tool.name,

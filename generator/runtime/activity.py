@@ -81,8 +81,8 @@ class ForeignActivity:
         with self._lock:
             seen = self._tenants.get(tenant_id)
             if seen is not None:
-                v, at = seen.versions.get(user, (0, 0))
-                seen.versions[user] = (max(v, version), max(at, now_us()))
+                known = seen.versions.get(user, (0, 0))[0]
+                seen.versions[user] = (max(known, version), now_us())
 
     def poll(self, tenant_ids: Sequence[str]) -> list[tuple[str, resources.Change]]:
         """What other processes changed for `tenant_ids` since the last poll (blocking)."""

@@ -371,9 +371,6 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
         rt.quota.check_and_count(tenant_id, plan.name, connector, at)
 
     def searched(connector: str, tool: ToolSpec, code: str | None, ms: float) -> None:
-        counted = code != INVALID_ARGUMENTS  # as for a direct call: refused, not counted
-        if not counted:
-            rt.quota.uncount(tenant_id, plan.name, connector, at)
         rt.recorder.record_call(
             tenant_id=tenant_id,
             tool=tool.name,
@@ -383,7 +380,6 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
             duration_ms=ms,
             error_code=code,
             details={"via": call.tool},
-            count_usage=counted,
         )
 
     result: dict[str, Any]

@@ -119,10 +119,9 @@ class QuotaTracker:
                         raise self._refusal(plan, c_used, limit, connector, end, at_us)
             entry.unsettled.add(connector)
 
-    def uncount(self, tenant_id: str, plan_name: str, connector: str | None, at_us: int) -> None:
+    def uncount(self, tenant_id: str, period_key: str, connector: str | None) -> None:
         """Take back a call `check_and_count` counted that was then refused for its arguments
         (it is recorded without counting)."""
-        period_key = period_bounds(self.plan(plan_name).period, at_us)[0]
         with self._lock:
             entry = self._entries.get((tenant_id, period_key))
             if entry is not None:

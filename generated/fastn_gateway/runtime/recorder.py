@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy.exc import DataError, IntegrityError
 
+from .errors import INVALID_ARGUMENTS
 from .quota import QuotaTracker
 from .store import EventRecord, HealthDelta, Store, UsageDelta, make_event, now_us
 
@@ -169,7 +170,15 @@ class Recorder:
         at: int | None = None,
         count_usage: bool = True,
     ) -> None:
-        """One tool call: an event, a usage increment and (connector tools) health."""
+        """One tool call: an event, a usage increment and (connector tools) health.
+
+        A call the quota admitted whose arguments the tool's own checks then refused
+        (`invalid_arguments`) is refused like one the schema refused: it does not count, and
+        the quota takes it back."""
+        if count_usage and error_code == INVALID_ARGUMENTS:
+            count_usage = False
+            if self.quota is not None:
+                self.quota.uncount(tenant_id, period, connector)
         when = now_us() if at is None else at
         event = make_event(
             tenant_id,

@@ -1047,11 +1047,6 @@ class _Handlers:
             failure = internal_error()
             return tool_error(failure)
         finally:
-            # Arguments the handler refused (beyond what the schema says) are refused like
-            # those the schema refused: the call does not count.
-            counted = failure is None or failure.code != INVALID_ARGUMENTS
-            if not counted:
-                rt.quota.uncount(principal.tenant_id, principal.plan, spec.connector, at)
             rt.recorder.record_call(
                 tenant_id=principal.tenant_id,
                 tool=spec.name,
@@ -1062,7 +1057,6 @@ class _Handlers:
                 error_code=failure.code if failure is not None else None,
                 details=extra or None,
                 at=at,
-                count_usage=counted,
             )
 
     def _record(
@@ -1228,12 +1222,12 @@ class _Handlers:
         call, user = await self._resource_call(ctx)
         may_watch = await resources.watcher(call, user)
         wanted = params.notifications.resource_subscriptions
-        if wanted and any(has_surrogate(u) for u in wanted):
-            # No URI holds one, and the acknowledgement could not be encoded to send.
-            raise GatewayError(
-                INVALID_ARGUMENTS, "A resource URI holds a lone surrogate, which is not text."
-            )
         if wanted:
+            if any(has_surrogate(u) for u in wanted):
+                # No URI holds one, and the acknowledgement could not be encoded to send.
+                raise GatewayError(
+                    INVALID_ARGUMENTS, "A resource URI holds a lone surrogate, which is not text."
+                )
             uris = list(dict.fromkeys(resources.canonical(self.rt.gateway, u) for u in wanted))
             notifications = params.notifications.model_copy(update={"resource_subscriptions": uris})
             params = params.model_copy(update={"notifications": notifications})

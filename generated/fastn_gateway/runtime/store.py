@@ -847,7 +847,7 @@ class Store:
         """What each tenant of `floors` has recorded (for change announcements): how many of
         its events have an id above its floor (0 without a floor) and its newest event id, and
         its calls per (period, connector) in `periods` ("" is the native tools)."""
-        out = {t: TenantActivity(0, floor or "", {}) for t, floor in floors.items()}
+        out: dict[str, TenantActivity] = {}
         if not floors:
             return out
         e, u = events, usage
