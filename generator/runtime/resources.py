@@ -241,7 +241,7 @@ def canonical(gateway: GatewaySpec, uri: str) -> str:
     """The URI a resource's updates are announced under, as `resources/list` gives it: without
     a query, its template values percent-encoded one way. A subscription to `...%61sh/profile`
     or to a log page (`...log?after_version=N`) hears of its resource. A URI of no resource is
-    kept as it is (it never hears anything)."""
+    kept as it is (no session may watch it)."""
     found = _match(gateway, uri.partition("?")[0])
     if found is None:
         return uri

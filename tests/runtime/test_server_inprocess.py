@@ -566,7 +566,8 @@ async def test_subscribed_resources_are_told_when_they_change(world) -> None:
         Client(world.server(world.a_rw)) as c,
         c.listen(resource_subscriptions=WATCHED) as sub,
     ):
-        assert set(sub.honored.resource_subscriptions or ()) == set(WATCHED)
+        # Alex's profile is another user's: not acknowledged, as it is never heard.
+        assert set(sub.honored.resource_subscriptions or ()) == set(WATCHED) - {ALEX_PROFILE}
         await remember(world, world.a_host, "Alex prefers email", asserted_user="alex")
         await remember(world, world.a_rw, "Ash likes tea")
         # Alex's update came first: had it been announced, it would be announced by now.
@@ -615,6 +616,34 @@ async def test_resource_updates_follow_what_the_session_may_read(world) -> None:
         # Tenant A's calls came first: B hears only of its own.
         got = await updates_until(b, {"gateway://integrations/slack"})
         assert not got & {ASH_PROFILE, ALEX_PROFILE, "gateway://integrations/shopify"}
+
+
+async def test_a_stream_is_acknowledged_only_what_it_will_hear(world) -> None:
+    """The acknowledgement names the resources the session may read: not another user's
+    memory, nor a URI of no resource; a key without the read scope is acknowledged none (it
+    still hears its list changes). A stream subscribes to a bounded number of resources."""
+    from generator.runtime.server import MAX_STREAM_SUBSCRIPTIONS
+
+    asked = (*WATCHED, "gateway://nothing", "memory://users/ash/elsewhere")
+    async with Client(world.server(world.a_rw)) as c:
+        async with c.listen(resource_subscriptions=asked) as sub:
+            assert set(sub.honored.resource_subscriptions or ()) == set(WATCHED) - {ALEX_PROFILE}
+        async with c.listen(resource_subscriptions=[ALEX_PROFILE]) as sub:
+            assert not sub.honored.resource_subscriptions
+        many = [f"memory://users/ash/profile?n={i}" for i in range(MAX_STREAM_SUBSCRIPTIONS + 1)]
+        with pytest.raises(MCPError) as refused:
+            async with c.listen(resource_subscriptions=many):
+                pass
+        err = refused.value.error.data["error"]
+        assert err["code"] == "invalid_arguments" and err["details"]["limit"] == 1000, err
+        async with c.listen(resource_subscriptions=many[:-1]) as sub:
+            assert sub.honored.resource_subscriptions == [ASH_PROFILE]
+    async with (
+        Client(world.server(world.a_write)) as writer,
+        writer.listen(tools_list_changed=True, resource_subscriptions=WATCHED) as w_sub,
+    ):
+        assert not w_sub.honored.resource_subscriptions
+        assert w_sub.honored.tools_list_changed
 
 
 async def test_reconnecting_an_active_connection_updates_its_resources(world) -> None:

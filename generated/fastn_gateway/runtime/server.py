@@ -363,6 +363,8 @@ class _TimedWrites:
 # Open `subscriptions/listen` streams per tenant: each holds a request (and, over HTTP, a
 # connection) open, so one tenant cannot take them all.
 MAX_LISTEN_STREAMS = 256
+# Resource URIs one listen stream may subscribe to (each is matched on every update).
+MAX_STREAM_SUBSCRIPTIONS = 1000
 # How long one event may take to reach a listening client before its stream is ended.
 LISTEN_WRITE_TIMEOUT = 30.0
 
@@ -1223,12 +1225,22 @@ class _Handlers:
         may_watch = await resources.watcher(call, user)
         wanted = params.notifications.resource_subscriptions
         if wanted:
+            if len(wanted) > MAX_STREAM_SUBSCRIPTIONS:
+                raise GatewayError(
+                    INVALID_ARGUMENTS,
+                    f"A stream may subscribe to at most {MAX_STREAM_SUBSCRIPTIONS} resources; "
+                    f"this one asked for {len(wanted)}.",
+                    details={"limit": MAX_STREAM_SUBSCRIPTIONS},
+                )
             if any(has_surrogate(u) for u in wanted):
                 # No URI holds one, and the acknowledgement could not be encoded to send.
                 raise GatewayError(
                     INVALID_ARGUMENTS, "A resource URI holds a lone surrogate, which is not text."
                 )
-            uris = list(dict.fromkeys(resources.canonical(self.rt.gateway, u) for u in wanted))
+            # Acknowledged are the resources the session could read, which it will hear of:
+            # not another user's memory, nor a URI no resource answers to.
+            canonical = (resources.canonical(self.rt.gateway, u) for u in wanted)
+            uris = [u for u in dict.fromkeys(canonical) if may_watch(u)]
             notifications = params.notifications.model_copy(update={"resource_subscriptions": uris})
             params = params.model_copy(update={"notifications": notifications})
         return await self.rt.notifier.listen(call.principal, ctx, params, may_watch)
