@@ -752,6 +752,33 @@ def test_migrate_is_idempotent_and_keeps_data(memory: MemoryStore) -> None:
     assert texts(memory.retrieve_relevant_chunks("acme", "ash", "bees")) == ["Keeps bees."]
 
 
+def test_the_change_polls_read_of_recent_users_is_indexed(memory: MemoryStore) -> None:
+    """Each poll reads the users of listening tenants updated in the last minute: an index
+    range, not every user of the tenant (a database made before the index gains it)."""
+    engine = memory.engine
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX memory_user_state_recent"))
+    memory.migrate()
+    indexes = sa.inspect(engine).get_indexes("memory_user_state")
+    assert {"name": "memory_user_state_recent", "columns": ["tenant_id", "updated_at"]} in [
+        {"name": i["name"], "columns": i["column_names"]} for i in indexes
+    ]
+    remember(memory, "Keeps bees.")
+    assert [(t, u, v) for t, u, v, _ in memory.versions_since(["acme"], 0)] == [("acme", "ash", 1)]
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.execute(
+                    sa.text(
+                        "EXPLAIN QUERY PLAN SELECT user_id FROM memory_user_state "
+                        "WHERE tenant_id IN ('acme', 'other') AND updated_at >= 5"
+                    )
+                )
+            )
+        assert "memory_user_state_recent" in plan, plan
+
+
 def test_observed_at_accepts_offsets_and_datetimes(memory: MemoryStore) -> None:
     from datetime import UTC, datetime
 

@@ -439,9 +439,15 @@ state_table: Final = sa.Table(
 _INDEXES: Final = "memory_search_indexes"
 _BM25_K1: Final = 1.2  # the constants of FTS5's bm25()
 _BM25_B: Final = 0.75
+# The change poll reads the users of listening tenants updated in the last minute.
+_RECENT_DDL: Final = (
+    "CREATE INDEX IF NOT EXISTS memory_user_state_recent ON memory_user_state "
+    "(tenant_id, updated_at)"
+)
 _SQLITE_DDL: Final = (
     f"CREATE TABLE IF NOT EXISTS {_INDEXES} (tenant_id VARCHAR(255) PRIMARY KEY, "
     "n INTEGER NOT NULL UNIQUE, row_count INTEGER NOT NULL)",
+    _RECENT_DDL,
 )
 # The single index of every tenant that databases written before per-tenant indexes hold;
 # migrate() moves its tenants to their own indexes and drops it.
@@ -498,6 +504,7 @@ _PG_DDL: Final = (
     "WHERE superseded_by IS NULL",
     "CREATE INDEX IF NOT EXISTS memory_items_user_active ON memory_items "
     "(tenant_id, user_id) WHERE superseded_by IS NULL",
+    _RECENT_DDL,
 )
 
 _CHUNK_COLUMNS: Final = (
