@@ -11,6 +11,8 @@ Nothing here logs or formats a credential; errors name the problem, never the va
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import os
 import re
@@ -46,6 +48,12 @@ class CredentialCipher:
             raise CredentialKeyError(
                 "credential encryption key is malformed (expected url-safe base64 of 32 bytes)"
             ) from exc
+        self._first = base64.urlsafe_b64decode(keys[0].strip().encode("ascii"))
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for `purpose`, derived from the encrypting key (so every process of a
+        deployment derives the same one, and it changes when that key is rotated)."""
+        return hmac.new(self._first, b"mcpforge/" + purpose.encode("utf-8"), "sha256").digest()
 
     def encrypt(self, credentials: Mapping[str, str]) -> str:
         data = json.dumps(dict(credentials), sort_keys=True, separators=(",", ":"))

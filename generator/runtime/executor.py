@@ -37,9 +37,12 @@ declares `more` (a boolean in the body, such as ``has_more``), anything but true
 * ``offset``: the cursor is the number of records to skip (Jira's ``startAt``): the next one is
   the offset plus the records of this page. The same records decide the end as for ``page``,
   and so does a `total` count in the body when the offset reaches it.
-* ``link``: the cursor is the ``rel="next"`` URL of the Link header; a cursor is only followed
-  when it stays on the connector's base URL (same origin, under its path, no dot segments), so
-  a cursor cannot send a tenant's credentials elsewhere.
+* ``link``: the next page is the ``rel="next"`` URL of the Link header (or a URL in the body,
+  `next`). The model gets it sealed: the cursor carries the URL with a MAC over it, the tool and
+  the tenant, so a cursor is followed only as this tool gave it to this tenant (a made-up one
+  could reach any other path of the API with the tenant's credentials). A cursor is also only
+  followed when its URL stays on the connector's base URL (same origin, under its path, no dot
+  segments), so it cannot send a tenant's credentials elsewhere.
 
 A successful response with an empty body (``204 No Content``) is the empty object ``{}``, and
 then meets the output schema like any other result.
@@ -70,12 +73,15 @@ credential value before it goes into `details`, and request headers never leave 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import email.utils
 import hashlib
+import hmac
 import json
 import logging
 import math
+import os
 import random
 import re
 import time
@@ -711,6 +717,25 @@ def _decode_json(body: bytes) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
+# Bytes of HMAC-SHA256 kept in a link cursor: 128 bits, beyond guessing.
+LINK_MAC_BYTES: Final = 16
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    """Unpadded URL-safe base64 (ValueError when it is not)."""
+    raw = text.encode("ascii")  # UnicodeEncodeError is a ValueError
+    if not _B64URL.fullmatch(raw):
+        raise ValueError("not url-safe base64")
+    return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+
+
+_B64URL: Final = re.compile(rb"[A-Za-z0-9_-]*")
+
+
 def _link_next(headers: httpx2.Headers) -> tuple[bool, str | None]:
     """(has a Link header, the rel=next URL or None)."""
     header = headers.get("link")
@@ -973,8 +998,12 @@ class ConnectorExecutor:
         backoff_base: float = 0.25,
         backoff_max: float = 8.0,
         max_response_bytes: int = 8 * 1024 * 1024,
+        cursor_key: bytes | None = None,
     ) -> None:
         self.gateway = gateway
+        # Seals link cursors: shared by a deployment's processes (derived from its credential
+        # key), else this process's own (a cursor then pages only where it was given).
+        self._cursor_key = cursor_key if cursor_key is not None else os.urandom(32)
         self._base_urls = {k: v.rstrip("/") for k, v in (base_urls or {}).items()}
         self._token_urls = dict(token_urls or {})
         self._owns_client = client is None
@@ -1560,6 +1589,8 @@ class ConnectorExecutor:
             ns = self._namespace(plan, arguments, ctx)
             raw_cursor = arguments.get("cursor") if plan.pagination else None
             cursor = raw_cursor if isinstance(raw_cursor, str) and raw_cursor else None
+            if cursor is not None and plan.pagination == "link":
+                cursor = self._open_link(plan, ctx, cursor)
             if plan.idempotency is not None:
                 key = str(uuid.uuid4())  # one per call, unguessable, the same on every attempt
             url, params, headers, content, page_size = self._build(
@@ -1782,7 +1813,14 @@ class ConnectorExecutor:
                     )
                 try:
                     output = self._shape(
-                        plan, {} if empty else body, reply, cursor, status, page_size, empty=empty
+                        plan,
+                        {} if empty else body,
+                        reply,
+                        cursor,
+                        status,
+                        page_size,
+                        ctx,
+                        empty=empty,
                     )
                 except ConnectorCallError as exc:
                     # A partial answer whose kept items hold a null the output schema does
@@ -1791,7 +1829,7 @@ class ConnectorExecutor:
                         raise
                     if not partial.drop_incomplete():
                         raise
-                    output = self._shape(plan, body, reply, cursor, status, page_size)
+                    output = self._shape(plan, body, reply, cursor, status, page_size, ctx)
                 return ExecResult(
                     output=output,
                     refreshed_credentials=refreshed,
@@ -1936,6 +1974,7 @@ class ConnectorExecutor:
         cursor: str | None,
         status: int,
         page_size: int | None,
+        ctx: CallContext,
         *,
         empty: bool = False,
     ) -> dict[str, Any]:
@@ -1969,9 +2008,10 @@ class ConnectorExecutor:
             )
 
         if plan.pagination is not None:
-            output["next_cursor"] = self._next_cursor(
-                plan, body, data, output, reply, cursor, page_size
-            )
+            following = self._next_cursor(plan, body, data, output, reply, cursor, page_size)
+            if following is not None and plan.pagination == "link":
+                following = self._seal_link(plan, ctx, following)
+            output["next_cursor"] = following
 
         check = plan.output_check
         error = (
@@ -1991,6 +2031,39 @@ class ConnectorExecutor:
                 details={"path": where, "rule": str(error.validator), "reason": reason, **more},
             )
         return output
+
+    def _link_mac(self, plan: _ToolPlan, ctx: CallContext, url: str) -> bytes:
+        signed = "\0".join((ctx.tenant_id, plan.tool.name, url)).encode("utf-8", "surrogatepass")
+        return hmac.new(self._cursor_key, signed, "sha256").digest()[:LINK_MAC_BYTES]
+
+    def _seal_link(self, plan: _ToolPlan, ctx: CallContext, url: str) -> str:
+        """The model's cursor for the next page's URL: the URL and a MAC binding it to the
+        tool and the tenant (see the module doc)."""
+        mac = self._link_mac(plan, ctx, url)
+        return f"{_b64(url.encode('utf-8', 'surrogatepass'))}.{_b64(mac)}"
+
+    def _open_link(self, plan: _ToolPlan, ctx: CallContext, cursor: str) -> str:
+        """The URL a sealed link cursor holds, when this tool gave it to this tenant."""
+        encoded, _, mac = cursor.rpartition(".")
+        try:
+            url: str | None = _unb64(encoded).decode("utf-8")
+        except ValueError:  # not base64, not UTF-8, not ASCII
+            url = None
+        try:
+            valid = url is not None and hmac.compare_digest(
+                _unb64(mac), self._link_mac(plan, ctx, url)
+            )
+        except ValueError:
+            valid = False
+        if url is None or not valid:
+            raise GatewayError(
+                INVALID_ARGUMENTS,
+                f"The cursor is not one {plan.tool.name} returned to this workspace (or the "
+                "gateway's key has changed since); pass next_cursor unchanged, or start again "
+                "without a cursor.",
+                details={"argument": "cursor"},
+            )
+        return url
 
     @staticmethod
     def _next_cursor(

@@ -552,7 +552,12 @@ class GatewayRuntime:
         store = open_store(gateway, url, environ=env)
         memory = MemoryStore(store.engine, settings=gateway.memory)
         memory.migrate()
-        executor = ConnectorExecutor(gateway, base_urls=urls, token_urls=token_urls)
+        executor = ConnectorExecutor(
+            gateway,
+            base_urls=urls,
+            token_urls=token_urls,
+            cursor_key=store.derive_key("link cursors"),
+        )
         return cls(gateway, store, executor=executor, memory=memory, **kwargs)
 
     @property

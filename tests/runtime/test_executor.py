@@ -13,6 +13,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -458,7 +459,7 @@ async def test_shopify_link_header_pagination(
     tool = gateway.tools["shopify_list_orders"]
     first = await executor.call(tool, {"limit": 2}, credentials=SHOP_A, ctx=A)
     cursor = first.output["next_cursor"]
-    assert cursor is not None and cursor.startswith(shopify.url + "/acme/admin/api/2024-10/")
+    assert cursor is not None and shopify.url not in cursor  # sealed, see below
     second = await executor.call(tool, {"limit": 2, "cursor": cursor}, credentials=SHOP_A, ctx=A)
     third = await executor.call(
         tool, {"limit": 2, "cursor": second.output["next_cursor"]}, credentials=SHOP_A, ctx=A
@@ -492,25 +493,72 @@ async def test_shopify_link_header_pagination(
         "{base_acme}/..;/..;/..;/globex/admin/api/2024-10/orders.json",
     ],
 )
-async def test_a_link_cursor_off_the_connections_base_url_is_refused(
+async def test_a_link_off_the_connections_base_url_is_never_followed(
     executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream, cursor: str
 ) -> None:
-    cursor = cursor.format(
+    """An upstream's next link that leaves the connection's base URL gives a cursor that is
+    refused: the tenant's credentials never go there."""
+    shopify.next_link = cursor.format(
         base_other_shop=shopify.url + "/globex/admin/api/2024-10",
         base_root=shopify.url,
         base_acme=shopify.url + "/acme/admin/api/2024-10",
     )
+    tool = gateway.tools["shopify_list_orders"]
+    first = await executor.call(tool, {}, credentials=SHOP_A, ctx=A)
     exc = await fails(
-        executor.call(
-            gateway.tools["shopify_list_orders"],
-            {"cursor": cursor},
-            credentials=SHOP_A,
-            ctx=A,
-        )
+        executor.call(tool, {"cursor": first.output["next_cursor"]}, credentials=SHOP_A, ctx=A)
     )
     assert exc.code == INVALID_ARGUMENTS
     assert exc.details == {"argument": "cursor"}
-    assert shopify.requests() == []
+    assert len(shopify.requests()) == 1
+
+
+async def test_a_link_cursor_is_followed_only_as_the_tool_gave_it_to_the_tenant(
+    executor: ConnectorExecutor,
+    gateway: c.GatewaySpec,
+    shopify: ShopifyUpstream,
+    stand_ins: StandIns,
+) -> None:
+    """A link cursor is sealed to its tool and tenant: a URL written by the model, even on the
+    tenant's own shop (another endpoint of the API), a cursor altered, given to another
+    tenant, or sealed with another deployment's key, is refused before any request; an
+    executor with the deployment's key (another process) follows it."""
+    tool = gateway.tools["shopify_list_orders"]
+    first = await executor.call(tool, {"limit": 2}, credentials=SHOP_A, ctx=A)
+    cursor = first.output["next_cursor"]
+    encoded, _, mac = cursor.rpartition(".")
+    base = shopify.url + "/acme/admin/api/2024-10"
+    urls = stand_ins.base_urls()
+    other = ConnectorExecutor(gateway, base_urls=urls)
+    try:
+        for forged, ctx, ex in (
+            (f"{base}/customers.json", A, executor),
+            (f"{base}/orders.json?limit=2&page_info=x", A, executor),
+            (encoded + "." + mac[::-1], A, executor),
+            (encoded[:-2] + "." + mac, A, executor),
+            (cursor, CallContext(tenant_id="tenant-b", user_id="user-b1"), executor),
+            (cursor, A, other),
+            ("é." + mac, A, executor),
+            ("no dot", A, executor),
+        ):
+            calls = len(shopify.requests())
+            args = {"limit": 2, "cursor": forged}
+            exc = await fails(ex.call(tool, args, credentials=SHOP_A, ctx=ctx))
+            assert exc.code == INVALID_ARGUMENTS and exc.details == {"argument": "cursor"}, forged
+            assert len(shopify.requests()) == calls, forged
+    finally:
+        await other.aclose()
+    key = b"k" * 32
+    sealing = ConnectorExecutor(gateway, base_urls=urls, cursor_key=key)
+    following = ConnectorExecutor(gateway, base_urls=urls, cursor_key=key)
+    try:
+        page = await sealing.call(tool, {"limit": 2}, credentials=SHOP_A, ctx=A)
+        args = {"limit": 2, "cursor": page.output["next_cursor"]}
+        second = await following.call(tool, args, credentials=SHOP_A, ctx=A)
+        assert [o["name"] for o in second.output["orders"]] == ["#1003", "#1002"]
+    finally:
+        await sealing.aclose()
+        await following.aclose()
 
 
 @pytest.mark.parametrize(
@@ -1918,3 +1966,30 @@ async def test_a_reconnection_does_not_reuse_the_old_connections_refreshed_token
             assert token_calls() == 3  # a third connection: its own
         finally:
             await ex.aclose()
+
+
+async def test_gateway_processes_on_one_database_follow_each_others_link_cursors(
+    gateway: c.GatewaySpec, shopify: ShopifyUpstream, stand_ins: StandIns, tmp_path: Path
+) -> None:
+    """The cursor key comes from the deployment's credential key: another gateway process on
+    the same database follows a link cursor; a deployment with another key does not."""
+    from generator.runtime.server import GatewayRuntime
+
+    urls = stand_ins.base_urls()
+    db = str(tmp_path / "gw.db")
+    runtimes = [
+        GatewayRuntime.open(gateway, path, environ={}, base_urls=urls)
+        for path in (db, db, str(tmp_path / "elsewhere" / "gw.db"))
+    ]
+    try:
+        tool = gateway.tools["shopify_list_orders"]
+        serving, same, other = (runtime.executor for runtime in runtimes)
+        page = await serving.call(tool, {"limit": 2}, credentials=SHOP_A, ctx=A)
+        args = {"limit": 2, "cursor": page.output["next_cursor"]}
+        second = await same.call(tool, args, credentials=SHOP_A, ctx=A)
+        assert [o["name"] for o in second.output["orders"]] == ["#1003", "#1002"]
+        exc = await fails(other.call(tool, args, credentials=SHOP_A, ctx=A))
+        assert exc.code == INVALID_ARGUMENTS
+    finally:
+        for runtime in runtimes:
+            await runtime.aclose()

@@ -451,11 +451,12 @@ SHOPIFY_BAD_TOKEN = "[API] Invalid API key or access token (unrecognized login o
 class ShopifyUpstream(Upstream):
     """Shopify Admin REST under `/{shop}/admin/api/2024-10`. `shops`: shop -> access token."""
 
-    DATA = ("customers", "orders")
+    DATA = ("customers", "orders", "next_link")
 
     def __init__(self, shops: Mapping[str, str], *, orders: int = 5, record: bool = True):
         super().__init__(record=record)
         self.shops = dict(shops)
+        self.next_link: str | None = None
         self.customers: dict[str, list[dict[str, Any]]] = {}
         self.orders: dict[str, list[dict[str, Any]]] = {}
         people = [
@@ -541,7 +542,9 @@ class ShopifyUpstream(Upstream):
             headers: dict[str, str] = {}
             links = []
             root = f"{self.url}/{shop}{SHOPIFY_API}/orders.json"
-            if offset + limit < len(items):
+            if self.next_link is not None:  # an upstream sending the next page elsewhere
+                links.append(f'<{self.next_link}>; rel="next"')
+            elif offset + limit < len(items):
                 links.append(
                     f'<{root}?limit={limit}&page_info={_page_cursor(offset + limit)}>; rel="next"'
                 )

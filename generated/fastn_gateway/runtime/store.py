@@ -1134,6 +1134,11 @@ class Store:
             raise StoreError("no credential encryption key configured")
         return self._cipher
 
+    def derive_key(self, purpose: str) -> bytes | None:
+        """A key for `purpose` that every process on this store derives alike (from the
+        credential key), or None without one."""
+        return None if self._cipher is None else self._cipher.derive(purpose)
+
     def connect(
         self, tenant_id: str, connector: str, credentials: Mapping[str, str]
     ) -> ConnectionRecord:
