@@ -530,6 +530,41 @@ async def test_list_changed_notification_legacy(world) -> None:
     assert "notifications/resources/list_changed" in got
 
 
+async def test_a_revoked_keys_legacy_session_is_told_nothing_more(
+    world, sqlite_store: Store
+) -> None:
+    """A handshake-era session hears that the lists changed while its key is valid: once the
+    key is revoked (and the change poll has run), a change of its tenant reaches it no more;
+    a session of a valid key still hears it."""
+    heard: dict[str, list[str]] = {"revoked": [], "valid": []}
+
+    def recorder(name: str) -> Any:
+        async def on_message(message: Any) -> None:
+            method = getattr(getattr(message, "root", message), "method", None)
+            if method:
+                heard[name].append(method)
+
+        return on_message
+
+    revoked = sqlite_store.issue_key(world.b.id, scopes=["read", "write"])
+    async with (
+        Client(
+            world.server(revoked.token), mode="legacy", message_handler=recorder("revoked")
+        ) as r,
+        Client(world.server(world.b_rw), mode="legacy", message_handler=recorder("valid")) as v,
+    ):
+        await r.list_tools()
+        await v.list_tools()
+        sqlite_store.revoke_key(revoked.info.id)
+        await world.runtime.poll_changes()
+        await world.runtime.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "t"})
+        with anyio.fail_after(5):
+            while "notifications/tools/list_changed" not in heard["valid"]:
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.2)
+    assert heard["revoked"] == []
+
+
 async def test_list_changed_notification_modern(world) -> None:
     async with Client(world.server(world.b_rw)) as c, c.listen(tools_list_changed=True) as sub:
         await world.runtime.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "t"})

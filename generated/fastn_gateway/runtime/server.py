@@ -26,7 +26,9 @@ Change notifications (a connection connected, disconnected or marked needs_reaut
 
 * 2025-11-25 (handshake era) connections that have a standalone channel (stdio, in-process,
   stateful streamable HTTP with its GET stream) get `notifications/tools/list_changed` and
-  `notifications/resources/list_changed`; the server advertises `listChanged` for both.
+  `notifications/resources/list_changed`; the server advertises `listChanged` for both,
+  while the key of the connection's latest request is valid (`poll_changes` forgets
+  connections of revoked keys; an expired key's is forgotten when next it would be told).
 * 2026-07-28 clients get `ToolsListChanged` / `ResourcesListChanged` events on their
   `subscriptions/listen` streams (one bus per tenant, so tenants never see each other's),
   and `ResourceUpdated` for the resources they subscribed to: a connection's state, each
@@ -374,14 +376,16 @@ class ChangeNotifier:
 
     def __init__(self, gateway: GatewaySpec) -> None:
         self._gateway = gateway
-        self._legacy: dict[str, weakref.WeakSet[Any]] = {}
+        # Each tenant's handshake-era connections, with the key each last made a request with.
+        self._legacy: dict[str, weakref.WeakKeyDictionary[Any, Principal]] = {}
         self._buses: dict[str, _TenantBus] = {}
         # Each tenant's open listen streams, with the key each was opened with.
         self._streams: dict[str, dict[ListenHandler, Principal]] = {}
         self._closed = False
 
-    def register(self, tenant_id: str, ctx: ServerRequestContext[Any, Any]) -> None:
-        """Remember a handshake-era connection that can receive notifications."""
+    def register(self, principal: Principal, ctx: ServerRequestContext[Any, Any]) -> None:
+        """Remember a handshake-era connection that can receive notifications, while the key
+        of its latest request stays valid."""
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return
         # The SDK gives handlers a per-message session proxy; the connection behind it
@@ -389,10 +393,10 @@ class ChangeNotifier:
         connection = getattr(ctx.session, "_connection", None)
         if connection is None or not getattr(connection, "has_standalone_channel", False):
             return
-        group = self._legacy.get(tenant_id)
+        group = self._legacy.get(principal.tenant_id)
         if group is None:
-            group = self._legacy[tenant_id] = weakref.WeakSet()
-        group.add(connection)
+            group = self._legacy[principal.tenant_id] = weakref.WeakKeyDictionary()
+        group[connection] = principal
 
     async def listen(
         self,
@@ -437,15 +441,22 @@ class ChangeNotifier:
         return sorted(t for t, streams in self._streams.items() if streams)
 
     def stream_keys(self) -> set[str]:
-        return {p.key_id for streams in self._streams.values() for p in streams.values()}
+        """The keys of the open listen streams and of the handshake-era connections."""
+        streams = {p.key_id for group in self._streams.values() for p in group.values()}
+        return streams | {p.key_id for group in self._legacy.values() for p in group.values()}
 
     def end_streams(self, live_keys: set[str]) -> None:
         """End (gracefully) the listen streams whose key is not in `live_keys`: revoked or
-        expired since the stream opened."""
+        expired since the stream opened; and stop telling handshake-era connections whose
+        key is not of anything more (a request with a valid key registers them again)."""
         for streams in self._streams.values():
             for handler, principal in list(streams.items()):
                 if principal.key_id not in live_keys:
                     handler.close()
+        for group in self._legacy.values():
+            for connection, principal in list(group.items()):
+                if principal.key_id not in live_keys:
+                    group.pop(connection, None)
 
     def updated(self, tenant_id: str, change: resources.Change) -> None:
         """Tell the tenant's listen streams which resources `change` updated (no await: the
@@ -466,15 +477,21 @@ class ChangeNotifier:
             await bus.publish(ToolsListChanged())
             await bus.publish(ResourcesListChanged())
             sent += len(self._streams.get(tenant_id, ()))
-        for connection in list(self._legacy.get(tenant_id, ())):
+        group = self._legacy.get(tenant_id)
+        if group is None:
+            return sent
+        for connection, principal in list(group.items()):
+            if now_us() >= principal.expires_at:  # its key expired: it hears nothing more
+                group.pop(connection, None)
+                continue
             try:
                 with anyio.fail_after(5):
                     await connection.send_tool_list_changed()
                     await connection.send_resource_list_changed()
                 sent += 1
             except Exception:
-                # Closed or stuck session: forget it (the weak set drops it once collected).
-                self._legacy[tenant_id].discard(connection)
+                # Closed or stuck session: forget it (the weak mapping drops it once collected).
+                group.pop(connection, None)
         return sent
 
     def close(self) -> None:
@@ -652,7 +669,7 @@ class GatewayRuntime:
     async def poll_changes(self) -> None:
         """Detect connection changes made by other processes for tenants with open sessions,
         and calls and memory updates for tenants with listen streams; end the listen streams
-        of keys revoked or expired since they were opened."""
+        (and forget the handshake-era connections) of keys revoked or expired since."""
         keys = self.notifier.stream_keys()
         if keys:
             self.notifier.end_streams(await self.run_db(self.store.live_keys, sorted(keys)))
@@ -956,7 +973,7 @@ class _Handlers:
     ) -> types.ListToolsResult:
         principal = await self.principal()
         snap = await self.rt.tenant_state(principal)
-        self.rt.notifier.register(principal.tenant_id, ctx)
+        self.rt.notifier.register(principal, ctx)
         listing = self.rt.index.listing(snap.active, principal.scopes)
         start = 0
         if params is not None and params.cursor:
@@ -994,7 +1011,7 @@ class _Handlers:
             if lapsed is not None:
                 return tool_error(lapsed)
             raise unknown_tool_error(name)
-        rt.notifier.register(principal.tenant_id, ctx)
+        rt.notifier.register(principal, ctx)
         args: dict[str, Any] = dict(params.arguments or {})
         errors = rt.index.input_errors(spec, args)
         if errors:
@@ -1187,7 +1204,7 @@ class _Handlers:
     ) -> tuple[native.NativeCall, Callable[[], Awaitable[str | None]]]:
         principal = await self.principal()
         snap = await self.rt.tenant_state(principal)
-        self.rt.notifier.register(principal.tenant_id, ctx)
+        self.rt.notifier.register(principal, ctx)
 
         async def user() -> str | None:
             return await self.rt.session_user(principal, self.asserted(ctx))
