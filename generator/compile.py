@@ -23,7 +23,15 @@ import jsonschema
 from . import ir
 from .diagnostics import Diagnostic, Span, error, has_errors, shortened
 from .load import MAX_NESTING, JsonPath, Loaded
-from .names import MAX_TOOL_NAME, ClassName, PyIdent, import_name_problem, is_valid_tool_name
+from .names import (
+    CLIENT_BASE_NAMES,
+    MAX_TOOL_NAME,
+    ClassName,
+    PyIdent,
+    import_name_problem,
+    is_valid_tool_name,
+    reader_method,
+)
 from .runtime.catalog import credential_header
 from .runtime.handler_names import (
     RESOURCE_HANDLERS,
@@ -207,6 +215,7 @@ def compile_project(
     gateway = None
     if gateway_doc is not None:
         gateway = _gateway(ctx, gateway_doc, {c.name for c in connectors}, partial)
+    _check_client_methods(ctx, tools, gateway.resources if gateway is not None else ())
 
     if has_errors(ctx.diags) or gateway is None:
         return None, ctx.diags
@@ -1247,6 +1256,55 @@ def _check_tool_names(ctx: _Ctx, tools: list[ir.Tool]) -> None:
                 )
                 break  # one collision report per pair of tools
             table[key] = t
+
+
+def _check_client_methods(
+    ctx: _Ctx, tools: list[ir.Tool], resources: Sequence[ir.Resource]
+) -> None:
+    """GEN208 for two methods of the generated client with one name: a tool's method (its
+    `py_name`) named like an attribute of the client's base class, which it would replace
+    (`stdio`, `http`...), or like a resource's reader (`read_<resource>`); and two readers of
+    one name (`a-b` and `a_b`). Tools that share a name among themselves are `_check_tool_names`'
+    to report. Each collision is reported at the tool, or at the later resource."""
+    owners: dict[str, tuple[str, Span]] = {}
+    for r in resources:
+        name = reader_method(r.name)
+        if name in CLIENT_BASE_NAMES:
+            ctx.err(
+                "GEN208",
+                r.span,
+                f"resource {r.name!r} gets the client reader {name!r}, a method the generated "
+                "client inherits from ClientBase",
+                "rename the resource",
+            )
+        elif name in owners:
+            what, span = owners[name]
+            ctx.err(
+                "GEN208",
+                r.span,
+                f"resource {r.name!r} gets the client reader {name!r}, as does {what} ({span})",
+                "rename one of them",
+            )
+        else:
+            owners[name] = (f"resource {r.name!r}", r.span)
+    for t in tools:
+        name = str(t.py_name)
+        if name in CLIENT_BASE_NAMES:
+            ctx.err(
+                "GEN208",
+                t.span,
+                f"tool {t.name!r} gets the client method {name!r}, which the generated client "
+                "inherits from ClientBase and needs",
+                "rename the tool",
+            )
+        elif name in owners:
+            what, span = owners[name]
+            ctx.err(
+                "GEN208",
+                t.span,
+                f"tool {t.name!r} gets the client method {name!r}, the reader of {what} ({span})",
+                "rename the tool or the resource",
+            )
 
 
 # ---------------------------------------------------------------------------- connectors

@@ -102,6 +102,33 @@ class ClassName(str):
         return super().__new__(cls, name)
 
 
+# Public attributes of runtime/client_base.ClientBase, which the generated client inherits (a
+# test keeps this list exact): a tool's client method named like one would replace it.
+CLIENT_BASE_NAMES = frozenset(
+    {
+        "PACKAGE",
+        "TOOL_METHODS",
+        "call_tool",
+        "close",
+        "connect",
+        "connect_to",
+        "connected",
+        "http",
+        "list_resources",
+        "list_tools",
+        "read_resource",
+        "stdio",
+    }
+)
+
+
+def reader_method(resource_name: str) -> str:
+    """The generated client's method that reads the resource `resource_name`. A tool's method
+    is its `PyIdent`; the compiler checks that no two of these names, nor one of them and a
+    `CLIENT_BASE_NAMES` entry, are the same."""
+    return f"read_{PyIdent(resource_name)}"
+
+
 # Top-level modules installed with the generated package: those of its dependencies
 # (emit/package.py's SERVER_DEPENDENCIES and POSTGRES_EXTRA; a test checks that every one is
 # here) and of theirs, as the distributions' metadata listed them when this was written. A

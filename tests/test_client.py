@@ -16,7 +16,7 @@ import pytest
 from helpers import ROOT, make_project, mypy_strict, options, pyright_strict
 from pydantic import BaseModel
 
-from generator import api
+from generator import api, names
 from generator.emit import client as client_emit
 from generator.runtime import client_base
 from generator.runtime.auth import api_key_env
@@ -77,7 +77,7 @@ def test_resource_readers_follow_the_declared_resources(gateway_client: Any, cat
 
 def test_base_names_list_is_exact() -> None:
     public = {n for n in vars(client_base.ClientBase) if not n.startswith("_")}
-    assert public == set(client_emit.BASE_NAMES)
+    assert public == set(names.CLIENT_BASE_NAMES)
 
 
 def test_client_reads_the_same_env_names_as_the_server() -> None:
@@ -330,6 +330,58 @@ def test_a_resource_reader_colliding_with_a_tool_is_a_located_error(tmp_path: Pa
     assert "read_usage" in diags[0].message and "resource 'usage'" in diags[0].message
     ok = _project(tmp_path / "b", _native_tool("usage_now"), resources)
     assert api.generate(options(ok))[2] == ()
+
+
+def _validate_then_build(root: Path) -> list[str]:
+    """What `gen validate` reports, as `file:line:col:code`, after checking that a build
+    reports the same and writes nothing."""
+    found = [f"{d.span}:{d.code}" for d in api.compile_manifests(options(root)).diagnostics]
+    out = root / "generated"
+    built = api.build(options(root, out=out))
+    assert [f"{d.span}:{d.code}" for d in built.diagnostics] == found
+    assert not out.exists()
+    return found
+
+
+def test_client_method_collisions_are_reported_by_validate_at_the_tool(tmp_path: Path) -> None:
+    """A tool named like a ClientBase attribute or a resource's reader, and a reader named
+    like another or like a ClientBase attribute: compile errors at the name, all at once,
+    not only when `gen build` reaches the client emitter."""
+    resources = textwrap.dedent("""\
+        resources:
+          - {name: usage, uri: "gateway://usage", description: Usage., handler: resources.usage}
+          - {name: list, uri: "gateway://events", description: E.,
+             handler: resources.recent_events}
+          - {name: list_, uri: "gateway://events/2", description: E.,
+             handler: resources.recent_events}
+          - {name: resource, uri: "gateway://i", description: I.,
+             handler: resources.integrations}
+        """)
+    native = _native_tool("stdio") + textwrap.indent(
+        textwrap.dedent("""\
+        - name: read_usage
+          description: A tool.
+          scope: read
+          handler: native.get_usage_summary
+          input: {type: object, properties: {}}
+          output: {type: object, properties: {}}
+        - name: http
+          description: A tool.
+          scope: read
+          handler: native.get_usage_summary
+          input: {type: object, properties: {}}
+          output: {type: object, properties: {}}
+        """),
+        "  ",
+    )
+    root = _project(tmp_path, native, resources)
+    assert _validate_then_build(root) == [
+        "manifests/gateway.yaml:10:12:GEN208",  # list_: read_list_, as list's reader
+        "manifests/gateway.yaml:12:12:GEN208",  # resource: read_resource is ClientBase's
+        "manifests/native.yaml:4:11:GEN208",  # stdio
+        "manifests/native.yaml:10:11:GEN208",  # read_usage: the reader of usage
+        "manifests/native.yaml:16:11:GEN208",  # http
+    ]
 
 
 def test_hostile_manifest_text_stays_inert_in_the_client(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import ir
-from ..names import PyIdent
+from ..names import PyIdent, reader_method
 from ..render import render, text_header
 from . import FileSet, Output, fragment
 from .client import CLIENT_CLASS, client_example
@@ -425,7 +425,7 @@ def resource_docs(project: ir.Project) -> list[ResourceDoc]:
                 title=md_cell(r.title or r.name),
                 description=md_cell(r.description),
                 mime=md_code(r.mime_type),
-                reader=md_code(f"await gw.read_{PyIdent(r.name)}({params})"),
+                reader=md_code(f"await gw.{reader_method(r.name)}({params})"),
             )
         )
     return out

@@ -8,8 +8,8 @@ the way the models module imports or defines them.
 
 Per group (cached and parallel like the models): `client_methods/<group>.py` holds a
 `<Group>Tools(ClientBase)` class with one async method per tool. Per project: `client.py`
-combines them into `GatewayClient`, adds one reader per declared resource, and checks that no
-method name collides with another or with `ClientBase`'s own.
+combines them into `GatewayClient` and adds one reader per declared resource (the compiler
+checks that no method name collides with another or with `ClientBase`'s own: GEN208).
 """
 
 from __future__ import annotations
@@ -24,29 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .. import ir
-from ..diagnostics import Span
-from ..names import ClassName, PyIdent
+from ..names import ClassName, PyIdent, reader_method
 from ..render import docstring, literal, python_header, render
 from ..runtime.handler_names import URI_VARIABLE
 from . import EmitError, FileSet, GroupEmitter, Output
 
-# Public attributes of runtime/client_base.ClientBase (a test keeps this list exact).
-BASE_NAMES = frozenset(
-    {
-        "PACKAGE",
-        "TOOL_METHODS",
-        "call_tool",
-        "close",
-        "connect",
-        "connect_to",
-        "connected",
-        "http",
-        "list_resources",
-        "list_tools",
-        "read_resource",
-        "stdio",
-    }
-)
 CLIENT_CLASS = "GatewayClient"
 METHODS_PACKAGE = "client_methods"
 _BUILTINS = frozenset(dir(builtins))
@@ -538,7 +520,7 @@ def _reader(r: ir.Resource) -> ReaderView:
         text = f"{r.title}: {text}"
     text += f"\n\nReads {template}" + (" and returns its JSON object." if is_json else ".")
     return ReaderView(
-        name=f"read_{PyIdent(r.name)}",
+        name=reader_method(r.name),
         params=tuple(f"{p}: str" for p in seen),
         uri=uri,
         json=is_json,
@@ -546,27 +528,11 @@ def _reader(r: ir.Resource) -> ReaderView:
     )
 
 
-def _check_names(project: ir.Project, readers: list[tuple[ReaderView, Span]]) -> None:
-    owners: dict[str, tuple[str, Span | None]] = {n: ("ClientBase", None) for n in BASE_NAMES}
-    entries = [(str(t.py_name), f"tool {t.name!r}", t.span) for t in project.tools]
-    entries += [(v.name, f"resource {v.name.removeprefix('read_')!r}", s) for v, s in readers]
-    for name, what, span in entries:
-        if name in owners:
-            other, other_span = owners[name]
-            where = f" ({other_span})" if other_span else ""
-            raise EmitError(
-                "GEN208",
-                span,
-                f"client method {name!r} of {what} collides with "
-                f"{other}{where}; rename one of them",
-            )
-        owners[name] = (what, span)
-
-
 def client_module(project: ir.Project, out: Output) -> FileSet:
     g = project.gateway
-    readers = [(_reader(r), r.span) for r in g.resources]
-    _check_names(project, readers)
+    # Method names are checked by the compiler (GEN208): no tool, reader and ClientBase
+    # attribute share one.
+    readers = [_reader(r) for r in g.resources]
     mixins = [(str(gr.name), mixin_name(gr)) for gr in project.groups]
     tool_methods = {t.name: str(t.py_name) for t in project.tools}
     title = g.title or g.server_name
@@ -606,9 +572,9 @@ def client_module(project: ir.Project, out: Output) -> FileSet:
             mixins=mixins,
             package=literal(str(g.import_name)),
             tool_methods=[(literal(k), literal(v)) for k, v in tool_methods.items()],
-            readers=[v for v, _ in readers],
-            any_json=any(v.json for v, _ in readers),
-            any_template=any("expand_uri(" in v.uri for v, _ in readers),
+            readers=readers,
+            any_json=any(v.json for v in readers),
+            any_template=any("expand_uri(" in v.uri for v in readers),
         ),
         out.pkg(f"{METHODS_PACKAGE}/__init__.py"): render(
             "client_methods_init.py.j2",
