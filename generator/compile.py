@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import jsonschema
 
@@ -793,9 +793,10 @@ def _check_subschemas(
             )
     for key in node.get("patternProperties") or {}:
         _check_regex(ctx, doc, (*path, "patternProperties", key), key)
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        _check_ref(ctx, doc, (*path, "$ref"), ref, root)
+    for keyword in _REF_KEYWORDS:
+        ref = node.get(keyword)
+        if isinstance(ref, str):
+            _check_ref(ctx, doc, (*path, keyword), ref, root, keyword)
     if "default" in node:
         _check_default(ctx, doc, (*path, "default"), node, root)
     if "const" in node:
@@ -916,30 +917,49 @@ def _defs_name(ref: str) -> str | None:
     return m[1].replace("~1", "/").replace("~0", "~") if m else None
 
 
-def _check_ref(ctx: _Ctx, doc: Loaded, path: JsonPath, ref: str, root: dict[str, Any]) -> None:
-    """A `$ref` left after inlining must name a `$defs` entry of the tool's schema
-    (`#/$defs/Name`) that does not lead back to itself. Any other reference into the schema
-    (`#`, `#/properties/...`) or a `$defs` entry reaching itself makes the schema recursive or
-    aliases part of it, which is not supported (nor are cycles of shared types, GEN215): the
-    models generator typed `$ref: "#"` as an empty model, and the data was dropped."""
+def _check_ref(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, ref: str, root: dict[str, Any], keyword: str
+) -> None:
+    """A `$ref` or `$dynamicRef` left after inlining must name a `$defs` entry of the tool's
+    schema (`#/$defs/Name`, or `#name` for the entry that declares `$anchor` or
+    `$dynamicAnchor` `name`) that does not lead back to itself. Any other reference into the
+    schema (`#`, `#/properties/...`) or a `$defs` entry reaching itself makes the schema
+    recursive or aliases part of it, which is not supported (nor are cycles of shared types,
+    GEN215): the models generator typed `$ref: "#"` as an empty model, and the data was
+    dropped. A tool's schema is the whole document, so a `$dynamicRef` has no outer schema to
+    bring another `$dynamicAnchor` into scope: it resolves as a `$ref` does (JSON Schema
+    2020-12, 8.2.3.2), and one that resolves nowhere is an invalid schema (the models
+    generator failed on it, reported at emit and at the group's first tool)."""
     hint = "declare the type under `types:` and refer to it as #/types/Name (it is inlined)"
-    target = _resolve_pointer(root, ref)
-    if target is None:
+    pointer = _local_pointer(root, ref, keyword)
+    if pointer is None:
+        if ref.startswith("#") and not unquote(ref[1:]).startswith("/"):
+            name = unquote(ref[1:])
+            anchors = _ANCHORS[keyword]
+            ctx.err(
+                "GEN203",
+                doc.span(path),
+                f"{keyword} {ref!r} names no {' or '.join(anchors)} of this schema",
+                f"declare `{anchors[-1]}: {name}` on a $defs entry of this schema, or refer "
+                "to the entry as #/$defs/Name",
+            )
+            return
         ctx.err(
             "GEN203",
             doc.span(path),
-            f"$ref {ref!r} points to nothing in this schema",
+            f"{keyword} {ref!r} points to nothing in this schema",
             "refer to a shared type as #/types/Name, or to a $defs entry of this schema",
         )
         return
-    start = _defs_name(ref)
+    target = _resolve_pointer(root, pointer)
+    start = _defs_name(pointer)
     if start is None:
-        where = "root" if ref in ("#", "#/") else f"part {ref[1:]!r}"
+        where = "root" if pointer in ("#", "#/") else f"part {pointer[1:]!r}"
         ctx.err(
             "GEN203",
             doc.span(path),
-            f"$ref {ref!r} refers to this schema's own {where}: recursive and self-referencing "
-            "schemas are not supported",
+            f"{keyword} {ref!r} refers to this schema's own {where}: recursive and "
+            "self-referencing schemas are not supported",
             hint,
         )
         return
@@ -947,13 +967,13 @@ def _check_ref(ctx: _Ctx, doc: Loaded, path: JsonPath, ref: str, root: dict[str,
     seen: set[str] = set()
     todo = [target]
     while todo:
-        for name in _defs_refs(todo.pop()):
+        for name in _defs_refs(todo.pop(), root):
             if name == start:
                 ctx.err(
                     "GEN203",
                     doc.span(path),
-                    f"$ref {ref!r} is recursive ($defs entry {start!r} refers back to itself): "
-                    "recursive schemas are not supported",
+                    f"{keyword} {ref!r} is recursive ($defs entry {start!r} refers back to "
+                    "itself): recursive schemas are not supported",
                     hint,
                 )
                 return
@@ -962,17 +982,27 @@ def _check_ref(ctx: _Ctx, doc: Loaded, path: JsonPath, ref: str, root: dict[str,
                 todo.append(root["$defs"][name])
 
 
-def _defs_refs(schema: Any) -> Iterator[str]:
-    """The `$defs` entries that `schema` and its subschemas refer to (`#/$defs/Name`)."""
+_REF_KEYWORDS = ("$ref", "$dynamicRef")
+# The anchors each reference finds by plain name. 2020-12 lets a `$ref` find a `$dynamicAnchor`
+# too, but datamodel-code-generator does not ("Unresolved $id reference"), so that one is
+# refused here rather than at emit.
+_ANCHORS = {"$ref": ("$anchor",), "$dynamicRef": ("$anchor", "$dynamicAnchor")}
+
+
+def _defs_refs(schema: Any, root: dict[str, Any]) -> Iterator[str]:
+    """The `$defs` entries that `schema` and its subschemas refer to (`$ref` or `$dynamicRef`,
+    by pointer or anchor)."""
     todo = [schema]
     while todo:
         node = todo.pop()
         if not isinstance(node, dict):
             continue
-        ref = node.get("$ref")
-        name = _defs_name(ref) if isinstance(ref, str) else None
-        if name is not None:
-            yield name
+        for keyword in _REF_KEYWORDS:
+            ref = node.get(keyword)
+            pointer = _local_pointer(root, ref, keyword) if isinstance(ref, str) else None
+            name = _defs_name(pointer) if pointer is not None else None
+            if name is not None:
+                yield name
         todo.extend(sub for _path, sub in _subschemas((), node))
 
 
@@ -1028,12 +1058,20 @@ def _check_regex(ctx: _Ctx, doc: Loaded, path: JsonPath, pattern: str) -> None:
         )
 
 
-def _resolve_pointer(root: dict[str, Any], ref: str) -> Any:
-    """The node a local `$ref` (`#`, `#/a/b`) names in `root`, else None."""
-    if not ref.startswith("#"):
-        return None
+def _resolve_pointer(root: dict[str, Any], ref: str, keyword: str = "$ref") -> Any:
+    """The node a local `keyword` reference names in `root` (`#`, `#/a/b`, or `#name` for the
+    node that declares the anchor `name`), else None."""
+    pointer = _local_pointer(root, ref, keyword)
+    return None if pointer is None else _follow(root, pointer)
+
+
+def _follow(root: dict[str, Any], pointer: str) -> Any:
+    """The node a JSON pointer fragment (`#`, `#/a/b`) names in `root`, else None."""
+    fragment = unquote(pointer[1:])
+    if fragment and not fragment.startswith("/"):
+        return None  # `#name` is an anchor, not the root (a `$ref: "#nowhere"` read as "#")
     node: Any = root
-    for raw in unquote(ref[1:]).split("/")[1:]:
+    for raw in fragment.split("/")[1:]:
         part = raw.replace("~1", "/").replace("~0", "~")
         if isinstance(node, dict) and part in node:
             node = node[part]
@@ -1042,6 +1080,28 @@ def _resolve_pointer(root: dict[str, Any], ref: str) -> Any:
         else:
             return None
     return node
+
+
+def _local_pointer(root: dict[str, Any], ref: str, keyword: str) -> str | None:
+    """The JSON pointer fragment of the node a local `keyword` reference names in `root`, else
+    None: a pointer that leads somewhere as it is, a plain name (`#node`) as the place of the
+    subschema that declares `$anchor: node` (or, for `$dynamicRef`, `$dynamicAnchor: node`)."""
+    if not ref.startswith("#"):
+        return None
+    name = unquote(ref[1:])
+    if not name or name.startswith("/"):
+        return ref if _follow(root, ref) is not None else None
+    todo: list[tuple[JsonPath, Any]] = [((), root)]
+    while todo:
+        path, node = todo.pop(0)
+        if not isinstance(node, dict):
+            continue
+        if any(node.get(anchor) == name for anchor in _ANCHORS[keyword]):
+            return "#" + "".join(
+                "/" + quote(str(p).replace("~", "~0").replace("/", "~1"), safe="~") for p in path
+            )
+        todo.extend(_subschemas(path, node))
+    return None
 
 
 def _annotations(raw: dict[str, Any] | None) -> ir.Annotations:

@@ -141,6 +141,69 @@ def test_references_into_the_schema_itself_are_refused(tmp_path: Path) -> None:
     ]
 
 
+def test_dynamic_refs_resolve_in_the_schema_or_are_located_errors(tmp_path: Path) -> None:
+    """A `$dynamicRef` with no `$dynamicAnchor` in scope resolves as a `$ref` (2020-12): one
+    to an anchor or a pointer that names nothing is an invalid schema, reported by `gen
+    validate` at the keyword. It failed datamodel-code-generator at emit only, located at the
+    group's first tool (GEN301), or, by pointer, was typed as a class of nothing. Recursion
+    through one is refused like a recursive `$ref`."""
+    root = _project(
+        tmp_path,
+        output_extra=(
+            "        lost: {$dynamicRef: '#nowhere'}\n"
+            "        gone: {$dynamicRef: '#/$defs/Gone'}\n"
+            "        ref: {$ref: '#nowhere'}\n"
+            "        tree: {$dynamicRef: '#node'}\n"
+            "      $defs:\n"
+            "        Node: {$dynamicAnchor: node, type: object,\n"
+            "               properties: {kids: {type: array, items: {$dynamicRef: '#node'}}}}\n"
+        ),
+    )
+    no_anchor = "names no $anchor or $dynamicAnchor of this schema"
+    recursive = (
+        "GEN203:$dynamicRef '#node' is recursive ($defs entry 'Node' refers back to itself): "
+        "recursive schemas are not supported"
+    )
+    assert _diagnostics(root) == [
+        "probe.yaml:22:29:GEN203:$dynamicRef '#nowhere' " + no_anchor,
+        "probe.yaml:23:29:GEN203:$dynamicRef '#/$defs/Gone' points to nothing in this schema",
+        "probe.yaml:24:21:GEN203:$ref '#nowhere' names no $anchor of this schema",
+        "probe.yaml:25:29:" + recursive,
+        "probe.yaml:28:70:" + recursive,
+    ]
+    out = root / "generated"
+    assert [d.code for d in api.build(options(root, out=out)).diagnostics] == ["GEN203"] * 5
+    assert not out.exists()
+
+
+def test_a_dynamic_ref_to_an_anchor_builds(tmp_path: Path) -> None:
+    """With its anchor declared, a `$dynamicRef` (or a `$ref` by `$anchor`) is a reference to
+    the `$defs` entry: it compiles and the models type it. A `$ref` to a `$dynamicAnchor`,
+    which datamodel-code-generator cannot resolve, is refused at compile time."""
+    root = _project(
+        tmp_path,
+        output_extra=(
+            "        owner: {$dynamicRef: '#person'}\n"
+            "        author: {$ref: '#human'}\n"
+            "        editor: {$ref: '#person'}\n"
+            "      $defs:\n"
+            "        Person: {$dynamicAnchor: person, $anchor: human, type: object,\n"
+            "                 properties: {login: {type: string}}}\n"
+        ),
+    )
+    assert _diagnostics(root) == [
+        "probe.yaml:24:24:GEN203:$ref '#person' names no $anchor of this schema"
+    ]
+    probe = root / "manifests" / "connectors" / "probe.yaml"
+    probe.write_text(probe.read_text().replace("        editor: {$ref: '#person'}\n", ""))
+    assert _diagnostics(root) == []
+    _result, files, diags = api.generate(options(root, out=root / "generated"))
+    assert not diags
+    models = next(t for p, t in files.items() if p.endswith("models/probe.py"))
+    assert "owner: ProbeGetThingOutputPerson | None" in models
+    assert "author: ProbeGetThingOutputPerson | None" in models
+
+
 def test_an_unknown_type_hides_no_other_problem_of_its_schema(tmp_path: Path) -> None:
     # Fixing the unknown type must not reveal errors that were there all along: the rest of the
     # schema is checked too, and a schema the metaschema refuses still reports unknown types.
