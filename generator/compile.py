@@ -28,8 +28,10 @@ from .names import (
     MAX_TOOL_NAME,
     ClassName,
     PyIdent,
+    could_name_nested,
     import_name_problem,
     is_valid_tool_name,
+    nested_name_parts,
     reader_method,
 )
 from .runtime.catalog import credential_header
@@ -197,6 +199,7 @@ def compile_project(
             _add_to_group(groups, tool, entry.path)
 
     _check_tool_names(ctx, tools)
+    _check_nested_models(ctx, tools)
     _check_unused_types(ctx)
     tools_by_name = {t.name: t for t in tools}
     for t in tools:
@@ -1316,6 +1319,39 @@ def _check_tool_names(ctx: _Ctx, tools: list[ir.Tool]) -> None:
                 )
                 break  # one collision report per pair of tools
             table[key] = t
+
+
+def _check_nested_models(ctx: _Ctx, tools: list[ir.Tool]) -> None:
+    """GEN208 for a tool whose model class may be the name datamodel-code-generator gives an
+    object nested in another tool's model of the same group (one models module): tool
+    `orders`' output property `input` (an object) becomes `OrdersOutputInput`, the input model
+    of a tool `orders_output`. The first class met keeps the name and the other takes a digit,
+    so the client imported the wrong class (the emitter found it, at build time only). The
+    names are `names.could_name_nested`'s, which the emitter's own check stands behind."""
+    by_group: dict[str, dict[str, ir.Tool]] = {}
+    for t in tools:
+        by_group.setdefault(t.group, {}).setdefault(t.name, t)  # a repeated name is GEN201
+    for group in by_group.values():
+        models = [(m, u) for u in group.values() for m in (u.input_model, u.output_model)]
+        for t in group.values():
+            for model, schema in (
+                (t.input_model, t.input_schema.value),
+                (t.output_model, t.output_schema.value),
+            ):
+                taken = [(m, u) for m, u in models if u is not t and m.startswith(model)]
+                if not taken:
+                    continue
+                parts = nested_name_parts(schema)
+                for m, u in taken:
+                    if could_name_nested(model, m, parts):
+                        ctx.err(
+                            "GEN208",
+                            u.span,
+                            f"the model class {m} of tool {u.name!r} is also the name of a class "
+                            f"the models give an object nested in {model}, of tool {t.name!r} "
+                            f"({t.span}): they are named <Tool><Input|Output><Property>",
+                            "rename the tool, or that property",
+                        )
 
 
 def _check_client_methods(

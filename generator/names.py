@@ -102,6 +102,67 @@ class ClassName(str):
         return super().__new__(cls, name)
 
 
+def _pascal(raw: str) -> str:
+    return "".join(w[:1].upper() + w[1:] for w in _WORDS.findall(raw))
+
+
+def _word_forms(word: str) -> set[str]:
+    """`word` as a nested class name may spell it: as it is, singular (an array's item:
+    `Orders` -> `Order`, `Categories` -> `Category`, `Data` -> `Datum`), or with `Item`."""
+    forms = {word, word + "Item"}
+    if word.endswith("ies"):
+        forms.add(word[:-3] + "y")
+    if word.endswith("es"):
+        forms.add(word[:-2])
+    if word.endswith("s"):
+        forms.add(word[:-1])
+    if word.endswith("a"):
+        forms.add(word[:-1] + "um")
+    return {f for f in forms if f}
+
+
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
+def nested_name_parts(schema: object) -> frozenset[str]:
+    """The name parts datamodel-code-generator may join after a tool model's name to name the
+    classes it makes for that model's nested objects (parent-scoped: `<Tool>Input<Prop>...`):
+    each property, pattern and `$defs` name of `schema` at any depth, in the forms
+    `_word_forms` lists. An over-approximation, for `could_name_nested`."""
+    parts: set[str] = set()
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+        elif isinstance(node, dict):
+            for key in _SCHEMA_MAPS:
+                sub = node.get(key)
+                if isinstance(sub, dict):
+                    for name in sub:
+                        if word := _pascal(str(name)):
+                            parts |= _word_forms(word)
+            todo.extend(v for k, v in node.items() if k not in ("const", "enum", "default"))
+    return frozenset(parts)
+
+
+def could_name_nested(model: str, name: str, parts: frozenset[str]) -> bool:
+    """Whether `name` may be the class datamodel-code-generator makes for an object nested in
+    the model `model`: `model` followed by one or more of `parts` (`nested_name_parts` of that
+    model's schema). The models generator gives the first class it meets a name and the later
+    one a digit (`FooInput1`): when that later one is a tool's model, the client and every
+    caller would use the wrong class, so the compiler refuses the pair (GEN208)."""
+    if not name.startswith(model) or name == model:
+        return False
+    rest = name[len(model) :]
+    # can rest[i:] be split into parts? (longest part bounds the work)
+    ends = {len(rest)}
+    for i in range(len(rest) - 1, -1, -1):
+        if any(rest.startswith(p, i) and i + len(p) in ends for p in parts):
+            ends.add(i)
+    return 0 in ends
+
+
 # Public attributes of runtime/client_base.ClientBase, which the generated client inherits (a
 # test keeps this list exact): a tool's client method named like one would replace it.
 CLIENT_BASE_NAMES = frozenset(

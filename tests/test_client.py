@@ -384,6 +384,66 @@ def test_client_method_collisions_are_reported_by_validate_at_the_tool(tmp_path:
     ]
 
 
+def _tool(name: str, inp: str = "{}", out: str = "{}") -> str:
+    return textwrap.indent(
+        textwrap.dedent(f"""\
+        - name: {name}
+          description: A tool.
+          scope: read
+          handler: native.get_usage_summary
+          input: {{type: object, properties: {inp}}}
+          output: {{type: object, properties: {out}}}
+        """),
+        "  ",
+    )
+
+
+def test_a_model_named_like_a_nested_class_is_reported_by_validate(tmp_path: Path) -> None:
+    """datamodel-code-generator names a nested object <Tool><Input|Output><Property...> and
+    gives a digit to the later of two classes of one name: a tool whose model takes such a
+    name got the digit (or took it from the nested class), found by the client emitter at
+    build time only. `gen validate` reports each, at the tool whose model it is."""
+    obj = "{type: object, properties: {a: {type: string}}}"
+    native = "version: 1\nkind: native\ntools:\n" + "".join(
+        [
+            _tool(
+                "orders",
+                out=f"{{input: {obj}}}",
+                inp=f"{{line_inputs: {{type: array, items: {obj}}}}}",
+            ),
+            _tool("orders_output"),  # OrdersOutputInput: orders' output property `input`
+            _tool("orders_input_line"),  # OrdersInputLineInput: an item of line_inputs
+            _tool(
+                "refs", inp=f"{{a: {{$ref: '#/$defs/cart_output'}}}}, $defs: {{cart_output: {obj}}}"
+            ),
+            _tool("refs_input_cart"),  # RefsInputCartOutput: the $defs entry
+        ]
+    )
+    root = _project(tmp_path, native)
+    assert _validate_then_build(root) == [
+        "manifests/native.yaml:10:11:GEN208",
+        "manifests/native.yaml:16:11:GEN208",
+        "manifests/native.yaml:28:11:GEN208",
+    ]
+
+
+def test_a_model_only_prefixed_like_a_nested_class_builds(tmp_path: Path) -> None:
+    """A tool named after another plus _input_/_output_ is refused only when that tool has
+    properties the name could be made of."""
+    obj = "{type: object, properties: {a: {type: string}}}"
+    native = "version: 1\nkind: native\ntools:\n" + "".join(
+        [
+            _tool("orders", out=f"{{csv: {obj}, input_rows: {{type: string}}}}"),
+            _tool("orders_output_json"),
+            _tool("orders_input"),
+        ]
+    )
+    root = _project(tmp_path, native)
+    assert api.compile_manifests(options(root)).diagnostics == ()
+    result = api.build(options(root, out=root / "generated"))
+    assert result.ok, result.diagnostics
+
+
 def test_hostile_manifest_text_stays_inert_in_the_client(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = api.build(api.Options.for_project(CASES / "escaping", out=out, cache=False))
