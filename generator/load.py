@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,7 @@ class Loaded:
         if len(p) <= SPAN_DEPTH or self._text is None or p in spans:
             return
         node = yaml.compose(self._text, Loader=_Loader)
-        builder = _Builder(self.path, depth=None)
+        builder = _Builder(self.path, depth=None, positions=Positions(self._text))
         builder.build(node, ())
         self.value_spans.update(builder.value_spans)
         self.key_spans.update(builder.key_spans)
@@ -133,9 +134,10 @@ def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return None, [error("GEN001", Span(file=rel_path), f"file is not UTF-8 (byte {exc.start})")]
+    positions = Positions(text)
     deep = _nested_too_deep(text)
     if deep is not None:
-        line, col = deep
+        line, col = positions.of_mark(deep)
         return None, [error("GEN002", Span(file=rel_path, line=line, col=col), _TOO_DEEP)]
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
@@ -143,17 +145,13 @@ def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic
         return None, [error("GEN002", Span(file=rel_path), _TOO_DEEP)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        span = (
-            Span(file=rel_path, line=mark.line + 1, col=mark.column + 1)
-            if mark
-            else Span(file=rel_path)
-        )
+        span = positions.span(rel_path, mark) if mark else Span(file=rel_path)
         problem = exc.problem or exc.context or "invalid YAML"
         context = f" ({exc.context})" if exc.context and exc.problem else ""
         return None, [error("GEN002", span, f"YAML syntax error: {problem}{context}")]
     except yaml.YAMLError as exc:  # e.g. a reader error: a character YAML does not allow
         mark = getattr(exc, "position", None)
-        line, col = _line_col(text, mark) if isinstance(mark, int) else (1, 1)
+        line, col = positions.of_reader_offset(mark) if isinstance(mark, int) else (1, 1)
         reason = getattr(exc, "reason", None) or "invalid YAML"
         return None, [
             error("GEN002", Span(file=rel_path, line=line, col=col), f"YAML syntax error: {reason}")
@@ -161,17 +159,15 @@ def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic
     if len(nodes) != 1 or not isinstance(nodes[0], yaml.MappingNode):
         where = Span(file=rel_path)
         if len(nodes) > 1:
-            m = nodes[1].start_mark
-            where = Span(file=rel_path, line=m.line + 1, col=m.column + 1)
+            where = positions.span(rel_path, nodes[1].start_mark)
             msg = "a manifest holds exactly one YAML document; found several"
         elif not nodes:
             msg = "manifest is empty"
         else:
-            m = nodes[0].start_mark
-            where = Span(file=rel_path, line=m.line + 1, col=m.column + 1)
+            where = positions.span(rel_path, nodes[0].start_mark)
             msg = "a manifest must be a mapping (`version: 1`, `kind: ...`)"
         return None, [error("GEN004", where, msg)]
-    builder = _Builder(rel_path)
+    builder = _Builder(rel_path, positions=positions)
     try:
         data = builder.build(nodes[0], ())
     except _TooBig as exc:
@@ -229,8 +225,8 @@ def _short(text: str, limit: int = 40) -> str:
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
-def _nested_too_deep(text: str) -> tuple[int, int] | None:
-    """Where (line, column) collections nest deeper than MAX_NESTING, if they do. libyaml's
+def _nested_too_deep(text: str) -> yaml.Mark | None:
+    """Where (the YAML mark) collections nest deeper than MAX_NESTING, if they do. libyaml's
     composer recurses in C: tens of thousands of `[` crash the process before Python's
     recursion limit can stop it. Only flow collections (`[`, `{`) nest that deep in a file of
     sane size, so the event scan (which does not recurse) runs only when the brackets could."""
@@ -246,7 +242,7 @@ def _nested_too_deep(text: str) -> tuple[int, int] | None:
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_NESTING:
-                    return event.start_mark.line + 1, event.start_mark.column + 1
+                    return event.start_mark
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError:
@@ -254,17 +250,62 @@ def _nested_too_deep(text: str) -> tuple[int, int] | None:
     return None
 
 
-def _line_col(text: str, offset: int) -> tuple[int, int]:
-    before = text[:offset]
-    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+# What YAML 1.1 (PyYAML, libyaml) counts as a line break in its marks, and what editors and
+# users count: NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR break a line for YAML only (YAML 1.2
+# dropped them too), so past one of them a mark's line is not the line an editor shows.
+_YAML_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+_LINE_BREAKS = re.compile("\r\n|[\r\n]")
+
+
+class Positions:
+    """YAML marks (and reader offsets) of one text -> 1-based (line, column) as an editor shows
+    them: lines end at LF, CR LF or CR; a column counts characters (code points) from the line's
+    start, after a byte-order mark on the first line, as libyaml counts them."""
+
+    def __init__(self, text: str) -> None:
+        self._bom = text.startswith("\ufeff")
+        self._text = text[1:] if self._bom else text
+        # Without NEL, LS or PS, a mark's line and column already are the editor's.
+        self._exact = not any(c in self._text for c in "\x85\u2028\u2029")
+        self._yaml_starts: list[int] | None = None
+        self._starts: list[int] | None = None
+
+    def of_mark(self, mark: yaml.Mark) -> tuple[int, int]:
+        if self._exact:
+            return mark.line + 1, mark.column + 1
+        if self._yaml_starts is None:
+            self._yaml_starts = [0, *(m.end() for m in _YAML_BREAKS.finditer(self._text))]
+        starts = self._yaml_starts
+        return self._of_offset(starts[min(mark.line, len(starts) - 1)] + mark.column)
+
+    def span(self, file: str, mark: yaml.Mark) -> Span:
+        line, col = self.of_mark(mark)
+        return Span(file=file, line=line, col=col)
+
+    def of_reader_offset(self, offset: int) -> tuple[int, int]:
+        """Of a reader error's position: libyaml's is an offset in the UTF-8 bytes it reads
+        (the byte-order mark included), the pure-Python reader's one in characters."""
+        text = "\ufeff" + self._text if self._bom else self._text
+        if _Loader is not yaml.SafeLoader:
+            offset = len(text.encode("utf-8")[:offset].decode("utf-8", "ignore"))
+        return self._of_offset(max(offset - int(self._bom), 0))
+
+    def _of_offset(self, offset: int) -> tuple[int, int]:
+        if self._starts is None:
+            self._starts = [0, *(m.end() for m in _LINE_BREAKS.finditer(self._text))]
+        i = bisect_right(self._starts, offset) - 1
+        return i + 1, offset - self._starts[i] + 1
 
 
 class _Builder:
     """Nodes -> JSON data, recording the position of every value and key up to `depth` parts
     (every one when depth is None)."""
 
-    def __init__(self, file: str, depth: int | None = SPAN_DEPTH) -> None:
+    def __init__(
+        self, file: str, depth: int | None = SPAN_DEPTH, positions: Positions | None = None
+    ) -> None:
         self.file = file
+        self.positions = positions
         self.depth = depth
         self.value_spans: dict[JsonPath, Span] = {}
         self.key_spans: dict[JsonPath, Span] = {}
@@ -318,7 +359,7 @@ class _Builder:
                 self.diagnostics.append(
                     error(
                         "GEN002",
-                        Span(file=self.file, line=mark.line + 1, col=mark.column + 1),
+                        self._at(mark),
                         "YAML merge key (<<) must name a mapping or a list of mappings",
                     )
                 )
@@ -326,7 +367,12 @@ class _Builder:
         return [(k, v, id(k) in own) for k, v in node.value]
 
     def _span(self, node: yaml.Node) -> Span:
-        return Span(file=self.file, line=node.start_mark.line + 1, col=node.start_mark.column + 1)
+        return self._at(node.start_mark)
+
+    def _at(self, mark: yaml.Mark) -> Span:
+        if self.positions is None:
+            return Span(file=self.file, line=mark.line + 1, col=mark.column + 1)
+        return self.positions.span(self.file, mark)
 
     def _key(self, key_node: yaml.Node) -> str | None:
         """The mapping key as a string (None, with a diagnostic, when it is not a plain scalar)."""

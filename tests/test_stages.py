@@ -85,6 +85,39 @@ def test_malformed_yaml_is_a_located_diagnostic(
     assert fragment in diags[0].message and len(diags[0].message) < 120
 
 
+@pytest.mark.parametrize("breaker", ["\u2028", "\u2029", "\x85", "\u2028\r\n\u2029"])
+def test_positions_count_only_the_line_breaks_an_editor_shows(breaker: str) -> None:
+    # YAML 1.1 (PyYAML, libyaml) ends a line at NEL, LS and PS too; editors do not, and every
+    # diagnostic after such a character pointed lines too far down.
+    lines = breaker.count("\n")
+    text = (
+        f'version: 1\nkind: types\ntypes:\n  A: {{description: "a{breaker}b"}}\n  B: {{}}\nx: 1\n'
+    )
+    doc, diags = load_text("m.yaml", text.encode())
+    assert doc is not None and not diags
+    found = [(d.code, d.span.line, d.span.col) for d in validate_one(doc)]
+    assert found == [("GEN102", 6 + lines, 1)]
+    assert doc.key_span(("types", "B")) == Span(file="m.yaml", line=5 + lines, col=3)
+    # a deep position, found by re-reading the text
+    doc, _ = load_text("m.yaml", f'a: "{breaker}"\nb: {{c: {{d: {{e: {{f: 1}}}}}}}}\n'.encode())
+    assert doc is not None
+    assert doc.span(("b", "c", "d", "e", "f")) == Span(file="m.yaml", line=2 + lines, col=20)
+    # after the character, on its own line: the column counts from the editor's line start
+    _doc, diags = load_text("m.yaml", f'a: "x{breaker}y"\nb: [1, !t 2]\n'.encode())
+    assert [(d.span.line, d.span.col) for d in diags] == [(2 + lines, 8)]
+    _doc, diags = load_text("m.yaml", f'a: "x{breaker}y"\nb: [1,\n'.encode())
+    assert [(d.code, d.span.line) for d in diags] == [("GEN002", 3 + lines)]
+    _doc, diags = load_text("m.yaml", f'a: "é{breaker}€"\nb: x\x00y\n'.encode())
+    assert [(d.code, d.span.line, d.span.col) for d in diags] == [("GEN002", 2 + lines, 5)]
+
+
+def test_reader_errors_count_characters_not_bytes() -> None:
+    # libyaml reports a disallowed character at its byte offset; the column counts characters
+    for text in ("é€: 1\nb: x\x00y\n", "\ufeffé€: 1\nb: x\x00y\n"):
+        _doc, diags = load_text("m.yaml", text.encode())
+        assert [(d.code, d.span.line, d.span.col) for d in diags] == [("GEN002", 2, 5)], text
+
+
 def test_an_alias_bomb_stops_at_a_bound() -> None:
     levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
