@@ -35,6 +35,7 @@ from .names import (
     reader_method,
 )
 from .runtime.catalog import credential_header
+from .runtime.fastschema import validator_class
 from .runtime.handler_names import (
     RESOURCE_HANDLERS,
     RESOURCE_VARIABLES,
@@ -850,9 +851,9 @@ def _check_default(
     are inlined, against the schema without its defaults, `$ref`s resolved in the root."""
     default = node["default"]
     try:
-        validator = jsonschema.Draft202012Validator(
-            without_defaults(root), format_checker=_FORMATS
-        ).evolve(schema=without_defaults(node))
+        validator = validator_class()(without_defaults(root), format_checker=_FORMATS).evolve(
+            schema=without_defaults(node)
+        )
         problem = jsonschema.exceptions.best_match(validator.iter_errors(default))
     except Exception:  # a dangling $ref or bad pattern: reported by their own checks
         return

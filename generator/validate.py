@@ -20,7 +20,7 @@ from jsonschema.exceptions import ValidationError
 
 from .diagnostics import Diagnostic, error
 from .load import Loaded
-from .runtime.fastschema import json_type
+from .runtime.fastschema import json_type, validator_class
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "manifest.v1.schema.json"
 
@@ -55,7 +55,9 @@ def manifest_schema() -> dict[str, Any]:
 @functools.cache
 def _validator() -> jsonschema.protocols.Validator:
     schema = manifest_schema()
-    cls = jsonschema.validators.validator_for(schema)
+    assert jsonschema.validators.validator_for(schema) is jsonschema.Draft202012Validator
+    # `pattern` as JSON Schema means it: `^[0-9.]+$` refuses a version "0.1.0\n"
+    cls = validator_class()
     # JSON Schema counts 1.0 as an integer; a manifest's counts, limits and `version: 1` are
     # written as YAML integers, and a float there would reach the generated code as `1.0`.
     strict = cls.TYPE_CHECKER.redefine(

@@ -402,3 +402,26 @@ def test_multiple_of_past_a_floats_range_is_compared_exactly() -> None:
     assert _multiple_relaxed(2**1024 - 1, 2) is False
     assert _multiple_relaxed(2**1024 - 1, 0.5) is False
     assert _multiple_relaxed(1.0, 0.1) is True  # as jsonschema divides
+
+
+def test_a_patterns_end_anchor_refuses_a_trailing_newline(tmp_path: Path) -> None:
+    """JSON Schema's `$` (ECMA-262) is the end of the text; Python's `re.search`, under
+    jsonschema, also matched it before a final newline: a package version "0.1.0\\n" passed
+    `^...$` into pyproject.toml, and a default the models' pattern refuses compiled."""
+    root = _project(tmp_path / "a")
+    gateway = root / "manifests" / "gateway.yaml"
+    text = gateway.read_text(encoding="utf-8")
+    assert "\n  version: 0.1.0\n" in text
+    gateway.write_text(text.replace("\n  version: 0.1.0\n", '\n  version: "0.1.0\\n"\n'))
+    got = _diagnostics(root)
+    assert len(got) == 1, got
+    assert got[0].startswith("gateway.yaml:7:12:GEN105:package/version: '0.1.0\\n' does not")
+    root = _project(
+        tmp_path / "b",
+        output_extra="        code: {type: string, pattern: '^[a-z]+$', default: \"abc\\n\"}\n"
+        "        fine: {type: string, pattern: '^[a-z]+$', default: abc}\n",
+    )
+    assert _diagnostics(root) == [
+        "probe.yaml:22:60:GEN203:default \"abc\\n\" does not match its schema: 'abc\\n' does "
+        "not match '^[a-z]+$'"
+    ]

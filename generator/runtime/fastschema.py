@@ -13,7 +13,7 @@ ignored, as jsonschema ignores them. When the check says "invalid", callers ask 
 the error to report, so error details always come from the reference implementation; the fast
 path only ever decides "valid", and it accepts nothing jsonschema's Draft 2020-12 validator
 rejects (the tests compare both on every schema of the default manifests and on mutated
-instances).
+instances). Both read `pattern` as JSON Schema does (`validator_class`, `ecma_pattern`).
 """
 
 # Schemas and instances are JSON values (Any), and isinstance() narrows them to list[Unknown]
@@ -26,9 +26,14 @@ instances).
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:  # jsonschema is imported when a validator is first made (load does not need it)
+    from jsonschema import ValidationError
+    from jsonschema.protocols import Validator
 
 Check = Callable[[Any], bool]
 
@@ -230,6 +235,67 @@ def _number_checks(schema: Mapping[str, Any]) -> list[Check]:
     return out
 
 
+def ecma_pattern(pattern: str) -> str:
+    """`pattern` for Python's `re` with `$` meaning what it means in JSON Schema (ECMA-262
+    without the `m` flag, as in Pydantic's Rust regex, which the generated models use): the end
+    of the text. Python's `$` also matches before a final newline, so `^[a-z]+$` accepted
+    "abc\\n". `$` becomes `\\Z` outside escapes and character classes; a pattern that turns on
+    MULTILINE inline (`(?m)`), where `$` ends every line, is left as it is."""
+    if "$" not in pattern or re.compile(pattern).flags & re.MULTILINE:
+        return pattern
+    out: list[str] = []
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            j = i + 1 + (pattern[i + 1 : i + 2] == "^")
+            j += pattern[j : j + 1] == "]"  # a `]` first in a class is a literal for `re`
+            out.append(pattern[i:j])
+            i, in_class = j, True
+            continue
+        elif c == "$":
+            c = "\\Z"
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def ecma_regex(pattern: str) -> re.Pattern[str]:
+    """`pattern` compiled with JSON Schema's `$` (see `ecma_pattern`); raises `re.error`."""
+    return re.compile(ecma_pattern(pattern))
+
+
+def _pattern_keyword(
+    validator: Validator, pattern: Any, instance: Any, _schema: Any
+) -> Iterator[ValidationError]:
+    from jsonschema import ValidationError
+
+    if (
+        isinstance(pattern, str)
+        and isinstance(instance, str)
+        and not ecma_regex(pattern).search(instance)
+    ):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@functools.cache
+def validator_class() -> type[Validator]:
+    """Draft 2020-12 with `pattern` as JSON Schema means it (see `ecma_pattern`). Every
+    validator of tool arguments and results, the manifest schema and defaults is one of these,
+    so that all agree with the generated models on what a pattern accepts."""
+    from jsonschema import Draft202012Validator, validators
+
+    cls: type[Validator] = validators.extend(Draft202012Validator, {"pattern": _pattern_keyword})
+    return cls
+
+
 def _string_checks(schema: Mapping[str, Any]) -> list[Check]:
     out: list[Check] = []
     if "minLength" in schema:
@@ -242,7 +308,7 @@ def _string_checks(schema: Mapping[str, Any]) -> list[Check]:
         if not isinstance(schema["pattern"], str):
             raise _Unsupported
         try:
-            regex = re.compile(schema["pattern"])
+            regex = ecma_regex(schema["pattern"])
         except re.error:
             raise _Unsupported from None
         out.append(lambda v: not isinstance(v, str) or regex.search(v) is not None)

@@ -68,7 +68,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import mcp.types as types
-from jsonschema import Draft202012Validator
+from jsonschema.protocols import Validator
 from mcp import MCPError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -109,7 +109,7 @@ from .executor import (
     check_base_urls,
     token_urls_from_env,
 )
-from .fastschema import Check, compile_check, has_surrogate, unencodable
+from .fastschema import Check, compile_check, has_surrogate, unencodable, validator_class
 from .memory import MemoryStore
 from .quota import QuotaTracker
 from .recorder import Recorder
@@ -204,8 +204,8 @@ class ToolIndex:
                 self._by_connector[key] = (*self._by_connector.get(key, ()), name)
         self._cache: OrderedDict[tuple[frozenset[str], frozenset[str]], Listing] = OrderedDict()
         self._cache_size = cache_size
-        self._inputs: dict[str, Draft202012Validator] = {}
-        self._outputs: dict[str, Draft202012Validator] = {}
+        self._inputs: dict[str, Validator] = {}
+        self._outputs: dict[str, Validator] = {}
         self._fast_in: dict[str, Check | None] = {}
         self._fast_out: dict[str, Check | None] = {}
 
@@ -248,11 +248,11 @@ class ToolIndex:
         return spec.input_schema if spec is not None else None
 
     def _validator(
-        self, cache: dict[str, Draft202012Validator], name: str, schema: Mapping[str, Any]
-    ) -> Draft202012Validator:
+        self, cache: dict[str, Validator], name: str, schema: Mapping[str, Any]
+    ) -> Validator:
         v = cache.get(name)
         if v is None:
-            v = cache[name] = Draft202012Validator(dict(schema))
+            v = cache[name] = validator_class()(dict(schema))
         return v
 
     def input_errors(self, spec: ToolSpec, arguments: Any) -> list[dict[str, str]]:

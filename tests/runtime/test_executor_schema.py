@@ -10,15 +10,17 @@ schemas it must also agree on "invalid" (so jsonschema's slow path runs only for
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
-import jsonschema
+import pydantic
 import pytest
 
 from generator.runtime import catalog as c
-from generator.runtime.fastschema import compile_check
+from generator.runtime.fastschema import compile_check, ecma_pattern, validator_class
+from generator.runtime.server import ToolIndex
 
 
 def sample(schema: Any, rng: random.Random, depth: int = 0) -> Any:
@@ -126,7 +128,7 @@ def test_fast_check_agrees_with_jsonschema_on_every_tool_schema(gateway: c.Gatew
     for name, schema in tool_schemas(gateway):
         check = compile_check(schema)
         assert check is not None, name
-        reference = jsonschema.Draft202012Validator(schema)
+        reference = validator_class()(schema)
         for _ in range(10):
             base = sample(schema, rng)
             for instance in [base, *mutations(base, rng, 40)]:
@@ -145,7 +147,8 @@ def test_fast_check_agrees_with_jsonschema_on_every_tool_schema(gateway: c.Gatew
         ({"type": ["string", "null"], "maxLength": 2}, [None, "ab", "ü"], ["abc", 1]),
         ({"enum": ["a", "b"]}, ["a"], ["c", None, 1]),
         ({"const": "x"}, ["x"], ["y"]),
-        ({"pattern": "^C[0-9]+$"}, ["C12", 5], ["c12", "C"]),
+        ({"pattern": "^C[0-9]+$"}, ["C12", 5], ["c12", "C", "C12\n"]),
+        ({"pattern": "^C[$]|x$"}, ["C$1", "ax", "C$\n"], ["C", "ax\n"]),
         (
             {"type": "object", "required": ["a"], "additionalProperties": {"type": "integer"}},
             [{"a": 1}, {"a": 2, "b": 3}],
@@ -170,7 +173,7 @@ def test_fast_check_agrees_with_jsonschema_on_every_tool_schema(gateway: c.Gatew
 def test_keywords(schema: Any, good: list[Any], bad: list[Any]) -> None:
     check = compile_check(schema)
     assert check is not None
-    reference = jsonschema.Draft202012Validator(schema)
+    reference = validator_class()(schema)
     for value in good:
         assert reference.is_valid(value) and check(value), value
     for value in bad:
@@ -193,3 +196,46 @@ def test_keywords(schema: Any, good: list[Any], bad: list[Any]) -> None:
 )
 def test_anything_else_falls_back_to_jsonschema(schema: Any) -> None:
     assert compile_check(schema) is None
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        {"type": "string", "pattern": "^[a-z]+$"},
+        {"type": "string", "pattern": "^[a-z]+$", "not": {"const": "x"}},  # jsonschema alone
+    ],
+)
+def test_a_patterns_end_anchor_refuses_a_trailing_newline(
+    gateway: c.GatewaySpec, code: dict[str, Any]
+) -> None:
+    """JSON Schema's `$` (ECMA-262) is the end of the text, as in the generated models
+    (pydantic-core's Rust regex); Python's `re.search` also matches it before a final newline,
+    so the gateway accepted arguments the typed client refuses."""
+    model = pydantic.TypeAdapter(
+        Annotated[str, pydantic.StringConstraints(pattern=code["pattern"])]
+    )
+    with pytest.raises(pydantic.ValidationError):
+        model.validate_python("abc\n")
+    schema = {"type": "object", "properties": {"code": code}}
+    tool = dataclasses.replace(next(iter(gateway.tools.values())), input_schema=schema)
+    index = ToolIndex(dataclasses.replace(gateway, tools={tool.name: tool}))
+    assert index.input_errors(tool, {"code": "abc"}) == []
+    assert index.input_errors(tool, {"code": "abc\n"}) == [
+        {"path": "/code", "message": "'abc\\n' does not match '^[a-z]+$'"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "translated"),
+    [
+        ("^[a-z]+$", r"^[a-z]+\Z"),
+        (r"^a\$", r"^a\$"),  # an escaped dollar is a dollar
+        ("^[$]x$", r"^[$]x\Z"),  # so is one in a class
+        ("^[]$]$", r"^[]$]\Z"),  # `]` first in a class is part of it
+        (r"^[^\]$]$", r"^[^\]$]\Z"),
+        ("^(a$|b)", r"^(a\Z|b)"),
+        ("(?m)^a$", "(?m)^a$"),  # MULTILINE: `$` ends every line, as the pattern asks
+    ],
+)
+def test_ecma_pattern_ends_only_at_the_end(pattern: str, translated: str) -> None:
+    assert ecma_pattern(pattern) == translated

@@ -93,7 +93,8 @@ from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 import anyio
 import httpx2
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import ValidationError
+from jsonschema.protocols import Validator
 
 from .catalog import (
     DEFAULT_API_KEY_HEADER,
@@ -115,7 +116,7 @@ from .errors import (
     UPSTREAM_TIMEOUT,
     GatewayError,
 )
-from .fastschema import Check, compile_check, json_type
+from .fastschema import Check, compile_check, json_type, validator_class
 from .templating import (
     DNS_LABEL,
     MISSING,
@@ -542,7 +543,7 @@ class _ToolPlan:
     size_param: str | None
     templated_cursor: bool  # the templates name {cursor}
     defaults: Mapping[str, Any]
-    output_validator: Draft202012Validator
+    output_validator: Validator
     output_check: Check | None  # fast "valid?" for the common schema subset
     idempotent: bool  # repeating the request is safe (annotation), so it may be retried
     # Where one key per call goes (header, body or query, and its name): repeating that call
@@ -642,7 +643,7 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
         size_param=pagination.size_param if pagination else None,
         templated_cursor=templated,
         defaults=defaults,
-        output_validator=Draft202012Validator(dict(tool.output_schema)),
+        output_validator=validator_class()(dict(tool.output_schema)),
         output_check=compile_check(tool.output_schema),
         idempotent=idempotent,
         idempotency=key.place if key is not None else None,
@@ -1016,7 +1017,7 @@ class ConnectorExecutor:
         self._user_agent = f"{gateway.package_name}/{gateway.version}"
         self._connectors: dict[str, _ConnectorPlan] = {}
         self._plans: dict[str, _ToolPlan] = {}
-        self._input_validators: dict[str, Draft202012Validator] = {}
+        self._input_validators: dict[str, Validator] = {}
         self._refresh_locks: dict[tuple[str, str], anyio.Lock] = {}
         self._refreshed: dict[tuple[str, str, int, str], tuple[float, dict[str, str]]] = {}
 
@@ -1280,7 +1281,7 @@ class ConnectorExecutor:
                 args[key] = value
         validator = self._input_validators.get(tool.name)
         if validator is None:
-            validator = self._input_validators[tool.name] = Draft202012Validator(
+            validator = self._input_validators[tool.name] = validator_class()(
                 dict(tool.input_schema)
             )
         error = next(iter(validator.iter_errors(args)), None)
