@@ -2,8 +2,9 @@
 
 YAML is composed into nodes (libyaml when available) and converted by hand so that every value
 and every mapping key keeps its line and column. Only JSON-compatible scalars come out: a
-timestamp-looking scalar such as `2026-12-31` stays a string, so YAML's implicit typing cannot
-surprise the schema.
+timestamp-looking scalar such as `2026-12-31` stays a string, and booleans are YAML 1.2's (only
+`true` and `false`: `NO`, `yes`, `on` stay strings), so YAML's implicit typing cannot surprise
+the schema.
 """
 
 from __future__ import annotations
@@ -25,7 +26,25 @@ from .runtime.fastschema import MAX_INTEGER_BITS
 
 JsonPath = tuple[str | int, ...]
 
-_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+
+
+def _core_schema_loader(base: type[yaml.resolver.BaseResolver]) -> type:
+    """`base` resolving booleans as YAML 1.2's core schema does: only true/false (all lower,
+    capitalised or upper case). YAML 1.1's yes/no/on/off/y/n in any case are strings, so
+    `enum: [SE, NO, DK]` keeps Norway and `read_only: yes` is a located type error."""
+    resolvers = {
+        first: [(tag, regexp) for tag, regexp in pairs if tag != _BOOL_TAG]
+        for first, pairs in base.yaml_implicit_resolvers.items()
+    }
+    core = re.compile("^(?:true|True|TRUE|false|False|FALSE)$")
+    for first in "tTfF":
+        resolvers.setdefault(first, []).insert(0, (_BOOL_TAG, core))
+    return type(base.__name__, (base,), {"yaml_implicit_resolvers": resolvers})
+
+
+_LIBYAML = hasattr(yaml, "CSafeLoader")
+_Loader: type = _core_schema_loader(yaml.CSafeLoader if _LIBYAML else yaml.SafeLoader)
 _JSON_SCALAR_TAGS = {
     "tag:yaml.org,2002:null",
     "tag:yaml.org,2002:bool",
@@ -286,7 +305,7 @@ class Positions:
         """Of a reader error's position: libyaml's is an offset in the UTF-8 bytes it reads
         (the byte-order mark included), the pure-Python reader's one in characters."""
         text = "\ufeff" + self._text if self._bom else self._text
-        if _Loader is not yaml.SafeLoader:
+        if _LIBYAML:
             offset = len(text.encode("utf-8")[:offset].decode("utf-8", "ignore"))
         return self._of_offset(max(offset - int(self._bom), 0))
 

@@ -47,6 +47,10 @@ _KEYWORD_CODES = {
 }
 
 
+# Booleans in YAML 1.1 (PyYAML's default), text in YAML 1.2, which the loader follows.
+_YAML11_BOOLS = frozenset({"yes", "no", "on", "off", "y", "n"})
+
+
 @functools.cache
 def manifest_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
@@ -144,11 +148,19 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
     if keyword == "type":
         expected = err.validator_value
         expected_text = " or ".join(expected) if isinstance(expected, list) else expected
+        hint = None
+        if (
+            "boolean" in expected
+            and isinstance(err.instance, str)
+            and err.instance.lower() in _YAML11_BOOLS
+        ):
+            hint = f"manifests are YAML 1.2: write true or false ({err.instance} is text)"
         return [
             error(
                 code,
                 doc.span(path),
                 f"{where}: expected {expected_text}, got {json_type(err.instance)}",
+                hint,
             )
         ]
     if keyword == "propertyNames":

@@ -36,9 +36,45 @@ def test_source_map_points_at_values_and_keys() -> None:
 
 
 def test_yaml_scalars_stay_json_scalars() -> None:
-    doc, _ = load_text("m.yaml", b"a: 2026-12-31\nb: yes\nc: 1.5\nd: ~\ne: '.nan'\n")
+    doc, _ = load_text("m.yaml", b"a: 2026-12-31\nb: true\nc: 1.5\nd: ~\ne: '.nan'\n")
     assert doc is not None
     assert doc.data == {"a": "2026-12-31", "b": True, "c": 1.5, "d": None, "e": ".nan"}
+
+
+def test_booleans_are_yaml_1_2s() -> None:
+    # YAML 1.1 (PyYAML's default) read Norway's code in `enum: [SE, NO, DK]` as false
+    text = b"enum: [SE, NO, DK]\nb: [yes, No, ON, off, y, N]\non: 1\nt: [true, True, TRUE, False]\n"
+    doc, diags = load_text("m.yaml", text)
+    assert doc is not None and not diags
+    assert doc.data == {
+        "enum": ["SE", "NO", "DK"],
+        "b": ["yes", "No", "ON", "off", "y", "N"],
+        "on": 1,
+        "t": [True, True, True, False],
+    }
+
+
+def test_a_yaml_1_1_boolean_is_a_located_type_error_with_a_hint() -> None:
+    text = (
+        "version: 1\nkind: connector\nname: c\ntitle: C\ndescription: C.\n"
+        "base_url: https://api.example.com\nauth: {type: none}\ncapabilities:\n"
+        "  - name: get\n    description: Get.\n    scope: read\n"
+        "    annotations: {read_only: yes}\n"
+        "    input: {type: object}\n    output: {type: object}\n"
+        "    http: {method: GET, path: /x}\n"
+    )
+    doc, diags = load_text("m.yaml", text.encode())
+    assert doc is not None and not diags
+    found = [(d.code, d.span.line, d.span.col, d.message, d.hint) for d in validate_one(doc)]
+    assert found == [
+        (
+            "GEN103",
+            12,
+            30,
+            "capabilities/0/annotations/read_only: expected boolean, got string",
+            "manifests are YAML 1.2: write true or false (yes is text)",
+        )
+    ]
 
 
 @pytest.mark.parametrize(
