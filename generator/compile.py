@@ -1721,6 +1721,7 @@ def _http(
                     doc.key_span((*path, "response", "fields", prop)),
                     f"response field {prop!r} is not a property of the output schema",
                 )
+    _check_headers(ctx, doc, path, raw, auth)
     return ir.HttpBinding(
         method=raw["method"],
         path=raw["path"],
@@ -1752,6 +1753,53 @@ _GATEWAY_HEADERS = frozenset(
         "connection",
     }
 )
+
+
+# Headers of one hop (RFC 9110 7.6.1) and those the HTTP client writes from the request itself:
+# the client sets or refuses them, so a value declared here would not be the one sent.
+_TRANSPORT_HEADERS = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+
+def _check_headers(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], auth: ir.ConnectorAuth
+) -> None:
+    """GEN229 for an http.headers name the request would not carry as declared. (The schema
+    has checked that each name is an HTTP token and each value one line of ASCII text.)"""
+    credentials = credential_header(auth.type, auth.header)
+    sends_body = "graphql" in raw or raw.get("body") is not None
+    seen: dict[str, str] = {}
+    for name in raw.get("headers", {}):
+        folded = name.lower()
+        span = doc.key_span((*path, "headers", name))
+        problem = hint = None
+        if folded in seen:
+            first = doc.key_span((*path, "headers", seen[folded]))
+            problem = f"repeats {seen[folded]!r} (at {first}): header names ignore case"
+            hint = "keep one of the two: both would be sent"
+        elif folded in _TRANSPORT_HEADERS:
+            problem = "is a header the HTTP client sets from the request (or one of one hop)"
+            hint = "remove it: the client sends its own value"
+        elif credentials is not None and folded == credentials.lower():
+            problem = f"carries the connector's credentials ({auth.type} auth)"
+            hint = "remove it: the gateway sends the tenant's credentials in it"
+        elif folded == "content-type" and sends_body:
+            encoding = "graphql" if "graphql" in raw else raw.get("body_encoding", "json")
+            problem = f"is set by the gateway for the {encoding} body it sends"
+            hint = "remove it (body_encoding chooses the body's type)"
+        seen.setdefault(folded, name)
+        if problem is not None:
+            ctx.err("GEN229", span, f"http.headers {name!r} {problem}", hint)
 
 
 def _idempotency_key(

@@ -127,6 +127,11 @@ CODES: dict[str, Code] = {
             stage="compile",
         ),
         Code(code="GEN228", title="resource URI does not fit its handler", stage="compile"),
+        Code(
+            code="GEN229",
+            title="request header the gateway or HTTP client sets, or repeated",
+            stage="compile",
+        ),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

@@ -670,3 +670,53 @@ def test_variables_in_graphql_strings_and_comments_are_not_uses(tmp_path: Path) 
     ]
     found = _diagnostics(tmp_path, "github_graphql.yaml", *edits)
     assert [f for f in found if ":GEN224:" in f] == [], found
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (  # a field name is an RFC 9110 token
+            '{"Notion Version": 2022-06-28}',
+            "45:GEN105:capabilities/0/http/headers: invalid name 'Notion Version'",
+        ),
+        (  # a line break would start a header of the arguments' choosing (or end the block)
+            '{Notion-Version: "2022-06-28\\r\\nX-Admin: 1"}',
+            "45:GEN105:capabilities/0/http/headers/Notion-Version: '2022-06-28\\r\\nX-Admin: 1' "
+            "does not match",
+        ),
+        ('{Notion-Version: "2022\\u0000"}', "45:GEN105:capabilities/0/http/headers/Notion-Ver"),
+        ('{Notion-Version: "2022\\n"}', "45:GEN105:capabilities/0/http/headers/Notion-Version"),
+        (
+            "{Authorization: Bearer x}",
+            "45:GEN229:http.headers 'Authorization' carries the connector's credentials "
+            "(bearer auth)",
+        ),
+        ("{Host: api.example.com}", "45:GEN229:http.headers 'Host' is a header the HTTP client"),
+        ("{content-length: '3'}", "45:GEN229:http.headers 'content-length' is a header the"),
+        ("{Transfer-Encoding: chunked}", "45:GEN229:http.headers 'Transfer-Encoding' is a"),
+        ("{Connection: close}", "45:GEN229:http.headers 'Connection' is a header the HTTP"),
+        (
+            "{Content-Type: text/plain}",
+            "45:GEN229:http.headers 'Content-Type' is set by the gateway for the json body",
+        ),
+        (
+            "{X-A: '1', x-a: '2'}",
+            "45:GEN229:http.headers 'x-a' repeats 'X-A' (at manifests/connectors/notion.yaml:45:",
+        ),
+    ],
+)
+def test_request_headers_are_checked(tmp_path: Path, headers: str, expected: str) -> None:
+    """Header names and values reached the request unchecked: a value with a line break
+    (header injection, or a request every call fails), a name that is no field name, one the
+    credentials or the HTTP client set (the declared value silently not sent)."""
+    found = _diagnostics(
+        tmp_path, "notion.yaml", ("headers: {Notion-Version: 2022-06-28}", f"headers: {headers}")
+    )
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_valid_request_headers_compile(tmp_path: Path) -> None:
+    edit = "headers: {Notion-Version: 2022-06-28, accept: 'application/json', X-Q: '{query}'}"
+    assert (
+        _diagnostics(tmp_path, "notion.yaml", ("headers: {Notion-Version: 2022-06-28}", edit)) == []
+    )

@@ -879,6 +879,27 @@ async def test_github_search_maps_fields(
     assert github.requests()[0].args == {"q": "repo:acme/web module 3", "per_page": "30"}
 
 
+async def test_a_binding_header_replaces_the_default_in_any_case(
+    gateway: c.GatewaySpec, stand_ins: StandIns, github: GitHubUpstream
+) -> None:
+    """`accept:` in a binding was sent beside the gateway's `Accept: application/json` (two
+    Accept headers, combined by the upstream into one it may not understand)."""
+    tool = gateway.tools["github_search_issues"]
+    assert tool.http is not None
+    headers = {k: v for k, v in tool.http.headers.items() if k != "Accept"}
+    http = dataclasses.replace(
+        tool.http, headers={**headers, "accept": "application/vnd.github+json", "user-agent": "x"}
+    )
+    tool = dataclasses.replace(tool, http=http)
+    ex = ConnectorExecutor(with_tool(gateway, tool), base_urls=stand_ins.base_urls())
+    try:
+        await ex.call(tool, {"query": "repo:acme/web module 3"}, credentials=GH_A, ctx=A)
+    finally:
+        await ex.aclose()
+    sent = github.requests()[0].headers
+    assert (sent["accept"], sent["user-agent"]) == ("application/vnd.github+json", "x")
+
+
 # ------------------------------------------------------------------------------ HubSpot
 
 

@@ -57,7 +57,7 @@ class Received:
     path: str  # decoded
     raw_path: str  # as sent on the wire (percent-encoding kept)
     query: tuple[tuple[str, str], ...]
-    headers: Mapping[str, str]  # lower-case names
+    headers: Mapping[str, str]  # lower-case names; a repeated header's values joined by ", "
     body: bytes
 
     def json(self) -> Any:
@@ -204,7 +204,7 @@ class Upstream:
             path=request.url.path,
             raw_path=raw_path,
             query=tuple(parse_qsl(request.url.query, keep_blank_values=True)),
-            headers={k.lower(): v for k, v in request.headers.items()},
+            headers=_joined(request.headers.items()),
             body=await request.body(),
         )
         if self.record:
@@ -1006,3 +1006,12 @@ class StandIns:
                 self.hubspot.issue(portal), HS_REFRESH_A if a else HS_REFRESH_B
             ),
         }
+
+
+def _joined(items: Any) -> dict[str, str]:
+    """Request headers by lower-case name, a repeated one's values joined as HTTP combines them."""
+    out: dict[str, str] = {}
+    for name, value in items:
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out

@@ -1472,6 +1472,9 @@ class ConnectorExecutor:
         rendered_headers = plan.headers.render(ns)
         for key, value in rendered_headers.items():
             if value is not None:
+                if key not in headers and key.lower() in ("accept", "user-agent"):
+                    # the binding's `accept` replaces the default `Accept`, not a second one
+                    headers = {k: v for k, v in headers.items() if k.lower() != key.lower()}
                 headers[key] = _header_text(value)
 
         if plan.pagination == "link" and cursor is not None:
