@@ -1408,17 +1408,19 @@ def _check_client_methods(
 
 
 def template_strings(value: Any) -> Iterator[tuple[JsonPath, str]]:
-    """Every string of a template, with its path in the template."""
-    if isinstance(value, str):
-        yield (), value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            for sub, text in template_strings(v):
-                yield (k, *sub), text
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            for sub, text in template_strings(v):
-                yield (i, *sub), text
+    """Every string of a template, with its path in the template, in document order.
+
+    One loop over an explicit stack: a recursive generator hands each string up through one
+    frame per level, which made a deep template cost its depth times its size."""
+    stack: list[tuple[JsonPath, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            yield path, item
+        elif isinstance(item, dict):
+            stack.extend(((*path, k), v) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend(((*path, i), item[i]) for i in range(len(item) - 1, -1, -1))
 
 
 def _placeholders(value: Any) -> Iterator[tuple[JsonPath, str]]:

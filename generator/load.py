@@ -74,10 +74,19 @@ SPAN_DEPTH = 4
 # make a few hundred bytes expand to billions of values). Real manifests stay far below both.
 MAX_NESTING = 100
 MAX_VALUES = 1_000_000
+# What YAML aliases (`*name`, and merge keys `<<: *name`) may add to a document: values built
+# again for an alias, and the characters of the strings and keys among them. MAX_VALUES alone let
+# a few hundred bytes become a million values, each of which later stages walk (a template's
+# placeholders are checked per string: seconds to minutes) and a build writes into the generated
+# package. Reusing an anchor a few times, the legitimate use, adds a few hundred values; the
+# bound is what one tool schema may hold (GEN227). Shared schemas belong in types.yaml anyway.
+MAX_ALIASED_VALUES = 20_000
+MAX_ALIASED_CHARS = 1_000_000
 
 
 class _TooBig(Exception):
-    """The document exceeds MAX_NESTING or MAX_VALUES (raised out of the recursion)."""
+    """The document exceeds MAX_NESTING, MAX_VALUES or what aliases may add (raised out of the
+    recursion)."""
 
     def __init__(self, node: yaml.Node, message: str) -> None:
         super().__init__(message)
@@ -331,6 +340,11 @@ class _Builder:
         self.diagnostics: list[Diagnostic] = []
         self._constructor = yaml.SafeLoader("")  # only its scalar constructors are used
         self._values = 0
+        # ids of the nodes built once; a node built again is an alias's copy, and so is all of it
+        self._built: set[int] = set()
+        self._aliasing = False
+        self._aliased_values = 0
+        self._aliased_chars = 0
         # id of a mapping node -> ids of its own (not merged) key nodes, taken before the first
         # flatten_mapping, which inlines merged pairs in place (an aliased node is seen again).
         self._own_keys: dict[int, frozenset[int]] = {}
@@ -346,6 +360,35 @@ class _Builder:
             )
         if depth > MAX_NESTING:
             raise _TooBig(node, _TOO_DEEP)
+        if not self._aliasing:
+            self._built.add(id(node))
+            return
+        self._aliased_values += 1
+        if self._aliased_values > MAX_ALIASED_VALUES:
+            raise _TooBig(
+                node,
+                f"YAML aliases add more than {MAX_ALIASED_VALUES:,} values to the document "
+                "(an alias bomb?)",
+            )
+        if isinstance(node, yaml.ScalarNode):
+            self._aliased_text(node, node.value)
+
+    def _aliased_text(self, node: yaml.Node, text: str) -> None:
+        """Count a string or key that an alias copies."""
+        self._aliased_chars += len(text)
+        if self._aliased_chars > MAX_ALIASED_CHARS:
+            raise _TooBig(
+                node,
+                f"YAML aliases add more than {MAX_ALIASED_CHARS:,} characters to the document "
+                "(an alias bomb?)",
+            )
+
+    def _copy_of_alias(self, node: yaml.Node) -> bool:
+        """Whether building `node` starts an alias's copy (the node was built before)."""
+        if self._aliasing or id(node) not in self._built:
+            return False
+        self._aliasing = True
+        return True
 
     def _unsupported_tag(self, node: yaml.Node) -> None:
         if id(node) in self._tags_reported:  # an alias of a node already reported
@@ -435,6 +478,14 @@ class _Builder:
         )
 
     def build(self, node: yaml.Node, path: JsonPath) -> Any:
+        copy = self._copy_of_alias(node)
+        try:
+            return self._build(node, path)
+        finally:
+            if copy:
+                self._aliasing = False
+
+    def _build(self, node: yaml.Node, path: JsonPath) -> Any:
         if self.depth is not None and len(path) > self.depth:
             return self._plain(node, len(path))
         self._count(node, len(path))
@@ -446,6 +497,8 @@ class _Builder:
                 key = self._key(key_node)
                 if key is None:
                     continue
+                if self._aliasing or not own:  # a merged pair is an alias's copy too
+                    self._aliased_text(key_node, key)
                 child = (*path, key)
                 if not self._takes(node, key_node, key, own, out, own_keys, child):
                     continue
@@ -475,6 +528,14 @@ class _Builder:
 
     def _plain(self, node: yaml.Node, depth: int) -> Any:
         """`build` without source maps (same data, same diagnostics)."""
+        copy = self._copy_of_alias(node)
+        try:
+            return self._plain_value(node, depth)
+        finally:
+            if copy:
+                self._aliasing = False
+
+    def _plain_value(self, node: yaml.Node, depth: int) -> Any:
         self._count(node, depth)
         if isinstance(node, yaml.ScalarNode):
             return node.value if node.tag == _STR_TAG else self._scalar(node)
@@ -491,6 +552,8 @@ class _Builder:
                     key = found
                 if not self._takes(node, key_node, key, own, out, own_keys, ()):
                     continue
+                if self._aliasing or not own:  # a merged pair is an alias's copy too
+                    self._aliased_text(key_node, key)
                 out[key] = self._plain(value_node, depth + 1)
             return out
         return [self._plain(item, depth + 1) for item in node.value]

@@ -720,3 +720,47 @@ def test_valid_request_headers_compile(tmp_path: Path) -> None:
     assert (
         _diagnostics(tmp_path, "notion.yaml", ("headers: {Notion-Version: 2022-06-28}", edit)) == []
     )
+
+
+def _alias_bomb(levels: int, width: int) -> str:
+    """A flow mapping whose anchors each repeat the previous one `width` times: `width **
+    levels` strings from a few hundred bytes (the "billion laughs")."""
+    leaves = ", ".join(['"{query}"'] * width)
+    parts = [f"b0: &b0 [{leaves}]"]
+    parts += [f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "{" + ", ".join(parts) + "}"
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new"),
+    [
+        ("notion.yaml", '        query: "{query}"\n', "        query: BOMB\n"),  # http.body
+        ("stripe.yaml", 'query: {email: "{email}",', 'query: {bomb: BOMB, email: "{email}",'),
+        ("stripe.yaml", 'args: {limit: "{limit}"}', 'args: {limit: "{limit}", bomb: BOMB}'),
+        ("linear.yaml", '          first: "{limit}"\n', "          first: BOMB\n"),  # GraphQL
+    ],
+)
+def test_an_alias_bomb_in_a_binding_is_a_located_diagnostic(
+    tmp_path: Path, name: str, old: str, new: str
+) -> None:
+    """A YAML alias bomb that stays under the loader's bound on values (10 ** 5 strings) was
+    built, then walked string by string by every placeholder check, once per aliased copy: 10
+    to 120 s. What aliases add to a document is bounded on its own now: the bomb is one GEN002
+    at its line, and nothing later walks it."""
+    edit = (old, new.replace("BOMB", _alias_bomb(levels=5, width=10)))
+    found = _diagnostics(tmp_path, name, edit)
+    line = _line_of(name, old.strip(), [])
+    assert [f.split(":")[:2] for f in found] == [[str(line), "GEN002"]], found[:3]
+    assert "YAML aliases add more than 20,000 values" in found[0]
+
+
+def test_an_anchor_reused_in_a_binding_still_compiles(tmp_path: Path) -> None:
+    """The legitimate use of anchors: one template written once, used again elsewhere."""
+    edits = [
+        (
+            '        filter: {property: object, value: "{kind}"}\n',
+            '        filter: &f {property: object, value: "{kind}"}\n'
+            "        also: [*f, *f, {<<: *f, property: page}]\n",
+        )
+    ]
+    assert _diagnostics(tmp_path, "notion.yaml", *edits) == []

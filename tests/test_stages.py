@@ -154,11 +154,39 @@ def test_reader_errors_count_characters_not_bytes() -> None:
         assert [(d.code, d.span.line, d.span.col) for d in diags] == [("GEN002", 2, 5)], text
 
 
-def test_an_alias_bomb_stops_at_a_bound() -> None:
-    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
-    _doc, diags = load_text("m.yaml", "\n".join(levels).encode())
-    assert [d.code for d in diags] == ["GEN002"] and "1,000,000 values" in diags[0].message
+@pytest.mark.parametrize("levels", [9, 5])
+def test_an_alias_bomb_stops_at_a_bound(levels: int) -> None:
+    """10 ** 9 values, and 10 ** 5, which stayed under MAX_VALUES and was built (and then
+    walked by every later stage): what aliases add is bounded on its own."""
+    text = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    text += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    _doc, diags = load_text("m.yaml", "\n".join(text).encode())
+    assert [d.code for d in diags] == ["GEN002"]
+    assert "YAML aliases add more than 20,000 values" in diags[0].message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a long string, or a mapping with a long key, repeated by few aliases
+        "a: &s " + "x" * 10_000 + "\nb: [" + ", ".join(["*s"] * 200) + "]\n",
+        'a: &m {"' + "k" * 1_000 + '": 1}\nb: [' + ", ".join(["*m"] * 1_100) + "]\n",
+        'a: &m {"' + "k" * 1_000 + '": 1}\nb: [' + ", ".join(["{<<: *m}"] * 1_100) + "]\n",
+    ],
+)
+def test_aliases_repeating_long_text_stop_at_a_bound(text: str) -> None:
+    _doc, diags = load_text("m.yaml", text.encode())
+    assert [(d.code, d.span.line) for d in diags] == [("GEN002", 1)]
+    assert "YAML aliases add more than 1,000,000 characters" in diags[0].message
+
+
+def test_anchors_reused_a_few_times_load_as_copies() -> None:
+    text = b"a: &a {x: [1, {y: z}]}\nb: [*a, *a, {<<: *a, w: 2}]\ns: &s hi\nt: {k: *s}\n"
+    doc, diags = load_text("m.yaml", text)
+    assert diags == [] and doc is not None
+    a = {"x": [1, {"y": "z"}]}
+    assert doc.data == {"a": a, "b": [a, a, {**a, "w": 2}], "s": "hi", "t": {"k": "hi"}}
+    assert doc.data["b"][0] is not doc.data["b"][1]  # copies: a later stage may change one
 
 
 def test_merge_keys_are_overridden_by_the_mappings_own_keys() -> None:
