@@ -34,6 +34,7 @@ from .names import (
     nested_name_parts,
     reader_method,
 )
+from .patterns import hazard as regex_hazard
 from .runtime.catalog import credential_header
 from .runtime.fastschema import validator_class
 from .runtime.handler_names import (
@@ -842,6 +843,27 @@ def _is_date_time(value: object) -> bool:
     return True
 
 
+def _safe_regex_keyword(name: str) -> Any:
+    """jsonschema's `pattern` or `patternProperties`, skipped for a regular expression that can
+    backtrack exponentially (`^(a+)+$` against a default of thirty `a`s and a `!` took 25 s):
+    such a pattern is GEN203 on its own (`_check_regex`), so the schema is refused either way."""
+    keyword = validator_class().VALIDATORS[name]  # `pattern` with JSON Schema's `$`
+
+    def check(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        regexes = [value] if name == "pattern" else list(value) if isinstance(value, dict) else []
+        if any(isinstance(r, str) and regex_hazard(r) is not None for r in regexes):
+            return
+        yield from keyword(validator, value, instance, schema)
+
+    return check
+
+
+_DefaultValidator = jsonschema.validators.extend(
+    validator_class(),
+    validators={name: _safe_regex_keyword(name) for name in ("pattern", "patternProperties")},
+)
+
+
 def _check_default(
     ctx: _Ctx, doc: Loaded, path: JsonPath, node: dict[str, Any], root: dict[str, Any]
 ) -> None:
@@ -851,7 +873,7 @@ def _check_default(
     are inlined, against the schema without its defaults, `$ref`s resolved in the root."""
     default = node["default"]
     try:
-        validator = validator_class()(without_defaults(root), format_checker=_FORMATS).evolve(
+        validator = _DefaultValidator(without_defaults(root), format_checker=_FORMATS).evolve(
             schema=without_defaults(node)
         )
         problem = jsonschema.exceptions.best_match(validator.iter_errors(default))
@@ -1060,6 +1082,18 @@ def _check_regex(ctx: _Ctx, doc: Loaded, path: JsonPath, pattern: str) -> None:
         ctx.err(
             "GEN203", doc.span(path), f"invalid regular expression {shown!r}: nested too deeply"
         )
+    else:
+        why = regex_hazard(pattern)
+        if why is not None:
+            ctx.err(
+                "GEN203",
+                doc.span(path),
+                f"regular expression {shortened(pattern)!r} can take exponential time to refuse "
+                f"a text ({why}): a caller could hold the gateway for minutes with one argument",
+                "let each character have one place to go: a separator the repeated part cannot "
+                "take (^[a-z]+(-[a-z]+)*$), or no repetition inside a repetition (^a+$ for "
+                "^(a+)+$)",
+            )
 
 
 def _resolve_pointer(root: dict[str, Any], ref: str, keyword: str = "$ref") -> Any:

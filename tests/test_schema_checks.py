@@ -425,3 +425,71 @@ def test_a_patterns_end_anchor_refuses_a_trailing_newline(tmp_path: Path) -> Non
         "probe.yaml:22:60:GEN203:default \"abc\\n\" does not match its schema: 'abc\\n' does "
         "not match '^[a-z]+$'"
     ]
+
+
+# Patterns that backtrack exponentially on a near-miss, and patterns of the same look that do not.
+_EXPONENTIAL = [
+    r"^(a+)+$",
+    r"(a*)*b",
+    r"^(\w+\s?)*$",
+    r"^([a-z]+-?)+$",
+    r"(x+x+)+y",
+    r"^(aa?)+$",
+    r"^(a|aa)+$",
+    r"^(a|a?)+$",
+    r"^(ab|a|b)+$",
+    r"(a+){1,50}",
+    r"(?i)(A+a)+",
+    r"^(https?://)?([\da-z.-]+)\.([a-z.]{2,6})([/\w .-]*)*/?$",
+]
+_LINEAR = [
+    r"^[a-z0-9]+(-[a-z0-9]+)*$",
+    r"^https://[^/]+(/[^/]+)*$",
+    r"^\w+(\s\w+)*$",
+    r"^([A-Z][a-z]*)+$",
+    r"^(\d{1,3}\.){3}\d{1,3}$",
+    r"^(\d+,)*\d+$",
+    r"^([a-z]+\.)*[a-z]+$",
+    r"^v\d+(\.\d+)*$",
+    r"^(ab?)+$",
+    r"^(ab|a)+$",
+    r"^(a+){3}$",
+    r"^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$",
+    r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$",
+    r"^gid://shopify/Order/[0-9]+$",
+    r"a++",
+    r"(?>a+)+",
+]
+
+
+def test_patterns_that_backtrack_exponentially_are_named() -> None:
+    from generator.patterns import hazard
+
+    assert [p for p in _EXPONENTIAL if hazard(p) is None] == []
+    assert [p for p in _LINEAR if hazard(p) is not None] == []
+
+
+def test_a_catastrophic_pattern_is_refused_without_matching_it(tmp_path: Path) -> None:
+    """`^(a+)+$` against a default of thirty `a`s and a `!` tries 2**30 splits (25 s for 28,
+    minutes for 30); at run time any argument could do the same to the gateway. The pattern is
+    GEN203 at its place, and defaults are not matched against it (nor against such a
+    patternProperties key); a default that misses a sound pattern is still reported."""
+    near_miss = "a" * 30 + "!"
+    extra = (
+        f"        p1: {{type: string, pattern: '^(a+)+$', default: '{near_miss}'}}\n"
+        "        p2: {type: object, patternProperties: {'^(a|aa)+$': {type: integer}},\n"
+        f"             default: {{'{near_miss}': 1}}}}\n"
+        "        p3: {type: string, pattern: '^[a-z]+(-[a-z]+)*$', default: 'ab-'}\n"
+        "        p4: {type: string, pattern: '^[a-z]+(-[a-z]+)*$', default: 'ab-cd'}\n"
+    )
+    got = _diagnostics(_project(tmp_path, output_extra=extra))
+    assert [g.split(":GEN203:")[0] for g in got] == [
+        "probe.yaml:22:37",
+        "probe.yaml:23:61",
+        "probe.yaml:25:68",
+    ], got
+    assert [g.split(":GEN203:")[1].split(" (")[0] for g in got] == [
+        "regular expression '^(a+)+$' can take exponential time to refuse a text",
+        "regular expression '^(a|aa)+$' can take exponential time to refuse a text",
+        "default \"ab-\" does not match its schema: 'ab-' does not match '^[a-z]+(-[a-z]+)*$'",
+    ], got
