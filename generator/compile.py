@@ -1952,20 +1952,57 @@ def binding_templates(raw: dict[str, Any]) -> list[tuple[tuple[str, ...], Any]]:
     ]
 
 
-# GraphQL: a variable definition in an operation's header (`$first: Int!`, `$after: String`),
-# and where a string, a comment or a block string ends (none of them hold definitions).
+# GraphQL: a variable definition in an operation's header (`$first: Int!`, `$after: String`).
+# Spaces, then brackets and spaces (`[ Int!]`): written `\s*\[*\s*`, the two runs of spaces
+# were one when there was no bracket, and a run of n spaces not followed by a type was split in
+# every way, n**2 steps (18 s for 40,000).
 _GQL_VARIABLE = re.compile(
-    r"\$([_A-Za-z][_0-9A-Za-z]*)\s*:\s*\[*\s*[_A-Za-z][_0-9A-Za-z]*[\s\]!]*(=)?"
+    r"\$([_A-Za-z][_0-9A-Za-z]*)\s*:\s*(?:\[+\s*)?[_A-Za-z][_0-9A-Za-z]*[\s\]!]*(=)?"
 )
-_GQL_IGNORED = re.compile(r'"""(?:\\"""|[^"]|"(?!""))*"""|"(?:\\.|[^"\\\n])*"|#[^\n]*')
+# Where a block string, a string or a comment ends (none of them hold definitions or uses).
+_GQL_BLOCK_STRING = re.compile(r'"""(?:\\"""|[^"]|"(?!""))*"""')
+_GQL_STRING_BODY = re.compile(r'"(?:\\.|[^"\\\n])*')  # a string up to its closing quote
+_GQL_SPECIAL = re.compile(r'["#]')
 # A variable anywhere in a document: its definition or a use.
 _GQL_DOLLAR = re.compile(r"\$([_A-Za-z][_0-9A-Za-z]*)")
 
 
 @functools.lru_cache(maxsize=64)
 def _gql_code(query: str) -> str:
-    """A GraphQL document with its strings and comments blanked (both checks read it)."""
-    return _GQL_IGNORED.sub(" ", query)
+    """A GraphQL document with its strings and comments blanked (both checks read it): each
+    block string, string and comment becomes one space, scanning from the left. A string that
+    does not end on its line is left as it is, and its text read on (a `#` in it starts a
+    comment). One pass: trying each quote of such a string as the start of another (a
+    regex's sub) read the rest of the line again each time, n**2 steps for `"\\"\\"\\...`."""
+    out: list[str] = []
+    pos = 0
+    while (special := _GQL_SPECIAL.search(query, pos)) is not None:
+        start = special.start()
+        out.append(query[pos:start])
+        if query[start] == "#":
+            out.append(" ")
+            newline = query.find("\n", start)
+            pos = len(query) if newline < 0 else newline
+            continue
+        block = _GQL_BLOCK_STRING.match(query, start)
+        if block is not None:
+            out.append(" ")
+            pos = block.end()
+            continue
+        string = _GQL_STRING_BODY.match(query, start)
+        end = string.end() if string is not None else start + 1  # it always matches
+        if query.startswith('"', end):
+            out.append(" ")
+            pos = end + 1
+            continue
+        # Unterminated. Every quote up to `end` was escaped, so a string started there stops
+        # at `end` unterminated too: only a comment can start before it.
+        comment = query.find("#", start + 1, end)
+        stop = end if comment < 0 else comment
+        out.append(query[start:stop])
+        pos = stop
+    out.append(query[pos:])
+    return "".join(out)
 
 
 def _always_given(input_schema: dict[str, Any] | None, bind: dict[str, str]) -> set[str] | None:

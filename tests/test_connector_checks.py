@@ -3,9 +3,12 @@ pagination keys, where the cursor goes, and entity mappings (args and field path
 
 from __future__ import annotations
 
+import random
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -764,3 +767,48 @@ def test_an_anchor_reused_in_a_binding_still_compiles(tmp_path: Path) -> None:
         )
     ]
     assert _diagnostics(tmp_path, "notion.yaml", *edits) == []
+
+
+# The two GraphQL scans as they were written before they were made linear: the reference their
+# results must stay identical to.
+_REFERENCE_VARIABLE = re.compile(
+    r"\$([_A-Za-z][_0-9A-Za-z]*)\s*:\s*\[*\s*[_A-Za-z][_0-9A-Za-z]*[\s\]!]*(=)?"
+)
+_REFERENCE_IGNORED = re.compile(r'"""(?:\\"""|[^"]|"(?!""))*"""|"(?:\\.|[^"\\\n])*"|#[^\n]*')
+
+
+def test_graphql_scans_read_documents_as_before() -> None:
+    """Random documents over the characters the two scans care about, and the real ones."""
+    from generator.compile import _GQL_VARIABLE, _gql_code
+
+    def found(regex: re.Pattern[str], text: str) -> list[tuple[object, ...]]:
+        return [(m.start(), m[0], *m.groups()) for m in regex.finditer(text)]
+
+    alphabet = '$aB_1: []!=\n\t"#\\{('
+    rng = random.Random(20260728)
+    texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 30))) for _ in range(20_000)]
+    texts += [
+        path.read_text(encoding="utf-8")
+        for path in sorted(DATA.glob("*.yaml"))
+        if "graphql:" in path.read_text(encoding="utf-8")
+    ]
+    for text in texts:
+        assert found(_GQL_VARIABLE, text) == found(_REFERENCE_VARIABLE, text), text
+        assert _gql_code.__wrapped__(text) == _REFERENCE_IGNORED.sub(" ", text), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "query Q($a:" + " " * 200_000 + ") { x(a: $a) }",  # was n**2 steps: 18 s for 40,000
+        '"\\' * 100_000,  # a string that never ends, every quote escaped: as slow
+    ],
+)
+def test_graphql_scans_are_linear(text: str) -> None:
+    """Sizes that took minutes (n**2 steps) read in milliseconds; the bound is 100 times that."""
+    from generator.compile import _GQL_VARIABLE, _gql_code
+
+    started = time.perf_counter()
+    definitions = list(_GQL_VARIABLE.finditer(_gql_code.__wrapped__(text)))
+    assert definitions == []
+    assert time.perf_counter() - started < 5.0
