@@ -14,7 +14,7 @@ import math
 import os
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,12 +383,14 @@ class _Builder:
                 "(an alias bomb?)",
             )
 
-    def _copy_of_alias(self, node: yaml.Node) -> bool:
-        """Whether building `node` starts an alias's copy (the node was built before)."""
-        if self._aliasing or id(node) not in self._built:
-            return False
+    def _alias_copy(self, build: Callable[[yaml.Node, Any], Any], node: yaml.Node, arg: Any) -> Any:
+        """`build(node, arg)` for a node built before: an alias's copy, all of which counts
+        toward what aliases add."""
         self._aliasing = True
-        return True
+        try:
+            return build(node, arg)
+        finally:
+            self._aliasing = False
 
     def _unsupported_tag(self, node: yaml.Node) -> None:
         if id(node) in self._tags_reported:  # an alias of a node already reported
@@ -478,14 +480,8 @@ class _Builder:
         )
 
     def build(self, node: yaml.Node, path: JsonPath) -> Any:
-        copy = self._copy_of_alias(node)
-        try:
-            return self._build(node, path)
-        finally:
-            if copy:
-                self._aliasing = False
-
-    def _build(self, node: yaml.Node, path: JsonPath) -> Any:
+        if not self._aliasing and id(node) in self._built:
+            return self._alias_copy(self.build, node, path)
         if self.depth is not None and len(path) > self.depth:
             return self._plain(node, len(path))
         self._count(node, len(path))
@@ -528,14 +524,8 @@ class _Builder:
 
     def _plain(self, node: yaml.Node, depth: int) -> Any:
         """`build` without source maps (same data, same diagnostics)."""
-        copy = self._copy_of_alias(node)
-        try:
-            return self._plain_value(node, depth)
-        finally:
-            if copy:
-                self._aliasing = False
-
-    def _plain_value(self, node: yaml.Node, depth: int) -> Any:
+        if not self._aliasing and id(node) in self._built:
+            return self._alias_copy(self._plain, node, depth)
         self._count(node, depth)
         if isinstance(node, yaml.ScalarNode):
             return node.value if node.tag == _STR_TAG else self._scalar(node)
