@@ -1397,45 +1397,28 @@ def _check_client_methods(
     (`stdio`, `http`...), or like a resource's reader (`read_<resource>`); and two readers of
     one name (`a-b` and `a_b`). Tools that share a name among themselves are `_check_tool_names`'
     to report. Each collision is reported at the tool, or at the later resource."""
-    owners: dict[str, tuple[str, Span]] = {}
-    for r in resources:
-        name = reader_method(r.name)
+    owners: dict[str, tuple[str, Span]] = {}  # reader name -> its resource
+    methods = [("resource", r.name, reader_method(r.name), r.span) for r in resources]
+    methods += [("tool", t.name, str(t.py_name), t.span) for t in tools]
+    for kind, raw, name, span in methods:
+        what = f"{kind} {raw!r} gets the client {'reader' if kind == 'resource' else 'method'}"
         if name in CLIENT_BASE_NAMES:
             ctx.err(
                 "GEN208",
-                r.span,
-                f"resource {r.name!r} gets the client reader {name!r}, a method the generated "
-                "client inherits from ClientBase",
-                "rename the resource",
+                span,
+                f"{what} {name!r}, which the generated client inherits from ClientBase",
+                f"rename the {kind}",
             )
         elif name in owners:
-            what, span = owners[name]
+            other, at = owners[name]
             ctx.err(
                 "GEN208",
-                r.span,
-                f"resource {r.name!r} gets the client reader {name!r}, as does {what} ({span})",
-                "rename one of them",
+                span,
+                f"{what} {name!r}, the reader of {other} ({at})",
+                f"rename the {kind} or that resource",
             )
-        else:
-            owners[name] = (f"resource {r.name!r}", r.span)
-    for t in tools:
-        name = str(t.py_name)
-        if name in CLIENT_BASE_NAMES:
-            ctx.err(
-                "GEN208",
-                t.span,
-                f"tool {t.name!r} gets the client method {name!r}, which the generated client "
-                "inherits from ClientBase and needs",
-                "rename the tool",
-            )
-        elif name in owners:
-            what, span = owners[name]
-            ctx.err(
-                "GEN208",
-                t.span,
-                f"tool {t.name!r} gets the client method {name!r}, the reader of {what} ({span})",
-                "rename the tool or the resource",
-            )
+        elif kind == "resource":
+            owners[name] = (f"resource {raw!r}", span)
 
 
 # ---------------------------------------------------------------------------- connectors
