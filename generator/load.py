@@ -244,6 +244,8 @@ def load_files(root: Path, files: Sequence[Path]) -> tuple[list[Loaded], list[Di
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _TOO_DEEP = f"YAML nesting deeper than {MAX_NESTING} levels"
+_RECURSIVE = "a YAML alias inside this anchored node refers to the node itself (it would never end)"
+_SELF_MERGE = "this merge key (<<) merges the mapping that holds it (it would never end)"
 
 
 def _short(text: str, limit: int = 40) -> str:
@@ -349,6 +351,13 @@ class _Builder:
         # flatten_mapping, which inlines merged pairs in place (an aliased node is seen again).
         self._own_keys: dict[int, frozenset[int]] = {}
         self._tags_reported: set[int] = set()
+        # ids of the collections being built: met again inside itself, one is recursive
+        self._open: set[int] = set()
+
+    def _enter(self, node: yaml.Node) -> None:
+        if id(node) in self._open:
+            raise _TooBig(node, _RECURSIVE)
+        self._open.add(id(node))
 
     def _count(self, node: yaml.Node, depth: int) -> None:
         if node.tag not in _PLAIN_TAGS:
@@ -410,6 +419,11 @@ class _Builder:
         pairs first, then the mapping's own, which override merged ones."""
         own = self._own_keys.get(id(node))
         if own is None:
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag == _MERGE_TAG:
+                    merged = v.value if isinstance(v, yaml.SequenceNode) else [v]
+                    if any(id(m) == id(node) or id(m) in self._open for m in merged):
+                        raise _TooBig(k, _SELF_MERGE)
             own = frozenset(
                 id(k)
                 for k, _ in node.value
@@ -487,6 +501,7 @@ class _Builder:
         self._count(node, len(path))
         self.value_spans[path] = self._span(node)
         if isinstance(node, yaml.MappingNode):
+            self._enter(node)
             out: dict[str, Any] = {}
             own_keys: set[str] = set()
             for key_node, value_node, own in self._pairs(node):
@@ -501,9 +516,13 @@ class _Builder:
                 if self.depth is None or len(child) <= self.depth:
                     self.key_spans[child] = self._span(key_node)
                 out[key] = self.build(value_node, child)
+            self._open.discard(id(node))
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            self._enter(node)
+            items = [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            self._open.discard(id(node))
+            return items
         return self._scalar(node)
 
     def _first_key(self, node: yaml.MappingNode, key: str, child: JsonPath) -> Span:
@@ -529,6 +548,7 @@ class _Builder:
         self._count(node, depth)
         if isinstance(node, yaml.ScalarNode):
             return node.value if node.tag == _STR_TAG else self._scalar(node)
+        self._enter(node)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             own_keys: set[str] = set()
@@ -545,8 +565,11 @@ class _Builder:
                 if self._aliasing or not own:  # a merged pair is an alias's copy too
                     self._aliased_text(key_node, key)
                 out[key] = self._plain(value_node, depth + 1)
+            self._open.discard(id(node))
             return out
-        return [self._plain(item, depth + 1) for item in node.value]
+        items = [self._plain(item, depth + 1) for item in node.value]
+        self._open.discard(id(node))
+        return items
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:
         if node.tag in _JSON_SCALAR_TAGS:

@@ -154,6 +154,30 @@ def test_reader_errors_count_characters_not_bytes() -> None:
         assert [(d.code, d.span.line, d.span.col) for d in diags] == [("GEN002", 2, 5)], text
 
 
+@pytest.mark.parametrize(
+    ("text", "where", "what"),
+    [
+        ("a: &a {x: 1, <<: *a}\n", (1, 14), "merge key (<<) merges the mapping that holds it"),
+        ("a: &a {x: 1, <<: [*a]}\n", (1, 14), "merge key (<<) merges the mapping that holds it"),
+        ("a: &a {x: 1, b: {<<: *a}}\n", (1, 18), "merge key (<<) merges the mapping that holds"),
+        ("x: &r [*r]\n", (1, 4), "alias inside this anchored node refers to the node itself"),
+        ("a:\n  b: &a {x: 1, y: [2, *a]}\n", (2, 6), "alias inside this anchored node refers"),
+    ],
+)
+def test_a_recursive_alias_is_named(text: str, where: tuple[int, int], what: str) -> None:
+    """A node that holds an alias of itself never ends: it was reported as nesting past the
+    limit, or (merged into itself) as a duplicate key."""
+    _doc, diags = load_text("m.yaml", text.encode())
+    assert [(d.code, d.span.line, d.span.col) for d in diags] == [("GEN002", *where)]
+    assert what in diags[0].message
+
+
+def test_an_anchor_used_beside_itself_is_no_recursion() -> None:
+    doc, diags = load_text("m.yaml", b"a: &a {x: 1}\nb: {<<: *a, y: *a}\nc: [*a, *a]\n")
+    assert doc is not None and not diags
+    assert doc.data == {"a": {"x": 1}, "b": {"x": 1, "y": {"x": 1}}, "c": [{"x": 1}, {"x": 1}]}
+
+
 @pytest.mark.parametrize("levels", [9, 5])
 def test_an_alias_bomb_stops_at_a_bound(levels: int) -> None:
     """10 ** 9 values, and 10 ** 5, which stayed under MAX_VALUES and was built (and then
