@@ -843,25 +843,22 @@ def _is_date_time(value: object) -> bool:
     return True
 
 
-def _safe_regex_keyword(name: str) -> Any:
-    """jsonschema's `pattern` or `patternProperties`, skipped for a regular expression that can
-    backtrack exponentially (`^(a+)+$` against a default of thirty `a`s and a `!` took 25 s):
-    such a pattern is GEN203 on its own (`_check_regex`), so the schema is refused either way."""
-    keyword = validator_class().VALIDATORS[name]  # `pattern` with JSON Schema's `$`
-
-    def check(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
-        regexes = [value] if name == "pattern" else list(value) if isinstance(value, dict) else []
+def _has_hazard(schema: Any, root: dict[str, Any]) -> bool:
+    """Whether `schema`, a subschema, or (when it refers to any) `root` holds a `pattern` or
+    `patternProperties` key that can backtrack exponentially (`patterns.hazard`; GEN203 on its
+    own). jsonschema would match a default against it (`^(a+)+$` against thirty `a`s and a `!`
+    took 25 s), by `pattern` itself or for a property name under `additionalProperties`."""
+    todo, refers = [schema], False
+    while todo:
+        node = todo.pop()
+        if not isinstance(node, dict):
+            continue
+        regexes = [node.get("pattern"), *(node.get("patternProperties") or {})]
         if any(isinstance(r, str) and regex_hazard(r) is not None for r in regexes):
-            return
-        yield from keyword(validator, value, instance, schema)
-
-    return check
-
-
-_DefaultValidator = jsonschema.validators.extend(
-    validator_class(),
-    validators={name: _safe_regex_keyword(name) for name in ("pattern", "patternProperties")},
-)
+            return True
+        refers = refers or any(keyword in node for keyword in _REF_KEYWORDS)
+        todo.extend(sub for _path, sub in _subschemas((), node))
+    return refers and schema is not root and _has_hazard(root, root)
 
 
 def _check_default(
@@ -872,8 +869,10 @@ def _check_default(
     and a client omitting the argument would send the bad value. Checked after shared types
     are inlined, against the schema without its defaults, `$ref`s resolved in the root."""
     default = node["default"]
+    if _has_hazard(node, root):  # not matched against (the pattern is refused anyway)
+        return
     try:
-        validator = _DefaultValidator(without_defaults(root), format_checker=_FORMATS).evolve(
+        validator = validator_class()(without_defaults(root), format_checker=_FORMATS).evolve(
             schema=without_defaults(node)
         )
         problem = jsonschema.exceptions.best_match(validator.iter_errors(default))

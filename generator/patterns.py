@@ -53,11 +53,17 @@ def hazard(pattern: str) -> str | None:
         return None
     alphabet = _BASE | frozenset(_literals(parsed.data))
     if parsed.state.flags & re.IGNORECASE:
-        alphabet |= frozenset(ch.swapcase() for ch in alphabet)
+        alphabet |= frozenset(_swapped(ch) for ch in alphabet)
     try:
         return _Analysis(alphabet, bool(parsed.state.flags & re.IGNORECASE)).scan(parsed.data)
     except RecursionError:  # nested past what the parser itself handles: reported elsewhere
         return None
+
+
+def _swapped(ch: str) -> str:
+    """`ch` in the other case, when that is one character (`ß` upper-cases to `SS`)."""
+    other = ch.swapcase()
+    return other if len(other) == 1 else ch
 
 
 def _literals(items: Iterable[tuple[Any, Any]]) -> Iterator[str]:
@@ -119,7 +125,7 @@ class _Analysis:
         self.ignore_case = ignore_case
 
     def _char(self, ch: str) -> frozenset[str]:
-        return frozenset({ch, ch.swapcase()}) if self.ignore_case else frozenset({ch})
+        return frozenset({ch, _swapped(ch)}) if self.ignore_case else frozenset({ch})
 
     def _one(self, op: Any, av: Any) -> frozenset[str] | None:
         """The characters a one-character item matches (None: not such an item)."""
@@ -141,7 +147,7 @@ class _Analysis:
                     lo, hi = sub_av
                     out |= {ch for ch in self.alphabet if lo <= ord(ch) <= hi}
                     if self.ignore_case:
-                        out |= {ch.swapcase() for ch in out}
+                        out |= {_swapped(ch) for ch in out}
                 elif sub_op is c.CATEGORY:
                     out |= _category(str(sub_av), self.alphabet)
                 else:  # an opcode this reading does not know: anything

@@ -440,6 +440,7 @@ _EXPONENTIAL = [
     r"^(ab|a|b)+$",
     r"(a+){1,50}",
     r"(?i)(A+a)+",
+    r"(?i)^(ß+)+$",  # ß upper-cases to two letters
     r"^(https?://)?([\da-z.-]+)\.([a-z.]{2,6})([/\w .-]*)*/?$",
 ]
 _LINEAR = [
@@ -457,6 +458,8 @@ _LINEAR = [
     r"^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$",
     r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$",
     r"^gid://shopify/Order/[0-9]+$",
+    r"(?i)^[a-z]+$",  # its alphabet holds ß, İ and ŉ, whose other case is two characters
+    r"(?i)^stra(ß|ss)e$",
     r"a++",
     r"(?>a+)+",
 ]
@@ -473,12 +476,15 @@ def test_a_catastrophic_pattern_is_refused_without_matching_it(tmp_path: Path) -
     """`^(a+)+$` against a default of thirty `a`s and a `!` tries 2**30 splits (25 s for 28,
     minutes for 30); at run time any argument could do the same to the gateway. The pattern is
     GEN203 at its place, and defaults are not matched against it (nor against such a
-    patternProperties key); a default that misses a sound pattern is still reported."""
+    patternProperties key, which additionalProperties matches every name against); a default
+    that misses a sound pattern is still reported."""
     near_miss = "a" * 30 + "!"
     extra = (
         f"        p1: {{type: string, pattern: '^(a+)+$', default: '{near_miss}'}}\n"
         "        p2: {type: object, patternProperties: {'^(a|aa)+$': {type: integer}},\n"
         f"             default: {{'{near_miss}': 1}}}}\n"
+        "        p5: {type: object, patternProperties: {'^(a+)+$': {type: integer}},\n"
+        f"             additionalProperties: false, default: {{'{near_miss}': 1}}}}\n"
         "        p3: {type: string, pattern: '^[a-z]+(-[a-z]+)*$', default: 'ab-'}\n"
         "        p4: {type: string, pattern: '^[a-z]+(-[a-z]+)*$', default: 'ab-cd'}\n"
     )
@@ -486,10 +492,12 @@ def test_a_catastrophic_pattern_is_refused_without_matching_it(tmp_path: Path) -
     assert [g.split(":GEN203:")[0] for g in got] == [
         "probe.yaml:22:37",
         "probe.yaml:23:61",
-        "probe.yaml:25:68",
+        "probe.yaml:25:59",
+        "probe.yaml:27:68",
     ], got
     assert [g.split(":GEN203:")[1].split(" (")[0] for g in got] == [
         "regular expression '^(a+)+$' can take exponential time to refuse a text",
         "regular expression '^(a|aa)+$' can take exponential time to refuse a text",
+        "regular expression '^(a+)+$' can take exponential time to refuse a text",
         "default \"ab-\" does not match its schema: 'ab-' does not match '^[a-z]+(-[a-z]+)*$'",
     ], got
