@@ -235,6 +235,9 @@ def test_a_patterns_end_anchor_refuses_a_trailing_newline(
         (r"^[^\]$]$", r"^[^\]$]\Z"),
         ("^(a$|b)", r"^(a\Z|b)"),
         ("(?m)^a$", "(?m)^a$"),  # MULTILINE: `$` ends every line, as the pattern asks
+        ("(?m:^a$)|b$", "(?m:^a$)|b$"),  # ... or in the group that asks for it
+        ("(?i:a)$", r"(?i:a)\Z"),  # another flag's group
+        ("(?x) ^a  # [note\n $", "(?x) ^a  # [note\n $"),  # VERBOSE: comments are not read
     ],
 )
 def test_ecma_pattern_ends_only_at_the_end(pattern: str, translated: str) -> None:

@@ -235,13 +235,20 @@ def _number_checks(schema: Mapping[str, Any]) -> list[Check]:
     return out
 
 
+# A group that turns MULTILINE on for its own part (`(?m:^a$)`), where `$` ends every line.
+_SCOPED_MULTILINE: Final = re.compile(r"\(\?[aiLsux]*m[aiLmsux]*(?:-[imsx]*)?:")
+
+
 def ecma_pattern(pattern: str) -> str:
     """`pattern` for Python's `re` with `$` meaning what it means in JSON Schema (ECMA-262
     without the `m` flag, as in Pydantic's Rust regex, which the generated models use): the end
     of the text. Python's `$` also matches before a final newline, so `^[a-z]+$` accepted
     "abc\\n". `$` becomes `\\Z` outside escapes and character classes; a pattern that turns on
-    MULTILINE inline (`(?m)`), where `$` ends every line, is left as it is."""
-    if "$" not in pattern or re.compile(pattern).flags & re.MULTILINE:
+    MULTILINE inline (`(?m)`, or `(?m:...)` for a part), where `$` ends every line, is left as
+    it is, and so is a VERBOSE one (`(?x)`), whose comments this reading does not skip."""
+    if "$" not in pattern or re.compile(pattern).flags & (re.MULTILINE | re.VERBOSE):
+        return pattern
+    if _SCOPED_MULTILINE.search(pattern):
         return pattern
     out: list[str] = []
     i, n, in_class = 0, len(pattern), False
@@ -275,13 +282,13 @@ def ecma_regex(pattern: str) -> re.Pattern[str]:
 def _pattern_keyword(
     validator: Validator, pattern: Any, instance: Any, _schema: Any
 ) -> Iterator[ValidationError]:
-    from jsonschema import ValidationError
-
     if (
         isinstance(pattern, str)
         and isinstance(instance, str)
         and not ecma_regex(pattern).search(instance)
     ):
+        from jsonschema import ValidationError
+
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
