@@ -419,17 +419,16 @@ class _Builder:
         pairs first, then the mapping's own, which override merged ones."""
         own = self._own_keys.get(id(node))
         if own is None:
+            own_ids: set[int] = set()
             for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode) and k.tag == _MERGE_TAG:
-                    merged = v.value if isinstance(v, yaml.SequenceNode) else [v]
-                    if any(id(m) == id(node) or id(m) in self._open for m in merged):
-                        raise _TooBig(k, _SELF_MERGE)
-            own = frozenset(
-                id(k)
-                for k, _ in node.value
-                if not (isinstance(k, yaml.ScalarNode) and k.tag == _MERGE_TAG)
-            )
-            self._own_keys[id(node)] = own
+                if not (isinstance(k, yaml.ScalarNode) and k.tag == _MERGE_TAG):
+                    own_ids.add(id(k))
+                    continue
+                # the node itself is open (being built), as are the collections holding it
+                merged = v.value if isinstance(v, yaml.SequenceNode) else [v]
+                if any(id(m) in self._open for m in merged):
+                    raise _TooBig(k, _SELF_MERGE)
+            own = self._own_keys[id(node)] = frozenset(own_ids)
             try:
                 self._constructor.flatten_mapping(node)
             except yaml.YAMLError as exc:
