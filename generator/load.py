@@ -245,6 +245,9 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _TOO_DEEP = f"YAML nesting deeper than {MAX_NESTING} levels"
 _RECURSIVE = "a YAML alias inside this anchored node refers to the node itself (it would never end)"
+_ALIASED_VALUES = (
+    f"YAML aliases add more than {MAX_ALIASED_VALUES:,} values to the document (an alias bomb?)"
+)
 _SELF_MERGE = "this merge key (<<) merges the mapping that holds it (it would never end)"
 
 
@@ -374,11 +377,7 @@ class _Builder:
             return
         self._aliased_values += 1
         if self._aliased_values > MAX_ALIASED_VALUES:
-            raise _TooBig(
-                node,
-                f"YAML aliases add more than {MAX_ALIASED_VALUES:,} values to the document "
-                "(an alias bomb?)",
-            )
+            raise _TooBig(node, _ALIASED_VALUES)
         if isinstance(node, yaml.ScalarNode):
             self._aliased_text(node, node.value)
 
@@ -420,6 +419,7 @@ class _Builder:
         own = self._own_keys.get(id(node))
         if own is None:
             own_ids: set[int] = set()
+            merging = 0  # pairs the merge keys copy in (a merged mapping is flattened already)
             for k, v in node.value:
                 if not (isinstance(k, yaml.ScalarNode) and k.tag == _MERGE_TAG):
                     own_ids.add(id(k))
@@ -428,6 +428,10 @@ class _Builder:
                 merged = v.value if isinstance(v, yaml.SequenceNode) else [v]
                 if any(id(m) in self._open for m in merged):
                     raise _TooBig(k, _SELF_MERGE)
+                merging += sum(len(m.value) for m in merged if isinstance(m, yaml.MappingNode))
+            if self._aliased_values + merging > MAX_ALIASED_VALUES:
+                # before flatten_mapping makes them: merges of merges multiply
+                raise _TooBig(node, _ALIASED_VALUES)
             own = self._own_keys[id(node)] = frozenset(own_ids)
             try:
                 self._constructor.flatten_mapping(node)
