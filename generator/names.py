@@ -93,8 +93,7 @@ class ClassName(str):
     __slots__ = ()
 
     def __new__(cls, raw: str) -> ClassName:
-        words = _WORDS.findall(raw)
-        name = "".join(w[:1].upper() + w[1:] for w in words) or "X"
+        name = _pascal(raw) or "X"
         if name[0].isdigit():
             name = "N" + name
         if name in _RESERVED:
@@ -103,6 +102,7 @@ class ClassName(str):
 
 
 def _pascal(raw: str) -> str:
+    """The words of `raw`, each capitalised, joined (`slack_send_message` -> `SlackSendMessage`)."""
     return "".join(w[:1].upper() + w[1:] for w in _WORDS.findall(raw))
 
 
