@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -976,7 +977,7 @@ def _check_ref(
             "refer to a shared type as #/types/Name, or to a $defs entry of this schema",
         )
         return
-    target = _resolve_pointer(root, pointer)
+    target = _follow(root, pointer)  # `pointer` leads somewhere (`_local_pointer`)
     start = _defs_name(pointer)
     if start is None:
         where = "root" if pointer in ("#", "#/") else f"part {pointer[1:]!r}"
@@ -1095,10 +1096,10 @@ def _check_regex(ctx: _Ctx, doc: Loaded, path: JsonPath, pattern: str) -> None:
             )
 
 
-def _resolve_pointer(root: dict[str, Any], ref: str, keyword: str = "$ref") -> Any:
-    """The node a local `keyword` reference names in `root` (`#`, `#/a/b`, or `#name` for the
-    node that declares the anchor `name`), else None."""
-    pointer = _local_pointer(root, ref, keyword)
+def _resolve_pointer(root: dict[str, Any], ref: str) -> Any:
+    """The node a local `$ref` names in `root` (`#`, `#/a/b`, or `#name` for the node that
+    declares the anchor `name`), else None."""
+    pointer = _local_pointer(root, ref, "$ref")
     return None if pointer is None else _follow(root, pointer)
 
 
@@ -1128,9 +1129,9 @@ def _local_pointer(root: dict[str, Any], ref: str, keyword: str) -> str | None:
     name = unquote(ref[1:])
     if not name or name.startswith("/"):
         return ref if _follow(root, ref) is not None else None
-    todo: list[tuple[JsonPath, Any]] = [((), root)]
+    todo: deque[tuple[JsonPath, Any]] = deque([((), root)])  # breadth first
     while todo:
-        path, node = todo.pop(0)
+        path, node = todo.popleft()
         if not isinstance(node, dict):
             continue
         if any(node.get(anchor) == name for anchor in _ANCHORS[keyword]):

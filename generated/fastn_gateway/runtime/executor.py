@@ -2049,17 +2049,13 @@ class ConnectorExecutor:
     def _open_link(self, plan: _ToolPlan, ctx: CallContext, cursor: str) -> str:
         """The URL a sealed link cursor holds, when this tool gave it to this tenant."""
         encoded, _, mac = cursor.rpartition(".")
+        url = ""
         try:
-            url: str | None = _unb64(encoded).decode("utf-8")
+            url = _unb64(encoded).decode("utf-8")
+            valid = hmac.compare_digest(_unb64(mac), self._link_mac(plan, ctx, url))
         except ValueError:  # not base64, not UTF-8, not ASCII
-            url = None
-        try:
-            valid = url is not None and hmac.compare_digest(
-                _unb64(mac), self._link_mac(plan, ctx, url)
-            )
-        except ValueError:
             valid = False
-        if url is None or not valid:
+        if not valid:
             raise GatewayError(
                 INVALID_ARGUMENTS,
                 f"The cursor is not one {plan.tool.name} returned to this workspace (or the "
