@@ -159,10 +159,18 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
     partial = len(valid) + len(units) != len(files)
     project, compile_diags = compile_project(valid, partial=partial, units=units)
     diags.extend(compile_diags)
-    all_diags = normalise(diags)
+    all_diags = _without_echoes(diags)
     if cache.directory is not None and project is not None and not all_diags:
         _store_units(cache, project, valid)
     return CompileResult(project if not has_errors(all_diags) else None, all_diags)
+
+
+def _without_echoes(diags: list[Diagnostic]) -> tuple[Diagnostic, ...]:
+    """`diags` without what later stages said about a value the loader could not read (a
+    number too large for JSON, a scalar its tag refuses): the loader reported it (GEN002) and
+    left its text in its place, which a schema then refuses again as the wrong type."""
+    unreadable = {d.span for d in diags if d.code == "GEN002"}
+    return normalise(d for d in diags if d.code == "GEN002" or d.span not in unreadable)
 
 
 def _store_units(cache: Cache, project: ir.Project, docs: list[Loaded]) -> None:

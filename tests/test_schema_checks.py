@@ -371,8 +371,9 @@ def test_what_the_compiler_used_to_crash_on_is_a_located_diagnostic(tmp_path: Pa
     root = _project(
         tmp_path / "b", input_extra=f"        n: {{type: integer, maximum: 0x{'f' * 3600}}}\n"
     )
-    first = _diagnostics(root)[0]
-    assert first.startswith("probe.yaml:18:37:GEN002:'0xfff") and first.endswith(
+    # Once: the schema check does not refuse again the text left in the number's place.
+    [only] = _diagnostics(root)
+    assert only.startswith("probe.yaml:18:37:GEN002:'0xfff") and only.endswith(
         "...' is too large a number (more than 1024 bits)"
     )
 
