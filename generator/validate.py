@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import functools
 import json
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from jsonschema.exceptions import ValidationError
 
 from .diagnostics import Diagnostic, error
 from .load import Loaded
-from .runtime.fastschema import json_type, validator_class
+from .runtime.fastschema import additional_properties, json_type, validator_class
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "manifest.v1.schema.json"
 
@@ -188,11 +187,7 @@ def _extra_properties(err: ValidationError) -> list[str]:
     take apart once a key holds a quote)."""
     if not isinstance(err.instance, dict) or not isinstance(err.schema, dict):
         return []
-    known = err.schema.get("properties", {})
-    patterns = [re.compile(p) for p in err.schema.get("patternProperties", {})]
-    return [
-        k for k in err.instance if k not in known and not any(p.search(str(k)) for p in patterns)
-    ]
+    return additional_properties(err.instance, err.schema)  # the validator's own reading
 
 
 def _allowed_properties(schema: Any) -> list[str]:

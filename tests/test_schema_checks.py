@@ -502,3 +502,22 @@ def test_a_catastrophic_pattern_is_refused_without_matching_it(tmp_path: Path) -
         "regular expression '^(a+)+$' can take exponential time to refuse a text",
         "default \"ab-\" does not match its schema: 'ab-' does not match '^[a-z]+(-[a-z]+)*$'",
     ], got
+
+
+def test_a_pattern_property_names_end_anchor_refuses_a_trailing_newline(tmp_path: Path) -> None:
+    """A default is matched against patternProperties keys as JSON Schema reads them: a name
+    "abc\\n" does not match `^[a-z]+$`, so `additionalProperties: false` refuses it (Python's
+    `$` matched it, and the default compiled into models the gateway's clients would send)."""
+    root = _project(
+        tmp_path,
+        output_extra=(
+            "        tags: {type: object, patternProperties: {'^[a-z]+$': {type: integer}},\n"
+            '               additionalProperties: false, default: {"abc\\n": 1}}\n'
+            "        fine: {type: object, patternProperties: {'^[a-z]+$': {type: integer}},\n"
+            "               additionalProperties: false, default: {abc: 1}}\n"
+        ),
+    )
+    assert _diagnostics(root) == [
+        "probe.yaml:23:54:GEN203:default {\"abc\\n\": 1} does not match its schema: 'abc\\n' "
+        "does not match any of the regexes: '^[a-z]+$'"
+    ]

@@ -242,3 +242,104 @@ def test_a_patterns_end_anchor_refuses_a_trailing_newline(
 )
 def test_ecma_pattern_ends_only_at_the_end(pattern: str, translated: str) -> None:
     assert ecma_pattern(pattern) == translated
+
+
+_NAMES = {"^[a-z]+$": {"type": "integer"}}
+
+
+@pytest.mark.parametrize(
+    ("tags", "error"),
+    [
+        (
+            {"patternProperties": _NAMES, "additionalProperties": False},
+            {"path": "/tags", "message": "'abc\\n' does not match any of the regexes: '^[a-z]+$'"},
+        ),
+        (  # an additional property, so a string; not a matching one, an integer
+            {"patternProperties": _NAMES, "additionalProperties": {"type": "string"}},
+            {"path": "/tags/abc\n", "message": "1 is not of type 'string'"},
+        ),
+        (
+            {"patternProperties": _NAMES, "unevaluatedProperties": False},
+            {
+                "path": "/tags",
+                "message": "Unevaluated properties are not allowed ('abc\\n' was unexpected)",
+            },
+        ),
+        (  # evaluated (or not) in a subschema
+            {"allOf": [{"patternProperties": _NAMES}], "unevaluatedProperties": False},
+            {
+                "path": "/tags",
+                "message": "Unevaluated properties are not allowed ('abc\\n' was unexpected)",
+            },
+        ),
+    ],
+)
+def test_a_pattern_property_names_end_anchor_refuses_a_trailing_newline(
+    gateway: c.GatewaySpec, tags: dict[str, Any], error: dict[str, str]
+) -> None:
+    """A patternProperties key is a pattern too: jsonschema matched it with Python's `$`, so a
+    name "abc\\n" matched `^[a-z]+$` and passed `additionalProperties: false` (and
+    `unevaluatedProperties: false`) into the connector. The gateway falls back from its fast
+    check to the validator for these schemas, which now reads the key as JSON Schema does."""
+    schema = {"type": "object", "properties": {"tags": {"type": "object", **tags}}}
+    assert compile_check(schema) is None  # the fast path leaves patternProperties to jsonschema
+    tool = dataclasses.replace(next(iter(gateway.tools.values())), input_schema=schema)
+    index = ToolIndex(dataclasses.replace(gateway, tools={tool.name: tool}))
+    assert index.input_errors(tool, {"tags": {"abc": 1, "xyz": 2}}) == []
+    assert index.input_errors(tool, {"tags": {"abc\n": 1}}) == [error]
+
+
+_PATTERN_SCHEMAS = [
+    {"patternProperties": _NAMES, "additionalProperties": False},
+    {"patternProperties": _NAMES, "additionalProperties": {"type": "string"}},
+    {"patternProperties": {"^a": True, "b$": {"type": "string"}}, "additionalProperties": False},
+    {"properties": {"X": True}, "patternProperties": _NAMES, "unevaluatedProperties": False},
+    {"allOf": [{"patternProperties": _NAMES}], "unevaluatedProperties": {"type": "string"}},
+    {
+        "$defs": {"p": {"patternProperties": _NAMES}},
+        "$ref": "#/$defs/p",
+        "unevaluatedProperties": False,
+    },
+    {
+        "properties": {"x": True},
+        "if": {"required": ["x"]},
+        "then": {"patternProperties": {"^y": True}},
+        "else": {"additionalProperties": {"type": "integer"}},
+        "unevaluatedProperties": False,
+    },
+    {
+        "properties": {"x": True},
+        "dependentSchemas": {"x": {"properties": {"y": True}}},
+        "anyOf": [{"patternProperties": {"^z": True}}, True],
+        "oneOf": [{"properties": {"q": {"type": "string"}}}],
+        "unevaluatedProperties": False,
+    },
+]
+_PATTERN_INSTANCES = [
+    {},
+    {"abc": 1},
+    {"abc": "s", "X": 1},
+    {"ABC": 1, "Q": "s"},
+    {"x": 1, "y": 2, "yz": 3},
+    {"y": 1, "zz": 2, "q": "s"},
+    {"b": "s", "ab": 1, "a": 2},
+    "not an object",
+]
+
+
+@pytest.mark.parametrize("schema", _PATTERN_SCHEMAS)
+def test_property_keywords_agree_with_jsonschema_on_names_without_a_newline(
+    schema: dict[str, Any],
+) -> None:
+    """patternProperties, additionalProperties and unevaluatedProperties are jsonschema's own
+    functions with patterns read by `ecma_regex`: on names that hold no newline, where the two
+    readings of `$` agree, they say what jsonschema says, with the same messages."""
+    from jsonschema import Draft202012Validator
+
+    ours, reference = validator_class()(schema), Draft202012Validator(schema)
+    for instance in _PATTERN_INSTANCES:
+        got = sorted((list(e.absolute_path), e.message) for e in ours.iter_errors(instance))
+        expected = sorted(
+            (list(e.absolute_path), e.message) for e in reference.iter_errors(instance)
+        )
+        assert got == expected, instance

@@ -13,7 +13,7 @@ ignored, as jsonschema ignores them. When the check says "invalid", callers ask 
 the error to report, so error details always come from the reference implementation; the fast
 path only ever decides "valid", and it accepts nothing jsonschema's Draft 2020-12 validator
 rejects (the tests compare both on every schema of the default manifests and on mutated
-instances). Both read `pattern` as JSON Schema does (`validator_class`, `ecma_pattern`).
+instances). Both read patterns as JSON Schema does (`validator_class`, `ecma_pattern`).
 """
 
 # Schemas and instances are JSON values (Any), and isinstance() narrows them to list[Unknown]
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # jsonschema is imported when a validator is first made (load does not need it)
@@ -292,14 +292,150 @@ def _pattern_keyword(
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
+def additional_properties(instance: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """The keys of `instance` that `schema`'s `additionalProperties` applies to, in the
+    instance's order: neither in `properties` nor matched by a `patternProperties` key, read
+    as JSON Schema reads it (`ecma_regex`: jsonschema's own reading matched "abc\\n" to
+    `^[a-z]+$`, so `additionalProperties: false` let that name through)."""
+    properties = schema.get("properties", {})
+    regexes = [ecma_regex(p) for p in schema.get("patternProperties", {})]
+    return [k for k in instance if k not in properties and not any(r.search(k) for r in regexes)]
+
+
+def _quoted(keys: Iterable[str]) -> tuple[str, str]:
+    keys = list(keys)
+    return ", ".join(repr(k) for k in keys), "was" if len(keys) == 1 else "were"
+
+
+# The keyword functions below take jsonschema's own validator class, whose `descend` and
+# `_resolver` (what jsonschema's keywords use to go into subschemas and follow `$ref`) the
+# Validator protocol does not declare. Each is jsonschema 4's function of the same name with
+# every patternProperties key read by `ecma_regex`, and keys visited in the instance's order.
+
+
+def _pattern_properties_keyword(
+    validator: Any, patterns: Any, instance: Any, _schema: Any
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        regex = ecma_regex(pattern)
+        for key, value in instance.items():
+            if regex.search(key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties_keyword(
+    validator: Any, extra: Any, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    extras = additional_properties(instance, schema)
+    if validator.is_type(extra, "object"):
+        for key in extras:
+            yield from validator.descend(instance[key], extra, path=key)
+    elif extra is False and extras:
+        from jsonschema import ValidationError
+
+        if "patternProperties" in schema:
+            joined = ", ".join(repr(k) for k in sorted(extras))
+            verb = "does" if len(extras) == 1 else "do"
+            patterns = ", ".join(repr(p) for p in sorted(schema["patternProperties"]))
+            yield ValidationError(f"{joined} {verb} not match any of the regexes: {patterns}")
+        else:
+            names, verb = _quoted(sorted(extras))
+            yield ValidationError(
+                f"Additional properties are not allowed ({names} {verb} unexpected)"
+            )
+
+
+def _unevaluated_properties_keyword(
+    validator: Any, unevaluated: Any, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    evaluated = _evaluated_keys(validator, instance, schema)
+    refused = [
+        key
+        for key in instance
+        if key not in evaluated
+        and next(validator.descend(instance[key], unevaluated, path=key, schema_path=key), None)
+        is not None
+    ]
+    if refused:
+        from jsonschema import ValidationError
+
+        if unevaluated is False:
+            names, verb = _quoted(sorted(refused))
+            yield ValidationError(
+                f"Unevaluated properties are not allowed ({names} {verb} unexpected)"
+            )
+        else:
+            names, verb = _quoted(refused)
+            yield ValidationError(
+                "Unevaluated properties are not valid under the given schema "
+                f"({names} {verb} unevaluated and invalid)"
+            )
+
+
+def _evaluated_keys(validator: Any, instance: Any, schema: Any) -> set[str]:
+    """The keys of `instance` that `schema` evaluates (for `unevaluatedProperties`): jsonschema's
+    `find_evaluated_property_keys_by_schema`, with `patternProperties` read by `ecma_regex`."""
+    if not isinstance(schema, Mapping):
+        return set()
+    keys: set[str] = set()
+    for keyword in ("$ref", "$dynamicRef"):
+        ref = schema.get(keyword)
+        if ref is not None:
+            resolved = validator._resolver.lookup(ref)  # noqa: SLF001 - as jsonschema's keywords
+            inner = validator.evolve(schema=resolved.contents, _resolver=resolved.resolver)
+            keys |= _evaluated_keys(inner, instance, resolved.contents)
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        keys.update(k for k in properties if k in instance)
+    for keyword in ("additionalProperties", "unevaluatedProperties"):
+        sub = schema.get(keyword)
+        if sub is not None:
+            keys.update(
+                k for k, v in instance.items() if next(validator.descend(v, sub), None) is None
+            )
+    regexes = [ecma_regex(p) for p in schema.get("patternProperties", {})]
+    keys.update(k for k in instance if any(r.search(k) for r in regexes))
+    for name, sub in schema.get("dependentSchemas", {}).items():
+        if name in instance:
+            keys |= _evaluated_keys(validator, instance, sub)
+    for keyword in ("allOf", "oneOf", "anyOf"):
+        for sub in schema.get(keyword, []):
+            if next(validator.descend(instance, sub), None) is None:
+                keys |= _evaluated_keys(validator, instance, sub)
+    if "if" in schema:
+        if validator.evolve(schema=schema["if"]).is_valid(instance):
+            keys |= _evaluated_keys(validator, instance, schema["if"])
+            if "then" in schema:
+                keys |= _evaluated_keys(validator, instance, schema["then"])
+        elif "else" in schema:
+            keys |= _evaluated_keys(validator, instance, schema["else"])
+    return keys
+
+
 @functools.cache
 def validator_class() -> type[Validator]:
-    """Draft 2020-12 with `pattern` as JSON Schema means it (see `ecma_pattern`). Every
-    validator of tool arguments and results, the manifest schema and defaults is one of these,
-    so that all agree with the generated models on what a pattern accepts."""
+    """Draft 2020-12 with patterns as JSON Schema means them (see `ecma_pattern`): `pattern`,
+    the keys of `patternProperties`, and through them which properties `additionalProperties`
+    and `unevaluatedProperties` apply to. Every validator of tool arguments and results, the
+    manifest schema and defaults is one of these, so that all agree with the generated models
+    on what a pattern accepts."""
     from jsonschema import Draft202012Validator, validators
 
-    cls: type[Validator] = validators.extend(Draft202012Validator, {"pattern": _pattern_keyword})
+    cls: type[Validator] = validators.extend(
+        Draft202012Validator,
+        {
+            "pattern": _pattern_keyword,
+            "patternProperties": _pattern_properties_keyword,
+            "additionalProperties": _additional_properties_keyword,
+            "unevaluatedProperties": _unevaluated_properties_keyword,
+        },
+    )
     return cls
 
 
@@ -362,6 +498,8 @@ def _object_checks(schema: Mapping[str, Any]) -> list[Check]:
             out.append(lambda v: not isinstance(v, dict) or all(r in v for r in needed))
     if "additionalProperties" in schema:
         extra = schema["additionalProperties"]
+        # `properties` alone says which keys are additional: a schema with patternProperties,
+        # which also does, is left to `validator_class` (it is in _UNSUPPORTED).
         known = frozenset(props_raw)
         if extra is False:
             out.append(lambda v: not isinstance(v, dict) or known.issuperset(v))
