@@ -805,6 +805,8 @@ def _check_subschemas(
             _check_ref(ctx, doc, (*path, keyword), ref, root, keyword)
     if "default" in node:
         _check_default(ctx, doc, (*path, "default"), node, root)
+    if isinstance(node.get("examples"), list):
+        _check_examples(ctx, doc, (*path, "examples"), node, root)
     if "const" in node:
         _check_typable(ctx, doc, (*path, "const"), node["const"], "const")
     for i, value in enumerate(node.get("enum") or []):
@@ -862,30 +864,48 @@ def _has_hazard(schema: Any, root: dict[str, Any]) -> bool:
     return refers and schema is not root and _has_hazard(root, root)
 
 
+class _Unchecked(Exception):
+    """A value cannot be matched against its schema: a dangling `$ref` or a bad pattern
+    (reported by their own checks), or a pattern that can backtrack exponentially (GEN203 on
+    its own; matching `^(a+)+$` against thirty `a`s and a `!` took 25 s)."""
+
+
+def _refusal(node: dict[str, Any], root: dict[str, Any], value: Any) -> str | None:
+    """Why `node`, a subschema of `root`, refuses `value` (where in the value, and
+    jsonschema's best message, as ` at /a/0: ...` or `: ...`), or None when it accepts it.
+    Checked after shared types are inlined, against the schema without its defaults, `$ref`s
+    resolved in the root. Raises `_Unchecked`."""
+    if _has_hazard(node, root):
+        raise _Unchecked
+    try:
+        validator = validator_class()(without_defaults(root), format_checker=_FORMATS).evolve(
+            schema=without_defaults(node)
+        )
+        problem = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    except Exception:
+        raise _Unchecked from None
+    if problem is None:
+        return None
+    where = "/".join(map(str, problem.absolute_path))
+    return f"{' at /' + where if where else ''}: {problem.message}"
+
+
 def _check_default(
     ctx: _Ctx, doc: Loaded, path: JsonPath, node: dict[str, Any], root: dict[str, Any]
 ) -> None:
     """GEN203 for a `default` its own schema refuses: the models would declare a field of one
     type with a default of another (`limit: int | None = "ten"`), which type checkers refuse,
-    and a client omitting the argument would send the bad value. Checked after shared types
-    are inlined, against the schema without its defaults, `$ref`s resolved in the root."""
+    and a client omitting the argument would send the bad value."""
     default = node["default"]
-    if _has_hazard(node, root):  # not matched against (the pattern is refused anyway)
-        return
     try:
-        validator = validator_class()(without_defaults(root), format_checker=_FORMATS).evolve(
-            schema=without_defaults(node)
-        )
-        problem = jsonschema.exceptions.best_match(validator.iter_errors(default))
-    except Exception:  # a dangling $ref or bad pattern: reported by their own checks
+        problem = _refusal(node, root, default)
+    except _Unchecked:
         return
     if problem is not None:
-        where = "/".join(map(str, problem.absolute_path))
         ctx.err(
             "GEN203",
             doc.span(path),
-            f"default {json.dumps(default, ensure_ascii=False)} does not match its schema"
-            f"{' at /' + where if where else ''}: {problem.message}",
+            f"default {json.dumps(default, ensure_ascii=False)} does not match its schema{problem}",
             "give a value the schema accepts, or remove the default",
         )
         return
@@ -898,6 +918,27 @@ def _check_default(
             f"generated models, which type {untypable}",
             "remove the default and say in the description what leaving the value out means",
         )
+
+
+def _check_examples(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, node: dict[str, Any], root: dict[str, Any]
+) -> None:
+    """GEN203 at each item of `examples` its own schema refuses, as for a `default`: a model
+    choosing arguments takes the examples in the tool's schema for values it may send, and
+    TOOLS.md shows a call with the first one, which the gateway would refuse."""
+    for i, example in enumerate(node["examples"]):
+        try:
+            problem = _refusal(node, root, example)
+        except _Unchecked:
+            return
+        if problem is not None:
+            ctx.err(
+                "GEN203",
+                doc.span((*path, i)),
+                f"example {shortened(json.dumps(example, ensure_ascii=False))} does not match "
+                f"its schema{problem}",
+                "give an example the schema accepts, or remove it",
+            )
 
 
 # String formats the generated models type as something else than `str`, by their type there.

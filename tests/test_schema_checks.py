@@ -102,7 +102,7 @@ def test_every_2020_12_keyword_is_known(tmp_path: Path) -> None:
         tmp_path,
         input_id=(
             "{type: string, if: {minLength: 3}, then: {pattern: '^a'}, else: {maxLength: 1}, "
-            "$comment: c, deprecated: false, readOnly: false, writeOnly: false, examples: [ab], "
+            "$comment: c, deprecated: false, readOnly: false, writeOnly: false, examples: [abc], "
             "contentMediaType: text/plain, contentEncoding: base64, contentSchema: true, "
             "$anchor: a, title: T}"
         ),
@@ -520,4 +520,39 @@ def test_a_pattern_property_names_end_anchor_refuses_a_trailing_newline(tmp_path
     assert _diagnostics(root) == [
         "probe.yaml:23:54:GEN203:default {\"abc\\n\": 1} does not match its schema: 'abc\\n' "
         "does not match any of the regexes: '^[a-z]+$'"
+    ]
+
+
+def test_examples_its_schema_refuses_are_reported_at_the_example(tmp_path: Path) -> None:
+    """An example is a value the schema says it accepts: one it refuses misleads a model
+    choosing arguments and TOOLS.md (which shows a call with the first). GEN203 at each such
+    item, saying why, as for a default; a schema holding a pattern that can backtrack
+    exponentially is reported for the pattern, and no example is matched against it."""
+    near_miss = "a" * 30 + "!"
+    root = _project(
+        tmp_path,
+        input_extra=(
+            "        code: {type: string, pattern: '^[a-z]+$', examples: [abc, \"abc\\n\", 7]}\n"
+            "        filter:\n"
+            "          type: object\n"
+            "          properties: {n: {type: integer}}\n"
+            "          examples:\n"
+            "            - {n: 1}\n"
+            "            - {n: two}\n"
+            f"        slow: {{type: string, pattern: '^(a+)+$', examples: ['{near_miss}']}}\n"
+            "        fine: {type: array, items: {type: string}, examples: [[a, b], []]}\n"
+        ),
+        query='{code: "{code}", filter: "{filter}", slow: "{slow}", fine: "{fine}"}',
+    )
+    got = _diagnostics(root)
+    assert got[:3] == [
+        "probe.yaml:18:67:GEN203:example \"abc\\n\" does not match its schema: 'abc\\n' does "
+        "not match '^[a-z]+$'",
+        "probe.yaml:18:76:GEN203:example 7 does not match its schema: 7 is not of type 'string'",
+        'probe.yaml:24:15:GEN203:example {"n": "two"} does not match its schema at /n: \'two\' '
+        "is not of type 'integer'",
+    ]
+    assert [g.split(" (")[0] for g in got[3:]] == [
+        "probe.yaml:25:39:GEN203:regular expression '^(a+)+$' can take exponential time to "
+        "refuse a text"
     ]
