@@ -133,12 +133,15 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
         pending = files
     docs, diags = load_files(options.root, pending)
     valid: list[Loaded] = []
+    failed: list[Loaded | None] = [None] * (len(pending) - len(docs))  # could not be loaded
 
     def check(new_docs: list[Loaded]) -> None:
         for doc in new_docs:
             problems = validate_one(doc)
             diags.extend(problems)
-            if not has_errors(problems):
+            if has_errors(problems):
+                failed.append(doc)
+            else:
                 valid.append(doc)
 
     check(docs)
@@ -154,10 +157,11 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
             diags.extend(problems)
             if doc is not None:
                 stale.append(doc)
+            else:
+                failed.append(None)
         check(stale)
         valid.sort(key=lambda d: d.path)
-    partial = len(valid) + len(units) != len(files)
-    project, compile_diags = compile_project(valid, partial=partial, units=units)
+    project, compile_diags = compile_project(valid, failed=failed, units=units)
     diags.extend(compile_diags)
     all_diags = _without_echoes(diags)
     if cache.directory is not None and project is not None and not all_diags:

@@ -79,6 +79,9 @@ class _Ctx:
     measures: dict[str, tuple[int, int]] = field(default_factory=dict)  # -> (depth, values)
     type_refs: dict[str, list[tuple[JsonPath, str]]] = field(default_factory=dict)
     broken: set[str] = field(default_factory=set)  # types that could not be inlined
+    # Types that manifests which failed an earlier stage may declare (None: any name): a
+    # reference to one is not GEN205, which would only echo that failure.
+    failed_types: frozenset[str] | None = frozenset()
     oversize: set[str] = field(default_factory=set)  # ... because they exceed the bounds
     used: set[str] = field(default_factory=set)  # types the compiled tools refer to
 
@@ -126,14 +129,19 @@ def connector_context(docs: Sequence[Loaded]) -> str:
 
 
 def compile_project(
-    docs: list[Loaded], *, partial: bool = False, units: Sequence[ConnectorUnit] = ()
+    docs: list[Loaded],
+    *,
+    failed: Sequence[Loaded | None] = (),
+    units: Sequence[ConnectorUnit] = (),
 ) -> tuple[ir.Project | None, list[Diagnostic]]:
-    """`partial` is set when some manifests failed earlier stages: checks that need the whole
-    project (a gateway exists, referenced connectors exist) are then skipped, so the user is
-    not shown errors that are only echoes of the first ones. `units` are connectors compiled
+    """`failed` are the manifests that failed an earlier stage, as loaded (None: one that could
+    not be): checks that need the whole project (a gateway exists, referenced connectors and
+    shared types exist) then skip what those could have declared, so the user is not shown
+    errors that are only echoes of the first ones. `units` are connectors compiled
     by an earlier build from the same bytes in the same `connector_context` (never also in
     `docs`)."""
-    ctx = _Ctx()
+    partial = bool(failed)
+    ctx = _Ctx(failed_types=_failed_types(failed))
     by_kind = _by_kind(docs)
 
     _collect_types(ctx, by_kind.get("types", []))
@@ -259,6 +267,23 @@ def _add_to_group(groups: dict[str, dict[str, Any]], tool: ir.Tool, source: str)
 
 
 # ---------------------------------------------------------------------------- shared types
+
+
+def _failed_types(failed: Sequence[Loaded | None]) -> frozenset[str] | None:
+    """The shared types that manifests which failed an earlier stage may declare, None for
+    any name. One that could not be loaded may be of any kind. One that was loaded declares
+    the keys of its `types` if it is of kind `types` or has a `types` key (its kind
+    misspelt, say), and any name when that `types` is not a mapping."""
+    names: set[str] = set()
+    for doc in failed:
+        if doc is None:
+            return None
+        if doc.data.get("kind") == "types" or "types" in doc.data:
+            types = doc.data.get("types")
+            if not isinstance(types, dict):
+                return None
+            names.update(types)
+    return frozenset(names)
 
 
 def _collect_types(ctx: _Ctx, docs: list[Loaded]) -> None:
@@ -422,7 +447,9 @@ def _inline(
     if name is None:
         return rest, height, size, ok
     if name not in ctx.types:
-        known = ", ".join(sorted(ctx.types)) or "none declared"
+        if ctx.failed_types is None or name in ctx.failed_types:
+            return rest, height, size, False  # an echo of the manifest that failed
+        known = ", ".join(sorted({*ctx.types, *ctx.failed_types})) or "none declared"
         ctx.err(
             "GEN205",
             doc.span((*path, "$ref")),

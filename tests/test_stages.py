@@ -6,10 +6,12 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+from pathlib import Path
 
 import pytest
+from helpers import ROOT, make_project, options
 
-from generator import docs
+from generator import api, docs
 from generator.compile import compile_project
 from generator.diagnostics import (
     CODES,
@@ -328,6 +330,65 @@ def test_missing_gateway_is_reported() -> None:
     assert _compile(("t.yaml", "version: 1\nkind: types\ntypes: {A: {type: object}}\n")) == [
         "t.yaml:1:1:GEN210"
     ]
+
+
+def _defaults_with(tmp_path: Path, edits: dict[str, tuple[str, str]]) -> list[str]:
+    """`file:line:col:CODE:message` of each diagnostic of the default manifests, with each
+    named file's first `old` text replaced by `new`."""
+    files = {}
+    for rel, (old, new) in edits.items():
+        text = (ROOT / "manifests" / rel).read_text(encoding="utf-8")
+        assert old in text
+        files[rel] = text.replace(old, new, 1)
+    root = make_project(tmp_path, files, copy_defaults=True)
+    return [
+        f"{d.span}:{d.code}:{d.message}" for d in api.compile_manifests(options(root)).diagnostics
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("version: 1", "version: 2", ["4:10:GEN104:version: 2 is not one of 1"]),
+        ("kind: types", "kind: typs", ['5:7:GEN104:kind: "typs" is not one of']),
+        (
+            "types:\n",
+            "typse:\n",
+            [
+                "4:1:GEN101:manifest root is missing required property 'types'",
+                "6:1:GEN102:unknown property 'typse' in manifest root",
+            ],
+        ),
+        (
+            "  Cursor:\n",
+            "  Cursor: [\n",
+            ["13:16:GEN002:YAML syntax error: did not find expected ',' or ']'"],
+        ),
+    ],
+)
+def test_a_broken_types_manifest_is_reported_once(
+    tmp_path: Path, old: str, new: str, expected: list[str]
+) -> None:
+    # Each of the 21 references to its types in other manifests was also "unknown shared type".
+    found = _defaults_with(tmp_path, {"types.yaml": (old, new)})
+    assert len(found) == len(expected), found
+    for line, start in zip(found, expected, strict=True):
+        assert line.startswith("manifests/types.yaml:" + start), found
+
+
+def test_a_type_the_broken_types_manifest_does_not_declare_is_still_unknown(
+    tmp_path: Path,
+) -> None:
+    edits = {
+        "types.yaml": ("version: 1", "version: 2"),
+        "native.yaml": ('$ref: "#/types/Timestamp"', '$ref: "#/types/Timestmp"'),
+    }
+    assert _defaults_with(tmp_path, edits) == [
+        "manifests/native.yaml:116:28:GEN205:unknown shared type 'Timestmp'",
+        "manifests/types.yaml:4:10:GEN104:version: 2 is not one of 1",
+    ]
+    (unknown, _) = api.compile_manifests(options(tmp_path / "project")).diagnostics
+    assert unknown.hint is not None and "Timestamp" in unknown.hint.split(", "), unknown.hint
 
 
 def test_shared_type_cycles_are_reported() -> None:
