@@ -84,6 +84,7 @@ class _Ctx:
     failed_types: frozenset[str] | None = frozenset()
     oversize: set[str] = field(default_factory=set)  # ... because they exceed the bounds
     used: set[str] = field(default_factory=set)  # types the compiled tools refer to
+    tool_names: set[str] = field(default_factory=set)  # of every tool compiled, built or not
 
     def err(self, code: str, span: Span, message: str, hint: str | None = None) -> None:
         self.diags.append(error(code, span, message, hint))
@@ -135,8 +136,8 @@ def compile_project(
     units: Sequence[ConnectorUnit] = (),
 ) -> tuple[ir.Project | None, list[Diagnostic]]:
     """`failed` are the manifests that failed an earlier stage, as loaded (None: one that could
-    not be): checks that need the whole project (a gateway exists, referenced connectors and
-    shared types exist) then skip what those could have declared, so the user is not shown
+    not be): checks that need the whole project (a gateway exists, referenced connectors, tools
+    and shared types exist) then skip what those could have declared, so the user is not shown
     errors that are only echoes of the first ones. `units` are connectors compiled
     by an earlier build from the same bytes in the same `connector_context` (never also in
     `docs`)."""
@@ -212,12 +213,15 @@ def compile_project(
     _check_tool_names(ctx, tools)
     _check_nested_models(ctx, tools)
     _check_unused_types(ctx)
-    tools_by_name = {t.name: t for t in tools}
+    # A replacement that is a tool with errors of its own, or may be one of a manifest that
+    # failed, is not reported missing.
+    tool_names = ctx.tool_names | {t.name for t in tools}
     for t in tools:
         if (
             t.deprecated
             and t.deprecated.replacement
-            and t.deprecated.replacement not in tools_by_name
+            and t.deprecated.replacement not in tool_names
+            and not partial
         ):
             ctx.err(
                 "GEN218",
@@ -1316,6 +1320,7 @@ def _common(
     group: str,
     connector: str | None,
 ) -> dict[str, Any] | None:
+    ctx.tool_names.add(name)
     span = doc.span((*path, "name"))
     if not is_valid_tool_name(name):
         hint = None

@@ -391,6 +391,33 @@ def test_a_type_the_broken_types_manifest_does_not_declare_is_still_unknown(
     assert unknown.hint is not None and "Timestamp" in unknown.hint.split(", "), unknown.hint
 
 
+@pytest.mark.parametrize(
+    ("slack", "expected"),
+    [
+        # slack's manifest fails: its tools may well exist
+        (("version: 1", "version: 2"), "manifests/connectors/slack.yaml:2:10:GEN104:"),
+        # the tool exists, with an error of its own
+        (
+            ("minLength: 1, maxLength: 40000", "pattern: '(['"),
+            "manifests/connectors/slack.yaml:37:39:GEN203:invalid regular expression",
+        ),
+        # no such tool
+        (
+            ("name: send_message", "name: post_message"),
+            "manifests/native.yaml:6:11:GEN218:tool 'fastn_list_integrations' names replacement "
+            "'slack_send_message', which is not a tool of this project",
+        ),
+    ],
+)
+def test_a_missing_replacement_is_not_an_echo_of_its_tools_error(
+    tmp_path: Path, slack: tuple[str, str], expected: str
+) -> None:
+    deprecated = "    deprecated: {reason: old, replacement: slack_send_message}\n    handler:"
+    edits = {"connectors/slack.yaml": slack, "native.yaml": ("    handler:", deprecated)}
+    (found,) = _defaults_with(tmp_path, edits)
+    assert found.startswith(expected), found
+
+
 def test_shared_type_cycles_are_reported() -> None:
     types = (
         "t.yaml",
