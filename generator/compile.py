@@ -989,8 +989,7 @@ def _untypable_default(node: Any, value: Any, root: dict[str, Any], depth: int =
     the client write a string default as the text it is (`since: datetime | None =
     "2024-01-01T00:00:00Z"`), which type checkers refuse where a format types the field as a
     class. (Object defaults are fine: the models build them with a default factory.)"""
-    if isinstance(node, dict) and isinstance(node.get("$ref"), str) and depth < MAX_NESTING:
-        target = _resolve_pointer(root, node["$ref"])
+    if depth < MAX_NESTING and (target := _referent(node, root)) is not node:
         return _untypable_default(target, value, root, depth + 1)
     if not isinstance(node, dict):
         return None
@@ -1168,11 +1167,17 @@ def _check_regex(ctx: _Ctx, doc: Loaded, path: JsonPath, pattern: str) -> None:
             )
 
 
-def _resolve_pointer(root: dict[str, Any], ref: str) -> Any:
-    """The node a local `$ref` names in `root` (`#`, `#/a/b`, or `#name` for the node that
-    declares the anchor `name`), else None."""
-    pointer = _local_pointer(root, ref, "$ref")
-    return None if pointer is None else _follow(root, pointer)
+def _referent(node: Any, root: dict[str, Any]) -> Any:
+    """The node in `root` that `node`'s local `$ref` or `$dynamicRef` names, as `_check_ref`
+    resolves them (`#`, `#/a/b`, or `#name` for the node that declares the anchor `name`), or
+    None when it names nothing; `node` itself when it is no reference."""
+    if isinstance(node, dict):
+        for keyword in _REF_KEYWORDS:
+            ref = node.get(keyword)
+            if isinstance(ref, str):
+                pointer = _local_pointer(root, ref, keyword)
+                return None if pointer is None else _follow(root, pointer)
+    return node
 
 
 def _follow(root: dict[str, Any], pointer: str) -> Any:
@@ -2426,11 +2431,13 @@ def _check_entity_args(
 
 
 def _resolve(schema: Any, root: dict[str, Any]) -> Any:
-    """Follow local `$ref`s (`#/$defs/...`); other schemas are returned as they are."""
+    """Follow local `$ref`s and `$dynamicRef`s (`#/$defs/...`, `#anchor`); other schemas are
+    returned as they are."""
     for _ in range(32):
-        if not (isinstance(schema, dict) and isinstance(schema.get("$ref"), str)):
+        target = _referent(schema, root)
+        if target is schema:
             break
-        schema = _resolve_pointer(root, schema["$ref"])
+        schema = target
     return schema
 
 
@@ -2449,7 +2456,7 @@ def _step(schema: Any, segment: str, root: dict[str, Any]) -> tuple[bool, Any]:
         isinstance(props, dict)
         and "patternProperties" not in schema
         and not any(
-            k in schema for k in ("anyOf", "oneOf", "allOf", "$ref", "additionalProperties")
+            k in schema for k in ("anyOf", "oneOf", "allOf", *_REF_KEYWORDS, "additionalProperties")
         )
     ):
         return False, None

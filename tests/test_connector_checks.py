@@ -211,6 +211,42 @@ def test_binding_mistakes_are_located_diagnostics(
     assert int(line) > 1 and message.startswith(expected), found
 
 
+# jira's search records' `fields` object, moved to a `$defs` entry that a `$dynamicRef` or a
+# `$ref` names by its anchor.
+_JIRA_FIELDS = (
+    "                type: object\n"
+    "                properties:\n"
+    "                  summary: {type: string}\n"
+    "                  status: {type: object, properties: {name: {type: string}}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "anchor"), [("$dynamicRef", "$dynamicAnchor"), ("$ref", "$anchor")]
+)
+def test_entity_fields_are_read_through_references_by_anchor(
+    tmp_path: Path, keyword: str, anchor: str
+) -> None:
+    """A `$dynamicRef` resolves as a `$ref` does in a tool's schema: an entity field read
+    through one is checked as through a `$ref` (a field it does not have passed unchecked)."""
+    moved = [
+        (f"              fields:\n{_JIRA_FIELDS}", f"              fields: {{{keyword}: '#f'}}\n"),
+        (
+            "    output:\n      type: object\n",
+            f"    output:\n      $defs:\n        Fields:\n          {anchor}: f\n"
+            + _JIRA_FIELDS.replace(" " * 16, " " * 10)
+            + "      type: object\n",
+        ),
+    ]
+    assert _diagnostics(tmp_path / "ok", "jira.yaml", *moved) == []
+    assert _diagnostics(
+        tmp_path / "typo", "jira.yaml", *moved, ("title: fields.summary", "title: fields.sumary")
+    ) == [
+        "66:GEN213:entity field 'title' reads 'fields.sumary', but the records of the output "
+        "schema have no 'sumary' there"
+    ]
+
+
 @pytest.mark.parametrize(
     ("key", "hint"),
     [

@@ -353,6 +353,30 @@ def test_defaults_the_models_cannot_type_are_refused(tmp_path: Path) -> None:
     ], got
 
 
+def test_defaults_through_a_dynamic_ref_are_checked_as_through_a_ref(tmp_path: Path) -> None:
+    """A `$dynamicRef` resolves as a `$ref` in a tool's schema: a default the models cannot
+    type through one passed, and the generated client declared `since: ProbeGetThingInputTS
+    | None = "2024-01-01T00:00:00Z"` (a datetime with a text default), which mypy refuses."""
+    extra = (
+        "        r1: {$ref: '#day', default: '2024-01-01'}\n"
+        "        d1: {$dynamicRef: '#when', default: '2024-01-02'}\n"
+        "        d2: {type: array, items: {$dynamicRef: '#when'}, default: ['2024-01-03']}\n"
+        "        ok: {$dynamicRef: '#when'}\n"
+        "      $defs:\n"
+        "        Day: {$anchor: day, $dynamicAnchor: when, type: string, format: date}\n"
+    )
+    got = _diagnostics(_project(tmp_path, output_extra=extra))
+    assert got == [
+        f"probe.yaml:{line}:GEN203:default {value} cannot be written in the generated models, "
+        "which type a date string as date"
+        for line, value in (
+            ("22:37", '"2024-01-01"'),
+            ("23:45", '"2024-01-02"'),
+            ("24:67", '["2024-01-03"]'),
+        )
+    ], got
+
+
 def test_what_the_compiler_used_to_crash_on_is_a_located_diagnostic(tmp_path: Path) -> None:
     """Found by fuzzing the manifests: a pattern nested past the regex parser's recursion, a
     length bound past 64 bits (the generated models failed on import) and a number past
