@@ -1838,34 +1838,20 @@ def _http(
 
 # An HTTP field name is an RFC 9110 token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Headers the HTTP client writes on every request, from the request itself.
+_CLIENT_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+# Those and the headers of one hop (RFC 9110 7.6.1): the client sets or refuses them, so a
+# value declared in http.headers would not be the one sent.
+_TRANSPORT_HEADERS = _CLIENT_HEADERS | {"proxy-connection", "keep-alive", "te", "upgrade"}
 # Headers the executor or the HTTP client write on every request: a key there would be lost.
-_GATEWAY_HEADERS = frozenset(
-    {
-        "accept",
-        "content-type",
-        "user-agent",
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-    }
-)
+_GATEWAY_HEADERS = _CLIENT_HEADERS | {"accept", "content-type", "user-agent"}
 
 
-# Headers of one hop (RFC 9110 7.6.1) and those the HTTP client writes from the request itself:
-# the client sets or refuses them, so a value declared here would not be the one sent.
-_TRANSPORT_HEADERS = frozenset(
-    {
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "te",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
+def _credentials_header(auth: ir.ConnectorAuth) -> str | None:
+    """The header that carries the connector's credentials, lower-cased as the names it is
+    compared with (header names ignore case), or None."""
+    name = credential_header(auth.type, auth.header)
+    return None if name is None else name.lower()
 
 
 def _check_headers(
@@ -1873,7 +1859,7 @@ def _check_headers(
 ) -> None:
     """GEN229 for an http.headers name the request would not carry as declared. (The schema
     has checked that each name is an HTTP token and each value one line of ASCII text.)"""
-    credentials = credential_header(auth.type, auth.header)
+    credentials = _credentials_header(auth)
     sends_body = "graphql" in raw or raw.get("body") is not None
     seen: dict[str, str] = {}
     for name in raw.get("headers", {}):
@@ -1887,7 +1873,7 @@ def _check_headers(
         elif folded in _TRANSPORT_HEADERS:
             problem = "is a header the HTTP client sets from the request (or one of one hop)"
             hint = "remove it: the client sends its own value"
-        elif credentials is not None and folded == credentials.lower():
+        elif folded == credentials:
             problem = f"carries the connector's credentials ({auth.type} auth)"
             hint = "remove it: the gateway sends the tenant's credentials in it"
         elif folded == "content-type" and sends_body:
@@ -1974,8 +1960,7 @@ def _check_key_header(
                 f"is also set by http.headers at {doc.key_span((*path, 'headers', name))}",
                 "the key header carries the gateway's key: remove one of the two",
             )
-    credentials = credential_header(auth.type, auth.header)
-    if credentials is not None and credentials.lower() == folded:
+    if folded == _credentials_header(auth):
         clash(
             f"is the header that carries the connector's credentials ({auth.type} auth)",
             upstream_name,

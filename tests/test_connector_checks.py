@@ -417,6 +417,11 @@ def test_an_idempotency_key_round_trips_through_the_compiler(tmp_path: Path) -> 
             "Content-Type}",
             "idempotency_key.header 'Content-Type' is a header the gateway sets on every request",
         ),
+        (
+            [("{header: Idempotency-Key}", "{header: User-Agent}")],
+            "User-Agent}",
+            "idempotency_key.header 'User-Agent' is a header the gateway sets on every request",
+        ),
     ],
 )
 def test_idempotency_key_mistakes_are_located_errors(
@@ -734,6 +739,8 @@ def test_variables_in_graphql_strings_and_comments_are_not_uses(tmp_path: Path) 
         ("{content-length: '3'}", "45:GEN229:http.headers 'content-length' is a header the"),
         ("{Transfer-Encoding: chunked}", "45:GEN229:http.headers 'Transfer-Encoding' is a"),
         ("{Connection: close}", "45:GEN229:http.headers 'Connection' is a header the HTTP"),
+        ("{te: trailers}", "45:GEN229:http.headers 'te' is a header the HTTP client sets"),
+        ("{Upgrade: h2c}", "45:GEN229:http.headers 'Upgrade' is a header the HTTP client"),
         (
             "{Content-Type: text/plain}",
             "45:GEN229:http.headers 'Content-Type' is set by the gateway for the json body",
