@@ -15,7 +15,7 @@ from . import ir
 from .compile import ConnectorUnit, compile_project, connector_context
 from .diagnostics import Diagnostic, Span, error, has_errors, normalise
 from .emit import Cache, FileSet, ModelsWorkers, emit, generator_fingerprint
-from .load import Loaded, discover, load_files, load_text
+from .load import Loaded, declared_kind, discover, load_files, load_text
 from .runtime.catalog import GatewaySpec
 from .validate import validate_one
 from .write import JOURNAL, Plan, diff, interrupted, locked, plan, write
@@ -131,9 +131,9 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
                 pending.append(path)
     else:
         pending = files
-    docs, diags = load_files(options.root, pending)
+    docs, diags, unloaded = load_files(options.root, pending)
     valid: list[Loaded] = []
-    failed: list[Loaded | None] = [None] * (len(pending) - len(docs))  # could not be loaded
+    failed: list[Loaded | str | None] = [*unloaded]
 
     def check(new_docs: list[Loaded]) -> None:
         for doc in new_docs:
@@ -158,7 +158,7 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
             if doc is not None:
                 stale.append(doc)
             else:
-                failed.append(None)
+                failed.append(declared_kind(raw))
         check(stale)
         valid.sort(key=lambda d: d.path)
     project, compile_diags = compile_project(valid, failed=failed, units=units)

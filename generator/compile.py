@@ -45,6 +45,7 @@ from .runtime.handler_names import (
     URI_VARIABLE,
 )
 from .runtime.templating import FILTERS, PLACEHOLDER, list_index, split_path
+from .validate import manifest_kinds
 
 TYPE_REF_PREFIX = "#/types/"
 # Text in braces that is not a placeholder: sent as is, so an error when it names an input.
@@ -132,15 +133,15 @@ def connector_context(docs: Sequence[Loaded]) -> str:
 def compile_project(
     docs: list[Loaded],
     *,
-    failed: Sequence[Loaded | None] = (),
+    failed: Sequence[Loaded | str | None] = (),
     units: Sequence[ConnectorUnit] = (),
 ) -> tuple[ir.Project | None, list[Diagnostic]]:
-    """`failed` are the manifests that failed an earlier stage, as loaded (None: one that could
-    not be): checks that need the whole project (a gateway exists, referenced connectors, tools
-    and shared types exist) then skip what those could have declared, so the user is not shown
-    errors that are only echoes of the first ones. `units` are connectors compiled
-    by an earlier build from the same bytes in the same `connector_context` (never also in
-    `docs`)."""
+    """`failed` are the manifests that failed an earlier stage, as loaded, or for one that
+    could not be, the kind it declares (`load.declared_kind`; None when unreadable): checks
+    that need the whole project (a gateway exists, referenced connectors, tools and shared
+    types exist) then skip what those could have declared, so the user is not shown errors
+    that are only echoes of the first ones. `units` are connectors compiled by an earlier
+    build from the same bytes in the same `connector_context` (never also in `docs`)."""
     partial = bool(failed)
     ctx = _Ctx(failed_types=_failed_types(failed))
     by_kind = _by_kind(docs)
@@ -273,14 +274,17 @@ def _add_to_group(groups: dict[str, dict[str, Any]], tool: ir.Tool, source: str)
 # ---------------------------------------------------------------------------- shared types
 
 
-def _failed_types(failed: Sequence[Loaded | None]) -> frozenset[str] | None:
+def _failed_types(failed: Sequence[Loaded | str | None]) -> frozenset[str] | None:
     """The shared types that manifests which failed an earlier stage may declare, None for
-    any name. One that could not be loaded may be of any kind. One that was loaded declares
-    the keys of its `types` if it is of kind `types` or has a `types` key (its kind
-    misspelt, say), and any name when that `types` is not a mapping."""
+    any name. One that was loaded declares the keys of its `types` if it is of kind `types`
+    or has a `types` key (its kind misspelt, say), and any name when that `types` is not a
+    mapping. One that could not be loaded declares none if the kind it declares is another
+    manifest kind, and any name if it declares `types`, no kind or a kind that is none."""
     names: set[str] = set()
     for doc in failed:
-        if doc is None:
+        if not isinstance(doc, Loaded):
+            if doc in manifest_kinds() - {"types"}:
+                continue
             return None
         if doc.data.get("kind") == "types" or "types" in doc.data:
             types = doc.data.get("types")

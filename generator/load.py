@@ -211,9 +211,40 @@ def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic
     return loaded, builder.diagnostics
 
 
-def load_files(root: Path, files: Sequence[Path]) -> tuple[list[Loaded], list[Diagnostic]]:
+def declared_kind(raw: bytes) -> str | None:
+    """The `kind` a manifest that could not be loaded declares, as far as YAML reads it before
+    its error: the scalar value of a top-level `kind` key of its first document, else None.
+    (Only the parser's events are read, up to that value: nothing is built.)"""
+    try:
+        events = yaml.parse(raw.decode("utf-8"), Loader=_Loader)
+        depth, key, is_key = 0, None, True  # the key read last, at the top level
+        for event in events:
+            if isinstance(event, yaml.NodeEvent) and depth == 1:  # a top-level key or value
+                if not is_key and key == "kind":
+                    return event.value if isinstance(event, yaml.ScalarEvent) else None
+                key = event.value if is_key and isinstance(event, yaml.ScalarEvent) else None
+                is_key = not is_key
+            if isinstance(event, yaml.CollectionStartEvent):
+                if depth == 0 and not isinstance(event, yaml.MappingStartEvent):
+                    return None
+                depth += 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+                if depth == 0:
+                    return None
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        pass
+    return None
+
+
+def load_files(
+    root: Path, files: Sequence[Path]
+) -> tuple[list[Loaded], list[Diagnostic], list[str | None]]:
+    """The files' documents and diagnostics, and for each file that could not be loaded the
+    kind it declares (`declared_kind`; None when that cannot be read either)."""
     docs: list[Loaded] = []
     diags: list[Diagnostic] = []
+    unloaded: list[str | None] = []
     for path in files:
         rel = display_path(path, root)
         if bad := UNSAFE_IN_NAMES.search(rel):
@@ -228,17 +259,21 @@ def load_files(root: Path, files: Sequence[Path]) -> tuple[list[Loaded], list[Di
                     "separators or bytes that are not UTF-8",
                 )
             )
+            unloaded.append(None)
             continue
         try:
             raw = path.read_bytes()
         except OSError as exc:
             diags.append(error("GEN001", Span(file=rel), f"cannot read file: {exc.strerror}"))
+            unloaded.append(None)
             continue
         doc, problems = load_text(rel, raw)
         diags.extend(problems)
         if doc is not None:
             docs.append(doc)
-    return docs, diags
+        else:
+            unloaded.append(declared_kind(raw))
+    return docs, diags, unloaded
 
 
 _STR_TAG = "tag:yaml.org,2002:str"

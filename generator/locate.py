@@ -58,7 +58,9 @@ class Sources:
 
     @classmethod
     def of(cls, options: api.Options) -> Sources:
-        docs, _diags = load_files(options.root, discover(options.root, options.manifests))
+        docs, _diags, _unloaded = load_files(
+            options.root, discover(options.root, options.manifests)
+        )
         return cls(docs)
 
     def raw_tool(self, name: str) -> dict[str, Any]:

@@ -55,6 +55,11 @@ def manifest_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+def manifest_kinds() -> frozenset[str]:
+    """The values of a manifest's `kind`."""
+    return frozenset(manifest_schema()["properties"]["kind"]["enum"])
+
+
 @functools.cache
 def _validator() -> jsonschema.protocols.Validator:
     schema = manifest_schema()

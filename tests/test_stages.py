@@ -22,7 +22,7 @@ from generator.diagnostics import (
     normalise,
     render,
 )
-from generator.load import load_text
+from generator.load import declared_kind, load_text
 from generator.names import ClassName, PyIdent, is_valid_tool_name
 from generator.render import docstring, literal
 from generator.validate import validate_one
@@ -389,6 +389,48 @@ def test_a_type_the_broken_types_manifest_does_not_declare_is_still_unknown(
     ]
     (unknown, _) = api.compile_manifests(options(tmp_path / "project")).diagnostics
     assert unknown.hint is not None and "Timestamp" in unknown.hint.split(", "), unknown.hint
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        # another kind of manifest: it declares no shared type
+        ("connector", ["slack.yaml:5:5:GEN002", "native.yaml:116:28:GEN205"]),
+        # a kind that is none, or none read: it may be a types manifest
+        ("typs", ["slack.yaml:5:5:GEN002"]),
+        ("[connector", ["slack.yaml:4:6:GEN002"]),
+    ],
+)
+def test_a_manifest_that_cannot_be_loaded_hides_unknown_types_only_if_it_may_declare_them(
+    tmp_path: Path, kind: str, expected: list[str]
+) -> None:
+    edits = {
+        "connectors/slack.yaml": ("kind: connector\n", f"kind: {kind}\ntitle: [Slack\n"),
+        "native.yaml": ('$ref: "#/types/Timestamp"', '$ref: "#/types/Timestmp"'),
+    }
+    found = [":".join(line.split(":")[:4]) for line in _defaults_with(tmp_path, edits)]
+    assert [f.rsplit("/", 1)[-1] for f in found] == expected, found
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        (b"version: 1\nkind: connector\nx: [\n", "connector"),
+        (b"{version: 1, kind: 'types', x: [}", "types"),
+        (b"x: [a, {kind: b}]\nkind: native\ny: [\n", "native"),  # only the top level's
+        (b"? [kind]\n: native\nkind: gateway\ny: [\n", "gateway"),  # a key that is a list
+        (b"kind: [types]\n", None),
+        (b"kind: *a\n", None),
+        (b"x: {kind: connector}\ny: [\n", None),
+        (b"- kind: connector\n", None),
+        (b"x: 1\n---\nkind: connector\n", None),  # the first document's only
+        (b"kind\xff: types\n", None),
+    ],
+)
+def test_the_kind_of_a_manifest_that_cannot_be_loaded_is_read_up_to_its_error(
+    text: bytes, kind: str | None
+) -> None:
+    assert declared_kind(text) == kind
 
 
 @pytest.mark.parametrize(
