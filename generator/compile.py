@@ -1971,6 +1971,8 @@ def _check_key_header(
         )
     if folded in _GATEWAY_HEADERS:
         clash("is a header the gateway sets on every request", upstream_name)
+    elif folded in _TRANSPORT_HEADERS:
+        clash("is a header of one hop, which the HTTP client sets or refuses", upstream_name)
 
 
 # Which pagination keys each style uses ("param" is needed unless the templates place {cursor}).

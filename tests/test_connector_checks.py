@@ -422,6 +422,12 @@ def test_an_idempotency_key_round_trips_through_the_compiler(tmp_path: Path) -> 
             "User-Agent}",
             "idempotency_key.header 'User-Agent' is a header the gateway sets on every request",
         ),
+        (  # the HTTP client refuses or replaces a hop-by-hop header: the key would be lost
+            [("{header: Idempotency-Key}", "{header: Keep-Alive}")],
+            "Keep-Alive}",
+            "idempotency_key.header 'Keep-Alive' is a header of one hop, which the HTTP client "
+            "sets or refuses",
+        ),
     ],
 )
 def test_idempotency_key_mistakes_are_located_errors(
