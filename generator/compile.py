@@ -2432,10 +2432,40 @@ def _resolve(schema: Any, root: dict[str, Any]) -> Any:
     return schema
 
 
+# Keywords that say which properties or items a schema has: beside a reference, they apply
+# with its target (2020-12 reads `{$ref: ..., properties: ...}` as both).
+_SHAPING = ("properties", "patternProperties", "additionalProperties", "items", "anyOf", "oneOf")
+
+
+def _parts(schema: Any, root: dict[str, Any]) -> list[Any]:
+    """The schemas that together say what `schema` holds: the end of its chain of references,
+    and the keywords beside each reference that shape it (up to 32 references deep; None for
+    one that names nothing)."""
+    parts: list[Any] = []
+    for _ in range(32):
+        target = _referent(schema, root)
+        if target is schema:
+            break
+        beside = {k: v for k, v in schema.items() if k not in _REF_KEYWORDS}
+        if any(k in beside for k in _SHAPING):
+            parts.append(beside)
+        schema = target
+    return [schema, *parts]
+
+
 def _step(schema: Any, segment: str, root: dict[str, Any]) -> tuple[bool, Any]:
     """One path segment into a schema: (False, None) when the schema says there is nothing
     there; (True, None) when it cannot tell (no properties declared, combinators...)."""
-    schema = _resolve(schema, root)
+    steps = [_step_one(part, segment) for part in _parts(schema, root)]
+    if not any(present for present, _inner in steps):
+        return False, None
+    # All the parts apply: the segment is there if one says so, and what is there is what
+    # each that declares it says.
+    inner = [i for _present, i in steps if i is not None]
+    return True, (None if not inner else inner[0] if len(inner) == 1 else {"allOf": inner})
+
+
+def _step_one(schema: Any, segment: str) -> tuple[bool, Any]:
     if not isinstance(schema, dict):
         return True, None
     props = schema.get("properties")
@@ -2469,7 +2499,12 @@ def _walk(schema: Any, segments: tuple[str, ...], root: dict[str, Any]) -> _Walk
     for segment in segments:
         present, inner = _step(schema, segment, root)
         if not present:
-            props = (_resolve(schema, root) or {}).get("properties", {})
+            props = {
+                name
+                for part in _parts(schema, root)
+                if isinstance(part, dict) and isinstance(part.get("properties"), dict)
+                for name in part["properties"]
+            }
             return _Walk(
                 missing=segment, hint="declared there: " + (", ".join(sorted(props)) or "none")
             )

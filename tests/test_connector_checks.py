@@ -247,6 +247,38 @@ def test_entity_fields_are_read_through_references_by_anchor(
     ]
 
 
+@pytest.mark.parametrize("keyword", ["$ref", "$dynamicRef"])
+def test_entity_fields_are_read_through_a_reference_and_the_keywords_beside_it(
+    tmp_path: Path, keyword: str
+) -> None:
+    """In 2020-12 a reference's sibling keywords apply with its target: a field declared
+    beside the reference is there (it was GEN213, read as the target's alone), one declared in
+    neither is not."""
+    moved = [
+        (
+            f"              fields:\n{_JIRA_FIELDS}",
+            f"              fields:\n                {keyword}: '#f'\n"
+            "                properties: {priority: {type: string}}\n",
+        ),
+        (
+            "    output:\n      type: object\n",
+            "    output:\n      $defs:\n        Fields:\n          "
+            + ("$dynamicAnchor" if keyword == "$dynamicRef" else "$anchor")
+            + ": f\n"
+            + _JIRA_FIELDS.replace(" " * 16, " " * 10)
+            + "      type: object\n",
+        ),
+        ("state: fields.status.name}", "state: fields.priority}"),
+    ]
+    assert _diagnostics(tmp_path / "ok", "jira.yaml", *moved) == []
+    assert _diagnostics(
+        tmp_path / "typo", "jira.yaml", *moved, ("title: fields.summary", "title: fields.sumary")
+    ) == [
+        "68:GEN213:entity field 'title' reads 'fields.sumary', but the records of the output "
+        "schema have no 'sumary' there"
+    ]
+
+
 @pytest.mark.parametrize(
     ("key", "hint"),
     [
