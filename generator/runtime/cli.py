@@ -403,10 +403,26 @@ def _package_root(gateway: GatewaySpec) -> str | None:
     return str(root)
 
 
-def demo_banner(gateway: GatewaySpec, token: str, db_url: str, *, transport: str, url: str) -> str:
+def demo_banner(
+    gateway: GatewaySpec,
+    token: str,
+    db_url: str,
+    *,
+    transport: str,
+    url: str,
+    base_urls: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """What `serve --demo` prints: the demo key and client configs. The stdio config starts
+    its own server, so it carries this one's connector URLs (`base_urls` from --base-url, and
+    the environment's overrides): without them that server would send the tenant's credentials
+    to the manifests' production URLs instead of the stand-ins this one was pointed at."""
     # A database URL's password is never printed, not even here: the configs below show
-    # `***` in its place, for the user to put back.
+    # `***` in its place, for the user to put back; so is the credential key.
+    from .executor import connector_url_variables
+
     db_arg = _shown_db(db_url)
+    environ = environ or {}
     http_cfg = {
         "mcpServers": {
             gateway.server_name: {
@@ -420,6 +436,15 @@ def demo_banner(gateway: GatewaySpec, token: str, db_url: str, *, transport: str
     root = _package_root(gateway)
     if root is not None:
         stdio_env["PYTHONPATH"] = root
+    stdio_env.update(connector_url_variables(gateway, environ))
+    key_env = secret_key_env(gateway.import_name)
+    if environ.get(key_env, "").strip():
+        stdio_env[key_env] = "***"
+    url_args = [
+        arg
+        for name, value in sorted((base_urls or {}).items())
+        for arg in ("--base-url", f"{name}={value}")
+    ]
     stdio_cfg = {
         "mcpServers": {
             gateway.server_name: {
@@ -432,6 +457,7 @@ def demo_banner(gateway: GatewaySpec, token: str, db_url: str, *, transport: str
                     "stdio",
                     "--db",
                     db_arg,
+                    *url_args,
                 ],
                 "env": stdio_env,
             }
@@ -453,6 +479,8 @@ def demo_banner(gateway: GatewaySpec, token: str, db_url: str, *, transport: str
     ]
     if "***" in db_arg and "***" not in db_url:
         lines.append("The database password is not shown: put it back where *** stands below.")
+    if key_env in stdio_env:
+        lines.append(f"{key_env} is not shown: put it back where *** stands below.")
     if transport == "http":
         lines += [
             f"MCP endpoint (streamable HTTP): {url}",
@@ -531,6 +559,8 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
                 db_url,
                 transport=args.transport,
                 url=f"http://{host}:{args.port}/mcp",
+                base_urls=base_urls,
+                environ=environ,
             ),
             file=sys.stderr,
             flush=True,

@@ -402,6 +402,16 @@ def token_urls_from_env(gateway: GatewaySpec, environ: Mapping[str, str]) -> dic
     return out
 
 
+def connector_url_variables(gateway: GatewaySpec, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment's connector URL overrides, as `{variable: value}` (base and token URLs;
+    empty ones, which are no override, left out)."""
+    return {
+        _env_key(gateway, kind, name): value.strip()
+        for kind in ("BASE_URL", "TOKEN_URL")
+        for name, value in _env_overrides(gateway, environ, kind).items()
+    }
+
+
 def check_base_urls(
     gateway: GatewaySpec, urls: Mapping[str, str], option: str = "--base-url"
 ) -> dict[str, str]:

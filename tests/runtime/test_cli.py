@@ -606,9 +606,9 @@ def test_stdio_on_a_database_that_does_not_exist_says_so_and_creates_nothing(
 # ----------------------------------------------------------------------------- serve --demo (HTTP)
 
 
-def _start_demo(db: str, port: int, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start_demo(db: str, port: int, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
-        [sys.executable, LAUNCHER, "serve", "--demo", "--port", str(port), "--db", db],
+        [sys.executable, LAUNCHER, "serve", "--demo", "--port", str(port), "--db", db, *args],
         env=_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -679,6 +679,53 @@ async def test_serve_demo_over_http(gateway, tmp_path: Path) -> None:
     proc, banner2 = _start_demo(db, free_port())
     _stop(proc)
     assert TOKEN_RE.search(banner2).group(0) == token.group(0)  # type: ignore[union-attr]
+
+
+async def test_the_printed_stdio_config_reaches_the_connectors_this_server_was_pointed_at(
+    gateway, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """The stdio config `serve --demo` prints starts a server of its own: it carries this
+    one's connector URLs (--base-url and the environment's), so a client using it calls the
+    stand-in this server was pointed at, not the production API with the tenant's token. The
+    credential key from the environment is masked, as a database password is."""
+    import json
+
+    from generator.runtime.server import open_store
+
+    db = str(tmp_path / "var" / "demo.db")
+    urls = upstream.base_urls()
+    proc, banner = _start_demo(
+        db,
+        free_port(),
+        "--base-url",
+        f"slack={urls['slack']}",
+        FASTN_GATEWAY_BASE_URL_SHOPIFY=urls["shopify"],
+    )
+    _stop(proc)
+    config = json.loads(banner.split("Client config (stdio):\n", 1)[1].split("\n\n", 1)[0])
+    entry = config["mcpServers"][gateway.server_name]
+    assert entry["env"]["FASTN_GATEWAY_BASE_URL_SHOPIFY"] == urls["shopify"]
+    store = open_store(gateway, db, environ={})
+    store.connect(store.require_tenant("demo").id, "slack", {"bot_token": "xoxb-demo"})
+    store.dispose()
+    upstream.slack_tokens.add("xoxb-demo")
+    params = StdioServerParameters(
+        command=entry["command"],
+        args=entry["args"],
+        env={**entry["env"], "PYTHONPATH": str(GENERATED)},  # the package, not installed here
+    )
+    async with Client(params) as c:
+        r = await c.call_tool("slack_list_channels", {})
+        assert not r.is_error, r.content
+    assert upstream.requests[-1] == ("/slack/conversations.list", "xoxb-demo")
+
+    key = generate_key()
+    proc, banner = _start_demo(
+        str(tmp_path / "var" / "other.db"), free_port(), FASTN_GATEWAY_SECRET_KEY=key
+    )
+    _stop(proc)
+    assert key not in banner and '"FASTN_GATEWAY_SECRET_KEY": "***"' in banner
+    assert "FASTN_GATEWAY_SECRET_KEY is not shown: put it back where *** stands" in banner
 
 
 async def test_serve_demo_on_postgresql_never_prints_the_database_password(
