@@ -89,6 +89,7 @@ from . import native, resources
 from .activity import ForeignActivity
 from .auth import USER_HEADER, KeyVerifier, Principal, principal_from_access_token
 from .catalog import GatewaySpec, ToolSpec
+from .crypto import CredentialKeyError
 from .errors import (
     CANCELLED,
     FORBIDDEN,
@@ -703,7 +704,24 @@ class GatewayRuntime:
         key = (record.tenant_id, connector, record.sealed_credentials)
         opened = self._opened.get(key)
         if opened is None:
-            opened = self.store.open_credentials(record)
+            try:
+                opened = self.store.open_credentials(record)
+            except CredentialKeyError:
+                # The deployment's key is not the one these were sealed with (a changed key,
+                # or credentials written by an admin command given another): no retry helps.
+                logger.error(
+                    "the stored credentials of %s for tenant %s cannot be decrypted with the "
+                    "configured key; restore the key they were stored with, or connect again",
+                    connector,
+                    record.tenant_id,
+                )
+                raise GatewayError(
+                    NOT_CONNECTED,
+                    f"The stored credentials of {connector} cannot be read by the gateway; "
+                    "the connection must be made again.",
+                    details={"connector": connector, "reason": "credentials_unreadable"},
+                    retryable=False,
+                ) from None
             if len(self._opened) >= 10_000:
                 self._opened.clear()
             self._opened[key] = opened

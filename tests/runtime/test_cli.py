@@ -237,6 +237,41 @@ def test_a_credential_prompt_left_with_ctrl_d_or_ctrl_c_connects_nothing(
     assert code == 0 and "slack" not in out
 
 
+def test_connect_refuses_a_key_that_opens_none_of_the_stored_credentials(
+    gateway, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """An admin shell given another credential key than the server's (which uses the key file
+    next to the database) stored credentials no gateway could read, and said nothing."""
+    from generator.runtime.crypto import generate_key
+
+    monkeypatch.delenv("FASTN_GATEWAY_SECRET_KEY", raising=False)
+    db = str(tmp_path / "gw.db")
+    admin = ["admin", "--db", db]
+    run(gateway, capsys, *admin, "tenant", "create", "acme")
+    code, _, err = run(
+        gateway, capsys, *admin, "connect", "acme", "slack", "--field", "bot_token=a"
+    )
+    assert code == 0, err
+    monkeypatch.setenv("FASTN_GATEWAY_SECRET_KEY", generate_key())
+    shopify = ["connect", "acme", "shopify", "--field", "shop=acme", "--field", "access_token=b"]
+    code, out, err = run(gateway, capsys, *admin, *shopify)
+    assert code == 1 and out == ""
+    assert err.startswith(
+        "error: the configured credential key opens none of the 1 most recently stored "
+        "credentials of this database"
+    ), err
+    assert "pass --key-lost" in err and "Traceback" not in err
+    code, out, _ = run(gateway, capsys, *admin, "connections", "acme")
+    assert code == 0 and "shopify" not in out  # nothing stored
+    code, _, err = run(gateway, capsys, *admin, *shopify, "--key-lost")
+    assert code == 0, err
+    # the new key now opens one of the stored credentials (the latest): it is accepted
+    code, _, err = run(
+        gateway, capsys, *admin, "connect", "acme", "slack", "--field", "bot_token=c"
+    )
+    assert code == 0, err
+
+
 def test_env_secret_key_is_used(gateway, tmp_path: Path, capsys, monkeypatch) -> None:
     db = str(tmp_path / "gw.db")
     monkeypatch.setenv("FASTN_GATEWAY_SECRET_KEY", generate_key())

@@ -1106,3 +1106,25 @@ async def test_a_flow_name_with_control_characters_is_invalid_arguments(world) -
     assert err["code"] == "invalid_arguments"
     assert [e["path"] for e in err["details"]["errors"]] == ["/name"]
     assert ok.structured_content["version"] == 1  # nothing was stored under the bad name
+
+
+async def test_credentials_sealed_with_another_key_are_a_permanent_not_connected(world) -> None:
+    """Credentials the gateway's key cannot open (sealed by an admin shell given another key)
+    make that connection's tools answer not_connected, not retryable: no retry opens them. An
+    entity search reports the connection as a failed source instead of failing whole, and the
+    tenant's other connections keep working."""
+    from generator.runtime.crypto import CredentialCipher, generate_key
+
+    runtime = world.runtime
+    other = Store(runtime.store.engine, runtime.gateway, CredentialCipher([generate_key()]))
+    other.connect(world.a.id, "slack", {"bot_token": "xoxb-acme"})
+    async with Client(world.server(world.a_rw)) as c:
+        err = envelope(await c.call_tool("slack_list_channels", {}))
+        assert (err["code"], err["retryable"]) == ("not_connected", False)
+        assert err["details"] == {"connector": "slack", "reason": "credentials_unreadable"}
+        found = await c.call_tool("fastn_search_entities", {"entity_type": "channel", "query": "x"})
+        assert not found.is_error, found.content
+        assert found.structured_content["sources"] == [
+            {"connector": "slack", "status": "error", "count": 0, "error": "not_connected"}
+        ]
+        assert not (await c.call_tool("shopify_list_orders", {})).is_error

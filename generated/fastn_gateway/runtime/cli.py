@@ -205,6 +205,12 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
     c.add_argument("tenant")
     c.add_argument("connector", choices=sorted(gateway.connectors))
     c.add_argument("--field", action="append", default=[], metavar="NAME=VALUE")
+    c.add_argument(
+        "--key-lost",
+        action="store_true",
+        help="store the credentials even though the configured key opens none of those "
+        "already stored (their key is lost: connect every connection again)",
+    )
     d = asub.add_parser("disconnect", help="disconnect a connector (its tools disappear)")
     d.add_argument("tenant")
     d.add_argument("connector")
@@ -339,6 +345,15 @@ def _admin_with(gateway: GatewaySpec, store: Store, args: argparse.Namespace) ->
                 except (EOFError, KeyboardInterrupt):
                     print(file=sys.stderr)
                     raise UsageError(f"no {f.name} given: nothing was connected") from None
+        unreadable = 0 if args.key_lost else store.key_opens_none()
+        if unreadable:
+            raise CredentialKeyError(
+                f"the configured credential key opens none of the {unreadable} most recently "
+                "stored credentials of this database: they were sealed with another key, which "
+                "the gateway serving it uses, and it could not read these either. Use the same "
+                f"key ({secret_key_env(gateway.import_name)}, or the key file next to an "
+                "embedded database); if that key is lost, pass --key-lost"
+            )
         rec = store.connect(tenant.id, args.connector, fields)
         _print(f"{tenant.name}  {rec.connector}  {rec.state}  connected_at={iso(rec.connected_at)}")
     elif cmd == "disconnect":
@@ -548,6 +563,16 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
             "no gateway database there: pass the --db the admin commands use, or --demo"
         )
     runtime = GatewayRuntime.open(gateway, db_url, environ=environ, base_urls=base_urls)
+    unreadable = runtime.store.key_opens_none()
+    if unreadable:
+        logging.getLogger(__name__).error(
+            "the configured credential key opens none of the %d most recently stored "
+            "credentials: they were sealed with another key, and their connectors' tools will "
+            "answer not_connected until that key is restored (%s, or the key file next to an "
+            "embedded database) or the connections are made again",
+            unreadable,
+            secret_key_env(gateway.import_name),
+        )
     demo_token: str | None = None
     if args.demo:
         demo_token = ensure_demo(runtime.store, db_url)

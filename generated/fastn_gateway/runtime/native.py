@@ -353,7 +353,15 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
         for n in names
         if any(rt.index.tool_visible(t, active, call.principal.scopes) for t in _tools_of(call, n))
     ]
-    credentials = {n: await rt.credentials(call.snapshot, n) for n in scoped}
+    # A connection whose credentials cannot be opened is a failed source, as a failing
+    # upstream is: the other connectors are still searched.
+    credentials: dict[str, dict[str, str]] = {}
+    unopened: list[dict[str, Any]] = []
+    for n in scoped:
+        try:
+            credentials[n] = await rt.credentials(call.snapshot, n)
+        except GatewayError as exc:
+            unopened.append({"connector": n, "status": "error", "count": 0, "error": exc.code})
     tenant_id = call.principal.tenant_id
 
     async def store_refreshed(connector: str, refreshed: dict[str, str]) -> None:
@@ -403,7 +411,7 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
         if isinstance(err, str) and err.startswith("upstream_auth_failed"):
             connector = src["connector"]
             await rt.mark_needs_reauth(tenant_id, connector, call.snapshot.connected_at(connector))
-    sources = list(result.get("sources", []))
+    sources = [*result.get("sources", []), *unopened]
     sources.extend(
         {"connector": n, "status": "error", "count": 0, "error": "not_connected"} for n in missing
     )

@@ -46,7 +46,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from .catalog import ConnectorSpec, GatewaySpec
-from .crypto import CredentialCipher, load_cipher
+from .crypto import CredentialCipher, CredentialKeyError, load_cipher
 from .templating import DNS_LABEL, PLACEHOLDER
 
 SCHEMA_VERSION = 1
@@ -1293,6 +1293,30 @@ class Store:
                 sa.select(connections).where(connections.c.tenant_id == tenant_id)
             ).all()
         return TenantSnapshot(_tenant(trow), {r.connector: _connection(r) for r in rows})
+
+    def key_opens_none(self, sample: int = 20) -> int:
+        """How many stored credentials the configured key was tried on and could open none of
+        (the `sample` most recently written), or 0 when it opens one of them or none are
+        stored. A key that opens none is not the key they were sealed with: credentials it
+        seals would be as unreadable to the gateways that use that one."""
+        with self.read() as conn:
+            sealed = (
+                conn.execute(
+                    sa.select(connections.c.credentials)
+                    .where(connections.c.credentials.is_not(None))
+                    .order_by(connections.c.updated_at.desc())
+                    .limit(sample)
+                )
+                .scalars()
+                .all()
+            )
+        for value in sealed:
+            try:
+                self.cipher.decrypt(value)
+            except CredentialKeyError:
+                continue
+            return 0
+        return len(sealed)
 
     def open_credentials(self, record: ConnectionRecord) -> dict[str, str]:
         if record.sealed_credentials is None:
