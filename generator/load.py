@@ -2,9 +2,9 @@
 
 YAML is composed into nodes (libyaml when available) and converted by hand so that every value
 and every mapping key keeps its line and column. Only JSON-compatible scalars come out: a
-timestamp-looking scalar such as `2026-12-31` stays a string, and booleans are YAML 1.2's (only
-`true` and `false`: `NO`, `yes`, `on` stay strings), so YAML's implicit typing cannot surprise
-the schema.
+timestamp-looking scalar such as `2026-12-31` stays a string, and booleans and numbers are YAML
+1.2's core schema (only `true` and `false`: `NO`, `yes`, `on` stay strings; `017` is 17, and
+`1:30`, `1_000`, `0b101` stay strings), so YAML 1.1's implicit typing cannot surprise the schema.
 """
 
 from __future__ import annotations
@@ -27,20 +27,64 @@ from .runtime.fastschema import MAX_INTEGER_BITS
 JsonPath = tuple[str | int, ...]
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+# YAML 1.2's core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution). Python's int() and
+# float() alone would take more (`1_000`, ` 1`, Unicode digits): the text is matched first.
+_CORE_BOOL = re.compile(r"(?:true|True|TRUE|false|False|FALSE)\Z")
+_CORE_INT = re.compile(r"[-+]?[0-9]+\Z|0o[0-7]+\Z|0x[0-9a-fA-F]+\Z")
+_CORE_FLOAT = re.compile(
+    r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?\Z"
+    r"|[-+]?\.(?:inf|Inf|INF)\Z|\.(?:nan|NaN|NAN)\Z"
+)
+# Past this many digits (leading zeros aside) a decimal integer exceeds MAX_INTEGER_BITS; int()
+# is not even asked (past 4,300 digits it refuses).
+_MAX_DECIMAL_DIGITS = len(str(2**MAX_INTEGER_BITS))
 
 
 def _core_schema_loader(base: type[yaml.resolver.BaseResolver]) -> type:
-    """`base` resolving booleans as YAML 1.2's core schema does: only true/false (all lower,
-    capitalised or upper case). YAML 1.1's yes/no/on/off/y/n in any case are strings, so
-    `enum: [SE, NO, DK]` keeps Norway and `read_only: yes` is a located type error."""
+    """`base` resolving booleans and numbers as YAML 1.2's core schema does. Booleans are only
+    true/false (all lower, capitalised or upper case): YAML 1.1's yes/no/on/off/y/n in any case
+    are strings, so `enum: [SE, NO, DK]` keeps Norway and `read_only: yes` is a located type
+    error. Integers are decimal (`017` is 17, not YAML 1.1's octal 15), `0o17` or `0x1F`; floats
+    are `1.5`, `.5`, `+1e3`, `.inf`, `.nan`. YAML 1.1's `1:30` (sexagesimal 90), `1_000`, `0b101`
+    and `-0x1F` are strings."""
+    core = {_BOOL_TAG: _CORE_BOOL, _INT_TAG: _CORE_INT, _FLOAT_TAG: _CORE_FLOAT}
     resolvers = {
-        first: [(tag, regexp) for tag, regexp in pairs if tag != _BOOL_TAG]
+        first: [(tag, regexp) for tag, regexp in pairs if tag not in core]
         for first, pairs in base.yaml_implicit_resolvers.items()
     }
-    core = re.compile("^(?:true|True|TRUE|false|False|FALSE)$")
-    for first in "tTfF":
-        resolvers.setdefault(first, []).insert(0, (_BOOL_TAG, core))
+    # an integer is tried before a float, which `17` also matches
+    for tag, firsts in reversed(
+        [(_BOOL_TAG, "tTfF"), (_INT_TAG, "-+0123456789"), (_FLOAT_TAG, "-+.0123456789")]
+    ):
+        for first in firsts:
+            resolvers.setdefault(first, []).insert(0, (tag, core[tag]))
     return type(base.__name__, (base,), {"yaml_implicit_resolvers": resolvers})
+
+
+def _core_int(text: str) -> int | None:
+    """A YAML 1.2 core schema integer's value (None: the text is not one). OverflowError: a
+    decimal too long to be converted."""
+    if not _CORE_INT.match(text):
+        return None
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    if len(text.lstrip("-+").lstrip("0")) > _MAX_DECIMAL_DIGITS:
+        raise OverflowError(text)
+    return int(text)
+
+
+def _core_float(text: str) -> float | None:
+    """A YAML 1.2 core schema float's value (None: the text is not one)."""
+    if not _CORE_FLOAT.match(text):
+        return None
+    if text[-3:].lower() == "inf":
+        return -math.inf if text.startswith("-") else math.inf
+    if text[-3:].lower() == "nan":
+        return math.nan
+    return float(text)
 
 
 _LIBYAML = hasattr(yaml, "CSafeLoader")
@@ -610,31 +654,37 @@ class _Builder:
         return items
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:
-        if node.tag in _JSON_SCALAR_TAGS:
-            try:
+        if node.tag not in _JSON_SCALAR_TAGS:
+            return str(node.value)
+        value: Any
+        try:
+            if node.tag == _INT_TAG:
+                value = _core_int(node.value)
+            elif node.tag == _FLOAT_TAG:
+                value = _core_float(node.value)
+            else:  # null, bool
                 value = self._constructor.construct_object(node, deep=True)
-            except ValueError as exc:
-                if "digits" in str(exc):  # Python's limit on decimal integer conversion
-                    return self._too_large(node)
-                return self._invalid_scalar(node)
-            except (KeyError, OverflowError, yaml.YAMLError):
-                return self._invalid_scalar(node)
-            if isinstance(value, float) and not math.isfinite(value):
-                # .inf, .nan and 1e400: JSON has no such numbers, and no schema, tools.json
-                # or generated module could carry them.
-                self.diagnostics.append(
-                    error(
-                        "GEN002",
-                        self._span(node),
-                        f"{_short(node.value)} is not a finite number, which JSON cannot hold",
-                        "write a finite number, or quote it to mean the text",
-                    )
+        except OverflowError:
+            return self._too_large(node)
+        except (KeyError, ValueError, yaml.YAMLError):
+            return self._invalid_scalar(node)
+        if value is None and node.tag in {_INT_TAG, _FLOAT_TAG}:  # `!!int 1_000`, `!!float 1:30`
+            return self._invalid_scalar(node)
+        if isinstance(value, float) and not math.isfinite(value):
+            # .inf, .nan and 1e400: JSON has no such numbers, and no schema, tools.json
+            # or generated module could carry them.
+            self.diagnostics.append(
+                error(
+                    "GEN002",
+                    self._span(node),
+                    f"{_short(node.value)} is not a finite number, which JSON cannot hold",
+                    "write a finite number, or quote it to mean the text",
                 )
-                return node.value
-            if type(value) is int and value.bit_length() > MAX_INTEGER_BITS:
-                return self._too_large(node)
-            return value
-        return str(node.value)
+            )
+            return node.value
+        if type(value) is int and value.bit_length() > MAX_INTEGER_BITS:
+            return self._too_large(node)
+        return value
 
     def _invalid_scalar(self, node: yaml.ScalarNode) -> str:
         what = node.tag.rsplit(":", 1)[-1]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import yaml
 from jsonschema.exceptions import ValidationError
 
 from .diagnostics import Diagnostic, error
@@ -48,6 +49,13 @@ _KEYWORD_CODES = {
 
 # Booleans in YAML 1.1 (PyYAML's default), text in YAML 1.2, which the loader follows.
 _YAML11_BOOLS = frozenset({"yes", "no", "on", "off", "y", "n"})
+# YAML 1.1's resolver, which also read `1:30` (90), `1_000` and `0b101` as numbers; text in 1.2
+_YAML11 = yaml.resolver.Resolver()
+_YAML11_NUMBERS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+
+
+def _yaml11_number(text: str) -> bool:
+    return _YAML11.resolve(yaml.ScalarNode, text, (True, False)) in _YAML11_NUMBERS
 
 
 @functools.cache
@@ -159,6 +167,12 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
             and err.instance.lower() in _YAML11_BOOLS
         ):
             hint = f"manifests are YAML 1.2: write true or false ({err.instance} is text)"
+        elif (
+            ("integer" in expected or "number" in expected)
+            and isinstance(err.instance, str)
+            and _yaml11_number(err.instance)
+        ):
+            hint = f"manifests are YAML 1.2: write a decimal number ({err.instance} is text)"
         return [
             error(
                 code,

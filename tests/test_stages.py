@@ -80,6 +80,80 @@ def test_a_yaml_1_1_boolean_is_a_located_type_error_with_a_hint() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        # YAML 1.2 core schema integers: decimal (a leading zero is not octal), 0o, 0x
+        ("017", 17),
+        ("-017", -17),
+        ("+017", 17),
+        ("08", 8),
+        ("0o17", 15),
+        ("0x1F", 31),
+        ("0xff", 255),
+        # floats: a dot or an exponent, a sign before either
+        ("1.5", 1.5),
+        ("1.", 1.0),
+        (".5", 0.5),
+        ("+.5", 0.5),
+        ("-.5", -0.5),
+        ("1e3", 1000.0),
+        ("1.0e5", 100000.0),
+        ("-2E-2", -0.02),
+        # YAML 1.1's sexagesimal, underscores, binary, signed hex and capital prefixes are text
+        ("1:30", "1:30"),
+        ("1:30.5", "1:30.5"),
+        ("1_000", "1_000"),
+        ("1_000.5", "1_000.5"),
+        ("0b101", "0b101"),
+        ("-0x1F", "-0x1F"),
+        ("0X1F", "0X1F"),
+        ("0O17", "0O17"),
+        ("0o8", "0o8"),
+        ("+.nan", "+.nan"),
+    ],
+)
+def test_numbers_are_yaml_1_2s(text: str, value: object) -> None:
+    doc, diags = load_text("m.yaml", f"a: {text}\n{text}: k\n".encode())
+    assert doc is not None and not diags
+    assert doc.data == {"a": value, str(value): "k"}
+    assert type(doc.data["a"]) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("line", "col", "field", "expected"),
+    [
+        ("retries: 1:30", 10, "retries", "integer"),
+        ("retries: 0b11", 10, "retries", "integer"),
+        ("timeout_seconds: 1:30", 18, "timeout_seconds", "number"),
+        ("timeout_seconds: 1_000", 18, "timeout_seconds", "number"),
+    ],
+)
+def test_a_yaml_1_1_number_is_a_located_type_error_with_a_hint(
+    line: str, col: int, field: str, expected: str
+) -> None:
+    text = (
+        "version: 1\nkind: connector\nname: c\ntitle: C\ndescription: C.\n"
+        f"base_url: https://api.example.com\n{line}\nauth: {{type: none}}\ncapabilities:\n"
+        "  - name: get\n    description: Get.\n    scope: read\n"
+        "    input: {type: object}\n    output: {type: object}\n"
+        "    http: {method: GET, path: /x}\n"
+    )
+    doc, diags = load_text("m.yaml", text.encode())
+    assert doc is not None and not diags
+    value = line.split(": ")[1]
+    found = [(d.code, d.span.line, d.span.col, d.message, d.hint) for d in validate_one(doc)]
+    assert found == [
+        (
+            "GEN103",
+            7,
+            col,
+            f"{field}: expected {expected}, got string",
+            f"manifests are YAML 1.2: write a decimal number ({value} is text)",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
     ("text", "code", "line"),
     [
         (b"a: [1,\n", "GEN002", 2),
@@ -99,7 +173,12 @@ def test_load_errors_are_located(text: bytes, code: str, line: int) -> None:
     [
         (b"a: !!int abc\n", 1, 4, "not a valid YAML int"),
         (b"a: !!float abc\n", 1, 4, "not a valid YAML float"),
-        (b"a: 0x_\n", 1, 4, "not a valid YAML int"),
+        (b"a: !!int 0x_\n", 1, 4, "not a valid YAML int"),
+        # an explicit tag takes YAML 1.2's core schema forms only
+        (b"a: !!int 1_000\n", 1, 4, "'1_000' is not a valid YAML int"),
+        (b"a: !!int 0b101\n", 1, 4, "'0b101' is not a valid YAML int"),
+        (b"a: !!float 1:30.5\n", 1, 4, "'1:30.5' is not a valid YAML float"),
+        (b"a: 1e400\n", 1, 4, "'1e400' is not a finite number"),
         (b"a: " + b"9" * 5000 + b"\n", 1, 4, "too large a number"),
         (b"a: {<<: 5}\n", 1, 9, "merge key"),
         (b"a: " + b"[" * 150 + b"]" * 150 + b"\n", 1, 104, "nesting deeper than 100"),
