@@ -322,6 +322,7 @@ def load_files(
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_VALUE_TAG = "tag:yaml.org,2002:value"
 _TOO_DEEP = f"YAML nesting deeper than {MAX_NESTING} levels"
 _RECURSIVE = "a YAML alias inside this anchored node refers to the node itself (it would never end)"
 _ALIASED_VALUES = (
@@ -429,8 +430,8 @@ class _Builder:
         self._aliasing = False
         self._aliased_values = 0
         self._aliased_chars = 0
-        # id of a mapping node -> ids of its own (not merged) key nodes, taken before the first
-        # flatten_mapping, which inlines merged pairs in place (an aliased node is seen again).
+        # id of a mapping node -> ids of its own (not merged) key nodes, taken before _flatten
+        # inlines merged pairs in place (an aliased node is seen again).
         self._own_keys: dict[int, frozenset[int]] = {}
         self._tags_reported: set[int] = set()
         # ids of the collections being built: met again inside itself, one is recursive
@@ -497,34 +498,80 @@ class _Builder:
         pairs first, then the mapping's own, which override merged ones."""
         own = self._own_keys.get(id(node))
         if own is None:
-            own_ids: set[int] = set()
-            merging = 0  # pairs the merge keys copy in (a merged mapping is flattened already)
-            for k, v in node.value:
-                if not (isinstance(k, yaml.ScalarNode) and k.tag == _MERGE_TAG):
-                    own_ids.add(id(k))
-                    continue
-                # the node itself is open (being built), as are the collections holding it
-                merged = v.value if isinstance(v, yaml.SequenceNode) else [v]
-                if any(id(m) in self._open for m in merged):
-                    raise _TooBig(k, _SELF_MERGE)
-                merging += sum(len(m.value) for m in merged if isinstance(m, yaml.MappingNode))
-            if self._aliased_values + merging > MAX_ALIASED_VALUES:
-                # before flatten_mapping makes them: merges of merges multiply
-                raise _TooBig(node, _ALIASED_VALUES)
-            own = self._own_keys[id(node)] = frozenset(own_ids)
-            try:
-                self._constructor.flatten_mapping(node)
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None) or node.start_mark
-                self.diagnostics.append(
-                    error(
-                        "GEN002",
-                        self._at(mark),
-                        "YAML merge key (<<) must name a mapping or a list of mappings",
-                    )
-                )
-                node.value = [(k, v) for k, v in node.value if id(k) in own]
+            self._flatten(node)
+            own = self._own_keys[id(node)]
         return [(k, v, id(k) in own) for k, v in node.value]
+
+    def _flatten(self, node: yaml.MappingNode) -> None:
+        """Apply the merge keys of `node` in place, and first those of every mapping it merges
+        that is not flattened yet, however nested (`<<: {<<: *a}`), as PyYAML's flatten_mapping
+        would: merged pairs first (a list's last mapping first), then the mapping's own. Unlike
+        flatten_mapping, which recursed into a merged mapping before anyone had seen it, each
+        one's own keys are recorded, a merge of a mapping being built or flattened is refused
+        at its key, and the pairs all of it copies are counted against the bound before one is
+        copied. A stack instead of recursion: a chain of merges may be as long as the file."""
+        plans = {id(node): self._merge_plan(node)}
+        walking = {id(node)}
+        order: list[yaml.MappingNode] = []  # merged mappings before the mappings merging them
+        stack = [(node, iter(plans[id(node)][1]))]
+        while stack:
+            mapping, pending = stack[-1]
+            for key, merged in pending:
+                # the node itself is open (being built), as are the collections holding it
+                if id(merged) in self._open or id(merged) in walking:
+                    raise _TooBig(key, _SELF_MERGE)
+                if id(merged) not in plans and id(merged) not in self._own_keys:
+                    plans[id(merged)] = self._merge_plan(merged)
+                    walking.add(id(merged))
+                    stack.append((merged, iter(plans[id(merged)][1])))
+                    break
+            else:
+                stack.pop()
+                walking.discard(id(mapping))
+                order.append(mapping)
+        sizes: dict[int, int] = {}  # pairs once flattened (merges of merges multiply)
+        for mapping in order:
+            own, merges = plans[id(mapping)]
+            sizes[id(mapping)] = len(own) + sum(
+                sizes[id(m)] if id(m) in sizes else len(m.value) for _k, m in merges
+            )
+        if self._aliased_values + sizes[id(node)] - len(plans[id(node)][0]) > MAX_ALIASED_VALUES:
+            raise _TooBig(node, _ALIASED_VALUES)
+        for mapping in order:
+            own, merges = plans[id(mapping)]
+            mapping.value = [pair for _k, m in merges for pair in m.value] + own
+            self._own_keys[id(mapping)] = frozenset(id(k) for k, _v in own)
+
+    def _merge_plan(
+        self, node: yaml.MappingNode
+    ) -> tuple[list[tuple[yaml.Node, yaml.Node]], list[tuple[yaml.Node, yaml.MappingNode]]]:
+        """The mapping's own pairs, and each mapping it merges with its merge key, in the order
+        their pairs are copied. A merge of anything but a mapping or a list of mappings is
+        GEN002 at it, and the mapping keeps only its own pairs."""
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        merges: list[tuple[yaml.Node, yaml.MappingNode]] = []
+        bad: yaml.Mark | None = None
+        for k, v in node.value:
+            if not (isinstance(k, yaml.ScalarNode) and k.tag == _MERGE_TAG):
+                if k.tag == _VALUE_TAG:  # a `=` key is text (flatten_mapping's rule)
+                    k.tag = _STR_TAG
+                own.append((k, v))
+                continue
+            items = v.value if isinstance(v, yaml.SequenceNode) else [v]
+            for item in items:
+                if not isinstance(item, yaml.MappingNode) and bad is None:
+                    bad = item.start_mark
+            merges.extend((k, m) for m in reversed(items) if isinstance(m, yaml.MappingNode))
+        if bad is not None:
+            self.diagnostics.append(
+                error(
+                    "GEN002",
+                    self._at(bad),
+                    "YAML merge key (<<) must name a mapping or a list of mappings",
+                )
+            )
+            merges = []
+        return own, merges
 
     def _span(self, node: yaml.Node) -> Span:
         return self._at(node.start_mark)

@@ -241,6 +241,12 @@ def test_reader_errors_count_characters_not_bytes() -> None:
         ("a: &a {x: 1, <<: *a}\n", (1, 14), "merge key (<<) merges the mapping that holds it"),
         ("a: &a {x: 1, <<: [*a]}\n", (1, 14), "merge key (<<) merges the mapping that holds it"),
         ("a: &a {x: 1, b: {<<: *a}}\n", (1, 18), "merge key (<<) merges the mapping that holds"),
+        # through merged inline mappings (reported as a duplicate key 'k', or not at all)
+        ("a: &a {k: 1, <<: {<<: *a}}\n", (1, 19), "merge key (<<) merges the mapping that holds"),
+        ("a: &a {k: 1, <<: [{j: 2}, {<<: *a}]}\n", (1, 28), "merge key (<<) merges the mapping"),
+        ("a: &a {k: 1, b: {<<: {<<: *a}}}\n", (1, 23), "merge key (<<) merges the mapping"),
+        ("x: {<<: &p {k: 1, <<: {<<: *p}}}\n", (1, 24), "merge key (<<) merges the mapping"),
+        ("x: {<<: &p {<<: *p}}\n", (1, 13), "merge key (<<) merges the mapping that holds it"),
         ("x: &r [*r]\n", (1, 4), "alias inside this anchored node refers to the node itself"),
         ("a:\n  b: &a {x: 1, y: [2, *a]}\n", (2, 6), "alias inside this anchored node refers"),
     ],
@@ -270,6 +276,41 @@ def test_merges_of_merges_stop_at_the_bound_before_they_are_made() -> None:
     assert "YAML aliases add more than 20,000 values" in diags[0].message
     doc, diags = load_text("m.yaml", "\n".join(text.splitlines()[:2]).encode())
     assert doc is not None and not diags and doc.data["l1"] == doc.data["l0"]
+
+
+def test_merges_through_inline_mappings_are_counted_before_they_are_made() -> None:
+    """A mapping merged inline was flattened by PyYAML, recursively, before the loader counted
+    what its merge keys copy: 1 kB merging an inline anchor of 100 merges 100 times copied
+    100,000 pairs past the bound."""
+    fan = 100
+    text = "\n".join(
+        [
+            "l0: &l0 {" + ", ".join(f"k{i}: {i}" for i in range(10)) + "}",
+            "l2: {<<: [&l1 {<<: [" + ", ".join(["*l0"] * fan) + "]}" + ", *l1" * (fan - 1) + "]}",
+        ]
+    )
+    _doc, diags = load_text("m.yaml", text.encode())
+    assert [(d.code, d.span.line, d.span.col) for d in diags] == [("GEN002", 2, 5)]
+    assert "YAML aliases add more than 20,000 values" in diags[0].message
+
+
+def test_the_keys_a_mapping_merged_inline_merges_are_not_its_own() -> None:
+    # m was flattened inside c's merge before its own keys were taken: b's x counted as m's
+    # own, and m's own x as a duplicate of it
+    doc, diags = load_text("m.yaml", b"b: &b {x: 1}\nc: {<<: &m {<<: *b, x: 2, y: 3}}\nd: *m\n")
+    assert doc is not None and not diags
+    assert doc.data["d"] == {"x": 2, "y": 3}
+
+
+def test_a_long_chain_of_merges_loads() -> None:
+    # merges no one built first (under a duplicate key): PyYAML flattened them recursively, and
+    # RecursionError came out of the loader
+    n = 3000
+    chain = ", ".join(f"&m{i} {{<<: *m{i - 1}}}" for i in range(1, n))
+    text = f"x: 1\nx: [&m0 {{k: 1}}, {chain}]\ny: {{<<: *m{n - 1}}}\n"
+    doc, diags = load_text("m.yaml", text.encode())
+    assert [(d.code, d.span.line) for d in diags] == [("GEN003", 2)]
+    assert doc is not None and doc.data["y"] == {"k": 1}
 
 
 def test_an_anchor_used_beside_itself_is_no_recursion() -> None:
