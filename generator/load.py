@@ -637,11 +637,11 @@ class _Builder:
                 key = self._key(key_node)
                 if key is None:
                     continue
-                if self._aliasing or not own:  # a merged pair is an alias's copy too
-                    self._aliased_text(key_node, key)
                 child = (*path, key)
                 if not self._takes(node, key_node, key, own, out, own_keys, child):
                     continue
+                if self._aliasing or not own:  # a merged pair is an alias's copy too
+                    self._aliased_text(key_node, key)
                 if self.depth is None or len(child) <= self.depth:
                     self.key_spans[child] = self._span(key_node)
                 out[key] = self.build(value_node, child)

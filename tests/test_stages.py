@@ -345,6 +345,27 @@ def test_aliases_repeating_long_text_stop_at_a_bound(text: str) -> None:
     assert "YAML aliases add more than 1,000,000 characters" in diags[0].message
 
 
+@pytest.mark.parametrize(("length", "refused"), [(999_999, False), (1_000_000, True)])
+def test_merged_keys_count_the_same_at_any_depth(length: int, refused: bool) -> None:
+    """Merged pairs whose key is overridden add nothing. build (paths of up to SPAN_DEPTH parts)
+    counted their key text toward MAX_ALIASED_CHARS, _plain (deeper) did not: the same merge
+    was refused near the root and loaded deeper down, where asking for a deep position (which
+    builds the whole map) then raised out of Loaded.span."""
+    key = "k" * length  # with its value "1": 1,000,000 characters, or one more
+    anchor = f"a: &a\n  ? {key}\n  : 1\n"
+    verdicts = []
+    holders = [
+        ("b: {<<: [*a, *a, *a]}", ("b",)),
+        ("x: {y: {z: {w: {v: {<<: [*a, *a, *a]}}}}}", ("x", "y", "z", "w", "v")),
+    ]
+    for holder, path in holders:
+        doc, diags = load_text("m.yaml", f"{anchor}{holder}\n".encode())
+        verdicts.append([(d.code, d.span.line, d.span.col) for d in diags])
+        if doc is not None:
+            assert doc.key_span((*path, key)) == Span(file="m.yaml", line=2, col=5)
+    assert verdicts == [[("GEN002", 3, 5)] if refused else []] * 2
+
+
 def test_anchors_reused_a_few_times_load_as_copies() -> None:
     text = b"a: &a {x: [1, {y: z}]}\nb: [*a, *a, {<<: *a, w: 2}]\ns: &s hi\nt: {k: *s}\n"
     doc, diags = load_text("m.yaml", text)
