@@ -431,8 +431,8 @@ class _Builder:
         self._aliased_values = 0
         self._aliased_chars = 0
         # id of a mapping node -> ids of its own (not merged) key nodes, taken before _flatten
-        # inlines merged pairs in place (an aliased node is seen again).
-        self._own_keys: dict[int, frozenset[int]] = {}
+        # inlines merged pairs in place (an aliased node is seen again); None: it merges nothing
+        self._own_keys: dict[int, frozenset[int] | None] = {}
         self._tags_reported: set[int] = set()
         # ids of the collections being built: met again inside itself, one is recursive
         self._open: set[int] = set()
@@ -496,10 +496,20 @@ class _Builder:
     def _pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node, bool]]:
         """The mapping's (key, value, own) pairs with YAML merge keys (`<<`) applied: merged
         pairs first, then the mapping's own, which override merged ones."""
-        own = self._own_keys.get(id(node))
+        if id(node) not in self._own_keys:
+            merges = False
+            for k, _v in node.value:
+                if k.tag == _MERGE_TAG and isinstance(k, yaml.ScalarNode):
+                    merges = True
+                elif k.tag == _VALUE_TAG:  # a `=` key is text (flatten_mapping's rule)
+                    k.tag = _STR_TAG
+            if merges:
+                self._flatten(node)
+            else:  # most mappings: no set of key ids to make or look up
+                self._own_keys[id(node)] = None
+        own = self._own_keys[id(node)]
         if own is None:
-            self._flatten(node)
-            own = self._own_keys[id(node)]
+            return [(k, v, True) for k, v in node.value]
         return [(k, v, id(k) in own) for k, v in node.value]
 
     def _flatten(self, node: yaml.MappingNode) -> None:
@@ -540,7 +550,7 @@ class _Builder:
         for mapping in order:
             own, merges = plans[id(mapping)]
             mapping.value = [pair for _k, m in merges for pair in m.value] + own
-            self._own_keys[id(mapping)] = frozenset(id(k) for k, _v in own)
+            self._own_keys[id(mapping)] = frozenset(id(k) for k, _v in own) if merges else None
 
     def _merge_plan(
         self, node: yaml.MappingNode
@@ -657,9 +667,9 @@ class _Builder:
     def _first_key(self, node: yaml.MappingNode, key: str, child: JsonPath) -> Span:
         if child in self.key_spans:
             return self.key_spans[child]
-        own = self._own_keys.get(id(node), frozenset())
+        own = self._own_keys.get(id(node))
         for key_node, _value in node.value:  # an untracked (deep) mapping: find it again
-            if id(key_node) not in own:
+            if own is not None and id(key_node) not in own:
                 continue
             if isinstance(key_node, yaml.ScalarNode):
                 k = self._scalar(key_node)
