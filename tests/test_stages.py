@@ -4,6 +4,7 @@ render (escaping), diagnostics rendering, and docs freshness."""
 from __future__ import annotations
 
 import ast
+import gc
 import inspect
 import json
 from pathlib import Path
@@ -364,6 +365,27 @@ def test_merged_keys_count_the_same_at_any_depth(length: int, refused: bool) -> 
         if doc is not None:
             assert doc.key_span((*path, key)) == Span(file="m.yaml", line=2, col=5)
     assert verdicts == [[("GEN002", 3, 5)] if refused else []] * 2
+
+
+def test_loading_leaves_the_garbage_collector_as_it_found_it() -> None:
+    # the loader pauses the collector while it composes (about half of a large file's time)
+    bomb = (
+        b"a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b ["
+        + b"*a, " * 99
+        + b"*a]\nc: ["
+        + (b"*b, " * 99)
+        + b"*b]\n"
+    )
+    for text in (b"a: 1\n", b"a: [\n", bomb):
+        assert gc.isenabled()
+        load_text("m.yaml", text)
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            load_text("m.yaml", text)
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
 
 
 def test_anchors_reused_a_few_times_load_as_copies() -> None:
