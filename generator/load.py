@@ -628,6 +628,39 @@ class _Builder:
             return None
         return str(key).lower() if isinstance(key, bool) else str(key)
 
+    def _entries(
+        self, node: yaml.MappingNode, *, fast: bool
+    ) -> list[tuple[yaml.Node, yaml.Node, bool, str]]:
+        """The mapping's (key node, value node, own, key) for each pair with a usable key, in
+        the order the keys come out (`fast`: a plain string key is taken as it is, without the
+        checks of `_key`, which give it the same text). With merge keys, as PyYAML reads them:
+        a later pair overrides an earlier one in that one's place, and merged pairs come first,
+        a merge list's last mapping first, so a mapping's own key overrides a merged one, an
+        earlier mapping of the list a later one, and a merged mapping's own key what it merged
+        itself. Only the pairs that set a value are built (an own key given twice stays, for
+        `_takes` to report)."""
+        entries: list[tuple[yaml.Node, yaml.Node, bool, str]] = []
+        for k, v, own in self._pairs(node):
+            if fast and isinstance(k, yaml.ScalarNode) and k.tag == _STR_TAG:
+                key: str | None = k.value
+            else:
+                key = self._key(k)
+            if key is not None:
+                entries.append((k, v, own, key))
+        if self._own_keys.get(id(node)) is None:  # no merge keys: every pair in its place
+            return entries
+        first: dict[str, int] = {}
+        winner: dict[str, int] = {}
+        again: list[int] = []  # own keys given a second time
+        for i, (_k, _v, own, key) in enumerate(entries):
+            first.setdefault(key, i)
+            if own and key in winner and entries[winner[key]][2]:
+                again.append(i)
+            else:
+                winner[key] = i
+        places = sorted([(first[key], i) for key, i in winner.items()] + [(i, i) for i in again])
+        return [entries[i] for _place, i in places]
+
     def _takes(
         self,
         node: yaml.MappingNode,
@@ -668,10 +701,7 @@ class _Builder:
             self._enter(node)
             out: dict[str, Any] = {}
             own_keys: set[str] = set()
-            for key_node, value_node, own in self._pairs(node):
-                key = self._key(key_node)
-                if key is None:
-                    continue
+            for key_node, value_node, own, key in self._entries(node, fast=False):
                 child = (*path, key)
                 if not self._takes(node, key_node, key, own, out, own_keys, child):
                     continue
@@ -716,14 +746,7 @@ class _Builder:
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             own_keys: set[str] = set()
-            for key_node, value_node, own in self._pairs(node):
-                if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR_TAG:
-                    key: str = key_node.value
-                else:
-                    found = self._key(key_node)
-                    if found is None:
-                        continue
-                    key = found
+            for key_node, value_node, own, key in self._entries(node, fast=True):
                 if not self._takes(node, key_node, key, own, out, own_keys, ()):
                     continue
                 if self._aliasing or not own:  # a merged pair is an alias's copy too
