@@ -183,6 +183,36 @@ async def test_personalization_tools(gw: Gateway) -> None:
     assert other.found is False and other.citations == []
 
 
+async def test_a_host_key_names_users_whose_ids_are_not_ascii(gw: Gateway) -> None:
+    """A user id may be any text (/register took `日本`), and the typed client names it over
+    HTTP: it failed with connection_failed (UnicodeEncodeError), and the gateway read raw
+    UTF-8 bytes in X-Gateway-User as Latin-1, so no id outside Latin-1 could be named. Bytes
+    that are not UTF-8 still read as Latin-1 (`ü` as 0xFC), as before."""
+    from fastn_gateway.catalog import GATEWAY
+    from fastn_gateway.models import personalization as m
+    from fastn_gateway.runtime.store import open_store
+
+    store = open_store(GATEWAY, str(gw.db), environ=gw.environ)
+    acme = store.require_tenant("acme")
+    store.register_user(acme.id, "日本")
+    store.register_user(acme.id, "ü")
+    host = store.issue_key(acme.id, scopes=["read", "write"], host_app=True).token
+    store.dispose()
+    note = m.UpdateMemoryInputObservation(text="Prefers tea", topic="drink")
+    async with client(gw, host, user="日本") as c:
+        assert len((await c.update_memory(observations=[note])).stored) == 1
+        assert (await c.search_or_ask(question="What does the user drink?")).found
+    async with client(gw, host, user="ü") as c:  # another user: nothing of it
+        assert not (await c.search_or_ask(question="What does the user drink?")).found
+    latin1 = {"Authorization": f"Bearer {host}", "X-Gateway-User": "ü".encode("latin-1")}
+    async with (
+        httpx2.AsyncClient(headers=latin1) as h,
+        Client(streamable_http_client(gw.url, http_client=h)) as raw,
+    ):
+        result = await raw.call_tool("search_or_ask", {"question": "What does the user drink?"})
+        assert not result.is_error and result.structured_content["found"] is False
+
+
 # ---------------------------------------------------------------------------- errors
 
 

@@ -28,6 +28,16 @@ if TYPE_CHECKING:  # the SDK is imported lazily so the admin CLI starts fast
 USER_HEADER = "x-gateway-user"
 
 
+def header_text(value: str) -> str:
+    """A header value as the text its sender meant: HTTP servers hand values over as Latin-1,
+    but a user id outside Latin-1 (`日本`) can only be sent as UTF-8 bytes, which clients (the
+    typed client too) do. Bytes that are not UTF-8 stay read as Latin-1 (`ü` sent as 0xFC)."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def api_key_env(import_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", import_name).upper() + "_API_KEY"
 

@@ -202,7 +202,7 @@ class ResourceContent:
 @dataclass(frozen=True, slots=True)
 class _HttpTarget:
     url: str
-    headers: Mapping[str, str]
+    headers: tuple[tuple[bytes, bytes], ...]  # values as UTF-8, which the gateway reads
     timeout: float | None
 
 
@@ -389,8 +389,9 @@ class ClientBase:
         if api_key is not None:
             all_headers["Authorization"] = f"Bearer {api_key}"
         if user is not None:
-            all_headers[USER_HEADER] = user
-        return cls(_HttpTarget(url, all_headers, timeout), timeout=timeout, mode=mode)
+            all_headers[USER_HEADER] = user  # any user id: sent as UTF-8, as the gateway reads it
+        encoded = tuple((k.encode("ascii"), v.encode("utf-8")) for k, v in all_headers.items())
+        return cls(_HttpTarget(url, encoded, timeout), timeout=timeout, mode=mode)
 
     @classmethod
     def stdio(
@@ -485,7 +486,7 @@ class ClientBase:
             if isinstance(target, _HttpTarget):
                 http = await stack.enter_async_context(
                     httpx2.AsyncClient(
-                        headers=dict(target.headers),
+                        headers=list(target.headers),
                         timeout=httpx2.Timeout(30.0, read=max(target.timeout or 300.0, 30.0)),
                         event_hooks={"response": [self._on_response]},
                     )

@@ -87,7 +87,13 @@ from pydantic import ValidationError
 
 from . import native, resources
 from .activity import ForeignActivity
-from .auth import USER_HEADER, KeyVerifier, Principal, principal_from_access_token
+from .auth import (
+    USER_HEADER,
+    KeyVerifier,
+    Principal,
+    header_text,
+    principal_from_access_token,
+)
 from .catalog import GatewaySpec, ToolSpec
 from .crypto import CredentialKeyError
 from .errors import (
@@ -981,7 +987,7 @@ class _Handlers:
         headers = getattr(request, "headers", None)
         if headers is not None:
             value = headers.get(USER_HEADER)
-            return str(value) if value is not None else None
+            return header_text(str(value)) if value is not None else None
         return self.asserted_user
 
     # ------------------------------------------------------------------ tools
