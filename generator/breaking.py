@@ -876,6 +876,23 @@ def _against_dir(options: api.Options, against: str) -> Path | None:
     return None
 
 
+def baseline_directory(options: api.Options, directory: Path, out: Path) -> tuple[api.Options, str]:
+    """Options that compile the baseline in `directory`, and the label its locations carry.
+
+    A directory holding `manifests/` is a project root (an older checkout, unpacked), read as
+    `--project` reads one (`Options.for_project`): its manifests only, not the YAML of its
+    tests or CI configuration. Any other directory is the manifest directory itself.
+    Outside the project, old locations carry the baseline's root, so that they cannot be
+    mistaken for the project's own files."""
+    if (directory / "manifests").is_dir():
+        old = api.Options.for_project(directory, out=out, cache=False)
+    else:
+        old = api.Options(root=directory.parent, manifests=directory, out=out, cache=False)
+    if directory.is_relative_to(options.root):
+        return replace(old, root=options.root), ""
+    return old, old.root.as_posix().rstrip("/") + "/"  # "/" is a root of its own: no "//"
+
+
 def _is_ref(options: api.Options, name: str) -> bool:
     try:
         _git(options.root, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
@@ -894,22 +911,15 @@ def breaking(options: api.Options, against: str, *, today: dt.date | None = None
     directory = _against_dir(options, against)
     with tempfile.TemporaryDirectory(prefix="mcpforge-breaking-") as tmp:
         if directory is not None:
-            inside = directory.is_relative_to(options.root)
-            old_opts = api.Options(
-                root=options.root if inside else directory.parent,
-                manifests=directory,
-                out=Path(tmp) / "out",
-                cache=False,
-            )
-            # outside the project, old locations carry the directory so they cannot be
-            # mistaken for the project's own files
-            label = "" if inside else f"{directory.parent.as_posix()}/"
+            old_opts, label = baseline_directory(options, directory, Path(tmp) / "out")
         else:
             old_opts = materialise_ref(options, against, Path(tmp).resolve())
             label = f"{against}:"
         if not discover(old_opts.root, old_opts.manifests):
             if directory is not None:  # a directory named on purpose: surely a wrong path
-                message = f"no *.yaml manifests under {directory}: nothing to compare against"
+                message = (
+                    f"no *.yaml manifests under {old_opts.manifests}: nothing to compare against"
+                )
                 hint = "pass the directory that holds the baseline's manifests, or a git ref"
                 return BreakingResult((), (error("GEN005", Span(file=against), message, hint),))
             # A ref from before the manifests existed: every tool is new, as the warning says.
@@ -1005,8 +1015,9 @@ def rules_markdown() -> str:
     lines = [
         "# `gen breaking`: rules",
         "",
-        "`gen breaking --against REF` compiles the manifests at REF (a git ref, or a directory",
-        "of manifests) and the current ones, and reports every change with a stable rule ID.",
+        "`gen breaking --against REF` compiles the manifests at REF (a git ref, a directory of",
+        "manifests, or a project root: a directory holding `manifests/`, of which only those",
+        "are read) and the current ones, and reports every change with a stable rule ID.",
         "BRK0xx changes break agents already using the tools (exit 1 unless allowed); BRK1xx",
         "are safe. Generated from `generator/diagnostics.py` (`python -m generator.docs`).",
         "",

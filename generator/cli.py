@@ -222,7 +222,8 @@ _today = click.option(
     "--against",
     required=True,
     metavar="REF",
-    help="A git ref (main, HEAD~1, v1.2.0) or a directory of manifests to compare with.",
+    help="A git ref (main, HEAD~1, v1.2.0), a directory of manifests, or a project root "
+    "(a directory holding manifests/) to compare with.",
 )
 @_today
 @_error_format

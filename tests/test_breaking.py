@@ -253,6 +253,57 @@ def test_a_baseline_that_does_not_compile_is_not_summarised_as_no_change(tmp_pat
     assert line.startswith(f"::error title=GEN102::{tmp_path.as_posix()}/before/"), line
 
 
+def _old_checkout(where: Path, case: str) -> Path:
+    """A project root as `git archive | tar -x` leaves one: manifests/, and YAML that is not a
+    manifest of the project (a test fixture's second gateway, CI configuration)."""
+    shutil.copytree(FIXTURES / case / "before", where / "manifests")
+    shutil.copytree(FIXTURES / "BRK001" / "after", where / "tests" / "fixture")
+    (where / ".github" / "workflows").mkdir(parents=True)
+    (where / ".github" / "workflows" / "ci.yaml").write_text("on: [push]\njobs: {}\n")
+    return where
+
+
+def test_a_baseline_project_root_is_read_as_one(tmp_path: Path) -> None:
+    """`--against DIR` where DIR holds manifests/ compares with DIR/manifests, as `--project
+    DIR` would read them; its other YAML files are no manifests of the baseline (they were
+    read, and a fixture's gateway manifest was GEN210 'a project has one gateway manifest')."""
+    old = _old_checkout(tmp_path / "old", "BRK002")
+    proc = _breaking_brk002(old)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "after/crm.yaml:24:9: breaking[BRK002] crm_find_contact:" in proc.stdout
+    assert "GEN2" not in proc.stdout and "GEN1" not in proc.stdout
+    assert "1 breaking (0 allowed), 0 safe" in proc.stderr
+
+    # A removal is located in the baseline's manifests, under the directory named.
+    old = _old_checkout(tmp_path / "old006", "BRK006")
+    case = FIXTURES / "BRK006"
+    options = api.Options(root=case, manifests=case / "after", out=tmp_path / "out", cache=False)
+    result = breaking.breaking(options, str(old), today=TODAY)
+    assert [(c.rule, str(c.span)) for c in result.unallowed] == [
+        ("BRK006", f"{old.as_posix()}/manifests/crm.yaml:29:9")
+    ]
+
+    # A project root without manifests in its manifests/ is the GEN005 error, naming it.
+    (tmp_path / "bare" / "manifests").mkdir(parents=True)
+    (tmp_path / "bare" / "ci.yaml").write_text("on: [push]\n")
+    bare = _breaking_brk002(tmp_path / "bare")
+    assert bare.returncode == 1
+    assert f"no *.yaml manifests under {tmp_path / 'bare' / 'manifests'}:" in bare.stdout
+
+
+def test_a_baseline_directory_at_the_file_system_root_is_labelled_with_one_slash() -> None:
+    """The label of a baseline outside the project is its root's path and a slash: for a
+    directory directly under `/` that root is `/` itself, and locations read `/srv/x.yaml`,
+    not `//srv/x.yaml`."""
+    options = api.Options.for_project(ROOT, cache=False)
+    top = Path("/mcpforge-baseline")  # not created: whether it holds manifests/ is all it reads
+    old, label = breaking.baseline_directory(options, top, Path("/nonexistent/out"))
+    assert (old.root, old.manifests, label) == (Path("/"), top, "/")
+    assert f"{label}{Span(file='mcpforge-baseline/gateway.yaml', line=3, col=7)}" == (
+        "/mcpforge-baseline/gateway.yaml:3:7"
+    )
+
+
 def test_cli_json_and_exit_codes() -> None:
     proc = _breaking_brk002(FIXTURES / "BRK002" / "before", "--error-format", "json")
     assert proc.returncode == 1, proc.stderr
