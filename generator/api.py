@@ -18,7 +18,7 @@ from .emit import Cache, FileSet, ModelsWorkers, emit, generator_fingerprint
 from .load import Loaded, declared_kind, discover, load_files, load_text
 from .runtime.catalog import GatewaySpec
 from .validate import validate_one
-from .write import JOURNAL, Plan, diff, interrupted, locked, plan, write
+from .write import JOURNAL, OWNED_LIST, Plan, diff, interrupted, locked, plan, write
 
 CACHE_DIR = ".mcpforge-cache"
 
@@ -230,10 +230,27 @@ _INTERRUPTED = (
 )
 
 
+def _in_the_way(options: Options, the_plan: Plan) -> tuple[Diagnostic, ...]:
+    """GEN307 for each file the build would replace that is not the generator's."""
+    out = relative(options.root, options.out)
+    return tuple(
+        error(
+            "GEN307",
+            Span(file=f"{out}/{rel}"),
+            f"{out}/{rel} is not the generator's (not in {out}/{OWNED_LIST}, no 'Generated "
+            "by mcpforge' header), and gen build would replace it with a file it generates",
+            f"move it out of {out}/ or delete it, then run gen build again; until then gen "
+            "build writes nothing",
+        )
+        for rel in the_plan.foreign
+    )
+
+
 def build(
     options: Options, *, check: bool = False, workers: ModelsWorkers | None = None
 ) -> BuildResult:
-    """Compile and write `generated/` (or, with check, compare and write nothing)."""
+    """Compile and write `generated/` (or, with check, compare and write nothing). A file of
+    someone else's where the build would write one is GEN307, and nothing is written."""
     _result, files, diags = generate(options, workers=workers, check=check)
     if has_errors(diags):
         return BuildResult(diags)  # all-or-nothing: a failed build writes nothing
@@ -244,12 +261,16 @@ def build(
         if stopped:
             where = Span(file=f"{relative(options.root, options.out)}/{JOURNAL}")
             diags = (*diags, error("GEN306", where, _INTERRUPTED))
+        if the_plan.foreign:  # not drift that `gen build` would fix: it refuses to write
+            return BuildResult(normalise((*diags, *_in_the_way(options, the_plan))))
         return BuildResult(diags, the_plan, diff(options.out, files, the_plan), files)
     try:  # `write` plans for itself, after putting back what a killed build left
         the_plan = write(options.out, files)
     except OSError as exc:
         where = Span(file=relative(options.root, options.out))
         return BuildResult((*diags, error("GEN304", where, f"cannot write output: {exc}")))
+    if the_plan.foreign:  # `write` wrote nothing
+        return BuildResult(normalise((*diags, *_in_the_way(options, the_plan))))
     return BuildResult(diags, the_plan, "", files)
 
 

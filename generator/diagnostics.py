@@ -147,6 +147,11 @@ CODES: dict[str, Code] = {
             title="a build was killed while writing the output (`gen build` restores it)",
             stage="write",
         ),
+        Code(
+            code="GEN307",
+            title="a file gen build did not write is where it would write one",
+            stage="write",
+        ),
         # gen breaking: BRK0xx break agents already using the tools, BRK1xx are safe
         Code(code="BRK001", title="tool removed", stage="breaking"),
         Code(

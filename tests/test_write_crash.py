@@ -136,6 +136,29 @@ def test_a_write_after_a_kill_puts_the_old_output_back_first(tmp_path: Path) -> 
     }
 
 
+def test_a_file_a_killed_build_swapped_in_is_the_generators(tmp_path: Path) -> None:
+    """Killed after renaming a new file in, before the owned list that names it: the journal
+    names it, so neither --check's plan nor the next write takes it for someone's own file
+    in the way; a file no list or journal names is (`write` then writes nothing)."""
+    out, _ = _old_output(tmp_path)
+    assert _child(out, 3, "write", NEW) is None  # the journal, then pkg/fresh/added.py
+    assert (out / "pkg/fresh/added.py").exists()
+    assert "pkg/fresh/added.py" not in write.owned_files(out)
+    other = {**NEW, "pkg/fresh/added.py": "added differently\n"}
+    assert write.plan(out, other).foreign == ()
+    theirs = {**other, "user-notes.txt": "the generator's now?\n"}
+    assert write.plan(out, theirs).foreign == ("user-notes.txt",)
+    the_plan = write.write(out, other)
+    assert the_plan.recovered and the_plan.foreign == ()
+    assert tree(out) == {
+        **{k: v.encode() for k, v in write.with_owned_list(other).items()},
+        "user-notes.txt": b"not the generator's\n",
+    }
+    before = tree(out)
+    assert write.write(out, theirs).foreign == ("user-notes.txt",)
+    assert tree(out) == before
+
+
 def test_a_second_write_waits_for_the_one_writing_and_leaves_its_swap_alone(
     tmp_path: Path,
 ) -> None:
