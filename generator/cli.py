@@ -421,6 +421,9 @@ def new_connector_command(
     except scaffold.ScaffoldError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    except scaffold.ScaffoldRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAIL)
     if made.path is None:
         _report(made.diagnostics, error_format)
         click.echo(

@@ -64,7 +64,13 @@ _AUTH: dict[str, tuple[str, ...]] = {
 
 
 class ScaffoldError(Exception):
-    """A request that cannot be scaffolded (bad name, file exists): a usage error."""
+    """A request that cannot be scaffolded as written (a bad name, base URL or GraphQL path):
+    a usage error."""
+
+
+class ScaffoldRefused(Exception):
+    """A well-formed request the project refuses (the file exists, no manifest directory):
+    an ordinary error, as a diagnostic of `gen validate` or `gen build` is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +148,10 @@ def new_connector(
             f"--graphql {graphql!r}: the GraphQL endpoint's path under the base URL, e.g. /graphql"
         )
     if not options.manifests.is_dir():
-        raise ScaffoldError(api.no_manifests(options).message)
+        raise ScaffoldRefused(api.no_manifests(options).message)
     target = options.manifests / "connectors" / f"{name}.yaml"
     if target.exists():
-        raise ScaffoldError(f"{api.relative(options.root, target)} exists; edit it instead")
+        raise ScaffoldRefused(f"{api.relative(options.root, target)} exists; edit it instead")
     shown_title = title or name.replace("_", " ").title()
     text = connector_text(
         name, shown_title, base_url.rstrip("/"), auth, target, graphql, root=options.root

@@ -181,8 +181,10 @@ def test_a_scaffold_that_would_break_the_project_writes_nothing(tmp_path: Path) 
     assert "GEN211" in taken.output and "nothing written" in taken.output
     assert sorted(p.name for p in connectors.iterdir()) == before
 
+    # An existing file is an error of the project, not of the command line: 1, not 2.
     exists = _new(root, "github", "--base-url", "https://api.github.com")
-    assert exists.exit_code == 2 and "manifests/connectors/github.yaml exists" in exists.output
+    assert exists.exit_code == 1
+    assert exists.output == "error: manifests/connectors/github.yaml exists; edit it instead\n"
     for bad in (["Bad-Name", "--base-url", "https://x.test"], ["ok", "--base-url", "ftp://x"]):
         assert _new(root, *bad).exit_code == 2
     assert sorted(p.name for p in connectors.iterdir()) == before
@@ -220,7 +222,7 @@ def test_a_missing_manifest_directory_is_named_and_nothing_is_created(tmp_path: 
     result = CliRunner().invoke(
         main, ["new", "connector", "x", "--base-url", "https://x.test", "--manifests", str(missing)]
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # as `gen validate` and `gen build` exit (GEN005)
     assert f"the manifest directory {missing} does not exist" in result.output
     assert not missing.exists()
 
