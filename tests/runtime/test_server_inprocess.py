@@ -12,7 +12,7 @@ import pytest
 from mcp import Client, MCPError
 
 from generator.runtime import native
-from generator.runtime.store import Store, now_us
+from generator.runtime.store import EVENT_TYPES, Store, now_us
 from tests.runtime.support import updates_until
 
 MODES = ["auto", "legacy"]
@@ -1128,3 +1128,40 @@ async def test_credentials_sealed_with_another_key_are_a_permanent_not_connected
             {"connector": "slack", "status": "error", "count": 0, "error": "not_connected"}
         ]
         assert not (await c.call_tool("shopify_list_orders", {})).is_error
+
+
+async def refused_flow(world: Any, flow: dict[str, Any]) -> dict[str, Any]:
+    """The invalid_arguments envelope of creating `flow` as ash: the stores are unchanged
+    (no flow, no flow_created event)."""
+    async with Client(world.server(world.a_rw)) as c:
+        err = envelope(await c.call_tool("fastn_create_flow", flow))
+    assert err["code"] == "invalid_arguments", err
+    await world.runtime.flush_records()
+    assert world.runtime.store.list_flows(world.a.id) == []
+    assert world.runtime.store.query_events(world.a.id, type_="flow_created") == []
+    return err
+
+
+async def created_flow(world: Any, flow: dict[str, Any]) -> dict[str, Any]:
+    async with Client(world.server(world.a_rw)) as c:
+        r = await c.call_tool("fastn_create_flow", flow)
+    assert not r.is_error, r.content
+    return r.structured_content
+
+
+async def test_an_event_trigger_names_an_event_type_the_gateway_records(world) -> None:
+    """No event of type nonsense_event is ever recorded, so a flow it triggers could never
+    run: refused at /trigger/event, naming the types there are (it was saved as version 1)."""
+    flow = {
+        "name": "ev",
+        "trigger": {"type": "event", "event": "nonsense_event"},
+        "steps": [{"tool": "fastn_get_usage_summary"}],
+    }
+    err = await refused_flow(world, flow)
+    [problem] = err["details"]["errors"]
+    assert problem["path"] == "/trigger/event" and "'nonsense_event'" in problem["message"]
+    assert all(t in problem["message"] for t in EVENT_TYPES)
+    for event in EVENT_TYPES:
+        ok = await created_flow(world, {**flow, "trigger": {"type": "event", "event": event}})
+        assert ok["name"] == "ev"
+    assert ok["version"] == len(EVENT_TYPES)

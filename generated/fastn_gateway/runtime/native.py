@@ -24,6 +24,7 @@ from .catalog import ToolSpec
 from .errors import INVALID_ARGUMENTS, NOT_FOUND, GatewayError
 from .store import (
     DAY_US,
+    EVENT_TYPES,
     ConnectionRecord,
     TenantSnapshot,
     has_control_chars,
@@ -188,8 +189,17 @@ async def create_flow(call: NativeCall, args: Mapping[str, Any]) -> dict[str, An
             problems.append(
                 {"path": "/trigger/cron", "message": "a schedule trigger needs a 5-field cron"}
             )
-    if kind == "event" and not trigger.get("event"):
+    event = str(trigger.get("event") or "")
+    if kind == "event" and not event:
         problems.append({"path": "/trigger/event", "message": "an event trigger needs an event"})
+    elif kind == "event" and event not in EVENT_TYPES:
+        problems.append(
+            {
+                "path": "/trigger/event",
+                "message": f"{event[:64]!r} is not an event type the gateway records; "
+                f"one of {', '.join(EVENT_TYPES)}",
+            }
+        )
     if kind != "event" and (trigger.get("event") or trigger.get("tool")):
         problems.append(
             {"path": "/trigger", "message": "event and tool apply to event triggers only"}
