@@ -122,6 +122,99 @@ def _known_connections(call: NativeCall) -> list[ConnectionRecord]:
     return [rec for name, rec in sorted(call.snapshot.connections.items()) if name in gw.connectors]
 
 
+# --------------------------------------------------------------------------- cron
+
+
+@dataclass(frozen=True, slots=True)
+class _CronField:
+    name: str
+    lo: int
+    hi: int
+    names: tuple[str, ...] = ()  # names of lo, lo + 1, ... (jan = 1, sun = 0)
+
+
+_CRON = (
+    _CronField("minute", 0, 59),
+    _CronField("hour", 0, 23),
+    _CronField("day", 1, 31),
+    _CronField(
+        "month",
+        1,
+        12,
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+    ),
+    _CronField("weekday", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+_DIGITS = re.compile(r"[0-9]+")
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # the most each month has
+
+
+class _CronError(ValueError):
+    pass
+
+
+def _cron_value(f: _CronField, text: str) -> int:
+    if f.names and text.lower() in f.names:
+        return f.lo + f.names.index(text.lower())
+    if not _DIGITS.fullmatch(text):
+        named = f" or {f.names[0]}-{f.names[-1]}" if f.names else ""
+        raise _CronError(f"{text[:20]!r} is not a number{named}")
+    if len(text) > 2 or not f.lo <= int(text) <= f.hi:
+        raise _CronError(f"{text[:20]} is not in {f.lo}-{f.hi}")
+    return int(text)
+
+
+def _cron_field(f: _CronField, text: str) -> set[int]:
+    """The values `text` selects: a comma-separated list of `*`, `a`, `a-b`, `*/n`, `a-b/n`."""
+    values: set[int] = set()
+    for item in text.split(","):
+        base, slash, step_text = item.partition("/")
+        step = 1
+        if slash:
+            if not _DIGITS.fullmatch(step_text) or len(step_text) > 2:
+                raise _CronError(f"step {step_text[:20]!r} is not a number")
+            step = int(step_text)
+            if not 1 <= step <= f.hi - f.lo + 1:
+                raise _CronError(f"step {step} is not in 1-{f.hi - f.lo + 1}")
+        if base == "*":
+            lo, hi = f.lo, f.hi
+        elif "-" in base:
+            first, _, last = base.partition("-")
+            lo, hi = _cron_value(f, first), _cron_value(f, last)
+            if lo > hi:
+                raise _CronError(f"range {base[:20]} runs backwards")
+        elif slash:
+            raise _CronError(f"a step applies to * or a range, not {item[:20]!r}")
+        else:
+            lo = hi = _cron_value(f, base)
+        values.update(range(lo, hi + 1, step))
+    return values
+
+
+def cron_problem(cron: str) -> str | None:
+    """Why `cron` is not a five-field cron expression that fires, or None.
+
+    Fields are minute 0-59, hour 0-23, day 1-31, month 1-12 or jan-dec, weekday 0-7 or
+    sun-sat (0 and 7 are Sunday), each `*`, `a`, `a-b`, `*/n` or `a-b/n`, or a list of these
+    joined by commas. A day restricted while the weekday is `*` must fall in one of the
+    months (day 30 of February never comes); a restricted weekday also fires the flow, as in
+    cron, so 0 0 30 2 1 runs on Mondays in February.
+    """
+    fields = cron.split()
+    if len(fields) != len(_CRON):
+        return "a schedule trigger needs a 5-field cron (minute hour day month weekday)"
+    chosen: list[set[int]] = []
+    for f, text in zip(_CRON, fields, strict=True):
+        try:
+            chosen.append(_cron_field(f, text))
+        except _CronError as e:
+            return f"{f.name} field {text[:40]!r}: {e}"
+    days, months = chosen[2], chosen[3]
+    if fields[4].startswith("*") and not any(min(days) <= _MONTH_DAYS[m - 1] for m in months):
+        return f"day {min(days)} never comes in month {' or '.join(map(str, sorted(months)))}"
+    return None
+
+
 # --------------------------------------------------------------------------- handlers
 
 
@@ -184,11 +277,9 @@ async def create_flow(call: NativeCall, args: Mapping[str, Any]) -> dict[str, An
     trigger = dict(args["trigger"])
     kind = trigger["type"]
     if kind == "schedule":
-        cron = trigger.get("cron")
-        if not isinstance(cron, str) or len(cron.split()) != 5:
-            problems.append(
-                {"path": "/trigger/cron", "message": "a schedule trigger needs a 5-field cron"}
-            )
+        why = cron_problem(str(trigger.get("cron") or ""))
+        if why is not None:
+            problems.append({"path": "/trigger/cron", "message": why})
     event = str(trigger.get("event") or "")
     if kind == "event" and not event:
         problems.append({"path": "/trigger/event", "message": "an event trigger needs an event"})

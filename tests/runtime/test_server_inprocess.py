@@ -1136,10 +1136,15 @@ async def refused_flow(world: Any, flow: dict[str, Any]) -> dict[str, Any]:
     async with Client(world.server(world.a_rw)) as c:
         err = envelope(await c.call_tool("fastn_create_flow", flow))
     assert err["code"] == "invalid_arguments", err
+    await nothing_stored(world)
+    return err
+
+
+async def nothing_stored(world: Any) -> None:
+    """Tenant A has no flow and no flow_created event."""
     await world.runtime.flush_records()
     assert world.runtime.store.list_flows(world.a.id) == []
     assert world.runtime.store.query_events(world.a.id, type_="flow_created") == []
-    return err
 
 
 async def created_flow(world: Any, flow: dict[str, Any]) -> dict[str, Any]:
@@ -1165,3 +1170,50 @@ async def test_an_event_trigger_names_an_event_type_the_gateway_records(world) -
         ok = await created_flow(world, {**flow, "trigger": {"type": "event", "event": event}})
         assert ok["name"] == "ev"
     assert ok["version"] == len(EVENT_TYPES)
+
+
+async def test_a_schedule_trigger_takes_a_cron_that_fires(world) -> None:
+    """Only the number of cron fields was checked: 99 99 * * * was saved, though no minute
+    99 ever comes. Each field must be in its range and written as cron writes it (`*`, `a`,
+    `a-b`, `*/n`, `a-b/n`, lists of these; month and weekday names), and a day restricted
+    while the weekday is `*` must come in one of the months."""
+    refused = {
+        "99 99 * * *": "minute field '99': 99 is not in 0-59",
+        "0 24 * * *": "hour field '24': 24 is not in 0-23",
+        "0 9 0 * *": "day field '0': 0 is not in 1-31",
+        "0 9 * 13 *": "month field '13': 13 is not in 1-12",
+        "0 9 * * 8": "weekday field '8': 8 is not in 0-7",
+        "0 9 * foo *": "month field 'foo': 'foo' is not a number or jan-dec",
+        "0 9 * * fri-mon": "weekday field 'fri-mon': range fri-mon runs backwards",
+        "5/10 * * * *": "minute field '5/10': a step applies to * or a range, not '5/10'",
+        "*/0 * * * *": "minute field '*/0': step 0 is not in 1-60",
+        "1,,2 * * * *": "minute field '1,,2': '' is not a number",
+        "0 0 30 2 *": "day 30 never comes in month 2",
+        "0 0 31 4,6 */2": "day 31 never comes in month 4 or 6",
+        "@daily": "a schedule trigger needs a 5-field cron (minute hour day month weekday)",
+    }
+    accepted = [
+        "0 9 * * 1",
+        "*/15 0-23/2 1,15 jan-dec/3 MON-Fri",
+        "0 0 29 2 *",
+        "0 0 31 2 1",  # Mondays in February: cron ORs a restricted day and weekday
+        "*/60 * * * sun",
+        "0 0 * * 7",
+    ]
+    flow: dict[str, Any] = {"name": "ok", "steps": [{"tool": "fastn_get_usage_summary"}]}
+    seen: dict[str, list[dict[str, str]]] = {}
+    async with Client(world.server(world.a_rw)) as c:
+        for cron in refused:
+            trigger = {"type": "schedule", "cron": cron}
+            err = envelope(await c.call_tool("fastn_create_flow", {**flow, "trigger": trigger}))
+            assert err["code"] == "invalid_arguments", err
+            seen[cron] = err["details"]["errors"]
+        await nothing_stored(world)
+        versions = []
+        for cron in accepted:
+            trigger = {"type": "schedule", "cron": cron}
+            r = await c.call_tool("fastn_create_flow", {**flow, "trigger": trigger})
+            assert not r.is_error, (cron, r.content)
+            versions.append(r.structured_content["version"])
+    assert seen == {k: [{"path": "/trigger/cron", "message": m}] for k, m in refused.items()}
+    assert versions == list(range(1, len(accepted) + 1))
