@@ -1217,3 +1217,40 @@ async def test_a_schedule_trigger_takes_a_cron_that_fires(world) -> None:
             versions.append(r.structured_content["version"])
     assert seen == {k: [{"path": "/trigger/cron", "message": m}] for k, m in refused.items()}
     assert versions == list(range(1, len(accepted) + 1))
+
+
+async def test_a_trigger_takes_only_the_fields_of_its_type(world) -> None:
+    """Each optional trigger field belongs to one trigger type (cron: schedule; event and
+    tool: event) and is refused on the others at its own path. {type: manual, cron: '* * * *
+    *'} was saved with its cron, and so was a schedule with an empty event; a stray tool was
+    reported at /trigger."""
+    only = {
+        "cron": "cron applies to schedule triggers only",
+        "event": "event applies to event triggers only",
+        "tool": "tool applies to event triggers only",
+    }
+    refused: list[tuple[dict[str, str], list[str]]] = [
+        ({"type": "manual", "cron": "* * * * *"}, ["cron"]),
+        ({"type": "event", "event": "tool_call", "cron": "0 9 * * 1"}, ["cron"]),
+        ({"type": "schedule", "cron": "0 9 * * 1", "event": ""}, ["event"]),
+        ({"type": "manual", "tool": "slack_send_message"}, ["tool"]),
+        (
+            {"type": "schedule", "cron": "0 9 * * 1", "event": "connect", "tool": "x"},
+            ["event", "tool"],
+        ),
+    ]
+    flow: dict[str, Any] = {"name": "ok", "steps": [{"tool": "fastn_get_usage_summary"}]}
+    async with Client(world.server(world.a_rw)) as c:
+        for trigger, fields in refused:
+            err = envelope(await c.call_tool("fastn_create_flow", {**flow, "trigger": trigger}))
+            assert err["code"] == "invalid_arguments", err
+            assert err["details"]["errors"] == [
+                {"path": f"/trigger/{f}", "message": only[f]} for f in fields
+            ], trigger
+        await nothing_stored(world)
+        for trigger in (
+            {"type": "manual"},
+            {"type": "event", "event": "tool_call", "tool": "slack_send_message"},
+        ):
+            r = await c.call_tool("fastn_create_flow", {**flow, "trigger": trigger})
+            assert not r.is_error, (trigger, r.content)

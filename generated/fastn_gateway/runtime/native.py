@@ -268,6 +268,49 @@ async def get_integration_status(call: NativeCall, args: Mapping[str, Any]) -> d
     return await integration_status(call, str(args["connector"]))
 
 
+# The trigger type each optional field of a trigger belongs to.
+_TRIGGER_FIELDS = {"cron": "schedule", "event": "event", "tool": "event"}
+
+
+def _trigger_problems(trigger: Mapping[str, Any], visible: frozenset[str]) -> list[dict[str, str]]:
+    """Why `trigger` could not start its flow: a field of another trigger type (a manual
+    trigger with a cron), a cron that never fires, an event type the gateway never records,
+    a tool the workspace cannot use."""
+    kind = trigger["type"]
+    problems = [
+        {"path": f"/trigger/{field}", "message": f"{field} applies to {owner} triggers only"}
+        for field, owner in _TRIGGER_FIELDS.items()
+        if field in trigger and owner != kind
+    ]
+    if kind == "schedule":
+        why = cron_problem(str(trigger.get("cron") or ""))
+        if why is not None:
+            problems.append({"path": "/trigger/cron", "message": why})
+    elif kind == "event":
+        event = str(trigger.get("event") or "")
+        if not event:
+            problems.append(
+                {"path": "/trigger/event", "message": "an event trigger needs an event"}
+            )
+        elif event not in EVENT_TYPES:
+            problems.append(
+                {
+                    "path": "/trigger/event",
+                    "message": f"{event[:64]!r} is not an event type the gateway records; "
+                    f"one of {', '.join(EVENT_TYPES)}",
+                }
+            )
+        tool = trigger.get("tool")
+        if tool is not None and tool not in visible:
+            problems.append(
+                {
+                    "path": "/trigger/tool",
+                    "message": f"{str(tool)[:64]!r} is not a tool this workspace can use",
+                }
+            )
+    return problems
+
+
 async def create_flow(call: NativeCall, args: Mapping[str, Any]) -> dict[str, Any]:
     rt = call.runtime
     visible = rt.index.visible_names(call.snapshot.active, call.principal.scopes)
@@ -275,34 +318,7 @@ async def create_flow(call: NativeCall, args: Mapping[str, Any]) -> dict[str, An
     if has_control_chars(str(args["name"])):
         problems.append({"path": "/name", "message": "a flow name has no control characters"})
     trigger = dict(args["trigger"])
-    kind = trigger["type"]
-    if kind == "schedule":
-        why = cron_problem(str(trigger.get("cron") or ""))
-        if why is not None:
-            problems.append({"path": "/trigger/cron", "message": why})
-    event = str(trigger.get("event") or "")
-    if kind == "event" and not event:
-        problems.append({"path": "/trigger/event", "message": "an event trigger needs an event"})
-    elif kind == "event" and event not in EVENT_TYPES:
-        problems.append(
-            {
-                "path": "/trigger/event",
-                "message": f"{event[:64]!r} is not an event type the gateway records; "
-                f"one of {', '.join(EVENT_TYPES)}",
-            }
-        )
-    if kind != "event" and (trigger.get("event") or trigger.get("tool")):
-        problems.append(
-            {"path": "/trigger", "message": "event and tool apply to event triggers only"}
-        )
-    tool = trigger.get("tool")
-    if tool is not None and tool not in visible:
-        problems.append(
-            {
-                "path": "/trigger/tool",
-                "message": f"{tool[:64]!r} is not a tool this workspace can use",
-            }
-        )
+    problems.extend(_trigger_problems(trigger, visible))
     for i, step in enumerate(args["steps"]):
         if step["tool"] not in visible:
             problems.append(
