@@ -12,6 +12,7 @@ import pytest
 from mcp import Client, MCPError
 
 from generator.runtime import native
+from generator.runtime.errors import MAX_ERRORS
 from generator.runtime.store import EVENT_TYPES, Store, now_us
 from tests.runtime.support import updates_until
 
@@ -291,7 +292,7 @@ async def test_native_tools_end_to_end(world) -> None:
             "trigger": {"type": "schedule", "cron": "0 9 * * 1"},
             "steps": [
                 {"tool": "shopify_list_orders"},
-                {"tool": "slack_send_message", "arguments": {"channel": "C1"}},
+                {"tool": "slack_send_message", "arguments": {"channel": "C1", "text": "hi"}},
             ],
         }
         f1 = (await c.call_tool("fastn_create_flow", flow)).structured_content
@@ -1254,3 +1255,53 @@ async def test_a_trigger_takes_only_the_fields_of_its_type(world) -> None:
         ):
             r = await c.call_tool("fastn_create_flow", {**flow, "trigger": trigger})
             assert not r.is_error, (trigger, r.content)
+
+
+async def test_a_step_takes_the_arguments_its_tool_accepts(world) -> None:
+    """A step's arguments were stored unchecked: {tool: slack_send_message, arguments:
+    {channel: 1}} was saved, a call the gateway refuses. They are checked by the validator
+    of a call of that tool, each problem at its place in the flow, and the flow's error lists
+    at most MAX_ERRORS of them."""
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("slack_send_message", {"channel": 1, "text": "hi"}),
+        ("slack_send_message", {"channel": "C1"}),
+        ("shopify_list_orders", {"limit": 0, "nope": True}),
+        ("fastn_get_usage_summary", {}),
+    ]
+    async with Client(world.server(world.a_rw)) as c:
+        expected = []
+        for i, (tool, arguments) in enumerate(steps):
+            r = await c.call_tool(tool, arguments)
+            if not r.is_error:
+                continue
+            for e in envelope(r)["details"]["errors"]:
+                inner = "" if e["path"] == "/" else e["path"]
+                expected.append({"path": f"/steps/{i}/arguments{inner}", "message": e["message"]})
+        assert [e["path"] for e in expected] == [
+            "/steps/0/arguments/channel",
+            "/steps/1/arguments",
+            "/steps/2/arguments",
+            "/steps/2/arguments/limit",
+        ]
+        flow: dict[str, Any] = {
+            "name": "ok",
+            "trigger": {"type": "manual"},
+            "steps": [{"tool": t, "arguments": a} for t, a in steps],
+        }
+        err = envelope(await c.call_tool("fastn_create_flow", flow))
+        assert err["code"] == "invalid_arguments"
+        assert err["details"]["errors"] == expected
+        assert err["message"] == "The flow is invalid: " + "; ".join(
+            f"{e['path']}: {e['message']}" for e in expected[:3]
+        )
+        # no arguments at all are checked as {}: slack_send_message needs channel and text
+        bare = {**flow, "steps": [{"tool": "slack_send_message"}] * 30}
+        err = envelope(await c.call_tool("fastn_create_flow", bare))
+        assert err["details"]["errors"][:2] == [
+            {"path": "/steps/0/arguments", "message": "'channel' is a required property"},
+            {"path": "/steps/0/arguments", "message": "'text' is a required property"},
+        ]
+        assert len(err["details"]["errors"]) == MAX_ERRORS
+        await nothing_stored(world)
+        ok = {**flow, "steps": [{"tool": t, "arguments": {}} for t, _ in steps[2:]]}
+        assert not (await c.call_tool("fastn_create_flow", ok)).is_error

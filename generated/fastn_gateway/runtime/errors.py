@@ -32,6 +32,9 @@ INTERNAL_ERROR: Final = "internal_error"
 # Recorded in event history only: a request the client cancelled (or gave up on) gets no answer.
 CANCELLED: Final = "cancelled"
 
+# The most problems one invalid_arguments error lists in details.errors.
+MAX_ERRORS: Final = 20
+
 RETRYABLE_BY_DEFAULT: Final = frozenset(
     {QUOTA_EXCEEDED, RATE_LIMITED, UPSTREAM_TIMEOUT, INTERNAL_ERROR}
 )

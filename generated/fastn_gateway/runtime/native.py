@@ -15,13 +15,13 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from .auth import Principal
 from .catalog import ToolSpec
-from .errors import INVALID_ARGUMENTS, NOT_FOUND, GatewayError
+from .errors import INVALID_ARGUMENTS, MAX_ERRORS, NOT_FOUND, GatewayError
 from .store import (
     DAY_US,
     EVENT_TYPES,
@@ -311,6 +311,28 @@ def _trigger_problems(trigger: Mapping[str, Any], visible: frozenset[str]) -> li
     return problems
 
 
+def _step_problems(call: NativeCall, steps: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Why a step could not run: its tool is not one the workspace can use, or its arguments
+    are not ones that tool accepts (the validator of a call of the tool, so a flow holds
+    only calls the gateway would make)."""
+    index = call.runtime.index
+    problems: list[dict[str, str]] = []
+    for i, step in enumerate(steps):
+        spec = index.visible_spec(str(step["tool"]), call.snapshot.active, call.principal.scopes)
+        if spec is None:
+            problems.append(
+                {
+                    "path": f"/steps/{i}/tool",
+                    "message": f"{step['tool'][:64]!r} is not a tool this workspace can use",
+                }
+            )
+            continue
+        for e in index.input_errors(spec, step.get("arguments", {})):
+            inner = "" if e["path"] == "/" else e["path"]
+            problems.append({"path": f"/steps/{i}/arguments{inner}", "message": e["message"]})
+    return problems
+
+
 async def create_flow(call: NativeCall, args: Mapping[str, Any]) -> dict[str, Any]:
     rt = call.runtime
     visible = rt.index.visible_names(call.snapshot.active, call.principal.scopes)
@@ -319,19 +341,13 @@ async def create_flow(call: NativeCall, args: Mapping[str, Any]) -> dict[str, An
         problems.append({"path": "/name", "message": "a flow name has no control characters"})
     trigger = dict(args["trigger"])
     problems.extend(_trigger_problems(trigger, visible))
-    for i, step in enumerate(args["steps"]):
-        if step["tool"] not in visible:
-            problems.append(
-                {
-                    "path": f"/steps/{i}/tool",
-                    "message": f"{step['tool'][:64]!r} is not a tool this workspace can use",
-                }
-            )
+    problems.extend(_step_problems(call, args["steps"]))
     if problems:
         raise GatewayError(
             INVALID_ARGUMENTS,
-            "The flow is invalid: " + "; ".join(f"{p['path']}: {p['message']}" for p in problems),
-            details={"errors": problems},
+            "The flow is invalid: "
+            + "; ".join(f"{p['path']}: {p['message']}" for p in problems[:3]),
+            details={"errors": problems[:MAX_ERRORS]},
         )
     definition = {
         "description": args.get("description"),
