@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from mcp import Client, MCPError
 from generator.runtime import native
 from generator.runtime.errors import MAX_ERRORS
 from generator.runtime.store import EVENT_TYPES, Store, now_us
-from tests.runtime.support import updates_until
+from tests.runtime.support import make_runtime, updates_until
 
 MODES = ["auto", "legacy"]
 BASE_TOOLS = {
@@ -1173,6 +1174,51 @@ async def test_an_event_trigger_names_an_event_type_the_gateway_records(world) -
     assert ok["version"] == len(EVENT_TYPES)
 
 
+def test_every_event_type_enum_is_the_one_the_gateway_records(gateway) -> None:
+    """The model reads the event types from the tools' schemas (a flow's trigger.event had
+    none: any string was offered); each lists exactly those the store records."""
+    history = gateway.tools["fastn_get_event_history"]
+    trigger = gateway.tools["fastn_create_flow"].input_schema["properties"]["trigger"]
+    enums = [
+        history.input_schema["properties"]["type"].get("enum"),
+        history.output_schema["properties"]["events"]["items"]["properties"]["type"].get("enum"),
+        trigger["properties"]["event"].get("enum"),
+    ]
+    assert enums == [list(EVENT_TYPES)] * 3
+
+
+async def test_an_unrecorded_event_is_refused_where_the_schema_lists_none(
+    world, sqlite_store: Store, gateway, upstream
+) -> None:
+    """create_flow does not rely on the manifest for the event types: with a native manifest
+    whose trigger.event is any string, nonsense_event is still refused, by the gateway's
+    own list."""
+    spec = gateway.tools["fastn_create_flow"]
+    schema = json.loads(json.dumps(spec.input_schema))
+    schema["properties"]["trigger"]["properties"]["event"] = {"type": "string"}
+    tools = {**gateway.tools, spec.name: dataclasses.replace(spec, input_schema=schema)}
+    rt = make_runtime(sqlite_store, dataclasses.replace(gateway, tools=tools), upstream)
+    flow = {
+        "name": "ev",
+        "trigger": {"type": "event", "event": "nonsense_event"},
+        "steps": [{"tool": "fastn_get_usage_summary"}],
+    }
+    try:
+        async with Client(rt.build_server(api_key=world.a_rw)) as c:
+            err = envelope(await c.call_tool("fastn_create_flow", flow))
+        await rt.flush_records()
+    finally:
+        await rt.aclose()
+    assert err["details"]["errors"] == [
+        {
+            "path": "/trigger/event",
+            "message": "'nonsense_event' is not an event type the gateway records; one of "
+            + ", ".join(EVENT_TYPES),
+        }
+    ]
+    await nothing_stored(world)
+
+
 async def test_a_schedule_trigger_takes_a_cron_that_fires(world) -> None:
     """Only the number of cron fields was checked: 99 99 * * * was saved, though no minute
     99 ever comes. Each field must be in its range and written as cron writes it (`*`, `a`,
@@ -1223,8 +1269,7 @@ async def test_a_schedule_trigger_takes_a_cron_that_fires(world) -> None:
 async def test_a_trigger_takes_only_the_fields_of_its_type(world) -> None:
     """Each optional trigger field belongs to one trigger type (cron: schedule; event and
     tool: event) and is refused on the others at its own path. {type: manual, cron: '* * * *
-    *'} was saved with its cron, and so was a schedule with an empty event; a stray tool was
-    reported at /trigger."""
+    *'} was saved with its cron; a stray event or tool was reported at /trigger."""
     only = {
         "cron": "cron applies to schedule triggers only",
         "event": "event applies to event triggers only",
@@ -1233,7 +1278,7 @@ async def test_a_trigger_takes_only_the_fields_of_its_type(world) -> None:
     refused: list[tuple[dict[str, str], list[str]]] = [
         ({"type": "manual", "cron": "* * * * *"}, ["cron"]),
         ({"type": "event", "event": "tool_call", "cron": "0 9 * * 1"}, ["cron"]),
-        ({"type": "schedule", "cron": "0 9 * * 1", "event": ""}, ["event"]),
+        ({"type": "manual", "event": "tool_call"}, ["event"]),
         ({"type": "manual", "tool": "slack_send_message"}, ["tool"]),
         (
             {"type": "schedule", "cron": "0 9 * * 1", "event": "connect", "tool": "x"},
