@@ -169,12 +169,18 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
     return CompileResult(project if not has_errors(all_diags) else None, all_diags)
 
 
+# What later stages say about a value itself (its type, allowed values, format, range, or its
+# validity as a schema keyword's value), as opposed to the structure around it.
+_ABOUT_THE_VALUE = frozenset({"GEN103", "GEN104", "GEN105", "GEN106", "GEN203"})
+
+
 def _without_echoes(diags: list[Diagnostic]) -> tuple[Diagnostic, ...]:
     """`diags` without what later stages said about a value the loader could not read (a
     number too large for JSON, a scalar its tag refuses): the loader reported it (GEN002) and
-    left its text in its place, which a schema then refuses again as the wrong type."""
+    left its text in its place, which a schema then refuses again as the wrong type. What
+    they say about the structure there (a required property missing) is kept."""
     unreadable = {d.span for d in diags if d.code == "GEN002"}
-    return normalise(d for d in diags if d.code == "GEN002" or d.span not in unreadable)
+    return normalise(d for d in diags if d.code not in _ABOUT_THE_VALUE or d.span not in unreadable)
 
 
 def _store_units(cache: Cache, project: ir.Project, docs: list[Loaded]) -> None:

@@ -402,6 +402,22 @@ def test_what_the_compiler_used_to_crash_on_is_a_located_diagnostic(tmp_path: Pa
     )
 
 
+def test_a_tag_the_loader_refuses_leaves_the_structure_around_it_checked(tmp_path: Path) -> None:
+    """Only what is said about a value the loader could not read is dropped as its echo: a
+    capability whose `name:` line became a tag is still missing its name."""
+    root = make_project(tmp_path, copy_defaults=True)
+    slack = root / "manifests" / "connectors" / "slack.yaml"
+    slack.write_text(
+        slack.read_text(encoding="utf-8").replace("  - name: send_message", "  - !foo", 1),
+        encoding="utf-8",
+    )
+    found = api.compile_manifests(options(root)).diagnostics
+    assert [(d.code, d.message) for d in found] == [
+        ("GEN002", "unsupported YAML tag '!foo': manifests are plain YAML (no tags)"),
+        ("GEN101", "capabilities/0 is missing required property 'name'"),
+    ]
+
+
 def test_collections_nested_past_what_yaml_can_compose_are_one_diagnostic(
     tmp_path: Path,
 ) -> None:
