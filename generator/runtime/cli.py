@@ -30,6 +30,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -418,6 +419,9 @@ def _package_root(gateway: GatewaySpec) -> str | None:
     return str(root)
 
 
+_USERINFO = re.compile(r"(?<=//)[^/?#@]*@")
+
+
 def demo_banner(
     gateway: GatewaySpec,
     token: str,
@@ -451,15 +455,20 @@ def demo_banner(
     root = _package_root(gateway)
     if root is not None:
         stdio_env["PYTHONPATH"] = root
-    stdio_env.update(connector_url_variables(gateway, environ))
+    # A user and password in a connector URL (sent as Basic auth) are masked like the rest.
+    urls = {
+        k: _USERINFO.sub("***@", v) for k, v in connector_url_variables(gateway, environ).items()
+    }
+    stdio_env.update(urls)
     key_env = secret_key_env(gateway.import_name)
     if environ.get(key_env, "").strip():
         stdio_env[key_env] = "***"
     url_args = [
         arg
         for name, value in sorted((base_urls or {}).items())
-        for arg in ("--base-url", f"{name}={value}")
+        for arg in ("--base-url", f"{name}={_USERINFO.sub('***@', value)}")
     ]
+    masked_url = any("***@" in a for a in url_args) or any("***@" in v for v in urls.values())
     stdio_cfg = {
         "mcpServers": {
             gateway.server_name: {
@@ -496,6 +505,8 @@ def demo_banner(
         lines.append("The database password is not shown: put it back where *** stands below.")
     if key_env in stdio_env:
         lines.append(f"{key_env} is not shown: put it back where *** stands below.")
+    if masked_url:
+        lines.append("A connector URL's user and password are not shown: put them back below.")
     if transport == "http":
         lines += [
             f"MCP endpoint (streamable HTTP): {url}",

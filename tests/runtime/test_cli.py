@@ -763,6 +763,24 @@ async def test_the_printed_stdio_config_reaches_the_connectors_this_server_was_p
     assert "FASTN_GATEWAY_SECRET_KEY is not shown: put it back where *** stands" in banner
 
 
+def test_the_demo_banner_masks_a_password_in_a_connector_url(gateway) -> None:
+    from generator.runtime.cli import demo_banner
+
+    banner = demo_banner(
+        gateway,
+        "gwk_token",
+        "var/x.db",
+        transport="stdio",
+        url="http://127.0.0.1:1/mcp",
+        base_urls={"slack": "http://bob:s3cret@127.0.0.1:9917"},
+        environ={"FASTN_GATEWAY_BASE_URL_GITHUB": "http://alice:hunter2@127.0.0.1:9918"},
+    )
+    assert "s3cret" not in banner and "hunter2" not in banner
+    assert "slack=http://***@127.0.0.1:9917" in banner
+    assert '"FASTN_GATEWAY_BASE_URL_GITHUB": "http://***@127.0.0.1:9918"' in banner
+    assert "A connector URL's user and password are not shown" in banner
+
+
 async def test_serve_demo_on_postgresql_never_prints_the_database_password(
     gateway, pg_url: str
 ) -> None:
