@@ -104,9 +104,21 @@ def _journalled(out_dir: Path) -> set[str]:
         return set()
 
 
+def _client_config(path: Path) -> bool:
+    """A client config the generator writes at the top of its output, which carries no header
+    (users paste it into their client's config): a JSON object of `mcpServers` alone."""
+    try:
+        value = json.loads(path.read_bytes()[:1_000_000])
+    except (OSError, ValueError):
+        return False
+    return isinstance(value, dict) and list(value) == ["mcpServers"]
+
+
 def _generators(out_dir: Path, rel: str, owned: set[str]) -> bool:
     """Whether the file at `rel`, which the build would replace, is the generator's."""
     if rel == OWNED_LIST or rel in owned or _headed(out_dir / rel):
+        return True
+    if "/" not in rel and rel.endswith(".json") and _client_config(out_dir / rel):
         return True
     parents = Path(rel).parents
     return any(str(d) != "." and _headed(out_dir / d / "__init__.py") for d in parents)

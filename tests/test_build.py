@@ -340,8 +340,9 @@ def test_a_file_of_the_users_where_the_build_writes_one_is_refused(tmp_path: Pat
 
 def test_an_earlier_output_without_its_list_is_still_rebuilt(tmp_path: Path) -> None:
     """Without .mcpforge-files, a file is the generator's by its header (each kind: Markdown,
-    Python, TOML, tools.json) or by lying in the package whose __init__.py carries it (the
-    runtime modules are verbatim copies, with no header of their own)."""
+    Python, TOML, tools.json), by lying in the package whose __init__.py carries it (the
+    runtime modules are verbatim copies, with no header of their own), or, for the client
+    configs at the top, which have none either, by being an object of `mcpServers` alone."""
     root = make_project(tmp_path, copy_defaults=True)
     assert api.build(options(root)).ok
     out = root / "generated"
@@ -350,6 +351,8 @@ def test_an_earlier_output_without_its_list_is_still_rebuilt(tmp_path: Path) -> 
     store.write_text(store.read_text() + "# as an older mcpforge copied it\n")
     slack = root / "manifests" / "connectors" / "slack.yaml"
     slack.write_text(slack.read_text() + "# every header changes\n")
+    gateway = root / "manifests" / "gateway.yaml"  # and the client configs, which have none
+    gateway.write_text(gateway.read_text().replace("  name: fastn-gateway\n", "  name: gw2\n"))
     checked = api.build(options(root), check=True)
     assert checked.ok, checked.diagnostics
     assert checked.plan is not None and checked.plan.foreign == ()
@@ -366,6 +369,8 @@ def test_an_earlier_output_without_its_list_is_still_rebuilt(tmp_path: Path) -> 
         "fastn_gateway/catalog/slack.py",
         "fastn_gateway/models/slack.py",
         "fastn_gateway/runtime/store.py",
+        "claude_desktop_config.http.json",
+        "claude_desktop_config.stdio.json",
     } <= {*result.plan.changed, *result.plan.added}
     assert api.build(options(root), check=True).plan.clean
 
