@@ -2424,12 +2424,7 @@ def _check_entity_args(
 def _resolve(schema: Any, root: dict[str, Any]) -> Any:
     """Follow local `$ref`s and `$dynamicRef`s (`#/$defs/...`, `#anchor`); other schemas are
     returned as they are."""
-    for _ in range(32):
-        target = _referent(schema, root)
-        if target is schema:
-            break
-        schema = target
-    return schema
+    return _parts(schema, root)[0]
 
 
 # Keywords that say which properties or items a schema has: beside a reference, they apply

@@ -30,7 +30,6 @@ import getpass
 import json
 import logging
 import os
-import re
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -419,9 +418,6 @@ def _package_root(gateway: GatewaySpec) -> str | None:
     return str(root)
 
 
-_USERINFO = re.compile(r"(?<=//)[^/?#@]*@")
-
-
 def demo_banner(
     gateway: GatewaySpec,
     token: str,
@@ -438,7 +434,7 @@ def demo_banner(
     to the manifests' production URLs instead of the stand-ins this one was pointed at."""
     # A database URL's password is never printed, not even here: the configs below show
     # `***` in its place, for the user to put back; so is the credential key.
-    from .executor import connector_url_variables
+    from .executor import connector_url_variables, masked_url
 
     db_arg = _shown_db(db_url)
     environ = environ or {}
@@ -456,9 +452,7 @@ def demo_banner(
     if root is not None:
         stdio_env["PYTHONPATH"] = root
     # A user and password in a connector URL (sent as Basic auth) are masked like the rest.
-    urls = {
-        k: _USERINFO.sub("***@", v) for k, v in connector_url_variables(gateway, environ).items()
-    }
+    urls = {k: masked_url(v) for k, v in connector_url_variables(gateway, environ).items()}
     stdio_env.update(urls)
     key_env = secret_key_env(gateway.import_name)
     if environ.get(key_env, "").strip():
@@ -466,9 +460,9 @@ def demo_banner(
     url_args = [
         arg
         for name, value in sorted((base_urls or {}).items())
-        for arg in ("--base-url", f"{name}={_USERINFO.sub('***@', value)}")
+        for arg in ("--base-url", f"{name}={masked_url(value)}")
     ]
-    masked_url = any("***@" in a for a in url_args) or any("***@" in v for v in urls.values())
+    url_masked = any("***@" in a for a in url_args) or any("***@" in v for v in urls.values())
     stdio_cfg = {
         "mcpServers": {
             gateway.server_name: {
@@ -505,7 +499,7 @@ def demo_banner(
         lines.append("The database password is not shown: put it back where *** stands below.")
     if key_env in stdio_env:
         lines.append(f"{key_env} is not shown: put it back where *** stands below.")
-    if masked_url:
+    if url_masked:
         lines.append("A connector URL's user and password are not shown: put them back below.")
     if transport == "http":
         lines += [

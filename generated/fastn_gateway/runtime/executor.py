@@ -303,9 +303,17 @@ def _env_key(gateway: GatewaySpec, kind: str, connector: str) -> str:
     return f"{_env_prefix(gateway)}_{kind}_{_env_name(connector)}"
 
 
+def masked_url(value: str) -> str:
+    """`value` with any user:password@ replaced by `***@` (httpx sends them as Basic auth)."""
+    return _USERINFO.sub("***@", value)
+
+
+_USERINFO = re.compile(r"(?<=//)[^/?#@]*@")
+
+
 def _shown_url(value: str) -> str:
     """A URL for messages: any user:password@ replaced, control characters escaped, short."""
-    shown = re.sub(r"(?<=//)[^/?#@]*@", "***@", value)
+    shown = masked_url(value)
     shown = shown if len(shown) <= MAX_SHOWN_URL else shown[: MAX_SHOWN_URL - 3] + "..."
     return repr(shown)
 
