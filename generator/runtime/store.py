@@ -73,6 +73,17 @@ def has_control_chars(text: str) -> bool:
     return _CONTROL.search(text) is not None
 
 
+def latin1_reading(text: str) -> str | None:
+    """The other id `text` reads as when a client sends it in a header as Latin-1 bytes, or
+    None: the gateway reads header bytes as UTF-8 first (`auth.header_text`), so an id whose
+    Latin-1 bytes are also UTF-8 (`Ã¼` is 0xC3 0xBC, which is `ü`) could name another user."""
+    try:
+        other = text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return None
+    return other if other != text else None
+
+
 class StoreError(Exception):
     """A store operation was refused; the message is safe to show to an operator."""
 
@@ -903,6 +914,12 @@ class Store:
         external_id = external_id.strip()
         if not external_id or len(external_id) > 200 or has_control_chars(external_id):
             raise StoreError("user id must be 1-200 characters, without control characters")
+        other = latin1_reading(external_id)
+        if other is not None:
+            raise StoreError(
+                f"user id {external_id!r} is refused: sent as Latin-1 in the X-Gateway-User "
+                f"header it reads as the user {other!r}"
+            )
         existing = self.get_user(tenant_id, external_id)
         if existing is not None:
             return existing, False

@@ -292,6 +292,22 @@ async def test_register_and_assert_user(http: str, world) -> None:
         assert json.loads(r.content[0].text)["error"]["code"] == "forbidden"
 
 
+async def test_an_id_that_latin1_would_turn_into_another_is_refused(http: str, world) -> None:
+    """The gateway reads X-Gateway-User as UTF-8 first, so `Ã¼` sent as Latin-1 bytes
+    (0xC3 0xBC) reads as `ü`: registering `Ã¼` would let that header name `ü`, another user.
+    Such an id is refused; ids whose Latin-1 bytes are not UTF-8 (`ü`, `日本`) are kept."""
+    auth = {"Authorization": f"Bearer {world.a_host}"}
+    async with httpx2.AsyncClient() as h:
+        r = await h.post(f"{http}/register", json={"user": "Ã¼"}, headers=auth)
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["code"] == "invalid_arguments", r.text
+        assert "reads as the user 'ü'" in error["message"]
+        for fine in ("ü", "日本", "Ã"):
+            r = await h.post(f"{http}/register", json={"user": fine}, headers=auth)
+            assert r.status_code == 201, r.text
+    assert world.runtime.store.get_user(world.a.id, "Ã¼") is None
+
+
 async def test_resources_are_tenant_scoped(http: str, world) -> None:
     async with connect(http, world.a_rw) as c:
         await c.call_tool("update_memory", {"observations": [{"text": "Ash likes tea"}]})
