@@ -1174,6 +1174,28 @@ async def test_an_event_trigger_names_an_event_type_the_gateway_records(world) -
     assert ok["version"] == len(EVENT_TYPES)
 
 
+async def test_a_tool_filter_applies_to_events_that_name_a_tool(world) -> None:
+    """Only tool_call and quota_exceeded events name a tool: a connect trigger limited to
+    slack_send_message was saved, though no connect event names a tool, so it never fired."""
+    flow = {
+        "name": "ev",
+        "trigger": {"type": "event", "event": "connect", "tool": "slack_send_message"},
+        "steps": [{"tool": "fastn_get_usage_summary"}],
+    }
+    for event in sorted(set(EVENT_TYPES) - {"tool_call", "quota_exceeded"}):
+        err = await refused_flow(world, {**flow, "trigger": {**flow["trigger"], "event": event}})
+        assert err["details"]["errors"] == [
+            {
+                "path": "/trigger/tool",
+                "message": f"{event} events name no tool, so none would start this flow; "
+                "a tool applies to tool_call and quota_exceeded events",
+            }
+        ]
+    for event in ("tool_call", "quota_exceeded"):
+        trigger = {**flow["trigger"], "event": event}
+        assert (await created_flow(world, {**flow, "trigger": trigger}))["name"] == "ev"
+
+
 def test_every_event_type_enum_is_the_one_the_gateway_records(gateway) -> None:
     """The model reads the event types from the tools' schemas (a flow's trigger.event had
     none: any string was offered); each lists exactly those the store records."""

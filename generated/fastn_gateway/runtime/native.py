@@ -270,6 +270,8 @@ async def get_integration_status(call: NativeCall, args: Mapping[str, Any]) -> d
 
 # The trigger type each optional field of a trigger belongs to.
 _TRIGGER_FIELDS = {"cron": "schedule", "event": "event", "tool": "event"}
+# The event types whose events name a tool (the others concern a connection, a flow or memory).
+TOOL_EVENT_TYPES = ("tool_call", "quota_exceeded")
 
 
 def _trigger_problems(trigger: Mapping[str, Any], visible: frozenset[str]) -> list[dict[str, str]]:
@@ -301,7 +303,15 @@ def _trigger_problems(trigger: Mapping[str, Any], visible: frozenset[str]) -> li
                 }
             )
         tool = trigger.get("tool")
-        if tool is not None and tool not in visible:
+        if tool is not None and event in EVENT_TYPES and event not in TOOL_EVENT_TYPES:
+            problems.append(
+                {
+                    "path": "/trigger/tool",
+                    "message": f"{event} events name no tool, so none would start this flow; "
+                    f"a tool applies to {' and '.join(TOOL_EVENT_TYPES)} events",
+                }
+            )
+        elif tool is not None and tool not in visible:
             problems.append(
                 {
                     "path": "/trigger/tool",
