@@ -198,7 +198,9 @@ def cron_problem(cron: str) -> str | None:
     sun-sat (0 and 7 are Sunday), each `*`, `a`, `a-b`, `*/n` or `a-b/n`, or a list of these
     joined by commas. A day restricted while the weekday is `*` must fall in one of the
     months (day 30 of February never comes); a restricted weekday also fires the flow, as in
-    cron, so 0 0 30 2 1 runs on Mondays in February.
+    cron, so 0 0 30 2 1 runs on Mondays in February. A weekday written from `*` (`*/2`) counts
+    as `*` here, as in Vixie cron, which then fires only on the days that are in both fields,
+    so 0 0 30 2 */2 never runs.
     """
     fields = cron.split()
     if len(fields) != len(_CRON):
