@@ -2421,7 +2421,7 @@ def _check_entity_args(
             )
 
 
-def _resolve(schema: Any, root: dict[str, Any]) -> Any:
+def resolve_reference(schema: Any, root: dict[str, Any]) -> Any:
     """Follow local `$ref`s and `$dynamicRef`s (`#/$defs/...`, `#anchor`); other schemas are
     returned as they are."""
     return _parts(schema, root)[0]
@@ -2522,7 +2522,7 @@ def _record_schema(
             walk.hint,
         )
         return None
-    schema = _resolve(walk.schema, output_schema)
+    schema = resolve_reference(walk.schema, output_schema)
     kind = schema.get("type") if isinstance(schema, dict) else None
     if (
         isinstance(schema, dict)

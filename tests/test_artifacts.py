@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -166,6 +167,68 @@ def test_hostile_text_cannot_break_tools_md_tables() -> None:
     line = f"| {row.name} | {row.type} | {row.required} | {row.default} | {row.description} |"
     assert len(_cells(line)) == 5
     assert "<script>" not in line and "\\*not bold\\*" in line
+
+
+def test_tools_md_follows_local_references(tmp_path: Path) -> None:
+    """A property written as a local `$ref` or `$dynamicRef` was documented as `any`, with no
+    rows for its fields and no value in the example call; now each stands for the schema it
+    names, with the description beside the reference."""
+    connector = """\
+        version: 1
+        kind: connector
+        name: shipit
+        title: ShipIt
+        description: Shipments.
+        base_url: https://api.shipit.example/v1
+        auth: {type: bearer, token_field: token, fields: [{name: token}]}
+        capabilities:
+          - name: create_shipment
+            description: Create a shipment.
+            scope: write
+            input:
+              type: object
+              $defs:
+                Address:
+                  type: object
+                  required: [city]
+                  properties: {city: {type: string}, zip: {type: string}}
+                Email: {$dynamicAnchor: email, type: string, format: email}
+              required: [ship_to, notify]
+              properties:
+                ship_to: {$ref: "#/$defs/Address", description: Where it goes.}
+                notify: {type: array, minItems: 1, items: {$dynamicRef: "#email"}}
+            output: {type: object, properties: {id: {type: string}}}
+            http: {method: POST, path: /shipments, body: {to: "{ship_to}", cc: "{notify}"}}
+        """
+    root = make_project(tmp_path, copy_defaults=True)
+    (root / "manifests" / "connectors" / "shipit.yaml").write_text(textwrap.dedent(connector))
+    result = api.build(options(root))
+    assert result.ok, result.diagnostics
+    section = _sections((root / "generated" / "TOOLS.md").read_text(encoding="utf-8"))[
+        "shipit_create_shipment"
+    ]
+    found = {
+        cells[0]: cells[1:]
+        for line in section.splitlines()
+        if len(cells := [c.strip() for c in _cells(line)]) == 5
+    }
+    assert found["`ship_to`"] == ["`object`", "yes", "", "Where it goes."]
+    assert found["`ship_to.city`"][:2] == ["`string`", "yes"]
+    assert found["`notify`"][:2] == ["`array of string (email)`", "yes"]
+    assert "`any`" not in section
+    example = json.loads(re.search(r"```json\n(.*?)\n```", section, re.S).group(1))
+    assert example["arguments"] == {
+        "ship_to": {"city": "<city>"},
+        "notify": ["ash@example.com"],
+    }
+    tools = json.loads((root / "generated" / "tools.json").read_text(encoding="utf-8"))
+    [schema] = [t["inputSchema"] for t in tools["tools"] if t["name"] == "shipit_create_shipment"]
+    jsonschema.Draft202012Validator(schema).validate(example["arguments"])
+    # The compiler refuses recursive schemas (GEN210); the docs stop at one all the same.
+    part = {"type": "object", "properties": {"sub": {"type": "array", "items": {"$ref": "#"}}}}
+    assert [r.name for r in artifacts.rows(part)][:2] == ["`sub`", "`sub[].sub`"]
+    assert artifacts.type_text({"anyOf": [{"$ref": "#"}]}, {"anyOf": [{"$ref": "#"}]}) == "any"
+    assert artifacts.sample({"oneOf": [{"$ref": "#"}]}) is None
 
 
 def test_markdown_code_spans_hold_any_text() -> None:

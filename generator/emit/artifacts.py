@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import ir
+from ..compile import resolve_reference
 from ..names import PyIdent, reader_method
 from ..render import render, text_header
 from . import FileSet, Output, fragment
@@ -129,8 +130,22 @@ def md_code(text: str) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def type_text(schema: Any) -> str:
-    if not isinstance(schema, dict):
+def shown(node: Any, root: Any) -> Any:
+    """`node` as the docs describe it: a local `$ref` or `$dynamicRef` (into `root`, the tool's
+    input or output schema) stands for the schema it names, with the keywords written beside
+    it (a description, a default) over that schema's own."""
+    if not isinstance(node, dict) or not isinstance(root, dict):
+        return node
+    target = resolve_reference(node, root)
+    if target is node:
+        return node
+    beside = {k: v for k, v in node.items() if k not in ("$ref", "$dynamicRef")}
+    return {**target, **beside} if isinstance(target, dict) else beside
+
+
+def type_text(schema: Any, root: Any = None, depth: int = 0) -> str:
+    schema = shown(schema, root)
+    if not isinstance(schema, dict) or depth > MAX_DEPTH:
         return "any"
     if "const" in schema:
         return "const " + json.dumps(schema["const"], ensure_ascii=False)
@@ -138,13 +153,13 @@ def type_text(schema: Any) -> str:
         return " | ".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"])
     for key in ("oneOf", "anyOf"):
         if isinstance(schema.get(key), list):
-            return " or ".join(type_text(s) for s in schema[key])
+            return " or ".join(type_text(s, root, depth + 1) for s in schema[key])
     t = schema.get("type")
     types = t if isinstance(t, list) else [t] if t else []
     parts = []
     for one in types:
         if one == "array":
-            parts.append(f"array of {type_text(schema.get('items', {}))}")
+            parts.append(f"array of {type_text(schema.get('items', {}), root, depth + 1)}")
         elif one == "string" and isinstance(schema.get("format"), str):
             parts.append(f"string ({schema['format']})")
         else:
@@ -177,13 +192,14 @@ class Row:
     description: str
 
 
-def _object_props(schema: Any) -> tuple[dict[str, Any], set[str]]:
+def _object_props(schema: Any, root: Any) -> tuple[dict[str, Any], set[str]]:
+    schema = shown(schema, root)
     if not isinstance(schema, dict):
         return {}, set()
     if schema.get("type") == "array" or (
         isinstance(schema.get("type"), list) and "array" in schema["type"]
     ):
-        return _object_props(schema.get("items"))
+        return _object_props(shown(schema.get("items"), root), root)
     props = schema.get("properties")
     if not isinstance(props, dict):
         return {}, set()
@@ -191,11 +207,13 @@ def _object_props(schema: Any) -> tuple[dict[str, Any], set[str]]:
     return props, set(req) if isinstance(req, list) else set()
 
 
-def rows(schema: Any, prefix: str = "", depth: int = 0) -> list[Row]:
+def rows(schema: Any, prefix: str = "", depth: int = 0, root: Any = None) -> list[Row]:
     """One row per property, nested objects flattened (`trigger.type`, `steps[].tool`)."""
-    props, required = _object_props(schema)
+    root = schema if root is None else root
+    props, required = _object_props(schema, root)
     out: list[Row] = []
     for name, prop in props.items():
+        prop = shown(prop, root)
         prop = prop if isinstance(prop, dict) else {}
         desc = str(prop.get("description", "") or "")
         limits = _limits(prop)
@@ -204,7 +222,7 @@ def rows(schema: Any, prefix: str = "", depth: int = 0) -> list[Row]:
         out.append(
             Row(
                 name=md_code(prefix + name),
-                type=md_code(type_text(prop)),
+                type=md_code(type_text(prop, root)),
                 required="yes" if name in required else "",
                 default=md_code(json.dumps(prop["default"], ensure_ascii=False))
                 if "default" in prop
@@ -216,7 +234,8 @@ def rows(schema: Any, prefix: str = "", depth: int = 0) -> list[Row]:
             is_array = prop.get("type") == "array" or (
                 isinstance(prop.get("type"), list) and "array" in prop["type"]
             )
-            out.extend(rows(prop, f"{prefix}{name}{'[]' if is_array else ''}.", depth + 1))
+            nested = f"{prefix}{name}{'[]' if is_array else ''}."
+            out.extend(rows(prop, nested, depth + 1, root))
     return out
 
 
@@ -228,9 +247,11 @@ _FORMAT_SAMPLES = {
 }
 
 
-def sample(schema: Any, name: str = "value", depth: int = 0) -> Any:
+def sample(schema: Any, name: str = "value", depth: int = 0, root: Any = None) -> Any:
     """A small valid value: required properties only, declared examples and defaults first."""
-    if not isinstance(schema, dict):
+    root = schema if root is None else root
+    schema = shown(schema, root)
+    if not isinstance(schema, dict) or depth > 12:
         return None
     for key in ("const",):
         if key in schema:
@@ -243,18 +264,19 @@ def sample(schema: Any, name: str = "value", depth: int = 0) -> Any:
         return schema["enum"][0]
     for key in ("oneOf", "anyOf"):
         if isinstance(schema.get(key), list) and schema[key]:
-            return sample(schema[key][0], name, depth)
+            return sample(schema[key][0], name, depth + 1, root)
     t = schema.get("type", "object" if "properties" in schema else None)
     if isinstance(t, list):
         t = next((x for x in t if x != "null"), None)
     if t == "object":
-        props, required = _object_props(schema)
+        props, required = _object_props(schema, root)
         if depth >= 6:
             return {}
-        return {k: sample(v, k, depth + 1) for k, v in props.items() if k in required}
+        return {k: sample(v, k, depth + 1, root) for k, v in props.items() if k in required}
     if t == "array":
         count = max(1, int(schema.get("minItems", 1)))
-        return [sample(schema.get("items", {}), name, depth + 1) for _ in range(min(count, 2))]
+        item = schema.get("items", {})
+        return [sample(item, name, depth + 1, root) for _ in range(min(count, 2))]
     if t == "string":
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in _FORMAT_SAMPLES:
