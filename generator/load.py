@@ -134,9 +134,10 @@ class _TooBig(Exception):
     """The document exceeds MAX_NESTING, MAX_VALUES or what aliases may add (raised out of the
     recursion)."""
 
-    def __init__(self, node: yaml.Node, message: str) -> None:
+    def __init__(self, node: yaml.Node, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.node = node
+        self.hint = hint
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +269,7 @@ def _load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnosti
     try:
         data = builder.build(nodes[0], ())
     except _TooBig as exc:
-        return None, [error("GEN002", builder._span(exc.node), str(exc))]
+        return None, [error("GEN002", builder._span(exc.node), str(exc), exc.hint)]
     loaded = Loaded(
         path=rel_path,
         sha256=digest,
@@ -352,6 +353,12 @@ _TOO_DEEP = f"YAML nesting deeper than {MAX_NESTING} levels"
 _RECURSIVE = "a YAML alias inside this anchored node refers to the node itself (it would never end)"
 _ALIASED_VALUES = (
     f"YAML aliases add more than {MAX_ALIASED_VALUES:,} values to the document (an alias bomb?)"
+)
+# Most often a script wrote the file: PyYAML's dump anchors every object it meets twice.
+_ALIASED_HINT = (
+    "declare a schema many tools share under `types:` and refer to it as #/types/Name; a "
+    "script that writes manifests with PyYAML can write copies instead of aliases (a Dumper "
+    "whose ignore_aliases returns True)"
 )
 _SELF_MERGE = "this merge key (<<) merges the mapping that holds it (it would never end)"
 
@@ -482,7 +489,7 @@ class _Builder:
             return
         self._aliased_values += 1
         if self._aliased_values > MAX_ALIASED_VALUES:
-            raise _TooBig(node, _ALIASED_VALUES)
+            raise _TooBig(node, _ALIASED_VALUES, _ALIASED_HINT)
         if isinstance(node, yaml.ScalarNode):
             self._aliased_text(node, node.value)
 
@@ -494,6 +501,7 @@ class _Builder:
                 node,
                 f"YAML aliases add more than {MAX_ALIASED_CHARS:,} characters to the document "
                 "(an alias bomb?)",
+                _ALIASED_HINT,
             )
 
     def _alias_copy(self, build: Callable[[yaml.Node, Any], Any], node: yaml.Node, arg: Any) -> Any:
@@ -571,7 +579,7 @@ class _Builder:
                 sizes[id(m)] if id(m) in sizes else len(m.value) for _k, m in merges
             )
         if self._aliased_values + sizes[id(node)] - len(plans[id(node)][0]) > MAX_ALIASED_VALUES:
-            raise _TooBig(node, _ALIASED_VALUES)
+            raise _TooBig(node, _ALIASED_VALUES, _ALIASED_HINT)
         for mapping in order:
             own, merges = plans[id(mapping)]
             mapping.value = [pair for _k, m in merges for pair in m.value] + own

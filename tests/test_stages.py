@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import ROOT, make_project, options
 
 from generator import api, docs
@@ -386,6 +387,28 @@ def test_an_alias_bomb_stops_at_a_bound(levels: int) -> None:
     _doc, diags = load_text("m.yaml", "\n".join(text).encode())
     assert [d.code for d in diags] == ["GEN002"]
     assert "YAML aliases add more than 20,000 values" in diags[0].message
+    assert diags[0].hint is not None and "#/types/Name" in diags[0].hint
+
+
+def test_a_script_that_dumps_a_large_connector_learns_how_to_write_it() -> None:
+    """PyYAML's dump anchors every object it meets twice: a script writing a large connector
+    whose tools share schema objects went past the alias bound with no word on why. The hint
+    says how to write it; dumped without aliases, the same data loads."""
+    shared = {
+        "type": "object",
+        "properties": {f"f{i}": {"type": "string", "maxLength": 64} for i in range(40)},
+    }
+    doc = {"tools": [{"name": f"t{i}", "input": shared, "output": shared} for i in range(200)]}
+    _doc, diags = load_text("m.yaml", yaml.dump(doc).encode())
+    assert [d.code for d in diags] == ["GEN002"], diags
+    assert "ignore_aliases" in (diags[0].hint or "")
+
+    class NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: object) -> bool:
+            return True
+
+    loaded, diags = load_text("m.yaml", yaml.dump(doc, Dumper=NoAliases).encode())
+    assert not diags and loaded is not None and loaded.data == doc
 
 
 @pytest.mark.parametrize(
