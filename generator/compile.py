@@ -6,10 +6,12 @@ problem. The IR is only returned when there is no error.
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import difflib
 import functools
 import hashlib
+import itertools
 import json
 import re
 import unicodedata
@@ -1449,13 +1451,24 @@ def _check_nested_models(ctx: _Ctx, tools: list[ir.Tool]) -> None:
     for t in tools:
         by_group.setdefault(t.group, {}).setdefault(t.name, t)  # a repeated name is GEN201
     for group in by_group.values():
-        models = [(m, u) for u in group.values() for m in (u.input_model, u.output_model)]
+        # Sorted, the names a model's name begins form one run from where it would go: found
+        # by bisection (each model against every other took 18 s for 4,000 tools).
+        models = sorted(
+            ((m, u) for u in group.values() for m in (u.input_model, u.output_model)),
+            key=lambda pair: pair[0],
+        )
+        names = [m for m, _u in models]
         for t in group.values():
             for model, schema in (
                 (t.input_model, t.input_schema.value),
                 (t.output_model, t.output_schema.value),
             ):
-                taken = [(m, u) for m, u in models if u is not t and m.startswith(model)]
+                taken = []
+                for m, u in itertools.islice(models, bisect.bisect_left(names, model), None):
+                    if not m.startswith(model):
+                        break
+                    if u is not t:
+                        taken.append((m, u))
                 if not taken:
                     continue
                 parts = nested_name_parts(schema)
