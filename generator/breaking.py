@@ -959,7 +959,9 @@ def breaking(options: api.Options, against: str, *, today: dt.date | None = None
 # ---------------------------------------------------------------------------- rendering
 
 
-def _lines(changes: tuple[Change, ...], fmt: ErrorFormat, baseline: str) -> Iterator[str]:
+def _lines(
+    changes: tuple[Change, ...], fmt: ErrorFormat, baseline: str, workspace: str
+) -> Iterator[str]:
     for c in changes:
         # Escaped as in diagnostics.render: messages quote manifest text.
         message, hint = printable(c.message), c.hint and printable(c.hint)
@@ -976,7 +978,7 @@ def _lines(changes: tuple[Change, ...], fmt: ErrorFormat, baseline: str) -> Iter
                 msg = f"{c.span}: {msg}"
                 where = ""
             else:
-                file = github_property(printable(c.span.file))
+                file = github_property(printable(workspace + c.span.file))
                 where = f"file={file},line={c.span.line},col={c.span.col},"
             yield f"::{level} {where}title={c.rule}::{github_message(msg)}"
         else:
@@ -997,7 +999,8 @@ def summary(result: BreakingResult) -> str:
     return f"{broken} breaking ({allowed} allowed), {safe} safe"
 
 
-def render(result: BreakingResult, fmt: ErrorFormat = "text") -> str:
+def render(result: BreakingResult, fmt: ErrorFormat = "text", workspace: str = "") -> str:
+    """`workspace`: as for diagnostics.render, the project's path in the repository."""
     if fmt == "json":
         doc = {
             "changes": [c.as_dict() for c in result.changes],
@@ -1006,8 +1009,11 @@ def render(result: BreakingResult, fmt: ErrorFormat = "text") -> str:
             "ok": result.ok,
         }
         return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    text = "".join(line + "\n" for line in _lines(result.changes, fmt, result.baseline_label))
-    return text + render_diagnostics(result.diagnostics, fmt, outside=result.baseline_label)
+    lines = _lines(result.changes, fmt, result.baseline_label, workspace)
+    text = "".join(line + "\n" for line in lines)
+    return text + render_diagnostics(
+        result.diagnostics, fmt, outside=result.baseline_label, workspace=workspace
+    )
 
 
 def rules_markdown() -> str:

@@ -4,6 +4,7 @@ maps outcomes to exit codes: 0 ok, 1 diagnostics or drift, 2 usage."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .diagnostics import Diagnostic, ErrorFormat, Severity, Span, has_errors, render, summary
+from .diagnostics import (
+    Diagnostic,
+    ErrorFormat,
+    Severity,
+    Span,
+    has_errors,
+    render,
+    summary,
+    workspace_prefix,
+)
 
 if TYPE_CHECKING:
     from . import api
@@ -27,7 +37,8 @@ _project = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     default=".",
     show_default=True,
-    help="Project root; diagnostics are relative to it.",
+    help="Project root; diagnostics are relative to it (GitHub annotations: to "
+    "$GITHUB_WORKSPACE, else the working directory).",
 )
 _manifests = click.option(
     "--manifests",
@@ -56,12 +67,14 @@ def _options(
     return api.Options.for_project(root, manifests=manifests, out=out, cache=cache, jobs=jobs)
 
 
-def _report(diagnostics: Any, fmt: ErrorFormat) -> None:
+def _report(diagnostics: Any, fmt: ErrorFormat, root: Path) -> None:
     if fmt == "json":
         click.echo(render(diagnostics, "json"), nl=False)
         return
     if diagnostics:
-        click.echo(render(diagnostics, fmt), nl=False, err=True)
+        # A GitHub annotation names a file from the repository's root, not the project's.
+        workspace = workspace_prefix(root, os.environ) if fmt == "github" else ""
+        click.echo(render(diagnostics, fmt, workspace=workspace), nl=False, err=True)
         if fmt == "text":
             click.echo(summary(diagnostics), err=True)
 
@@ -81,7 +94,7 @@ def validate(root: Path, manifests: Path | None, error_format: ErrorFormat) -> N
     from . import api
 
     result = api.compile_manifests(_options(root, manifests))
-    _report(result.diagnostics, error_format)
+    _report(result.diagnostics, error_format, root)
     if not result.ok:
         sys.exit(EXIT_FAIL)
     if error_format == "text":
@@ -138,7 +151,7 @@ def build(
     # With --check in the github and json formats, each out-of-date file is a diagnostic too
     # (an annotation, a JSON entry); the text format prints the diff instead.
     drift = _drift(p, out_name) if check and p is not None and error_format != "text" else []
-    _report([*result.diagnostics, *drift], error_format)
+    _report([*result.diagnostics, *drift], error_format, root)
     if has_errors(result.diagnostics) or drift:
         sys.exit(EXIT_FAIL)
     assert p is not None
@@ -200,7 +213,7 @@ def ir_command(root: Path, manifests: Path | None, spans: bool, error_format: Er
 
     data, diags = api.ir_data(_options(root, manifests), spans=spans)
     if data is None:
-        _report(diags, error_format)
+        _report(diags, error_format, root)
         sys.exit(EXIT_FAIL)
     click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
 
@@ -239,7 +252,8 @@ def breaking_command(
         )
     except breaking.BreakingError as exc:
         raise click.UsageError(str(exc)) from exc
-    click.echo(breaking.render(result, error_format), nl=False)
+    workspace = workspace_prefix(root, os.environ) if error_format == "github" else ""
+    click.echo(breaking.render(result, error_format, workspace), nl=False)
     if error_format == "text":
         click.echo(breaking.summary(result), err=True)
     if not result.ok:
@@ -305,7 +319,7 @@ def lint_command(
     else:
         if result.tokens:
             click.echo(tokens.render_report(result.tokens), nl=False)
-        _report(result.diagnostics, error_format)
+        _report(result.diagnostics, error_format, root)
         if error_format == "text" and result.profiles:
             click.echo(
                 f"lint: profiles {', '.join(p.name for p in result.profiles)}; "
@@ -349,14 +363,14 @@ def tokens_command(
         _options(root, manifests), profiles=profiles or None, token_budget=token_budget
     )
     if not result.tokens:  # the manifests do not compile
-        _report(result.diagnostics, error_format)
+        _report(result.diagnostics, error_format, root)
         sys.exit(EXIT_FAIL)
     over = [d for d in result.diagnostics if d.code == "LNT020"]
     if error_format == "json":
         click.echo(json.dumps(tokens.as_data(result.tokens), indent=2, ensure_ascii=False))
     else:
         click.echo(tokens.render_report(result.tokens, top=top), nl=False)
-        _report(over, error_format)
+        _report(over, error_format, root)
     if over:
         sys.exit(EXIT_FAIL)
 
@@ -425,7 +439,7 @@ def new_connector_command(
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAIL)
     if made.path is None:
-        _report(made.diagnostics, error_format)
+        _report(made.diagnostics, error_format, root)
         click.echo(
             f"nothing written: the project would not compile with connector {name} (the "
             "locations above are in the file it would have written)",

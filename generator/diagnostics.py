@@ -8,10 +8,12 @@ two in sync.
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal
 
 from .frozen import frozen
@@ -289,11 +291,16 @@ ErrorFormat = Literal["text", "json", "github"]
 
 
 def render(
-    diagnostics: Iterable[Diagnostic], fmt: ErrorFormat = "text", *, outside: str = ""
+    diagnostics: Iterable[Diagnostic],
+    fmt: ErrorFormat = "text",
+    *,
+    outside: str = "",
+    workspace: str = "",
 ) -> str:
     """`outside`: the prefix of locations that are not files of the checkout (a baseline's,
     for `gen breaking`); a GitHub annotation can name no such file, so theirs is in the
-    message."""
+    message. `workspace`: the project's path in the repository (`services/crm/`), which a
+    GitHub annotation's file needs before the project-relative location."""
     items = normalise(diagnostics)
     if fmt == "json":
         text = json.dumps([d.as_dict() for d in items], indent=2, ensure_ascii=False)
@@ -314,7 +321,8 @@ def render(
                 lines.append(f"::{level} title={d.code}::{github_message(f'{d.span}: {msg}')}")
                 continue
             lines.append(
-                f"::{level} file={github_property(printable(d.span.file))},line={d.span.line},"
+                f"::{level} file={github_property(printable(workspace + d.span.file))},"
+                f"line={d.span.line},"
                 f"col={d.span.col},title={d.code}::{github_message(msg)}"
             )
         else:
@@ -322,6 +330,17 @@ def render(
             if hint:
                 lines.append(f"  hint: {hint}")
     return "".join(line + "\n" for line in lines)
+
+
+def workspace_prefix(root: str | os.PathLike[str], environ: Mapping[str, str]) -> str:
+    """The path of the project `root` from where GitHub reads annotation files: the
+    repository's root ($GITHUB_WORKSPACE, else the working directory), as `sub/dir/` (empty
+    for the root itself; the absolute path for a project outside it)."""
+    project = Path(root).resolve()
+    base = Path(environ.get("GITHUB_WORKSPACE") or os.getcwd()).resolve()
+    if project == base:
+        return ""
+    return (project.relative_to(base) if project.is_relative_to(base) else project).as_posix() + "/"
 
 
 def github_message(text: str) -> str:

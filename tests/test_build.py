@@ -415,20 +415,30 @@ def test_an_executable_or_linked_generated_file_is_drift_and_rebuilt_plain(
 
 def test_check_drift_is_a_diagnostic_in_the_github_and_json_formats(tmp_path: Path) -> None:
     """In CI the drift must show as annotations (github) or entries (json), not only as a
-    diff on the console."""
+    diff on the console. An annotation names its file from the repository's root
+    ($GITHUB_WORKSPACE, else the working directory): a project in a subdirectory (`gen build
+    --check --project project`) annotated generated/TOOLS.md, which is no file there."""
     root = make_project(tmp_path, copy_defaults=True)
     assert api.build(options(root)).ok
     out = root / "generated"
     (out / "TOOLS.md").write_text("edited\n")
     (out / "tools.json").unlink()
-    gh = _gen("build", "--check", "--project", str(root), "--error-format", "github")
-    assert gh.returncode == 1
-    assert gh.stderr.splitlines() == [
-        "::error file=generated/TOOLS.md,line=1,col=1,title=GEN305::generated/TOOLS.md differs "
-        "from what the manifests generate (run `gen build` and commit the result)",
-        "::error file=generated/tools.json,line=1,col=1,title=GEN305::generated/tools.json is "
-        "missing (run `gen build` and commit the result)",
-    ]
+    for cwd, env, prefix in [
+        (tmp_path, {}, "project/"),
+        (root, {}, ""),
+        (ROOT, {"GITHUB_WORKSPACE": str(tmp_path)}, "project/"),
+    ]:
+        gh = _gen(
+            "build", "--check", "--project", str(root), "--error-format", "github", cwd=cwd, env=env
+        )
+        assert gh.returncode == 1
+        assert gh.stderr.splitlines() == [
+            f"::error file={prefix}generated/TOOLS.md,line=1,col=1,title=GEN305::generated/"
+            "TOOLS.md differs from what the manifests generate (run `gen build` and commit the "
+            "result)",
+            f"::error file={prefix}generated/tools.json,line=1,col=1,title=GEN305::generated/"
+            "tools.json is missing (run `gen build` and commit the result)",
+        ]
     js = _gen("build", "--check", "--project", str(root), "--error-format", "json")
     assert js.returncode == 1
     assert [(d["code"], d["file"]) for d in json.loads(js.stdout)] == [
@@ -466,10 +476,13 @@ def test_manifest_text_cannot_break_generated_code(tmp_path: Path) -> None:
             del sys.modules[name]
 
 
-def _gen(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def _gen(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "generator", *args],
         cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -506,7 +519,11 @@ def test_cli_exit_codes_and_formats() -> None:
         "build", "--check", "--project", str(CASES / "yaml_syntax"), "--error-format", "github"
     )
     assert gh.returncode == 1
-    assert "::error file=manifests/types.yaml,line=5,col=4,title=GEN002::" in gh.stderr
+    # an annotation names the file from the repository's root (here the working directory)
+    assert (
+        "::error file=tests/cases/yaml_syntax/manifests/types.yaml,line=5,col=4,title=GEN002::"
+        in gh.stderr
+    )
     usage = _gen("build", "--bogus-flag")
     assert usage.returncode == 2
     check = _gen("build", "--check")

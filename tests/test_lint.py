@@ -291,7 +291,9 @@ def test_cli_formats_and_exit_codes() -> None:
     assert doc["tokens"][0]["tenant"] == "small"
     gh = _gen("lint", "--project", str(CASES_DIR / "names"), "--error-format", "github")
     assert gh.returncode == 1
-    assert "::error file=manifests/crm.yaml,line=21,col=11,title=LNT002::" in gh.stderr
+    assert "::error file=tests/lint/names/manifests/crm.yaml,line=21,col=11,title=LNT002::" in (
+        gh.stderr
+    )
     usage = _gen("lint", "--profile", "netscape")
     assert usage.returncode == 2
 
