@@ -63,6 +63,9 @@ EVENT_TYPES = (
 )
 
 US = 1_000_000
+# The longest a key may live, as the gateway manifest's key_ttl_days allows: a longer one
+# (3,000,000 days) was stored, then could not be shown (past the year 9999), nor listed.
+MAX_KEY_TTL_DAYS = 3650
 DAY_US = 86_400 * US
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -977,8 +980,10 @@ class Store:
         if unknown or not clean:
             raise StoreError(f"scopes must be a non-empty subset of {', '.join(SCOPES)}")
         ttl = self.gateway.key_ttl_days if ttl_days is None else ttl_days
-        if ttl <= 0:
-            raise StoreError("ttl must be positive")
+        if not 0 < ttl <= MAX_KEY_TTL_DAYS:  # NaN too
+            raise StoreError(
+                f"a key's ttl is more than 0 and at most {MAX_KEY_TTL_DAYS:,} days, not {ttl:g}"
+            )
         self.require_tenant(tenant_id)
         user_row: User | None = None
         if user is not None:

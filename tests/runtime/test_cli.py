@@ -40,6 +40,31 @@ def run(gateway, capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def test_a_key_lives_at_most_ten_years(gateway, tmp_path: Path, capsys) -> None:
+    """`key issue --ttl-days 3000000` stored the key, then failed to print it (year 10240 is
+    out of range), so its secret was never shown and `key list` failed for the tenant from then
+    on; 1e12 days overflowed SQLite's integers. A ttl outside 0-3650 days (NaN too) is refused
+    before anything is written."""
+    db = str(tmp_path / "gw.db")
+    assert run(gateway, capsys, "admin", "--db", db, "tenant", "create", "acme")[0] == 0
+    for ttl in ("3000000", "1e12", "nan", "inf", "0", "-1"):
+        code, out, err = run(
+            gateway, capsys, "admin", "--db", db, "key", "issue", "acme", "--ttl-days", ttl
+        )
+        assert code == 1 and out == "", (ttl, out)
+        assert "ttl is more than 0 and at most 3,650 days" in err, err
+    code, out, err = run(gateway, capsys, "admin", "--db", db, "key", "list", "acme")
+    assert (code, out, err) == (0, "", "")
+    code, out, _ = run(
+        gateway, capsys, "admin", "--db", db, "key", "issue", "acme", "--ttl-days", "3650"
+    )
+    assert code == 0 and TOKEN_RE.search(out)
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "key", "rotate", out.split()[0])
+    assert code == 0 and TOKEN_RE.search(out)
+    code, out, _ = run(gateway, capsys, "admin", "--db", db, "key", "list", "acme")
+    assert code == 0 and out.count("\n") == 2
+
+
 def test_admin_workflow(gateway, tmp_path: Path, capsys) -> None:
     db = str(tmp_path / "gw.db")
     code, out, _ = run(gateway, capsys, "admin", "--db", db, "tenant", "create", "acme")
