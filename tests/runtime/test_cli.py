@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -863,6 +864,43 @@ async def test_serve_announces_the_address_only_once_it_is_bound(gateway, tmp_pa
         assert r.status_code == 401
     finally:
         _stop(server)
+
+
+async def test_upstream_urls_stay_out_of_the_info_log(
+    gateway, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """At --log-level info, httpx2 logged every upstream request's URL with its query string,
+    so what a model searched for (a customer's e-mail) reached the operator's log. Upstream
+    requests show at debug only; the gateway's own info lines stay."""
+    db = str(tmp_path / "gw.db")
+    key, _kb, _tenant = _setup(gateway, db, upstream)
+    marker = "created_at_min"
+    server = subprocess.Popen(
+        [
+            *(sys.executable, LAUNCHER, "serve", "--port", "0", "--db", db),
+            *("--log-level", "info", "--base-url", f"shopify={upstream.base_urls()['shopify']}"),
+        ],
+        env=_env(),
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline().decode()
+        found = re.search(r"serving (http://127\.0\.0\.1:\d+/mcp)", line)
+        assert found is not None, line
+        headers = {"Authorization": f"Bearer {key}"}
+        async with (
+            httpx2.AsyncClient(headers=headers) as h,
+            Client(streamable_http_client(found.group(1), http_client=h)) as c,
+        ):
+            args = {"status": "open", "created_at_min": "2026-01-02T03:04:05Z"}
+            r = await c.call_tool("shopify_list_orders", args)
+            assert not r.is_error, r.content
+    finally:
+        err = line + _stop(server)
+    assert upstream.requests[-1][0] == "/shopify/orders.json"
+    assert "orders.json" not in err and marker not in err, err
+    assert "INFO" in err  # the gateway's own info lines are there
 
 
 # ----------------------------------------------------------------- the generated package

@@ -534,6 +534,10 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
     from .server import GatewayRuntime
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # httpx2 logs each upstream request at INFO with its URL, query string included: tool
+        # arguments (a customer's e-mail searched for) reached the operator's log.
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
     db_url = _db_url(gateway, args.db, environ)
     # Connector URLs, from --base-url and the environment, are checked before a port is bound
     # or a database created.
