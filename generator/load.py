@@ -244,6 +244,9 @@ def _load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnosti
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         span = positions.span(rel_path, mark) if mark else Span(file=rel_path)
+        if mark and positions.char_at(span.line, span.col) == "\t":
+            # libyaml's "found character that cannot start any token" does not say which one
+            return None, [error("GEN002", span, _TAB, "replace the tab with spaces")]
         problem = exc.problem or exc.context or "invalid YAML"
         context = f" ({exc.context})" if exc.context and exc.problem else ""
         return None, [error("GEN002", span, f"YAML syntax error: {problem}{context}")]
@@ -350,6 +353,7 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _VALUE_TAG = "tag:yaml.org,2002:value"
 _TOO_DEEP = f"YAML nesting deeper than {MAX_NESTING} levels"
+_TAB = "YAML syntax error: a tab character here; YAML indentation uses spaces, not tabs"
 _RECURSIVE = "a YAML alias inside this anchored node refers to the node itself (it would never end)"
 _ALIASED_VALUES = (
     f"YAML aliases add more than {MAX_ALIASED_VALUES:,} values to the document (an alias bomb?)"
@@ -435,11 +439,23 @@ class Positions:
             offset = len(text.encode("utf-8")[:offset].decode("utf-8", "ignore"))
         return self._of_offset(max(offset - int(self._bom), 0))
 
-    def _of_offset(self, offset: int) -> tuple[int, int]:
+    def char_at(self, line: int, col: int) -> str:
+        """The character at an editor's 1-based (line, column), or "" past the text."""
+        starts = self._line_starts()
+        if not 0 < line <= len(starts) or col < 1:
+            return ""
+        offset = starts[line - 1] + col - 1
+        return self._text[offset : offset + 1]
+
+    def _line_starts(self) -> list[int]:
         if self._starts is None:
             self._starts = [0, *(m.end() for m in _LINE_BREAKS.finditer(self._text))]
-        i = bisect_right(self._starts, offset) - 1
-        return i + 1, offset - self._starts[i] + 1
+        return self._starts
+
+    def _of_offset(self, offset: int) -> tuple[int, int]:
+        starts = self._line_starts()
+        i = bisect_right(starts, offset) - 1
+        return i + 1, offset - starts[i] + 1
 
 
 class _Builder:

@@ -204,6 +204,35 @@ def test_malformed_yaml_is_a_located_diagnostic(
     assert fragment in diags[0].message and len(diags[0].message) < 120
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "col"),
+    [
+        ("a:\n\t- b\n", 2, 1),  # libyaml: "found character that cannot start any token"
+        ("a:\n  b: 1\n\tc: 2\n", 3, 1),  # "found a tab character that violates indentation"
+        ("a: |\n\tx\n", 2, 1),  # "... where an indentation space is expected"
+        ("a:\n  - x\n  -\t y\n", 3, 4),
+        ('a: "\u00e9\u2028\u20ac"\nb:\n\t- 1\n', 3, 1),  # the column read where the editor has it
+    ],
+)
+def test_a_tab_that_indents_says_yaml_indents_with_spaces(text: str, line: int, col: int) -> None:
+    _doc, diags = load_text("m.yaml", text.encode())
+    assert [(d.code, d.span.line, d.span.col, d.message, d.hint) for d in diags] == [
+        (
+            "GEN002",
+            line,
+            col,
+            "YAML syntax error: a tab character here; YAML indentation uses spaces, not tabs",
+            "replace the tab with spaces",
+        )
+    ]
+
+
+def test_a_syntax_error_at_another_character_keeps_yamls_words() -> None:
+    _doc, diags = load_text("m.yaml", b"a: [1,\n\tb: x\n")  # a tab in the text, not at the error
+    assert [(d.code, d.span.line) for d in diags] == [("GEN002", 3)]
+    assert "tab" not in diags[0].message and diags[0].hint is None
+
+
 @pytest.mark.parametrize("breaker", ["\u2028", "\u2029", "\x85", "\u2028\r\n\u2029"])
 def test_positions_count_only_the_line_breaks_an_editor_shows(breaker: str) -> None:
     # YAML 1.1 (PyYAML, libyaml) ends a line at NEL, LS and PS too; editors do not, and every
