@@ -112,9 +112,12 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
             error(
                 code,
                 doc.key_span((*path, err.instance)),
-                f"{where}: invalid name {err.instance!r}: {err.message}",
+                f"{where}: invalid name {err.instance!r}: {_pattern_rule(err) or err.message}",
             )
         ]
+    rule = _pattern_rule(err)
+    if rule is not None:
+        return [error(code, doc.span(path), f"{where}: invalid value {err.instance!r}: {rule}")]
     if keyword in {"additionalProperties", "unevaluatedProperties"}:
         extras = _extra_properties(err)
         allowed = _allowed_properties(err.schema)
@@ -189,6 +192,16 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
     if keyword == "oneOf" and path and isinstance(err.instance, dict):
         return [error(code, doc.span(path), f"{where}: {_one_of_message(err)}")]
     return [error(code, doc.span(path), f"{where}: {err.message}")]
+
+
+def _pattern_rule(err: ValidationError) -> str | None:
+    """What a `pattern` in the manifest schema asks for, in words: the schema keeps it beside the
+    pattern as `patternErrorMessage` (the keyword VS Code's and Red Hat's YAML language servers
+    show for a failed pattern, so an editor says the same), not the regular expression."""
+    if err.validator != "pattern" or not isinstance(err.schema, dict):
+        return None
+    rule = err.schema.get("patternErrorMessage")
+    return rule if isinstance(rule, str) else None
 
 
 def _one_of_message(err: ValidationError) -> str:

@@ -456,7 +456,9 @@ def test_a_patterns_end_anchor_refuses_a_trailing_newline(tmp_path: Path) -> Non
     gateway.write_text(text.replace("\n  version: 0.1.0\n", '\n  version: "0.1.0\\n"\n'))
     got = _diagnostics(root)
     assert len(got) == 1, got
-    assert got[0].startswith("gateway.yaml:7:12:GEN105:package/version: '0.1.0\\n' does not")
+    assert got[0].startswith(
+        "gateway.yaml:7:12:GEN105:package/version: invalid value '0.1.0\\n': a version is "
+    )
     root = _project(
         tmp_path / "b",
         output_extra="        code: {type: string, pattern: '^[a-z]+$', default: \"abc\\n\"}\n"

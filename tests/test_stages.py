@@ -27,7 +27,7 @@ from generator.diagnostics import (
 from generator.load import declared_kind, load_text
 from generator.names import ClassName, PyIdent, is_valid_tool_name
 from generator.render import docstring, literal
-from generator.validate import validate_one
+from generator.validate import manifest_schema, validate_one
 
 
 def test_source_map_points_at_values_and_keys() -> None:
@@ -556,6 +556,92 @@ def test_schema_errors_map_to_lines_and_columns() -> None:
     assert _validate(urls % "'9 lives': 'https://d.example/'") == [("GEN105", 3, 57)]
     got = _validate("version: 1\nkind: types\ntypes: {A: {}}\nextra: 1\n")
     assert got == [("GEN102", 4, 1)]
+
+
+_CONNECTOR = """\
+version: 1
+kind: connector
+name: probe
+title: Probe
+description: Probe connector.
+base_url: https://api.example.com
+auth: {type: none}
+capabilities:
+  - name: get_thing
+    description: Get a thing by its id.
+    scope: read
+    input: {type: object, properties: {id: {type: string}}}
+    output: {type: object}
+    http:
+      method: GET
+      path: %s
+      headers: {%s}
+"""
+
+
+def _messages(text: str) -> list[tuple[str, int, int, str]]:
+    doc, diags = load_text("m.yaml", text.encode())
+    assert doc is not None and not diags
+    return [(d.code, d.span.line, d.span.col, d.message) for d in validate_one(doc)]
+
+
+def test_a_value_a_pattern_refuses_is_told_what_the_pattern_asks_for() -> None:
+    # the words beside each pattern in the schema, not the regular expression
+    found = _messages(_CONNECTOR % ("things/{id}", 'X-Note: "caf\u00e9", X-Multi: "a\\nb"'))
+    assert found == [
+        (
+            "GEN105",
+            16,
+            13,
+            "capabilities/0/http/path: invalid value 'things/{id}': "
+            "a path starts with / (it is appended to base_url)",
+        ),
+        (
+            "GEN105",
+            17,
+            25,
+            "capabilities/0/http/headers/X-Note: invalid value 'caf\u00e9': "
+            "a header value is one line of printable ASCII: no line breaks or non-ASCII characters",
+        ),
+        (
+            "GEN105",
+            17,
+            42,
+            "capabilities/0/http/headers/X-Multi: invalid value 'a\\nb': "
+            "a header value is one line of printable ASCII: no line breaks or non-ASCII characters",
+        ),
+    ]
+    # a key a pattern refuses: propertyNames
+    assert _messages(_CONNECTOR % ("/t", '"X Note": v')) == [
+        (
+            "GEN105",
+            17,
+            17,
+            "capabilities/0/http/headers: invalid name 'X Note': an HTTP header name is a token: "
+            "letters, digits and !#$%&'*+-.^_`|~ (no spaces or colons)",
+        )
+    ]
+    assert _messages("version: 1\nkind: types\ntypes: {a: {}}\n") == [
+        (
+            "GEN105",
+            3,
+            9,
+            "types: invalid name 'a': "
+            "a type name is PascalCase: an upper-case letter, then letters or digits",
+        )
+    ]
+
+
+def test_every_pattern_of_the_manifest_schema_says_what_it_asks_for_in_words() -> None:
+    def walk(node: object, path: str) -> list[str]:
+        if isinstance(node, list):
+            return [m for i, v in enumerate(node) for m in walk(v, f"{path}/{i}")]
+        if not isinstance(node, dict):
+            return []
+        missing = [path] if "pattern" in node and "patternErrorMessage" not in node else []
+        return missing + [m for k, v in node.items() for m in walk(v, f"{path}/{k}")]
+
+    assert walk(manifest_schema(), "#") == []
 
 
 @pytest.mark.parametrize(
