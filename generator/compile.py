@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import datetime
-import difflib
 import functools
 import hashlib
 import itertools
@@ -24,7 +23,7 @@ from urllib.parse import quote, unquote, urlsplit
 import jsonschema
 
 from . import ir
-from .diagnostics import Diagnostic, Span, error, has_errors, shortened
+from .diagnostics import Diagnostic, Span, did_you_mean, error, has_errors, shortened
 from .load import MAX_NESTING, JsonPath, Loaded
 from .names import (
     CLIENT_BASE_NAMES,
@@ -690,10 +689,8 @@ def _check_keywords(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool
             if value is None:  # `{description: a, b}` parses as {description: a, b: null}
                 hint = "a comma inside {...} splits the value: quote the whole string"
             else:
-                close = difflib.get_close_matches(key, sorted(SCHEMA_KEYWORDS), n=1)
-                hint = (
-                    f"did you mean {close[0]!r}? " if close else ""
-                ) + "extension keywords start with x-"
+                close = did_you_mean(key, sorted(SCHEMA_KEYWORDS))
+                hint = (f"{close} " if close else "") + "extension keywords start with x-"
             ctx.err(
                 "GEN219",
                 doc.key_span((*path, key)),

@@ -7,6 +7,7 @@ two in sync.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -44,6 +45,17 @@ _UNSAFE_ABOVE_C0 = re.compile(f"[{_ABOVE_C0}]")  # what json.dumps leaves raw
 def shortened(text: str, limit: int = 60) -> str:
     """`text` cut to `limit` characters, ending "...", when longer: a value shown in a message."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str | None:
+    """The hint `did you mean 'X'?` for the option closest to a word that is not one of them, or
+    None when none is close. An option that differs only in case comes first: difflib finds
+    `get` no closer to `GET` than to `PUT` (its ratio counts equal characters, and case counts)."""
+    choices = list(options)
+    folded = word.casefold()
+    close = [c for c in choices if c.casefold() == folded][:1]
+    close = close or difflib.get_close_matches(word, choices, n=1)
+    return f"did you mean {close[0]!r}?" if close else None
 
 
 def printable(text: str) -> str:

@@ -7,7 +7,6 @@ the offending key, for unknown properties).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 from collections.abc import Iterable, Iterator
@@ -18,7 +17,7 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import ValidationError
 
-from .diagnostics import Diagnostic, error
+from .diagnostics import Diagnostic, did_you_mean, error
 from .load import Loaded
 from .runtime.fastschema import additional_properties, json_type, validator_class
 
@@ -123,11 +122,8 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
         allowed = _allowed_properties(err.schema)
         out = []
         for name in extras:
-            hint = None
-            close = difflib.get_close_matches(name, allowed, n=1)
-            if close:
-                hint = f"did you mean {close[0]!r}?"
-            elif allowed:
+            hint = did_you_mean(name, allowed)
+            if hint is None and allowed:
                 hint = "allowed here: " + ", ".join(sorted(allowed))
             out.append(
                 error(
@@ -150,8 +146,7 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
         shown = ", ".join(json.dumps(o) for o in options)
         hint = None
         if isinstance(err.instance, str):
-            close = difflib.get_close_matches(err.instance, [str(o) for o in options], n=1)
-            hint = f"did you mean {close[0]!r}?" if close else None
+            hint = did_you_mean(err.instance, [str(o) for o in options])
         return [
             error(
                 code,

@@ -632,6 +632,23 @@ def test_a_value_a_pattern_refuses_is_told_what_the_pattern_asks_for() -> None:
     ]
 
 
+def test_a_value_that_differs_from_an_allowed_one_only_in_case_is_suggested() -> None:
+    text = (_CONNECTOR % ("/t", "")).replace("method: GET", "method: get")
+    doc, _ = load_text("m.yaml", text.encode())
+    assert doc is not None
+    found = [(d.code, d.span.line, d.span.col, d.message, d.hint) for d in validate_one(doc)]
+    assert found == [
+        (
+            "GEN104",
+            15,
+            15,
+            'capabilities/0/http/method: "get" is not one of '
+            '"GET", "POST", "PUT", "PATCH", "DELETE"',
+            "did you mean 'GET'?",
+        )
+    ]
+
+
 def test_every_pattern_of_the_manifest_schema_says_what_it_asks_for_in_words() -> None:
     def walk(node: object, path: str) -> list[str]:
         if isinstance(node, list):
