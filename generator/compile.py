@@ -744,12 +744,37 @@ def _check_meta(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
     for err in _META.iter_errors(schema):
         ok = False
         where = (*path, *err.absolute_path)
+        message, hint = _type_problem(err) or (err.message, None)
         ctx.err(
             "GEN203",
             doc.span(where),
-            f"{'/'.join(map(str, where))} is not valid JSON Schema 2020-12: {err.message}",
+            f"{'/'.join(map(str, where))} is not valid JSON Schema 2020-12: {message}",
+            hint,
         )
     return ok
+
+
+_TYPES_TEXT = ", ".join(sorted(_SIMPLE_TYPES)[:-1]) + " or " + sorted(_SIMPLE_TYPES)[-1]
+
+
+def _type_problem(err: jsonschema.ValidationError) -> tuple[str, str | None] | None:
+    """What is wrong with a `type` the metaschema refuses, which it says as "not valid under any
+    of the given schemas" (of its anyOf: a type name, or a list of them)."""
+    if tuple(err.absolute_schema_path)[-3:] != ("properties", "type", "anyOf"):
+        return None
+    value = err.instance
+    names = value if isinstance(value, list) else [value]
+    for name in names:
+        if not isinstance(name, str) or name not in _SIMPLE_TYPES:
+            shown = json.dumps(name) if not isinstance(name, str) else repr(name)
+            hint = did_you_mean(name, sorted(_SIMPLE_TYPES)) if isinstance(name, str) else None
+            return f"{shown} is not a type (the types are {_TYPES_TEXT})", hint
+    if isinstance(value, list) and not value:
+        return "an empty type list allows nothing", "name at least one type"
+    if isinstance(value, list) and len(set(value)) < len(value):
+        twice = next(n for i, n in enumerate(value) if n in value[:i])
+        return f"the type list names {twice!r} twice", None
+    return None
 
 
 # ---------------------------------------------------------------------------- tools

@@ -704,10 +704,10 @@ def test_manifest_text_quoted_in_a_message_is_shown_escaped(tmp_path: Path) -> N
     root = make_project(tmp_path, {"gateway.yaml": _TINY_GATEWAY, "native.yaml": native})
     proc = _gen("validate", "--project", str(root))
     assert proc.returncode == 1
-    first, summary = proc.stderr.splitlines()
+    first, hint, summary = proc.stderr.splitlines()
     assert first.startswith("manifests/native.yaml:9:")
     assert "[GEN203] tools/0/output/properties/zz\\nyy\\x1b[2J\\u2028/type is not" in first
-    assert summary == "1 error, 0 warnings"
+    assert hint == "  hint: did you mean 'string'?" and summary == "1 error, 0 warnings"
     github = _gen("validate", "--project", str(root), "--error-format", "github").stderr
     assert len(github.splitlines()) == 1 and not UNSAFE_IN_NAMES.search(github.rstrip("\n"))
     found = json.loads(_gen("validate", "--project", str(root), "--error-format", "json").stdout)

@@ -227,7 +227,7 @@ def test_an_unknown_type_hides_no_other_problem_of_its_schema(tmp_path: Path) ->
     ], found
     assert "invalid regular expression '('" in found[1]
     assert "$ref 'https://example.com/x.json' points to nothing" in found[2]
-    assert "'intger' is not valid" in found[4]
+    assert "'intger' is not a type" in found[4]
 
 
 def _chain(count: int, refs_per_type: int) -> str:
@@ -598,3 +598,39 @@ def test_examples_its_schema_refuses_are_reported_at_the_example(tmp_path: Path)
         "probe.yaml:25:39:GEN203:regular expression '^(a+)+$' can take exponential time to "
         "refuse a text"
     ]
+
+
+def test_a_misspelt_type_lists_the_types_and_the_closest_one(tmp_path: Path) -> None:
+    """The metaschema's own words were "'strng' is not valid under any of the given schemas"
+    (of its anyOf: a type name or a list of them)."""
+    types = "array, boolean, integer, null, number, object or string"
+    for i, (input_id, shown, hint) in enumerate(
+        [
+            ("{type: strng}", "'strng'", "did you mean 'string'?"),
+            ("{type: Integer}", "'Integer'", "did you mean 'integer'?"),
+            ("{type: [string, nul]}", "'nul'", "did you mean 'null'?"),
+            ("{type: 3}", "3", None),
+        ]
+    ):
+        root = _project(tmp_path / str(i), input_id=input_id)
+        found = [
+            (d.span.file, d.span.line, d.span.col, d.code, d.message, d.hint)
+            for d in api.compile_manifests(options(root)).diagnostics
+        ]
+        assert found == [
+            (
+                "manifests/connectors/probe.yaml",
+                17,
+                20,
+                "GEN203",
+                "capabilities/0/input/properties/id/type is not valid JSON Schema 2020-12: "
+                f"{shown} is not a type (the types are {types})",
+                hint,
+            )
+        ], input_id
+    root = _project(tmp_path / "twice", input_id="{type: [string, string]}")
+    [only] = _diagnostics(root)
+    assert only.endswith(
+        ":GEN203:capabilities/0/input/properties/id/type is not valid JSON "
+        "Schema 2020-12: the type list names 'string' twice"
+    )
