@@ -184,6 +184,10 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
         bad = err.instance if isinstance(err.instance, str) else None
         span = doc.key_span((*path, bad)) if bad else doc.span(path)
         return [error(code, span, f"{where}: invalid name: {err.message}")]
+    if keyword in {"minProperties", "maxProperties"}:
+        choice = _exactly_one(err)
+        if choice is not None:
+            return [error(code, doc.span(path), f"{where}: {choice}")]
     if keyword == "oneOf" and path and isinstance(err.instance, dict):
         return [error(code, doc.span(path), f"{where}: {_one_of_message(err)}")]
     return [error(code, doc.span(path), f"{where}: {err.message}")]
@@ -197,6 +201,34 @@ def _pattern_rule(err: ValidationError) -> str | None:
         return None
     rule = err.schema.get("patternErrorMessage")
     return rule if isinstance(rule, str) else None
+
+
+def _exactly_one(err: ValidationError) -> str | None:
+    """An object that takes exactly one of its properties (`minProperties` and `maxProperties`
+    1), in words: jsonschema says "{...} has too many properties" or "{} should be non-empty"."""
+    schema, given = err.schema, err.instance
+    if not (
+        isinstance(schema, dict)
+        and schema.get("minProperties") == 1
+        and schema.get("maxProperties") == 1
+        and isinstance(schema.get("properties"), dict)
+        and isinstance(given, dict)
+    ):
+        return None
+    names = list(schema["properties"])
+    if not names:
+        return None
+    text = "declare exactly one of " + _or(names)
+    found = [str(k) for k in given]
+    return text + f", not {_and(found)}" if len(found) > 1 else text
+
+
+def _or(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _one_of_message(err: ValidationError) -> str:

@@ -649,6 +649,27 @@ def test_a_value_that_differs_from_an_allowed_one_only_in_case_is_suggested() ->
     ]
 
 
+@pytest.mark.parametrize(
+    ("key", "code", "message"),
+    [
+        (
+            "{header: K, body: k}",
+            "GEN107",
+            "declare exactly one of header, body or query, not header and body",
+        ),
+        ("{}", "GEN106", "declare exactly one of header, body or query"),
+    ],
+)
+def test_an_object_that_takes_one_of_its_properties_says_so(
+    key: str, code: str, message: str
+) -> None:
+    # jsonschema's words were "{'header': 'K', 'body': 'k'} has too many properties"
+    text = (_CONNECTOR % ("/t", "")).replace(
+        "      headers: {}\n", f"      idempotency_key: {key}\n"
+    )
+    assert _messages(text) == [(code, 17, 24, f"capabilities/0/http/idempotency_key: {message}")]
+
+
 def test_every_pattern_of_the_manifest_schema_says_what_it_asks_for_in_words() -> None:
     def walk(node: object, path: str) -> list[str]:
         if isinstance(node, list):
