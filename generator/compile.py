@@ -2153,7 +2153,11 @@ def _graphql(
             "GEN224",
             doc.span((*where, "query")),
             "the GraphQL document's braces or parentheses do not pair up",
-            "a YAML block scalar (query: |) keeps the document as written",
+            # a plain scalar ends at ` #`, which YAML reads as a comment; no other style loses text
+            "in a plain YAML scalar ` #` starts a comment: a block scalar (query: |) keeps "
+            "the document as written"
+            if doc.scalar_style((*where, "query")) is None
+            else None,
         )
     declared: dict[str, bool] = {}  # name -> required (non-null, no default)
     definitions: set[int] = set()

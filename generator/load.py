@@ -149,6 +149,8 @@ class Loaded:
     data: Any
     value_spans: dict[JsonPath, Span] = field(repr=False)
     key_spans: dict[JsonPath, Span] = field(repr=False)
+    # the YAML style of each quoted or block scalar ('"', "'", '|', '>'); plain ones are absent
+    styles: dict[JsonPath, str] = field(repr=False)
     # the text, while the maps above hold only paths of at most SPAN_DEPTH parts
     _text: str | None = field(default=None, repr=False, compare=False)
 
@@ -161,6 +163,7 @@ class Loaded:
             builder.build(node, ())
         self.value_spans.update(builder.value_spans)
         self.key_spans.update(builder.key_spans)
+        self.styles.update(builder.styles)
         object.__setattr__(self, "_text", None)
 
     def span(self, path: Iterable[str | int] = ()) -> Span:
@@ -172,6 +175,13 @@ class Loaded:
                 return self.value_spans[p]
             p = p[:-1]
         return self.value_spans.get((), Span(file=self.path))
+
+    def scalar_style(self, path: Iterable[str | int]) -> str | None:
+        """How the scalar at `path` is written: '"' or "'" quoted, '|' or '>' a block scalar,
+        None plain (or no scalar there)."""
+        p = tuple(path)
+        self._complete(p, self.value_spans)
+        return self.styles.get(p)
 
     def key_span(self, path: Iterable[str | int]) -> Span:
         """Position of the mapping key that ends `path` (falls back to the value)."""
@@ -279,6 +289,7 @@ def _load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnosti
         data=data,
         value_spans=builder.value_spans,
         key_spans=builder.key_spans,
+        styles=builder.styles,
         _text=text,
     )
     return loaded, builder.diagnostics
@@ -470,6 +481,7 @@ class _Builder:
         self.depth = depth
         self.value_spans: dict[JsonPath, Span] = {}
         self.key_spans: dict[JsonPath, Span] = {}
+        self.styles: dict[JsonPath, str] = {}
         self.diagnostics: list[Diagnostic] = []
         self._constructor = yaml.SafeLoader("")  # only its scalar constructors are used
         self._values = 0
@@ -741,6 +753,8 @@ class _Builder:
             items = [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
             self._open.discard(id(node))
             return items
+        if node.style:
+            self.styles[path] = node.style
         return self._scalar(node)
 
     def _first_key(self, node: yaml.MappingNode, key: str, child: JsonPath) -> Span:

@@ -598,6 +598,50 @@ def test_every_mistake_in_graphql_bindings_is_located_at_once(tmp_path: Path) ->
     assert any(":GEN220:input 'order_id' is never sent" in f for f in found), found
 
 
+_MUTATION = (
+    "        query: |\n"
+    "          mutation AddOrderTags($id: ID!, $tags: [String!]!) {\n"
+    "            tagsAdd(id: $id, tags: $tags) { node { id } userErrors { field message } }\n"
+    "          }\n"
+)
+_ONE_LINE = (  # no ": ", which a plain scalar cannot hold
+    "mutation AddOrderTags($id:ID!, $tags:[String!]!) { "
+    "tagsAdd(id:$id, tags:$tags) { node { id } userErrors { field message } } }"
+)
+
+
+@pytest.mark.parametrize(
+    ("query", "hint"),
+    [
+        # a block scalar keeps every brace: the document itself is wrong
+        (_MUTATION.replace("message } }", "message }"), None),
+        # a double-quoted scalar keeps every brace too
+        (f'        query: "{_ONE_LINE.replace("message } }", "message }")}"\n', None),
+        # a plain scalar ends at ` #`: YAML dropped the rest of the document
+        (
+            f"        query: {_ONE_LINE.replace('node { id }', 'node { id #gid')}\n",
+            "in a plain YAML scalar ` #` starts a comment: a block scalar (query: |) keeps the "
+            "document as written",
+        ),
+    ],
+)
+def test_a_block_scalar_is_suggested_only_for_a_plain_graphql_document(
+    tmp_path: Path, query: str, hint: str | None
+) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (DATA / "shopify_admin.yaml").read_text(encoding="utf-8")
+    assert _MUTATION in text
+    (root / "manifests" / "connectors" / "shopify_admin.yaml").write_text(
+        text.replace(_MUTATION, query), encoding="utf-8"
+    )
+    found = [
+        (d.span.line, d.span.col, d.message, d.hint)
+        for d in api.compile_manifests(options(root)).diagnostics
+        if d.code == "GEN224"
+    ]
+    assert found == [(107, 16, "the GraphQL document's braces or parentheses do not pair up", hint)]
+
+
 def test_graphql_documents_are_not_templates(tmp_path: Path) -> None:
     """Braces in a GraphQL document are GraphQL's: `{ id }` is a selection, never a
     placeholder, and a `{name}` there is not filled in (arguments travel as variables)."""
