@@ -149,7 +149,17 @@ class _Ctx:
 _WIDER = {"number": {"integer"}}
 _UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
 _LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
-_EXACT = ("pattern", "format", "const")
+_EXACT = ("pattern", "format")  # `const` is compared with `enum`, as the values allowed
+# A format to one that accepts every value the first accepts (and more): each grammar holds the
+# other's. RFC 3986: a URI is a URI reference; RFC 3987: a URI is an IRI, a URI reference an IRI
+# reference, an IRI an IRI reference; RFC 6531 extends RFC 5321's addresses with UTF-8. (Not
+# hostname -> idn-hostname: an `xn--` label that is no valid punycode is a hostname only.)
+_WIDER_FORMATS = {
+    "uri": frozenset({"uri-reference", "iri", "iri-reference"}),
+    "uri-reference": frozenset({"iri-reference"}),
+    "iri": frozenset({"iri-reference"}),
+    "email": frozenset({"idn-email"}),
+}
 # Keywords that constrain values but that the comparison does not reason about: any change to
 # one (annotations inside left aside) is reported as possibly breaking, to be checked by hand
 # and allowed, rather than passed as no change.
@@ -226,6 +236,20 @@ def _multiple_relaxed(old: Any, new: Any) -> bool:
     except (TypeError, ZeroDivisionError, OverflowError):  # not numbers; 0; past a float
         return False
     return isinstance(ratio, int | float) and math.isfinite(ratio) and float(ratio).is_integer()
+
+
+def _values(s: dict[str, Any]) -> list[Any] | None:
+    """The values `enum` and `const` limit a schema to (None: any value). `const: x` is
+    `enum: [x]`: a change between the two is a change of the values allowed."""
+    values = s["enum"] if isinstance(s.get("enum"), list) else None
+    if "const" in s:
+        values = [s["const"]] if values is None else [v for v in values if v == s["const"]]
+    return values
+
+
+def _values_key(s: dict[str, Any]) -> str:
+    """The keyword that says which values a schema allows, to point at."""
+    return "enum" if "enum" in s or "const" not in s else "const"
 
 
 def _types(s: Any) -> set[str] | None:
@@ -373,13 +397,14 @@ class _Compare:
                 )
             else:
                 add("BRK104", span, target, f"{where} type widened from {_show(ot)} to {_show(nt)}")
-        oe, ne = old.get("enum"), new.get("enum")
-        if isinstance(ne, list):
-            gone = [v for v in oe if v not in ne] if isinstance(oe, list) else None
+        oe, ne = _values(old), _values(new)
+        if ne is not None:
+            values_span = self.new_span((*pointer, _values_key(new)))
+            gone = [v for v in oe if v not in ne] if oe is not None else None
             if gone is None:
                 add(
                     "BRK005",
-                    self.new_span((*pointer, "enum")),
+                    values_span,
                     target,
                     f"{where} is now restricted to {ne}",
                     "accept every value it accepted",
@@ -387,21 +412,21 @@ class _Compare:
             elif gone:
                 add(
                     "BRK005",
-                    self.new_span((*pointer, "enum")),
+                    values_span,
                     target,
                     f"{where} no longer accepts {', '.join(json.dumps(v) for v in gone)}",
                     "keep the value and map it to its replacement in the handler, or "
                     "deprecate it first",
                 )
-            added = [v for v in ne if isinstance(oe, list) and v not in oe]
+            added = [v for v in ne if oe is not None and v not in oe]
             if added:
                 add(
                     "BRK105",
-                    self.new_span((*pointer, "enum")),
+                    values_span,
                     target,
                     f"{where} accepts {', '.join(json.dumps(v) for v in added)} too",
                 )
-        elif isinstance(oe, list):
+        elif oe is not None:
             add("BRK104", span, target, f"{where} accepts any value, not only {oe}")
         tightened, relaxed = [], []
         for kw in (*_UPPER, *_LOWER, *_EXACT, "multipleOf", "uniqueItems"):
@@ -412,7 +437,9 @@ class _Compare:
                 continue
             if b is None:
                 relaxed.append(f"{kw} {a!r} dropped")
-            elif kw == "multipleOf" and a is not None and _multiple_relaxed(a, b):
+            elif (kw == "multipleOf" and a is not None and _multiple_relaxed(a, b)) or (
+                kw == "format" and isinstance(a, str) and b in _WIDER_FORMATS.get(a, ())
+            ):
                 relaxed.append(f"{kw} {a!r} -> {b!r}")
             elif a is None or kw in (*_EXACT, "multipleOf"):
                 tightened.append(f"{kw} {b!r}" + (f" (was {a!r})" if a is not None else " added"))
@@ -463,9 +490,10 @@ class _Compare:
                     target,
                     f"{where} type narrowed from {_show(ot)} to {_show(nt)}",
                 )
-        oe, ne = old.get("enum"), new.get("enum")
-        if isinstance(oe, list):
-            added = [v for v in ne if v not in oe] if isinstance(ne, list) else None
+        oe, ne = _values(old), _values(new)
+        if oe is not None:
+            values_span = self.new_span((*pointer, _values_key(new)))
+            added = [v for v in ne if v not in oe] if ne is not None else None
             if added is None:
                 add(
                     "BRK014",
@@ -477,17 +505,17 @@ class _Compare:
             elif added:
                 add(
                     "BRK014",
-                    self.new_span((*pointer, "enum")),
+                    values_span,
                     target,
                     f"{where} may now be {', '.join(json.dumps(v) for v in added)}",
                     "readers that switch on the value break: add a new property, or make "
                     "sure readers have a default branch and allow it",
                 )
-            gone = [v for v in oe if isinstance(ne, list) and v not in ne]
+            gone = [v for v in oe if ne is not None and v not in ne]
             if gone:
                 add(
                     "BRK110",
-                    self.new_span((*pointer, "enum")),
+                    values_span,
                     target,
                     f"{where} is no longer {', '.join(json.dumps(v) for v in gone)}",
                 )
@@ -1068,8 +1096,11 @@ def rules_markdown() -> str:
         "",
         "## What is compared",
         "",
-        "Per property and array item: `type`, `enum`, `required`, the numeric, length and",
-        "size bounds, `multipleOf`, `uniqueItems`, `pattern`, `format`, `const`, `items` and",
+        "Per property and array item: `type`, `enum` and `const` (the values allowed: `const:",
+        "x` is `enum: [x]`), `required`, the numeric, length and size bounds, `multipleOf`,",
+        "`uniqueItems`, `pattern`, `format` (one that accepts every value of the old one and",
+        "more relaxes an input: `uri` to `uri-reference`, `iri` or `iri-reference`,",
+        "`uri-reference` or `iri` to `iri-reference`, `email` to `idn-email`), `items` and",
         "`additionalProperties` (a missing schema accepts anything). A change to a keyword it",
         "does not reason about (`anyOf`, `oneOf`, `allOf`, `not`, `if`/`then`/`else`, `$ref`,",
         "`$defs`, `patternProperties`, `propertyNames`, `prefixItems`, `contains`,",

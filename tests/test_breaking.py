@@ -537,3 +537,73 @@ def test_every_auth_setting_is_compared(tmp_path: Path) -> None:
     result = breaking.breaking(options, str(tmp_path / "before"), today=TODAY)
     assert [(c.rule, c.target) for c in result.changes] == [("BRK011", "connector:hubspot")]
     assert "client_id_field 'client_id' -> 'client_secret'" in result.changes[0].message
+
+
+_STATE = "              state: {type: string, enum: [active, archived]}\n"
+
+
+def _changes(tmp_path: Path, edits: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """(rule, after/ location, message) of every change, BRK004's fixture edited per side."""
+    case = tmp_path / "case"
+    shutil.copytree(FIXTURES / "BRK004", case)
+    shutil.copy(case / "before" / "crm.yaml", case / "after" / "crm.yaml")
+    for side, old, new in edits:
+        path = case / side / "crm.yaml"
+        text = path.read_text(encoding="utf-8")
+        assert old in text, old
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    result = _run(case)
+    assert not result.diagnostics, result.diagnostics
+    return [(c.rule, str(c.span), c.message.split(": ", 1)[1]) for c in result.changes]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("uri", "uri-reference", [("BRK104", "format 'uri' -> 'uri-reference'")]),
+        ("uri", "iri", [("BRK104", "format 'uri' -> 'iri'")]),
+        ("iri", "iri-reference", [("BRK104", "format 'iri' -> 'iri-reference'")]),
+        ("email", "idn-email", [("BRK104", "format 'email' -> 'idn-email'")]),
+        # the other way round, or to a format that is no superset: tightened
+        ("uri-reference", "uri", [("BRK013", "format 'uri' (was 'uri-reference')")]),
+        ("hostname", "idn-hostname", [("BRK013", "format 'idn-hostname' (was 'hostname')")]),
+        ("date-time", "date", [("BRK013", "format 'date' (was 'date-time')")]),
+    ],
+)
+def test_a_format_that_accepts_every_value_of_the_old_one_relaxes_an_input(
+    tmp_path: Path, old: str, new: str, expected: list[tuple[str, str]]
+) -> None:
+    query = "        query: {type: string, maxLength: 200}\n"
+    found = _changes(
+        tmp_path,
+        [
+            ("before", query, query.replace("}", f", format: {old}}}")),
+            ("after", query, query.replace("}", f", format: {new}}}")),
+        ],
+    )
+    verb = "relaxed" if expected[0][0] == "BRK104" else "tightened"
+    assert found == [
+        (rule, "after/crm.yaml:22:9", f"input 'query' constraint {verb}: {text}")
+        for rule, text in expected
+    ]
+
+
+def test_an_enum_narrowed_to_a_const_is_one_consistent_change(tmp_path: Path) -> None:
+    """`const: x` allows the values `enum: [x]` does: an input enum becoming a const no longer
+    accepts the other values (it was BRK013 "const added" beside a safe "accepts any value,
+    not only [...]"), and the reverse accepts them again; an output's const is an enum too."""
+    status = "        status: {type: string, enum: [active, archived]}\n"
+    to_const = status.replace("enum: [active, archived]", "const: active")
+    assert _changes(tmp_path / "a", [("after", status, to_const)]) == [
+        ("BRK005", "after/crm.yaml:23:39", "input 'status' no longer accepts \"archived\"")
+    ]
+    assert _changes(tmp_path / "b", [("before", status, to_const)]) == [
+        ("BRK105", "after/crm.yaml:23:38", "input 'status' accepts \"archived\" too")
+    ]
+    state_const = _STATE.replace("enum: [active, archived]", "const: active")
+    assert _changes(tmp_path / "c", [("after", _STATE, state_const)]) == [
+        ("BRK110", "after/crm.yaml:38:44", "output 'contacts[].state' is no longer \"archived\"")
+    ]
+    assert _changes(tmp_path / "d", [("before", _STATE, state_const)]) == [
+        ("BRK014", "after/crm.yaml:38:43", "output 'contacts[].state' may now be \"archived\"")
+    ]
