@@ -460,10 +460,15 @@ def _binding_checks(t: ir.Tool, sources: Sources, f: _Findings) -> None:
 def _quoted_placeholders(t: ir.Tool, sources: Sources, f: _Findings) -> None:
     """`text ~ "{query}"` and `LastName = {name}`: a quote (or, bare, a space or keyword) in
     the argument ends the literal, and what follows it is read as query syntax. The filters
-    write the quotes and escape the value."""
+    write the quotes and escape the value. Query languages live in the query, the body (a
+    GraphQL request's variables too) and the path (an OData key, `/Customers('{id}')`); not in
+    headers, whose `name=value` pairs (`Prefer: odata.maxpagesize={n}`, `Cookie`) and quoted
+    strings (an entity tag, `If-Match: "{etag}"`) are no query a quote could change."""
     raw = sources.raw_tool(t.name).get("http", {})
     properties = t.input_schema.value.get("properties", {})
     for where, value in binding_templates(raw):
+        if where == ("headers",):
+            continue
         part = ".".join(where)
         for sub, text in template_strings(value):
             span = sources.tool_span(t.name, "http", *where, *sub) or t.span

@@ -365,6 +365,35 @@ def test_a_placeholder_between_quotes_without_a_filter_is_a_warning(tmp_path: Pa
         assert not [d for d in result.diagnostics if d.code.startswith("GEN")]
 
 
+def test_headers_carry_no_query_language_for_lnt022(tmp_path: Path) -> None:
+    """`X-Opt: v={query}` was "a bare operand of a query", and an entity tag between quotes a
+    quoted literal: a header's `name=value` and quoted strings are no query. The same text in
+    the query is still reported, where it was."""
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (ROOT / "tests" / "data" / "connectors" / "jira.yaml").read_text(encoding="utf-8")
+    target = root / "manifests" / "connectors" / "jira.yaml"
+    headers = '      headers: {X-Opt: "v={query}", If-Match: \'"{query}"\'}\n'
+    target.write_text(
+        text.replace("      path: /search\n", "      path: /search\n" + headers), encoding="utf-8"
+    )
+    result = _lint(root)
+    assert not [d for d in result.diagnostics if d.code.startswith("GEN")]
+    assert [d for d in result.diagnostics if d.code == "LNT022"] == []
+    query = 'maxResults: "{max_results}"}'
+    target.write_text(text.replace(query, query[:-1] + ', opt: "v={query}"}'), encoding="utf-8")
+    found = [
+        (d.span.line, d.span.col, d.message) for d in _lint(root).diagnostics if d.code == "LNT022"
+    ]
+    assert found == [
+        (
+            55,
+            108,
+            "jira_search_issues: {query} in http.query is a bare operand of a query: a quote, a "
+            "space or a keyword in 'query' would change the query",
+        )
+    ]
+
+
 def test_a_bare_operand_warns_only_for_text_inputs(tmp_path: Path) -> None:
     """`maxResults = {max_results}` is a number: no quote can change the query."""
     root = make_project(tmp_path, copy_defaults=True)
