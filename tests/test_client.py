@@ -562,3 +562,35 @@ def test_parameters_never_shadow_what_the_method_body_uses() -> None:
     namespace = {"expand_uri": client_base.expand_uri, **dict.fromkeys(("self_", "Any_"), "a")}
     namespace |= {"ResourceContent_": "r b", "str_": "t"}
     assert eval(log.uri, namespace) == "memory://users/a/a/r%20b/t/log"
+
+
+def test_a_deprecated_tool_says_so_once_in_its_docstring_and_in_tools_md(tmp_path: Path) -> None:
+    """The description ends with the deprecation note (replacement, sunset, reason); the
+    docstring added a second "Deprecated:" paragraph, and TOOLS.md's row read "instead.;"."""
+    native = (
+        _native_tool("old_usage").replace(
+            "    scope: read\n",
+            "    scope: read\n"
+            "    deprecated: {reason: Use usage_now with period day instead.,"
+            ' replacement: usage_now, sunset: "2027-06-30"}\n',
+        )
+        + _native_tool("usage_now").split("tools:\n", 1)[1]
+    )
+    root = _project(tmp_path, native)
+    _result, files, diags = api.generate(options(root))
+    assert diags == (), diags
+    tree = ast.parse(files["t_gw/client_methods/native.py"])
+    [method] = [
+        n for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef) and n.name == "old_usage"
+    ]
+    doc = ast.get_docstring(method) or ""
+    assert doc.startswith(
+        "A tool.\n\nDeprecated: use usage_now instead (sunset 2027-06-30). Use usage_now with "
+        "period\nday instead.\n\n"
+    ), doc
+    assert doc.count("Deprecated") == 1, doc
+    rows = [line for line in files["TOOLS.md"].splitlines() if line.startswith("| Deprecated |")]
+    assert rows == [
+        "| Deprecated | Use usage\\_now with period day instead. Use `usage_now` instead. "
+        "Removed after `2027-06-30`. |"
+    ]

@@ -358,11 +358,12 @@ def _tool_doc(t: ir.Tool, connector: ir.Connector | None) -> ToolDoc:
     if t.tags:
         facts.append(("Tags", ", ".join(md_code(x) for x in t.tags)))
     if t.deprecated is not None:
-        note = md_cell(t.deprecated.reason)
+        reason = t.deprecated.reason.strip()  # sentences, each ending as the last one does
+        note = md_cell(reason + ("" if reason.endswith((".", "!", "?")) else "."))
         if t.deprecated.replacement:
-            note += f"; use {md_code(t.deprecated.replacement)} instead"
+            note += f" Use {md_code(t.deprecated.replacement)} instead."
         if t.deprecated.sunset:
-            note += f"; removed after {md_code(t.deprecated.sunset)}"
+            note += f" Removed after {md_code(t.deprecated.sunset)}."
         facts.append(("Deprecated", note))
     example = json.dumps(
         {"name": t.name, "arguments": sample(t.input_schema.value)}, indent=2, ensure_ascii=False

@@ -233,14 +233,9 @@ def _method_doc(
 ) -> str:
     """`unshown`: fields whose default the signature gives as None (the docstring says it)."""
     width = _DOC_WIDTH - 8
+    # a deprecated tool's description ends with its deprecation note (compile.deprecation_note:
+    # the replacement, the sunset and the reason), which the model reads too
     lines = _wrap(t.description, width)
-    if t.deprecated is not None:
-        note = f"Deprecated: {t.deprecated.reason}"
-        if t.deprecated.replacement:
-            note += f" Use {t.deprecated.replacement} instead."
-        if t.deprecated.sunset:
-            note += f" Removed after {t.deprecated.sunset}."
-        lines += ["", *_wrap(note, width)]
     props = t.input_schema.value.get("properties", {})
     described = []
     for f in fields:
