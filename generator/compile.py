@@ -1785,7 +1785,7 @@ def _http(
             style=p["style"],
             **{k: p.get(k) for k in ("param", "next", "more", "size_param", "total")},
         )
-        _check_pagination(ctx, doc, path, raw, params)
+        _check_pagination(ctx, doc, path, raw)
         # Replace (never mutate) `properties`: it may be shared with an inlined type.
         for schema, prop, default in (
             (input_schema, "cursor", CURSOR_INPUT),
@@ -1793,6 +1793,8 @@ def _http(
         ):
             if schema is not None:
                 props = dict(schema.get("properties", {}))
+                if prop in props:
+                    _check_cursor_property(ctx, doc, path[:-1], prop, props[prop], schema)
                 props.setdefault(prop, default)
                 schema["properties"] = props
         if p["style"] != "link":  # a link cursor is a whole URL: it is never templated
@@ -2321,9 +2323,10 @@ def _check_graphql_operation(
         )
 
 
-def _check_pagination(
-    ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], params: set[str]
-) -> None:
+def _check_pagination(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any]) -> None:
+    """The pagination keys the style uses, and where the cursor goes. `{cursor}` in a template
+    is the page's cursor even where the tool declares its own `cursor` input (the executor
+    reads it as the pagination cursor and fills `{cursor}` with it)."""
     p = raw["pagination"]
     style = p["style"]
     where = (*path, "pagination")
@@ -2332,9 +2335,9 @@ def _check_pagination(
         for where, value in binding_templates(raw)
         if where != ("path",)
         for sub, ph in _placeholders(value)
-        if ph == "cursor" and "cursor" not in params
+        if ph == "cursor"
     ]
-    if "cursor" not in params and any(ph == "cursor" for _s, ph in _placeholders(raw["path"])):
+    if any(ph == "cursor" for _s, ph in _placeholders(raw["path"])):
         ctx.err(
             "GEN207",
             doc.span((*path, "path")),
@@ -2368,6 +2371,63 @@ def _check_pagination(
                 f"size_param {size!r} is neither a query parameter nor a top-level body key of "
                 "this binding",
             )
+
+
+# The cursor properties of a paginated tool: where each is declared and the schema pagination
+# gives it when the tool does not. The model's cursor is a string (the executor keeps no other:
+# `cursor: 2` was dropped and the first page requested again), and next_cursor is one, or null
+# on the last page (an answer with a next page failed a next_cursor declared integer).
+_CURSOR_PROPERTIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "cursor": ("input", CURSOR_INPUT),
+    "next_cursor": ("output", CURSOR_OUTPUT),
+}
+
+
+def _admits(schema: Any, root: dict[str, Any], kind: str) -> bool:
+    """False when `schema` (followed through local references, with the keywords beside
+    them) says by its `type` that no value of JSON type `kind` is valid; True when it may be."""
+    for part in _parts(schema, root):
+        if part is False:
+            return False
+        declared = part.get("type") if isinstance(part, dict) else None
+        if isinstance(declared, str):
+            declared = [declared]
+        if isinstance(declared, list) and kind not in declared:
+            return False
+    return True
+
+
+def _check_cursor_property(
+    ctx: _Ctx, doc: Loaded, tool: JsonPath, prop: str, schema: Any, root: dict[str, Any]
+) -> None:
+    """GEN213 for a paginated tool's own `cursor` input or `next_cursor` output whose type
+    leaves out what the gateway puts there."""
+    where, default = _CURSOR_PROPERTIES[prop]
+    kinds = default["type"] if isinstance(default["type"], list) else [default["type"]]
+    refused = [kind for kind in kinds if not _admits(schema, root, kind)]
+    if not refused:
+        return
+    at = (*tool, where, "properties", prop)
+    written = isinstance(schema, dict) and "type" in schema
+    if prop == "cursor":
+        why = (
+            "the gateway's cursors are strings, and a cursor of another type is not sent (the "
+            "call gets the first page again)"
+        )
+        yaml_type = "string"
+    else:
+        why = (
+            "the gateway sets it to the next page's cursor, a string, or to null on the last "
+            "page, and an answer the output schema refuses fails"
+        )
+        yaml_type = '[string, "null"]'
+    ctx.err(
+        "GEN213",
+        doc.span((*at, "type")) if written else doc.key_span(at),
+        f"{where} property {prop!r} of a paginated tool does not admit "
+        f"{' or '.join(refused)}: {why}",
+        f"declare it with type: {yaml_type}, or leave it out (pagination declares it so)",
+    )
 
 
 def _entity(

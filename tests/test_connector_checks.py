@@ -937,3 +937,95 @@ def test_graphql_scans_are_linear(text: str) -> None:
     definitions = list(_GQL_VARIABLE.finditer(_gql_code.__wrapped__(text)))
     assert definitions == []
     assert time.perf_counter() - started < 5.0
+
+
+# ------------------------------------------------ bindings that build but can never work
+
+
+def _located(tmp_path: Path, name: str, *edits: tuple[str, str]) -> tuple[list[str], str]:
+    """The diagnostics of the default manifests plus `name` from tests/data, edited, as
+    `file:line:col:code:message`, and the edited text."""
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (DATA / name).read_text(encoding="utf-8")
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    (root / "manifests" / "connectors" / name).write_text(text, encoding="utf-8")
+    result = api.compile_manifests(options(root))
+    return [f"{d.span}:{d.code}:{d.message}" for d in result.diagnostics], text
+
+
+def _at(name: str, text: str, needle: str, within: str | None = None) -> str:
+    """`file:line:col` of `needle` in `text`: its first occurrence, or where it is in the
+    first occurrence of `within`."""
+    start = text.index(needle) if within is None else text.index(within) + within.index(needle)
+    before = text[:start]
+    line = before.count("\n") + 1
+    col = len(before) - (before.rfind("\n") + 1) + 1
+    return f"manifests/connectors/{name}:{line}:{col}"
+
+
+def _only(found: list[str], expected: str) -> None:
+    assert len(found) == 1 and found[0].startswith(expected), (expected, found)
+
+
+_NOTION_OUTPUT = "              url: {type: string}\n"
+
+
+@pytest.mark.parametrize(
+    ("edits", "at", "expected"),
+    [
+        (  # the executor keeps only a string cursor: `cursor: 2` paged from the start again
+            [
+                (
+                    "        page_size: {type: integer, m",
+                    "        cursor: {type: integer}\n        page_size: {type: integer, m",
+                )
+            ],
+            ("integer", "cursor: {type: integer}"),
+            "input property 'cursor' of a paginated tool does not admit string: the gateway's "
+            "cursors are strings, and a cursor of another type is not sent",
+        ),
+        (  # every answer with a next page failed the output schema
+            [(_NOTION_OUTPUT, _NOTION_OUTPUT + "        next_cursor: {type: integer}\n")],
+            ("integer", "next_cursor: {type: integer}"),
+            "output property 'next_cursor' of a paginated tool does not admit string or null",
+        ),
+        (  # ... and without null, every last page did
+            [(_NOTION_OUTPUT, _NOTION_OUTPUT + "        next_cursor: {type: string}\n")],
+            ("string", "next_cursor: {type: string}"),
+            "output property 'next_cursor' of a paginated tool does not admit null",
+        ),
+        (  # through a local reference: located at the property
+            [
+                (
+                    "      required: [results]\n",
+                    "      required: [results]\n      $defs: {N: {type: integer}}\n",
+                ),
+                (_NOTION_OUTPUT, _NOTION_OUTPUT + "        next_cursor: {$ref: '#/$defs/N'}\n"),
+            ],
+            ("next_cursor", "next_cursor: {$ref"),
+            "output property 'next_cursor' of a paginated tool does not admit string or null",
+        ),
+    ],
+)
+def test_a_declared_cursor_property_takes_the_gateways_cursors(
+    tmp_path: Path, edits: list[tuple[str, str]], at: tuple[str, str | None], expected: str
+) -> None:
+    """Pagination declares `cursor` (a string) and `next_cursor` (a string or null) unless the
+    tool does; one declared with another type built, and then never paged."""
+    found, text = _located(tmp_path, "notion.yaml", *edits)
+    _only(found, f"{_at('notion.yaml', text, *at)}:GEN213:{expected}")
+
+
+def test_cursor_properties_of_the_gateways_types_compile(tmp_path: Path) -> None:
+    found, _text = _located(
+        tmp_path,
+        "notion.yaml",
+        (
+            "        page_size: {type: integer, m",
+            "        cursor: {type: string, minLength: 1}\n        page_size: {type: integer, m",
+        ),
+        (_NOTION_OUTPUT, _NOTION_OUTPUT + "        next_cursor: {$ref: '#/types/NextCursor'}\n"),
+    )
+    assert found == []
