@@ -1756,6 +1756,16 @@ def _auth(ctx: _Ctx, doc: Loaded, raw: dict[str, Any]) -> ir.ConnectorAuth:
                 f"auth.{ref} names {raw[ref]!r}, which is not one of auth.fields",
                 "declared fields: " + (", ".join(sorted(names)) or "none"),
             )
+    if kind == "api_key" and "header" in raw:
+        problem = _own_header_problem(raw["header"], "X-API-Key")
+        if problem is not None:
+            what, hint = problem
+            ctx.err(
+                "GEN217",
+                doc.span(("auth", "header")),
+                f"auth.header {raw['header']!r} {what}",
+                hint,
+            )
     if "token_url" in raw:
         for need in ("refresh_token_field", "client_id_field", "client_secret_field"):
             if need not in raw:
@@ -1888,6 +1898,26 @@ _TRANSPORT_HEADERS = _CLIENT_HEADERS | {"proxy-connection", "keep-alive", "te", 
 _GATEWAY_HEADERS = _CLIENT_HEADERS | {"accept", "content-type", "user-agent"}
 
 
+def _own_header_problem(name: str, example: str) -> tuple[str, str] | None:
+    """Why a header the gateway fills with a value of its own on every request (an idempotency
+    key, an API key) cannot be named `name`, as (what it is, hint), or None: it must be a valid
+    field name (GEN105 for a name of http.headers) that neither the gateway nor the HTTP client
+    writes (GEN229 for http.headers): the value would replace theirs (an API key in
+    `Content-Type`, sent in place of the body's type) or be lost. `example` is a name to use."""
+    if not _TOKEN.fullmatch(name):
+        return (
+            "is not a valid HTTP header name",
+            f"a header name is letters, digits and !#$%&'*+-.^_`|~, e.g. {example}",
+        )
+    hint = f"name the header the upstream reads the key from, e.g. {example}"
+    folded = name.lower()
+    if folded in _GATEWAY_HEADERS:
+        return "is a header the gateway sets on every request", hint
+    if folded in _TRANSPORT_HEADERS:
+        return "is a header of one hop, which the HTTP client sets or refuses", hint
+    return None
+
+
 def _credentials_header(auth: ir.ConnectorAuth) -> str | None:
     """The header that carries the connector's credentials, lower-cased as the names it is
     compared with (header names ignore case), or None."""
@@ -1989,11 +2019,9 @@ def _check_key_header(
 ) -> None:
     """A valid field name that no other header of the request uses."""
     upstream_name = "name the header the upstream reads the key from, e.g. Idempotency-Key"
-    if not _TOKEN.fullmatch(header):
-        clash(
-            "is not a valid HTTP header name",
-            "a header name is letters, digits and !#$%&'*+-.^_`|~, e.g. Idempotency-Key",
-        )
+    problem = _own_header_problem(header, "Idempotency-Key")
+    if problem is not None:
+        clash(*problem)
     folded = header.lower()
     for name in raw.get("headers", {}):
         if name.lower() == folded:
@@ -2006,10 +2034,6 @@ def _check_key_header(
             f"is the header that carries the connector's credentials ({auth.type} auth)",
             upstream_name,
         )
-    if folded in _GATEWAY_HEADERS:
-        clash("is a header the gateway sets on every request", upstream_name)
-    elif folded in _TRANSPORT_HEADERS:
-        clash("is a header of one hop, which the HTTP client sets or refuses", upstream_name)
 
 
 # Which pagination keys each style uses ("param" is needed unless the templates place {cursor}).

@@ -1029,3 +1029,37 @@ def test_cursor_properties_of_the_gateways_types_compile(tmp_path: Path) -> None
         (_NOTION_OUTPUT, _NOTION_OUTPUT + "        next_cursor: {$ref: '#/types/NextCursor'}\n"),
     )
     assert found == []
+
+
+_NOTION_AUTH = "  type: bearer\n  token_field: token\n"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (  # every call failed in the HTTP client
+            '"Private Token"',
+            "auth.header 'Private Token' is not a valid HTTP header name",
+        ),
+        (  # the key replaced the JSON body's type, and went out in a header that is logged
+            "Content-Type",
+            "auth.header 'Content-Type' is a header the gateway sets on every request",
+        ),
+        ("accept", "auth.header 'accept' is a header the gateway sets on every request"),
+        ("Keep-Alive", "auth.header 'Keep-Alive' is a header of one hop, which the HTTP client"),
+        ("Host", "auth.header 'Host' is a header the gateway sets on every request"),
+    ],
+)
+def test_an_api_key_header_is_one_the_request_can_carry(
+    tmp_path: Path, header: str, expected: str
+) -> None:
+    """auth.header gets the rules of http.headers names and of an idempotency key's header."""
+    auth = f"  type: api_key\n  header: {header}\n  key_field: token\n"
+    found, text = _located(tmp_path, "notion.yaml", (_NOTION_AUTH, auth))
+    _only(found, f"{_at('notion.yaml', text, header, auth)}:GEN217:{expected}")
+
+
+@pytest.mark.parametrize("header", ["PRIVATE-TOKEN", "Authorization", "X-API-Key"])
+def test_usual_api_key_headers_compile(tmp_path: Path, header: str) -> None:
+    auth = f"  type: api_key\n  header: {header}\n  key_field: token\n"
+    assert _located(tmp_path, "notion.yaml", (_NOTION_AUTH, auth))[0] == []
