@@ -45,7 +45,7 @@ from .runtime.handler_names import (
     TOOL_HANDLERS,
     URI_VARIABLE,
 )
-from .runtime.templating import FILTERS, PLACEHOLDER, list_index, split_path
+from .runtime.templating import FILTERS, PLACEHOLDER, list_index, scalar_text, split_path
 from .validate import manifest_kinds
 
 TYPE_REF_PREFIX = "#/types/"
@@ -2385,7 +2385,9 @@ def _check_pagination(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any
             doc.span((*path, *placed[0])),
             "the cursor is placed by {cursor} here and by pagination.param: keep one",
         )
-    size = p.get("size_param")
+    param, size = p.get("param"), p.get("size_param")
+    if param is not None and style != "link":
+        _check_page_param(ctx, doc, path, raw, param)
     if size is not None and style in ("page", "offset"):
         body = _body(raw)
         if size not in raw.get("query", {}) and not (isinstance(body, dict) and size in body):
@@ -2451,6 +2453,51 @@ def _check_cursor_property(
         f"{where} property {prop!r} of a paginated tool does not admit "
         f"{' or '.join(refused)}: {why}",
         f"declare it with type: {yaml_type}, or leave it out (pagination declares it so)",
+    )
+
+
+# The position of the first page, which a binding may send in its query under `param` (an
+# upstream that wants it said): the executor replaces that pair from the second page on.
+_FIRST_POSITION = {"page": 1, "offset": 0}
+
+
+def _check_page_param(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], param: str
+) -> None:
+    """GEN213 where another query parameter of the binding is pagination.param: from the
+    second page on the executor sends the position in place of that parameter, so the page
+    size named the same was replaced by the page number (and the page size read back was the
+    page number), and an argument or another position sent there moved the first page only,
+    while next_cursor counted from the start."""
+    p = raw["pagination"]
+    style = p["style"]
+    at = doc.span((*path, "pagination", "param"))
+    position = {"page": "page number", "offset": "offset"}.get(style, "cursor")
+    if param == p.get("size_param") and style in _FIRST_POSITION:
+        ctx.err(
+            "GEN213",
+            at,
+            f"pagination.param {param!r} is also the size_param: from the second page on, the "
+            f"{position} would be sent in place of the page size",
+            f"name the query parameter the upstream reads the {position} from",
+        )
+        return
+    query = raw.get("query")
+    if not isinstance(query, dict) or param not in query:
+        return
+    value = query[param]
+    first = _FIRST_POSITION.get(style)
+    if next(_placeholders(value), None) is None and (
+        first is None or scalar_text(value) == str(first)
+    ):
+        return  # the first page said explicitly: the executor replaces it on the next ones
+    ctx.err(
+        "GEN213",
+        at,
+        f"pagination.param {param!r} is also set by http.query at "
+        f"{doc.key_span((*path, 'query', param))}: the gateway sends the {position} there from "
+        "the second page on, so the query's value would move the first page only",
+        "remove it from http.query (the first page is requested without it)",
     )
 
 

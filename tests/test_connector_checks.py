@@ -1063,3 +1063,51 @@ def test_an_api_key_header_is_one_the_request_can_carry(
 def test_usual_api_key_headers_compile(tmp_path: Path, header: str) -> None:
     auth = f"  type: api_key\n  header: {header}\n  key_field: token\n"
     assert _located(tmp_path, "notion.yaml", (_NOTION_AUTH, auth))[0] == []
+
+
+_JIRA_QUERY = 'maxResults: "{max_results}"}'
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        (  # the offset replaced the page size from the second page on
+            [("param: startAt, size_param", "param: maxResults, size_param")],
+            "pagination.param 'maxResults' is also the size_param: from the second page on, the "
+            "offset would be sent in place of the page size",
+        ),
+        (  # an argument there moved the first page only; next_cursor counted from 0
+            [
+                (_JIRA_QUERY, 'maxResults: "{max_results}", startAt: "{start}"}'),
+                (
+                    "        max_results: {type",
+                    "        start: {type: integer}\n        max_results: {type",
+                ),
+            ],
+            "pagination.param 'startAt' is also set by http.query at {query}: the gateway sends "
+            "the offset there from the second page on, so the query's value would move the "
+            "first page only",
+        ),
+        (
+            [(_JIRA_QUERY, 'maxResults: "{max_results}", startAt: "10"}')],
+            "pagination.param 'startAt' is also set by http.query at {query}:",
+        ),
+    ],
+)
+def test_the_pagination_parameter_is_the_gateways_own(
+    tmp_path: Path, edits: list[tuple[str, str]], expected: str
+) -> None:
+    found, text = _located(tmp_path, "jira.yaml", *edits)
+    param = "maxResults" if "offset, param: maxResults" in text else "startAt"
+    query = _at("jira.yaml", text, "startAt", 'startAt: "') if 'startAt: "' in text else ""
+    at = _at("jira.yaml", text, param, f"offset, param: {param}")
+    _only(found, f"{at}:GEN213:{expected.format(query=query)}")
+
+
+def test_a_query_may_ask_for_the_first_page_explicitly(tmp_path: Path) -> None:
+    """The executor replaces that pair from the second page on: an upstream that wants the
+    first position said gets it."""
+    found, _text = _located(
+        tmp_path, "jira.yaml", (_JIRA_QUERY, 'maxResults: "{max_results}", startAt: 0}')
+    )
+    assert found == []
