@@ -689,7 +689,7 @@ def _check_keywords(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool
             if value is None:  # `{description: a, b}` parses as {description: a, b: null}
                 hint = "a comma inside {...} splits the value: quote the whole string"
             else:
-                close = did_you_mean(key, sorted(SCHEMA_KEYWORDS))
+                close = did_you_mean(key, SCHEMA_KEYWORDS)
                 hint = (f"{close} " if close else "") + "extension keywords start with x-"
             ctx.err(
                 "GEN219",
@@ -836,14 +836,23 @@ _MAX_SIZE = 2**63 - 1
 
 
 def _check_subschemas(
-    ctx: _Ctx, doc: Loaded, path: JsonPath, node: Any, root: dict[str, Any]
+    ctx: _Ctx,
+    doc: Loaded,
+    path: JsonPath,
+    node: Any,
+    root: dict[str, Any],
+    *,
+    asserted: bool = True,
 ) -> None:
     """What the metaschema cannot see, in every subschema: regular expressions that do not
     compile and size bounds past 64 bits (the generated models and the server's validation
-    would fail on import), `$ref`s that point nowhere, and property names that Python reads as
-    another name."""
+    would fail on import), `$ref`s that point nowhere, property names that Python reads as
+    another name, and (where a value must match the subschema: `asserted`, not under `not`,
+    `if` or `propertyNames`) required properties no object can have."""
     if not isinstance(node, dict):
         return
+    if asserted:
+        _check_required(ctx, doc, path, node)
     pattern = node.get("pattern")
     if isinstance(pattern, str):
         _check_regex(ctx, doc, (*path, "pattern"), pattern)
@@ -883,7 +892,79 @@ def _check_subschemas(
                     f"name it {normal!r}",
                 )
     for sub_path, sub in _subschemas(path, node):
-        _check_subschemas(ctx, doc, sub_path, sub, root)
+        applicator = sub_path[len(path)]
+        _check_subschemas(
+            ctx, doc, sub_path, sub, root, asserted=asserted and applicator not in _NOT_ASSERTED
+        )
+
+
+# Subschemas a valid value need not match: one that nothing can match has a meaning there.
+_NOT_ASSERTED = frozenset({"not", "if", "propertyNames"})
+# Keywords beside `unevaluatedProperties` whose subschemas may evaluate a property.
+_IN_PLACE = (
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "$ref",
+    "$dynamicRef",
+)
+
+
+def _may_match(pattern: Any, name: str) -> bool:
+    """Whether a `patternProperties` regex may match `name` (True when it cannot tell)."""
+    if not isinstance(pattern, str) or regex_hazard(pattern) is not None:
+        return True
+    try:
+        return re.search(pattern, name) is not None
+    except (re.error, RecursionError, OverflowError):
+        return True
+
+
+def _check_required(ctx: _Ctx, doc: Loaded, path: JsonPath, node: dict[str, Any]) -> None:
+    """GEN203 for a `required` name that the object schema `node` forbids: not among its
+    `properties`, matched by none of its `patternProperties`, where `additionalProperties:
+    false` refuses any other (or `unevaluatedProperties: false`, with no subschema beside it
+    that could evaluate the name). No object can be valid: an input no call could give, an
+    output no answer could pass (a typo, `coment` for `comment`, built)."""
+    required = node.get("required")
+    declared = node.get("type")
+    if not isinstance(required, list) or (
+        declared is not None
+        and "object" not in (declared if isinstance(declared, list) else [declared])
+    ):
+        return
+    if node.get("additionalProperties") is False:
+        closed = "additionalProperties: false"
+    elif (
+        node.get("unevaluatedProperties") is False
+        and "additionalProperties" not in node
+        and not any(keyword in node for keyword in _IN_PLACE)
+    ):
+        closed = "unevaluatedProperties: false"
+    else:
+        return
+    props = node.get("properties")
+    names = list(props) if isinstance(props, dict) else []
+    patterns = node.get("patternProperties")
+    for i, name in enumerate(required):
+        if not isinstance(name, str) or name in names:
+            continue
+        if isinstance(patterns, dict) and any(_may_match(p, name) for p in patterns):
+            continue
+        hint = did_you_mean(name, names) or (
+            "declared: " + ", ".join(names) if names else "declare it under properties"
+        )
+        ctx.err(
+            "GEN203",
+            doc.span((*path, "required", i)),
+            f"required property {name!r} is not among the properties, and {closed} refuses "
+            "any other: no object can match this schema",
+            hint,
+        )
 
 
 # The formats the generated models type (datetime, date, UUID, EmailStr, IP addresses): a

@@ -51,7 +51,7 @@ def did_you_mean(word: str, options: Iterable[str]) -> str | None:
     """The hint `did you mean 'X'?` for the option closest to a word that is not one of them, or
     None when none is close. An option that differs only in case comes first: difflib finds
     `get` no closer to `GET` than to `PUT` (its ratio counts equal characters, and case counts)."""
-    choices = list(options)
+    choices = sorted(options)  # ties go to the first: the same hint whatever the order
     folded = word.casefold()
     close = [c for c in choices if c.casefold() == folded][:1]
     close = close or difflib.get_close_matches(word, choices, n=1)

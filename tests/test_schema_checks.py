@@ -634,3 +634,68 @@ def test_a_misspelt_type_lists_the_types_and_the_closest_one(tmp_path: Path) -> 
         ":GEN203:capabilities/0/input/properties/id/type is not valid JSON "
         "Schema 2020-12: the type list names 'string' twice"
     )
+
+
+def test_required_properties_a_closed_object_cannot_have_are_refused(tmp_path: Path) -> None:
+    """`required: [coment]` beside `additionalProperties: false` built: no call (input) or no
+    answer (output) could ever be valid. Refused where that is certain, at the name, with the
+    declared name it is closest to; not where a pattern, `additionalProperties` or (for
+    `unevaluatedProperties`) a subschema beside it may admit the name, nor under `not`."""
+    bad = (
+        "        b1: {type: object, additionalProperties: false, required: [nmae], "
+        "properties: {name: {type: string}}}\n"
+        "        b2: {type: object, unevaluatedProperties: false, required: [x], "
+        "properties: {y: {type: string}}}\n"
+        "        b3: {type: [object, 'null'], additionalProperties: false, required: [a]}\n"
+        # additionalProperties sees its own schema's properties only, not an allOf sibling's
+        "        b4: {allOf: [{properties: {a: {}}}, "
+        "{additionalProperties: false, required: [a]}]}\n"
+        "        b5: {$ref: '#/types/Closed'}\n"
+    )
+    good = (
+        "        g1: {type: object, additionalProperties: false, required: [x-1], "
+        "patternProperties: {'^x-': {}}}\n"
+        "        g2: {type: object, unevaluatedProperties: false, required: [a], "
+        "allOf: [{properties: {a: {}}}]}\n"
+        "        g3: {not: {type: object, additionalProperties: false, required: [a]}}\n"
+        "        g4: {type: object, additionalProperties: {type: string}, required: [a]}\n"
+        "        g5: {type: object, additionalProperties: false, required: [a], "
+        "properties: {a: {}}}\n"
+    )
+    types = (
+        "  Closed: {type: object, additionalProperties: false, required: [id], "
+        "properties: {ids: {type: string}}}\n"
+        "  Unused: {type: object, additionalProperties: false, required: [z]}\n"
+    )
+    root = _project(tmp_path, output_extra=bad + good, types=types)
+    text = (root / "manifests" / "connectors" / "probe.yaml").read_text(encoding="utf-8")
+
+    def at(needle: str, within: str) -> str:
+        start = text.index(within) + within.index(needle)
+        line = text[:start].count("\n") + 1
+        return f"probe.yaml:{line}:{start - text.rfind(chr(10), 0, start)}"
+
+    closed = "is not among the properties, and additionalProperties: false refuses any other"
+    got = _diagnostics(root)
+    unmatched = "no object can match this schema"
+    b3 = "'null'], additionalProperties: false, required: [a]"
+    b4 = "{additionalProperties: false, required: [a]}]"
+    assert got == [
+        f"{at('nmae', '[nmae]')}:GEN203:required property 'nmae' {closed}: {unmatched}",
+        f"{at('x', 'required: [x]')}:GEN203:required property 'x' is not among the "
+        f"properties, and unevaluatedProperties: false refuses any other: {unmatched}",
+        f"{at('a]', b3)}:GEN203:required property 'a' {closed}: {unmatched}",
+        f"{at('a]', b4)}:GEN203:required property 'a' {closed}: {unmatched}",
+        # inlined: located at the reference
+        f"{at('{$ref', 'b5: {$ref')}:GEN203:required property 'id' {closed}: {unmatched}",
+        f"zz_types.yaml:5:66:GEN203:required property 'z' {closed}: {unmatched}",
+    ], got
+    hints = [d.hint for d in api.compile_manifests(options(root)).diagnostics]
+    assert hints == [
+        "did you mean 'name'?",
+        "declared: y",
+        "declare it under properties",
+        "declare it under properties",
+        "did you mean 'ids'?",
+        "declare it under properties",
+    ]
