@@ -2612,6 +2612,20 @@ def _entity(
                     f"entity type {etype.name!r} has no field {f!r}",
                     "fields: " + ", ".join(sorted(allowed)),
                 )
+    if "id" not in raw["fields"]:
+        # fastn_search_entities returns each record by its id, and drops one without it.
+        ctx.err(
+            "GEN212",
+            doc.key_span((*path, "fields")),
+            f"entity mapping to {raw['type']!r} maps no `id`: entity search would drop every "
+            "record (and report the source as answering)",
+            "map id to the record's identifier, e.g. id: id"
+            + (
+                f" (and declare id in the fields of entity type {etype.name!r})"
+                if etype is not None and "id" not in {f for f, _t in etype.fields}
+                else ""
+            ),
+        )
     items = raw.get("items", "")
     if output_schema is not None:
         record = _record_schema(ctx, doc, path, items, output_schema)

@@ -1111,3 +1111,34 @@ def test_a_query_may_ask_for_the_first_page_explicitly(tmp_path: Path) -> None:
         tmp_path, "jira.yaml", (_JIRA_QUERY, 'maxResults: "{max_results}", startAt: 0}')
     )
     assert found == []
+
+
+def test_an_entity_mapping_maps_the_id(tmp_path: Path) -> None:
+    """fastn_search_entities drops a record without an id: a mapping without one built, and
+    every search of the connector found nothing while reporting it as a source that answered."""
+    mapping = "fields: {id: id, email: email, first_name: name}"
+    found, text = _located(
+        tmp_path, "stripe.yaml", (mapping, "fields: {email: email, first_name: name}")
+    )
+    at = _at("stripe.yaml", text, "fields", "fields: {email: email, first_name")
+    _only(found, f"{at}:GEN212:entity mapping to 'contact' maps no `id`: entity search would drop")
+
+
+def test_an_entity_type_without_an_id_field_is_named_in_the_hint(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    gateway = root / "manifests" / "gateway.yaml"
+    old = "    fields: {id: string, email: string, first_name: string,"
+    text = gateway.read_text(encoding="utf-8")
+    assert old in text
+    gateway.write_text(text.replace(old, "    fields: {email: string, first_name: string,"))
+    mapping = "fields: {id: id, email: properties.email,"
+    hubspot = root / "manifests" / "connectors" / "hubspot.yaml"
+    text = hubspot.read_text(encoding="utf-8")
+    assert mapping in text
+    hubspot.write_text(text.replace(mapping, "fields: {email: properties.email,"))
+    found = [d for d in api.compile_manifests(options(root)).diagnostics if d.code == "GEN212"]
+    hints = {d.hint for d in found if d.span.file.endswith("hubspot.yaml")}
+    assert hints == {
+        "map id to the record's identifier, e.g. id: id (and declare id in the fields of "
+        "entity type 'contact')"
+    }, found
