@@ -1761,6 +1761,9 @@ def _connector(
         if tool is not None:
             tools.append(tool)
     errors = data.get("errors", {})
+    for key in ("ok_field", "message_field"):
+        if key in errors:
+            _check_dotted(ctx, doc, ("errors", key), errors[key], f"errors.{key}", None)
     connector = ir.Connector(
         name=name,
         title=data["title"],
@@ -1941,6 +1944,13 @@ def _http(
             )
     response = raw.get("response", {})
     fields = tuple(response.get("fields", {}).items())
+    if "select" in response:
+        at: JsonPath = (*path, "response", "select")
+        _check_dotted(ctx, doc, at, response["select"], "response.select", "the whole body")
+    for prop, dotted in fields:
+        at = (*path, "response", "fields", prop)
+        whole = "the whole body" + (", as select picks it" if "select" in response else "")
+        _check_dotted(ctx, doc, at, dotted, f"response field {prop!r} reads", whole)
     out_props = (output_schema or {}).get("properties", {})
     if output_schema is not None:
         for prop, _where in fields:
@@ -2451,6 +2461,9 @@ def _check_pagination(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any
         )
     for key in sorted(set(p) - {"style"} - _PAGINATION_KEYS[style]):
         ctx.err("GEN213", doc.key_span((*where, key)), f"{style} pagination does not use `{key}`")
+    for key in ("next", "more", "total"):
+        if key in p:
+            _check_dotted(ctx, doc, (*where, key), p[key], f"pagination.{key}", None)
     if style == "cursor" and "next" not in p:
         ctx.err("GEN213", doc.span(where), "cursor pagination needs `next`")
     if style != "link" and "param" not in p and not placed:
@@ -2535,6 +2548,31 @@ def _check_cursor_property(
         f"{' or '.join(refused)}: {why}",
         f"declare it with type: {yaml_type}, or leave it out (pagination declares it so)",
     )
+
+
+def _check_dotted(
+    ctx: _Ctx, doc: Loaded, at: JsonPath, value: str, what: str, whole: str | None
+) -> bool:
+    """GEN213 for `value`, the dotted path at `at` (into a response body, or a record of the
+    output), when it holds an empty segment (`.`, `a..b`, a dot at an end): that segment looks
+    for an empty key, which answers do not have, so the path never matched. `whole`: what the
+    empty path reads there, or None where it names nothing (the key is then as good as left
+    out: an empty pagination.next never gave a next page). Whether the path is fine."""
+    if value == "" and whole is None:
+        problem = "is empty: it names no value of the response body"
+        hint = "leave it out, or name the value's key (a dotted path for a nested one)"
+    elif "" in value.split(".") and value != "":
+        problem = (
+            f"{value!r}: a path with an empty segment (a dot at an end, or two in a row) looks "
+            "for an empty key, which answers do not have, and never matches"
+        )
+        hint = "separate the keys with single dots, e.g. data.items" + (
+            f'; "" reads {whole}' if whole is not None else ""
+        )
+    else:
+        return True
+    ctx.err("GEN213", doc.span(at), f"{what} {problem}", hint)
+    return False
 
 
 # The position of the first page, which a binding may send in its query under `param` (an
@@ -2627,10 +2665,19 @@ def _entity(
             ),
         )
     items = raw.get("items", "")
-    if output_schema is not None:
+    items_ok = _check_dotted(ctx, doc, (*path, "items"), items, "entity items path", "the output")
+    paths_ok = {
+        name: _check_dotted(
+            ctx, doc, (*path, "fields", name), dotted, f"entity field {name!r} reads", "the record"
+        )
+        for name, dotted in raw["fields"].items()
+    }
+    if output_schema is not None and items_ok:
         record = _record_schema(ctx, doc, path, items, output_schema)
         if record is not None:
             for field_name, dotted in raw["fields"].items():
+                if not paths_ok[field_name]:
+                    continue
                 walk = _walk(record, split_path(dotted), output_schema)
                 if walk.missing is not None:
                     ctx.err(

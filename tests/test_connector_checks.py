@@ -1142,3 +1142,85 @@ def test_an_entity_type_without_an_id_field_is_named_in_the_hint(tmp_path: Path)
         "map id to the record's identifier, e.g. id: id (and declare id in the fields of "
         "entity type 'contact')"
     }, found
+
+
+_EMPTY_SEGMENT = (
+    ": a path with an empty segment (a dot at an end, or two in a row) looks for an empty "
+    "key, which answers do not have, and never matches"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "needle", "expected"),
+    [
+        (  # gitlab_list_issues failed every call: "issues missing"
+            "notion.yaml",
+            ("fields: {results: results}", 'fields: {results: "."}'),
+            '"."',
+            "response field 'results' reads '.'" + _EMPTY_SEGMENT,
+        ),
+        (
+            "notion.yaml",
+            ("fields: {results: results}", "fields: {results: data..results}"),
+            "data..results",
+            "response field 'results' reads 'data..results'" + _EMPTY_SEGMENT,
+        ),
+        (
+            "notion.yaml",
+            ("      response:\n", "      response:\n        select: data.\n"),
+            "data.\n",
+            "response.select 'data.'" + _EMPTY_SEGMENT,
+        ),
+        (  # an empty next never gave a next page
+            "notion.yaml",
+            ("next: next_cursor,", 'next: "",'),
+            '"",',
+            "pagination.next is empty: it names no value of the response body",
+        ),
+        (
+            "notion.yaml",
+            ("more: has_more}", "more: has_more.}"),
+            "has_more.}",
+            "pagination.more 'has_more.'" + _EMPTY_SEGMENT,
+        ),
+        (
+            "jira.yaml",
+            ("items: issues\n", "items: .issues\n"),
+            ".issues",
+            "entity items path '.issues'" + _EMPTY_SEGMENT,
+        ),
+        (  # one diagnostic: the path is not also looked for in the output schema
+            "jira.yaml",
+            ("title: fields.summary", "title: fields..summary"),
+            "fields..summary",
+            "entity field 'title' reads 'fields..summary'" + _EMPTY_SEGMENT,
+        ),
+        (
+            "salesforce.yaml",
+            ("message_field: 0.message", "message_field: 0..message"),
+            "0..message",
+            "errors.message_field '0..message'" + _EMPTY_SEGMENT,
+        ),
+    ],
+)
+def test_dotted_paths_have_no_empty_segments(
+    tmp_path: Path, name: str, edit: tuple[str, str], needle: str, expected: str
+) -> None:
+    found, text = _located(tmp_path, name, edit)
+    _only(found, f"{_at(name, text, needle, edit[1])}:GEN213:{expected}")
+
+
+def test_the_empty_path_reads_the_whole_body(tmp_path: Path) -> None:
+    """Documented, and the hint says so: `""`, not `.`."""
+    found, _text = _located(
+        tmp_path, "notion.yaml", ("fields: {results: results}", 'fields: {results: ""}')
+    )
+    assert found == []
+    root = make_project(tmp_path / "hint", copy_defaults=True)
+    text = (DATA / "notion.yaml").read_text(encoding="utf-8")
+    text = text.replace("fields: {results: results}", 'fields: {results: "."}')
+    (root / "manifests" / "connectors" / "notion.yaml").write_text(text, encoding="utf-8")
+    (diag,) = api.compile_manifests(options(root)).diagnostics
+    assert (
+        diag.hint == 'separate the keys with single dots, e.g. data.items; "" reads the whole body'
+    )
