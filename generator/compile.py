@@ -1942,6 +1942,16 @@ def _http(
                 + ("GraphQL variables" if "graphql" in raw else "body")
                 + ", or remove it",
             )
+        # A session value bound for no template: the author meant the upstream to get it.
+        for name in sorted(set(bind) - used) if not unknown else ():
+            ctx.err(
+                "GEN220",
+                doc.key_span((*path[:-1], "bind", name)),
+                f"bound parameter {name!r} is never sent: no template of http uses {{{name}}}",
+                "use it in the path, query, headers or "
+                + ("GraphQL variables" if "graphql" in raw else "body")
+                + ", or remove it from bind",
+            )
     response = raw.get("response", {})
     fields = tuple(response.get("fields", {}).items())
     if "select" in response:

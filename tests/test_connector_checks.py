@@ -1224,3 +1224,26 @@ def test_the_empty_path_reads_the_whole_body(tmp_path: Path) -> None:
     assert (
         diag.hint == 'separate the keys with single dots, e.g. data.items; "" reads the whole body'
     )
+
+
+_NOTION_INPUT = (
+    "    annotations: {read_only: true, idempotent: true, open_world: true}\n    input:\n"
+)
+
+
+def test_a_bound_parameter_no_template_sends_is_reported(tmp_path: Path) -> None:
+    """As an input no template sends (GEN220): the session value was silently not sent."""
+    bound = _NOTION_INPUT.replace("    input:", "    bind: {user_id: session.user}\n    input:")
+    found, text = _located(tmp_path, "notion.yaml", (_NOTION_INPUT, bound))
+    _only(
+        found,
+        f"{_at('notion.yaml', text, 'user_id', 'bind: {user_id')}:GEN220:bound parameter "
+        "'user_id' is never sent: no template of http uses {user_id}",
+    )
+    found, _text = _located(
+        tmp_path / "used",
+        "notion.yaml",
+        (_NOTION_INPUT, bound),
+        ('        query: "{query}"\n', '        query: "{query}"\n        owner: "{user_id}"\n'),
+    )
+    assert found == []
