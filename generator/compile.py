@@ -1796,6 +1796,21 @@ _AUTH_NEEDS = {
     "oauth2": ("token_field",),
     "none": (),
 }
+# The keys of `auth` each type reads (`type` and `fields` aside): another is a mistake, such as
+# a token_field on basic auth, which sends a user name and a password.
+_AUTH_USES = {
+    "bearer": ("token_field",),
+    "api_key": ("header", "key_field"),
+    "basic": ("username_field", "password_field"),
+    "oauth2": (
+        "token_field",
+        "token_url",
+        "refresh_token_field",
+        "client_id_field",
+        "client_secret_field",
+    ),
+    "none": (),
+}
 _FIELD_REFS = (
     "token_field",
     "key_field",
@@ -1832,8 +1847,18 @@ def _auth(ctx: _Ctx, doc: Loaded, raw: dict[str, Any]) -> ir.ConnectorAuth:
     for need in _AUTH_NEEDS[kind]:
         if need not in raw:
             ctx.err("GEN217", doc.span(("auth",)), f"auth type {kind!r} needs `{need}`")
+    unused = sorted(set(raw) - {"type", "fields", *_AUTH_USES[kind]})
+    for key in unused:
+        uses = _AUTH_USES[kind]
+        ctx.err(
+            "GEN217",
+            doc.key_span(("auth", key)),
+            f"auth type {kind!r} does not use `{key}`",
+            "remove it: "
+            + (f"{kind} auth reads " + ", ".join(uses) if uses else "no credentials are sent"),
+        )
     for ref in _FIELD_REFS:
-        if ref in raw and raw[ref] not in names:
+        if ref in raw and ref not in unused and raw[ref] not in names:
             ctx.err(
                 "GEN217",
                 doc.span(("auth", ref)),
@@ -1850,7 +1875,7 @@ def _auth(ctx: _Ctx, doc: Loaded, raw: dict[str, Any]) -> ir.ConnectorAuth:
                 f"auth.header {raw['header']!r} {what}",
                 hint,
             )
-    if "token_url" in raw:
+    if "token_url" in raw and "token_url" not in unused:
         for need in ("refresh_token_field", "client_id_field", "client_secret_field"):
             if need not in raw:
                 ctx.err("GEN217", doc.span(("auth", "token_url")), f"token_url needs `{need}` too")

@@ -1247,3 +1247,28 @@ def test_a_bound_parameter_no_template_sends_is_reported(tmp_path: Path) -> None
         ('        query: "{query}"\n', '        query: "{query}"\n        owner: "{user_id}"\n'),
     )
     assert found == []
+
+
+@pytest.mark.parametrize(
+    ("auth", "key", "expected"),
+    [
+        (  # basic auth sends a user name and a password: the token field was never read
+            "  type: basic\n  username_field: email\n  password_field: api_token\n"
+            "  token_field: api_token\n",
+            "token_field",
+            "auth type 'basic' does not use `token_field`",
+        ),
+        (
+            "  type: basic\n  username_field: email\n  password_field: api_token\n"
+            "  header: X-Key\n",
+            "header",
+            "auth type 'basic' does not use `header`",
+        ),
+    ],
+)
+def test_auth_keys_the_type_does_not_read_are_reported(
+    tmp_path: Path, auth: str, key: str, expected: str
+) -> None:
+    old = "  type: basic\n  username_field: email\n  password_field: api_token\n"
+    found, text = _located(tmp_path, "jira.yaml", (old, auth))
+    _only(found, f"{_at('jira.yaml', text, key, auth)}:GEN217:{expected}")
