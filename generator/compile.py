@@ -780,7 +780,16 @@ def _type_problem(err: jsonschema.ValidationError) -> tuple[str, str | None] | N
 # ---------------------------------------------------------------------------- tools
 
 
-def _schema(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: Any, what: str) -> dict[str, Any] | None:
+def _schema(
+    ctx: _Ctx,
+    doc: Loaded,
+    path: JsonPath,
+    raw: Any,
+    what: str,
+    implicit: frozenset[str] = frozenset(),
+) -> dict[str, Any] | None:
+    """`implicit`: properties the compiler adds to the root (a paginated tool's cursor and
+    next_cursor), which its `required` may name."""
     meta_ok = _check_meta(ctx, doc, path, raw)
     before = len(ctx.diags)
     schema, height, size, ok = _inline(ctx, raw, doc, path, tool=True)
@@ -790,7 +799,7 @@ def _schema(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: Any, what: str) -> dict
         # with an unresolved type, what the metaschema cannot see in the rest of it (the
         # root's checks would only echo a missing type).
         if meta_ok and height <= MAX_SCHEMA_DEPTH and size <= MAX_SCHEMA_VALUES:
-            _check_subschemas(ctx, doc, path, schema, schema)
+            _check_subschemas(ctx, doc, path, schema, schema, implicit=implicit)
         return None
     if height > MAX_SCHEMA_DEPTH or size > MAX_SCHEMA_VALUES:
         ctx.err(
@@ -819,7 +828,7 @@ def _schema(ctx: _Ctx, doc: Loaded, path: JsonPath, raw: Any, what: str) -> dict
             )
             return None
     before = len(ctx.diags)
-    _check_subschemas(ctx, doc, path, schema, schema)
+    _check_subschemas(ctx, doc, path, schema, schema, implicit=implicit)
     return schema if len(ctx.diags) == before else None
 
 
@@ -843,6 +852,7 @@ def _check_subschemas(
     root: dict[str, Any],
     *,
     asserted: bool = True,
+    implicit: frozenset[str] = frozenset(),
 ) -> None:
     """What the metaschema cannot see, in every subschema: regular expressions that do not
     compile and size bounds past 64 bits (the generated models and the server's validation
@@ -852,7 +862,7 @@ def _check_subschemas(
     if not isinstance(node, dict):
         return
     if asserted:
-        _check_required(ctx, doc, path, node)
+        _check_required(ctx, doc, path, node, implicit)
     pattern = node.get("pattern")
     if isinstance(pattern, str):
         _check_regex(ctx, doc, (*path, "pattern"), pattern)
@@ -924,7 +934,9 @@ def _may_match(pattern: Any, name: str) -> bool:
         return True
 
 
-def _check_required(ctx: _Ctx, doc: Loaded, path: JsonPath, node: dict[str, Any]) -> None:
+def _check_required(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, node: dict[str, Any], implicit: frozenset[str]
+) -> None:
     """GEN203 for a `required` name that the object schema `node` forbids: not among its
     `properties`, matched by none of its `patternProperties`, where `additionalProperties:
     false` refuses any other (or `unevaluatedProperties: false`, with no subschema beside it
@@ -951,7 +963,7 @@ def _check_required(ctx: _Ctx, doc: Loaded, path: JsonPath, node: dict[str, Any]
     names = list(props) if isinstance(props, dict) else []
     patterns = node.get("patternProperties")
     for i, name in enumerate(required):
-        if not isinstance(name, str) or name in names:
+        if not isinstance(name, str) or name in names or name in implicit:
             continue
         if isinstance(patterns, dict) and any(_may_match(p, name) for p in patterns):
             continue
@@ -1424,6 +1436,12 @@ def _bind(
     return pairs
 
 
+# What pagination adds to a tool's schemas when the tool does not declare it (see _http).
+_IMPLICIT_INPUT: frozenset[str] = frozenset({"cursor"})
+_IMPLICIT_OUTPUT: frozenset[str] = frozenset({"next_cursor"})
+_NONE: frozenset[str] = frozenset()
+
+
 def _common(
     ctx: _Ctx,
     doc: Loaded,
@@ -1441,10 +1459,15 @@ def _common(
         if len(name) > MAX_TOOL_NAME:
             hint = f"{len(name)} characters; the limit is {MAX_TOOL_NAME} including the prefix"
         ctx.err("GEN202", span, f"tool name {name!r} does not match ^[A-Za-z0-9_-]{{1,64}}$", hint)
-    input_schema = _schema(ctx, doc, (*path, "input"), raw["input"], "input")
+    paged = isinstance(raw.get("http"), dict) and "pagination" in raw["http"]
+    input_schema = _schema(
+        ctx, doc, (*path, "input"), raw["input"], "input", _IMPLICIT_INPUT if paged else _NONE
+    )
     if input_schema is not None:
         input_schema = _property_deprecations(ctx, doc, (*path, "input"), input_schema)
-    output_schema = _schema(ctx, doc, (*path, "output"), raw["output"], "output")
+    output_schema = _schema(
+        ctx, doc, (*path, "output"), raw["output"], "output", _IMPLICIT_OUTPUT if paged else _NONE
+    )
     bind = _bind(ctx, doc, path, raw.get("bind"), input_schema)
     if input_schema is not None:
         _check_property_names(ctx, doc, (*path, "input"), input_schema)
@@ -1905,6 +1928,15 @@ def _http(
             **{k: p.get(k) for k in ("param", "next", "more", "size_param", "total")},
         )
         _check_pagination(ctx, doc, path, raw)
+        required = input_schema.get("required") if input_schema is not None else None
+        if isinstance(required, list) and "cursor" in required:
+            ctx.err(
+                "GEN213",
+                doc.span((*path[:-1], "input", "required", required.index("cursor"))),
+                "a paginated tool's cursor may not be required: the first page is asked for "
+                "without one, so no call could ever start",
+                "remove cursor from required",
+            )
         # Replace (never mutate) `properties`: it may be shared with an inlined type.
         for schema, prop, default in (
             (input_schema, "cursor", CURSOR_INPUT),

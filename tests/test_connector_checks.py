@@ -1018,6 +1018,36 @@ def test_a_declared_cursor_property_takes_the_gateways_cursors(
     _only(found, f"{_at('notion.yaml', text, *at)}:GEN213:{expected}")
 
 
+def test_a_paginated_tool_does_not_require_its_cursor(tmp_path: Path) -> None:
+    """The first page is asked for without a cursor: `required: [query, cursor]` built a tool
+    no call could start. (It was GEN203 "not among the properties", as was a closed output
+    requiring the next_cursor that pagination adds and the gateway always sets.)"""
+    found, text = _located(
+        tmp_path,
+        "notion.yaml",
+        (
+            "      additionalProperties: false\n      properties:\n        query",
+            "      additionalProperties: false\n      required: [query, cursor]\n"
+            "      properties:\n        query",
+        ),
+    )
+    _only(
+        found,
+        f"{_at('notion.yaml', text, 'cursor]')}:GEN213:a paginated tool's cursor may not be "
+        "required",
+    )
+    # what pagination adds counts as declared: an answer always carries next_cursor
+    found, _text = _located(
+        tmp_path / "next",
+        "notion.yaml",
+        (
+            "      required: [results]\n",
+            "      additionalProperties: false\n      required: [results, next_cursor]\n",
+        ),
+    )
+    assert found == []
+
+
 def test_cursor_properties_of_the_gateways_types_compile(tmp_path: Path) -> None:
     found, _text = _located(
         tmp_path,
