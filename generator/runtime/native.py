@@ -32,6 +32,7 @@ from .store import (
     now_us,
     parse_iso,
     period_bounds,
+    usage_day,
 )
 
 if TYPE_CHECKING:
@@ -518,7 +519,7 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
     # like any other: a connector over its plan's limit is not searched.
     plan = rt.quota.plan(call.principal.plan)
     at = now_us()
-    period = period_bounds(plan.period, at)[0]
+    day = usage_day(at)
 
     def admit(connector: str, tool: ToolSpec) -> None:
         rt.quota.check_and_count(tenant_id, plan.name, connector, at)
@@ -528,7 +529,7 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
             tenant_id=tenant_id,
             tool=tool.name,
             connector=connector,
-            period=period,
+            day=day,
             status="ok" if code is None else "error",
             duration_ms=ms,
             error_code=code,

@@ -34,7 +34,7 @@ from .store import EventRecord, HealthDelta, Store, UsageDelta, make_event, now_
 
 logger = logging.getLogger(__name__)
 
-UsageKey = tuple[str, str, str]  # tenant, period, tool
+UsageKey = tuple[str, str, str]  # tenant, day, tool
 # What a database raises for a record it will not store (as opposed to being unreachable);
 # the drivers encode text themselves, and raise UnicodeEncodeError for a lone surrogate.
 REFUSED: tuple[type[Exception], ...] = (DataError, IntegrityError, UnicodeEncodeError)
@@ -162,7 +162,7 @@ class Recorder:
         tenant_id: str,
         tool: str,
         connector: str | None,
-        period: str,
+        day: str,
         status: str,
         duration_ms: float,
         error_code: str | None = None,
@@ -170,7 +170,8 @@ class Recorder:
         at: int | None = None,
         count_usage: bool = True,
     ) -> None:
-        """One tool call: an event, a usage increment and (connector tools) health.
+        """One tool call: an event, a usage increment in `day` (`store.usage_day` of the time
+        the quota counted it) and (connector tools) health.
 
         A call the quota admitted whose arguments the tool's own checks then refused
         (`invalid_arguments`) is refused like one the schema refused: it does not count, and
@@ -178,7 +179,7 @@ class Recorder:
         if count_usage and error_code == INVALID_ARGUMENTS:
             count_usage = False
             if self.quota is not None:
-                self.quota.uncount(tenant_id, period, connector)
+                self.quota.uncount(tenant_id, day, connector)
         when = now_us() if at is None else at
         event = make_event(
             tenant_id,
@@ -195,7 +196,7 @@ class Recorder:
             batch = self._batch
             batch.events.append(event)
             if count_usage:
-                key = (tenant_id, period, tool)
+                key = (tenant_id, day, tool)
                 u = batch.usage.get(key)
                 if u is None:
                     u = batch.usage[key] = _Usage(connector or "")
@@ -366,13 +367,13 @@ class Recorder:
         for d in usage:
             per = written.setdefault((d.tenant_id, d.period), {})
             per[d.connector or None] = per.get(d.connector or None, 0) + d.calls
-        for (tenant_id, period), per in written.items():
+        for (tenant_id, day), per in written.items():
             try:
-                fresh = self.store.usage_totals(tenant_id, period)
+                fresh = self.store.usage_day_totals(tenant_id, day)
             except Exception:
                 logger.exception("recorder: reading usage totals failed")
                 continue
-            self.quota.settle(tenant_id, period, per, fresh)
+            self.quota.settle(tenant_id, day, per, fresh)
 
 
 def _is_upstream(code: str | None) -> bool:

@@ -131,7 +131,7 @@ from .store import (
     make_event,
     now_us,
     open_store,
-    period_bounds,
+    usage_day,
 )
 
 logger = logging.getLogger(__name__)
@@ -1049,7 +1049,7 @@ class _Handlers:
             return tool_error(err)
 
         plan = rt.quota.plan(principal.plan)
-        period_key = period_bounds(plan.period, at)[0]
+        day = usage_day(at)
         try:
             load = rt.quota.needs_load(principal.tenant_id, principal.plan, at)
             if load is not None:
@@ -1099,7 +1099,7 @@ class _Handlers:
                 tenant_id=principal.tenant_id,
                 tool=spec.name,
                 connector=spec.connector,
-                period=period_key,
+                day=day,
                 status="ok" if failure is None else "error",
                 duration_ms=(time.perf_counter() - started) * 1000,
                 error_code=failure.code if failure is not None else None,
@@ -1117,12 +1117,11 @@ class _Handlers:
         *,
         count_usage: bool,
     ) -> None:
-        plan = self.rt.quota.plan(principal.plan)
         self.rt.recorder.record_call(
             tenant_id=principal.tenant_id,
             tool=spec.name,
             connector=spec.connector,
-            period=period_bounds(plan.period, at)[0],
+            day=usage_day(at),
             status="error",
             duration_ms=(time.perf_counter() - started) * 1000,
             error_code=err.code,

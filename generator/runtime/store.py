@@ -12,7 +12,8 @@ Tables
     connections  tenant x connector: state, Fernet-sealed credentials, health timestamps
     flows        automation flows, one row per version
     events       append-only log (tool calls, connects, ...), ids sort by time
-    usage        call / error counters per tenant, quota period and tool
+    usage        call / error counters per tenant, UTC day and tool (a month is the sum of
+                 its days; see `usage_rows`)
 
 All methods are synchronous and thread-safe (the engine pools connections): the server
 calls the slow ones from a worker thread. Write transactions on SQLite start with
@@ -31,7 +32,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -155,6 +156,21 @@ def _period_bounds(period: str, at_us: int) -> tuple[str, int, int]:
         else start.replace(month=start.month + 1)
     )
     return start.strftime("%Y-%m"), int(start.timestamp()) * US, int(nxt.timestamp()) * US
+
+
+def usage_day(at_us: int) -> str:
+    """The key of the `usage` rows a call at `at_us` counts in: its UTC day, whatever the
+    tenant's plan. A plan's period is read from them (`Store.usage_rows`), so usage stays a
+    fact independent of the plan: switching plans loses no call."""
+    return period_bounds("day", at_us)[0]
+
+
+def month_of(day: str) -> str:
+    """The month key (`2026-05`) of a day key (`2026-05-03`)."""
+    return day[:7]
+
+
+_MONTH_KEY = re.compile(r"\d{4}-\d{2}")
 
 
 TENANT_ID_PREFIX = "tn_"  # the ids new_id("tn") makes
@@ -1522,23 +1538,65 @@ class Store:
         return int(row[0]), int(row[1])
 
     def usage_rows(self, tenant_id: str, period: str) -> list[UsageRow]:
+        """The calls and errors per tool in `period`: a day key (`2026-05-03`), or a month key
+        (`2026-05`), which sums the month's days. Calls are counted by day; a database from
+        before that may hold rows under a month key (the tenant's plan was monthly), which
+        count toward that month but toward none of its days."""
+        calls = sa.func.sum(usage.c.calls)
         with self.read() as conn:
             rows = conn.execute(
-                sa.select(usage.c.tool, usage.c.connector, usage.c.calls, usage.c.errors)
-                .where(usage.c.tenant_id == tenant_id, usage.c.period == period)
+                sa.select(
+                    usage.c.tool,
+                    sa.func.max(usage.c.connector).label("connector"),
+                    calls.label("calls"),
+                    sa.func.sum(usage.c.errors).label("errors"),
+                )
+                .where(usage.c.tenant_id == tenant_id, _usage_in(period))
+                .group_by(usage.c.tool)
                 .order_by(usage.c.tool)
             ).all()
         return [UsageRow(r.tool, r.connector, int(r.calls), int(r.errors)) for r in rows]
 
     def usage_totals(self, tenant_id: str, period: str) -> tuple[int, dict[str, int]]:
-        """(calls in the period, calls per connector) from the persisted counters."""
-        total = 0
-        per: dict[str, int] = {}
-        for row in self.usage_rows(tenant_id, period):
-            total += row.calls
-            if row.connector:
-                per[row.connector] = per.get(row.connector, 0) + row.calls
-        return total, per
+        """(calls in the period, calls per connector) from the persisted counters; `period`
+        as in `usage_rows`."""
+        return _totals((r.connector, r.calls) for r in self.usage_rows(tenant_id, period))
+
+    def usage_day_totals(self, tenant_id: str, day: str) -> dict[str, tuple[int, dict[str, int]]]:
+        """`usage_totals` of the day key `day` and of its month, in one read (what the quota
+        tracker settles after each batch)."""
+        month = month_of(day)
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(usage.c.period, usage.c.connector, sa.func.sum(usage.c.calls))
+                .where(usage.c.tenant_id == tenant_id, _usage_in(month))
+                .group_by(usage.c.period, usage.c.connector)
+            ).all()
+        return {
+            day: _totals((connector, int(n)) for period, connector, n in rows if period == day),
+            month: _totals((connector, int(n)) for _period, connector, n in rows),
+        }
+
+
+def _totals(rows: Iterable[tuple[str, int]]) -> tuple[int, dict[str, int]]:
+    """(calls, calls per connector) of (connector, calls) pairs ("" is no connector)."""
+    total = 0
+    per: dict[str, int] = {}
+    for connector, calls in rows:
+        total += calls
+        if connector:
+            per[connector] = per.get(connector, 0) + calls
+    return total, per
+
+
+def _usage_in(period: str) -> sa.ColumnElement[bool]:
+    """The `usage` rows counted in `period`: the rows of that key, and for a month key the
+    rows of its days too (a range on the primary key; digits sort alike in every collation)."""
+    if _MONTH_KEY.fullmatch(period):
+        return sa.or_(
+            usage.c.period == period, usage.c.period.between(f"{period}-01", f"{period}-31")
+        )
+    return usage.c.period == period
 
 
 def default_database_url(gateway: GatewaySpec, environ: Mapping[str, str]) -> str:

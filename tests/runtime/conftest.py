@@ -1,7 +1,7 @@
 """Fixtures for the gateway runtime tests (helpers live in support.py).
 
 The catalog is manifests/*.yaml compiled by the real compiler (`support.build_gateway()`)
-plus two tiny quota plans for refusal tests. When the compiler's
+plus the quota plans of the tests (`support.build_gateway`). When the compiler's
 output exists (`generated/fastn_gateway/catalog`), end-to-end tests also drive that package.
 """
 

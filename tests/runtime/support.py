@@ -70,8 +70,8 @@ def build_gateway(
     connectors: tuple[str, ...] = ("slack", "shopify", "github", "hubspot"),
 ) -> c.GatewaySpec:
     """The catalog of manifests/ compiled by the real compiler (the same expressions a build
-    writes into generated/), restricted to `connectors`, plus two tiny quota plans that the
-    refusal tests use."""
+    writes into generated/), restricted to `connectors`, plus the quota plans the tests use:
+    two tiny ones for refusals and a daily one for plan switches."""
     from generator import api
 
     full, diagnostics = api.gateway_spec(api.Options.for_project(ROOT, cache=False))
@@ -81,6 +81,7 @@ def build_gateway(
     plans = {
         **full.plans,
         "tiny": c.QuotaPlan(name="tiny", period="day", calls=3),
+        "daily": c.QuotaPlan(name="daily", period="day", calls=1000),
         "tiny_slack": c.QuotaPlan(
             name="tiny_slack", period="month", calls=100, per_connector={"slack": 1}
         ),

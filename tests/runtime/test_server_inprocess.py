@@ -273,6 +273,42 @@ async def test_quota_counts_survive_a_restart(
         await rt2.aclose()
 
 
+async def test_usage_survives_a_plan_switch(world, sqlite_store: Store, gateway, upstream) -> None:
+    """Usage is a fact independent of the plan: a daily plan counts every call of the day,
+    those made under a monthly plan too, and back on the monthly plan every call of the month
+    counts, those made under the daily plan too (the resource, the summary and the quota)."""
+
+    async def calls(n: int) -> dict[str, Any]:
+        async with Client(world.server(world.a_rw)) as c:
+            for _ in range(n):
+                assert not (await c.call_tool("fastn_list_integrations", {})).is_error
+            return json.loads((await c.read_resource("gateway://usage")).contents[0].text)
+
+    month = await calls(5)
+    assert (month["period"], month["calls"]) == ("month", 5)
+    sqlite_store.set_plan(world.a.id, "daily")
+    day = await calls(3)
+    assert (day["plan"], day["period"], day["calls"]) == ("daily", "day", 8)
+    assert day["by_tool"] == [{"tool": "fastn_list_integrations", "calls": 8, "errors": 0}]
+    sqlite_store.set_plan(world.a.id, "starter")
+    async with Client(world.server(world.a_rw)) as c:
+        month = (await c.call_tool("fastn_get_usage_summary", {})).structured_content
+    assert (month["plan"], month["period"], month["calls"]) == ("starter", "month", 8)
+    # The quota too, in this process (counted in memory) and in a new one (read back).
+    sqlite_store.set_plan(world.a.id, "tiny")  # 3 calls a day: used up already
+    async with Client(world.server(world.a_rw)) as c:
+        r = await c.call_tool("fastn_list_integrations", {})
+        assert envelope(r)["details"]["used"] == 9
+    await world.runtime.aclose()
+    rt2 = make_runtime(sqlite_store, gateway, upstream)
+    try:
+        async with Client(rt2.build_server(api_key=world.a_rw)) as c:
+            r = await c.call_tool("fastn_list_integrations", {})
+            assert envelope(r)["details"]["used"] == 9
+    finally:
+        await rt2.aclose()
+
+
 async def test_native_tools_end_to_end(world) -> None:
     async with Client(world.server(world.a_rw)) as c:
         r = await c.call_tool("fastn_list_integrations", {})
@@ -858,8 +894,8 @@ async def test_whole_runtime_on_postgres(pg_world) -> None:
     w.runtime.store.set_plan(w.b.id, "tiny")
     async with Client(w.server(w.b_rw)) as c:
         results = [await c.call_tool("fastn_list_integrations", {}) for _ in range(4)]
-    # the tiny plan counts per day: earlier calls this month were under the monthly plan
-    assert [r.is_error for r in results] == [False, False, False, True]
+    # the tiny plan counts every call of the day, the one made under the monthly plan too
+    assert [r.is_error for r in results] == [False, False, True, True]
 
 
 @pytest.fixture(params=["world", "pg_world"])

@@ -19,7 +19,7 @@ def _call(rec: Recorder, tenant: str, tool: str = "slack_send_message", status: 
         tenant_id=tenant,
         tool=tool,
         connector="slack" if tool.startswith("slack_") else None,
-        period="2026-05",
+        day="2026-05-03",
         status=status,
         duration_ms=1.5,
         error_code=None if status == "ok" else "upstream_error",
@@ -179,7 +179,7 @@ def _allowed_call(quota: QuotaTracker, rec: Recorder, tenant: str, day: str, at:
         tenant_id=tenant,
         tool="fastn_list_integrations",
         connector=None,
-        period=day,
+        day=day,
         status="ok",
         duration_ms=1,
     )

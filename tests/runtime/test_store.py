@@ -283,6 +283,40 @@ def test_usage_counters_accumulate(store: Store) -> None:
     assert store.usage_totals(t.id, "2026-06") == (0, {})
 
 
+def test_usage_is_counted_by_day_and_a_month_sums_its_days(store: Store) -> None:
+    """Calls are counted by day whatever the plan; a month is the sum of its days. A database
+    from before holds a monthly plan's calls under the month's key: they count toward the
+    month, not toward any of its days."""
+    t = store.create_tenant("acme")
+    slack = ("slack_send_message", "slack")
+    native = ("fastn_list_integrations", "")
+    store.write_batch(
+        [],
+        [
+            st.UsageDelta(t.id, "2026-05", *slack, 10, 1),  # written before counting by day
+            st.UsageDelta(t.id, "2026-05-01", *slack, 2, 0),
+            st.UsageDelta(t.id, "2026-05-31", *native, 3, 1),
+            st.UsageDelta(t.id, "2026-04-30", *native, 100, 0),
+            st.UsageDelta(t.id, "2026-06-01", *slack, 100, 0),
+        ],
+    )
+    assert store.usage_totals(t.id, "2026-05") == (15, {"slack": 12})
+    assert [
+        (r.tool, r.connector, r.calls, r.errors) for r in store.usage_rows(t.id, "2026-05")
+    ] == [
+        ("fastn_list_integrations", "", 3, 1),
+        ("slack_send_message", "slack", 12, 1),
+    ]
+    assert store.usage_totals(t.id, "2026-05-01") == (2, {"slack": 2})
+    assert store.usage_totals(t.id, "2026-05-02") == (0, {})
+    assert store.usage_day_totals(t.id, "2026-05-31") == {
+        "2026-05-31": (3, {}),
+        "2026-05": (15, {"slack": 12}),
+    }
+    assert st.usage_day(st.parse_iso("2026-05-31T23:59:59Z")) == "2026-05-31"
+    assert st.month_of("2026-05-31") == "2026-05"
+
+
 def test_activity_counts_each_tenants_newer_events_and_calls(store: Store) -> None:
     """What the change poll reads to find other processes' calls: one tenant's events above
     a floor and its calls per (period, connector), never another tenant's."""

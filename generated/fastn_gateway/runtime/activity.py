@@ -6,8 +6,9 @@ hear of what the others did: `ForeignActivity.poll`, run by the change poll for 
 with open listen streams, reads what the database holds and subtracts what this process wrote
 itself, so that nothing is announced twice:
 
-* calls: the tenant's usage counters per (period, connector). A counted call of another
-  process moves one, whatever order the processes' batches commit in; it updates the usage,
+* calls: the tenant's usage counters per (day, connector), of today and yesterday (a call
+  made just before midnight may commit after it). A counted call of another process moves
+  one, whatever order the processes' batches commit in; it updates the usage,
   the events and the connector's status. This process's own batches are added up as its
   recorder writes them (`written`, under the recorder's write lock, which `poll` also holds
   while it reads, so a batch is always either in both or in neither).
@@ -31,7 +32,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from . import resources
-from .store import EventRecord, Store, TenantActivity, UsageDelta, now_us, period_bounds
+from .store import DAY_US, EventRecord, Store, TenantActivity, UsageDelta, now_us, usage_day
 
 # How far back a memory update is looked for: far more than a commit can lag its timestamp.
 WINDOW_US = 60_000_000
@@ -91,7 +92,7 @@ class ForeignActivity:
 
     def _poll(self, tenant_ids: Sequence[str]) -> list[tuple[str, resources.Change]]:
         now = now_us()
-        periods = sorted({period_bounds(p, now)[0] for p in ("day", "month")})
+        periods = [usage_day(now - DAY_US), usage_day(now)]
         with self._lock:
             for gone in set(self._tenants) - set(tenant_ids):
                 del self._tenants[gone]
@@ -129,8 +130,8 @@ class ForeignActivity:
     def _take_own(
         self, tenant_id: str, periods: Sequence[str]
     ) -> tuple[Counter[tuple[str, str]], list[str]]:
-        """This process's calls (per current period and connector) and the events it wrote
-        since the last poll."""
+        """This process's calls (per day polled and connector) and the events it wrote since
+        the last poll."""
         seen = self._tenants[tenant_id]
         for key in [k for k in seen.own_calls if k[0] not in periods]:
             del seen.own_calls[key]
