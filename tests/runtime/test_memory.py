@@ -34,7 +34,7 @@ from generator.runtime.memory import (
     shown_score,
     tsquery_expression,
 )
-from generator.runtime.store import make_engine, now_us
+from generator.runtime.store import make_engine, now_us, parse_iso
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -192,6 +192,122 @@ def test_same_topic_twice_in_one_call_keeps_the_later(memory: MemoryStore) -> No
     assert texts(memory.retrieve_relevant_chunks("acme", "ash", "coffee")) == [
         "Drinks oat flat whites."
     ]
+
+
+def test_on_a_topic_the_latest_observed_fact_wins_whatever_the_order(
+    memory: MemoryStore, gateway: c.GatewaySpec
+) -> None:
+    """A backfilled observation (observed before the topic's current fact) is logged, not made
+    the fact: it is stored already superseded by the current fact, which stays retrieved."""
+    lisbon = remember(memory, "Numbat lives in Lisbon.", topic="city")
+    out = memory.update_memory(
+        "acme",
+        "ash",
+        [{"text": "Numbat lives in Oslo.", "topic": "city", "observed_at": "2001-01-01T00:00:00Z"}],
+    )
+    check_output(gateway, "update_memory", out)
+    oslo = out["stored"][0]
+    assert oslo["superseded"] == [] and oslo["superseded_by"] == lisbon["id"]
+    assert lisbon["superseded_by"] is None
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "numbat lives")) == [
+        "Numbat lives in Lisbon."
+    ]
+    log = {e["id"]: e for e in memory.log("acme", "ash")["entries"]}
+    assert log[oslo["id"]]["active"] is False and log[oslo["id"]]["superseded_by"] == lisbon["id"]
+    assert log[oslo["id"]]["observed_at"] == "2001-01-01T00:00:00Z"
+    assert log[lisbon["id"]]["active"] is True
+    assert memory.profile("acme", "ash")["items"] == {"active": 1, "superseded": 1, "total": 2}
+    # A later observation supersedes the fact (the backfill stays superseded by Lisbon).
+    porto = remember(memory, "Numbat lives in Porto.", topic="city")
+    assert porto["superseded"] == [lisbon["id"]] and porto["superseded_by"] is None
+    # In one call the order of the observations does not matter either.
+    out = memory.update_memory(
+        "acme",
+        "ash",
+        [
+            {"text": "Numbat lives in Faro.", "topic": "city"},
+            {
+                "text": "Numbat lives in Bergen.",
+                "topic": "city",
+                "observed_at": "2002-01-01T00:00:00Z",
+            },
+        ],
+    )["stored"]
+    assert out[0]["superseded"] == [porto["id"]] and out[0]["superseded_by"] is None
+    assert out[1]["superseded"] == [] and out[1]["superseded_by"] == out[0]["id"]
+    # The same time: the later recorded wins, as before.
+    same = remember(
+        memory, "Numbat lives in Braga.", topic="other", observed_at="2003-01-01T00:00:00Z"
+    )
+    again = remember(
+        memory, "Numbat lives in Évora.", topic="other", observed_at="2003-01-01T00:00:00Z"
+    )
+    assert again["superseded"] == [same["id"]] and again["superseded_by"] is None
+    # An explicit correction is one whatever the times.
+    fixed = memory.update_memory(
+        "acme",
+        "ash",
+        [
+            {
+                "text": "Numbat lives in Faro, Algarve.",
+                "topic": "city",
+                "observed_at": "2000-01-01T00:00:00Z",
+                "supersedes": [out[0]["id"]],
+            }
+        ],
+    )["stored"][0]
+    assert fixed["superseded"] == [out[0]["id"]] and fixed["superseded_by"] is None
+    assert sorted(texts(memory.retrieve_relevant_chunks("acme", "ash", "numbat lives"))) == [
+        "Numbat lives in Faro, Algarve.",
+        "Numbat lives in Évora.",
+    ]
+    assert memory.profile("acme", "ash")["items"] == {"active": 2, "superseded": 6, "total": 8}
+    if memory.engine.dialect.name == "sqlite":
+        check_indexes(memory.engine)  # the backfills never entered the search index
+
+
+def test_observed_at_in_the_future_is_refused_beyond_the_clock_skew(memory: MemoryStore) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    def at(delta: timedelta) -> str:
+        return (datetime.now(UTC) + delta).isoformat()
+
+    for future in ("9999-12-31T00:00:00Z", at(timedelta(minutes=6))):
+        with pytest.raises(GatewayError) as err:
+            memory.update_memory(
+                "acme",
+                "ash",
+                [
+                    {"text": "Lives in Lisbon.", "topic": "city"},
+                    {"text": "X.", "observed_at": future},
+                ],
+            )
+        assert err.value.code == INVALID_ARGUMENTS
+        (problem,) = err.value.details["errors"]
+        assert problem["path"] == "/observations/1/observed_at"
+        assert "future" in problem["message"]
+    assert log_versions(memory) == []
+    # Within the skew: accepted, and taken as the time of recording (never after it), so that
+    # it does not outrank an observation made just after.
+    before = now_us()
+    ahead = remember(memory, "Lives in Oslo.", topic="city", observed_at=at(timedelta(minutes=4)))
+    (entry,) = memory.log("acme", "ash")["entries"]
+    assert entry["observed_at"] == entry["recorded_at"]
+    assert parse_iso(entry["observed_at"]) >= before
+    after = remember(memory, "Lives in Lisbon.", topic="city", observed_at=at(timedelta(0)))
+    assert after["superseded"] == [ahead["id"]] and after["superseded_by"] is None
+    # A fact stored from the future before such times were refused does not win for good: an
+    # observation made now (no observed_at) is the fact.
+    with memory.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE memory_items SET observed_at = :t WHERE id = :id"),
+            {"t": parse_iso("9999-12-31T00:00:00Z"), "id": after["id"]},
+        )
+    past = remember(memory, "Lives in Faro.", topic="city", observed_at="2001-01-01T00:00:00Z")
+    assert past["superseded_by"] == after["id"]
+    now = remember(memory, "Lives in Porto.", topic="city")
+    assert now["superseded"] == [after["id"]] and now["superseded_by"] is None
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "lives")) == ["Lives in Porto."]
 
 
 # ------------------------------------------------------------------ errors: all or nothing

@@ -445,6 +445,38 @@ async def test_a_search_is_a_call_of_each_connector_it_searches(
     assert [e["details"] for e in via] == [{"via": "fastn_search_entities"}]
 
 
+async def test_a_backfilled_observation_is_logged_not_made_the_fact(world) -> None:
+    """Through the MCP server: an observation dated before its topic's current fact is stored
+    superseded by that fact (the result says which), retrieval keeps the current fact, and an
+    observed_at in the future is invalid_arguments at its JSON pointer."""
+
+    def update(*observations: dict[str, Any]) -> dict[str, Any]:
+        return {"observations": list(observations)}
+
+    async with Client(world.server(world.a_rw)) as c:
+        lisbon = await c.call_tool(
+            "update_memory", update({"text": "Lives in Lisbon", "topic": "city"})
+        )
+        oslo = await c.call_tool(
+            "update_memory",
+            update(
+                {"text": "Lives in Oslo", "topic": "city", "observed_at": "2001-01-01T00:00:00Z"}
+            ),
+        )
+        (current,) = lisbon.structured_content["stored"]
+        (backfill,) = oslo.structured_content["stored"]
+        assert backfill["superseded"] == [] and backfill["superseded_by"] == current["id"]
+        found = await c.call_tool("retrieve_relevant_chunks", {"query": "lives", "top_k": 10})
+        assert [ch["text"] for ch in found.structured_content["chunks"]] == ["Lives in Lisbon"]
+        r = await c.call_tool(
+            "update_memory",
+            update({"text": "Lives in Rome", "observed_at": "9999-12-31T23:59:59Z"}),
+        )
+        err = envelope(r)
+        assert err["code"] == "invalid_arguments"
+        assert [e["path"] for e in err["details"]["errors"]] == ["/observations/0/observed_at"]
+
+
 async def test_memory_tools_need_a_user(world) -> None:
     obs = {"observations": [{"text": "Ash takes meetings after 2pm", "topic": "meeting_time"}]}
     async with Client(world.server(world.a_rw)) as c:

@@ -3,7 +3,11 @@
 Every observation is stored as a new row with a per-user version (1, 2, 3...). A correction
 (explicit `supersedes` ids, or a new observation on the topic of an active item) marks the
 earlier rows superseded (`superseded_by`, `superseded_at`) and never deletes them: the log
-keeps every version, retrieval only sees active items.
+keeps every version, retrieval only sees active items. On a topic, the observation observed
+last is the fact, whatever order they arrive in: one observed before the topic's active item
+is stored already superseded by it (in the log, never retrieved). `observed_at` may not be
+ahead of the gateway's clock by more than `CLOCK_SKEW_US` (a fact from the future would win
+its topic forever); less is taken as the time of recording.
 
 Ranking is the database's own full-text search:
 
@@ -115,6 +119,10 @@ TIE_MARGIN: Final = 16
 SCORE_DECIMALS: Final = 4
 SCORE_FLOOR: Final = 0.0001
 _WRITE_ATTEMPTS: Final = 5
+# How far ahead of the gateway's clock an observed_at may be: clocks of hosts that sync with
+# NTP agree within a second, but a client's (a phone, a laptop, a time a model read) can be
+# off by minutes; 5 minutes is Kerberos' default tolerance. Further ahead is refused.
+CLOCK_SKEW_US: Final = 5 * 60 * 1_000_000
 
 _log: Final = logging.getLogger(__name__)
 _DEFAULT_SETTINGS: Final = MemorySettings()
@@ -557,29 +565,39 @@ def _tag_key(tag: str) -> str:
     return " ".join(tag.casefold().split())
 
 
-def _parse_time(value: Any, index: int) -> int:
+def _time_error(index: int, message: str) -> GatewayError:
+    """invalid_arguments for observation `index`'s observed_at (`field` as before, and the
+    JSON pointer that schema errors give)."""
+    return _invalid(
+        f"observations[{index}].observed_at {message}",
+        field=f"observations[{index}].observed_at",
+        errors=[{"path": f"/observations/{index}/observed_at", "message": message}],
+    )
+
+
+def _parse_time(value: Any, index: int, now: int) -> int:
+    """observed_at in µs, at most CLOCK_SKEW_US ahead of `now` (the write then records it as
+    its own time: see MemoryStore._update)."""
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise _invalid(
-                f"observations[{index}].observed_at is not an RFC 3339 timestamp.",
-                field=f"observations[{index}].observed_at",
-            ) from None
+            raise _time_error(index, "is not an RFC 3339 timestamp.") from None
     else:
-        raise _invalid(
-            f"observations[{index}].observed_at must be a string.",
-            field=f"observations[{index}].observed_at",
-        )
+        raise _time_error(index, "must be a string.")
     try:
-        return _to_us(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
+        at = _to_us(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
     except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00 is past the last datetime in UTC
-        raise _invalid(
-            f"observations[{index}].observed_at is out of range.",
-            field=f"observations[{index}].observed_at",
-        ) from None
+        raise _time_error(index, "is out of range.") from None
+    if at > now + CLOCK_SKEW_US:
+        raise _time_error(
+            index,
+            f"is in the future ({_iso(now)} now, {CLOCK_SKEW_US // 60_000_000} minutes of "
+            "clock skew allowed).",
+        )
+    return at
 
 
 class _Observation:
@@ -627,7 +645,7 @@ def _list_field(obs: Mapping[str, Any], key: str, message: str) -> Sequence[obje
 
 
 def _parse_observations(
-    observations: Sequence[Mapping[str, Any]], max_chars: int
+    observations: Sequence[Mapping[str, Any]], max_chars: int, now: int
 ) -> list[_Observation]:
     if isinstance(observations, (str, bytes)) or not isinstance(observations, Sequence):
         raise _invalid("observations must be a list of objects.")
@@ -694,7 +712,7 @@ def _parse_observations(
                 source=_optional_str(obs, "source", index, MAX_SOURCE_CHARS),
                 topic=_optional_str(obs, "topic", index, MAX_TOPIC_CHARS),
                 tags=tags,
-                observed_at=None if observed_at is None else _parse_time(observed_at, index),
+                observed_at=None if observed_at is None else _parse_time(observed_at, index, now),
                 supersedes=supersedes,
             )
         )
@@ -841,9 +859,10 @@ class MemoryStore:
     def update_memory(
         self, tenant_id: str, user_id: str, observations: Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]:
-        """Append observations; returns {"stored": [{"id", "version", "superseded"}]}."""
-        parsed = _parse_observations(observations, self.settings.max_observation_chars)
+        """Append observations; returns {"stored": [{"id", "version", "superseded",
+        "superseded_by"}]} (`superseded_by`: None, or the topic's fact observed after it)."""
         now = _now_us()
+        parsed = _parse_observations(observations, self.settings.max_observation_chars, now)
         # gateway_write: the gateway's SQLite engine then opens the transaction with BEGIN
         # IMMEDIATE (any other engine ignores the option).
         for attempt in range(_WRITE_ATTEMPTS):
@@ -862,6 +881,8 @@ class MemoryStore:
         with self.engine.connect().execution_options(gateway_write=True) as conn, conn.begin():
             # First statement: takes the write lock / the user's row lock (see module doc).
             owner, first = self._allocate_versions(conn, tenant_id, user_id, len(parsed), now)
+            # Read under the lock, the time of recording follows the order of the versions.
+            now = max(now, _now_us())
             fts: str | None = None
             if self._sqlite:
                 n = self._index_of(conn, tenant_id)
@@ -871,6 +892,7 @@ class MemoryStore:
             )
             stored: list[dict[str, Any]] = []
             done: set[int] = set()  # pks superseded by this call so far
+            shelved = 0  # observations of this call stored already superseded
             for offset, obs in enumerate(parsed):
                 item_id = _new_id()
                 version = first + offset
@@ -878,18 +900,41 @@ class MemoryStore:
                 for target in obs.supersedes:
                     row = explicit[target]
                     targets[row["pk"]] = row
+                # An observation without observed_at is observed now: it is the topic's fact
+                # (even over a fact stored with a later time, before such times were refused,
+                # or when the clock was set back). One with observed_at is compared.
+                newer: _Row | None = None  # the topic's fact, if observed after this one
                 if obs.topic_key is not None:
-                    for row in self._active_on_topic(conn, tenant_id, user_id, obs.topic_key):
-                        targets.setdefault(row["pk"], row)
+                    rivals = [
+                        row
+                        for row in self._active_on_topic(conn, tenant_id, user_id, obs.topic_key)
+                        if row["pk"] not in targets
+                    ]
+                    observed = None if obs.observed_at is None else min(obs.observed_at, now)
+                    later = [
+                        row
+                        for row in rivals
+                        if observed is not None and row["observed_at"] > observed
+                    ]
+                    if later:
+                        newer = max(later, key=lambda row: (row["observed_at"], row["version"]))
+                    else:
+                        targets.update((row["pk"], row) for row in rivals)
                 # An earlier observation of this call may have superseded a target already
                 # (by topic): it stays superseded by that one.
                 rows = [row for pk, row in targets.items() if pk not in done]
                 done.update(row["pk"] for row in rows)
                 pk = _pk(owner, version)
-                self._insert_item(conn, fts, tenant_id, user_id, pk, item_id, version, obs, now)
+                by = None if newer is None else str(newer["id"])
+                self._insert_item(
+                    conn, fts, tenant_id, user_id, pk, item_id, version, obs, now, superseded_by=by
+                )
+                shelved += by is not None
                 marked = self._supersede(conn, fts, rows, item_id, now)
-                stored.append({"id": item_id, "version": version, "superseded": marked})
-            superseded_total = len(done)
+                stored.append(
+                    {"id": item_id, "version": version, "superseded": marked, "superseded_by": by}
+                )
+            superseded_total = len(done) + shelved
             if superseded_total:
                 conn.execute(
                     state_table.update()
@@ -976,7 +1021,9 @@ class MemoryStore:
         i = items_table
         return (
             conn.execute(
-                sa.select(i.c.pk, i.c.id, i.c.text, i.c.topic, i.c.tags).where(
+                sa.select(
+                    i.c.pk, i.c.id, i.c.version, i.c.text, i.c.topic, i.c.tags, i.c.observed_at
+                ).where(
                     i.c.tenant_id == tenant_id,
                     i.c.user_id == user_id,
                     i.c.topic_key == topic_key,
@@ -998,7 +1045,11 @@ class MemoryStore:
         version: int,
         obs: _Observation,
         now: int,
+        *,
+        superseded_by: str | None = None,
     ) -> None:
+        """Insert an observation: active (tag rows, in the search index), or already
+        superseded by `superseded_by` (in the log only)."""
         i = items_table
         tags_json = json.dumps(obs.tags, ensure_ascii=False)
         conn.execute(
@@ -1013,10 +1064,15 @@ class MemoryStore:
                 topic=obs.topic,
                 topic_key=obs.topic_key,
                 tags=tags_json,
-                observed_at=obs.observed_at or now,
+                # Never after its recording (a time ahead within the clock skew is taken as now).
+                observed_at=now if obs.observed_at is None else min(obs.observed_at, now),
                 recorded_at=now,
+                superseded_by=superseded_by,
+                superseded_at=None if superseded_by is None else now,
             )
         )
+        if superseded_by is not None:
+            return
         if obs.tags:
             conn.execute(
                 tags_table.insert(),
