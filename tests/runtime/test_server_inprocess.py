@@ -646,10 +646,11 @@ async def test_list_changed_notification_modern(world) -> None:
 
 ASH_PROFILE = "memory://users/ash/profile"
 ALEX_PROFILE = "memory://users/alex/profile"
+ASH_LOG = "memory://users/ash/log"
 WATCHED = (
     ASH_PROFILE,
     ALEX_PROFILE,
-    "memory://users/ash/log",
+    ASH_LOG,
     "gateway://usage",
     "gateway://events/recent",
     "gateway://integrations",
@@ -735,20 +736,61 @@ async def test_a_stream_is_acknowledged_only_what_it_will_hear(world) -> None:
             assert set(sub.honored.resource_subscriptions or ()) == set(WATCHED) - {ALEX_PROFILE}
         async with c.listen(resource_subscriptions=[ALEX_PROFILE]) as sub:
             assert not sub.honored.resource_subscriptions
-        many = [f"memory://users/ash/profile?n={i}" for i in range(MAX_STREAM_SUBSCRIPTIONS + 1)]
+        many = [f"{ASH_LOG}?after_version={i}" for i in range(MAX_STREAM_SUBSCRIPTIONS + 1)]
         with pytest.raises(MCPError) as refused:
             async with c.listen(resource_subscriptions=many):
                 pass
         err = refused.value.error.data["error"]
         assert err["code"] == "invalid_arguments" and err["details"]["limit"] == 1000, err
         async with c.listen(resource_subscriptions=many[:-1]) as sub:
-            assert sub.honored.resource_subscriptions == [ASH_PROFILE]
+            assert sub.honored.resource_subscriptions == [ASH_LOG]
     async with (
         Client(world.server(world.a_write)) as writer,
         writer.listen(tools_list_changed=True, resource_subscriptions=WATCHED) as w_sub,
     ):
         assert not w_sub.honored.resource_subscriptions
         assert w_sub.honored.tools_list_changed
+
+
+async def test_a_stream_is_acknowledged_and_told_only_what_a_read_resolves(world) -> None:
+    """A subscription resolves as a read does: a connector the tenant has not connected (or
+    that does not exist), another tenant's user, a user never registered, a query the resource
+    does not take are read as not_found and left out of the acknowledgement, and nothing about
+    them reaches the stream, even once they would resolve (it hears what it was acknowledged)."""
+
+    async def not_found(c: Client, uri: str) -> None:
+        with pytest.raises(MCPError) as refused:
+            await c.read_resource(uri)
+        assert refused.value.error.data["error"]["code"] == "not_found", uri
+
+    slack, shopify = "gateway://integrations/slack", "gateway://integrations/shopify"
+    unreadable = [shopify, "gateway://integrations/nosuchconnector", "gateway://usage?x=1"]
+    async with (
+        Client(world.server(world.b_rw)) as c,
+        c.listen(resource_subscriptions=[slack, *unreadable]) as sub,
+    ):
+        assert sub.honored.resource_subscriptions == [slack]
+        for uri in unreadable:
+            await not_found(c, uri)
+        await world.runtime.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "t"})
+        r = await c.call_tool("slack_send_message", {"channel": "C1", "text": "hi"})
+        assert not r.is_error, r.content
+        # The connection came first: had it been announced, it would be by now.
+        assert shopify not in await updates_until(sub, {slack})
+
+    newcomer = "memory://users/newcomer/profile"
+    unreadable = ["memory://users/bo/profile", newcomer, f"{ASH_PROFILE}?after_version=1"]
+    async with (
+        Client(world.server(world.a_host)) as c,
+        c.listen(resource_subscriptions=[ALEX_PROFILE, *unreadable]) as sub,
+    ):
+        assert sub.honored.resource_subscriptions == [ALEX_PROFILE]
+        for uri in unreadable:
+            await not_found(c, uri)
+        await world.runtime.run_db(world.runtime.store.register_user, world.a.id, "newcomer")
+        await remember(world, world.a_host, "Newcomer likes jazz", asserted_user="newcomer")
+        await remember(world, world.a_host, "Alex prefers email", asserted_user="alex")
+        assert newcomer not in await updates_until(sub, {ALEX_PROFILE})
 
 
 async def test_reconnecting_an_active_connection_updates_its_resources(world) -> None:

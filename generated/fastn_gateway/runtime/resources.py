@@ -11,16 +11,18 @@ Handlers (by the manifest's `handler` name):
                                   in pages: `?after_version=N` reads on from version N
 
 Everything is read for the caller's tenant only, and only with a key that has the `read`
-scope (resources show what the read tools show; without it there are none). A memory resource
-is readable by the user itself (the key's bound user, or the user a host key names with
-X-Gateway-User) or by a host application key that is bound to no user, for any registered
-user of its tenant. Whatever the reason a read is refused (another tenant's connector or user,
-no access, no scope, unknown URI), the answer is the same `not_found`, so nothing about other
-tenants leaks.
+scope (resources show what the read tools show; without it there are none). A connector's
+status is readable for a connection the tenant made. A memory resource is readable by the user
+itself (the key's bound user, or the user a host key names with X-Gateway-User) or by a host
+application key that is bound to no user, for any registered user of its tenant. Whatever the
+reason a read is refused (another tenant's connector or user, no access, no scope, unknown
+URI), the answer is the same `not_found`, so nothing about other tenants leaks.
 
-A 2026-07-28 client can subscribe to resources on a `subscriptions/listen` stream;
-`updated_uris` says which resources a happening changed (`UPDATES` below), and `watcher`
-decides which of them a stream may hear about: the same resources its session may read.
+`resolve` is the one place that decides what a URI names and whether the caller may read it:
+`read_resource` reads what it resolves, and a 2026-07-28 client's `subscriptions/listen`
+stream is acknowledged, and told of, exactly the resources it resolves, under the URI
+`resources/list` gives them. `updated_uris` says which resources a happening changed
+(`UPDATES` below).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, quote, unquote
 
 import mcp.types as types
@@ -39,6 +41,9 @@ from .errors import INVALID_ARGUMENTS, NOT_FOUND, GatewayError
 from .fastschema import has_surrogate
 from .handler_names import URI_VARIABLE
 from .native import NativeCall, event_history, integration_status, list_integrations, usage_summary
+
+if TYPE_CHECKING:
+    from .memory import MemoryStore
 
 UserFn = Callable[[], Awaitable[str | None]]
 
@@ -50,6 +55,17 @@ class Read:
     uri: str
     params: dict[str, str]
     query: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A URI the caller may read: its resource, the read it asks for, and the URI the resource
+    is listed and announced under (without a query, template values percent-encoded one way:
+    `...%61sh/profile` and a log page's `...log?after_version=N` are its resource's URI)."""
+
+    spec: ResourceSpec
+    read: Read
+    uri: str
 
 
 Reader = Callable[[NativeCall, Read, UserFn], Awaitable[Any]]
@@ -131,37 +147,22 @@ async def _recent_events(call: NativeCall, read: Read, user: UserFn) -> Any:
     return await event_history(call, limit=RECENT_EVENTS)
 
 
-async def _memory_user(call: NativeCall, wanted: str, user: UserFn) -> str:
-    """`wanted` if the caller may read that user's memory; NotFound otherwise."""
-    principal = call.principal
-    rt = call.runtime
-    try:
-        current = await user()
-    except GatewayError:
-        current = None
-    if current is not None and current == wanted:
-        return wanted
-    if principal.can_assert_user and principal.user is None:
-        known = await rt.run_db(rt.store.get_user, principal.tenant_id, wanted)
-        if known is not None:
-            return wanted
-    raise GatewayError(NOT_FOUND, "no such user")
-
-
-async def _memory_profile(call: NativeCall, read: Read, user: UserFn) -> Any:
-    who = await _memory_user(call, read.params["user"], user)
+def _memory(call: NativeCall) -> MemoryStore:
     memory = call.runtime.memory
     if memory is None:
         raise GatewayError(NOT_FOUND, "memory is not enabled")
-    return await call.runtime.run_db(memory.profile, call.principal.tenant_id, who)
+    return memory
+
+
+async def _memory_profile(call: NativeCall, read: Read, user: UserFn) -> Any:
+    memory = _memory(call)
+    return await call.runtime.run_db(memory.profile, call.principal.tenant_id, read.params["user"])
 
 
 async def _memory_log(call: NativeCall, read: Read, user: UserFn) -> Any:
     """A page of the log; `next_uri` reads the next one (the same URI, `?after_version=N`)."""
-    who = await _memory_user(call, read.params["user"], user)
-    memory = call.runtime.memory
-    if memory is None:
-        raise GatewayError(NOT_FOUND, "memory is not enabled")
+    memory = _memory(call)
+    who = read.params["user"]
     after = read.query.get("after_version", "0")
     if not (after.isascii() and after.isdigit() and len(after) <= 18):
         raise GatewayError(
@@ -185,6 +186,61 @@ READERS: dict[str, Reader] = {
 }
 # The query parameters a reader takes (`uri?name=value`); a URI with any other is not found.
 QUERY_PARAMS: dict[str, frozenset[str]] = {"resources.memory_log": frozenset({"after_version"})}
+
+
+# --------------------------------------------------------------------------- access
+
+
+async def _own_connection(call: NativeCall, params: dict[str, str], user: UserFn) -> bool:
+    """A connector's status: of a connection the tenant made (in any state)."""
+    name = params["connector"]
+    return name in call.runtime.gateway.connectors and name in call.snapshot.connections
+
+
+async def _memory_user(call: NativeCall, params: dict[str, str], user: UserFn) -> bool:
+    """A user's memory: the session's own user, or any registered user of the tenant for a
+    host application key bound to no user."""
+    if call.runtime.memory is None:
+        return False
+    wanted = params["user"]
+    try:
+        current = await user()
+    except GatewayError:
+        current = None
+    if current is not None and current == wanted:
+        return True
+    principal = call.principal
+    if principal.can_assert_user and principal.user is None:
+        return await call.runtime.registered(principal.tenant_id, wanted)
+    return False
+
+
+# Who may read the resources of a reader, beyond the `read` scope (none: every such key).
+ACCESS: dict[str, Callable[[NativeCall, dict[str, str], UserFn], Awaitable[bool]]] = {
+    "resources.integration_status": _own_connection,
+    "resources.memory_profile": _memory_user,
+    "resources.memory_log": _memory_user,
+}
+
+
+async def resolve(call: NativeCall, uri: str, user: UserFn) -> Resolved:
+    """The resource `uri` names, if the caller may read it; GatewayError not_found otherwise,
+    whatever the reason (no such resource, a query it does not take, no `read` scope, another
+    user's memory, a connector the tenant has not connected)."""
+    base, _, query_text = uri.partition("?")
+    found = _match(call.runtime.gateway, base)
+    if found is None or found[0].handler not in READERS or not call.principal.has_scope(SCOPE):
+        raise not_found(uri)
+    spec, params = found
+    pairs = parse_qsl(query_text, keep_blank_values=True)
+    query = dict(pairs)
+    if len(query) < len(pairs) or not set(query) <= QUERY_PARAMS.get(spec.handler, frozenset()):
+        raise not_found(uri)  # a parameter given twice, or one the resource does not take
+    allowed = ACCESS.get(spec.handler)
+    if allowed is not None and not await allowed(call, params, user):
+        raise not_found(uri)
+    listed = spec.uri or _expand(spec.uri_template or "", **params)
+    return Resolved(spec, Read(uri=base, params=params, query=query), listed)
 
 
 # --------------------------------------------------------------------------- updates
@@ -235,42 +291,6 @@ def updated_uris(gateway: GatewaySpec, change: Change) -> list[str]:
         for values in updates(change) if updates is not None else ():
             out.append(r.uri or _expand(r.uri_template or "", **values))
     return out
-
-
-def canonical(gateway: GatewaySpec, uri: str) -> str:
-    """The URI a resource's updates are announced under, as `resources/list` gives it: without
-    a query, its template values percent-encoded one way. A subscription to `...%61sh/profile`
-    or to a log page (`...log?after_version=N`) hears of its resource. A URI of no resource is
-    kept as it is (no session may watch it)."""
-    found = _match(gateway, uri.partition("?")[0])
-    if found is None:
-        return uri
-    spec, values = found
-    return spec.uri or _expand(spec.uri_template or "", **values)
-
-
-async def watcher(call: NativeCall, user: UserFn) -> Callable[[str], bool]:
-    """Whether the caller may hear that the resource at a URI changed: whether it could read
-    it (its tenant's resources only ever change for it; a memory resource is its own, or any
-    user's for a host application key bound to no user)."""
-    principal = call.principal
-    if not principal.has_scope(SCOPE):
-        return lambda uri: False
-    try:
-        me = await user()
-    except GatewayError:
-        me = None
-    any_user = principal.can_assert_user and principal.user is None
-    gateway = call.runtime.gateway
-
-    def may_watch(uri: str) -> bool:
-        found = _match(gateway, uri)
-        if found is None:
-            return False
-        owner = found[1].get("user")
-        return owner is None or any_user or owner == me
-
-    return may_watch
 
 
 # --------------------------------------------------------------------------- MCP surface
@@ -348,20 +368,11 @@ async def list_resources(call: NativeCall, user: UserFn) -> list[types.Resource]
 
 async def read_resource(call: NativeCall, uri: str, user: UserFn) -> tuple[str, str]:
     """(text, mime type) of `uri` for the caller; GatewayError not_found otherwise."""
-    base, _, query_text = uri.partition("?")
-    found = _match(call.runtime.gateway, base)
-    spec, params = found if found is not None else (None, {})
-    reader = READERS.get(spec.handler) if spec is not None else None
-    if spec is None or reader is None or not call.principal.has_scope(SCOPE):
-        raise not_found(uri)
-    pairs = parse_qsl(query_text, keep_blank_values=True)
-    query = dict(pairs)
-    if len(query) < len(pairs) or not set(query) <= QUERY_PARAMS.get(spec.handler, frozenset()):
-        raise not_found(uri)  # a parameter given twice, or one the resource does not take
+    resolved = await resolve(call, uri, user)
     try:
-        data = await reader(call, Read(uri=base, params=params, query=query), user)
+        data = await READERS[resolved.spec.handler](call, resolved.read, user)
     except GatewayError as exc:
         if exc.code == NOT_FOUND:
             raise not_found(uri) from None
         raise
-    return _json(data), spec.mime_type
+    return _json(data), resolved.spec.mime_type

@@ -33,9 +33,10 @@ Change notifications (a connection connected, disconnected or marked needs_reaut
   `subscriptions/listen` streams (one bus per tenant, so tenants never see each other's),
   and `ResourceUpdated` for the resources they subscribed to: a connection's state, each
   recorded call or event (events, usage, the connector's status), a user's memory update.
-  A stream hears only of resources its session may read (`resources.watcher`), and only
+  A stream is acknowledged, and hears of, only the resources its session may read, as a read
+  resolves them (`resources.resolve`), under the URIs `resources/list` gives them, and only
   while its key is valid: nothing once it expires, and `poll_changes` ends the streams of
-  revoked and expired keys. Subscribed URIs are made canonical (`resources.canonical`). A
+  revoked and expired keys. A
   tenant holds at most `MAX_LISTEN_STREAMS` streams; one whose client stops reading ends after
   `LISTEN_WRITE_TIMEOUT`. Handshake-era clients have no resource subscriptions
   (`resources/subscribe` is not served, so not advertised).
@@ -103,6 +104,7 @@ from .errors import (
     INVALID_ARGUMENTS,
     MAX_ERRORS,
     NOT_CONNECTED,
+    NOT_FOUND,
     RATE_LIMITED,
     UNAUTHENTICATED,
     UNKNOWN_TOOL,
@@ -328,9 +330,10 @@ class _TenantBus:
 
 
 class _StreamBus:
-    """One listen stream's view of its tenant's bus: updates of resources the stream's session
-    may not read (another user's memory; any, without the read scope) never reach it, and
-    nothing does once its key has expired (`poll_changes` ends it soon after)."""
+    """One listen stream's view of its tenant's bus: only updates of the resources it was
+    acknowledged (`may_watch`: those its session may read) reach it, whatever the SDK's own
+    filter does, and nothing does once its key has expired (`poll_changes` ends it soon
+    after)."""
 
     def __init__(self, bus: _TenantBus, may_watch: Callable[[str], bool], expires_at: int) -> None:
         self._bus = bus
@@ -413,7 +416,7 @@ class ChangeNotifier:
         may_watch: Callable[[str], bool],
     ) -> types.SubscriptionsListenResult:
         """Serve one listen stream of the principal's tenant while its key stays valid;
-        `may_watch(uri)` filters resource updates."""
+        `may_watch(uri)` says which resource updates it may hear (those acknowledged)."""
         if self._closed:
             raise GatewayError(INTERNAL_ERROR, "The gateway is shutting down; retry shortly.")
         tenant_id = principal.tenant_id
@@ -818,17 +821,23 @@ class GatewayRuntime:
             )
         if principal.user is not None and asserted != principal.user:
             raise GatewayError(FORBIDDEN, "This API key is bound to another user.")
-        key = (principal.tenant_id, asserted)
-        if key not in self._known_users:
-            user = await self.run_db(self.store.get_user, principal.tenant_id, asserted)
-            if user is None:
-                raise GatewayError(
-                    FORBIDDEN,
-                    "The user named by X-Gateway-User is not registered in this workspace; "
-                    "register it first (POST /register).",
-                )
-            self._known_users.add(key)
+        if not await self.registered(principal.tenant_id, asserted):
+            raise GatewayError(
+                FORBIDDEN,
+                "The user named by X-Gateway-User is not registered in this workspace; "
+                "register it first (POST /register).",
+            )
         return asserted
+
+    async def registered(self, tenant_id: str, user: str) -> bool:
+        """Whether `user` is registered in the tenant (users are never removed: a yes is
+        remembered)."""
+        key = (tenant_id, user)
+        if key not in self._known_users:
+            if await self.run_db(self.store.get_user, tenant_id, user) is None:
+                return False
+            self._known_users.add(key)
+        return True
 
     # ------------------------------------------------------------------ server
 
@@ -1267,8 +1276,8 @@ class _Handlers:
         params: types.SubscriptionsListenRequestParams,
     ) -> types.SubscriptionsListenResult:
         call, user = await self._resource_call(ctx)
-        may_watch = await resources.watcher(call, user)
         wanted = params.notifications.resource_subscriptions
+        heard: frozenset[str] = frozenset()
         if wanted:
             if len(wanted) > MAX_STREAM_SUBSCRIPTIONS:
                 raise GatewayError(
@@ -1282,10 +1291,18 @@ class _Handlers:
                 raise GatewayError(
                     INVALID_ARGUMENTS, "A resource URI holds a lone surrogate, which is not text."
                 )
-            # Acknowledged are the resources the session could read, which it will hear of:
-            # not another user's memory, nor a URI no resource answers to.
-            canonical = (resources.canonical(self.rt.gateway, u) for u in wanted)
-            uris = [u for u in dict.fromkeys(canonical) if may_watch(u)]
-            notifications = params.notifications.model_copy(update={"resource_subscriptions": uris})
+            # Acknowledged are the resources the session could read (resolved as a read
+            # resolves them), under their listed URIs; the stream hears of those only.
+            uris: dict[str, None] = {}
+            for uri in wanted:
+                try:
+                    uris[(await resources.resolve(call, uri, user)).uri] = None
+                except GatewayError as exc:
+                    if exc.code != NOT_FOUND:
+                        raise
+            heard = frozenset(uris)
+            notifications = params.notifications.model_copy(
+                update={"resource_subscriptions": list(uris)}
+            )
             params = params.model_copy(update={"notifications": notifications})
-        return await self.rt.notifier.listen(call.principal, ctx, params, may_watch)
+        return await self.rt.notifier.listen(call.principal, ctx, params, heard.__contains__)
