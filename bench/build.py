@@ -308,11 +308,18 @@ def bench_size(work: Path, size: int, args: argparse.Namespace) -> dict[str, Any
 
 
 def _baseline_input(root: Path, payload_path: Path) -> None:
-    """The baseline's input: every tool's compiled schemas, from the build's tools.json."""
+    """The baseline's input: every tool's compiled schemas, from the build's tools.json, as
+    the build gives them to datamodel-code-generator (generator/emit/models.py `request`)."""
+    from generator.compile import for_models, without_defaults
+
     tools_json = json.loads((root / "generated" / "tools.json").read_text(encoding="utf-8"))
     payload = {
         "tools": [
-            {"name": t["name"], "inputSchema": t["inputSchema"], "outputSchema": t["outputSchema"]}
+            {
+                "name": t["name"],
+                "inputSchema": for_models(t["inputSchema"]),
+                "outputSchema": for_models(without_defaults(t["outputSchema"])),
+            }
             for t in tools_json["tools"]
         ]
     }

@@ -7,7 +7,6 @@ problem. The IR is only returned when there is no error.
 from __future__ import annotations
 
 import bisect
-import datetime
 import functools
 import hashlib
 import itertools
@@ -38,7 +37,7 @@ from .names import (
 )
 from .patterns import hazard as regex_hazard
 from .runtime.catalog import credential_header
-from .runtime.fastschema import validator_class
+from .runtime.fastschema import TYPED_FORMATS, validator_class
 from .runtime.handler_names import (
     RESOURCE_HANDLERS,
     RESOURCE_VARIABLES,
@@ -717,22 +716,65 @@ def _subschemas(path: JsonPath, schema: dict[str, Any]) -> Iterator[tuple[JsonPa
             yield (*path, key), schema[key]
 
 
+def _rewritten(schema: Any, node: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """A copy of `schema` with `node` applied to it and to every subschema (a new dict from
+    each; values such as `const`, `enum` or `examples`, and property names, are not schemas)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = node(schema)
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: _rewritten(sub, node) for name, sub in out[key].items()}
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [_rewritten(sub, node) for sub in out[key]]
+    for key in _SUBSCHEMAS:
+        if key in out:
+            out[key] = _rewritten(out[key], node)
+    return out
+
+
 def without_defaults(schema: Any) -> Any:
     """A copy of `schema` without the `default` of it or of any subschema (values such as
     `const`, `enum` or `examples`, and properties named "default", are kept)."""
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: v for k, v in schema.items() if k != "default"}
-    for key in _SUBSCHEMA_MAPS:
-        if isinstance(out.get(key), dict):
-            out[key] = {name: without_defaults(sub) for name, sub in out[key].items()}
-    for key in _SUBSCHEMA_LISTS:
-        if isinstance(out.get(key), list):
-            out[key] = [without_defaults(sub) for sub in out[key]]
-    for key in _SUBSCHEMAS:
-        if key in out:
-            out[key] = without_defaults(out[key])
-    return out
+    return _rewritten(schema, lambda n: {k: v for k, v in n.items() if k != "default"})
+
+
+def _typed_format(node: dict[str, Any]) -> bool:
+    """Whether `node` is a string (or null) whose `format` the models type as a class."""
+    kind = node.get("type")
+    kinds = set(kind) if isinstance(kind, list) else {kind}
+    fmt = node.get("format")
+    return (
+        isinstance(fmt, str) and fmt in TYPED_FORMATS and kinds in ({"string"}, {"string", "null"})
+    )
+
+
+def for_models(schema: Any) -> Any:
+    """A copy of `schema` as the models are made from it: a `format` is kept only where the
+    models type it as a class that the gateway asserts (`TYPED_FORMATS` on a string: date-time,
+    date, time, uuid, ipv4, ipv6), and removed everywhere else, so the field is its plain JSON
+    type (str, int, float).
+
+    The gateway checks arguments and results against the JSON Schema, where any other format
+    is an annotation, and the typed client parses results with the models: a class there that
+    the gateway does not assert refused results the gateway passed, and some rewrote what the
+    client sent. Email (EmailStr) refused `root@localhost` and addresses at `.local` or `.test`
+    domains, which upstreams hold (email validators disagree on such edge cases: the upstream's
+    reading stands), and rewrote the domain it sent; uri (AnyUrl) rewrote case, default ports
+    and escapes; hostname took a regex of its own in place of the property's `pattern`;
+    duration (timedelta) read P1M as 30 days and sent P30D; password (SecretStr) was sent as
+    "**********"; byte (Base64Str) was decoded; ulid needed a package the generated package does
+    not install; and a format on an integer or a number (date-time, decimal) was sent as a
+    string, which the gateway refuses."""
+    return _rewritten(
+        schema,
+        lambda n: (
+            n.copy()
+            if "format" not in n or _typed_format(n)
+            else {k: v for k, v in n.items() if k != "format"}
+        ),
+    )
 
 
 def _check_meta(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
@@ -979,25 +1021,6 @@ def _check_required(
         )
 
 
-# The formats the generated models type (datetime, date, UUID, EmailStr, IP addresses): a
-# default they could not parse is a broken model. jsonschema checks date-time only with an
-# optional package; the models' type (pydantic's AwareDatetime) wants RFC 3339 with an offset.
-_FORMATS = jsonschema.FormatChecker(("date", "email", "uuid", "ipv4", "ipv6"))
-_DATE_TIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
-
-
-@_FORMATS.checks("date-time", raises=ValueError)
-def _is_date_time(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    if not _DATE_TIME.fullmatch(value):
-        return False
-    datetime.datetime.fromisoformat(value.upper())  # ValueError: no such date or time
-    return True
-
-
 def _has_hazard(schema: Any, root: dict[str, Any]) -> bool:
     """Whether `schema`, a subschema, or (when it refers to any) `root` holds a `pattern` or
     `patternProperties` key that can backtrack exponentially (`patterns.hazard`; GEN203 on its
@@ -1030,9 +1053,8 @@ def _refusal(node: dict[str, Any], root: dict[str, Any], value: Any) -> str | No
     if _has_hazard(node, root):
         raise _Unchecked
     try:
-        validator = validator_class()(without_defaults(root), format_checker=_FORMATS).evolve(
-            schema=without_defaults(node)
-        )
+        # the formats the models type are asserted as the gateway asserts them (`validator_class`)
+        validator = validator_class()(without_defaults(root)).evolve(schema=without_defaults(node))
         problem = jsonschema.exceptions.best_match(validator.iter_errors(value))
     except Exception:
         raise _Unchecked from None
@@ -1093,18 +1115,6 @@ def _check_examples(
             )
 
 
-# String formats the generated models type as something else than `str`, by their type there.
-_TYPED_FORMATS = {
-    "date-time": "datetime",
-    "date": "date",
-    "time": "time",
-    "duration": "timedelta",
-    "uuid": "UUID",
-    "ipv4": "IPv4Address",
-    "ipv6": "IPv6Address",
-}
-
-
 def _untypable_default(node: Any, value: Any, root: dict[str, Any], depth: int = 0) -> str | None:
     """What in a valid `value` the models cannot declare as a default, or None: the models and
     the client write a string default as the text it is (`since: datetime | None =
@@ -1115,8 +1125,8 @@ def _untypable_default(node: Any, value: Any, root: dict[str, Any], depth: int =
     if not isinstance(node, dict):
         return None
     fmt = node.get("format")
-    if isinstance(value, str) and fmt in _TYPED_FORMATS:
-        return f"a {fmt} string as {_TYPED_FORMATS[fmt]}"
+    if isinstance(value, str) and isinstance(fmt, str) and fmt in TYPED_FORMATS:
+        return f"a {fmt} string as {TYPED_FORMATS[fmt]}"
     if isinstance(value, list) and depth < MAX_NESTING:
         for item in value:
             found = _untypable_default(node.get("items"), item, root, depth + 1)

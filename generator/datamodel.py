@@ -55,9 +55,6 @@ def generate(
             parent_scoped_naming=True,
             enum_field_as_literal=LiteralType.All,
             disable_timestamp=True,
-            # A URI stays the string it was: pydantic's AnyUrl would rewrite it (case, default
-            # port, escapes) before it is sent, and reject plain `str` in typed callers' code.
-            type_mappings=["string+uri=string"],
             formatters=[Formatter.BUILTIN] if formatted else [],
             custom_file_header=header,
         )

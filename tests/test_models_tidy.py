@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from generator.compile import for_models
 from generator.datamodel import generate
 from generator.emit.models import tidy
 
@@ -36,9 +37,10 @@ _COUNT = itertools.count()
 
 
 def _tool(props: dict[str, object], out: dict[str, object] | None = None) -> str:
-    schema = {"type": "object", "properties": props}
-    tools = [{"name": "t", "inputSchema": schema, "outputSchema": out or {"type": "object"}}]
-    return generate({"tools": tools})
+    """The models of one tool, from its schemas as the build gives them (`for_models`)."""
+    schema = for_models({"type": "object", "properties": props})
+    output = for_models(out or {"type": "object"})
+    return generate({"tools": [{"name": "t", "inputSchema": schema, "outputSchema": output}]})
 
 
 def test_a_constrained_list_item_becomes_an_alias_and_values_stay_plain() -> None:

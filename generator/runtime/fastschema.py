@@ -4,8 +4,9 @@
 objects that costs a few hundred microseconds, more than the rest of a connector call. This
 module compiles a schema once into nested closures that answer "valid?" only. It covers the
 keywords manifests use (type, properties, required, additionalProperties, items, enum/const of
-strings, numeric and length bounds, pattern, min/maxItems, min/maxProperties; annotations such
-as description, default and format are ignored, as Draft 2020-12 does by default).
+strings, numeric and length bounds, pattern, min/maxItems, min/maxProperties, and the formats
+the generated models type (`TYPED_FORMATS`); annotations such as description, default and any
+other format are ignored, as Draft 2020-12 does by default).
 
 `compile_check()` returns None for any schema with another assertion or applicator keyword
 (anyOf, $ref, uniqueItems, ...): callers then use jsonschema alone. Unknown keywords are
@@ -13,7 +14,8 @@ ignored, as jsonschema ignores them. When the check says "invalid", callers ask 
 the error to report, so error details always come from the reference implementation; the fast
 path only ever decides "valid", and it accepts nothing jsonschema's Draft 2020-12 validator
 rejects (the tests compare both on every schema of the default manifests and on mutated
-instances). Both read patterns as JSON Schema does (`validator_class`, `ecma_pattern`).
+instances). Both read patterns as JSON Schema does (`validator_class`, `ecma_pattern`), and
+both assert the typed formats with one function (`format_check`).
 """
 
 # Schemas and instances are JSON values (Any), and isinstance() narrows them to list[Unknown]
@@ -418,13 +420,106 @@ def _evaluated_keys(validator: Any, instance: Any, schema: Any) -> set[str]:
     return keys
 
 
+# The string formats the generated models type as a class rather than `str`, by the class's
+# name there (the build types every other format as its plain JSON type: compile.for_models). JSON
+# Schema 2020-12 leaves `format` an annotation; the gateway asserts these, so that what it lets
+# through always parses in the typed client (a result of the upstream's with a date-time
+# without an offset, which pydantic's AwareDatetime refuses, is the upstream's invalid
+# response, not the caller's) and what the typed client sends always passes (a datetime is sent
+# as RFC 3339 with an offset).
+TYPED_FORMATS: Final = {
+    "date-time": "datetime",
+    "date": "date",
+    "time": "time",
+    "uuid": "UUID",
+    "ipv4": "IPv4Address",
+    "ipv6": "IPv6Address",
+}
+
+# A value of each typed format, for messages: what the gateway wants instead of what it refused.
+FORMAT_EXAMPLES: Final = {
+    "date-time": "2024-01-31T09:00:00Z",
+    "date": "2024-01-31",
+    "time": "09:00:00Z",
+    "uuid": "123e4567-e89b-12d3-a456-426614174000",
+    "ipv4": "192.0.2.1",
+    "ipv6": "2001:db8::1",
+}
+
+# Each typed format's syntax as JSON Schema defines it: RFC 3339's date-time (with its offset),
+# full-date and full-time (with its offset too), RFC 4122's hyphenated UUID, RFC 2673's dotted
+# quad, and RFC 4291's address text without a zone (`fe80::1%eth0`) as jsonschema reads ipv6.
+# ASCII digits only (`[0-9]`, not `\d`).
+_SYNTAX: Final = {
+    "date-time": "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.][0-9]+)?"
+    "(?:[Zz]|[+-][0-9]{2}:[0-9]{2})",
+    "date": "[0-9]{4}-[0-9]{2}-[0-9]{2}",
+    "time": "[0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.][0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})",
+    "uuid": "[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}",
+    "ipv4": "[0-9]{1,3}(?:[.][0-9]{1,3}){3}",
+    "ipv6": "[0-9A-Fa-f:.]+",
+}
+
+
+@functools.cache
+def format_check(fmt: str) -> Callable[[str], bool]:
+    """Whether a string has the typed format `fmt` (a key of `TYPED_FORMATS`): the format's
+    JSON Schema syntax, and the generated models' own type parses it, which is what decides
+    the value ranges (no 2024-02-30, no leap second 23:59:60, no offset +01:60 though Python's
+    `fromisoformat` takes one, octets up to 255 with no leading zero). A string with that
+    syntax is never one of pydantic's laxer readings (a Unix time, a space for the `T`)."""
+    import datetime
+    import ipaddress
+    import uuid
+
+    from pydantic import AwareDatetime, TypeAdapter, ValidationError
+
+    types: dict[str, Any] = {
+        "date-time": AwareDatetime,
+        "date": datetime.date,
+        "time": datetime.time,
+        "uuid": uuid.UUID,
+        "ipv4": ipaddress.IPv4Address,
+        "ipv6": ipaddress.IPv6Address,
+    }
+    syntax = re.compile(_SYNTAX[fmt])
+    parse = TypeAdapter[Any](types[fmt]).validate_python
+
+    def check(value: str) -> bool:
+        if syntax.fullmatch(value) is None:
+            return False
+        try:
+            parse(value)
+        except ValidationError:
+            return False
+        return True
+
+    return check
+
+
+def _format_keyword(
+    _validator: Validator, fmt: Any, instance: Any, _schema: Any
+) -> Iterator[ValidationError]:
+    if (
+        isinstance(instance, str)
+        and isinstance(fmt, str)
+        and fmt in TYPED_FORMATS
+        and not format_check(fmt)(instance)
+    ):
+        from jsonschema import ValidationError
+
+        yield ValidationError(f"{instance!r} is not a {fmt!r}")
+
+
 @functools.cache
 def validator_class() -> type[Validator]:
     """Draft 2020-12 with patterns as JSON Schema means them (see `ecma_pattern`): `pattern`,
     the keys of `patternProperties`, and through them which properties `additionalProperties`
-    and `unevaluatedProperties` apply to. Every validator of tool arguments and results, the
-    manifest schema and defaults is one of these, so that all agree with the generated models
-    on what a pattern accepts."""
+    and `unevaluatedProperties` apply to; and the formats the models type asserted
+    (`TYPED_FORMATS`, whatever `format_checker` is given). Every validator of tool arguments
+    and results, defaults, examples and the manifest schema is one of these, so that all agree
+    with the generated models on what a pattern accepts, and those of tool schemas on what a
+    typed format does (the manifest schema's leaves `format` an annotation)."""
     from jsonschema import Draft202012Validator, validators
 
     cls: type[Validator] = validators.extend(
@@ -434,6 +529,7 @@ def validator_class() -> type[Validator]:
             "patternProperties": _pattern_properties_keyword,
             "additionalProperties": _additional_properties_keyword,
             "unevaluatedProperties": _unevaluated_properties_keyword,
+            "format": _format_keyword,
         },
     )
     return cls
@@ -455,6 +551,10 @@ def _string_checks(schema: Mapping[str, Any]) -> list[Check]:
         except re.error:
             raise _Unsupported from None
         out.append(lambda v: not isinstance(v, str) or regex.search(v) is not None)
+    fmt = schema.get("format")
+    if isinstance(fmt, str) and fmt in TYPED_FORMATS:
+        has_format = format_check(fmt)
+        out.append(lambda v: not isinstance(v, str) or has_format(v))
     return out
 
 

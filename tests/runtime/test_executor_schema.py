@@ -19,7 +19,12 @@ import pydantic
 import pytest
 
 from generator.runtime import catalog as c
-from generator.runtime.fastschema import compile_check, ecma_pattern, validator_class
+from generator.runtime.fastschema import (
+    FORMAT_EXAMPLES,
+    compile_check,
+    ecma_pattern,
+    validator_class,
+)
 from generator.runtime.server import ToolIndex
 
 
@@ -55,6 +60,8 @@ def sample(schema: Any, rng: random.Random, depth: int = 0) -> Any:
         return rng.random() < 0.5
     if kind == "null":
         return None
+    if schema.get("format") in FORMAT_EXAMPLES:
+        return FORMAT_EXAMPLES[schema["format"]]
     n = max(schema.get("minLength", 0), 3)
     return "x" * min(n, schema.get("maxLength", n))
 
@@ -78,6 +85,7 @@ REPLACEMENTS: list[Any] = [
     10**9,
     "",
     "zz-not-in-enum",
+    "2024-01-31T09:00:00",  # a date-time without an offset
     [],
     [1],
     {},
@@ -166,6 +174,14 @@ def test_fast_check_agrees_with_jsonschema_on_every_tool_schema(gateway: c.Gatew
         ),
         ({"minProperties": 1, "maxProperties": 1}, [{"a": 1}, 3], [{}, {"a": 1, "b": 2}]),
         ({"type": "string", "e.g. slack.": None, "x-vendor": {}}, ["a"], [1]),  # ignored keys
+        (
+            {"type": ["string", "null"], "format": "date-time"},
+            ["2024-01-31T09:00:00Z", None],
+            ["2024-01-31T09:00:00", "2024-02-30T09:00:00Z", 5],
+        ),
+        ({"format": "uuid"}, ["123e4567-e89b-12d3-a456-426614174000", 5], ["123e4567"]),
+        ({"type": "string", "format": "email"}, ["root@localhost", "x"], [1]),  # annotation
+        ({"type": "string", "format": "phone"}, ["x"], []),  # unknown: an annotation
         (True, [1, None], []),
         (False, [], [1, None]),
     ],

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pydantic import EmailStr
-
 from ..models.hubspot import (
     HubspotCreateContactInput,
     HubspotCreateContactOutput,
@@ -26,7 +24,7 @@ class HubspotTools(ClientBase):
     async def hubspot_create_contact(
         self,
         *,
-        email: EmailStr,
+        email: str,
         first_name: str | None = None,
         last_name: str | None = None,
         phone: str | None = None,

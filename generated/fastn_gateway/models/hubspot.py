@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class HubspotCreateContactInput(BaseModel):
@@ -12,7 +12,7 @@ class HubspotCreateContactInput(BaseModel):
         extra="forbid",
         populate_by_name=True,
     )
-    email: EmailStr
+    email: str
     first_name: str | None = None
     last_name: str | None = None
     phone: str | None = None

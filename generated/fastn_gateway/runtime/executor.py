@@ -116,7 +116,7 @@ from .errors import (
     UPSTREAM_TIMEOUT,
     GatewayError,
 )
-from .fastschema import Check, compile_check, json_type, validator_class
+from .fastschema import FORMAT_EXAMPLES, Check, compile_check, json_type, validator_class
 from .templating import (
     DNS_LABEL,
     MISSING,
@@ -982,7 +982,8 @@ def _mismatch_reason(error: ValidationError) -> tuple[str, dict[str, Any]]:
     if rule == "pattern":
         return f"does not match the pattern {_cut(str(limit), 80)!r}", {}
     if rule == "format":
-        return f"is not a valid {limit}", {}
+        example = FORMAT_EXAMPLES.get(limit) if isinstance(limit, str) else None
+        return f"is not a valid {limit}{f' (such as {example})' if example else ''}", {}
     if rule == "multipleOf":
         return f"must be a multiple of {limit}", {}
     if rule == "uniqueItems":
