@@ -2631,20 +2631,22 @@ def _check_dotted(
     ctx: _Ctx, doc: Loaded, at: JsonPath, value: str, what: str, whole: str | None
 ) -> bool:
     """GEN213 for `value`, the dotted path at `at` (into a response body, or a record of the
-    output), when it holds an empty segment (`.`, `a..b`, a dot at an end): that segment looks
-    for an empty key, which answers do not have, so the path never matched. `whole`: what the
-    empty path reads there, or None where it names nothing (the key is then as good as left
-    out: an empty pagination.next never gave a next page). Whether the path is fine."""
+    output), when it is dots only (`.`, `..`): it looks for a key made of dots, which answers
+    do not have, so it never matched (`"."` written for the whole body). Other empty segments
+    may be part of a key that holds dots (`fields.No.` reads the key `No.`: get_path joins
+    segments). `whole`: what the empty path reads there, or None where it names nothing (the key
+    is then as good as left out: an empty pagination.next never gave a next page). Whether the
+    path is fine."""
     if value == "" and whole is None:
         problem = "is empty: it names no value of the response body"
         hint = "leave it out, or name the value's key (a dotted path for a nested one)"
-    elif "" in value.split(".") and value != "":
+    elif value and not value.strip("."):
         problem = (
-            f"{value!r}: a path with an empty segment (a dot at an end, or two in a row) looks "
-            "for an empty key, which answers do not have, and never matches"
+            f"{value!r}: a path of dots only looks for a key made of dots, which answers do "
+            "not have, and never matches"
         )
-        hint = "separate the keys with single dots, e.g. data.items" + (
-            f'; "" reads {whole}' if whole is not None else ""
+        hint = (f'"" reads {whole}' if whole is not None else "name the value's key") + (
+            ", and keys are separated by single dots, e.g. data.items"
         )
     else:
         return True

@@ -1174,9 +1174,9 @@ def test_an_entity_type_without_an_id_field_is_named_in_the_hint(tmp_path: Path)
     }, found
 
 
-_EMPTY_SEGMENT = (
-    ": a path with an empty segment (a dot at an end, or two in a row) looks for an empty "
-    "key, which answers do not have, and never matches"
+_DOTS_ONLY = (
+    ": a path of dots only looks for a key made of dots, which answers do not have, and never "
+    "matches"
 )
 
 
@@ -1187,19 +1187,13 @@ _EMPTY_SEGMENT = (
             "notion.yaml",
             ("fields: {results: results}", 'fields: {results: "."}'),
             '"."',
-            "response field 'results' reads '.'" + _EMPTY_SEGMENT,
+            "response field 'results' reads '.'" + _DOTS_ONLY,
         ),
         (
             "notion.yaml",
-            ("fields: {results: results}", "fields: {results: data..results}"),
-            "data..results",
-            "response field 'results' reads 'data..results'" + _EMPTY_SEGMENT,
-        ),
-        (
-            "notion.yaml",
-            ("      response:\n", "      response:\n        select: data.\n"),
-            "data.\n",
-            "response.select 'data.'" + _EMPTY_SEGMENT,
+            ("      response:\n", "      response:\n        select: ..\n"),
+            "..\n",
+            "response.select '..'" + _DOTS_ONLY,
         ),
         (  # an empty next never gave a next page
             "notion.yaml",
@@ -1209,35 +1203,55 @@ _EMPTY_SEGMENT = (
         ),
         (
             "notion.yaml",
-            ("more: has_more}", "more: has_more.}"),
-            "has_more.}",
-            "pagination.more 'has_more.'" + _EMPTY_SEGMENT,
+            ("more: has_more}", 'more: "."}'),
+            '"."}',
+            "pagination.more '.'" + _DOTS_ONLY,
         ),
         (
             "jira.yaml",
-            ("items: issues\n", "items: .issues\n"),
-            ".issues",
-            "entity items path '.issues'" + _EMPTY_SEGMENT,
+            ("items: issues\n", "items: .\n"),
+            ".\n",
+            "entity items path '.'" + _DOTS_ONLY,
         ),
         (  # one diagnostic: the path is not also looked for in the output schema
             "jira.yaml",
-            ("title: fields.summary", "title: fields..summary"),
-            "fields..summary",
-            "entity field 'title' reads 'fields..summary'" + _EMPTY_SEGMENT,
+            ("title: fields.summary", 'title: ".."'),
+            '".."',
+            "entity field 'title' reads '..'" + _DOTS_ONLY,
         ),
         (
             "salesforce.yaml",
-            ("message_field: 0.message", "message_field: 0..message"),
-            "0..message",
-            "errors.message_field '0..message'" + _EMPTY_SEGMENT,
+            ("message_field: 0.message", 'message_field: "."'),
+            '"."',
+            "errors.message_field '.'" + _DOTS_ONLY,
         ),
     ],
 )
-def test_dotted_paths_have_no_empty_segments(
+def test_dotted_paths_of_dots_only_are_refused(
     tmp_path: Path, name: str, edit: tuple[str, str], needle: str, expected: str
 ) -> None:
     found, text = _located(tmp_path, name, edit)
     _only(found, f"{_at(name, text, needle, edit[1])}:GEN213:{expected}")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("fields: {results: results}", "fields: {results: data..results}"),
+        ("fields: {results: results}", 'fields: {results: "No."}'),
+        ("      response:\n", "      response:\n        select: data.\n"),
+        ("more: has_more}", "more: .has_more}"),
+    ],
+)
+def test_a_path_may_name_a_key_that_holds_dots(tmp_path: Path, edit: tuple[str, str]) -> None:
+    """A segment that names no key is joined with the next ones (get_path): `fields.No.` reads
+    the key `No.` (Airtable's user-named columns), so an empty segment is no mistake in itself
+    (it was refused as one)."""
+    found, _text = _located(tmp_path, "notion.yaml", edit)
+    assert found == []
+    from generator.runtime.templating import get_path
+
+    assert get_path({"fields": {"No.": 42, "Qty.": 3.5}}, "fields.No.") == 42
 
 
 def test_the_empty_path_reads_the_whole_body(tmp_path: Path) -> None:
@@ -1251,8 +1265,8 @@ def test_the_empty_path_reads_the_whole_body(tmp_path: Path) -> None:
     text = text.replace("fields: {results: results}", 'fields: {results: "."}')
     (root / "manifests" / "connectors" / "notion.yaml").write_text(text, encoding="utf-8")
     (diag,) = api.compile_manifests(options(root)).diagnostics
-    assert (
-        diag.hint == 'separate the keys with single dots, e.g. data.items; "" reads the whole body'
+    assert diag.hint == (
+        '"" reads the whole body, and keys are separated by single dots, e.g. data.items'
     )
 
 
