@@ -1124,8 +1124,8 @@ def _untypable_default(node: Any, value: Any, root: dict[str, Any], depth: int =
         return _untypable_default(target, value, root, depth + 1)
     if not isinstance(node, dict):
         return None
-    fmt = node.get("format")
-    if isinstance(value, str) and isinstance(fmt, str) and fmt in TYPED_FORMATS:
+    if isinstance(value, str) and _typed_format(node):
+        fmt = node["format"]
         return f"a {fmt} string as {TYPED_FORMATS[fmt]}"
     if isinstance(value, list) and depth < MAX_NESTING:
         for item in value:

@@ -231,6 +231,21 @@ def test_tools_md_follows_local_references(tmp_path: Path) -> None:
     assert artifacts.sample({"oneOf": [{"$ref": "#"}]}) is None
 
 
+def test_example_calls_pass_the_gateways_format_checks() -> None:
+    """TOOLS.md's example of a required uuid, ipv4 or ipv6 argument was "<id>", which the
+    gateway refuses now that it asserts those formats."""
+    from generator.runtime.fastschema import TYPED_FORMATS, validator_class
+
+    schema = {
+        "type": "object",
+        "required": sorted(TYPED_FORMATS),
+        "properties": {f: {"type": "string", "format": f} for f in TYPED_FORMATS},
+    }
+    example = artifacts.sample(schema)
+    assert set(example) == set(TYPED_FORMATS)
+    assert list(validator_class()(schema).iter_errors(example)) == []
+
+
 def test_markdown_code_spans_hold_any_text() -> None:
     assert artifacts.md_code("a`b") == "``a`b``"
     assert artifacts.md_code("`x") == "`` `x ``"

@@ -25,6 +25,7 @@ from .. import ir
 from ..compile import resolve_reference
 from ..names import PyIdent, reader_method
 from ..render import render, text_header
+from ..runtime.fastschema import FORMAT_EXAMPLES
 from . import FileSet, Output, fragment
 from .client import CLIENT_CLASS, client_example
 
@@ -239,9 +240,9 @@ def rows(schema: Any, prefix: str = "", depth: int = 0, root: Any = None) -> lis
     return out
 
 
+# A value of each format the gateway asserts (FORMAT_EXAMPLES), and of a few it does not.
 _FORMAT_SAMPLES = {
-    "date-time": "2026-01-01T00:00:00Z",
-    "date": "2026-01-01",
+    **FORMAT_EXAMPLES,
     "email": "ash@example.com",
     "uri": "https://example.com/",
 }

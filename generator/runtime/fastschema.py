@@ -430,7 +430,6 @@ def _evaluated_keys(validator: Any, instance: Any, schema: Any) -> set[str]:
 TYPED_FORMATS: Final = {
     "date-time": "datetime",
     "date": "date",
-    "time": "time",
     "uuid": "UUID",
     "ipv4": "IPv4Address",
     "ipv6": "IPv6Address",
@@ -440,21 +439,21 @@ TYPED_FORMATS: Final = {
 FORMAT_EXAMPLES: Final = {
     "date-time": "2024-01-31T09:00:00Z",
     "date": "2024-01-31",
-    "time": "09:00:00Z",
     "uuid": "123e4567-e89b-12d3-a456-426614174000",
     "ipv4": "192.0.2.1",
     "ipv6": "2001:db8::1",
 }
 
-# Each typed format's syntax as JSON Schema defines it: RFC 3339's date-time (with its offset),
-# full-date and full-time (with its offset too), RFC 4122's hyphenated UUID, RFC 2673's dotted
-# quad, and RFC 4291's address text without a zone (`fe80::1%eth0`) as jsonschema reads ipv6.
-# ASCII digits only (`[0-9]`, not `\d`).
+# Each typed format's syntax: RFC 3339's date-time (with its offset, which may also be written
+# without its colon, +0000, as Jira, Salesforce and other Java services write it, and as ISO 8601
+# and the models read it), full-date, RFC 4122's hyphenated UUID, RFC 2673's dotted quad, and
+# RFC 4291's address text without a zone (`fe80::1%eth0`) as jsonschema reads ipv6. ASCII
+# digits only (`[0-9]`, not `\d`). (`time` is not typed: the models' `time` takes a time without
+# an offset, which RFC 3339's full-time has, and no pydantic type requires one.)
 _SYNTAX: Final = {
     "date-time": "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.][0-9]+)?"
-    "(?:[Zz]|[+-][0-9]{2}:[0-9]{2})",
+    "(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})",
     "date": "[0-9]{4}-[0-9]{2}-[0-9]{2}",
-    "time": "[0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.][0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})",
     "uuid": "[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}",
     "ipv4": "[0-9]{1,3}(?:[.][0-9]{1,3}){3}",
     "ipv6": "[0-9A-Fa-f:.]+",
@@ -477,7 +476,6 @@ def format_check(fmt: str) -> Callable[[str], bool]:
     types: dict[str, Any] = {
         "date-time": AwareDatetime,
         "date": datetime.date,
-        "time": datetime.time,
         "uuid": uuid.UUID,
         "ipv4": ipaddress.IPv4Address,
         "ipv6": ipaddress.IPv6Address,
