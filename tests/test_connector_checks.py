@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import ROOT, make_project, options
@@ -19,19 +20,21 @@ from generator import api
 DATA = ROOT / "tests" / "data" / "connectors"
 
 
-def _diagnostics(tmp_path: Path, name: str, *edits: tuple[str, str]) -> list[str]:
+def _compiled(tmp_path: Path, name: str, *edits: tuple[str, str]) -> tuple[Any, str]:
+    """The diagnostics of the default manifests plus `name` from tests/data, edited, and the
+    edited text."""
     root = make_project(tmp_path, copy_defaults=True)
     text = (DATA / name).read_text(encoding="utf-8")
     for old, new in edits:
         assert old in text, old
         text = text.replace(old, new, 1)
     (root / "manifests" / "connectors" / name).write_text(text, encoding="utf-8")
-    result = api.compile_manifests(options(root))
-    return [
-        f"{d.span.line}:{d.code}:{d.message}"
-        for d in result.diagnostics
-        if d.span.file.endswith(name)
-    ]
+    return api.compile_manifests(options(root)).diagnostics, text
+
+
+def _diagnostics(tmp_path: Path, name: str, *edits: tuple[str, str]) -> list[str]:
+    found, _text = _compiled(tmp_path, name, *edits)
+    return [f"{d.span.line}:{d.code}:{d.message}" for d in found if d.span.file.endswith(name)]
 
 
 def test_a_gateway_manifest_that_fails_its_schema_is_not_echoed_by_the_connectors(
@@ -943,16 +946,9 @@ def test_graphql_scans_are_linear(text: str) -> None:
 
 
 def _located(tmp_path: Path, name: str, *edits: tuple[str, str]) -> tuple[list[str], str]:
-    """The diagnostics of the default manifests plus `name` from tests/data, edited, as
-    `file:line:col:code:message`, and the edited text."""
-    root = make_project(tmp_path, copy_defaults=True)
-    text = (DATA / name).read_text(encoding="utf-8")
-    for old, new in edits:
-        assert old in text, old
-        text = text.replace(old, new, 1)
-    (root / "manifests" / "connectors" / name).write_text(text, encoding="utf-8")
-    result = api.compile_manifests(options(root))
-    return [f"{d.span}:{d.code}:{d.message}" for d in result.diagnostics], text
+    """As _compiled, the diagnostics as `file:line:col:code:message`."""
+    found, text = _compiled(tmp_path, name, *edits)
+    return [f"{d.span}:{d.code}:{d.message}" for d in found], text
 
 
 def _at(name: str, text: str, needle: str, within: str | None = None) -> str:
