@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from .store import KeyRecord, Store, now_us
+from .store import KeyRecord, Store, latin1_reading, now_us
 
 if TYPE_CHECKING:  # the SDK is imported lazily so the admin CLI starts fast
     from mcp.server.auth.provider import AccessToken
@@ -32,10 +32,7 @@ def header_text(value: str) -> str:
     """A header value as the text its sender meant: HTTP servers hand values over as Latin-1,
     but a user id outside Latin-1 (`日本`) can only be sent as UTF-8 bytes, which clients (the
     typed client too) do. Bytes that are not UTF-8 stay read as Latin-1 (`ü` sent as 0xFC)."""
-    try:
-        return value.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return value
+    return latin1_reading(value) or value
 
 
 def api_key_env(import_name: str) -> str:
