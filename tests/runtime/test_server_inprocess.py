@@ -14,7 +14,7 @@ from mcp import Client, MCPError
 
 from generator.runtime import native
 from generator.runtime.errors import MAX_ERRORS
-from generator.runtime.store import EVENT_TYPES, Store, now_us
+from generator.runtime.store import EVENT_TYPES, Store, UsageDelta, now_us, usage_day
 from tests.runtime.support import make_runtime, updates_until
 
 MODES = ["auto", "legacy"]
@@ -579,6 +579,23 @@ async def test_changes_from_another_process_are_seen(world, sqlite_store: Store)
         assert "shopify_list_orders" not in await all_tools(c)
         sqlite_store.connect(world.b.id, "shopify", {"shop": "bravo", "access_token": "t"})
         assert "shopify_list_orders" in await all_tools(c)
+
+
+async def test_calls_an_older_gateway_counts_under_the_month_are_announced(
+    world, sqlite_store: Store
+) -> None:
+    """During a rolling upgrade, a gateway from before daily counting shares the database and
+    counts a monthly plan's calls under the month's key: a listen stream hears of them too."""
+    async with (
+        Client(world.server(world.a_rw)) as c,
+        c.listen(resource_subscriptions=["gateway://usage"]) as sub,
+    ):
+        await world.runtime.poll_changes()  # the baseline
+        month = usage_day(now_us())[:7]
+        older = UsageDelta(world.a.id, month, "slack_send_message", "slack", calls=1, errors=0)
+        sqlite_store.write_batch([], [older])
+        await world.runtime.poll_changes()
+        assert await updates_until(sub, {"gateway://usage"}) == {"gateway://usage"}
 
 
 async def test_list_changed_notification_legacy(world) -> None:

@@ -7,8 +7,9 @@ with open listen streams, reads what the database holds and subtracts what this 
 itself, so that nothing is announced twice:
 
 * calls: the tenant's usage counters per (day, connector), of today and yesterday (a call
-  made just before midnight may commit after it). A counted call of another process moves
-  one, whatever order the processes' batches commit in; it updates the usage,
+  made just before midnight may commit after it), and of their months (which only a gateway
+  from before daily counting writes, during a rolling upgrade). A counted call of another
+  process moves one, whatever order the processes' batches commit in; it updates the usage,
   the events and the connector's status. This process's own batches are added up as its
   recorder writes them (`written`, under the recorder's write lock, which `poll` also holds
   while it reads, so a batch is always either in both or in neither).
@@ -92,7 +93,10 @@ class ForeignActivity:
 
     def _poll(self, tenant_ids: Sequence[str]) -> list[tuple[str, resources.Change]]:
         now = now_us()
-        periods = [usage_day(now - DAY_US), usage_day(now)]
+        days = [usage_day(now - DAY_US), usage_day(now)]
+        # and their months: a gateway from before daily counting (sharing the database during
+        # a rolling upgrade) counts a monthly plan's calls under the month's key
+        periods = [*days, *dict.fromkeys(d[:7] for d in days)]
         with self._lock:
             for gone in set(self._tenants) - set(tenant_ids):
                 del self._tenants[gone]
