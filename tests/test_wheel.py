@@ -97,6 +97,10 @@ def test_wheel_installs_into_a_clean_venv_and_serves_over_stdio(tmp_path: Path) 
     )
     # A publisher's own license file next to the generated ones (the generator does not own it)
     (src / "LICENSE").write_text("Apache License\nVersion 2.0, January 2004\n", encoding="utf-8")
+    # ... in the publisher's repository, whose .gitignore must not drop package files from the
+    # wheel (a `models/` line there ignores the models of some other part of that repository)
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".gitignore").write_text("models/\ncatalog/\n*.json\n", encoding="utf-8")
     env = {
         k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
     }
@@ -119,6 +123,8 @@ def test_wheel_installs_into_a_clean_venv_and_serves_over_stdio(tmp_path: Path) 
         f"{PKG}/runtime/client_base.py",
         f"{PKG}/py.typed",
         f"{PKG}/catalog/__init__.py",
+        f"{PKG}/models/__init__.py",
+        f"{PKG}/models/personalization.py",
         f"{PKG}/TOOLS.md",
         f"{PKG}/tools.json",
         f"{PKG}/claude_desktop_config.stdio.json",
