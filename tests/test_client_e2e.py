@@ -367,6 +367,23 @@ async def test_stdio_transport(gw: Gateway) -> None:
     assert hidden.value.code == "unknown_tool"
 
 
+async def test_stdio_passes_on_the_parents_gateway_settings(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server started over stdio gets this process's FASTN_GATEWAY_* variables, as it would
+    when started from the same shell (before, it got none of them: a base URL exported for a
+    stand-in was ignored and the call went to the real API), and `env` wins over them."""
+    from fastn_gateway.client import GatewayClient
+
+    monkeypatch.setenv("FASTN_GATEWAY_DATABASE_URL", str(gw.db.parent / "elsewhere.db"))
+    for name, value in gw.environ.items():
+        monkeypatch.setenv(name, value)
+    database = {"FASTN_GATEWAY_DATABASE_URL": str(gw.db)}
+    async with GatewayClient.stdio(api_key=gw.rw, env=database) as c:
+        sent = await c.slack_send_message(channel="random", text="settings from the shell")
+    assert sent.channel == "CTA001"
+
+
 def test_stdio_runs_the_package_the_client_was_imported_from(gw: Gateway, tmp_path: Path) -> None:
     """The repository layout: `generated/` is importable only through the parent's
     PYTHONPATH, which the SDK does not pass on to the server process it starts (and an

@@ -409,18 +409,21 @@ class ClientBase:
         """A client that starts the gateway as a subprocess and talks to it over stdio.
 
         By default it runs `<this python> -m <package> serve --transport stdio`; `api_key`
-        (and `user`) reach the server as `<PACKAGE>_API_KEY` (`<PACKAGE>_USER`). `env` adds
-        variables (e.g. `<PACKAGE>_DATABASE_URL`); the SDK passes on only a few of the
-        parent's (PATH, HOME, ...). The child runs the package this client was imported
-        from: unless that lies in a site directory, its directory goes first on the child's
-        PYTHONPATH, before any PYTHONPATH given in `env`.
+        (and `user`) reach the server as `<PACKAGE>_API_KEY` (`<PACKAGE>_USER`). The server
+        gets this process's `<PACKAGE>_*` variables (its database, secret key, base URLs, as
+        when it is started from the same shell), then `env` (e.g. `<PACKAGE>_DATABASE_URL`),
+        which wins; of the other variables, the SDK passes on only a few (PATH, HOME, ...).
+        The child runs the package this client was imported from: unless that lies in a site
+        directory, its directory goes first on the child's PYTHONPATH, before any PYTHONPATH
+        given in `env`.
 
         The server's stderr is passed on to this process's; when the server ends before the
         session starts (a wrong database, a bad setting), the `connection_failed` error quotes
         the end of it (all of that end is in `details["stderr"]`).
         """
         prefix = env_prefix(cls.PACKAGE)
-        all_env = dict(env or {})
+        all_env = {k: v for k, v in os.environ.items() if k.startswith(f"{prefix}_")}
+        all_env.update(env or {})
         root = package_root(cls.PACKAGE)
         if root is not None:
             all_env = _with_path(all_env, root)
