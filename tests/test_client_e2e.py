@@ -316,6 +316,20 @@ async def test_list_tools_is_typed_and_matches_the_server(gw: Gateway) -> None:
     assert (slack.connector, slack.read_only, slack.open_world) == ("slack", True, True)
 
 
+async def test_tools_list_shows_each_tool_as_tools_json_describes_it(gw: Gateway) -> None:
+    """tools.json holds every tool as the server lists it: name, schemas, annotations, _meta."""
+    shipped = json.loads((GENERATED / "tools.json").read_text(encoding="utf-8"))["tools"]
+    by_name = {t["name"]: t for t in shipped}
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {gw.rw}"}) as http,
+        Client(streamable_http_client(gw.url, http_client=http)) as c,
+    ):
+        listed = (await c.list_tools()).tools
+    assert len(listed) > 10
+    for tool in listed:
+        assert tool.model_dump(by_alias=True, exclude_none=True, mode="json") == by_name[tool.name]
+
+
 async def test_resources(gw: Gateway) -> None:
     from fastn_gateway.client import GatewayClientError, ResourceInfo
 

@@ -156,14 +156,16 @@ class Listing:
 
 def _mcp_tool(spec: ToolSpec) -> types.Tool:
     a = spec.annotations
-    meta: dict[str, Any] = {"io.mcpforge/scope": spec.scope}
+    # the same `_meta` as the tool's entry in tools.json (`emit.package.mcp_tool`)
+    meta: dict[str, Any] = {"io.mcpforge/scope": spec.scope, "io.mcpforge/family": spec.family}
     if spec.connector:
         meta["io.mcpforge/connector"] = spec.connector
     if spec.deprecated is not None:
+        d = spec.deprecated
         meta["io.mcpforge/deprecated"] = {
-            "reason": spec.deprecated.reason,
-            "replacement": spec.deprecated.replacement,
-            "sunset": spec.deprecated.sunset,
+            k: v
+            for k, v in (("reason", d.reason), ("replacement", d.replacement), ("sunset", d.sunset))
+            if v
         }
     return types.Tool(
         name=spec.name,
