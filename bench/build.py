@@ -310,7 +310,7 @@ def bench_size(work: Path, size: int, args: argparse.Namespace) -> dict[str, Any
 def _baseline_input(root: Path, payload_path: Path) -> None:
     """The baseline's input: every tool's compiled schemas, from the build's tools.json, as
     the build gives them to datamodel-code-generator (generator/emit/models.py `request`)."""
-    from generator.compile import for_models, without_defaults
+    from generator.compile import for_models, for_output_models
 
     tools_json = json.loads((root / "generated" / "tools.json").read_text(encoding="utf-8"))
     payload = {
@@ -318,7 +318,7 @@ def _baseline_input(root: Path, payload_path: Path) -> None:
             {
                 "name": t["name"],
                 "inputSchema": for_models(t["inputSchema"]),
-                "outputSchema": for_models(without_defaults(t["outputSchema"])),
+                "outputSchema": for_output_models(t["outputSchema"]),
             }
             for t in tools_json["tools"]
         ]

@@ -767,13 +767,40 @@ def for_models(schema: Any) -> Any:
     "**********"; byte (Base64Str) was decoded; ulid needed a package the generated package does
     not install; and a format on an integer or a number (date-time, decimal) was sent as a
     string, which the gateway refuses."""
+    return _rewritten(schema, _model_node)
+
+
+def _model_node(node: dict[str, Any]) -> dict[str, Any]:
+    """One schema node as `for_models` gives it (its subschemas left to `_rewritten`)."""
+    if "format" not in node or _typed_format(node):
+        return node.copy()
+    return {k: v for k, v in node.items() if k != "format"}
+
+
+_CLOSING = ("additionalProperties", "unevaluatedProperties")  # false: no other properties
+
+
+def for_output_models(schema: Any) -> Any:
+    """A copy of the output schema `schema` as the models are made from it: as `for_models`
+    does, and without any `default` (`emit.models.request` says why) or any
+    `additionalProperties: false` or `unevaluatedProperties: false`, at every depth.
+
+    Output models are tolerant readers: they ignore properties they do not declare.
+    datamodel-code-generator turns a closed object into `extra="forbid"`, and then a client
+    built from one release refused every result of the next one that returned a property
+    more (BRK103, "output property added", is safe: agents ignore what they do not know),
+    with `invalid_response`. The gateway still holds each result to the full JSON Schema,
+    closed objects included; input models keep refusing undeclared arguments, as the gateway
+    does. (An input and an output never share a model class: datamodel-code-generator names
+    every class after its tool and side, `<Tool>Input...` and `<Tool>Output...`, shared
+    types included, as they are inlined into each schema.)"""
     return _rewritten(
         schema,
-        lambda n: (
-            n.copy()
-            if "format" not in n or _typed_format(n)
-            else {k: v for k, v in n.items() if k != "format"}
-        ),
+        lambda n: {
+            k: v
+            for k, v in _model_node(n).items()
+            if k != "default" and not (k in _CLOSING and v is False)
+        },
     )
 
 

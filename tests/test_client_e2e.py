@@ -26,6 +26,7 @@ from helpers import ROOT
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
+from generator import api
 from tests.runtime.support import UvicornThread
 from tests.runtime.upstreams import Fault, StandIns
 
@@ -473,3 +474,120 @@ def test_readme_example_works_as_written(gw: Gateway) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "plan='starter'" in proc.stdout
+
+
+# ---------------------------------------------------------------------------- releases
+
+_SENT_OUTPUT = """\
+    output:
+      type: object
+      required: [channel, ts]
+      properties:
+        channel: {type: string}
+        ts: {type: string}
+        message:
+          type: object
+          properties:
+"""
+_SENT_FIELDS = "fields: {channel: channel, ts: ts, message: message}"
+
+
+def _release(tmp_path: Path, name: str, *, gained: bool) -> Path:
+    """A one-connector gateway built as the package `name`: Slack, its send_message output
+    closed (`additionalProperties: false`) at the root and in `message`; `gained`: the next
+    release, whose output has a property more at both levels (BRK103, safe)."""
+    root = tmp_path / name
+    (root / "manifests" / "connectors").mkdir(parents=True)
+    (root / "manifests" / "gateway.yaml").write_text(
+        "version: 1\nkind: gateway\n"
+        f"package: {{name: {name.replace('_', '-')}, import_name: {name}, version: 1.0.0}}\n"
+        "server: {name: evo, title: Evo}\n"
+        "quotas: {default_plan: free, plans: {free: {period: day, calls: 100}}}\n"
+        "entities:\n  channel:\n"
+        "    fields: {id: string, name: string, topic: string, is_private: boolean}\n",
+        encoding="utf-8",
+    )
+    slack = (ROOT / "manifests" / "connectors" / "slack.yaml").read_text(encoding="utf-8")
+    assert _SENT_OUTPUT in slack and _SENT_FIELDS in slack
+    output = _SENT_OUTPUT.replace(
+        "      type: object\n", "      type: object\n      additionalProperties: false\n", 1
+    ).replace(
+        "          type: object\n",
+        "          type: object\n          additionalProperties: false\n",
+    )
+    output += "            type: {type: string}\n"  # the stand-in's message has one
+    fields = _SENT_FIELDS
+    if gained:
+        output = output.replace(
+            "        ts: {type: string}\n",
+            "        ts: {type: string}\n        permalink: {type: string}\n",
+        )
+        output += "            app_id: {type: string}\n"
+        fields = fields.replace("}", ", permalink: permalink}")
+    slack = slack.replace(_SENT_OUTPUT, output).replace(_SENT_FIELDS, fields)
+    (root / "manifests" / "connectors" / "slack.yaml").write_text(slack, encoding="utf-8")
+    built = api.build(api.Options.for_project(root, cache=False))
+    assert built.ok, built.diagnostics
+    return root / "generated"
+
+
+async def test_the_previous_releases_client_reads_a_closed_output_that_gained_a_property(
+    tmp_path: Path,
+) -> None:
+    """Adding an output property is safe (BRK103), closed output or not: the old client's
+    output models ignore what they do not declare. They had `extra="forbid"` where the schema
+    said `additionalProperties: false`, and raised `invalid_response` ("Extra inputs are not
+    permitted") on every call to the next release. The server still holds results to the
+    closed schema, and input models still refuse undeclared arguments."""
+    old_out = _release(tmp_path, "evo_old", gained=False)
+    new_out = _release(tmp_path, "evo_new", gained=True)
+    sys.path[:0] = [str(old_out), str(new_out)]
+    try:
+        from evo_new.catalog import GATEWAY
+        from evo_new.runtime.app import build_http_app
+        from evo_new.runtime.server import GatewayRuntime
+        from evo_old.client import GatewayClient, GatewayClientError
+        from evo_old.models import slack as old_models
+
+        assert GATEWAY.tools["slack_send_message"].output_schema["additionalProperties"] is False
+        reply = {
+            "ok": True,
+            "channel": "CTA000",
+            "ts": "1.0001",
+            "permalink": "https://acme.slack.com/archives/CTA000/p10001",
+            "message": {"type": "message", "text": "hi", "ts": "1.0001", "app_id": "A1"},
+        }
+        with StandIns() as ups:
+            runtime = GatewayRuntime.open(
+                GATEWAY,
+                str(tmp_path / "gateway.db"),
+                environ={k: v for k, v in ups.environ("evo_new").items() if k.endswith("_SLACK")},
+            )
+            tenant = runtime.store.create_tenant("acme")
+            runtime.store.connect(tenant.id, "slack", ups.credentials("A")["slack"])
+            key = runtime.store.issue_key(tenant.id, scopes=["read", "write"]).token
+            with UvicornThread(build_http_app(runtime)) as srv:
+                async with GatewayClient.http(f"{srv.url}/mcp", api_key=key) as c:
+                    ups.slack.fail_next("POST", "chat.postMessage", Fault(status=200, body=reply))
+                    sent = await c.slack_send_message(channel="general", text="hi")
+                    assert isinstance(sent, old_models.SlackSendMessageOutput)
+                    assert (sent.channel, sent.ts) == ("CTA000", "1.0001")
+                    assert sent.message is not None and sent.message.text == "hi"
+                    # an undeclared property is still refused by the server (the schema is
+                    # closed), not passed on to readers
+                    surprise = {**reply, "message": {**reply["message"], "surprise": 1}}
+                    ups.slack.fail_next(
+                        "POST", "chat.postMessage", Fault(status=200, body=surprise)
+                    )
+                    with pytest.raises(GatewayClientError) as refused:
+                        await c.slack_send_message(channel="general", text="hi")
+                    assert refused.value.code == "upstream_invalid_response", refused.value
+        with pytest.raises(Exception, match="Extra inputs are not permitted"):
+            old_models.SlackSendMessageInput.model_validate(
+                {"channel": "general", "text": "hi", "bogus": 1}
+            )
+    finally:
+        sys.path.remove(str(old_out))
+        sys.path.remove(str(new_out))
+        for name in [n for n in sys.modules if n.split(".")[0] in ("evo_old", "evo_new")]:
+            del sys.modules[name]

@@ -23,7 +23,7 @@ import pytest
 from helpers import ROOT, make_project, mypy_strict, options, pyright_strict
 
 from generator import api
-from generator.compile import without_defaults
+from generator.compile import for_output_models, without_defaults
 from tests.runtime.upstreams import Received, Reply, Upstream
 
 PKG = "probe_gw"
@@ -201,8 +201,9 @@ def test_an_output_default_is_not_invented(built: SimpleNamespace) -> None:
 
 
 def test_output_schemas_lose_only_their_defaults() -> None:
-    """What the output models are made from: every subschema's `default` removed; a property
-    named "default" and the values of const, enum and examples kept; the schema not mutated."""
+    """What the output models are made from (`for_output_models`): every subschema's
+    `default` removed; a property named "default" and the values of const, enum and examples
+    kept; the schema not mutated."""
     schema = {
         "type": "object",
         "default": {},
@@ -227,7 +228,40 @@ def test_output_schemas_lose_only_their_defaults() -> None:
         "$defs": {"D": {"type": "integer"}},
         "additionalProperties": {"anyOf": [{"type": "string"}]},
     }
+    assert for_output_models(schema) == without_defaults(schema)  # no format, nothing closed
     assert json.dumps(schema) == before
+
+
+def test_output_schemas_lose_every_closing_false() -> None:
+    """`additionalProperties: false` and `unevaluatedProperties: false` go at every depth (the
+    output models then ignore undeclared properties); a schema or `true` there, and a property
+    named so, are kept."""
+    closed = {"type": "object", "additionalProperties": False}
+    schema = {
+        **closed,
+        "unevaluatedProperties": False,
+        "properties": {
+            "a": {"type": "array", "items": closed},
+            "additionalProperties": {"type": "object", "additionalProperties": True},
+            "m": {"type": "object", "additionalProperties": {"type": "string"}},
+            "u": {"anyOf": [closed, {"type": "null"}]},
+        },
+        "$defs": {"D": closed},
+    }
+    assert for_output_models(schema) == {
+        "type": "object",
+        "properties": {
+            "a": {"type": "array", "items": {"type": "object"}},
+            "additionalProperties": {"type": "object", "additionalProperties": True},
+            "m": {"type": "object", "additionalProperties": {"type": "string"}},
+            "u": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+        },
+        "$defs": {"D": {"type": "object"}},
+    }
+    assert schema["additionalProperties"] is False and closed == {
+        "type": "object",
+        "additionalProperties": False,
+    }
 
 
 class ProbeUpstream(Upstream):
@@ -396,3 +430,118 @@ def test_the_suggested_spellings_are_typed_exactly(tmp_path: Path) -> None:
     assert '    kind: Literal["x"]\n' in source  # the nested model's one field
     assert "pair: tuple[Literal[1], Literal[2]] | None = None" in source
     assert "ratio: Annotated[float | None, Field(ge=2.5, le=2.5)] = None" in source
+
+
+CLOSED = {
+    "types.yaml": textwrap.dedent("""\
+        version: 1
+        kind: types
+        types:
+          Item:
+            type: object
+            additionalProperties: false
+            required: [id]
+            properties:
+              id: {type: string}
+              tags:
+                type: array
+                items:
+                  type: object
+                  additionalProperties: false
+                  properties: {name: {type: string}}
+        """),
+    "connectors/shop.yaml": textwrap.dedent("""\
+        version: 1
+        kind: connector
+        name: shop
+        title: Shop
+        description: A shop.
+        base_url: https://shop.example.com
+        auth: {type: bearer, token_field: token, fields: [{name: token, title: Token}]}
+        capabilities:
+          - name: put_item
+            description: Store one item; returns it, its neighbours and a note.
+            scope: write
+            input:
+              type: object
+              additionalProperties: false
+              required: [item]
+              properties:
+                item: {$ref: "#/types/Item"}
+            output:
+              type: object
+              additionalProperties: false
+              required: [item]
+              $defs:
+                Note:
+                  type: object
+                  additionalProperties: false
+                  properties: {text: {type: string}}
+              properties:
+                item: {$ref: "#/types/Item"}
+                near: {type: array, items: {$ref: "#/types/Item"}}
+                by_id: {type: object, additionalProperties: {$ref: "#/types/Item"}}
+                note: {$ref: "#/$defs/Note"}
+                seen: {type: object, unevaluatedProperties: false, properties: {at: {type: string}}}
+            http:
+              method: POST
+              path: /items
+              body: {item: "{item}"}
+              response: {fields: {item: item, near: near, by_id: by_id, note: note, seen: seen}}
+        """),
+}
+
+
+def test_output_models_ignore_undeclared_properties_at_every_level(tmp_path: Path) -> None:
+    """A closed output object (`additionalProperties` or `unevaluatedProperties: false`), at
+    the root, in a shared type, an array's items, a map's values or a `$defs` entry, is read
+    tolerantly by the output model: a property the next release adds (BRK103, safe) is
+    ignored, where `extra="forbid"` made the previous release's client refuse every result.
+    The input model of the same shared type still refuses undeclared arguments (as the
+    gateway does: input and output never share a class), and the gateway's own schema
+    (catalog, tools.json) keeps every `additionalProperties: false`."""
+    gateway = GATEWAY.replace("probe-gw", "closed-gw").replace(PKG, "closed_gw")
+    root = make_project(tmp_path, {"gateway.yaml": gateway, **CLOSED})
+    result = api.build(options(root))
+    assert result.ok, result.diagnostics
+    out = root / "generated"
+    sys.path.insert(0, str(out))
+    try:
+        models = importlib.import_module("closed_gw.models.shop")
+        catalog = importlib.import_module("closed_gw.catalog").GATEWAY
+        item = {"id": "1", "tags": [{"name": "a", "color": "red"}], "price": 3}
+        got = models.ShopPutItemOutput.model_validate(
+            {
+                "item": item,
+                "near": [item],
+                "by_id": {"x": item},
+                "note": {"text": "hi", "lang": "en"},
+                "seen": {"at": "now", "by": "ash"},
+                "permalink": "https://shop.example.com/items/1",
+            }
+        )
+        assert got.item.id == "1" and got.item.tags[0].name == "a"
+        assert got.near[0].tags[0].name == "a" and got.by_id["x"].id == "1"
+        assert (got.note.text, got.seen.at) == ("hi", "now")
+        assert got.model_dump(exclude_none=True) == {
+            "item": {"id": "1", "tags": [{"name": "a"}]},
+            "near": [{"id": "1", "tags": [{"name": "a"}]}],
+            "by_id": {"x": {"id": "1", "tags": [{"name": "a"}]}},
+            "note": {"text": "hi"},
+            "seen": {"at": "now"},
+        }
+        for arguments in ({"item": {"id": "1"}, "more": 1}, {"item": {"id": "1", "price": 3}}):
+            with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+                models.ShopPutItemInput.model_validate(arguments)
+        with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+            models.ShopPutItemInput.model_validate({"item": {"id": "1", "tags": [item["tags"][0]]}})
+        schema = catalog.tools["shop_put_item"].output_schema
+        assert schema["additionalProperties"] is False
+        assert schema["properties"]["item"]["additionalProperties"] is False
+        assert schema["$defs"]["Note"]["additionalProperties"] is False
+        tools = json.loads((out / "tools.json").read_text(encoding="utf-8"))["tools"]
+        assert tools[0]["outputSchema"] == schema
+    finally:
+        sys.path.remove(str(out))
+        for name in [n for n in sys.modules if n.split(".")[0] == "closed_gw"]:
+            del sys.modules[name]

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 
 from .. import ir
-from ..compile import for_models, without_defaults
+from ..compile import for_models, for_output_models
 from ..datamodel import Outcome, Request, outcome
 from ..render import python_header
 from . import EmitError, FileSet, Output
@@ -35,14 +35,16 @@ def request(project: ir.Project, group: ir.Group, out: Output) -> Request:
     Output schemas go without their `default`s: a default there documents what the upstream
     means when it leaves a property out, but the gateway passes on what the upstream sent (the
     structured result has no such property), so the output model reads it as None rather than
-    inventing the default (and a required property stays required). Both go without the
-    formats the gateway does not assert (`for_models`): those fields are plain `str`."""
+    inventing the default (and a required property stays required). They go without
+    `additionalProperties: false` too, so output models ignore properties they do not declare
+    (`for_output_models`). Both go without the formats the gateway does not assert
+    (`for_models`): those fields are plain `str`."""
     payload: dict[str, object] = {
         "tools": [
             {
                 "name": t.name,
                 "inputSchema": for_models(t.input_schema.value),
-                "outputSchema": for_models(without_defaults(t.output_schema.value)),
+                "outputSchema": for_output_models(t.output_schema.value),
             }
             for t in project.group_tools(group)
         ]
