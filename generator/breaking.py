@@ -7,8 +7,9 @@ manifests; for a removal, where the old manifests had it) and a hint.
 The rules follow who is hurt. An agent *sends* inputs, so an input may accept more but not
 less: a removed property, a narrower type, a removed enum value, a tighter constraint or a
 new required property break calls that worked. An agent *reads* outputs, so an output may
-promise more but not less: a removed property, a property made optional, a type or an enum
-that now allows values the agent never saw break the code that reads them.
+promise more but not less: a removed property, a property made optional, a type, an enum or
+a constraint (a bound, pattern or format) that now allows values the agent never saw break
+the code that reads them.
 
 A breaking change is allowed (reported, exit 0) by an exception in the new manifests:
 
@@ -238,6 +239,57 @@ def _multiple_relaxed(old: Any, new: Any) -> bool:
     return isinstance(ratio, int | float) and math.isfinite(ratio) and float(ratio).is_integer()
 
 
+def _accepts_more(kw: str, a: Any, b: Any) -> bool:
+    """Whether `kw: b` accepts every value `kw: a` does, and more (for `multipleOf` and
+    `format`; a pattern is never known to)."""
+    if kw == "multipleOf":
+        return _multiple_relaxed(a, b)
+    return (
+        kw == "format"
+        and isinstance(a, str)
+        and isinstance(b, str)
+        and b in _WIDER_FORMATS.get(a, ())
+    )
+
+
+def _constraint_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """How the constraints of schema `old` on values (bounds, `pattern`, `format`,
+    `multipleOf`, `uniqueItems`, `additionalProperties: false`) changed in `new`, as
+    (keyword, way, text) in keyword order. `way` says which values the new schema allows:
+    "tightened" (fewer), "relaxed" (more), or "changed" (neither holds every value of the
+    other as far as the comparison knows: a pattern replaced, a format by an unrelated one).
+    The caller reads the direction as its side is hurt: a tightened input refuses calls, a
+    relaxed output returns values its readers refuse; "changed" may do either."""
+    out: list[tuple[str, str, str]] = []
+    for kw in (*_UPPER, *_LOWER, *_EXACT, "multipleOf", "uniqueItems"):
+        a, b = old.get(kw), new.get(kw)
+        if kw == "uniqueItems":  # false is the same as absent
+            a, b = a or None, b or None
+        if a == b:
+            continue
+        if b is None:
+            out.append((kw, "relaxed", f"{kw} {a!r} dropped"))
+        elif a is None:
+            out.append((kw, "tightened", f"{kw} {b!r} added"))
+        elif kw in (*_EXACT, "multipleOf"):
+            if _accepts_more(kw, a, b):
+                out.append((kw, "relaxed", f"{kw} {a!r} -> {b!r}"))
+            else:
+                way = "tightened" if _accepts_more(kw, b, a) else "changed"
+                out.append((kw, way, f"{kw} {b!r} (was {a!r})"))
+        elif (kw in _UPPER) == (b < a):
+            out.append((kw, "tightened", f"{kw} {a!r} -> {b!r}"))
+        else:
+            out.append((kw, "relaxed", f"{kw} {a!r} -> {b!r}"))
+    closed_before = old.get("additionalProperties") is False
+    closed_after = new.get("additionalProperties") is False
+    if closed_after and not closed_before:
+        out.append(("additionalProperties", "tightened", "additionalProperties: false added"))
+    elif closed_before and not closed_after:
+        out.append(("additionalProperties", "relaxed", "additionalProperties opened"))
+    return out
+
+
 def _values(s: dict[str, Any]) -> list[Any] | None:
     """The values `enum` and `const` limit a schema to (None: any value). `const: x` is
     `enum: [x]`: a change between the two is a change of the values allowed."""
@@ -428,35 +480,11 @@ class _Compare:
                 )
         elif oe is not None:
             add("BRK104", span, target, f"{where} accepts any value, not only {oe}")
-        tightened, relaxed = [], []
-        for kw in (*_UPPER, *_LOWER, *_EXACT, "multipleOf", "uniqueItems"):
-            a, b = old.get(kw), new.get(kw)
-            if kw == "uniqueItems":  # false is the same as absent
-                a, b = a or None, b or None
-            if a == b:
-                continue
-            if b is None:
-                relaxed.append(f"{kw} {a!r} dropped")
-            elif (kw == "multipleOf" and a is not None and _multiple_relaxed(a, b)) or (
-                kw == "format" and isinstance(a, str) and b in _WIDER_FORMATS.get(a, ())
-            ):
-                relaxed.append(f"{kw} {a!r} -> {b!r}")
-            elif a is None or kw in (*_EXACT, "multipleOf"):
-                tightened.append(f"{kw} {b!r}" + (f" (was {a!r})" if a is not None else " added"))
-            elif (kw in _UPPER) == (b < a):
-                tightened.append(f"{kw} {a!r} -> {b!r}")
-            else:
-                relaxed.append(f"{kw} {a!r} -> {b!r}")
-        if (
-            old.get("additionalProperties", True) is not False
-            and new.get("additionalProperties") is False
-        ):
-            tightened.append("additionalProperties: false added")
-        elif (
-            old.get("additionalProperties") is False
-            and new.get("additionalProperties", True) is not False
-        ):
-            relaxed.append("additionalProperties opened")
+        changes = _constraint_changes(old, new)
+        # A change of unknown direction (a pattern or a format replaced) may refuse a call
+        # that passed: as tightened.
+        tightened = [text for _, way, text in changes if way != "relaxed"]
+        relaxed = [text for _, way, text in changes if way == "relaxed"]
         if tightened:
             add(
                 "BRK013",
@@ -519,6 +547,33 @@ class _Compare:
                     target,
                     f"{where} is no longer {', '.join(json.dumps(v) for v in gone)}",
                 )
+        span = self.new_span(pointer)
+        changes = _constraint_changes(old, new)
+        # A change of unknown direction (a pattern or a format replaced) may return values
+        # the old constraint refused: as relaxed. An object opened is left to BRK103 below.
+        looser = [
+            (way, text)
+            for kw, way, text in changes
+            if way != "tightened" and kw != "additionalProperties"
+        ]
+        if looser:
+            verb = "relaxed" if all(way == "relaxed" for way, _ in looser) else "changed"
+            add(
+                "BRK016",
+                span,
+                target,
+                f"{where} constraint {verb}: {'; '.join(text for _, text in looser)}",
+                "readers' typed models may refuse the new values: keep the constraint, or add "
+                "a new property",
+            )
+        tighter = [text for _, way, text in changes if way == "tightened"]
+        if tighter:
+            add("BRK110", span, target, f"{where} constraint tightened: {'; '.join(tighter)}")
+        if ("additionalProperties", "relaxed") in {(kw, way) for kw, way, _ in changes}:
+            # Properties it does not declare may now appear: to its readers the change a
+            # declared property added is (BRK103), and the generated output models ignore
+            # properties they do not know (emit/models.py), whatever the schema said.
+            add("BRK103", span, target, f"{where} may now hold properties it does not declare")
 
     def properties(
         self, old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...], pointer: Pointer
@@ -1110,6 +1165,22 @@ def rules_markdown() -> str:
         "keys) is none. An input property's default is the exception: calls that leave the",
         "property out are made with it, so changing or removing it is BRK015 (adding one where",
         "there was none is not reported).",
+        "",
+        "Constraints are compared the other way round on an output. A constraint dropped or",
+        "relaxed (an upper bound raised, a lower one lowered, `multipleOf` to a divisor, a",
+        "`format` widened, say `uri` to `uri-reference`; any bound, `pattern`, `format`, say",
+        "`date-time`, `multipleOf` or `uniqueItems` dropped) or replaced by one the comparison",
+        "cannot order (another pattern, an unrelated format) lets the tool return values that",
+        "its readers refuse: the typed client's models check bounds, patterns and the formats",
+        "they type (`date-time`, `date`, `uuid`, `ipv4`, `ipv6`), and other readers may check",
+        "any format. That is BRK016; a constraint added or tightened is safe (BRK110).",
+        "",
+        "An output object is read tolerantly: the generated output models ignore properties",
+        "they do not declare, whatever its `additionalProperties: false` says (the gateway",
+        "still checks each result against the full JSON Schema; input models keep refusing",
+        "undeclared arguments, as the gateway does). So a property added to a closed output is",
+        "BRK103, and so is a closed output opened (`additionalProperties: false` removed), which",
+        "lets properties it does not declare appear; an output closed is BRK110.",
         "",
         "## Deprecation lifecycle",
         "",

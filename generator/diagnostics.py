@@ -191,9 +191,20 @@ CODES: dict[str, Code] = {
         Code(code="BRK013", title="input constraint tightened", stage="breaking"),
         Code(code="BRK014", title="output enum value added", stage="breaking"),
         Code(code="BRK015", title="input default changed or removed", stage="breaking"),
+        Code(
+            code="BRK016",
+            title="output constraint relaxed or changed (bound, pattern, format, multipleOf, "
+            "uniqueItems): values its readers refused may be returned",
+            stage="breaking",
+        ),
         Code(code="BRK101", title="tool added (safe)", stage="breaking"),
         Code(code="BRK102", title="optional input added (safe)", stage="breaking"),
-        Code(code="BRK103", title="output property added (safe)", stage="breaking"),
+        Code(
+            code="BRK103",
+            title="output property added, or undeclared ones allowed (additionalProperties "
+            "opened) (safe)",
+            stage="breaking",
+        ),
         Code(
             code="BRK104",
             title="input accepts more: type widened, constraint relaxed or "
@@ -207,7 +218,8 @@ CODES: dict[str, Code] = {
         Code(code="BRK109", title="annotation or scope relaxed (safe)", stage="breaking"),
         Code(
             code="BRK110",
-            title="output narrowed: property made required, type or enum narrowed (safe)",
+            title="output narrowed: property made required, type, enum or constraint narrowed "
+            "(safe)",
             stage="breaking",
         ),
         Code(code="BRK201", title="invalid breaking-change exception", stage="breaking"),

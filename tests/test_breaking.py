@@ -607,3 +607,179 @@ def test_an_enum_narrowed_to_a_const_is_one_consistent_change(tmp_path: Path) ->
     assert _changes(tmp_path / "d", [("before", _STATE, state_const)]) == [
         ("BRK014", "after/crm.yaml:38:43", "output 'contacts[].state' may now be \"archived\"")
     ]
+
+
+_EMAIL = "              email: {type: string}\n"
+_CONTACTS = "          type: array\n"
+
+
+def _output_email(old: str, new: str) -> tuple[str, str, str]:
+    """An edit per side of the output property `contacts[].email`: `{type: string, OLD}`
+    before, `{type: string, NEW}` after (an empty one: the keyword is absent)."""
+    return (
+        ("before", _EMAIL, _EMAIL.replace("}", f", {old}}}") if old else _EMAIL),
+        ("after", _EMAIL, _EMAIL.replace("}", f", {new}}}") if new else _EMAIL),
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        # values the old readers' models refuse may be returned: breaking
+        ("format: date-time", "", ("BRK016", "relaxed: format 'date-time' dropped")),
+        ("maxLength: 20", "", ("BRK016", "relaxed: maxLength 20 dropped")),
+        ("maxLength: 20", "maxLength: 40", ("BRK016", "relaxed: maxLength 20 -> 40")),
+        ("minLength: 3", "minLength: 1", ("BRK016", "relaxed: minLength 3 -> 1")),
+        ("pattern: '^a'", "", ("BRK016", "relaxed: pattern '^a' dropped")),
+        ("pattern: '^a'", "pattern: '^b'", ("BRK016", "changed: pattern '^b' (was '^a')")),
+        (
+            "format: uri",
+            "format: uri-reference",
+            ("BRK016", "relaxed: format 'uri' -> 'uri-reference'"),
+        ),
+        (
+            "format: email",
+            "format: idn-email",
+            ("BRK016", "relaxed: format 'email' -> 'idn-email'"),
+        ),
+        (
+            "format: date-time",
+            "format: date",
+            ("BRK016", "changed: format 'date' (was 'date-time')"),
+        ),
+        # the old readers' models accept every value the new schema allows: safe
+        ("", "format: date-time", ("BRK110", "tightened: format 'date-time' added")),
+        ("maxLength: 40", "maxLength: 20", ("BRK110", "tightened: maxLength 40 -> 20")),
+        ("", "pattern: '^a'", ("BRK110", "tightened: pattern '^a' added")),
+        (
+            "format: uri-reference",
+            "format: uri",
+            ("BRK110", "tightened: format 'uri' (was 'uri-reference')"),
+        ),
+        (
+            "format: iri-reference",
+            "format: uri",
+            ("BRK110", "tightened: format 'uri' (was 'iri-reference')"),
+        ),
+    ],
+)
+def test_an_output_constraint_relaxed_is_breaking_and_tightened_is_safe(
+    tmp_path: Path, old: str, new: str, expected: tuple[str, str]
+) -> None:
+    """An agent reads outputs: the constraint comparison of inputs, the other way round. A
+    constraint dropped or relaxed lets the tool return values the old typed client's models
+    refuse (a `posted_at` without its date-time format, a longer `channel`); it was not
+    compared at all, and `gen breaking` passed such a change as none."""
+    rule, text = expected
+    assert _changes(tmp_path, list(_output_email(old, new))) == [
+        (rule, "after/crm.yaml:37:15", f"output 'contacts[].email' constraint {text}")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("minimum: 0", "minimum: -1", ("BRK016", "relaxed: minimum 0 -> -1")),
+        ("maximum: 10", "", ("BRK016", "relaxed: maximum 10 dropped")),
+        ("multipleOf: 4", "multipleOf: 2", ("BRK016", "relaxed: multipleOf 4 -> 2")),
+        ("multipleOf: 4", "multipleOf: 6", ("BRK016", "changed: multipleOf 6 (was 4)")),
+        ("multipleOf: 2", "multipleOf: 4", ("BRK110", "tightened: multipleOf 4 (was 2)")),
+        ("minimum: -1", "minimum: 0", ("BRK110", "tightened: minimum -1 -> 0")),
+    ],
+)
+def test_an_output_bound_or_multiple_relaxed_is_breaking(
+    tmp_path: Path, old: str, new: str, expected: tuple[str, str]
+) -> None:
+    total = "        total: {type: integer}\n"
+    rule, text = expected
+    found = _changes(
+        tmp_path,
+        [
+            ("before", total, total.replace("}", f", {old}}}") if old else total),
+            ("after", total, total.replace("}", f", {new}}}") if new else total),
+        ],
+    )
+    assert found == [(rule, "after/crm.yaml:29:9", f"output 'total' constraint {text}")]
+
+
+def test_output_arrays_and_objects_relaxed_or_tightened(tmp_path: Path) -> None:
+    """uniqueItems dropped is BRK016; an object closed (`additionalProperties: false`) is a
+    narrowing (BRK110); an object opened is reported as BRK103, an output property added: the
+    generated output models ignore properties they do not declare, so neither breaks the
+    typed client (test_client_e2e.py shows the old client reading the new server)."""
+    unique = _CONTACTS + "          uniqueItems: true\n"
+    closed = "            type: object\n            additionalProperties: false\n"
+    item = "            type: object\n"
+    assert _changes(tmp_path / "a", [("before", _CONTACTS, unique)]) == [
+        (
+            "BRK016",
+            "after/crm.yaml:30:9",
+            "output 'contacts' constraint relaxed: uniqueItems True dropped",
+        )
+    ]
+    assert _changes(tmp_path / "b", [("after", _CONTACTS, unique)]) == [
+        (
+            "BRK110",
+            "after/crm.yaml:30:9",
+            "output 'contacts' constraint tightened: uniqueItems True added",
+        )
+    ]
+    assert _changes(tmp_path / "c", [("after", item, closed)]) == [
+        (
+            "BRK110",
+            "after/crm.yaml:33:13",
+            "output 'contacts[]' constraint tightened: additionalProperties: false added",
+        )
+    ]
+    assert _changes(tmp_path / "d", [("before", item, closed)]) == [
+        (
+            "BRK103",
+            "after/crm.yaml:33:13",
+            "output 'contacts[]' may now hold properties it does not declare",
+        )
+    ]
+    # closed on both sides, with a property added: the property, as before
+    added = _EMAIL + "              phone: {type: string}\n"
+    assert _changes(
+        tmp_path / "e",
+        [("before", item, closed), ("after", item, closed), ("after", _EMAIL, added)],
+    ) == [("BRK103", "after/crm.yaml:39:15", "output 'contacts[].phone' added")]
+
+
+def test_the_audit_repro_an_output_format_and_max_length_dropped_exits_1(tmp_path: Path) -> None:
+    """The report that found BRK016 missing: slack_send_message's output loses the date-time
+    format of `posted_at` (as the README suggests for an upstream that sends times without an
+    offset) and the maxLength of `channel`; `gen breaking` said "0 breaking, 0 safe" and the
+    previous release's typed client refused every result (`invalid_response`)."""
+    channel = "        channel: {type: string}\n        ts: {type: string}\n"
+    fields = "fields: {channel: channel, ts: ts, message: message}"
+    for side, extra in (
+        (
+            "old",
+            "        channel: {type: string, maxLength: 20}\n        ts: {type: string}\n"
+            "        posted_at: {type: string, format: date-time}\n",
+        ),
+        (
+            "new",
+            "        channel: {type: string}\n        ts: {type: string}\n"
+            "        posted_at: {type: string}\n",
+        ),
+    ):
+        shutil.copytree(ROOT / "manifests", tmp_path / side / "manifests")
+        slack = tmp_path / side / "manifests" / "connectors" / "slack.yaml"
+        text = slack.read_text(encoding="utf-8")
+        assert channel in text and fields in text
+        text = text.replace(channel, extra, 1).replace(
+            "required: [channel, ts]", "required: [channel, ts, posted_at]", 1
+        )
+        slack.write_text(text.replace(fields, fields[:-1] + ", posted_at: ts}"), encoding="utf-8")
+    proc = _gen(
+        ROOT, "breaking", "--project", str(tmp_path / "new"), "--against", str(tmp_path / "old")
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert [line.split(": ", 2)[2] for line in proc.stdout.splitlines() if "[BRK" in line] == [
+        "output 'channel' constraint relaxed: maxLength 20 dropped",
+        "output 'posted_at' constraint relaxed: format 'date-time' dropped",
+    ]
+    assert proc.stdout.count("breaking[BRK016] slack_send_message: ") == 2
+    assert "2 breaking (0 allowed), 0 safe" in proc.stderr
