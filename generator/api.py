@@ -252,11 +252,37 @@ def _in_the_way(options: Options, the_plan: Plan) -> tuple[Diagnostic, ...]:
     )
 
 
+def _leading_out(options: Options, the_plan: Plan) -> tuple[Diagnostic, ...]:
+    """GEN308 for each link in the output directory that the build would write through."""
+    out = relative(options.root, options.out)
+    diags = []
+    for found in the_plan.outside:
+        paths = [f"{out}/{rel}" for rel in found.paths]
+        named = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        diags.append(
+            error(
+                "GEN308",
+                Span(file=f"{out}/{found.link}"),
+                f"{out}/{found.link} is a symbolic link to {found.target}, outside {out}/, "
+                f"and gen build would write or remove {named} through it",
+                f"replace the link with a directory, or delete it, then run gen build again; "
+                f"gen build writes and removes files only inside {out}/, and until then "
+                "writes nothing",
+            )
+        )
+    return tuple(diags)
+
+
+def _refused(options: Options, the_plan: Plan) -> tuple[Diagnostic, ...]:
+    return (*_in_the_way(options, the_plan), *_leading_out(options, the_plan))
+
+
 def build(
     options: Options, *, check: bool = False, workers: ModelsWorkers | None = None
 ) -> BuildResult:
     """Compile and write `generated/` (or, with check, compare and write nothing). A file of
-    someone else's where the build would write one is GEN307, and nothing is written."""
+    someone else's where the build would write one is GEN307, a link that would take a write
+    or a removal out of the output directory GEN308, and nothing is written."""
     _result, files, diags = generate(options, workers=workers, check=check)
     if has_errors(diags):
         return BuildResult(diags)  # all-or-nothing: a failed build writes nothing
@@ -267,16 +293,16 @@ def build(
         if stopped:
             where = Span(file=f"{relative(options.root, options.out)}/{JOURNAL}")
             diags = (*diags, error("GEN306", where, _INTERRUPTED))
-        if the_plan.foreign:  # not drift that `gen build` would fix: it refuses to write
-            return BuildResult(normalise((*diags, *_in_the_way(options, the_plan))))
+        if the_plan.foreign or the_plan.outside:  # not drift `gen build` fixes: it refuses
+            return BuildResult(normalise((*diags, *_refused(options, the_plan))))
         return BuildResult(diags, the_plan, diff(options.out, files, the_plan), files)
     try:  # `write` plans for itself, after putting back what a killed build left
         the_plan = write(options.out, files)
     except OSError as exc:
         where = Span(file=relative(options.root, options.out))
         return BuildResult((*diags, error("GEN304", where, f"cannot write output: {exc}")))
-    if the_plan.foreign:  # `write` wrote nothing
-        return BuildResult(normalise((*diags, *_in_the_way(options, the_plan))))
+    if the_plan.foreign or the_plan.outside:  # `write` wrote nothing
+        return BuildResult(normalise((*diags, *_refused(options, the_plan))))
     return BuildResult(diags, the_plan, "", files)
 
 

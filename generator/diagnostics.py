@@ -166,6 +166,11 @@ CODES: dict[str, Code] = {
             title="a file gen build did not write is where it would write one",
             stage="write",
         ),
+        Code(
+            code="GEN308",
+            title="a symbolic link in the output directory leads a write or removal out of it",
+            stage="write",
+        ),
         # gen breaking: BRK0xx break agents already using the tools, BRK1xx are safe
         Code(code="BRK001", title="tool removed", stage="breaking"),
         Code(

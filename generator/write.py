@@ -48,6 +48,15 @@ FileSet = dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
+class LinkOut:
+    """A symbolic link among the directories of the output that leads out of it."""
+
+    link: str  # relative to the output directory
+    target: str  # what the link says
+    paths: tuple[str, ...]  # what the build would write or remove through it
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     added: tuple[str, ...] = ()
     changed: tuple[str, ...] = ()
@@ -57,10 +66,13 @@ class Plan:
     recovered: bool = False  # a killed build's swap was rolled back first
     # of `changed`: files in the way that are not the generator's; `write` writes nothing
     foreign: tuple[str, ...] = ()
+    # files the build would write or remove through a link out of the output directory: they
+    # are in none of the lists above, and `write` writes nothing
+    outside: tuple[LinkOut, ...] = ()
 
     @property
     def clean(self) -> bool:
-        return not (self.added or self.changed or self.stale)
+        return not (self.added or self.changed or self.stale or self.outside)
 
 
 def with_owned_list(files: FileSet) -> FileSet:
@@ -131,16 +143,50 @@ def _plain_file(path: Path) -> bool:
 
 
 def _safe_relative(rel: str) -> bool:
-    """A listed path may only ever name a file inside the output directory."""
+    """A listed path may only ever name a file inside the output directory (as text; what the
+    disk makes of it is `_link_out`'s)."""
     p = Path(rel)
     return not p.is_absolute() and ".." not in p.parts and rel == p.as_posix()
 
 
+def _real(out_dir: Path) -> Path:
+    """The output directory with its links resolved, which every path is judged against (the
+    directory may itself be a link; what lies inside it may not lead out)."""
+    return Path(os.path.realpath(out_dir))
+
+
+def _link_out(root: Path, rel: str) -> str | None:
+    """The symbolic link among the directories of `rel` through which it lies outside `root`
+    (the real output directory), or None when its directory is inside. A link as the file
+    itself is not one: a rename replaces the link, an unlink removes it, never its target."""
+    real = Path(os.path.realpath((root / rel).parent))
+    if real == root or root in real.parents:
+        return None
+    parents = Path(rel).parent.parts
+    for depth in range(1, len(parents) + 1):
+        if (root.joinpath(*parents[:depth])).is_symlink():
+            return "/".join(parents[:depth])
+    return "/".join(parents)  # pragma: no cover - only a link resolves out of `root`
+
+
+def _links_out(root: Path, found: dict[str, list[str]]) -> tuple[LinkOut, ...]:
+    return tuple(
+        LinkOut(link=link, target=os.readlink(root / link), paths=tuple(paths))
+        for link, paths in sorted(found.items())
+    )
+
+
 def plan(out_dir: Path, files: FileSet) -> Plan:
     files = with_owned_list(files)
+    root = _real(out_dir)
     added, changed, unchanged, lost = [], [], [], []
     old_text: dict[str, str] = {}
+    outside: dict[str, list[str]] = {}  # link -> the paths behind it
     for rel, text in sorted(files.items()):
+        link = _link_out(root, rel)
+        if link is not None:
+            outside.setdefault(link, []).append(rel)
+            continue
         target = out_dir / rel
         try:
             current = target.read_bytes()
@@ -159,7 +205,14 @@ def plan(out_dir: Path, files: FileSet) -> Plan:
             if not same:  # the same text, executable or behind a link, loses nothing
                 lost.append(rel)
     owned = owned_files(out_dir)
-    stale = sorted(rel for rel in owned - set(files) if (out_dir / rel).is_file())
+    stale = []
+    for rel in sorted(owned - set(files)):
+        if (out_dir / rel).is_file():
+            link = _link_out(root, rel)
+            if link is None:
+                stale.append(rel)
+            else:
+                outside.setdefault(link, []).append(rel)
     if lost:
         owned |= _journalled(out_dir)
     return Plan(
@@ -169,6 +222,7 @@ def plan(out_dir: Path, files: FileSet) -> Plan:
         unchanged=tuple(unchanged),
         old_text=old_text,
         foreign=tuple(rel for rel in lost if not _generators(out_dir, rel, owned)),
+        outside=_links_out(root, outside),
     )
 
 
@@ -180,14 +234,16 @@ def write(out_dir: Path, files: FileSet) -> Plan:
     kept as backups, under a journal: a failure part-way restores every file already swapped,
     SIGINT or SIGTERM arriving during the swap (milliseconds) is acted on once it is complete,
     and a process killed outright during it is rolled back by the next write (`recover`).
-    When a file that is not the generator's is in the way (`Plan.foreign`), nothing is
-    written, and the plan says which.
+    When a file that is not the generator's is in the way (`Plan.foreign`), or a file would
+    be written or removed through a link out of the output directory (`Plan.outside`: a
+    link committed in its place must not make a build write or delete files elsewhere),
+    nothing is written, and the plan says which.
     """
     files = with_owned_list(files)
     with locked(out_dir):
         recovered = recover(out_dir)
         the_plan = dataclasses.replace(plan(out_dir, files), recovered=recovered)
-        if the_plan.foreign:
+        if the_plan.foreign or the_plan.outside:
             return the_plan
         staged: list[tuple[Path, Path]] = []
         try:
@@ -318,8 +374,14 @@ def _roll_back(out_dir: Path, journal: dict[str, list[str]]) -> None:
     """Undo a swap from the state of the disk alone, so that running it again (after it was
     itself interrupted) is safe: a staged file that is still there was never swapped in."""
 
+    root = _real(out_dir)
+
     def entries(kind: str) -> list[tuple[Path, Path, Path]]:  # (target, staged, backup)
-        targets = [out_dir / rel for rel in journal.get(kind, []) if _safe_relative(rel)]
+        targets = [
+            out_dir / rel
+            for rel in journal.get(kind, [])
+            if _safe_relative(rel) and _link_out(root, rel) is None
+        ]
         return [(t, _sibling(t, _TMP), _sibling(t, _OLD)) for t in targets]
 
     for target, _staged, backup in entries("stale"):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from helpers import ROOT, make_project, options, tree
 
-from generator import api, load
+from generator import api, load, write
 from generator.diagnostics import UNSAFE_IN_NAMES, Severity, printable
 
 CASES = ROOT / "tests" / "cases"
@@ -336,6 +336,59 @@ def test_a_file_of_the_users_where_the_build_writes_one_is_refused(tmp_path: Pat
     assert result.ok and result.plan is not None
     assert "README.md" in result.plan.unchanged
     assert (out / "NOTES.md").read_text() == "not in the way\n"
+
+
+def test_a_link_out_of_the_output_directory_is_refused_and_nothing_there_is_touched(
+    tmp_path: Path,
+) -> None:
+    """generated/ is committed, so a change can carry a symbolic link: through a directory
+    linked elsewhere, `gen build` removed a file it listed there and wrote its models over
+    someone's files. Now no path whose directory resolves out of the output is acted on:
+    GEN308 at the link, from `gen build` and `--check` alike, and nothing is written."""
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.txt").write_text("precious\n")
+    (elsewhere / "slack.py").write_text("mine\n")
+    # a listed file behind a link (the build would remove it as stale) ...
+    (out / "docs").symlink_to(elsewhere)
+    with (out / ".mcpforge-files").open("a") as fh:
+        fh.write("docs/secret.txt\n")
+    # ... and a generated directory replaced by a link (the build would write into it)
+    shutil.rmtree(out / "fastn_gateway" / "models")
+    (out / "fastn_gateway" / "models").symlink_to(elsewhere)
+    before, outside = tree(out), tree(elsewhere)
+    for args in (("build",), ("build", "--check")):
+        proc = _gen(*args, "--project", str(root))
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        docs, models = [line for line in proc.stderr.splitlines() if "error[" in line]
+        assert docs == (
+            f"generated/docs:1:1: error[GEN308] generated/docs is a symbolic link to "
+            f"{elsewhere}, outside generated/, and gen build would write or remove "
+            "generated/docs/secret.txt through it"
+        )
+        assert models.startswith(
+            "generated/fastn_gateway/models:1:1: error[GEN308] generated/fastn_gateway/models "
+            f"is a symbolic link to {elsewhere}, outside generated/, and gen build would "
+            "write or remove generated/fastn_gateway/models/__init__.py, "
+        )
+        assert models.endswith(" and 4 more through it")
+        assert tree(out) == before and tree(elsewhere) == outside
+
+    # A link inside the output that stays inside is no way out, and the output directory
+    # may itself be a link: paths are judged against the directory it resolves to.
+    (out / "docs").unlink()
+    (out / "fastn_gateway" / "models").unlink()
+    (out / "fastn_gateway" / "models").mkdir()
+    (out / "docs").symlink_to(out / "fastn_gateway")
+    linked = tmp_path / "linked"
+    linked.symlink_to(out)
+    files = api.build(options(root), check=True).files
+    the_plan = write.write(linked, files)
+    assert the_plan.outside == () and "fastn_gateway/models/slack.py" in the_plan.added
+    assert tree(elsewhere) == outside and (out / "docs").is_symlink()
 
 
 def test_an_earlier_output_without_its_list_is_still_rebuilt(tmp_path: Path) -> None:

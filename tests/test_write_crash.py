@@ -209,6 +209,25 @@ def test_an_unreadable_journal_is_an_error_and_nothing_is_touched(tmp_path: Path
     assert tree(out) == {**before, write.JOURNAL: b'["not", "a", "journal"]'}
 
 
+def test_a_roll_back_never_acts_through_a_link_out_of_the_output(tmp_path: Path) -> None:
+    """A journal is read from the disk: one naming files behind a directory linked out of
+    the output (a killed build's, or one committed with the link) rolled them back there,
+    deleting a file it said was added and renaming backups over others."""
+    out, before = _old_output(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "added.py").write_text("precious\n")
+    (elsewhere / "changed.py").write_text("mine\n")
+    (elsewhere / ".changed.py.mcpforge-old").write_text("not a backup\n")
+    (out / "linked").symlink_to(elsewhere)
+    journal = {"added": ["linked/added.py"], "changed": ["linked/changed.py"], "stale": []}
+    (out / write.JOURNAL).write_text(json.dumps(journal))
+    outside = tree(elsewhere)
+    assert write.recover(out)
+    assert tree(elsewhere) == outside
+    assert tree(out) == before and (out / "linked").is_symlink()
+
+
 def test_check_reports_a_killed_build_and_gen_build_repairs_it(tmp_path: Path) -> None:
     root = make_project(tmp_path, copy_defaults=True)
     assert api.build(options(root)).ok
