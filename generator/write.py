@@ -69,10 +69,12 @@ class Plan:
     # files the build would write or remove through a link out of the output directory: they
     # are in none of the lists above, and `write` writes nothing
     outside: tuple[LinkOut, ...] = ()
+    # staging and backup files a build killed outright left (the next write removes them)
+    leftovers: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:
-        return not (self.added or self.changed or self.stale or self.outside)
+        return not (self.added or self.changed or self.stale or self.outside or self.leftovers)
 
 
 def with_owned_list(files: FileSet) -> FileSet:
@@ -223,14 +225,15 @@ def plan(out_dir: Path, files: FileSet) -> Plan:
         old_text=old_text,
         foreign=tuple(rel for rel in lost if not _generators(out_dir, rel, owned)),
         outside=_links_out(root, outside),
+        leftovers=tuple(sorted(p.relative_to(out_dir).as_posix() for p in _leftovers(out_dir))),
     )
 
 
 def write(out_dir: Path, files: FileSet) -> Plan:
     """Apply a build, all or nothing. Raises OSError when the directory cannot be written.
 
-    New contents are staged next to their targets first (an error or Ctrl-C while staging
-    leaves the previous output as it was). Then they are swapped in with the previous files
+    New contents are staged next to their targets first (an error, Ctrl-C or SIGTERM while
+    staging leaves the previous output as it was). Then they are swapped in with the previous files
     kept as backups, under a journal: a failure part-way restores every file already swapped,
     SIGINT or SIGTERM arriving during the swap (milliseconds) is acted on once it is complete,
     and a process killed outright during it is rolled back by the next write (`recover`).
@@ -240,7 +243,7 @@ def write(out_dir: Path, files: FileSet) -> Plan:
     nothing is written, and the plan says which.
     """
     files = with_owned_list(files)
-    with locked(out_dir):
+    with locked(out_dir), _terminated_like_interrupted():
         recovered = recover(out_dir)
         the_plan = dataclasses.replace(plan(out_dir, files), recovered=recovered)
         if the_plan.foreign or the_plan.outside:
@@ -256,14 +259,14 @@ def write(out_dir: Path, files: FileSet) -> Plan:
                     fh.write(files[rel])
                     fh.flush()
                     os.fsync(fh.fileno())  # on disk before its rename can be
-        except BaseException:
+            if the_plan.added or the_plan.changed or the_plan.stale:  # else the directory is
+                with _signals_deferred():  # left as it was, its modification time included
+                    _swap(out_dir, the_plan)
+        except BaseException:  # staged files not swapped in go (none once the swap is done)
             for tmp, target in staged:
                 tmp.unlink(missing_ok=True)
                 _prune_empty_dirs(out_dir, target.parent)
             raise
-        if the_plan.added or the_plan.changed or the_plan.stale:  # else the directory is left
-            with _signals_deferred():  # as it was, its modification time included
-                _swap(out_dir, the_plan)
     return the_plan
 
 
@@ -424,13 +427,55 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _leftovers(out_dir: Path) -> list[Path]:
+    """Staging and backup files of a build that was killed outright (links to directories
+    are not followed)."""
+    if not out_dir.is_dir():
+        return []
+    return [
+        p
+        for pattern in (f".*{_TMP}", f".*{_TMP}-copy", f".*{_OLD}")
+        for p in out_dir.rglob(pattern)
+    ]
+
+
 def _remove_leftovers(out_dir: Path) -> None:
-    """Staging and backup files of a build that was killed outright."""
-    if out_dir.is_dir():
-        for pattern in (f".*{_TMP}", f".*{_TMP}-copy", f".*{_OLD}"):
-            for leftover in list(out_dir.rglob(pattern)):
-                leftover.unlink(missing_ok=True)
-                _prune_empty_dirs(out_dir, leftover.parent)  # made for files never swapped in
+    for leftover in _leftovers(out_dir):
+        leftover.unlink(missing_ok=True)
+        _prune_empty_dirs(out_dir, leftover.parent)  # made for files never swapped in
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised (like KeyboardInterrupt for SIGINT) where a write can clean up."""
+
+
+@contextlib.contextmanager
+def _terminated_like_interrupted() -> Iterator[None]:
+    """SIGTERM inside the block raises `_Terminated`, so that a write stopped while staging
+    removes its staged files as it does for Ctrl-C (SIGTERM's default action ended the process
+    on the spot and left them in the output); once they are gone, the process ends by SIGTERM
+    as it would have. Only where SIGTERM has its default action: a program's own handler, or
+    SIG_IGN, is left alone (and in the main thread only, where handlers can be set)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminate(_signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one does not cut the clean-up
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)  # ends the process
+        raise  # pragma: no cover - not reached
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -479,4 +524,6 @@ def diff(out_dir: Path, files: FileSet, the_plan: Plan) -> str:
         chunks.append(f"missing: {out_dir.name}/{rel}\n")
     for rel in the_plan.stale:
         chunks.append(f"stale: {out_dir.name}/{rel}\n")
+    for rel in the_plan.leftovers:
+        chunks.append(f"left by a killed build: {out_dir.name}/{rel}\n")
     return "".join(c if c.endswith("\n") else c + "\n" for c in chunks)

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,73 @@ def test_check_reports_a_killed_build_and_gen_build_repairs_it(tmp_path: Path) -
     after = tree(out)
     assert after != before and not write.interrupted(out)
     assert after == {k: v.encode() for k, v in write.with_owned_list(files).items()}
+
+
+# `gen build` with a slow disk (each fsync takes a tenth of a second), so that a signal sent
+# once the first staged file shows lands while the files are being staged.
+_SLOW_DISK_GEN = """
+import os, sys, time
+real = os.fsync
+def fsync(fd):
+    time.sleep(0.1)
+    real(fd)
+os.fsync = fsync
+sys.argv = ["gen", *sys.argv[1:]]
+from generator.__main__ import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("sig", "status"), [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 1)], ids=["TERM", "INT"]
+)
+def test_a_signal_while_staging_leaves_the_previous_output_without_staged_files(
+    tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    """SIGTERM while staging ended the process on the spot and left the staged files in
+    generated/ (which `--check` then took for up to date); Ctrl-C removed them. Now both do,
+    and SIGTERM still ends the process as SIGTERM."""
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    before = tree(out)
+    slack = root / "manifests" / "connectors" / "slack.yaml"
+    slack.write_text(slack.read_text().replace("description: ", "description: Edited. ", 1))
+    with (tmp_path / "stderr").open("w+") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SLOW_DISK_GEN, "build", "--project", str(root)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            while not any(out.rglob(f"*{write._TMP}")):
+                assert proc.poll() is None, "the build ended before it staged a file"
+                time.sleep(0.001)
+            proc.send_signal(sig)
+            assert proc.wait(timeout=60) == status
+        finally:
+            proc.kill()
+        stderr.seek(0)
+        assert "Traceback" not in stderr.read()
+    assert tree(out) == before  # no staged file left, nothing swapped in
+
+
+def test_check_reports_what_a_killed_build_left_and_gen_build_removes_it(tmp_path: Path) -> None:
+    """A build killed outright while staging leaves staged files, and one killed after its
+    commit point backups: `--check` said the output was up to date."""
+    out, before = _old_output(tmp_path)
+    (out / "pkg" / ".changed.py.mcpforge-tmp").write_text("half a new file")
+    (out / ".top.json.mcpforge-old").write_text("{}\n")
+    the_plan = write.plan(out, OLD)
+    assert not the_plan.clean
+    assert the_plan.leftovers == (".top.json.mcpforge-old", "pkg/.changed.py.mcpforge-tmp")
+    assert write.diff(out, OLD, the_plan) == (
+        "left by a killed build: generated/.top.json.mcpforge-old\n"
+        "left by a killed build: generated/pkg/.changed.py.mcpforge-tmp\n"
+    )
+    assert write.write(out, OLD).clean and tree(out) == before
+    assert write.plan(out, OLD).clean
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names fds through /proc")
