@@ -236,6 +236,16 @@ _INTERRUPTED = (
 )
 
 
+def _unusable(options: Options, exc: OSError, verb: str) -> Diagnostic:
+    """GEN304, at the one file the error names (the lock, the list of owned files...), else
+    at the output directory with the whole error (a rename names two files)."""
+    if isinstance(exc.filename, str) and exc.filename2 is None and exc.strerror:
+        where = relative(options.root, Path(exc.filename))
+        return error("GEN304", Span(file=where), f"cannot {verb} output: {where}: {exc.strerror}")
+    where = relative(options.root, options.out)
+    return error("GEN304", Span(file=where), f"cannot {verb} output: {exc}")
+
+
 def _in_the_way(options: Options, the_plan: Plan) -> tuple[Diagnostic, ...]:
     """GEN307 for each file the build would replace that is not the generator's."""
     out = relative(options.root, options.out)
@@ -287,9 +297,12 @@ def build(
     if has_errors(diags):
         return BuildResult(diags)  # all-or-nothing: a failed build writes nothing
     if check:
-        with locked(options.out, shared=True):  # not halfway through another build's write
-            the_plan = plan(options.out, files)
-            stopped = interrupted(options.out)
+        try:
+            with locked(options.out, shared=True):  # not halfway through another build's write
+                the_plan = plan(options.out, files)
+                stopped = interrupted(options.out)
+        except OSError as exc:
+            return BuildResult((*diags, _unusable(options, exc, "check")))
         if stopped:
             where = Span(file=f"{relative(options.root, options.out)}/{JOURNAL}")
             diags = (*diags, error("GEN306", where, _INTERRUPTED))
@@ -299,8 +312,7 @@ def build(
     try:  # `write` plans for itself, after putting back what a killed build left
         the_plan = write(options.out, files)
     except OSError as exc:
-        where = Span(file=relative(options.root, options.out))
-        return BuildResult((*diags, error("GEN304", where, f"cannot write output: {exc}")))
+        return BuildResult((*diags, _unusable(options, exc, "write")))
     if the_plan.foreign or the_plan.outside:  # `write` wrote nothing
         return BuildResult(normalise((*diags, *_refused(options, the_plan))))
     return BuildResult(diags, the_plan, "", files)

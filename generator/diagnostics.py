@@ -150,7 +150,7 @@ CODES: dict[str, Code] = {
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),
         Code(code="GEN303", title="two emitters produce the same file", stage="emit"),
-        Code(code="GEN304", title="output directory cannot be written", stage="write"),
+        Code(code="GEN304", title="output directory cannot be read or written", stage="write"),
         Code(
             code="GEN305",
             title="generated file out of date (`gen build --check`)",

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import errno
 import json
 import os
 import re
@@ -84,10 +85,19 @@ def with_owned_list(files: FileSet) -> FileSet:
 
 
 def owned_files(out_dir: Path) -> set[str]:
+    """The files the previous build listed. Raises OSError when the list is not UTF-8."""
+    path = out_dir / OWNED_LIST
     try:
-        text = (out_dir / OWNED_LIST).read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except OSError:
         return set()
+    except UnicodeDecodeError as exc:  # not what a build wrote: which files are owned is lost
+        raise OSError(
+            errno.EILSEQ,
+            f"not UTF-8 ({exc.reason} at byte {exc.start}); restore it from version control, "
+            "or delete it (gen build then knows its files by their header)",
+            str(path),
+        ) from exc
     owned = set()
     for line in text.splitlines():
         rel = line.strip()

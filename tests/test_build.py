@@ -639,6 +639,41 @@ def test_a_write_that_fails_part_way_restores_the_previous_output(tmp_path: Path
     assert (out / "tools.json").is_dir()
 
 
+def test_an_unreadable_list_or_lock_is_a_located_error_not_a_traceback(tmp_path: Path) -> None:
+    """A .mcpforge-files that is not UTF-8 crashed gen build and --check alike, and a lock
+    that is a directory crashed --check (gen build said GEN304). Now both are GEN304 at the
+    file, whichever the mode, and nothing is written."""
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    with (out / ".mcpforge-files").open("ab") as fh:
+        fh.write(b"\xff\n")
+    before = tree(out)
+    for verb, args in (("write", ()), ("check", ("--check",))):
+        proc = _gen("build", *args, "--project", str(root))
+        assert (proc.returncode, proc.stderr.splitlines()[0]) == (
+            1,
+            f"generated/.mcpforge-files:1:1: error[GEN304] cannot {verb} output: "
+            "generated/.mcpforge-files: not UTF-8 (invalid start byte at byte "
+            f"{len(before['.mcpforge-files']) - 2}); restore it from version control, or "
+            "delete it (gen build then knows its files by their header)",
+        )
+        assert tree(out) == before
+    (out / ".mcpforge-files").write_bytes(before[".mcpforge-files"][:-2])
+    lock = root / ".generated.mcpforge-lock"
+    lock.unlink()
+    lock.mkdir()
+    before = tree(out)
+    for verb, args in (("write", ()), ("check", ("--check",))):
+        proc = _gen("build", *args, "--project", str(root))
+        assert (proc.returncode, proc.stderr.splitlines()[0]) == (
+            1,
+            f".generated.mcpforge-lock:1:1: error[GEN304] cannot {verb} output: "
+            ".generated.mcpforge-lock: Is a directory",
+        )
+        assert tree(out) == before
+
+
 def test_an_interrupt_in_the_middle_of_the_swap_rolls_it_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
