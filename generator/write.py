@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class Plan:
     outside: tuple[LinkOut, ...] = ()
     # staging and backup files a build killed outright left (the next write removes them)
     leftovers: tuple[str, ...] = ()
+    # of `changed`: paths that are no readable file, with why (a directory, Permission denied)
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -193,6 +196,7 @@ def plan(out_dir: Path, files: FileSet) -> Plan:
     root = _real(out_dir)
     added, changed, unchanged, lost = [], [], [], []
     old_text: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
     outside: dict[str, list[str]] = {}  # link -> the paths behind it
     for rel, text in sorted(files.items()):
         link = _link_out(root, rel)
@@ -201,12 +205,17 @@ def plan(out_dir: Path, files: FileSet) -> Plan:
             continue
         target = out_dir / rel
         try:
+            mode = target.stat().st_mode
+            if not stat.S_ISREG(mode):  # not read: a FIFO would block
+                what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+                raise IsADirectoryError(errno.EISDIR, what)
             current = target.read_bytes()
         except FileNotFoundError:
             added.append(rel)
             continue
-        except OSError:
+        except OSError as exc:
             changed.append(rel)
+            unreadable[rel] = exc.strerror or str(exc)
             continue
         same = current == text.encode("utf-8")
         if same and _plain_file(target):
@@ -233,6 +242,7 @@ def plan(out_dir: Path, files: FileSet) -> Plan:
         stale=tuple(stale),
         unchanged=tuple(unchanged),
         old_text=old_text,
+        unreadable=unreadable,
         foreign=tuple(rel for rel in lost if not _generators(out_dir, rel, owned)),
         outside=_links_out(root, outside),
         leftovers=tuple(sorted(p.relative_to(out_dir).as_posix() for p in _leftovers(out_dir))),
@@ -525,6 +535,9 @@ def diff(out_dir: Path, files: FileSet, the_plan: Plan) -> str:
     files = with_owned_list(files)
     chunks: list[str] = []
     for rel in the_plan.changed:
+        if rel in the_plan.unreadable:  # nothing to diff against
+            chunks.append(f"not a readable file: {out_dir.name}/{rel} ({the_plan.unreadable[rel]})")
+            continue
         old = the_plan.old_text.get(rel, "").splitlines(keepends=True)
         new = files[rel].splitlines(keepends=True)
         if old == new:  # the text is right; the file is not a plain one (`_plain_file`)

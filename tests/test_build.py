@@ -444,6 +444,28 @@ def test_check_reports_drift_without_writing(tmp_path: Path) -> None:
     assert tree(out) == before
 
 
+def test_check_says_what_stands_where_a_file_goes_instead_of_diffing_it(tmp_path: Path) -> None:
+    """A directory where a generated file goes showed as that file's whole text added to an
+    empty one, with nothing saying why. Now --check names it, in every format."""
+    root = make_project(tmp_path, copy_defaults=True)
+    assert api.build(options(root)).ok
+    out = root / "generated"
+    (out / "TOOLS.md").unlink()
+    (out / "TOOLS.md").mkdir()
+    result = api.build(options(root), check=True)
+    assert result.plan is not None and result.plan.changed == ("TOOLS.md",)
+    assert result.diff == "not a readable file: generated/TOOLS.md (a directory)\n"
+    assert result.plan.unreadable == {"TOOLS.md": "a directory"}
+    proc = _gen("build", "--check", "--project", str(root), "--error-format", "json")
+    assert proc.returncode == 1
+    [entry] = json.loads(proc.stdout)
+    assert (entry["file"], entry["message"], entry["hint"]) == (
+        "generated/TOOLS.md",
+        "generated/TOOLS.md is not a readable file (a directory), where gen build writes one",
+        "move it away or delete it, then run `gen build` and commit the result",
+    )
+
+
 def test_an_executable_or_linked_generated_file_is_drift_and_rebuilt_plain(
     tmp_path: Path,
 ) -> None:
