@@ -110,8 +110,8 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
     """load -> validate -> compile. With a `cache` (builds), connector manifests whose bytes
     compiled cleanly before in the same context are taken from the cache as compiled units;
     results and diagnostics are the same as without it."""
-    files = discover(options.root, options.manifests)
-    if not files:
+    files, found = discover(options.root, options.manifests)
+    if not files and not found:
         return CompileResult(None, (no_manifests(options),))
     cache = cache or Cache(None)
     pending: list[Path] = []
@@ -132,8 +132,10 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
     else:
         pending = files
     docs, diags, unloaded = load_files(options.root, pending)
+    diags.extend(found)
     valid: list[Loaded] = []
-    failed: list[Loaded | str | None] = [*unloaded]
+    # a directory that could not be searched may hold manifests of any kind (None)
+    failed: list[Loaded | str | None] = [*unloaded, *(None for _d in found)]
 
     def check(new_docs: list[Loaded]) -> None:
         for doc in new_docs:

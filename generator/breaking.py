@@ -998,7 +998,8 @@ def breaking(options: api.Options, against: str, *, today: dt.date | None = None
         else:
             old_opts = materialise_ref(options, against, Path(tmp).resolve())
             label = f"{against}:"
-        if not discover(old_opts.root, old_opts.manifests):
+        files, problems = discover(old_opts.root, old_opts.manifests)
+        if not files and not problems:  # what could not be searched, compiling reports
             if directory is not None:  # a directory named on purpose: surely a wrong path
                 message = (
                     f"no *.yaml manifests under {old_opts.manifests}: nothing to compare against"

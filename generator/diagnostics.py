@@ -87,7 +87,7 @@ CODES: dict[str, Code] = {
     c.code: c
     for c in [
         # load: reading files and YAML
-        Code(code="GEN001", title="manifest file cannot be read", stage="load"),
+        Code(code="GEN001", title="manifest file or directory cannot be read", stage="load"),
         Code(code="GEN002", title="YAML syntax error", stage="load"),
         Code(code="GEN003", title="duplicate key in a YAML mapping", stage="load"),
         Code(code="GEN004", title="manifest is not a single YAML mapping", stage="load"),

@@ -201,16 +201,60 @@ def display_path(path: Path, root: Path) -> str:
         return Path(os.path.relpath(path, root)).as_posix()
 
 
-def discover(root: Path, manifest_dir: Path) -> list[Path]:
-    """Every `*.yaml` / `*.yml` under the manifest directory, in a stable order."""
+_UNREADABLE_HINT = (
+    "make it readable, or move it out of the manifest directory: the manifests in it cannot be "
+    "left out unnoticed"
+)
+_LOOP_HINT = "remove the link: the directory it leads to is searched already"
+
+
+def discover(root: Path, manifest_dir: Path) -> tuple[list[Path], list[Diagnostic]]:
+    """Every `*.yaml` / `*.yml` under the manifest directory, in a stable order, and GEN001 for
+    each part of it that could not be searched.
+
+    Directories are searched at any depth, through symbolic links as files are (a manifest
+    directory may link in manifests kept elsewhere). A directory that cannot be read, or a link
+    that leads back to a directory holding it (a loop), is an error at it, not a silent gap:
+    the manifests it holds would be missing, and a build would remove their generated files."""
     if not manifest_dir.is_dir():
-        return []
-    files = [
-        p
-        for p in manifest_dir.rglob("*")
-        if p.suffix in {".yaml", ".yml"} and (p.is_file() or (p.is_symlink() and not p.exists()))
+        return [], []
+    files: list[Path] = []
+    problems: list[Diagnostic] = []
+
+    def unreadable(path: Path, message: str, hint: str = _UNREADABLE_HINT) -> None:
+        problems.append(error("GEN001", Span(file=display_path(path, root)), message, hint))
+
+    top = manifest_dir.stat()
+    # each directory to search, with the (device, inode) of it and of each directory holding it
+    stack: list[tuple[Path, dict[tuple[int, int], Path]]] = [
+        (manifest_dir, {(top.st_dev, top.st_ino): manifest_dir})
     ]
-    return sorted(files, key=lambda p: display_path(p, root))
+    while stack:
+        directory, holders = stack.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            unreadable(directory, f"cannot read directory: {exc.strerror}")
+            continue
+        for entry in entries:
+            path = directory / entry.name
+            try:
+                if entry.is_dir():  # through a link too
+                    st = entry.stat()
+                    loop = holders.get((st.st_dev, st.st_ino))
+                    if loop is not None:
+                        where = display_path(loop, root)
+                        unreadable(path, f"directory link loops back to {where}", _LOOP_HINT)
+                    else:
+                        stack.append((path, {**holders, (st.st_dev, st.st_ino): path}))
+                elif path.suffix in {".yaml", ".yml"} and (
+                    entry.is_file() or (entry.is_symlink() and not path.exists())
+                ):
+                    files.append(path)  # a link to nowhere too: loading reports it
+            except OSError as exc:
+                unreadable(path, f"cannot read: {exc.strerror}")
+    return sorted(files, key=lambda p: display_path(p, root)), problems
 
 
 @contextmanager

@@ -58,9 +58,8 @@ class Sources:
 
     @classmethod
     def of(cls, options: api.Options) -> Sources:
-        docs, _diags, _unloaded = load_files(
-            options.root, discover(options.root, options.manifests)
-        )
+        files, _problems = discover(options.root, options.manifests)
+        docs, _diags, _unloaded = load_files(options.root, files)
         return cls(docs)
 
     def raw_tool(self, name: str) -> dict[str, Any]:

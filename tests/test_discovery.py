@@ -1,0 +1,93 @@
+"""Which files are manifests: discovery under the manifest directory, through the real `gen`
+on real directories (links, permissions, line endings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, make_project, tree
+
+# Root reads every directory whatever its mode: the permission checks are dropped for `gen`.
+_AS_A_USER = (
+    ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    + ["--inh-caps=-dac_override,-dac_read_search"]
+    if os.geteuid() == 0
+    else []
+)
+
+
+def _gen(root: Path, *args: str, as_a_user: bool = False) -> subprocess.CompletedProcess[str]:
+    if as_a_user and _AS_A_USER and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: modes are not enforced")
+    return subprocess.run(
+        [*(_AS_A_USER if as_a_user else []), sys.executable, "-m", "generator", *args],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def _connectors(root: Path) -> list[str]:
+    done = _gen(root, "ir")
+    assert done.returncode == 0, done.stderr
+    return [c["name"] for c in json.loads(done.stdout)["connectors"]]
+
+
+def _slack_as(name: str) -> str:
+    text = (ROOT / "manifests" / "connectors" / "slack.yaml").read_text()
+    assert "\nname: slack\n" in text
+    return text.replace("\nname: slack\n", f"\nname: {name}\n")
+
+
+def test_a_linked_directory_is_searched_as_a_linked_file_is(tmp_path: Path) -> None:
+    """rglob did not follow a link to a directory (while it followed links to files): the
+    connectors kept in one were left out without a word."""
+    root = make_project(tmp_path, copy_defaults=True)
+    elsewhere = tmp_path / "shared"
+    (elsewhere / "deeper").mkdir(parents=True)
+    (elsewhere / "deeper" / "x.yaml").write_text(_slack_as("slackx"))
+    (root / "manifests" / "extra").symlink_to(elsewhere, target_is_directory=True)
+    assert "slackx" in _connectors(root)
+
+
+def test_a_directory_that_cannot_be_read_stops_the_build(tmp_path: Path) -> None:
+    """A directory that could not be listed was skipped in silence, and the build removed the
+    generated files of the connectors in it (exit 0, "3 removed")."""
+    root = make_project(tmp_path, copy_defaults=True)
+    extra = root / "manifests" / "extra"
+    extra.mkdir()
+    (extra / "x.yaml").write_text(_slack_as("slackx"))
+    built = _gen(root, "build", "--no-cache")
+    assert built.returncode == 0, built.stderr
+    before = tree(root / "generated")
+    extra.chmod(0)
+    try:
+        done = _gen(root, "build", "--no-cache", as_a_user=True)
+    finally:
+        extra.chmod(0o755)
+    assert done.returncode == 1, done.stderr
+    assert "manifests/extra:1:1: error[GEN001] cannot read directory: Permission denied" in (
+        done.stderr
+    )
+    assert tree(root / "generated") == before
+
+
+def test_a_link_back_to_a_holding_directory_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    root = make_project(tmp_path, copy_defaults=True)
+    (root / "manifests" / "connectors" / "up").symlink_to("..", target_is_directory=True)
+    done = _gen(root, "validate")
+    assert done.returncode == 1
+    assert (
+        "manifests/connectors/up:1:1: error[GEN001] directory link loops back to manifests\n"
+        in done.stderr
+    )
+    assert done.stderr.count("error[") == 1  # each manifest was read once
