@@ -215,7 +215,10 @@ def discover(root: Path, manifest_dir: Path) -> tuple[list[Path], list[Diagnosti
     Directories are searched at any depth, through symbolic links as files are (a manifest
     directory may link in manifests kept elsewhere). A directory that cannot be read, or a link
     that leads back to a directory holding it (a loop), is an error at it, not a silent gap:
-    the manifests it holds would be missing, and a build would remove their generated files."""
+    the manifests it holds would be missing, and a build would remove their generated files.
+    Names starting with `.` are skipped, files and directories: editors' lock files (Emacs's
+    `.#slack.yaml`, a link to nowhere) and backups (`.slack.yaml`) are not manifests, nor is
+    what a hidden directory (`.git`, `.cache`) holds."""
     if not manifest_dir.is_dir():
         return [], []
     files: list[Path] = []
@@ -238,6 +241,8 @@ def discover(root: Path, manifest_dir: Path) -> tuple[list[Path], list[Diagnosti
             unreadable(directory, f"cannot read directory: {exc.strerror}")
             continue
         for entry in entries:
+            if entry.name.startswith("."):
+                continue
             path = directory / entry.name
             try:
                 if entry.is_dir():  # through a link too

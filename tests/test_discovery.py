@@ -91,3 +91,17 @@ def test_a_link_back_to_a_holding_directory_is_an_error_not_a_hang(tmp_path: Pat
         in done.stderr
     )
     assert done.stderr.count("error[") == 1  # each manifest was read once
+
+
+def test_hidden_files_and_directories_are_not_manifests(tmp_path: Path) -> None:
+    """An Emacs lock file (a link to nowhere named `.#slack.yaml`) failed the build with
+    GEN001, and a backup `.slack.yaml` declared the connector a second time (GEN211)."""
+    root = make_project(tmp_path, copy_defaults=True)
+    connectors = root / "manifests" / "connectors"
+    (connectors / ".#slack.yaml").symlink_to("user@host.1234:1700000000")
+    shutil.copy(connectors / "slack.yaml", connectors / ".slack.yaml")
+    (connectors / ".backup").mkdir()
+    (connectors / ".backup" / "x.yaml").write_text(_slack_as("slackx"))
+    done = _gen(root, "validate")
+    assert done.returncode == 0, done.stderr
+    assert "slackx" not in _connectors(root)
