@@ -15,7 +15,7 @@ from . import ir
 from .compile import ConnectorUnit, compile_project, connector_context
 from .diagnostics import Diagnostic, Span, error, has_errors, normalise
 from .emit import Cache, FileSet, ModelsWorkers, emit, generator_fingerprint
-from .load import Loaded, declared_kind, discover, load_files, load_text
+from .load import Loaded, declared_kind, discover, load_files, load_text, source_digest
 from .runtime.catalog import GatewaySpec
 from .validate import validate_one
 from .write import JOURNAL, OWNED_LIST, Plan, diff, interrupted, locked, plan, write
@@ -124,7 +124,7 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
             except OSError:
                 pending.append(path)  # load_files reports it
                 continue
-            entry = cache.load("unit", _unit_key(rel, hashlib.sha256(raw).hexdigest()), _CachedUnit)
+            entry = cache.load("unit", _unit_key(rel, source_digest(raw)), _CachedUnit)
             if entry is not None and entry.unit.path == rel:
                 candidates.append((entry, rel, raw))
             else:

@@ -142,7 +142,8 @@ class _TooBig(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """One manifest file: its bytes' digest, its data, and where each value came from."""
+    """One manifest file: its bytes' digest (`source_digest`), its data, and where each value
+    came from."""
 
     path: str  # relative to the project root, with forward slashes
     sha256: str
@@ -279,6 +280,15 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+def source_digest(raw: bytes) -> str:
+    """The sha256 that names a manifest's bytes (generated headers, the build cache): of the
+    bytes with each line ending written LF, as YAML reads them (a CR LF or a lone CR is a
+    line break, inside a scalar's text too). A checkout with CR LF line endings (Windows,
+    git's core.autocrlf) so generates the same output as one with LF, and the digest of a file
+    with LF line endings is its `sha256sum`."""
+    return hashlib.sha256(raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")).hexdigest()
+
+
 def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic]]:
     """Parse one manifest's bytes. Returns no document when it cannot be parsed at all."""
     with _collector_paused():
@@ -286,7 +296,7 @@ def load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic
 
 
 def _load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnostic]]:
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = source_digest(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -105,3 +105,26 @@ def test_hidden_files_and_directories_are_not_manifests(tmp_path: Path) -> None:
     done = _gen(root, "validate")
     assert done.returncode == 0, done.stderr
     assert "slackx" not in _connectors(root)
+
+
+def test_manifests_with_cr_lf_line_endings_generate_the_same_bytes(tmp_path: Path) -> None:
+    """Source hashes were taken over the raw bytes: a checkout with CR LF line endings (git's
+    core.autocrlf) failed `gen build --check` on every file headed by a manifest's sha256.
+    Through the build cache too: its units are keyed by the same digest."""
+    root = make_project(tmp_path, copy_defaults=True)
+    shutil.copytree(ROOT / "generated", root / "generated")
+    manifests = sorted((root / "manifests").rglob("*.yaml"))
+    lf = {p: p.read_bytes() for p in manifests}
+    for i, p in enumerate(manifests):
+        assert b"\r" not in lf[p]
+        p.write_bytes(lf[p].replace(b"\n", b"\r" if i == 0 else b"\r\n"))  # one old-Mac file
+    expected = tree(root / "generated")
+    done = _gen(root, "build", "--check", "--no-cache")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    done = _gen(root, "build")  # fills the cache from the CR LF files
+    assert done.returncode == 0, done.stderr
+    assert tree(root / "generated") == expected
+    for p, raw in lf.items():
+        p.write_bytes(raw)
+    done = _gen(root, "build", "--check")  # from the cache the CR LF build filled
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
