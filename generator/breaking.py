@@ -945,7 +945,14 @@ def materialise_ref(options: api.Options, ref: str, dest: Path) -> api.Options:
 def _against_dir(options: api.Options, against: str) -> Path | None:
     """The directory `against` names, if any. A bare name (no `/`) that is also a git ref is
     ambiguous: which one was meant cannot be guessed (a wrong guess compares against the wrong
-    baseline), so it is a usage error that says how to write each."""
+    baseline), so it is a usage error that says how to write each. So is an empty `against`
+    (a CI variable that is not set) and a directory that is the project's own manifests:
+    comparing the manifests with themselves finds nothing, and the gate would pass unseen."""
+    if not against:
+        raise BreakingError(
+            "--against is empty: name a git ref or a directory of the baseline (a CI variable "
+            "that holds the base branch may not be set)"
+        )
     for base in (Path.cwd(), options.root):
         p = (base / against).resolve()
         if p.is_dir():
@@ -954,6 +961,12 @@ def _against_dir(options: api.Options, against: str) -> Path | None:
                     f"{against!r} is both a directory ({p}) and a git ref: write "
                     f"./{against} for the directory, or refs/heads/{against} (or a commit) "
                     "for the ref"
+                )
+            if options.manifests in (p, (p / "manifests").resolve()):
+                raise BreakingError(
+                    f"--against {against!r} is the project's own manifest directory "
+                    f"({options.manifests}): comparing it with itself finds nothing; name the "
+                    "baseline (a git ref such as origin/main, or a checkout of it)"
                 )
             return p
     return None

@@ -105,10 +105,22 @@ def test_exception_without_reason_is_a_schema_error(tmp_path: Path) -> None:
     assert not result.ok and [d.code for d in result.diagnostics] == ["GEN101"]
 
 
-def test_identical_manifests_have_no_changes() -> None:
+def test_identical_manifests_have_no_changes(tmp_path: Path) -> None:
     options = api.Options.for_project(ROOT, cache=False)
-    result = breaking.breaking(options, str(ROOT / "manifests"), today=TODAY)
+    shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
+    result = breaking.breaking(options, str(tmp_path / "manifests"), today=TODAY)
     assert result.ok and result.changes == ()
+
+
+@pytest.mark.parametrize("against", ["", ".", "./", "manifests", "manifests/../manifests/"])
+def test_a_baseline_that_is_the_project_itself_is_a_usage_error(against: str) -> None:
+    """`--against ""` (a CI variable that is not set) and `--against ./` compared the
+    manifests with themselves: no change, exit 0, so the gate passed without looking."""
+    proc = _gen(ROOT, "breaking", "--against", against)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    what = "--against is empty" if not against else "the project's own manifest directory"
+    assert what in proc.stderr
 
 
 def _git(cwd: Path, *args: str) -> None:
