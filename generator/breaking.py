@@ -27,6 +27,7 @@ import datetime as dt
 import fnmatch
 import json
 import math
+import os
 import re
 import subprocess
 import tempfile
@@ -918,7 +919,9 @@ def _git(cwd: Path, *args: str) -> bytes:
 def materialise_ref(options: api.Options, ref: str, dest: Path) -> api.Options:
     """Write the manifests as they are at git `ref` under `dest` (same relative paths) and
     return options that compile them."""
-    top = Path(_git(options.root, "rev-parse", "--show-toplevel").decode().strip()).resolve()
+    # Names as the file system has them: a name that is not UTF-8 keeps its bytes (os.fsdecode)
+    # and the loader reports it, as it does one in the work tree.
+    top = Path(os.fsdecode(_git(options.root, "rev-parse", "--show-toplevel").strip())).resolve()
     if not _is_ref(options, ref):
         raise BreakingError(f"{ref!r} is neither a directory nor a git ref of {top}")
     try:
@@ -927,7 +930,7 @@ def materialise_ref(options: api.Options, ref: str, dest: Path) -> api.Options:
     except ValueError as exc:
         raise BreakingError(f"{options.manifests} is not inside the git work tree {top}") from exc
     listing = _git(top, "ls-tree", "-r", "-z", "--name-only", ref, "--", rel or ".")
-    for name in filter(None, listing.decode("utf-8").split("\0")):
+    for name in filter(None, os.fsdecode(listing).split("\0")):
         if not name.endswith((".yaml", ".yml")):
             continue
         # The work tree's layout under `dest`: the manifests need not be inside the project.

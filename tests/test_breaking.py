@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -141,6 +142,24 @@ def _gen(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         check=False,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
+
+
+def test_a_ref_holding_a_file_name_that_is_not_utf8_is_a_located_error(tmp_path: Path) -> None:
+    """The names git listed were decoded as UTF-8: a manifest named with a Latin-1 byte in the
+    ref (deleted since from the work tree) crashed `gen breaking` with a traceback."""
+    repo = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "BRK006" / "before", repo / "manifests")
+    latin1 = os.fsencode(repo / "manifests") + b"/caf\xe9.yaml"
+    with open(latin1, "wb") as f:
+        f.write((repo / "manifests" / "crm.yaml").read_bytes())
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "v1")
+    os.unlink(latin1)
+    proc = _gen(repo, "breaking", "--against", "HEAD")
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    assert "HEAD:manifests/caf\\udce9.yaml:1:1: error[GEN001]" in proc.stdout + proc.stderr
 
 
 def test_against_a_git_ref(tmp_path: Path) -> None:
