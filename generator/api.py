@@ -8,6 +8,7 @@ Each function returns diagnostics as data; nothing here prints.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,15 @@ from . import ir
 from .compile import ConnectorUnit, compile_project, connector_context
 from .diagnostics import Diagnostic, Span, error, has_errors, normalise
 from .emit import Cache, FileSet, ModelsWorkers, emit, generator_fingerprint
-from .load import Loaded, declared_kind, discover, load_files, load_text, source_digest
+from .load import (
+    Loaded,
+    declared_kind,
+    discover,
+    display_path,
+    load_files,
+    load_text,
+    source_digest,
+)
 from .runtime.catalog import GatewaySpec
 from .validate import validate_one
 from .write import JOURNAL, OWNED_LIST, Plan, diff, interrupted, locked, plan, write
@@ -106,11 +115,16 @@ def no_manifests(options: Options) -> Diagnostic:
     return error("GEN005", Span(file=where), f"no *.yaml manifests under {where}")
 
 
-def compile_manifests(options: Options, *, cache: Cache | None = None) -> CompileResult:
+def compile_manifests(
+    options: Options, *, cache: Cache | None = None, overlay: Mapping[Path, bytes] | None = None
+) -> CompileResult:
     """load -> validate -> compile. With a `cache` (builds), connector manifests whose bytes
     compiled cleanly before in the same context are taken from the cache as compiled units;
-    results and diagnostics are the same as without it."""
+    results and diagnostics are the same as without it. `overlay`: manifests as if the files
+    held these bytes (`gen new` compiles a file before it writes it)."""
     files, found = discover(options.root, options.manifests)
+    if overlay:
+        files = sorted({*files, *overlay}, key=lambda p: display_path(p, options.root))
     if not files and not found:
         return CompileResult(None, (no_manifests(options),))
     cache = cache or Cache(None)
@@ -120,7 +134,7 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
         for path in files:
             rel = relative(options.root, path)
             try:
-                raw = path.read_bytes()
+                raw = overlay[path] if overlay and path in overlay else path.read_bytes()
             except OSError:
                 pending.append(path)  # load_files reports it
                 continue
@@ -131,7 +145,7 @@ def compile_manifests(options: Options, *, cache: Cache | None = None) -> Compil
                 pending.append(path)
     else:
         pending = files
-    docs, diags, unloaded = load_files(options.root, pending)
+    docs, diags, unloaded = load_files(options.root, pending, overlay)
     diags.extend(found)
     valid: list[Loaded] = []
     # a directory that could not be searched may hold manifests of any kind (None)

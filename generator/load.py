@@ -15,7 +15,7 @@ import math
 import os
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -381,10 +381,11 @@ def declared_kind(raw: bytes) -> str | None:
 
 
 def load_files(
-    root: Path, files: Sequence[Path]
+    root: Path, files: Sequence[Path], overlay: Mapping[Path, bytes] | None = None
 ) -> tuple[list[Loaded], list[Diagnostic], list[str | None]]:
     """The files' documents and diagnostics, and for each file that could not be loaded the
-    kind it declares (`declared_kind`; None when that cannot be read either)."""
+    kind it declares (`declared_kind`; None when that cannot be read either). A file in
+    `overlay` is read from there, as if it held those bytes."""
     docs: list[Loaded] = []
     diags: list[Diagnostic] = []
     unloaded: list[str | None] = []
@@ -405,7 +406,7 @@ def load_files(
             unloaded.append(None)
             continue
         try:
-            raw = path.read_bytes()
+            raw = overlay[path] if overlay and path in overlay else path.read_bytes()
         except OSError as exc:
             diags.append(error("GEN001", Span(file=rel), f"cannot read file: {exc.strerror}"))
             unloaded.append(None)

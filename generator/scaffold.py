@@ -1,15 +1,19 @@
 """`gen new connector`: a starting connector manifest that compiles as it is.
 
-The file is created only if the project still compiles with it (no diagnostic that was not
-there before), so a scaffold never leaves the manifests broken: a connector name that is
-taken, for instance, is reported and nothing stays written.
+The project is compiled with the new file added in memory, and the file is written only if
+that adds no error (a connector name that is taken, for instance, is reported and nothing is
+written), so a scaffold never leaves the manifests broken, even when interrupted: the file
+appears whole, or not at all.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -150,28 +154,67 @@ def new_connector(
     if not options.manifests.is_dir():
         raise ScaffoldRefused(api.no_manifests(options).message)
     target = options.manifests / "connectors" / f"{name}.yaml"
-    if target.exists():
-        raise ScaffoldRefused(f"{api.relative(options.root, target)} exists; edit it instead")
+    shown = api.relative(options.root, target)
+    if os.path.lexists(target):  # a link to nowhere too: writing would follow it
+        raise ScaffoldRefused(f"{shown} exists; edit it instead")
+    if os.path.lexists(target.parent) and not target.parent.is_dir():
+        where = api.relative(options.root, target.parent)
+        raise ScaffoldRefused(f"{where} is not a directory: cannot write {shown}")
     shown_title = title or name.replace("_", " ").title()
     text = connector_text(
         name, shown_title, base_url.rstrip("/"), auth, target, graphql, root=options.root
     )
+    data = text.encode("utf-8")
     before = _problems(options)
+    added = tuple(d for d in _diagnostics(options, {target: data}) if _key(d) not in before)
+    if any(d.severity is Severity.ERROR for d in added):
+        return Scaffolded(None, added)
+    try:
+        _create(target, data)
+    except FileExistsError as exc:  # made meanwhile
+        raise ScaffoldRefused(f"{shown} exists; edit it instead") from exc
+    except OSError as exc:
+        raise ScaffoldRefused(f"cannot write {shown}: {exc.strerror or exc}") from exc
+    return Scaffolded(shown, ())
+
+
+def _create(target: Path, data: bytes) -> None:
+    """Write `target`, which does not exist, all at once: `data` goes to a hidden file beside
+    it (discovery skips it), flushed to disk, which is then linked to the name. os.link fails
+    rather than replace a file made meanwhile; a file system without hard links gets a rename.
+    An interruption leaves either no file under the name or the whole of it."""
     made_dir = not target.parent.exists()
     target.parent.mkdir(exist_ok=True)
-    with open(target, "x", encoding="utf-8") as f:
-        f.write(text)
-    added = tuple(d for d in _diagnostics(options) if _key(d) not in before)
-    if any(d.severity is Severity.ERROR for d in added):
-        target.unlink()
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        with open(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            raise
+        except OSError:
+            if os.path.lexists(target):
+                raise FileExistsError(errno.EEXIST, "File exists", str(target)) from None
+            os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
         if made_dir:
-            target.parent.rmdir()
-        return Scaffolded(None, added)
-    return Scaffolded(api.relative(options.root, target), ())
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()
+        raise
+    with contextlib.suppress(OSError):  # linked: the name holds the file
+        temp.unlink(missing_ok=True)
 
 
-def _diagnostics(options: api.Options) -> tuple[Diagnostic, ...]:
-    return api.compile_manifests(options).diagnostics
+def _diagnostics(
+    options: api.Options, overlay: dict[Path, bytes] | None = None
+) -> tuple[Diagnostic, ...]:
+    return api.compile_manifests(options, overlay=overlay).diagnostics
 
 
 def _key(d: Diagnostic) -> tuple[str, str, str]:

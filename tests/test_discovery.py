@@ -11,22 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, make_project, tree
-
-# Root reads every directory whatever its mode: the permission checks are dropped for `gen`.
-_AS_A_USER = (
-    ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
-    + ["--inh-caps=-dac_override,-dac_read_search"]
-    if os.geteuid() == 0
-    else []
-)
+from helpers import AS_A_USER, MODES_HOLD, ROOT, make_project, tree
 
 
 def _gen(root: Path, *args: str, as_a_user: bool = False) -> subprocess.CompletedProcess[str]:
-    if as_a_user and _AS_A_USER and shutil.which("setpriv") is None:
+    if as_a_user and not MODES_HOLD:
         pytest.skip("running as root without setpriv: modes are not enforced")
     return subprocess.run(
-        [*(_AS_A_USER if as_a_user else []), sys.executable, "-m", "generator", *args],
+        [*(AS_A_USER if as_a_user else []), sys.executable, "-m", "generator", *args],
         cwd=root,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers import ROOT, make_project, options
+from helpers import AS_A_USER, MODES_HOLD, ROOT, make_project, options
 
 from generator import api, scaffold
 from generator.cli import main
@@ -232,3 +236,77 @@ def test_a_missing_manifest_directory_is_named_and_nothing_is_created(tmp_path: 
     refused = _new(tmp_path / "bare", "x", "--base-url", "https://x.test")
     assert refused.exit_code == 1 and "GEN210" in refused.output
     assert list((tmp_path / "bare" / "manifests").iterdir()) == []
+
+
+def test_a_name_the_file_system_refuses_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    """An editor's link to nowhere under the name (FileExistsError), a file named connectors
+    and a connectors/ directory that cannot be written (PermissionError) were tracebacks."""
+    root = make_project(tmp_path, copy_defaults=True)
+    connectors = root / "manifests" / "connectors"
+    (connectors / "acme.yaml").symlink_to("nowhere")
+    dangling = _new(root, "acme", "--base-url", "https://acme.test")
+    assert dangling.exit_code == 1, dangling.output
+    assert dangling.output == "error: manifests/connectors/acme.yaml exists; edit it instead\n"
+    assert (connectors / "acme.yaml").is_symlink() and not (tmp_path / "nowhere").exists()
+
+    if MODES_HOLD:
+        connectors.chmod(0o555)
+        try:
+            proc = subprocess.run(
+                [*AS_A_USER, sys.executable, "-m", "generator", "new", "connector", "acme2"]
+                + ["--base-url", "https://acme.test"],
+                cwd=root,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        finally:
+            connectors.chmod(0o755)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr == (
+            "error: cannot write manifests/connectors/acme2.yaml: Permission denied\n"
+        )
+
+    other = make_project(tmp_path / "other", copy_defaults=True)
+    for p in sorted((other / "manifests" / "connectors").iterdir()):
+        p.unlink()
+    (other / "manifests" / "connectors").rmdir()
+    (other / "manifests" / "connectors").write_text("not a directory\n")
+    blocked = _new(other, "acme", "--base-url", "https://acme.test")
+    assert blocked.exit_code == 1, blocked.output
+    assert blocked.output == (
+        "error: manifests/connectors is not a directory: cannot write "
+        "manifests/connectors/acme.yaml\n"
+    )
+
+
+def test_a_scaffold_that_would_not_compile_never_appears(tmp_path: Path) -> None:
+    """The file was written first and removed after the project failed to compile with it:
+    Ctrl-C meanwhile left it. Now it is compiled in memory; watched while the command runs,
+    the file never exists."""
+    root = make_project(tmp_path, copy_defaults=True)
+    target = root / "manifests" / "connectors" / "hubspot2.yaml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generator", "new", "connector", "hubspot2"]
+        + ["--base-url", "https://{bad"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen = looks = 0
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        seen += os.path.lexists(target)
+        looks += 1
+    _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 1 and "GEN226" in err, err
+    assert looks > 100 and seen == 0
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        "github.yaml",
+        "hubspot.yaml",
+        "shopify.yaml",
+        "slack.yaml",
+    ]
