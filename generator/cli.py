@@ -3,6 +3,7 @@ maps outcomes to exit codes: 0 ok, 1 diagnostics or drift, 2 usage."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -55,6 +56,23 @@ _error_format = click.option(
 )
 
 
+def _echo(message: str, *, nl: bool = True, err: bool = False) -> None:
+    """click.echo, except that a stream that cannot be written (a full disk, `> /dev/full`, a
+    terminal gone) ends the command with one line on stderr and exit 1, not a traceback. A pipe
+    closed by its reader (`gen ir | head -1`) is click's to end: quietly, exit 1."""
+    try:
+        click.echo(message, nl=nl, err=err)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        with contextlib.suppress(OSError, ValueError):  # stderr may be what failed
+            sys.stderr.write(
+                f"error: cannot write to {'stderr' if err else 'stdout'}: {exc.strerror or exc}\n"
+            )
+            sys.stderr.flush()
+        sys.exit(EXIT_FAIL)
+
+
 def _options(
     root: Path,
     manifests: Path | None,
@@ -69,14 +87,14 @@ def _options(
 
 def _report(diagnostics: Any, fmt: ErrorFormat, root: Path) -> None:
     if fmt == "json":
-        click.echo(render(diagnostics, "json"), nl=False)
+        _echo(render(diagnostics, "json"), nl=False)
         return
     if diagnostics:
         # A GitHub annotation names a file from the repository's root, not the project's.
         workspace = workspace_prefix(root, os.environ) if fmt == "github" else ""
-        click.echo(render(diagnostics, fmt, workspace=workspace), nl=False, err=True)
+        _echo(render(diagnostics, fmt, workspace=workspace), nl=False, err=True)
         if fmt == "text":
-            click.echo(summary(diagnostics), err=True)
+            _echo(summary(diagnostics), err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,7 +117,7 @@ def validate(root: Path, manifests: Path | None, error_format: ErrorFormat) -> N
         sys.exit(EXIT_FAIL)
     if error_format == "text":
         assert result.project is not None
-        click.echo(
+        _echo(
             f"ok: {len(result.project.tools)} tools, {len(result.project.connectors)} connectors",
             err=True,
         )
@@ -158,8 +176,8 @@ def build(
     elapsed = time.perf_counter() - started
     if check:
         if not p.clean:
-            click.echo(result.diff, nl=False)
-            click.echo(
+            _echo(result.diff, nl=False)
+            _echo(
                 f"{out_name}/ is out of date: {len(p.changed)} changed, {len(p.added)} "
                 f"missing, {len(p.stale)} stale"
                 + (f", {len(p.leftovers)} left by a killed build" if p.leftovers else "")
@@ -168,17 +186,15 @@ def build(
             )
             sys.exit(EXIT_FAIL)
         if error_format == "text":
-            click.echo(
-                f"{out_name}/ is up to date ({len(p.unchanged)} files, {elapsed:.2f}s)", err=True
-            )
+            _echo(f"{out_name}/ is up to date ({len(p.unchanged)} files, {elapsed:.2f}s)", err=True)
         return
     if error_format == "text":
         if p.recovered:
-            click.echo(
+            _echo(
                 f"put back the output that a killed build had left half-written in {out_name}/",
                 err=True,
             )
-        click.echo(
+        _echo(
             f"wrote {out_name}/: {len(p.added)} added, {len(p.changed)} changed, "
             f"{len(p.stale)} removed, {len(p.unchanged)} unchanged ({elapsed:.2f}s)",
             err=True,
@@ -231,7 +247,7 @@ def ir_command(root: Path, manifests: Path | None, spans: bool, error_format: Er
     if data is None:
         _report(diags, error_format, root)
         sys.exit(EXIT_FAIL)
-    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+    _echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
 
 
 # ---------------------------------------------------------------------------- quality gates
@@ -269,9 +285,9 @@ def breaking_command(
     except breaking.BreakingError as exc:
         raise click.UsageError(str(exc)) from exc
     workspace = workspace_prefix(root, os.environ) if error_format == "github" else ""
-    click.echo(breaking.render(result, error_format, workspace), nl=False)
+    _echo(breaking.render(result, error_format, workspace), nl=False)
     if error_format == "text":
-        click.echo(breaking.summary(result), err=True)
+        _echo(breaking.summary(result), err=True)
     if not result.ok:
         sys.exit(EXIT_FAIL)
 
@@ -318,7 +334,7 @@ def lint_command(
         today=today.date() if today else None,
     )
     if error_format == "json":
-        click.echo(
+        _echo(
             json.dumps(
                 {
                     "profiles": [p.name for p in result.profiles],
@@ -334,10 +350,10 @@ def lint_command(
         )
     else:
         if result.tokens:
-            click.echo(tokens.render_report(result.tokens), nl=False)
+            _echo(tokens.render_report(result.tokens), nl=False)
         _report(result.diagnostics, error_format, root)
         if error_format == "text" and result.profiles:
-            click.echo(
+            _echo(
                 f"lint: profiles {', '.join(p.name for p in result.profiles)}; "
                 f"{len(result.suppressed)} finding(s) disabled in manifests",
                 err=True,
@@ -383,9 +399,9 @@ def tokens_command(
         sys.exit(EXIT_FAIL)
     over = [d for d in result.diagnostics if d.code == "LNT020"]
     if error_format == "json":
-        click.echo(json.dumps(tokens.as_data(result.tokens), indent=2, ensure_ascii=False))
+        _echo(json.dumps(tokens.as_data(result.tokens), indent=2, ensure_ascii=False))
     else:
-        click.echo(tokens.render_report(result.tokens, top=top), nl=False)
+        _echo(tokens.render_report(result.tokens, top=top), nl=False)
         _report(over, error_format, root)
     if over:
         sys.exit(EXIT_FAIL)
@@ -449,20 +465,20 @@ def new_connector_command(
             graphql=graphql,
         )
     except scaffold.ScaffoldError as exc:
-        click.echo(f"error: {exc}", err=True)
+        _echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     except scaffold.ScaffoldRefused as exc:
-        click.echo(f"error: {exc}", err=True)
+        _echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAIL)
     if made.path is None:
         _report(made.diagnostics, error_format, root)
-        click.echo(
+        _echo(
             f"nothing written: the project would not compile with connector {name} (the "
             "locations above are in the file it would have written)",
             err=True,
         )
         sys.exit(EXIT_FAIL)
-    click.echo(
+    _echo(
         f"wrote {made.path}: connector {name} with the example tool {name}_list_items; "
         "replace it with the API's operations, then run gen build",
         err=True,
