@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import math
 import os
 import re
@@ -318,7 +319,10 @@ def _load_text(rel_path: str, raw: bytes) -> tuple[Loaded | None, list[Diagnosti
             return None, [error("GEN002", span, _TAB, "replace the tab with spaces")]
         problem = exc.problem or exc.context or "invalid YAML"
         context = f" ({exc.context})" if exc.context and exc.problem else ""
-        return None, [error("GEN002", span, f"YAML syntax error: {problem}{context}")]
+        hint = None
+        if mark and problem.startswith("mapping values are not allowed"):
+            hint = _colon_in_plain_text(positions.line(span.line), span.col)
+        return None, [error("GEN002", span, f"YAML syntax error: {problem}{context}", hint)]
     except yaml.YAMLError as exc:  # e.g. a reader error: a character YAML does not allow
         mark = getattr(exc, "position", None)
         line, col = positions.of_reader_offset(mark) if isinstance(mark, int) else (1, 1)
@@ -442,6 +446,21 @@ def _short(text: str, limit: int = 40) -> str:
     return repr(shortened(text, limit))
 
 
+def _colon_in_plain_text(line: str, col: int) -> str | None:
+    """The hint for YAML's "mapping values are not allowed" at `col` of `line` when its cause
+    is a `: ` inside an unquoted value (`description: Get one page: by its id`): the line has a
+    `key: ` before the error, and the value after it is plain text. None otherwise (a key
+    indented under a scalar gives the same error: quoting is not its fix)."""
+    key, colon, value = line[: col - 1].partition(": ")
+    value = (value + line[col - 1 :]).strip()
+    if not colon or not key.strip() or not value or value[0] in "\"'[]{}|>&*!%@`#":
+        return None
+    value = value.split(" #", 1)[0].rstrip()  # a comment ends plain text
+    example = f"{key.strip()}: {json.dumps(value, ensure_ascii=False)}"
+    quoted = f" ({example})" if len(example) <= 80 else ""
+    return f"quote the value{quoted}; unquoted, a ': ' inside it starts a mapping"
+
+
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
@@ -517,6 +536,14 @@ class Positions:
             return ""
         offset = starts[line - 1] + col - 1
         return self._text[offset : offset + 1]
+
+    def line(self, line: int) -> str:
+        """The text of an editor's 1-based line, without its line break ("" past the text)."""
+        starts = self._line_starts()
+        if not 0 < line <= len(starts):
+            return ""
+        end = starts[line] if line < len(starts) else len(self._text)
+        return self._text[starts[line - 1] : end].rstrip("\r\n")
 
     def _line_starts(self) -> list[int]:
         if self._starts is None:

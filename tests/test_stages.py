@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from helpers import ROOT, make_project, options
 
 from generator import api, docs
+from generator.cli import main as cli_main
 from generator.compile import compile_project
 from generator.diagnostics import (
     CODES,
@@ -231,6 +233,41 @@ def test_a_syntax_error_at_another_character_keeps_yamls_words() -> None:
     _doc, diags = load_text("m.yaml", b"a: [1,\n\tb: x\n")  # a tab in the text, not at the error
     assert [(d.code, d.span.line) for d in diags] == [("GEN002", 3)]
     assert "tab" not in diags[0].message and diags[0].hint is None
+
+
+_QUOTE_IT = "; unquoted, a ': ' inside it starts a mapping"
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        (
+            "a: 1\ndescription: Get one page: by its id\n",
+            'quote the value (description: "Get one page: by its id")' + _QUOTE_IT,
+        ),
+        ("tools:\n  - title: x: y  # note\r\n", 'quote the value (- title: "x: y")' + _QUOTE_IT),
+        (f"d: {'w' * 80}: z\n", "quote the value" + _QUOTE_IT),
+        # the same error, another cause: quoting is not the fix
+        ("a: b\n  c: d\n", None),  # a key indented under a scalar
+        ('k: "q": r\n', None),  # text after a quoted value
+    ],
+)
+def test_a_colon_inside_unquoted_text_is_told_to_quote_it(text: str, hint: str | None) -> None:
+    """libyaml's "mapping values are not allowed in this context" came without a hint."""
+    _doc, diags = load_text("m.yaml", text.encode())
+    assert [(d.code, d.hint) for d in diags] == [("GEN002", hint)]
+    assert "mapping values are not allowed" in diags[0].message
+
+
+def test_the_cli_shows_the_hint_to_quote(tmp_path: Path) -> None:
+    root = make_project(tmp_path, {"gateway.yaml": "description: Get one page: by its id\n"})
+    result = CliRunner().invoke(cli_main, ["validate", "--project", str(root)])
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "manifests/gateway.yaml:1:26: error[GEN002] YAML syntax error: mapping values are not "
+        "allowed in this context\n"
+        '  hint: quote the value (description: "Get one page: by its id")' + _QUOTE_IT + "\n"
+    )
 
 
 @pytest.mark.parametrize("breaker", ["\u2028", "\u2029", "\x85", "\u2028\r\n\u2029"])
