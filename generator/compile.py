@@ -2064,6 +2064,7 @@ def _http(
                     doc.key_span((*path, "response", "fields", prop)),
                     f"response field {prop!r} is not a property of the output schema",
                 )
+        _check_fields_give_required(ctx, doc, path, fields, output_schema, pagination)
     _check_headers(ctx, doc, path, raw, auth)
     return ir.HttpBinding(
         method=raw["method"],
@@ -2080,6 +2081,41 @@ def _http(
         span=doc.span(path),
         graphql_partial=bool(raw.get("graphql", {}).get("partial", False)),
     )
+
+
+def _check_fields_give_required(
+    ctx: _Ctx,
+    doc: Loaded,
+    path: JsonPath,
+    fields: tuple[tuple[str, str], ...],
+    output_schema: dict[str, Any],
+    pagination: ir.Pagination | None,
+) -> None:
+    """GEN213 at response.fields when it leaves out a property the output requires: the
+    output is the mapped fields only (and a paginated tool's next_cursor), so such a property
+    is never there, whatever the upstream sends, and every answer fails the output schema."""
+    if not fields:  # no mapping: the (selected) body is the output, as the upstream sends it
+        return
+    given = {prop for prop, _path in fields} | (_IMPLICIT_OUTPUT if pagination else _NONE)
+    required = output_schema.get("required", [])
+    missing = [name for name in required if isinstance(name, str) and name not in given]
+    if missing:
+        one = len(missing) == 1
+        them, what = ("it", "property") if one else ("them", "properties")
+        ctx.err(
+            "GEN213",
+            doc.span((*path, "response", "fields")),
+            f"response.fields leaves out the required output {what} {_names(missing)}: the output "
+            "holds the mapped fields only, so every answer would fail the output schema",
+            f"map {them} in response.fields (name: dotted.path), or remove {them} from "
+            "output.required",
+        )
+
+
+def _names(names: list[str]) -> str:
+    """'a' or 'a', 'b' and 'c': property names in a message."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
 # An HTTP field name is an RFC 9110 token.

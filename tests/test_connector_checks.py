@@ -203,6 +203,15 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
             ("items: issues\n", "items: issue\n"),
             "GEN213:entity items path 'issue' is not in the output schema (no 'issue' there)",
         ),
+        (  # the output is the mapped fields only: has_more would be missing from every answer
+            "stripe.yaml",
+            [
+                ("required: [customers]", "required: [customers, has_more]"),
+                ("        customers:\n", "        has_more: {type: boolean}\n        customers:\n"),
+            ],
+            "GEN213:response.fields leaves out the required output property 'has_more': the "
+            "output holds the mapped fields only, so every answer would fail the output schema",
+        ),
     ],
 )
 def test_binding_mistakes_are_located_diagnostics(
@@ -212,6 +221,31 @@ def test_binding_mistakes_are_located_diagnostics(
     assert len(found) == 1, found
     line, message = found[0].split(":", 1)
     assert int(line) > 1 and message.startswith(expected), found
+
+
+def test_response_fields_must_give_every_required_output_property(tmp_path: Path) -> None:
+    """With response.fields, a call's output holds the mapped fields only: a required output
+    property they leave out failed every answer as upstream_invalid_response, even when the
+    upstream sent it. It is GEN213 at response.fields, naming each such property; a paginated
+    tool's next_cursor is given by the executor, so it may be required without a mapping."""
+    required_more = [
+        ("required: [customers]", "required: [customers, has_more, next_cursor, object]"),
+        (
+            "        customers:\n",
+            "        has_more: {type: boolean}\n        object: {type: string}\n"
+            "        customers:\n",
+        ),
+    ]
+    assert _diagnostics(tmp_path / "missing", "stripe.yaml", *required_more) == [
+        "51:GEN213:response.fields leaves out the required output properties 'has_more' and "
+        "'object': the output holds the mapped fields only, so every answer would fail the "
+        "output schema"
+    ]
+    mapped = (
+        "fields: {customers: data}",
+        "fields: {customers: data, has_more: has_more, object: object}",
+    )
+    assert _diagnostics(tmp_path / "mapped", "stripe.yaml", *required_more, mapped) == []
 
 
 # jira's search records' `fields` object, moved to a `$defs` entry that a `$dynamicRef` or a
