@@ -1378,7 +1378,19 @@ def _local_pointer(root: dict[str, Any], ref: str, keyword: str) -> str | None:
 
 
 def _annotations(raw: dict[str, Any] | None) -> ir.Annotations:
-    return ir.Annotations(**(raw or {}))
+    """The manifest's annotations, a hint it does not give taking MCP's default (the
+    ToolAnnotations of the specification): not read-only, destructive unless read-only, not
+    idempotent, open world. The safe reading of silence: a client confirms a tool that may
+    destroy and treats one that may reach outside as such. (They were all false: a write tool
+    that did not say was shown as non-destructive, a connector tool as closed-world.)"""
+    given = raw or {}
+    read_only = bool(given.get("read_only", False))
+    return ir.Annotations(
+        read_only=read_only,
+        destructive=bool(given.get("destructive", not read_only)),
+        idempotent=bool(given.get("idempotent", False)),
+        open_world=bool(given.get("open_world", True)),
+    )
 
 
 def _deprecation(raw: dict[str, Any] | None) -> ir.Deprecation | None:

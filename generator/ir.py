@@ -41,10 +41,13 @@ class Source:
 
 @frozen
 class Annotations:
-    read_only: bool = False
-    destructive: bool = False
-    idempotent: bool = False
-    open_world: bool = False
+    """A tool's MCP hints, each one resolved: what the manifest says, else MCP's default
+    (see compile._annotations), so that every emitter writes the same values."""
+
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    open_world: bool
 
 
 @frozen

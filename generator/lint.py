@@ -24,7 +24,7 @@ import difflib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -315,6 +315,11 @@ def _name_checks(t: ir.Tool, server: str, profiles: tuple[Profile, ...], f: _Fin
                 )
 
 
+def _hints(a: ir.Annotations, keys: Sequence[str]) -> str:
+    """`read_only false, destructive true`: the values of some hints, as sent."""
+    return ", ".join(f"{key} {json.dumps(getattr(a, key))}" for key in keys)
+
+
 def _quality_checks(t: ir.Tool, sources: Sources, today: dt.date, f: _Findings) -> None:
     raw = sources.raw_tool(t.name)
     own = str(raw.get("description", t.description)).strip()
@@ -334,26 +339,47 @@ def _quality_checks(t: ir.Tool, sources: Sources, today: dt.date, f: _Findings) 
             severity=Severity.WARNING,
         )
     ann: dict[str, Any] = raw.get("annotations") or {}
+    a = t.annotations
     if raw and not ann:
         f.add(
             "LNT013",
             t.span,
-            f"{t.name}: no annotations; clients show it as non-read-only and non-destructive",
+            f"{t.name}: no annotations; it is sent with MCP's defaults: "
+            + _hints(a, ("read_only", "destructive", "idempotent", "open_world")),
             "add annotations: {read_only: ..., destructive: ..., idempotent: ..., open_world: ...}",
             severity=Severity.WARNING,
         )
     elif raw:
-        key = "read_only" if t.scope == "read" else "destructive"
-        if key not in ann and not (key == "destructive" and ann.get("read_only")):
+        # What a client decides by: is it safe to run unasked (read_only, else destructive),
+        # and, for a tool of the gateway's own, whether it reaches outside (a connector tool
+        # does: MCP's default, true, is right for it).
+        unsaid = [
+            key
+            for key, wanted in (
+                ("read_only", t.scope == "read"),
+                ("destructive", not a.read_only),
+                ("open_world", t.family != "connector"),
+            )
+            if wanted and key not in ann
+        ]
+        if unsaid:
+            one = len(unsaid) == 1
             f.add(
                 "LNT013",
                 sources.tool_span(t.name, "annotations") or t.span,
-                f"{t.name}: annotations do not say {key}; it is sent as false",
-                f"state `{key}: true` or `{key}: false` explicitly",
+                f"{t.name}: annotations do not say {' or '.join(unsaid)}; "
+                + ("it is" if one else "they are")
+                + " sent as MCP's "
+                + ("default" if one else "defaults")
+                + ": "
+                + _hints(a, unsaid),
+                f"state `{unsaid[0]}: true` or `{unsaid[0]}: false` explicitly"
+                if one
+                else "state " + " and ".join(f"`{key}`" for key in unsaid) + " explicitly",
                 severity=Severity.WARNING,
             )
-    a = t.annotations
-    if a.destructive and not _CONFIRM.search(t.description):
+    # A tool destructive by default is LNT013's finding: said once, by what to declare.
+    if a.destructive and "destructive" in ann and not _CONFIRM.search(t.description):
         f.add(
             "LNT014",
             t.span,
@@ -377,7 +403,7 @@ def _quality_checks(t: ir.Tool, sources: Sources, today: dt.date, f: _Findings) 
             "use scope: read, or drop read_only",
             severity=Severity.WARNING,
         )
-    elif t.scope == "read" and not a.read_only and (a.destructive or raw.get("annotations")):
+    elif t.scope == "read" and not a.read_only and ann:
         f.add(
             "LNT016",
             sources.tool_span(t.name, "scope") or t.span,

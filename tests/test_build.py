@@ -844,3 +844,94 @@ def test_a_hostile_path_that_got_past_the_loader_stays_a_comment(
         calls = [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)]
         assert "print" not in {n.id for n in calls}, rel
     assert headers >= 3  # the native group's models, catalog and client methods
+
+
+# Lists the tools of a built package (argv[1]) through the SDK's in-memory client, for a tenant
+# with every connector connected: name -> annotations as tools/list sends them.
+_LIST_TOOLS = """
+import asyncio, json, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+from mcp import Client
+from fastn_gateway.catalog import GATEWAY
+from fastn_gateway.runtime.server import GatewayRuntime
+
+async def main():
+    db = tempfile.mkdtemp() + "/gateway.db"
+    runtime = GatewayRuntime.open(GATEWAY, "sqlite:///" + db, environ={})
+    tenant = runtime.store.create_tenant("acme")
+    runtime.store.connect(tenant.id, "notes", {"token": "t"})
+    key = runtime.store.issue_key(tenant.id, scopes=["read", "write"]).token
+    async with Client(runtime.build_server(api_key=key)) as c:
+        tools = (await c.list_tools()).tools
+    print(json.dumps({t.name: t.annotations.model_dump(by_alias=True) for t in tools}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_hint_the_manifest_leaves_out_is_served_as_mcps_default(tmp_path: Path) -> None:
+    """MCP reads a missing destructiveHint or openWorldHint as true: a connector tool that
+    did not say open_world was listed as closed-world, a write tool without annotations as
+    non-destructive. Now a hint left out is MCP's default (destructive false only for a
+    read-only tool), in tools/list as in tools.json."""
+    root = make_project(tmp_path, copy_defaults=True)
+    capability = """
+      - name: {name}
+        description: {name} a note of the workspace's notes app.
+        scope: {scope}
+        {annotations}
+        input: {{type: object, additionalProperties: false, properties: {{}}}}
+        output: {{type: object, properties: {{}}}}
+        http: {{method: {method}, path: /notes}}
+    """
+    (root / "manifests" / "connectors" / "notes.yaml").write_text(
+        textwrap.dedent("""\
+        version: 1
+        kind: connector
+        name: notes
+        title: Notes
+        description: A notes app.
+        base_url: https://notes.example
+        auth: {type: bearer, token_field: token, fields: [{name: token}]}
+        capabilities:
+        """)
+        + "".join(
+            textwrap.indent(textwrap.dedent(capability).format(**c), "  ")
+            for c in (
+                {"name": "list", "scope": "read", "method": "GET", "annotations": ""},
+                {
+                    "name": "read",
+                    "scope": "read",
+                    "method": "GET",
+                    "annotations": "annotations: {read_only: true}",
+                },
+                {"name": "wipe", "scope": "write", "method": "DELETE", "annotations": ""},
+                {
+                    "name": "tidy",
+                    "scope": "write",
+                    "method": "POST",
+                    "annotations": "annotations: {destructive: false, open_world: false}",
+                },
+            )
+        ),
+        encoding="utf-8",
+    )
+    result = api.build(options(root))
+    assert result.ok, result.diagnostics
+    out = root / "generated"
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIST_TOOLS, str(out)], capture_output=True, text=True, check=True
+    )
+    listed = json.loads(proc.stdout)
+    shipped = json.loads((out / "tools.json").read_text(encoding="utf-8"))["tools"]
+    in_json = {t["name"]: t["annotations"] for t in shipped}
+    hints = ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
+    expected = {
+        "notes_list": (False, True, False, True),
+        "notes_read": (True, False, False, True),
+        "notes_wipe": (False, True, False, True),
+        "notes_tidy": (False, False, False, False),
+    }
+    for name, values in expected.items():
+        assert tuple(listed[name][h] for h in hints) == values, name
+        assert tuple(in_json[name][h] for h in hints) == values, name

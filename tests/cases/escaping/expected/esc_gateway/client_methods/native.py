@@ -28,7 +28,8 @@ class NativeTools(ClientBase):
         Args:
             weird: \"\"\" ); import os; os.system('rm -rf /') #
 
-        Returns FastnListIntegrationsOutput. Scope: read. Annotations: none.
+        Returns FastnListIntegrationsOutput. Scope: read. Annotations: destructive, open
+        world.
         """
         return await self._call_tool(
             "fastn_list_integrations",

@@ -27,7 +27,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         connector="crm",
         scope="write",
         annotations=Annotations(
-            read_only=False, destructive=False, idempotent=False, open_world=False
+            read_only=False, destructive=True, idempotent=False, open_world=True
         ),
         input_schema={
             "type": "object",

@@ -21,7 +21,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         connector=None,
         scope="read",
         annotations=Annotations(
-            read_only=True, destructive=False, idempotent=False, open_world=False
+            read_only=True, destructive=False, idempotent=False, open_world=True
         ),
         input_schema={"type": "object", "properties": {}},
         output_schema={

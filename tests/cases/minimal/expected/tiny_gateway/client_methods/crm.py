@@ -28,7 +28,7 @@ class CrmTools(ClientBase):
             email
             user_name
 
-        Returns CrmAddPersonOutput. Scope: write. Annotations: none.
+        Returns CrmAddPersonOutput. Scope: write. Annotations: destructive, open world.
         """
         return await self._call_tool(
             "crm_add_person",

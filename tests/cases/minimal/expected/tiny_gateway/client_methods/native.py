@@ -18,7 +18,8 @@ class NativeTools(ClientBase):
     async def fastn_get_usage_summary(self) -> FastnGetUsageSummaryOutput:
         """Calls used this period.
 
-        Returns FastnGetUsageSummaryOutput. Scope: read. Annotations: read-only.
+        Returns FastnGetUsageSummaryOutput. Scope: read. Annotations: read-only, open
+        world.
         """
         return await self._call_tool(
             "fastn_get_usage_summary", FastnGetUsageSummaryInput, FastnGetUsageSummaryOutput, {}
