@@ -100,6 +100,7 @@ CODES: dict[str, Code] = {
         Code(code="GEN105", title="value does not match the expected format", stage="validate"),
         Code(code="GEN106", title="value out of range (length, size or bounds)", stage="validate"),
         Code(code="GEN107", title="manifest violates the schema", stage="validate"),
+        Code(code="GEN108", title="control character in manifest text", stage="validate"),
         # compile: meaning across files
         Code(code="GEN201", title="duplicate tool name", stage="compile"),
         Code(code="GEN202", title="invalid MCP tool name", stage="compile"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import ValidationError
 
-from .diagnostics import Diagnostic, did_you_mean, error
+from .diagnostics import Diagnostic, did_you_mean, error, printable, shortened
 from .load import Loaded
 from .runtime.fastschema import additional_properties, json_type, validator_class
 
@@ -86,9 +87,81 @@ def _validator() -> jsonschema.protocols.Validator:
 
 
 def validate_one(doc: Loaded) -> list[Diagnostic]:
-    return [
+    found = [
         d for err in _leaf_errors(_validator().iter_errors(doc.data)) for d in _convert(doc, err)
     ]
+    refused = {d.span for d in found}  # a value the schema refused is not reported again
+    return found + [d for d in control_characters(doc) if d.span not in refused]
+
+
+# C0 controls but tab and line feed, DEL and the C1 controls. The loader refuses them raw in
+# the file (GEN002), but a double-quoted scalar writes any as an escape ("\0", "\e", "\x85"):
+# in a title or a description they reached README.md, TOOLS.md, docstrings and the terminal
+# as they are (a NUL made git read the files as binary, ESC sequences recoloured or retitled
+# the terminal). A carriage return too: YAML turns the line breaks of the text into line
+# feeds, so one is only ever an escape, and it moves a terminal's cursor back over the line.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# DEL and the C1 controls, which JSON text keeps as they are.
+_ABOVE_ASCII_CONTROL = re.compile(r"[\x7f-\x9f]")
+_CONTROL_NAMES = {0x00: "NUL", 0x07: "BEL", 0x08: "BS", 0x0D: "CR", 0x1B: "ESC", 0x7F: "DEL"}
+
+
+def control_characters(doc: Loaded) -> list[Diagnostic]:
+    """GEN108 at each key and string value of `doc` that holds a control character other than
+    tab and line feed: manifest text reaches generated files, JSON, docstrings and terminals,
+    and none of them should carry one. A JSON Schema `pattern` matches one with a regular
+    expression escape (`\\x1b`, a backslash and text), which is allowed."""
+    try:  # one pass of the C encoder finds most documents clean (it escapes C0 controls)
+        text = json.dumps(doc.data, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = None
+    # JSON writes a C0 control as an escape: \u00XX, or \r, \b, \f (tab and line feed are \t and
+    # \n). A backslash before such text is written \\ and matches too: that costs only the walk.
+    if text is not None and not (
+        "\\u00" in text
+        or "\\r" in text
+        or "\\b" in text
+        or "\\f" in text
+        or _ABOVE_ASCII_CONTROL.search(text)
+    ):
+        return []
+    found: list[Diagnostic] = []
+
+    def check(text: str, path: tuple[str | int, ...], key: bool) -> None:
+        chars = sorted(set(_CONTROL.findall(text)))
+        if not chars:
+            return
+        shown = ", ".join(
+            printable(c) + (f" ({_CONTROL_NAMES[ord(c)]})" if ord(c) in _CONTROL_NAMES else "")
+            for c in chars
+        )
+        where = "/".join(str(p) for p in path) or "manifest root"
+        what = "name" if key else "text"
+        found.append(
+            error(
+                "GEN108",
+                doc.key_span(path) if key else doc.span(path),
+                f"{where}: the {what} {shortened(text)!r} holds the control "
+                f"character{'s' if len(chars) > 1 else ''} {shown}",
+                f"remove {'them' if len(chars) > 1 else 'it'}: manifest text may hold tabs and "
+                "line breaks, no other control character (a pattern matches one with an escape "
+                "such as \\x1b)",
+            )
+        )
+
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(doc.data, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            check(node, path, key=False)
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                if isinstance(k, str):
+                    check(k, (*path, k), key=True)
+                stack.append((v, (*path, k)))
+        elif isinstance(node, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(node))
+    return found
 
 
 def _leaf_errors(errors: Iterable[ValidationError]) -> Iterator[ValidationError]:
