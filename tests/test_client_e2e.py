@@ -317,6 +317,30 @@ async def test_list_tools_is_typed_and_matches_the_server(gw: Gateway) -> None:
     assert (slack.connector, slack.read_only, slack.open_world) == ("slack", True, True)
 
 
+async def test_list_tools_reads_hints_a_server_leaves_out_as_mcp_defaults() -> None:
+    """Against another MCP server, a tool without annotations is what MCP's defaults say it is:
+    it may write destructively and reach the outside world (not the opposite)."""
+    from fastn_gateway.client import GatewayClient
+    from mcp.server.mcpserver import MCPServer
+    from mcp.types import ToolAnnotations
+
+    server = MCPServer("other", log_level="WARNING")
+
+    @server.tool()
+    def unannotated(text: str) -> str:
+        return text
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    def reader(text: str) -> str:
+        return text
+
+    async with GatewayClient.connect_to(server) as c:
+        tools = {t.name: t for t in await c.list_tools()}
+    u, r = tools["unannotated"], tools["reader"]
+    assert (u.read_only, u.destructive, u.idempotent, u.open_world) == (False, True, False, True)
+    assert (r.read_only, r.destructive, r.idempotent, r.open_world) == (True, False, False, True)
+
+
 async def test_tools_list_shows_each_tool_as_tools_json_describes_it(gw: Gateway) -> None:
     """tools.json holds every tool as the server lists it: name, schemas, annotations, _meta."""
     shipped = json.loads((GENERATED / "tools.json").read_text(encoding="utf-8"))["tools"]

@@ -613,16 +613,19 @@ class ClientBase:
         scope = meta.get("io.mcpforge/scope")
         connector = meta.get("io.mcpforge/connector")
         deprecated = meta.get("io.mcpforge/deprecated")
+        read_only = bool(a and a.read_only_hint)
         return ToolInfo(
             name=tool.name,
             title=tool.title,
             description=tool.description,
             input_schema=dict(tool.input_schema),
             output_schema=dict(tool.output_schema) if tool.output_schema is not None else None,
-            read_only=bool(a and a.read_only_hint),
-            destructive=bool(a and a.destructive_hint),
+            # a hint the server leaves out has MCP's default: destructive (unless read-only)
+            # and open-world are true, read-only and idempotent false
+            read_only=read_only,
+            destructive=not read_only and (a is None or a.destructive_hint is not False),
             idempotent=bool(a and a.idempotent_hint),
-            open_world=bool(a and a.open_world_hint),
+            open_world=a is None or a.open_world_hint is not False,
             scope=scope if isinstance(scope, str) else None,
             connector=connector if isinstance(connector, str) else None,
             deprecated=dict(deprecated) if _is_object(deprecated) else None,
