@@ -665,3 +665,36 @@ async def test_allowed_hosts(world) -> None:
     assert good.status_code == 200
     assert evil.status_code == 421
     assert shouted.status_code == 200
+
+
+async def test_a_loopback_gateway_answers_the_loopback_names_without_a_port(world) -> None:
+    """On port 80 clients send `Host: 127.0.0.1` with no port (and any client may): the
+    loopback names were admitted only with one, so a gateway on port 80 refused every request
+    from its own machine (421). Without a port they are as safe from DNS rebinding; another
+    name is still refused."""
+    app = build_http_app(world.runtime)  # host 127.0.0.1, no --allowed-host
+    with UvicornThread(app) as srv:
+        headers = {
+            **ACCEPT,
+            "Authorization": f"Bearer {world.a_rw}",
+            "MCP-Protocol-Version": "2025-11-25",
+        }
+        async with httpx2.AsyncClient() as h:
+            served = {}
+            for host in ("127.0.0.1", "localhost", "[::1]", "LOCALHOST", "evil.example"):
+                r = await h.post(f"{srv.url}/mcp", json=INIT, headers={**headers, "Host": host})
+                served[host] = r.status_code
+            # A browser on port 80 sends its Origin without a port too.
+            origin = await h.post(
+                f"{srv.url}/mcp",
+                json=INIT,
+                headers={**headers, "Host": "localhost", "Origin": "http://localhost"},
+            )
+    assert served == {
+        "127.0.0.1": 200,
+        "localhost": 200,
+        "[::1]": 200,
+        "LOCALHOST": 200,
+        "evil.example": 421,
+    }
+    assert origin.status_code == 200

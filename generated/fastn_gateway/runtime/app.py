@@ -47,8 +47,11 @@ from .store import StoreError, iso
 logger = logging.getLogger(__name__)
 
 MAX_REGISTER_BODY = 16 * 1024
-LOCAL_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-LOCAL_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+# The loopback names, with any port and with none: clients leave the port out on port 80 (a
+# Host, an Origin), and a name that resolves to this machine only is as safe without one.
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+LOCAL_HOSTS = [form for name in _LOOPBACK for form in (name, f"{name}:*")]
+LOCAL_ORIGINS = [f"http://{host}" for host in LOCAL_HOSTS]
 
 
 def _error(status: int, err: GatewayError, **headers: str) -> JSONResponse:
