@@ -319,7 +319,8 @@ def _shown_url(value: str) -> str:
 
 
 def check_url(value: str, where: str, what: str = "a base URL") -> str:
-    """`value` (stripped, without a trailing slash) if it is an absolute http(s) URL with a host.
+    """`value` (stripped, without a trailing slash) if it is an absolute http(s) URL with a host
+    and neither a user:password, a query nor a fragment (a manifest's URL rule, GEN226).
 
     Else `ConnectorConfigError` saying where the value comes from (`where`: the environment
     variable, or `--base-url slack`) and what is wrong with it. `{field}` placeholders of a
@@ -342,14 +343,29 @@ def check_url(value: str, where: str, what: str = "a base URL") -> str:
                 problem = f"uses the scheme {parts.scheme!r}; only http and https are supported"
             elif not parts.hostname:
                 problem = "has no host"
-            elif parts.fragment:
-                problem = "has a #fragment, which is never sent"
+            # The rest is the rule of a manifest's URLs (GEN226): a call's path and query are
+            # appended to a base URL, after a query or fragment they would be lost (a GET went
+            # to `/api?limit=100`, a POST to `/v1?x=1/search`), and a user:password is sent
+            # as Basic auth in place of the connection's own credentials.
+            elif parts.username is not None or parts.password is not None:
+                problem = (
+                    "holds a user name or password, which calls would send in place of the "
+                    "connection's credentials"
+                )
+            elif "?" in text:
+                problem = f"has a query ({_shown_part('?' + parts.query)})"
+            elif "#" in text:
+                problem = f"has a fragment ({_shown_part('#' + parts.fragment)})"
     if problem is not None:
         raise ConnectorConfigError(
             f"{where}: {_shown_url(text)} {problem}; {what} must be an absolute http(s) URL "
             f"such as {_URL_EXAMPLE}"
         )
     return text.rstrip("/")
+
+
+def _shown_part(part: str) -> str:
+    return part if len(part) <= 40 else part[:37] + "..."
 
 
 def _known(names: Iterable[str]) -> str:

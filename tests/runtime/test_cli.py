@@ -359,6 +359,38 @@ BAD_URL_SETTINGS = [
         "(known: github, hubspot, shopify, slack)",
     ),
     ({}, ["slack"], "--base-url must look like CONNECTOR=URL"),
+    # A query, a fragment or a user:password, which a manifest's base_url may not hold either
+    # (GEN226): the calls' own path and query were appended after the query (or were lost).
+    (
+        {},
+        ["slack=http://127.0.0.1:9000/api?x=1"],
+        "--base-url slack: 'http://127.0.0.1:9000/api?x=1' has a query (?x=1)",
+    ),
+    (
+        {"FASTN_GATEWAY_BASE_URL_SLACK": "http://127.0.0.1:9000/api?"},
+        [],
+        "FASTN_GATEWAY_BASE_URL_SLACK: 'http://127.0.0.1:9000/api?' has a query (?)",
+    ),
+    (
+        {"FASTN_GATEWAY_TOKEN_URL_HUBSPOT": "http://127.0.0.1:9000/token?grant=x#top"},
+        [],
+        "FASTN_GATEWAY_TOKEN_URL_HUBSPOT: 'http://127.0.0.1:9000/token?grant=x#top' has a query",
+    ),
+    (
+        {},
+        ["slack=http://127.0.0.1:9000/api#top"],
+        "--base-url slack: 'http://127.0.0.1:9000/api#top' has a fragment (#top)",
+    ),
+    (
+        {"FASTN_GATEWAY_BASE_URL_GITHUB": "http://user:pw@127.0.0.1:9000"},
+        [],
+        "FASTN_GATEWAY_BASE_URL_GITHUB: 'http://***@127.0.0.1:9000' holds a user name or password",
+    ),
+    (
+        {},
+        ["slack=http://bot@127.0.0.1:9000"],
+        "--base-url slack: 'http://***@127.0.0.1:9000' holds",
+    ),
 ]
 
 
@@ -401,6 +433,51 @@ def test_the_generated_package_reports_a_bad_url_variable_in_one_line(tmp_path: 
     assert proc.stderr.startswith("error: FASTN_GATEWAY_BASE_URL_SLACK: 'notaurl' is not an")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "flags", "said"),
+    [
+        (
+            {},
+            ["--base-url", "slack=http://127.0.0.1:9000/api?x=1"],
+            "--base-url slack: 'http://127.0.0.1:9000/api?x=1' has a query (?x=1)",
+        ),
+        (
+            {"FASTN_GATEWAY_BASE_URL_SLACK": "http://127.0.0.1:9000/v1?x=1"},
+            [],
+            "FASTN_GATEWAY_BASE_URL_SLACK: 'http://127.0.0.1:9000/v1?x=1' has a query (?x=1)",
+        ),
+        (
+            {"FASTN_GATEWAY_BASE_URL_SLACK": "http://bot:s3cret@127.0.0.1:9000/api"},
+            [],
+            "FASTN_GATEWAY_BASE_URL_SLACK: 'http://***@127.0.0.1:9000/api' holds a user name",
+        ),
+    ],
+)
+def test_serve_refuses_a_connector_url_with_a_query_or_credentials_before_binding_its_port(
+    tmp_path: Path, environ: dict[str, str], flags: list[str], said: str
+) -> None:
+    """`serve` accepted such a URL and sent calls to the wrong endpoint: the upstream got
+    `/api?limit=100&...` (the capability's path and x=1 lost), a POST went to `/v1?x=1/search`.
+    Now it is a one-line usage error (exit 2), before the port is bound or a database made."""
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, LAUNCHER, "serve", "--port", str(port), "--db", "var/gw.db", *flags],
+        env=_env(**environ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: " + said), proc.stderr
+    assert proc.stderr.count("\n") == 1 and "s3cret" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+    import socket
+
+    with socket.socket() as s:  # the port was never bound (nor is it now)
+        s.bind(("127.0.0.1", port))
 
 
 def test_good_connector_urls_from_the_environment_and_the_flag_are_served(
