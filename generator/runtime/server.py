@@ -40,7 +40,8 @@ Change notifications (a connection connected, disconnected or marked needs_reaut
   tenant holds at most `MAX_LISTEN_STREAMS` streams; one whose client stops reading ends after
   `LISTEN_WRITE_TIMEOUT`. Handshake-era clients have no resource subscriptions
   (`resources/subscribe` is not served, so not advertised).
-* Stateless HTTP on 2025-11-25 has no channel to the client: nothing can be sent; the next
+* Stateless HTTP on 2025-11-25 has no channel to the client: nothing can be sent, so its
+  `initialize` advertises no `listChanged` (and `/mcp` answers GET with 405); the next
   `tools/list` is correct and a tool that disappeared is refused when called.
 * Changes made by another process (the admin CLI) are noticed by `watch_changes()` (a cheap
   poll of the tenants' generation counters, run by the HTTP app and the stdio runner) or by
@@ -844,14 +845,23 @@ class GatewayRuntime:
     # ------------------------------------------------------------------ server
 
     def build_server(
-        self, *, api_key: str | None = None, asserted_user: str | None = None
+        self,
+        *,
+        api_key: str | None = None,
+        asserted_user: str | None = None,
+        list_changed: bool = True,
     ) -> GatewayServer:
         """An SDK `Server` over this runtime.
 
         `api_key` identifies the caller when the transport carries no bearer token (stdio,
-        in-process); `asserted_user` plays the X-Gateway-User header there.
+        in-process); `asserted_user` plays the X-Gateway-User header there. `list_changed=False`
+        for a transport that cannot notify handshake-era clients (stateless HTTP): their
+        `initialize` then promises no list-changed notifications.
         """
-        return _Handlers(self, api_key=api_key, asserted_user=asserted_user).server
+        handlers = _Handlers(
+            self, api_key=api_key, asserted_user=asserted_user, list_changed=list_changed
+        )
+        return handlers.server
 
 
 def _state(rec: ConnectionRecord) -> object:
@@ -876,7 +886,13 @@ def _moved(
 
 
 class GatewayServer(Server[Any]):
-    """The low-level SDK server, advertising list-changed notifications on the handshake era."""
+    """The low-level SDK server, advertising list-changed notifications on the handshake era
+    when its transport can deliver them (`list_changed`: not over stateless HTTP, which has no
+    channel to the client)."""
+
+    def __init__(self, *args: Any, list_changed: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.list_changed = list_changed
 
     def create_initialization_options(
         self,
@@ -884,8 +900,10 @@ class GatewayServer(Server[Any]):
         experimental_capabilities: dict[str, dict[str, Any]] | None = None,
         extensions: dict[str, dict[str, Any]] | None = None,
     ) -> InitializationOptions:
+        changed = self.list_changed
         return super().create_initialization_options(
-            notification_options or NotificationOptions(tools_changed=True, resources_changed=True),
+            notification_options
+            or NotificationOptions(tools_changed=changed, resources_changed=changed),
             experimental_capabilities,
             extensions,
         )
@@ -962,7 +980,12 @@ TOOL_HANDLER_NAMES = frozenset(native.HANDLERS) | frozenset(_MEMORY_CALLS)
 
 class _Handlers:
     def __init__(
-        self, runtime: GatewayRuntime, *, api_key: str | None, asserted_user: str | None
+        self,
+        runtime: GatewayRuntime,
+        *,
+        api_key: str | None,
+        asserted_user: str | None,
+        list_changed: bool = True,
     ) -> None:
         self.rt = runtime
         self.api_key = api_key
@@ -970,6 +993,7 @@ class _Handlers:
         gw = runtime.gateway
         self.server = GatewayServer(
             gw.server_name,
+            list_changed=list_changed,
             version=gw.version,
             title=gw.title,
             instructions=gw.instructions,

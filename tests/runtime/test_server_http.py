@@ -698,3 +698,41 @@ async def test_a_loopback_gateway_answers_the_loopback_names_without_a_port(worl
         "evil.example": 421,
     }
     assert origin.status_code == 200
+
+
+async def test_a_stateless_gateway_opens_no_stream_and_promises_no_notifications(world) -> None:
+    """Stateless HTTP has no channel to the client. A handshake-era GET opened an SSE stream
+    that never carried anything and stayed open (no per-key limit), and `initialize`
+    advertised tools and resources `listChanged`, which could never be delivered. Now GET and
+    DELETE get 405 with `Allow: POST` (as the 2026-07-28 revision's do), after the same key and
+    Host checks as POST, and `initialize` promises no list-changed notifications."""
+    stateless = build_http_app(world.runtime, stateless=True)
+    stateful = build_http_app(world.runtime)
+    key = {"Authorization": f"Bearer {world.a_rw}"}
+    get = {**key, "Accept": "text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
+    with UvicornThread(stateless) as srv, UvicornThread(stateful) as full:
+        async with httpx2.AsyncClient(timeout=httpx2.Timeout(5)) as h:
+            stream = await h.get(f"{srv.url}/mcp", headers=get)
+            modern = await h.get(
+                f"{srv.url}/mcp", headers={**get, "MCP-Protocol-Version": "2026-07-28"}
+            )
+            ended = await h.delete(f"{srv.url}/mcp", headers=get)
+            keyless = await h.get(f"{srv.url}/mcp", headers={"Accept": "text/event-stream"})
+            rebound = await h.get(f"{srv.url}/mcp", headers={**get, "Host": "evil.example"})
+            init = {**ACCEPT, **key, "MCP-Protocol-Version": "2025-06-18"}
+            hello = {**INIT, "params": {**INIT["params"], "protocolVersion": "2025-06-18"}}
+            told = await h.post(f"{srv.url}/mcp", json=hello, headers=init)
+            told_full = await h.post(f"{full.url}/mcp", json=hello, headers=init)
+        # The SDK client, which opens the GET stream after initialize, works as before.
+        async with connect(srv.url, world.a_rw, mode="legacy") as c:
+            assert "slack_list_channels" in await names(c)
+    for refused in (stream, modern, ended):
+        assert refused.status_code == 405, refused.text
+        assert refused.headers["allow"] == "POST"
+    assert keyless.status_code == 401 and rebound.status_code == 421
+    capabilities = told.json()["result"]["capabilities"]
+    assert not capabilities["tools"].get("listChanged")
+    assert not capabilities["resources"].get("listChanged")
+    full_capabilities = told_full.json()["result"]["capabilities"]
+    assert full_capabilities["tools"]["listChanged"] is True
+    assert full_capabilities["resources"]["listChanged"] is True

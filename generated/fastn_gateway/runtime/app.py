@@ -2,7 +2,8 @@
 
 HTTP routes:
     /mcp        streamable HTTP, both protocol revisions the SDK speaks; bearer API key
-                required (missing, unknown, expired or revoked -> 401 before any handler)
+                required (missing, unknown, expired or revoked -> 401 before any handler);
+                stateless: POST only (GET, DELETE -> 405), there is no stream or session
     /register   POST {"user": "<external id>"}: registers an end user in the key's tenant
                 (a host application key, or a write key not bound to a user); idempotent;
                 the same Host/Origin/Content-Type checks as /mcp
@@ -207,6 +208,24 @@ def _limit_sessions_per_key(manager: Any, limit: int) -> None:
     manager._admit_session = admit_for_key
 
 
+def _post_only(app: ASGIApp, guard: TransportSecurityMiddleware) -> ASGIApp:
+    """`/mcp` of a stateless gateway (inside the bearer check): POST only, as the 2026-07-28
+    revision's requests are. The SDK opened a stream for a handshake-era GET that nothing
+    could ever be sent on, held open as long as the client liked (one key held 400), and
+    had no session to end on DELETE: both get 405 with `Allow: POST`, which the spec gives
+    a server that offers no stream. The Host and Origin checks come first, as for POST."""
+
+    async def post_only(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "POST":
+            await app(scope, receive, send)
+            return
+        refused = await guard.validate_request(Request(scope, receive))
+        response = refused or Response(status_code=405, headers={"Allow": "POST"})
+        await response(scope, receive, send)
+
+    return post_only
+
+
 def build_http_app(
     runtime: GatewayRuntime,
     *,
@@ -218,7 +237,7 @@ def build_http_app(
     allowed_origins: Sequence[str] = (),
     watch_interval: float = 2.0,
 ) -> Starlette:
-    server = runtime.build_server()
+    server = runtime.build_server(list_changed=not stateless)
     verifier = GatewayTokenVerifier(runtime.verifier)
     security = transport_security(host, allowed_hosts, allowed_origins)
     if security is None:
@@ -331,7 +350,10 @@ def build_http_app(
         ],
     )
 
-    if not stateless:
+    if stateless:
+        entry = server.session_manager.asgi_app  # the body size limit, then the transports
+        entry.app = _post_only(entry.app, guard)
+    else:
         _limit_sessions_per_key(server.session_manager, MAX_SESSIONS_PER_KEY)
 
     @asynccontextmanager
