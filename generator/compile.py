@@ -36,7 +36,7 @@ from .names import (
     reader_method,
 )
 from .patterns import hazard as regex_hazard
-from .runtime.catalog import credential_header
+from .runtime.catalog import DEFAULT_MAX_RESULT_BYTES, credential_header
 from .runtime.fastschema import TYPED_FORMATS, validator_class
 from .runtime.handler_names import (
     RESOURCE_HANDLERS,
@@ -3151,6 +3151,7 @@ def _gateway(ctx: _Ctx, doc: Loaded, connectors: set[str], partial: bool) -> ir.
         server_name=server["name"],
         title=server.get("title"),
         instructions=server.get("instructions", "").strip() or None,
+        max_result_bytes=server.get("max_result_bytes", DEFAULT_MAX_RESULT_BYTES),
         scopes=tuple(sorted(auth.get("scopes", {"read": "Read", "write": "Write"}).items())),
         key_ttl_days=auth.get("key_ttl_days", 90),
         default_plan=quotas["default_plan"],

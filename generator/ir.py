@@ -231,6 +231,7 @@ class Gateway:
     server_name: str
     title: str | None
     instructions: str | None
+    max_result_bytes: int  # the most bytes one tool result may take
     scopes: Pairs
     key_ttl_days: int
     default_plan: str

@@ -255,6 +255,7 @@ def gateway_settings(project: ir.Project) -> dict[str, str]:
         "server_name": literal(g.server_name),
         "title": literal(g.title),
         "instructions": literal(g.instructions),
+        "max_result_bytes": literal(g.max_result_bytes),
         "scopes": _pairs(g.scopes),
         "key_ttl_days": literal(g.key_ttl_days),
         "default_plan": literal(g.default_plan),

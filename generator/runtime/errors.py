@@ -29,6 +29,8 @@ RATE_LIMITED: Final = "rate_limited"
 UNAUTHENTICATED: Final = "unauthenticated"
 FORBIDDEN: Final = "forbidden"
 INTERNAL_ERROR: Final = "internal_error"
+# A result larger than the gateway sends (`GatewaySpec.max_result_bytes`): the call ran.
+RESULT_TOO_LARGE: Final = "result_too_large"
 # Recorded in event history only: a request the client cancelled (or gave up on) gets no answer.
 CANCELLED: Final = "cancelled"
 

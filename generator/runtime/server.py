@@ -107,6 +107,7 @@ from .errors import (
     NOT_CONNECTED,
     NOT_FOUND,
     RATE_LIMITED,
+    RESULT_TOO_LARGE,
     UNAUTHENTICATED,
     UNKNOWN_TOOL,
     UPSTREAM_AUTH_FAILED,
@@ -136,6 +137,7 @@ from .store import (
     open_store,
     usage_day,
 )
+from .templating import PLACEHOLDER
 
 logger = logging.getLogger(__name__)
 
@@ -925,12 +927,81 @@ def tool_error(err: GatewayError) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
 
 
-def tool_result(output: dict[str, Any], notes: Sequence[str] = ()) -> types.CallToolResult:
-    """The output as structured content and as JSON text, then each note as its own text
-    (what a partial upstream answer left out: the model reads it beside the data)."""
-    text = json.dumps(output, ensure_ascii=False, separators=(",", ":"))
+def _json_text(output: Any) -> str:
+    return json.dumps(output, ensure_ascii=False, separators=(",", ":"))
+
+
+def tool_result(
+    output: dict[str, Any], notes: Sequence[str] = (), *, text: str | None = None
+) -> types.CallToolResult:
+    """The output as structured content and as JSON text (`text`, if the caller made it
+    already), then each note as its own text (what a partial upstream answer left out: the
+    model reads it beside the data)."""
+    text = _json_text(output) if text is None else text
     content: list[types.ContentBlock] = [types.TextContent(text=t) for t in (text, *notes)]
     return types.CallToolResult(content=content, structured_content=output)
+
+
+def result_bytes(text: str, notes: Sequence[str] = ()) -> int:
+    """The bytes the result `tool_result(output, notes)` takes on the wire, `text` being the
+    output's JSON: each text block as a JSON string, and the structured content (whose JSON is
+    `text`), in UTF-8; the JSON-RPC framing around them aside."""
+    blocks = sum(len(json.dumps(t, ensure_ascii=False).encode()) for t in (text, *notes))
+    return blocks + len(text.encode())
+
+
+# Names a tool input that sets how many records a call returns goes by, for a tool whose
+# manifest does not say it (`pagination.size_param`).
+_SIZE_INPUTS = ("limit", "per_page", "page_size", "max_results", "top_k", "first", "count")
+
+
+def size_input(spec: ToolSpec) -> str | None:
+    """The input of `spec` that sets how many records it returns, if it has one: the one that
+    fills the upstream's page size key (`pagination.size_param`), else an integer input with
+    one of the usual names."""
+    properties: Mapping[str, Any] = spec.input_schema.get("properties") or {}
+    http = spec.http
+    if http is not None and http.pagination is not None and http.pagination.size_param:
+        key = http.pagination.size_param
+        body: Mapping[str, Any] = (
+            cast("Mapping[str, Any]", http.body) if isinstance(http.body, Mapping) else {}
+        )
+        for template in (http.query.get(key), body.get(key)):
+            m = PLACEHOLDER.fullmatch(template) if isinstance(template, str) else None
+            if m is not None and m.group(1) in properties:
+                return m.group(1)
+    for name in _SIZE_INPUTS:
+        schema = properties.get(name)
+        if (
+            isinstance(schema, Mapping)
+            and cast("Mapping[str, Any]", schema).get("type") == "integer"
+        ):
+            return name
+    return None
+
+
+def result_too_large(spec: ToolSpec, size: int, limit: int) -> GatewayError:
+    """The error of a call whose result is larger than the gateway sends. The call ran: a tool
+    that may change data says its changes stand (calling it again would repeat them); any
+    other is asked for less, by its page size input if it has one."""
+    name = spec.name
+    too_big = f"{size:,} bytes, more than the {limit:,} this gateway returns in one tool result"
+    details: dict[str, Any] = {"tool": name, "size_bytes": size, "limit_bytes": limit}
+    if not spec.annotations.read_only:
+        message = (
+            f"{name} ran, but its result is {too_big}, so it is not shown. Do not call it "
+            "again to see the result: what it did is done."
+        )
+        return GatewayError(RESULT_TOO_LARGE, message, details=details, retryable=False)
+    ways: list[str] = []
+    wanted = size_input(spec)
+    if wanted is not None:
+        details["size_input"] = wanted
+        paged = "cursor" in (spec.input_schema.get("properties") or {})
+        ways.append(f"a smaller `{wanted}`" + (" (the rest comes page by page)" if paged else ""))
+    ways.append("narrower filters")
+    message = f"The result of {name} is {too_big}. Ask for less: " + ", or ".join(ways) + "."
+    return GatewayError(RESULT_TOO_LARGE, message, details=details, retryable=False)
 
 
 def _encode_list_cursor(name: str) -> str:
@@ -1116,7 +1187,12 @@ class _Handlers:
             if problem is not None:
                 logger.error("tool %s returned output violating its schema at %s", name, problem)
                 raise internal_error()
-            return tool_result(output, notes)
+            text = _json_text(output)
+            size = result_bytes(text, notes)
+            if size > rt.gateway.max_result_bytes:
+                extra["result_bytes"] = size
+                raise result_too_large(spec, size, rt.gateway.max_result_bytes)
+            return tool_result(output, notes, text=text)
         except GatewayError as exc:
             failure = exc
             return tool_error(exc)

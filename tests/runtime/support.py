@@ -219,6 +219,7 @@ class FakeUpstream:
         self.shopify_tokens: set[str] = set()
         self.requests: list[tuple[str, str | None]] = []
         self.slack_delay = 0.0  # seconds conversations.list takes to answer
+        self.slack_channels = 1  # channels conversations.list holds (it sends `limit` of them)
 
         def slack_auth(request: Request) -> JSONResponse | None:
             token = (request.headers.get("authorization") or "").removeprefix("Bearer ")
@@ -247,19 +248,30 @@ class FakeUpstream:
                 return denied
             if self.slack_delay:
                 await anyio.sleep(self.slack_delay)
-            return JSONResponse(
+            channels: list[dict[str, Any]] = [
                 {
-                    "ok": True,
-                    "channels": [
-                        {
-                            "id": "C1",
-                            "name": "general",
-                            "is_private": False,
-                            "topic": {"value": "all hands"},
-                        }
-                    ],
-                    "response_metadata": {"next_cursor": ""},
+                    "id": "C1",
+                    "name": "general",
+                    "is_private": False,
+                    "topic": {"value": "all hands"},
                 }
+            ]
+            limit = int(request.query_params.get("limit") or 100)
+            for i in range(2, min(limit, self.slack_channels) + 1):
+                channels.append(
+                    {
+                        "id": f"C{i:08d}",
+                        "name": f"team-{i}",
+                        "is_private": False,
+                        "is_archived": False,
+                        "num_members": i % 300,
+                        "topic": {"value": f"Channel {i}: weekly sync, decisions and notes"},
+                        "purpose": {"value": "Discuss the project and share its updates."},
+                    }
+                )
+            more = "next" if limit < self.slack_channels else ""
+            return JSONResponse(
+                {"ok": True, "channels": channels, "response_metadata": {"next_cursor": more}}
             )
 
         async def history(request: Request) -> JSONResponse:

@@ -14,8 +14,16 @@ from mcp import Client, MCPError
 
 from generator.runtime import native
 from generator.runtime.errors import MAX_ERRORS
-from generator.runtime.store import EVENT_TYPES, Store, UsageDelta, now_us, usage_day
-from tests.runtime.support import make_runtime, updates_until
+from generator.runtime.store import (
+    EVENT_TYPES,
+    Store,
+    UsageDelta,
+    make_engine,
+    now_us,
+    period_bounds,
+    usage_day,
+)
+from tests.runtime.support import ROOT, make_runtime, populate, updates_until
 
 MODES = ["auto", "legacy"]
 BASE_TOOLS = {
@@ -1499,3 +1507,99 @@ async def test_a_step_takes_the_arguments_its_tool_accepts(world) -> None:
         await nothing_stored(world)
         ok = {**flow, "steps": [{"tool": t, "arguments": {}} for t, _ in steps[2:]]}
         assert not (await c.call_tool("fastn_create_flow", ok)).is_error
+
+
+async def test_a_result_larger_than_the_gateway_sends_is_result_too_large(
+    world, upstream, sqlite_store: Store
+) -> None:
+    """Tool results had no size cap: 1,000 Slack channels (the schema allows `limit=1000`) came
+    back as 160 KB of text and as much structured content, over what clients accept (Claude
+    Code: 25,000 tokens). A result over the gateway's `max_result_bytes` (100,000 by default)
+    is a `result_too_large` tool error that asks for a smaller `limit`, recorded as a failed
+    call; a smaller page is served."""
+    upstream.slack_channels = 1000
+    try:
+        async with Client(world.server(world.b_rw)) as c:
+            big = await c.call_tool("slack_list_channels", {"limit": 1000})
+            small = await c.call_tool("slack_list_channels", {"limit": 200})
+            await world.runtime.flush_records()
+    finally:
+        upstream.slack_channels = 1
+    error = envelope(big)
+    assert error["code"] == "result_too_large" and error["retryable"] is False
+    details = error["details"]
+    assert details["limit_bytes"] == 100_000 and details["size_bytes"] > 300_000
+    assert details["size_input"] == "limit" and details["tool"] == "slack_list_channels"
+    assert (
+        "Ask for less: a smaller `limit` (the rest comes page by page), or narrower"
+        in error["message"]
+    )
+    # The cap measures what the wire carries: both copies of the data, as JSON.
+    assert not small.is_error and len(small.structured_content["channels"]) == 200
+    sent = len(small.content[0].text.encode()) * 2
+    assert 50_000 < sent < 100_000
+    events = sqlite_store.query_events(world.b.id, type_="tool_call", limit=5)
+    assert [(e.status, e.error_code) for e in events] == [
+        ("ok", None),
+        ("error", "result_too_large"),
+    ]
+    assert (
+        events[1].details is not None and events[1].details["result_bytes"] == details["size_bytes"]
+    )
+    # The upstream was called: the call counts against the quota like any other.
+    assert sqlite_store.usage_totals(world.b.id, period_bounds("month", now_us())[0])[0] == 2
+
+
+async def test_the_result_size_cap_is_the_gateway_manifests(tmp_path, upstream, cipher) -> None:
+    """`server.max_result_bytes` in the gateway manifest sets the cap. A tool that may change
+    data has run when its result is refused: the error says so, and asks for no repeat."""
+    import shutil
+
+    from generator import api
+
+    shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
+    manifest = tmp_path / "manifests" / "gateway.yaml"
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace(
+            "  name: fastn-gateway\n", "  name: fastn-gateway\n  max_result_bytes: 2000\n", 1
+        )
+    )
+    spec, diagnostics = api.gateway_spec(api.Options.for_project(tmp_path, cache=False))
+    assert spec is not None, diagnostics
+    assert spec.max_result_bytes == 2000
+    store = Store(make_engine(str(tmp_path / "gw.db")), spec, cipher)
+    store.migrate()
+    runtime = make_runtime(store, spec, upstream)
+    try:
+        w = populate(store, upstream, runtime)
+        async with Client(w.server(w.b_rw)) as c:
+            short = await c.call_tool("slack_send_message", {"channel": "C1", "text": "hi"})
+            long = await c.call_tool("slack_send_message", {"channel": "C1", "text": "x" * 1500})
+    finally:
+        await runtime.aclose()
+        store.dispose()
+    assert not short.is_error
+    error = envelope(long)
+    assert error["code"] == "result_too_large" and error["details"]["limit_bytes"] == 2000
+    assert error["message"].startswith("slack_send_message ran, but its result is ")
+    assert "Do not call it again" in error["message"] and "size_input" not in error["details"]
+
+
+def test_the_page_size_input_is_the_one_that_fills_the_size_param(gateway) -> None:
+    from generator.runtime import catalog as c
+    from generator.runtime.server import size_input
+
+    spec = gateway.tools["slack_list_channels"]
+    assert size_input(spec) == "limit"  # no size_param: the usual name
+    paged = dataclasses.replace(
+        spec,
+        input_schema={"type": "object", "properties": {"rows": {"type": "integer"}}},
+        http=dataclasses.replace(
+            spec.http,
+            query={"maxRows": "{rows}"},
+            pagination=c.Pagination(style="offset", param="start", size_param="maxRows"),
+        ),
+    )
+    assert size_input(paged) == "rows"
+    assert size_input(gateway.tools["slack_send_message"]) is None

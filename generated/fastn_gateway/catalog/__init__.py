@@ -37,6 +37,7 @@ GATEWAY = GatewaySpec(
     server_name="fastn-gateway",
     title="Fastn MCP Gateway",
     instructions="Tools of this server act on behalf of one customer workspace. The fastn_* tools report on the workspace's integrations, events and quota. Tools named <app>_<action> call a connected app with the workspace's own credentials; only apps the workspace has connected appear. Memory tools (retrieve_relevant_chunks, search_or_ask, update_memory) read and update what is known about the current user. Errors come back as JSON with code, message, details and retryable.",
+    max_result_bytes=100000,
     scopes={
         "read": "See and call tools that only read data.",
         "write": "See and call tools that change data in the gateway or in connected apps.",

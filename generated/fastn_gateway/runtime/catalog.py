@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 Scope = Literal["read", "write"]
 Family = Literal["native", "connector", "personalization"]
@@ -213,6 +213,14 @@ class MemorySettings:
     max_observation_chars: int = 4000
 
 
+# The most bytes one tool result may take by default (`GatewaySpec.max_result_bytes`), for
+# Claude Code's limit of 25,000 tokens a tool result. A result carries its data twice (text and
+# structuredContent) and a model reads one copy, at most about 50 KB: 13,000-16,000 tokens of
+# JSON at the 3.2-3.9 bytes a token that o200k_base gives tool results (a list of channels, an
+# event history), which leaves room for a tokenizer that counts more (Claude's runs higher).
+DEFAULT_MAX_RESULT_BYTES: Final = 100_000
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewaySpec:
     package_name: str
@@ -230,6 +238,7 @@ class GatewaySpec:
     connectors: Mapping[str, ConnectorSpec]
     tools: Mapping[str, ToolSpec]  # by name, sorted
     memory: MemorySettings = MemorySettings()
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES  # a larger tool result: result_too_large
 
     def connector_tools(self, connector: str) -> tuple[ToolSpec, ...]:
         return tuple(self.tools[name] for name in self.connectors[connector].tools)

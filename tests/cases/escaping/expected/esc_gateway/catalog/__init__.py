@@ -24,6 +24,7 @@ GATEWAY = GatewaySpec(
     server_name="esc",
     title=None,
     instructions='Line one with """triple quotes""" and a trailing backslash \\\n{{ jinja }} {% raw %} ${shell} `ticks` — ünïcödé ✓',
+    max_result_bytes=100000,
     scopes={"read": "Read", "write": "Write"},
     key_ttl_days=90,
     default_plan="default",

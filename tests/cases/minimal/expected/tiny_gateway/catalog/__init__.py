@@ -33,6 +33,7 @@ GATEWAY = GatewaySpec(
     server_name="tiny",
     title="Tiny gateway",
     instructions=None,
+    max_result_bytes=100000,
     scopes={"read": "Read", "write": "Write"},
     key_ttl_days=90,
     default_plan="free",
