@@ -229,13 +229,20 @@ def test_a_roll_back_never_acts_through_a_link_out_of_the_output(tmp_path: Path)
     assert tree(out) == before and (out / "linked").is_symlink()
 
 
-def test_check_reports_a_killed_build_and_gen_build_repairs_it(tmp_path: Path) -> None:
+def _built_then_edited(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
+    """A project of the default manifests, built, then one connector edited: its root, its
+    output directory and that output's files."""
     root = make_project(tmp_path, copy_defaults=True)
     assert api.build(options(root)).ok
     out = root / "generated"
     before = tree(out)
     slack = root / "manifests" / "connectors" / "slack.yaml"
     slack.write_text(slack.read_text().replace("description: ", "description: Edited. ", 1))
+    return root, out, before
+
+
+def test_check_reports_a_killed_build_and_gen_build_repairs_it(tmp_path: Path) -> None:
+    root, out, before = _built_then_edited(tmp_path)
     files = api.build(options(root), check=True).files
     assert _child(out, 3, "write", files) is None
     check = subprocess.run(
@@ -285,12 +292,7 @@ def test_a_signal_while_staging_leaves_the_previous_output_without_staged_files(
     """SIGTERM while staging ended the process on the spot and left the staged files in
     generated/ (which `--check` then took for up to date); Ctrl-C removed them. Now both do,
     and SIGTERM still ends the process as SIGTERM."""
-    root = make_project(tmp_path, copy_defaults=True)
-    assert api.build(options(root)).ok
-    out = root / "generated"
-    before = tree(out)
-    slack = root / "manifests" / "connectors" / "slack.yaml"
-    slack.write_text(slack.read_text().replace("description: ", "description: Edited. ", 1))
+    root, out, before = _built_then_edited(tmp_path)
     with (tmp_path / "stderr").open("w+") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-c", _SLOW_DISK_GEN, "build", "--project", str(root)],
