@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 import jsonschema
 
 from . import ir
-from .diagnostics import Diagnostic, Span, did_you_mean, error, has_errors, shortened
+from .diagnostics import Diagnostic, Span, did_you_mean, error, has_errors, listed, shortened
 from .load import MAX_NESTING, JsonPath, Loaded
 from .names import (
     CLIENT_BASE_NAMES,
@@ -823,7 +823,7 @@ def _check_meta(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: Any) -> bool:
     return ok
 
 
-_TYPES_TEXT = ", ".join(sorted(_SIMPLE_TYPES)[:-1]) + " or " + sorted(_SIMPLE_TYPES)[-1]
+_TYPES_TEXT = listed(sorted(_SIMPLE_TYPES), "or")
 
 
 def _type_problem(err: jsonschema.ValidationError) -> tuple[str, str | None] | None:
@@ -2110,24 +2110,18 @@ def _check_fields_give_required(
         return
     given = {prop for prop, _path in fields} | (_IMPLICIT_OUTPUT if pagination else _NONE)
     required = output_schema.get("required", [])
-    missing = [name for name in required if isinstance(name, str) and name not in given]
+    missing = [repr(name) for name in required if isinstance(name, str) and name not in given]
     if missing:
         one = len(missing) == 1
         them, what = ("it", "property") if one else ("them", "properties")
         ctx.err(
             "GEN213",
             doc.span((*path, "response", "fields")),
-            f"response.fields leaves out the required output {what} {_names(missing)}: the output "
-            "holds the mapped fields only, so every answer would fail the output schema",
+            f"response.fields leaves out the required output {what} {listed(missing)}: the "
+            "output holds the mapped fields only, so every answer would fail the output schema",
             f"map {them} in response.fields (name: dotted.path), or remove {them} from "
             "output.required",
         )
-
-
-def _names(names: list[str]) -> str:
-    """'a' or 'a', 'b' and 'c': property names in a message."""
-    quoted = [repr(n) for n in names]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
 # An HTTP field name is an RFC 9110 token.

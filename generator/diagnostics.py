@@ -11,7 +11,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -45,6 +45,11 @@ _UNSAFE_ABOVE_C0 = re.compile(f"[{_ABOVE_C0}]")  # what json.dumps leaves raw
 def shortened(text: str, limit: int = 60) -> str:
     """`text` cut to `limit` characters, ending "...", when longer: a value shown in a message."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def listed(words: Sequence[str], last: str = "and") -> str:
+    """`a`, `a and b`, `a, b and c` (or `or`): words in a message."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" {last} " + words[-1]
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str | None:

@@ -18,7 +18,7 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import ValidationError
 
-from .diagnostics import Diagnostic, did_you_mean, error, printable, shortened
+from .diagnostics import Diagnostic, did_you_mean, error, listed, printable, shortened
 from .load import Loaded
 from .runtime.fastschema import additional_properties, json_type, validator_class
 
@@ -295,17 +295,9 @@ def _exactly_one(err: ValidationError) -> str | None:
     names = list(schema["properties"])
     if not names:
         return None
-    text = "declare exactly one of " + _or(names)
+    text = "declare exactly one of " + listed(names, "or")
     found = [str(k) for k in given]
-    return text + f", not {_and(found)}" if len(found) > 1 else text
-
-
-def _or(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
-
-
-def _and(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return text + f", not {listed(found)}" if len(found) > 1 else text
 
 
 def _one_of_message(err: ValidationError) -> str:
