@@ -421,3 +421,40 @@ def test_duplicate_keys_deep_inside_a_manifest_are_located() -> None:
         ("GEN003", "m.yaml:6:9", "duplicate key 'e' (first defined at line 5)"),
         ("GEN003", "m.yaml:7:19", "duplicate key 'x' (first defined at line 7)"),
     ]
+
+
+def test_the_cache_fingerprint_covers_every_runtime_module_the_generator_imports() -> None:
+    """Editing a runtime module the compiler or an emitter imports (catalog, fastschema,
+    templating, handler_names) changes what a build makes: the fingerprint that keys the cache
+    must cover it, and every module those import in turn. (It covered handler_names only, so
+    a cached tools.json kept an edited catalog.tool_meta's `_meta`.)"""
+    import ast
+
+    package = ROOT / "generator"
+    runtime = package / "runtime"
+
+    def runtime_imports(path: Path) -> set[str]:
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            base = path.parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            target = base.joinpath(*(node.module or "").split("."))
+            if target.parent == runtime:  # from .runtime.catalog import x
+                found.add(f"{target.name}.py")
+            elif target == runtime:  # from ..runtime import catalog
+                found.update(f"{a.name}.py" for a in node.names)
+        return found
+
+    wanted = set().union(
+        *(runtime_imports(p) for p in package.rglob("*.py") if runtime not in p.parents)
+    )
+    assert wanted, "no runtime import found: the scan is wrong"
+    pending = list(wanted)
+    while pending:  # and what those import from the runtime
+        for name in runtime_imports(runtime / pending.pop()) - wanted:
+            wanted.add(name)
+            pending.append(name)
+    assert wanted <= emit._RUNTIME_IMPORTED_BY_GENERATOR
