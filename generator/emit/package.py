@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import ir
 from ..render import literal, python_header, render, text_header, toml_string
+from ..runtime.catalog import tool_meta
 from . import FileSet, Output, fragment
 from .artifacts import env_prefix, first_sentence, md_cell, md_text
 from .client import CLIENT_CLASS, client_example, session_example
@@ -122,20 +123,7 @@ def mcp_tool(t: ir.Tool) -> dict[str, object]:
         "idempotentHint": a.idempotent,
         "openWorldHint": a.open_world,
     }
-    meta: dict[str, object] = {"io.mcpforge/scope": t.scope, "io.mcpforge/family": t.family}
-    if t.connector:
-        meta["io.mcpforge/connector"] = t.connector
-    if t.deprecated:
-        meta["io.mcpforge/deprecated"] = {
-            k: v
-            for k, v in (
-                ("reason", t.deprecated.reason),
-                ("replacement", t.deprecated.replacement),
-                ("sunset", t.deprecated.sunset),
-            )
-            if v
-        }
-    tool["_meta"] = meta
+    tool["_meta"] = tool_meta(t.scope, t.family, t.connector, t.deprecated)  # as tools/list
     return tool
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 Scope = Literal["read", "write"]
 Family = Literal["native", "connector", "personalization"]
@@ -120,6 +120,33 @@ class ToolSpec:
     output_model: str = ""
     tags: tuple[str, ...] = ()
     deprecated: Deprecation | None = None
+
+
+class _Deprecated(Protocol):
+    @property
+    def reason(self) -> str: ...
+    @property
+    def replacement(self) -> str | None: ...
+    @property
+    def sunset(self) -> str | None: ...
+
+
+def tool_meta(
+    scope: str, family: str, connector: str | None, deprecated: _Deprecated | None
+) -> dict[str, Any]:
+    """A tool's `_meta` as `tools/list` shows it, and tools.json, which the generator writes
+    with this same function."""
+    meta: dict[str, Any] = {"io.mcpforge/scope": scope, "io.mcpforge/family": family}
+    if connector:
+        meta["io.mcpforge/connector"] = connector
+    if deprecated is not None:
+        d = deprecated
+        meta["io.mcpforge/deprecated"] = {
+            k: v
+            for k, v in (("reason", d.reason), ("replacement", d.replacement), ("sunset", d.sunset))
+            if v
+        }
+    return meta
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -96,7 +96,7 @@ from .auth import (
     header_text,
     principal_from_access_token,
 )
-from .catalog import GatewaySpec, ToolSpec
+from .catalog import GatewaySpec, ToolSpec, tool_meta
 from .crypto import CredentialKeyError
 from .errors import (
     CANCELLED,
@@ -159,17 +159,7 @@ class Listing:
 
 def _mcp_tool(spec: ToolSpec) -> types.Tool:
     a = spec.annotations
-    # the same `_meta` as the tool's entry in tools.json (`emit.package.mcp_tool`)
-    meta: dict[str, Any] = {"io.mcpforge/scope": spec.scope, "io.mcpforge/family": spec.family}
-    if spec.connector:
-        meta["io.mcpforge/connector"] = spec.connector
-    if spec.deprecated is not None:
-        d = spec.deprecated
-        meta["io.mcpforge/deprecated"] = {
-            k: v
-            for k, v in (("reason", d.reason), ("replacement", d.replacement), ("sunset", d.sunset))
-            if v
-        }
+    meta = tool_meta(spec.scope, spec.family, spec.connector, spec.deprecated)
     return types.Tool(
         name=spec.name,
         title=spec.title,
