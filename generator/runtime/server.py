@@ -994,6 +994,76 @@ def result_too_large(spec: ToolSpec, size: int, limit: int) -> GatewayError:
     return GatewayError(RESULT_TOO_LARGE, message, details=details, retryable=False)
 
 
+# The gateway's own tools whose result ends in a list it may end early rather than refuse the
+# whole result as too large: handler -> that list's key. The lists are a page of the event log
+# (its cursor then goes on after the last event shown) or ranked best first (what is left out
+# ranks lowest), so a shorter list is still a correct answer. A connector's list is the
+# upstream's page, which its cursor cannot resume in the middle of: it is refused instead.
+_SHORTENABLE: dict[str, str] = {
+    "native.get_event_history": "events",
+    "native.search_entities": "entities",
+    "memory.retrieve_relevant_chunks": "chunks",
+    "memory.search_or_ask": "citations",
+}
+
+
+@dataclass(frozen=True)
+class Shortened:
+    output: dict[str, Any]
+    text: str  # the output's JSON
+    note: str  # for the model: what was left out and how to get it
+    left_out: int
+
+
+def shorten_to_fit(
+    spec: ToolSpec, output: dict[str, Any], notes: Sequence[str], limit: int
+) -> Shortened | None:
+    """`output` with the fewest items left out of the end of its list (`_SHORTENABLE`) that
+    brings the result, `notes` and a note saying so included, within `limit` bytes; None
+    when the tool's result has no such list, or when its first item alone is too large."""
+    key = _SHORTENABLE.get(spec.handler or "") if spec.family != "connector" else None
+    items: object = output.get(key) if key is not None else None
+    if key is None or not isinstance(items, list):
+        return None
+    entries = cast("list[Any]", items)
+    total = len(entries)
+    if total < 2:
+        return None
+
+    def cut(n: int) -> Shortened:
+        shown = {**output, key: entries[:n]}
+        note = (
+            f"This result shows the first {n} of {total} {key}: all {total} would take more "
+            f"than the {limit:,} bytes this gateway returns in one tool result. "
+        )
+        if key == "events":
+            shown["next_cursor"] = native.encode_cursor("events", str(entries[n - 1]["id"]))
+            note += "next_cursor goes on from the next event."
+        elif key == "citations":
+            note += "The answer itself is whole."
+        else:
+            wanted = size_input(spec)
+            smaller = f"a smaller `{wanted}` or " if wanted is not None else ""
+            note += f"Those left out rank lowest; ask with {smaller}a narrower query for others."
+        return Shortened(shown, _json_text(shown), note, total - n)
+
+    def fits(n: int) -> Shortened | None:
+        shortened = cut(n)
+        size = result_bytes(shortened.text, (*notes, shortened.note))
+        return shortened if size <= limit else None
+
+    best = fits(1)
+    low, high = 1, total - 1  # `best` holds `low` items; more than `high` do not fit
+    while best is not None and low < high:
+        middle = (low + high + 1) // 2
+        candidate = fits(middle)
+        if candidate is None:
+            high = middle - 1
+        else:
+            best, low = candidate, middle
+    return best
+
+
 def _encode_list_cursor(name: str) -> str:
     return base64.urlsafe_b64encode(b"t:" + name.encode()).decode().rstrip("=")
 
@@ -1179,9 +1249,16 @@ class _Handlers:
                 raise internal_error()
             text = _json_text(output)
             size = result_bytes(text, notes)
-            if size > rt.gateway.max_result_bytes:
+            limit = rt.gateway.max_result_bytes
+            shortened = shorten_to_fit(spec, output, notes, limit) if size > limit else None
+            if shortened is not None:
+                output, text = shortened.output, shortened.text
+                notes.append(shortened.note)
+                extra["left_out"] = shortened.left_out
+                size = result_bytes(text, notes)
+            if size > limit:
                 extra["result_bytes"] = size
-                raise result_too_large(spec, size, rt.gateway.max_result_bytes)
+                raise result_too_large(spec, size, limit)
             return tool_result(output, notes, text=text)
         except GatewayError as exc:
             failure = exc

@@ -1586,6 +1586,79 @@ async def test_the_result_size_cap_is_the_gateway_manifests(tmp_path, upstream, 
     assert "Do not call it again" in error["message"] and "size_input" not in error["details"]
 
 
+async def test_the_gateways_own_lists_end_early_to_fit_the_result_size_cap(
+    tmp_path, upstream, cipher
+) -> None:
+    """The gateway's own paged and ranked lists are cut to fit rather than refused: at
+    `limit=200` the event history took about 108 KB and was `result_too_large` with the
+    default cap, though the schema allows 200, and 50 memory chunks of 4,000 characters could
+    never be retrieved. Now a page ends early (its next_cursor goes on after the last event
+    shown, so paging reads every event once) and a ranking keeps its best items; a note says
+    what was left out, and the call's event counts it."""
+    import shutil
+
+    from generator import api
+
+    shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
+    manifest = tmp_path / "manifests" / "gateway.yaml"
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace(
+            "  name: fastn-gateway\n", "  name: fastn-gateway\n  max_result_bytes: 6000\n", 1
+        )
+    )
+    spec, diagnostics = api.gateway_spec(api.Options.for_project(tmp_path, cache=False))
+    assert spec is not None, diagnostics
+    store = Store(make_engine(str(tmp_path / "gw.db")), spec, cipher)
+    store.migrate()
+    runtime = make_runtime(store, spec, upstream)
+    try:
+        w = populate(store, upstream, runtime)
+        async with Client(w.server(w.b_rw)) as c:
+            for i in range(40):
+                await c.call_tool("slack_send_message", {"channel": "C1", "text": f"m{i}"})
+            await runtime.flush_records()
+            every = [e.id for e in store.query_events(w.b.id, limit=1000)]
+            pages: list[Any] = []
+            cursor: str | None = None
+            while True:
+                args: dict[str, Any] = {"limit": 200}
+                if cursor is not None:
+                    args["cursor"] = cursor
+                page = await c.call_tool("fastn_get_event_history", args)
+                assert not page.is_error, page.content
+                pages.append(page)
+                cursor = page.structured_content["next_cursor"]
+                if cursor is None:
+                    break
+            memories = [{"text": f"Bo likes tea number {i}. " + "x" * 1500} for i in range(5)]
+            await c.call_tool("update_memory", {"observations": memories})
+            chunks = await c.call_tool("retrieve_relevant_chunks", {"query": "tea", "top_k": 5})
+            await runtime.flush_records()
+    finally:
+        await runtime.aclose()
+        store.dispose()
+    seen = [e["id"] for p in pages for e in p.structured_content["events"]]
+    assert len(pages) > 2 and seen == every[: len(seen)]
+    assert set(every) - set(seen) <= set(every[-1:])  # this history call's own event, maybe
+    first = pages[0]
+    assert len(first.content) == 2 and first.content[1].text.startswith(
+        f"This result shows the first {len(first.structured_content['events'])} of 41 events:"
+    )
+    assert "next_cursor goes on from the next event" in first.content[1].text
+    assert not chunks.is_error and 1 <= len(chunks.structured_content["chunks"]) < 5
+    assert "Those left out rank lowest; ask with a smaller `top_k`" in chunks.content[1].text
+    for result in (*pages, chunks):
+        wire = sum(len(json.dumps(b.text).encode()) for b in result.content)
+        assert wire + len(result.content[0].text.encode()) <= 6000
+    # both copies of the data stay equal
+    assert json.loads(first.content[0].text) == first.structured_content
+    events = {e.tool: e for e in reversed(store.query_events(w.b.id, limit=5))}
+    assert events["retrieve_relevant_chunks"].details == {
+        "left_out": 5 - len(chunks.structured_content["chunks"])
+    }
+
+
 def test_the_page_size_input_is_the_one_that_fills_the_size_param(gateway) -> None:
     from generator.runtime import catalog as c
     from generator.runtime.server import size_input
