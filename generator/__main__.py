@@ -74,6 +74,17 @@ def main() -> None:
     except KeyboardInterrupt:  # before click took over (it says the same)
         print("Aborted!", file=sys.stderr)
         code = 1
+    except OSError as exc:
+        # click's own writes (`--help`, usage) are not guarded as the commands' output is
+        # (cli._echo): a full disk or a terminal gone is one line, not a traceback.
+        import contextlib
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG):
+            raise
+        with contextlib.suppress(OSError):
+            print(f"error: cannot write output: {exc.strerror}", file=sys.stderr)
+        code = 1
     _exit(code)
 
 

@@ -33,6 +33,19 @@ def test_a_full_disk_is_one_line_on_stderr(args: list[str]) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["--help"], ["build", "--help"]])
+def test_help_to_a_full_disk_is_one_line_on_stderr(args: list[str]) -> None:
+    """click writes the help itself, outside the commands' guarded output: `gen --help >
+    /dev/full` ended in an OSError traceback."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [*_GEN, *args], cwd=ROOT, env=_ENV, stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert proc.returncode == 1
+    assert proc.stderr == "error: cannot write output: No space left on device\n"
+
+
 def test_a_pipe_its_reader_closed_ends_quietly() -> None:
     """`gen ir | head -1`: the reader goes away; gen says nothing about it (click ends the
     command on EPIPE; the guard on full disks must not turn it into a message)."""
