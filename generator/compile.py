@@ -1518,8 +1518,9 @@ def _common(
         ctx, doc, (*path, "output"), raw["output"], "output", _IMPLICIT_OUTPUT if paged else _NONE
     )
     bind = _bind(ctx, doc, path, raw.get("bind"), input_schema)
-    if input_schema is not None:
-        _check_property_names(ctx, doc, (*path, "input"), input_schema)
+    for part, schema in (("input", input_schema), ("output", output_schema)):
+        if schema is not None:
+            _check_property_names(ctx, doc, (*path, part), schema)
     return {
         "name": name,
         "family": family,
@@ -1547,16 +1548,34 @@ def _snake(name: str) -> str:
 
 
 def _check_property_names(ctx: _Ctx, doc: Loaded, path: JsonPath, schema: dict[str, Any]) -> None:
-    seen: dict[str, str] = {}
-    for prop in schema.get("properties", {}):
-        py = _snake(prop)
-        if py in seen:
-            ctx.err(
-                "GEN208",
-                doc.key_span((*path, "properties", prop)),
-                f"input properties {seen[py]!r} and {prop!r} both become the Python name {py!r}",
-            )
-        seen[py] = prop
+    """GEN208 for two properties of one object, at any depth of the input or output schema at
+    `path` (shared types inlined), that become one Python field name (`userName` and
+    `user_name`). The models would name the second `user_name_1` with the alias `user_name`,
+    and a model that also takes fields by name read the key `user_name` as the first's: it
+    refused valid data."""
+    root = len(path) - 1  # where "input" or "output" is
+
+    def check(at: JsonPath, node: Any) -> None:
+        if not isinstance(node, dict):
+            return
+        properties = node.get("properties")
+        seen: dict[str, str] = {}
+        for prop in properties if isinstance(properties, dict) else ():
+            py = _snake(prop)
+            if py in seen:
+                ctx.err(
+                    "GEN208",
+                    doc.key_span((*at, "properties", prop)),
+                    f"properties {seen[py]!r} and {prop!r} of {'/'.join(map(str, at[root:]))} "
+                    f"both become the Python name {py!r}",
+                    "rename one of them (a connector's response.fields can give an upstream's "
+                    "field another name in the output)",
+                )
+            seen[py] = prop
+        for sub_path, sub in _subschemas(at, node):
+            check(sub_path, sub)
+
+    check(path, schema)
 
 
 def _finish(common: dict[str, Any], **extra: Any) -> ir.Tool | None:
