@@ -770,6 +770,28 @@ def for_models(schema: Any) -> Any:
     return _rewritten(schema, _model_node)
 
 
+def for_input_models(schema: Any) -> Any:
+    """A copy of the input schema `schema` as the models are made from it: as `for_models`
+    does, and with `additionalProperties: true` made explicit on every nested object with
+    properties that does not say. JSON Schema admits other properties there, and so does the
+    gateway, but datamodel-code-generator made such a model ignore them (pydantic's default),
+    so the typed client dropped them from what it sent without a word: a Stripe-style
+    `metadata` object kept its declared keys only. Now the model keeps them (`extra="allow"`).
+    The root is left as it is: the client's method takes its properties as keyword arguments,
+    which mypy checks, and an open root would add `**extra` and let a misspelt one through."""
+    out = _rewritten(schema, _input_model_node)
+    if isinstance(out, dict) and isinstance(schema, dict) and "additionalProperties" not in schema:
+        out.pop("additionalProperties", None)
+    return out
+
+
+def _input_model_node(node: dict[str, Any]) -> dict[str, Any]:
+    out = _model_node(node)
+    if isinstance(out.get("properties"), dict) and "additionalProperties" not in out:
+        out["additionalProperties"] = True
+    return out
+
+
 def _model_node(node: dict[str, Any]) -> dict[str, Any]:
     """One schema node as `for_models` gives it (its subschemas left to `_rewritten`)."""
     if "format" not in node or _typed_format(node):

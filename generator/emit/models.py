@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 
 from .. import ir
-from ..compile import for_models, for_output_models
+from ..compile import for_input_models, for_output_models
 from ..datamodel import Outcome, Request, outcome
 from ..render import python_header
 from . import EmitError, FileSet, Output
@@ -38,12 +38,13 @@ def request(project: ir.Project, group: ir.Group, out: Output) -> Request:
     inventing the default (and a required property stays required). They go without
     `additionalProperties: false` too, so output models ignore properties they do not declare
     (`for_output_models`). Both go without the formats the gateway does not assert
-    (`for_models`): those fields are plain `str`."""
+    (`for_models`): those fields are plain `str`. Input objects that do not close themselves keep
+    the properties they do not declare (`for_input_models`)."""
     payload: dict[str, object] = {
         "tools": [
             {
                 "name": t.name,
-                "inputSchema": for_models(t.input_schema.value),
+                "inputSchema": for_input_models(t.input_schema.value),
                 "outputSchema": for_output_models(t.output_schema.value),
             }
             for t in project.group_tools(group)
