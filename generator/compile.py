@@ -34,6 +34,7 @@ from .names import (
     is_valid_tool_name,
     nested_name_parts,
     reader_method,
+    unscoped_names,
 )
 from .patterns import hazard as regex_hazard
 from .runtime.catalog import DEFAULT_MAX_RESULT_BYTES, credential_header
@@ -1698,6 +1699,23 @@ def _check_nested_models(ctx: _Ctx, tools: list[ir.Tool]) -> None:
                             f"({t.span}): they are named <Tool><Input|Output><Property>",
                             "rename the tool, or that property",
                         )
+        models_of: dict[str, ir.Tool] = {str(m): u for m, u in models}
+        for t in group.values():
+            for side, schema in (
+                ("input", t.input_schema.value),
+                ("output", t.output_schema.value),
+            ):
+                for name in sorted(unscoped_names(schema) & models_of.keys()):
+                    u = models_of[name]
+                    ctx.err(
+                        "GEN208",
+                        t.span,
+                        f"an allOf property of the {side} of tool {t.name!r} gets the class "
+                        f"name {name}, the model class of tool {u.name!r}"
+                        + ("" if u is t else f" ({u.span})")
+                        + ": the models name an allOf's class after its property alone",
+                        "rename that property, or the tool",
+                    )
 
 
 def _check_client_methods(

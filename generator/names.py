@@ -146,6 +146,31 @@ def nested_name_parts(schema: object) -> frozenset[str]:
     return frozenset(parts)
 
 
+def unscoped_names(schema: object) -> frozenset[str]:
+    """The names datamodel-code-generator may give the class of an `allOf` at any depth of
+    `schema`: unlike other nested objects, it is named after its property alone, not scoped
+    by its tool's model (`q_output` -> `QOutput`, its array's item `QOutputItem`), so it can
+    take the name of a tool's model. An over-approximation (`_word_forms`)."""
+    names: set[str] = set()
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+        elif isinstance(node, dict):
+            for key in _SCHEMA_MAPS:
+                sub = node.get(key)
+                if not isinstance(sub, dict):
+                    continue
+                for name, value in sub.items():
+                    items = value.get("items") if isinstance(value, dict) else None
+                    merged = any(isinstance(v, dict) and "allOf" in v for v in (value, items))
+                    if merged and (word := _pascal(str(name))):
+                        names |= _word_forms(word)
+            todo.extend(v for k, v in node.items() if k not in ("const", "enum", "default"))
+    return frozenset(names)
+
+
 def could_name_nested(model: str, name: str, parts: frozenset[str]) -> bool:
     """Whether `name` may be the class datamodel-code-generator makes for an object nested in
     the model `model`: `model` followed by one or more of `parts` (`nested_name_parts` of that

@@ -417,8 +417,9 @@ def group_client(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
             # datamodel-code-generator names a nested object after its parents and renames
             # a second class of the same name with a digit: a tool's own model renamed means
             # another tool's nested object took its name, and the client would use the wrong one.
-            # The compiler refuses the names that can (names.could_name_nested); this stays for
-            # what its prediction of the library's naming misses (an allOf's unscoped class).
+            # The compiler refuses the names that can (names.could_name_nested, and
+            # names.unscoped_names for an allOf's class); this stays for what its prediction of
+            # the library's naming misses.
             if f"{cls}1" in module.defined:
                 raise EmitError(
                     "GEN208",
