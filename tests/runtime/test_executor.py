@@ -28,6 +28,7 @@ from generator.runtime.errors import (
     UPSTREAM_ERROR,
     UPSTREAM_INVALID_RESPONSE,
     UPSTREAM_TIMEOUT,
+    GatewayError,
 )
 from generator.runtime.executor import (
     MAX_ERROR_TEXT,
@@ -1864,6 +1865,40 @@ async def test_a_binding_header_cannot_replace_the_tenants_credentials(
     (sent,) = slack.requests()
     assert sent.headers["authorization"] == "Bearer " + SLACK_A["bot_token"]
     assert sent.headers["x-trace"] == "t-" + SLACK_B["bot_token"]  # other headers do interpolate
+
+
+async def test_a_header_argument_with_a_control_character_is_refused_before_sending(
+    gateway: c.GatewaySpec, slack: SlackUpstream, sleeps: Sleeps
+) -> None:
+    """A vertical tab, a form feed or spaces around a header value: the HTTP client refused
+    them only as it sent, and the gateway took that for a connection that broke after the
+    request went out, retried an idempotent read three times and told a write it may have
+    applied (audit finding). Now a control character is invalid_arguments with nothing sent,
+    and the spaces and tabs around a value, which HTTP does not count as part of it, are
+    left out."""
+    base = gateway.tools["slack_list_channels"]
+    assert base.http is not None
+    tool = dataclasses.replace(
+        base,
+        name="slack_list_channels_traced",
+        http=dataclasses.replace(base.http, headers={"X-Trace": "{trace}"}),
+        input_schema={"type": "object", "properties": {"trace": {"type": "string"}}},
+    )
+    ex = ConnectorExecutor(
+        with_tool(gateway, tool), base_urls={"slack": slack.url + "/api"}, sleep=sleeps
+    )
+    try:
+        for bad in ("a\x0bb", "a\x0cb", "a\x01b", "a\x7fb"):
+            with pytest.raises(GatewayError) as info:
+                await ex.call(tool, {"trace": bad}, credentials=SLACK_A, ctx=A)
+            assert info.value.code == INVALID_ARGUMENTS
+            assert "control character" in info.value.message
+        assert slack.requests() == [] and sleeps.calls == []
+        await ex.call(tool, {"trace": " \tt-1 \t"}, credentials=SLACK_A, ctx=A)
+        await ex.call(tool, {"trace": "a\tb c"}, credentials=SLACK_A, ctx=A)
+    finally:
+        await ex.aclose()
+    assert [r.headers["x-trace"] for r in slack.requests()] == ["t-1", "a\tb c"]
 
 
 async def test_retry_after_as_an_http_date_on_a_503(

@@ -151,12 +151,22 @@ logger = logging.getLogger(__name__)
 _SAFE_CODE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]+")
 _HEADER_BAD: Final = re.compile(r"[\r\n\x00]")
+# What no header value may hold (RFC 9110 5.5: control characters but the tab). h11 refused
+# some of them (a vertical tab, a form feed) only when sending, and the call failed as a
+# connection that broke after the request went out.
+_HEADER_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HEADER_SPACE: Final = " \t"  # around a header value: not part of it, and h11 refuses it
 
 
 def _header_safe(value: str) -> bool:
     """Whether `value` can be sent as it is in a header: ASCII (httpx encodes nothing else; it
-    would fail the call as an internal error) and no line break or NUL."""
-    return value.isascii() and not _HEADER_BAD.search(value)
+    would fail the call as an internal error), no control character but the tab, and no space
+    or tab around it."""
+    return (
+        value.isascii()
+        and not _HEADER_CONTROL.search(value)
+        and value == value.strip(_HEADER_SPACE)
+    )
 
 
 _NUMBER_TEXT: Final = re.compile(r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?", re.ASCII)
@@ -803,10 +813,18 @@ def _same_base(url: str, base: str) -> bool:
 
 
 def _header_text(value: Any) -> str:
-    text = scalar_text(value)
+    """A rendered header value as it is sent: the spaces and tabs around it, which are not
+    part of a header's value in HTTP, left out; no line break or other control character."""
+    text = scalar_text(value).strip(_HEADER_SPACE)
     if _HEADER_BAD.search(text):
         raise GatewayError(
             INVALID_ARGUMENTS, "An argument used in a request header contains a line break."
+        )
+    if _HEADER_CONTROL.search(text):
+        raise GatewayError(
+            INVALID_ARGUMENTS,
+            "An argument used in a request header contains a control character, which HTTP "
+            "headers cannot carry.",
         )
     if not text.isascii():
         raise GatewayError(
@@ -1689,6 +1707,15 @@ class ConnectorExecutor:
                         UPSTREAM_INVALID_RESPONSE,
                         f"{conn.spec.title} sent a response that could not be decoded.",
                         connector=name,
+                    ) from None
+                except httpx2.LocalProtocolError as exc:
+                    # The client refused to send the request as built: nothing went out.
+                    secrets = _secret_values(creds, credentials)
+                    raise GatewayError(
+                        INVALID_ARGUMENTS,
+                        f"The arguments make a request to {conn.spec.title} that cannot be sent "
+                        f"({_sanitise(str(exc), secrets)}); correct them.",
+                        details={"reason": "request_invalid"},
                     ) from None
                 except (httpx2.TransportError, OSError) as exc:
                     # Did the request go out before the connection broke, unanswered?
