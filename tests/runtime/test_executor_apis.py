@@ -1,11 +1,13 @@
-"""Connectors added in YAML only (tests/data/connectors), modelled on Stripe, Notion and Jira,
-run by the executor against real HTTP stand-ins on 127.0.0.1 that check what they receive.
+"""Connectors added in YAML only (tests/data/connectors), modelled on Stripe, Notion, Jira,
+Spotify, Pipedrive and others, run by the executor against real HTTP stand-ins on 127.0.0.1 that
+check what they receive.
 
 They cover what the four default connectors do not: a cursor that is the last record's id with
-`has_more`, a cursor in a JSON body, offset pagination with a declared page size and total,
-form bodies with nested objects, optional nested objects, 204 No Content, error messages given
-as a list, entity fields converted to the entity type's field types, and a write made safe to
-retry by an idempotency key (Stripe's refunds).
+`has_more`, a cursor in a JSON body, offset pagination with a declared page size and a total
+(at the top level, or beside records one level down) or a has-more flag, from upstreams that
+cap the page size below what was asked, form bodies with nested objects, optional nested
+objects, 204 No Content, error messages given as a list, entity fields converted to the entity
+type's field types, and a write made safe to retry by an idempotency key (Stripe's refunds).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ SQUARE = {"access_token": "EAAAl-square-sandbox-token-1234"}
 NOTION = {"token": "secret_notion_integration_token_1"}
 JIRA = {"site": "acme", "email": "ops@acme.test", "api_token": "jira-api-token-xyz-123"}
 JIRA_BASIC = base64.b64encode(b"ops@acme.test:jira-api-token-xyz-123").decode()
+SPOTIFY = {"access_token": "spotify-access-token-123"}
+PIPEDRIVE = {"company": "acme", "access_token": "pipedrive-access-token-123"}
 
 CUSTOMERS = [
     {"id": f"cus_{i:04d}", "email": f"c{i}@shop.test", "name": f"Customer {i}"} for i in range(7)
@@ -60,6 +64,14 @@ ISSUES = [
         "fields": {"summary": 'Tray says "load A4" \\ then OR stops', "status": {"name": "Open"}},
     }
 ]
+TRACKS = [
+    {"id": f"trk{i}", "name": f"Blue Song {i}", "artists": [{"name": "The Blues"}]}
+    for i in range(7)
+]
+PERSONS = [
+    {"id": i + 1, "name": f"Person {i + 1}", "primary_email": f"p{i + 1}@acme.test"}
+    for i in range(5)
+]
 PEOPLE = [  # directory users and CRM contacts: names a query language must quote
     {"id": f"u{i}", "name": name, "mail": f"p{i}@acme.test"}
     for i, name in enumerate(
@@ -76,7 +88,11 @@ JQL_TEXT_SEARCH = re.compile(r'text ~ "((?:[^"\\]|\\.)*)" ORDER BY created DESC'
 
 class ApiStandIns(Upstream):
     """Stripe under /stripe/v1, Notion under /notion/v1, Jira under /jira/<site>/rest/api/3,
-    Square under /square/v2.
+    Square under /square/v2, Spotify under /spotify/v1, Pipedrive under /pipedrive/<company>/v1.
+
+    `page_cap`, when set, is the most records a Jira or Pipedrive page holds whatever the
+    request asks for, as those APIs cap the page size (Jira Cloud's search may return fewer
+    issues than maxResults, Pipedrive at most 500 items).
 
     Stripe creates a refund once per `Idempotency-Key`: a request repeating a key gets the
     first one's refund back (with Stripe's `Idempotent-Replayed: true`), and `replayed` counts
@@ -88,10 +104,11 @@ class ApiStandIns(Upstream):
     IDEMPOTENCY_KEY_REUSED.
     """
 
-    DATA = ("refunds", "keys", "replayed", "payments", "payment_keys")
+    DATA = ("refunds", "keys", "replayed", "payments", "payment_keys", "page_cap")
 
     def __init__(self) -> None:
         super().__init__()
+        self.page_cap: int | None = None
         self.refunds: list[dict[str, Any]] = []
         self.keys: dict[str, dict[str, Any]] = {}  # idempotency key -> its refund
         self.replayed = 0
@@ -116,6 +133,10 @@ class ApiStandIns(Upstream):
             return self._jira(req, req.path.removeprefix("/jira/acme/rest/api/3"))
         if req.path.startswith("/square/v2/"):
             return self._square(req, req.path.removeprefix("/square/v2"))
+        if req.path.startswith("/spotify/v1/"):
+            return self._spotify(req, req.path.removeprefix("/spotify/v1"))
+        if req.path.startswith("/pipedrive/acme/v1/"):
+            return self._pipedrive(req, req.path.removeprefix("/pipedrive/acme/v1"))
         if req.path.startswith("/msgraph/v1.0/"):
             return self._graph(req, req.path.removeprefix("/msgraph/v1.0"))
         if req.path.startswith("/salesforce/acme/services/data/v60.0/"):
@@ -166,6 +187,41 @@ class ApiStandIns(Upstream):
             locator = f"01g-{last_name.encode().hex()}-{offset + 1}"
             body["nextRecordsUrl"] = f"/salesforce/acme/services/data/v60.0/query/{locator}"
         return Reply(200, body)
+
+    def _capped(self, size: int) -> int:
+        return size if self.page_cap is None else min(size, self.page_cap)
+
+    @staticmethod
+    def _spotify(req: Received, path: str) -> Reply:
+        """/search?q=...&type=track&limit=&offset=: the page and the total inside `tracks`."""
+        if req.headers.get("authorization") != "Bearer " + SPOTIFY["access_token"]:
+            return Reply(401, {"error": {"status": 401, "message": "Invalid access token"}})
+        if path != "/search" or req.args.get("type") != "track":
+            return Reply(400, {"error": {"status": 400, "message": "Bad search type field"}})
+        term = req.args.get("q", "").lower()
+        found = [t for t in TRACKS if term in t["name"].lower()]
+        offset, limit = int(req.args.get("offset", "0")), int(req.args.get("limit", "20"))
+        tracks = {"items": found[offset : offset + limit], "offset": offset, "limit": limit}
+        return Reply(200, {"tracks": {**tracks, "total": len(found)}})
+
+    def _pipedrive(self, req: Received, path: str) -> Reply:
+        """/persons?start=&limit=: says whether more items follow, never how many."""
+        if req.headers.get("authorization") != "Bearer " + PIPEDRIVE["access_token"]:
+            return Reply(401, {"success": False, "error": "unauthorized access"})
+        if path != "/persons":
+            return Reply(404, {"success": False, "error": "Unknown method ."})
+        start = int(req.args.get("start", "0"))
+        limit = self._capped(int(req.args.get("limit", "100")))
+        more = start + limit < len(PERSONS)
+        pagination = {"start": start, "limit": limit, "more_items_in_collection": more}
+        return Reply(
+            200,
+            {
+                "success": True,
+                "data": PERSONS[start : start + limit],
+                "additional_data": {"pagination": pagination},
+            },
+        )
 
     def _square(self, req: Received, path: str) -> Reply:
         def error(status: int, code: str, detail: str) -> Reply:
@@ -253,8 +309,7 @@ class ApiStandIns(Upstream):
             return Reply(200, {"results": page, "has_more": more, "next_cursor": cursor})
         return Reply(404, {"object": "error", "message": "not found"})
 
-    @staticmethod
-    def _jira(req: Received, path: str) -> Reply:
+    def _jira(self, req: Received, path: str) -> Reply:
         if req.headers.get("authorization") != "Basic " + JIRA_BASIC:
             return Reply(401, {"errorMessages": ["Unauthorized"], "errors": {}})
         if req.method == "GET" and path == "/search":
@@ -269,7 +324,7 @@ class ApiStandIns(Upstream):
             term = re.sub(r"\\(.)", r"\1", parsed.group(1)).lower()
             found = [i for i in ISSUES if term in i["fields"]["summary"].lower()]
             start = int(req.args.get("startAt", "0"))
-            size = int(req.args.get("maxResults", "50"))
+            size = self._capped(int(req.args.get("maxResults", "50")))
             page = found[start : start + size]
             body = {"startAt": start, "maxResults": size, "total": len(found), "issues": page}
             return Reply(200, body)
@@ -306,6 +361,8 @@ async def executor(
         "square": upstream.url + "/square/v2",
         "msgraph": upstream.url + "/msgraph/v1.0",
         "salesforce": upstream.url + "/salesforce/{instance}/services/data/v60.0",
+        "spotify": upstream.url + "/spotify/v1",
+        "pipedrive": upstream.url + "/pipedrive/{company}/v1",
     }
     ex = ConnectorExecutor(catalog, base_urls=base_urls)
     yield ex
@@ -405,6 +462,51 @@ async def test_jira_offset_pagination_walks_every_issue_once_and_stops_at_the_to
     assert sent == [None, "3", "6"]  # no extra, empty request after the last page
 
 
+async def test_a_page_shorter_than_asked_is_not_the_last_while_the_total_says_more_remain(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    """Jira Cloud may return fewer issues than maxResults asks for: the total, not the short
+    page, says when the issues end, and each offset counts the issues actually returned."""
+    upstream.page_cap = 3
+    issues, _ = await pages(executor, catalog, "jira_search_issues", JIRA, query="printer")
+    assert [issue["key"] for issue in issues] == [f"OPS-{i}" for i in range(1, 8)]
+    sent = [(r.args.get("startAt"), r.args["maxResults"]) for r in upstream.requests("GET")]
+    assert sent == [(None, "50"), ("3", "50"), ("6", "50")]
+
+
+async def test_records_and_total_one_level_down_page_to_the_end(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    """Spotify's search answers {"tracks": {"items": [...], "total": 7}}: the output keeps
+    `tracks` whole, and the records counted are its items."""
+    names: list[str] = []
+    cursor = None
+    for _ in range(6):
+        args: dict[str, Any] = {"query": "blue", "limit": 2}
+        if cursor is not None:
+            args["cursor"] = cursor
+        result = await call(executor, catalog, "spotify_search_tracks", SPOTIFY, **args)
+        names += [track["name"] for track in result.output["tracks"]["items"]]
+        cursor = result.output["next_cursor"]
+        if cursor is None:
+            break
+    assert names == [f"Blue Song {i}" for i in range(7)]
+    sent = [r.args.get("offset") for r in upstream.requests("GET", "/search")]
+    assert sent == [None, "2", "4", "6"]
+
+
+async def test_a_short_page_is_not_the_last_while_the_body_says_more_items_follow(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    """Pipedrive caps the page size and says whether more items follow: that flag, not a page
+    shorter than the limit asked for, ends the paging."""
+    upstream.page_cap = 2
+    persons, _ = await pages(executor, catalog, "pipedrive_list_persons", PIPEDRIVE)
+    assert [p["id"] for p in persons] == [1, 2, 3, 4, 5]
+    sent = [(r.args.get("start"), r.args["limit"]) for r in upstream.requests("GET")]
+    assert sent == [(None, "100"), ("2", "100"), ("4", "100")]
+
+
 async def test_quotes_and_backslashes_in_an_argument_stay_inside_the_jql_string(
     executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
 ) -> None:
@@ -484,8 +586,10 @@ def test_the_connectors_of_this_test_are_valid_yaml_only_connectors() -> None:
         "linear.yaml",
         "msgraph.yaml",
         "notion.yaml",
+        "pipedrive.yaml",
         "salesforce.yaml",
         "shopify_admin.yaml",
+        "spotify.yaml",
         "square.yaml",
         "stripe.yaml",
     ]

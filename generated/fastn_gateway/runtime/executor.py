@@ -29,14 +29,18 @@ declares `more` (a boolean in the body, such as ``has_more``), anything but true
   empty string or null ends.
 * ``page``: the cursor is a page number. When the response carries a ``Link`` header, there is
   a next page exactly when it has ``rel="next"`` (GitHub). Otherwise the records (the selected
-  body when it is a list, else the first list in the output) decide: an empty page ends; a page
-  shorter than the page size the request sent ends (the `size_param` key of the query or body,
-  else a query parameter named per_page, limit, page_size, pagesize, size or count); any other
-  page is followed by ``page + 1``. When the page size is unknown and the last page is exactly
-  full, that costs one extra, empty request, but no page is ever skipped.
+  body when it is a list, else the output's first list, looked for level by level:
+  ``tracks.items`` when the output is ``{"tracks": {"items": [...], "total": 7}}``) decide: an
+  empty page ends; without `more`, a page shorter than the page size the request sent ends
+  (the `size_param` key of the query or body, else a query parameter named per_page, limit,
+  page_size, pagesize, size or count); any other page is followed by ``page + 1``. When the
+  page size is unknown and the last page is exactly full, that costs one extra, empty request,
+  but no page is ever skipped.
 * ``offset``: the cursor is the number of records to skip (Jira's ``startAt``): the next one is
-  the offset plus the records of this page. The same records decide the end as for ``page``,
-  and so does a `total` count in the body when the offset reaches it.
+  the offset plus the records this page returned. An empty page ends. When the body gives the
+  `total` count, only reaching it ends: a page shorter than the size asked for does not, since
+  upstreams cap the page size (Jira Cloud may return fewer issues than maxResults asks). Without
+  a total, the same short-page rule as for ``page`` applies.
 * ``link``: the next page is the ``rel="next"`` URL of the Link header (or a URL in the body,
   `next`). The model gets it sealed: the cursor carries the URL with a MAC over it, the tool and
   the tenant, so a cursor is followed only as this tool gave it to this tenant (a made-up one
@@ -923,12 +927,22 @@ def _as_field_type(value: Any, kind: str | None) -> Any:
     return value
 
 
-def _first_list(data: Any, output: Mapping[str, Any]) -> list[Any] | None:
+def _records(data: Any, output: Mapping[str, Any]) -> list[Any] | None:
+    """A page's records: the selected body when it is a list, else the output's first list,
+    looked for one level at a time (a top-level value first, then one inside an object, as
+    Spotify's `tracks.items` beside `tracks.total`), never inside a record."""
     if isinstance(data, list):
         return data
-    for value in output.values():
-        if isinstance(value, list):
-            return value
+    level: list[Mapping[str, Any]] = [output]
+    while level:
+        inner: list[Mapping[str, Any]] = []
+        for obj in level:
+            for value in obj.values():
+                if isinstance(value, list):
+                    return value
+                if isinstance(value, Mapping):
+                    inner.append(value)
+        level = inner
     return None
 
 
@@ -2155,22 +2169,31 @@ class ConnectorExecutor:
             # against the base URL when the model hands it back.
             value = get_path(body, plan.next_path)
             return urljoin(reply.url, value) if isinstance(value, str) and value else None
-        records = _first_list(data, output)
+        records = _records(data, output)
+        # A page shorter than the size asked for is the last one only when the upstream says
+        # nothing else: upstreams cap the page size below what was asked (Jira Cloud's search,
+        # Pipedrive's 500), so a declared total or a `more` flag (true here) decides instead.
+        short = (
+            plan.more_path is None
+            and page_size is not None
+            and records is not None
+            and len(records) < page_size
+        )
         if plan.pagination == "offset":
+            if not records:
+                return None  # an empty page is the last one (and the offset would not move)
             offset = (digits(cursor) or 0) if cursor is not None else 0
-            if not records or (page_size is not None and len(records) < page_size):
-                return None  # an empty or short page is the last one
-            following = offset + len(records)
+            following = offset + len(records)  # the records returned, not the size asked for
             total = get_path(body, plan.total_path) if plan.total_path is not None else MISSING
-            if isinstance(total, int) and not isinstance(total, bool) and following >= total:
-                return None
-            return str(following)
+            if isinstance(total, int) and not isinstance(total, bool):
+                return None if following >= total else str(following)
+            return None if short else str(following)
         # page
         page = (_page_number(cursor) or 1) if cursor is not None else 1
         has_link, url = _link_next(reply.headers)
         if has_link:
             return str(page + 1) if url is not None else None
-        if not records or (page_size is not None and len(records) < page_size):
+        if not records or short:
             return None  # an empty or short page is the last one
         return str(page + 1)
 
