@@ -785,18 +785,49 @@ def _unb64(text: str) -> bytes:
 _B64URL: Final = re.compile(rb"[A-Za-z0-9_-]*")
 
 
+# One parameter of a link-value, after its `;`: a name, and a token or a quoted string (read to
+# the end of the header when its quote is never closed, so that no quote is scanned twice).
+_LINK_PARAM: Final = re.compile(r'\s*([^\s;,="]*)\s*(?:=\s*("(?:[^"\\]|\\.?)*(?:"|$)|[^\s;,]*))?')
+
+
+def _link_values(header: str) -> list[tuple[str, dict[str, str]]]:
+    """The link-values of a Link header (RFC 8288 section 3): each target as written between
+    `<` and `>`, and its parameters (lower-case names, quoted values unquoted; a parameter's
+    first occurrence counts). The target and a quoted value are read whole, so a comma or a
+    semicolon in them (`?fields=id,name`, `title="a, b"`) separates nothing. One pass over
+    the header, whatever it holds."""
+    values: list[tuple[str, dict[str, str]]] = []
+    at = 0
+    while (start := header.find("<", at)) >= 0 and (end := header.find(">", start)) >= 0:
+        target = header[start + 1 : end].strip()
+        params: dict[str, str] = {}
+        at = end + 1
+        while at < len(header) and header[at] != ",":
+            if header[at] != ";":
+                at += 1  # not a link-value's syntax: skipped
+                continue
+            match = _LINK_PARAM.match(header, at + 1)
+            if match is None:  # never: every part of it is optional
+                break
+            name, value = match.group(1).lower(), match.group(2) or ""
+            if value.startswith('"'):
+                value = re.sub(r"\\(.)", r"\1", value[1:].removesuffix('"'))
+            params.setdefault(name, value)
+            at = match.end()
+        values.append((target, params))
+    return values
+
+
 def _link_next(headers: httpx2.Headers) -> tuple[bool, str | None]:
-    """(has a Link header, the rel=next URL or None)."""
+    """(has a Link header, the rel=next target as written, maybe relative, or None). Several
+    Link fields are one list (`get` joins them with commas); a relation type is compared
+    without regard to case, and `rel` may list several (`rel="next last"`)."""
     header = headers.get("link")
     if header is None:
         return False, None
-    for part in header.split(","):
-        url_part, _, params = part.partition(";")
-        url = url_part.strip().strip("<>").strip()
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "rel" and "next" in value.strip().strip('"').split():
-                return True, url or None
+    for target, params in _link_values(header):
+        if "next" in params.get("rel", "").lower().split():
+            return True, target or None
     return True, None
 
 

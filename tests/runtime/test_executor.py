@@ -474,6 +474,28 @@ async def test_shopify_link_header_pagination(
     assert followed.headers["x-shopify-access-token"] == SHOP_A["access_token"]
 
 
+async def test_a_link_url_with_commas_is_followed_whole(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream
+) -> None:
+    """Shopify keeps `fields=id,name,...` in its page links: the commas inside <...> separate
+    no links, so the next page is requested with that whole query."""
+    fields = "id,name,created_at,total_price,currency"
+    shopify.next_link = shopify.orders_link("acme", 2, 2, fields)
+    tool = gateway.tools["shopify_list_orders"]
+    first = await executor.call(tool, {"limit": 2}, credentials=SHOP_A, ctx=A)
+    shopify.next_link = None  # from page 2 on, the links the stand-in writes (fields kept)
+    names = [o["name"] for o in first.output["orders"]]
+    cursor = first.output["next_cursor"]
+    while cursor is not None:
+        result = await executor.call(tool, {"cursor": cursor}, credentials=SHOP_A, ctx=A)
+        names += [o["name"] for o in result.output["orders"]]
+        cursor = result.output["next_cursor"]
+        assert len(names) <= 5
+    assert names == ["#1005", "#1004", "#1003", "#1002", "#1001"]
+    followed = shopify.requests("GET", "/orders.json")[1:]
+    assert [(r.args["fields"], r.args["limit"]) for r in followed] == [(fields, "2")] * 2
+
+
 @pytest.mark.parametrize(
     "cursor",
     [

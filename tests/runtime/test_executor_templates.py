@@ -222,6 +222,24 @@ def test_link_header_parsing() -> None:
     assert _link_next(both) == (True, "https://x.test/a?page_info=n")
     assert _link_next(httpx2.Headers({"link": '<https://x.test/last>; rel="last"'})) == (True, None)
     assert _link_next(httpx2.Headers({})) == (False, None)
+    # RFC 8288: commas and semicolons inside <...> or a quoted value separate nothing; the rel
+    # value is a space-separated list, compared without regard to case; a link-value's first
+    # rel counts; two Link fields are one list.
+    commas = httpx2.Headers(
+        {
+            "link": '<https://x.test/i?fields=a,b;c&page=2>; title="a, b; rel=next"; '
+            'rel="prev NEXT", <https://x.test/i?fields=a,b&page=9>; rel="last"'
+        }
+    )
+    assert _link_next(commas) == (True, "https://x.test/i?fields=a,b;c&page=2")
+    first_rel = httpx2.Headers({"link": "<https://x.test/2>; rel=last; rel=next"})
+    assert _link_next(first_rel) == (True, None)
+    two = httpx2.Headers([("link", '</a?p=1>; rel="prev"'), ("link", "</a?p=3>;rel=next")])
+    assert _link_next(two) == (True, "/a?p=3")
+    for junk in ('<https://x.test/2; rel="next"', 'https://x.test/2; rel="next"', "<>; rel=next"):
+        assert _link_next(httpx2.Headers({"link": junk})) == (True, None)
+    unclosed = httpx2.Headers({"link": '<https://x.test/2>; title="a, <b>; rel=next'})
+    assert _link_next(unclosed) == (True, None)
 
 
 @pytest.mark.parametrize(

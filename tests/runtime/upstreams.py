@@ -8,7 +8,7 @@ parts of the real API the manifests use, including its authentication and its er
   `response_metadata.next_cursor` ("" at the end); 429 `ratelimited` with `Retry-After`.
 * `ShopifyUpstream` - one shop per path prefix (`/{shop}/admin/api/2024-10`, since loopback has
   no subdomains), `X-Shopify-Access-Token`, `{"errors": ...}` bodies, Link header pagination
-  with `page_info`.
+  with `page_info` (and `fields`, a comma-separated list kept in the links as Shopify does).
 * `GitHubUpstream`  - bearer tokens, `{"message": "Bad credentials"}` 401s, page-number
   pagination with GitHub's Link header (optional), 201 on issue creation.
 * `HubSpotUpstream` - OAuth2: access tokens that can be expired, a token endpoint at
@@ -449,14 +449,20 @@ SHOPIFY_BAD_TOKEN = "[API] Invalid API key or access token (unrecognized login o
 
 
 class ShopifyUpstream(Upstream):
-    """Shopify Admin REST under `/{shop}/admin/api/2024-10`. `shops`: shop -> access token."""
+    """Shopify Admin REST under `/{shop}/admin/api/2024-10`. `shops`: shop -> access token.
 
-    DATA = ("customers", "orders", "next_link")
+    `next_link`, when set, is the rel="next" URL of every orders page (an upstream sending the
+    next page elsewhere). With `relative_links`, the Link URLs are written relative to the
+    request's (`orders.json?...`), as RFC 8288 allows.
+    """
+
+    DATA = ("customers", "orders", "next_link", "relative_links")
 
     def __init__(self, shops: Mapping[str, str], *, orders: int = 5, record: bool = True):
         super().__init__(record=record)
         self.shops = dict(shops)
         self.next_link: str | None = None
+        self.relative_links = False
         self.customers: dict[str, list[dict[str, Any]]] = {}
         self.orders: dict[str, list[dict[str, Any]]] = {}
         people = [
@@ -508,6 +514,20 @@ class ShopifyUpstream(Upstream):
             ]
         self.snapshot()
 
+    def orders_link(
+        self,
+        shop: str,
+        offset: int,
+        limit: int,
+        fields: str | None = None,
+        relative: bool = False,
+    ) -> str:
+        """The URL of the orders page at `offset`, with Shopify's `fields` list (its commas
+        left as they are), absolute or relative to an orders request's URL."""
+        root = "orders.json" if relative else f"{self.url}/{shop}{SHOPIFY_API}/orders.json"
+        chosen = "" if fields is None else f"&fields={fields}"
+        return f"{root}?limit={limit}{chosen}&page_info={_page_cursor(offset)}"
+
     def handle(self, req: Received) -> Reply:
         shop, _, rest = req.path.lstrip("/").partition("/")
         rest = "/" + rest
@@ -525,10 +545,12 @@ class ShopifyUpstream(Upstream):
             if not 1 <= limit <= 250:
                 return Reply(400, {"errors": {"limit": ["must be between 1 and 250"]}})
             offset = 0
+            fields = args.get("fields")
             if "page_info" in args:
-                if set(args) - {"page_info", "limit"}:
+                if set(args) - {"page_info", "limit", "fields"}:
                     return Reply(
-                        400, {"errors": {"page_info": ["only limit may go with page_info"]}}
+                        400,
+                        {"errors": {"page_info": ["only limit and fields may go with page_info"]}},
                     )
                 found = _page_offset(args["page_info"])
                 if found is None or found < 0:
@@ -539,18 +561,19 @@ class ShopifyUpstream(Upstream):
             if status and status != "any":
                 items = [o for o in items if o["financial_status"] == status]
             page = items[offset : offset + limit]
+            if fields is not None:
+                page = [{k: v for k, v in o.items() if k in fields.split(",")} for o in page]
             headers: dict[str, str] = {}
             links = []
-            root = f"{self.url}/{shop}{SHOPIFY_API}/orders.json"
+            relative = self.relative_links
             if self.next_link is not None:  # an upstream sending the next page elsewhere
                 links.append(f'<{self.next_link}>; rel="next"')
             elif offset + limit < len(items):
-                links.append(
-                    f'<{root}?limit={limit}&page_info={_page_cursor(offset + limit)}>; rel="next"'
-                )
+                following = self.orders_link(shop, offset + limit, limit, fields, relative)
+                links.append(f'<{following}>; rel="next"')
             if offset > 0:
-                previous = _page_cursor(max(0, offset - limit))
-                links.append(f'<{root}?limit={limit}&page_info={previous}>; rel="previous"')
+                previous = self.orders_link(shop, max(0, offset - limit), limit, fields, relative)
+                links.append(f'<{previous}>; rel="previous"')
             if links:
                 headers["link"] = ", ".join(links)
             return Reply(200, {"orders": page}, headers)
