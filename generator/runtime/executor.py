@@ -42,9 +42,10 @@ declares `more` (a boolean in the body, such as ``has_more``), anything but true
   upstreams cap the page size (Jira Cloud may return fewer issues than maxResults asks). Without
   a total, the same short-page rule as for ``page`` applies.
 * ``link``: the next page is the ``rel="next"`` URL of the Link header (or a URL in the body,
-  `next`). The model gets it sealed: the cursor carries the URL with a MAC over it, the tool and
-  the tenant, so a cursor is followed only as this tool gave it to this tenant (a made-up one
-  could reach any other path of the API with the tenant's credentials). A cursor is also only
+  `next`), resolved against the request's URL when it is relative. The model gets it sealed:
+  the cursor carries the URL with a MAC over it, the tool and the tenant, so a cursor is
+  followed only as this tool gave it to this tenant (a made-up one could reach any other path
+  of the API with the tenant's credentials). A cursor is also only
   followed when its URL stays on the connector's base URL (same origin, under its path, no dot
   segments), so it cannot send a tenant's credentials elsewhere.
 
@@ -2192,14 +2193,16 @@ class ConnectorExecutor:
                 return None
             return value if isinstance(value, str) else scalar_text(value)
         if plan.pagination == "link":
+            # The next page's URL, in the Link header or in the body (Microsoft Graph's
+            # @odata.nextLink, Salesforce's nextRecordsUrl), absolute or relative to this
+            # request's URL (RFC 8288 and 3986). It is checked against the base URL when the
+            # model hands it back.
             if plan.next_path is None:
                 _, url = _link_next(reply.headers)
-                return url
-            # The next page's URL in the body (Microsoft Graph's @odata.nextLink, Salesforce's
-            # nextRecordsUrl), absolute or relative to this request's URL. It is checked
-            # against the base URL when the model hands it back.
-            value = get_path(body, plan.next_path)
-            return urljoin(reply.url, value) if isinstance(value, str) and value else None
+            else:
+                value = get_path(body, plan.next_path)
+                url = value if isinstance(value, str) else None
+            return urljoin(reply.url, url) if url else None
         records = _records(data, output)
         # A page shorter than the size asked for is the last one only when the upstream says
         # nothing else: upstreams cap the page size below what was asked (Jira Cloud's search,

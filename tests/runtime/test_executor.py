@@ -474,6 +474,35 @@ async def test_shopify_link_header_pagination(
     assert followed.headers["x-shopify-access-token"] == SHOP_A["access_token"]
 
 
+async def walk_orders(
+    executor: ConnectorExecutor, tool: c.ToolSpec, shopify: ShopifyUpstream
+) -> list[str]:
+    """The names of every order, two a page, following next_cursor to the end."""
+    names: list[str] = []
+    cursor = None
+    for _ in range(5):
+        args: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        result = await executor.call(tool, args, credentials=SHOP_A, ctx=A)
+        names += [o["name"] for o in result.output["orders"]]
+        cursor = result.output["next_cursor"]
+        if cursor is None:
+            return names
+    raise AssertionError("never reached the last page")
+
+
+async def test_a_relative_link_is_resolved_against_the_requests_url(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream
+) -> None:
+    """RFC 8288: a Link URL may be relative (`<orders.json?...>`); it names the next page
+    relative to the request answered, and the cursor is that page's URL."""
+    shopify.relative_links = True
+    names = await walk_orders(executor, gateway.tools["shopify_list_orders"], shopify)
+    assert names == ["#1005", "#1004", "#1003", "#1002", "#1001"]
+    followed = shopify.requests("GET", "/orders.json")[1:]
+    assert [r.path for r in followed] == ["/acme/admin/api/2024-10/orders.json"] * 2
+    assert [set(r.args) for r in followed] == [{"limit", "page_info"}] * 2
+
+
 async def test_a_link_url_with_commas_is_followed_whole(
     executor: ConnectorExecutor, gateway: c.GatewaySpec, shopify: ShopifyUpstream
 ) -> None:
@@ -503,7 +532,10 @@ async def test_a_link_url_with_commas_is_followed_whole(
         "https://attacker.test/steal",
         "{base_other_shop}/orders.json?page_info=x",
         "{base_root}/other/api/orders.json",
-        "not a url",
+        # Relative references are resolved against the request's URL first (RFC 3986).
+        "//evil.example/acme/admin/api/2024-10/orders.json",
+        "/globex/admin/api/2024-10/orders.json",
+        "../../../globex/admin/api/2024-10/orders.json",
         # Dot segments climb out of the base path once resolved, percent-encoded or not.
         "{base_acme}/../../../globex/admin/api/2024-10/orders.json",
         "{base_acme}/%2e%2e/%2E%2E/%2e%2e/globex/admin/api/2024-10/orders.json",
