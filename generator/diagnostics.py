@@ -273,6 +273,11 @@ CODES: dict[str, Code] = {
             stage="lint",
         ),
         Code(code="LNT023", title="unused or contradictory lint.limits entry", stage="lint"),
+        Code(
+            code="LNT024",
+            title="dotted path written as JSONPath, a JSON Pointer, a slash path or with brackets",
+            stage="lint",
+        ),
     ]
 }
 

@@ -54,6 +54,11 @@ _OPERAND_PLACEHOLDER = re.compile(
     re.IGNORECASE,
 )
 
+# Another syntax for a path into JSON, where the manifest takes keys joined by dots: JSONPath's
+# root (`$.meta.next`, `$['x']`), a subscript (`data[0].id`), or a JSON Pointer or slash path
+# (`/meta/next`, `meta/has_more`; a slash after a dot may be in a key, `kubernetes.io/name`).
+_OTHER_PATH_SYNTAX = re.compile(r"^\$(?:$|[.\[])|\[(?:-?\d+|\*|'[^']*'|\"[^\"]*\")\]|^[^.]*/")
+
 
 @dataclass(frozen=True, slots=True)
 class Suppressed:
@@ -460,6 +465,7 @@ def _binding_checks(t: ir.Tool, sources: Sources, f: _Findings) -> None:
     if http is None:
         return
     _quoted_placeholders(t, sources, f)
+    _path_syntax(t, sources, f)
     if http.idempotency_key is None:
         return
     span = http.idempotency_key.span
@@ -479,6 +485,51 @@ def _binding_checks(t: ir.Tool, sources: Sources, f: _Findings) -> None:
             span,
             f"{t.name} sends an idempotency key with a GET, which upstreams ignore",
             "a read is safe to repeat: annotate it idempotent: true and remove idempotency_key",
+            severity=Severity.WARNING,
+        )
+
+
+def _dotted(path: str) -> str:
+    """`path` written as keys joined by dots: `$.meta.next`, `/meta/next`, `meta/has_more` ->
+    `meta.next`...; `data[0].id`, `$['data'][-1]` -> `data.0.id`, `data.-1`."""
+    path = re.sub(r"\[(?:'([^']*)'|\"([^\"]*)\"|(-?\d+|\*))\]", r".\1\2\3", path)
+    return ".".join(part for part in re.split(r"[./]", path.removeprefix("$")) if part)
+
+
+def _path_syntax(t: ir.Tool, sources: Sources, f: _Findings) -> None:
+    """A response or pagination path written in another syntax looks for a key named `$`,
+    `data[0]` or `meta/has_more`, which answers do not have: nothing is read, so a `more` or
+    `next` written so ends the paging after the first page, silently."""
+    raw = sources.raw_tool(t.name)
+    http = raw.get("http", {})
+    found: list[tuple[tuple[str | int, ...], Any]] = []
+    response = http.get("response", {})
+    found.append((("http", "response", "select"), response.get("select")))
+    found += [
+        (("http", "response", "fields", name), path)
+        for name, path in (response.get("fields") or {}).items()
+    ]
+    pagination = http.get("pagination", {})
+    found += [
+        (("http", "pagination", key), pagination.get(key)) for key in ("next", "more", "total")
+    ]
+    for i, mapping in enumerate(raw.get("entities") or []):
+        found.append((("entities", i, "items"), mapping.get("items")))
+        found += [
+            (("entities", i, "fields", name), path)
+            for name, path in (mapping.get("fields") or {}).items()
+        ]
+    for where, path in found:
+        if not isinstance(path, str) or not _OTHER_PATH_SYNTAX.search(path):
+            continue
+        what = ".".join(str(part) for part in where)
+        f.add(
+            "LNT024",
+            sources.tool_span(t.name, *where) or t.span,
+            f"{t.name}: {what} {path!r} is not a dotted path: it looks for a key named "
+            f"{path.split('.')[0]!r}, which answers seldom have, and reads nothing",
+            (f"write {_dotted(path)!r}" if _dotted(path) else "leave it out (the whole body)")
+            + ": keys joined by dots, a list index as a key (`data.0.id`, `-1` the last)",
             severity=Severity.WARNING,
         )
 

@@ -365,6 +365,49 @@ def test_a_placeholder_between_quotes_without_a_filter_is_a_warning(tmp_path: Pa
         assert not [d for d in result.diagnostics if d.code.startswith("GEN")]
 
 
+@pytest.mark.parametrize(
+    "written",
+    [
+        "$.additional_data.pagination.more_items_in_collection",
+        "/additional_data/pagination/more_items_in_collection",
+        "additional_data/pagination/more_items_in_collection",
+        "$['additional_data']['pagination']['more_items_in_collection']",
+    ],
+)
+def test_a_path_in_another_syntax_than_dotted_keys_is_a_warning(
+    tmp_path: Path, written: str
+) -> None:
+    """`more: $.a.b` looks for a key named `$`, never true: paging would stop after page 1."""
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (ROOT / "tests" / "data" / "connectors" / "pipedrive.yaml").read_text(encoding="utf-8")
+    target = root / "manifests" / "connectors" / "pipedrive.yaml"
+    target.write_text(text, encoding="utf-8")
+    assert not [d for d in _lint(root).diagnostics if d.code == "LNT024"]  # dotted: fine
+
+    dotted = "additional_data.pagination.more_items_in_collection"
+    edited = text.replace(f"more: {dotted}", f'more: "{written}"')
+    target.write_text(edited, encoding="utf-8")
+    result = _lint(root)
+    assert not [d for d in result.diagnostics if d.code.startswith("GEN")]
+    (found,) = [d for d in result.diagnostics if d.code == "LNT024"]
+    line = next(i for i, s in enumerate(edited.splitlines(), 1) if "more:" in s)
+    assert (found.severity, found.span.line) == (Severity.WARNING, line)
+    assert found.message.startswith("pipedrive_list_persons: http.pagination.more ")
+    assert found.hint is not None and found.hint.startswith(f"write {dotted!r}")
+
+
+def test_dotted_paths_with_dollars_and_slashes_inside_keys_are_no_lnt024(tmp_path: Path) -> None:
+    """A key may start with `$` (`_id.$oid`) or hold a slash after a dot
+    (`metadata.kubernetes.io/name`): only another path syntax is reported."""
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (ROOT / "tests" / "data" / "connectors" / "spotify.yaml").read_text(encoding="utf-8")
+    text = text.replace("fields: {tracks: tracks}", 'fields: {tracks: "tracks.$oid/x"}')
+    (root / "manifests" / "connectors" / "spotify.yaml").write_text(text, encoding="utf-8")
+    result = _lint(root)
+    assert not [d for d in result.diagnostics if d.code.startswith("GEN")]
+    assert not [d for d in result.diagnostics if d.code == "LNT024"]
+
+
 def test_headers_carry_no_query_language_for_lnt022(tmp_path: Path) -> None:
     """`X-Opt: v={query}` was "a bare operand of a query", and an entity tag between quotes a
     quoted literal: a header's `name=value` and quoted strings are no query. The same text in
