@@ -102,6 +102,25 @@ def _is_integer(v: Any) -> bool:
     return isinstance(v, int) or (isinstance(v, float) and v.is_integer())
 
 
+# The largest magnitude up to which every whole float is exactly an integer (2**53).
+_EXACT: Final = float(2**53)
+
+
+def whole_numbers(value: Any) -> Any:
+    """`value` (validated arguments) with every float that is a whole number within 2**53
+    written as an int, at any depth. JSON Schema counts 5.0 and 1e2 as integers, so they pass
+    an `integer`, but templates wrote them as `5.0` and `100.0`: a path `/customers/5.0.json`,
+    a query `per_page=30.0` (whose page size paging could not read back), and a memory tool
+    refused `top_k: 5.0` though the schema had accepted it. The same number either way."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) <= _EXACT else value
+    if isinstance(value, dict):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(v) for v in value]
+    return value
+
+
 _TYPES: Final[dict[str, Check]] = {
     "string": lambda v: isinstance(v, str),
     "integer": _is_integer,

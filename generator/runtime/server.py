@@ -121,7 +121,14 @@ from .executor import (
     check_base_urls,
     token_urls_from_env,
 )
-from .fastschema import Check, compile_check, has_surrogate, unencodable, validator_class
+from .fastschema import (
+    Check,
+    compile_check,
+    has_surrogate,
+    unencodable,
+    validator_class,
+    whole_numbers,
+)
 from .memory import MemoryStore
 from .quota import QuotaTracker
 from .recorder import Recorder
@@ -1213,6 +1220,7 @@ class _Handlers:
             )
             self._record(principal, spec, at, started, err, count_usage=False)
             return tool_error(err)
+        args = whole_numbers(args)
 
         plan = rt.quota.plan(principal.plan)
         day = usage_day(at)

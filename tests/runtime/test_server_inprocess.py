@@ -1659,6 +1659,24 @@ async def test_the_gateways_own_lists_end_early_to_fit_the_result_size_cap(
     }
 
 
+async def test_a_whole_float_passes_as_the_integer_it_is(world, upstream) -> None:
+    """JSON Schema counts 5.0 as an integer, so it passed `limit` and `top_k`, but the upstream
+    got `limit=5.0` (Slack, like most APIs, wants digits) and the memory tool refused it
+    (audit finding). Arguments reach every tool with whole floats written as integers."""
+    upstream.slack_channels = 3
+    try:
+        async with Client(world.server(world.a_rw)) as c:
+            channels = await c.call_tool("slack_list_channels", {"limit": 5.0})
+            chunks = await c.call_tool("retrieve_relevant_chunks", {"query": "x", "top_k": 5e0})
+            fraction = await c.call_tool("slack_list_channels", {"limit": 2.5})
+    finally:
+        upstream.slack_channels = 1
+    assert not channels.is_error, channels.content
+    assert len(channels.structured_content["channels"]) == 3
+    assert not chunks.is_error, chunks.content
+    assert envelope(fraction)["code"] == "invalid_arguments"
+
+
 def test_the_page_size_input_is_the_one_that_fills_the_size_param(gateway) -> None:
     from generator.runtime import catalog as c
     from generator.runtime.server import size_input
