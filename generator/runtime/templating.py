@@ -12,8 +12,11 @@ Rules (the manifest schema documents them for authors):
   one without placeholders is a constant and always sent. The root of a query, header map or
   body is never dropped.
 * Path placeholders are always percent-encoded (``/`` included) and must be present.
-* Query strings and form bodies (`pairs`) repeat the key for each item of a list and spell
-  nested objects with brackets: ``metadata[order]=1001``, ``items[0][price]=p_1``.
+* Query strings and form bodies (`pairs`) spell nested objects with brackets
+  (``metadata[order]=1001``, ``items[0][price]=p_1``). A top-level list repeats its key for
+  each item (``ids=1&ids=2``); a list inside an object or list writes ``[]`` after its key
+  (``line_items[0][tax_rates][]=txr_a``), since a bracket-reading server keeps only the last of
+  a repeated bracketed key.
 * A placeholder may name a filter, ``{name|filter}``, that writes the value as a literal of the
   query language the string is in (JQL, SOQL, OData ``$filter``...), so that a quote in the
   value cannot end the literal early. ``double_quoted`` (``"a \\"b\\""``) and ``single_quoted``
@@ -333,27 +336,32 @@ class TextTemplate:
 
 
 def pairs(rendered: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Query or form pairs from a rendered object: null dropped, a list repeats the key for
-    each scalar item, objects nest with brackets (`a[b]=1`, and `a[0][b]=1` for an object
-    inside a list), as Rails, PHP and Stripe read them."""
+    """Query or form pairs from a rendered object, null dropped, as Rails (Rack), PHP, Node's
+    qs and Stripe read them: objects nest with brackets (`a[b]=1`, `a[0][b]=1` for an object
+    inside a list). A top-level list repeats its key for each scalar item (`a=1&a=2`, what
+    servers that read no brackets expect; name the key `a[]` for one that does). A list inside
+    an object or list is spelt `a[b][]=1&a[b][]=2`: repeated as `a[b]`, those servers would
+    keep only the last item. Its items are indexed instead (`a[b][0]=1`) when any of them is an
+    object or list, so that each object's keys stay together."""
     out: list[tuple[str, str]] = []
     for key, value in rendered.items():
-        _pairs_into(out, key, value)
+        _pairs_into(out, key, value, nested=False)
     return out
 
 
-def _pairs_into(out: list[tuple[str, str]], key: str, value: Any) -> None:
+def _pairs_into(out: list[tuple[str, str]], key: str, value: Any, *, nested: bool) -> None:
     if value is None:
         return
     if isinstance(value, Mapping):
         for sub, item in value.items():
-            _pairs_into(out, f"{key}[{sub}]", item)
+            _pairs_into(out, f"{key}[{sub}]", item, nested=True)
     elif isinstance(value, list):
+        indexed = any(isinstance(item, Mapping | list) for item in value)
         for index, item in enumerate(value):
-            if isinstance(item, Mapping | list):
-                _pairs_into(out, f"{key}[{index}]", item)
+            if indexed:
+                _pairs_into(out, f"{key}[{index}]", item, nested=True)
             elif item is not None:
-                out.append((key, scalar_text(item)))
+                out.append((f"{key}[]" if nested else key, scalar_text(item)))
     else:
         out.append((key, scalar_text(value)))
 

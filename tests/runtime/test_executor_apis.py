@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import anyio
 import pytest
@@ -84,6 +84,43 @@ SOQL_BY_LAST_NAME = re.compile(
     r"SELECT Id, Name, Email FROM Contact WHERE LastName = '((?:[^'\\]|\\.)*)'"
 )
 JQL_TEXT_SEARCH = re.compile(r'text ~ "((?:[^"\\]|\\.)*)" ORDER BY created DESC')
+
+
+def rack_params(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Form or query pairs as Rack (Rails) and Stripe read them: `a[b]=1` nests, `a[]=1`
+    appends to a list, a key repeated without `[]` keeps its last value, and an object whose
+    keys are all indexes (`a[0][b]=1`) is a list in index order. A key used both ways is a
+    ValueError (Rack's ParameterTypeError)."""
+    params: dict[str, Any] = {}
+    for name, value in pairs:
+        head = name.partition("[")[0]
+        keys = [head, *re.findall(r"\[([^\]]*)\]", name[len(head) :])]
+        appends = len(keys) > 1 and keys[-1] == ""
+        if appends:
+            keys.pop()
+        node = params
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(name)
+        if appends:
+            items = node.setdefault(keys[-1], [])
+            if not isinstance(items, list):
+                raise ValueError(name)
+            items.append(value)
+        elif isinstance(node.get(keys[-1]), dict | list):
+            raise ValueError(name)
+        else:
+            node[keys[-1]] = value
+
+    def lists(value: Any) -> Any:
+        if isinstance(value, dict):
+            if value and all(key.isdigit() for key in value):
+                return [lists(value[key]) for key in sorted(value, key=int)]
+            return {key: lists(item) for key, item in value.items()}
+        return value
+
+    return lists(params)
 
 
 class ApiStandIns(Upstream):
@@ -266,6 +303,8 @@ class ApiStandIns(Upstream):
             page = CUSTOMERS[start : start + limit]
             more = start + limit < len(CUSTOMERS)
             return Reply(200, {"object": "list", "data": page, "has_more": more})
+        if (req.method, path) in (("POST", "/checkout/sessions"), ("GET", "/invoices/upcoming")):
+            return self._stripe_items(req, path)
         if req.method == "POST" and path == "/refunds":
             if req.headers.get("content-type") != "application/x-www-form-urlencoded":
                 return Reply(400, {"error": {"message": "Invalid request"}})
@@ -289,6 +328,38 @@ class ApiStandIns(Upstream):
                 self.keys[key] = refund
             return Reply(200, refund)
         return Reply(404, {"error": {"message": "Unrecognized request URL"}})
+
+    @staticmethod
+    def _stripe_items(req: Received, path: str) -> Reply:
+        """A Checkout session (form body `line_items[...]`) or an invoice preview (query
+        `subscription_details[items][...]`) whose items echo what Stripe read: a list given as
+        a repeated key it reads as its last value, which is no array."""
+        invalid = Reply(
+            400, {"error": {"type": "invalid_request_error", "message": "Invalid array"}}
+        )
+        sent = parse_qsl(req.body.decode(), keep_blank_values=True) if req.body else req.query
+        try:
+            params = rack_params(list(sent))
+        except ValueError:
+            return invalid
+        if path == "/checkout/sessions":
+            items = params.get("line_items")
+        else:
+            items = (params.get("subscription_details") or {}).get("items")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            return invalid
+        lines: list[dict[str, Any]] = []
+        for item in items:
+            rates = item.get("tax_rates", [])
+            if not isinstance(rates, list):
+                return invalid
+            line: dict[str, Any] = {"price": item.get("price"), "tax_rates": rates}
+            if "quantity" in item:
+                line["quantity"] = int(item["quantity"])
+            lines.append(line)
+        if path == "/checkout/sessions":
+            return Reply(200, {"id": "cs_test_1", "line_items": {"data": lines}})
+        return Reply(200, {"object": "invoice", "lines": {"data": lines}})
 
     @staticmethod
     def _notion(req: Received, path: str) -> Reply:
@@ -406,6 +477,50 @@ async def test_stripe_form_body_spells_nested_objects_and_lists_with_brackets(
     assert request.body.decode() == (
         "charge=ch_1&metadata%5Border%5D=1001&metadata%5Breason%5D=damaged"
         "&expand%5B%5D=charge&expand%5B%5D=payment_intent"
+    )
+
+
+async def test_a_list_inside_a_form_bodys_list_reaches_stripe_whole(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    """`line_items[0][tax_rates]` repeated is one tax rate to Stripe, Rack and PHP (the last):
+    a list inside an object or list is written `[]` after its key."""
+    items = [
+        {"price": "price_a", "quantity": 2, "tax_rates": ["txr_1", "txr_2"]},
+        {"price": "price_b", "tax_rates": ["txr_3"]},
+    ]
+    result = await call(
+        executor,
+        catalog,
+        "stripe_create_checkout_session",
+        STRIPE,
+        line_items=items,
+        payment_method_types=["card", "link"],
+    )
+    assert result.output == {"id": "cs_test_1", "line_items": items}
+    (request,) = upstream.requests("POST", "/checkout/sessions")
+    assert unquote(request.body.decode()) == (
+        "mode=payment&line_items[0][price]=price_a&line_items[0][quantity]=2"
+        "&line_items[0][tax_rates][]=txr_1&line_items[0][tax_rates][]=txr_2"
+        "&line_items[1][price]=price_b&line_items[1][tax_rates][]=txr_3"
+        "&payment_method_types[]=card&payment_method_types[]=link"
+    )
+
+
+async def test_a_list_inside_a_query_strings_object_reaches_stripe_whole(
+    executor: ConnectorExecutor, catalog: c.GatewaySpec, upstream: ApiStandIns
+) -> None:
+    items = [{"price": "price_a", "tax_rates": ["txr_1", "txr_2"]}]
+    result = await call(
+        executor, catalog, "stripe_preview_invoice", STRIPE, customer="cus_0001", items=items
+    )
+    assert result.output == {"lines": items}
+    (request,) = upstream.requests("GET", "/invoices/upcoming")
+    assert request.query == (
+        ("customer", "cus_0001"),
+        ("subscription_details[items][0][price]", "price_a"),
+        ("subscription_details[items][0][tax_rates][]", "txr_1"),
+        ("subscription_details[items][0][tax_rates][]", "txr_2"),
     )
 
 

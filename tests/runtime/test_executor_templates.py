@@ -145,6 +145,33 @@ def test_query_and_form_pairs_spell_nested_objects_with_brackets() -> None:
     ]
 
 
+def test_a_list_inside_an_object_or_list_is_written_with_brackets() -> None:
+    """Repeated, `items[0][tax_rates]` is its last item to Rack, PHP and Stripe; a top-level
+    list keeps repeating its key (`ids=1&ids=2`, what servers that read no brackets expect)."""
+    rendered = {
+        "ids": [1, 2],
+        "items": [{"price": "p_1", "tax_rates": ["t_1", None, "t_2"]}],
+        "filter": {"status": ["open", "closed"], "none": []},
+        "grid": [["a", "b"], ["c"]],
+        "mixed": [{"a": 1}, "x"],
+    }
+    assert pairs(rendered) == [
+        ("ids", "1"),
+        ("ids", "2"),
+        ("items[0][price]", "p_1"),
+        ("items[0][tax_rates][]", "t_1"),
+        ("items[0][tax_rates][]", "t_2"),
+        ("filter[status][]", "open"),
+        ("filter[status][]", "closed"),
+        ("grid[0][]", "a"),
+        ("grid[0][]", "b"),
+        ("grid[1][]", "c"),
+        # With an object among them, every item is indexed, so that no index is reused.
+        ("mixed[0][a]", "1"),
+        ("mixed[1]", "x"),
+    ]
+
+
 def test_a_nested_object_whose_placeholders_are_all_absent_is_dropped() -> None:
     template = {
         "query": "{query}",
