@@ -11,8 +11,10 @@ compiles each tool's binding lazily, once. A call:
 3. sends it under the connector's timeout, retrying idempotent capabilities, and those whose
    binding declares an idempotency key (below), on 429, 5xx and connection errors with
    jittered exponential backoff (honouring `Retry-After`). Any other request that is not
-   idempotent is never repeated, and when it may have reached the upstream (a timeout, a
-   connection broken after sending) the error says so and is not retryable;
+   idempotent is never repeated, and when it may have reached the upstream and been applied
+   (a timeout, a connection broken after sending, or an answer of HTTP 5xx other than 503,
+   which says the request was not processed) the error says so and is not retryable. A
+   read-only capability counts as idempotent here: it changes nothing it could change twice;
 4. maps failures onto the gateway's error envelope and successes onto the tool's output:
    `select`, then `fields`, then `next_cursor`, then JSON Schema validation. A body that does
    not match the output schema is `upstream_invalid_response`, never passed through; its
@@ -59,8 +61,9 @@ random key (a version 4 UUID) and sends it on every attempt, the one after an OA
 included, so the write is retried like an idempotent capability, and also after a timeout: the
 same key is the only safe way to learn what became of it, and only this call holds that key.
 For the same reason the final error of such a call is not retryable once an attempt may have
-reached the upstream unanswered (a timeout, a broken connection): a new tool call carries a new
-key, so repeating it could apply the write twice, and the message says to check first. Where no
+been applied unseen (a timeout, a broken connection, a 5xx other than 503): a new tool call
+carries a new key, so repeating it could apply the write twice, and the message says to check
+first. Where no
 attempt was left in doubt, its errors are retryable exactly where an idempotent call's are.
 The key is never logged, and an upstream error text that quotes it is redacted like a
 credential before it reaches `details`.
@@ -595,6 +598,10 @@ class _ToolPlan:
     output_validator: Validator
     output_check: Check | None  # fast "valid?" for the common schema subset
     idempotent: bool  # repeating the request is safe (annotation), so it may be retried
+    # Neither idempotent nor read-only (MCP: idempotentHint means nothing beside readOnlyHint,
+    # a read changes nothing): a request of it that may have reached the upstream unanswered
+    # may have been applied, and a repeat may apply it again.
+    writes: bool
     # Where one key per call goes (header, body or query, and its name): repeating that call
     # is safe.
     idempotency: tuple[Literal["header", "body", "query"], str] | None
@@ -695,6 +702,7 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
         output_validator=validator_class()(dict(tool.output_schema)),
         output_check=compile_check(tool.output_schema),
         idempotent=idempotent,
+        writes=not (idempotent or tool.annotations.read_only),
         idempotency=key.place if key is not None else None,
         max_attempts=1 + max(0, conn.spec.retries) if retried else 1,
     )
@@ -882,8 +890,9 @@ def _origin(url: str) -> str:
 
 
 def _may_have_applied(exc: ConnectorCallError) -> None:
-    """Mark the final error of a keyed write one of whose attempts may have been applied: the
-    caller's own repeat would carry a new key, so it is not safe to advise one."""
+    """Mark the final error of a write one of whose attempts may have been applied: the
+    caller's own repeat would be a second write (under a new key, if it declares one), so it
+    is not safe to advise one."""
     if not exc.message.endswith(_MAY_HAVE_APPLIED):
         exc.message += _MAY_HAVE_APPLIED
         exc.args = (exc.message,)
@@ -1682,7 +1691,8 @@ class ConnectorExecutor:
         refreshed: dict[str, str] | None = None
         attempts = 0
         status: int | None = None
-        # An idempotency key, and whether an attempt carrying it may have been applied unseen.
+        # An idempotency key, and whether an attempt may have been applied unseen (it timed out,
+        # its connection broke after sending, or it was answered with a 5xx other than 503).
         key: str | None = None
         in_doubt = False
         upstream: str | None = None
@@ -1738,9 +1748,9 @@ class ConnectorExecutor:
                     raise self._fail(
                         UPSTREAM_TIMEOUT,
                         f"{conn.spec.title} did not answer within {timeout:g} s."
-                        + ("" if plan.idempotent else _MAY_HAVE_APPLIED),
+                        + (_MAY_HAVE_APPLIED if plan.writes else ""),
                         connector=name,
-                        retryable=None if plan.idempotent else False,
+                        retryable=False if plan.writes else None,
                     ) from None
                 except _TooLarge:
                     raise self._fail(
@@ -1777,10 +1787,10 @@ class ConnectorExecutor:
                         raise self._fail(
                             UPSTREAM_ERROR,
                             f"The connection to {conn.spec.title} broke before it answered."
-                            + ("" if plan.idempotent else _MAY_HAVE_APPLIED),
+                            + (_MAY_HAVE_APPLIED if plan.writes else ""),
                             connector=name,
                             details={"reason": "connection_dropped"},
-                            retryable=plan.idempotent,
+                            retryable=not plan.writes,
                         ) from None
                     # Nothing was sent: trying again is safe whatever the capability does.
                     # A host made from the tenant's own fields is named: a mistyped shop or
@@ -1860,6 +1870,12 @@ class ConnectorExecutor:
                         retry_after=wait,
                     )
                 if status >= 500:
+                    # A 503 says the upstream could not handle the request now (RFC 9110
+                    # 15.6.4): it was not processed. Any other 5xx may come after it was: a
+                    # 500 from a handler that failed halfway, a 502 or 504 from a proxy whose
+                    # upstream applied it and then failed or was too slow to answer.
+                    if status != 503:
+                        in_doubt = True
                     wait = parse_retry_after(reply.headers.get("retry-after"))
                     if can_retry and (wait is None or wait <= self._max_retry_after):
                         await self._sleep(wait if wait is not None else self._backoff(retries))
@@ -1953,7 +1969,7 @@ class ConnectorExecutor:
             exc.attempts = attempts
             exc.refreshed_credentials = refreshed
             exc.upstream = upstream
-            if in_doubt and not plan.idempotent:
+            if in_doubt and plan.writes:
                 _may_have_applied(exc)
             raise
         except GatewayError as exc:

@@ -821,8 +821,105 @@ async def test_github_create_issue_sends_only_given_fields_and_is_not_retried(
             tool, {"owner": "acme", "repo": "web", "title": "Again"}, credentials=GH_A, ctx=A
         )
     )
-    assert exc.code == UPSTREAM_ERROR and exc.status == 502 and exc.retryable is True
+    assert exc.code == UPSTREAM_ERROR and exc.status == 502
     assert len(github.requests("POST")) == 2 and sleeps.calls == []
+
+
+HTML_504 = Fault(
+    504,
+    raw=b"<html><body>504 Gateway Time-out</body></html>",
+    headers={"content-type": "text/html"},
+)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(500, {"message": "Server Error"}),
+        Fault(502, {"message": "Server Error"}, headers={"Retry-After": "5"}),
+        HTML_504,
+    ],
+)
+async def test_a_write_answered_with_a_5xx_may_have_been_applied(
+    executor: ConnectorExecutor,
+    gateway: c.GatewaySpec,
+    github: GitHubUpstream,
+    sleeps: Sleeps,
+    fault: Fault,
+) -> None:
+    """A 500, or a proxy's 502 or 504, may come after the upstream applied the write: the error
+    says so and is not retryable, as after a timeout (calling again could make a second
+    issue)."""
+    github.fail_next("POST", "/acme/web/issues", fault)
+    exc = await fails(
+        executor.call(
+            gateway.tools["github_create_issue"],
+            {"owner": "acme", "repo": "web", "title": "Crash"},
+            credentials=GH_A,
+            ctx=A,
+        )
+    )
+    assert exc.code == UPSTREAM_ERROR and exc.status == fault.status and exc.attempts == 1
+    assert exc.retryable is False and exc.retry_after is None
+    assert exc.message == (
+        f"GitHub failed with HTTP {fault.status}. It may have applied the request anyway: "
+        "check before repeating it."
+    )
+    assert "retry_after_seconds" not in exc.envelope()["error"]
+    assert len(github.requests("POST")) == 1 and sleeps.calls == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(503, {"message": "Service Unavailable"}, headers={"Retry-After": "5"}),
+        Fault(429, {"message": "Too many requests"}, headers={"Retry-After": "5"}),
+    ],
+)
+async def test_a_write_refused_unprocessed_stays_retryable(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream, fault: Fault
+) -> None:
+    """A 503 (the upstream could not handle the request now) and a rate limit say the write was
+    not processed: calling again later is safe."""
+    github.fail_next("POST", "/acme/web/issues", fault)
+    exc = await fails(
+        executor.call(
+            gateway.tools["github_create_issue"],
+            {"owner": "acme", "repo": "web", "title": "Crash"},
+            credentials=GH_A,
+            ctx=A,
+        )
+    )
+    assert exc.status == fault.status and exc.attempts == 1
+    assert exc.retryable is True and exc.retry_after == 5.0
+    assert "may have applied" not in exc.message
+
+
+@pytest.mark.parametrize("annotations", ["idempotent", "read_only"])
+async def test_a_read_answered_with_a_5xx_stays_retryable(
+    gateway: c.GatewaySpec, github: GitHubUpstream, sleeps: Sleeps, annotations: str
+) -> None:
+    """A read changes nothing it could change twice, whether it says idempotent (then it is
+    retried here too) or only read_only (MCP's idempotentHint means nothing beside
+    readOnlyHint)."""
+    listed = gateway.tools["github_list_issues"]
+    assert listed.annotations.read_only and listed.annotations.idempotent
+    if annotations == "read_only":
+        once = c.Annotations(read_only=True, idempotent=False, open_world=True)
+        listed = dataclasses.replace(listed, annotations=once)
+    ex = ConnectorExecutor(
+        with_tool(gateway, listed), base_urls={"github": github.url}, sleep=sleeps
+    )
+    github.fail_next("GET", "/acme/api/issues", *[HTML_504] * 5)
+    try:
+        exc = await fails(
+            ex.call(listed, {"owner": "acme", "repo": "api"}, credentials=GH_A, ctx=A)
+        )
+    finally:
+        await ex.aclose()
+    attempts = gateway.connectors["github"].retries + 1 if annotations == "idempotent" else 1
+    assert exc.code == UPSTREAM_ERROR and exc.status == 504 and exc.attempts == attempts
+    assert exc.retryable is True and "may have applied" not in exc.message
 
 
 async def test_github_bad_credentials_and_foreign_repos(
@@ -1261,6 +1358,28 @@ async def test_a_write_that_timed_out_is_not_called_retryable(
         await ex.aclose()
     assert exc.code == UPSTREAM_TIMEOUT and exc.retryable is False and exc.attempts == 1
     assert "may have applied the request" in exc.message
+
+
+async def test_a_read_only_tool_that_timed_out_is_retryable(
+    gateway: c.GatewaySpec, slack: SlackUpstream, sleeps: Sleeps
+) -> None:
+    """Read-only but not annotated idempotent: it is not retried here, but it changed nothing,
+    so its timeout is no write that may have been applied."""
+    fast = with_connector(gateway, "slack", timeout_seconds=0.3)
+    listed = fast.tools["slack_list_channels"]
+    listed = dataclasses.replace(
+        listed, annotations=c.Annotations(read_only=True, idempotent=False, open_world=True)
+    )
+    ex = ConnectorExecutor(
+        with_tool(fast, listed), base_urls={"slack": slack.url + "/api"}, sleep=sleeps
+    )
+    try:
+        slack.fail_next("GET", "/conversations.list", Fault(None, delay=1.5))
+        exc = await fails(ex.call(listed, {}, credentials=SLACK_A, ctx=A))
+    finally:
+        await ex.aclose()
+    assert exc.code == UPSTREAM_TIMEOUT and exc.attempts == 1
+    assert exc.retryable is True and "may have applied" not in exc.message
 
 
 async def test_a_slow_upstream_times_out(

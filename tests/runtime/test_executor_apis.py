@@ -822,6 +822,33 @@ async def test_only_the_declaration_makes_a_write_retryable(
     assert "may have applied" not in keyed.value.message
 
 
+async def test_a_keyed_write_answered_with_a_5xx_is_repeated_then_left_in_doubt(
+    catalog: c.GatewaySpec, stripe: ApiStandIns
+) -> None:
+    """A 502 may come after Stripe applied the refund: the key makes a repeat safe within the
+    call, but a new tool call would carry a new key, so the final error is not retryable."""
+    bad_gateway = Fault(502, {"error": {"message": "Bad gateway"}})
+    stripe.fail_next("POST", "/refunds", bad_gateway)
+    ex = stripe_only(catalog, stripe.url + "/stripe/v1")
+    try:
+        result = await ex.call(
+            catalog.tools[REFUND], {"charge": "ch_1"}, credentials=STRIPE, ctx=CTX
+        )
+        assert result.output["id"] == "re_1" and result.attempts == 2
+        stripe.reset()
+        stripe.fail_next("POST", "/refunds", bad_gateway, FAULT_503, FAULT_503)
+        with pytest.raises(ConnectorCallError) as failed:
+            await ex.call(catalog.tools[REFUND], {"charge": "ch_1"}, credentials=STRIPE, ctx=CTX)
+    finally:
+        await ex.aclose()
+    assert len(set(keys_sent(stripe.requests("POST", "/refunds")))) == 1
+    assert failed.value.code == UPSTREAM_ERROR and failed.value.status == 503
+    assert failed.value.attempts == 3 and failed.value.retryable is False
+    assert failed.value.message.endswith(
+        "It may have applied the request anyway: check before repeating it."
+    )
+
+
 async def test_a_keyed_write_that_timed_out_is_repeated_under_its_key(
     catalog: c.GatewaySpec, stripe: ApiStandIns
 ) -> None:
