@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import jsonschema
 
@@ -2060,6 +2060,7 @@ def _http(
             params.add("cursor")
     for where, value in binding_templates(raw):
         _check_filters(ctx, doc, (*path, *where), value)
+    _check_path_query(ctx, doc, path, raw["path"])
     if input_schema is not None:
         used: set[str] = set()
         unknown = False  # a placeholder naming no input: likely the unused input, misspelt
@@ -2152,6 +2153,48 @@ def _http(
         span=doc.span(path),
         graphql_partial=bool(raw.get("graphql", {}).get("partial", False)),
     )
+
+
+# Text YAML reads as the same text when written plain in a flow mapping (`{sort_by: x}`).
+_PLAIN_FLOW = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
+
+
+def _flow_text(text: str) -> str:
+    """`text` as a key or value of a flow mapping: plain, or quoted where YAML would read it
+    as something else (a number, null, a boolean) or not at all."""
+    plain = _PLAIN_FLOW.fullmatch(text) and text.lower() not in ("null", "true", "false")
+    return text if plain else json.dumps(text, ensure_ascii=False)
+
+
+def _check_path_query(ctx: _Ctx, doc: Loaded, path: JsonPath, text: str) -> None:
+    """GEN230: a query string or fragment written into http.path (`/search.json?sort_by=x`).
+    The request's query is built from http.query (and the cursor's parameter), which replaces
+    the path's own whenever it sends a parameter, so the literal one reached the upstream on
+    some calls only; and a fragment is never sent to the server at all."""
+    start = min((i for i in (text.find("?"), text.find("#")) if i >= 0), default=-1)
+    if start < 0:
+        return
+    at = doc.span((*path, "path"))
+    if text[start] == "?":
+        query, hash_mark, fragment = text[start + 1 :].partition("#")
+        pairs = parse_qsl(query, keep_blank_values=True)
+        moved = ", ".join(f"{_flow_text(k)}: {_flow_text(v)}" for k, v in pairs)
+        ctx.err(
+            "GEN230",
+            at,
+            f"http.path holds the query string {'?' + query!r}: the request's query is built "
+            "from http.query, which replaces it whenever it sends a parameter"
+            + (f", and the fragment {'#' + fragment!r} is never sent" if hash_mark else ""),
+            (f"move it into http.query: {{{moved}}}" if moved else "remove the '?'")
+            + (", and remove the fragment" if hash_mark else ""),
+        )
+    else:
+        ctx.err(
+            "GEN230",
+            at,
+            f"http.path holds the fragment {text[start:]!r}, which is never sent to the server",
+            "remove it",
+        )
 
 
 def _check_fields_give_required(

@@ -152,6 +152,11 @@ CODES: dict[str, Code] = {
             title="request header the gateway or HTTP client sets, or repeated",
             stage="compile",
         ),
+        Code(
+            code="GEN230",
+            title="query string or fragment written into `http.path`",
+            stage="compile",
+        ),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

@@ -203,6 +203,18 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
             ("items: issues\n", "items: issue\n"),
             "GEN213:entity items path 'issue' is not in the output schema (no 'issue' there)",
         ),
+        (  # a query written into the path: http.query replaces it once it sends a parameter
+            "jira.yaml",
+            ("path: /search\n", "path: /search?validateQuery=strict&fields=*all\n"),
+            "GEN230:http.path holds the query string '?validateQuery=strict&fields=*all': the "
+            "request's query is built from http.query, which replaces it whenever it sends a "
+            "parameter",
+        ),
+        (
+            "jira.yaml",
+            ("path: /search\n", "path: /search#results\n"),
+            "GEN230:http.path holds the fragment '#results', which is never sent to the server",
+        ),
         (  # the output is the mapped fields only: has_more would be missing from every answer
             "stripe.yaml",
             [
@@ -221,6 +233,22 @@ def test_binding_mistakes_are_located_diagnostics(
     assert len(found) == 1, found
     line, message = found[0].split(":", 1)
     assert int(line) > 1 and message.startswith(expected), found
+
+
+def test_a_query_in_the_path_is_moved_into_http_query_by_the_hint(tmp_path: Path) -> None:
+    edit = (
+        "path: /search\n",
+        'path: "/search?validateQuery=strict&expand=names,schema&maxResults=50&q={query}#top"\n',
+    )
+    found, text = _compiled(tmp_path, "jira.yaml", edit)
+    (diagnostic,) = [d for d in found if d.code == "GEN230"]
+    line = text.splitlines()[diagnostic.span.line - 1]
+    assert line[diagnostic.span.col - 1 :].startswith('"/search?')  # at the path's value
+    assert diagnostic.message.endswith(", and the fragment '#top' is never sent")
+    assert diagnostic.hint == (
+        'move it into http.query: {validateQuery: strict, expand: "names,schema", '
+        'maxResults: "50", q: "{query}"}, and remove the fragment'
+    )
 
 
 def test_response_fields_must_give_every_required_output_property(tmp_path: Path) -> None:
