@@ -2061,8 +2061,9 @@ def _http(
     for where, value in binding_templates(raw):
         _check_filters(ctx, doc, (*path, *where), value)
     _check_path_query(ctx, doc, path, raw["path"])
+    unquoted = _check_unquoted_placeholders(ctx, doc, path, raw, params)
     if input_schema is not None:
-        used: set[str] = set()
+        used: set[str] = set(unquoted)  # reported as unquoted, not again as unused
         unknown = False  # a placeholder naming no input: likely the unused input, misspelt
         for where, value in binding_templates(raw):
             part = ".".join(where)
@@ -2195,6 +2196,49 @@ def _check_path_query(ctx: _Ctx, doc: Loaded, path: JsonPath, text: str) -> None
             f"http.path holds the fragment {text[start:]!r}, which is never sent to the server",
             "remove it",
         )
+
+
+def _template_mappings(value: Any) -> Iterator[tuple[JsonPath, dict[str, Any]]]:
+    """Every mapping of a template (the root included), with its path in the template."""
+    stack: list[tuple[JsonPath, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            yield path, item
+            stack.extend(((*path, k), v) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend(((*path, i), item[i]) for i in range(len(item) - 1, -1, -1))
+
+
+def _check_unquoted_placeholders(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], params: set[str]
+) -> set[str]:
+    """GEN231: `body: {ticket: {id: {ticket_id}}}`. In YAML's flow style an unquoted
+    `{ticket_id}` is a mapping, `{ticket_id: null}`: the upstream got `{"id": {"ticket_id":
+    null}}` and the argument was never sent. A one-key mapping whose value is null and whose
+    key is a placeholder naming an input, a bound parameter or the cursor is reported; the
+    names so found are returned (they are used, only misquoted)."""
+    found: set[str] = set()
+    for where, value in binding_templates(raw):
+        if where == ("path",):
+            continue
+        part = ".".join(where)
+        for sub, mapping in _template_mappings(value):
+            if len(mapping) != 1:
+                continue
+            ((key, item),) = mapping.items()
+            placeholder = PLACEHOLDER.fullmatch(f"{{{key}}}")
+            if item is not None or placeholder is None or placeholder.group(1) not in params:
+                continue
+            found.add(placeholder.group(1))
+            ctx.err(
+                "GEN231",
+                doc.span((*path, *where, *sub)),
+                f"{{{key}}} in http.{part} is not a placeholder: unquoted, YAML reads it as the "
+                f"mapping {{{key}: null}}, so the argument would never be sent",
+                f'quote it: "{{{key}}}"',
+            )
+    return found
 
 
 def _check_fields_give_required(

@@ -157,6 +157,11 @@ CODES: dict[str, Code] = {
             title="query string or fragment written into `http.path`",
             stage="compile",
         ),
+        Code(
+            code="GEN231",
+            title="unquoted `{name}` that YAML reads as a mapping `{name: null}`",
+            stage="compile",
+        ),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

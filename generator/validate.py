@@ -21,6 +21,7 @@ from jsonschema.exceptions import ValidationError
 from .diagnostics import Diagnostic, did_you_mean, error, listed, printable, shortened
 from .load import Loaded
 from .runtime.fastschema import additional_properties, json_type, validator_class
+from .runtime.templating import PLACEHOLDER
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "manifest.v1.schema.json"
 
@@ -248,6 +249,11 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
             and _yaml11_number(err.instance)
         ):
             hint = f"manifests are YAML 1.2: write a decimal number ({err.instance} is text)"
+        elif "string" in expected and (unquoted := _unquoted_placeholder(err.instance)):
+            hint = (
+                f"unquoted, YAML reads {unquoted} as the mapping {{{unquoted[1:-1]}: null}}: "
+                f'quote it, "{unquoted}"'
+            )
         return [
             error(
                 code,
@@ -268,6 +274,16 @@ def _convert(doc: Loaded, err: ValidationError) -> list[Diagnostic]:
     if keyword == "oneOf" and path and isinstance(err.instance, dict):
         return [error(code, doc.span(path), f"{where}: {_one_of_message(err)}")]
     return [error(code, doc.span(path), f"{where}: {err.message}")]
+
+
+def _unquoted_placeholder(instance: Any) -> str | None:
+    """`{name}` when `instance` is what YAML's flow style makes of it unquoted: the one-key
+    mapping `{name: null}` (the same for `{name|filter}`)."""
+    if isinstance(instance, dict) and len(instance) == 1:
+        ((key, value),) = instance.items()
+        if value is None and PLACEHOLDER.fullmatch(f"{{{key}}}"):
+            return f"{{{key}}}"
+    return None
 
 
 def _pattern_rule(err: ValidationError) -> str | None:

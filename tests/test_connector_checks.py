@@ -215,6 +215,20 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
             ("path: /search\n", "path: /search#results\n"),
             "GEN230:http.path holds the fragment '#results', which is never sent to the server",
         ),
+        (  # unquoted in a flow mapping, {summary} is YAML's {summary: null}: summary never sent
+            "jira.yaml",
+            ('body: {fields: {summary: "{summary}"}}', "body: {fields: {summary: {summary}}}"),
+            "GEN231:{summary} in http.body is not a placeholder: unquoted, YAML reads it as the "
+            "mapping {summary: null}, so the argument would never be sent",
+        ),
+        (  # the same with a filter, in the query
+            "jira.yaml",
+            (
+                'jql: "text ~ {query|double_quoted} ORDER BY created DESC"',
+                "jql: {query|double_quoted}",
+            ),
+            "GEN231:{query|double_quoted} in http.query is not a placeholder",
+        ),
         (  # the output is the mapped fields only: has_more would be missing from every answer
             "stripe.yaml",
             [
@@ -249,6 +263,28 @@ def test_a_query_in_the_path_is_moved_into_http_query_by_the_hint(tmp_path: Path
         'move it into http.query: {validateQuery: strict, expand: "names,schema", '
         'maxResults: "50", q: "{query}"}, and remove the fragment'
     )
+
+
+def test_an_unquoted_placeholder_is_located_at_its_brace(tmp_path: Path) -> None:
+    """Where the mapping YAML made of it starts, and with the quoted text to write; the input
+    it names is not reported again as never sent (GEN220)."""
+    edit = ('body: {fields: {summary: "{summary}"}}', "body: {fields: {summary: {summary}}}")
+    found, text = _compiled(tmp_path, "jira.yaml", edit)
+    assert [d.code for d in found if d.span.file.endswith("jira.yaml")] == ["GEN231"]
+    (diagnostic,) = found
+    line = text.splitlines()[diagnostic.span.line - 1]
+    assert line[diagnostic.span.col - 1 :] == "{summary}}}"
+    assert diagnostic.hint == 'quote it: "{summary}"'
+
+
+def test_a_null_under_a_key_that_names_no_input_is_a_constant(tmp_path: Path) -> None:
+    """`{"parent": {"workspace": null}}` may be what an API wants: only a key that names an
+    input, a bound parameter or the cursor is taken for an unquoted placeholder."""
+    edit = (
+        'body: {fields: {summary: "{summary}"}}',
+        'body: {fields: {summary: "{summary}", parent: {workspace: null}}}',
+    )
+    assert _diagnostics(tmp_path, "jira.yaml", edit) == []
 
 
 def test_response_fields_must_give_every_required_output_property(tmp_path: Path) -> None:

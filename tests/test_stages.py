@@ -83,6 +83,32 @@ def test_a_yaml_1_1_boolean_is_a_located_type_error_with_a_hint() -> None:
     ]
 
 
+def test_an_unquoted_placeholder_where_text_belongs_is_told_to_be_quoted() -> None:
+    """`X-Ticket: {ticket_id}` in a flow mapping is YAML's `{ticket_id: null}`, an object where
+    a header value is text: the hint says why and how to write it."""
+    text = (
+        "version: 1\nkind: connector\nname: c\ntitle: C\ndescription: C.\n"
+        "base_url: https://api.example.com\nauth: {type: none}\ncapabilities:\n"
+        "  - name: get\n    description: Get.\n    scope: read\n"
+        "    input: {type: object, properties: {ticket_id: {type: string}}}\n"
+        "    output: {type: object}\n"
+        "    http: {method: GET, path: /x, headers: {X-Ticket: {ticket_id}}}\n"
+    )
+    doc, diags = load_text("m.yaml", text.encode())
+    assert doc is not None and not diags
+    found = [(d.code, d.span.line, d.span.col, d.message, d.hint) for d in validate_one(doc)]
+    assert found == [
+        (
+            "GEN103",
+            14,
+            55,
+            "capabilities/0/http/headers/X-Ticket: expected string, got object",
+            "unquoted, YAML reads {ticket_id} as the mapping {ticket_id: null}: quote it, "
+            '"{ticket_id}"',
+        )
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [
