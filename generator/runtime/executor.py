@@ -94,7 +94,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
 from urllib.parse import unquote, urlencode, urljoin, urlsplit
@@ -712,42 +712,84 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
 # Helpers
 
 
-def _sanitise(text: str, secrets: tuple[str, ...]) -> str:
+def _sanitise(text: str, secrets: tuple[str, ...], spoken: tuple[str, ...] = ()) -> str:
+    """`text` from an upstream, as the model may read it: its start, without the `secrets` or
+    any run of SECRET_FRAGMENT characters of one (`_redacted`), on one line."""
     # Only the start is shown: the rest is cut before any per-character work, which on an
     # upstream's megabytes of error text would hold up every call on the event loop. What is
     # kept is 16 times what is shown, room for collapsing whitespace, and holds whole any
     # secret that starts in it (`secrets` come longest first).
     text = text.lstrip()[: _SANITISE_WINDOW + (len(secrets[0]) if secrets else 0)]
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, _REDACTED)
-    text = _redact_fragments(text, secrets)
+    text = _redacted(text, secrets, spoken)
     text = " ".join(_CONTROL.sub(" ", text).split())
     if len(text) > MAX_ERROR_TEXT:
         text = text[: MAX_ERROR_TEXT - 1] + "…"
     return text
 
 
-def _redact_fragments(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` with every run that shares SECRET_FRAGMENT characters in a row with a secret
-    redacted: an upstream may echo part of a token (cut short, or with a prefix of its own)."""
+def _occurrences(text: str, part: str) -> Iterator[int]:
+    at = text.find(part)
+    while at >= 0:
+        yield at
+        at = text.find(part, at + 1)
+
+
+def _redacted(text: str, secrets: tuple[str, ...], spoken: tuple[str, ...] = ()) -> str:
+    """`text` with each secret, and each run that shares SECRET_FRAGMENT characters in a row
+    with one, redacted: an upstream may echo part of a token (cut short, or with a prefix of
+    its own).
+
+    A run that lies within a quote of what the model wrote (`spoken`: the call's argument
+    values) is left as it is. An upstream that quotes an argument in its error (HubSpot:
+    "Email address ... is invalid") had it redacted exactly when it shared 8 characters with
+    a stored token, so a model could send 7 known characters and one guess per call and read
+    the token off one character at a time (audit finding). Now a right guess and a wrong one
+    read the same. A run that goes on past the quote (the upstream echoing more of a token
+    than the model wrote) is redacted whole, the quote included, as it was before."""
+    quotes = [
+        (at, at + len(said))
+        for said in {s for s in spoken if len(s) >= 4}
+        for at in _occurrences(text, said)
+    ]
+    runs: list[list[int]] = [
+        [at, at + len(secret)] for secret in secrets for at in _occurrences(text, secret)
+    ]
     grams = {
         secret[i : i + SECRET_FRAGMENT]
         for secret in secrets
         for i in range(len(secret) - SECRET_FRAGMENT + 1)
     }
-    if not grams:
-        return text
-    spans: list[list[int]] = []
-    for i in range(len(text) - SECRET_FRAGMENT + 1):
-        if text[i : i + SECRET_FRAGMENT] in grams:
-            if spans and i <= spans[-1][1]:
-                spans[-1][1] = i + SECRET_FRAGMENT
-            else:
-                spans.append([i, i + SECRET_FRAGMENT])
-    for start, end in reversed(spans):
-        text = text[:start] + _REDACTED + text[end:]
+    if grams:
+        for i in range(len(text) - SECRET_FRAGMENT + 1):
+            if text[i : i + SECRET_FRAGMENT] in grams:
+                runs.append([i, i + SECRET_FRAGMENT])
+    cuts: list[list[int]] = []
+    for start, end in sorted(runs):
+        if cuts and start <= cuts[-1][1]:
+            cuts[-1][1] = max(cuts[-1][1], end)
+        else:
+            cuts.append([start, end])
+    for start, end in reversed(cuts):
+        if not any(a <= start and end <= b for a, b in quotes):
+            text = text[:start] + _REDACTED + text[end:]
     return text
+
+
+def _spoken(arguments: Mapping[str, Any]) -> tuple[str, ...]:
+    """The text of every string and number the model wrote in `arguments`, at any depth."""
+    out: list[str] = []
+    todo: list[Any] = [arguments]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, Mapping):
+            todo.extend(cast("Mapping[str, Any]", value).values())
+        elif isinstance(value, list):
+            todo.extend(cast("list[Any]", value))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out.append(scalar_text(value))
+    return tuple(out)
 
 
 def _secret_values(*credential_maps: Mapping[str, object] | None) -> tuple[str, ...]:
@@ -1720,11 +1762,11 @@ class ConnectorExecutor:
             except httpx2.InvalidURL as exc:
                 # Arguments too long for a URL (or holding what none may): nothing can be
                 # sent, so neither a retry nor a mark on the connection's health.
-                secrets = _secret_values(creds, credentials)
+                why = _sanitise(str(exc), _secret_values(creds, credentials), _spoken(arguments))
                 raise GatewayError(
                     INVALID_ARGUMENTS,
                     f"The arguments make a request to {conn.spec.title} that cannot be sent "
-                    f"({_sanitise(str(exc), secrets)}); shorten or correct them.",
+                    f"({why}); shorten or correct them.",
                     details={"reason": "request_url_invalid"},
                 ) from None
             # Auth headers win over anything the binding declares.
@@ -1770,7 +1812,7 @@ class ConnectorExecutor:
                     raise GatewayError(
                         INVALID_ARGUMENTS,
                         f"The arguments make a request to {conn.spec.title} that cannot be sent "
-                        f"({_sanitise(str(exc), secrets)}); correct them.",
+                        f"({_sanitise(str(exc), secrets, _spoken(arguments))}); correct them.",
                         details={"reason": "request_invalid"},
                     ) from None
                 except (httpx2.TransportError, OSError) as exc:
@@ -1848,7 +1890,9 @@ class ConnectorExecutor:
                         "needs to be re-authorised.",
                         status=status,
                         connector=name,
-                        details=self._upstream_detail(error_code, creds, credentials, key),
+                        details=self._upstream_detail(
+                            error_code, creds, credentials, key, arguments
+                        ),
                         retryable=False,
                     )
                 if rate_limited:
@@ -1865,7 +1909,9 @@ class ConnectorExecutor:
                         f"{conn.spec.title} is rate limiting this workspace; retry later.",
                         status=status,
                         connector=name,
-                        details=self._upstream_detail(error_code, creds, credentials, key),
+                        details=self._upstream_detail(
+                            error_code, creds, credentials, key, arguments
+                        ),
                         retryable=True,
                         retry_after=wait,
                     )
@@ -1886,7 +1932,9 @@ class ConnectorExecutor:
                         f"{conn.spec.title} failed with HTTP {status}.",
                         status=status,
                         connector=name,
-                        details=self._upstream_detail(error_code, creds, credentials, key),
+                        details=self._upstream_detail(
+                            error_code, creds, credentials, key, arguments
+                        ),
                         retryable=True,
                         retry_after=wait,
                     )
@@ -1898,7 +1946,7 @@ class ConnectorExecutor:
                         error_code
                         if error_code
                         and _SAFE_CODE.match(error_code)
-                        and _sanitise(error_code, secrets) == error_code
+                        and _sanitise(error_code, secrets, _spoken(arguments)) == error_code
                         else None
                     )
                     shown = f" ({code})" if code else ""
@@ -1916,7 +1964,9 @@ class ConnectorExecutor:
                             + (f" ({', '.join(said)})." if said else "."),
                             status=status,
                             connector=name,
-                            details=self._upstream_detail(error_code, creds, credentials, key),
+                            details=self._upstream_detail(
+                                error_code, creds, credentials, key, arguments
+                            ),
                             retryable=False,
                         )
                     raise self._fail(
@@ -1926,7 +1976,9 @@ class ConnectorExecutor:
                         else f"{conn.spec.title} refused the request with HTTP {status}{shown}.",
                         status=status,
                         connector=name,
-                        details=self._upstream_detail(error_code, creds, credentials, key),
+                        details=self._upstream_detail(
+                            error_code, creds, credentials, key, arguments
+                        ),
                         retryable=False,
                     )
                 empty = not reply.body.strip()  # 204 No Content, or a 200 with no body
@@ -2088,11 +2140,12 @@ class ConnectorExecutor:
         creds: Mapping[str, str],
         original: Mapping[str, str],
         key: str | None,
+        arguments: Mapping[str, Any],
     ) -> dict[str, Any]:
         if not error_code:
             return {}
         secrets = _secret_values(creds, original, _key_map(key))
-        return {"upstream_error": _sanitise(error_code, secrets)}
+        return {"upstream_error": _sanitise(error_code, secrets, _spoken(arguments))}
 
     def _shape(
         self,

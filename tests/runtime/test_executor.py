@@ -922,6 +922,43 @@ async def test_a_read_answered_with_a_5xx_stays_retryable(
     assert exc.retryable is True and "may have applied" not in exc.message
 
 
+async def test_redaction_tells_the_model_nothing_about_its_own_guesses(
+    executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream
+) -> None:
+    """An upstream that quotes an argument in its error redacted it exactly when it shared 8
+    characters with the stored token, so a model could send 7 known characters and a guess
+    per call and read the token off one character at a time (audit finding: 22 characters of
+    a HubSpot token in 134 calls). What the model wrote is never redacted now, so a right
+    guess and a wrong one read the same; the token itself, quoted by the upstream where the
+    model did not write it, still is."""
+    token = GH_A["token"]
+    tool = gateway.tools["github_create_issue"]
+
+    async def upstream_error(title: str, quoted: str) -> str:
+        github.fail_next(
+            "POST", "/acme/web/issues", Fault(422, {"message": f"title {quoted} is invalid"})
+        )
+        exc = await fails(
+            executor.call(
+                tool, {"owner": "acme", "repo": "web", "title": title}, credentials=GH_A, ctx=A
+            )
+        )
+        return str(exc.details["upstream_error"])
+
+    right, wrong = token[:8], token[:7] + "#"
+    assert await upstream_error(right, right) == f"title {right} is invalid"
+    assert await upstream_error(wrong, wrong) == f"title {wrong} is invalid"
+    # A longer run of the token, of which the model wrote only a part, is hidden whole, and
+    # reads the same whatever the model wrote.
+    for title in (right, wrong, "x"):
+        assert await upstream_error(title, token[:12]) == "title [redacted] is invalid"
+        assert await upstream_error(title, token) == "title [redacted] is invalid"
+        assert (
+            await upstream_error(title, f"{title} ({token})")
+            == f"title {title} ([redacted]) is invalid"
+        )
+
+
 async def test_github_bad_credentials_and_foreign_repos(
     executor: ConnectorExecutor, gateway: c.GatewaySpec, github: GitHubUpstream
 ) -> None:
