@@ -1086,6 +1086,70 @@ def test_stdio_sigterm_flushes_records(gateway, tmp_path: Path, upstream: FakeUp
     store.dispose()
 
 
+def test_stdio_answers_a_line_it_cannot_read(
+    gateway, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """A line that is not JSON, or is JSON but no JSON-RPC message (a lone surrogate escape,
+    which JavaScript's JSON.stringify writes for a broken pair, fails the SDK's reading too),
+    got no answer over stdio: the client waited for ever (audit finding). It gets JSON-RPC's
+    error, id null, and the session goes on."""
+    import json
+    import select
+
+    db = str(tmp_path / "gw.db")
+    ka, _, _ = _setup(gateway, db, upstream)
+    proc = subprocess.Popen(
+        [sys.executable, LAUNCHER, "serve", "--transport", "stdio", "--db", db],
+        env=_env(FASTN_GATEWAY_API_KEY=ka),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def ask(line: str) -> dict[str, Any]:
+        proc.stdin.write((line + "\n").encode())  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, f"no answer to {line!r}"
+        return json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        },
+    }
+    try:
+        assert "result" in ask(json.dumps(hello))
+        bad = ask("{bad json")
+        assert bad["id"] is None and bad["error"]["code"] == -32700
+        surrogate = ask('{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"a": "\\ud800"}}')
+        assert surrogate["id"] is None and surrogate["error"]["code"] in (-32700, -32600)
+        no_message = ask('{"jsonrpc": "2.0", "id": 2}')
+        assert no_message == {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {
+                "code": -32600,
+                "message": "Invalid Request: the line is not a JSON-RPC request, notification "
+                "or response",
+            },
+        }
+        assert ask('{"jsonrpc": "2.0", "id": 3, "method": "ping"}') == {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "result": {},
+        }
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
 async def test_served_connections_do_not_wait_for_delayed_acks() -> None:
     """The HTTP listener is a TCP socket as asyncio's own are, so asyncio turns Nagle's
     algorithm off on each connection: with it on, every response written in two parts (head

@@ -26,12 +26,15 @@ from contextlib import asynccontextmanager
 from typing import Any, Final, cast
 
 import anyio
+import mcp.types as types
 import sqlalchemy as sa
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import DEFAULT_MAX_SESSIONS
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -397,6 +400,61 @@ def uvicorn_server(app: Starlette, runtime: GatewayRuntime, **config: Any) -> An
     return _Server(uvicorn.Config(app, **config))
 
 
+class _AnswerUnreadable:
+    """The stdio transport's read stream, less the lines it could not read as a JSON-RPC
+    message: each is answered with JSON-RPC's error, -32700 for a line that is not JSON and
+    -32600 for one that is but is no message, with the id null (it cannot be read), as the
+    HTTP transport answers such a body (400, -32700). The SDK's server only logged them at
+    debug level, and a client waited for an answer that never came (audit finding)."""
+
+    def __init__(self, inner: Any, write: Any) -> None:
+        self._inner = inner
+        self._write = write
+
+    @property
+    def last_context(self) -> Any:  # the sender's contextvars, read by the SDK's dispatcher
+        return getattr(self._inner, "last_context", None)
+
+    async def __aenter__(self) -> _AnswerUnreadable:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self._inner.__aexit__(*exc_info)
+
+    def __aiter__(self) -> _AnswerUnreadable:
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            item = await self._inner.__anext__()
+            if not isinstance(item, Exception):
+                return item
+            await self._write.send(SessionMessage(_unreadable(item)))
+
+    async def receive(self) -> Any:
+        return await self.__anext__()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _unreadable(exc: Exception) -> types.JSONRPCError:
+    """The JSON-RPC error answering a line the SDK could not read (`exc`, pydantic's)."""
+    problems = exc.errors() if isinstance(exc, ValidationError) else []
+    if any(p["type"] == "json_invalid" for p in problems):
+        error = types.ErrorData(code=types.PARSE_ERROR, message="Parse error: the line is not JSON")
+    else:
+        error = types.ErrorData(
+            code=types.INVALID_REQUEST,
+            message="Invalid Request: the line is not a JSON-RPC request, notification or response",
+        )
+    return types.JSONRPCError(jsonrpc="2.0", id=None, error=error)
+
+
 async def serve_stdio(
     runtime: GatewayRuntime,
     *,
@@ -417,7 +475,9 @@ async def serve_stdio(
             tg.start_soon(runtime.watch_changes, watch_interval)
             if exit_on_signal:
                 tg.start_soon(_exit_on_signal, runtime)
-            await server.run(read, write, server.create_initialization_options())
+            await server.run(
+                _AnswerUnreadable(read, write), write, server.create_initialization_options()
+            )
             tg.cancel_scope.cancel()
     finally:
         await runtime.aclose()
