@@ -23,7 +23,8 @@ import socket
 import sys
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, cast
+from types import TracebackType
+from typing import Any, Final, Self, cast
 
 import anyio
 import mcp.types as types
@@ -33,6 +34,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import DEFAULT_MAX_SESSIONS
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -407,36 +409,42 @@ class _AnswerUnreadable:
     HTTP transport answers such a body (400, -32700). The SDK's server only logged them at
     debug level, and a client waited for an answer that never came (audit finding)."""
 
-    def __init__(self, inner: Any, write: Any) -> None:
+    def __init__(
+        self,
+        inner: ReadStream[SessionMessage | Exception],
+        write: WriteStream[SessionMessage],
+    ) -> None:
         self._inner = inner
         self._write = write
 
     @property
-    def last_context(self) -> Any:  # the sender's contextvars, read by the SDK's dispatcher
+    def last_context(self) -> object:  # the sender's contextvars, read by the SDK's dispatcher
         return getattr(self._inner, "last_context", None)
 
-    async def __aenter__(self) -> _AnswerUnreadable:
+    async def __aenter__(self) -> Self:
         await self._inner.__aenter__()
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> Any:
-        return await self._inner.__aexit__(*exc_info)
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._inner.__aexit__(exc_type, exc_val, exc_tb)
 
-    def __aiter__(self) -> _AnswerUnreadable:
+    def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> SessionMessage | Exception:
         while True:
             item = await self._inner.__anext__()
             if not isinstance(item, Exception):
                 return item
             await self._write.send(SessionMessage(_unreadable(item)))
 
-    async def receive(self) -> Any:
+    async def receive(self) -> SessionMessage | Exception:
         return await self.__anext__()
-
-    def close(self) -> None:
-        self._inner.close()
 
     async def aclose(self) -> None:
         await self._inner.aclose()
