@@ -11,6 +11,8 @@ import builtins
 import keyword
 import re
 import sys
+from collections.abc import Iterator
+from typing import cast
 
 TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TOOL_NAME = 64
@@ -124,25 +126,32 @@ def _word_forms(word: str) -> set[str]:
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 
 
+def _named_subschemas(schema: object) -> Iterator[tuple[str, object]]:
+    """Each property, pattern and `$defs` name of `schema` at any depth, with its subschema
+    (values of `const`, `enum` and `default` are not schemas)."""
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(cast("list[object]", node))
+        elif isinstance(node, dict):
+            mapping = cast("dict[str, object]", node)
+            for key in _SCHEMA_MAPS:
+                sub = mapping.get(key)
+                if isinstance(sub, dict):
+                    yield from cast("dict[str, object]", sub).items()
+            todo.extend(v for k, v in mapping.items() if k not in ("const", "enum", "default"))
+
+
 def nested_name_parts(schema: object) -> frozenset[str]:
     """The name parts datamodel-code-generator may join after a tool model's name to name the
     classes it makes for that model's nested objects (parent-scoped: `<Tool>Input<Prop>...`):
     each property, pattern and `$defs` name of `schema` at any depth, in the forms
     `_word_forms` lists. An over-approximation, for `could_name_nested`."""
     parts: set[str] = set()
-    todo = [schema]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, list):
-            todo.extend(node)
-        elif isinstance(node, dict):
-            for key in _SCHEMA_MAPS:
-                sub = node.get(key)
-                if isinstance(sub, dict):
-                    for name in sub:
-                        if word := _pascal(str(name)):
-                            parts |= _word_forms(word)
-            todo.extend(v for k, v in node.items() if k not in ("const", "enum", "default"))
+    for name, _sub in _named_subschemas(schema):
+        if word := _pascal(str(name)):
+            parts |= _word_forms(word)
     return frozenset(parts)
 
 
@@ -152,22 +161,11 @@ def unscoped_names(schema: object) -> frozenset[str]:
     by its tool's model (`q_output` -> `QOutput`, its array's item `QOutputItem`), so it can
     take the name of a tool's model. An over-approximation (`_word_forms`)."""
     names: set[str] = set()
-    todo = [schema]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, list):
-            todo.extend(node)
-        elif isinstance(node, dict):
-            for key in _SCHEMA_MAPS:
-                sub = node.get(key)
-                if not isinstance(sub, dict):
-                    continue
-                for name, value in sub.items():
-                    items = value.get("items") if isinstance(value, dict) else None
-                    merged = any(isinstance(v, dict) and "allOf" in v for v in (value, items))
-                    if merged and (word := _pascal(str(name))):
-                        names |= _word_forms(word)
-            todo.extend(v for k, v in node.items() if k not in ("const", "enum", "default"))
+    for name, sub in _named_subschemas(schema):
+        items = cast("dict[str, object]", sub).get("items") if isinstance(sub, dict) else None
+        merged = any(isinstance(v, dict) and "allOf" in v for v in (sub, items))
+        if merged and (word := _pascal(str(name))):
+            names |= _word_forms(word)
     return frozenset(names)
 
 

@@ -1028,19 +1028,37 @@ async def test_generated_package_over_stdio(tmp_path: Path) -> None:
     assert [i["connector"] for i in r.structured_content["integrations"]] == ["slack"]
 
 
+# A client's first message, in the 2025-11-25 handshake, for tests that speak JSON-RPC raw.
+_INITIALIZE: dict[str, object] = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
+
+
+def _raw_stdio(db: str, key: str) -> subprocess.Popen[bytes]:
+    """`serve --transport stdio` on `db` as the owner of `key`, its pipes the test's."""
+    return subprocess.Popen(
+        [sys.executable, LAUNCHER, "serve", "--transport", "stdio", "--db", db],
+        env=_env(FASTN_GATEWAY_API_KEY=key),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 def test_stdio_sigterm_flushes_records(gateway, tmp_path: Path, upstream: FakeUpstream) -> None:
     """Raw JSON-RPC over the pipes (2025-11-25 handshake), then SIGTERM: nothing is lost."""
     import json
 
     db = str(tmp_path / "gw.db")
     ka, _, tenant_a = _setup(gateway, db, upstream)
-    proc = subprocess.Popen(
-        [sys.executable, LAUNCHER, "serve", "--transport", "stdio", "--db", db],
-        env=_env(FASTN_GATEWAY_API_KEY=ka),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = _raw_stdio(db, ka)
     assert proc.stdin is not None and proc.stdout is not None
 
     def send(msg: dict[str, object]) -> None:
@@ -1051,18 +1069,7 @@ def test_stdio_sigterm_flushes_records(gateway, tmp_path: Path, upstream: FakeUp
         return json.loads(proc.stdout.readline())  # type: ignore[union-attr]
 
     try:
-        send(
-            {
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "raw", "version": "0"},
-                },
-            }
-        )
+        send(_INITIALIZE)
         assert "result" in reply()
         send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         for i in range(1, 8):
@@ -1098,13 +1105,7 @@ def test_stdio_answers_a_line_it_cannot_read(
 
     db = str(tmp_path / "gw.db")
     ka, _, _ = _setup(gateway, db, upstream)
-    proc = subprocess.Popen(
-        [sys.executable, LAUNCHER, "serve", "--transport", "stdio", "--db", db],
-        env=_env(FASTN_GATEWAY_API_KEY=ka),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = _raw_stdio(db, ka)
     assert proc.stdin is not None and proc.stdout is not None
 
     def ask(line: str) -> dict[str, Any]:
@@ -1114,18 +1115,8 @@ def test_stdio_answers_a_line_it_cannot_read(
         assert ready, f"no answer to {line!r}"
         return json.loads(proc.stdout.readline())  # type: ignore[union-attr]
 
-    hello = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"},
-        },
-    }
     try:
-        assert "result" in ask(json.dumps(hello))
+        assert "result" in ask(json.dumps(_INITIALIZE))
         bad = ask("{bad json")
         assert bad["id"] is None and bad["error"]["code"] == -32700
         surrogate = ask('{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"a": "\\ud800"}}')
