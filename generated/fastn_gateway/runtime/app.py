@@ -436,15 +436,18 @@ class _AnswerUnreadable:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> SessionMessage | Exception:
+    async def receive(self) -> SessionMessage | Exception:
         while True:
-            item = await self._inner.__anext__()
+            item = await self._inner.receive()
             if not isinstance(item, Exception):
                 return item
             await self._write.send(SessionMessage(_unreadable(item)))
 
-    async def receive(self) -> SessionMessage | Exception:
-        return await self.__anext__()
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
         await self._inner.aclose()
