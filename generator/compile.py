@@ -1753,20 +1753,25 @@ def _check_client_methods(
 # ---------------------------------------------------------------------------- connectors
 
 
-def template_strings(value: Any) -> Iterator[tuple[JsonPath, str]]:
-    """Every string of a template, with its path in the template, in document order.
+def _template_nodes(value: Any) -> Iterator[tuple[JsonPath, Any]]:
+    """Every value of a template (the root, mappings, lists, strings...), with its path in the
+    template, in document order.
 
-    One loop over an explicit stack: a recursive generator hands each string up through one
+    One loop over an explicit stack: a recursive generator hands each value up through one
     frame per level, which made a deep template cost its depth times its size."""
     stack: list[tuple[JsonPath, Any]] = [((), value)]
     while stack:
         path, item = stack.pop()
-        if isinstance(item, str):
-            yield path, item
-        elif isinstance(item, dict):
+        yield path, item
+        if isinstance(item, dict):
             stack.extend(((*path, k), v) for k, v in reversed(item.items()))
         elif isinstance(item, list):
             stack.extend(((*path, i), item[i]) for i in range(len(item) - 1, -1, -1))
+
+
+def template_strings(value: Any) -> Iterator[tuple[JsonPath, str]]:
+    """Every string of a template, with its path in the template, in document order."""
+    return ((path, item) for path, item in _template_nodes(value) if isinstance(item, str))
 
 
 def _placeholders(value: Any) -> Iterator[tuple[JsonPath, str]]:
@@ -2198,18 +2203,6 @@ def _check_path_query(ctx: _Ctx, doc: Loaded, path: JsonPath, text: str) -> None
         )
 
 
-def _template_mappings(value: Any) -> Iterator[tuple[JsonPath, dict[str, Any]]]:
-    """Every mapping of a template (the root included), with its path in the template."""
-    stack: list[tuple[JsonPath, Any]] = [((), value)]
-    while stack:
-        path, item = stack.pop()
-        if isinstance(item, dict):
-            yield path, item
-            stack.extend(((*path, k), v) for k, v in reversed(item.items()))
-        elif isinstance(item, list):
-            stack.extend(((*path, i), item[i]) for i in range(len(item) - 1, -1, -1))
-
-
 def _check_unquoted_placeholders(
     ctx: _Ctx, doc: Loaded, path: JsonPath, raw: dict[str, Any], params: set[str]
 ) -> set[str]:
@@ -2223,8 +2216,8 @@ def _check_unquoted_placeholders(
         if where == ("path",):
             continue
         part = ".".join(where)
-        for sub, mapping in _template_mappings(value):
-            if len(mapping) != 1:
+        for sub, mapping in _template_nodes(value):
+            if not isinstance(mapping, dict) or len(mapping) != 1:
                 continue
             ((key, item),) = mapping.items()
             placeholder = PLACEHOLDER.fullmatch(f"{{{key}}}")

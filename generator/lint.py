@@ -523,12 +523,13 @@ def _path_syntax(t: ir.Tool, sources: Sources, f: _Findings) -> None:
         if not isinstance(path, str) or not _OTHER_PATH_SYNTAX.search(path):
             continue
         what = ".".join(str(part) for part in where)
+        dotted = _dotted(path)
         f.add(
             "LNT024",
             sources.tool_span(t.name, *where) or t.span,
             f"{t.name}: {what} {path!r} is not a dotted path: it looks for a key named "
             f"{path.split('.')[0]!r}, which answers seldom have, and reads nothing",
-            (f"write {_dotted(path)!r}" if _dotted(path) else "leave it out (the whole body)")
+            (f"write {dotted!r}" if dotted else "leave it out (the whole body)")
             + ": keys joined by dots, a list index as a key (`data.0.id`, `-1` the last)",
             severity=Severity.WARNING,
         )

@@ -792,6 +792,26 @@ def _spoken(arguments: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _unsendable(
+    conn: _ConnectorPlan,
+    exc: Exception,
+    secrets: tuple[str, ...],
+    arguments: Mapping[str, Any],
+    *,
+    url_invalid: bool,
+) -> GatewayError:
+    """The error of a request the arguments made that the HTTP client will not send (`exc`):
+    a URL too long or holding what none may (`url_invalid`), or anything else it refuses.
+    Nothing went out, so neither a retry nor a mark on the connection's health."""
+    why = _sanitise(str(exc), secrets, _spoken(arguments))
+    return GatewayError(
+        INVALID_ARGUMENTS,
+        f"The arguments make a request to {conn.spec.title} that cannot be sent ({why}); "
+        + ("shorten or correct them." if url_invalid else "correct them."),
+        details={"reason": "request_url_invalid" if url_invalid else "request_invalid"},
+    )
+
+
 def _secret_values(*credential_maps: Mapping[str, object] | None) -> tuple[str, ...]:
     values: set[str] = set()
     for creds in credential_maps:
@@ -1762,12 +1782,8 @@ class ConnectorExecutor:
             except httpx2.InvalidURL as exc:
                 # Arguments too long for a URL (or holding what none may): nothing can be
                 # sent, so neither a retry nor a mark on the connection's health.
-                why = _sanitise(str(exc), _secret_values(creds, credentials), _spoken(arguments))
-                raise GatewayError(
-                    INVALID_ARGUMENTS,
-                    f"The arguments make a request to {conn.spec.title} that cannot be sent "
-                    f"({why}); shorten or correct them.",
-                    details={"reason": "request_url_invalid"},
+                raise _unsendable(
+                    conn, exc, _secret_values(creds, credentials), arguments, url_invalid=True
                 ) from None
             # Auth headers win over anything the binding declares.
             if conn.auth_header is not None:
@@ -1808,12 +1824,8 @@ class ConnectorExecutor:
                     ) from None
                 except httpx2.LocalProtocolError as exc:
                     # The client refused to send the request as built: nothing went out.
-                    secrets = _secret_values(creds, credentials)
-                    raise GatewayError(
-                        INVALID_ARGUMENTS,
-                        f"The arguments make a request to {conn.spec.title} that cannot be sent "
-                        f"({_sanitise(str(exc), secrets, _spoken(arguments))}); correct them.",
-                        details={"reason": "request_invalid"},
+                    raise _unsendable(
+                        conn, exc, _secret_values(creds, credentials), arguments, url_invalid=False
                     ) from None
                 except (httpx2.TransportError, OSError) as exc:
                     # Did the request go out before the connection broke, unanswered?

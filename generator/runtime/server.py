@@ -1044,7 +1044,7 @@ def shorten_to_fit(
             f"than the {limit:,} bytes this gateway returns in one tool result. "
         )
         if key == "events":
-            shown["next_cursor"] = native.encode_cursor("events", str(entries[n - 1]["id"]))
+            shown["next_cursor"] = native.event_cursor(str(entries[n - 1]["id"]))
             note += "next_cursor goes on from the next event."
         elif key == "citations":
             note += "The answer itself is whole."

@@ -1028,9 +1028,10 @@ async def test_a_tool_name_the_database_cannot_store_stops_no_one_being_recorded
 def test_dispatch_tables_match_the_handler_names_the_compiler_accepts() -> None:
     from generator.runtime import resources
     from generator.runtime.handler_names import RESOURCE_HANDLERS, TOOL_HANDLERS
-    from generator.runtime.server import TOOL_HANDLER_NAMES
+    from generator.runtime.server import _SHORTENABLE, TOOL_HANDLER_NAMES
 
     assert set(TOOL_HANDLER_NAMES) == set(TOOL_HANDLERS)
+    assert set(_SHORTENABLE) <= set(TOOL_HANDLERS)  # a renamed handler is not forgotten there
     assert set(resources.READERS) == set(resources.UPDATES) == set(RESOURCE_HANDLERS)
 
 

@@ -383,6 +383,11 @@ async def create_flow(call: NativeCall, args: Mapping[str, Any]) -> dict[str, An
     }
 
 
+def event_cursor(event_id: str) -> str:
+    """The cursor of an event-history page that goes on after the event `event_id`."""
+    return encode_cursor("events", event_id)
+
+
 async def event_history(
     call: NativeCall,
     *,
@@ -417,7 +422,7 @@ async def event_history(
     rows = rows[:limit]
     return {
         "events": [r.to_wire() for r in rows],
-        "next_cursor": encode_cursor("events", rows[-1].id) if more and rows else None,
+        "next_cursor": event_cursor(rows[-1].id) if more and rows else None,
     }
 
 
