@@ -14,7 +14,7 @@ import json
 import re
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -2208,29 +2208,36 @@ def _check_unquoted_placeholders(
 ) -> set[str]:
     """GEN231: `body: {ticket: {id: {ticket_id}}}`. In YAML's flow style an unquoted
     `{ticket_id}` is a mapping, `{ticket_id: null}`: the upstream got `{"id": {"ticket_id":
-    null}}` and the argument was never sent. A one-key mapping whose value is null and whose
-    key is a placeholder naming an input, a bound parameter or the cursor is reported; the
-    names so found are returned (they are used, only misquoted)."""
+    null}}` and the argument was never sent. The names so found are returned (they are used,
+    only misquoted)."""
     found: set[str] = set()
     for where, value in binding_templates(raw):
-        if where == ("path",):
+        if where != ("path",):
+            found |= _unquoted(ctx, doc, (*path, *where), value, params, "http." + ".".join(where))
+    return found
+
+
+def _unquoted(
+    ctx: _Ctx, doc: Loaded, path: JsonPath, value: Any, names: Collection[str], where: str
+) -> set[str]:
+    """GEN231 for each one-key mapping of `value` whose value is null and whose key is a
+    placeholder naming one of `names`: YAML's reading of an unquoted `{name}`."""
+    found: set[str] = set()
+    for sub, mapping in _template_nodes(value):
+        if not isinstance(mapping, dict) or len(mapping) != 1:
             continue
-        part = ".".join(where)
-        for sub, mapping in _template_nodes(value):
-            if not isinstance(mapping, dict) or len(mapping) != 1:
-                continue
-            ((key, item),) = mapping.items()
-            placeholder = PLACEHOLDER.fullmatch(f"{{{key}}}")
-            if item is not None or placeholder is None or placeholder.group(1) not in params:
-                continue
-            found.add(placeholder.group(1))
-            ctx.err(
-                "GEN231",
-                doc.span((*path, *where, *sub)),
-                f"{{{key}}} in http.{part} is not a placeholder: unquoted, YAML reads it as the "
-                f"mapping {{{key}: null}}, so the argument would never be sent",
-                f'quote it: "{{{key}}}"',
-            )
+        ((key, item),) = mapping.items()
+        placeholder = PLACEHOLDER.fullmatch(f"{{{key}}}")
+        if item is not None or placeholder is None or placeholder.group(1) not in names:
+            continue
+        found.add(placeholder.group(1))
+        ctx.err(
+            "GEN231",
+            doc.span((*path, *sub)),
+            f"{{{key}}} in {where} is not a placeholder: unquoted, YAML reads it as the "
+            f"mapping {{{key}: null}}, so the argument would never be sent",
+            f'quote it: "{{{key}}}"',
+        )
     return found
 
 
@@ -2917,6 +2924,7 @@ def _entity(
     entity_types: dict[str, ir.EntityType] | None,
 ) -> ir.EntityMapping:
     _check_filters(ctx, doc, (*path, "args"), raw.get("args", {}))
+    _unquoted(ctx, doc, (*path, "args"), raw.get("args", {}), _ENTITY_ARGS, "entity args")
     if input_schema is not None:
         _check_entity_args(ctx, doc, path, raw, input_schema)
     etype = None if entity_types is None else entity_types.get(raw["type"])

@@ -229,6 +229,12 @@ def test_the_three_api_connectors_compile_cleanly(tmp_path: Path) -> None:
             ),
             "GEN231:{query|double_quoted} in http.query is not a placeholder",
         ),
+        (  # and in entity args: entity search would pass the capability {"query": null}
+            "jira.yaml",
+            ('args: {query: "{query}", max', "args: {query: {query}, max"),
+            "GEN231:{query} in entity args is not a placeholder: unquoted, YAML reads it as the "
+            "mapping {query: null}",
+        ),
         (  # the output is the mapped fields only: has_more would be missing from every answer
             "stripe.yaml",
             [
