@@ -231,6 +231,61 @@ def _post_only(app: ASGIApp, guard: TransportSecurityMiddleware) -> ASGIApp:
     return post_only
 
 
+def _invalid_request(body: bytes) -> str | None:
+    """Why a POSTed body that is JSON is not one JSON-RPC message MCP accepts, or None (also
+    for a body that is not JSON, which the SDK answers with -32700)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(data, list):
+        return "a batch (a JSON array) is not accepted: send one message per request"
+    try:
+        types.jsonrpc_message_adapter.validate_python(data, by_name=False)
+    except ValidationError:
+        return "the body is not a JSON-RPC request, notification or response"
+    fields = cast("dict[str, Any]", data)  # validated: a JSON object
+    if "method" in fields and "id" in fields and type(fields["id"]) not in (str, int):
+        return "a request's id must be a string or an integer"
+    return None
+
+
+def _answer_invalid_requests(app: ASGIApp, guard: TransportSecurityMiddleware) -> ASGIApp:
+    """A POSTed body that is JSON but no message gets JSON-RPC's -32600 (Invalid Request) with
+    id null and the reason, as the stdio transport answers such a line. The SDK read a request
+    whose id was an object, a float or null as a notification (pydantic drops the id) and
+    answered 202 with nothing to follow, so the client waited for ever; other bodies got
+    -32602 (Invalid params) and pydantic's validation report, over a kilobyte of it. Runs
+    behind the SDK's body size limit, which hands the whole body on as one message; the Host,
+    Origin and Content-Type checks still come first."""
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await app(scope, receive, send)
+            return
+        first = await receive()
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return first
+
+        why = _invalid_request(first.get("body", b"")) if first["type"] == "http.request" else None
+        if why is None or await guard.validate_request(Request(scope), is_post=True) is not None:
+            await app(scope, replay, send)
+            return
+        error = types.ErrorData(code=types.INVALID_REQUEST, message=f"Invalid Request: {why}")
+        answer = types.JSONRPCError(jsonrpc="2.0", id=None, error=error)
+        await JSONResponse(
+            answer.model_dump(mode="json", by_alias=True, exclude_unset=True), status_code=400
+        )(scope, replay, send)
+
+    return answer
+
+
 def build_http_app(
     runtime: GatewayRuntime,
     *,
@@ -355,8 +410,9 @@ def build_http_app(
         ],
     )
 
+    entry = server.session_manager.asgi_app  # the body size limit, then the transports
+    entry.app = _answer_invalid_requests(entry.app, guard)
     if stateless:
-        entry = server.session_manager.asgi_app  # the body size limit, then the transports
         entry.app = _post_only(entry.app, guard)
     else:
         _limit_sessions_per_key(server.session_manager, MAX_SESSIONS_PER_KEY)

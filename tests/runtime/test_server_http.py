@@ -512,6 +512,45 @@ async def test_an_oversized_body_gets_a_json_error_and_other_errors_pass_untouch
         assert garbled.json()["error"]["code"] == "invalid_arguments"
 
 
+async def test_json_that_is_no_request_gets_invalid_request_not_silence(http: str, world) -> None:
+    """JSON-RPC's -32600 with id null and the reason: a request whose id is no string or
+    integer was read as a notification and answered 202, and the client waited for ever."""
+    headers = {
+        **ACCEPT,
+        "Authorization": f"Bearer {world.a_rw}",
+        "MCP-Protocol-Version": "2025-11-25",
+    }
+    async with httpx2.AsyncClient() as h:
+        opened = await h.post(f"{http}/mcp", json=INIT, headers=headers)
+        assert opened.status_code == 200, opened.text
+        if "mcp-session-id" in opened.headers:
+            headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+        bad_id = "a request's id must be a string or an integer"
+        for body, why in (
+            ({**LIST, "id": {"n": 1}}, bad_id),
+            ({**LIST, "id": None}, bad_id),
+            ({**LIST, "id": 1.5}, bad_id),
+            ({**LIST, "id": True}, bad_id),
+            ([LIST], "a batch (a JSON array) is not accepted: send one message per request"),
+            (
+                {**LIST, "jsonrpc": "1.0"},
+                "the body is not a JSON-RPC request, notification or response",
+            ),
+        ):
+            r = await h.post(f"{http}/mcp", json=body, headers=headers)
+            assert r.status_code == 400, (body, r.status_code, r.text)
+            assert r.json() == {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {"code": -32600, "message": f"Invalid Request: {why}"},
+            }
+        # the session still answers a well-formed request, and a notification is still 202
+        listed = await h.post(f"{http}/mcp", json={**LIST, "id": "x"}, headers=headers)
+        assert listed.status_code == 200 and listed.json()["id"] == "x"
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (await h.post(f"{http}/mcp", json=note, headers=headers)).status_code == 202
+
+
 async def test_clean_shutdown_writes_every_record(world, sqlite_store: Store) -> None:
     world.runtime.recorder.interval = 3600  # no background flush: only shutdown can write
     app = build_http_app(world.runtime, stateless=True)
