@@ -169,14 +169,16 @@ class Recorder:
         details: dict[str, Any] | None = None,
         at: int | None = None,
         count_usage: bool = True,
+        refused: bool = False,
     ) -> None:
         """One tool call: an event, a usage increment in `day` (`store.usage_day` of the time
         the quota counted it) and (connector tools) health.
 
-        A call the quota admitted whose arguments the tool's own checks then refused
-        (`invalid_arguments`) is refused like one the schema refused: it does not count, and
+        A call the quota admitted and the gateway then refused before its tool ran
+        (`refused`: `GatewayError.refused`), or whose arguments the tool's own checks refused
+        (`invalid_arguments`), is refused like one the schema refused: it does not count, and
         the quota takes it back."""
-        if count_usage and error_code == INVALID_ARGUMENTS:
+        if count_usage and (refused or error_code == INVALID_ARGUMENTS):
             count_usage = False
             if self.quota is not None:
                 self.quota.uncount(tenant_id, day, connector)

@@ -517,6 +517,41 @@ async def test_memory_tools_need_a_user(world) -> None:
         assert r.structured_content["chunks"] == []
 
 
+async def test_a_call_refused_before_its_tool_runs_counts_nothing(world, upstream) -> None:
+    """A call the gateway refuses for who is calling (no user, a user the key may not name or
+    that is not registered) never ran: like one refused for its arguments, it counts toward
+    neither usage nor the quota, though it is an event. A call the upstream refused ran."""
+    world.runtime.store.set_plan(world.a.id, "tiny")  # 3 calls a day
+    query = {"query": "meetings"}
+    for key, user in (
+        (world.a_read, None),  # no user
+        (world.a_read, "ash"),  # a key that may not name a user
+        (world.a_rw, "alex"),  # bound to another user
+        (world.a_host, "nobody"),  # not registered
+        (world.a_host, "bo"),  # tenant B's user
+    ):
+        async with Client(world.server(key, asserted_user=user)) as c:
+            for _ in range(2):
+                r = await c.call_tool("retrieve_relevant_chunks", query)
+                assert envelope(r)["code"] == "forbidden", (key, user)
+    world.runtime.store.connect(world.a.id, "slack", {"bot_token": "xoxb-revoked"})
+    async with Client(world.server(world.a_rw)) as c:
+        r = await c.call_tool("slack_list_channels", {})  # sent, and refused upstream
+        assert envelope(r)["code"] == "upstream_auth_failed"
+        assert not (await c.call_tool("retrieve_relevant_chunks", query)).is_error
+        usage = (await c.call_tool("fastn_get_usage_summary", {})).structured_content
+        r = await c.call_tool("retrieve_relevant_chunks", query)  # the 4th counted call
+        assert envelope(r)["code"] == "quota_exceeded"
+    assert usage["by_tool"] == [
+        {"tool": "retrieve_relevant_chunks", "calls": 1, "errors": 0},
+        {"tool": "slack_list_channels", "calls": 1, "errors": 1},
+    ]
+    world.runtime.recorder.flush()
+    events = world.runtime.store.query_events(world.a.id, status="error", limit=200)
+    codes = [e.error_code for e in events]
+    assert codes == ["quota_exceeded", "upstream_auth_failed", *["forbidden"] * 10]
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_handler_exceptions_never_leak(world, monkeypatch, mode: str) -> None:
     async def boom(call: Any, args: Any) -> dict[str, Any]:

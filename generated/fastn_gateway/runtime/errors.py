@@ -43,7 +43,12 @@ RETRYABLE_BY_DEFAULT: Final = frozenset(
 
 
 class GatewayError(Exception):
-    """A failure with a stable code, safe to show to the caller."""
+    """A failure with a stable code, safe to show to the caller.
+
+    `refused`: the gateway refused the call before its tool ran, for who is calling (no user,
+    a user the key may not name): like a call whose arguments were refused
+    (`invalid_arguments`), it counts toward neither usage nor the quota. The same code from a
+    tool that ran (an upstream's refusal) is not `refused`: that call counts."""
 
     def __init__(
         self,
@@ -53,6 +58,7 @@ class GatewayError(Exception):
         details: Mapping[str, Any] | None = None,
         retryable: bool | None = None,
         retry_after: float | None = None,
+        refused: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -60,6 +66,7 @@ class GatewayError(Exception):
         self.details: dict[str, Any] = dict(details or {})
         self.retryable = code in RETRYABLE_BY_DEFAULT if retryable is None else retryable
         self.retry_after = retry_after
+        self.refused = refused
 
     def envelope(self) -> dict[str, Any]:
         body: dict[str, Any] = {

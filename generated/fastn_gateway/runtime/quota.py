@@ -13,7 +13,8 @@ daily one is held to every call of the day, and back, to every call of the month
 
 Every tool call that passes validation counts toward the plan's `calls` (native and memory
 tools included); connector tools also count toward the plan's `per_connector` limit.
-Refused calls are not counted.
+Refused calls are not counted: a call refused after `check_and_count` counted it (its
+arguments, or its caller: `GatewayError.refused`) is taken back (`uncount`).
 """
 
 from __future__ import annotations

@@ -820,14 +820,16 @@ class GatewayRuntime:
             raise GatewayError(
                 FORBIDDEN,
                 "This API key may not name a user; X-Gateway-User needs a host application key.",
+                refused=True,
             )
         if principal.user is not None and asserted != principal.user:
-            raise GatewayError(FORBIDDEN, "This API key is bound to another user.")
+            raise GatewayError(FORBIDDEN, "This API key is bound to another user.", refused=True)
         if not await self.registered(principal.tenant_id, asserted):
             raise GatewayError(
                 FORBIDDEN,
                 "The user named by X-Gateway-User is not registered in this workspace; "
                 "register it first (POST /register).",
+                refused=True,
             )
         return asserted
 
@@ -1291,6 +1293,7 @@ class _Handlers:
                 error_code=failure.code if failure is not None else None,
                 details=extra or None,
                 at=at,
+                refused=failure is not None and failure.refused,
             )
 
     def _record(
@@ -1359,6 +1362,7 @@ class _Handlers:
                 FORBIDDEN,
                 "This tool needs a user: use an API key bound to a user, or a host application "
                 "key with the X-Gateway-User header.",
+                refused=True,
             )
         return user
 
