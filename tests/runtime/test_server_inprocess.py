@@ -552,6 +552,70 @@ async def test_a_call_refused_before_its_tool_runs_counts_nothing(world, upstrea
     assert codes == ["quota_exceeded", "upstream_auth_failed", *["forbidden"] * 10]
 
 
+async def test_a_flood_of_refused_calls_stores_a_budget_and_a_summary(world) -> None:
+    """Refused calls count toward nothing, so a client can make them as fast as it likes:
+    each tenant's first REFUSALS_STORED of a minute are stored in full, the rest are summed up
+    in one event per type when the minute ends, which the history and the recent-events
+    resource show with its count per code. Another tenant's events of that minute are all
+    stored. The minute is the recorder's clock's, moved by hand here."""
+    from generator.runtime.recorder import REFUSAL_WINDOW_US, REFUSALS_STORED
+
+    store, a, b = world.runtime.store, world.a.id, world.b.id
+    minute = [now_us() // REFUSAL_WINDOW_US * REFUSAL_WINDOW_US]
+    world.runtime.recorder.clock = lambda: minute[0]
+    extra = 40  # beyond the budget: half unknown tools, half refused arguments
+    async with Client(world.server(world.a_rw)) as c:
+        for i in range(REFUSALS_STORED + extra):
+            if i % 2:
+                with pytest.raises(MCPError, match="Unknown tool"):
+                    await c.call_tool(f"no_such_tool_{i}", {})
+            else:
+                r = await c.call_tool("slack_send_message", {"channel": "C1"})
+                assert envelope(r)["code"] == "invalid_arguments"
+        store.set_plan(a, "tiny")  # 3 calls a day, then 5 quota refusals
+        for i in range(8):
+            r = await c.call_tool("fastn_list_integrations", {})
+            assert r.is_error == (i >= 3)
+    async with Client(world.server(world.b_rw)) as c:
+        for _ in range(3):
+            with pytest.raises(MCPError, match="Unknown tool"):
+                await c.call_tool("no_such_tool", {})
+    world.runtime.recorder.flush()
+    refused = store.query_events(a, status="error", limit=1000)
+    assert len(refused) == REFUSALS_STORED
+    assert len(store.query_events(b, status="error", limit=1000)) == 3
+
+    minute[0] += REFUSAL_WINDOW_US  # the minute is over: reading the events sums it up
+    store.set_plan(a, "starter")
+    async with Client(world.server(world.a_rw)) as c:
+        hist = await c.call_tool("fastn_get_event_history", {"status": "error", "limit": 3})
+        recent = json.loads((await c.read_resource("gateway://events/recent")).contents[0].text)
+        quota = await c.call_tool("fastn_get_event_history", {"type": "quota_exceeded"})
+        (over,) = quota.structured_content["events"]
+    # newest first: the quota refusals came last
+    quota_summary, calls, newest_stored = hist.structured_content["events"]
+    assert quota_summary == over
+    assert (calls["type"], calls["status"], calls["tool"], calls["error_code"]) == (
+        "tool_call",
+        "error",
+        None,
+        None,
+    )
+    details = calls["details"]
+    assert details["refused_calls"] == extra
+    assert details["codes"] == {"invalid_arguments": extra // 2, "unknown_tool": extra // 2}
+    assert details["first_at"] <= details["last_at"] == calls["at"]
+    assert "not stored one by one" in details["note"]
+    assert newest_stored["id"] == refused[0].id and newest_stored["at"] <= details["first_at"]
+    assert (over["tool"], over["error_code"]) == ("fastn_list_integrations", "quota_exceeded")
+    assert over["details"]["refused_calls"] == 5
+    assert over["details"]["codes"] == {"quota_exceeded": 5}
+    assert quota_summary in recent["events"] and calls in recent["events"]
+    # At most the budget and one summary per type, whatever the flood.
+    assert len(store.query_events(a, status="error", limit=1000)) == REFUSALS_STORED + 2
+    assert len(store.query_events(b, status="error", limit=1000)) == 3
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_handler_exceptions_never_leak(world, monkeypatch, mode: str) -> None:
     async def boom(call: Any, args: Any) -> dict[str, Any]:

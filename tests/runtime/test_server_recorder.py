@@ -10,7 +10,7 @@ import pytest
 
 from generator.runtime.errors import GatewayError
 from generator.runtime.quota import QuotaTracker
-from generator.runtime.recorder import Recorder
+from generator.runtime.recorder import REFUSAL_WINDOW_US, REFUSALS_STORED, Recorder
 from generator.runtime.store import Store, make_event, now_us, period_bounds
 
 
@@ -170,6 +170,51 @@ def test_concurrent_close_waits_for_the_final_flush(sqlite_store: Store) -> None
     assert len(sqlite_store.query_events(t.id, limit=1000)) == 500
     for th in closers:
         th.join()
+
+
+def _refusal(rec: Recorder, tenant: str, n: int) -> None:
+    for _ in range(n):
+        rec.record_event(
+            make_event(tenant, "tool_call", "error", tool="nope", error_code="unknown_tool"),
+            refused=True,
+        )
+
+
+def test_refused_calls_beyond_the_budget_are_summed_up_once_their_window_ends(
+    sqlite_store: Store,
+) -> None:
+    """Each tenant's window stores REFUSALS_STORED refused calls; the rest are one summary,
+    buffered when the window is over (by the next refusal or `summarize_refusals`) or, for a
+    window still open, at close. A window with nothing left out writes no summary."""
+    a, b = sqlite_store.create_tenant("acme"), sqlite_store.create_tenant("bravo")
+    clock = [5 * REFUSAL_WINDOW_US]
+    rec = Recorder(sqlite_store, interval=3600, clock=lambda: clock[0])
+    _refusal(rec, a.id, REFUSALS_STORED + 7)
+    _refusal(rec, b.id, 2)
+    assert rec.summarize_refusals() == 0  # still the same window
+    assert rec.flush() == REFUSALS_STORED + 2
+    clock[0] += REFUSAL_WINDOW_US - 1
+    _refusal(rec, a.id, 1)
+    assert rec.flush() == 0  # left out: the window has not ended
+    clock[0] += 1
+    _refusal(rec, a.id, REFUSALS_STORED + 3)  # the first one sums up the previous window
+    assert rec.flush() == 1 + REFUSALS_STORED
+    (summary,) = [e for e in sqlite_store.query_events(a.id, limit=1000) if e.details]
+    assert summary.details is not None and summary.details["refused_calls"] == 8
+    assert (summary.tool, summary.error_code) == ("nope", "unknown_tool")
+    assert rec.summarize_refusals() == 0  # bravo's window is over, with nothing left out
+    clock[0] += REFUSAL_WINDOW_US  # ended, but nobody summed it up: close does
+    _refusal(rec, b.id, REFUSALS_STORED + 1)  # a window still open: close sums it up too
+    rec.close()
+    summaries = [
+        e.details["refused_calls"]
+        for t in (a.id, b.id)
+        for e in sqlite_store.query_events(t, limit=1000)
+        if e.details
+    ]
+    assert summaries == [3, 8, 1]
+    assert len(sqlite_store.query_events(a.id, limit=1000)) == 2 * REFUSALS_STORED + 2
+    assert len(sqlite_store.query_events(b.id, limit=1000)) == REFUSALS_STORED + 3
 
 
 def _allowed_call(quota: QuotaTracker, rec: Recorder, tenant: str, day: str, at: int) -> None:

@@ -14,6 +14,13 @@ up, the number of lost records is logged (never their content). A batch the data
 (a record it cannot store, not an outage) is written record by record instead, and the records
 it refuses are dropped and counted in the log: one bad record must not stop every tenant's
 events and usage from being stored.
+
+A refused call (`record_call` of a call that does not count, `record_event(refused=True)`)
+costs its caller nothing, so its event is stored only while its tenant's budget of the window
+lasts (`REFUSALS_STORED` per `REFUSAL_WINDOW_US`); the others are counted, and once the window
+has ended `summarize_refusals()` buffers one summary event per event type with their count per
+error code. The gateway calls it from its change poll and before it reads events (on the
+recording thread, like `record_*`), and `close()` writes every summary still open.
 """
 
 from __future__ import annotations
@@ -22,15 +29,16 @@ import atexit
 import logging
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy.exc import DataError, IntegrityError
 
 from .errors import INVALID_ARGUMENTS
 from .quota import QuotaTracker
-from .store import EventRecord, HealthDelta, Store, UsageDelta, make_event, now_us
+from .store import EventRecord, HealthDelta, Store, UsageDelta, iso, make_event, now_us
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +46,78 @@ UsageKey = tuple[str, str, str]  # tenant, day, tool
 # What a database raises for a record it will not store (as opposed to being unreachable);
 # the drivers encode text themselves, and raise UnicodeEncodeError for a lone surrogate.
 REFUSED: tuple[type[Exception], ...] = (DataError, IntegrityError, UnicodeEncodeError)
+
+# Refused calls (an unknown tool, refused arguments, a caller refused before the tool ran, a
+# call over the quota) count toward nothing, so nothing bounds how many a client makes, and
+# each would be one more event row, kept for ever: 1,000 rows in 4 seconds from one client.
+# Per tenant and per UTC minute, the first REFUSALS_STORED are stored in full: a model that
+# gets a call wrong more than once a second is looping, and a minute of its calls shows what
+# it gets wrong. The others are counted in one summary event per event type (tool_call,
+# quota_exceeded) when the minute ends, so a tenant's refusals add at most
+# REFUSALS_STORED + 2 rows a minute however fast they come, and never use another tenant's.
+REFUSAL_WINDOW_US: Final = 60_000_000
+REFUSALS_STORED: Final = 60
+
+
+@dataclass(slots=True)
+class _LeftOut:
+    """The refused calls of one event type a window did not store, for its summary."""
+
+    first_at: int
+    last_at: int
+    codes: Counter[str] = field(default_factory=Counter)
+    # Distinct tools and connectors, up to two: one means every call named it.
+    tools: set[str | None] = field(default_factory=set)
+    connectors: set[str | None] = field(default_factory=set)
+
+    def add(self, event: EventRecord) -> None:
+        self.last_at = max(self.last_at, event.at)
+        self.codes[event.error_code or ""] += 1
+        for seen, value in ((self.tools, event.tool), (self.connectors, event.connector)):
+            if len(seen) < 2:
+                seen.add(value)
+
+    def summary(self, tenant_id: str, type_: str) -> EventRecord:
+        calls = sum(self.codes.values())
+        return make_event(
+            tenant_id,
+            type_,
+            "error",
+            at=self.last_at,  # after the calls it sums up, in the history's order
+            connector=_shared(self.connectors),
+            tool=_shared(self.tools),
+            error_code=_shared(set(self.codes)) or None,
+            details={
+                "refused_calls": calls,
+                "codes": dict(sorted(self.codes.items())),
+                "first_at": iso(self.first_at),
+                "last_at": iso(self.last_at),
+                "note": f"{calls} refused calls counted, not stored one by one: each minute "
+                f"stores the first {REFUSALS_STORED} refused calls of the workspace.",
+            },
+        )
+
+
+def _shared(values: set[str | None]) -> str | None:
+    return next(iter(values)) if len(values) == 1 else None
+
+
+@dataclass(slots=True)
+class _Refusals:
+    """One tenant's refused calls in its current window."""
+
+    window: int  # the clock's microseconds // REFUSAL_WINDOW_US
+    stored: int = 0
+    left_out: dict[str, _LeftOut] = field(default_factory=dict)  # by event type
+
+    def leave_out(self, event: EventRecord) -> None:
+        entry = self.left_out.get(event.type)
+        if entry is None:
+            entry = self.left_out[event.type] = _LeftOut(event.at, event.at)
+        entry.add(event)
+
+    def summaries(self, tenant_id: str) -> list[EventRecord]:
+        return [entry.summary(tenant_id, t) for t, entry in sorted(self.left_out.items())]
 
 
 @dataclass(slots=True)
@@ -125,8 +205,10 @@ class Recorder:
         on_flushed: Callable[[], None] | None = None,
         on_recorded: Callable[[EventRecord, bool], None] | None = None,
         on_written: Callable[[list[EventRecord], list[UsageDelta]], None] | None = None,
+        clock: Callable[[], int] = now_us,
     ) -> None:
         self.store = store
+        self.clock = clock  # microseconds; places refused calls in their window
         self.quota = quota
         self.interval = interval
         self.max_pending = max_pending
@@ -134,7 +216,8 @@ class Recorder:
         self._on_recorded = on_recorded
         self._on_written = on_written
         self._batch = _Batch()
-        self._lock = threading.Lock()  # guards _batch
+        self._refusals: dict[str, _Refusals] = {}  # by tenant
+        self._lock = threading.Lock()  # guards _batch and _refusals
         self._write_lock = threading.Lock()  # one writer at a time
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -148,7 +231,11 @@ class Recorder:
 
     # ------------------------------------------------------------------ recording
 
-    def record_event(self, event: EventRecord) -> None:
+    def record_event(self, event: EventRecord, *, refused: bool = False) -> None:
+        """`refused`: the event of a call refused before its tool ran (see the module doc)."""
+        if refused:
+            self._refused(event)
+            return
         with self._lock:
             self._batch.events.append(event)
             pending = len(self._batch.events)
@@ -194,17 +281,19 @@ class Recorder:
             error_code=error_code,
             details=details,
         )
+        if not count_usage:
+            self._refused(event)  # nothing to count, and no connection's health
+            return
         with self._lock:
             batch = self._batch
             batch.events.append(event)
-            if count_usage:
-                key = (tenant_id, day, tool)
-                u = batch.usage.get(key)
-                if u is None:
-                    u = batch.usage[key] = _Usage(connector or "")
-                u.calls += 1
-                if status == "error":
-                    u.errors += 1
+            key = (tenant_id, day, tool)
+            u = batch.usage.get(key)
+            if u is None:
+                u = batch.usage[key] = _Usage(connector or "")
+            u.calls += 1
+            if status == "error":
+                u.errors += 1
             if connector and (status == "ok" or _is_upstream(error_code)):
                 h = batch.health.get((tenant_id, connector))
                 if h is None:
@@ -216,7 +305,57 @@ class Recorder:
             pending = len(batch.events)
         self._after_record(pending)
         if self._on_recorded is not None:
-            self._on_recorded(event, count_usage)
+            self._on_recorded(event, True)
+
+    def _refused(self, event: EventRecord) -> None:
+        """Buffer the event of a refused call while its tenant's window has room, else count
+        it toward the window's summary; a window that has ended is summed up first."""
+        window = self.clock() // REFUSAL_WINDOW_US
+        with self._lock:
+            state = self._refusals.get(event.tenant_id)
+            recorded = []
+            if state is not None and state.window != window:
+                recorded = state.summaries(event.tenant_id)
+                state = None
+            if state is None:
+                state = self._refusals[event.tenant_id] = _Refusals(window)
+            if state.stored < REFUSALS_STORED:
+                state.stored += 1
+                recorded.append(event)
+            else:
+                state.leave_out(event)
+            self._batch.events.extend(recorded)
+            pending = len(self._batch.events)
+        if recorded:
+            self._after_record(pending)
+        self._heard(recorded)
+
+    def summarize_refusals(self) -> int:
+        """Buffer the summaries of the refusal windows that have ended, and forget those
+        windows. Returns how many summaries. Call it where `record_*` is called."""
+        window = self.clock() // REFUSAL_WINDOW_US
+        with self._lock:
+            summaries = self._take_summaries(lambda state: state.window != window)
+            pending = len(self._batch.events)
+        if summaries:
+            self._after_record(pending)
+        self._heard(summaries)
+        return len(summaries)
+
+    def _take_summaries(self, ended: Callable[[_Refusals], bool]) -> list[EventRecord]:
+        """Under `_lock`: buffer the summaries of the `ended` windows, and forget them."""
+        summaries: list[EventRecord] = []
+        for tenant_id, state in list(self._refusals.items()):
+            if ended(state):
+                del self._refusals[tenant_id]
+                summaries.extend(state.summaries(tenant_id))
+        self._batch.events.extend(summaries)
+        return summaries
+
+    def _heard(self, events: list[EventRecord]) -> None:
+        if self._on_recorded is not None:
+            for event in events:
+                self._on_recorded(event, False)
 
     def _after_record(self, pending: int) -> None:
         if self._thread is None and not self._closed:
@@ -255,6 +394,8 @@ class Recorder:
             self._wake.set()
             if self._thread is not None:
                 self._thread.join(30)
+            with self._lock:  # the windows still open too (nobody hears of them now)
+                self._take_summaries(lambda state: True)
             for _attempt in range(3):
                 try:
                     self.flush()

@@ -633,7 +633,9 @@ class GatewayRuntime:
 
     async def flush_records(self) -> None:
         """Make every call recorded so far visible to queries (waits for a batch that the
-        background thread is writing)."""
+        background thread is writing), the summaries of refused calls whose minute is over
+        included."""
+        self.recorder.summarize_refusals()
         if not self.recorder.settled():
             await anyio.to_thread.run_sync(self.recorder.flush)
 
@@ -681,7 +683,9 @@ class GatewayRuntime:
     async def poll_changes(self) -> None:
         """Detect connection changes made by other processes for tenants with open sessions,
         and calls and memory updates for tenants with listen streams; end the listen streams
-        (and forget the handshake-era connections) of keys revoked or expired since."""
+        (and forget the handshake-era connections) of keys revoked or expired since; and
+        record the summaries of refused calls whose minute is over."""
+        self.recorder.summarize_refusals()
         keys = self.notifier.stream_keys()
         if keys:
             self.notifier.end_streams(await self.run_db(self.store.live_keys, sorted(keys)))
@@ -1205,7 +1209,8 @@ class _Handlers:
                     connector=lapsed.details["connector"] if lapsed else None,
                     tool=name[:64],
                     error_code=lapsed.code if lapsed else UNKNOWN_TOOL,
-                )
+                ),
+                refused=True,
             )
             if lapsed is not None:
                 return tool_error(lapsed)
@@ -1242,7 +1247,8 @@ class _Handlers:
                     tool=spec.name,
                     error_code=exc.code,
                     details={"plan": plan.name, "limit": exc.details.get("limit")},
-                )
+                ),
+                refused=True,
             )
             return tool_error(exc)
 
