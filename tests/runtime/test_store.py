@@ -63,6 +63,19 @@ def test_newer_schema_is_refused(sqlite_store: Store) -> None:
         sqlite_store.migrate()
 
 
+def test_an_older_schema_is_marked_current_so_older_gateways_refuse_it(
+    sqlite_store: Store,
+) -> None:
+    """A database an older gateway wrote is upgraded in place and marked with this schema's
+    version: the older gateway, which would misread it, then refuses it as newer."""
+    with sqlite_store.write() as conn:
+        conn.execute(st.schema_info.update().values(version=1))
+    sqlite_store.migrate()
+    with sqlite_store.read() as conn:
+        assert conn.execute(sa.select(st.schema_info.c.version)).scalar() == st.SCHEMA_VERSION
+    assert st.SCHEMA_VERSION > 1
+
+
 def test_tenants(store: Store) -> None:
     a = store.create_tenant("acme")
     assert a.plan == "starter"

@@ -50,7 +50,12 @@ from .catalog import ConnectorSpec, GatewaySpec
 from .crypto import CredentialCipher, CredentialKeyError, load_cipher
 from .templating import DNS_LABEL, PLACEHOLDER
 
-SCHEMA_VERSION = 1
+# What the database's data means, written by each gateway that opens it: a gateway refuses a
+# database of a newer version, which it would misread (an older build saw no usage counted by
+# day, so its quota started again, and recreated memory's old shared full-text index empty).
+# Raise it whenever the meaning of stored data changes. 1: the first; 2: usage counted per UTC
+# day, and (SQLite) one memory full-text index per tenant.
+SCHEMA_VERSION = 2
 KEY_PREFIX = "gwk"
 SCOPES = ("read", "write")
 STATES = ("active", "needs_reauth", "disconnected")
@@ -761,7 +766,8 @@ class Store:
             yield conn
 
     def migrate(self) -> None:
-        """Create missing tables; refuse a database written by a newer schema."""
+        """Create missing tables; refuse a database written by a newer schema, and mark an
+        older one as this schema's (so no older gateway opens it again and misreads it)."""
         with self.write() as conn:
             metadata.create_all(conn, checkfirst=True)
             current = conn.execute(sa.select(schema_info.c.version)).scalar()
@@ -772,6 +778,8 @@ class Store:
                     f"database schema version {current} is newer than this gateway "
                     f"({SCHEMA_VERSION}); upgrade the gateway"
                 )
+            elif current < SCHEMA_VERSION:
+                conn.execute(schema_info.update().values(version=SCHEMA_VERSION))
 
     def dispose(self) -> None:
         with self._held_lock:
