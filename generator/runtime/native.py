@@ -45,6 +45,9 @@ class NativeCall:
     principal: Principal
     snapshot: TenantSnapshot
     tool: str | None = None  # the tool called (None: a resource read)
+    # The session's user, as a tool that acts for a user gets it: raises the GatewayError such
+    # a tool's call fails with when the session has none (None: only the key's bound user).
+    require_user: Callable[[], Awaitable[str]] | None = None
 
 
 Handler = Callable[[NativeCall, Mapping[str, Any]], Awaitable[dict[str, Any]]]
@@ -514,6 +517,15 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
         except GatewayError as exc:
             unopened.append({"connector": n, "status": "error", "count": 0, "error": exc.code})
     tenant_id = call.principal.tenant_id
+    # The user a direct call of a capability that acts for one would act for; without one,
+    # such a capability's source fails as that call would, and nothing is sent.
+    user: str | None = call.principal.user
+    no_user: GatewayError | None = None
+    if call.require_user is not None:
+        try:
+            user = await call.require_user()
+        except GatewayError as exc:
+            user, no_user = None, exc
 
     async def store_refreshed(connector: str, refreshed: dict[str, str]) -> None:
         await rt.store_refreshed(
@@ -527,6 +539,8 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
     day = usage_day(at)
 
     def admit(connector: str, tool: ToolSpec) -> None:
+        if no_user is not None and tool.acts_for_user:
+            raise no_user
         rt.quota.check_and_count(tenant_id, plan.name, connector, at)
 
     def searched(connector: str, tool: ToolSpec, code: str | None, ms: float) -> None:
@@ -548,7 +562,7 @@ async def search_entities(call: NativeCall, args: Mapping[str, Any]) -> dict[str
             query=str(args["query"]),
             limit=int(args.get("limit", 20)),
             connectors=credentials,
-            ctx=rt.call_context(call.principal, None),
+            ctx=rt.call_context(call.principal, user),
             store_refreshed=store_refreshed,
             admit=admit,
             searched=searched,

@@ -121,6 +121,11 @@ class ToolSpec:
     tags: tuple[str, ...] = ()
     deprecated: Deprecation | None = None
 
+    @property
+    def acts_for_user(self) -> bool:
+        """Whether a call needs the session's user (a parameter bound to session.user)."""
+        return "session.user" in self.bind.values()
+
 
 class _Deprecated(Protocol):
     @property

@@ -1339,7 +1339,8 @@ class _Handlers:
             handler = native.HANDLERS.get(spec.handler or "")
             if handler is None:
                 raise internal_error()
-            return await handler(native.NativeCall(rt, principal, snap, spec.name), args)
+            session = partial(self.require_user, ctx, principal)
+            return await handler(native.NativeCall(rt, principal, snap, spec.name, session), args)
         if spec.family == "personalization":
             call = _MEMORY_CALLS.get(spec.handler or "")
             if call is None or rt.memory is None:
@@ -1384,8 +1385,7 @@ class _Handlers:
     ) -> dict[str, Any]:
         rt = self.rt
         assert spec.connector is not None
-        needs_user = "session.user" in spec.bind.values()
-        user = await self.require_user(ctx, principal) if needs_user else principal.user
+        user = await self.require_user(ctx, principal) if spec.acts_for_user else principal.user
         credentials = await rt.credentials(snap, spec.connector)
         connected_at = snap.connected_at(spec.connector)
         connector = spec.connector
