@@ -47,7 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .auth import GatewayTokenVerifier, principal_from_access_token
 from .errors import FORBIDDEN, INVALID_ARGUMENTS, RATE_LIMITED, UNAUTHENTICATED, GatewayError
 from .fastschema import has_surrogate
-from .server import GatewayRuntime
+from .server import GatewayRuntime, UserSource
 from .store import StoreError, iso
 
 logger = logging.getLogger(__name__)
@@ -527,6 +527,7 @@ async def serve_stdio(
     *,
     api_key: str,
     asserted_user: str | None = None,
+    user_source: UserSource | None = None,
     watch_interval: float = 2.0,
     exit_on_signal: bool = False,
 ) -> None:
@@ -536,7 +537,9 @@ async def serve_stdio(
     end the process at once: the SDK reads stdin in a worker thread that cannot be
     interrupted, so waiting for a graceful unwind would hang until the client closes stdin.
     """
-    server = runtime.build_server(api_key=api_key, asserted_user=asserted_user)
+    server = runtime.build_server(
+        api_key=api_key, asserted_user=asserted_user, user_source=user_source
+    )
     try:
         async with stdio_server() as (read, write), anyio.create_task_group() as tg:
             tg.start_soon(runtime.watch_changes, watch_interval)

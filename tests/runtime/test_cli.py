@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import signal
@@ -702,6 +703,42 @@ async def test_admin_connections_after_a_reconnection_show_a_fresh_status(
     after = slack_line()
     assert after["connected_at"] > before["connected_at"]
     assert after["last_success_at"] == "None" and "last_error" not in after
+
+
+async def test_over_stdio_a_refused_user_is_named_by_the_variable_and_registered_by_the_cli(
+    gateway, tmp_path: Path, capsys
+) -> None:
+    """A host key's user over stdio comes from FASTN_GATEWAY_USER: when that user is not
+    registered, the error names the variable (not the HTTP header) and the admin command that
+    registers it, and that command, run as given, makes the next session's call work."""
+    import shlex
+
+    db = str(tmp_path / "gw.db")
+    store = Store(make_engine(db), gateway)
+    store.migrate()
+    tenant = store.create_tenant("acme")
+    host = store.issue_key(tenant.id, host_app=True).token
+    store.dispose()
+    argv = [LAUNCHER, "serve", "--transport", "stdio", "--db", db]
+    env = _env(FASTN_GATEWAY_API_KEY=host, FASTN_GATEWAY_USER="zed")
+    async with Client(_stdio(argv, env)) as c:
+        refused = await c.call_tool("retrieve_relevant_chunks", {"query": "x"})
+    assert refused.is_error
+    error = json.loads(refused.content[0].text)["error"]
+    assert error["code"] == "forbidden"
+    message = error["message"]
+    assert "FASTN_GATEWAY_USER" in message
+    assert "X-Gateway-User" not in message and "POST /register" not in message
+    hint = re.search(r"register it first \((.+)\)\.$", message)
+    assert hint is not None, message
+    command = shlex.split(hint[1])
+    assert command[:3] == ["python", "-m", "fastn_gateway"]  # what the launcher stands for
+    assert command[3:] == ["admin", "--db", db, "user", "register", "acme", "zed"]
+    code, out, _ = run(gateway, capsys, *command[3:])
+    assert code == 0 and "registered" in out
+    async with Client(_stdio(argv, env)) as c:
+        found = await c.call_tool("retrieve_relevant_chunks", {"query": "x"})
+    assert not found.is_error, found.content
 
 
 def _stdio_once(db: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:

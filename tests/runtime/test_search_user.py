@@ -154,7 +154,8 @@ async def test_search_without_the_user_fails_that_source_as_a_direct_call_fails(
 
 async def test_over_http_the_search_acts_for_the_user_the_header_names(crm: Crm) -> None:
     """Over streamable HTTP a host key names its user with X-Gateway-User: the search acts for
-    that user, and one not registered fails the source with the direct call's error."""
+    that user, and one not registered fails the source with the direct call's error, which
+    names the header and POST /register."""
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
@@ -177,5 +178,5 @@ async def test_over_http_the_search_acts_for_the_user_the_header_names(crm: Crm)
         assert [e["id"] for e in found["entities"]] == ["c-ash"]
         direct, refused = await over_http(srv.url, "zed")
     err = json.loads(direct.content[0].text)["error"]
-    assert err["code"] == "forbidden"
+    assert "X-Gateway-User header" in err["message"] and "POST /register" in err["message"]
     assert refused["sources"][0]["error"] == f"forbidden: {err['message']}"

@@ -659,6 +659,7 @@ def _serve_stdio(
     db_url: str,
 ) -> int:
     from .app import serve_stdio
+    from .server import stdio_user
 
     key = key_from_environ(gateway.import_name, environ) or demo_token
     if key is None or runtime.verifier.verify_sync(key) is None:
@@ -671,9 +672,12 @@ def _serve_stdio(
         )
         return 1
     user = environ.get(user_env(gateway.import_name)) or None
+    source = stdio_user(gateway, _shown_db(db_url))
     try:
         anyio.run(
-            lambda: serve_stdio(runtime, api_key=key, asserted_user=user, exit_on_signal=True)
+            lambda: serve_stdio(
+                runtime, api_key=key, asserted_user=user, user_source=source, exit_on_signal=True
+            )
         )
     finally:
         runtime.close_sync()

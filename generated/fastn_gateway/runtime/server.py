@@ -58,6 +58,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import time
 import weakref
 from collections import OrderedDict
@@ -95,6 +96,7 @@ from .auth import (
     Principal,
     header_text,
     principal_from_access_token,
+    user_env,
 )
 from .catalog import GatewaySpec, ToolSpec, tool_meta
 from .crypto import CredentialKeyError
@@ -814,16 +816,19 @@ class GatewayRuntime:
         await self.run_db(self.store.disconnect, tenant_id, connector)
         await self.refresh_tenant(tenant_id)
 
-    async def session_user(self, principal: Principal, asserted: str | None) -> str | None:
+    async def session_user(
+        self, principal: Principal, asserted: str | None, source: UserSource
+    ) -> str | None:
         """The end user of a request: the key's bound user, or the user a host-application
-        key names (must be registered in the key's tenant)."""
+        key names (must be registered in the key's tenant) with `source`, the transport's
+        way of naming one."""
         if asserted is None:
             return principal.user
         asserted = asserted.strip()
         if not principal.can_assert_user:
             raise GatewayError(
                 FORBIDDEN,
-                "This API key may not name a user; X-Gateway-User needs a host application key.",
+                f"This API key may not name a user; {source.name} needs a host application key.",
                 refused=True,
             )
         if principal.user is not None and asserted != principal.user:
@@ -831,8 +836,8 @@ class GatewayRuntime:
         if not await self.registered(principal.tenant_id, asserted):
             raise GatewayError(
                 FORBIDDEN,
-                "The user named by X-Gateway-User is not registered in this workspace; "
-                "register it first (POST /register).",
+                f"The user named by {source.name} is not registered in this workspace; "
+                f"register it first ({source.how_to_register(principal, asserted)}).",
                 refused=True,
             )
         return asserted
@@ -854,17 +859,23 @@ class GatewayRuntime:
         *,
         api_key: str | None = None,
         asserted_user: str | None = None,
+        user_source: UserSource | None = None,
         list_changed: bool = True,
     ) -> GatewayServer:
         """An SDK `Server` over this runtime.
 
         `api_key` identifies the caller when the transport carries no bearer token (stdio,
-        in-process); `asserted_user` plays the X-Gateway-User header there. `list_changed=False`
-        for a transport that cannot notify handshake-era clients (stateless HTTP): their
-        `initialize` then promises no list-changed notifications.
+        in-process); `asserted_user` plays the X-Gateway-User header there, and `user_source`
+        (default: `stdio_user`) says where it came from in the messages that refuse it.
+        `list_changed=False` for a transport that cannot notify handshake-era clients
+        (stateless HTTP): their `initialize` then promises no list-changed notifications.
         """
         handlers = _Handlers(
-            self, api_key=api_key, asserted_user=asserted_user, list_changed=list_changed
+            self,
+            api_key=api_key,
+            asserted_user=asserted_user,
+            user_source=user_source or stdio_user(self.gateway),
+            list_changed=list_changed,
         )
         return handlers.server
 
@@ -912,6 +923,35 @@ class GatewayServer(Server[Any]):
             experimental_capabilities,
             extensions,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class UserSource:
+    """How a transport names a host application key's user, and how a user is registered
+    there, for the messages that refuse one."""
+
+    name: str  # what names the user: "the X-Gateway-User header"
+    register: str  # a request, or a command that takes the tenant and the user (`command`)
+    command: bool = False
+
+    def how_to_register(self, principal: Principal, user: str) -> str:
+        if not self.command:
+            return self.register
+        return f"{self.register} {shlex.quote(principal.tenant_name)} {shlex.quote(user)}"
+
+
+HTTP_USER = UserSource(name="the X-Gateway-User header", register="POST /register")
+
+
+def stdio_user(gateway: GatewaySpec, db: str | None = None) -> UserSource:
+    """stdio's user: the `<PREFIX>_USER` variable, registered with the admin command (on the
+    database `db` as messages show it, when the server was given one)."""
+    on_db = f" --db {shlex.quote(db)}" if db else ""
+    return UserSource(
+        name=f"the {user_env(gateway.import_name)} variable",
+        register=f"python -m {gateway.import_name} admin{on_db} user register",
+        command=True,
+    )
 
 
 def _unauthenticated() -> MCPError:
@@ -1129,11 +1169,13 @@ class _Handlers:
         *,
         api_key: str | None,
         asserted_user: str | None,
+        user_source: UserSource,
         list_changed: bool = True,
     ) -> None:
         self.rt = runtime
         self.api_key = api_key
         self.asserted_user = asserted_user
+        self.user_source = user_source  # where asserted_user came from, for messages
         gw = runtime.gateway
         self.server = GatewayServer(
             gw.server_name,
@@ -1161,13 +1203,19 @@ class _Handlers:
             raise _unauthenticated()
         return principal
 
-    def asserted(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
-        request = ctx.request
-        headers = getattr(request, "headers", None)
+    async def session_user(
+        self, ctx: ServerRequestContext[Any, Any], principal: Principal
+    ) -> tuple[str | None, UserSource]:
+        """The request's user (`GatewayRuntime.session_user`) and how its transport names one:
+        over HTTP the X-Gateway-User header, else the user the server was built with."""
+        headers = getattr(ctx.request, "headers", None)
         if headers is not None:
             value = headers.get(USER_HEADER)
-            return header_text(str(value)) if value is not None else None
-        return self.asserted_user
+            asserted = header_text(str(value)) if value is not None else None
+            source = HTTP_USER
+        else:
+            asserted, source = self.asserted_user, self.user_source
+        return await self.rt.session_user(principal, asserted, source), source
 
     # ------------------------------------------------------------------ tools
 
@@ -1363,12 +1411,12 @@ class _Handlers:
         return await self.call_connector(ctx, principal, snap, spec, args, extra, notes)
 
     async def require_user(self, ctx: ServerRequestContext[Any, Any], principal: Principal) -> str:
-        user = await self.rt.session_user(principal, self.asserted(ctx))
+        user, source = await self.session_user(ctx, principal)
         if user is None:
             raise GatewayError(
                 FORBIDDEN,
                 "This tool needs a user: use an API key bound to a user, or a host application "
-                "key with the X-Gateway-User header.",
+                f"key with {source.name}.",
                 refused=True,
             )
         return user
@@ -1426,7 +1474,7 @@ class _Handlers:
         self.rt.notifier.register(principal, ctx)
 
         async def user() -> str | None:
-            return await self.rt.session_user(principal, self.asserted(ctx))
+            return (await self.session_user(ctx, principal))[0]
 
         return native.NativeCall(self.rt, principal, snap), user
 
