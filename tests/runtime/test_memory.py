@@ -711,15 +711,35 @@ def test_hostile_queries_never_raise(
 
 
 def test_query_sanitising_emits_only_quoted_words() -> None:
-    terms = query_terms('What "is" NEAR(x y) the user\'s time_zone? AND OR NOT café ß 🙂 x:*')
-    assert terms == ["near", "x", "y", "user", "time", "zone", "café", "ss"]
+    terms = query_terms('What "is" NEAR(x y) the user\'s time_zone? AND OR NOT Café ß 🙂 x:*')
+    assert terms == ["near", "x", "y", "user", "time", "zone", "café", "ß"]
     assert fts5_match_expression(terms) == (
-        '"near" OR "x" OR "y" OR "user" OR "time" OR "zone" OR "café" OR "ss"'
+        '"near" OR "x" OR "y" OR "user" OR "time" OR "zone" OR "café" OR "ß"'
     )
-    assert tsquery_expression(terms) == "near | x | y | user | time | zone | café | ss"
+    assert tsquery_expression(terms) == "near | x | y | user | time | zone | café | ß"
     # Anything that is not a plain word is dropped rather than passed on.
     assert fts5_match_expression(['a"b', "ok", "x y", ""]) == '"ok"'
     assert query_terms("the and of what") == []
+
+
+WORDS_AS_TYPED = {
+    "Hauptstraße": "Lives on the Hauptstraße in Berlin.",
+    "İstanbul": "Visited İstanbul last spring.",
+    "Οδυσσέας": "Has a cat called Οδυσσέας.",
+    "Ελλάς": "Grew up in Ελλάς.",
+}
+
+
+@pytest.mark.parametrize("word", list(WORDS_AS_TYPED))
+def test_a_word_is_found_as_it_was_stored(memory: MemoryStore, word: str) -> None:
+    """The query's words reach the engine as the user typed them, so the engine folds them as
+    it folded the text (casefold() made ß "ss", İ "i" + "stanbul", ς "σ": found nothing)."""
+    memory.update_memory("acme", "ash", [{"text": t} for t in WORDS_AS_TYPED.values()])
+    expected = [WORDS_AS_TYPED[word]]
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", word)) == expected
+    assert texts(memory.search_or_ask("acme", "ash", f"Where is {word}?")) == expected
+    (term,) = query_terms(word)
+    assert term.lower() == word.lower()
 
 
 def test_only_stop_words_find_nothing(memory: MemoryStore) -> None:

@@ -163,15 +163,28 @@ _FRAMING_TEXT: Final = """
 FRAMING_WORDS: Final = frozenset(_FRAMING_TEXT.split())
 
 
+_ASCII_UPPER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def query_terms(text: str) -> list[str]:
-    """The content words of `text`, casefolded, de-duplicated, in order; stop words removed."""
+    """The content words of `text`, in order, each once; stop words removed.
+
+    A word goes to the engine as typed, but for A-Z lower-cased (which is exact: both engines
+    fold ASCII so, and the stop words, framing words and porter_stem expect it): the engine
+    folds the rest itself, as it did when indexing. Python's casefold() would not agree with
+    it: it turns ß into ss, İ into i + a combining dot (two words here) and ς into σ, none of
+    which FTS5 or PostgreSQL does, so such words were never found. lower() only tells
+    repeats apart.
+    """
     terms: list[str] = []
     seen: set[str] = set()
-    for word in _WORD.findall(text.casefold()):
-        if word in STOPWORDS or word in seen or len(word) > MAX_TERM_CHARS:
+    for word in _WORD.findall(text):
+        term = word.translate(_ASCII_UPPER)
+        key = term.lower()
+        if key in STOPWORDS or key in seen or len(term) > MAX_TERM_CHARS:
             continue
-        seen.add(word)
-        terms.append(word)
+        seen.add(key)
+        terms.append(term)
         if len(terms) >= MAX_QUERY_TERMS:
             break
     return terms
