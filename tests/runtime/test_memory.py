@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from generator.runtime import catalog as c
+from generator.runtime import memory as memory_module
 from generator.runtime.answer import NOTHING_FOUND, Answer, Answerer, ExtractiveAnswerer
 from generator.runtime.errors import (
     CONFLICT,
@@ -31,6 +32,7 @@ from generator.runtime.memory import (
     MemoryStore,
     fts5_match_expression,
     query_terms,
+    search_text,
     shown_score,
     tsquery_expression,
 )
@@ -740,6 +742,163 @@ def test_a_word_is_found_as_it_was_stored(memory: MemoryStore, word: str) -> Non
     assert texts(memory.search_or_ask("acme", "ash", f"Where is {word}?")) == expected
     (term,) = query_terms(word)
     assert term.lower() == word.lower()
+
+
+# No punctuation in 76 letters: one token of the engines before CJK runs became bigrams.
+JAPANESE_SENTENCE = (
+    "私は毎朝七時に起きてコーヒーを飲みながら新聞を読みそれから会社まで自転車で通勤しています"
+    "が雨の日はバスに乗ることにしていますし週末は家族と公園に行きます"
+)
+CJK_ITEMS = {
+    "sushi": "Loves sushi: 寿司が大好きです",
+    "tea": "喜欢喝绿茶",
+    "seoul": "서울에서 살아요",
+    "routine": JAPANESE_SENTENCE,
+}
+
+
+@pytest.mark.parametrize(
+    ("query", "item"),
+    [
+        ("寿司", "sushi"),
+        ("大好き", "sushi"),
+        ("寿司が好き", "sushi"),  # 寿司 and が好 would do; 好き is in the item too
+        ("绿茶", "tea"),
+        ("喝", None),  # one letter inside a run: no bigram holds it alone
+        ("서울", "seoul"),
+        ("自転車", "routine"),
+        (JAPANESE_SENTENCE, "routine"),
+        (f"「{JAPANESE_SENTENCE}」?", "routine"),
+    ],
+)
+def test_cjk_words_are_found_inside_a_run(
+    memory: MemoryStore, query: str, item: str | None
+) -> None:
+    """Chinese, Japanese and Korean runs are indexed and searched as overlapping bigrams, so a
+    word inside a sentence is found (a run was one token: only the whole run matched, and a
+    query term over 64 letters was dropped, so a long sentence was not found even by itself)."""
+    memory.update_memory("acme", "ash", [{"text": t} for t in CJK_ITEMS.values()])
+    remember(memory, "Size 27.", topic="靴のサイズ", tags=["服装"])
+    got = texts(memory.retrieve_relevant_chunks("acme", "ash", query))
+    assert got[:1] == ([CJK_ITEMS[item]] if item else [])
+    asked = memory.search_or_ask("acme", "ash", query)
+    assert asked["found"] is bool(item)
+    assert texts(asked)[:1] == got[:1]
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "サイズ")) == ["Size 27."]
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "服装")) == ["Size 27."]
+
+
+def test_indexes_from_before_cjk_bigrams_are_rebuilt(db_url: str) -> None:
+    """A database whose indexes hold CJK runs as single tokens (the layout before bigrams) is
+    re-indexed by migrate(), once, on both stores; nothing else changes."""
+    engine = make_engine(db_url)
+    memory = MemoryStore(engine)
+    memory.migrate()
+    memory.update_memory("acme", "ash", [{"text": t} for t in CJK_ITEMS.values()])
+    remember(memory, "Prefers green tea.", topic="お茶")
+    remember(memory, "Prefers oolong.", topic="お茶")  # supersedes the green tea
+    memory.update_memory("globex", "bo", [{"text": "喜欢喝绿茶"}, {"text": "Tea at four."}])
+    english = scores_seen(memory)
+    with engine.begin() as conn:  # the layout of those databases, with their data
+        if memory.engine.dialect.name == "sqlite":
+            for n in conn.execute(sa.text("SELECT n FROM memory_search_indexes")).scalars():
+                fts = f"memory_fts_{n}"
+                conn.execute(sa.text(f"DROP VIEW {fts}_content"))
+                conn.execute(
+                    sa.text(
+                        f"CREATE VIEW {fts}_content AS SELECT pk, text, topic, tags "
+                        "FROM memory_items WHERE superseded_by IS NULL AND tenant_id = "
+                        f"(SELECT tenant_id FROM memory_search_indexes WHERE n = {n})"
+                    )
+                )
+                conn.execute(sa.text(f"INSERT INTO {fts}({fts}) VALUES ('rebuild')"))
+        else:
+            for statement in (
+                "ALTER TABLE memory_items DROP COLUMN search_vector",
+                "DROP FUNCTION memory_search_text(text)",
+                "ALTER TABLE memory_items ADD COLUMN search_vector tsvector GENERATED ALWAYS AS ("
+                "setweight(to_tsvector('english'::regconfig, text), 'A') || "
+                "setweight(to_tsvector('english'::regconfig, coalesce(topic, '')), 'B') || "
+                "setweight(to_tsvector('english'::regconfig, tags), 'B')) STORED",
+                "CREATE INDEX memory_items_search ON memory_items USING GIN (search_vector) "
+                "WHERE superseded_by IS NULL",
+            ):
+                conn.execute(sa.text(statement))
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "寿司")) == []  # old: not found
+    upgraded = MemoryStore(make_engine(db_url))
+    upgraded.migrate()
+    upgraded.migrate()
+    for tenant, user, query, expected in (
+        ("acme", "ash", "寿司", CJK_ITEMS["sushi"]),
+        ("acme", "ash", "自転車", JAPANESE_SENTENCE),
+        ("acme", "ash", "お茶", "Prefers oolong."),
+        ("globex", "bo", "绿茶", "喜欢喝绿茶"),
+    ):
+        assert texts(upgraded.retrieve_relevant_chunks(tenant, user, query)) == [expected]
+    assert scores_seen(upgraded) == english
+    if upgraded.engine.dialect.name == "sqlite":
+        assert check_indexes(upgraded.engine) == {"acme": 5, "globex": 2}
+    remember(upgraded, "寿司よりラーメン。")
+    assert len(texts(upgraded.retrieve_relevant_chunks("acme", "ash", "寿司"))) == 2
+    upgraded.engine.dispose()
+    engine.dispose()
+
+
+def test_search_text_in_postgresql_is_the_same_as_in_python(pg_url: str) -> None:
+    """PostgreSQL's memory_search_text() (its index) and search_text() (the query, and
+    SQLite's index) rewrite any text alike."""
+    import random
+
+    engine = make_engine(pg_url)
+    MemoryStore(engine).migrate()
+    edges = [
+        chr(c)
+        for a, b in memory_module._CJK_LETTERS
+        for c in (a - 1, a, b, b + 1)
+        if not 0xD800 <= c <= 0xDFFF  # surrogates are no text
+    ]
+    letters = [
+        "寿",
+        "司",
+        "が",
+        "。",
+        "、",
+        "・",
+        "x",
+        " ",
+        "Y",
+        "1",
+        "_",
+        "'",
+        "\\",
+        "\u0301",
+        "🙂",
+    ]
+    letters += edges
+    r = random.Random(5)
+    samples = [
+        "",
+        "寿",
+        "寿司",
+        "a寿b",
+        *("".join(r.choices(letters, k=r.randint(1, 12))) for _ in range(400)),
+    ]
+    with engine.connect() as conn:
+        got = [
+            conn.execute(sa.text("SELECT memory_search_text(:s)"), {"s": sample}).scalar_one()
+            for sample in samples
+        ]
+    assert got == [search_text(sample) for sample in samples]
+    engine.dispose()
+
+
+def test_a_long_word_is_found_by_itself(memory: MemoryStore) -> None:
+    """The engines index a word of any length; the query kept none over 64 letters."""
+    word = "Pneumonoultramicroscopicsilicovolcanoconiosis" * 2
+    remember(memory, f"Once spelt {word} in a bee.")
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", word)) == [
+        f"Once spelt {word} in a bee."
+    ]
 
 
 def test_only_stop_words_find_nothing(memory: MemoryStore) -> None:

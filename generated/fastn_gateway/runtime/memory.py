@@ -31,7 +31,9 @@ Both scope every query by tenant AND user (SQLite: the rowid range, and every re
 checked against tenant_id/user_id), break score ties by recency (observed_at, then version) and
 OR the query's terms so partial matches rank. The user's query never reaches the engine's query
 syntax: it is cut into plain words, which are quoted (FTS5) or `|`-joined (tsquery), so quotes,
-operators and punctuation cannot raise.
+operators and punctuation cannot raise. Words go to the engine as typed (A-Z lower-cased), and
+it folds them as it folded the text. Both indexes hold each run of Chinese, Japanese or Korean
+letters as its overlapping bigrams, and queries are cut the same way (see search_text()).
 
 Why an index per tenant (SQLite): bm25's statistics (row count, each word's document
 frequency, average length) are computed over the whole FTS5 table. Over one table for every
@@ -69,6 +71,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, cast
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
@@ -84,6 +87,7 @@ __all__ = [
     "porter_stem",
     "fts5_match_expression",
     "query_terms",
+    "search_text",
     "tsquery_expression",
 ]
 
@@ -94,7 +98,6 @@ MAX_TOPIC_CHARS: Final = 120
 MAX_TAG_CHARS: Final = 60
 MAX_TAGS: Final = 20
 MAX_QUERY_TERMS: Final = 24
-MAX_TERM_CHARS: Final = 64
 LOG_PAGE_LIMIT: Final = 1000
 PROFILE_FACTS_LIMIT: Final = 200
 PROFILE_RECENT_LIMIT: Final = 20
@@ -163,11 +166,80 @@ _FRAMING_TEXT: Final = """
 FRAMING_WORDS: Final = frozenset(_FRAMING_TEXT.split())
 
 
+# Chinese, Japanese and Korean are written without spaces between words, and FTS5's unicode61
+# and PostgreSQL's parser keep an unbroken run of their letters as one token: a word inside a
+# sentence ("寿司" in "寿司が大好きです") matched nothing. Both indexes hold text rewritten by
+# search_text(): each run of two or more such letters becomes its overlapping bigrams, set
+# apart by spaces ("寿司が好き" -> " 寿司 司が が好 好き "); a lone letter stays as it is.
+# query_terms() reads the query through the same function, so any word of two letters or more
+# matches the bigrams of every place it occurs. In SQL the function is memory_search_text()
+# (SQLite: search_text() registered on each connection; PostgreSQL: an SQL function making
+# the same two replacements, with the same expressions). Its name stands for the rewriting: a
+# different rewriting needs a new name, so that migrate() sees the indexes built with the old
+# one and rebuilds them.
+_CJK_LETTERS: Final = (
+    (0x1100, 0x11FF),  # Hangul Jamo
+    (0x3005, 0x3007),  # 々 〆 〇
+    (0x3021, 0x3029),  # Hangzhou numerals
+    (0x3031, 0x3035),  # kana repeat marks
+    (0x3038, 0x303C),
+    (0x3041, 0x3096),  # Hiragana
+    (0x309D, 0x309F),
+    (0x30A1, 0x30FA),  # Katakana (not the middle dot ・, punctuation)
+    (0x30FC, 0x30FF),  # ー and iteration marks
+    (0x3131, 0x318E),  # Hangul compatibility Jamo
+    (0x31F0, 0x31FF),  # Katakana phonetic extensions
+    (0x3400, 0x4DBF),  # CJK unified ideographs extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xA960, 0xA97F),  # Hangul Jamo extended A
+    (0xAC00, 0xD7A3),  # Hangul syllables
+    (0xD7B0, 0xD7FF),  # Hangul Jamo extended B
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0xFF66, 0xFF9F),  # halfwidth Katakana
+    (0xFFA0, 0xFFDC),  # halfwidth Hangul
+    (0x20000, 0x3FFFF),  # CJK ideographs of planes 2 and 3
+)
+_SEARCH_TEXT: Final = "memory_search_text"  # the SQL name of search_text(): see above
+
+# One bracket expression for Python's re and PostgreSQL's regular expressions alike.
+_CJK: Final = (
+    "["
+    + "".join(
+        f"\\u{a:04x}-\\u{b:04x}" if b <= 0xFFFF else f"\\U{a:08x}-\\U{b:08x}"
+        for a, b in _CJK_LETTERS
+    )
+    + "]"
+)
+_CJK_RUN_RE: Final = _CJK + "+"  # replaced by " \g<0> ": the run set apart
+_CJK_INNER_RE: Final = f"(?<={_CJK})({_CJK})(?={_CJK})"  # replaced by "\1 \1": bigrams
+_CJK_RUN: Final = re.compile(_CJK_RUN_RE)
+_CJK_INNER: Final = re.compile(_CJK_INNER_RE)
+
+
+def search_text(text: str) -> str:
+    """`text` as both indexes hold it: every run of CJK letters as its overlapping bigrams."""
+    if not _CJK_RUN.search(text):
+        return text
+    return _CJK_INNER.sub(r"\1 \1", _CJK_RUN.sub(r" \g<0> ", text))
+
+
+def _indexed(value: str | None) -> str | None:
+    """A column's value as the index holds it (SQLite's memory_search_text())."""
+    return None if value is None else search_text(value)
+
+
+def _register_sqlite_functions(dbapi_conn: Any, _record: Any = None) -> None:
+    """Define memory_search_text() on a SQLite connection. Each index reads its content
+    through it ('rebuild', 'integrity-check', a scan of the index without MATCH)."""
+    dbapi_conn.create_function(_SEARCH_TEXT, 1, _indexed, deterministic=True)
+
+
 _ASCII_UPPER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def query_terms(text: str) -> list[str]:
-    """The content words of `text`, in order, each once; stop words removed.
+    """The content words of `text`, in order, each once; stop words removed; CJK letters as
+    the bigrams of search_text().
 
     A word goes to the engine as typed, but for A-Z lower-cased (which is exact: both engines
     fold ASCII so, and the stop words, framing words and porter_stem expect it): the engine
@@ -178,10 +250,10 @@ def query_terms(text: str) -> list[str]:
     """
     terms: list[str] = []
     seen: set[str] = set()
-    for word in _WORD.findall(text):
+    for word in _WORD.findall(search_text(text)):
         term = word.translate(_ASCII_UPPER)
         key = term.lower()
-        if key in STOPWORDS or key in seen or len(term) > MAX_TERM_CHARS:
+        if key in STOPWORDS or key in seen:
             continue
         seen.add(key)
         terms.append(term)
@@ -498,14 +570,23 @@ def _bm25(fts: str) -> str:
     return f"-bm25({fts}, 1.0, 0.5, 0.5)"
 
 
+def _content_view_ddl(n: int) -> str:
+    """The index's content: the tenant's active items (superseded items leave the index, see
+    _supersede, and this view, so FTS5's 'rebuild' and 'integrity-check' agree), each column
+    through search_text() as the writes index them."""
+    fts = _fts(n)
+    return (
+        f"CREATE VIEW {fts}_content AS SELECT pk, {_SEARCH_TEXT}(text) AS text, "
+        f"{_SEARCH_TEXT}(topic) AS topic, {_SEARCH_TEXT}(tags) AS tags FROM memory_items "
+        f"WHERE superseded_by IS NULL AND tenant_id = "
+        f"(SELECT tenant_id FROM {_INDEXES} WHERE n = {int(n)})"
+    )
+
+
 def _index_ddl(n: int) -> tuple[str, ...]:
     fts = _fts(n)
     return (
-        # The index's content is the tenant's active items: superseded items leave the index
-        # (see _supersede) and this view, so FTS5's 'rebuild' and 'integrity-check' agree.
-        f"CREATE VIEW {fts}_content AS SELECT pk, text, topic, tags FROM memory_items "
-        f"WHERE superseded_by IS NULL AND tenant_id = "
-        f"(SELECT tenant_id FROM {_INDEXES} WHERE n = {int(n)})",
+        _content_view_ddl(n),
         f"CREATE VIRTUAL TABLE {fts} USING fts5(text, topic, tags, content='{fts}_content', "
         "content_rowid='pk', tokenize='porter unicode61')",
         # Per stem: rows holding it and occurrences in all (bounds a term's frequency in a row).
@@ -513,11 +594,19 @@ def _index_ddl(n: int) -> tuple[str, ...]:
     )
 
 
-_PG_VECTOR: Final = (
-    "setweight(to_tsvector('english'::regconfig, text), 'A') || "
-    "setweight(to_tsvector('english'::regconfig, coalesce(topic, '')), 'B') || "
-    "setweight(to_tsvector('english'::regconfig, tags), 'B')"
+# search_text() in SQL (standard_conforming_strings: the backslashes are the regex's own).
+_PG_SEARCH_TEXT: Final = (
+    f"CREATE OR REPLACE FUNCTION {_SEARCH_TEXT}(value text) RETURNS text LANGUAGE sql "
+    "IMMUTABLE STRICT PARALLEL SAFE AS $$SELECT regexp_replace(regexp_replace(value, "
+    f"'{_CJK_RUN_RE}', ' \\& ', 'g'), '{_CJK_INNER_RE}', '\\1 \\1', 'g')$$"
 )
+_PG_VECTOR: Final = (
+    f"setweight(to_tsvector('english'::regconfig, {_SEARCH_TEXT}(text)), 'A') || "
+    f"setweight(to_tsvector('english'::regconfig, {_SEARCH_TEXT}(coalesce(topic, ''))), 'B') || "
+    f"setweight(to_tsvector('english'::regconfig, {_SEARCH_TEXT}(tags)), 'B')"
+)
+# Serialises migrate() across gateway processes starting together (any constant will do).
+_PG_MIGRATE_LOCK: Final = 0x6D656D6F7279  # "memory"
 _PG_DDL: Final = (
     "ALTER TABLE memory_items ADD COLUMN IF NOT EXISTS search_vector tsvector "
     f"GENERATED ALWAYS AS ({_PG_VECTOR}) STORED",
@@ -800,17 +889,59 @@ class MemoryStore:
         self.settings = settings
         self.answerer: Answerer = answerer if answerer is not None else ExtractiveAnswerer()
         self._sqlite = dialect == "sqlite"
+        if self._sqlite and not event.contains(engine, "connect", _register_sqlite_functions):
+            event.listen(engine, "connect", _register_sqlite_functions)
 
     # -- schema -----------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Create the memory tables and the full-text index; safe to run again."""
+        """Create the memory tables and the full-text index; safe to run again. Indexes built
+        before search_text() (CJK runs as single tokens) are rebuilt."""
         metadata.create_all(self.engine, checkfirst=True)
         with self.engine.begin() as conn:
-            for statement in _SQLITE_DDL if self._sqlite else _PG_DDL:
-                conn.execute(sa.text(statement))
             if self._sqlite:
+                # A connection the pool opened before this store hooked "connect" lacks it.
+                _register_sqlite_functions(conn.connection.driver_connection)
+                for statement in _SQLITE_DDL:
+                    conn.execute(sa.text(statement))
                 self._split_legacy_index(conn)
+                self._rebuild_old_indexes(conn)
+            else:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATE_LOCK})
+                conn.execute(sa.text(_PG_SEARCH_TEXT))
+                vector = conn.execute(
+                    sa.text(
+                        "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d "
+                        "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+                        "WHERE d.adrelid = 'memory_items'::regclass "
+                        "AND a.attname = 'search_vector'"
+                    )
+                ).scalar()
+                if vector is not None and f"{_SEARCH_TEXT}(" not in vector:
+                    # Generated without search_text(): recomputed for every row (its index goes
+                    # with it and is created again below).
+                    conn.execute(sa.text("ALTER TABLE memory_items DROP COLUMN search_vector"))
+                for statement in _PG_DDL:
+                    conn.execute(sa.text(statement))
+
+    @staticmethod
+    def _rebuild_old_indexes(conn: Connection) -> None:
+        """Rebuild each tenant index whose content view does not read through search_text()."""
+        views: dict[int, str | None] = dict(
+            conn.execute(
+                sa.text(
+                    f"SELECT x.n, m.sql FROM {_INDEXES} x LEFT JOIN sqlite_master m "
+                    "ON m.type = 'view' AND m.name = 'memory_fts_' || x.n || '_content'"
+                )
+            ).all()
+        )
+        for n, sql in sorted(views.items()):
+            if sql is not None and f"{_SEARCH_TEXT}(" in sql:
+                continue
+            fts = _fts(int(n))
+            conn.execute(sa.text(f"DROP VIEW IF EXISTS {fts}_content"))
+            conn.execute(sa.text(_content_view_ddl(int(n))))
+            conn.execute(sa.text(f"INSERT INTO {fts}({fts}) VALUES ('rebuild')"))
 
     @staticmethod
     def _split_legacy_index(conn: Connection) -> None:
@@ -1097,7 +1228,12 @@ class MemoryStore:
                     f"INSERT INTO {fts}(rowid, text, topic, tags) "
                     "VALUES (:pk, :text, :topic, :tags)"
                 ),
-                {"pk": pk, "text": obs.text, "topic": obs.topic, "tags": tags_json},
+                {
+                    "pk": pk,
+                    "text": search_text(obs.text),
+                    "topic": _indexed(obs.topic),
+                    "tags": search_text(tags_json),
+                },
             )
 
     @staticmethod
@@ -1115,14 +1251,20 @@ class MemoryStore:
         # Tag rows serve filtering and counting active items only; the item keeps its tags.
         conn.execute(tags_table.delete().where(tags_table.c.item_pk.in_([r["pk"] for r in rows])))
         if fts is not None:
-            # External-content FTS5: removing a row needs the values it was indexed with.
+            # External-content FTS5: removing a row needs the values it was indexed with
+            # (search_text() is deterministic).
             conn.execute(
                 sa.text(
                     f"INSERT INTO {fts}({fts}, rowid, text, topic, tags) "
                     "VALUES ('delete', :pk, :text, :topic, :tags)"
                 ),
                 [
-                    {"pk": r["pk"], "text": r["text"], "topic": r["topic"], "tags": r["tags"]}
+                    {
+                        "pk": r["pk"],
+                        "text": _indexed(r["text"]),
+                        "topic": _indexed(r["topic"]),
+                        "tags": _indexed(r["tags"]),
+                    }
                     for r in rows
                 ],
             )
