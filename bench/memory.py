@@ -144,7 +144,8 @@ def observation(r: random.Random, n: int) -> dict[str, Any]:
         "text": text,
         "source": "chat",
         "tags": tags,
-        "observed_at": f"2026-{1 + n % 12:02d}-{day:02d}T{n % 24:02d}:00:00Z",
+        # A year that has passed: observed_at ahead of the clock is refused.
+        "observed_at": f"2025-{1 + n % 12:02d}-{day:02d}T{n % 24:02d}:00:00Z",
         # No topic: topics would supersede each other and shrink the active set.
         **({"topic": f"{topic_family}_{n}"} if n % 50 == 0 else {}),
     }
