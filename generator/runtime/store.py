@@ -54,8 +54,9 @@ from .templating import DNS_LABEL, PLACEHOLDER
 # database of a newer version, which it would misread (an older build saw no usage counted by
 # day, so its quota started again, and recreated memory's old shared full-text index empty).
 # Raise it whenever the meaning of stored data changes. 1: the first; 2: usage counted per UTC
-# day, and (SQLite) one memory full-text index per tenant.
-SCHEMA_VERSION = 2
+# day, and (SQLite) one memory full-text index per tenant; 3: memory's full-text index holds
+# CJK runs as bigrams, through a `memory_search_text` SQL function older gateways lack.
+SCHEMA_VERSION = 3
 KEY_PREFIX = "gwk"
 SCOPES = ("read", "write")
 STATES = ("active", "needs_reauth", "disconnected")
