@@ -80,6 +80,7 @@ from sqlalchemy.exc import IntegrityError
 from .answer import NOTHING_FOUND, Answerer, ExtractiveAnswerer
 from .catalog import MemorySettings
 from .errors import CONFLICT, INVALID_ARGUMENTS, NOT_FOUND, GatewayError, internal_error
+from .store import parse_datetime
 
 __all__ = [
     "MAX_TOP_K",
@@ -684,7 +685,7 @@ def _parse_time(value: Any, index: int, now: int) -> int:
         parsed = value
     elif isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.strip())
+            parsed = parse_datetime(value)
         except ValueError:
             raise _time_error(index, "is not an RFC 3339 timestamp.") from None
     else:

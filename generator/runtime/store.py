@@ -124,15 +124,20 @@ def _iso_seconds(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def parse_iso(value: str) -> int:
-    """RFC 3339 -> microseconds. Naive timestamps are taken as UTC."""
+def parse_datetime(value: str) -> datetime:
+    """An RFC 3339 timestamp as an aware datetime (a naive one is taken as UTC); ValueError
+    when it is none. RFC 3339 lets `T` and `Z` be written in lowercase, as the gateway's
+    date-time check does: Python 3.11's fromisoformat takes a `t` but no `z`."""
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+
+def parse_iso(value: str) -> int:
+    """RFC 3339 -> microseconds. Naive timestamps are taken as UTC."""
+    delta = parse_datetime(value) - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
 
 

@@ -485,6 +485,30 @@ async def test_a_backfilled_observation_is_logged_not_made_the_fact(world) -> No
         assert [e["path"] for e in err["details"]["errors"]] == ["/observations/0/observed_at"]
 
 
+async def test_observed_at_may_be_written_with_a_lowercase_t_and_z(world) -> None:
+    """RFC 3339 allows `t` and `z` in lowercase, and the gateway's date-time check let them
+    through, but the memory store read observed_at with Python's fromisoformat, which takes no
+    `z`: `2024-01-01t00:00:00z` was refused as "not an RFC 3339 timestamp". Now it is stored
+    as the time it names."""
+    written = ["2024-01-01t00:00:00z", "2024-01-02T00:00:00z", "2024-01-03t01:00:00+01:00"]
+    async with Client(world.server(world.a_rw)) as c:
+        r = await c.call_tool(
+            "update_memory",
+            {
+                "observations": [
+                    {"text": f"Fact {n}", "observed_at": t} for n, t in enumerate(written)
+                ]
+            },
+        )
+        assert not r.is_error, r.content
+        log = json.loads((await c.read_resource("memory://users/ash/log")).contents[0].text)
+    assert [e["observed_at"] for e in log["entries"]] == [
+        "2024-01-01T00:00:00Z",
+        "2024-01-02T00:00:00Z",
+        "2024-01-03T00:00:00Z",
+    ]
+
+
 async def test_memory_tools_need_a_user(world) -> None:
     obs = {"observations": [{"text": "Ash takes meetings after 2pm", "topic": "meeting_time"}]}
     async with Client(world.server(world.a_rw)) as c:
