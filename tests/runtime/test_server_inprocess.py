@@ -509,6 +509,39 @@ async def test_observed_at_may_be_written_with_a_lowercase_t_and_z(world) -> Non
     ]
 
 
+async def test_the_profiles_last_update_is_never_before_its_newest_version(
+    world, sqlite_store: Store
+) -> None:
+    """An update took its time before it waited for the write lock and stamped the user's
+    last_updated with it, while its versions were recorded at a time read under the lock: an
+    update that waited for another writer showed last_updated earlier than the recorded_at of
+    the newest version. Both are now the time read under the lock."""
+    import sqlite3
+
+    path = sqlite_store.engine.url.database
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None)
+    async with Client(world.server(world.a_rw)) as c, anyio.create_task_group() as tg:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        results: list[Any] = []
+
+        async def update() -> None:
+            results.append(
+                await c.call_tool("update_memory", {"observations": [{"text": "Likes tea"}]})
+            )
+
+        tg.start_soon(update)
+        await anyio.sleep(0.3)
+        holder.execute("ROLLBACK")
+    holder.close()
+    assert not results[0].is_error, results[0].content
+    async with Client(world.server(world.a_rw)) as c:
+        profile = json.loads((await c.read_resource("memory://users/ash/profile")).contents[0].text)
+        log = json.loads((await c.read_resource("memory://users/ash/log")).contents[0].text)
+    (entry,) = log["entries"]
+    assert profile["last_updated"] == entry["recorded_at"]
+
+
 async def test_memory_tools_need_a_user(world) -> None:
     obs = {"observations": [{"text": "Ash takes meetings after 2pm", "topic": "meeting_time"}]}
     async with Client(world.server(world.a_rw)) as c:

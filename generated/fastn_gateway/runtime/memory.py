@@ -1080,12 +1080,13 @@ class MemoryStore:
                     {"id": item_id, "version": version, "superseded": marked, "superseded_by": by}
                 )
             superseded_total = len(done) + shelved
-            if superseded_total:
-                conn.execute(
-                    state_table.update()
-                    .where(state_table.c.tenant_id == tenant_id, state_table.c.user_id == user_id)
-                    .values(active_items=state_table.c.active_items - superseded_total)
-                )
+            # The user's last update is the time its versions were recorded at: the one read
+            # under the lock, not the earlier one _allocate_versions stamped before it held it.
+            conn.execute(
+                state_table.update()
+                .where(state_table.c.tenant_id == tenant_id, state_table.c.user_id == user_id)
+                .values(active_items=state_table.c.active_items - superseded_total, updated_at=now)
+            )
             if fts is not None:
                 conn.execute(
                     sa.text(
@@ -1098,7 +1099,9 @@ class MemoryStore:
     def _allocate_versions(
         self, conn: Connection, tenant_id: str, user_id: str, count: int, now: int
     ) -> tuple[int, int]:
-        """Reserve `count` consecutive versions for the user: (owner id, first version)."""
+        """Reserve `count` consecutive versions for the user: (owner id, first version). The
+        statement takes the lock (see the module doc), so `now`, read before it, may be before
+        the versions' recording: _update stamps updated_at again under the lock."""
         t = state_table
         insert_fn = sqlite_dialect.insert if self._sqlite else pg_dialect.insert
         next_owner = sa.select(sa.func.coalesce(sa.func.max(t.c.owner_id), 0) + 1)
