@@ -100,6 +100,9 @@ MAX_TAG_CHARS: Final = 60
 MAX_TAGS: Final = 20
 MAX_QUERY_TERMS: Final = 24
 LOG_PAGE_LIMIT: Final = 1000
+# The log reads its rows in batches of this many, so that a page cut short by its size (see
+# MemoryStore.log) fetches few more rows than it shows.
+_LOG_BATCH: Final = 50
 PROFILE_FACTS_LIMIT: Final = 200
 PROFILE_RECENT_LIMIT: Final = 20
 PROFILE_TAGS_LIMIT: Final = 50
@@ -1775,42 +1778,49 @@ class MemoryStore:
         after_version: int = 0,
         *,
         limit: int = LOG_PAGE_LIMIT,
+        max_bytes: int | None = None,
     ) -> dict[str, Any]:
-        """Every version, oldest first, with superseded markers; pages of `limit` entries."""
+        """Every version, oldest first, with superseded markers; pages of `limit` entries.
+        With `max_bytes`, the page also ends after the entry that makes its entries' compact
+        JSON longer than `max_bytes` characters, which no rendering of them fits in: the
+        caller cuts it to what its rendering allows (see resources._memory_log) instead of
+        this reading up to `limit` long entries it would throw away."""
         limit = max(1, min(int(limit), LOG_PAGE_LIMIT))
         i = items_table
-        with self.engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    sa.select(
-                        *_CHUNK_COLUMNS, i.c.recorded_at, i.c.superseded_by, i.c.superseded_at
-                    )
-                    .where(
-                        i.c.tenant_id == tenant_id,
-                        i.c.user_id == user_id,
-                        i.c.version > int(after_version),
-                    )
-                    .order_by(i.c.version)
-                    .limit(limit + 1)
-                )
-                .mappings()
-                .all()
-            )
         entries: list[dict[str, Any]] = []
-        for row in rows[:limit]:
-            entry = _profile_item(row)
-            entry["recorded_at"] = _iso(row["recorded_at"])
-            entry["active"] = row["superseded_by"] is None
-            entry["superseded_by"] = row["superseded_by"]
-            entry["superseded_at"] = (
-                _iso(row["superseded_at"]) if row["superseded_at"] is not None else None
-            )
-            entries.append(entry)
-        more = len(rows) > limit
+        more = False
+        size = 0
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(*_CHUNK_COLUMNS, i.c.recorded_at, i.c.superseded_by, i.c.superseded_at)
+                .where(
+                    i.c.tenant_id == tenant_id,
+                    i.c.user_id == user_id,
+                    i.c.version > int(after_version),
+                )
+                .order_by(i.c.version)
+                .limit(limit + 1)
+                .execution_options(yield_per=_LOG_BATCH)
+            ).mappings()
+            for row in rows:
+                if len(entries) == limit or (max_bytes is not None and size > max_bytes):
+                    more = True
+                    break
+                entry = _profile_item(row)
+                entry["recorded_at"] = _iso(row["recorded_at"])
+                entry["active"] = row["superseded_by"] is None
+                entry["superseded_by"] = row["superseded_by"]
+                entry["superseded_at"] = (
+                    _iso(row["superseded_at"]) if row["superseded_at"] is not None else None
+                )
+                entries.append(entry)
+                if max_bytes is not None:
+                    size += len(json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
+            rows.close()
         return {
             "user_id": user_id,
             "entries": entries,
-            "next_after_version": entries[-1]["version"] if more and entries else None,
+            "next_after_version": entries[-1]["version"] if more else None,
         }
 
 

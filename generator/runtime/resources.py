@@ -27,6 +27,7 @@ stream is acknowledged, and told of, exactly the resources it resolves, under th
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -71,6 +72,8 @@ class Resolved:
 Reader = Callable[[NativeCall, Read, UserFn], Awaitable[Any]]
 
 RECENT_EVENTS = 50
+# What the profile's lists hold, for the note saying how many of each it left out.
+_PROFILE_LISTS: Final = {"recent": "recent items", "facts": "facts", "tags": "tags"}
 SCOPE: Final = "read"  # what a key needs to see and read resources
 
 
@@ -154,13 +157,77 @@ def _memory(call: NativeCall) -> MemoryStore:
     return memory
 
 
+def _wire_bytes(data: Any) -> int:
+    """The bytes `data` takes read as a resource: its text (`_json`) as a JSON string, in
+    UTF-8, as server.result_bytes counts a tool result's text."""
+    return len(json.dumps(_json(data), ensure_ascii=False).encode())
+
+
+def _most_that_fit(build: Callable[[int], Any], low: int, high: int, limit: int) -> int:
+    """The largest n in [low, high] whose `build(n)` takes at most `limit` bytes (`low` when
+    none does); a larger n never takes fewer bytes."""
+    if _wire_bytes(build(high)) <= limit:
+        return high
+    while low < high - 1:  # build(low) fits, or low is the least allowed; build(high) does not
+        middle = (low + high) // 2
+        if _wire_bytes(build(middle)) <= limit:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
 async def _memory_profile(call: NativeCall, read: Read, user: UserFn) -> Any:
+    """The profile, within the bytes a tool result may take (`max_result_bytes`): over them, it
+    leaves out its oldest recent items, then its last facts, then its least used tags, and a
+    note says what it left out (the log holds every item)."""
     memory = _memory(call)
-    return await call.runtime.run_db(memory.profile, call.principal.tenant_id, read.params["user"])
+    who = read.params["user"]
+    profile = await call.runtime.run_db(memory.profile, call.principal.tenant_id, who)
+    limit = call.runtime.gateway.max_result_bytes
+    if _wire_bytes(profile) <= limit:
+        return profile
+    kept = {key: len(profile[key]) for key in ("recent", "facts", "tags")}
+    log = next(
+        (
+            r.uri_template
+            for r in call.runtime.gateway.resources
+            if r.handler == "resources.memory_log"
+        ),
+        None,
+    )
+    where = "" if log is None else f" The log ({_expand(log, user=who)}) holds every item."
+
+    def build(key: str, n: int) -> dict[str, Any]:
+        counts = {**kept, key: n}
+        shown = {**profile, **{k: profile[k][: counts[k]] for k in counts}}
+        left = [
+            f"{len(profile[k]) - counts[k]} of {len(profile[k])} {_PROFILE_LISTS[k]}"
+            for k in counts
+            if counts[k] < len(profile[k])
+        ]
+        shown["facts_truncated"] = profile["facts_truncated"] or counts["facts"] < len(
+            profile["facts"]
+        )
+        shown["note"] = (
+            f"Left out to stay within the {limit:,} bytes this gateway returns in one read: "
+            + ", ".join(left)
+            + "."
+            + where
+        )
+        return shown
+
+    for key in kept:  # the least needed first: the recent items are the log's newest
+        kept[key] = _most_that_fit(functools.partial(build, key), 0, kept[key], limit)
+        if _wire_bytes(build(key, kept[key])) <= limit:
+            break
+    return build("recent", kept["recent"])
 
 
 async def _memory_log(call: NativeCall, read: Read, user: UserFn) -> Any:
-    """A page of the log; `next_uri` reads the next one (the same URI, `?after_version=N`)."""
+    """A page of the log; `next_uri` reads the next one (the same URI, `?after_version=N`).
+    A page ends early where the next version would take it over the bytes a tool result may
+    take (`max_result_bytes`); a version larger than that alone is a page of its own."""
     memory = _memory(call)
     who = read.params["user"]
     after = read.query.get("after_version", "0")
@@ -170,10 +237,25 @@ async def _memory_log(call: NativeCall, read: Read, user: UserFn) -> Any:
             "after_version must be a version number (0 or more).",
             details={"argument": "after_version"},
         )
-    page = await call.runtime.run_db(memory.log, call.principal.tenant_id, who, int(after))
-    following = page["next_after_version"]
-    page["next_uri"] = None if following is None else f"{read.uri}?after_version={following}"
-    return page
+    limit = call.runtime.gateway.max_result_bytes
+    page = await call.runtime.run_db(
+        functools.partial(memory.log, max_bytes=limit),
+        call.principal.tenant_id,
+        who,
+        int(after),
+    )
+    entries: list[dict[str, Any]] = page["entries"]
+
+    def build(n: int) -> dict[str, Any]:
+        following = entries[n - 1]["version"] if n < len(entries) else page["next_after_version"]
+        return {
+            **page,
+            "entries": entries[:n],
+            "next_after_version": following,
+            "next_uri": None if following is None else f"{read.uri}?after_version={following}",
+        }
+
+    return build(_most_that_fit(build, min(1, len(entries)), len(entries), limit))
 
 
 READERS: dict[str, Reader] = {

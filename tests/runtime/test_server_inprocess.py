@@ -1816,6 +1816,61 @@ async def test_the_gateways_own_lists_end_early_to_fit_the_result_size_cap(
     }
 
 
+def _wire_bytes(text: str) -> int:
+    """What a resource's text takes on the wire: a JSON string, in UTF-8."""
+    return len(json.dumps(text, ensure_ascii=False).encode())
+
+
+async def test_memory_resources_are_cut_to_the_result_size_cap(
+    tmp_path, gateway, upstream, cipher
+) -> None:
+    """Memory resources had no size cap (a log page of 1,000 long observations read as 12 MB
+    in one answer) while tool results are held to `max_result_bytes`. Now a log page ends
+    early where the next version would take it over the cap (a version that alone is larger
+    is a page of its own), and its next_uri goes on from there: paging reads every version
+    exactly once. The profile leaves out its recent items, then facts, and says so."""
+    limit = 6000
+    spec = dataclasses.replace(gateway, max_result_bytes=limit)
+    store = Store(make_engine(str(tmp_path / "gw.db")), spec, cipher)
+    store.migrate()
+    runtime = make_runtime(store, spec, upstream)
+    try:
+        w = populate(store, upstream, runtime)
+        memory = runtime.memory
+        facts = [
+            {"text": f"Fact {i}: " + "寿司" * 150, "topic": f"topic {i}", "tags": [f"tag {i}"]}
+            for i in range(20)
+        ]
+        memory.update_memory(w.a.id, "ash", facts)
+        memory.update_memory(w.a.id, "ash", [{"text": "Long: " + "寿" * 2000}])  # version 21
+        memory.update_memory(w.a.id, "ash", [{"text": f"Short {i}."} for i in range(10)])
+        pages: list[tuple[int, dict[str, Any]]] = []
+        async with Client(w.server(w.a_rw)) as c:
+            uri: str | None = "memory://users/ash/log"
+            while uri is not None:
+                text = (await c.read_resource(uri)).contents[0].text
+                pages.append((_wire_bytes(text), json.loads(text)))
+                uri = pages[-1][1]["next_uri"]
+            text = (await c.read_resource("memory://users/ash/profile")).contents[0].text
+            profile_bytes, profile = _wire_bytes(text), json.loads(text)
+    finally:
+        await runtime.aclose()
+        store.dispose()
+    versions = [e["version"] for _size, page in pages for e in page["entries"]]
+    assert versions == list(range(1, 32))
+    assert len(pages) > 4
+    for size, page in pages:
+        shown = [e["version"] for e in page["entries"]]
+        assert size <= limit or shown == [21], (size, shown)
+        if page["next_uri"] is not None:
+            assert page["next_uri"] == f"memory://users/ash/log?after_version={shown[-1]}"
+    assert pages[-1][1]["next_uri"] is None
+    assert profile_bytes <= limit
+    assert profile["facts_truncated"] is True and 0 < len(profile["facts"]) < 20
+    assert profile["recent"] == [] and profile["items"]["active"] == 31
+    assert "memory://users/ash/log" in profile["note"] and "20 recent items" in profile["note"]
+
+
 async def test_a_whole_float_passes_as_the_integer_it_is(world, upstream) -> None:
     """JSON Schema counts 5.0 as an integer, so it passed `limit` and `top_k`, but the upstream
     got `limit=5.0` (Slack, like most APIs, wants digits) and the memory tool refused it
