@@ -11,6 +11,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import re
 import unicodedata
 from collections import deque
@@ -37,7 +38,7 @@ from .names import (
     unscoped_names,
 )
 from .patterns import hazard as regex_hazard
-from .runtime.catalog import DEFAULT_MAX_RESULT_BYTES, credential_header
+from .runtime.catalog import DEFAULT_MAX_RESULT_BYTES, MAX_TOP_K, credential_header
 from .runtime.fastschema import TYPED_FORMATS, validator_class
 from .runtime.handler_names import (
     RESOURCE_HANDLERS,
@@ -175,15 +176,20 @@ def compile_project(
     connectors: list[ir.Connector] = []
     groups: dict[str, dict[str, Any]] = {}
     memory = ir.Memory()
+    memory_doc: Loaded | None = None  # the manifest that sets `memory`, if any
+    handler_tools: list[tuple[Loaded, JsonPath, ir.Tool]] = []
     for kind in ("native", "personalization"):
         for doc in by_kind.get(kind, []):
             if kind == "personalization" and "memory" in doc.data:
                 memory = ir.Memory(**doc.data["memory"])
+                memory_doc = doc
             for i, raw in enumerate(doc.data["tools"]):
                 tool = _handler_tool(ctx, doc, ("tools", i), raw, kind)
                 if tool is not None:
                     tools.append(tool)
                     _add_to_group(groups, tool, doc.path)
+                    handler_tools.append((doc, ("tools", i), tool))
+    _check_memory_schemas(ctx, memory, memory_doc, handler_tools)
     seen_connectors: dict[str, str] = {}  # name -> path of the manifest declaring it
     entries: list[Loaded | ConnectorUnit] = [*by_kind.get("connector", []), *units]
     for entry in sorted(entries, key=lambda e: e.path):
@@ -1629,6 +1635,95 @@ def _handler_tool(
     if common is None:
         return None
     return _finish(common, handler=raw["handler"], http=None, entities=())
+
+
+_SAME_AS_SETTINGS = (
+    "make them equal: the memory settings decide what the store does, the tool's schema what "
+    "clients are told"
+)
+
+
+def _check_memory_schemas(
+    ctx: _Ctx,
+    memory: ir.Memory,
+    memory_doc: Loaded | None,
+    found: Sequence[tuple[Loaded, JsonPath, ir.Tool]],
+) -> None:
+    """GEN232 where a memory tool's input schema tells clients other than what the memory store
+    does: top_k's default other than `memory.default_top_k` (what a call without top_k gets),
+    top_k without a maximum, or with one over the store's MAX_TOP_K or under default_top_k,
+    and an observation's text without a maxLength or with one other than
+    `memory.max_observation_chars`. The settings are the one source of what the store does:
+    tools/list advertised top_k's default 5 while calls got 10, and a 4,000-character text
+    the store refused past 100 characters. A schema that leaves top_k or the text out has
+    nothing to disagree about."""
+
+    def setting(name: str) -> str:
+        value = getattr(memory, name)
+        if memory_doc is None or name not in memory_doc.data["memory"]:
+            return f"memory.{name}, {value} (the default)"
+        return f"memory.{name}, {value} ({memory_doc.span(('memory', name))})"
+
+    for doc, path, tool in found:
+        properties = tool.input_schema.value.get("properties") or {}
+        top_k = properties.get("top_k")
+        if tool.handler == "memory.retrieve_relevant_chunks" and isinstance(top_k, dict):
+            at = (*path, "input", "properties", "top_k")
+            default = top_k.get("default", memory.default_top_k)
+            if isinstance(default, bool) or default != memory.default_top_k:
+                ctx.err(
+                    "GEN232",
+                    doc.span((*at, "default")),
+                    f"{tool.name}: top_k's default is {json.dumps(default)}, but a call without "
+                    f"top_k gets {setting('default_top_k')}",
+                    _SAME_AS_SETTINGS,
+                )
+            most = _largest_integer(top_k)
+            bound = doc.span((*at, "maximum" if "maximum" in top_k else "exclusiveMaximum"))
+            if most is None or most > MAX_TOP_K:
+                ctx.err(
+                    "GEN232",
+                    bound,
+                    f"{tool.name}: top_k may be "
+                    + ("any number" if most is None else f"up to {most}")
+                    + f", but the memory store returns at most {MAX_TOP_K} chunks and refuses "
+                    "a larger top_k",
+                    f"set its maximum to {MAX_TOP_K} or less",
+                )
+            elif most < memory.default_top_k:
+                ctx.err(
+                    "GEN232",
+                    bound,
+                    f"{tool.name}: top_k may be up to {most}, but a call without top_k gets "
+                    f"{setting('default_top_k')}",
+                    "raise the maximum, or lower memory.default_top_k",
+                )
+        observations = properties.get("observations")
+        items = observations.get("items") if isinstance(observations, dict) else None
+        fields = items.get("properties") if isinstance(items, dict) else None
+        text = fields.get("text") if isinstance(fields, dict) else None
+        if tool.handler == "memory.update_memory" and isinstance(text, dict):
+            at = (*path, "input", "properties", "observations", "items", "properties", "text")
+            longest = text.get("maxLength")
+            if longest != memory.max_observation_chars:
+                ctx.err(
+                    "GEN232",
+                    doc.span((*at, "maxLength")),
+                    f"{tool.name}: an observation's text may be "
+                    + ("of any length" if longest is None else f"{longest} characters long")
+                    + f", but the store refuses one longer than {setting('max_observation_chars')}",
+                    _SAME_AS_SETTINGS,
+                )
+
+
+def _largest_integer(schema: dict[str, Any]) -> int | None:
+    """The largest integer a schema's `maximum` and `exclusiveMaximum` allow (None: no bound)."""
+    bounds = []
+    if isinstance(schema.get("maximum"), (int, float)):
+        bounds.append(math.floor(schema["maximum"]))
+    if isinstance(schema.get("exclusiveMaximum"), (int, float)):
+        bounds.append(math.ceil(schema["exclusiveMaximum"]) - 1)
+    return min(bounds, default=None)
 
 
 def _check_tool_names(ctx: _Ctx, tools: list[ir.Tool]) -> None:

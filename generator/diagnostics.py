@@ -162,6 +162,11 @@ CODES: dict[str, Code] = {
             title="unquoted `{name}` that YAML reads as a mapping `{name: null}`",
             stage="compile",
         ),
+        Code(
+            code="GEN232",
+            title="memory tool schema disagrees with the memory settings or the store's limits",
+            stage="compile",
+        ),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

@@ -21,6 +21,7 @@ from helpers import ROOT, make_project, options, tree
 
 from generator import api, load, write
 from generator.diagnostics import UNSAFE_IN_NAMES, Severity, printable
+from generator.runtime.catalog import MAX_TOP_K
 
 CASES = ROOT / "tests" / "cases"
 
@@ -104,6 +105,76 @@ def test_a_resource_uri_must_hold_what_its_handler_reads(tmp_path: Path) -> None
         ]
     )
     assert not result.ok
+
+
+def test_memory_tool_schemas_must_say_what_the_memory_settings_do(tmp_path: Path) -> None:
+    """The personalization manifest's memory settings decide what the store does; its tools'
+    schemas tell clients. They were never compared: with default_top_k: 10 and
+    max_observation_chars: 100, tools/list still advertised top_k's default 5 and a 4,000
+    character text, and default_top_k: 60 (the schema allowed up to 100) built a server that
+    refused every retrieval without top_k (the store returns at most 50). Each disagreement is
+    now a located GEN232 (and a default_top_k over 50 a GEN106), and nothing is built."""
+    root = make_project(tmp_path, copy_defaults=True)
+    manifest = root / "manifests" / "personalization.yaml"
+    text = manifest.read_text()
+    for old, new in [
+        ("default_top_k: 5", "default_top_k: 10"),
+        ("max_observation_chars: 4000", "max_observation_chars: 100"),
+        ("maximum: 50, default: 5}", "maximum: 80, default: 5}"),
+    ]:
+        assert old in text
+        text = text.replace(old, new)
+    manifest.write_text(text)
+    result = api.build(options(root))
+    lines = text.splitlines()
+
+    def at(fragment: str, value: str | None = None) -> tuple[int, int]:
+        """Line and column of `value` (else `fragment`) on the line holding `fragment`."""
+        n, line = next((n, line) for n, line in enumerate(lines, 1) if fragment in line)
+        return n, line.index(value or fragment) + 1
+
+    setting = "manifests/personalization.yaml:{}:{}".format
+    found = sorted(
+        (d.code, (d.span.line, d.span.col), d.message, d.hint) for d in result.diagnostics
+    )
+    assert found == sorted(
+        [
+            (
+                "GEN232",
+                at("default: 5}", "5}"),
+                "retrieve_relevant_chunks: top_k's default is 5, but a call without top_k "
+                f"gets memory.default_top_k, 10 ({setting(*at('default_top_k', '10'))})",
+                "make them equal: the memory settings decide what the store does, the tool's "
+                "schema what clients are told",
+            ),
+            (
+                "GEN232",
+                at("maximum: 80", "80"),
+                "retrieve_relevant_chunks: top_k may be up to 80, but the memory store returns "
+                "at most 50 chunks and refuses a larger top_k",
+                "set its maximum to 50 or less",
+            ),
+            (
+                "GEN232",
+                at("text: {", "4000"),
+                "update_memory: an observation's text may be 4000 characters long, but the "
+                f"store refuses one longer than memory.max_observation_chars, 100 "
+                f"({setting(*at('max_observation_chars', '100'))})",
+                "make them equal: the memory settings decide what the store does, the tool's "
+                "schema what clients are told",
+            ),
+        ]
+    )
+    assert not result.ok and not (root / "generated").exists()
+    # Over the store's cap, default_top_k is out of the manifest schema's range.
+    schema = json.loads((ROOT / "generator" / "schema" / "manifest.v1.schema.json").read_text())
+    memory = schema["$defs"]["personalization"]["properties"]["memory"]["properties"]
+    assert memory["default_top_k"]["maximum"] == MAX_TOP_K
+    manifest.write_text(manifest.read_text().replace("default_top_k: 10", "default_top_k: 60"))
+    result = api.build(options(root))
+    assert [(d.code, d.span.line) for d in result.diagnostics] == [
+        ("GEN106", at("default_top_k")[0])
+    ]
 
 
 def test_adding_a_connector_is_one_yaml_file(tmp_path: Path) -> None:

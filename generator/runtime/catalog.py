@@ -239,6 +239,11 @@ class EntityType:
     fields: Mapping[str, str]  # field -> JSON type name
 
 
+# The most memory chunks one retrieval returns, whatever top_k asks (the compiler holds the
+# personalization manifest's default_top_k and top_k's schema to it).
+MAX_TOP_K: Final = 50
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemorySettings:
     default_top_k: int = 5

@@ -626,6 +626,11 @@ def test_top_k_and_default(engine: sa.engine.Engine) -> None:
     )
     assert len(memory.retrieve_relevant_chunks("acme", "ash", "sailing")["chunks"]) == 2
     assert len(memory.retrieve_relevant_chunks("acme", "ash", "sailing", top_k=6)["chunks"]) == 6
+    # A default the store cannot serve refused every call that left top_k out: now the store
+    # does not start (the compiler refuses such a manifest: GEN106).
+    for default in (0, c.MAX_TOP_K + 1):
+        with pytest.raises(ValueError, match=f"default_top_k must be from 1 to {c.MAX_TOP_K}"):
+            MemoryStore(engine, settings=c.MemorySettings(default_top_k=default))
 
 
 def test_tags_filter_requires_every_tag(memory: MemoryStore) -> None:

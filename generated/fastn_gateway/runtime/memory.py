@@ -78,7 +78,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from .answer import NOTHING_FOUND, Answerer, ExtractiveAnswerer
-from .catalog import MemorySettings
+from .catalog import MAX_TOP_K, MemorySettings
 from .errors import CONFLICT, INVALID_ARGUMENTS, NOT_FOUND, GatewayError, internal_error
 from .store import parse_datetime
 
@@ -92,7 +92,6 @@ __all__ = [
     "tsquery_expression",
 ]
 
-MAX_TOP_K: Final = 50
 MAX_OBSERVATIONS_PER_CALL: Final = 100
 MAX_SOURCE_CHARS: Final = 200
 MAX_TOPIC_CHARS: Final = 120
@@ -889,6 +888,11 @@ class MemoryStore:
         dialect = engine.dialect.name
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"memory store supports sqlite and postgresql, not {dialect}")
+        if not 1 <= settings.default_top_k <= MAX_TOP_K:
+            # Every retrieval without top_k would be refused.
+            raise ValueError(
+                f"default_top_k must be from 1 to {MAX_TOP_K}, not {settings.default_top_k}"
+            )
         self.engine = engine
         self.settings = settings
         self.answerer: Answerer = answerer if answerer is not None else ExtractiveAnswerer()
