@@ -1871,6 +1871,44 @@ async def test_memory_resources_are_cut_to_the_result_size_cap(
     assert "memory://users/ash/log" in profile["note"] and "20 recent items" in profile["note"]
 
 
+async def test_recent_events_are_cut_to_the_result_size_cap(
+    tmp_path, gateway, upstream, cipher
+) -> None:
+    """gateway://events/recent read its 50 events whatever their size, and an event of refused
+    arguments holds their errors. Over `max_result_bytes` the oldest are left out, a note says
+    so, and the history tool goes on from its next_cursor with the very next event."""
+    limit = 6000
+    spec = dataclasses.replace(gateway, max_result_bytes=limit)
+    store = Store(make_engine(str(tmp_path / "gw.db")), spec, cipher)
+    store.migrate()
+    runtime = make_runtime(store, spec, upstream)
+    try:
+        w = populate(store, upstream, runtime)
+        async with Client(w.server(w.a_rw)) as c:
+            for i in range(30):
+                refused = await c.call_tool("slack_list_channels", {"limit": f"{i} " + "x" * 150})
+                assert refused.is_error
+            text = (await c.read_resource("gateway://events/recent")).contents[0].text
+            recent = json.loads(text)
+            newest = [e.id for e in store.query_events(w.a.id, limit=50)]  # 30 calls, 2 connects
+            after: list[str] = []
+            cursor = recent["next_cursor"]
+            while cursor is not None:  # the history's pages are cut to the cap too
+                page = await c.call_tool("fastn_get_event_history", {"cursor": cursor})
+                assert page.structured_content is not None
+                after += [e["id"] for e in page.structured_content["events"]]
+                cursor = page.structured_content["next_cursor"]
+    finally:
+        await runtime.aclose()
+        store.dispose()
+    assert _wire_bytes(text) <= limit
+    shown = [e["id"] for e in recent["events"]]
+    assert 0 < len(shown) < 30 and len(newest) == 32
+    left = len(newest) - len(shown)
+    assert f"The oldest {left} of the 32 most recent events are left out" in recent["note"]
+    assert shown + after == newest
+
+
 async def test_a_whole_float_passes_as_the_integer_it_is(world, upstream) -> None:
     """JSON Schema counts 5.0 as an integer, so it passed `limit` and `top_k`, but the upstream
     got `limit=5.0` (Slack, like most APIs, wants digits) and the memory tool refused it

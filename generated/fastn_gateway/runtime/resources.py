@@ -41,7 +41,14 @@ from .catalog import GatewaySpec, ResourceSpec
 from .errors import INVALID_ARGUMENTS, NOT_FOUND, GatewayError
 from .fastschema import has_surrogate
 from .handler_names import URI_VARIABLE
-from .native import NativeCall, event_history, integration_status, list_integrations, usage_summary
+from .native import (
+    NativeCall,
+    event_cursor,
+    event_history,
+    integration_status,
+    list_integrations,
+    usage_summary,
+)
 
 if TYPE_CHECKING:
     from .memory import MemoryStore
@@ -147,7 +154,25 @@ async def _usage(call: NativeCall, read: Read, user: UserFn) -> Any:
 
 
 async def _recent_events(call: NativeCall, read: Read, user: UserFn) -> Any:
-    return await event_history(call, limit=RECENT_EVENTS)
+    """The newest events, within the bytes a tool result may take (`max_result_bytes`): an
+    event of refused arguments holds their errors, so 50 can take more. Over them, the oldest
+    are left out, a note says so, and `next_cursor` goes on in `fastn_get_event_history`."""
+    history = await event_history(call, limit=RECENT_EVENTS)
+    events: list[dict[str, Any]] = history["events"]
+    limit = call.runtime.gateway.max_result_bytes
+
+    def build(n: int) -> dict[str, Any]:
+        if n == len(events):
+            return history
+        return {
+            "events": events[:n],
+            "next_cursor": event_cursor(str(events[n - 1]["id"])),
+            "note": f"The oldest {len(events) - n} of the {len(events)} most recent events are "
+            f"left out to stay within the {limit:,} bytes this gateway returns in one read; the "
+            "event history tool goes on from next_cursor.",
+        }
+
+    return build(_most_that_fit(build, min(1, len(events)), len(events), limit))
 
 
 def _memory(call: NativeCall) -> MemoryStore:
