@@ -381,6 +381,26 @@ async def test_resources(gw: Gateway) -> None:
 # ---------------------------------------------------------------------------- connection modes
 
 
+async def test_failures_of_calls_without_a_context_manager_are_gateway_client_errors(
+    gw: Gateway,
+) -> None:
+    """A call outside `async with` opens its own connection; the error it raised inside
+    crossed the transport's task group and came out as an ExceptionGroup, over HTTP and stdio
+    alike. (A tool error, raised after the connection closed, was not affected.)"""
+    from fastn_gateway.client import GatewayClient, GatewayClientError
+
+    for c in (client(gw, gw.read), GatewayClient.stdio(api_key=gw.read, env=_child_env(gw))):
+        with pytest.raises(GatewayClientError) as hidden:  # a write tool, read-only key
+            await c.slack_send_message(channel="general", text="x")
+        with pytest.raises(GatewayClientError) as unknown:
+            await c.call_tool("no_such_tool")
+        with pytest.raises(GatewayClientError) as missing:
+            await c.read_integration_status("no_such_connector")
+        assert (hidden.value.code, unknown.value.code) == ("unknown_tool", "unknown_tool")
+        assert missing.value.code == "not_found"
+        assert not c.connected
+
+
 async def test_calls_without_a_context_manager_and_concurrent_calls(gw: Gateway) -> None:
     c = client(gw)
     assert (await c.fastn_get_usage_summary()).plan == "starter"

@@ -543,8 +543,17 @@ class ClientBase:
         if self._client is not None:
             yield self._client
             return
+        failure: GatewayClientError | None = None
         async with AsyncExitStack() as stack:
-            yield await self._open(stack)
+            client = await self._open(stack)
+            try:
+                yield client
+            except GatewayClientError as exc:
+                # Raised once the connection is closed: raised inside, it would cross the
+                # transport's task group, which wraps it in an ExceptionGroup.
+                failure = exc
+        if failure is not None:
+            raise failure
 
     def _failure(self, exc: BaseException, *, connecting: bool = False) -> GatewayClientError:
         """Translate anything the SDK or transport raised into one GatewayClientError."""
