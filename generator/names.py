@@ -191,6 +191,7 @@ def could_name_nested(model: str, name: str, parts: frozenset[str]) -> bool:
 CLIENT_BASE_NAMES = frozenset(
     {
         "PACKAGE",
+        "REPEATABLE_TOOLS",
         "TOOL_METHODS",
         "call_tool",
         "close",

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -399,6 +400,32 @@ async def test_failures_of_calls_without_a_context_manager_are_gateway_client_er
         assert (hidden.value.code, unknown.value.code) == ("unknown_tool", "unknown_tool")
         assert missing.value.code == "not_found"
         assert not c.connected
+
+
+async def test_a_write_left_in_doubt_by_a_timeout_is_not_retryable(gw: Gateway) -> None:
+    """The client gave up waiting (its `timeout`) while the upstream held the write: the
+    write may have been applied, so the error says so and is not retryable (it said
+    retryable, whatever the tool). A read-only tool's timeout stays retryable."""
+    from fastn_gateway.client import GatewayClientError
+
+    slack = gw.upstreams.slack
+    posts = len(slack.requests("POST", "chat.postMessage"))
+    held = threading.Event()
+    slack.fail_next("POST", "chat.postMessage", Fault(status=None, hold=held))
+    slack.fail_next("GET", "conversations.list", Fault(status=None, hold=held))
+    try:
+        async with client(gw, timeout=1.0) as c:
+            with pytest.raises(GatewayClientError) as write:
+                await c.slack_send_message(channel="general", text="slow")
+            with pytest.raises(GatewayClientError) as read:
+                await c.slack_list_channels()
+    finally:
+        held.set()
+    assert write.value.code == "timeout" and write.value.retryable is False
+    assert "slack_send_message may have been applied" in write.value.message
+    assert write.value.details == {"tool": "slack_send_message"}
+    assert read.value.code == "timeout" and read.value.retryable is True
+    assert len(slack.requests("POST", "chat.postMessage")) == posts + 1  # it reached Slack
 
 
 async def test_calls_without_a_context_manager_and_concurrent_calls(gw: Gateway) -> None:

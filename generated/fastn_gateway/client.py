@@ -91,6 +91,26 @@ class GatewayClient(
         "slack_send_message": "slack_send_message",
         "update_memory": "update_memory",
     }
+    REPEATABLE_TOOLS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "fastn_get_event_history",
+            "fastn_get_integration_status",
+            "fastn_get_usage_summary",
+            "fastn_list_integrations",
+            "fastn_search_entities",
+            "github_list_issues",
+            "github_search_issues",
+            "hubspot_list_contacts",
+            "hubspot_search_contacts",
+            "retrieve_relevant_chunks",
+            "search_or_ask",
+            "shopify_get_customer",
+            "shopify_list_orders",
+            "shopify_search_customers",
+            "slack_get_channel_history",
+            "slack_list_channels",
+        }
+    )
 
     async def read_integration_status(self, connector: str) -> dict[str, Any]:
         """Integration status: Detailed status of one integration, as JSON.

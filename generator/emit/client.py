@@ -533,6 +533,9 @@ def client_module(project: ir.Project, out: Output) -> FileSet:
     readers = [_reader(r) for r in g.resources]
     mixins = [(str(gr.name), mixin_name(gr)) for gr in project.groups]
     tool_methods = {t.name: str(t.py_name) for t in project.tools}
+    repeatable = sorted(
+        t.name for t in project.tools if t.annotations.read_only or t.annotations.idempotent
+    )
     title = g.title or g.server_name
     module_intro = (
         f"Typed async client of {title}. See {CLIENT_CLASS}; a call made outside "
@@ -570,6 +573,7 @@ def client_module(project: ir.Project, out: Output) -> FileSet:
             mixins=mixins,
             package=literal(str(g.import_name)),
             tool_methods=[(literal(k), literal(v)) for k, v in tool_methods.items()],
+            repeatable_tools=[literal(name) for name in repeatable],
             readers=readers,
             any_json=any(v.json for v in readers),
             any_template=any("expand_uri(" in v.uri for v in readers),

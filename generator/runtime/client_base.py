@@ -352,6 +352,10 @@ class ClientBase:
 
     PACKAGE: ClassVar[str] = ""  # import name of the generated package
     TOOL_METHODS: ClassVar[Mapping[str, str]] = {}  # tool name -> method name
+    # Tools annotated read-only or idempotent: a call of one that failed in doubt (no answer in
+    # time, the connection lost) may be repeated. A call of any other tool, one unknown to this
+    # client included, may have been applied, and its error is not retryable.
+    REPEATABLE_TOOLS: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -555,8 +559,14 @@ class ClientBase:
         if failure is not None:
             raise failure
 
-    def _failure(self, exc: BaseException, *, connecting: bool = False) -> GatewayClientError:
-        """Translate anything the SDK or transport raised into one GatewayClientError."""
+    def _failure(
+        self, exc: BaseException, *, connecting: bool = False, tool: str | None = None
+    ) -> GatewayClientError:
+        """Translate anything the SDK or transport raised into one GatewayClientError.
+
+        `tool`: the tool whose call was under way. A call sent that got no answer may have
+        been applied, so unless the tool is read-only or idempotent (`REPEATABLE_TOOLS`) the
+        error says so and is not retryable."""
         leaf = _leaf(exc)
         if isinstance(leaf, GatewayClientError):
             return leaf
@@ -576,27 +586,43 @@ class ClientBase:
             if found is not None:
                 return found
             if leaf.code == types.REQUEST_TIMEOUT:
-                return GatewayClientError(
-                    TIMEOUT,
-                    _short(leaf.message) or "The gateway did not answer in time.",
-                    retryable=True,
+                return self._in_doubt(
+                    TIMEOUT, leaf.message or "The gateway did not answer in time.", None, tool
                 )
             if leaf.code == types.CONNECTION_CLOSED:
-                return GatewayClientError(
+                return self._in_doubt(
                     CONNECTION_FAILED,
                     f"The connection to the gateway{where} was closed.",
-                    details=details,
-                    retryable=True,
+                    details,
+                    tool,
                 )
             return GatewayClientError(
                 PROTOCOL_ERROR, _short(leaf.message), details={"jsonrpc_code": leaf.code}
             )
         what = "connect to" if connecting else "talk to"
-        return GatewayClientError(
+        return self._in_doubt(
             CONNECTION_FAILED,
-            _short(f"Could not {what} the gateway{where}: {type(leaf).__name__}: {leaf}"),
-            details=details,
-            retryable=True,
+            f"Could not {what} the gateway{where}: {type(leaf).__name__}: {leaf}",
+            details,
+            None if connecting else tool,
+        )
+
+    def _in_doubt(
+        self, code: str, message: str, details: dict[str, Any] | None, tool: str | None
+    ) -> GatewayClientError:
+        """A failure that leaves unknown whether the call of `tool` (None: no call was sent)
+        was applied: retryable unless the tool may change data."""
+        if tool is None or tool in self.REPEATABLE_TOOLS:
+            return GatewayClientError(code, _short(message), details=details, retryable=True)
+        note = (
+            f". The call of {tool} may have been applied (the tool is neither read-only nor "
+            "idempotent): check before calling it again."
+        )
+        return GatewayClientError(
+            code,
+            message.rstrip(". ")[: MAX_MESSAGE - len(note)] + note,
+            details={**(details or {}), "tool": tool},
+            retryable=False,
         )
 
     # ------------------------------------------------------------------ tools
@@ -690,7 +716,7 @@ class ClientBase:
                     INVALID_RESPONSE, _short(str(exc)), details={"tool": name}
                 ) from None
             except Exception as exc:
-                raise self._failure(exc) from None
+                raise self._failure(exc, tool=name) from None
         text = next((c.text for c in result.content if isinstance(c, types.TextContent)), None)
         if result.is_error:
             found = None

@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -77,13 +78,15 @@ class Received:
 
 @dataclass
 class Fault:
-    """A scripted reply. `status=None`: wait `delay` seconds, then answer normally."""
+    """A scripted reply. `status=None`: wait `delay` seconds, then answer normally. `hold`:
+    first wait until the test sets it."""
 
     status: int | None = 500
     body: JsonBody = None
     raw: bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -212,6 +215,8 @@ class Upstream:
                 self.received.append(received)
         fault = self._take_fault(received.method, received.path)
         if fault is not None:
+            if fault.hold is not None:
+                await anyio.to_thread.run_sync(fault.hold.wait)
             if fault.delay:
                 await anyio.sleep(fault.delay)
             if fault.status is not None:

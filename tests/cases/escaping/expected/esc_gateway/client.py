@@ -60,3 +60,4 @@ class GatewayClient(
     TOOL_METHODS: ClassVar[Mapping[str, str]] = {
         "fastn_list_integrations": "fastn_list_integrations",
     }
+    REPEATABLE_TOOLS: ClassVar[frozenset[str]] = frozenset()

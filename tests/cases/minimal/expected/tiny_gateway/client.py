@@ -64,6 +64,12 @@ class GatewayClient(
         "crm_list_people": "crm_list_people",
         "fastn_get_usage_summary": "fastn_get_usage_summary",
     }
+    REPEATABLE_TOOLS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "crm_list_people",
+            "fastn_get_usage_summary",
+        }
+    )
 
     async def read_usage(self) -> dict[str, Any]:
         """Usage in the current period.
