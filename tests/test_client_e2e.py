@@ -267,13 +267,51 @@ async def test_arguments_are_checked_by_the_input_model_before_sending(gw: Gatew
     assert len(gw.upstreams.slack.requests()) == before
 
 
-async def test_defaults_and_none_are_not_sent(gw: Gateway) -> None:
+async def test_none_is_not_sent_and_the_gateway_applies_its_defaults(gw: Gateway) -> None:
     async with client(gw) as c:
-        await c.slack_list_channels(limit=100, types=None)
+        await c.slack_list_channels(types=None)
         await c.slack_list_channels(limit=3)
     sent = gw.upstreams.slack.requests("GET", "conversations.list")
     assert sent[-2].args == {"limit": "100", "types": "public_channel", "exclude_archived": "true"}
     assert sent[-1].args["limit"] == "3"
+
+
+async def test_a_value_equal_to_the_clients_default_is_sent(tmp_path: Path) -> None:
+    """A gateway built later with another default (slack_list_channels' limit 20, where this
+    client's models say 100): `limit=100`, written by the caller, reached it as nothing, and
+    the upstream was asked for 20. Now every value given is sent; one left out is the
+    gateway's to fill."""
+    import dataclasses
+
+    from fastn_gateway.catalog import GATEWAY
+    from fastn_gateway.client import GatewayClient
+    from fastn_gateway.runtime.app import build_http_app
+    from fastn_gateway.runtime.server import GatewayRuntime
+
+    tool = GATEWAY.tools["slack_list_channels"]
+    schema = dict(tool.input_schema)
+    props = dict(schema["properties"])
+    assert props["limit"]["default"] == 100
+    props["limit"] = {**props["limit"], "default": 20}
+    later = dataclasses.replace(
+        GATEWAY,
+        tools={
+            **GATEWAY.tools,
+            tool.name: dataclasses.replace(tool, input_schema={**schema, "properties": props}),
+        },
+    )
+    with StandIns() as ups:
+        environ = {k: v for k, v in ups.environ("fastn_gateway").items() if k.endswith("_SLACK")}
+        runtime = GatewayRuntime.open(later, str(tmp_path / "gateway.db"), environ=environ)
+        tenant = runtime.store.create_tenant("acme")
+        runtime.store.connect(tenant.id, "slack", ups.credentials("A")["slack"])
+        key = runtime.store.issue_key(tenant.id, scopes=["read"]).token
+        with UvicornThread(build_http_app(runtime)) as srv:
+            async with GatewayClient.http(f"{srv.url}/mcp", api_key=key) as c:
+                await c.slack_list_channels(limit=100)
+                await c.slack_list_channels()
+        sent = ups.slack.requests("GET", "conversations.list")
+    assert [r.args["limit"] for r in sent] == ["100", "20"]
 
 
 async def test_bad_key_and_unreachable_server(gw: Gateway) -> None:

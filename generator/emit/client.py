@@ -169,18 +169,6 @@ def _names(nodes: Iterable[ast.expr | None]) -> set[str]:
     return out
 
 
-def _immutable(node: ast.expr) -> bool:
-    """Whether a default is a value no call can change: a constant (`3`, `-1.5`, `"a"`,
-    `True`, `None`), a tuple of them, or a name (an enum member)."""
-    if isinstance(node, ast.Constant | ast.Name | ast.Attribute):
-        return True
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        return _immutable(node.operand)
-    if isinstance(node, ast.Tuple):
-        return all(_immutable(e) for e in node.elts)
-    return False
-
-
 def _admits_none(node: ast.expr) -> bool:
     if isinstance(node, ast.Constant) and node.value is None:
         return True
@@ -328,21 +316,20 @@ def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
             pname = _param_name(f.name, body)
             params[f.name] = pname
             annotation = ast.unparse(f.annotation)
-            if f.factory or (f.default is not None and not _immutable(f.default)):
-                # A list, dict or nested model default: the model's is not the annotation's
-                # type (`{'a': 1}` for a model) and would be one object shared by every call.
-                # None leaves the argument out, and the model (the gateway too) applies it.
+            if f.factory or f.default is not None:
+                # An optional argument defaults to None, which leaves it out: the gateway
+                # applies its own default, which the docstring gives. Written in the signature,
+                # that default could not be told from a value the caller wrote, which must be
+                # sent (a gateway built later may default to something else); a list, dict or
+                # model default would also be one object shared by every call.
                 if not _admits_none(f.annotation):
                     annotation += " | None"
                 rendered.append(f"{pname}: {annotation} = None")
                 used |= _names([f.annotation])
                 unshown.add(f.name)
                 continue
-            if f.default is not None:
-                rendered.append(f"{pname}: {annotation} = {ast.unparse(f.default)}")
-            else:
-                rendered.append(f"{pname}: {annotation}")
-            used |= _names([f.annotation, f.default])
+            rendered.append(f"{pname}: {annotation}")
+            used |= _names([f.annotation])
         items = [f"{literal(f.name)}: {params[f.name]}" for f in fields]
         if kind == "extra":
             rest = "**extra"

@@ -234,13 +234,6 @@ def _errors(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-def _same(value: Any, default: Any) -> bool:
-    try:
-        return type(value) is type(default) and bool(value == default)
-    except Exception:  # a value that cannot be compared is simply sent
-        return False
-
-
 def _wire_arguments(input_model: type[BaseModel], arguments: Mapping[str, Any]) -> dict[str, Any]:
     """Method arguments (field names) as the JSON object to validate and send."""
     if issubclass(input_model, RootModel):  # free-form properties, already by their JSON names
@@ -252,11 +245,8 @@ def _wire_arguments(input_model: type[BaseModel], arguments: Mapping[str, Any]) 
         if field is None:  # an extra property (the model allows them), by its JSON name
             given[key] = value
             continue
-        if not field.is_required():
-            if value is None:  # None stands for "not given" for an optional argument
-                continue
-            if field.default_factory is None and _same(value, field.default):
-                continue  # not sent: the server applies the same default
+        if value is None and not field.is_required():
+            continue  # None stands for "not given": the server applies its own default
         given[field.alias or key] = value
     return given
 
@@ -683,8 +673,9 @@ class ClientBase:
         """Validate keyword arguments (by field name) with the input model, call the tool with
         what was given, validate the result with the output model.
 
-        An optional argument that is None or equal to its default is not sent (the server
-        applies the same default); to send an explicit null there, use `call_tool`.
+        An optional argument that is None is not sent (the server applies its default); to
+        send an explicit null there, use `call_tool`. Any other value given is sent, even one
+        equal to the default this client was built with (the server's may have changed).
         """
         given = _wire_arguments(input_model, arguments)
         try:

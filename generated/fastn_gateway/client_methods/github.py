@@ -64,9 +64,9 @@ class GithubTools(ClientBase):
         *,
         owner: str,
         repo: str,
-        state: Literal["open", "closed", "all"] | None = "open",
+        state: Literal["open", "closed", "all"] | None = None,
         labels: str | None = None,
-        per_page: int | None = 30,
+        per_page: int | None = None,
         cursor: str | None = None,
     ) -> GithubListIssuesOutput:
         """List issues of one repository (pull requests excluded by GitHub's filter only
@@ -76,9 +76,9 @@ class GithubTools(ClientBase):
         Args:
             owner: Account or organisation that owns the repository.
             repo
-            state
+            state: Default: "open".
             labels: Comma-separated label names.
-            per_page
+            per_page: Default: 30.
             cursor: Opaque cursor from a previous call's next_cursor.
 
         Returns GithubListIssuesOutput. Scope: read. Annotations: read-only, idempotent,
@@ -99,14 +99,14 @@ class GithubTools(ClientBase):
         )
 
     async def github_search_issues(
-        self, *, query: str, per_page: int | None = 30
+        self, *, query: str, per_page: int | None = None
     ) -> GithubSearchIssuesOutput:
         """Search issues and pull requests across GitHub with GitHub's search syntax (e.g.
         "repo:acme/api is:open crash"). Returns the total count and the matching issues.
 
         Args:
             query
-            per_page
+            per_page: Default: 30.
 
         Returns GithubSearchIssuesOutput. Scope: read. Annotations: read-only,
         idempotent, open world.

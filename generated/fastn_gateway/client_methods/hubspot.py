@@ -57,14 +57,14 @@ class HubspotTools(ClientBase):
         )
 
     async def hubspot_list_contacts(
-        self, *, limit: int | None = 20, cursor: str | None = None
+        self, *, limit: int | None = None, cursor: str | None = None
     ) -> HubspotListContactsOutput:
         """List CRM contacts with email, name, phone and company. Use it to browse
         contacts; to find one person use search_contacts. Pages with cursor /
         next_cursor.
 
         Args:
-            limit
+            limit: Default: 20.
             cursor: Opaque cursor from a previous call's next_cursor.
 
         Returns HubspotListContactsOutput. Scope: read. Annotations: read-only,
@@ -78,14 +78,14 @@ class HubspotTools(ClientBase):
         )
 
     async def hubspot_search_contacts(
-        self, *, query: str, limit: int | None = 10
+        self, *, query: str, limit: int | None = None
     ) -> HubspotSearchContactsOutput:
         """Search CRM contacts by free text over name, email, phone and company. Returns
         the total number of matches and the best matching contacts.
 
         Args:
             query
-            limit
+            limit: Default: 10.
 
         Returns HubspotSearchContactsOutput. Scope: read. Annotations: read-only,
         idempotent, open world.

@@ -71,7 +71,7 @@ class NativeTools(ClientBase):
         connector: str | None = None,
         since: AwareDatetime | None = None,
         until: AwareDatetime | None = None,
-        limit: int | None = 50,
+        limit: int | None = None,
         cursor: str | None = None,
     ) -> FastnGetEventHistoryOutput:
         """Read this workspace's event log, newest first: tool calls (with status, duration
@@ -85,7 +85,7 @@ class NativeTools(ClientBase):
             connector
             since: RFC 3339 timestamp in UTC.
             until: RFC 3339 timestamp in UTC.
-            limit
+            limit: Default: 50.
             cursor: Opaque cursor from a previous call's next_cursor.
 
         Returns FastnGetEventHistoryOutput. Scope: read. Annotations: read-only,
@@ -139,7 +139,7 @@ class NativeTools(ClientBase):
         )
 
     async def fastn_list_integrations(
-        self, *, status: Literal["active", "needs_reauth", "disconnected", "all"] | None = "all"
+        self, *, status: Literal["active", "needs_reauth", "disconnected", "all"] | None = None
     ) -> FastnListIntegrationsOutput:
         """List the apps this workspace has connected (Slack, Shopify, ...), with each
         one's state and how many tools it provides. Use it first to learn which app
@@ -147,7 +147,7 @@ class NativeTools(ClientBase):
         when status is "all".
 
         Args:
-            status: Only connections in this state.
+            status: Only connections in this state. Default: "all".
 
         Returns FastnListIntegrationsOutput. Scope: read. Annotations: read-only,
         idempotent.
@@ -165,7 +165,7 @@ class NativeTools(ClientBase):
         entity_type: str,
         query: str,
         connectors: list[str] | None = None,
-        limit: int | None = 20,
+        limit: int | None = None,
     ) -> FastnSearchEntitiesOutput:
         """Search common records (contacts, orders, channels, tickets) across every
         connected app at once and get them in one normalised shape with the app they
@@ -177,7 +177,7 @@ class NativeTools(ClientBase):
             entity_type: contact, order, channel or ticket.
             query: Text to match.
             connectors: Only these connectors (default all connected).
-            limit
+            limit: Default: 20.
 
         Returns FastnSearchEntitiesOutput. Scope: read. Annotations: read-only,
         idempotent, open world.

@@ -25,7 +25,7 @@ class PersonalizationTools(ClientBase):
         self,
         *,
         query: str,
-        top_k: int | None = 5,
+        top_k: int | None = None,
         tags: list[RetrieveRelevantChunksInputTag] | None = None,
     ) -> RetrieveRelevantChunksOutput:
         """Find what is remembered about the current user that bears on a query, best match
@@ -35,7 +35,7 @@ class PersonalizationTools(ClientBase):
 
         Args:
             query
-            top_k
+            top_k: Default: 5.
             tags: Only chunks with all of these tags.
 
         Returns RetrieveRelevantChunksOutput. Scope: read. Annotations: read-only,

@@ -45,7 +45,7 @@ class ShopifyTools(ClientBase):
     async def shopify_list_orders(
         self,
         *,
-        status: Literal["open", "closed", "cancelled", "any"] | None = "any",
+        status: Literal["open", "closed", "cancelled", "any"] | None = None,
         financial_status: Literal[
             "authorized",
             "pending",
@@ -59,7 +59,7 @@ class ShopifyTools(ClientBase):
         ]
         | None = None,
         created_at_min: AwareDatetime | None = None,
-        limit: int | None = 50,
+        limit: int | None = None,
         cursor: str | None = None,
     ) -> ShopifyListOrdersOutput:
         """List the shop's orders, newest first, with totals, payment and fulfillment
@@ -67,10 +67,10 @@ class ShopifyTools(ClientBase):
         to answer questions about recent orders. Pages with cursor / next_cursor.
 
         Args:
-            status
+            status: Default: "any".
             financial_status
             created_at_min
-            limit
+            limit: Default: 50.
             cursor: Opaque cursor from a previous call's next_cursor.
 
         Returns ShopifyListOrdersOutput. Scope: read. Annotations: read-only,
@@ -90,14 +90,14 @@ class ShopifyTools(ClientBase):
         )
 
     async def shopify_search_customers(
-        self, *, query: str, limit: int | None = 50
+        self, *, query: str, limit: int | None = None
     ) -> ShopifySearchCustomersOutput:
         """Search the shop's customers by name, email or phone (Shopify search syntax, e.g.
         "email:ash@example.com"). Returns matching customers.
 
         Args:
             query
-            limit
+            limit: Default: 50.
 
         Returns ShopifySearchCustomersOutput. Scope: read. Annotations: read-only,
         idempotent, open world.

@@ -23,7 +23,7 @@ class SlackTools(ClientBase):
         self,
         *,
         channel: str,
-        limit: int | None = 50,
+        limit: int | None = None,
         oldest: str | None = None,
         latest: str | None = None,
         cursor: str | None = None,
@@ -34,7 +34,7 @@ class SlackTools(ClientBase):
 
         Args:
             channel: Channel id.
-            limit
+            limit: Default: 50.
             oldest: Only messages after this Unix timestamp.
             latest: Only messages before this Unix timestamp.
             cursor: Opaque cursor from a previous call's next_cursor.
@@ -58,9 +58,9 @@ class SlackTools(ClientBase):
     async def slack_list_channels(
         self,
         *,
-        limit: int | None = 100,
-        types: str | None = "public_channel",
-        exclude_archived: bool | None = True,
+        limit: int | None = None,
+        types: str | None = None,
+        exclude_archived: bool | None = None,
         cursor: str | None = None,
     ) -> SlackListChannelsOutput:
         """List the Slack channels the bot can see, with topic, purpose and member count.
@@ -68,9 +68,10 @@ class SlackTools(ClientBase):
         next_cursor.
 
         Args:
-            limit
-            types: Comma-separated: public_channel, private_channel, mpim, im.
-            exclude_archived
+            limit: Default: 100.
+            types: Comma-separated: public_channel, private_channel, mpim, im. Default:
+                "public_channel".
+            exclude_archived: Default: true.
             cursor: Opaque cursor from a previous call's next_cursor.
 
         Returns SlackListChannelsOutput. Scope: read. Annotations: read-only,
