@@ -185,6 +185,26 @@ async def test_personalization_tools(gw: Gateway) -> None:
     assert other.found is False and other.citations == []
 
 
+async def test_none_in_a_nested_model_is_left_out(gw: Gateway) -> None:
+    """The models type an optional field `X | None` whether or not its schema takes null, and
+    an explicit None in a nested model was sent as null: the gateway refused
+    `/observations/0/topic` (a string). It is left out, as a top-level None is."""
+    from fastn_gateway.models import native, personalization
+
+    note = personalization.UpdateMemoryInputObservation(
+        text="Ash reads the news at 7", topic=None, source=None, tags=None
+    )
+    async with client(gw) as c:
+        stored = await c.update_memory(observations=[note])
+        flow = await c.fastn_create_flow(
+            name="nested-none",
+            trigger=native.FastnCreateFlowInputTrigger(type="manual", cron=None),
+            steps=[native.FastnCreateFlowInputStep(tool="fastn_get_usage_summary", arguments=None)],
+        )
+    assert len(stored.stored) == 1
+    assert flow.version == 1
+
+
 async def test_a_host_key_names_users_whose_ids_are_not_ascii(gw: Gateway) -> None:
     """A user id may be any text (/register took `日本`), and the typed client names it over
     HTTP: it failed with connection_failed (UnicodeEncodeError), and the gateway read raw
@@ -699,4 +719,69 @@ async def test_the_previous_releases_client_reads_a_closed_output_that_gained_a_
         sys.path.remove(str(old_out))
         sys.path.remove(str(new_out))
         for name in [n for n in sys.modules if n.split(".")[0] in ("evo_old", "evo_new")]:
+            del sys.modules[name]
+
+
+_NULLS_GATEWAY = """\
+version: 1
+kind: gateway
+package: {name: t-nulls, import_name: t_nulls, version: 0.1.0}
+server: {name: nulls}
+quotas: {default_plan: free, plans: {free: {period: day, calls: 100}}}
+"""
+_NULLS_NATIVE = """\
+version: 1
+kind: native
+tools:
+  - name: probe_nulls
+    description: Takes a note that must hold at least one property.
+    scope: read
+    handler: native.get_usage_summary
+    input:
+      type: object
+      properties:
+        note:
+          type: object
+          minProperties: 1
+          properties:
+            comment: {type: [string, "null"]}
+            tag: {type: string}
+    output: {type: object}
+"""
+
+
+async def test_none_in_a_nested_model_is_sent_where_the_schema_takes_null(tmp_path: Path) -> None:
+    """The models type both nested fields `str | None`; only `comment`'s schema takes null.
+    An explicit None there is sent as null (the note then has its one property), and `tag`'s
+    None is left out (sent, the gateway refused it)."""
+    root = tmp_path / "project"
+    (root / "manifests").mkdir(parents=True)
+    (root / "manifests" / "gateway.yaml").write_text(_NULLS_GATEWAY, encoding="utf-8")
+    (root / "manifests" / "native.yaml").write_text(_NULLS_NATIVE, encoding="utf-8")
+    built = api.build(api.Options.for_project(root, cache=False))
+    assert built.ok, built.diagnostics
+    out = root / "generated"
+    stub = (out / "t_nulls" / "client_methods" / "native.py").read_text(encoding="utf-8")
+    assert 'nullable=frozenset({("note", "comment")})' in stub
+    sys.path.insert(0, str(out))
+    try:
+        from t_nulls.catalog import GATEWAY
+        from t_nulls.client import GatewayClient, GatewayClientError
+        from t_nulls.models.native import ProbeNullsInputNote as Note
+        from t_nulls.runtime.app import build_http_app
+        from t_nulls.runtime.server import GatewayRuntime
+
+        runtime = GatewayRuntime.open(GATEWAY, str(tmp_path / "gateway.db"), environ={})
+        tenant = runtime.store.create_tenant("acme")
+        key = runtime.store.issue_key(tenant.id, scopes=["read"]).token
+        with UvicornThread(build_http_app(runtime)) as srv:
+            async with GatewayClient.http(f"{srv.url}/mcp", api_key=key) as c:
+                await c.probe_nulls(note=Note(comment=None, tag=None))
+                with pytest.raises(GatewayClientError) as empty:  # nothing left to send
+                    await c.probe_nulls(note=Note(tag=None))
+        assert empty.value.code == "invalid_arguments"
+        assert [e["path"] for e in empty.value.details["errors"]] == ["/note"]
+    finally:
+        sys.path.remove(str(out))
+        for name in [n for n in sys.modules if n.split(".")[0] == "t_nulls"]:
             del sys.modules[name]

@@ -22,6 +22,7 @@ import re
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .. import ir
 from ..names import ClassName, PyIdent, reader_method
@@ -267,6 +268,7 @@ class MethodView:
     input_model: str
     output_model: str
     doc: str
+    nullable: str  # literal of the paths `_call_tool` keeps an explicit null at, "" for none
 
 
 def _param_name(name: str, body: frozenset[str]) -> str:
@@ -347,8 +349,87 @@ def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
         input_model=str(t.input_model),
         output_model=str(t.output_model),
         doc=_method_doc(t, fields, params, rest, frozenset(unshown)),
+        nullable=_nullable_literal(t.input_schema.value),
     )
     return view, used
+
+
+def _defs_entry(ref: Any, root: dict[str, Any]) -> Any:
+    """The `$defs` entry a local `$ref` names (`#/$defs/Name`, the one form the compiler
+    leaves), else None."""
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and "/" not in ref[8:]:
+        defs = root.get("$defs")
+        return defs.get(ref[8:]) if isinstance(defs, dict) else None
+    return None
+
+
+def _takes_null(schema: Any, root: dict[str, Any]) -> bool:
+    """Whether JSON null may be valid under `schema`, as its `type`, `enum`, `const`, local
+    references and combinators say (the compiler refuses recursive references)."""
+    if isinstance(schema, bool):
+        return schema
+    if not isinstance(schema, dict):
+        return False
+    declared = schema.get("type")
+    if isinstance(declared, str) and declared != "null":
+        return False
+    if isinstance(declared, list) and "null" not in declared:
+        return False
+    if "const" in schema and schema["const"] is not None:
+        return False
+    if isinstance(schema.get("enum"), list) and None not in schema["enum"]:
+        return False
+    if "$ref" in schema and not _takes_null(_defs_entry(schema["$ref"], root), root):
+        return False
+    if any(not _takes_null(s, root) for s in schema.get("allOf") or ()):
+        return False
+    return all(
+        any(_takes_null(s, root) for s in schema[key])
+        for key in ("anyOf", "oneOf")
+        if isinstance(schema.get(key), list)
+    )
+
+
+def nullable_paths(schema: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The paths (property names, `*` for an item or a free-form value) of the properties of
+    nested objects in a tool's input whose schema takes null: the typed client sends an
+    explicit None there as null, and leaves it out elsewhere (the models type every optional
+    field `X | None`, null allowed or not). Top-level properties are not listed: an argument
+    given as None is never sent."""
+    found: set[tuple[str, ...]] = set()
+
+    def walk(s: Any, path: tuple[str, ...]) -> None:
+        if not isinstance(s, dict):
+            return
+        walk(_defs_entry(s.get("$ref"), schema), path)
+        for key in ("allOf", "anyOf", "oneOf"):
+            for sub in s.get(key) or ():
+                walk(sub, path)
+        props = s.get("properties")
+        if isinstance(props, dict):
+            for name, sub in props.items():
+                if path and _takes_null(sub, schema):
+                    found.add((*path, str(name)))
+                walk(sub, (*path, str(name)))
+        for key in ("items", "additionalProperties"):
+            walk(s.get(key), (*path, "*"))
+        for key in ("prefixItems",):
+            for sub in s.get(key) or ():
+                walk(sub, (*path, "*"))
+        pattern_props = s.get("patternProperties")
+        if isinstance(pattern_props, dict):
+            for sub in pattern_props.values():
+                walk(sub, (*path, "*"))
+
+    walk(schema, ())
+    return sorted(found)
+
+
+def _nullable_literal(schema: dict[str, Any]) -> str:
+    paths = nullable_paths(schema)
+    if not paths:
+        return ""
+    return "frozenset({" + ", ".join(literal(p) for p in paths) + "})"
 
 
 def mixin_name(group: ir.Group) -> str:

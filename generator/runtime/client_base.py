@@ -251,6 +251,48 @@ def _wire_arguments(input_model: type[BaseModel], arguments: Mapping[str, Any]) 
     return given
 
 
+# A path to a property inside the arguments: property names, and "*" for any item of a list or
+# value of a free-form object.
+NullPath = tuple[str, ...]
+
+
+def _unsent_nulls(model: Any, data: Any, path: NullPath, nullable: frozenset[NullPath]) -> Any:
+    """`data`, the JSON dump of `model`, without the nulls of optional fields of nested models
+    that were set to None, as a top-level optional argument given as None is not sent: the
+    models type every optional field `X | None`, whether or not its schema takes null. Those
+    whose schema does (their paths are `nullable`) keep an explicit null."""
+    if isinstance(model, RootModel):
+        # (the casts give isinstance()'s unknown type arguments a type, for pyright)
+        return _unsent_nulls(cast("RootModel[object]", model).root, data, path, nullable)
+    if isinstance(model, BaseModel) and isinstance(data, dict):
+        out = dict(cast("dict[str, Any]", data))
+        for name, field in type(model).model_fields.items():
+            key = field.serialization_alias or field.alias or name
+            if key not in out:
+                continue
+            value = getattr(model, name)
+            if value is None and not field.is_required() and (*path, key) not in nullable:
+                del out[key]
+            else:
+                out[key] = _unsent_nulls(value, out[key], (*path, key), nullable)
+        return out
+    if isinstance(model, list | tuple) and isinstance(data, list):
+        items = cast("Sequence[object]", model)
+        each = (*path, "*")
+        return [
+            _unsent_nulls(m, d, each, nullable)
+            for m, d in zip(items, cast("list[object]", data), strict=True)
+        ]
+    if isinstance(model, Mapping) and isinstance(data, dict):
+        values = cast("Mapping[object, object]", model).values()
+        each = (*path, "*")
+        return {
+            k: _unsent_nulls(m, d, each, nullable)
+            for m, (k, d) in zip(values, cast("dict[str, Any]", data).items(), strict=True)
+        }
+    return data
+
+
 def expand_uri(template: str, values: Mapping[str, str]) -> str:
     """Fill `{name}` placeholders, each value percent-encoded as one path segment."""
     out = template
@@ -669,13 +711,17 @@ class ClientBase:
         input_model: type[BaseModel],
         output_model: type[OutputT],
         arguments: Mapping[str, Any],
+        *,
+        nullable: frozenset[NullPath] = frozenset(),
     ) -> OutputT:
         """Validate keyword arguments (by field name) with the input model, call the tool with
         what was given, validate the result with the output model.
 
         An optional argument that is None is not sent (the server applies its default); to
         send an explicit null there, use `call_tool`. Any other value given is sent, even one
-        equal to the default this client was built with (the server's may have changed).
+        equal to the default this client was built with (the server's may have changed). In a
+        nested model, an optional field set to None is not sent either, unless its schema
+        takes null (its path is in `nullable`).
         """
         given = _wire_arguments(input_model, arguments)
         try:
@@ -686,7 +732,8 @@ class ClientBase:
                 f"Arguments do not match the input schema of {name}.",
                 details={"errors": _errors(exc)},
             ) from None
-        payload = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        dumped = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        payload = cast("dict[str, Any]", _unsent_nulls(model, dumped, (), nullable))
         # the warning points at the line that called the generated method
         data = await self._call(name, payload, stacklevel=4)
         try:
