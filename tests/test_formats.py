@@ -518,7 +518,8 @@ async def test_the_gateway_refuses_an_argument_the_typed_client_cannot_send(
         with pytest.raises(served.client.GatewayClientError) as caught:
             await gw.call_tool("probe_put_record", {"record": {"when": "2024-01-31T09:00:00"}})
         assert caught.value.code == "invalid_arguments"
-        assert "'2024-01-31T09:00:00' is not a 'date-time'" in json.dumps(caught.value.details)
+        (error,) = caught.value.details["errors"]
+        assert error["message"] == '"2024-01-31T09:00:00" is not a "date-time"'
         with pytest.raises(served.client.GatewayClientError) as typed:
             await gw.probe_put_record(record={"when": "2024-01-31T09:00:00"})
         assert typed.value.code == "invalid_arguments"

@@ -514,6 +514,56 @@ def format_check(fmt: str) -> Callable[[str], bool]:
     return check
 
 
+_QUOTED_LIMIT: Final = 80  # characters of a value quoted in a message
+
+
+def _as_json(value: Any, limit: int = _QUOTED_LIMIT) -> str:
+    """`value` as JSON writes it (null, true, {"a": 1}), cut to `limit` characters."""
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):  # not decoded JSON: never so for tool arguments
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def argument_message(error: ValidationError) -> str:
+    """Why an argument is refused, with values written as the caller wrote them, in JSON:
+    jsonschema's own messages quote Python (`None is not of type 'string'` for a null, `True`,
+    `{'a': 1}`), and a long value whole."""
+    rule, limit, value = str(error.validator), error.validator_value, error.instance
+    shown = _as_json(value)
+    if rule == "type":
+        expected = limit if isinstance(limit, list) else [limit]
+        return f"{shown} is not of type {' or '.join(_as_json(t) for t in expected)}"
+    if rule == "enum":
+        return f"{shown} is not one of {_as_json(limit, 2 * _QUOTED_LIMIT)}"
+    if rule == "const":
+        return f"{shown} is not {_as_json(limit)}"
+    if rule == "required" and isinstance(limit, list) and isinstance(value, dict):
+        # one error per missing name, which only the message tells apart
+        for name in limit:
+            if name not in value and error.message == f"{name!r} is a required property":
+                return f"{_as_json(name)} is a required property"
+    if rule in ("additionalProperties", "unevaluatedProperties") and isinstance(value, dict):
+        # the keywords' own messages (above) quote property names and patterns with repr
+        schema = error.schema if isinstance(error.schema, Mapping) else {}
+        patterns = schema.get("patternProperties")
+        names = [*value, *(patterns if isinstance(patterns, Mapping) else ())]
+        message = str(error.message)
+        for name in sorted({str(n) for n in names}, key=lambda n: -len(repr(n))):
+            message = message.replace(repr(name), _as_json(name))
+        return message
+    if rule == "pattern":
+        return f"{shown} does not match {_as_json(limit)}"
+    if rule == "format":
+        return f"{shown} is not a {_as_json(limit)}"
+    message = str(error.message)
+    quoted = repr(value)
+    return shown + message[len(quoted) :] if message.startswith(quoted) else message
+
+
 def _format_keyword(
     _validator: Validator, fmt: Any, instance: Any, _schema: Any
 ) -> Iterator[ValidationError]:

@@ -237,7 +237,7 @@ def test_a_patterns_end_anchor_refuses_a_trailing_newline(
     index = ToolIndex(dataclasses.replace(gateway, tools={tool.name: tool}))
     assert index.input_errors(tool, {"code": "abc"}) == []
     assert index.input_errors(tool, {"code": "abc\n"}) == [
-        {"path": "/code", "message": "'abc\\n' does not match '^[a-z]+$'"}
+        {"path": "/code", "message": '"abc\\n" does not match "^[a-z]+$"'}
     ]
 
 
@@ -268,24 +268,24 @@ _NAMES = {"^[a-z]+$": {"type": "integer"}}
     [
         (
             {"patternProperties": _NAMES, "additionalProperties": False},
-            {"path": "/tags", "message": "'abc\\n' does not match any of the regexes: '^[a-z]+$'"},
+            {"path": "/tags", "message": '"abc\\n" does not match any of the regexes: "^[a-z]+$"'},
         ),
         (  # an additional property, so a string; not a matching one, an integer
             {"patternProperties": _NAMES, "additionalProperties": {"type": "string"}},
-            {"path": "/tags/abc\n", "message": "1 is not of type 'string'"},
+            {"path": "/tags/abc\n", "message": '1 is not of type "string"'},
         ),
         (
             {"patternProperties": _NAMES, "unevaluatedProperties": False},
             {
                 "path": "/tags",
-                "message": "Unevaluated properties are not allowed ('abc\\n' was unexpected)",
+                "message": 'Unevaluated properties are not allowed ("abc\\n" was unexpected)',
             },
         ),
         (  # evaluated (or not) in a subschema
             {"allOf": [{"patternProperties": _NAMES}], "unevaluatedProperties": False},
             {
                 "path": "/tags",
-                "message": "Unevaluated properties are not allowed ('abc\\n' was unexpected)",
+                "message": 'Unevaluated properties are not allowed ("abc\\n" was unexpected)',
             },
         ),
     ],

@@ -110,6 +110,30 @@ async def test_invalid_arguments_envelope(world, mode: str) -> None:
     assert {"/channel", "/text", "/"} <= paths
 
 
+async def test_invalid_arguments_quote_values_as_json(world) -> None:
+    """A JSON client sent null, true and an object: the messages said None, True and
+    {'x': 1}, Python's spellings, and quoted a long value whole."""
+    long_text = "x" * 5000
+    async with Client(world.server(world.a_rw)) as c:
+        r = await c.call_tool(
+            "slack_send_message",
+            {"channel": None, "text": {"x": 1}, "thread_ts": True, "bogus": 1},
+        )
+        long = await c.call_tool("slack_send_message", {"channel": [long_text], "text": "t"})
+        flow = await c.call_tool("fastn_create_flow", {"name": "f", "trigger": {"type": "at"}})
+    errors = {e["path"]: e["message"] for e in envelope(r)["details"]["errors"]}
+    (cut,) = [e["message"] for e in envelope(long)["details"]["errors"]]
+    assert cut.startswith('["xxx') and cut.endswith('xx... is not of type "string"')
+    assert len(cut) < 120
+    assert errors["/channel"] == 'null is not of type "string"'
+    assert errors["/text"] == '{"x": 1} is not of type "string"'
+    assert errors["/thread_ts"] == 'true is not of type "string"'
+    assert errors["/"] == 'Additional properties are not allowed ("bogus" was unexpected)'
+    flow_errors = [e["message"] for e in envelope(flow)["details"]["errors"]]
+    assert '"steps" is a required property' in flow_errors
+    assert any(m.startswith('"at" is not one of ["') for m in flow_errors), flow_errors
+
+
 async def test_invalid_arguments_do_no_work(world, upstream) -> None:
     before = len(upstream.requests)
     async with Client(world.server(world.a_rw)) as c:
@@ -1458,7 +1482,7 @@ async def test_an_event_trigger_names_an_event_type_the_gateway_records(world) -
     }
     err = await refused_flow(world, flow)
     [problem] = err["details"]["errors"]
-    assert problem["path"] == "/trigger/event" and "'nonsense_event'" in problem["message"]
+    assert problem["path"] == "/trigger/event" and '"nonsense_event"' in problem["message"]
     assert all(t in problem["message"] for t in EVENT_TYPES)
     for event in EVENT_TYPES:
         ok = await created_flow(world, {**flow, "trigger": {"type": "event", "event": event}})
@@ -1657,8 +1681,8 @@ async def test_a_step_takes_the_arguments_its_tool_accepts(world) -> None:
         bare = {**flow, "steps": [{"tool": "slack_send_message"}] * 30}
         err = envelope(await c.call_tool("fastn_create_flow", bare))
         assert err["details"]["errors"][:2] == [
-            {"path": "/steps/0/arguments", "message": "'channel' is a required property"},
-            {"path": "/steps/0/arguments", "message": "'text' is a required property"},
+            {"path": "/steps/0/arguments", "message": '"channel" is a required property'},
+            {"path": "/steps/0/arguments", "message": '"text" is a required property'},
         ]
         assert len(err["details"]["errors"]) == MAX_ERRORS
         await nothing_stored(world)

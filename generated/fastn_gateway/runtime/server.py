@@ -125,6 +125,7 @@ from .executor import (
 )
 from .fastschema import (
     Check,
+    argument_message,
     compile_check,
     has_surrogate,
     unencodable,
@@ -283,7 +284,7 @@ class ToolIndex:
         found = v.iter_errors(arguments)  # pyright: ignore[reportUnknownMemberType]
         errors = sorted(found, key=lambda e: list(map(str, e.absolute_path)))
         return [
-            {"path": _pointer(e.absolute_path), "message": _short(e.message)}
+            {"path": _pointer(e.absolute_path), "message": _short(argument_message(e))}
             for e in errors[:MAX_ERRORS]
         ]
 
