@@ -512,14 +512,20 @@ async def test_the_gateway_refuses_an_argument_the_typed_client_cannot_send(
     served: SimpleNamespace,
 ) -> None:
     """A date-time argument without an offset is invalid_arguments from the gateway, for any
-    client, before the upstream is called (the typed client refuses it before sending)."""
+    client, before the upstream is called (the typed client refuses it before sending). The
+    message says what is wanted, with an example, as the README says (it said only
+    "'2024-01-31T09:00:00' is not a 'date-time'")."""
     before = len(served.upstream.requests("POST", "/record"))
     async with _client(served) as gw:
         with pytest.raises(served.client.GatewayClientError) as caught:
             await gw.call_tool("probe_put_record", {"record": {"when": "2024-01-31T09:00:00"}})
         assert caught.value.code == "invalid_arguments"
-        (error,) = caught.value.details["errors"]
-        assert error["message"] == '"2024-01-31T09:00:00" is not a "date-time"'
+        wanted = (
+            '"2024-01-31T09:00:00" is not a "date-time": write an RFC 3339 date-time with '
+            "its offset, such as 2024-01-31T09:00:00Z"
+        )
+        assert caught.value.details["errors"] == [{"path": "/record/when", "message": wanted}]
+        assert wanted in caught.value.message
         with pytest.raises(served.client.GatewayClientError) as typed:
             await gw.probe_put_record(record={"when": "2024-01-31T09:00:00"})
         assert typed.value.code == "invalid_arguments"

@@ -514,6 +514,14 @@ def format_check(fmt: str) -> Callable[[str], bool]:
     return check
 
 
+# What each typed format wants, for the message refusing an argument, beside its example.
+_FORMAT_WANTED: Final = {
+    "date-time": "an RFC 3339 date-time with its offset",
+    "date": "a date",
+    "uuid": "a UUID",
+    "ipv4": "an IPv4 address",
+    "ipv6": "an IPv6 address",
+}
 _QUOTED_LIMIT: Final = 80  # characters of a value quoted in a message
 
 
@@ -531,7 +539,7 @@ def _as_json(value: Any, limit: int = _QUOTED_LIMIT) -> str:
 def argument_message(error: ValidationError) -> str:
     """Why an argument is refused, with values written as the caller wrote them, in JSON:
     jsonschema's own messages quote Python (`None is not of type 'string'` for a null, `True`,
-    `{'a': 1}`), and a long value whole."""
+    `{'a': 1}`), and a long value whole. A typed format says what it wants, with an example."""
     rule, limit, value = str(error.validator), error.validator_value, error.instance
     shown = _as_json(value)
     if rule == "type":
@@ -557,8 +565,11 @@ def argument_message(error: ValidationError) -> str:
         return message
     if rule == "pattern":
         return f"{shown} does not match {_as_json(limit)}"
-    if rule == "format":
-        return f"{shown} is not a {_as_json(limit)}"
+    if rule == "format" and isinstance(limit, str) and limit in FORMAT_EXAMPLES:
+        return (
+            f"{shown} is not a {_as_json(limit)}: write {_FORMAT_WANTED[limit]}, "
+            f"such as {FORMAT_EXAMPLES[limit]}"
+        )
     message = str(error.message)
     quoted = repr(value)
     return shown + message[len(quoted) :] if message.startswith(quoted) else message
