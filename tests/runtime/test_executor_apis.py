@@ -696,6 +696,7 @@ def test_the_connectors_of_this_test_are_valid_yaml_only_connectors() -> None:
     """They are plain connector manifests: nothing but YAML was added for them."""
     names = sorted(p.name for p in (Path(__file__).parents[1] / "data" / "connectors").iterdir())
     assert names == [
+        "crm_owned.yaml",
         "github_graphql.yaml",
         "jira.yaml",
         "linear.yaml",
