@@ -1209,3 +1209,31 @@ async def test_served_connections_do_not_wait_for_delayed_acks() -> None:
         server.close()
         await server.wait_closed()
     assert nodelay == [1]
+
+
+def test_key_errors_name_where_the_key_comes_from(tmp_path: Path) -> None:
+    """A malformed key file, or one readable by others, was reported with "hint: the key
+    comes from FASTN_GATEWAY_SECRET_KEY", a variable that was not set, and the file went
+    unnamed: each error now names the key's real source, and the hint only a source the
+    error does not name."""
+    db = tmp_path / "gw.db"
+    key_file = tmp_path / "gw.db.key"
+    key_file.write_text("garbage\n")
+    key_file.chmod(0o600)
+
+    def serve(**env: str) -> str:
+        argv = [sys.executable, LAUNCHER, "serve", "--db", str(db), "--port", "0"]
+        proc = subprocess.run(argv, env=_env(**env), capture_output=True, timeout=60)
+        assert proc.returncode == 1, proc.stderr
+        return proc.stderr.decode()
+
+    err = serve()
+    assert f"key in the key file {key_file} is malformed" in err, err
+    assert "FASTN_GATEWAY_SECRET_KEY" not in err
+    key_file.chmod(0o644)
+    err = serve()
+    assert f"key file {key_file} is readable by other users" in err, err
+    assert "FASTN_GATEWAY_SECRET_KEY" not in err
+    err = serve(FASTN_GATEWAY_SECRET_KEY="garbage")
+    assert "key in FASTN_GATEWAY_SECRET_KEY is malformed" in err and "hint" not in err, err
+    assert str(key_file) not in err

@@ -41,7 +41,7 @@ import anyio
 
 from .auth import KeyVerifier, api_key_env, key_from_environ, user_env
 from .catalog import AuthField, GatewaySpec
-from .crypto import CredentialKeyError, secret_key_env
+from .crypto import CredentialKeyError, key_source, secret_key_env
 from .store import (
     SCOPES,
     IssuedKey,
@@ -49,6 +49,7 @@ from .store import (
     StoreError,
     default_database_url,
     iso,
+    key_file_of,
     normalise_url,
     now_us,
     open_store,
@@ -740,9 +741,13 @@ def main(gateway: GatewaySpec, argv: Sequence[str] | None = None) -> int:
         return 2
     except CredentialKeyError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        env = secret_key_env(gateway.import_name)
-        if env not in str(exc):
-            print(f"hint: the key comes from {env}", file=sys.stderr)
+        # Named where the key really comes from (the key file, when the variable is unset),
+        # unless the message already says it.
+        key_file = key_file_of(db_url)
+        named = [secret_key_env(gateway.import_name), *([str(key_file)] if key_file else [])]
+        if not any(source in str(exc) for source in named):
+            where = key_source(gateway.import_name, environ, key_file=key_file)
+            print(f"hint: the key comes from {where}", file=sys.stderr)
         return 1
     except StoreError as exc:
         print(f"error: {exc} (database {db})", file=sys.stderr)

@@ -39,14 +39,17 @@ def generate_key() -> str:
 class CredentialCipher:
     """Seals and opens credential mappings."""
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], *, source: str | None = None) -> None:
+        """`source`: where the keys come from, named in the errors (`key_source`)."""
+        where = f" in {source}" if source else ""
         if not keys:
-            raise CredentialKeyError("no credential encryption key configured")
+            raise CredentialKeyError(f"no credential encryption key configured{where}")
         try:
             self._fernet = MultiFernet([Fernet(k.strip().encode("ascii")) for k in keys])
         except (ValueError, TypeError) as exc:
             raise CredentialKeyError(
-                "credential encryption key is malformed (expected url-safe base64 of 32 bytes)"
+                f"the credential encryption key{where} is malformed (expected url-safe base64 "
+                "of 32 bytes)"
             ) from exc
         self._first = base64.urlsafe_b64decode(keys[0].strip().encode("ascii"))
 
@@ -93,6 +96,15 @@ def read_or_create_key_file(path: Path) -> str:
     return key
 
 
+def key_source(import_name: str, environ: Mapping[str, str], *, key_file: Path | None) -> str:
+    """Where `load_cipher` takes the key from, for messages: the environment variable when it
+    is set (or when there is no key file), else the key file."""
+    env_name = secret_key_env(import_name)
+    if environ.get(env_name, "").strip() or key_file is None:
+        return env_name
+    return f"the key file {key_file}"
+
+
 def load_cipher(
     import_name: str,
     environ: Mapping[str, str],
@@ -105,12 +117,13 @@ def load_cipher(
     environment variable is required.
     """
     env_name = secret_key_env(import_name)
+    source = key_source(import_name, environ, key_file=key_file)
     value = environ.get(env_name, "").strip()
     if value:
-        return CredentialCipher([k for k in value.split(",") if k.strip()])
+        return CredentialCipher([k for k in value.split(",") if k.strip()], source=source)
     if key_file is None:
         raise CredentialKeyError(
             f"set {env_name} to a Fernet key (python -c 'from cryptography.fernet import "
             "Fernet; print(Fernet.generate_key().decode())') to store credentials in this database"
         )
-    return CredentialCipher([read_or_create_key_file(key_file)])
+    return CredentialCipher([read_or_create_key_file(key_file)], source=source)

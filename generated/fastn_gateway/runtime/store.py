@@ -1619,12 +1619,16 @@ def default_database_url(gateway: GatewaySpec, environ: Mapping[str, str]) -> st
     return environ.get(env) or str(Path("var") / f"{gateway.import_name}.db")
 
 
+def key_file_of(url: str) -> Path | None:
+    """The credential key file of the database at `url`: next to a SQLite file, else None."""
+    path = sqlite_path(url)
+    return path.with_name(path.name + ".key") if path is not None else None
+
+
 def open_store(gateway: GatewaySpec, url: str, *, environ: Mapping[str, str]) -> Store:
     """The store at `url` (created and migrated), with the deployment's credential key: the
     environment's, else (SQLite) a key file next to the database."""
-    path = sqlite_path(url)
-    key_file = path.with_name(path.name + ".key") if path is not None else None
-    cipher = load_cipher(gateway.import_name, environ, key_file=key_file)
+    cipher = load_cipher(gateway.import_name, environ, key_file=key_file_of(url))
     store = Store(make_engine(url), gateway, cipher)
     store.migrate()
     return store
