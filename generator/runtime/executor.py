@@ -1270,7 +1270,9 @@ class ConnectorExecutor:
         except ConnectorCallError as exc:
             # The message is the client's: safe to log (credentials are redacted from it).
             logger.warning(
-                "connector call failed: tool=%s code=%s status=%s attempts=%d upstream=%s: %s",
+                "connector call failed: tenant=%s tool=%s code=%s status=%s attempts=%d "
+                "upstream=%s: %s",
+                ctx.tenant_id,
                 tool.name,
                 exc.code,
                 exc.status,
@@ -1281,7 +1283,8 @@ class ConnectorExecutor:
             raise
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "connector call ok: tool=%s status=%d attempts=%d ms=%.1f",
+                "connector call ok: tenant=%s tool=%s status=%d attempts=%d ms=%.1f",
+                ctx.tenant_id,
                 tool.name,
                 result.status,
                 result.attempts,
@@ -1381,7 +1384,9 @@ class ConnectorExecutor:
                     "error": f"{exc.code}: {exc.message}",
                 }
             except Exception:
-                logger.exception("entity search failed unexpectedly: connector=%s", name)
+                logger.exception(
+                    "entity search failed unexpectedly: tenant=%s connector=%s", ctx.tenant_id, name
+                )
                 code = INTERNAL_ERROR
                 sources[name] = {
                     "connector": name,

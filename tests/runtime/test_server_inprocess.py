@@ -1968,3 +1968,32 @@ def test_the_page_size_input_is_the_one_that_fills_the_size_param(gateway) -> No
     )
     assert size_input(paged) == "rows"
     assert size_input(gateway.tools["slack_send_message"]) is None
+
+
+async def test_failure_log_lines_name_the_tenant(
+    world, upstream, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "connector call failed: tool=shopify_list_orders code=upstream_auth_failed ..." and
+    "tool ... failed" did not say whose call it was, in a log every tenant's calls share: both
+    name the tenant by id now (as the other log lines do), never its credentials."""
+    upstream.shopify_tokens.discard("shpat-acme")
+    caplog.set_level("INFO")
+    try:
+        async with Client(world.server(world.a_rw)) as c:
+            r = await c.call_tool("shopify_list_orders", {})
+            assert envelope(r)["code"] == "upstream_auth_failed"
+
+            def broken(*_args: Any) -> Any:
+                raise RuntimeError("a bug in the store")
+
+            monkeypatch.setattr(world.runtime.store, "usage_rows", broken)
+            r = await c.call_tool("fastn_get_usage_summary", {})
+            assert envelope(r)["code"] == "internal_error"
+    finally:
+        upstream.shopify_tokens.add("shpat-acme")
+    failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    upstream_line = next(m for m in failed if m.startswith("connector call failed"))
+    assert f"tenant={world.a.id} tool=shopify_list_orders" in upstream_line, upstream_line
+    tool_line = next(m for m in failed if m.startswith("tool fastn_get_usage_summary failed"))
+    assert tool_line.endswith(f"for tenant {world.a.id}"), tool_line
+    assert "shpat-acme" not in caplog.text

@@ -1310,7 +1310,12 @@ class _Handlers:
             # error, not ours); native and memory handlers are checked here.
             problem = None if spec.family == "connector" else rt.index.output_error(spec, output)
             if problem is not None:
-                logger.error("tool %s returned output violating its schema at %s", name, problem)
+                logger.error(
+                    "tool %s returned output violating its schema at %s (tenant %s)",
+                    name,
+                    problem,
+                    principal.tenant_id,
+                )
                 raise internal_error()
             text = _json_text(output)
             size = result_bytes(text, notes)
@@ -1334,7 +1339,7 @@ class _Handlers:
             failure = GatewayError(CANCELLED, "The client cancelled the call.")
             raise
         except Exception:
-            logger.exception("tool %s failed", name)
+            logger.exception("tool %s failed for tenant %s", name, principal.tenant_id)
             failure = internal_error()
             return tool_error(failure)
         finally:
