@@ -1237,3 +1237,36 @@ def test_key_errors_name_where_the_key_comes_from(tmp_path: Path) -> None:
     err = serve(FASTN_GATEWAY_SECRET_KEY="garbage")
     assert "key in FASTN_GATEWAY_SECRET_KEY is malformed" in err and "hint" not in err, err
     assert str(key_file) not in err
+
+
+async def test_the_access_log_never_shows_a_query_value(
+    gateway, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """A client that put its API key in the query string (`/mcp?api_key=gwk_...`, refused: keys
+    go in the Authorization header) had it printed by uvicorn's access log at --log-level info.
+    The access line keeps the path and each short parameter name, never a value."""
+    db = str(tmp_path / "gw.db")
+    key, _kb, _tenant = _setup(gateway, db, upstream)
+    server = subprocess.Popen(
+        [sys.executable, LAUNCHER, "serve", "--port", "0", "--db", db, "--log-level", "info"],
+        env=_env(),
+        stdout=subprocess.PIPE,  # uvicorn's access log
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().decode()
+        found = re.search(r"serving http://127\.0\.0\.1:(\d+)/mcp", line)
+        assert found is not None, line
+        base = f"http://127.0.0.1:{found.group(1)}"
+        async with httpx2.AsyncClient() as h:
+            r = await h.post(f"{base}/mcp?api_key={key}&x=1", json={}, timeout=30)
+            assert r.status_code == 401
+            r = await h.get(f"{base}/healthz?token=tok-secret-1&{key}", timeout=30)
+            assert r.status_code == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        err = line + server.communicate(timeout=30)[0].decode()
+    assert key not in err and "tok-secret-1" not in err, err
+    assert '"POST /mcp?api_key=***&x=*** HTTP/1.1" 401' in err, err
+    assert '"GET /healthz?token=***&*** HTTP/1.1" 200' in err, err

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -455,7 +456,39 @@ def uvicorn_server(app: Starlette, runtime: GatewayRuntime, **config: Any) -> An
             await super().shutdown(sockets)
 
     config.setdefault("timeout_graceful_shutdown", GRACEFUL_SHUTDOWN_SECONDS)
-    return _Server(uvicorn.Config(app, **config))
+    server = _Server(uvicorn.Config(app, **config))  # the Config sets uvicorn's logging up
+    logging.getLogger("uvicorn.access").addFilter(_QUERY_REDACTED)
+    return server
+
+
+class _RedactQuery(logging.Filter):
+    """uvicorn's access log names each request by its path and query string: a client that
+    put its API key in the query (`/mcp?api_key=gwk_...`, which the gateway refuses) had the
+    key written to the operator's log. The gateway's routes take no query, so the log keeps
+    each parameter's name (a short plain one; any other is replaced too) and never a value."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # uvicorn's arguments: client address, method, path with query, HTTP version, status
+        if isinstance(args, tuple) and len(args) > 2 and isinstance(args[2], str):
+            path, mark, query = args[2].partition("?")
+            if mark:
+                record.args = (*args[:2], f"{path}?{_redacted(query)}", *args[3:])
+        return True
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_QUERY_REDACTED: Final = _RedactQuery()
+
+
+def _redacted(query: str) -> str:
+    """`query` with every value, and every name that is not a short plain one, as `***`."""
+    parts: list[str] = []
+    for part in query.split("&"):
+        name, equals, _ = part.partition("=")
+        shown = name if _PLAIN_NAME.fullmatch(name) else "***"
+        parts.append(f"{shown}=***" if equals else shown)
+    return "&".join(parts)
 
 
 class _AnswerUnreadable:
