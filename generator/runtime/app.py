@@ -7,7 +7,8 @@ HTTP routes:
     /register   POST {"user": "<external id>"}: registers an end user in the key's tenant
                 (a host application key, or a write key not bound to a user); idempotent;
                 the same Host/Origin/Content-Type checks as /mcp
-    /healthz    GET: 200 {"status": "ok"} when the database answers, else 503
+    /healthz    GET: 200 {"status": "ok"} when the database answers and takes the records,
+                else 503 (with the reason and the backlog while records cannot be written)
 
 The app's lifespan runs the SDK session manager, the connection-change watcher, and on
 shutdown flushes every buffered event and usage record (`GatewayRuntime.aclose`).
@@ -391,6 +392,19 @@ def build_http_app(
         except Exception:
             logger.exception("health check: database unavailable")
             return JSONResponse({"status": "unavailable"}, status_code=503)
+        # A database that answers but takes no writes (read-only, a full disk) loses every
+        # call's record: the backlog grows in memory until writing works again.
+        failure = runtime.recorder.failure()
+        if failure is not None:
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "reason": f"records cannot be written: {failure.reason}",
+                    "unwritten_records": failure.unwritten,
+                    "failing_seconds": round(failure.seconds),
+                },
+                status_code=503,
+            )
         return JSONResponse({"status": "ok", "version": runtime.gateway.version})
 
     app = server.streamable_http_app(

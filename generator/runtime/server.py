@@ -54,6 +54,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import contextlib
 import dataclasses
 import json
 import logging
@@ -134,7 +135,7 @@ from .fastschema import (
 )
 from .memory import MemoryStore
 from .quota import QuotaTracker
-from .recorder import Recorder
+from .recorder import Recorder, WriteFailure
 from .store import (
     ConnectionRecord,
     EventRecord,
@@ -634,13 +635,18 @@ class GatewayRuntime:
         """Run a blocking store call in a worker thread."""
         return await anyio.to_thread.run_sync(partial(fn, *args))
 
-    async def flush_records(self) -> None:
+    async def flush_records(self) -> WriteFailure | None:
         """Make every call recorded so far visible to queries (waits for a batch that the
         background thread is writing), the summaries of refused calls whose minute is over
-        included."""
+        included. Returns why they cannot be written, when they cannot (a read-only database,
+        a full disk): the recorder keeps them and retries, and the caller reads what is
+        stored."""
         self.recorder.summarize_refusals()
         if not self.recorder.settled():
-            await anyio.to_thread.run_sync(self.recorder.flush)
+            with contextlib.suppress(Exception):  # logged by the recorder
+                await anyio.to_thread.run_sync(self.recorder.flush)
+        failure = self.recorder.failure()
+        return failure if failure is not None and failure.unwritten else None
 
     def call_context(
         self, principal: Principal, user: str | None, *, connected_at: int = 0
@@ -1394,7 +1400,10 @@ class _Handlers:
             if handler is None:
                 raise internal_error()
             session = partial(self.require_user, ctx, principal)
-            return await handler(native.NativeCall(rt, principal, snap, spec.name, session), args)
+            native_call = native.NativeCall(rt, principal, snap, spec.name, session)
+            output = await handler(native_call, args)
+            notes.extend(native_call.notes)
+            return output
         if spec.family == "personalization":
             call = _MEMORY_CALLS.get(spec.handler or "")
             if call is None or rt.memory is None:

@@ -1270,3 +1270,139 @@ async def test_the_access_log_never_shows_a_query_value(
     assert key not in err and "tok-secret-1" not in err, err
     assert '"POST /mcp?api_key=***&x=*** HTTP/1.1" 401' in err, err
     assert '"GET /healthz?token=***&*** HTTP/1.1" 200' in err, err
+
+
+def _serve_http(
+    db: str, *args: str, preexec_fn: Any = None, **env: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`serve` on a free port (its log, stdout and stderr, on the process's stdout) and its
+    base URL, once it listens."""
+    server = subprocess.Popen(
+        [sys.executable, LAUNCHER, "serve", "--port", "0", "--db", db, *args],
+        env=_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=preexec_fn,
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline().decode()
+    found = re.search(r"serving (http://127\.0\.0\.1:\d+)/mcp", line)
+    if found is None:
+        server.kill()
+        raise AssertionError(line + server.communicate()[0].decode())
+    return server, found.group(1)
+
+
+def _stop_merged(server: subprocess.Popen[bytes]) -> str:
+    server.send_signal(signal.SIGTERM)
+    try:
+        return server.communicate(timeout=30)[0].decode()
+    except subprocess.TimeoutExpired:
+        server.kill()
+        raise
+
+
+async def test_records_that_cannot_be_written_make_the_gateway_unhealthy_not_noisy(
+    gateway, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """A full disk (here a file size limit, which stops root too): the recorder logged a full
+    traceback four times a second, /healthz said ok, and the history and usage tools answered
+    internal_error. Now: one traceback, /healthz 503 with the reason and the backlog, the
+    read tools answer from what is stored with a note, and once writing works again one line
+    says so, /healthz is 200 and every call is stored."""
+    import resource
+
+    db = str(tmp_path / "gw.db")
+    key, _kb, tenant = _setup(gateway, db, upstream)
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("gw.db")]
+    limit = max(p.stat().st_size for p in files) + 256 * 1024  # startup fits, calls do not
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    server, base = _serve_http(db, "--log-level", "info", preexec_fn=small_files)
+    calls = 0
+    try:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=30) as h,
+            Client(streamable_http_client(f"{base}/mcp", http_client=h)) as c,
+        ):
+            for _ in range(2000):  # each summary call writes the calls before it
+                r = await c.call_tool("fastn_get_usage_summary", {})
+                calls += 1
+                assert not r.is_error, r.content
+                if len(r.content) > 1:
+                    break
+            notes = [b.text for b in r.content[1:] if b.type == "text"]
+            assert notes and "cannot store new records just now" in notes[0], r.content
+            events = await c.call_tool("fastn_get_event_history", {"limit": 5})
+            calls += 1
+            assert not events.is_error and len(events.content) == 2, events.content
+            health = await h.get(f"{base}/healthz")
+            assert health.status_code == 503, health.text
+            body = health.json()
+            assert body["status"] == "unavailable" and body["unwritten_records"] > 0, body
+            assert body["reason"].startswith("records cannot be written: "), body
+            time.sleep(1.5)  # six more failed background writes, not logged
+            resource.prlimit(  # the disk has room again
+                server.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2
+            )
+            for _ in range(100):
+                health = await h.get(f"{base}/healthz")
+                if health.status_code == 200:
+                    break
+                await anyio.sleep(0.1)
+            assert health.status_code == 200, health.text
+            r = await c.call_tool("fastn_get_usage_summary", {})
+            calls += 1
+            assert not r.is_error and len(r.content) == 1, r.content
+            # every call before this one is counted (it is recorded once it has answered)
+            assert r.structured_content["calls"] == calls - 1  # type: ignore[index]
+    finally:
+        log = _stop_merged(server)
+    assert log.count("ERROR:") == 1 and "Traceback" in log, log  # one line, one traceback
+    assert log.count("records cannot be written") == 1, log
+    assert log.count("records are written again") == 1, log
+    assert "could not be written at shutdown" not in log
+    store = Store(make_engine(db), gateway)
+    assert len(store.query_events(tenant, type_="tool_call", limit=5000)) == calls
+    store.dispose()
+
+
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+def test_serve_refuses_a_read_only_database(
+    gateway, tmp_path: Path, upstream: FakeUpstream, transport: str
+) -> None:
+    """On a database file it could read but not write, `serve` said it was serving, then
+    kept every call's record in memory (and logged a traceback four times a second): it
+    refuses to start now, saying the database is read-only. As root, which writes through
+    file modes, the file is marked immutable (`chattr +i`), which root obeys too."""
+    from generator.runtime.server import GatewayRuntime
+
+    db = tmp_path / "gw.db"
+    key, _kb, _tenant = _setup(gateway, str(db), upstream)
+    GatewayRuntime.open(gateway, str(db), environ={}).close_sync()  # every table exists
+    if os.geteuid() == 0:
+        marked = subprocess.run(["chattr", "+i", str(db)], capture_output=True, check=False)
+        if marked.returncode != 0:
+            pytest.skip(f"as root, and chattr +i is refused here: {marked.stderr!r}")
+        undo = ["chattr", "-i", str(db)]
+    else:
+        db.chmod(0o444)
+        undo = ["chmod", "600", str(db)]
+    try:
+        argv = [sys.executable, LAUNCHER, "serve", "--transport", transport, "--db", str(db)]
+        proc = subprocess.run(
+            [*argv, "--port", "0"] if transport == "http" else argv,
+            env=_env(FASTN_GATEWAY_API_KEY=key),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        subprocess.run(undo, check=True)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "error: the database is read-only (attempt to write a readonly database)" in err, err
+    assert "serving" not in err and "Traceback" not in err

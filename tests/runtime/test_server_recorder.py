@@ -291,3 +291,44 @@ def test_a_reload_that_read_before_a_flush_does_not_undo_it(sqlite_store: Store,
     assert exc.value.code == "quota_exceeded"
     assert sqlite_store.usage_totals(t.id, day)[0] == 3
     rec.close()
+
+
+def test_a_write_failure_that_lasts_is_logged_once_then_once_an_interval(
+    sqlite_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that takes no writes (here the same SQLite file opened read-only) failed
+    every flush alike, and each was logged with its traceback: 100 tracebacks in 20 s. Now the
+    first failure is logged with its traceback, then one line per interval with the backlog,
+    and one line when writing works again; `failure()` says why meanwhile."""
+    import sqlalchemy as sa
+
+    t = sqlite_store.create_tenant("acme")
+    path = sqlite_store.engine.url.database
+    read_only = Store(
+        sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true"),
+        sqlite_store.gateway,
+        sqlite_store.cipher,
+    )
+    rec = Recorder(read_only, interval=3600, failure_log_interval=0.3)
+    assert rec.failure() is None
+    started = time.monotonic()
+    for _ in range(20):  # 20 failed writes over about 0.6 s
+        _call(rec, t.id)
+        with pytest.raises(sa.exc.OperationalError):
+            rec.flush()
+        time.sleep(0.03)
+    failure = rec.failure()
+    assert failure is not None and failure.unwritten > 0
+    assert failure.reason == "attempt to write a readonly database"
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert errors[0].exc_info is not None and "cannot be written" in errors[0].getMessage()
+    later = errors[1:]
+    assert 1 <= len(later) <= (time.monotonic() - started) / 0.3, [r.getMessage() for r in later]
+    assert all(r.exc_info is None and "records waiting" in r.getMessage() for r in later)
+    rec.store = sqlite_store  # writable again
+    _call(rec, t.id)
+    assert rec.flush() == 21 and rec.failure() is None
+    assert sum("written again" in r.getMessage() for r in caplog.records) == 1
+    rec.close()
+    read_only.dispose()
+    assert len(sqlite_store.query_events(t.id, limit=100)) == 21

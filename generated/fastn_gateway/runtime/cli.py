@@ -573,6 +573,11 @@ def _serve(gateway: GatewaySpec, args: argparse.Namespace, environ: Mapping[str,
             "no gateway database there: pass the --db the admin commands use, or --demo"
         )
     runtime = GatewayRuntime.open(gateway, db_url, environ=environ, base_urls=base_urls)
+    try:
+        runtime.store.check_writable()  # before anything says it is serving
+    except StoreError:
+        runtime.close_sync()
+        raise
     unreadable = runtime.store.key_opens_none()
     if unreadable:
         logging.getLogger(__name__).error(

@@ -16,8 +16,8 @@ import binascii
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from .auth import Principal
 from .catalog import ToolSpec
@@ -48,6 +48,7 @@ class NativeCall:
     # The session's user, as a tool that acts for a user gets it: raises the GatewayError such
     # a tool's call fails with when the session has none (None: only the key's bound user).
     require_user: Callable[[], Awaitable[str]] | None = None
+    notes: list[str] = field(default_factory=list)  # for the model, beside a tool's result
 
 
 Handler = Callable[[NativeCall, Mapping[str, Any]], Awaitable[dict[str, Any]]]
@@ -56,6 +57,20 @@ _EVENT_ID = re.compile(r"^ev_[0-9a-f]{14}[0-9a-f]{8}$")
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+UNSTORED_NOTE: Final = (
+    "The gateway cannot store new records just now: the most recent calls and events may be "
+    "missing from this answer. They are kept, and stored once it can."
+)
+
+
+async def flush_records(call: NativeCall) -> None:
+    """Make the calls recorded so far visible to the read that follows. While they cannot be
+    written (a read-only database, a full disk), the read answers from what is stored, and a
+    note says that the latest records are missing."""
+    if await call.runtime.flush_records() is not None and UNSTORED_NOTE not in call.notes:
+        call.notes.append(UNSTORED_NOTE)
 
 
 def encode_cursor(kind: str, value: str) -> str:
@@ -262,7 +277,7 @@ async def integration_status(call: NativeCall, connector: str) -> dict[str, Any]
             f"This workspace has no integration named {connector!r}.",
             details={"connector": connector},
         )
-    await rt.flush_records()
+    await flush_records(call)
     rec = await rt.run_db(rt.store.get_connection, tenant_id, connector)
     if rec is None:  # pragma: no cover - rows are never deleted
         raise GatewayError(NOT_FOUND, f"This workspace has no integration named {connector!r}.")
@@ -408,7 +423,7 @@ async def event_history(
         before = decode_cursor("events", cursor)
         if not _EVENT_ID.match(before):
             raise _arg_error("/cursor", "invalid cursor")
-    await rt.flush_records()
+    await flush_records(call)
     rows = await rt.run_db(
         lambda: rt.store.query_events(
             call.principal.tenant_id,
@@ -450,7 +465,7 @@ async def usage_summary(call: NativeCall) -> dict[str, Any]:
     rt = call.runtime
     plan = rt.quota.plan(call.principal.plan)
     period_key, start, end = period_bounds(plan.period, now_us())
-    await rt.flush_records()
+    await flush_records(call)
     rows = await rt.run_db(rt.store.usage_rows, call.principal.tenant_id, period_key)
     total = sum(r.calls for r in rows)
     by_connector: dict[str, list[int]] = {}

@@ -10,10 +10,13 @@ so a clean shutdown never loses a record; an `atexit` hook is a last safety net.
 committed transaction held, under the write lock (`writing()`); neither may raise.
 
 A batch that fails to write is put back and retried on the next flush; after `close()` gives
-up, the number of lost records is logged (never their content). A batch the database refuses
-(a record it cannot store, not an outage) is written record by record instead, and the records
-it refuses are dropped and counted in the log: one bad record must not stop every tenant's
-events and usage from being stored.
+up, the number of lost records is logged (never their content). While writes fail (a read-only
+database, a full disk) every flush fails alike, four times a second: the first failure is
+logged with its traceback, then one line per `failure_log_interval` with the backlog, and one
+line when writing works again; `failure()` says why and how many records wait (`/healthz`).
+A batch the database refuses (a record it cannot store, not an outage) is written record by
+record instead, and the records it refuses are dropped and counted in the log: one bad
+record must not stop every tenant's events and usage from being stored.
 
 A refused call (`record_call` of a call that does not count, `record_event(refused=True)`)
 costs its caller nothing, so its event is stored only while its tenant's budget of the window
@@ -28,6 +31,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import weakref
 from collections import Counter
 from collections.abc import Callable
@@ -57,6 +61,17 @@ REFUSED: tuple[type[Exception], ...] = (DataError, IntegrityError, UnicodeEncode
 # REFUSALS_STORED + 2 rows a minute however fast they come, and never use another tenant's.
 REFUSAL_WINDOW_US: Final = 60_000_000
 REFUSALS_STORED: Final = 60
+# How often a write failure that goes on is logged again (one line, with the backlog).
+FAILURE_LOG_INTERVAL: Final = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFailure:
+    """Why records cannot be written now, and how many wait in memory."""
+
+    reason: str  # the database's one-line reason (never a record's content)
+    seconds: float  # since the first failed write
+    unwritten: int
 
 
 @dataclass(slots=True)
@@ -206,6 +221,7 @@ class Recorder:
         on_recorded: Callable[[EventRecord, bool], None] | None = None,
         on_written: Callable[[list[EventRecord], list[UsageDelta]], None] | None = None,
         clock: Callable[[], int] = now_us,
+        failure_log_interval: float = FAILURE_LOG_INTERVAL,
     ) -> None:
         self.store = store
         self.clock = clock  # microseconds; places refused calls in their window
@@ -227,6 +243,12 @@ class Recorder:
         self._close_done = False
         self.flushes = 0
         self.written = 0
+        self.failure_log_interval = failure_log_interval
+        # Under _write_lock: the reason and time.monotonic() of the first failure of the
+        # failing spell, when its last line was logged, and its failed writes.
+        self._failing: tuple[str, float] | None = None
+        self._failure_logged = 0.0
+        self._failed_writes = 0
         _live.add(self)
 
     # ------------------------------------------------------------------ recording
@@ -381,7 +403,7 @@ class Recorder:
             try:
                 self.flush()
             except Exception:
-                logger.exception("recorder: background flush failed; will retry")
+                continue  # logged by flush (once, then once a minute); retried next time
 
     def close(self) -> None:
         """Stop the background thread and write everything still buffered. Idempotent; a
@@ -401,16 +423,30 @@ class Recorder:
                     self.flush()
                     break
                 except Exception:
-                    logger.exception("recorder: final flush failed")
+                    continue  # logged by flush
             lost = self.pending()
             if lost:
-                logger.error("recorder: %d records could not be written at shutdown", lost)
+                failing = self._failing
+                logger.error(
+                    "recorder: %d records could not be written at shutdown (%s)",
+                    lost,
+                    failing[0] if failing else "unknown reason",
+                )
             self._close_done = True
             _live.discard(self)
 
     def pending(self) -> int:
         with self._lock:
             return len(self._batch)
+
+    def failure(self) -> WriteFailure | None:
+        """Why records cannot be written, since the last write failed (None once one
+        succeeds, and before any failed)."""
+        failing = self._failing
+        if failing is None:
+            return None
+        reason, since = failing
+        return WriteFailure(reason, time.monotonic() - since, self.pending())
 
     def settled(self) -> bool:
         """True when everything recorded so far is in the database (nothing buffered and no
@@ -420,37 +456,93 @@ class Recorder:
     # ------------------------------------------------------------------ writing
 
     def flush(self) -> int:
-        """Write everything buffered now (blocking). Returns the number of events written."""
+        """Write everything buffered now (blocking). Returns the number of events written.
+        A failure puts the records back, is logged (see the module doc) and raised."""
         with self._write_lock:
-            with self._lock:
-                batch, self._batch = self._batch, _Batch()
-            if not len(batch):
-                return 0
-            usage = [
-                UsageDelta(t, p, tool, u.connector, u.calls, u.errors)
-                for (t, p, tool), u in batch.usage.items()
-            ]
-            health = [
-                HealthDelta(t, c, h.last_success_at, h.last_error_at, h.last_error)
-                for (t, c), h in batch.health.items()
-            ]
-            stored = len(batch.events)
             try:
-                self.store.write_batch(batch.events, usage, health)
-            except REFUSED:
-                stored = self._write_singly(batch.events, usage, health)
-            except BaseException:
-                self._put_back(batch)
+                stored = self._flush()
+            except Exception as exc:
+                self._failed(exc)
                 raise
-            else:
-                self._written(batch.events, usage)
-            self.flushes += 1
-            self.written += stored
-            if self.quota is not None and usage:
-                self._settle(usage)
+        if stored is None:
+            return 0
         if self._on_flushed is not None:
             self._on_flushed()
         return stored
+
+    def _flush(self) -> int | None:
+        """`flush` under the write lock; None when there was nothing to write."""
+        with self._lock:
+            batch, self._batch = self._batch, _Batch()
+        if not len(batch):
+            return None
+        usage = [
+            UsageDelta(t, p, tool, u.connector, u.calls, u.errors)
+            for (t, p, tool), u in batch.usage.items()
+        ]
+        health = [
+            HealthDelta(t, c, h.last_success_at, h.last_error_at, h.last_error)
+            for (t, c), h in batch.health.items()
+        ]
+        stored = len(batch.events)
+        try:
+            self.store.write_batch(batch.events, usage, health)
+        except REFUSED:
+            stored = self._write_singly(batch.events, usage, health)
+        except BaseException:
+            self._put_back(batch)
+            raise
+        else:
+            self._written(batch.events, usage)
+        self._recovered()
+        self.flushes += 1
+        self.written += stored
+        if self.quota is not None and usage:
+            self._settle(usage)
+        return stored
+
+    def _failed(self, exc: Exception) -> None:
+        """Under the write lock: log a failed write, throttled (see the module doc)."""
+        now = time.monotonic()
+        reason = _reason(exc)
+        self._failed_writes += 1
+        if self._failing is None:
+            self._failing = (reason, now)
+            self._failure_logged = now
+            logger.error(
+                "recorder: records cannot be written (%s); they are kept in memory and "
+                "retried (HTTP's /healthz answers 503 meanwhile), and this is logged again once a "
+                "minute while it lasts",
+                reason,
+                exc_info=exc,
+            )
+            return
+        since = self._failing[1]
+        self._failing = (reason, since)
+        if now - self._failure_logged >= self.failure_log_interval:
+            self._failure_logged = now
+            logger.error(
+                "recorder: records still cannot be written (%s) after %.0f s: %d records "
+                "waiting, %d failed writes",
+                reason,
+                now - since,
+                self.pending(),
+                self._failed_writes,
+            )
+
+    def _recovered(self) -> None:
+        """Under the write lock: a write succeeded; end a failing spell, saying so."""
+        if self._failing is None:
+            return
+        reason, since = self._failing
+        self._failing = None
+        logger.warning(
+            "recorder: records are written again, after %.0f s in which %d writes failed (%s)",
+            time.monotonic() - since,
+            self._failed_writes,
+            reason,
+        )
+        self._failed_writes = 0
 
     def _write_singly(
         self, events: list[EventRecord], usage: list[UsageDelta], health: list[HealthDelta]
@@ -517,6 +609,14 @@ class Recorder:
                 logger.exception("recorder: reading usage totals failed")
                 continue
             self.quota.settle(tenant_id, day, per, fresh)
+
+
+def _reason(exc: BaseException) -> str:
+    """The database's own one-line reason for a failed write: SQLAlchemy's text adds the
+    statement and its parameters, which hold the records' content."""
+    orig = getattr(exc, "orig", None)
+    lines = str(orig if orig is not None else exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _is_upstream(code: str | None) -> bool:

@@ -44,7 +44,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .catalog import ConnectorSpec, GatewaySpec
 from .crypto import CredentialCipher, CredentialKeyError, load_cipher
@@ -786,6 +786,26 @@ class Store:
                 )
             elif current < SCHEMA_VERSION:
                 conn.execute(schema_info.update().values(version=SCHEMA_VERSION))
+
+    def check_writable(self) -> None:
+        """Refuse a database this process cannot write (a read-only file, mount, role or
+        replica): a gateway records every call, and served on such a database it kept every
+        record in memory. Rewrites the schema version as it is (no new data)."""
+        try:
+            with self.write() as conn:
+                conn.execute(
+                    schema_info.update()
+                    .where(schema_info.c.id == 1)
+                    .values(version=schema_info.c.version)
+                )
+        except DBAPIError as exc:
+            lines = str(exc.orig).strip().splitlines()
+            reason = lines[0] if lines else type(exc.orig).__name__
+            what = "is read-only" if re.search(r"read-?only", reason, re.I) else "cannot be written"
+            raise StoreError(
+                f"the database {what} ({reason}): the gateway records every call in it; make "
+                "it writable for this user"
+            ) from None
 
     def dispose(self) -> None:
         with self._held_lock:
