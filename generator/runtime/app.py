@@ -31,6 +31,7 @@ from typing import Any, Final, Self, cast
 import anyio
 import mcp.types as types
 import sqlalchemy as sa
+from anyio.streams.memory import MemoryObjectSendStream
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.stdio import stdio_server
@@ -580,9 +581,11 @@ async def serve_stdio(
 ) -> None:
     """Serve one client on stdin/stdout as the owner of `api_key` until stdin closes.
 
-    With `exit_on_signal` (the CLI), SIGTERM and SIGINT flush every buffered record and then
-    end the process at once: the SDK reads stdin in a worker thread that cannot be
-    interrupted, so waiting for a graceful unwind would hang until the client closes stdin.
+    With `exit_on_signal` (the CLI), SIGTERM and SIGINT end the process without unwinding:
+    the SDK reads stdin in a worker thread that cannot be interrupted, so waiting for a
+    graceful unwind would hang until the client closes stdin. First the tool calls in flight
+    get `STDIO_GRACE_SECONDS` to finish; the others are stopped (answered and recorded as
+    `cancelled`), and every buffered record is written.
     """
     server = runtime.build_server(
         api_key=api_key, asserted_user=asserted_user, user_source=user_source
@@ -591,7 +594,7 @@ async def serve_stdio(
         async with stdio_server() as (read, write), anyio.create_task_group() as tg:
             tg.start_soon(runtime.watch_changes, watch_interval)
             if exit_on_signal:
-                tg.start_soon(_exit_on_signal, runtime)
+                tg.start_soon(_exit_on_signal, runtime, write)
             await server.run(
                 _AnswerUnreadable(read, write), write, server.create_initialization_options()
             )
@@ -600,11 +603,44 @@ async def serve_stdio(
         await runtime.aclose()
 
 
-async def _exit_on_signal(runtime: GatewayRuntime) -> None:
+# How long a stdio gateway stopped by a signal lets its tool calls in flight finish before it
+# stops them. Short: a client that sends SIGTERM may kill the process soon after (the SDK's
+# client, 2 s later), and then nothing at all would be recorded.
+STDIO_GRACE_SECONDS: Final = 1.0
+
+
+async def _exit_on_signal(runtime: GatewayRuntime, write: WriteStream[SessionMessage]) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            logger.info("signal %d: flushing records and exiting", signum)
+            logger.info(
+                "signal %d: finishing %d tool calls in flight, flushing records and exiting",
+                signum,
+                len(runtime.calls_in_flight),
+            )
             with anyio.CancelScope(shield=True):
+                stopped = await runtime.calls_in_flight.finish(STDIO_GRACE_SECONDS)
+                if stopped:
+                    logger.warning(
+                        "stopped %d tool calls still running at shutdown (recorded as cancelled)",
+                        stopped,
+                    )
+                    await _answers_written(write)
                 await runtime.aclose()
             sys.stderr.flush()
             os._exit(0)
+
+
+async def _answers_written(write: WriteStream[SessionMessage], limit: float = 1.0) -> None:
+    """Wait, `limit` seconds at most, until the stdio transport has written the answers of the
+    calls just stopped: its writer waits for the next message again. The SDK's stream wraps
+    anyio's memory stream (`_inner`), whose statistics say so."""
+    await anyio.sleep(0.05)  # the stopped calls' answers reach the stream
+    inner = getattr(write, "_inner", None)
+    if not isinstance(inner, MemoryObjectSendStream):
+        return
+    with anyio.move_on_after(limit):
+        while True:
+            stats = inner.statistics()
+            if stats.tasks_waiting_send == 0 and stats.tasks_waiting_receive > 0:
+                return
+            await anyio.sleep(0.01)

@@ -63,7 +63,7 @@ import shlex
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -521,6 +521,41 @@ class ChangeNotifier:
 # ============================================================================ runtime
 
 
+class CallsInFlight:
+    """The tool calls running now, each in a cancel scope of its own. A stdio gateway stopped
+    by a signal exits without unwinding (`app.serve_stdio`): `finish` first gives the calls a
+    moment, then stops the others, which answer `cancelled` and are recorded so."""
+
+    def __init__(self) -> None:
+        self._scopes: set[anyio.CancelScope] = set()
+
+    def __len__(self) -> int:
+        return len(self._scopes)
+
+    @contextlib.contextmanager
+    def track(self) -> Generator[anyio.CancelScope, None, None]:
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes.discard(scope)
+
+    async def finish(self, grace: float) -> int:
+        """Wait up to `grace` seconds for the calls to end, then stop the others and wait (as
+        long again at most) for them to unwind. Returns how many were stopped."""
+        with anyio.move_on_after(grace):
+            while self._scopes:
+                await anyio.sleep(0.01)
+        stopped = list(self._scopes)
+        for scope in stopped:
+            scope.cancel()
+        with anyio.move_on_after(grace):
+            while self._scopes:
+                await anyio.sleep(0.01)
+        return len(stopped)
+
+
 class GatewayRuntime:
     """Process-wide state of one gateway. See the module docstring."""
 
@@ -558,6 +593,7 @@ class GatewayRuntime:
         # never served stale). Kept in process memory only, like the key that decrypts them.
         self._opened: dict[tuple[str, str, str], dict[str, str]] = {}
         self._known_users: set[tuple[str, str]] = set()
+        self.calls_in_flight = CallsInFlight()
         self._closed = False
 
     # ------------------------------------------------------------------ construction
@@ -1311,7 +1347,15 @@ class _Handlers:
         extra: dict[str, Any] = {}  # for the event
         notes: list[str] = []  # for the model, beside the output
         try:
-            output = await self.dispatch(ctx, principal, snap, spec, args, extra, notes)
+            output: dict[str, Any] = {}
+            with rt.calls_in_flight.track() as stop:  # stopped when a stdio gateway exits
+                output = await self.dispatch(ctx, principal, snap, spec, args, extra, notes)
+            if stop.cancelled_caught:
+                raise GatewayError(
+                    CANCELLED,
+                    "The gateway shut down before the call finished; it may or may not have "
+                    "taken effect upstream.",
+                )
             # The executor validated a connector's output already (a mismatch is the upstream's
             # error, not ours); native and memory handlers are checked here.
             problem = None if spec.family == "connector" else rt.index.output_error(spec, output)

@@ -23,7 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from generator.runtime.cli import main
 from generator.runtime.crypto import generate_key
-from generator.runtime.store import Store, make_engine
+from generator.runtime.store import Store, make_engine, period_bounds
 from tests.runtime.support import (
     GENERATED,
     ROOT,
@@ -1406,3 +1406,73 @@ def test_serve_refuses_a_read_only_database(
     assert proc.returncode == 1, err
     assert "error: the database is read-only (attempt to write a readonly database)" in err, err
     assert "serving" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("delay", "outcome"), [(0.4, "ok"), (30.0, "cancelled")])
+def test_stdio_sigterm_records_and_answers_the_call_in_flight(
+    gateway, tmp_path: Path, upstream: FakeUpstream, delay: float, outcome: str
+) -> None:
+    """SIGTERM while a call waited for its upstream: the process exited at once, and the call
+    was lost (no answer, no event, no usage, though the upstream had the request). A call that
+    ends within the short grace is answered and recorded as it ended; one that does not is
+    stopped, answered `cancelled` and recorded so; the process still exits promptly."""
+    import json
+
+    db = str(tmp_path / "gw.db")
+    ka, _, tenant_a = _setup(gateway, db, upstream)
+    upstream.slack_delay = delay
+    proc = subprocess.Popen(
+        [sys.executable, LAUNCHER, "serve", "--transport", "stdio", "--db", db]
+        + ["--base-url", f"slack={upstream.base_urls()['slack']}"],
+        env=_env(FASTN_GATEWAY_API_KEY=ka),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def send(msg: dict[str, object]) -> None:
+        proc.stdin.write((json.dumps(msg) + "\n").encode())  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+
+    try:
+        send(_INITIALIZE)
+        assert "result" in json.loads(proc.stdout.readline())
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        before = len(upstream.requests)
+        call = {"name": "slack_list_channels", "arguments": {}}
+        send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call})
+        deadline = time.monotonic() + 30
+        while len(upstream.requests) == before:  # the upstream has the request
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        proc.wait(30)  # stdin stays open: its end would cancel the call by itself
+        took = time.monotonic() - signalled
+        out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        upstream.slack_delay = 0.0
+    assert proc.returncode == 0, err
+    assert took < 3.5, took  # within the SDK client's 2 s + its kill's 2 s
+    answer = json.loads(out.decode().splitlines()[0])
+    assert answer["id"] == 2, answer
+    result = answer.get("result")
+    assert result is not None, answer
+    if outcome == "ok":
+        assert not result["isError"], result
+    else:
+        assert result["isError"] and json.loads(result["content"][0]["text"])["error"]["code"] == (
+            "cancelled"
+        ), result
+    store = Store(make_engine(db), gateway)
+    [event] = store.query_events(tenant_a, type_="tool_call")
+    assert event.tool == "slack_list_channels"
+    assert (event.status, event.error_code) == (
+        ("ok", None) if outcome == "ok" else ("error", "cancelled")
+    )
+    month = period_bounds("month", event.at)[0]
+    assert store.usage_totals(tenant_a, month)[0] == 1  # the call ran: it counts
+    store.dispose()
