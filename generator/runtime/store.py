@@ -11,7 +11,8 @@ Tables
                  expiry, revocation
     connections  tenant x connector: state, Fernet-sealed credentials, health timestamps
     flows        automation flows, one row per version
-    events       append-only log (tool calls, connects, ...), ids sort by time
+    events       append-only log (tool calls, connects, ...), ids sort by time; old events
+                 are deleted only by `prune_events` (`admin events prune`)
     usage        call / error counters per tenant, UTC day and tool (a month is the sum of
                  its days; see `usage_rows`)
 
@@ -32,7 +33,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -74,6 +75,9 @@ US = 1_000_000
 # (3,000,000 days) was stored, then could not be shown (past the year 9999), nor listed.
 MAX_KEY_TTL_DAYS = 3650
 DAY_US = 86_400 * US
+# `Store.prune_events`: events deleted per transaction, and the least pause between two.
+PRUNE_BATCH = 2000
+PRUNE_PAUSE = 0.01
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -1611,6 +1615,61 @@ class Store:
             month: _totals((connector, int(n)) for _period, connector, n in rows),
         }
 
+    # ------------------------------------------------------------------ retention and erasure
+
+    def count_events_before(self, before: int, *, tenant_id: str | None = None) -> int:
+        """How many events (of `tenant_id`, else of every tenant) were recorded before
+        `before` (what `prune_events` would delete)."""
+        with self.read() as conn:
+            found = conn.execute(
+                sa.select(sa.func.count()).select_from(events).where(*_older(before, tenant_id))
+            ).scalar()
+        return int(found or 0)
+
+    def prune_events(
+        self,
+        before: int,
+        *,
+        tenant_id: str | None = None,
+        batch: int = PRUNE_BATCH,
+        pause: Callable[[float], None] = time.sleep,
+    ) -> int:
+        """Delete the events (of `tenant_id`, else of every tenant) recorded before `before`,
+        oldest first, `batch` rows per transaction; returns how many.
+
+        Each batch is one short write transaction found through an index (event ids sort by
+        time: every event recorded before `before` has an id below `ev_<before>`), so a live
+        gateway's writes wait for one batch at most: between batches this pauses as long as
+        the batch took (at least PRUNE_PAUSE), which lets SQLite writers that are waiting on
+        the busy timeout in. Usage counters (the quota) are not events and stay as they are."""
+        deleted = 0
+        last = ""
+        while True:
+            started = time.monotonic()
+            with self.write() as conn:
+                ids = (
+                    conn.execute(
+                        sa.select(events.c.id)
+                        .where(events.c.id > last, *_older(before, tenant_id))
+                        .order_by(events.c.id)
+                        .limit(batch)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if ids:
+                    # The batch's id range, with the same conditions: what it found, no more.
+                    conn.execute(
+                        events.delete().where(
+                            events.c.id > last, events.c.id <= ids[-1], *_older(before, tenant_id)
+                        )
+                    )
+            deleted += len(ids)
+            if len(ids) < batch:
+                return deleted
+            last = ids[-1]
+            pause(max(time.monotonic() - started, PRUNE_PAUSE))
+
 
 def _totals(rows: Iterable[tuple[str, int]]) -> tuple[int, dict[str, int]]:
     """(calls, calls per connector) of (connector, calls) pairs ("" is no connector)."""
@@ -1621,6 +1680,15 @@ def _totals(rows: Iterable[tuple[str, int]]) -> tuple[int, dict[str, int]]:
         if connector:
             per[connector] = per.get(connector, 0) + calls
     return total, per
+
+
+def _older(before: int, tenant_id: str | None) -> list[sa.ColumnElement[bool]]:
+    """The events recorded before `before` (of `tenant_id`, when given). The id bound comes
+    first: ids sort by time (`event_id`), so an index finds them."""
+    found = [events.c.id < f"ev_{max(before, 0):014x}", events.c.at < before]
+    if tenant_id is not None:
+        found.append(events.c.tenant_id == tenant_id)
+    return found
 
 
 def _usage_in(period: str) -> sa.ColumnElement[bool]:

@@ -11,6 +11,7 @@
     admin [--db URL] disconnect TENANT CONNECTOR
     admin [--db URL] connections TENANT
     admin [--db URL] user register TENANT USER | user list TENANT
+    admin [--db URL] events prune --before WHEN [--tenant TENANT] [--dry-run]
 
 The database is `--db`, else `<IMPORT_NAME>_DATABASE_URL`, else `./var/<import_name>.db`.
 stdio serving takes its API key from `<IMPORT_NAME>_API_KEY` (and a host key's user from
@@ -30,6 +31,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -43,7 +45,9 @@ from .auth import KeyVerifier, api_key_env, key_from_environ, user_env
 from .catalog import AuthField, GatewaySpec
 from .crypto import CredentialKeyError, key_source, secret_key_env
 from .store import (
+    DAY_US,
     SCOPES,
+    US,
     IssuedKey,
     Store,
     StoreError,
@@ -53,6 +57,7 @@ from .store import (
     normalise_url,
     now_us,
     open_store,
+    parse_iso,
     sqlite_path,
 )
 
@@ -225,6 +230,23 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
     ur.add_argument("user")
     ul = us.add_parser("list", help="list a tenant's users")
     ul.add_argument("tenant")
+    e = asub.add_parser("events", help="delete old events (usage counts stay)")
+    es = e.add_subparsers(dest="action", required=True)
+    ep = es.add_parser(
+        "prune",
+        help="delete the events recorded before a time, in small batches (the gateway may "
+        "keep serving); usage counts and quotas do not change",
+    )
+    ep.add_argument(
+        "--before",
+        required=True,
+        type=_cutoff,
+        metavar="WHEN",
+        help="an ISO 8601 date or date-time (UTC unless it says otherwise), or an age: "
+        "90d, 12h, 2w",
+    )
+    ep.add_argument("--tenant", help="only this tenant's events (id or name)")
+    ep.add_argument("--dry-run", action="store_true", help="say how many, delete none")
     return p
 
 
@@ -239,6 +261,31 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
     return port
+
+
+_AGE = re.compile(r"(\d{1,6})([hdw])")
+_AGE_US = {"h": 3600 * US, "d": DAY_US, "w": 7 * DAY_US}
+
+
+def _cutoff(text: str) -> int:
+    """`events prune --before`: a past time, as an ISO 8601 date-time or an age (`90d`), in
+    microseconds since the epoch."""
+    text = text.strip()
+    age = _AGE.fullmatch(text)
+    if age is not None:
+        return now_us() - int(age[1]) * _AGE_US[age[2]]
+    try:
+        at = parse_iso(text)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r} is neither an ISO 8601 date-time (2026-01-31T00:00:00Z) nor an "
+            "age (90d, 12h, 2w)"
+        ) from None
+    if at > now_us():
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]} is in the future: only events recorded before a past time are pruned"
+        )
+    return at
 
 
 def _key_id(text: str) -> str:
@@ -378,6 +425,19 @@ def _admin_with(gateway: GatewaySpec, store: Store, args: argparse.Namespace) ->
     elif cmd == "user" and action == "list":
         for user in store.list_users(store.require_tenant(args.tenant).id):
             _print(f"{user.id}  {user.external_id}  created_at={iso(user.created_at)}")
+    elif cmd == "events" and action == "prune":
+        only = store.require_tenant(args.tenant) if args.tenant else None
+        tenant_id = only.id if only is not None else None
+        whose = f"of tenant {only.name}" if only is not None else "of every tenant"
+        if args.dry_run:
+            n = store.count_events_before(args.before, tenant_id=tenant_id)
+            _print(f"would delete {n} events {whose} recorded before {iso(args.before)} (dry run)")
+        else:
+            n = store.prune_events(args.before, tenant_id=tenant_id)
+            _print(
+                f"deleted {n} events {whose} recorded before {iso(args.before)}; "
+                "usage counts are unchanged"
+            )
     else:  # pragma: no cover - argparse enforces the choices
         return 2
     return 0
