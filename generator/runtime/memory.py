@@ -1827,6 +1827,73 @@ class MemoryStore:
             "next_after_version": entries[-1]["version"] if more else None,
         }
 
+    # -- erasure -----------------------------------------------------------------------------
+
+    def erase_user(self, conn: Connection, tenant_id: str, user_id: str) -> int:
+        """Delete everything memory holds about one user, in the caller's write transaction
+        (`Store.forget_user`): its items, every version, their tags, its version counter and,
+        on SQLite, its rows of the tenant's search index (and that index's row count). Returns
+        how many items (versions) it removed. Other users' items, and their scores, stay.
+
+        The first statement deletes the user's version counter, which every memory write
+        updates first (module doc): on PostgreSQL an update in flight commits before it and
+        its items are deleted below; one that starts later waits, and writes anew."""
+        s, i = state_table, items_table
+        conn.execute(s.delete().where(s.c.tenant_id == tenant_id, s.c.user_id == user_id))
+        mine = (i.c.tenant_id == tenant_id, i.c.user_id == user_id)
+        if self._sqlite:
+            _register_sqlite_functions(conn.connection.driver_connection)
+            n = self._index_of(conn, tenant_id)
+            if n is not None:
+                self._unindex_user(conn, n, tenant_id, user_id)
+        conn.execute(
+            tags_table.delete().where(tags_table.c.item_pk.in_(sa.select(i.c.pk).where(*mine)))
+        )
+        return int(conn.execute(i.delete().where(*mine)).rowcount or 0)
+
+    @staticmethod
+    def _unindex_user(conn: Connection, n: int, tenant_id: str, user_id: str) -> None:
+        """SQLite: take the user's active items out of index n (superseded ones left it when
+        they were superseded) and lower its row count; then merge the index's segments
+        ('optimize'), which drops the deleted rows' words from it instead of leaving them
+        behind delete markers."""
+        i = items_table
+        rows = (
+            conn.execute(
+                sa.select(i.c.pk, i.c.text, i.c.topic, i.c.tags).where(
+                    i.c.tenant_id == tenant_id,
+                    i.c.user_id == user_id,
+                    i.c.superseded_by.is_(None),
+                )
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            return
+        fts = _fts(n)
+        # External content: removing a row needs the values it was indexed with.
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {fts}({fts}, rowid, text, topic, tags) "
+                "VALUES ('delete', :pk, :text, :topic, :tags)"
+            ),
+            [
+                {
+                    "pk": r["pk"],
+                    "text": _indexed(r["text"]),
+                    "topic": _indexed(r["topic"]),
+                    "tags": _indexed(r["tags"]),
+                }
+                for r in rows
+            ],
+        )
+        conn.execute(
+            sa.text(f"UPDATE {_INDEXES} SET row_count = row_count - :gone WHERE n = :n"),
+            {"gone": len(rows), "n": n},
+        )
+        conn.execute(sa.text(f"INSERT INTO {fts}({fts}) VALUES ('optimize')"))
+
 
 def _profile_item(row: _Row) -> dict[str, Any]:
     item = _chunk(row, 0.0)

@@ -592,7 +592,9 @@ class GatewayRuntime:
         # Decrypted credentials by sealed value (a new encryption is a new key: an update is
         # never served stale). Kept in process memory only, like the key that decrypts them.
         self._opened: dict[tuple[str, str, str], dict[str, str]] = {}
-        self._known_users: set[tuple[str, str]] = set()
+        # tenant -> users found registered; forgotten when the tenant's generation moves
+        # (`admin user forget` moves it), see `_install`.
+        self._known_users: dict[str, set[str]] = {}
         self.calls_in_flight = CallsInFlight()
         self._closed = False
 
@@ -703,6 +705,7 @@ class GatewayRuntime:
         if old is not None and old.tenant.generation >= fresh.tenant.generation:
             return
         self._snapshots[fresh.tenant.id] = fresh
+        self._known_users.pop(fresh.tenant.id, None)
         if old is not None:
             await self._announce(old, fresh)
 
@@ -711,6 +714,7 @@ class GatewayRuntime:
         fresh = await self.run_db(self.store.snapshot, tenant_id)
         old = self._snapshots.get(tenant_id)
         self._snapshots[tenant_id] = fresh
+        self._known_users.pop(tenant_id, None)
         await self._announce(old, fresh)
         return fresh
 
@@ -886,13 +890,14 @@ class GatewayRuntime:
         return asserted
 
     async def registered(self, tenant_id: str, user: str) -> bool:
-        """Whether `user` is registered in the tenant (users are never removed: a yes is
-        remembered)."""
-        key = (tenant_id, user)
-        if key not in self._known_users:
+        """Whether `user` is registered in the tenant. A yes is remembered until the tenant's
+        generation moves, which removing a user (`admin user forget`) does: every request
+        loads the tenant again first when its key says so (`tenant_state`)."""
+        known = self._known_users.get(tenant_id)
+        if known is None or user not in known:
             if await self.run_db(self.store.get_user, tenant_id, user) is None:
                 return False
-            self._known_users.add(key)
+            self._known_users.setdefault(tenant_id, set()).add(user)
         return True
 
     # ------------------------------------------------------------------ server

@@ -10,7 +10,7 @@
     admin [--db URL] connect TENANT CONNECTOR --field NAME=VALUE ... (VALUE @file reads a file)
     admin [--db URL] disconnect TENANT CONNECTOR
     admin [--db URL] connections TENANT
-    admin [--db URL] user register TENANT USER | user list TENANT
+    admin [--db URL] user register TENANT USER | user list TENANT | user forget TENANT USER [--yes]
     admin [--db URL] events prune --before WHEN [--tenant TENANT] [--dry-run]
 
 The database is `--db`, else `<IMPORT_NAME>_DATABASE_URL`, else `./var/<import_name>.db`.
@@ -230,6 +230,15 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
     ur.add_argument("user")
     ul = us.add_parser("list", help="list a tenant's users")
     ul.add_argument("tenant")
+    uf = us.add_parser(
+        "forget",
+        help="erase a user: all its memory (every version), its registration, and the keys "
+        "bound to it (revoked)",
+    )
+    uf.add_argument("tenant")
+    uf.add_argument("user")
+    uf.add_argument("--yes", action="store_true", help="erase without asking for confirmation")
+
     e = asub.add_parser("events", help="delete old events (usage counts stay)")
     es = e.add_subparsers(dest="action", required=True)
     ep = es.add_parser(
@@ -425,6 +434,8 @@ def _admin_with(gateway: GatewaySpec, store: Store, args: argparse.Namespace) ->
     elif cmd == "user" and action == "list":
         for user in store.list_users(store.require_tenant(args.tenant).id):
             _print(f"{user.id}  {user.external_id}  created_at={iso(user.created_at)}")
+    elif cmd == "user" and action == "forget":
+        return _forget(gateway, store, args)
     elif cmd == "events" and action == "prune":
         only = store.require_tenant(args.tenant) if args.tenant else None
         tenant_id = only.id if only is not None else None
@@ -440,6 +451,44 @@ def _admin_with(gateway: GatewaySpec, store: Store, args: argparse.Namespace) ->
             )
     else:  # pragma: no cover - argparse enforces the choices
         return 2
+    return 0
+
+
+def _forget(gateway: GatewaySpec, store: Store, args: argparse.Namespace) -> int:
+    """`admin user forget`: asks first on a terminal, and without one needs --yes."""
+    from .memory import MemoryStore
+
+    tenant = store.require_tenant(args.tenant)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "`user forget` erases for good and there is no terminal to ask on: pass --yes"
+            )
+        question = (
+            f"Erase user {args.user!r} of tenant {tenant.name}: all its memory (every version), "
+            "its registration, and the keys bound to it? This cannot be undone. [y/N] "
+        )
+        try:
+            answer = input(question)
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            _print("nothing was erased")
+            return 1
+    memory = MemoryStore(store.engine, settings=gateway.memory)
+    memory.migrate()
+    done = store.forget_user(tenant.id, args.user, erase_memory=memory.erase_user)
+    registration = "its registration deleted" if done.registered else "it was not registered"
+    _print(
+        f"forgot {args.user} of tenant {tenant.name}: {done.items} memory items (every "
+        f"version) erased, {registration}, {done.keys} API keys bound to it revoked"
+    )
+    if not store.truncate_log():
+        _print(
+            "note: the database's write-ahead log could not be truncated now (a gateway was "
+            "reading); pages it holds are overwritten as the gateway writes on"
+        )
     return 0
 
 

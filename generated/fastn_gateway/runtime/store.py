@@ -5,7 +5,8 @@ SQLAlchemy Core only. Every timestamp is an integer of microseconds since the Un
 
 Tables
     tenants      workspace, quota plan, `generation` (bumped whenever the tenant's
-                 connections change, so caches keyed on it are never stale)
+                 connections change or a user is removed, so caches keyed on it are never
+                 stale)
     users        end users of a tenant, by the host application's external id
     api_keys     sha256 of the key only, display prefix, scopes, bound user, host-app flag,
                  expiry, revocation
@@ -599,6 +600,15 @@ class UsageDelta:
     connector: str
     calls: int
     errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What `Store.forget_user` erased."""
+
+    registered: bool  # the user's registration was deleted
+    keys: int  # keys bound to the user, now revoked and bound to no user
+    items: int  # memory items, every version
 
 
 @dataclass(frozen=True, slots=True)
@@ -1669,6 +1679,67 @@ class Store:
                 return deleted
             last = ids[-1]
             pause(max(time.monotonic() - started, PRUNE_PAUSE))
+
+    def forget_user(
+        self,
+        tenant_id: str,
+        external_id: str,
+        *,
+        erase_memory: Callable[[Connection, str, str], int] | None = None,
+    ) -> Forgotten:
+        """Erase a user: its memory (`erase_memory(conn, tenant_id, user)`, which returns the
+        items removed), its registration, and the keys bound to it (revoked, and bound to no
+        user: they stay listed as revoked), in one transaction, so a failure erases nothing.
+        The tenant's generation moves, so serving gateways forget that the user was registered.
+        NotFound when the tenant knows neither the user nor any memory of it.
+
+        Events need nothing: none names a user, and a memory update's records only how many
+        items it stored (server.py). On SQLite, secure_delete is on for the transaction, so
+        the freed pages are overwritten rather than left holding the user's text (PostgreSQL
+        leaves dead rows to VACUUM)."""
+        items, keys, user = 0, 0, None
+        with self.write() as conn:
+            secure = None
+            if self.is_sqlite:
+                secure = conn.exec_driver_sql("PRAGMA secure_delete").scalar()
+                conn.exec_driver_sql("PRAGMA secure_delete = ON")
+            try:
+                if erase_memory is not None:
+                    items = erase_memory(conn, tenant_id, external_id)
+                user = conn.execute(
+                    sa.select(users.c.id).where(
+                        users.c.tenant_id == tenant_id, users.c.external_id == external_id
+                    )
+                ).scalar()
+                if user is not None:
+                    keys = conn.execute(
+                        api_keys.update()
+                        .where(api_keys.c.user_id == user)
+                        .values(
+                            user_id=None,
+                            revoked_at=sa.func.coalesce(api_keys.c.revoked_at, now_us()),
+                        )
+                    ).rowcount
+                    conn.execute(users.delete().where(users.c.id == user))
+                if user is None and not items:
+                    raise NotFound(f"no user {external_id!r} in this tenant, and no memory of it")
+                self._bump(conn, tenant_id)
+            finally:
+                if secure is not None:
+                    conn.exec_driver_sql(f"PRAGMA secure_delete = {int(secure)}")
+        return Forgotten(registered=user is not None, keys=keys, items=items)
+
+    def truncate_log(self) -> bool:
+        """SQLite: checkpoint the write-ahead log and truncate it to nothing, so that pages
+        written before (an erased user's text, say) leave the -wal file too. False when
+        readers kept it from completing (the next checkpoint reuses those pages); True on
+        other backends."""
+        if not self.is_sqlite:
+            return True
+        with self.engine.connect() as conn:
+            busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+            conn.rollback()
+        return busy is None or not busy[0]
 
 
 def _totals(rows: Iterable[tuple[str, int]]) -> tuple[int, dict[str, int]]:
