@@ -486,6 +486,40 @@ async def test_a_write_left_in_doubt_by_a_timeout_is_not_retryable(gw: Gateway) 
     assert len(slack.requests("POST", "chat.postMessage")) == posts + 1  # it reached Slack
 
 
+async def test_a_write_answered_while_the_gateway_stops_is_not_lost(
+    generated_on_path: Path, tmp_path: Path
+) -> None:
+    """A gateway told to stop (SIGTERM: uvicorn closes its listener, then finishes the calls
+    under way) answered a write on a call's own connection, and the client then asked for the
+    tool list (the SDK checks the result against the tool's output schema): refused, it lost
+    the result, a retryable connection error for a write that was applied (audit finding).
+    The list is asked for before the call now, and the result arrives."""
+    from fastn_gateway.catalog import GATEWAY
+    from fastn_gateway.client import GatewayClient
+    from fastn_gateway.runtime.app import build_http_app
+    from fastn_gateway.runtime.server import GatewayRuntime
+
+    with StandIns() as ups:
+        environ = {k: v for k, v in ups.environ("fastn_gateway").items() if k.endswith("_SLACK")}
+        runtime = GatewayRuntime.open(GATEWAY, str(tmp_path / "gateway.db"), environ=environ)
+        tenant = runtime.store.create_tenant("acme")
+        runtime.store.connect(tenant.id, "slack", ups.credentials("A")["slack"])
+        key = runtime.store.issue_key(tenant.id, scopes=["read", "write"]).token
+        held = threading.Event()
+        ups.slack.fail_next("POST", "chat.postMessage", Fault(status=None, hold=held))
+        with UvicornThread(build_http_app(runtime), runtime) as srv:
+            gateway = GatewayClient.http(f"{srv.url}/mcp", api_key=key)  # one call, one connection
+            call = asyncio.create_task(gateway.slack_send_message(channel="general", text="hi"))
+            while not ups.slack.requests("POST", "chat.postMessage"):
+                await asyncio.sleep(0.01)
+            srv.server.should_exit = True  # as on SIGTERM
+            await asyncio.sleep(0.3)  # the listener closes
+            held.set()
+            sent = await call
+    assert sent.channel and sent.ts
+    assert len(ups.slack.requests("POST", "chat.postMessage")) == 1
+
+
 async def test_calls_without_a_context_manager_and_concurrent_calls(gw: Gateway) -> None:
     c = client(gw)
     assert (await c.fastn_get_usage_summary()).plan == "starter"

@@ -402,6 +402,7 @@ class ClientBase:
         self._timeout = timeout
         self._mode: _Mode = mode
         self._client: Client | None = None
+        self._listed: Client | None = None  # the open connection, once it has listed the tools
         self._stack: AsyncExitStack | None = None
         self._rejected_key = False
 
@@ -513,7 +514,7 @@ class ClientBase:
         self._stack = stack
 
     async def close(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
+        stack, self._stack, self._client, self._listed = self._stack, None, None, None
         if stack is not None:
             await stack.aclose()
 
@@ -745,8 +746,24 @@ class ClientBase:
                 details={"errors": _errors(exc)},
             ) from None
 
+    async def _list_before_calling(self, client: Client) -> None:
+        """List the tools on a connection that has not, before its first call. The SDK checks a
+        result against its tool's output schema, and lists the tools to learn it: after the
+        call, where a failure (a gateway shutting down refuses the listing) lost a result
+        already received, a write's included, as a retryable connection error. A failure here
+        leaves nothing sent. The same round trip, only earlier."""
+        if client is self._listed:
+            return
+        try:
+            await client.list_tools()
+        except Exception as exc:
+            raise self._failure(exc) from None
+        if client is self._client:
+            self._listed = client
+
     async def _call(self, name: str, payload: dict[str, Any], *, stacklevel: int) -> Any:
         async with self._session() as client:
+            await self._list_before_calling(client)
             try:
                 result = await client.call_tool(name, payload)
             except RuntimeError as exc:  # the SDK's output-schema check
