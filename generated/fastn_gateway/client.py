@@ -21,8 +21,10 @@ from .client_methods.personalization import PersonalizationTools
 from .client_methods.shopify import ShopifyTools
 from .client_methods.slack import SlackTools
 from .runtime.client_base import (
+    NOT_GIVEN,
     ClientBase,
     GatewayClientError,
+    NotGiven,
     PartialResultWarning,
     ResourceContent,
     ResourceInfo,
@@ -33,6 +35,8 @@ from .runtime.client_base import (
 __all__ = [
     "GatewayClient",
     "GatewayClientError",
+    "NOT_GIVEN",
+    "NotGiven",
     "PartialResultWarning",
     "ResourceContent",
     "ResourceInfo",
@@ -51,11 +55,13 @@ class GatewayClient(
 ):
     """Typed async client of Fastn MCP Gateway: one method per tool (keyword arguments
     typed from the tool's input model, returning its validated output model) and one
-    reader per resource. Every failure raises GatewayClientError with the gateway's
-    error envelope: code, message, details, retryable, retry_after. A tool the caller
-    cannot see raises code unknown_tool, exactly like an unknown one; a tool of the
-    tenant's own connection that awaits re-authorisation or was disconnected raises
-    not_connected. Failures on the client's side have codes of their own:
+    reader per resource. An optional argument left out, or None, is not sent (the
+    gateway applies its default), except one whose schema takes null: it defaults to
+    NOT_GIVEN (not sent), and None sends null. Every failure raises GatewayClientError
+    with the gateway's error envelope: code, message, details, retryable, retry_after. A
+    tool the caller cannot see raises code unknown_tool, exactly like an unknown one; a
+    tool of the tenant's own connection that awaits re-authorisation or was disconnected
+    raises not_connected. Failures on the client's side have codes of their own:
     connection_failed (the gateway could not be reached; the message names the URL
     tried, or quotes a stdio server that ended at once), timeout, invalid_response (a
     result that does not fit the output model), protocol_error and tool_error.

@@ -35,6 +35,10 @@ METHODS_PACKAGE = "client_methods"
 _BUILTINS = frozenset(dir(builtins))
 _TYPING = {"Any": "from typing import Any"}  # used by the client itself
 _DOC_WIDTH = 88
+# The default of a top-level argument whose schema takes null (runtime/client_base.py)
+NOT_GIVEN = "NOT_GIVEN"
+NOT_GIVEN_TYPE = "NotGiven"
+NOT_GIVEN_DOC = "None sends null; left out (NOT_GIVEN), it is not sent."
 
 
 # ---------------------------------------------------------------------------- models source
@@ -219,8 +223,10 @@ def _method_doc(
     params: dict[str, str],
     rest: str | None,
     unshown: frozenset[str] = frozenset(),
+    not_given: frozenset[str] = frozenset(),
 ) -> str:
-    """`unshown`: fields whose default the signature gives as None (the docstring says it)."""
+    """`unshown`: fields whose default the signature does not show (None or `NOT_GIVEN`: the
+    docstring gives it); `not_given`: those that default to `NOT_GIVEN` (None sends null)."""
     width = _DOC_WIDTH - 8
     # a deprecated tool's description ends with its deprecation note (compile.deprecation_note:
     # the replacement, the sunset and the reason), which the model reads too
@@ -231,6 +237,8 @@ def _method_doc(
         prop = props.get(f.wire)
         text = prop.get("description") if isinstance(prop, dict) else None
         text = text if isinstance(text, str) and text.strip() else ""
+        if f.name in not_given:
+            text = f"{text.rstrip()} {NOT_GIVEN_DOC}".lstrip()
         if f.name in unshown and isinstance(prop, dict) and "default" in prop:
             given = json.dumps(prop["default"], ensure_ascii=False, default=str)
             text = f"{text.rstrip()} Default: {given}.".lstrip()
@@ -269,6 +277,7 @@ class MethodView:
     output_model: str
     doc: str
     nullable: str  # literal of the paths `_call_tool` keeps an explicit null at, "" for none
+    not_given: bool  # a parameter defaults to NOT_GIVEN
 
 
 def _param_name(name: str, body: frozenset[str]) -> str:
@@ -292,10 +301,13 @@ def _dict_value(node: ast.expr) -> ast.expr | None:
 def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
     kind = module.kinds[t.input_model]
     fields = module.fields[t.input_model]
+    nullable = nullable_paths(t.input_schema.value)
+    takes_null = {p[0] for p in nullable if len(p) == 1}
     params: dict[str, str] = {}
     rendered: list[str] = []
     used: set[str] = set()
     unshown: set[str] = set()
+    not_given: set[str] = set()
     rest: str | None = None
     if kind == "root":  # an object of free-form properties: **arguments
         value = _dict_value(fields[0].annotation) if fields else None
@@ -326,7 +338,12 @@ def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
                 # model default would also be one object shared by every call.
                 if not _admits_none(f.annotation):
                     annotation += " | None"
-                rendered.append(f"{pname}: {annotation} = None")
+                if f.wire in takes_null:
+                    # None is a value here, sent as null: left out is another default
+                    rendered.append(f"{pname}: {annotation} | {NOT_GIVEN_TYPE} = {NOT_GIVEN}")
+                    not_given.add(f.name)
+                else:
+                    rendered.append(f"{pname}: {annotation} = None")
                 used |= _names([f.annotation])
                 unshown.add(f.name)
                 continue
@@ -348,8 +365,9 @@ def _method(t: ir.Tool, module: ModelsModule) -> tuple[MethodView, set[str]]:
         arguments=arguments,
         input_model=str(t.input_model),
         output_model=str(t.output_model),
-        doc=_method_doc(t, fields, params, rest, frozenset(unshown)),
-        nullable=_nullable_literal(t.input_schema.value),
+        doc=_method_doc(t, fields, params, rest, frozenset(unshown), frozenset(not_given)),
+        nullable=_nullable_literal(nullable),
+        not_given=bool(not_given),
     )
     return view, used
 
@@ -391,11 +409,11 @@ def _takes_null(schema: Any, root: dict[str, Any]) -> bool:
 
 
 def nullable_paths(schema: dict[str, Any]) -> list[tuple[str, ...]]:
-    """The paths (property names, `*` for an item or a free-form value) of the properties of
-    nested objects in a tool's input whose schema takes null: the typed client sends an
-    explicit None there as null, and leaves it out elsewhere (the models type every optional
-    field `X | None`, null allowed or not). Top-level properties are not listed: an argument
-    given as None is never sent."""
+    """The paths (property names, `*` for an item or a free-form value) of the properties in a
+    tool's input whose schema takes null: the typed client sends an explicit None there as
+    null, and leaves it out elsewhere (the models type every optional field `X | None`, null
+    allowed or not). A top-level one (a path of one name) defaults to `NOT_GIVEN` in the
+    method's signature, so that leaving it out still sends nothing."""
     found: set[tuple[str, ...]] = set()
 
     def walk(s: Any, path: tuple[str, ...]) -> None:
@@ -408,7 +426,7 @@ def nullable_paths(schema: dict[str, Any]) -> list[tuple[str, ...]]:
         props = s.get("properties")
         if isinstance(props, dict):
             for name, sub in props.items():
-                if path and _takes_null(sub, schema):
+                if _takes_null(sub, schema):
                     found.add((*path, str(name)))
                 walk(sub, (*path, str(name)))
         for key in ("items", "additionalProperties"):
@@ -425,8 +443,7 @@ def nullable_paths(schema: dict[str, Any]) -> list[tuple[str, ...]]:
     return sorted(found)
 
 
-def _nullable_literal(schema: dict[str, Any]) -> str:
-    paths = nullable_paths(schema)
+def _nullable_literal(paths: list[tuple[str, ...]]) -> str:
     if not paths:
         return ""
     return "frozenset({" + ", ".join(literal(p) for p in paths) + "})"
@@ -502,6 +519,19 @@ def group_client(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
         view, names = _method(t, module)
         methods.append(view)
         used |= names
+    not_given = [m for m in methods if m.not_given]
+    taken = sorted({NOT_GIVEN, NOT_GIVEN_TYPE} & (module.defined | module.imports.keys()))
+    if not_given and taken:
+        # the methods module imports them from the runtime beside the models' names
+        tool = next(t for t in tools if str(t.py_name) == not_given[0].name)
+        raise EmitError(
+            "GEN208",
+            tool.span,
+            f"the models of group {group.name!r} hold a class {' and '.join(taken)}, a name "
+            "the client methods import from the runtime for the default of the arguments that "
+            f"take null of tool {tool.name!r} (an allOf property named not_given makes that "
+            "class): rename that property",
+        )
     model_names = {str(t.input_model) for t in tools} | {str(t.output_model) for t in tools}
     from_models = sorted(model_names | {n for n in used if n in module.defined})
     imports = sorted(
@@ -534,6 +564,10 @@ def group_client(project: ir.Project, group: ir.Group, out: Output) -> FileSet:
         class_doc=_group_doc(project, group),
         imports=imports,
         from_models=from_models,
+        from_runtime=sorted(
+            ["ClientBase", *([NOT_GIVEN, NOT_GIVEN_TYPE] if not_given else [])],
+            key=lambda n: (not n.isupper(), n),
+        ),
         methods=methods,
     )
     return {out.pkg(f"{METHODS_PACKAGE}/{group.name}.py"): text}
@@ -612,11 +646,13 @@ def client_module(project: ir.Project, out: Output) -> FileSet:
     intro = (
         f"Typed async client of {title}: one method per tool (keyword arguments typed from "
         "the tool's input model, returning its validated output model) and one reader per "
-        "resource. Every failure raises GatewayClientError with the gateway's error "
-        "envelope: code, message, details, retryable, retry_after. A tool the caller "
-        "cannot see raises code unknown_tool, exactly like an unknown one; a tool of the "
-        "tenant's own connection that awaits re-authorisation or was disconnected raises "
-        "not_connected. Failures on the client's side have codes of their own: "
+        "resource. An optional argument left out, or None, is not sent (the gateway applies "
+        "its default), except one whose schema takes null: it defaults to NOT_GIVEN (not "
+        "sent), and None sends null. Every failure raises GatewayClientError with the "
+        "gateway's error envelope: code, message, details, retryable, retry_after. A tool "
+        "the caller cannot see raises code unknown_tool, exactly like an unknown one; a tool "
+        "of the tenant's own connection that awaits re-authorisation or was disconnected "
+        "raises not_connected. Failures on the client's side have codes of their own: "
         "connection_failed (the gateway could not be reached; the message names the URL "
         "tried, or quotes a stdio server that ended at once), timeout, invalid_response (a "
         "result that does not fit the output model), protocol_error and tool_error."

@@ -151,6 +151,28 @@ class PartialResultWarning(UserWarning):
         self.notes = tuple(notes)
 
 
+class NotGiven:
+    """The type of `NOT_GIVEN`, the default of a tool method's argument whose schema takes
+    null: there None is a value, sent as null, and an argument left out (`NOT_GIVEN`) is not
+    sent, so the gateway applies its default, if any. Every other optional argument defaults
+    to None, which is not sent. The pattern of openai-python's `NOT_GIVEN`; it is false::
+
+        await gw.helpdesk_add_comment(ticket_id=3, body="hi", assignee_id=None)  # null
+        await gw.helpdesk_add_comment(ticket_id=3, body="hi")  # no assignee_id
+    """
+
+    __slots__ = ()
+
+    def __bool__(self) -> Literal[False]:
+        return False
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN = NotGiven()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolInfo:
     """A tool the caller can see, as `tools/list` reports it."""
@@ -234,31 +256,37 @@ def _errors(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-def _wire_arguments(input_model: type[BaseModel], arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """Method arguments (field names) as the JSON object to validate and send."""
-    if issubclass(input_model, RootModel):  # free-form properties, already by their JSON names
-        return dict(arguments)
-    fields = input_model.model_fields
-    given: dict[str, Any] = {}
-    for key, value in arguments.items():
-        field = fields.get(key)
-        if field is None:  # an extra property (the model allows them), by its JSON name
-            given[key] = value
-            continue
-        if value is None and not field.is_required():
-            continue  # None stands for "not given": the server applies its own default
-        given[field.alias or key] = value
-    return given
-
-
 # A path to a property inside the arguments: property names, and "*" for any item of a list or
 # value of a free-form object.
 NullPath = tuple[str, ...]
 
 
+def _wire_arguments(
+    input_model: type[BaseModel], arguments: Mapping[str, Any], nullable: frozenset[NullPath]
+) -> dict[str, Any]:
+    """Method arguments (field names) as the JSON object to validate and send: without those
+    left out (`NOT_GIVEN`), nor the optional ones given as None, unless their schema takes
+    null (their one-name paths are in `nullable`): None is sent as null there."""
+    if issubclass(input_model, RootModel):  # free-form properties, already by their JSON names
+        return dict(arguments)
+    fields = input_model.model_fields
+    given: dict[str, Any] = {}
+    for key, value in arguments.items():
+        if isinstance(value, NotGiven):
+            continue
+        field = fields.get(key)
+        if field is None:  # an extra property (the model allows them), by its JSON name
+            given[key] = value
+            continue
+        wire = field.alias or key
+        if value is None and not field.is_required() and (wire,) not in nullable:
+            continue  # None stands for "not given": the server applies its own default
+        given[wire] = value
+    return given
+
+
 def _unsent_nulls(model: Any, data: Any, path: NullPath, nullable: frozenset[NullPath]) -> Any:
-    """`data`, the JSON dump of `model`, without the nulls of optional fields of nested models
-    that were set to None, as a top-level optional argument given as None is not sent: the
+    """`data`, the JSON dump of `model`, without the nulls of optional fields set to None: the
     models type every optional field `X | None`, whether or not its schema takes null. Those
     whose schema does (their paths are `nullable`) keep an explicit null."""
     if isinstance(model, RootModel):
@@ -718,13 +746,14 @@ class ClientBase:
         """Validate keyword arguments (by field name) with the input model, call the tool with
         what was given, validate the result with the output model.
 
-        An optional argument that is None is not sent (the server applies its default); to
-        send an explicit null there, use `call_tool`. Any other value given is sent, even one
-        equal to the default this client was built with (the server's may have changed). In a
-        nested model, an optional field set to None is not sent either, unless its schema
-        takes null (its path is in `nullable`).
+        An optional argument that is `NOT_GIVEN`, or None, is not sent (the server applies its
+        default), unless it is None and its schema takes null (its path, one name long, is in
+        `nullable`; the generated method defaults it to `NOT_GIVEN`): None is sent as null
+        there. Any other value given is sent, even one equal to the default this client was
+        built with (the server's may have changed). In a nested model, an optional field set to
+        None is not sent either, unless its schema takes null (its path is in `nullable`).
         """
-        given = _wire_arguments(input_model, arguments)
+        given = _wire_arguments(input_model, arguments, nullable)
         try:
             model = input_model.model_validate(given)
         except ValidationError as exc:

@@ -16,8 +16,10 @@ from typing import ClassVar
 
 from .client_methods.native import NativeTools
 from .runtime.client_base import (
+    NOT_GIVEN,
     ClientBase,
     GatewayClientError,
+    NotGiven,
     PartialResultWarning,
     ResourceContent,
     ResourceInfo,
@@ -27,6 +29,8 @@ from .runtime.client_base import (
 __all__ = [
     "GatewayClient",
     "GatewayClientError",
+    "NOT_GIVEN",
+    "NotGiven",
     "PartialResultWarning",
     "ResourceContent",
     "ResourceInfo",
@@ -40,14 +44,16 @@ class GatewayClient(
 ):
     """Typed async client of esc: one method per tool (keyword arguments typed from the
     tool's input model, returning its validated output model) and one reader per
-    resource. Every failure raises GatewayClientError with the gateway's error envelope:
-    code, message, details, retryable, retry_after. A tool the caller cannot see raises
-    code unknown_tool, exactly like an unknown one; a tool of the tenant's own
-    connection that awaits re-authorisation or was disconnected raises not_connected.
-    Failures on the client's side have codes of their own: connection_failed (the
-    gateway could not be reached; the message names the URL tried, or quotes a stdio
-    server that ended at once), timeout, invalid_response (a result that does not fit
-    the output model), protocol_error and tool_error.
+    resource. An optional argument left out, or None, is not sent (the gateway applies
+    its default), except one whose schema takes null: it defaults to NOT_GIVEN (not
+    sent), and None sends null. Every failure raises GatewayClientError with the
+    gateway's error envelope: code, message, details, retryable, retry_after. A tool the
+    caller cannot see raises code unknown_tool, exactly like an unknown one; a tool of
+    the tenant's own connection that awaits re-authorisation or was disconnected raises
+    not_connected. Failures on the client's side have codes of their own:
+    connection_failed (the gateway could not be reached; the message names the URL
+    tried, or quotes a stdio server that ended at once), timeout, invalid_response (a
+    result that does not fit the output model), protocol_error and tool_error.
 
     Example::
 

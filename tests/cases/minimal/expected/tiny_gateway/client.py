@@ -17,8 +17,10 @@ from typing import Any, ClassVar
 from .client_methods.crm import CrmTools
 from .client_methods.native import NativeTools
 from .runtime.client_base import (
+    NOT_GIVEN,
     ClientBase,
     GatewayClientError,
+    NotGiven,
     PartialResultWarning,
     ResourceContent,
     ResourceInfo,
@@ -28,6 +30,8 @@ from .runtime.client_base import (
 __all__ = [
     "GatewayClient",
     "GatewayClientError",
+    "NOT_GIVEN",
+    "NotGiven",
     "PartialResultWarning",
     "ResourceContent",
     "ResourceInfo",
@@ -42,10 +46,12 @@ class GatewayClient(
 ):
     """Typed async client of Tiny gateway: one method per tool (keyword arguments typed
     from the tool's input model, returning its validated output model) and one reader
-    per resource. Every failure raises GatewayClientError with the gateway's error
-    envelope: code, message, details, retryable, retry_after. A tool the caller cannot
-    see raises code unknown_tool, exactly like an unknown one; a tool of the tenant's
-    own connection that awaits re-authorisation or was disconnected raises
+    per resource. An optional argument left out, or None, is not sent (the gateway
+    applies its default), except one whose schema takes null: it defaults to NOT_GIVEN
+    (not sent), and None sends null. Every failure raises GatewayClientError with the
+    gateway's error envelope: code, message, details, retryable, retry_after. A tool the
+    caller cannot see raises code unknown_tool, exactly like an unknown one; a tool of
+    the tenant's own connection that awaits re-authorisation or was disconnected raises
     not_connected. Failures on the client's side have codes of their own:
     connection_failed (the gateway could not be reached; the message names the URL
     tried, or quotes a stdio server that ended at once), timeout, invalid_response (a
