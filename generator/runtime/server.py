@@ -101,6 +101,7 @@ from .auth import (
 )
 from .catalog import GatewaySpec, ToolSpec, tool_meta
 from .crypto import CredentialKeyError
+from .defaults import Defaults, compile_defaults
 from .errors import (
     CANCELLED,
     FORBIDDEN,
@@ -223,6 +224,7 @@ class ToolIndex:
         self._outputs: dict[str, Validator] = {}
         self._fast_in: dict[str, Check | None] = {}
         self._fast_out: dict[str, Check | None] = {}
+        self._defaults: dict[str, Defaults | None] = {}
 
     def tool_visible(self, name: str, active: frozenset[str], scopes: frozenset[str]) -> bool:
         spec = self.specs.get(name)
@@ -288,6 +290,15 @@ class ToolIndex:
             {"path": _pointer(e.absolute_path), "message": _short(argument_message(e))}
             for e in errors[:MAX_ERRORS]
         ]
+
+    def with_defaults(self, spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Validated `arguments` with the input schema's defaults filled in at every depth, as
+        the connector executor fills them in for a capability (`defaults.py`), so that a native
+        or memory handler gets what tools/list promised whatever its own fallbacks."""
+        found = self._defaults.get(spec.name, _UNCOMPILED)
+        if found is _UNCOMPILED:
+            found = self._defaults[spec.name] = compile_defaults(spec.input_schema)
+        return arguments if found is None else found.apply(arguments)
 
     def output_error(self, spec: ToolSpec, output: Any) -> str | None:
         check = self._fast_out.get(spec.name, _UNCOMPILED)
@@ -1444,6 +1455,8 @@ class _Handlers:
         notes: list[str],
     ) -> dict[str, Any]:
         rt = self.rt
+        if spec.family != "connector":  # the executor fills in a capability's defaults
+            args = rt.index.with_defaults(spec, args)
         if spec.family == "native":
             handler = native.HANDLERS.get(spec.handler or "")
             if handler is None:

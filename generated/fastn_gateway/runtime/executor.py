@@ -3,9 +3,9 @@
 One `ConnectorExecutor` per gateway process. It owns (or borrows) one pooled HTTP client and
 compiles each tool's binding lazily, once. A call:
 
-1. fills the binding's templates from the validated arguments (top-level schema defaults
-   applied), the session-bound parameters (`tool.bind`, from the `CallContext` only) and, for
-   list capabilities, the model's `cursor`;
+1. fills the binding's templates from the validated arguments (with the input schema's
+   defaults filled in at every depth: `defaults.py`), the session-bound parameters
+   (`tool.bind`, from the `CallContext` only) and, for list capabilities, the model's `cursor`;
 2. authenticates with the calling tenant's own credentials (bearer, API key header, basic, or an
    OAuth2 access token that is refreshed once at the token URL when the upstream answers 401);
 3. sends it under the connector's timeout, retrying idempotent capabilities, and those whose
@@ -112,6 +112,7 @@ from .catalog import (
     ToolSpec,
     credential_header,
 )
+from .defaults import Defaults, compile_defaults
 from .errors import (
     INTERNAL_ERROR,
     INVALID_ARGUMENTS,
@@ -594,7 +595,7 @@ class _ToolPlan:
     total_path: tuple[str, ...] | None
     size_param: str | None
     templated_cursor: bool  # the templates name {cursor}
-    defaults: Mapping[str, Any]
+    defaults: Defaults | None  # what the input schema fills in, None when nothing
     output_validator: Validator
     output_check: Check | None  # fast "valid?" for the common schema subset
     idempotent: bool  # repeating the request is safe (annotation), so it may be retried
@@ -656,12 +657,6 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
     http = tool.http
     if http is None:
         raise ValueError(f"tool {tool.name} has no HTTP binding")
-    props = tool.input_schema.get("properties", {})
-    defaults: dict[str, Any] = {
-        name: prop["default"]
-        for name, prop in props.items()
-        if isinstance(prop, Mapping) and "default" in prop
-    }
     pagination = http.pagination
     body: Node | None = None if http.body is None else compile_value(http.body)
     query = compile_value(dict(http.query))
@@ -698,7 +693,7 @@ def _compile_tool(tool: ToolSpec, conn: _ConnectorPlan) -> _ToolPlan:
         total_path=path_of(pagination.total) if pagination else None,
         size_param=pagination.size_param if pagination else None,
         templated_cursor=templated,
-        defaults=defaults,
+        defaults=compile_defaults(tool.input_schema),
         output_validator=validator_class()(dict(tool.output_schema)),
         output_check=compile_check(tool.output_schema),
         idempotent=idempotent,
@@ -1613,8 +1608,9 @@ class ConnectorExecutor:
     def _namespace(
         self, plan: _ToolPlan, arguments: Mapping[str, Any], ctx: CallContext
     ) -> dict[str, Any]:
-        ns = dict(plan.defaults)
-        ns.update(arguments)
+        # Defaults go in before templating, inside nested objects and list items too: a
+        # default the model was shown but the request left out would be the upstream's own.
+        ns = dict(arguments) if plan.defaults is None else plan.defaults.apply(arguments)
         if plan.pagination is not None:
             ns.pop("cursor", None)
         for param, source in plan.tool.bind.items():
