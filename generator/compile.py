@@ -2161,6 +2161,7 @@ def _http(
     for where, value in binding_templates(raw):
         _check_filters(ctx, doc, (*path, *where), value)
     _check_path_query(ctx, doc, path, raw["path"])
+    _check_path_placeholders(ctx, doc, path, raw, input_schema, bind)
     unquoted = _check_unquoted_placeholders(ctx, doc, path, raw, params)
     if input_schema is not None:
         used: set[str] = set(unquoted)  # reported as unquoted, not again as unused
@@ -2254,6 +2255,63 @@ def _http(
         span=doc.span(path),
         graphql_partial=bool(raw.get("graphql", {}).get("partial", False)),
     )
+
+
+def _check_path_placeholders(
+    ctx: _Ctx,
+    doc: Loaded,
+    path: JsonPath,
+    raw: dict[str, Any],
+    input_schema: dict[str, Any] | None,
+    bind: dict[str, str],
+) -> None:
+    """GEN233 for a placeholder of http.path that a valid call may leave without a path
+    segment. The path takes each value whole, as one segment, and has no way to leave one
+    out: an optional input without a default, or one that may be null, failed every call
+    without it ("Argument 'id' is required") although tools/list and the typed client said it
+    could be left out; an object or a list was sent as its percent-encoded JSON text. A bound
+    parameter always has a value (a string); a paginated tool's `{cursor}` is GEN207."""
+    if input_schema is None:
+        return
+    props: dict[str, Any] = input_schema.get("properties", {})
+    required = set(input_schema.get("required", ()))
+    paginated = "pagination" in raw
+    at = doc.span((*path, "path"))
+    seen: set[str] = set()
+    for _sub, name in _placeholders(raw["path"]):
+        if name in seen or name in bind:
+            continue
+        seen.add(name)
+        prop = props.get(name)
+        if prop is None or (paginated and name == "cursor"):  # GEN207 for both
+            continue
+        elsewhere = "send it in http.query or the body instead"
+        if name not in required and not (isinstance(prop, dict) and "default" in prop):
+            ctx.err(
+                "GEN233",
+                at,
+                f"http.path holds {{{name}}}, but input {name!r} is optional and has no "
+                "default: a call that leaves it out cannot build the path",
+                f"add {name!r} to required, give it a default, or {elsewhere}",
+            )
+        if _admits(prop, input_schema, "null"):
+            ctx.err(
+                "GEN233",
+                at,
+                f"http.path holds {{{name}}}, but input {name!r} may be null: a call that "
+                "gives null cannot build the path",
+                f"give {name!r} a type without null, or {elsewhere}",
+            )
+        wholes = [k for k in ("object", "array") if _admits(prop, input_schema, k)]
+        if wholes:
+            ctx.err(
+                "GEN233",
+                at,
+                f"http.path holds {{{name}}}, but input {name!r} may be "
+                f"{' or '.join('an ' + k for k in wholes)}: its JSON text would be sent as "
+                "one path segment",
+                f"give {name!r} a scalar type (string, integer, number or boolean), or {elsewhere}",
+            )
 
 
 # Text YAML reads as the same text when written plain in a flow mapping (`{sort_by: x}`).
@@ -2890,18 +2948,53 @@ _CURSOR_PROPERTIES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def _admits(schema: Any, root: dict[str, Any], kind: str) -> bool:
+def _admits(schema: Any, root: dict[str, Any], kind: str, depth: int = 0) -> bool:
     """False when `schema` (followed through local references, with the keywords beside
-    them) says by its `type` that no value of JSON type `kind` is valid; True when it may be."""
+    them) says that no value of JSON type `kind` is valid: by its `type`, its `enum` or
+    `const`, every branch of an `anyOf` or `oneOf` or one of an `allOf`; True when it may be."""
+    if depth > MAX_NESTING:
+        return True
     for part in _parts(schema, root):
         if part is False:
             return False
-        declared = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(part, dict):
+            continue
+        declared = part.get("type")
         if isinstance(declared, str):
             declared = [declared]
-        if isinstance(declared, list) and kind not in declared:
+        if (
+            isinstance(declared, list)
+            and kind not in declared
+            and not (kind == "integer" and "number" in declared)
+        ):
+            return False
+        values = [part["const"]] if "const" in part else part.get("enum")
+        if isinstance(values, list) and not any(_of_kind(v, kind) for v in values):
+            return False
+        for keyword in ("anyOf", "oneOf"):
+            branches = part.get(keyword)
+            if isinstance(branches, list) and not any(
+                _admits(b, root, kind, depth + 1) for b in branches
+            ):
+                return False
+        branches = part.get("allOf")
+        if isinstance(branches, list) and not all(
+            _admits(b, root, kind, depth + 1) for b in branches
+        ):
             return False
     return True
+
+
+def _of_kind(value: Any, kind: str) -> bool:
+    """Whether the decoded JSON `value` is of JSON Schema type `kind` (1 and 1.0 are both
+    integers and numbers)."""
+    if isinstance(value, bool) or value is None:
+        return kind == ("null" if value is None else "boolean")
+    if isinstance(value, int | float):
+        return kind == "number" or (kind == "integer" and float(value).is_integer())
+    if isinstance(value, str):
+        return kind == "string"
+    return kind == ("array" if isinstance(value, list) else "object")
 
 
 def _check_cursor_property(

@@ -167,6 +167,11 @@ CODES: dict[str, Code] = {
             title="memory tool schema disagrees with the memory settings or the store's limits",
             stage="compile",
         ),
+        Code(
+            code="GEN233",
+            title="path placeholder a call may leave out, null, or fill with an object or list",
+            stage="compile",
+        ),
         # emit / write
         Code(code="GEN301", title="model generation failed", stage="emit"),
         Code(code="GEN302", title="formatting generated code failed", stage="emit"),

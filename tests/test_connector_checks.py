@@ -271,6 +271,120 @@ def test_a_query_in_the_path_is_moved_into_http_query_by_the_hint(tmp_path: Path
     )
 
 
+JIRA_KEY = "        issue_key: {type: string, minLength: 1}\n"
+OPTIONAL = ("required: [issue_key, summary]", "required: [summary]")
+PATH_IN = "http.path holds {issue_key}, but input 'issue_key' "
+SCALAR = (
+    "give 'issue_key' a scalar type (string, integer, number or boolean), or send it in "
+    "http.query or the body instead"
+)
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        (  # every call without it failed "Argument 'issue_key' is required"
+            [OPTIONAL],
+            [
+                (
+                    "is optional and has no default: a call that leaves it out cannot build "
+                    "the path",
+                    "add 'issue_key' to required, give it a default, or send it in http.query "
+                    "or the body instead",
+                )
+            ],
+        ),
+        (  # a call giving null was told the argument it gave is required
+            [(JIRA_KEY, '        issue_key: {type: [string, "null"], minLength: 1}\n')],
+            [
+                (
+                    "may be null: a call that gives null cannot build the path",
+                    "give 'issue_key' a type without null, or send it in http.query or the body "
+                    "instead",
+                )
+            ],
+        ),
+        (  # null by a branch of anyOf all the same
+            [(JIRA_KEY, '        issue_key: {anyOf: [{type: string}, {type: "null"}]}\n')],
+            [
+                (
+                    "may be null: a call that gives null cannot build the path",
+                    "give 'issue_key' a type without null, or send it in http.query or the body "
+                    "instead",
+                )
+            ],
+        ),
+        (  # sent as its percent-encoded JSON text
+            [(JIRA_KEY, "        issue_key: {type: object}\n")],
+            [("may be an object: its JSON text would be sent as one path segment", SCALAR)],
+        ),
+        (
+            [(JIRA_KEY, "        issue_key: {type: array, items: {type: string}}\n")],
+            [("may be an array: its JSON text would be sent as one path segment", SCALAR)],
+        ),
+        (  # no type says what it may be: anything, all three at once
+            [OPTIONAL, (JIRA_KEY, "        issue_key: {description: The key.}\n")],
+            [
+                (
+                    "is optional and has no default: a call that leaves it out cannot build "
+                    "the path",
+                    "add 'issue_key' to required, give it a default, or send it in http.query "
+                    "or the body instead",
+                ),
+                (
+                    "may be null: a call that gives null cannot build the path",
+                    "give 'issue_key' a type without null, or send it in http.query or the body "
+                    "instead",
+                ),
+                (
+                    "may be an object or an array: its JSON text would be sent as one path segment",
+                    SCALAR,
+                ),
+            ],
+        ),
+        # every call has a scalar for it: no diagnostic
+        ([OPTIONAL, (JIRA_KEY, "        issue_key: {type: string, default: OPS-1}\n")], []),
+        ([(JIRA_KEY, "        issue_key: {enum: [OPS-1, OPS-2]}\n")], []),
+        ([(JIRA_KEY, "        issue_key: {type: [string, integer]}\n")], []),
+        (
+            [
+                (JIRA_KEY, '        issue_key: {$ref: "#/$defs/Key"}\n'),
+                (
+                    "      required: [issue_key, summary]\n",
+                    "      required: [issue_key, summary]"
+                    "\n      $defs: {Key: {type: string, pattern: '^[A-Z]+-[0-9]+$'}}\n",
+                ),
+            ],
+            [],
+        ),
+    ],
+)
+def test_a_path_placeholder_has_a_scalar_on_every_call(
+    tmp_path: Path, edits: list[tuple[str, str]], expected: list[tuple[str, str]]
+) -> None:
+    """A path takes each value whole as one segment and cannot leave one out: an input that a
+    call may leave out, give as null or give as an object or array is GEN233 at http.path."""
+    found, text = _compiled(tmp_path, "jira.yaml", *edits)
+    mine = [d for d in found if d.span.file.endswith("jira.yaml")]
+    assert sorted((d.code, d.message, d.hint) for d in mine) == sorted(
+        ("GEN233", PATH_IN + message, hint) for message, hint in expected
+    )
+    for d in mine:
+        line = text.splitlines()[d.span.line - 1]
+        assert line[d.span.col - 1 :] == "/issue/{issue_key}"
+
+
+def test_a_bound_parameter_may_be_in_the_path(tmp_path: Path) -> None:
+    """A session-bound parameter always has a value (the session's tenant or user)."""
+    root = make_project(tmp_path, copy_defaults=True)
+    text = (DATA / "crm_owned.yaml").read_text(encoding="utf-8")
+    old = 'path: /contacts\n      query: {q: "{query}", owner: "{owner}"}'
+    assert old in text
+    text = text.replace(old, 'path: /users/{owner}/contacts\n      query: {q: "{query}"}')
+    (root / "manifests" / "connectors" / "crm_owned.yaml").write_text(text, encoding="utf-8")
+    assert api.compile_manifests(options(root)).diagnostics == ()
+
+
 def test_an_unquoted_placeholder_is_located_at_its_brace(tmp_path: Path) -> None:
     """Where the mapping YAML made of it starts, and with the quoted text to write; the input
     it names is not reported again as never sent (GEN220)."""

@@ -77,8 +77,8 @@ def test_boolean_subschemas_compile(tmp_path: Path) -> None:
     # `true` and `false` are schemas wherever a schema goes in 2020-12.
     root = _project(
         tmp_path,
-        input_id="true",
         input_extra=(
+            "        whatever: true\n"
             "        tags: {type: array, items: true}\n"
             "        meta: {type: object, additionalProperties: false, "
             "properties: {a: true, b: false}}\n"
@@ -90,7 +90,8 @@ def test_boolean_subschemas_compile(tmp_path: Path) -> None:
             "        m: {type: object, additionalProperties: true}\n"
             "        n: {not: true}\n"
         ),
-        query='{tags: "{tags}", meta: "{meta}", extra: "{extra}", any: "{any}"}',
+        query='{whatever: "{whatever}", tags: "{tags}", meta: "{meta}", extra: "{extra}", '
+        'any: "{any}"}',
     )
     assert _diagnostics(root) == []
 
