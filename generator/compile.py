@@ -2188,6 +2188,10 @@ def _http(
                 elif bar:
                     why = "a filter is written {name|filter}, its name an identifier"
                     hint = "filters: " + ", ".join(sorted(FILTERS))
+                elif re.fullmatch("[0-9][A-Za-z0-9_]*", name):  # ASCII, but no identifier
+                    why = "a placeholder name does not start with a digit"
+                    renamed = PyIdent(name)
+                    hint = f"rename the input property to start with a letter or _, e.g. {renamed}"
                 else:
                     why = "placeholder names are ASCII identifiers (A-Z, a-z, 0-9, _)"
                     hint = "rename the input property to an ASCII identifier" + (

@@ -500,16 +500,23 @@ def test_entity_fields_are_read_through_a_reference_and_the_keywords_beside_it(
     ]
 
 
+ASCII = "placeholder names are ASCII identifiers (A-Z, a-z, 0-9, _)"
+
+
 @pytest.mark.parametrize(
-    ("key", "hint"),
+    ("key", "why", "hint"),
     [
-        ("issue-key", "rename the input property to an ASCII identifier, e.g. issue_key"),
-        ("9key", "rename the input property to an ASCII identifier, e.g. n_9key"),
-        ("課題", "rename the input property to an ASCII identifier"),  # nothing ASCII to keep
+        ("issue-key", ASCII, "rename the input property to an ASCII identifier, e.g. issue_key"),
+        (  # only the characters an identifier has: what is wrong is where the digit is
+            "9key",
+            "a placeholder name does not start with a digit",
+            "rename the input property to start with a letter or _, e.g. n_9key",
+        ),
+        ("課題", ASCII, "rename the input property to an ASCII identifier"),  # nothing to keep
     ],
 )
 def test_a_placeholder_that_is_not_an_identifier_gets_a_name_that_is(
-    tmp_path: Path, key: str, hint: str
+    tmp_path: Path, key: str, why: str, hint: str
 ) -> None:
     root = make_project(tmp_path, copy_defaults=True)
     text = (DATA / "jira.yaml").read_text(encoding="utf-8")
@@ -518,8 +525,12 @@ def test_a_placeholder_that_is_not_an_identifier_gets_a_name_that_is(
     text = text.replace("path: /issue/{issue_key}", f"path: /issue/{{{key}}}", 1)
     (root / "manifests" / "connectors" / "jira.yaml").write_text(text, encoding="utf-8")
     found = [d for d in api.compile_manifests(options(root)).diagnostics if d.code == "GEN207"]
-    assert [(d.message.split(":")[0], d.hint) for d in found] == [
-        (f"{{{key}}} in http.path is not a placeholder", hint)
+    assert [(d.message, d.hint) for d in found] == [
+        (
+            f"{{{key}}} in http.path is not a placeholder: {why}, so it would be sent as "
+            "literal text",
+            hint,
+        )
     ]
 
 
