@@ -17,7 +17,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import jsonschema
@@ -38,7 +38,16 @@ from .names import (
     unscoped_names,
 )
 from .patterns import hazard as regex_hazard
-from .runtime.catalog import DEFAULT_MAX_RESULT_BYTES, MAX_TOP_K, credential_header
+from .runtime.catalog import (
+    DEFAULT_MAX_RESULT_BYTES,
+    MAX_OBSERVATIONS_PER_CALL,
+    MAX_SOURCE_CHARS,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    MAX_TOP_K,
+    MAX_TOPIC_CHARS,
+    credential_header,
+)
 from .runtime.fastschema import TYPED_FORMATS, validator_class
 from .runtime.handler_names import (
     RESOURCE_HANDLERS,
@@ -1714,6 +1723,44 @@ def _check_memory_schemas(
                     + f", but the store refuses one longer than {setting('max_observation_chars')}",
                     _SAME_AS_SETTINGS,
                 )
+        if tool.handler == "memory.update_memory" and isinstance(observations, dict):
+            _check_memory_limits(ctx, doc, (*path, "input", "properties"), tool.name, properties)
+
+
+# What update_memory's schema may allow at most: the memory store refuses more.
+_MEMORY_LIMITS: Final = (
+    (("observations",), "maxItems", MAX_OBSERVATIONS_PER_CALL, "observations in one call"),
+    (("observations", "items", "properties", "source"), "maxLength", MAX_SOURCE_CHARS, "a source"),
+    (("observations", "items", "properties", "topic"), "maxLength", MAX_TOPIC_CHARS, "a topic"),
+    (("observations", "items", "properties", "tags"), "maxItems", MAX_TAGS, "tags"),
+    (("observations", "items", "properties", "tags", "items"), "maxLength", MAX_TAG_CHARS, "a tag"),
+)
+
+
+def _check_memory_limits(
+    ctx: _Ctx, doc: Loaded, at: JsonPath, tool: str, properties: dict[str, Any]
+) -> None:
+    """GEN232 where update_memory's schema lets a client send more than the store takes (a
+    topic's maxLength of 300: the call passed the schema and the store refused it); less is
+    the schema's to ask. A schema that leaves the property out has nothing to disagree about."""
+    for where, keyword, limit, what in _MEMORY_LIMITS:
+        schema: Any = properties
+        for key in where:
+            schema = schema.get(key) if isinstance(schema, dict) else None
+        if not isinstance(schema, dict):
+            continue
+        bound = schema.get(keyword)
+        if isinstance(bound, int) and not isinstance(bound, bool) and bound <= limit:
+            continue
+        unit = "items" if keyword == "maxItems" else "characters"
+        ctx.err(
+            "GEN232",
+            doc.span((*at, *where, keyword)) if keyword in schema else doc.span((*at, *where)),
+            f"{tool}: the schema allows "
+            + (f"{bound} {unit}" if bound is not None else f"any number of {unit}")
+            + f" for {what}, but the memory store refuses more than {limit}",
+            f"set {keyword} to {limit} or less",
+        )
 
 
 def _largest_integer(schema: dict[str, Any]) -> int | None:

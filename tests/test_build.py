@@ -21,7 +21,7 @@ from helpers import ROOT, make_project, options, tree
 
 from generator import api, load, write
 from generator.diagnostics import UNSAFE_IN_NAMES, Severity, printable
-from generator.runtime.catalog import MAX_TOP_K
+from generator.runtime.catalog import MAX_TAG_CHARS, MAX_TAGS, MAX_TOP_K, MAX_TOPIC_CHARS
 
 CASES = ROOT / "tests" / "cases"
 
@@ -175,6 +175,51 @@ def test_memory_tool_schemas_must_say_what_the_memory_settings_do(tmp_path: Path
     assert [(d.code, d.span.line) for d in result.diagnostics] == [
         ("GEN106", at("default_top_k")[0])
     ]
+
+
+def test_update_memorys_schema_may_not_allow_more_than_the_store_takes(tmp_path: Path) -> None:
+    """A topic's maxLength of 300 passed `gen validate` and the schema check of every call, and
+    the store then refused anything over 120 characters; tags without a maxItems the same. Each
+    limit of update_memory's schema over the store's is a located GEN232; a smaller one (the
+    shipped 20 observations a call, where the store takes 100) is the schema's to ask."""
+    root = make_project(tmp_path, copy_defaults=True)
+    manifest = root / "manifests" / "personalization.yaml"
+    text = manifest.read_text()
+    for old, new in [
+        ("topic: {type: string, maxLength: 120,", "topic: {type: string, maxLength: 300,"),
+        ("items: {type: string, maxLength: 60}, maxItems: 20}", "items: {type: string}}"),
+    ]:
+        assert old in text
+        text = text.replace(old, new)
+    manifest.write_text(text)
+    result = api.build(options(root))
+    lines = text.splitlines()
+    topic = next(n for n, line in enumerate(lines, 1) if "maxLength: 300" in line)
+    tags = next(n for n, line in enumerate(lines, 1) if "items: {type: string}}" in line)
+    assert sorted((d.code, d.span.line, d.message, d.hint) for d in result.diagnostics) == [
+        (
+            "GEN232",
+            topic,
+            "update_memory: the schema allows 300 characters for a topic, but the memory store "
+            f"refuses more than {MAX_TOPIC_CHARS}",
+            f"set maxLength to {MAX_TOPIC_CHARS} or less",
+        ),
+        (
+            "GEN232",
+            tags,
+            "update_memory: the schema allows any number of characters for a tag, but the "
+            f"memory store refuses more than {MAX_TAG_CHARS}",
+            f"set maxLength to {MAX_TAG_CHARS} or less",
+        ),
+        (
+            "GEN232",
+            tags,
+            "update_memory: the schema allows any number of items for tags, but the memory "
+            f"store refuses more than {MAX_TAGS}",
+            f"set maxItems to {MAX_TAGS} or less",
+        ),
+    ]
+    assert not result.ok and not (root / "generated").exists()
 
 
 def test_adding_a_connector_is_one_yaml_file(tmp_path: Path) -> None:

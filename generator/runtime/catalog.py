@@ -242,6 +242,13 @@ class EntityType:
 # The most memory chunks one retrieval returns, whatever top_k asks (the compiler holds the
 # personalization manifest's default_top_k and top_k's schema to it).
 MAX_TOP_K: Final = 50
+# What the memory store takes in one update_memory call, whatever its schema says (the
+# compiler holds the schema to them, GEN232): observations, and each one's source, topic, tags.
+MAX_OBSERVATIONS_PER_CALL: Final = 100
+MAX_SOURCE_CHARS: Final = 200
+MAX_TOPIC_CHARS: Final = 120
+MAX_TAG_CHARS: Final = 60
+MAX_TAGS: Final = 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

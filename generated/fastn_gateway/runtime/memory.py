@@ -78,7 +78,15 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from .answer import NOTHING_FOUND, Answerer, ExtractiveAnswerer
-from .catalog import MAX_TOP_K, MemorySettings
+from .catalog import (
+    MAX_OBSERVATIONS_PER_CALL,
+    MAX_SOURCE_CHARS,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    MAX_TOP_K,
+    MAX_TOPIC_CHARS,
+    MemorySettings,
+)
 from .errors import CONFLICT, INVALID_ARGUMENTS, NOT_FOUND, GatewayError, internal_error
 from .store import parse_datetime
 
@@ -92,11 +100,6 @@ __all__ = [
     "tsquery_expression",
 ]
 
-MAX_OBSERVATIONS_PER_CALL: Final = 100
-MAX_SOURCE_CHARS: Final = 200
-MAX_TOPIC_CHARS: Final = 120
-MAX_TAG_CHARS: Final = 60
-MAX_TAGS: Final = 20
 MAX_QUERY_TERMS: Final = 24
 LOG_PAGE_LIMIT: Final = 1000
 # The log reads its rows in batches of this many, so that a page cut short by its size (see
