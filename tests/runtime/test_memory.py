@@ -946,6 +946,76 @@ def test_a_term_in_most_items_is_not_evidence(memory: MemoryStore) -> None:
     assert asked["citations"][0]["text"] == "Ash drives an electric Renault."
 
 
+JAPANESE_DIARY = [
+    "ソウルに住んでいます。",
+    "今日は晴れです。",
+    "明日は会議があります。",
+    "好きな紅茶はアールグレイです。",
+    "電車で通勤しています。",
+    "妻の名前は花子。",
+    "毎朝七時に起きる。",
+    "ピアノを習っている。",
+    "週末はよく山に登ります。",
+    "辛い料理が苦手。",
+    "車は持っていない。",
+    "仕事はエンジニア。",
+    "ぶどうが大好きです。",
+]
+KOREAN_DIARY = [
+    "서울에서 살아요.",
+    "오늘은 맑아요.",
+    "내일 회의가 있어요.",
+    "좋아하는 차는 얼그레이예요.",
+    "기차로 출근해요.",
+]
+
+
+@pytest.mark.parametrize(
+    ("diary", "question", "answer"),
+    [
+        (JAPANESE_DIARY, "誕生日はいつですか？", None),  # shared 日は, です with 今日は晴れです
+        (JAPANESE_DIARY, "好きな映画は何ですか？", None),  # 好き: "favourite"
+        (JAPANESE_DIARY, "兄弟は何人いますか？", None),  # ています, ます
+        (JAPANESE_DIARY, "どこで働いていますか？", None),
+        (JAPANESE_DIARY, "どこに住んでいますか？", "ソウルに住んでいます。"),
+        (JAPANESE_DIARY, "好きな紅茶は？", "好きな紅茶はアールグレイです。"),
+        (JAPANESE_DIARY, "妻の名前は？", "妻の名前は花子。"),
+        (JAPANESE_DIARY, "車を持っていますか？", "車は持っていない。"),
+        (JAPANESE_DIARY, "ぶどう", "ぶどうが大好きです。"),  # hiragana only: all of it
+        (JAPANESE_DIARY, "いつですか", None),
+        (KOREAN_DIARY, "어디에서 일해요?", None),  # 에서, 해요: endings
+        (KOREAN_DIARY, "생일이 언제예요?", None),  # 예요
+        (KOREAN_DIARY, "좋아하는 음식이 뭐예요?", None),  # 좋아: "favourite"
+        (KOREAN_DIARY, "어디에 살아요?", "서울에서 살아요."),
+        (KOREAN_DIARY, "회의는 언제예요?", "내일 회의가 있어요."),
+    ],
+)
+def test_cjk_grammar_is_not_evidence(
+    memory: MemoryStore, diary: list[str], question: str, answer: str | None
+) -> None:
+    """Particles and endings (です, ます, の名, 예요, 에서) matched nearly every Japanese or
+    Korean item, so search_or_ask answered unrelated questions from them (6 of 7 found)."""
+    memory.update_memory("acme", "ash", [{"text": t} for t in diary])
+    asked = memory.search_or_ask("acme", "ash", question)
+    assert asked["found"] is (answer is not None), asked["answer"]
+    if answer is not None:
+        assert texts(asked)[0] == answer
+
+
+def test_grammar_pairs() -> None:
+    assert memory_module.grammar_pairs("誕生日はいつですか") == {
+        "日は",
+        "はい",
+        "いつ",
+        "つで",
+        "です",
+        "すか",
+    }
+    assert memory_module.grammar_pairs("猫が好き。ソウルに") == {"が好", "ルに"}
+    assert memory_module.grammar_pairs("고양이 이름이 뭐예요") == {"양이", "름이", "예요"}
+    assert memory_module.grammar_pairs("我的猫叫什么名字 ok") == set()
+
+
 def test_the_users_own_name_is_not_evidence_in_a_small_memory(memory: MemoryStore) -> None:
     """With a few items, no word is common enough to be discounted; the user's own id still
     says only whom the question is about."""

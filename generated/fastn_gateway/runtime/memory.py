@@ -170,6 +170,9 @@ _FRAMING_TEXT: Final = """
     kind sort type want wants wanted think thinks say says said ask asks asked get gets
     much many"""
 FRAMING_WORDS: Final = frozenset(_FRAMING_TEXT.split())
+# The same for Chinese, Japanese and Korean, as the letter pairs query_terms() makes of them:
+# "like" (好き, 喜欢, 좋아), with which "favourite" is written (好きな, 最喜欢, 좋아하는).
+CJK_FRAMING_TERMS: Final = frozenset({"好き", "喜欢", "最喜", "좋아"})
 
 
 # Chinese, Japanese and Korean are written without spaces between words, and FTS5's unicode61
@@ -238,6 +241,42 @@ def _register_sqlite_functions(dbapi_conn: Any, _record: Any = None) -> None:
     """Define memory_search_text() on a SQLite connection. Each index reads its content
     through it ('rebuild', 'integrity-check', a scan of the index without MATCH)."""
     dbapi_conn.create_function(_SEARCH_TEXT, 1, _indexed, deterministic=True)
+
+
+_HIRAGANA: Final = re.compile("[\u3041-\u3096\u309d-\u309f]")
+_HANGUL: Final = re.compile(
+    "[\u1100-\u11ff\u3131-\u318e\ua960-\ua97f\uac00-\ud7a3\ud7b0-\ud7ff\uffa0-\uffdc]"
+)
+
+
+def grammar_pairs(text: str) -> frozenset[str]:
+    """The letter pairs of `text`'s CJK runs that are grammar rather than a word: evidence of
+    nothing when they match (search_or_ask).
+
+    Every pair is searched; this only tells which say what the text is about. Japanese writes
+    its particles and endings in hiragana (の, は, です, ます) and its words mostly in kanji
+    or katakana: a pair of two hiragana, or a hiragana before the next word ("の名"), is
+    grammar; a kanji or katakana before hiragana is a word only where it starts one (猫が,
+    好き), not at the end of a longer word whose own pairs say it (日は in 誕生日は). Korean puts
+    spaces between words, each a stem then its endings (이름이, 얼그레이예요): the pair that
+    starts a word is the word, the rest are grammar. Chinese has neither: all its pairs count.
+    A pair that is a word anywhere in `text` is not grammar."""
+    grammar: set[str] = set()
+    words: set[str] = set()
+    for run in _CJK_RUN.findall(text):
+        for i in range(len(run) - 1):
+            a, b = run[i], run[i + 1]
+            before = run[i - 1] if i else ""
+            if _HANGUL.match(a) or _HANGUL.match(b):
+                word = not before or not _HANGUL.match(before)
+            elif _HIRAGANA.match(a):
+                word = False
+            elif _HIRAGANA.match(b):
+                word = not before or bool(_HIRAGANA.match(before))
+            else:
+                word = True
+            (words if word else grammar).add(a + b)
+    return frozenset(grammar - words)
 
 
 _ASCII_UPPER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -1584,7 +1623,9 @@ class MemoryStore:
             candidates = self._search(
                 conn, scope, tenant_id, user_id, terms, ANSWER_CANDIDATES, [], counts
             )
-            relevant = self._above_floor(conn, scope, tenant_id, user_id, terms, candidates, counts)
+            relevant = self._above_floor(
+                conn, scope, tenant_id, user_id, question, terms, candidates, counts
+            )
         try:
             answer = self.answerer.answer(question, relevant)
         except GatewayError:
@@ -1609,24 +1650,42 @@ class MemoryStore:
         scope: _Scope | None,
         tenant_id: str,
         user_id: str,
+        question: str,
         terms: Sequence[str],
         candidates: list[dict[str, Any]],
         counts: Mapping[str, int],
     ) -> list[dict[str, Any]]:
         """The candidates that match at least one informative question term.
 
-        Informative: not a question-framing word ("prefer", "usually", "user"...) nor a word
-        of the user's own id (it says whom the question is about, not what) unless the question
-        has nothing else, and (once the user has enough items) not present in more than
-        COMMON_TERM_SHARE of them, like the user's own name.
+        Informative: not a question-framing word ("prefer", "usually", "user", 好き...) nor a
+        word of the user's own id (it says whom the question is about, not what) unless the
+        question has nothing else, nor a CJK letter pair that is grammar (です, の名, 예요: see
+        grammar_pairs()), and (once the user has enough items) not present in more than
+        COMMON_TERM_SHARE of them, like the user's own name. A question whose informative
+        terms are all grammar pairs (one written in hiragana only, ぶどう) is answered only by
+        an item holding every one of them.
         """
         if not candidates:
             return []
         own = set(query_terms(user_id))
-        key_terms = [t for t in terms if t not in FRAMING_WORDS and t not in own] or list(terms)
+        informative = [
+            t
+            for t in terms
+            if t not in FRAMING_WORDS and t not in CJK_FRAMING_TERMS and t not in own
+        ]
+        grammar = grammar_pairs(question)
+        key_terms = [t for t in informative if t not in grammar]
+        every = not key_terms and bool(informative)
+        if not key_terms:
+            key_terms = informative or list(terms)
         active = self._active_count(conn, tenant_id, user_id)
         pks = self._pks(conn, [c["id"] for c in candidates])
         evidence: set[str] = set()
+        if every:  # all grammar pairs: an item must hold them all
+            held = set(pks.values())
+            for term in key_terms:
+                held &= self._matching(conn, scope, term, list(held))
+            return [c for c in candidates if pks.get(c["id"]) in held]
         for term in key_terms:
             matched = self._matching(conn, scope, term, list(pks.values()))
             if not matched:
