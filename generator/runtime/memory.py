@@ -251,7 +251,7 @@ _HANGUL: Final = re.compile(
 
 def grammar_pairs(text: str) -> frozenset[str]:
     """The letter pairs of `text`'s CJK runs that are grammar rather than a word: evidence of
-    nothing when they match (search_or_ask).
+    nothing when they match (search_or_ask), and the first terms dropped from a long query.
 
     Every pair is searched; this only tells which say what the text is about. Japanese writes
     its particles and endings in hiragana (の, は, です, ます) and its words mostly in kanji
@@ -292,6 +292,10 @@ def query_terms(text: str) -> list[str]:
     it: it turns ß into ss, İ into i + a combining dot (two words here) and ς into σ, none of
     which FTS5 or PostgreSQL does, so such words were never found. lower() only tells
     repeats apart.
+
+    At most MAX_QUERY_TERMS terms: past that, the CJK pairs that are grammar (see
+    grammar_pairs()) go first, then the last terms, so that a long question keeps its subject
+    (公園 in a long Japanese question, whose particles and endings made the first 24 pairs).
     """
     terms: list[str] = []
     seen: set[str] = set()
@@ -302,9 +306,14 @@ def query_terms(text: str) -> list[str]:
             continue
         seen.add(key)
         terms.append(term)
-        if len(terms) >= MAX_QUERY_TERMS:
-            break
-    return terms
+    if len(terms) <= MAX_QUERY_TERMS:
+        return terms
+    grammar = grammar_pairs(text)
+    words = [t for t in terms if t not in grammar]
+    if len(words) >= MAX_QUERY_TERMS:
+        return words[:MAX_QUERY_TERMS]
+    kept = set(words + [t for t in terms if t in grammar][: MAX_QUERY_TERMS - len(words)])
+    return [t for t in terms if t in kept]
 
 
 def fts5_match_expression(terms: Iterable[str], operator: Literal["OR", "AND"] = "OR") -> str:

@@ -1002,6 +1002,27 @@ def test_cjk_grammar_is_not_evidence(
         assert texts(asked)[0] == answer
 
 
+def test_a_long_cjk_question_keeps_its_subject(memory: MemoryStore) -> None:
+    """A query keeps 24 terms; they were the first 24, and the particles and endings of a long
+    Japanese question filled them before its subject (公園, park) came: only the rain was
+    found. Grammar pairs now go first."""
+    question = (
+        "私が以前あなたに話したことがあると思うのですが、"
+        "毎週末によく散歩している近所の公園の名前は何でしたか？"
+    )
+    terms = query_terms(question)
+    assert len(terms) == memory_module.MAX_QUERY_TERMS and "公園" in terms
+    memory.update_memory(
+        "acme", "ash", [{"text": "近所の公園は代々木公園"}, {"text": "明日は雨です"}]
+    )
+    assert texts(memory.retrieve_relevant_chunks("acme", "ash", question)) == [
+        "近所の公園は代々木公園"
+    ]
+    assert texts(memory.search_or_ask("acme", "ash", question)) == ["近所の公園は代々木公園"]
+    english = " ".join(f"w{n}" for n in range(30))  # no grammar: the first 24, as before
+    assert query_terms(english) == [f"w{n}" for n in range(24)]
+
+
 def test_grammar_pairs() -> None:
     assert memory_module.grammar_pairs("誕生日はいつですか") == {
         "日は",
