@@ -66,6 +66,7 @@ import math
 import re
 import secrets
 import time
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, cast
@@ -185,7 +186,15 @@ CJK_FRAMING_TERMS: Final = frozenset({"好き", "喜欢", "最喜", "좋아"})
 # (SQLite: search_text() registered on each connection; PostgreSQL: an SQL function making
 # the same two replacements, with the same expressions). Its name stands for the rewriting: a
 # different rewriting needs a new name, so that migrate() sees the indexes built with the old
-# one and rebuilds them.
+# one and rebuilds them (memory_search_text: the bigrams; memory_search_text_v2: the text in
+# NFKC first).
+#
+# NFKC: the same letters can be written as different code points, one letter and its accent
+# or one precomposed letter (NFD and NFC: "Réunion" typed on a Mac, Hangul or kana from some
+# input methods), or a full-width or half-width form (ＦＵＬＬＷＩＤＴＨ, ﾗｰﾒﾝ). Neither engine
+# unifies them, so text stored one way was not found by a query typed the other way (SQLite
+# split an NFD query at its accents; PostgreSQL kept NFD letters as other words). Both
+# indexes and every query read the text in NFKC (PostgreSQL's normalize(), from version 13).
 _CJK_LETTERS: Final = (
     (0x1100, 0x11FF),  # Hangul Jamo
     (0x3005, 0x3007),  # 々 〆 〇
@@ -208,7 +217,8 @@ _CJK_LETTERS: Final = (
     (0xFFA0, 0xFFDC),  # halfwidth Hangul
     (0x20000, 0x3FFFF),  # CJK ideographs of planes 2 and 3
 )
-_SEARCH_TEXT: Final = "memory_search_text"  # the SQL name of search_text(): see above
+_SEARCH_TEXT: Final = "memory_search_text_v2"  # the SQL name of search_text(): see above
+_OLD_SEARCH_TEXT: Final = "memory_search_text"  # the bigrams alone (dropped by migrate())
 
 # One bracket expression for Python's re and PostgreSQL's regular expressions alike.
 _CJK: Final = (
@@ -226,20 +236,22 @@ _CJK_INNER: Final = re.compile(_CJK_INNER_RE)
 
 
 def search_text(text: str) -> str:
-    """`text` as both indexes hold it: every run of CJK letters as its overlapping bigrams."""
+    """`text` as both indexes hold it: in NFKC, every run of CJK letters as its overlapping
+    bigrams."""
+    text = unicodedata.normalize("NFKC", text)
     if not _CJK_RUN.search(text):
         return text
     return _CJK_INNER.sub(r"\1 \1", _CJK_RUN.sub(r" \g<0> ", text))
 
 
 def _indexed(value: str | None) -> str | None:
-    """A column's value as the index holds it (SQLite's memory_search_text())."""
+    """A column's value as the index holds it (SQLite's function named _SEARCH_TEXT)."""
     return None if value is None else search_text(value)
 
 
 def _register_sqlite_functions(dbapi_conn: Any, _record: Any = None) -> None:
-    """Define memory_search_text() on a SQLite connection. Each index reads its content
-    through it ('rebuild', 'integrity-check', a scan of the index without MATCH)."""
+    """Define search_text() in SQL (_SEARCH_TEXT) on a SQLite connection. Each index reads
+    its content through it ('rebuild', 'integrity-check', a scan of the index without MATCH)."""
     dbapi_conn.create_function(_SEARCH_TEXT, 1, _indexed, deterministic=True)
 
 
@@ -263,7 +275,7 @@ def grammar_pairs(text: str) -> frozenset[str]:
     A pair that is a word anywhere in `text` is not grammar."""
     grammar: set[str] = set()
     words: set[str] = set()
-    for run in _CJK_RUN.findall(text):
+    for run in _CJK_RUN.findall(unicodedata.normalize("NFKC", text)):
         for i in range(len(run) - 1):
             a, b = run[i], run[i + 1]
             before = run[i - 1] if i else ""
@@ -651,7 +663,8 @@ def _index_ddl(n: int) -> tuple[str, ...]:
 # search_text() in SQL (standard_conforming_strings: the backslashes are the regex's own).
 _PG_SEARCH_TEXT: Final = (
     f"CREATE OR REPLACE FUNCTION {_SEARCH_TEXT}(value text) RETURNS text LANGUAGE sql "
-    "IMMUTABLE STRICT PARALLEL SAFE AS $$SELECT regexp_replace(regexp_replace(value, "
+    "IMMUTABLE STRICT PARALLEL SAFE AS $$SELECT regexp_replace(regexp_replace(normalize(value, "
+    "NFKC), "
     f"'{_CJK_RUN_RE}', ' \\& ', 'g'), '{_CJK_INNER_RE}', '\\1 \\1', 'g')$$"
 )
 _PG_VECTOR: Final = (
@@ -955,7 +968,7 @@ class MemoryStore:
 
     def migrate(self) -> None:
         """Create the memory tables and the full-text index; safe to run again. Indexes built
-        before search_text() (CJK runs as single tokens) are rebuilt."""
+        without this search_text() (CJK runs as single tokens, text not in NFKC) are rebuilt."""
         metadata.create_all(self.engine, checkfirst=True)
         with self.engine.begin() as conn:
             if self._sqlite:
@@ -977,15 +990,17 @@ class MemoryStore:
                     )
                 ).scalar()
                 if vector is not None and f"{_SEARCH_TEXT}(" not in vector:
-                    # Generated without search_text(): recomputed for every row (its index goes
-                    # with it and is created again below).
+                    # Generated without this search_text(): recomputed for every row (its index
+                    # goes with it and is created again below).
                     conn.execute(sa.text("ALTER TABLE memory_items DROP COLUMN search_vector"))
+                conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {_OLD_SEARCH_TEXT}(text)"))
                 for statement in _PG_DDL:
                     conn.execute(sa.text(statement))
 
     @staticmethod
     def _rebuild_old_indexes(conn: Connection) -> None:
-        """Rebuild each tenant index whose content view does not read through search_text()."""
+        """Rebuild each tenant index whose content view does not read through this
+        search_text()."""
         views: dict[int, str | None] = dict(
             conn.execute(
                 sa.text(

@@ -57,8 +57,9 @@ from .templating import DNS_LABEL, PLACEHOLDER
 # day, so its quota started again, and recreated memory's old shared full-text index empty).
 # Raise it whenever the meaning of stored data changes. 1: the first; 2: usage counted per UTC
 # day, and (SQLite) one memory full-text index per tenant; 3: memory's full-text index holds
-# CJK runs as bigrams, through a `memory_search_text` SQL function older gateways lack.
-SCHEMA_VERSION = 3
+# CJK runs as bigrams, through a `memory_search_text` SQL function older gateways lack; 4: it
+# holds the text in NFKC, through `memory_search_text_v2` (the old function is dropped).
+SCHEMA_VERSION = 4
 KEY_PREFIX = "gwk"
 SCOPES = ("read", "write")
 STATES = ("active", "needs_reauth", "disconnected")

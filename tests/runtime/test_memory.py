@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import pytest
@@ -793,9 +794,33 @@ def test_cjk_words_are_found_inside_a_run(
     assert texts(memory.retrieve_relevant_chunks("acme", "ash", "服装")) == ["Size 27."]
 
 
-def test_indexes_from_before_cjk_bigrams_are_rebuilt(db_url: str) -> None:
-    """A database whose indexes hold CJK runs as single tokens (the layout before bigrams) is
-    re-indexed by migrate(), once, on both stores; nothing else changes."""
+def bigrams_only(value: str | None) -> str | None:
+    """memory_search_text() of schema version 3: CJK bigrams, no NFKC."""
+    if value is None:
+        return None
+    return memory_module._CJK_INNER.sub(r"\1 \1", memory_module._CJK_RUN.sub(r" \g<0> ", value))
+
+
+OLD_LAYOUTS = {
+    # Before CJK bigrams: the columns as they are.
+    "runs": ("{}", ""),
+    # Schema version 3: bigrams through memory_search_text(), no NFKC.
+    "bigrams": (
+        "memory_search_text({})",
+        "CREATE FUNCTION memory_search_text(value text) RETURNS text LANGUAGE sql IMMUTABLE "
+        "STRICT AS $$SELECT regexp_replace(regexp_replace(value, "
+        f"'{memory_module._CJK_RUN_RE}', ' \\& ', 'g'), '{memory_module._CJK_INNER_RE}', "
+        "'\\1 \\1', 'g')$$",
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", list(OLD_LAYOUTS))
+def test_indexes_from_before_cjk_bigrams_are_rebuilt(db_url: str, layout: str) -> None:
+    """A database whose indexes hold CJK runs as single tokens (the layout before bigrams), or
+    bigrams of text not in NFKC (schema version 3), is re-indexed by migrate(), once, on both
+    stores; nothing else changes."""
+    wrap, pg_function = OLD_LAYOUTS[layout]
     engine = make_engine(db_url)
     memory = MemoryStore(engine)
     memory.migrate()
@@ -803,33 +828,44 @@ def test_indexes_from_before_cjk_bigrams_are_rebuilt(db_url: str) -> None:
     remember(memory, "Prefers green tea.", topic="お茶")
     remember(memory, "Prefers oolong.", topic="お茶")  # supersedes the green tea
     memory.update_memory("globex", "bo", [{"text": "喜欢喝绿茶"}, {"text": "Tea at four."}])
+    remember(memory, unicodedata.normalize("NFD", "서울에서 살아요"), user="cy")
     english = scores_seen(memory)
     with engine.begin() as conn:  # the layout of those databases, with their data
         if memory.engine.dialect.name == "sqlite":
+            conn.connection.driver_connection.create_function(  # type: ignore[union-attr]
+                "memory_search_text", 1, bigrams_only, deterministic=True
+            )
             for n in conn.execute(sa.text("SELECT n FROM memory_search_indexes")).scalars():
                 fts = f"memory_fts_{n}"
                 conn.execute(sa.text(f"DROP VIEW {fts}_content"))
+                columns = ", ".join(f"{wrap.format(c)} AS {c}" for c in ("text", "topic", "tags"))
                 conn.execute(
                     sa.text(
-                        f"CREATE VIEW {fts}_content AS SELECT pk, text, topic, tags "
+                        f"CREATE VIEW {fts}_content AS SELECT pk, {columns} "
                         "FROM memory_items WHERE superseded_by IS NULL AND tenant_id = "
                         f"(SELECT tenant_id FROM memory_search_indexes WHERE n = {n})"
                     )
                 )
                 conn.execute(sa.text(f"INSERT INTO {fts}({fts}) VALUES ('rebuild')"))
         else:
+            topic = "coalesce(topic, '')"
             for statement in (
                 "ALTER TABLE memory_items DROP COLUMN search_vector",
-                "DROP FUNCTION memory_search_text(text)",
+                f"DROP FUNCTION {memory_module._SEARCH_TEXT}(text)",
+                *([pg_function] if pg_function else []),
                 "ALTER TABLE memory_items ADD COLUMN search_vector tsvector GENERATED ALWAYS AS ("
-                "setweight(to_tsvector('english'::regconfig, text), 'A') || "
-                "setweight(to_tsvector('english'::regconfig, coalesce(topic, '')), 'B') || "
-                "setweight(to_tsvector('english'::regconfig, tags), 'B')) STORED",
+                f"setweight(to_tsvector('english'::regconfig, {wrap.format('text')}), 'A') || "
+                "setweight(to_tsvector('english'::regconfig, "
+                f"{wrap.format(topic)}), 'B') || "
+                f"setweight(to_tsvector('english'::regconfig, {wrap.format('tags')}), 'B')) "
+                "STORED",
                 "CREATE INDEX memory_items_search ON memory_items USING GIN (search_vector) "
                 "WHERE superseded_by IS NULL",
             ):
                 conn.execute(sa.text(statement))
-    assert texts(memory.retrieve_relevant_chunks("acme", "ash", "寿司")) == []  # old: not found
+    if layout == "runs":
+        assert texts(memory.retrieve_relevant_chunks("acme", "ash", "寿司")) == []  # not found
+    assert texts(memory.retrieve_relevant_chunks("acme", "cy", "서울")) == []  # not found
     upgraded = MemoryStore(make_engine(db_url))
     upgraded.migrate()
     upgraded.migrate()
@@ -838,15 +874,44 @@ def test_indexes_from_before_cjk_bigrams_are_rebuilt(db_url: str) -> None:
         ("acme", "ash", "自転車", JAPANESE_SENTENCE),
         ("acme", "ash", "お茶", "Prefers oolong."),
         ("globex", "bo", "绿茶", "喜欢喝绿茶"),
+        ("acme", "cy", "서울", unicodedata.normalize("NFD", "서울에서 살아요")),
     ):
         assert texts(upgraded.retrieve_relevant_chunks(tenant, user, query)) == [expected]
     assert scores_seen(upgraded) == english
     if upgraded.engine.dialect.name == "sqlite":
-        assert check_indexes(upgraded.engine) == {"acme": 5, "globex": 2}
+        assert check_indexes(upgraded.engine) == {"acme": 6, "globex": 2}
     remember(upgraded, "寿司よりラーメン。")
     assert len(texts(upgraded.retrieve_relevant_chunks("acme", "ash", "寿司"))) == 2
     upgraded.engine.dispose()
     engine.dispose()
+
+
+NFD_ITEMS = {
+    "Réunion": "Réunion au café",
+    "höre": "Ich höre gern Musik",
+    "서울": "서울에서 살아요",
+    "ぶどう": "ぶどうが大好きです",
+    "FULLWIDTH": "ＦＵＬＬＷＩＤＴＨ letters",
+    "ラーメン": "ﾗｰﾒﾝが好き",
+}
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+@pytest.mark.parametrize("word", list(NFD_ITEMS))
+def test_a_word_is_found_whatever_its_unicode_form(
+    memory: MemoryStore, word: str, form: Literal["NFC", "NFD"]
+) -> None:
+    """The same letters as other code points (accents apart, NFD, as a Mac types them; Hangul
+    or kana from some input methods; full-width and half-width forms) are found both ways:
+    text stored in NFD was found by no NFC query, on PostgreSQL not even by itself."""
+    memory.update_memory(
+        "acme", "ash", [{"text": unicodedata.normalize("NFD", t)} for t in NFD_ITEMS.values()]
+    )
+    memory.update_memory("acme", "bo", [{"text": t} for t in NFD_ITEMS.values()])
+    query = unicodedata.normalize(form, word)
+    for user in ("ash", "bo"):
+        got = texts(memory.retrieve_relevant_chunks("acme", user, query))
+        assert got == [unicodedata.normalize("NFD" if user == "ash" else "NFC", NFD_ITEMS[word])]
 
 
 def test_search_text_in_postgresql_is_the_same_as_in_python(pg_url: str) -> None:
@@ -890,7 +955,9 @@ def test_search_text_in_postgresql_is_the_same_as_in_python(pg_url: str) -> None
     ]
     with engine.connect() as conn:
         got = [
-            conn.execute(sa.text("SELECT memory_search_text(:s)"), {"s": sample}).scalar_one()
+            conn.execute(
+                sa.text(f"SELECT {memory_module._SEARCH_TEXT}(:s)"), {"s": sample}
+            ).scalar_one()
             for sample in samples
         ]
     assert got == [search_text(sample) for sample in samples]
