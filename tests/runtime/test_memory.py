@@ -182,6 +182,28 @@ def test_topic_correction_is_case_and_space_insensitive(memory: MemoryStore) -> 
     assert new["superseded"] == [old["id"]]
 
 
+def test_topics_and_tags_are_keyed_by_lower_case(memory: MemoryStore) -> None:
+    """Keys were casefolded: Masse (mass) and Maße (measures) were one topic, the later
+    superseding the other, and a key could outgrow its column (ß -> ss): on PostgreSQL a valid
+    120-letter topic or 60-letter tag was an internal_error."""
+    mass = remember(memory, "Körpermasse: 72 kg", topic="Masse", tags=["Masse"])
+    remember(memory, "Schrankmaße: 2 m x 1 m", topic="Maße", tags=["Maße"])
+    assert memory.profile("acme", "ash")["items"]["active"] == 2
+    for tag, text in (("Masse", "Körpermasse: 72 kg"), ("MAßE", "Schrankmaße: 2 m x 1 m")):
+        assert texts(memory.retrieve_relevant_chunks("acme", "ash", "m kg", tags=[tag])) == [text]
+    # Case and blanks still do not make another topic.
+    remember(memory, "Körpermasse: 70 kg", topic="  MASSE ")
+    assert memory.profile("acme", "ash")["items"]["active"] == 2
+    first = memory.log("acme", "ash")["entries"][0]
+    assert first["id"] == mass["id"] and first["superseded_by"] is not None
+    # The longest topic and tag, each letter of which casefolds to two (ß, ﬃ), or İ.
+    for letter in ("ß", "ﬃ", "İ"):
+        topic, tag = letter * 120, letter * 60
+        stored = remember(memory, f"Long {letter}.", topic=topic, tags=[tag])
+        got = memory.retrieve_relevant_chunks("acme", "ash", "long", tags=[tag])
+        assert texts(got) == [f"Long {letter}."] and stored["superseded"] == []
+
+
 def test_same_topic_twice_in_one_call_keeps_the_later(memory: MemoryStore) -> None:
     out = memory.update_memory(
         "acme",
@@ -829,8 +851,12 @@ def test_indexes_from_before_cjk_bigrams_are_rebuilt(db_url: str, layout: str) -
     remember(memory, "Prefers oolong.", topic="お茶")  # supersedes the green tea
     memory.update_memory("globex", "bo", [{"text": "喜欢喝绿茶"}, {"text": "Tea at four."}])
     remember(memory, unicodedata.normalize("NFD", "서울에서 살아요"), user="cy")
+    remember(memory, "Körpermasse: 72 kg", user="cy", topic="Maße", tags=["Straße", "STRASSE"])
     english = scores_seen(memory)
     with engine.begin() as conn:  # the layout of those databases, with their data
+        # Keys were casefolded: one tag row for both tags.
+        conn.execute(sa.text("UPDATE memory_items SET topic_key = 'masse' WHERE topic = 'Maße'"))
+        conn.execute(sa.text("DELETE FROM memory_item_tags WHERE tag_key = 'straße'"))
         if memory.engine.dialect.name == "sqlite":
             conn.connection.driver_connection.create_function(  # type: ignore[union-attr]
                 "memory_search_text", 1, bigrams_only, deterministic=True
@@ -879,7 +905,13 @@ def test_indexes_from_before_cjk_bigrams_are_rebuilt(db_url: str, layout: str) -
         assert texts(upgraded.retrieve_relevant_chunks(tenant, user, query)) == [expected]
     assert scores_seen(upgraded) == english
     if upgraded.engine.dialect.name == "sqlite":
-        assert check_indexes(upgraded.engine) == {"acme": 6, "globex": 2}
+        assert check_indexes(upgraded.engine) == {"acme": 7, "globex": 2}
+    # Keys recomputed: Masse is another topic than Maße, the tags are two.
+    for tags in (["Straße"], ["strasse"], ["Straße", "strasse"]):
+        got = upgraded.retrieve_relevant_chunks("acme", "cy", "kg", tags=tags)
+        assert texts(got) == ["Körpermasse: 72 kg"], tags
+    remember(upgraded, "Schrank: 2 m", user="cy", topic="Masse")
+    assert upgraded.profile("acme", "cy")["items"]["active"] == 3
     remember(upgraded, "寿司よりラーメン。")
     assert len(texts(upgraded.retrieve_relevant_chunks("acme", "ash", "寿司"))) == 2
     upgraded.engine.dispose()

@@ -106,6 +106,7 @@ LOG_PAGE_LIMIT: Final = 1000
 # The log reads its rows in batches of this many, so that a page cut short by its size (see
 # MemoryStore.log) fetches few more rows than it shows.
 _LOG_BATCH: Final = 50
+_REKEY_BATCH: Final = 1000  # rows per read of MemoryStore._rekey
 PROFILE_FACTS_LIMIT: Final = 200
 PROFILE_RECENT_LIMIT: Final = 20
 PROFILE_TAGS_LIMIT: Final = 50
@@ -578,7 +579,7 @@ tags_table: Final = sa.Table(
     sa.Column(
         "item_pk", _PK_TYPE, sa.ForeignKey("memory_items.pk", ondelete="CASCADE"), primary_key=True
     ),
-    sa.Column("tag_key", sa.String(MAX_TAG_CHARS), primary_key=True),  # casefolded
+    sa.Column("tag_key", sa.String(MAX_TAG_CHARS), primary_key=True),  # _tag_key()
 )
 
 state_table: Final = sa.Table(
@@ -726,12 +727,20 @@ def _invalid(message: str, **details: Any) -> GatewayError:
     return GatewayError(INVALID_ARGUMENTS, message, details=details)
 
 
+# Topics and tags are compared as keys: lower case (as the search engines fold case), blanks
+# collapsed. Not casefold(), which both merged different words (Maße and Masse, a measure and a
+# mass) and made a key longer than its text (ß -> ss, ﬃ -> ffi), so a valid 120-letter topic
+# did not fit its column (PostgreSQL: internal_error). lower() is one letter for one but for
+# İ (i + a combining dot), kept one letter here: a key is never longer than its text.
+_ONE_LETTER_LOWER: Final = {0x130: "i"}
+
+
 def _topic_key(topic: str) -> str:
-    return " ".join(topic.casefold().split())
+    return " ".join(topic.translate(_ONE_LETTER_LOWER).lower().split())
 
 
 def _tag_key(tag: str) -> str:
-    return " ".join(tag.casefold().split())
+    return _topic_key(tag)
 
 
 def _time_error(index: int, message: str) -> GatewayError:
@@ -976,8 +985,9 @@ class MemoryStore:
                 _register_sqlite_functions(conn.connection.driver_connection)
                 for statement in _SQLITE_DDL:
                     conn.execute(sa.text(statement))
-                self._split_legacy_index(conn)
-                self._rebuild_old_indexes(conn)
+                split = self._split_legacy_index(conn)
+                if self._rebuild_old_indexes(conn) or split:
+                    self._rekey(conn)
             else:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATE_LOCK})
                 conn.execute(sa.text(_PG_SEARCH_TEXT))
@@ -993,14 +1003,38 @@ class MemoryStore:
                     # Generated without this search_text(): recomputed for every row (its index
                     # goes with it and is created again below).
                     conn.execute(sa.text("ALTER TABLE memory_items DROP COLUMN search_vector"))
+                    self._rekey(conn)
                 conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {_OLD_SEARCH_TEXT}(text)"))
                 for statement in _PG_DDL:
                     conn.execute(sa.text(statement))
 
     @staticmethod
-    def _rebuild_old_indexes(conn: Connection) -> None:
+    def _rekey(conn: Connection) -> None:
+        """Recompute every topic and tag key with _topic_key()/_tag_key(). Runs with the
+        re-indexing of a database from an older gateway (so once per such database): those
+        wrote casefolded keys (schema version 3 and before)."""
+        i, t = items_table, tags_table
+        after: int | None = None
+        while True:  # in batches, in key order
+            query = sa.select(i.c.pk, i.c.topic, i.c.topic_key, i.c.tags, i.c.superseded_by)
+            if after is not None:
+                query = query.where(i.c.pk > after)
+            rows = conn.execute(query.order_by(i.c.pk).limit(_REKEY_BATCH)).all()
+            if not rows:
+                return
+            after = int(rows[-1][0])
+            for pk, topic, topic_key, tags, superseded_by in rows:
+                if topic is not None and topic_key != _topic_key(topic):
+                    conn.execute(i.update().where(i.c.pk == pk).values(topic_key=_topic_key(topic)))
+                if superseded_by is None and tags != "[]":  # active items' tags have rows
+                    keys = {_tag_key(tag) for tag in json.loads(tags)}
+                    conn.execute(t.delete().where(t.c.item_pk == pk))
+                    conn.execute(t.insert(), [{"item_pk": pk, "tag_key": key} for key in keys])
+
+    @staticmethod
+    def _rebuild_old_indexes(conn: Connection) -> bool:
         """Rebuild each tenant index whose content view does not read through this
-        search_text()."""
+        search_text(); whether there was one."""
         views: dict[int, str | None] = dict(
             conn.execute(
                 sa.text(
@@ -1009,17 +1043,21 @@ class MemoryStore:
                 )
             ).all()
         )
+        rebuilt = False
         for n, sql in sorted(views.items()):
             if sql is not None and f"{_SEARCH_TEXT}(" in sql:
                 continue
+            rebuilt = True
             fts = _fts(int(n))
             conn.execute(sa.text(f"DROP VIEW IF EXISTS {fts}_content"))
             conn.execute(sa.text(_content_view_ddl(int(n))))
             conn.execute(sa.text(f"INSERT INTO {fts}({fts}) VALUES ('rebuild')"))
+        return rebuilt
 
     @staticmethod
-    def _split_legacy_index(conn: Connection) -> None:
-        """Give each tenant of a database with the old shared index its own, then drop it."""
+    def _split_legacy_index(conn: Connection) -> bool:
+        """Give each tenant of a database with the old shared index its own, then drop it;
+        whether there was one."""
         names = {
             str(row[0])
             for row in conn.execute(
@@ -1027,7 +1065,7 @@ class MemoryStore:
             )
         }
         if not any(name in names for _, name in _LEGACY_SQLITE):
-            return
+            return False
         tenants = conn.execute(
             sa.text(
                 "SELECT DISTINCT tenant_id FROM memory_items WHERE superseded_by IS NULL "
@@ -1047,6 +1085,7 @@ class MemoryStore:
         for kind, name in _LEGACY_SQLITE:
             if name in names:
                 conn.execute(sa.text(f"DROP {kind.upper()} IF EXISTS {name}"))
+        return True
 
     @staticmethod
     def _create_index(conn: Connection, tenant_id: str) -> int:
