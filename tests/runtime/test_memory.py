@@ -946,6 +946,29 @@ def test_a_word_is_found_whatever_its_unicode_form(
         assert got == [unicodedata.normalize("NFD" if user == "ash" else "NFC", NFD_ITEMS[word])]
 
 
+VOWELLED = {
+    "محمد": "اسمي مُحَمَّد",
+    "مُحَمَّد": "اسمي محمد وأنا من القاهرة",
+    "שלום": "אמרתי שָׁלוֹם לכולם",
+    "שָׁלוֹם": "שלום עליכם",
+}
+
+
+@pytest.mark.parametrize("query", list(VOWELLED))
+def test_arabic_and_hebrew_are_found_with_or_without_vowel_marks(
+    memory: MemoryStore, query: str
+) -> None:
+    """A word written with its vowel marks and without them is one word (SQLite did not find
+    مُحَمَّد by محمد, and a vowelled query matched letter by letter: ذَهَبْتُ إِلَى الْمَدْرَسَةِ too)."""
+    memory.update_memory(
+        "acme", "ash", [{"text": t} for t in [*VOWELLED.values(), "ذَهَبْتُ إِلَى الْمَدْرَسَةِ"]]
+    )
+    got = texts(memory.retrieve_relevant_chunks("acme", "ash", query))
+    word = unicodedata.normalize("NFKC", query)
+    expected = [t for t in VOWELLED.values() if search_text(word) in search_text(t)]
+    assert len(expected) == 2 and sorted(got) == sorted(expected)
+
+
 def test_search_text_in_postgresql_is_the_same_as_in_python(pg_url: str) -> None:
     """PostgreSQL's memory_search_text() (its index) and search_text() (the query, and
     SQLite's index) rewrite any text alike."""
@@ -975,6 +998,16 @@ def test_search_text_in_postgresql_is_the_same_as_in_python(pg_url: str) -> None
         "\\",
         "\u0301",
         "🙂",
+        "م",
+        "\u064f",  # ARABIC DAMMA
+        "\u0640",  # ARABIC TATWEEL
+        "ש",
+        "\u05c1",  # HEBREW POINT SHIN DOT
+        "e\u0301",
+        "ｶ",
+        "\uff9e",  # HALFWIDTH KATAKANA VOICED SOUND MARK
+        "\u1100",
+        "\u1161",  # HANGUL JUNGSEONG A
     ]
     letters += edges
     r = random.Random(5)

@@ -188,7 +188,7 @@ CJK_FRAMING_TERMS: Final = frozenset({"好き", "喜欢", "最喜", "좋아"})
 # the same two replacements, with the same expressions). Its name stands for the rewriting: a
 # different rewriting needs a new name, so that migrate() sees the indexes built with the old
 # one and rebuilds them (memory_search_text: the bigrams; memory_search_text_v2: the text in
-# NFKC first).
+# NFKC and without Arabic and Hebrew vowel marks first).
 #
 # NFKC: the same letters can be written as different code points, one letter and its accent
 # or one precomposed letter (NFD and NFC: "Réunion" typed on a Mac, Hangul or kana from some
@@ -236,10 +236,24 @@ _CJK_RUN: Final = re.compile(_CJK_RUN_RE)
 _CJK_INNER: Final = re.compile(_CJK_INNER_RE)
 
 
+# Arabic and Hebrew write most vowels as optional marks over the letters (مُحَمَّد is محمد,
+# שָׁלוֹם is שלום), which most text leaves out. FTS5 and PostgreSQL cut or keep words at them,
+# so a word written with its marks and the same word without were different words (and a
+# query with marks matched letter by letter). Both indexes and every query drop them: Arabic
+# harakat, Quranic marks and the tatweel (ـ, a stretch of the line), Hebrew points and
+# cantillation. Letters, and the marks of other scripts, stay.
+_VOWEL_MARKS_RE: Final = (
+    "[\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7"  # Hebrew
+    "\u0610-\u061a\u0640\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e4"
+    "\u06e7\u06e8\u06ea-\u06ed]"  # Arabic
+)
+_VOWEL_MARKS: Final = re.compile(_VOWEL_MARKS_RE)
+
+
 def search_text(text: str) -> str:
-    """`text` as both indexes hold it: in NFKC, every run of CJK letters as its overlapping
-    bigrams."""
-    text = unicodedata.normalize("NFKC", text)
+    """`text` as both indexes hold it: in NFKC, without Arabic and Hebrew vowel marks, every
+    run of CJK letters as its overlapping bigrams."""
+    text = _VOWEL_MARKS.sub("", unicodedata.normalize("NFKC", text))
     if not _CJK_RUN.search(text):
         return text
     return _CJK_INNER.sub(r"\1 \1", _CJK_RUN.sub(r" \g<0> ", text))
@@ -664,8 +678,8 @@ def _index_ddl(n: int) -> tuple[str, ...]:
 # search_text() in SQL (standard_conforming_strings: the backslashes are the regex's own).
 _PG_SEARCH_TEXT: Final = (
     f"CREATE OR REPLACE FUNCTION {_SEARCH_TEXT}(value text) RETURNS text LANGUAGE sql "
-    "IMMUTABLE STRICT PARALLEL SAFE AS $$SELECT regexp_replace(regexp_replace(normalize(value, "
-    "NFKC), "
+    "IMMUTABLE STRICT PARALLEL SAFE AS $$SELECT regexp_replace(regexp_replace(regexp_replace("
+    f"normalize(value, NFKC), '{_VOWEL_MARKS_RE}', '', 'g'), "
     f"'{_CJK_RUN_RE}', ' \\& ', 'g'), '{_CJK_INNER_RE}', '\\1 \\1', 'g')$$"
 )
 _PG_VECTOR: Final = (
