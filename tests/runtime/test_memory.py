@@ -772,6 +772,24 @@ def test_a_word_is_found_as_it_was_stored(memory: MemoryStore, word: str) -> Non
     assert term.lower() == word.lower()
 
 
+@pytest.mark.parametrize(
+    ("query", "sqlite", "postgresql"),
+    [
+        ("cafe", True, False),  # SQLite drops Latin accents
+        ("CAFÉ", True, True),
+        ("οδυσσεας", False, False),  # neither drops Greek ones
+        ("ΟΔΥΣΣΈΑΣ", True, False),  # final sigma: see test_a_word_is_found_as_it_was_stored
+    ],
+)
+def test_which_accents_the_engines_drop(
+    memory: MemoryStore, query: str, sqlite: bool, postgresql: bool
+) -> None:
+    """As the README says (it said SQLite drops accents: not Greek ones)."""
+    memory.update_memory("acme", "ash", [{"text": "Likes café."}, {"text": "Has Οδυσσέας."}])
+    found = bool(memory.retrieve_relevant_chunks("acme", "ash", query)["chunks"])
+    assert found is (sqlite if memory.engine.dialect.name == "sqlite" else postgresql)
+
+
 # No punctuation in 76 letters: one token of the engines before CJK runs became bigrams.
 JAPANESE_SENTENCE = (
     "私は毎朝七時に起きてコーヒーを飲みながら新聞を読みそれから会社まで自転車で通勤しています"
