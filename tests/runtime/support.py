@@ -342,7 +342,7 @@ def make_runtime(store: Store, gateway: c.GatewaySpec, upstream: FakeUpstream, *
     from generator.runtime.memory import MemoryStore
     from generator.runtime.server import GatewayRuntime
 
-    memory = MemoryStore(store.engine, settings=gateway.memory)
+    memory = MemoryStore(store.engine, settings=gateway.memory, registered=store.user_registered)
     memory.migrate()
     executor = ConnectorExecutor(
         gateway, base_urls=upstream.base_urls(), backoff_base=0.01, backoff_max=0.05

@@ -358,3 +358,119 @@ def test_forget_asks_on_a_terminal(gateway, tmp_path: Path) -> None:
     assert gone.returncode == 0, gone.stderr
     assert f"forgot {GONE} of tenant acme: 0 memory items" in gone.stdout
     assert admin(db, "user", "list", "acme").stdout == ""
+
+
+def test_forget_refuses_a_memory_write_that_waited_for_its_lock(gateway, db_url: str) -> None:
+    """A memory write that passed the gateway's registration check before `forget_user` and
+    takes the lock after it (waiting on it meanwhile) writes nothing and is refused as an
+    unregistered user is: the check runs again inside the write's transaction."""
+    import threading
+
+    from generator.runtime.memory import UserNotRegistered
+
+    store = open_store(gateway, db_url, environ=KEY)
+    memory = MemoryStore(store.engine, settings=gateway.memory, registered=store.user_registered)
+    memory.migrate()
+    try:
+        acme = store.create_tenant("acme")
+        store.register_user(acme.id, GONE)
+        memory.update_memory(acme.id, GONE, [{"text": f"likes {MARK}"}])
+        erasing, release = threading.Event(), threading.Event()
+
+        def erase_and_hold(conn: Any, tenant_id: str, user: str) -> int:
+            n = memory.erase_user(conn, tenant_id, user)
+            erasing.set()
+            assert release.wait(30)  # the write below starts meanwhile, and waits
+            return n
+
+        forget = threading.Thread(
+            target=store.forget_user, args=(acme.id, GONE), kwargs={"erase_memory": erase_and_hold}
+        )
+        forget.start()
+        assert erasing.wait(30)
+        outcome: list[object] = []
+
+        def write() -> None:
+            try:
+                outcome.append(memory.update_memory(acme.id, GONE, [{"text": f"late {MARK}"}]))
+            except Exception as exc:
+                outcome.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(0.5)  # waiting for the lock the erasure holds
+        release.set()
+        forget.join(30)
+        writer.join(30)
+        assert len(outcome) == 1 and isinstance(outcome[0], UserNotRegistered), outcome
+        assert (outcome[0].code, outcome[0].refused) == ("forbidden", True)
+        with store.engine.connect() as conn:
+            for table in (items_table, state_table):
+                left = conn.execute(
+                    sa.select(sa.func.count()).where(
+                        table.c.tenant_id == acme.id, table.c.user_id == GONE
+                    )
+                ).scalar_one()
+                assert left == 0, table.name
+        # Registered again, the user starts afresh, and may write.
+        store.register_user(acme.id, GONE)
+        assert memory.retrieve_relevant_chunks(acme.id, GONE, MARK)["chunks"] == []
+        memory.update_memory(acme.id, GONE, [{"text": f"new {MARK}"}])
+        found = memory.retrieve_relevant_chunks(acme.id, GONE, MARK)["chunks"]
+        assert [c["text"] for c in found] == [f"new {MARK}"]
+    finally:
+        store.dispose()
+
+
+async def test_forget_leaves_nothing_of_memory_writes_in_flight(gateway, tmp_path: Path) -> None:
+    """Writers loop update_memory for a user over a serving gateway while `admin user forget`
+    erases it: once forget is done, no item of the user exists, not even after the user is
+    registered again; the writes after it are refused (forbidden)."""
+    import anyio
+
+    db = str(tmp_path / "gw.db")
+    store = open_store(gateway, db, environ=KEY)
+    acme = store.create_tenant("acme")
+    store.register_user(acme.id, GONE)
+    host = store.issue_key(acme.id, host_app=True).token
+    store.dispose()
+    codes: list[str] = []
+    forgotten = anyio.Event()
+
+    async def writer(client: Client, i: int) -> None:
+        n = 0
+        while not forgotten.is_set() or n < 3:
+            n += 1
+            done = await _tool(
+                client, "update_memory", {"observations": [{"text": f"{MARK} {i} {n}"}]}
+            )
+            codes.append(done["error"]["code"] if "error" in done else "ok")
+
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(Client(_serve(db, host, GONE))) for _ in range(2)
+        ]
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(writer, clients[i % 2], i)
+            await anyio.sleep(1)
+            done = await anyio.to_thread.run_sync(
+                lambda: admin(db, "user", "forget", "acme", GONE, "--yes")
+            )
+            forgotten.set()
+        assert done.returncode == 0, done.stderr
+        assert "ok" in codes and set(codes) <= {"ok", "forbidden"}, codes
+        assert codes[-6:] == ["forbidden"] * 6
+
+    store = open_store(gateway, db, environ=KEY)
+    try:
+        with store.engine.connect() as conn:
+            for table in (items_table, state_table):
+                left = conn.execute(
+                    sa.select(sa.func.count()).where(
+                        table.c.tenant_id == acme.id, table.c.user_id == GONE
+                    )
+                ).scalar_one()
+                assert left == 0, table.name
+    finally:
+        store.dispose()

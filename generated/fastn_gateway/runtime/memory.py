@@ -51,7 +51,12 @@ store: they sort and compare the same way on both backends.
 Concurrency: a write transaction starts by bumping the user's version counter (an upsert on
 `memory_user_state`), so its first statement takes the write lock (SQLite) or the user's row
 lock (PostgreSQL): concurrent updates for one user serialise, lose nothing and get unique
-versions. All checks run inside that transaction; a failed check writes nothing.
+versions. All checks run inside that transaction; a failed check writes nothing. One of them,
+when the store is given `registered` (the gateway's user registry), is that the user is still
+registered: `admin user forget` erases the user in one transaction that starts by deleting the
+same counter row (`erase_user`), so a write that passed the gateway's registration check before
+the erasure but takes the lock after it is refused (`UserNotRegistered`) instead of leaving
+items of a user who no longer exists.
 """
 
 # MemoryStore's entry points check their arguments at run time, whatever the annotations say:
@@ -67,7 +72,7 @@ import re
 import secrets
 import time
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, cast
 
@@ -88,12 +93,20 @@ from .catalog import (
     MAX_TOPIC_CHARS,
     MemorySettings,
 )
-from .errors import CONFLICT, INVALID_ARGUMENTS, NOT_FOUND, GatewayError, internal_error
+from .errors import (
+    CONFLICT,
+    FORBIDDEN,
+    INVALID_ARGUMENTS,
+    NOT_FOUND,
+    GatewayError,
+    internal_error,
+)
 from .store import parse_datetime
 
 __all__ = [
     "MAX_TOP_K",
     "MemoryStore",
+    "UserNotRegistered",
     "porter_stem",
     "fts5_match_expression",
     "query_terms",
@@ -958,11 +971,27 @@ def _chunk(row: _Row, score: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+class UserNotRegistered(GatewayError):
+    """A write for a user who is not registered (any more): `admin user forget` erased it
+    while the write waited for the lock. The refusal an unregistered user gets."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            FORBIDDEN,
+            "This user is not registered in this workspace (it was removed); nothing was "
+            "written. Register it again to store memory for it.",
+            refused=True,
+        )
+
+
 class MemoryStore:
     """Personalization memory for the users of every tenant, on SQLite or PostgreSQL.
 
     Every method takes the tenant and user from the authenticated session and scopes every
     statement by both. Methods are synchronous (run them in a worker thread).
+
+    `registered(conn, tenant_id, user_id)`, when given, says whether the user is registered,
+    read in the write's transaction: every write checks it under its lock (module doc).
     """
 
     def __init__(
@@ -971,6 +1000,7 @@ class MemoryStore:
         *,
         settings: MemorySettings = _DEFAULT_SETTINGS,
         answerer: Answerer | None = None,
+        registered: Callable[[Connection, str, str], bool] | None = None,
     ) -> None:
         dialect = engine.dialect.name
         if dialect not in ("sqlite", "postgresql"):
@@ -983,6 +1013,7 @@ class MemoryStore:
         self.engine = engine
         self.settings = settings
         self.answerer: Answerer = answerer if answerer is not None else ExtractiveAnswerer()
+        self._registered = registered
         self._sqlite = dialect == "sqlite"
         if self._sqlite and not event.contains(engine, "connect", _register_sqlite_functions):
             event.listen(engine, "connect", _register_sqlite_functions)
@@ -1152,6 +1183,8 @@ class MemoryStore:
         with self.engine.connect().execution_options(gateway_write=True) as conn, conn.begin():
             # First statement: takes the write lock / the user's row lock (see module doc).
             owner, first = self._allocate_versions(conn, tenant_id, user_id, len(parsed), now)
+            if self._registered is not None and not self._registered(conn, tenant_id, user_id):
+                raise UserNotRegistered()  # erased meanwhile: the transaction rolls back
             # Read under the lock, the time of recording follows the order of the versions.
             now = max(now, _now_us())
             fts: str | None = None
@@ -1976,7 +2009,9 @@ class MemoryStore:
 
         The first statement deletes the user's version counter, which every memory write
         updates first (module doc): on PostgreSQL an update in flight commits before it and
-        its items are deleted below; one that starts later waits, and writes anew."""
+        its items are deleted below; one that starts later waits, then finds the user gone
+        (`registered`) and writes nothing. On SQLite the whole transaction holds the write
+        lock, so a write runs wholly before it or finds the user gone."""
         s, i = state_table, items_table
         conn.execute(s.delete().where(s.c.tenant_id == tenant_id, s.c.user_id == user_id))
         mine = (i.c.tenant_id == tenant_id, i.c.user_id == user_id)

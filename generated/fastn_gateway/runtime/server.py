@@ -134,7 +134,7 @@ from .fastschema import (
     validator_class,
     whole_numbers,
 )
-from .memory import MemoryStore
+from .memory import MemoryStore, UserNotRegistered
 from .quota import QuotaTracker
 from .recorder import Recorder, WriteFailure
 from .store import (
@@ -632,7 +632,9 @@ class GatewayRuntime:
         token_urls = token_urls_from_env(gateway, env)
         url = database_url or default_database_url(gateway, env)
         store = open_store(gateway, url, environ=env)
-        memory = MemoryStore(store.engine, settings=gateway.memory)
+        memory = MemoryStore(
+            store.engine, settings=gateway.memory, registered=store.user_registered
+        )
         memory.migrate()
         executor = ConnectorExecutor(
             gateway,
@@ -899,6 +901,12 @@ class GatewayRuntime:
                 refused=True,
             )
         return asserted
+
+    def forget_known_user(self, tenant_id: str, user: str) -> None:
+        """Drop a remembered yes of `registered` (the user was found gone)."""
+        known = self._known_users.get(tenant_id)
+        if known is not None:
+            known.discard(user)
 
     async def registered(self, tenant_id: str, user: str) -> bool:
         """Whether `user` is registered in the tenant. A yes is remembered until the tenant's
@@ -1471,7 +1479,15 @@ class _Handlers:
             if call is None or rt.memory is None:
                 raise internal_error()
             user = await self.require_user(ctx, principal)
-            result = await rt.run_db(call, rt.memory, principal.tenant_id, user, args)
+            try:
+                result = await rt.run_db(call, rt.memory, principal.tenant_id, user, args)
+            except UserNotRegistered:
+                # `admin user forget` erased the user after require_user found it: asked
+                # again, it refuses as it refuses an unregistered user; a key bound to the
+                # user (forget revoked it) gets UserNotRegistered's refusal.
+                rt.forget_known_user(principal.tenant_id, user)
+                await self.require_user(ctx, principal)
+                raise
             if spec.handler == "memory.update_memory":
                 if result.get("stored"):
                     rt.notifier.updated(principal.tenant_id, resources.Change(memory_user=user))

@@ -1020,6 +1020,19 @@ class Store:
             ).first()
         return _user(row) if row is not None else None
 
+    @staticmethod
+    def user_registered(conn: Connection, tenant_id: str, external_id: str) -> bool:
+        """Whether the user is registered, read in the caller's transaction: a memory write
+        checks it under its lock (`MemoryStore`), so it never outlives `forget_user`."""
+        if has_control_chars(external_id):
+            return False
+        found = conn.execute(
+            sa.select(users.c.id).where(
+                users.c.tenant_id == tenant_id, users.c.external_id == external_id
+            )
+        ).first()
+        return found is not None
+
     def list_users(self, tenant_id: str) -> list[User]:
         with self.read() as conn:
             rows = conn.execute(
