@@ -274,6 +274,8 @@ def _port(text: str) -> int:
 
 _AGE = re.compile(r"(\d{1,6})([hdw])")
 _AGE_US = {"h": 3600 * US, "d": DAY_US, "w": 7 * DAY_US}
+# The earliest cutoff: an age reaching further back names no date (there is no year 0).
+_EARLIEST_US = parse_iso("0001-01-01T00:00:00Z")
 
 
 def _cutoff(text: str) -> int:
@@ -282,7 +284,12 @@ def _cutoff(text: str) -> int:
     text = text.strip()
     age = _AGE.fullmatch(text)
     if age is not None:
-        return now_us() - int(age[1]) * _AGE_US[age[2]]
+        at = now_us() - int(age[1]) * _AGE_US[age[2]]
+        if at < _EARLIEST_US:
+            raise argparse.ArgumentTypeError(
+                f"{text} reaches back before the year 1: give a shorter age or a date"
+            )
+        return at
     try:
         at = parse_iso(text)
     except (ValueError, OverflowError):

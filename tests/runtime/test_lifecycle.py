@@ -111,6 +111,8 @@ def test_prune_deletes_old_events_in_batches_and_leaves_usage(gateway, db_url: s
         ("90x", "neither an ISO 8601 date-time"),
         ("last tuesday", "neither an ISO 8601 date-time"),
         ("2026-13-01", "neither an ISO 8601 date-time"),
+        ("999999d", "reaches back before the year 1"),
+        ("999999w", "reaches back before the year 1"),
     ],
 )
 def test_prune_refuses_a_future_or_unreadable_cutoff(
