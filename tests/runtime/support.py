@@ -218,7 +218,7 @@ class FakeUpstream:
         self.slack_tokens: set[str] = set()
         self.shopify_tokens: set[str] = set()
         self.requests: list[tuple[str, str | None]] = []
-        self.slack_delay = 0.0  # seconds conversations.list takes to answer
+        self.slack_delay = 0.0  # seconds conversations.list and chat.postMessage take to answer
         self.slack_channels = 1  # channels conversations.list holds (it sends `limit` of them)
 
         def slack_auth(request: Request) -> JSONResponse | None:
@@ -233,6 +233,8 @@ class FakeUpstream:
             if denied:
                 return denied
             body = await request.json()
+            if self.slack_delay:
+                await anyio.sleep(self.slack_delay)
             return JSONResponse(
                 {
                     "ok": True,

@@ -1408,14 +1408,23 @@ def test_serve_refuses_a_read_only_database(
     assert "serving" not in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize(("delay", "outcome"), [(0.4, "ok"), (30.0, "cancelled")])
+@pytest.mark.parametrize(
+    ("delay", "outcome", "tool"),
+    [
+        (0.4, "ok", "slack_list_channels"),
+        (30.0, "cancelled", "slack_list_channels"),
+        (30.0, "cancelled", "slack_send_message"),
+    ],
+)
 def test_stdio_sigterm_records_and_answers_the_call_in_flight(
-    gateway, tmp_path: Path, upstream: FakeUpstream, delay: float, outcome: str
+    gateway, tmp_path: Path, upstream: FakeUpstream, delay: float, outcome: str, tool: str
 ) -> None:
     """SIGTERM while a call waited for its upstream: the process exited at once, and the call
     was lost (no answer, no event, no usage, though the upstream had the request). A call that
     ends within the short grace is answered and recorded as it ended; one that does not is
-    stopped, answered `cancelled` and recorded so; the process still exits promptly."""
+    stopped, answered `cancelled` and recorded so; the process still exits promptly. A
+    read-only tool's `cancelled` is retryable; that of a tool that may change data is not, and
+    says it may have taken effect."""
     import json
 
     db = str(tmp_path / "gw.db")
@@ -1440,7 +1449,8 @@ def test_stdio_sigterm_records_and_answers_the_call_in_flight(
         assert "result" in json.loads(proc.stdout.readline())
         send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         before = len(upstream.requests)
-        call = {"name": "slack_list_channels", "arguments": {}}
+        arguments = {"channel": "C1", "text": "hi"} if tool == "slack_send_message" else {}
+        call = {"name": tool, "arguments": arguments}
         send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call})
         deadline = time.monotonic() + 30
         while len(upstream.requests) == before:  # the upstream has the request
@@ -1464,12 +1474,18 @@ def test_stdio_sigterm_records_and_answers_the_call_in_flight(
     if outcome == "ok":
         assert not result["isError"], result
     else:
-        assert result["isError"] and json.loads(result["content"][0]["text"])["error"]["code"] == (
-            "cancelled"
-        ), result
+        assert result["isError"], result
+        error = json.loads(result["content"][0]["text"])["error"]
+        assert error["code"] == "cancelled", error
+        if tool == "slack_list_channels":
+            assert error["retryable"] and "call it again" in error["message"], error
+            assert "taken effect" not in error["message"], error
+        else:
+            assert not error["retryable"], error
+            assert "may or may not have taken effect upstream" in error["message"], error
     store = Store(make_engine(db), gateway)
     [event] = store.query_events(tenant_a, type_="tool_call")
-    assert event.tool == "slack_list_channels"
+    assert event.tool == tool
     assert (event.status, event.error_code) == (
         ("ok", None) if outcome == "ok" else ("error", "cancelled")
     )

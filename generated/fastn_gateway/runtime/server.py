@@ -1090,6 +1090,28 @@ def size_input(spec: ToolSpec) -> str | None:
     return None
 
 
+def stopped_at_shutdown(spec: ToolSpec) -> GatewayError:
+    """The error of a call a stopping stdio gateway cut short (`cancelled`). A read-only or
+    idempotent tool may simply be called again (retryable); any other may or may not have done
+    what it does, and calling it again could do it twice."""
+    where = " upstream" if spec.family == "connector" else ""
+    stopped = "The gateway shut down before the call finished"
+    if spec.annotations.read_only:
+        message = f"{stopped}; it changes nothing, so call it again (once the gateway serves)."
+        return GatewayError(CANCELLED, message, retryable=True)
+    if spec.annotations.idempotent:
+        message = (
+            f"{stopped}; it may or may not have taken effect{where}, and as calling it again "
+            "has the same effect, call it again (once the gateway serves)."
+        )
+        return GatewayError(CANCELLED, message, retryable=True)
+    message = (
+        f"{stopped}; it may or may not have taken effect{where}. Check before calling it "
+        "again: a second call could do it twice."
+    )
+    return GatewayError(CANCELLED, message, retryable=False)
+
+
 def result_too_large(spec: ToolSpec, size: int, limit: int) -> GatewayError:
     """The error of a call whose result is larger than the gateway sends. The call ran: a tool
     that may change data says its changes stand (calling it again would repeat them); any
@@ -1375,11 +1397,7 @@ class _Handlers:
             with rt.calls_in_flight.track() as stop:  # stopped when a stdio gateway exits
                 output = await self.dispatch(ctx, principal, snap, spec, args, extra, notes)
             if stop.cancelled_caught:
-                raise GatewayError(
-                    CANCELLED,
-                    "The gateway shut down before the call finished; it may or may not have "
-                    "taken effect upstream.",
-                )
+                raise stopped_at_shutdown(spec)
             # The executor validated a connector's output already (a mismatch is the upstream's
             # error, not ours); native and memory handlers are checked here.
             problem = None if spec.family == "connector" else rt.index.output_error(spec, output)
