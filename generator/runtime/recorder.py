@@ -19,7 +19,8 @@ record instead, and the records it refuses are dropped and counted in the log: o
 record must not stop every tenant's events and usage from being stored.
 
 A refused call (`record_call` of a call that does not count, `record_event(refused=True)`)
-costs its caller nothing, so its event is stored only while its tenant's budget of the window
+costs its caller nothing, and its event says so (`"refused": true` in its details), so it is
+stored only while its tenant's budget of the window
 lasts (`REFUSALS_STORED` per `REFUSAL_WINDOW_US`); the others are counted, and once the window
 has ended `summarize_refusals()` buffers one summary event per event type with their count per
 error code. The gateway calls it from its change poll and before it reads events (on the
@@ -35,7 +36,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from sqlalchemy.exc import DataError, IntegrityError
@@ -103,6 +104,7 @@ class _LeftOut:
             tool=_shared(self.tools),
             error_code=_shared(set(self.codes)) or None,
             details={
+                "refused": True,
                 "refused_calls": calls,
                 "codes": dict(sorted(self.codes.items())),
                 "first_at": iso(self.first_at),
@@ -331,7 +333,10 @@ class Recorder:
 
     def _refused(self, event: EventRecord) -> None:
         """Buffer the event of a refused call while its tenant's window has room, else count
-        it toward the window's summary; a window that has ended is summed up first."""
+        it toward the window's summary; a window that has ended is summed up first. Its details
+        say `"refused": true`, as a summary's do: readers leave them out of the calls made
+        (`Store.call_stats`)."""
+        event = replace(event, details={**(event.details or {}), "refused": True})
         window = self.clock() // REFUSAL_WINDOW_US
         with self._lock:
             state = self._refusals.get(event.tenant_id)

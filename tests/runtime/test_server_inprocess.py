@@ -214,7 +214,10 @@ async def test_upstream_auth_failure_marks_needs_reauth_and_hides_tools(world, u
             status = await c.call_tool("fastn_get_integration_status", {"connector": "shopify"})
             assert status.structured_content["state"] == "needs_reauth"
             assert status.structured_content["last_error"] == "upstream_auth_failed"
-            assert status.structured_content["errors_24h"] == 2  # the refused retry counts
+            # The call that ran; the retry refused as not_connected counts as no call, as in
+            # usage.
+            assert status.structured_content["calls_24h"] == 1
+            assert status.structured_content["errors_24h"] == 1
     finally:
         upstream.shopify_tokens.add("shpat-acme")
 
@@ -695,6 +698,33 @@ async def test_a_flood_of_refused_calls_stores_a_budget_and_a_summary(world) -> 
     # At most the budget and one summary per type, whatever the flood.
     assert len(store.query_events(a, status="error", limit=1000)) == REFUSALS_STORED + 2
     assert len(store.query_events(b, status="error", limit=1000)) == 3
+
+
+async def test_integration_status_counts_no_refused_call(world) -> None:
+    """Refused calls count toward no usage, so fastn_get_integration_status's calls and
+    errors leave them out too: those stored one by one and the summary of the rest (which was
+    counted as one call and one error, whatever number of calls it sums up)."""
+    from generator.runtime.recorder import REFUSAL_WINDOW_US, REFUSALS_STORED
+
+    minute = [now_us() // REFUSAL_WINDOW_US * REFUSAL_WINDOW_US]
+    world.runtime.recorder.clock = lambda: minute[0]
+    async with Client(world.server(world.a_rw)) as c:
+        for _ in range(2):
+            r = await c.call_tool("slack_send_message", {"channel": "C1", "text": "hi"})
+            assert not r.is_error, r
+        for _ in range(REFUSALS_STORED + 5):
+            r = await c.call_tool("slack_send_message", {"channel": "C1"})
+            assert envelope(r)["code"] == "invalid_arguments"
+        minute[0] += REFUSAL_WINDOW_US  # the summary of the 5 is written
+        status = await c.call_tool("fastn_get_integration_status", {"connector": "slack"})
+    summaries = [
+        e
+        for e in world.runtime.store.query_events(world.a.id, status="error", limit=1000)
+        if e.details and "refused_calls" in e.details
+    ]
+    assert [(s.connector, s.details["refused_calls"]) for s in summaries] == [("slack", 5)]
+    got = status.structured_content
+    assert (got["calls_24h"], got["errors_24h"], got["error_rate_24h"]) == (2, 0, 0.0), got
 
 
 @pytest.mark.parametrize("mode", MODES)

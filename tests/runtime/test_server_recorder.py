@@ -11,7 +11,7 @@ import pytest
 from generator.runtime.errors import GatewayError
 from generator.runtime.quota import QuotaTracker
 from generator.runtime.recorder import REFUSAL_WINDOW_US, REFUSALS_STORED, Recorder
-from generator.runtime.store import Store, make_event, now_us, period_bounds
+from generator.runtime.store import EventRecord, Store, make_event, now_us, period_bounds
 
 
 def _call(rec: Recorder, tenant: str, tool: str = "slack_send_message", status: str = "ok") -> None:
@@ -180,6 +180,10 @@ def _refusal(rec: Recorder, tenant: str, n: int) -> None:
         )
 
 
+def _summary(event: EventRecord) -> bool:
+    return event.details is not None and "refused_calls" in event.details
+
+
 def test_refused_calls_beyond_the_budget_are_summed_up_once_their_window_ends(
     sqlite_store: Store,
 ) -> None:
@@ -199,7 +203,7 @@ def test_refused_calls_beyond_the_budget_are_summed_up_once_their_window_ends(
     clock[0] += 1
     _refusal(rec, a.id, REFUSALS_STORED + 3)  # the first one sums up the previous window
     assert rec.flush() == 1 + REFUSALS_STORED
-    (summary,) = [e for e in sqlite_store.query_events(a.id, limit=1000) if e.details]
+    (summary,) = [e for e in sqlite_store.query_events(a.id, limit=1000) if _summary(e)]
     assert summary.details is not None and summary.details["refused_calls"] == 8
     assert (summary.tool, summary.error_code) == ("nope", "unknown_tool")
     assert rec.summarize_refusals() == 0  # bravo's window is over, with nothing left out
@@ -210,7 +214,7 @@ def test_refused_calls_beyond_the_budget_are_summed_up_once_their_window_ends(
         e.details["refused_calls"]
         for t in (a.id, b.id)
         for e in sqlite_store.query_events(t, limit=1000)
-        if e.details
+        if _summary(e)
     ]
     assert summaries == [3, 8, 1]
     assert len(sqlite_store.query_events(a.id, limit=1000)) == 2 * REFUSALS_STORED + 2

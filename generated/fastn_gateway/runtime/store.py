@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -473,6 +473,11 @@ class FlowRecord:
     version: int
     definition: Mapping[str, Any]
     created_at: int
+
+
+# How the details of a refused call's event (or of a summary of refused calls) mark it, as
+# stored (EventRecord.to_row: json.dumps): `"refused": true`.
+_REFUSED: Final = json.dumps({"refused": True})[1:-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -1585,7 +1590,11 @@ class Store:
         return [_event(r) for r in rows]
 
     def call_stats(self, tenant_id: str, connector: str, since: int) -> tuple[int, int]:
-        """(tool calls, failed tool calls) through `connector` since `since`."""
+        """(tool calls, failed tool calls) through `connector` since `since`. Refused calls
+        are not calls here, as in usage: neither their events (`"refused": true` in the
+        details) nor the summaries of those not stored one by one (`refused_calls`, which
+        earlier gateways wrote without the mark) count."""
+        d = events.c.details
         q = sa.select(
             sa.func.count(),
             sa.func.coalesce(sa.func.sum(sa.case((events.c.status == "error", 1), else_=0)), 0),
@@ -1594,6 +1603,8 @@ class Store:
             events.c.connector == connector,
             events.c.type == "tool_call",
             events.c.at >= since,
+            sa.or_(d.is_(None), ~d.contains(_REFUSED, autoescape=True)),
+            sa.or_(d.is_(None), ~d.contains('"refused_calls"', autoescape=True)),
         )
         with self.read() as conn:
             row = conn.execute(q).one()
