@@ -33,12 +33,15 @@ INTERNAL_ERROR: Final = "internal_error"
 RESULT_TOO_LARGE: Final = "result_too_large"
 # Recorded in event history only: a request the client cancelled (or gave up on) gets no answer.
 CANCELLED: Final = "cancelled"
+# The gateway's database takes no writes or answers no queries now (a full disk, a read-only
+# file, an outage): the call could not complete, and may once the database recovers.
+STORAGE_UNAVAILABLE: Final = "storage_unavailable"
 
 # The most problems one invalid_arguments error lists in details.errors.
 MAX_ERRORS: Final = 20
 
 RETRYABLE_BY_DEFAULT: Final = frozenset(
-    {QUOTA_EXCEEDED, RATE_LIMITED, UPSTREAM_TIMEOUT, INTERNAL_ERROR}
+    {QUOTA_EXCEEDED, RATE_LIMITED, UPSTREAM_TIMEOUT, INTERNAL_ERROR, STORAGE_UNAVAILABLE}
 )
 
 

@@ -43,7 +43,16 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from .errors import INVALID_ARGUMENTS
 from .quota import QuotaTracker
-from .store import EventRecord, HealthDelta, Store, UsageDelta, iso, make_event, now_us
+from .store import (
+    EventRecord,
+    HealthDelta,
+    Store,
+    UsageDelta,
+    db_reason,
+    iso,
+    make_event,
+    now_us,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -509,7 +518,7 @@ class Recorder:
     def _failed(self, exc: Exception) -> None:
         """Under the write lock: log a failed write, throttled (see the module doc)."""
         now = time.monotonic()
-        reason = _reason(exc)
+        reason = db_reason(exc)
         self._failed_writes += 1
         if self._failing is None:
             self._failing = (reason, now)
@@ -614,14 +623,6 @@ class Recorder:
                 logger.exception("recorder: reading usage totals failed")
                 continue
             self.quota.settle(tenant_id, day, per, fresh)
-
-
-def _reason(exc: BaseException) -> str:
-    """The database's own one-line reason for a failed write: SQLAlchemy's text adds the
-    statement and its parameters, which hold the records' content."""
-    orig = getattr(exc, "orig", None)
-    lines = str(orig if orig is not None else exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _is_upstream(code: str | None) -> bool:

@@ -46,7 +46,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from .catalog import ConnectorSpec, GatewaySpec
 from .crypto import CredentialCipher, CredentialKeyError, load_cipher
@@ -113,6 +113,28 @@ class Conflict(StoreError):
 
 
 # --------------------------------------------------------------------------- time helpers
+
+
+def db_reason(exc: BaseException) -> str:
+    """The database's own one-line reason for a failure: SQLAlchemy's text adds the statement
+    and its parameters, which hold the records' content."""
+    orig = getattr(exc, "orig", None)
+    lines = str(orig if orig is not None else exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """What keeps the database from serving, when `exc` is an operational failure of it (not
+    a bug, nor a record it refuses): "disk_full", "read_only" or "unavailable" (an outage, a
+    lock held too long, an I/O error). None for any other exception."""
+    if not isinstance(exc, OperationalError):
+        return None
+    reason = str(exc.orig)
+    if getattr(exc.orig, "sqlstate", None) == "53100" or "disk is full" in reason:
+        return "disk_full"  # SQLITE_FULL; PostgreSQL's disk_full
+    if re.search(r"read-?only", reason, re.I):
+        return "read_only"
+    return "unavailable"
 
 
 def now_us() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -698,6 +699,62 @@ async def test_a_flood_of_refused_calls_stores_a_budget_and_a_summary(world) -> 
     # At most the budget and one summary per type, whatever the flood.
     assert len(store.query_events(a, status="error", limit=1000)) == REFUSALS_STORED + 2
     assert len(store.query_events(b, status="error", limit=1000)) == 3
+
+
+async def test_a_full_disk_answers_storage_unavailable_and_logs_once_a_minute(
+    world, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that cannot grow (SQLite's own SQLITE_FULL, as on a full disk): each
+    update_memory logged a traceback and answered internal_error. It answers
+    storage_unavailable (retryable), the first failure is logged with its traceback and the
+    next ones once a minute in a line; once the database can grow again, writes work."""
+    from sqlalchemy import event
+
+    engine = world.runtime.store.engine
+
+    def cap(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        pages = cur.execute("PRAGMA page_count").fetchone()[0]
+        cur.execute(f"PRAGMA max_page_count = {pages}")
+        cur.close()
+
+    big = [{"text": f"w{i} " * 900} for i in range(20)]  # 72 KB, distinct words
+    caplog.set_level(logging.ERROR, logger="generator.runtime.server")
+    event.listen(engine, "connect", cap)
+    engine.dispose()  # connections open again, capped
+    try:
+        clock = [1000.0]  # the failure log's, moved by hand: a second per call
+        world.runtime.storage_failures.clock = lambda: clock[0]
+
+        async def write() -> dict[str, Any]:
+            clock[0] += 1
+            return envelope(await c.call_tool("update_memory", {"observations": big}))
+
+        async with Client(world.server(world.a_rw)) as c:
+            errors = [await write() for _ in range(5)]
+            assert {(e["code"], e["retryable"]) for e in errors} == {
+                ("storage_unavailable", True)
+            }, errors
+            assert "disk is full" in errors[0]["message"], errors[0]
+            assert errors[0]["details"] == {"reason": "disk_full"}
+            logged = [r for r in caplog.records if r.name == "generator.runtime.server"]
+            assert len(logged) == 1 and logged[0].exc_info is not None, logged
+            assert "database or disk is full" in logged[0].getMessage()
+            clock[0] += 30
+            await write()  # 35 s after the first
+            assert len([r for r in caplog.records if r.name == logged[0].name]) == 1
+            clock[0] += 24
+            await write()  # a minute after the first
+            logged = [r for r in caplog.records if r.name == logged[0].name]
+            assert len(logged) == 2 and logged[1].exc_info is None, logged
+            line = logged[1].getMessage()
+            assert "disk is full): 6 more in the last 60 s, failing for 60 s" in line, line
+    finally:
+        event.remove(engine, "connect", cap)
+        engine.dispose()
+    async with Client(world.server(world.a_rw)) as c:
+        done = await c.call_tool("update_memory", {"observations": big[:1]})
+        assert not done.is_error, done
 
 
 async def test_integration_status_counts_no_refused_call(world) -> None:

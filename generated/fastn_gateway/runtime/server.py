@@ -60,6 +60,7 @@ import json
 import logging
 import os
 import shlex
+import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -112,6 +113,7 @@ from .errors import (
     NOT_FOUND,
     RATE_LIMITED,
     RESULT_TOO_LARGE,
+    STORAGE_UNAVAILABLE,
     UNAUTHENTICATED,
     UNKNOWN_TOOL,
     UPSTREAM_AUTH_FAILED,
@@ -136,17 +138,19 @@ from .fastschema import (
 )
 from .memory import MemoryStore, UserNotRegistered
 from .quota import QuotaTracker
-from .recorder import Recorder, WriteFailure
+from .recorder import FAILURE_LOG_INTERVAL, Recorder, WriteFailure
 from .store import (
     ConnectionRecord,
     EventRecord,
     Store,
     TenantSnapshot,
     UsageDelta,
+    db_reason,
     default_database_url,
     make_event,
     now_us,
     open_store,
+    storage_failure,
     usage_day,
 )
 from .templating import PLACEHOLDER
@@ -607,7 +611,27 @@ class GatewayRuntime:
         # (`admin user forget` moves it), see `_install`.
         self._known_users: dict[str, set[str]] = {}
         self.calls_in_flight = CallsInFlight()
+        self.storage_failures = FailureLog("tool calls fail: the database cannot serve them")
         self._closed = False
+
+    def storage_error(self, exc: Exception) -> GatewayError | None:
+        """The answer to a call the database failed to serve (`storage_failure`: a full disk,
+        a read-only file, an outage), logged like the recorder's failed writes (`FailureLog`);
+        None for any other exception."""
+        kind = storage_failure(exc)
+        if kind is None:
+            return None
+        self.storage_failures.failed(exc)
+        what = {
+            "disk_full": "its disk is full",
+            "read_only": "it is read-only",
+        }.get(kind, "it does not answer")
+        return GatewayError(
+            STORAGE_UNAVAILABLE,
+            f"The gateway's database cannot serve this call now ({what}), so it did not "
+            "complete. Retry later: the operator has been told in the gateway's log.",
+            details={"reason": kind},
+        )
 
     # ------------------------------------------------------------------ construction
 
@@ -1090,6 +1114,57 @@ def size_input(spec: ToolSpec) -> str | None:
     return None
 
 
+class FailureLog:
+    """Logs a failure that repeats for as long as it lasts (the database cannot serve calls),
+    as the recorder logs its failed writes: the first of a spell with its traceback, then one
+    line per `interval` seconds with how many failed since. A spell ends after `interval`
+    seconds without a failure; the next failure starts another."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        interval: float = FAILURE_LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.what = what
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._since: float | None = None  # the first failure of the spell
+        self._last = 0.0  # the last failure
+        self._logged = 0.0  # the last line logged
+        self._count = 0  # failures of the spell not yet logged
+
+    def failed(self, exc: BaseException) -> None:
+        now = self.clock()
+        with self._lock:
+            last, self._last = self._last, now
+            if self._since is None or now - last >= self.interval:  # a new spell
+                self._since = self._logged = now
+                self._count = 0
+                line = None
+            else:
+                self._count += 1
+                if now - self._logged < self.interval:
+                    return
+                line = (self._count, now - self._logged, now - self._since)
+                self._logged = now
+                self._count = 0
+        reason = db_reason(exc)
+        if line is None:
+            logger.error(
+                "%s (%s); logged again once a minute while it lasts",
+                self.what,
+                reason,
+                exc_info=exc,
+            )
+        else:
+            logger.error(
+                "%s (%s): %d more in the last %.0f s, failing for %.0f s", self.what, reason, *line
+            )
+
+
 def stopped_at_shutdown(spec: ToolSpec) -> GatewayError:
     """The error of a call a stopping stdio gateway cut short (`cancelled`). A read-only or
     idempotent tool may simply be called again (retryable); any other may or may not have done
@@ -1430,9 +1505,11 @@ class _Handlers:
             # history must not say the call succeeded (nor that it failed upstream).
             failure = GatewayError(CANCELLED, "The client cancelled the call.")
             raise
-        except Exception:
-            logger.exception("tool %s failed for tenant %s", name, principal.tenant_id)
-            failure = internal_error()
+        except Exception as exc:
+            failure = rt.storage_error(exc)
+            if failure is None:
+                logger.exception("tool %s failed for tenant %s", name, principal.tenant_id)
+                failure = internal_error()
             return tool_error(failure)
         finally:
             rt.recorder.record_call(
