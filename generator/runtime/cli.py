@@ -313,6 +313,15 @@ def _key_id(text: str) -> str:
     return text
 
 
+def _unwritable_directory(db_url: str) -> Path | None:
+    """The directory of a SQLite database file that exists there but cannot be written (a
+    read-only mount), else None."""
+    path = sqlite_path(db_url)
+    if path is None or not path.is_file() or os.access(path.parent, os.W_OK):
+        return None
+    return path.parent
+
+
 def _db_url(gateway: GatewaySpec, arg: str | None, environ: Mapping[str, str]) -> str:
     return arg or default_database_url(gateway, environ)
 
@@ -876,6 +885,17 @@ def main(gateway: GatewaySpec, argv: Sequence[str] | None = None) -> int:
     except sqlalchemy.exc.SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         reason = first[0] if first else type(exc).__name__
+        locked_in = _unwritable_directory(db_url) if "unable to open" in reason else None
+        if locked_in is not None:
+            # A file on a read-only mount: SQLite opens it, then cannot create the -wal and
+            # -shm files its WAL journal needs beside it.
+            print(
+                f"error: the database is read-only ({reason}): its directory {locked_in} "
+                "cannot be written, and SQLite must create its -wal and -shm files there; "
+                "make the directory writable for this user",
+                file=sys.stderr,
+            )
+            return 1
         print(f"error: cannot use the database {db}: {reason}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:

@@ -1408,6 +1408,54 @@ def test_serve_refuses_a_read_only_database(
     assert "serving" not in err and "Traceback" not in err
 
 
+def test_serve_on_a_read_only_directory_says_the_database_is_read_only(
+    gateway, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """A database file whose directory cannot be written (a read-only mount), with no -wal
+    and -shm files beside it: SQLite cannot create them, and `serve` said only "unable to
+    open database file". It says the database is read-only, and why. As root, the directory
+    is marked immutable (`chattr +i`), which root obeys too."""
+    import sqlite3
+
+    from generator.runtime.server import GatewayRuntime
+
+    folder = tmp_path / "mnt"
+    folder.mkdir()
+    db = folder / "gw.db"
+    key, _kb, _tenant = _setup(gateway, str(db), upstream)
+    runtime = GatewayRuntime.open(gateway, str(db), environ={})
+    runtime.close_sync()
+    runtime.store.dispose()
+    sqlite3.connect(db).close()  # the last connection: SQLite removes -wal and -shm
+    assert sorted(p.name for p in folder.iterdir()) == ["gw.db", "gw.db.key"]
+    if os.geteuid() == 0:
+        marked = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+        if marked.returncode != 0:
+            pytest.skip(f"as root, and chattr +i is refused here: {marked.stderr!r}")
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        folder.chmod(0o555)
+        undo = ["chmod", "700", str(folder)]
+    try:
+        proc = subprocess.run(
+            [sys.executable, LAUNCHER, "serve", "--transport", "stdio", "--db", str(db)],
+            env=_env(FASTN_GATEWAY_API_KEY=key),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        subprocess.run(undo, check=True)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert err.startswith(
+        f"error: the database is read-only (unable to open database file): its directory "
+        f"{folder} cannot be written"
+    ), err
+    assert "make the directory writable" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("delay", "outcome", "tool"),
     [
