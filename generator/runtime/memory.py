@@ -1053,6 +1053,31 @@ class MemoryStore:
                 for statement in _PG_DDL:
                     conn.execute(sa.text(statement))
 
+    def reindex(self) -> int:
+        """SQLite: rebuild every tenant's search index from its active items, through
+        search_text(), one tenant per transaction, and set its row count; returns how many.
+        Repairs the rows a gateway from before search_text() indexed as they were (it went on
+        writing after a newer one migrated the database), which nothing tells apart from the
+        others. PostgreSQL: nothing to do (the database computes each row's vector), 0."""
+        if not self._sqlite:
+            return 0
+        with self.engine.connect() as conn:
+            numbers = [int(n) for n in conn.execute(sa.text(f"SELECT n FROM {_INDEXES}")).scalars()]
+            conn.rollback()
+        for n in sorted(numbers):
+            with self.engine.connect().execution_options(gateway_write=True) as conn, conn.begin():
+                _register_sqlite_functions(conn.connection.driver_connection)
+                fts = _fts(n)
+                conn.execute(sa.text(f"INSERT INTO {fts}({fts}) VALUES ('rebuild')"))
+                conn.execute(
+                    sa.text(
+                        f"UPDATE {_INDEXES} SET row_count = (SELECT count(*) FROM {fts}) "
+                        "WHERE n = :n"
+                    ),
+                    {"n": n},
+                )
+        return len(numbers)
+
     @staticmethod
     def _rekey(conn: Connection) -> None:
         """Recompute every topic and tag key with _topic_key()/_tag_key(). Runs with the

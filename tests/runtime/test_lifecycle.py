@@ -476,3 +476,65 @@ async def test_forget_leaves_nothing_of_memory_writes_in_flight(gateway, tmp_pat
                 assert left == 0, table.name
     finally:
         store.dispose()
+
+
+# ----------------------------------------------------------------------------- memory reindex
+
+
+def test_memory_reindex_repairs_rows_an_older_gateway_indexed(gateway, db_url: str) -> None:
+    """An older gateway (from before CJK letter pairs) still running after a newer one
+    migrated the database indexes what it writes as it is: its CJK words are never found, and
+    the one-time re-index has run already. `admin memory reindex` rebuilds every tenant's
+    index from the items, so they are found; the rest is as it was."""
+    from generator.runtime.memory import _fts, _indexed
+
+    store = open_store(gateway, db_url, environ=KEY)
+    memory = MemoryStore(store.engine, settings=gateway.memory)
+    memory.migrate()
+    try:
+        acme, bravo = store.create_tenant("acme"), store.create_tenant("bravo")
+        memory.update_memory(acme.id, "ash", [{"text": "寿司が大好きです", "tags": ["食"]}])
+        memory.update_memory(bravo.id, "bo", [{"text": "喜欢喝绿茶"}])
+        late = memory.update_memory(acme.id, "ash", [{"text": "ラーメンも好きです"}])
+        path = sqlite_path(db_url)
+        if path is not None:
+            # The older gateway's write: the item, indexed with its values as they are.
+            with store.engine.begin() as conn:
+                row = conn.execute(
+                    sa.select(items_table.c.pk, items_table.c.text, items_table.c.tags).where(
+                        items_table.c.id == late["stored"][0]["id"]
+                    )
+                ).one()
+                fts = _fts(memory._index_of(conn, acme.id) or 0)
+                values = {"pk": row.pk, "text": row.text, "tags": row.tags}
+                conn.execute(
+                    sa.text(
+                        f"INSERT INTO {fts}({fts}, rowid, text, topic, tags) "
+                        "VALUES ('delete', :pk, :text, NULL, :tags)"
+                    ),
+                    {**values, "text": _indexed(row.text), "tags": _indexed(row.tags)},
+                )
+                conn.execute(
+                    sa.text(
+                        f"INSERT INTO {fts}(rowid, text, topic, tags) "
+                        "VALUES (:pk, :text, NULL, :tags)"
+                    ),
+                    values,
+                )
+            assert memory.retrieve_relevant_chunks(acme.id, "ash", "ラーメン")["chunks"] == []
+        done = admin(db_url, "memory", "reindex")
+        assert done.returncode == 0, done.stderr
+        if path is None:
+            assert done.stdout.startswith("nothing to rebuild: PostgreSQL"), done.stdout
+        else:
+            assert done.stdout == "rebuilt the memory search index of 2 tenants\n", done.stdout
+            assert _fts_checks(str(path), acme.id)[:2] == (2, 2)
+        for tenant, user, query, text in (
+            (acme.id, "ash", "ラーメン", "ラーメンも好きです"),
+            (acme.id, "ash", "寿司", "寿司が大好きです"),
+            (bravo.id, "bo", "绿茶", "喜欢喝绿茶"),
+        ):
+            found = memory.retrieve_relevant_chunks(tenant, user, query)["chunks"]
+            assert [c["text"] for c in found] == [text], query
+    finally:
+        store.dispose()

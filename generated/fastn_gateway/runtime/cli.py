@@ -239,6 +239,14 @@ def build_parser(gateway: GatewaySpec) -> argparse.ArgumentParser:
     uf.add_argument("user")
     uf.add_argument("--yes", action="store_true", help="erase without asking for confirmation")
 
+    m = asub.add_parser("memory", help="maintain the memory search index")
+    ms = m.add_subparsers(dest="action", required=True)
+    ms.add_parser(
+        "reindex",
+        help="rebuild every tenant's memory search index from the stored items (SQLite), one "
+        "tenant at a time: after an older gateway wrote to a database a newer one had migrated",
+    )
+
     e = asub.add_parser("events", help="delete old events (usage counts stay)")
     es = e.add_subparsers(dest="action", required=True)
     ep = es.add_parser(
@@ -452,6 +460,17 @@ def _admin_with(gateway: GatewaySpec, store: Store, args: argparse.Namespace) ->
             _print(f"{user.id}  {user.external_id}  created_at={iso(user.created_at)}")
     elif cmd == "user" and action == "forget":
         return _forget(gateway, store, args)
+    elif cmd == "memory" and action == "reindex":
+        from .memory import MemoryStore
+
+        memory = MemoryStore(store.engine, settings=gateway.memory)
+        memory.migrate()
+        n = memory.reindex()
+        _print(
+            f"rebuilt the memory search index of {n} tenants"
+            if store.is_sqlite
+            else "nothing to rebuild: PostgreSQL computes each item's search vector itself"
+        )
     elif cmd == "events" and action == "prune":
         only = store.require_tenant(args.tenant) if args.tenant else None
         tenant_id = only.id if only is not None else None
