@@ -277,6 +277,27 @@ def _indexed(value: str | None) -> str | None:
     return None if value is None else search_text(value)
 
 
+def _unindex(conn: Connection, fts: str, rows: Sequence[_Row]) -> None:
+    """Take `rows` (pk, text, topic, tags) out of the SQLite index `fts`. It holds external
+    content: removing a row needs the values it was indexed with (search_text() is
+    deterministic)."""
+    conn.execute(
+        sa.text(
+            f"INSERT INTO {fts}({fts}, rowid, text, topic, tags) "
+            "VALUES ('delete', :pk, :text, :topic, :tags)"
+        ),
+        [
+            {
+                "pk": r["pk"],
+                "text": _indexed(r["text"]),
+                "topic": _indexed(r["topic"]),
+                "tags": _indexed(r["tags"]),
+            }
+            for r in rows
+        ],
+    )
+
+
 def _register_sqlite_functions(dbapi_conn: Any, _record: Any = None) -> None:
     """Define search_text() in SQL (_SEARCH_TEXT) on a SQLite connection. Each index reads
     its content through it ('rebuild', 'integrity-check', a scan of the index without MATCH)."""
@@ -1439,23 +1460,7 @@ class MemoryStore:
         # Tag rows serve filtering and counting active items only; the item keeps its tags.
         conn.execute(tags_table.delete().where(tags_table.c.item_pk.in_([r["pk"] for r in rows])))
         if fts is not None:
-            # External-content FTS5: removing a row needs the values it was indexed with
-            # (search_text() is deterministic).
-            conn.execute(
-                sa.text(
-                    f"INSERT INTO {fts}({fts}, rowid, text, topic, tags) "
-                    "VALUES ('delete', :pk, :text, :topic, :tags)"
-                ),
-                [
-                    {
-                        "pk": r["pk"],
-                        "text": _indexed(r["text"]),
-                        "topic": _indexed(r["topic"]),
-                        "tags": _indexed(r["tags"]),
-                    }
-                    for r in rows
-                ],
-            )
+            _unindex(conn, fts, rows)
         return [str(row["id"]) for row in rows]
 
     # -- retrieval ---------------------------------------------------------------------------
@@ -2071,22 +2076,7 @@ class MemoryStore:
         if not rows:
             return
         fts = _fts(n)
-        # External content: removing a row needs the values it was indexed with.
-        conn.execute(
-            sa.text(
-                f"INSERT INTO {fts}({fts}, rowid, text, topic, tags) "
-                "VALUES ('delete', :pk, :text, :topic, :tags)"
-            ),
-            [
-                {
-                    "pk": r["pk"],
-                    "text": _indexed(r["text"]),
-                    "topic": _indexed(r["topic"]),
-                    "tags": _indexed(r["tags"]),
-                }
-                for r in rows
-            ],
-        )
+        _unindex(conn, fts, rows)
         conn.execute(
             sa.text(f"UPDATE {_INDEXES} SET row_count = row_count - :gone WHERE n = :n"),
             {"gone": len(rows), "n": n},
