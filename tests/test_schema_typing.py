@@ -135,13 +135,17 @@ def test_pyright_sees_the_same_types(built: SimpleNamespace, tmp_path: Path) -> 
 
 def test_defaults_are_none_in_the_signature_and_documented(built: SimpleNamespace) -> None:
     """Every optional argument defaults to None (left out: the gateway applies the schema's
-    default), so a value written equal to the default is still sent; the docstring gives it."""
+    default), or NOT_GIVEN where the schema takes null, so a value written equal to the default
+    is still sent; the docstring gives the default."""
     params = inspect.signature(built.client.probe_mixed).parameters
-    names = ("opts", "tags", "meta", "rows", "level", "flag")
+    names = ("opts", "tags", "meta", "rows", "flag")
     assert {n: params[n].default for n in names} == dict.fromkeys(names)
+    not_given = importlib.import_module(f"{PKG}.client").NOT_GIVEN
+    assert params["level"].default is not_given  # it takes null: None sends null
     doc = inspect.getdoc(built.client.probe_mixed) or ""
     assert 'opts: Default: {"a": 1}.' in doc and 'rows: Default: [{"a": 1}].' in doc
-    assert "level: Default: 1." in doc and "flag: Default: true." in doc
+    assert "level: None sends null; left out (NOT_GIVEN), it is not sent. Default: 1." in doc
+    assert "flag: Default: true." in doc
 
 
 def test_model_defaults_are_right_and_never_shared(built: SimpleNamespace) -> None:

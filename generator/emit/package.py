@@ -25,6 +25,7 @@ SERVER_DEPENDENCIES = (
     "mcp-types>=2.3,<3",
     "pydantic>=2.12,<3",
     "jsonschema>=4.23,<5",
+    "referencing>=0.28.4,<1",
     "sqlalchemy>=2.0,<3",
     "cryptography>=43,<52",
     "uvicorn>=0.31,<1",
