@@ -591,7 +591,8 @@ async def serve_stdio(
         api_key=api_key, asserted_user=asserted_user, user_source=user_source
     )
     try:
-        async with stdio_server() as (read, write), anyio.create_task_group() as tg:
+        async with stdio_server() as (read, sdk_write), anyio.create_task_group() as tg:
+            write = _CountedWrites(sdk_write)
             tg.start_soon(runtime.watch_changes, watch_interval)
             if exit_on_signal:
                 tg.start_soon(_exit_on_signal, runtime, write)
@@ -609,13 +610,14 @@ async def serve_stdio(
 STDIO_GRACE_SECONDS: Final = 1.0
 
 
-async def _exit_on_signal(runtime: GatewayRuntime, write: WriteStream[SessionMessage]) -> None:
+async def _exit_on_signal(runtime: GatewayRuntime, write: _CountedWrites) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
+            in_flight, sent = len(runtime.calls_in_flight), write.sent
             logger.info(
                 "signal %d: finishing %d tool calls in flight, flushing records and exiting",
                 signum,
-                len(runtime.calls_in_flight),
+                in_flight,
             )
             with anyio.CancelScope(shield=True):
                 stopped = await runtime.calls_in_flight.finish(STDIO_GRACE_SECONDS)
@@ -624,18 +626,51 @@ async def _exit_on_signal(runtime: GatewayRuntime, write: WriteStream[SessionMes
                         "stopped %d tool calls still running at shutdown (recorded as cancelled)",
                         stopped,
                     )
-                    await _answers_written(write)
+                if in_flight:
+                    await _answers_written(write, sent + in_flight)
                 await runtime.aclose()
             sys.stderr.flush()
             os._exit(0)
 
 
-async def _answers_written(write: WriteStream[SessionMessage], limit: float = 1.0) -> None:
-    """Wait, `limit` seconds at most, until the stdio transport has written the answers of the
-    calls just stopped: its writer waits for the next message again. The SDK's stream wraps
-    anyio's memory stream (`_inner`), whose statistics say so."""
-    await anyio.sleep(0.05)  # the stopped calls' answers reach the stream
-    inner = getattr(write, "_inner", None)
+class _CountedWrites:
+    """The stdio transport's write stream, counting the messages sent on it: a gateway exiting
+    on a signal waits for the answers of the calls that were in flight."""
+
+    def __init__(self, inner: WriteStream[SessionMessage]) -> None:
+        self.inner = inner
+        self.sent = 0
+
+    async def send(self, item: SessionMessage, /) -> None:
+        await self.inner.send(item)
+        self.sent += 1
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        return await self.inner.__aexit__(exc_type, exc_val, exc_tb)
+
+
+async def _answers_written(write: _CountedWrites, sent: int, limit: float = 1.0) -> None:
+    """Wait, `limit` seconds at most, until `sent` messages have been sent on the stdio
+    transport (the calls that were in flight have answered: finished or stopped) and its writer
+    has written them: it waits for the next message again. The SDK's stream wraps anyio's
+    memory stream (`_inner`), whose statistics say so. The calls' answers were lost when the
+    process exited between a call's end and its answer (a test under load)."""
+    with anyio.move_on_after(limit):
+        while write.sent < sent:
+            await anyio.sleep(0.01)
+    inner = getattr(write.inner, "_inner", None)
     if not isinstance(inner, MemoryObjectSendStream):
         return
     with anyio.move_on_after(limit):
