@@ -506,24 +506,10 @@ def _redacted(query: str) -> str:
     return "&".join(parts)
 
 
-class _AnswerUnreadable:
-    """The stdio transport's read stream, less the lines it could not read as a JSON-RPC
-    message: each is answered with JSON-RPC's error, -32700 for a line that is not JSON and
-    -32600 for one that is but is no message, with the id null (it cannot be read), as the
-    HTTP transport answers such a body (400, -32700). The SDK's server only logged them at
-    debug level, and a client waited for an answer that never came (audit finding)."""
+class _Wrapping:
+    """A stream wrapping `_inner`: entering, leaving and closing it are the inner stream's."""
 
-    def __init__(
-        self,
-        inner: ReadStream[SessionMessage | Exception],
-        write: WriteStream[SessionMessage],
-    ) -> None:
-        self._inner = inner
-        self._write = write
-
-    @property
-    def last_context(self) -> object:  # the sender's contextvars, read by the SDK's dispatcher
-        return getattr(self._inner, "last_context", None)
+    _inner: Any  # a ReadStream or a WriteStream (the SDK's protocols, not a common base)
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()
@@ -535,7 +521,31 @@ class _AnswerUnreadable:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> bool | None:
-        return await self._inner.__aexit__(exc_type, exc_val, exc_tb)
+        suppressed: bool | None = await self._inner.__aexit__(exc_type, exc_val, exc_tb)
+        return suppressed
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _AnswerUnreadable(_Wrapping):
+    """The stdio transport's read stream, less the lines it could not read as a JSON-RPC
+    message: each is answered with JSON-RPC's error, -32700 for a line that is not JSON and
+    -32600 for one that is but is no message, with the id null (it cannot be read), as the
+    HTTP transport answers such a body (400, -32700). The SDK's server only logged them at
+    debug level, and a client waited for an answer that never came (audit finding)."""
+
+    def __init__(
+        self,
+        inner: ReadStream[SessionMessage | Exception],
+        write: WriteStream[SessionMessage],
+    ) -> None:
+        self._inner: ReadStream[SessionMessage | Exception] = inner
+        self._write = write
+
+    @property
+    def last_context(self) -> object:  # the sender's contextvars, read by the SDK's dispatcher
+        return getattr(self._inner, "last_context", None)
 
     def __aiter__(self) -> Self:
         return self
@@ -552,9 +562,6 @@ class _AnswerUnreadable:
             return await self.receive()
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def _unreadable(exc: Exception) -> types.JSONRPCError:
@@ -633,32 +640,21 @@ async def _exit_on_signal(runtime: GatewayRuntime, write: _CountedWrites) -> Non
             os._exit(0)
 
 
-class _CountedWrites:
+class _CountedWrites(_Wrapping):
     """The stdio transport's write stream, counting the messages sent on it: a gateway exiting
     on a signal waits for the answers of the calls that were in flight."""
 
     def __init__(self, inner: WriteStream[SessionMessage]) -> None:
-        self.inner = inner
+        self._inner: WriteStream[SessionMessage] = inner
         self.sent = 0
 
+    @property
+    def sdk_stream(self) -> WriteStream[SessionMessage]:
+        return self._inner
+
     async def send(self, item: SessionMessage, /) -> None:
-        await self.inner.send(item)
+        await self._inner.send(item)
         self.sent += 1
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> bool | None:
-        return await self.inner.__aexit__(exc_type, exc_val, exc_tb)
 
 
 async def _answers_written(write: _CountedWrites, sent: int, limit: float = 1.0) -> None:
@@ -670,7 +666,7 @@ async def _answers_written(write: _CountedWrites, sent: int, limit: float = 1.0)
     with anyio.move_on_after(limit):
         while write.sent < sent:
             await anyio.sleep(0.01)
-    inner = getattr(write.inner, "_inner", None)
+    inner = getattr(write.sdk_stream, "_inner", None)
     if not isinstance(inner, MemoryObjectSendStream):
         return
     with anyio.move_on_after(limit):
