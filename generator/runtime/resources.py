@@ -188,18 +188,24 @@ def _wire_bytes(data: Any) -> int:
     return len(json.dumps(_json(data), ensure_ascii=False).encode())
 
 
-def _most_that_fit(build: Callable[[int], Any], low: int, high: int, limit: int) -> int:
-    """The largest n in [low, high] whose `build(n)` takes at most `limit` bytes (`low` when
-    none does); a larger n never takes fewer bytes."""
-    if _wire_bytes(build(high)) <= limit:
+def largest_that_fits(fits: Callable[[int], bool], low: int, high: int) -> int:
+    """The largest n in [low, high] that `fits` (`low` when none does); a larger n never fits
+    where a smaller one does not. Also cuts a tool result's list (`server.shorten_to_fit`)."""
+    if fits(high):
         return high
-    while low < high - 1:  # build(low) fits, or low is the least allowed; build(high) does not
+    while low < high - 1:  # `low` fits, or is the least allowed; `high` does not
         middle = (low + high) // 2
-        if _wire_bytes(build(middle)) <= limit:
+        if fits(middle):
             low = middle
         else:
             high = middle
     return low
+
+
+def _most_that_fit(build: Callable[[int], Any], low: int, high: int, limit: int) -> int:
+    """The largest n in [low, high] whose `build(n)` takes at most `limit` bytes (`low` when
+    none does); a larger n never takes fewer bytes."""
+    return largest_that_fits(lambda n: _wire_bytes(build(n)) <= limit, low, high)
 
 
 async def _memory_profile(call: NativeCall, read: Read, user: UserFn) -> Any:

@@ -66,7 +66,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -1264,21 +1264,15 @@ def shorten_to_fit(
             note += f"Those left out rank lowest; ask with {smaller}a narrower query for others."
         return Shortened(shown, _json_text(shown), note, total - n)
 
+    @cache
     def fits(n: int) -> Shortened | None:
         shortened = cut(n)
         size = result_bytes(shortened.text, (*notes, shortened.note))
         return shortened if size <= limit else None
 
-    best = fits(1)
-    low, high = 1, total - 1  # `best` holds `low` items; more than `high` do not fit
-    while best is not None and low < high:
-        middle = (low + high + 1) // 2
-        candidate = fits(middle)
-        if candidate is None:
-            high = middle - 1
-        else:
-            best, low = candidate, middle
-    return best
+    if fits(1) is None:
+        return None
+    return fits(resources.largest_that_fits(lambda n: fits(n) is not None, 1, total - 1))
 
 
 def _encode_list_cursor(name: str) -> str:
